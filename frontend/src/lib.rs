@@ -1,0 +1,1 @@
+//! Dockerfile lexer, parser, expansion, checks and lowering for kiln.

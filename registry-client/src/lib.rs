@@ -1,0 +1,1 @@
+//! OCI distribution client for kiln: references, auth, pull, push.

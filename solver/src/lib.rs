@@ -1,0 +1,1 @@
+//! Build graph, scheduler, cache, content store, snapshots and executors for kiln.
