@@ -1,1 +1,5 @@
 //! Build graph, scheduler, cache, content store, snapshots and executors for kiln.
+
+pub mod atomic_file;
+pub mod content;
+pub mod state;

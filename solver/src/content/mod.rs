@@ -1,0 +1,356 @@
+//! The content store: an OCI image layout directory (`oci-layout`, `index.json`,
+//! `blobs/sha256/<hex>`) that skopeo and umoci read as is. Tagged images are entries of
+//! `index.json` annotated with `org.opencontainers.image.ref.name` = the full normalised
+//! reference (`docker.io/library/busybox:latest`).
+//!
+//! kiln's own bookkeeping lives in the hidden `.kiln/` directory of the layout: temporary
+//! ingest files (same filesystem, so renames are atomic) and the lock files.
+
+mod digest;
+mod error;
+mod ingest;
+mod lock;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageIndexBuilder, MediaType, OciLayout};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use digest::{digest_from_hasher, sha256_digest, sha256_hex, HashingWriter};
+pub use error::{ContentError, Result};
+pub use ingest::{BlobInfo, Expected, Ingest};
+pub use lock::{LockMode, StoreLock};
+
+use crate::atomic_file::write_atomic;
+
+/// The annotation naming a tagged image in `index.json`.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The image-layout version we write.
+pub const LAYOUT_VERSION: &str = "1.0.0";
+
+/// A tag of the store: a reference name and the descriptor it points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedImage {
+    /// The full normalised reference (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The manifest or index descriptor the tag resolves to (annotations included).
+    pub descriptor: Descriptor,
+}
+
+/// An OCI image layout directory used as a content-addressed blob store with tags.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens the layout at `root`, creating `oci-layout`, `index.json` and `blobs/sha256/`
+    /// if they are missing. An existing layout of another version is refused.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let store = ContentStore { root: root.into() };
+        for dir in [store.blobs_dir(), store.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(|e| ContentError::io("create directory", &dir, e))?;
+        }
+        let layout_path = store.root.join("oci-layout");
+        if layout_path.exists() {
+            let layout = OciLayout::from_file(&layout_path).map_err(|e| ContentError::Json {
+                path: layout_path.clone(),
+                message: e.to_string(),
+            })?;
+            if !layout.image_layout_version().starts_with("1.") {
+                return Err(ContentError::InvalidLayout {
+                    path: store.root.clone(),
+                    reason: format!(
+                        "unsupported imageLayoutVersion {}",
+                        layout.image_layout_version()
+                    ),
+                });
+            }
+        } else {
+            let body = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
+            write_atomic(&layout_path, &store.tmp_dir(), body.as_bytes())
+                .map_err(|e| ContentError::io("write", &layout_path, e))?;
+        }
+        let index_path = store.index_path();
+        if !index_path.exists() {
+            let _guard = store.lock_index()?;
+            if !index_path.exists() {
+                store.write_index(&empty_index()?)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The layout directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(".kiln").join("ingest")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Where the blob with `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
+        Ok(self.blobs_dir().join(sha256_hex(digest)?))
+    }
+
+    /// Whether the blob is present.
+    pub fn exists(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blob_path(digest)?.is_file())
+    }
+
+    /// The size of the blob, or `None` when absent.
+    pub fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ContentError::io("stat", path, e)),
+        }
+    }
+
+    /// Opens the blob for streaming reads.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ContentError::NotFound(digest.clone())
+            } else {
+                ContentError::io("open", path, e)
+            }
+        })
+    }
+
+    /// Reads a whole blob into memory (manifests, configs; stream layers with [`Self::open_blob`]).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut f = self.open_blob(digest)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| ContentError::io("read", self.blob_path(digest).unwrap_or_default(), e))?;
+        Ok(buf)
+    }
+
+    /// Reads and parses a JSON blob (manifest, index, config).
+    pub fn read_json<T: DeserializeOwned>(&self, digest: &Digest) -> Result<T> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes).map_err(|e| ContentError::Json {
+            path: self.blob_path(digest).unwrap_or_default(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Starts a streaming write; see [`Ingest`].
+    pub fn ingest(&self, expected: Expected) -> Result<Ingest> {
+        let tmp_dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| ContentError::io("create temporary file in", &tmp_dir, e))?;
+        Ingest::new(tmp, self.blobs_dir(), expected)
+    }
+
+    /// Stores `bytes` and returns their digest and size.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let digest = sha256_digest(bytes);
+        if self.exists(&digest)? {
+            return Ok(BlobInfo {
+                digest,
+                size: bytes.len() as u64,
+            });
+        }
+        let mut ingest = self.ingest(Expected::exact(digest, bytes.len() as u64))?;
+        ingest
+            .write_all(bytes)
+            .map_err(|e| ContentError::io("write", self.tmp_dir(), e))?;
+        ingest.commit()
+    }
+
+    /// Serialises `value` as JSON, stores it and returns a descriptor with `media_type`.
+    pub fn put_json<T: Serialize>(&self, media_type: MediaType, value: &T) -> Result<Descriptor> {
+        let bytes = serde_json::to_vec(value).map_err(|e| ContentError::Json {
+            path: self.root.clone(),
+            message: e.to_string(),
+        })?;
+        let info = self.put_bytes(&bytes)?;
+        Ok(Descriptor::new(media_type, info.size, info.digest))
+    }
+
+    /// Removes a blob; returns whether it was there. Tags are not touched.
+    pub fn delete(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ContentError::io("remove", path, e)),
+        }
+    }
+
+    /// Every blob in the store (files under `blobs/sha256/` named by a valid digest).
+    pub fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let dir = self.blobs_dir();
+        let entries =
+            fs::read_dir(&dir).map_err(|e| ContentError::io("read directory", &dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ContentError::io("read directory", &dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(digest) = Digest::try_from(format!("sha256:{name}")) else {
+                continue;
+            };
+            let meta = entry
+                .metadata()
+                .map_err(|e| ContentError::io("stat", entry.path(), e))?;
+            if meta.is_file() {
+                out.push(BlobInfo {
+                    digest,
+                    size: meta.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.digest.as_ref().cmp(b.digest.as_ref()));
+        Ok(out)
+    }
+
+    /// Reads `index.json`.
+    pub fn index(&self) -> Result<ImageIndex> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).map_err(|e| ContentError::io("read", &path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ContentError::Json {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let path = self.index_path();
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| ContentError::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &self.tmp_dir(), &bytes)
+            .map_err(|e| ContentError::io("write", &path, e))
+    }
+
+    fn lock_index(&self) -> Result<StoreLock> {
+        lock::lock_file(
+            &self.root.join(".kiln").join("index.lock"),
+            LockMode::Exclusive,
+        )
+    }
+
+    /// Read-modify-write of `index.json` under the index lock; the file is replaced atomically
+    /// and only if `f` succeeds.
+    pub fn update_index<R>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<R>) -> Result<R> {
+        let _guard = self.lock_index()?;
+        let mut index = self.index()?;
+        let r = f(&mut index)?;
+        self.write_index(&index)?;
+        Ok(r)
+    }
+
+    /// Takes the store-wide lock: builds hold it shared, garbage collection exclusive.
+    /// Independent of the index lock, so tag updates work while it is held.
+    pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+        lock::lock_file(&self.root.join(".kiln").join("store.lock"), mode)
+    }
+
+    /// Like [`Self::lock`] but returns `None` instead of waiting when the lock is taken.
+    pub fn try_lock(&self, mode: LockMode) -> Result<Option<StoreLock>> {
+        lock::try_lock_file(&self.root.join(".kiln").join("store.lock"), mode)
+    }
+
+    /// All tagged images, sorted by name.
+    pub fn tags(&self) -> Result<Vec<TaggedImage>> {
+        let index = self.index()?;
+        let mut out: Vec<TaggedImage> = index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                ref_name(d).map(|name| TaggedImage {
+                    name: name.to_string(),
+                    descriptor: d.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The descriptor tagged `name`, if any.
+    pub fn resolve(&self, name: &str) -> Result<Option<Descriptor>> {
+        let index = self.index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(name))
+            .cloned())
+    }
+
+    /// Points tag `name` at `descriptor` (replacing any previous target). The descriptor's
+    /// blob must already be in the store.
+    pub fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
+        if !self.exists(descriptor.digest())? {
+            return Err(ContentError::NotFound(descriptor.digest().clone()));
+        }
+        let mut entry = descriptor.clone();
+        let mut annotations = entry.annotations().clone().unwrap_or_default();
+        annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
+        entry.set_annotations(Some(annotations));
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            manifests.retain(|d| ref_name(d) != Some(name));
+            manifests.push(entry);
+            index.set_manifests(manifests);
+            Ok(())
+        })
+    }
+
+    /// Removes tag `name`; returns whether it existed. Blobs are not touched.
+    pub fn remove_tag(&self, name: &str) -> Result<bool> {
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            let before = manifests.len();
+            manifests.retain(|d| ref_name(d) != Some(name));
+            let removed = manifests.len() != before;
+            index.set_manifests(manifests);
+            Ok(removed)
+        })
+    }
+}
+
+/// The `org.opencontainers.image.ref.name` of a descriptor.
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a: &HashMap<String, String>| a.get(REF_NAME_ANNOTATION))
+        .map(String::as_str)
+}
+
+fn empty_index() -> Result<ImageIndex> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .map_err(|e| ContentError::Json {
+            path: PathBuf::from("index.json"),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! The state directory: `content/` (OCI layout), `layers/<diffid>/` (unpacked layers),
+//! `cache-mounts/<id>/` (persistent cache mounts), `meta.redb` (cache metadata) and a lock
+//! file that lets concurrent builds share the directory while garbage collection excludes them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::content::{ContentError, ContentStore, LockMode, StoreLock};
+
+/// Environment variable that overrides the default state directory.
+pub const ROOT_ENV: &str = "KILN_ROOT";
+
+/// Errors while opening the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A directory could not be created.
+    #[error("cannot create state directory {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No home directory to derive a default location from.
+    #[error("cannot choose a state directory: neither XDG_DATA_HOME nor HOME is set (use --root or KILN_ROOT)")]
+    NoDefault,
+    /// The content store inside it failed to open.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+}
+
+/// The opened state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+    content: ContentStore,
+}
+
+impl StateDir {
+    /// Picks the state directory: `explicit` (the CLI's `--root`), else `$KILN_ROOT`, else
+    /// `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln`, else `$HOME/.local/share/kiln`.
+    pub fn choose_root(explicit: Option<&Path>) -> Result<PathBuf, StateError> {
+        if let Some(p) = explicit {
+            return Ok(p.to_path_buf());
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(p) = env(ROOT_ENV) {
+            return Ok(PathBuf::from(p));
+        }
+        if nix::unistd::geteuid().is_root() {
+            return Ok(PathBuf::from("/var/lib/kiln"));
+        }
+        if let Some(p) = env("XDG_DATA_HOME") {
+            return Ok(PathBuf::from(p).join("kiln"));
+        }
+        if let Some(home) = env("HOME") {
+            return Ok(PathBuf::from(home).join(".local/share/kiln"));
+        }
+        Err(StateError::NoDefault)
+    }
+
+    /// Opens (creating if needed) the state directory at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StateError> {
+        let root = root.into();
+        for dir in [root.clone(), root.join("layers"), root.join("cache-mounts")] {
+            fs::create_dir_all(&dir).map_err(|source| StateError::Create {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let content = ContentStore::open(root.join("content"))?;
+        Ok(StateDir { root, content })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The OCI-layout content store (`content/`).
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// Where unpacked layers live (`layers/`).
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// Where persistent cache mounts live (`cache-mounts/`).
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
+    }
+
+    /// The redb metadata database path (`meta.redb`).
+    pub fn meta_db_path(&self) -> PathBuf {
+        self.root.join("meta.redb")
+    }
+
+    /// Takes the state lock: builds hold it [`LockMode::Shared`], prune holds it
+    /// [`LockMode::Exclusive`].
+    pub fn lock(&self, mode: LockMode) -> Result<StoreLock, StateError> {
+        Ok(self.content.lock(mode)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_the_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::open(d.path().join("state")).unwrap();
+        assert!(s.layers_dir().is_dir());
+        assert!(s.cache_mounts_dir().is_dir());
+        assert!(s.root().join("content/oci-layout").is_file());
+        assert!(s.root().join("content/index.json").is_file());
+        assert_eq!(s.meta_db_path(), d.path().join("state/meta.redb"));
+        let _shared = s.lock(LockMode::Shared).unwrap();
+        let _again = StateDir::open(s.root())
+            .unwrap()
+            .lock(LockMode::Shared)
+            .unwrap();
+    }
+
+    #[test]
+    fn explicit_root_wins() {
+        let p = Path::new("/x/y");
+        assert_eq!(StateDir::choose_root(Some(p)).unwrap(), p);
+    }
+}
