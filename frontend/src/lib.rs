@@ -1,1 +1,3 @@
 //! Dockerfile lexer, parser, expansion, checks and lowering for kiln.
+
+pub mod shell;

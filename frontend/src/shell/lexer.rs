@@ -1,0 +1,570 @@
+//! The shell-word lexer: BuildKit's `ProcessWord`/`ProcessWords` (quotes, escapes, `$` expansion,
+//! word splitting after expansion).
+
+use std::collections::BTreeSet;
+
+use super::pattern::Pattern;
+use super::vars::VarLookup;
+
+/// Nesting limit for `${a:-${b:-...}}` so adversarial input cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+/// Why a word could not be processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShellError {
+    /// `${` without its `}`.
+    #[error("syntax error: missing '}}'")]
+    MissingBrace,
+    /// `${v/p` without the `/` after the pattern.
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    /// `${}`, `${:..}`, `${{..}`.
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    /// A modifier the lexer does not know, such as `:=`.
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+    /// `${v?msg}` / `${v:?msg}` on an unset (or empty) variable.
+    #[error("{name}: {message}")]
+    Required {
+        /// Variable name.
+        name: String,
+        /// The message from the word, or the default one.
+        message: String,
+    },
+    /// A quote or `${...}` part that is never closed.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unterminated(&'static str),
+    /// A bad `#`/`%`/`/` pattern.
+    #[error("invalid pattern ({pattern}) in substitution: {reason}")]
+    InvalidPattern {
+        /// The pattern text.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Substitutions nested too deeply.
+    #[error("substitutions nested more than {MAX_DEPTH} levels deep")]
+    TooDeep,
+}
+
+/// A processing failure together with the word it happened in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to process \"{word}\": {source}")]
+pub struct WordError {
+    /// The input word.
+    pub word: String,
+    /// The cause.
+    #[source]
+    pub source: ShellError,
+}
+
+/// The outcome of processing one word.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// The word with quotes removed and variables expanded.
+    pub result: String,
+    /// The same, split into words on unquoted whitespace after expansion.
+    pub words: Vec<String>,
+    /// Variables that were referenced and set.
+    pub matched: BTreeSet<String>,
+    /// Variables that were referenced but unset.
+    pub unmatched: BTreeSet<String>,
+}
+
+/// Shell-word lexer with the active escape character and BuildKit's processing modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexer {
+    /// The escape character (`\` or `` ` ``).
+    pub escape: char,
+    /// Keep quote characters in the result.
+    pub raw_quotes: bool,
+    /// Keep escape characters in the result.
+    pub raw_escapes: bool,
+    /// Treat quotes as ordinary characters.
+    pub skip_process_quotes: bool,
+    /// Leave references to unset variables as written.
+    pub skip_unset_env: bool,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer::new('\\')
+    }
+}
+
+impl Lexer {
+    /// A lexer with the given escape character and default modes.
+    pub fn new(escape: char) -> Self {
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_process_quotes: false,
+            skip_unset_env: false,
+        }
+    }
+
+    /// Expands `word` into one string (BuildKit's `ProcessWord`).
+    pub fn process_word(&self, word: &str, env: &dyn VarLookup) -> Result<String, WordError> {
+        self.process(word, env).map(|e| e.result)
+    }
+
+    /// Expands `word` and splits it into words (BuildKit's `ProcessWords`).
+    pub fn process_words(&self, word: &str, env: &dyn VarLookup) -> Result<Vec<String>, WordError> {
+        self.process(word, env).map(|e| e.words)
+    }
+
+    /// Expands `word`, returning the result, the words and which variables were used.
+    pub fn process(&self, word: &str, env: &dyn VarLookup) -> Result<Expansion, WordError> {
+        let mut sw = ShellWord {
+            lex: *self,
+            chars: word.chars().collect(),
+            pos: 0,
+            env,
+            raw_escapes: self.raw_escapes,
+            matched: BTreeSet::new(),
+            unmatched: BTreeSet::new(),
+            depth: 0,
+        };
+        match sw.process_stop_on(None, self.raw_escapes) {
+            Ok((result, words)) => Ok(Expansion {
+                result,
+                words,
+                matched: sw.matched,
+                unmatched: sw.unmatched,
+            }),
+            Err(source) => Err(WordError {
+                word: word.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Accumulates words: unquoted whitespace from the source or from an expansion separates words.
+#[derive(Default)]
+struct Words {
+    word: String,
+    words: Vec<String>,
+    in_word: bool,
+}
+
+impl Words {
+    fn add_char(&mut self, c: char) {
+        if c.is_whitespace() {
+            if self.in_word && !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(c);
+        }
+    }
+
+    fn add_raw_char(&mut self, c: char) {
+        self.word.push(c);
+        self.in_word = true;
+    }
+
+    fn add_string(&mut self, s: &str) {
+        s.chars().for_each(|c| self.add_char(c));
+    }
+
+    fn add_raw_string(&mut self, s: &str) {
+        self.word.push_str(s);
+        self.in_word = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.word.is_empty() {
+            self.words.push(self.word);
+        }
+        self.words
+    }
+}
+
+struct ShellWord<'a> {
+    lex: Lexer,
+    chars: Vec<char>,
+    pos: usize,
+    env: &'a dyn VarLookup,
+    raw_escapes: bool,
+    matched: BTreeSet<String>,
+    unmatched: BTreeSet<String>,
+    depth: usize,
+}
+
+impl ShellWord<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+
+    fn get_env(&mut self, name: &str) -> Option<String> {
+        match self.env.lookup(name) {
+            Some(v) => {
+                self.matched.insert(name.to_string());
+                Some(v.to_string())
+            }
+            None => {
+                self.unmatched.insert(name.to_string());
+                None
+            }
+        }
+    }
+
+    /// Processes up to `stop` (consumed) or the end of input when `stop` is `None`.
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), ShellError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ShellError::TooDeep);
+        }
+        let saved = self.raw_escapes;
+        self.raw_escapes = raw_escapes;
+        let r = self.stop_on_inner(stop);
+        self.raw_escapes = saved;
+        self.depth -= 1;
+        r
+    }
+
+    fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), ShellError> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        while let Some(c) = self.peek() {
+            if Some(c) == stop {
+                self.pos += 1;
+                return Ok((result, words.finish()));
+            }
+            let quotes = !self.lex.skip_process_quotes;
+            if c == '$' {
+                let s = self.process_dollar()?;
+                result.push_str(&s);
+                words.add_string(&s);
+            } else if quotes && c == '\'' {
+                let s = self.process_single_quote()?;
+                result.push_str(&s);
+                words.add_raw_string(&s);
+            } else if quotes && c == '"' {
+                let s = self.process_double_quote()?;
+                result.push_str(&s);
+                words.add_raw_string(&s);
+            } else {
+                self.pos += 1;
+                if c == self.lex.escape {
+                    if self.raw_escapes {
+                        words.add_raw_char(c);
+                        result.push(c);
+                    }
+                    // The escape escapes the next character; at the end of input it disappears.
+                    let Some(e) = self.next() else { break };
+                    words.add_raw_char(e);
+                    result.push(e);
+                } else {
+                    words.add_char(c);
+                    result.push(c);
+                }
+            }
+        }
+        if stop.is_some() {
+            return Err(ShellError::Unterminated(match stop {
+                Some('}') => "}",
+                Some('/') => "/",
+                _ => "delimiter",
+            }));
+        }
+        Ok((result, words.finish()))
+    }
+
+    fn process_single_quote(&mut self) -> Result<String, ShellError> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lex.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.next() {
+                None => return Err(ShellError::Unterminated("single-quote")),
+                Some('\'') => {
+                    if self.lex.raw_quotes {
+                        result.push('\'');
+                    }
+                    return Ok(result);
+                }
+                Some(c) => result.push(c),
+            }
+        }
+    }
+
+    fn process_double_quote(&mut self) -> Result<String, ShellError> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lex.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.peek() {
+                None => return Err(ShellError::Unterminated("double-quote")),
+                Some('"') => {
+                    self.pos += 1;
+                    if self.lex.raw_quotes {
+                        result.push('"');
+                    }
+                    return Ok(result);
+                }
+                Some('$') => {
+                    let v = self.process_dollar()?;
+                    result.push_str(&v);
+                }
+                Some(mut c) => {
+                    self.pos += 1;
+                    if c == self.lex.escape {
+                        if self.raw_escapes {
+                            result.push(c);
+                        }
+                        match self.peek() {
+                            // An escape at the very end is dropped.
+                            None => continue,
+                            // Only `"`, `$` and the escape itself can be escaped; other escapes stay.
+                            Some(n) if n == '"' || n == '$' || n == self.lex.escape => {
+                                self.pos += 1;
+                                c = n;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    result.push(c);
+                }
+            }
+        }
+    }
+
+    fn process_dollar(&mut self) -> Result<String, ShellError> {
+        self.pos += 1; // the `$`
+        if self.peek() != Some('{') {
+            let name = self.process_name();
+            if name.is_empty() {
+                return Ok("$".to_string());
+            }
+            return Ok(match self.get_env(&name) {
+                Some(v) => v,
+                None if self.lex.skip_unset_env => format!("${name}"),
+                None => String::new(),
+            });
+        }
+        self.pos += 1; // the `{`
+        match self.peek() {
+            None => return Err(ShellError::MissingBrace),
+            Some('{') | Some('}') | Some(':') => return Err(ShellError::BadSubstitution),
+            Some(_) => {}
+        }
+        let name = self.process_name();
+        let Some(mut ch) = self.next() else {
+            return Err(ShellError::MissingBrace);
+        };
+        let mut modifier = ch.to_string();
+        match ch {
+            '}' => Ok(match self.get_env(&name) {
+                Some(v) => v,
+                None if self.lex.skip_unset_env => format!("${{{name}}}"),
+                None => String::new(),
+            }),
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let null_is_unset = ch == ':';
+                if null_is_unset {
+                    match self.next() {
+                        Some(c) => {
+                            ch = c;
+                            modifier.push(c);
+                        }
+                        None => return Err(ShellError::MissingBrace),
+                    }
+                }
+                let raw = ch == '#' || ch == '%';
+                let word = match self.process_stop_on(Some('}'), raw) {
+                    Ok((w, _)) => w,
+                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                        return Err(ShellError::MissingBrace)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let value = self.get_env(&name);
+                if self.lex.skip_unset_env && value.is_none() {
+                    return Ok(format!("${{{name}{modifier}{word}}}"));
+                }
+                let empty = value
+                    .as_deref()
+                    .is_none_or(|v| null_is_unset && v.is_empty());
+                match ch {
+                    '-' => Ok(if empty {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
+                    '+' => Ok(if empty { String::new() } else { word }),
+                    '?' => match value {
+                        None => Err(ShellError::Required {
+                            name,
+                            message: or_default(word, "is not allowed to be unset"),
+                        }),
+                        Some(v) if null_is_unset && v.is_empty() => Err(ShellError::Required {
+                            name,
+                            message: or_default(word, "is not allowed to be empty"),
+                        }),
+                        Some(v) => Ok(v),
+                    },
+                    '#' | '%' => {
+                        let value = value.unwrap_or_default();
+                        // A doubled operator (`##`, `%%`) selects the longest match.
+                        let (pat, longest) = match word.strip_prefix(ch) {
+                            Some(rest) => (rest.to_string(), true),
+                            None => (word, false),
+                        };
+                        let pattern = compile(&pat)?;
+                        Ok(if ch == '%' {
+                            pattern.trim_suffix(&value, longest)
+                        } else {
+                            pattern.trim_prefix(&value, longest)
+                        })
+                    }
+                    _ => Err(ShellError::UnsupportedModifier(modifier)),
+                }
+            }
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.pos += 1;
+                }
+                let pat = match self.process_stop_on(Some('/'), true) {
+                    Ok((w, _)) => w,
+                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                        return Err(ShellError::MissingSlash)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let replacement = match self.process_stop_on(Some('}'), true) {
+                    Ok((w, _)) => w,
+                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                        return Err(ShellError::MissingBrace)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let value = self.get_env(&name);
+                let Some(value) = value else {
+                    if self.lex.skip_unset_env {
+                        return Ok(format!("${{{name}/{pat}/{replacement}}}"));
+                    }
+                    return Ok(String::new());
+                };
+                Ok(compile(&pat)?.replace(&value, &replacement, all))
+            }
+            _ => Err(ShellError::UnsupportedModifier(modifier)),
+        }
+    }
+
+    /// Reads a variable name: letters, digits and `_`; a leading digit run is a positional
+    /// parameter; a special parameter (`@*#?-$!0`) is one character.
+    fn process_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(c) = self.peek() {
+            if name.is_empty() && c.is_numeric() {
+                while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
+                    name.push(d);
+                    self.pos += 1;
+                }
+                return name;
+            }
+            if name.is_empty() && matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+                self.pos += 1;
+                return c.to_string();
+            }
+            if !c.is_alphanumeric() && c != '_' {
+                break;
+            }
+            name.push(c);
+            self.pos += 1;
+        }
+        name
+    }
+}
+
+fn or_default(word: String, default: &str) -> String {
+    if word.is_empty() {
+        default.to_string()
+    } else {
+        word
+    }
+}
+
+fn compile(pat: &str) -> Result<Pattern, ShellError> {
+    Pattern::compile(pat).map_err(|e| ShellError::InvalidPattern {
+        pattern: pat.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::vars::env_from_pairs;
+
+    fn word(s: &str, env: &[&str]) -> Result<String, WordError> {
+        Lexer::default().process_word(s, &env_from_pairs(env))
+    }
+
+    #[test]
+    fn expansion_forms() {
+        let env = ["A=hello world", "E=", "P=/usr/local/bin"];
+        assert_eq!(word("${A}", &env).unwrap(), "hello world");
+        assert_eq!(word("${E-x}", &env).unwrap(), "");
+        assert_eq!(word("${E:-x}", &env).unwrap(), "x");
+        assert_eq!(word("${E+x}", &env).unwrap(), "x");
+        assert_eq!(word("${E:+x}", &env).unwrap(), "");
+        assert_eq!(word("${P#*/}", &env).unwrap(), "usr/local/bin");
+        assert_eq!(word("${P##*/}", &env).unwrap(), "bin");
+        assert_eq!(word("${P%/*}", &env).unwrap(), "/usr/local");
+        assert_eq!(word("${P%%/*}", &env).unwrap(), "");
+        assert_eq!(word("${A/o/0}", &env).unwrap(), "hell0 world");
+        assert_eq!(word("${A//o/0}", &env).unwrap(), "hell0 w0rld");
+        assert_eq!(
+            word("${U?need U}", &env).unwrap_err().source,
+            ShellError::Required {
+                name: "U".into(),
+                message: "need U".into()
+            }
+        );
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lex = Lexer::new('`');
+        let env = env_from_pairs(["X=1"]);
+        assert_eq!(lex.process_word("a`$X", &env).unwrap(), "a$X");
+        assert_eq!(lex.process_word("c:\\dir", &env).unwrap(), "c:\\dir");
+    }
+
+    #[test]
+    fn used_variables_are_reported() {
+        let env = env_from_pairs(["A=1"]);
+        let e = Lexer::default().process("$A ${B:-x}", &env).unwrap();
+        assert!(e.matched.contains("A"));
+        assert!(e.unmatched.contains("B"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let w = "${a:-".repeat(10_000);
+        assert!(word(&w, &[]).is_err());
+    }
+}
