@@ -2,4 +2,5 @@
 
 pub mod atomic_file;
 pub mod content;
+pub mod pattern;
 pub mod state;
