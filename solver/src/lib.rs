@@ -1,5 +1,6 @@
 //! Build graph, scheduler, cache, content store, snapshots and executors for kiln.
 
+pub mod archive;
 pub mod atomic_file;
 pub mod content;
 pub mod pattern;
