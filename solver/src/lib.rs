@@ -4,4 +4,5 @@ pub mod archive;
 pub mod atomic_file;
 pub mod content;
 pub mod pattern;
+pub mod snapshot;
 pub mod state;

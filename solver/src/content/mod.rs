@@ -20,7 +20,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageIndexBuilder, MediaTy
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use digest::{digest_from_hasher, sha256_digest, sha256_hex, HashingWriter};
+pub use digest::{digest_from_hasher, sha256_digest, sha256_hex, HashingReader, HashingWriter};
 pub use error::{ContentError, Result};
 pub use ingest::{BlobInfo, Expected, Ingest};
 pub use lock::{LockMode, StoreLock};

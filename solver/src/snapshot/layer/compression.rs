@@ -1,0 +1,196 @@
+//! Layer compressions: gzip (the default), zstd, none; detected on read by magic bytes.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use oci_spec::image::MediaType;
+
+/// How a layer blob is compressed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (`application/vnd.oci.image.layer.v1.tar+gzip`).
+    #[default]
+    Gzip,
+    /// zstd (`application/vnd.oci.image.layer.v1.tar+zstd`).
+    Zstd,
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
+    None,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+impl Compression {
+    /// The OCI media type of a layer with this compression.
+    pub fn oci_media_type(self) -> MediaType {
+        match self {
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
+            Compression::None => MediaType::ImageLayer,
+        }
+    }
+
+    /// The Docker v2 media type (zstd has none; the OCI one is returned).
+    pub fn docker_media_type(self) -> MediaType {
+        match self {
+            Compression::Gzip => {
+                MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into())
+            }
+            Compression::None => {
+                MediaType::Other("application/vnd.docker.image.rootfs.diff.tar".into())
+            }
+            Compression::Zstd => MediaType::ImageLayerZstd,
+        }
+    }
+
+    /// The compression a layer media type announces, if it is a layer type we know.
+    pub fn from_media_type(media_type: &MediaType) -> Option<Self> {
+        let s = media_type.to_string();
+        if s.ends_with("+gzip") || s.ends_with(".tar.gzip") {
+            Some(Compression::Gzip)
+        } else if s.ends_with("+zstd") || s.ends_with(".tar.zstd") {
+            Some(Compression::Zstd)
+        } else if s.ends_with(".tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+
+    /// Parses `gzip`, `zstd`, `uncompressed`/`none` (the `compression=` export option).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            "uncompressed" | "none" => Some(Compression::None),
+            _ => None,
+        }
+    }
+
+    /// Detects the compression of a stream from its first bytes.
+    pub fn detect(head: &[u8]) -> Self {
+        if head.starts_with(&GZIP_MAGIC) {
+            Compression::Gzip
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "uncompressed",
+        })
+    }
+}
+
+/// A compressing writer for one of the compressions.
+pub enum Encoder<W: Write> {
+    /// gzip.
+    Gzip(flate2::write::GzEncoder<W>),
+    /// zstd.
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// pass-through.
+    None(W),
+}
+
+impl<W: Write> Encoder<W> {
+    /// Wraps `inner`; `level` is the codec's level (gzip 0-9, zstd 1-22), default when `None`.
+    pub fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip => {
+                let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
+                // GzBuilder writes mtime 0 and no file name: the output is deterministic.
+                Encoder::Gzip(
+                    flate2::GzBuilder::new().write(inner, flate2::Compression::new(level)),
+                )
+            }
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
+                inner,
+                level.unwrap_or(3),
+            )?),
+            Compression::None => Encoder::None(inner),
+        })
+    }
+
+    /// Writes the trailer and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::None(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::None(w) => w.flush(),
+        }
+    }
+}
+
+/// Returns a reader of the decompressed stream, detecting the compression by magic bytes.
+pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
+    let head = buffered.fill_buf()?;
+    let compression = Compression::detect(head);
+    let out: Box<dyn Read + 'a> = match compression {
+        // MultiGzDecoder: some tools write layers as several gzip members.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::None => Box::new(buffered),
+    };
+    Ok((compression, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_compression() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let mut e = Encoder::new(Vec::new(), c, None).unwrap();
+            e.write_all(&data).unwrap();
+            let blob = e.finish().unwrap();
+            assert_eq!(Compression::detect(&blob), c, "{c}");
+            let (found, mut r) = decompress(&blob[..]).unwrap();
+            assert_eq!(found, c);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, data, "{c}");
+        }
+    }
+
+    #[test]
+    fn media_types_map_back() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            assert_eq!(Compression::from_media_type(&c.oci_media_type()), Some(c));
+            assert_eq!(
+                Compression::from_media_type(&c.docker_media_type()),
+                Some(c)
+            );
+        }
+        assert_eq!(Compression::from_media_type(&MediaType::ImageConfig), None);
+    }
+}

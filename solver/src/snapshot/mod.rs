@@ -1,0 +1,3 @@
+//! Snapshots: immutable chains of layers, and the conversion between directories and layer tars.
+
+pub mod layer;
