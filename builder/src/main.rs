@@ -1,6 +1,7 @@
 //! kiln: container image builder and registry toolkit.
 
 mod cli;
+mod context;
 
 use std::process::ExitCode;
 
