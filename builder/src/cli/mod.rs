@@ -1,5 +1,6 @@
 //! Command-line interface: one module per verb.
 
+pub mod dockerfile;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and git commit.
     Version(version::Args),
+    /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
+    Dockerfile(dockerfile::Args),
 }
 
 /// Parses the command line, runs the verb and renders any error.
@@ -30,6 +33,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(args),
+        Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {
         Ok(code) => code,
