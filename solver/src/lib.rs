@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod atomic_file;
 pub mod content;
+pub mod llb;
 pub mod pattern;
 pub mod snapshot;
 pub mod state;
