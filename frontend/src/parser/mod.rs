@@ -125,6 +125,24 @@ impl<'a> Parser<'a> {
                 });
             }
 
+            if buf.trim().is_empty() {
+                // BuildKit records an instruction with an empty keyword here and fails later
+                // with "unknown instruction"; failing now points at the cause.
+                let text = self.lines.line_text(start_line).unwrap_or("");
+                let location =
+                    Location::new(self.file, start_line, column, text.trim().chars().count())
+                        .with_end_line(end_line);
+                return Err(self
+                    .error(
+                        ErrorKind::Syntax,
+                        "line continuation without an instruction".into(),
+                        location,
+                    )
+                    .with_hint(format!(
+                        "remove the trailing `{}` or put an instruction before it",
+                        self.escape
+                    )));
+            }
             let span = Span {
                 start_line,
                 end_line,
