@@ -2,6 +2,7 @@
 
 mod cli;
 mod context;
+mod export;
 
 use std::process::ExitCode;
 

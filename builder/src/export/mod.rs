@@ -1,0 +1,3 @@
+//! Exporters: where a build's result goes (`-o/--output`).
+
+pub mod output;
