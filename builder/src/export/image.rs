@@ -1,0 +1,259 @@
+#![allow(dead_code)] // Wired into `kiln build` as the build path lands (issue 5).
+//! Assembling an image from a build result: the config blob, the manifest
+//! over the layer blobs, and (for several platforms) the index, all written
+//! into the content store.
+
+use kiln_solver::content::{ContentError, ContentStore};
+use kiln_solver::snapshot::layer::Compression;
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder,
+    ImageManifest, ImageManifestBuilder, MediaType, Platform, SCHEMA_VERSION,
+};
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Docker's manifest media type (`oci-mediatypes=false`).
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker's manifest-list media type.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker's image-config media type.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Why an image could not be written.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    /// The store failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// An OCI structure could not be built.
+    #[error("building the image {what}: {message}")]
+    Spec {
+        /// Which structure.
+        what: &'static str,
+        /// oci-spec's words.
+        message: String,
+    },
+    /// The config's diff_ids and the layers disagree.
+    #[error("the image config lists {diff_ids} layers but {layers} layer blobs were given")]
+    LayerCount {
+        /// `rootfs.diff_ids` length.
+        diff_ids: usize,
+        /// Blobs given.
+        layers: usize,
+    },
+}
+
+fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError {
+    move |e| ImageError::Spec {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// One layer of an image: its blob and the diffID the config lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayer {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The blob (digest, size, media type).
+    pub blob: Descriptor,
+}
+
+/// How the manifest is written.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestOptions {
+    /// Docker v2 media types instead of OCI ones (`oci-mediatypes=false`).
+    pub docker_media_types: bool,
+    /// Manifest annotations.
+    pub annotations: HashMap<String, String>,
+}
+
+/// Writes the config and the manifest of one image; returns the manifest's
+/// descriptor with the image's platform filled in.
+pub fn write_image(
+    store: &ContentStore,
+    config: &ImageConfiguration,
+    layers: &[ImageLayer],
+    opts: &ManifestOptions,
+) -> Result<Descriptor, ImageError> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(ImageError::LayerCount {
+            diff_ids: diff_ids.len(),
+            layers: layers.len(),
+        });
+    }
+    let config_type = if opts.docker_media_types {
+        MediaType::Other(DOCKER_CONFIG.to_string())
+    } else {
+        MediaType::ImageConfig
+    };
+    let config_desc = store.put_json(config_type, config)?;
+    let layer_descs: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| {
+            let mut d = l.blob.clone();
+            // Layers from a base image keep their blob, but their media type
+            // follows the manifest's flavour.
+            if let Some(c) = Compression::from_media_type(d.media_type()) {
+                d.set_media_type(if opts.docker_media_types {
+                    c.docker_media_type()
+                } else {
+                    c.oci_media_type()
+                });
+            }
+            d
+        })
+        .collect();
+    let manifest_type = if opts.docker_media_types {
+        MediaType::Other(DOCKER_MANIFEST.to_string())
+    } else {
+        MediaType::ImageManifest
+    };
+    let mut builder = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(manifest_type.clone())
+        .config(config_desc)
+        .layers(layer_descs);
+    if !opts.annotations.is_empty() {
+        builder = builder.annotations(opts.annotations.clone());
+    }
+    let manifest: ImageManifest = builder.build().map_err(spec_err("manifest"))?;
+    let mut desc = store.put_json(manifest_type, &manifest)?;
+    desc.set_platform(Some(platform_of(config)));
+    Ok(desc)
+}
+
+/// The platform an image config declares.
+pub fn platform_of(config: &ImageConfiguration) -> Platform {
+    let mut p = Platform::default();
+    p.set_architecture(config.architecture().clone());
+    p.set_os(config.os().clone());
+    p.set_variant(config.variant().clone());
+    p
+}
+
+/// Writes an index over per-platform manifests (their descriptors carry the
+/// platform); returns its descriptor.
+pub fn write_index(
+    store: &ContentStore,
+    manifests: Vec<Descriptor>,
+    opts: &ManifestOptions,
+) -> Result<Descriptor, ImageError> {
+    let index_type = if opts.docker_media_types {
+        MediaType::Other(DOCKER_MANIFEST_LIST.to_string())
+    } else {
+        MediaType::ImageIndex
+    };
+    let mut builder = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(index_type.clone())
+        .manifests(manifests);
+    if !opts.annotations.is_empty() {
+        builder = builder.annotations(opts.annotations.clone());
+    }
+    let index: ImageIndex = builder.build().map_err(spec_err("index"))?;
+    Ok(store.put_json(index_type, &index)?)
+}
+
+/// A descriptor for a layer blob of the given compression.
+pub fn layer_descriptor(
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+) -> Result<Descriptor, ImageError> {
+    DescriptorBuilder::default()
+        .media_type(compression.oci_media_type())
+        .digest(digest)
+        .size(size)
+        .build()
+        .map_err(spec_err("layer descriptor"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_solver::snapshot::layer::{write_layer, DiffOptions};
+    use oci_spec::image::{ImageConfigurationBuilder, RootFsBuilder};
+
+    fn config_with(diff_ids: Vec<String>) -> ImageConfiguration {
+        ImageConfigurationBuilder::default()
+            .architecture("amd64")
+            .os("linux")
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers")
+                    .diff_ids(diff_ids)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn writes_config_manifest_and_index_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("content")).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/hello"), "hi").unwrap();
+        let blob = write_layer(&tree, &store, &DiffOptions::default()).unwrap();
+        let layer = ImageLayer {
+            diff_id: blob.diff_id.clone(),
+            blob: layer_descriptor(blob.blob.digest.clone(), blob.blob.size, blob.compression)
+                .unwrap(),
+        };
+        let config = config_with(vec![blob.diff_id.to_string()]);
+        let desc = write_image(
+            &store,
+            &config,
+            &[layer.clone()],
+            &ManifestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(desc.media_type(), &MediaType::ImageManifest);
+        assert_eq!(
+            desc.platform()
+                .as_ref()
+                .map(|p| p.architecture().to_string()),
+            Some("amd64".into())
+        );
+        let manifest: ImageManifest = store.read_json(desc.digest()).unwrap();
+        assert_eq!(manifest.layers().len(), 1);
+        assert_eq!(manifest.layers()[0].digest(), &blob.blob.digest);
+        let back: ImageConfiguration = store.read_json(manifest.config().digest()).unwrap();
+        assert_eq!(back.rootfs().diff_ids(), &vec![blob.diff_id.to_string()]);
+
+        let docker = ManifestOptions {
+            docker_media_types: true,
+            ..Default::default()
+        };
+        let d2 = write_image(&store, &config, &[layer], &docker).unwrap();
+        let m2: ImageManifest = store.read_json(d2.digest()).unwrap();
+        assert_eq!(
+            m2.layers()[0].media_type().to_string(),
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        assert_ne!(d2.digest(), desc.digest());
+
+        let idx = write_index(&store, vec![desc.clone()], &ManifestOptions::default()).unwrap();
+        let index: ImageIndex = store.read_json(idx.digest()).unwrap();
+        assert_eq!(index.manifests()[0].digest(), desc.digest());
+    }
+
+    #[test]
+    fn layer_count_mismatch_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let config = config_with(vec![format!("sha256:{}", "0".repeat(64))]);
+        let err = write_image(&store, &config, &[], &ManifestOptions::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::LayerCount {
+                diff_ids: 1,
+                layers: 0
+            }
+        ));
+    }
+}
