@@ -208,7 +208,7 @@ mod tests {
         let desc = write_image(
             &store,
             &config,
-            &[layer.clone()],
+            std::slice::from_ref(&layer),
             &ManifestOptions::default(),
         )
         .unwrap();
