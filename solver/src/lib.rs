@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod atomic_file;
+pub mod cache;
 pub mod content;
 pub mod llb;
 pub mod pattern;

@@ -1,0 +1,448 @@
+//! Content checksums of selected paths of a directory tree: what a COPY source or a bind
+//! mount with `source=` contributes to a cache key. Each entry is hashed by its path,
+//! type, mode, owner, size, link target, device numbers, `security.capability` and content —
+//! never its mtime, so touching a file or re-cloning a repository keeps the cache.
+//! File contents are hashed in parallel (rayon).
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::pattern::{has_wildcards, Glob, GlobFlavor};
+
+/// A content checksum (sha256).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentChecksum(pub [u8; 32]);
+
+impl fmt::Display for ContentChecksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ContentChecksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentChecksum({})", &hex::encode(self.0)[..12])
+    }
+}
+
+/// Errors while checksumming.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentHashError {
+    /// Reading the tree failed.
+    #[error("checksum {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A wildcard selector does not compile.
+    #[error("invalid pattern {pattern:?}: {message}")]
+    Pattern {
+        /// The selector.
+        pattern: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// A selected path and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    /// Path relative to the root (`/` or empty = everything).
+    pub path: String,
+    /// Expand `*`, `?`, `[...]` (Go `filepath.Match`, as COPY does).
+    pub wildcards: bool,
+    /// Follow a symlink named by the selector (its target's content counts).
+    pub follow_final_symlink: bool,
+}
+
+impl Selector {
+    /// A literal path, symlinks not followed.
+    pub fn path(path: impl Into<String>) -> Self {
+        Selector {
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Normalises a selector the way COPY does: leading `/` and `..` stay inside the root.
+pub fn clean_selector(selector: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(selector).components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// One entry of the hashed set, relative to the root.
+struct Record {
+    rel: String,
+    header: Vec<u8>,
+    file: Option<PathBuf>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
+    move |source| ContentHashError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn header_bytes(rel: &str, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, ContentHashError> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        'd'
+    } else if ft.is_symlink() {
+        'l'
+    } else if ft.is_file() {
+        'f'
+    } else if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else if ft.is_fifo() {
+        'p'
+    } else {
+        's'
+    };
+    let mut h = format!(
+        "{rel}\0{kind}\0{:o}\0{}\0{}\0",
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid()
+    );
+    if ft.is_file() {
+        h.push_str(&format!("{}\0", meta.len()));
+    }
+    if ft.is_char_device() || ft.is_block_device() {
+        h.push_str(&format!("{}\0", meta.rdev()));
+    }
+    let mut bytes = h.into_bytes();
+    if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(io_err(path))?;
+        bytes.extend_from_slice(target.as_os_str().as_encoded_bytes());
+        bytes.push(0);
+    }
+    // File capabilities change what a binary can do, so they are content; other xattrs are not.
+    if let Ok(Some(cap)) = xattr::get(path, "security.capability") {
+        bytes.extend_from_slice(b"cap\0");
+        bytes.extend_from_slice(&cap);
+    }
+    Ok(bytes)
+}
+
+fn collect(
+    root: &Path,
+    rel: &str,
+    follow: bool,
+    out: &mut Vec<Record>,
+) -> Result<(), ContentHashError> {
+    let start = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let meta = match fs::symlink_metadata(&start) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(Record {
+                rel: rel.to_string(),
+                header: format!("{rel}\0missing\0").into_bytes(),
+                file: None,
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(&start)(e)),
+    };
+    let start_is_followed_link = follow && meta.file_type().is_symlink();
+    let walker = walkdir::WalkDir::new(&start)
+        .follow_root_links(start_is_followed_link)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let p = e.path().unwrap_or(&start).to_path_buf();
+            ContentHashError::Io {
+                path: p,
+                source: e.into(),
+            }
+        })?;
+        let path = entry.path();
+        let meta = if entry.depth() == 0 && start_is_followed_link {
+            fs::metadata(path).map_err(io_err(path))?
+        } else {
+            fs::symlink_metadata(path).map_err(io_err(path))?
+        };
+        let sub = path.strip_prefix(&start).unwrap_or(Path::new(""));
+        let entry_rel = match (rel.is_empty(), sub.as_os_str().is_empty()) {
+            (_, true) => rel.to_string(),
+            (true, false) => sub.to_string_lossy().into_owned(),
+            (false, false) => format!("{rel}/{}", sub.to_string_lossy()),
+        };
+        let header = if entry.depth() == 0 && start_is_followed_link {
+            let mut h = header_bytes(&entry_rel, &meta, path)?;
+            h.extend_from_slice(b"followed\0");
+            h
+        } else {
+            header_bytes(&entry_rel, &meta, path)?
+        };
+        out.push(Record {
+            rel: entry_rel,
+            header,
+            file: meta.is_file().then(|| path.to_path_buf()),
+        });
+    }
+    Ok(())
+}
+
+/// Paths under `root` that a wildcard selector matches (relative, sorted).
+fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, ContentHashError> {
+    let glob =
+        Glob::new(pattern, GlobFlavor::FilepathMatch).map_err(|e| ContentHashError::Pattern {
+            pattern: pattern.to_string(),
+            message: e.to_string(),
+        })?;
+    let depth = pattern.split('/').count();
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .min_depth(depth)
+        .max_depth(depth)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| ContentHashError::Io {
+            path: e.path().unwrap_or(root).to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let rel = rel.to_string_lossy();
+        if glob.matches(&rel) {
+            out.push(rel.into_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or(&[]));
+    }
+    Ok(h.finalize().into())
+}
+
+/// The checksum of the `selectors`' paths under `root`, in selector order.
+pub fn checksum_paths(
+    root: &Path,
+    selectors: &[Selector],
+) -> Result<ContentChecksum, ContentHashError> {
+    let mut outer = Sha256::new();
+    outer.update(b"kiln-contenthash-v1\0");
+    for selector in selectors {
+        let clean = clean_selector(&selector.path);
+        outer.update(clean.as_bytes());
+        outer.update([
+            0,
+            u8::from(selector.wildcards),
+            u8::from(selector.follow_final_symlink),
+            0,
+        ]);
+        let targets = if selector.wildcards && has_wildcards(&clean) {
+            expand(root, &clean)?
+        } else {
+            vec![clean]
+        };
+        let mut records = Vec::new();
+        for t in &targets {
+            collect(root, t, selector.follow_final_symlink, &mut records)?;
+        }
+        let digests: Vec<Option<[u8; 32]>> = records
+            .par_iter()
+            .map(|r| r.file.as_deref().map(file_digest).transpose())
+            .collect::<Result<_, _>>()?;
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by(|a, b| {
+            let ra = records.get(*a).map(|r| r.rel.as_str());
+            let rb = records.get(*b).map(|r| r.rel.as_str());
+            ra.cmp(&rb)
+        });
+        for i in order {
+            if let (Some(r), Some(d)) = (records.get(i), digests.get(i)) {
+                outer.update((r.header.len() as u64).to_le_bytes());
+                outer.update(&r.header);
+                if let Some(d) = d {
+                    outer.update(d);
+                }
+            }
+        }
+        outer.update(b"\0end-selector\0");
+    }
+    Ok(ContentChecksum(outer.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("src/pkg")).unwrap();
+        fs::write(r.join("src/main.go"), b"package main").unwrap();
+        fs::write(r.join("src/util.go"), b"package main // util").unwrap();
+        fs::write(r.join("src/pkg/lib.go"), b"package pkg").unwrap();
+        fs::write(r.join("README.md"), b"docs").unwrap();
+        fs::write(r.join("go.mod"), b"module x").unwrap();
+        std::os::unix::fs::symlink("src/main.go", r.join("main-link")).unwrap();
+        d
+    }
+
+    #[derive(Default)]
+    struct ChecksumOptions {
+        wildcards: bool,
+        follow_final_symlink: bool,
+    }
+
+    fn sum(root: &Path, sel: &[&str], opts: &ChecksumOptions) -> ContentChecksum {
+        let sel: Vec<Selector> = sel
+            .iter()
+            .map(|s| Selector {
+                path: s.to_string(),
+                wildcards: opts.wildcards,
+                follow_final_symlink: opts.follow_final_symlink,
+            })
+            .collect();
+        checksum_paths(root, &sel).unwrap()
+    }
+
+    #[test]
+    fn unrelated_changes_and_mtimes_do_not_matter() {
+        let d = tree();
+        let o = ChecksumOptions::default();
+        let before = sum(d.path(), &["src"], &o);
+        fs::write(d.path().join("README.md"), b"changed docs").unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(d.path().join("src/main.go"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            sum(d.path(), &["src"], &o),
+            before,
+            "README and an mtime do not count"
+        );
+        assert_eq!(
+            sum(d.path(), &["/src/"], &o),
+            before,
+            "selector is normalised"
+        );
+        assert_eq!(
+            sum(d.path(), &["../src"], &o),
+            before,
+            "`..` stays in the root"
+        );
+    }
+
+    #[test]
+    fn content_mode_owner_and_new_files_matter() {
+        let d = tree();
+        let o = ChecksumOptions::default();
+        let base = sum(d.path(), &["src"], &o);
+        fs::write(d.path().join("src/pkg/lib.go"), b"package pkg // edited").unwrap();
+        let edited = sum(d.path(), &["src"], &o);
+        assert_ne!(edited, base);
+        fs::set_permissions(
+            d.path().join("src/main.go"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let chmodded = sum(d.path(), &["src"], &o);
+        assert_ne!(chmodded, edited);
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::lchown(d.path().join("src/main.go"), Some(1000), None).unwrap();
+            assert_ne!(sum(d.path(), &["src"], &o), chmodded);
+        }
+        let before_new = sum(d.path(), &["src"], &o);
+        fs::write(d.path().join("src/new.go"), b"").unwrap();
+        assert_ne!(sum(d.path(), &["src"], &o), before_new);
+        // Renaming changes the checksum even with equal contents.
+        let a = sum(d.path(), &["src"], &o);
+        fs::rename(d.path().join("src/new.go"), d.path().join("src/new2.go")).unwrap();
+        assert_ne!(sum(d.path(), &["src"], &o), a);
+    }
+
+    #[test]
+    fn wildcards_select_only_matching_paths() {
+        let d = tree();
+        let o = ChecksumOptions {
+            wildcards: true,
+            ..Default::default()
+        };
+        let go = sum(d.path(), &["src/*.go"], &o);
+        fs::write(d.path().join("src/pkg/lib.go"), b"deeper file not matched").unwrap();
+        fs::write(d.path().join("go.mod"), b"module y").unwrap();
+        assert_eq!(sum(d.path(), &["src/*.go"], &o), go);
+        fs::write(d.path().join("src/util.go"), b"changed").unwrap();
+        assert_ne!(sum(d.path(), &["src/*.go"], &o), go);
+        // Without wildcard expansion the pattern is a literal (missing) path.
+        let literal = sum(d.path(), &["src/*.go"], &ChecksumOptions::default());
+        assert_ne!(literal, go);
+    }
+
+    #[test]
+    fn symlinks_count_by_target_text_unless_followed() {
+        let d = tree();
+        let plain = ChecksumOptions::default();
+        let follow = ChecksumOptions {
+            follow_final_symlink: true,
+            ..Default::default()
+        };
+        let link = sum(d.path(), &["main-link"], &plain);
+        let followed = sum(d.path(), &["main-link"], &follow);
+        fs::write(d.path().join("src/main.go"), b"package main // v2").unwrap();
+        assert_eq!(sum(d.path(), &["main-link"], &plain), link);
+        assert_ne!(sum(d.path(), &["main-link"], &follow), followed);
+    }
+
+    #[test]
+    fn missing_paths_have_a_checksum_and_appearing_changes_it() {
+        let d = tree();
+        let o = ChecksumOptions::default();
+        let missing = sum(d.path(), &["nope"], &o);
+        fs::write(d.path().join("nope"), b"").unwrap();
+        assert_ne!(sum(d.path(), &["nope"], &o), missing);
+    }
+
+    #[test]
+    fn selector_order_and_split_matter() {
+        let d = tree();
+        let o = ChecksumOptions::default();
+        assert_ne!(
+            sum(d.path(), &["go.mod", "README.md"], &o),
+            sum(d.path(), &["README.md", "go.mod"], &o)
+        );
+        assert_ne!(sum(d.path(), &[""], &o), sum(d.path(), &["src"], &o));
+    }
+}

@@ -1,0 +1,7 @@
+//! The build cache: cache keys, content checksums and the persistent cache store.
+
+pub mod contenthash;
+pub mod key;
+
+pub use contenthash::{checksum_paths, ContentChecksum, ContentHashError, Selector};
+pub use key::{cache_key, input_selectors, op_cache_digest, vertex_cache_key, CacheKey, InputKey};
