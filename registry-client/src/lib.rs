@@ -1,1 +1,25 @@
 //! OCI distribution client for kiln: references, auth, pull, push.
+//!
+//! The wire protocol is spoken directly with `reqwest` (see `client`): kiln needs streaming
+//! verification, resumable chunked uploads, cross-repo mounts and its own retry policy, which
+//! are easier to get right on the raw requests than around `oci-client`'s buffered API.
+
+pub mod auth;
+pub mod client;
+pub mod copy;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod progress;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod store;
+pub mod transport;
+
+pub use client::RegistryClient;
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, Platform};
+pub use reference::Reference;
+pub use transport::TransportOptions;

@@ -1,0 +1,901 @@
+//! The registry client: authenticated distribution-API requests (manifests, blobs, uploads,
+//! mounts) on top of the transport.
+
+use crate::auth::challenge::{self, Challenge};
+use crate::auth::config::DockerConfig;
+use crate::auth::token::{self, TokenCache};
+use crate::auth::Credentials;
+use crate::digest::{Digest, Verifier};
+use crate::error::{parse_error_body, Error, Result};
+use crate::manifest::{Descriptor, MANIFEST_ACCEPT};
+use crate::reference::Reference;
+use crate::transport::{Host, Transport, TransportOptions};
+use futures_util::StreamExt;
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
+const MAX_MANIFEST: usize = 4 << 20;
+/// Blobs up to this size are uploaded in one PUT.
+const MONOLITHIC_MAX: u64 = 8 << 20;
+/// Read size when streaming a file into an upload.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Access wanted on repositories; becomes the token `scope`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(Vec<String>);
+
+impl Scope {
+    /// Pull access to one repository.
+    pub fn pull(repo: &str) -> Self {
+        Scope(vec![format!("repository:{repo}:pull")])
+    }
+
+    /// Pull and push access to one repository, plus pull on mount sources.
+    pub fn push(repo: &str, mount_from: &[&str]) -> Self {
+        let mut v = vec![format!("repository:{repo}:pull,push")];
+        for m in mount_from {
+            if *m != repo {
+                v.push(format!("repository:{m}:pull"));
+            }
+        }
+        Scope(v)
+    }
+
+    fn key(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+#[derive(Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    tokens: TokenCache,
+    creds: Option<Option<Credentials>>,
+}
+
+/// What happened to one blob on push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The registry already had it.
+    Exists,
+    /// Mounted from another repository of the same registry.
+    Mounted,
+    /// Uploaded.
+    Pushed,
+}
+
+/// A manifest as fetched.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Raw bytes (the digest is over these).
+    pub bytes: Vec<u8>,
+    /// Content-Type the registry sent.
+    pub content_type: Option<String>,
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+}
+
+/// Talks to registries; cheap to clone and share across tasks.
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    docker_config: Mutex<Option<DockerConfig>>,
+    static_creds: HashMap<String, Credentials>,
+    auth: Mutex<HashMap<String, Arc<tokio::sync::Mutex<AuthState>>>>,
+}
+
+impl RegistryClient {
+    /// A client reading credentials from Docker's config.json.
+    pub fn new(opts: TransportOptions) -> Self {
+        Self::with_credentials(opts, HashMap::new())
+    }
+
+    /// A client with explicit credentials per registry, taking precedence over config.json.
+    pub fn with_credentials(opts: TransportOptions, creds: HashMap<String, Credentials>) -> Self {
+        RegistryClient {
+            inner: Arc::new(Inner {
+                transport: Transport::new(opts),
+                docker_config: Mutex::new(None),
+                static_creds: creds,
+                auth: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The transport (for its options).
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    fn state(&self, registry: &str) -> Arc<tokio::sync::Mutex<AuthState>> {
+        let mut m = match self.inner.auth.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(registry.to_string()).or_default().clone()
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        if let Some(c) = self.inner.static_creds.get(registry) {
+            return Ok(Some(c.clone()));
+        }
+        let mut cfg = match self.inner.docker_config.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if cfg.is_none() {
+            *cfg = Some(DockerConfig::load_default()?);
+        }
+        match cfg.as_ref() {
+            Some(c) => c.credentials(registry),
+            None => Ok(None),
+        }
+    }
+
+    /// The Authorization header for `scope`, fetching a token when needed.
+    async fn authorization(
+        &self,
+        host: &Host,
+        scope: &Scope,
+        refresh: bool,
+    ) -> Result<Option<String>> {
+        let state = self.state(&host.name);
+        let mut st = state.lock().await;
+        if st.challenge.is_none() {
+            st.challenge = host.probe_challenge.as_deref().and_then(challenge::parse);
+        }
+        let Some(ch) = st.challenge.clone() else {
+            return Ok(None);
+        };
+        if st.creds.is_none() {
+            st.creds = Some(self.credentials(&host.name)?);
+        }
+        let creds = st.creds.clone().flatten();
+        match ch {
+            Challenge::Basic => Ok(creds.map(|c| c.basic_header())),
+            Challenge::Bearer { realm, service, .. } => {
+                let key = scope.key();
+                if refresh {
+                    st.tokens.forget(&key);
+                }
+                if let Some(t) = st.tokens.get(&key) {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let t = token::fetch(
+                    &host.client,
+                    &host.name,
+                    &realm,
+                    service.as_deref(),
+                    &scope.0,
+                    creds.as_ref(),
+                )
+                .await?;
+                let header = format!("Bearer {}", t.value);
+                st.tokens.put(&key, t);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// Sends an authenticated request with retries; on 401 re-authenticates once.
+    /// `what` names the reference for errors.
+    async fn request(
+        &self,
+        registry: &str,
+        what: &str,
+        scope: &Scope,
+        make: impl Fn(&Host) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let host = self.inner.transport.host(registry).await?;
+        let mut auth = self.authorization(&host, scope, false).await?;
+        for round in 0..2 {
+            let resp = self
+                .inner
+                .transport
+                .send(what, || {
+                    let mut rb = make(&host)?;
+                    if let Some(a) = &auth {
+                        rb = rb.header(AUTHORIZATION, a);
+                    }
+                    Ok(rb)
+                })
+                .await?;
+            if resp.status() != StatusCode::UNAUTHORIZED || round == 1 {
+                return self
+                    .auth_error(resp, &host, what, scope, auth.is_some())
+                    .await;
+            }
+            // Learn the challenge (it may have changed or come with a scope) and try again.
+            if let Some(ch) = resp
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(challenge::parse)
+            {
+                let state = self.state(&host.name);
+                state.lock().await.challenge = Some(ch);
+            }
+            let fresh = self.authorization(&host, scope, true).await?;
+            if fresh.is_none() {
+                return self.auth_error(resp, &host, what, scope, false).await;
+            }
+            auth = fresh;
+        }
+        Err(Error::Protocol {
+            registry: registry.to_string(),
+            reason: "authentication loop".into(),
+        })
+    }
+
+    /// Turns 401/403 into a clear `Error::Auth`; passes other responses through.
+    async fn auth_error(
+        &self,
+        resp: Response,
+        host: &Host,
+        what: &str,
+        scope: &Scope,
+        had_auth: bool,
+    ) -> Result<Response> {
+        let status = resp.status();
+        if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let entries = parse_error_body(&body);
+        let code = entries
+            .first()
+            .map(|e| e.code.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| {
+                if status == StatusCode::FORBIDDEN {
+                    "DENIED"
+                } else {
+                    "UNAUTHORIZED"
+                }
+                .to_string()
+            });
+        let user = self
+            .credentials(&host.name)
+            .ok()
+            .flatten()
+            .map(|c| c.username);
+        let message = match (had_auth, user) {
+            (false, _) => format!("authentication required; run `kiln login {}`", host.name),
+            (true, Some(u)) => format!(
+                "access denied for user {u:?} (wrong password, or the scope was not granted)"
+            ),
+            (true, None) => "access denied to anonymous user".to_string(),
+        };
+        Err(Error::Auth {
+            reference: what.to_string(),
+            registry: host.name.clone(),
+            code,
+            message,
+            scope: scope.to_string(),
+        })
+    }
+
+    async fn expect(
+        resp: Response,
+        registry: &str,
+        what: &str,
+        ok: &[StatusCode],
+    ) -> Result<Response> {
+        if ok.contains(&resp.status()) {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(Error::Registry {
+            reference: what.to_string(),
+            registry: registry.to_string(),
+            status,
+            errors: parse_error_body(&body),
+        })
+    }
+
+    /// GET a manifest (by tag or digest); verifies it against the digest when pinned.
+    pub async fn get_manifest(&self, r: &Reference) -> Result<FetchedManifest> {
+        self.get_manifest_as(r, &r.manifest_ref()).await
+    }
+
+    /// GET a manifest of `r`'s repository by tag or digest string.
+    pub async fn get_manifest_as(&self, r: &Reference, reference: &str) -> Result<FetchedManifest> {
+        let what = r.to_string();
+        let path = format!("/v2/{}/manifests/{}", r.repository(), reference);
+        let resp = self
+            .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
+                Ok(h.client.get(h.url(&path)?).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
+        let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
+        let bytes = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let digest = Digest::of(&bytes);
+        if let Ok(expected) = Digest::parse(reference) {
+            if expected != digest {
+                return Err(Error::Verification {
+                    what: format!("manifest {what}"),
+                    expected: expected.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            digest,
+        })
+    }
+
+    /// HEAD a manifest: its digest, size and media type, or `None` when unknown.
+    pub async fn head_manifest(&self, r: &Reference) -> Result<Option<(Digest, u64, String)>> {
+        let what = r.to_string();
+        let path = format!("/v2/{}/manifests/{}", r.repository(), r.manifest_ref());
+        let resp = self
+            .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
+                Ok(h.client.head(h.url(&path)?).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
+        let h = resp.headers();
+        let digest = header_str(h, "docker-content-digest").and_then(|d| Digest::parse(&d).ok());
+        let size = header_str(h, CONTENT_LENGTH.as_str()).and_then(|s| s.parse().ok());
+        let mt = header_str(h, CONTENT_TYPE.as_str()).unwrap_or_default();
+        match (digest, size) {
+            (Some(d), Some(s)) => Ok(Some((d, s, mt))),
+            // Some registries omit the digest on HEAD: fall back to GET.
+            _ => {
+                let m = self.get_manifest(r).await?;
+                Ok(Some((
+                    m.digest,
+                    m.bytes.len() as u64,
+                    m.content_type.unwrap_or_default(),
+                )))
+            }
+        }
+    }
+
+    /// PUT a manifest under `r`'s tag (or digest). Returns the digest.
+    pub async fn put_manifest(
+        &self,
+        r: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest> {
+        let what = r.to_string();
+        let path = format!("/v2/{}/manifests/{}", r.repository(), r.manifest_ref());
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let resp = self
+            .request(
+                r.api_host(),
+                &what,
+                &Scope::push(r.repository(), &[]),
+                |h| {
+                    Ok(h.client
+                        .put(h.url(&path)?)
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone()))
+                },
+            )
+            .await?;
+        Self::expect(
+            resp,
+            r.registry(),
+            &what,
+            &[StatusCode::CREATED, StatusCode::OK],
+        )
+        .await?;
+        Ok(Digest::of(bytes))
+    }
+
+    /// Whether the repository has a blob (HEAD).
+    pub async fn blob_exists(&self, r: &Reference, digest: &Digest, scope: &Scope) -> Result<bool> {
+        let what = format!("{}@{}", r.name(), digest);
+        let path = format!("/v2/{}/blobs/{}", r.repository(), digest);
+        let resp = self
+            .request(r.api_host(), &what, scope, |h| {
+                Ok(h.client.head(h.url(&path)?))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Self::expect(resp, r.registry(), &what, &[])
+                .await
+                .map(|_| false),
+        }
+    }
+
+    /// GETs a blob into `dest`, hashing while streaming; resumes with `Range` after a broken
+    /// connection. On a digest or size mismatch `dest` is removed and an error returned, so a
+    /// tampered or truncated blob never reaches the store.
+    pub async fn fetch_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        dest: &Path,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let result = self.fetch_blob_inner(r, desc, dest, on_bytes).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
+    }
+
+    async fn fetch_blob_inner(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        dest: &Path,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let what = format!("{}@{}", r.name(), desc.digest);
+        let path = format!("/v2/{}/blobs/{}", r.repository(), desc.digest);
+        let io_err = |e| Error::io(format!("writing {}", dest.display()), e);
+        let file = tokio::fs::File::create(dest).await.map_err(io_err)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut verifier = Verifier::new();
+        let mut attempts = 0u32;
+        let max = self.inner.transport.options().max_retries;
+        loop {
+            let offset = verifier.written();
+            let resp = self
+                .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
+                    let mut rb = h.client.get(h.url(&path)?);
+                    if offset > 0 {
+                        rb = rb.header(RANGE, format!("bytes={offset}-"));
+                    }
+                    Ok(rb)
+                })
+                .await?;
+            let resp = Self::expect(
+                resp,
+                r.registry(),
+                &what,
+                &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
+            )
+            .await?;
+            if offset > 0 && resp.status() == StatusCode::OK {
+                // The server ignored Range: start over.
+                out.flush().await.map_err(io_err)?;
+                let f = out.get_mut();
+                f.set_len(0).await.map_err(io_err)?;
+                f.seek(SeekFrom::Start(0)).await.map_err(io_err)?;
+                verifier = Verifier::new();
+            }
+            let mut stream = resp.bytes_stream();
+            let mut broken = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        if verifier.written() + c.len() as u64 > desc.size {
+                            return Err(Error::Verification {
+                                what: format!("blob {what}"),
+                                expected: format!("{} bytes", desc.size),
+                                actual: "more bytes".into(),
+                            });
+                        }
+                        verifier.update(&c);
+                        out.write_all(&c).await.map_err(io_err)?;
+                        on_bytes(c.len() as u64);
+                    }
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            match broken {
+                None => break,
+                Some(e) if attempts < max => {
+                    let _ = e;
+                    tokio::time::sleep(self.inner.transport.backoff(attempts)).await;
+                    attempts += 1;
+                }
+                Some(e) => {
+                    return Err(Error::Http {
+                        context: format!("downloading {what}"),
+                        source: e,
+                    })
+                }
+            }
+        }
+        out.flush().await.map_err(io_err)?;
+        out.get_mut().sync_all().await.map_err(io_err)?;
+        verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))
+    }
+
+    /// Pushes one blob read from `open()` (a fresh handle per attempt): HEAD first, then a
+    /// cross-repo mount from `mount_from` when given, else a streamed upload that resumes from
+    /// the registry's reported range after a broken connection.
+    pub async fn push_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        open: &(dyn Fn() -> std::io::Result<std::fs::File> + Send + Sync),
+        mount_from: Option<&str>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<UploadOutcome> {
+        let mounts: Vec<&str> = mount_from.into_iter().collect();
+        let scope = Scope::push(r.repository(), &mounts);
+        if self.blob_exists(r, &desc.digest, &scope).await? {
+            return Ok(UploadOutcome::Exists);
+        }
+        let what = format!("{}@{}", r.name(), desc.digest);
+        let max = self.inner.transport.options().max_retries;
+        let mut restarts = 0u32;
+        loop {
+            // Start (or mount).
+            let mut post = format!("/v2/{}/blobs/uploads/", r.repository());
+            if let Some(from) = mount_from.filter(|f| *f != r.repository()) {
+                post.push_str(&format!("?mount={}&from={}", desc.digest, from));
+            }
+            let resp = self
+                .request(r.api_host(), &what, &scope, |h| {
+                    Ok(h.client.post(h.url(&post)?).header(CONTENT_LENGTH, "0"))
+                })
+                .await?;
+            let resp = Self::expect(
+                resp,
+                r.registry(),
+                &what,
+                &[StatusCode::CREATED, StatusCode::ACCEPTED],
+            )
+            .await?;
+            if resp.status() == StatusCode::CREATED {
+                on_bytes(desc.size);
+                return Ok(UploadOutcome::Mounted);
+            }
+            let location = location(&resp, r.registry())?;
+            match self
+                .upload_session(r, desc, open, &scope, &what, location, on_bytes)
+                .await
+            {
+                Ok(()) => return Ok(UploadOutcome::Pushed),
+                Err(e) if restarts < max && is_transient(&e) => {
+                    tokio::time::sleep(self.inner.transport.backoff(restarts)).await;
+                    restarts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_session(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        open: &(dyn Fn() -> std::io::Result<std::fs::File> + Send + Sync),
+        scope: &Scope,
+        what: &str,
+        mut location: String,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let host = self.inner.transport.host(r.api_host()).await?;
+        let size = desc.size;
+        let open_at = |offset: u64| -> Result<std::fs::File> {
+            let mut f =
+                open().map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
+            Ok(f)
+        };
+        if size <= MONOLITHIC_MAX {
+            let mut data = Vec::with_capacity(size as usize);
+            open_at(0)?
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
+            let body = bytes::Bytes::from(data);
+            let url = with_digest(host.url(&location)?, &desc.digest);
+            let resp = self
+                .request(r.api_host(), what, scope, |_| {
+                    Ok(host
+                        .client
+                        .put(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .body(body.clone()))
+                })
+                .await?;
+            Self::expect(resp, r.registry(), what, &[StatusCode::CREATED]).await?;
+            on_bytes(size);
+            return Ok(());
+        }
+        let mut offset = 0u64;
+        let mut resumes = 0u32;
+        let max = self.inner.transport.options().max_retries;
+        let mut reported = 0u64;
+        while offset < size {
+            let auth = self.authorization(&host, scope, false).await?;
+            let file = open_at(offset)?;
+            let url = host.url(&location)?;
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut rb = host
+                .client
+                .patch(url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, (size - offset).to_string())
+                .body(reqwest::Body::wrap_stream(file_stream(
+                    file,
+                    counter.clone(),
+                )));
+            if offset > 0 {
+                rb = rb.header("Content-Range", format!("{}-{}", offset, size - 1));
+            }
+            if let Some(a) = &auth {
+                rb = rb.header(AUTHORIZATION, a);
+            }
+            let sent = rb.send().await;
+            let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
+            let fresh = (offset + streamed).saturating_sub(reported);
+            // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
+            match sent {
+                Ok(resp)
+                    if resp.status() == StatusCode::ACCEPTED
+                        || resp.status() == StatusCode::NO_CONTENT =>
+                {
+                    on_bytes(fresh.min(size - reported));
+                    reported = size;
+                    location = location_or(&resp, &location);
+                    offset = size;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    self.authorization(&host, scope, true).await?;
+                    if resumes >= max {
+                        return self
+                            .auth_error(resp, &host, what, scope, true)
+                            .await
+                            .map(|_| ());
+                    }
+                    resumes += 1;
+                    (location, offset) =
+                        self.upload_status(&host, r, scope, what, &location).await?;
+                }
+                Ok(resp)
+                    if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
+                {
+                    resumes += 1;
+                    tokio::time::sleep(
+                        crate::transport::retry_after(&resp)
+                            .unwrap_or_else(|| self.inner.transport.backoff(resumes)),
+                    )
+                    .await;
+                    (location, offset) =
+                        self.upload_status(&host, r, scope, what, &location).await?;
+                }
+                Ok(resp) => {
+                    Self::expect(resp, r.registry(), what, &[]).await?;
+                }
+                Err(e) if resumes < max => {
+                    let _ = e;
+                    resumes += 1;
+                    tokio::time::sleep(self.inner.transport.backoff(resumes)).await;
+                    (location, offset) =
+                        self.upload_status(&host, r, scope, what, &location).await?;
+                }
+                Err(e) => {
+                    return Err(Error::Http {
+                        context: format!("uploading {what}"),
+                        source: e,
+                    })
+                }
+            }
+            if offset > reported && offset < size {
+                on_bytes(offset - reported);
+                reported = offset;
+            }
+        }
+        let url = with_digest(host.url(&location)?, &desc.digest);
+        let resp = self
+            .request(r.api_host(), what, scope, |_| {
+                Ok(host.client.put(url.clone()).header(CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        Self::expect(resp, r.registry(), what, &[StatusCode::CREATED]).await?;
+        Ok(())
+    }
+
+    /// Asks where an upload stands: the new location and the next offset to send.
+    async fn upload_status(
+        &self,
+        host: &Host,
+        r: &Reference,
+        scope: &Scope,
+        what: &str,
+        location: &str,
+    ) -> Result<(String, u64)> {
+        let url = host.url(location)?;
+        let resp = self
+            .request(r.api_host(), what, scope, |_| {
+                Ok(host.client.get(url.clone()))
+            })
+            .await?;
+        let resp = Self::expect(
+            resp,
+            r.registry(),
+            what,
+            &[StatusCode::NO_CONTENT, StatusCode::OK],
+        )
+        .await?;
+        let next = header_str(resp.headers(), RANGE.as_str())
+            .and_then(|r| parse_range_end(&r))
+            .map(|end| end + 1)
+            .unwrap_or(0);
+        Ok((location_or(&resp, location), next))
+    }
+
+    /// Lists the tags of a repository.
+    pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>> {
+        let what = r.name();
+        let path = format!("/v2/{}/tags/list", r.repository());
+        let resp = self
+            .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
+                Ok(h.client.get(h.url(&path)?))
+            })
+            .await?;
+        let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let body = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let t: Tags = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            registry: r.registry().to_string(),
+            reason: format!("bad tag list: {e}"),
+        })?;
+        Ok(t.tags.unwrap_or_default())
+    }
+
+    /// Deletes a manifest by digest (registries with delete enabled).
+    pub async fn delete_manifest(&self, r: &Reference, digest: &Digest) -> Result<()> {
+        let what = r.to_string();
+        let path = format!("/v2/{}/manifests/{}", r.repository(), digest);
+        let resp = self
+            .request(
+                r.api_host(),
+                &what,
+                &Scope(vec![format!("repository:{}:delete", r.repository())]),
+                |h| Ok(h.client.request(Method::DELETE, h.url(&path)?)),
+            )
+            .await?;
+        Self::expect(
+            resp,
+            r.registry(),
+            &what,
+            &[StatusCode::ACCEPTED, StatusCode::OK],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Http { .. } => true,
+        Error::Registry { status, .. } => *status == 404 || *status == 416 || *status >= 500,
+        _ => false,
+    }
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn location(resp: &Response, registry: &str) -> Result<String> {
+    header_str(resp.headers(), LOCATION.as_str()).ok_or_else(|| Error::Protocol {
+        registry: registry.to_string(),
+        reason: "upload response without Location header".into(),
+    })
+}
+
+fn location_or(resp: &Response, old: &str) -> String {
+    header_str(resp.headers(), LOCATION.as_str()).unwrap_or_else(|| old.to_string())
+}
+
+fn with_digest(mut url: Url, digest: &Digest) -> Url {
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    url
+}
+
+/// `Range: 0-1234` (registries omit the `bytes=` unit) -> 1234.
+fn parse_range_end(v: &str) -> Option<u64> {
+    let v = v.trim().trim_start_matches("bytes=");
+    let (_, end) = v.split_once('-')?;
+    end.trim().parse().ok()
+}
+
+async fn read_limited(resp: Response, limit: usize, registry: &str, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let c = chunk.map_err(|e| Error::Http {
+            context: format!("reading {what}"),
+            source: e,
+        })?;
+        if out.len() + c.len() > limit {
+            return Err(Error::Protocol {
+                registry: registry.to_string(),
+                reason: format!("{what}: response larger than {limit} bytes"),
+            });
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Streams a file in 1 MiB reads on the blocking pool; memory stays bounded whatever its size.
+fn file_stream(
+    file: std::fs::File,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::unfold(Some(file), move |state| {
+        let counter = counter.clone();
+        async move {
+            let mut file = state?;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let n = file.read(&mut buf)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>((file, buf))
+            })
+            .await;
+            match res {
+                Ok(Ok((_, buf))) if buf.is_empty() => None,
+                Ok(Ok((file, buf))) => {
+                    counter.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+                }
+                Ok(Err(e)) => Some((Err(e), None)),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_header_parsing() {
+        assert_eq!(parse_range_end("0-1234"), Some(1234));
+        assert_eq!(parse_range_end("bytes=0-9"), Some(9));
+        assert_eq!(parse_range_end("garbage"), None);
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(Scope::pull("a/b").to_string(), "repository:a/b:pull");
+        assert_eq!(
+            Scope::push("a/b", &["c/d", "a/b"]).to_string(),
+            "repository:a/b:pull,push repository:c/d:pull"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Typed errors of the registry client.
+
+use std::path::PathBuf;
+
+/// One entry of a registry's `{"errors": [...]}` body (distribution spec error codes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RegistryErrorEntry {
+    /// Error code such as `UNAUTHORIZED`, `DENIED`, `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`.
+    #[serde(default)]
+    pub code: String,
+    /// Human message from the registry.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Everything that can go wrong talking to a registry or reading credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image reference does not follow Docker's grammar.
+    #[error("invalid reference {input:?}: {reason}")]
+    InvalidReference {
+        /// What the user wrote.
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A digest string is malformed or uses an unsupported algorithm.
+    #[error("invalid digest {0:?}: expected sha256:<64 hex digits>")]
+    InvalidDigest(String),
+    /// A platform string such as `linux/arm64/v8` is malformed.
+    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
+    InvalidPlatform(String),
+    /// The registry answered with an error status.
+    #[error("{reference}: {status} from registry {registry}{}", codes_suffix(.errors))]
+    Registry {
+        /// Reference (or repository) being worked on.
+        reference: String,
+        /// Registry host.
+        registry: String,
+        /// HTTP status code.
+        status: u16,
+        /// Parsed error entries of the body (may be empty).
+        errors: Vec<RegistryErrorEntry>,
+    },
+    /// Authentication failed or access was denied.
+    #[error("{reference}: {code}: {message} (registry {registry}, scope {scope})")]
+    Auth {
+        /// Reference (or repository) being worked on.
+        reference: String,
+        /// Registry host.
+        registry: String,
+        /// `UNAUTHORIZED` or `DENIED`.
+        code: String,
+        /// Explanation.
+        message: String,
+        /// The scope that was asked for (`repository:name:pull,push`).
+        scope: String,
+    },
+    /// A network error after all retries.
+    #[error("{context}: {source}")]
+    Http {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Content did not match its digest or size; nothing was stored.
+    #[error("{what}: content verification failed: expected {expected}, got {actual}")]
+    Verification {
+        /// Which blob or manifest.
+        what: String,
+        /// Expected digest or size.
+        expected: String,
+        /// What was received.
+        actual: String,
+    },
+    /// Docker schema 1 manifests are not supported.
+    #[error("{0}: Docker schema 1 manifests are deprecated and not supported; push the image again with a current tool")]
+    Schema1(String),
+    /// The manifest has a media type or shape we cannot use.
+    #[error("{reference}: unsupported or malformed manifest: {reason}")]
+    BadManifest {
+        /// Reference being worked on.
+        reference: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No manifest of an index matches the requested platform.
+    #[error("{reference}: no manifest for platform {platform} (available: {available})")]
+    NoMatchingPlatform {
+        /// Reference being worked on.
+        reference: String,
+        /// Platform asked for.
+        platform: String,
+        /// Platforms the index offers.
+        available: String,
+    },
+    /// Reading or writing the Docker client configuration failed.
+    #[error("docker config {path}: {reason}")]
+    Config {
+        /// The config.json path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A `docker-credential-*` helper failed.
+    #[error("credential helper docker-credential-{helper}: {reason}")]
+    CredentialHelper {
+        /// Helper name (suffix of the program).
+        helper: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A TLS certificate file could not be used.
+    #[error("certificate {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry broke the protocol (missing Location header, bad range, ...).
+    #[error("registry {registry}: protocol error: {reason}")]
+    Protocol {
+        /// Registry host.
+        registry: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn codes_suffix(errors: &[RegistryErrorEntry]) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            if e.message.is_empty() {
+                e.code.clone()
+            } else {
+                format!("{}: {}", e.code, e.message)
+            }
+        })
+        .collect();
+    format!(": {}", parts.join("; "))
+}
+
+impl Error {
+    /// Wraps an I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The first registry error code, if the registry sent one.
+    pub fn registry_code(&self) -> Option<&str> {
+        match self {
+            Error::Registry { errors, .. } => errors.first().map(|e| e.code.as_str()),
+            Error::Auth { code, .. } => Some(code.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the registry answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Registry { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parses a distribution-spec error body; unknown shapes give an empty list.
+pub(crate) fn parse_error_body(body: &[u8]) -> Vec<RegistryErrorEntry> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        errors: Vec<RegistryErrorEntry>,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| b.errors)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_error_names_code_and_reference() {
+        let errors = parse_error_body(
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#,
+        );
+        let e = Error::Registry {
+            reference: "127.0.0.1:5000/x:latest".into(),
+            registry: "127.0.0.1:5000".into(),
+            status: 404,
+            errors,
+        };
+        let s = e.to_string();
+        assert!(s.contains("127.0.0.1:5000/x:latest"), "{s}");
+        assert!(s.contains("MANIFEST_UNKNOWN"), "{s}");
+        assert!(s.contains("404"), "{s}");
+        assert_eq!(e.registry_code(), Some("MANIFEST_UNKNOWN"));
+    }
+
+    #[test]
+    fn garbage_error_body_is_empty() {
+        assert!(parse_error_body(b"<html>").is_empty());
+    }
+}

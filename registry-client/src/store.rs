@@ -1,0 +1,129 @@
+//! Where pulled blobs go and pushed blobs come from. The CLI adapts kiln's content store to
+//! [`BlobStore`]; [`BlobDir`] is a plain `blobs/sha256/` directory used to stage copies.
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A content-addressed blob store as seen by pull and push.
+pub trait BlobStore: Send + Sync {
+    /// Whether the blob is present (and so need not be downloaded).
+    fn has_blob(&self, digest: &Digest) -> bool;
+    /// A fresh temporary path on the store's filesystem to download into.
+    fn temp_path(&self) -> Result<PathBuf>;
+    /// Moves a verified temporary file into place under its digest.
+    fn commit_blob(&self, digest: &Digest, tmp: &Path) -> Result<()>;
+    /// Opens a stored blob for reading.
+    fn open_blob(&self, digest: &Digest) -> Result<std::fs::File>;
+
+    /// Reads a small blob (manifest, config) fully.
+    fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut f = self.open_blob(digest)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+        Ok(v)
+    }
+
+    /// Stores small content (manifests) after checking its digest.
+    fn write_blob(&self, digest: &Digest, data: &[u8]) -> Result<()> {
+        let actual = Digest::of(data);
+        if &actual != digest {
+            return Err(Error::Verification {
+                what: "blob".into(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let tmp = self.temp_path()?;
+        write_synced(&tmp, data)?;
+        self.commit_blob(digest, &tmp)
+    }
+}
+
+/// Writes a file and fsyncs it.
+pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// A directory of `blobs/sha256/<hex>` files with atomic, verified commits.
+#[derive(Debug)]
+pub struct BlobDir {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl BlobDir {
+    /// Uses (and creates) `root`.
+    pub fn new(root: &Path) -> Result<Self> {
+        for d in [root.join("blobs/sha256"), root.join("ingest")] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        Ok(BlobDir {
+            root: root.to_path_buf(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Path of a blob.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl BlobStore for BlobDir {
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    fn temp_path(&self) -> Result<PathBuf> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .root
+            .join("ingest")
+            .join(format!("{}-{n}", std::process::id())))
+    }
+
+    fn commit_blob(&self, digest: &Digest, tmp: &Path) -> Result<()> {
+        let dest = self.blob_path(digest);
+        std::fs::rename(tmp, &dest).map_err(|e| Error::io(format!("storing {}", dest.display()), e))
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<std::fs::File> {
+        let p = self.blob_path(digest);
+        std::fs::File::open(&p).map_err(|e| Error::io(format!("opening blob {digest}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_blob_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let s = BlobDir::new(d.path()).unwrap();
+        let good = Digest::of(b"x");
+        s.write_blob(&good, b"x").unwrap();
+        assert!(s.has_blob(&good));
+        assert_eq!(s.read_blob(&good).unwrap(), b"x");
+        let err = s.write_blob(&good, b"y").unwrap_err();
+        assert!(err.to_string().contains("verification"));
+    }
+}
