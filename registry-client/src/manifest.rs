@@ -156,22 +156,11 @@ impl Platform {
             "i386" => "386".to_string(),
             other => other.to_string(),
         };
+        let variant = self.variant.as_deref();
         match self.architecture.as_str() {
-            "arm64" => {
-                if self.variant.as_deref() == Some("v8") || self.variant.as_deref() == Some("8") {
-                    self.variant = None;
-                }
-            }
-            "amd64" => {
-                if self.variant.as_deref() == Some("v1") {
-                    self.variant = None;
-                }
-            }
-            "arm" => {
-                if self.variant.is_none() {
-                    self.variant = Some("v7".to_string());
-                }
-            }
+            "arm64" if variant == Some("v8") || variant == Some("8") => self.variant = None,
+            "amd64" if variant == Some("v1") => self.variant = None,
+            "arm" if variant.is_none() => self.variant = Some("v7".to_string()),
             _ => {}
         }
         self
@@ -260,7 +249,7 @@ impl ImageIndex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     /// A single image.
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
     /// An index of images.
     Index(ImageIndex),
 }
@@ -309,7 +298,7 @@ impl Manifest {
         } else if is_manifest_type(&media_type) {
             let m: ImageManifest =
                 serde_json::from_value(value).map_err(|e| bad(format!("bad manifest: {e}")))?;
-            Ok((Manifest::Image(m), media_type))
+            Ok((Manifest::Image(Box::new(m)), media_type))
         } else {
             Err(bad(format!("unsupported media type {media_type}")))
         }

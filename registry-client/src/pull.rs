@@ -79,7 +79,7 @@ pub async fn pull(
             Ok(PulledImage {
                 root: root_desc.clone(),
                 repo_digest: fetched.digest,
-                images: vec![(root_desc, m)],
+                images: vec![(root_desc, *m)],
             })
         }
         Manifest::Index(idx) => {
@@ -110,7 +110,7 @@ pub async fn pull(
                     Manifest::Image(m) => {
                         pull_image(client, r, store, &m, opts.concurrency, progress).await?;
                         store.write_blob(&child.digest, &child.bytes)?;
-                        images.push((d.clone(), m));
+                        images.push((d.clone(), *m));
                     }
                     Manifest::Index(_) => {
                         return Err(Error::BadManifest {

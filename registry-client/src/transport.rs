@@ -258,8 +258,16 @@ impl Transport {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        // Any HTTP answer means the scheme works; 401 just tells us how to authenticate.
-        Ok(challenge.filter(|_| resp.status() == StatusCode::UNAUTHORIZED))
+        // 200 or 401 means a registry speaks this scheme (401 also says how to authenticate);
+        // anything else (e.g. 400 "HTTP request to an HTTPS server") means the scheme is wrong.
+        match resp.status() {
+            StatusCode::OK => Ok(None),
+            StatusCode::UNAUTHORIZED => Ok(challenge),
+            s => Err(Error::Protocol {
+                registry: registry.to_string(),
+                reason: format!("{base}v2/ answered {s}; not a registry endpoint"),
+            }),
+        }
     }
 
     /// Sends a request, retrying on 429, 5xx and connection errors with backoff (honouring
