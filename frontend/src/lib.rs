@@ -4,6 +4,7 @@ pub mod directives;
 pub mod error;
 pub mod parser;
 pub mod shell;
+pub mod suggest;
 
 pub use error::{ErrorKind, Location, SourceError};
 pub use parser::{parse, parse_named, Ast, Heredoc, Node};
