@@ -152,8 +152,8 @@ impl<'a> Parser<'a> {
                 .node_from_line(&buf, span)
                 .map_err(|e| self.argument_error(e, start_line, end_line, column))?;
 
-            if can_contain_heredoc(&node) && first_part.contains("<<") {
-                for mut doc in heredoc::heredocs_from_line(first_part) {
+            if can_contain_heredoc(&node) && buf.contains("<<") {
+                for mut doc in heredoc::heredocs_from_line(&buf) {
                     let mut terminated = false;
                     while let Some(body) = self.lines.next_line() {
                         let mut candidate = scanner::trim_newline(body);
