@@ -1,19 +1,31 @@
 //! "Did you mean ...?" suggestions for misspelt names (flags, mount keys, ARGs, variables).
 
-/// Levenshtein distance in characters.
+/// Edit distance in characters, counting a swap of two neighbours as one edit
+/// (optimal string alignment).
 pub fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The closest candidate to `input`, if it is close enough to be a likely typo.
@@ -63,7 +75,13 @@ mod tests {
     fn suggests_near_names_only() {
         assert_eq!(closest("mout", ["mount", "network"], true), Some("mount"));
         assert_eq!(closest("xyz", ["mount", "network"], true), None);
-        assert_eq!(closest("TARGETARC", ["TARGETARCH", "TARGETOS"], true), Some("TARGETARCH"));
-        assert_eq!(did_you_mean("ro", ["rw", "readonly"]), " (did you mean rw?)");
+        assert_eq!(
+            closest("TARGETARC", ["TARGETARCH", "TARGETOS"], true),
+            Some("TARGETARCH")
+        );
+        assert_eq!(
+            did_you_mean("ro", ["rw", "readonly"]),
+            " (did you mean rw?)"
+        );
     }
 }

@@ -44,7 +44,8 @@ impl Chmod {
     /// Parses and validates a chmod value.
     pub fn parse(s: &str) -> Result<Chmod, String> {
         if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-            let m = u32::from_str_radix(s, 8).map_err(|_| format!("invalid chmod {s:?}: not an octal mode"))?;
+            let m = u32::from_str_radix(s, 8)
+                .map_err(|_| format!("invalid chmod {s:?}: not an octal mode"))?;
             if m > 0o7777 {
                 return Err(format!("invalid chmod {s:?}: mode is larger than 7777"));
             }
@@ -66,7 +67,11 @@ impl Chmod {
         let mut mode = mode & 0o7777;
         for clause in clauses {
             for a in clause {
-                let who = a.who.unwrap_or(Who { user: true, group: true, other: true });
+                let who = a.who.unwrap_or(Who {
+                    user: true,
+                    group: true,
+                    other: true,
+                });
                 let mut mask = 0;
                 if who.user {
                     mask |= 0o4700;
@@ -116,7 +121,11 @@ impl Chmod {
 
 fn parse_clause(clause: &str) -> Option<Vec<Action>> {
     let mut chars = clause.chars().peekable();
-    let mut who = Who { user: false, group: false, other: false };
+    let mut who = Who {
+        user: false,
+        group: false,
+        other: false,
+    };
     let mut any_who = false;
     while let Some(&c) = chars.peek() {
         match c {
@@ -124,7 +133,11 @@ fn parse_clause(clause: &str) -> Option<Vec<Action>> {
             'g' => who.group = true,
             'o' => who.other = true,
             'a' => {
-                who = Who { user: true, group: true, other: true };
+                who = Who {
+                    user: true,
+                    group: true,
+                    other: true,
+                };
             }
             _ => break,
         }
@@ -166,8 +179,14 @@ mod tests {
         assert_eq!(Chmod::parse("755").unwrap(), Chmod::Octal(0o755));
         assert_eq!(Chmod::parse("0644").unwrap().apply(0o777, false), 0o644);
         assert_eq!(Chmod::parse("+x").unwrap().apply(0o644, false), 0o755);
-        assert_eq!(Chmod::parse("u=rwX,go=rX").unwrap().apply(0o600, true), 0o755);
-        assert_eq!(Chmod::parse("u=rwX,go=rX").unwrap().apply(0o600, false), 0o644);
+        assert_eq!(
+            Chmod::parse("u=rwX,go=rX").unwrap().apply(0o600, true),
+            0o755
+        );
+        assert_eq!(
+            Chmod::parse("u=rwX,go=rX").unwrap().apply(0o600, false),
+            0o644
+        );
         assert_eq!(Chmod::parse("g=u").unwrap().apply(0o740, false), 0o770);
         assert_eq!(Chmod::parse("o-r").unwrap().apply(0o644, false), 0o640);
     }

@@ -34,7 +34,11 @@ pub struct Flags {
 
 impl Flags {
     /// Checks `flags` (as the parser split them: `--name=value`) against `allowed`.
-    pub fn parse(instruction: &str, flags: &[String], allowed: &[(&str, FlagKind)]) -> Result<Flags, FlagError> {
+    pub fn parse(
+        instruction: &str,
+        flags: &[String],
+        allowed: &[(&str, FlagKind)],
+    ) -> Result<Flags, FlagError> {
         let mut out = Flags::default();
         for f in flags {
             let body = f.strip_prefix("--").unwrap_or(f);
@@ -46,11 +50,17 @@ impl Flags {
                 let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
                 let hint = match crate::suggest::closest(name, names.iter().copied(), true) {
                     Some(s) => Some(format!("did you mean --{s}?")),
-                    None if names.is_empty() => Some(format!("{} takes no flags", instruction.to_uppercase())),
+                    None if names.is_empty() => {
+                        Some(format!("{} takes no flags", instruction.to_uppercase()))
+                    }
                     None => Some(format!(
                         "{} accepts: {}",
                         instruction.to_uppercase(),
-                        names.iter().map(|n| format!("--{n}")).collect::<Vec<_>>().join(", ")
+                        names
+                            .iter()
+                            .map(|n| format!("--{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 };
                 let suggestion = crate::suggest::closest(name, names.iter().copied(), true)
@@ -70,8 +80,12 @@ impl Flags {
                         None => {
                             return Err(FlagError {
                                 flag: f.clone(),
-                                message: format!("expecting boolean value for flag {name}, not: {v}"),
-                                hint: Some(format!("write --{name}, --{name}=true or --{name}=false")),
+                                message: format!(
+                                    "expecting boolean value for flag {name}, not: {v}"
+                                ),
+                                hint: Some(format!(
+                                    "write --{name}, --{name}=true or --{name}=false"
+                                )),
                             })
                         }
                     }
@@ -108,7 +122,10 @@ impl Flags {
 
     /// The value of a bool flag (`None` when absent).
     pub fn bool(&self, name: &str) -> Option<bool> {
-        self.values.get(name).and_then(|v| v.last()).map(|v| v == "true")
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(|v| v == "true")
     }
 
     /// All values of a repeatable flag.
@@ -147,7 +164,12 @@ mod tests {
 
     #[test]
     fn parses_kinds() {
-        let fl = Flags::parse("run", &f(&["--mount=a", "--mount=b", "--network=none", "--link"]), RUN).unwrap();
+        let fl = Flags::parse(
+            "run",
+            &f(&["--mount=a", "--mount=b", "--network=none", "--link"]),
+            RUN,
+        )
+        .unwrap();
         assert_eq!(fl.strings("mount"), vec!["a", "b"]);
         assert_eq!(fl.string("network").as_deref(), Some("none"));
         assert_eq!(fl.bool("link"), Some(true));

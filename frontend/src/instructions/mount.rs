@@ -64,7 +64,7 @@ pub enum Sharing {
 pub struct Mount {
     /// Mount type (default bind).
     pub kind: MountType,
-    /// Mount path in the container (defaulted for secret and ssh).
+    /// Mount path in the container (defaulted for secret and ssh; `None` or relative: under the WORKDIR).
     pub target: Option<String>,
     /// Path inside `from` (bind, cache) or legacy secret source.
     pub source: Option<String>,
@@ -104,8 +104,24 @@ fn err(message: String, hint: Option<String>) -> MountError {
 }
 
 const KEYS: [&str; 18] = [
-    "type", "target", "dst", "destination", "source", "src", "from", "ro", "readonly", "rw", "readwrite", "id",
-    "sharing", "mode", "uid", "gid", "size", "required",
+    "type",
+    "target",
+    "dst",
+    "destination",
+    "source",
+    "src",
+    "from",
+    "ro",
+    "readonly",
+    "rw",
+    "readwrite",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "required",
 ];
 
 /// Splits a CSV record (Go's encoding/csv rules: double quotes, `""` inside quotes).
@@ -118,7 +134,12 @@ pub fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
         if c == '"' && at_start {
             loop {
                 match chars.next() {
-                    None => return Err(err(format!("unterminated quote in mount options {s:?}"), None)),
+                    None => {
+                        return Err(err(
+                            format!("unterminated quote in mount options {s:?}"),
+                            None,
+                        ))
+                    }
                     Some('"') if chars.peek() == Some(&'"') => {
                         chars.next();
                         cur.push('"');
@@ -145,11 +166,16 @@ pub fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
 /// Go-units `RAMInBytes`: `1024`, `64m`, `1.5g`, `512KiB`, ...
 pub fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
     let mult: f64 = match unit {
         "" => 1.0,
         "k" => 1024.0,
@@ -217,8 +243,12 @@ pub fn parse_mount(
         let as_bool = |v: Option<&str>| -> Result<bool, MountError> {
             match v {
                 None => Ok(true),
-                Some(v) => super::flags::parse_go_bool(v)
-                    .ok_or_else(|| err(format!("invalid value for {key}: {v}"), Some("use true or false".into()))),
+                Some(v) => super::flags::parse_go_bool(v).ok_or_else(|| {
+                    err(
+                        format!("invalid value for {key}: {v}"),
+                        Some("use true or false".into()),
+                    )
+                }),
             }
         };
         match key.as_str() {
@@ -292,7 +322,10 @@ pub fn parse_mount(
             }
             "mode" => {
                 m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
-                    err(format!("invalid mode {value:?}: not an octal number"), Some("e.g. mode=0755".into()))
+                    err(
+                        format!("invalid mode {value:?}: not an octal number"),
+                        Some("e.g. mode=0755".into()),
+                    )
                 })?)
             }
             "uid" | "gid" => {
@@ -310,7 +343,10 @@ pub fn parse_mount(
                     return Err(not_for("size"));
                 }
                 m.size = Some(parse_size(&value).ok_or_else(|| {
-                    err(format!("invalid size {value:?}"), Some("e.g. size=64m".into()))
+                    err(
+                        format!("invalid size {value:?}"),
+                        Some("e.g. size=64m".into()),
+                    )
                 })?)
             }
             "env" => {
@@ -338,15 +374,11 @@ pub fn parse_mount(
 fn apply_defaults(m: &mut Mount, ssh_index: usize) -> Result<(), MountError> {
     match m.kind {
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-            if m.target.as_deref().is_none_or(str::is_empty) {
-                return Err(err(
-                    "mount destination not set".into(),
-                    Some(format!("add target=<path> to the --mount=type={} options", m.kind)),
-                ));
-            }
+            // No target means the working directory (BuildKit joins a relative or empty target
+            // with the stage's WORKDIR).
             if m.kind == MountType::Cache {
                 if m.id.is_none() {
-                    m.id = m.target.clone();
+                    m.id = Some(m.target.clone().unwrap_or_default());
                 }
                 m.mode.get_or_insert(0o755);
                 m.uid.get_or_insert(0);
@@ -442,12 +474,21 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(parse("type=cache").unwrap_err().message.contains("destination not set"));
         assert_eq!(
-            parse("type=cache,target=/x,sharng=locked").unwrap_err().message,
+            parse("ro").unwrap().target,
+            None,
+            "no target: the working directory"
+        );
+        assert_eq!(
+            parse("type=cache,target=/x,sharng=locked")
+                .unwrap_err()
+                .message,
             "unexpected key 'sharng' in 'sharng=locked' (did you mean sharing?)"
         );
-        assert!(parse("type=cahce,target=/x").unwrap_err().message.contains("did you mean cache?"));
+        assert!(parse("type=cahce,target=/x")
+            .unwrap_err()
+            .message
+            .contains("did you mean cache?"));
         assert!(parse("type=bind,target=/x,sharing=locked").is_err());
         assert!(parse("type=secret,id=a,from=b").is_err());
         assert!(parse("type=cache,target=/x,mode=9").is_err());

@@ -1,0 +1,323 @@
+//! ARG/ENV scoping, stage references and target pruning.
+
+use kiln_frontend::instructions::mount::MountType;
+use kiln_frontend::instructions::{CommandLine, Instruction};
+use kiln_frontend::stages::{resolve, Base, Build, Platform, ResolveOptions};
+use kiln_frontend::{parse, SourceError};
+
+fn opts(args: &[(&str, &str)]) -> ResolveOptions {
+    ResolveOptions {
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        target_platform: Platform::parse("linux/arm64/v8").unwrap(),
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        ..ResolveOptions::default()
+    }
+}
+
+fn build(src: &str, o: &ResolveOptions) -> Result<Build, SourceError> {
+    resolve(&parse(src).expect("parse"), o)
+}
+
+fn ok(src: &str, o: &ResolveOptions) -> Build {
+    build(src, o).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+fn err(src: &str, o: &ResolveOptions) -> SourceError {
+    build(src, o).expect_err("expected an error")
+}
+
+/// The instructions of stage `i` of the build.
+fn ins(b: &Build, i: usize) -> Vec<&Instruction> {
+    b.stages[i]
+        .instructions
+        .iter()
+        .map(|r| &r.instruction)
+        .collect()
+}
+
+fn workdirs(b: &Build, i: usize) -> Vec<String> {
+    ins(b, i)
+        .into_iter()
+        .filter_map(|x| match x {
+            Instruction::Workdir(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn global_args_only_in_from_unless_redeclared() {
+    let src = "ARG VERSION=3.19\nARG DIR=/opt\nFROM alpine:${VERSION}\nWORKDIR /a$DIR\nARG DIR\nWORKDIR /b$DIR\n";
+    let b = ok(src, &opts(&[]));
+    assert_eq!(b.stages[0].from.image, "alpine:3.19");
+    assert_eq!(workdirs(&b, 0), vec!["/a", "/b/opt"]);
+    let names: Vec<&str> = b.undefined_vars.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, vec!["DIR"], "DIR used before its redeclaration");
+}
+
+#[test]
+fn build_arg_overrides_default_and_skips_default_expansion() {
+    let src = "ARG V=1\nFROM alpine:$V\nARG X=${MISSING:?required}\nWORKDIR /$X\n";
+    let b = ok(src, &opts(&[("V", "2"), ("X", "given")]));
+    assert_eq!(b.stages[0].from.image, "alpine:2");
+    assert_eq!(workdirs(&b, 0), vec!["/given"]);
+    // Without the override the default is expanded and fails.
+    let e = err(src, &opts(&[]));
+    assert!(e.message.contains("MISSING: required"), "{}", e.message);
+    assert_eq!(e.location.line, 3);
+}
+
+#[test]
+fn env_wins_over_arg() {
+    let src = "FROM alpine\nENV A=env\nARG A=arg\nWORKDIR /$A\nARG B=arg\nENV B=env\nWORKDIR /$B\n";
+    let b = ok(src, &opts(&[("A", "override")]));
+    assert_eq!(workdirs(&b, 0), vec!["/env", "/env"]);
+}
+
+#[test]
+fn env_values_use_the_scope_before_the_instruction() {
+    let src = "FROM alpine\nENV A=1\nENV A=2 B=$A\nWORKDIR /$B\n";
+    assert_eq!(workdirs(&ok(src, &opts(&[])), 0), vec!["/1"]);
+}
+
+#[test]
+fn automatic_platform_args() {
+    let src = "FROM --platform=$BUILDPLATFORM golang AS build\nWORKDIR /x$TARGETARCH\nARG TARGETARCH\nARG TARGETVARIANT\nWORKDIR /$TARGETARCH-$TARGETVARIANT\n";
+    let b = ok(src, &opts(&[]));
+    assert_eq!(b.stages[0].platform.as_deref(), Some("linux/amd64"));
+    assert_eq!(workdirs(&b, 0), vec!["/x", "/arm64-v8"]);
+}
+
+#[test]
+fn run_env_has_args_env_and_marked_proxy_args() {
+    let src = "FROM alpine\nARG A=1\nARG no_proxy\nENV E=2\nRUN env\n";
+    let b = ok(
+        src,
+        &opts(&[("HTTP_PROXY", "http://p:3128"), ("no_proxy", "localhost")]),
+    );
+    let run = &b.stages[0].instructions[3];
+    assert!(run.env.contains(&("A".into(), "1".into())));
+    assert!(run.env.contains(&("E".into(), "2".into())));
+    assert!(
+        run.env.contains(&("no_proxy".into(), "localhost".into())),
+        "declared proxy arg is a normal arg"
+    );
+    assert_eq!(
+        run.proxy_env,
+        vec![("HTTP_PROXY".to_string(), "http://p:3128".to_string())]
+    );
+    assert!(b.unused_build_args.is_empty());
+}
+
+#[test]
+fn unused_build_args_are_reported() {
+    let b = ok("FROM alpine\n", &opts(&[("NOPE", "1")]));
+    assert_eq!(b.unused_build_args, vec!["NOPE"]);
+}
+
+const MULTI: &str = "\
+FROM alpine AS base
+RUN echo base
+FROM base AS Build
+RUN --mount=type=cache,target=/c,from=base echo
+FROM busybox AS unrelated
+RUN echo x
+FROM scratch AS final
+COPY --from=BUILD /out /out
+COPY --from=0 /etc /etc
+";
+
+#[test]
+fn target_pruning_and_references() {
+    let b = ok(MULTI, &opts(&[]));
+    assert_eq!(b.target, 3);
+    assert_eq!(b.needed, vec![0, 1, 3]);
+    assert_eq!(b.stages[1].base, Base::Stage(0));
+    assert_eq!(b.stages[3].base, Base::Scratch);
+    assert!(!b.stages[2].expanded);
+    let o = ResolveOptions {
+        target: Some("build".into()),
+        ..opts(&[])
+    };
+    let b = ok(MULTI, &o);
+    assert_eq!((b.target, b.needed.clone()), (1, vec![0, 1]));
+    let o = ResolveOptions {
+        target: Some("unrelated".into()),
+        ..opts(&[])
+    };
+    assert_eq!(ok(MULTI, &o).needed, vec![2]);
+}
+
+#[test]
+fn unknown_target_suggests() {
+    let o = ResolveOptions {
+        target: Some("buid".into()),
+        ..opts(&[])
+    };
+    let e = err(MULTI, &o);
+    assert!(
+        e.message
+            .contains("target stage \"buid\" could not be found (did you mean Build?)"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn copy_from_variable_is_an_error_with_hint() {
+    let e = err(
+        "ARG X=a\nFROM alpine\nARG X\nCOPY --from=$X /a /b\n",
+        &opts(&[]),
+    );
+    assert!(
+        e.message
+            .starts_with("variable expansion is not supported for --from"),
+        "{}",
+        e.message
+    );
+    assert_eq!((e.location.line, e.location.column), (4, 13));
+    assert!(e.hint.is_some());
+}
+
+#[test]
+fn circular_stage_dependency() {
+    let e = err(
+        "FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nCOPY --from=a /y /y\n",
+        &opts(&[]),
+    );
+    assert!(e.message.contains("circular dependency"), "{}", e.message);
+}
+
+#[test]
+fn mounts_expand_values_but_not_from() {
+    let src = "FROM alpine\nARG CACHE=/root/.cache\nRUN --mount=type=cache,target=$CACHE,id=c-$CACHE --mount=type=secret,id=tok,env=TOKEN make\n";
+    let b = ok(src, &opts(&[]));
+    let Instruction::Run(r) = &b.stages[0].instructions[1].instruction else {
+        panic!()
+    };
+    assert_eq!(r.mounts[0].target.as_deref(), Some("/root/.cache"));
+    assert_eq!(r.mounts[0].id.as_deref(), Some("c-/root/.cache"));
+    assert_eq!(r.mounts[1].kind, MountType::Secret);
+    assert_eq!(r.mounts[1].env.as_deref(), Some("TOKEN"));
+    assert_eq!(r.command, CommandLine::Shell("make".into()));
+}
+
+#[test]
+fn flag_errors_point_at_the_flag() {
+    let e = err(
+        "FROM alpine\nRUN --mout=type=cache,target=/x true\n",
+        &opts(&[]),
+    );
+    assert_eq!(e.message, "unknown flag: --mout (did you mean mount?)");
+    assert_eq!((e.location.line, e.location.column), (2, 5));
+    let e = err(
+        "FROM alpine\nRUN --mount=type=cache,target=/x,sharng=locked true\n",
+        &opts(&[]),
+    );
+    assert!(
+        e.message.contains("unexpected key 'sharng'")
+            && e.message.contains("did you mean sharing?")
+    );
+    let e = err("FROM alpine\nCOPY --chmod=u+q a b\n", &opts(&[]));
+    assert!(e.message.contains("invalid chmod"), "{}", e.message);
+    let e = err(
+        "FROM alpine\nHEALTHCHECK --retries=-1 CMD true\n",
+        &opts(&[]),
+    );
+    assert_eq!(e.message, "--retries cannot be negative (-1)");
+    let e = err(
+        "FROM alpine\nHEALTHCHECK --interval=5 CMD true\n",
+        &opts(&[]),
+    );
+    assert!(e.message.contains("missing unit"), "{}", e.message);
+    let e = err("FROM alpine\nRUN --network=hots true\n", &opts(&[]));
+    assert!(e.message.contains("did you mean host?"), "{}", e.message);
+    let e = err("FROM alpine\nRUNN true\n", &opts(&[]));
+    assert_eq!(e.hint.as_deref(), Some("did you mean RUN?"));
+}
+
+#[test]
+fn instruction_before_from_and_no_stage() {
+    let e = err("RUN true\nFROM alpine\n", &opts(&[]));
+    assert!(e.message.contains("before the first FROM"), "{}", e.message);
+    let e = err("ARG A=1\n", &opts(&[]));
+    assert!(e.message.contains("no build stage"), "{}", e.message);
+}
+
+#[test]
+fn copy_and_add_flags() {
+    let src = "FROM alpine\nARG M=0755\nCOPY --chown=1000:1000 --chmod=$M --link --parents --exclude=*.md a b /dst/\nADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d --keep-git-dir --unpack=false https://x/y.tar /y\n";
+    let b = ok(src, &opts(&[]));
+    let Instruction::Copy(c) = &b.stages[0].instructions[1].instruction else {
+        panic!()
+    };
+    assert_eq!(c.sources, vec!["a", "b"]);
+    assert_eq!(c.dest, "/dst/");
+    assert_eq!(
+        c.chmod,
+        Some(kiln_frontend::instructions::chmod::Chmod::Octal(0o755))
+    );
+    assert!(c.link && c.parents);
+    assert_eq!(c.exclude, vec!["*.md"]);
+    let Instruction::Add(a) = &b.stages[0].instructions[2].instruction else {
+        panic!()
+    };
+    assert_eq!((a.keep_git_dir, a.unpack), (Some(true), Some(false)));
+    let e = err(
+        "FROM alpine\nADD --checksum=md5:abc http://x /y\n",
+        &opts(&[]),
+    );
+    assert!(e.message.contains("invalid checksum"), "{}", e.message);
+    let e = err("FROM alpine\nCOPY --keep-git-dir a b\n", &opts(&[]));
+    assert!(
+        e.message.contains("unknown flag: --keep-git-dir"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn outline_and_targets() {
+    let src = "\
+# VERSION the alpine version
+ARG VERSION=3.19
+ARG UNUSED=1
+# base builds the base
+FROM alpine:$VERSION AS base
+# GOFLAGS flags for go
+ARG GOFLAGS=-v
+RUN --mount=type=secret,id=npmrc,required --mount=type=ssh echo
+FROM base AS release
+";
+    let b = ok(src, &opts(&[]));
+    let o = b.outline();
+    assert_eq!(o.name, "release");
+    let args: Vec<(&str, Option<&str>, Option<&str>)> = o
+        .args
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.value.as_deref(),
+                a.description.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        args,
+        vec![
+            ("VERSION", Some("3.19"), Some("the alpine version")),
+            ("GOFLAGS", Some("-v"), Some("flags for go"))
+        ]
+    );
+    assert_eq!(o.secrets[0].name, "npmrc");
+    assert!(o.secrets[0].required);
+    assert_eq!(o.ssh[0].name, "default");
+    let t = b.targets();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].description.as_deref(), Some("builds the base"));
+    assert!(t[1].default && !t[0].default);
+}
