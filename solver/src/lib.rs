@@ -8,3 +8,4 @@ pub mod llb;
 pub mod pattern;
 pub mod snapshot;
 pub mod state;
+pub mod worker;

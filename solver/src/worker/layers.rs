@@ -1,0 +1,312 @@
+//! The unpacked layers under the state directory's `layers/`: each is one
+//! directory usable as an overlayfs lower dir (whiteouts in overlay form).
+//! Image layers are named by their diffID (`sha256-<hex>`), layers a build
+//! made by a random id (`b-<hex>`); a name only ever appears complete,
+//! because every layer is made in a temporary directory and renamed.
+
+use crate::content::{ContentError, ContentStore};
+use crate::snapshot::layer::{apply_layer, ApplyOptions, LayerError, WhiteoutMode};
+use oci_spec::image::Digest;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a layer could not be unpacked or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerStoreError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Unpacking failed.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// The content store failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// The blob's uncompressed content does not hash to the diffID its
+    /// image config lists.
+    #[error("layer {blob} unpacks to diffID {actual}, but the image config says {expected}")]
+    DiffIdMismatch {
+        /// The blob.
+        blob: String,
+        /// The config's diffID.
+        expected: String,
+        /// What the content hashed to.
+        actual: String,
+    },
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> LayerStoreError + 'a {
+    move |source| LayerStoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The name of an unpacked layer directory.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct LayerId(String);
+
+impl LayerId {
+    /// The id of an image layer with this diffID.
+    pub fn for_diff_id(diff_id: &Digest) -> LayerId {
+        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.digest()))
+    }
+
+    /// A fresh id for a layer a build makes.
+    fn fresh() -> LayerId {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut bytes = [0u8; 12];
+        let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+        if random.is_err() {
+            // No /dev/urandom: time, pid and a counter are still unique here.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+            bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        LayerId(format!("b-{}{:04x}", hex::encode(bytes), n & 0xffff))
+    }
+
+    /// The directory name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses a stored name; None when it is not a layer name.
+    pub fn parse(s: &str) -> Option<LayerId> {
+        let ok = (s.starts_with("sha256-") || s.starts_with("b-"))
+            && s.len() > 2
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then(|| LayerId(s.to_string()))
+    }
+}
+
+impl fmt::Display for LayerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A layer being made: an overlay upper dir and its work dir, in a
+/// temporary directory on the same filesystem as the layers.
+#[derive(Debug)]
+pub struct PendingLayer {
+    tmp: tempfile::TempDir,
+}
+
+impl PendingLayer {
+    /// The directory that receives the changes (overlay upperdir).
+    pub fn upper(&self) -> PathBuf {
+        self.tmp.path().join("upper")
+    }
+
+    /// overlayfs' work dir.
+    pub fn work(&self) -> PathBuf {
+        self.tmp.path().join("work")
+    }
+
+    /// A scratch directory (mount point, throwaway files), removed with the layer.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+/// The `layers/` directory.
+#[derive(Debug, Clone)]
+pub struct LayerStore {
+    dir: PathBuf,
+}
+
+impl LayerStore {
+    /// Opens (creating) the layer directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<LayerStore, LayerStoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(dir.join(".tmp")).map_err(io_err("create", &dir))?;
+        Ok(LayerStore { dir })
+    }
+
+    /// The directory of a layer.
+    pub fn path(&self, id: &LayerId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    /// Whether the layer is present.
+    pub fn exists(&self, id: &LayerId) -> bool {
+        self.path(id).is_dir()
+    }
+
+    /// Unpacks an image layer blob from the content store, verifying that it
+    /// hashes to `diff_id`; a layer already present is not unpacked again.
+    pub fn unpack(
+        &self,
+        content: &ContentStore,
+        blob: &Digest,
+        diff_id: &Digest,
+    ) -> Result<LayerId, LayerStoreError> {
+        let id = LayerId::for_diff_id(diff_id);
+        if self.exists(&id) {
+            return Ok(id);
+        }
+        let pending = self.begin()?;
+        let file = content.open_blob(blob)?;
+        let opts = ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..ApplyOptions::default()
+        };
+        let applied = apply_layer(
+            std::io::BufReader::with_capacity(256 * 1024, file),
+            &pending.upper(),
+            &opts,
+        )?;
+        if &applied.diff_id != diff_id {
+            return Err(LayerStoreError::DiffIdMismatch {
+                blob: blob.to_string(),
+                expected: diff_id.to_string(),
+                actual: applied.diff_id.to_string(),
+            });
+        }
+        self.commit_as(pending, id)
+    }
+
+    /// Starts a new layer.
+    pub fn begin(&self) -> Result<PendingLayer, LayerStoreError> {
+        let tmp_root = self.dir.join(".tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix("pending-")
+            .tempdir_in(&tmp_root)
+            .map_err(io_err("create a temporary layer in", &tmp_root))?;
+        let pending = PendingLayer { tmp };
+        for d in [pending.upper(), pending.work()] {
+            std::fs::create_dir(&d).map_err(io_err("create", &d))?;
+        }
+        Ok(pending)
+    }
+
+    /// Keeps the pending layer's upper dir under a fresh id.
+    pub fn commit(&self, pending: PendingLayer) -> Result<LayerId, LayerStoreError> {
+        self.commit_as(pending, LayerId::fresh())
+    }
+
+    fn commit_as(&self, pending: PendingLayer, id: LayerId) -> Result<LayerId, LayerStoreError> {
+        let dest = self.path(&id);
+        let upper = pending.upper();
+        match std::fs::rename(&upper, &dest) {
+            Ok(()) => {}
+            // Another build unpacked the same layer meanwhile: theirs is as good.
+            Err(_) if dest.is_dir() && id.as_str().starts_with("sha256-") => {}
+            Err(e) => return Err(io_err("rename a layer into", &dest)(e)),
+        }
+        // The work dir may hold a root-owned `work/work` with mode 000; the
+        // TempDir drop removes it.
+        drop(pending);
+        Ok(id)
+    }
+
+    /// Removes a layer (garbage collection).
+    pub fn remove(&self, id: &LayerId) -> Result<(), LayerStoreError> {
+        let path = self.path(id);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every layer present.
+    pub fn list(&self) -> Result<Vec<LayerId>, LayerStoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
+            let entry = entry.map_err(io_err("list", &self.dir))?;
+            if let Some(id) = entry.file_name().to_str().and_then(LayerId::parse) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::layer::{write_layer, DiffOptions};
+
+    #[test]
+    fn unpack_verifies_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(dir.path().join("content")).unwrap();
+        let layers = LayerStore::open(dir.path().join("layers")).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/motd"), "hello").unwrap();
+        let blob = write_layer(&tree, &content, &DiffOptions::default()).unwrap();
+
+        let id = layers
+            .unpack(&content, &blob.blob.digest, &blob.diff_id)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(layers.path(&id).join("etc/motd")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            layers
+                .unpack(&content, &blob.blob.digest, &blob.diff_id)
+                .unwrap(),
+            id
+        );
+        assert_eq!(layers.list().unwrap(), vec![id.clone()]);
+
+        let wrong: Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let err = layers
+            .unpack(&content, &blob.blob.digest, &wrong)
+            .unwrap_err();
+        assert!(
+            matches!(err, LayerStoreError::DiffIdMismatch { .. }),
+            "{err}"
+        );
+        assert!(
+            !layers.exists(&LayerId::for_diff_id(&wrong)),
+            "a failed unpack leaves no layer"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("layers/.tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn pending_layers_commit_under_fresh_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = LayerStore::open(dir.path()).unwrap();
+        let a = layers.begin().unwrap();
+        std::fs::write(a.upper().join("f"), "1").unwrap();
+        let a = layers.commit(a).unwrap();
+        let b = layers.commit(layers.begin().unwrap()).unwrap();
+        assert_ne!(a, b);
+        assert!(LayerId::parse(a.as_str()).is_some());
+        assert_eq!(std::fs::read(layers.path(&a).join("f")).unwrap(), b"1");
+        layers.remove(&a).unwrap();
+        assert!(!layers.exists(&a));
+        assert_eq!(LayerId::parse("../x"), None);
+    }
+}
