@@ -6,6 +6,7 @@ pub mod cache;
 pub mod content;
 pub mod llb;
 pub mod pattern;
+pub mod progress;
 pub mod snapshot;
 pub mod state;
 pub mod worker;
