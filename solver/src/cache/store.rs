@@ -1,0 +1,393 @@
+//! The persistent cache store in `meta.redb`: cache key → result, layer records
+//! (diffID → unpacked dir, blobs per compression), blob → diffID, and last-use times for
+//! prune and du. Every change happens in one redb write transaction: a crash or a dropped
+//! [`CacheWriter`] leaves the previous committed state.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use oci_spec::image::Digest;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::key::CacheKey;
+use crate::snapshot::{BlobRecord, LayerRecord, Snapshot};
+
+const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cache_results");
+const RESULT_USED: TableDefinition<&[u8], u64> = TableDefinition::new("cache_result_last_used");
+const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+const LAYER_USED: TableDefinition<&str, u64> = TableDefinition::new("layer_last_used");
+const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob_diff_ids");
+
+/// Errors of the cache store.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheStoreError {
+    /// The database failed.
+    #[error("cache database: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored record does not decode.
+    #[error("corrupt {table} record {key}: {message}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// Decoder message.
+        message: String,
+    },
+    /// A result refers to a layer that has no record.
+    #[error("cache result refers to unknown layer {0}")]
+    MissingLayer(Digest),
+}
+
+fn dberr<E: Into<redb::Error>>(e: E) -> CacheStoreError {
+    CacheStoreError::Db(e.into())
+}
+
+/// Seconds since the epoch, for last-use times.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a cached step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheResult {
+    /// The resulting filesystem.
+    pub snapshot: Snapshot,
+    /// The image-config bits the step changes (for sources: the image config), opaque here.
+    pub config: Option<serde_json::Value>,
+    /// When the result was made (seconds since the epoch).
+    pub created_at: u64,
+    /// What made it (a vertex description), for `du`.
+    pub description: String,
+}
+
+/// One row of `du`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The key.
+    pub key: CacheKey,
+    /// The result.
+    pub result: CacheResult,
+    /// Last use (seconds since the epoch).
+    pub last_used: u64,
+}
+
+/// The cache store.
+pub struct CacheStore {
+    db: redb::Database,
+}
+
+impl std::fmt::Debug for CacheStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheStore")
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, CacheStoreError> {
+    serde_json::from_slice(bytes).map_err(|e| CacheStoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data structures always serialise.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl CacheStore {
+    /// Opens or creates the database; several kiln processes may have it open at once.
+    pub fn open(path: &Path) -> Result<Self, CacheStoreError> {
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(dberr)?;
+        // Create the tables so readers never see "table does not exist".
+        let txn = db.begin_write().map_err(dberr)?;
+        {
+            txn.open_table(RESULTS).map_err(dberr)?;
+            txn.open_table(RESULT_USED).map_err(dberr)?;
+            txn.open_table(LAYERS).map_err(dberr)?;
+            txn.open_table(LAYER_USED).map_err(dberr)?;
+            txn.open_table(BLOBS).map_err(dberr)?;
+        }
+        txn.commit().map_err(dberr)?;
+        Ok(CacheStore { db })
+    }
+
+    /// Starts an atomic batch of changes; nothing is visible until [`CacheWriter::commit`].
+    pub fn writer(&self) -> Result<CacheWriter, CacheStoreError> {
+        Ok(CacheWriter {
+            txn: self.db.begin_write().map_err(dberr)?,
+        })
+    }
+
+    /// The result stored under `key`, without touching its last-use time.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheResult>, CacheStoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(RESULTS).map_err(dberr)?;
+        match table.get(&key.0[..]).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("cache_results", &key.to_string(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks `key` up and, on a hit, records the use at `now` (for prune's LRU order).
+    pub fn lookup(&self, key: &CacheKey, now: u64) -> Result<Option<CacheResult>, CacheStoreError> {
+        let Some(result) = self.get(key)? else {
+            return Ok(None);
+        };
+        let mut w = self.writer()?;
+        w.touch(key, &result, now)?;
+        w.commit()?;
+        Ok(Some(result))
+    }
+
+    /// The record of a layer.
+    pub fn layer(&self, diff_id: &Digest) -> Result<Option<LayerRecord>, CacheStoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(LAYERS).map_err(dberr)?;
+        match table.get(diff_id.as_ref()).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("layers", diff_id.as_ref(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The diffID of a layer blob we have seen (pulled or made).
+    pub fn diff_id_of_blob(&self, blob: &Digest) -> Result<Option<Digest>, CacheStoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(BLOBS).map_err(dberr)?;
+        match table.get(blob.as_ref()).map_err(dberr)? {
+            Some(v) => {
+                let s = v.value().to_string();
+                Digest::try_from(s.as_str())
+                    .map(Some)
+                    .map_err(|e| CacheStoreError::Corrupt {
+                        table: "blob_diff_ids",
+                        key: blob.to_string(),
+                        message: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every cache entry with its last use, oldest use first (for `du` and `prune`).
+    pub fn entries(&self) -> Result<Vec<CacheEntry>, CacheStoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let results = txn.open_table(RESULTS).map_err(dberr)?;
+        let used = txn.open_table(RESULT_USED).map_err(dberr)?;
+        let mut out = Vec::new();
+        for row in results.iter().map_err(dberr)? {
+            let (k, v) = row.map_err(dberr)?;
+            let key = CacheKey(k.value().try_into().map_err(|_| CacheStoreError::Corrupt {
+                table: "cache_results",
+                key: hex::encode(k.value()),
+                message: "key is not 32 bytes".into(),
+            })?);
+            let result: CacheResult = decode("cache_results", &key.to_string(), v.value())?;
+            let last_used = used
+                .get(k.value())
+                .map_err(dberr)?
+                .map(|g| g.value())
+                .unwrap_or(result.created_at);
+            out.push(CacheEntry {
+                key,
+                result,
+                last_used,
+            });
+        }
+        out.sort_by_key(|e| (e.last_used, e.key));
+        Ok(out)
+    }
+
+    /// Every layer record.
+    pub fn layers(&self) -> Result<Vec<LayerRecord>, CacheStoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(LAYERS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(dberr)? {
+            let (k, v) = row.map_err(dberr)?;
+            out.push(decode("layers", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Layers no cache result refers to (candidates for garbage collection).
+    pub fn unreferenced_layers(&self) -> Result<Vec<LayerRecord>, CacheStoreError> {
+        let mut referenced = std::collections::HashSet::new();
+        for e in self.entries()? {
+            referenced.extend(e.result.snapshot.layers);
+        }
+        Ok(self
+            .layers()?
+            .into_iter()
+            .filter(|l| !referenced.contains(&l.diff_id))
+            .collect())
+    }
+}
+
+/// An open write transaction. Dropping it without [`CacheWriter::commit`] discards every change.
+pub struct CacheWriter {
+    txn: redb::WriteTransaction,
+}
+
+impl CacheWriter {
+    /// Stores `result` under `key`. Every layer of its snapshot must have a record (written
+    /// before, or earlier in this transaction).
+    pub fn put_result(
+        &mut self,
+        key: &CacheKey,
+        result: &CacheResult,
+        now: u64,
+    ) -> Result<(), CacheStoreError> {
+        {
+            let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
+            for l in &result.snapshot.layers {
+                if layers.get(l.as_ref()).map_err(dberr)?.is_none() {
+                    return Err(CacheStoreError::MissingLayer(l.clone()));
+                }
+            }
+        }
+        let mut results = self.txn.open_table(RESULTS).map_err(dberr)?;
+        results
+            .insert(&key.0[..], encode(result).as_slice())
+            .map_err(dberr)?;
+        drop(results);
+        self.touch(key, result, now)
+    }
+
+    /// Records a use of `key` (and its layers) at `now`.
+    pub fn touch(
+        &mut self,
+        key: &CacheKey,
+        result: &CacheResult,
+        now: u64,
+    ) -> Result<(), CacheStoreError> {
+        let mut used = self.txn.open_table(RESULT_USED).map_err(dberr)?;
+        used.insert(&key.0[..], now).map_err(dberr)?;
+        let mut layer_used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
+        for l in &result.snapshot.layers {
+            layer_used.insert(l.as_ref(), now).map_err(dberr)?;
+        }
+        Ok(())
+    }
+
+    /// Adds or updates a layer record; known blobs are kept and new ones added.
+    pub fn put_layer(&mut self, record: &LayerRecord, now: u64) -> Result<(), CacheStoreError> {
+        let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
+        let merged = match layers.get(record.diff_id.as_ref()).map_err(dberr)? {
+            Some(old) => {
+                let mut old: LayerRecord = decode("layers", record.diff_id.as_ref(), old.value())?;
+                old.unpacked |= record.unpacked;
+                for b in &record.blobs {
+                    // Several blobs may share a compression (ours and a registry's gzip).
+                    if !old.blobs.iter().any(|x| x.digest == b.digest) {
+                        old.blobs.push(b.clone());
+                    }
+                }
+                old.size = record.size;
+                old
+            }
+            None => record.clone(),
+        };
+        layers
+            .insert(record.diff_id.as_ref(), encode(&merged).as_slice())
+            .map_err(dberr)?;
+        drop(layers);
+        let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
+        for b in &merged.blobs {
+            blobs
+                .insert(b.digest.as_ref(), record.diff_id.as_ref())
+                .map_err(dberr)?;
+        }
+        drop(blobs);
+        let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
+        used.insert(record.diff_id.as_ref(), now).map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Remembers a compressed form of a known layer.
+    pub fn add_blob(
+        &mut self,
+        diff_id: &Digest,
+        blob: &BlobRecord,
+        now: u64,
+    ) -> Result<(), CacheStoreError> {
+        let existing = {
+            let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
+            let got = layers.get(diff_id.as_ref()).map_err(dberr)?;
+            match got {
+                Some(v) => decode::<LayerRecord>("layers", diff_id.as_ref(), v.value())?,
+                None => return Err(CacheStoreError::MissingLayer(diff_id.clone())),
+            }
+        };
+        let mut record = existing;
+        record.blobs = vec![blob.clone()];
+        self.put_layer(&record, now)
+    }
+
+    /// Removes a cache result; returns whether it existed.
+    pub fn remove_result(&mut self, key: &CacheKey) -> Result<bool, CacheStoreError> {
+        let mut results = self.txn.open_table(RESULTS).map_err(dberr)?;
+        let existed = results.remove(&key.0[..]).map_err(dberr)?.is_some();
+        drop(results);
+        let mut used = self.txn.open_table(RESULT_USED).map_err(dberr)?;
+        used.remove(&key.0[..]).map_err(dberr)?;
+        Ok(existed)
+    }
+
+    /// Removes a layer record and its blob mappings; refused while a result refers to it.
+    pub fn remove_layer(
+        &mut self,
+        diff_id: &Digest,
+    ) -> Result<Option<LayerRecord>, CacheStoreError> {
+        {
+            let results = self.txn.open_table(RESULTS).map_err(dberr)?;
+            for row in results.iter().map_err(dberr)? {
+                let (k, v) = row.map_err(dberr)?;
+                let r: CacheResult = decode("cache_results", &hex::encode(k.value()), v.value())?;
+                if r.snapshot.layers.contains(diff_id) {
+                    return Ok(None);
+                }
+            }
+        }
+        let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
+        let removed = match layers.remove(diff_id.as_ref()).map_err(dberr)? {
+            Some(v) => Some(decode::<LayerRecord>(
+                "layers",
+                diff_id.as_ref(),
+                v.value(),
+            )?),
+            None => None,
+        };
+        drop(layers);
+        if let Some(r) = &removed {
+            let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
+            for b in &r.blobs {
+                blobs.remove(b.digest.as_ref()).map_err(dberr)?;
+            }
+            drop(blobs);
+            let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
+            used.remove(diff_id.as_ref()).map_err(dberr)?;
+        }
+        Ok(removed)
+    }
+
+    /// Makes every change durable and visible at once.
+    pub fn commit(self) -> Result<(), CacheStoreError> {
+        self.txn.commit().map_err(dberr)
+    }
+}
+
+#[cfg(test)]
+mod tests;
