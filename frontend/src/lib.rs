@@ -9,4 +9,5 @@ pub mod suggest;
 pub use error::{ErrorKind, Location, SourceError};
 pub use parser::{parse, parse_named, Ast, Heredoc, Node};
 pub mod instructions;
+pub mod lint;
 pub mod stages;

@@ -321,3 +321,21 @@ FROM base AS release
     assert_eq!(t[0].description.as_deref(), Some("builds the base"));
     assert!(t[1].default && !t[0].default);
 }
+
+#[test]
+fn base_image_env_when_known() {
+    let mut o = opts(&[]);
+    o.base_env
+        .insert("golang".into(), vec![("GOPATH".into(), "/go".into())]);
+    let b = ok(
+        "FROM golang\nWORKDIR $GOPATH/src\nFROM scratch\nWORKDIR /$GOPATH\n",
+        &ResolveOptions {
+            all_stages: true,
+            ..o
+        },
+    );
+    assert_eq!(workdirs(&b, 0), vec!["/go/src"]);
+    assert_eq!(workdirs(&b, 1), vec!["/"]);
+    assert_eq!(b.undefined_vars.len(), 1, "GOPATH is unknown on scratch");
+    assert_eq!(b.undefined_vars[0].node, 3);
+}

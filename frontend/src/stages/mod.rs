@@ -46,6 +46,9 @@ pub struct ResolveOptions {
     pub build_platform: Platform,
     /// Expand every stage, not only those the target needs (for checks).
     pub all_stages: bool,
+    /// Environment of base images (image config `Env`), keyed by the expanded FROM reference,
+    /// when the caller has fetched them; stages on other images start with an unknown env.
+    pub base_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Default for ResolveOptions {
@@ -56,6 +59,7 @@ impl Default for ResolveOptions {
             target_platform: Platform::host(),
             build_platform: Platform::host(),
             all_stages: false,
+            base_env: BTreeMap::new(),
         }
     }
 }
@@ -394,8 +398,10 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         if let Some(p) = &from.platform {
             f.platform = Some(expand_from(p, &global_scope)?);
         }
+        let mut undeclared_in_from = false;
         for name in unmatched {
             if !global_declared.contains(&name) && builtins.get(&name).is_none() {
+                undeclared_in_from = true;
                 let cands: Vec<&str> = global_declared
                     .iter()
                     .map(String::as_str)
@@ -408,7 +414,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 });
             }
         }
-        if from.image.contains('$') {
+        if from.image.contains('$') && !undeclared_in_from {
             let with_defaults = lexer
                 .process_word(&from.image, &global_defaults)
                 .unwrap_or_default();
@@ -416,7 +422,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 invalid_default_from.push((node_i, from.image.clone()));
             }
         }
-        if f.image.is_empty() {
+        // Checks report this as InvalidDefaultArgInFrom instead of failing.
+        if f.image.is_empty() && !opts.all_stages {
             return Err(cx.error(
                 ErrorKind::Stage,
                 format!("base name ({}) should not be blank", from.image),
@@ -563,7 +570,12 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 image_env_known = true;
             }
             Base::Scratch => image_env_known = true,
-            Base::Image(_) => {}
+            Base::Image(ref image) => {
+                if let Some(vars) = opts.base_env.get(image) {
+                    env.vars = vars.clone();
+                    image_env_known = true;
+                }
+            }
         }
         // Walk the base chain: a stage on scratch knows its whole env.
         if let Base::Stage(mut b) = stages[si].base {
@@ -571,8 +583,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 match stages[b].base {
                     Base::Stage(n) => b = n,
                     Base::Scratch => break,
-                    Base::Image(_) => {
-                        image_env_known = false;
+                    Base::Image(ref image) => {
+                        image_env_known = opts.base_env.contains_key(image);
                         break;
                     }
                 }

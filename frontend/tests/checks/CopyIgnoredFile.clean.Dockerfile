@@ -1,0 +1,4 @@
+FROM scratch
+COPY ./forever/helloworld.txt /helloworld.txt
+COPY . /src
+COPY --from=busybox /tmp/x /x

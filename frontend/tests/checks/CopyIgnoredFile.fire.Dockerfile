@@ -1,0 +1,3 @@
+FROM scratch
+COPY ./tmp/helloworld.txt /helloworld.txt
+ADD secret.env /

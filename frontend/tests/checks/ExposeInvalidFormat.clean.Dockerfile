@@ -1,0 +1,2 @@
+FROM alpine
+EXPOSE 80 8000-8010/tcp

@@ -1,0 +1,4 @@
+ARG TAG=latest
+ARG IMAGE=alpine
+FROM busybox:${TAG}
+FROM ${IMAGE}

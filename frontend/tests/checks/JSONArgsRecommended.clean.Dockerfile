@@ -1,0 +1,5 @@
+FROM alpine
+ENTRYPOINT ["my-app"]
+FROM alpine
+SHELL ["/bin/bash", "-c"]
+CMD echo hi

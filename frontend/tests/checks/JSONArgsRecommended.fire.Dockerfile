@@ -1,0 +1,3 @@
+FROM alpine
+ENTRYPOINT my-app --serve
+CMD echo "Hello, world!"

@@ -1,0 +1,3 @@
+FROM alpine
+ENV DEBUG=true
+LABEL maintainer=me

@@ -1,0 +1,4 @@
+FROM alpine
+CMD ["a"]
+FROM alpine
+CMD ["b"]

@@ -1,0 +1,5 @@
+FROM alpine
+CMD ["a"]
+CMD ["b"]
+HEALTHCHECK CMD true
+HEALTHCHECK NONE

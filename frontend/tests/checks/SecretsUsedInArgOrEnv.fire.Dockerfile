@@ -1,0 +1,4 @@
+ARG GITHUB_TOKEN
+FROM alpine
+ARG aws_secret_key
+ENV DB_PASSWORD=x

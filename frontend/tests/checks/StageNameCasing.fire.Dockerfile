@@ -1,0 +1,2 @@
+FROM alpine AS Builder
+RUN true

@@ -1,0 +1,4 @@
+FROM alpine
+ARG VERSION=1
+ENV PATH=$PAHT:/x
+COPY $VERSON /x
