@@ -7,6 +7,7 @@ pub mod content;
 pub mod llb;
 pub mod pattern;
 pub mod progress;
+pub mod scheduler;
 pub mod snapshot;
 pub mod state;
 pub mod worker;

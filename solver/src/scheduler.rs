@@ -1,0 +1,399 @@
+//! The scheduler: runs the vertices a target needs, in dependency order, with a bounded
+//! number of concurrent executions. Before executing a vertex it computes its cache key
+//! (see [`crate::cache::key`]) and asks the worker's cache; a hit returns the stored result
+//! without executing anything. The first failure aborts everything still running.
+//!
+//! It knows nothing about Dockerfiles or how ops run: a [`Worker`] does the work.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::cache::{
+    input_selectors, vertex_cache_key, CacheKey, ContentChecksum, InputKey, Selector,
+};
+use crate::llb::{Definition, Vertex, VertexDigest, VertexRef};
+
+/// Errors a worker reports.
+pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What executes ops and stores their results.
+pub trait Worker: Send + Sync + 'static {
+    /// A vertex's result (a snapshot, a local directory, ...).
+    type Output: Clone + Send + Sync + 'static;
+
+    /// A stable identity for a root whose identifier can move (`busybox:latest` → its
+    /// manifest digest); part of the cache key. `None` when the op alone is stable.
+    fn pin(
+        &self,
+        vertex: &Vertex,
+    ) -> impl Future<Output = Result<Option<String>, WorkerError>> + Send {
+        let _ = vertex;
+        async { Ok(None) }
+    }
+
+    /// Whether the result of `input` is keyed by its content (a local context: its files
+    /// are the only identity it has) rather than by its cache key.
+    fn content_keyed(&self, input: &Vertex) -> bool {
+        let _ = input;
+        false
+    }
+
+    /// The checksum of `selectors` in a result (`Selector::path("")` = all of it).
+    fn checksum(
+        &self,
+        output: &Self::Output,
+        selectors: &[Selector],
+    ) -> impl Future<Output = Result<ContentChecksum, WorkerError>> + Send;
+
+    /// A cached result for `key`, if any.
+    fn cache_load(
+        &self,
+        key: &CacheKey,
+        vertex: &Vertex,
+    ) -> impl Future<Output = Result<Option<Self::Output>, WorkerError>> + Send;
+
+    /// Stores a fresh result under `key`.
+    fn cache_save(
+        &self,
+        key: &CacheKey,
+        vertex: &Vertex,
+        output: &Self::Output,
+    ) -> impl Future<Output = Result<(), WorkerError>> + Send;
+
+    /// Executes the op with its inputs' results (in input order). The future is dropped when
+    /// the solve is cancelled, so it must clean up on drop (e.g. kill its process).
+    fn execute(
+        &self,
+        vertex: &Vertex,
+        inputs: Vec<Self::Output>,
+    ) -> impl Future<Output = Result<Self::Output, WorkerError>> + Send;
+}
+
+/// Progress of a solve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SolveEvent {
+    /// A vertex's result came from the cache.
+    Cached {
+        /// The vertex.
+        digest: VertexDigest,
+        /// Its description.
+        description: String,
+    },
+    /// A vertex started executing.
+    Started {
+        /// The vertex.
+        digest: VertexDigest,
+        /// Its description.
+        description: String,
+    },
+    /// A vertex finished executing.
+    Completed {
+        /// The vertex.
+        digest: VertexDigest,
+    },
+    /// A vertex failed.
+    Failed {
+        /// The vertex.
+        digest: VertexDigest,
+        /// The error text.
+        error: String,
+    },
+}
+
+/// Why a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    /// A vertex failed.
+    #[error("{description}: {source}")]
+    Vertex {
+        /// The vertex.
+        digest: VertexDigest,
+        /// Its description (or op summary).
+        description: String,
+        /// The worker's error.
+        #[source]
+        source: WorkerError,
+    },
+    /// A target is not in the definition.
+    #[error("target vertex {0} is not in the definition")]
+    UnknownTarget(usize),
+    /// A task of the solve panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A vertex's result and key.
+#[derive(Debug, Clone)]
+pub struct Solved<O> {
+    /// The cache key it was computed or found under.
+    pub key: CacheKey,
+    /// The result.
+    pub output: O,
+    /// Whether it was executed (false: from the cache).
+    pub executed: bool,
+}
+
+/// The result of a solve.
+#[derive(Debug)]
+pub struct SolveOutcome<O> {
+    /// Every needed vertex's result.
+    pub results: HashMap<VertexRef, Solved<O>>,
+    /// How many vertices were executed.
+    pub executed: usize,
+    /// How many came from the cache.
+    pub cached: usize,
+}
+
+/// The running vertex tasks of a solve.
+type Tasks<O> = JoinSet<(VertexRef, Result<Solved<O>, SolveError>)>;
+
+/// Runs definitions on a worker.
+pub struct Scheduler<W: Worker> {
+    worker: Arc<W>,
+    jobs: usize,
+    events: Option<mpsc::UnboundedSender<SolveEvent>>,
+    executed_total: Arc<AtomicUsize>,
+}
+
+impl<W: Worker> Scheduler<W> {
+    /// A scheduler running at most `jobs` executions at once (at least 1).
+    pub fn new(worker: Arc<W>, jobs: usize) -> Self {
+        Scheduler {
+            worker,
+            jobs: jobs.max(1),
+            events: None,
+            executed_total: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Sends progress events to `tx`.
+    pub fn with_events(mut self, tx: mpsc::UnboundedSender<SolveEvent>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    /// Vertices executed by this scheduler over all solves.
+    pub fn executed_total(&self) -> usize {
+        self.executed_total.load(Ordering::SeqCst)
+    }
+
+    /// Solves what `targets` need.
+    pub async fn solve(
+        &self,
+        def: &Definition,
+        targets: &[VertexRef],
+    ) -> Result<SolveOutcome<W::Output>, SolveError> {
+        for t in targets {
+            if def.vertex(*t).is_none() {
+                return Err(SolveError::UnknownTarget(t.index()));
+            }
+        }
+        let needed = def.closure(targets);
+        // Pending input counts (distinct inputs) and reverse edges within the closure.
+        let mut pending: HashMap<VertexRef, usize> = HashMap::new();
+        let mut users: HashMap<VertexRef, Vec<VertexRef>> = HashMap::new();
+        for r in &needed {
+            let Some(v) = def.vertex(*r) else { continue };
+            let mut inputs: Vec<VertexRef> = v.inputs().to_vec();
+            inputs.sort();
+            inputs.dedup();
+            pending.insert(*r, inputs.len());
+            for i in inputs {
+                users.entry(i).or_default().push(*r);
+            }
+        }
+        let semaphore = Arc::new(Semaphore::new(self.jobs));
+        let mut results: HashMap<VertexRef, Solved<W::Output>> = HashMap::new();
+        let mut tasks: Tasks<W::Output> = JoinSet::new();
+        let mut ready: Vec<VertexRef> = needed
+            .iter()
+            .copied()
+            .filter(|r| pending.get(r) == Some(&0))
+            .collect();
+        let (mut executed, mut cached) = (0, 0);
+        loop {
+            for r in ready.drain(..) {
+                self.spawn_vertex(def, r, &results, &semaphore, &mut tasks);
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (r, outcome) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    tasks.shutdown().await;
+                    return Err(SolveError::Internal(e.to_string()));
+                }
+            };
+            let solved = match outcome {
+                Ok(s) => s,
+                Err(e) => {
+                    // First failure: drop everything still running or waiting.
+                    tasks.shutdown().await;
+                    return Err(e);
+                }
+            };
+            if solved.executed {
+                executed += 1;
+            } else {
+                cached += 1;
+            }
+            results.insert(r, solved);
+            for u in users.get(&r).cloned().unwrap_or_default() {
+                if let Some(n) = pending.get_mut(&u) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        ready.push(u);
+                    }
+                }
+            }
+        }
+        if results.len() != needed.len() {
+            return Err(SolveError::Internal(format!(
+                "solved {} of {} vertices",
+                results.len(),
+                needed.len()
+            )));
+        }
+        Ok(SolveOutcome {
+            results,
+            executed,
+            cached,
+        })
+    }
+
+    fn spawn_vertex(
+        &self,
+        def: &Definition,
+        r: VertexRef,
+        results: &HashMap<VertexRef, Solved<W::Output>>,
+        semaphore: &Arc<Semaphore>,
+        tasks: &mut Tasks<W::Output>,
+    ) {
+        let Some(vertex) = def.vertex(r).cloned() else {
+            return;
+        };
+        // Inputs in order with their results, keys and whether they are content-keyed.
+        let mut inputs = Vec::with_capacity(vertex.inputs().len());
+        for i in vertex.inputs() {
+            let (Some(iv), Some(solved)) = (def.vertex(*i), results.get(i)) else {
+                tasks.spawn(async move {
+                    (
+                        r,
+                        Err(SolveError::Internal("input solved out of order".into())),
+                    )
+                });
+                return;
+            };
+            inputs.push((
+                solved.output.clone(),
+                solved.key,
+                self.worker.content_keyed(iv),
+            ));
+        }
+        let worker = Arc::clone(&self.worker);
+        let semaphore = Arc::clone(semaphore);
+        let events = self.events.clone();
+        let total = Arc::clone(&self.executed_total);
+        tasks.spawn(async move {
+            let out = solve_vertex(
+                &*worker,
+                &vertex,
+                inputs,
+                &semaphore,
+                events.as_ref(),
+                &total,
+            )
+            .await;
+            if let (Err(e), Some(tx)) = (&out, &events) {
+                let _ = tx.send(SolveEvent::Failed {
+                    digest: vertex.digest(),
+                    error: e.to_string(),
+                });
+            }
+            (r, out)
+        });
+    }
+}
+
+async fn solve_vertex<W: Worker>(
+    worker: &W,
+    vertex: &Vertex,
+    inputs: Vec<(W::Output, CacheKey, bool)>,
+    semaphore: &Semaphore,
+    events: Option<&mpsc::UnboundedSender<SolveEvent>>,
+    total: &AtomicUsize,
+) -> Result<Solved<W::Output>, SolveError> {
+    let fail = |source: WorkerError| SolveError::Vertex {
+        digest: vertex.digest(),
+        description: vertex.summary(),
+        source,
+    };
+    let pin = worker.pin(vertex).await.map_err(fail)?;
+    let mut input_keys = Vec::with_capacity(inputs.len());
+    for (index, (output, key, content_keyed)) in inputs.iter().enumerate() {
+        let selectors = input_selectors(vertex.op(), index);
+        let ik = match (selectors, content_keyed) {
+            (Some(sel), _) => InputKey::Content(worker.checksum(output, &sel).await.map_err(fail)?),
+            (None, true) => InputKey::Content(
+                worker
+                    .checksum(output, &[Selector::path("")])
+                    .await
+                    .map_err(fail)?,
+            ),
+            (None, false) => InputKey::Key(*key),
+        };
+        input_keys.push(ik);
+    }
+    let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
+    if !vertex.metadata().ignore_cache {
+        if let Some(output) = worker.cache_load(&key, vertex).await.map_err(fail)? {
+            if let Some(tx) = events {
+                let _ = tx.send(SolveEvent::Cached {
+                    digest: vertex.digest(),
+                    description: vertex.summary(),
+                });
+            }
+            return Ok(Solved {
+                key,
+                output,
+                executed: false,
+            });
+        }
+    }
+    let _permit = semaphore
+        .acquire()
+        .await
+        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    if let Some(tx) = events {
+        let _ = tx.send(SolveEvent::Started {
+            digest: vertex.digest(),
+            description: vertex.summary(),
+        });
+    }
+    total.fetch_add(1, Ordering::SeqCst);
+    let outputs: Vec<W::Output> = inputs.into_iter().map(|(o, _, _)| o).collect();
+    let output = worker.execute(vertex, outputs).await.map_err(fail)?;
+    worker
+        .cache_save(&key, vertex, &output)
+        .await
+        .map_err(fail)?;
+    if let Some(tx) = events {
+        let _ = tx.send(SolveEvent::Completed {
+            digest: vertex.digest(),
+        });
+    }
+    Ok(Solved {
+        key,
+        output,
+        executed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests;

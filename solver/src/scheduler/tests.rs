@@ -1,0 +1,433 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+use super::*;
+use crate::llb::{
+    CopyAction, ExecMeta, ExecOp, FileAction, FileOp, Mount, NetworkMode, Op, SecurityMode,
+    SourceOp, VertexMetadata,
+};
+
+/// A worker whose "filesystems" are maps of path -> content and whose exec ops are
+/// scripted: `fail` fails, `block` never finishes, `barrier` waits for a partner.
+struct FakeWorker {
+    /// Contents of local contexts by name.
+    locals: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    cache: Mutex<HashMap<CacheKey, Fs>>,
+    executed: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    barrier: tokio::sync::Barrier,
+    dropped_blocked: AtomicBool,
+}
+
+type Fs = BTreeMap<String, String>;
+
+impl Default for FakeWorker {
+    fn default() -> Self {
+        FakeWorker::with_barrier(1)
+    }
+}
+
+impl FakeWorker {
+    fn with_barrier(n: usize) -> Self {
+        FakeWorker {
+            locals: Mutex::default(),
+            cache: Mutex::default(),
+            executed: Mutex::default(),
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
+            barrier: tokio::sync::Barrier::new(n),
+            dropped_blocked: AtomicBool::new(false),
+        }
+    }
+
+    fn set_local(&self, name: &str, files: &[(&str, &str)]) {
+        self.locals.lock().unwrap().insert(
+            name.to_string(),
+            files
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        );
+    }
+
+    fn executed(&self) -> Vec<String> {
+        self.executed.lock().unwrap().clone()
+    }
+}
+
+struct DropFlag<'a>(&'a AtomicBool);
+
+impl Drop for DropFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Worker for FakeWorker {
+    type Output = Fs;
+
+    fn content_keyed(&self, input: &Vertex) -> bool {
+        matches!(input.op(), Op::Source(s) if s.scheme() == "local")
+    }
+
+    async fn checksum(
+        &self,
+        output: &Fs,
+        selectors: &[Selector],
+    ) -> Result<ContentChecksum, WorkerError> {
+        let mut h = Sha256::new();
+        for s in selectors {
+            for (p, c) in output
+                .iter()
+                .filter(|(p, _)| s.path.is_empty() || p.starts_with(&s.path))
+            {
+                h.update(format!("{p}={c};"));
+            }
+        }
+        Ok(ContentChecksum(h.finalize().into()))
+    }
+
+    async fn cache_load(&self, key: &CacheKey, _v: &Vertex) -> Result<Option<Fs>, WorkerError> {
+        Ok(self.cache.lock().unwrap().get(key).cloned())
+    }
+
+    async fn cache_save(&self, key: &CacheKey, v: &Vertex, out: &Fs) -> Result<(), WorkerError> {
+        // Local contexts are not cached: their content is their key.
+        if !self.content_keyed(v) {
+            self.cache.lock().unwrap().insert(*key, out.clone());
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, v: &Vertex, inputs: Vec<Fs>) -> Result<Fs, WorkerError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        let _running = scopeguard(&self.running);
+        let name = v.metadata().description.clone();
+        self.executed.lock().unwrap().push(name.clone());
+        let out = match v.op() {
+            Op::Source(s) if s.scheme() == "local" => self
+                .locals
+                .lock()
+                .unwrap()
+                .get(s.location())
+                .cloned()
+                .ok_or("no such local")?,
+            Op::Source(s) => BTreeMap::from([("/from".to_string(), s.identifier.clone())]),
+            Op::Exec(e) => {
+                let cmd = e.meta.args.join(" ");
+                if cmd == "fail" {
+                    return Err("exit status 1".into());
+                }
+                if cmd == "block" {
+                    let _flag = DropFlag(&self.dropped_blocked);
+                    std::future::pending::<()>().await;
+                }
+                if cmd.starts_with("barrier") {
+                    self.barrier.wait().await;
+                }
+                let mut fs = inputs.first().cloned().unwrap_or_default();
+                fs.insert(format!("/ran/{cmd}"), cmd);
+                fs
+            }
+            Op::File(f) => {
+                let mut fs = f
+                    .base
+                    .and_then(|b| inputs.get(b).cloned())
+                    .unwrap_or_default();
+                for a in &f.actions {
+                    if let FileAction::Copy(c) = a {
+                        let src = inputs.get(c.src_input).cloned().unwrap_or_default();
+                        for (p, content) in src.iter().filter(|(p, _)| p.starts_with(&c.src)) {
+                            fs.insert(format!("{}{p}", c.dest), content.clone());
+                        }
+                    }
+                }
+                fs
+            }
+            Op::Merge(_) => inputs.into_iter().flatten().collect(),
+        };
+        Ok(out)
+    }
+}
+
+/// Decrements the running counter when an execution ends (also when it is cancelled).
+fn scopeguard(c: &AtomicUsize) -> impl Drop + '_ {
+    struct G<'a>(&'a AtomicUsize);
+    impl Drop for G<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    G(c)
+}
+
+fn meta(name: &str) -> VertexMetadata {
+    VertexMetadata::described(name)
+}
+
+fn run(args: &str) -> Op {
+    Op::Exec(ExecOp {
+        meta: ExecMeta {
+            args: vec![args.to_string()],
+            ..Default::default()
+        },
+        mounts: vec![Mount::root()],
+        network: NetworkMode::Default,
+        security: SecurityMode::Sandbox,
+        secret_env: vec![],
+    })
+}
+
+fn copy(src: &str, dest: &str) -> Op {
+    Op::File(FileOp {
+        base: Some(0),
+        actions: vec![FileAction::Copy(CopyAction {
+            src_input: 1,
+            src: src.into(),
+            dest: dest.into(),
+            ..Default::default()
+        })],
+    })
+}
+
+/// busybox -> RUN a, RUN b (parallel) -> merge -> COPY src/ from context; COPY docs/ separately.
+struct Graph {
+    def: Definition,
+    target: VertexRef,
+    docs: VertexRef,
+}
+
+fn graph() -> Graph {
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("docker.io/library/busybox:latest")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let ctx = d
+        .add(
+            Op::Source(SourceOp::local("context")),
+            None,
+            &[],
+            meta("context"),
+        )
+        .unwrap();
+    let a = d.add(run("a"), None, &[base], meta("run a")).unwrap();
+    let b = d.add(run("b"), None, &[base], meta("run b")).unwrap();
+    let m = d
+        .add(Op::Merge(Default::default()), None, &[a, b], meta("merge"))
+        .unwrap();
+    let target = d
+        .add(copy("src/", "/app/"), None, &[m, ctx], meta("copy src"))
+        .unwrap();
+    let docs = d
+        .add(
+            copy("docs/", "/docs/"),
+            None,
+            &[base, ctx],
+            meta("copy docs"),
+        )
+        .unwrap();
+    Graph {
+        def: d,
+        target,
+        docs,
+    }
+}
+
+#[tokio::test]
+async fn solves_a_graph_in_dependency_order_and_a_rebuild_executes_nothing() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.set_local(
+        "context",
+        &[("src/main.c", "int main;"), ("docs/readme", "hi")],
+    );
+    let g = graph();
+    let s = Scheduler::new(Arc::clone(&worker), 4);
+    let out = s.solve(&g.def, &[g.target, g.docs]).await.unwrap();
+    assert_eq!(out.executed, 7);
+    assert_eq!(out.cached, 0);
+    let fs = &out.results[&g.target].output;
+    assert_eq!(
+        fs.get("/app/src/main.c").map(String::as_str),
+        Some("int main;")
+    );
+    assert!(fs.contains_key("/ran/a") && fs.contains_key("/ran/b"));
+    let order = worker.executed();
+    let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
+    assert!(
+        pos("base") < pos("run a") && pos("run a") < pos("merge") && pos("merge") < pos("copy src")
+    );
+
+    // A new scheduler over the same cache: only the local context is read again.
+    worker.executed.lock().unwrap().clear();
+    let again = Scheduler::new(Arc::clone(&worker), 4)
+        .solve(&g.def, &[g.target, g.docs])
+        .await
+        .unwrap();
+    assert_eq!(
+        worker.executed(),
+        vec!["context".to_string()],
+        "a rebuild executes nothing else"
+    );
+    assert_eq!(again.cached, 6);
+    assert_eq!(again.results[&g.target].key, out.results[&g.target].key);
+}
+
+#[tokio::test]
+async fn changing_a_selected_file_reruns_only_its_users() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.set_local("context", &[("src/main.c", "v1"), ("docs/readme", "hi")]);
+    let g = graph();
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&g.def, &[g.target, g.docs])
+        .await
+        .unwrap();
+    worker.executed.lock().unwrap().clear();
+    worker.set_local("context", &[("src/main.c", "v2"), ("docs/readme", "hi")]);
+    let out = Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&g.def, &[g.target, g.docs])
+        .await
+        .unwrap();
+    let mut ran = worker.executed();
+    ran.sort();
+    assert_eq!(
+        ran,
+        vec!["context".to_string(), "copy src".to_string()],
+        "docs copy stays cached"
+    );
+    assert_eq!(
+        out.results[&g.target]
+            .output
+            .get("/app/src/main.c")
+            .map(String::as_str),
+        Some("v2")
+    );
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded_by_jobs() {
+    // Four independent RUNs that each wait for a partner: with jobs=2 they run in pairs.
+    let worker = Arc::new(FakeWorker::with_barrier(2));
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            d.add(
+                run(&format!("barrier {i}")),
+                None,
+                &[base],
+                meta(&format!("r{i}")),
+            )
+            .unwrap()
+        })
+        .collect();
+    let s = Scheduler::new(Arc::clone(&worker), 2);
+    // The timeout only turns a deadlock into a failure; nothing about speed is asserted.
+    let out = tokio::time::timeout(Duration::from_secs(60), s.solve(&d, &runs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.executed, 5);
+    assert_eq!(worker.max_running.load(Ordering::SeqCst), 2);
+    assert_eq!(s.executed_total(), 5);
+}
+
+#[tokio::test]
+async fn first_failure_cancels_the_rest() {
+    let worker = Arc::new(FakeWorker::default());
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let blocked = d.add(run("block"), None, &[base], meta("blocked")).unwrap();
+    let failing = d.add(run("fail"), None, &[base], meta("failing")).unwrap();
+    let after = d
+        .add(run("after"), None, &[failing], meta("after"))
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_events(tx);
+    let err = tokio::time::timeout(Duration::from_secs(60), s.solve(&d, &[blocked, after]))
+        .await
+        .expect("a failure must not wait for the blocked vertex")
+        .unwrap_err();
+    assert!(err.to_string().contains("failing: exit status 1"), "{err}");
+    assert!(
+        worker.dropped_blocked.load(Ordering::SeqCst),
+        "the blocked execution was cancelled"
+    );
+    assert!(!worker.executed().contains(&"after".to_string()));
+    assert_eq!(worker.running.load(Ordering::SeqCst), 0);
+    let mut saw_failed = false;
+    while let Ok(ev) = rx.try_recv() {
+        saw_failed |= matches!(ev, SolveEvent::Failed { .. });
+    }
+    assert!(saw_failed);
+}
+
+#[tokio::test]
+async fn ignore_cache_reexecutes_and_unknown_targets_are_errors() {
+    let worker = Arc::new(FakeWorker::default());
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let r = d
+        .add(
+            run("x"),
+            None,
+            &[base],
+            VertexMetadata {
+                description: "x".into(),
+                ignore_cache: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = Scheduler::new(Arc::clone(&worker), 1);
+    s.solve(&d, &[r]).await.unwrap();
+    let second = s.solve(&d, &[r]).await.unwrap();
+    assert_eq!((second.executed, second.cached), (1, 1));
+    let mut other = Definition::new();
+    for i in 0..3 {
+        other
+            .add(
+                Op::Source(SourceOp::local(&format!("c{i}"))),
+                None,
+                &[],
+                meta("c"),
+            )
+            .unwrap();
+    }
+    let foreign = other.vertices().last().unwrap().0;
+    assert!(matches!(
+        s.solve(&d, &[foreign]).await,
+        Err(SolveError::UnknownTarget(2))
+    ));
+}
