@@ -136,7 +136,7 @@ fn parents(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Lexical clean like Go's `filepath.Clean`, on `/`-separated paths.
-pub(crate) fn clean_path(path: &str) -> String {
+pub fn clean_path(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

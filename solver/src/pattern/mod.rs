@@ -6,4 +6,4 @@ mod glob;
 mod ignore;
 
 pub use glob::{has_wildcards, Glob, GlobError, GlobFlavor};
-pub use ignore::{parse_dockerignore, IgnorePattern, PatternMatcher};
+pub use ignore::{clean_path, parse_dockerignore, IgnorePattern, PatternMatcher};

@@ -1,0 +1,167 @@
+//! Metadata instructions: how ENV, LABEL, CMD, ... change the image config.
+
+use crate::image::{Empty, HealthConfig, ImageConfig};
+use crate::instructions::{CommandLine, Healthcheck, Instruction};
+
+/// The shell of shell-form commands when SHELL was never set.
+pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// The stage's shell (SHELL, else `/bin/sh -c`).
+pub fn shell_of(config: &ImageConfig) -> Vec<String> {
+    config
+        .config
+        .shell
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
+}
+
+/// argv of a command line: exec form as is, shell form through the shell.
+pub fn argv(config: &ImageConfig, command: &CommandLine) -> Vec<String> {
+    match command {
+        CommandLine::Exec(args) => args.clone(),
+        CommandLine::Shell(cmd) => {
+            let mut v = shell_of(config);
+            v.push(cmd.clone());
+            v
+        }
+    }
+}
+
+/// WORKDIR `dir` relative to the current one (`/` when unset).
+pub fn join_workdir(current: &str, dir: &str) -> String {
+    let joined = if dir.starts_with('/') {
+        dir.to_string()
+    } else {
+        let base = if current.is_empty() { "/" } else { current };
+        format!("{}/{}", base.trim_end_matches('/'), dir)
+    };
+    let cleaned = kiln_solver::pattern::clean_path(&joined);
+    if cleaned.starts_with('/') {
+        cleaned
+    } else {
+        format!("/{cleaned}")
+    }
+}
+
+/// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
+fn exposed_ports(spec: &str) -> Vec<String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    let range = ports
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+    match range {
+        Some((a, b)) if a <= b && b - a < 10_000 => {
+            (a..=b).map(|p| format!("{p}/{proto}")).collect()
+        }
+        _ => vec![format!("{ports}/{proto}")],
+    }
+}
+
+fn nanos(d: Option<std::time::Duration>) -> u64 {
+    d.map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
+}
+
+/// Applies a metadata instruction to the config.
+pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
+    let c = &mut config.config;
+    match instruction {
+        Instruction::Env(kv) => {
+            for p in &kv.pairs {
+                c.set_env(&p.key, &p.value);
+            }
+        }
+        Instruction::Label(kv) => {
+            for p in &kv.pairs {
+                c.labels.insert(p.key.clone(), p.value.clone());
+            }
+        }
+        Instruction::Expose(ports) => {
+            for p in ports {
+                for key in exposed_ports(p) {
+                    c.exposed_ports.insert(key, Empty {});
+                }
+            }
+        }
+        Instruction::Volume(paths) => {
+            for p in paths {
+                c.volumes.insert(p.clone(), Empty {});
+            }
+        }
+        Instruction::User(u) => c.user = u.clone(),
+        Instruction::Stopsignal(s) => c.stop_signal = s.clone(),
+        Instruction::Shell(sh) => c.shell = Some(sh.clone()),
+        Instruction::Maintainer(m) => config.author = Some(m.clone()),
+        Instruction::Onbuild(o) => c.on_build.push(o.expression.clone()),
+        Instruction::Cmd(cmd) => {
+            let args = argv(config, cmd);
+            config.config.cmd = Some(args);
+        }
+        Instruction::Entrypoint(ep) => {
+            let args = argv(config, ep);
+            // Docker: a new ENTRYPOINT resets a CMD inherited from the base.
+            config.config.entrypoint = Some(args);
+            config.config.cmd = None;
+        }
+        Instruction::Healthcheck(h) => {
+            c.healthcheck = Some(match h {
+                Healthcheck::None => HealthConfig {
+                    test: vec!["NONE".to_string()],
+                    ..Default::default()
+                },
+                Healthcheck::Cmd {
+                    command,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                } => HealthConfig {
+                    test: match command {
+                        CommandLine::Exec(args) => std::iter::once("CMD".to_string())
+                            .chain(args.iter().cloned())
+                            .collect(),
+                        CommandLine::Shell(cmd) => vec!["CMD-SHELL".to_string(), cmd.clone()],
+                    },
+                    interval: nanos(*interval),
+                    timeout: nanos(*timeout),
+                    start_period: nanos(*start_period),
+                    start_interval: nanos(*start_interval),
+                    retries: retries.unwrap_or(0),
+                },
+            });
+        }
+        Instruction::Arg(_)
+        | Instruction::From(_)
+        | Instruction::Run(_)
+        | Instruction::Copy(_)
+        | Instruction::Add(_)
+        | Instruction::Workdir(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdir_joins_and_cleans() {
+        assert_eq!(join_workdir("", "app"), "/app");
+        assert_eq!(join_workdir("/app", "src/../lib"), "/app/lib");
+        assert_eq!(join_workdir("/app", "/x/"), "/x");
+        assert_eq!(join_workdir("/a", ".."), "/");
+    }
+
+    #[test]
+    fn expose_defaults_to_tcp_and_expands_ranges() {
+        assert_eq!(exposed_ports("80"), ["80/tcp"]);
+        assert_eq!(exposed_ports("53/UDP"), ["53/udp"]);
+        assert_eq!(
+            exposed_ports("8000-8002"),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+    }
+}

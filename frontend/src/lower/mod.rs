@@ -1,0 +1,470 @@
+//! Lowering: resolved stages become the build graph (`solver::llb`) plus the
+//! image config of the target stage. Metadata instructions (ENV, CMD, LABEL,
+//! ...) change the config, not the graph; RUN, COPY, ADD and WORKDIR add
+//! vertices. Only the stages the target needs are lowered.
+
+mod config;
+mod copy;
+mod run;
+mod time;
+
+use crate::error::{ErrorKind, SourceError};
+use crate::image::ImageConfig;
+use crate::instructions::Instruction;
+use crate::parser::{Ast, Node};
+use crate::stages::{Base, Build, ResolvedInstruction, Stage};
+use kiln_solver::llb::{
+    ChownOpt, Definition, FileAction, FileOp, MkdirAction, Op, Platform, SourceLocation, SourceOp,
+    UserSpec, VertexMetadata, VertexRef,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use time::rfc3339;
+
+/// An image a FROM or `--from` names, resolved for one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The reference pinned to its manifest (`docker.io/library/busybox:latest@sha256:…`).
+    pub reference: String,
+    /// The image's config.
+    pub config: ImageConfig,
+}
+
+/// Resolves image references (the builder asks the local store or a registry).
+pub trait ImageResolver {
+    /// Resolves `reference` (as written, expanded) for `platform`; the error is shown to the user.
+    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+/// Which stages ignore the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NoCache {
+    /// Use the cache everywhere.
+    #[default]
+    None,
+    /// `--no-cache`.
+    All,
+    /// `--no-cache-filter` stage names (lower-case).
+    Stages(BTreeSet<String>),
+}
+
+/// What lowering needs besides the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct LowerOptions {
+    /// The platform being built for (stages without `--platform`).
+    pub platform: Platform,
+    /// The local source name of the build context.
+    pub context: String,
+    /// Cache policy.
+    pub no_cache: NoCache,
+    /// SOURCE_DATE_EPOCH: history timestamps (and file times where BuildKit clamps them).
+    pub source_date_epoch: Option<i64>,
+    /// Named contexts (`--build-context name=...`), by lower-case name: the local source name to use.
+    pub named_contexts: BTreeMap<String, String>,
+}
+
+/// The result of lowering.
+#[derive(Debug)]
+pub struct Lowered {
+    /// The graph.
+    pub definition: Definition,
+    /// The target's final vertex; `None` for an empty `FROM scratch` result.
+    pub target: Option<VertexRef>,
+    /// The target's image config (history included, rootfs left to the exporter).
+    pub config: ImageConfig,
+    /// Each lowered stage's final vertex, by stage index (for `--print=graph` and tests).
+    pub stage_vertices: BTreeMap<usize, Option<VertexRef>>,
+}
+
+/// One stage while it is being lowered.
+#[derive(Debug, Clone)]
+struct StageState {
+    vertex: Option<VertexRef>,
+    config: ImageConfig,
+    platform: Platform,
+}
+
+struct Lowerer<'a> {
+    ast: &'a Ast,
+    build: &'a Build,
+    images: &'a mut dyn ImageResolver,
+    opts: &'a LowerOptions,
+    def: Definition,
+    stages: BTreeMap<usize, StageState>,
+    /// Image sources already added, by (reference as written, platform).
+    image_sources: BTreeMap<(String, String), (VertexRef, ImageConfig)>,
+    created: String,
+}
+
+/// Lowers the stages `build` needs into a graph.
+pub fn lower(
+    ast: &Ast,
+    build: &Build,
+    images: &mut dyn ImageResolver,
+    opts: &LowerOptions,
+) -> Result<Lowered, SourceError> {
+    let created = rfc3339(opts.source_date_epoch.unwrap_or_else(time::now));
+    let mut l = Lowerer {
+        ast,
+        build,
+        images,
+        opts,
+        def: Definition::new(),
+        stages: BTreeMap::new(),
+        image_sources: BTreeMap::new(),
+        created,
+    };
+    for &si in &build.needed {
+        let stage = build
+            .stages
+            .get(si)
+            .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        let state = l.lower_stage(stage)?;
+        l.stages.insert(si, state);
+    }
+    let target = l
+        .stages
+        .get(&build.target)
+        .cloned()
+        .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
+    let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    Ok(Lowered {
+        definition: l.def,
+        target: target.vertex,
+        config: target.config,
+        stage_vertices,
+    })
+}
+
+fn internal(ast: &Ast, msg: &str) -> SourceError {
+    SourceError::new(
+        ErrorKind::Stage,
+        format!("internal error while lowering: {msg}"),
+        crate::error::Location::new(ast.file.clone(), 1, 1, 0),
+    )
+}
+
+/// Converts the frontend's platform type into the graph's.
+pub fn llb_platform(p: &crate::stages::Platform) -> Platform {
+    Platform {
+        os: p.os.clone(),
+        architecture: p.arch.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+impl Lowerer<'_> {
+    fn node(&self, i: usize) -> &Node {
+        &self.ast.children[i]
+    }
+
+    fn err(
+        &self,
+        node: usize,
+        kind: ErrorKind,
+        msg: impl Into<String>,
+        hint: Option<&str>,
+    ) -> SourceError {
+        let e = self.ast.error_at(self.node(node), kind, msg);
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    }
+
+    fn metadata(&self, description: String, node: usize, stage: &Stage) -> VertexMetadata {
+        let n = self.node(node);
+        let ignore_cache = match &self.opts.no_cache {
+            NoCache::None => false,
+            NoCache::All => true,
+            NoCache::Stages(names) => stage
+                .name
+                .as_deref()
+                .is_some_and(|s| names.contains(&s.to_ascii_lowercase())),
+        };
+        VertexMetadata {
+            description,
+            locations: vec![SourceLocation {
+                file: self.ast.file.clone(),
+                start_line: n.span.start_line as u32,
+                end_line: n.span.end_line as u32,
+            }],
+            ignore_cache,
+            progress_group: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        op: Op,
+        platform: &Platform,
+        inputs: &[VertexRef],
+        meta: VertexMetadata,
+        node: usize,
+    ) -> Result<VertexRef, SourceError> {
+        self.def
+            .add(op, Some(platform.clone()), inputs, meta)
+            .map_err(|e| {
+                self.err(
+                    node,
+                    ErrorKind::Stage,
+                    format!("internal error while building the graph: {e}"),
+                    None,
+                )
+            })
+    }
+
+    /// The source vertex and config of an image, resolved once per platform;
+    /// `description` labels the vertex when it is first added.
+    fn image(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+        node: usize,
+        meta: VertexMetadata,
+    ) -> Result<(VertexRef, ImageConfig), SourceError> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(found) = self.image_sources.get(&key) {
+            return Ok(found.clone());
+        }
+        let resolved = self.images.resolve(reference, platform).map_err(|e| {
+            self.err(
+                node,
+                ErrorKind::Stage,
+                format!("{reference}: {e}"),
+                Some("check the image name and tag, and that the registry is reachable (kiln pull shows the details)"),
+            )
+        })?;
+        let v = self.add(
+            Op::Source(SourceOp::image(&resolved.reference)),
+            platform,
+            &[],
+            meta,
+            node,
+        )?;
+        self.image_sources.insert(key, (v, resolved.config.clone()));
+        Ok((v, resolved.config))
+    }
+
+    /// The local source of the build context (or a named context).
+    fn local(
+        &mut self,
+        name: &str,
+        platform: &Platform,
+        node: usize,
+    ) -> Result<VertexRef, SourceError> {
+        let meta = VertexMetadata::described(format!("[internal] load build context {name}"));
+        self.add(Op::Source(SourceOp::local(name)), platform, &[], meta, node)
+    }
+
+    /// What `--from=<name>` or `from=<name>` points at: a lowered stage, a named
+    /// context, or an image.
+    fn source_named(
+        &mut self,
+        name: &str,
+        platform: &Platform,
+        node: usize,
+    ) -> Result<Option<VertexRef>, SourceError> {
+        if let Some(si) = self.build.find_stage(name) {
+            return match self.stages.get(&si) {
+                Some(s) => Ok(s.vertex),
+                None => Err(self.err(
+                    node,
+                    ErrorKind::Stage,
+                    format!("stage {name:?} is used before it is built"),
+                    Some("a stage can only use stages defined above it"),
+                )),
+            };
+        }
+        if let Some(local) = self
+            .opts
+            .named_contexts
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+        {
+            return self.local(&local, platform, node).map(Some);
+        }
+        let meta = VertexMetadata::described(format!("[internal] load image {name}"));
+        self.image(name, platform, node, meta).map(|(v, _)| Some(v))
+    }
+
+    fn lower_stage(&mut self, stage: &Stage) -> Result<StageState, SourceError> {
+        let platform = match &stage.platform {
+            Some(p) => crate::stages::Platform::parse(p)
+                .map(|p| llb_platform(&p))
+                .map_err(|e| {
+                    self.err(
+                        stage.node,
+                        ErrorKind::Flag,
+                        format!("invalid --platform {p:?}: {e}"),
+                        None,
+                    )
+                })?,
+            None => self.opts.platform.clone(),
+        };
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let steps = 1 + stage
+            .instructions
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.instruction,
+                    Instruction::Run(_)
+                        | Instruction::Copy(_)
+                        | Instruction::Add(_)
+                        | Instruction::Workdir(_)
+                )
+            })
+            .count();
+        let mut state = match &stage.base {
+            Base::Scratch => StageState {
+                vertex: None,
+                config: ImageConfig::scratch(
+                    &platform.os,
+                    &platform.architecture,
+                    platform.variant.as_deref(),
+                ),
+                platform: platform.clone(),
+            },
+            Base::Stage(b) => {
+                let parent = self.stages.get(b).cloned().ok_or_else(|| {
+                    self.err(
+                        stage.node,
+                        ErrorKind::Stage,
+                        "the base stage was not built",
+                        None,
+                    )
+                })?;
+                StageState {
+                    platform: platform.clone(),
+                    ..parent
+                }
+            }
+            Base::Image(reference) => {
+                let meta = self.metadata(
+                    format!("[{label} 1/{steps}] FROM {reference}"),
+                    stage.node,
+                    stage,
+                );
+                let (v, mut config) = self.image(reference, &platform, stage.node, meta)?;
+                // The base's ONBUILD triggers were for this build; the result does not carry them.
+                config.config.on_build.clear();
+                config.created = None;
+                StageState {
+                    vertex: Some(v),
+                    config,
+                    platform: platform.clone(),
+                }
+            }
+        };
+        let mut step = 1;
+        for ri in &stage.instructions {
+            let makes_vertex = matches!(
+                ri.instruction,
+                Instruction::Run(_)
+                    | Instruction::Copy(_)
+                    | Instruction::Add(_)
+                    | Instruction::Workdir(_)
+            );
+            if makes_vertex {
+                step += 1;
+            }
+            let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
+            self.lower_instruction(stage, &mut state, ri, description)?;
+        }
+        state.config.created = Some(self.created.clone());
+        Ok(state)
+    }
+
+    /// The instruction as progress shows it: the original line, heredoc bodies left out.
+    fn display(&self, ri: &ResolvedInstruction) -> String {
+        let n = self.node(ri.node);
+        let first = n.original.lines().next().unwrap_or_default().trim();
+        first.to_string()
+    }
+
+    fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
+        state.config.history.push(crate::image::History {
+            created: Some(self.created.clone()),
+            created_by,
+            comment: "buildkit.dockerfile.v0".to_string(),
+            empty_layer,
+            extra: BTreeMap::new(),
+        });
+    }
+
+    fn lower_instruction(
+        &mut self,
+        stage: &Stage,
+        state: &mut StageState,
+        ri: &ResolvedInstruction,
+        description: String,
+    ) -> Result<(), SourceError> {
+        let original = self.node(ri.node).original.trim().to_string();
+        match &ri.instruction {
+            Instruction::Run(run) => {
+                let created_by = self.lower_run(stage, state, ri, run, description)?;
+                self.history(state, created_by, false);
+            }
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let is_add = matches!(ri.instruction, Instruction::Add(_));
+                self.lower_copy(stage, state, ri, c, is_add, description)?;
+                self.history(state, format!("{} # buildkit", self.display(ri)), false);
+            }
+            Instruction::Workdir(dir) => {
+                let path = config::join_workdir(&state.config.config.working_dir, dir);
+                state.config.config.working_dir = path.clone();
+                let owner = chown_of(&state.config.config.user);
+                let action = FileAction::Mkdir(MkdirAction {
+                    path,
+                    mode: 0o755,
+                    make_parents: true,
+                    owner,
+                    timestamp: self.opts.source_date_epoch,
+                });
+                let meta = self.metadata(description, ri.node, stage);
+                let (base, inputs) = match state.vertex {
+                    Some(v) => (Some(0), vec![v]),
+                    None => (None, vec![]),
+                };
+                let op = Op::File(FileOp {
+                    base,
+                    actions: vec![action],
+                });
+                state.vertex =
+                    Some(self.add(op, &state.platform.clone(), &inputs, meta, ri.node)?);
+                self.history(state, original, false);
+            }
+            other => {
+                config::apply(&mut state.config, other);
+                self.history(state, original, true);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `user[:group]` as a chown owner; empty means root (no chown).
+fn chown_of(user: &str) -> Option<ChownOpt> {
+    if user.is_empty() {
+        return None;
+    }
+    let spec = |s: &str| match s.parse::<u32>() {
+        Ok(n) => UserSpec::Id(n),
+        Err(_) => UserSpec::Name(s.to_string()),
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    Some(ChownOpt {
+        user: spec(u),
+        group: g.filter(|g| !g.is_empty()).map(spec),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! RUN: an exec vertex over the stage's root, with its mounts.
+
+use super::config::{argv, join_workdir, shell_of};
+use super::{Lowerer, StageState};
+use crate::error::{ErrorKind, SourceError};
+use crate::instructions::mount::{Mount as RunMount, MountType, Sharing};
+use crate::instructions::run::{Network, Security};
+use crate::instructions::{CommandLine, Run};
+use crate::stages::{ResolvedInstruction, Stage};
+use kiln_solver::llb::{
+    CacheOpt, CacheSharing, ExecMeta, ExecOp, Mount, MountKind, NetworkMode, Op, SecretEnv,
+    SecretOpt, SecurityMode, SshOpt, TmpfsOpt, VertexRef,
+};
+
+impl Lowerer<'_> {
+    /// Adds the RUN's exec vertex; returns the history's `created_by`.
+    pub(super) fn lower_run(
+        &mut self,
+        stage: &Stage,
+        state: &mut StageState,
+        ri: &ResolvedInstruction,
+        run: &Run,
+        description: String,
+    ) -> Result<String, SourceError> {
+        let args = self.run_args(state, run);
+        let workdir = if state.config.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            state.config.config.working_dir.clone()
+        };
+        // The image's Env first, then what the stage set (ARG, ENV), later wins.
+        let mut env: Vec<(String, String)> = state.config.config.env_pairs();
+        for (k, v) in &ri.env {
+            match env.iter_mut().find(|(n, _)| n == k) {
+                Some(e) => e.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        let platform = state.platform.clone();
+        let mut inputs: Vec<VertexRef> = Vec::new();
+        let mut mounts = Vec::new();
+        // The root: input 0, or an empty root for a scratch stage.
+        let root = match state.vertex {
+            Some(v) => {
+                inputs.push(v);
+                Mount::root()
+            }
+            None => Mount {
+                input: None,
+                ..Mount::root()
+            },
+        };
+        mounts.push(root);
+        let mut secret_env = Vec::new();
+        for m in &run.mounts {
+            self.lower_mount(
+                ri,
+                m,
+                &workdir,
+                &platform,
+                &mut inputs,
+                &mut mounts,
+                &mut secret_env,
+            )?;
+        }
+        let op = Op::Exec(ExecOp {
+            meta: ExecMeta {
+                args: args.clone(),
+                env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cwd: workdir,
+                user: state.config.config.user.clone(),
+                proxy_env: ri.proxy_env.iter().cloned().collect(),
+                extra_hosts: Vec::new(),
+                hostname: None,
+            },
+            mounts,
+            network: match run.network {
+                Network::Default => NetworkMode::Default,
+                Network::None => NetworkMode::None,
+                Network::Host => NetworkMode::Host,
+            },
+            security: match run.security {
+                Security::Sandbox => SecurityMode::Sandbox,
+                Security::Insecure => SecurityMode::Insecure,
+            },
+            secret_env,
+        });
+        let meta = self.metadata(description, ri.node, stage);
+        state.vertex = Some(self.add(op, &platform, &inputs, meta, ri.node)?);
+        Ok(format!("RUN {} # buildkit", args.join(" ")))
+    }
+
+    /// argv of a RUN, with BuildKit's heredoc rules: a RUN that is only a
+    /// heredoc runs its body as the script; otherwise the heredoc bodies follow
+    /// the command line so the shell reads them.
+    fn run_args(&self, state: &StageState, run: &Run) -> Vec<String> {
+        let CommandLine::Shell(cmd) = &run.command else {
+            return argv(&state.config, &run.command);
+        };
+        if run.heredocs.is_empty() {
+            return argv(&state.config, &run.command);
+        }
+        let only_heredoc =
+            run.heredocs.len() == 1 && cmd.trim().starts_with("<<") && !cmd.trim().contains(' ');
+        let mut shell = shell_of(&state.config);
+        if only_heredoc {
+            if let Some(h) = run.heredocs.first() {
+                let body = h.chomped_content();
+                if let Some(interpreter) = body.strip_prefix("#!").and_then(|l| l.lines().next()) {
+                    // A shebang picks the interpreter: run the script through it.
+                    let mut v: Vec<String> =
+                        interpreter.split_whitespace().map(String::from).collect();
+                    v.push("-c".to_string());
+                    v.push(body.clone());
+                    return v;
+                }
+                shell.push(body);
+                return shell;
+            }
+        }
+        let mut script = cmd.clone();
+        for h in &run.heredocs {
+            script.push('\n');
+            script.push_str(&h.content);
+            script.push_str(&h.name);
+        }
+        shell.push(script);
+        shell
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lower_mount(
+        &mut self,
+        ri: &ResolvedInstruction,
+        m: &RunMount,
+        workdir: &str,
+        platform: &kiln_solver::llb::Platform,
+        inputs: &mut Vec<VertexRef>,
+        mounts: &mut Vec<Mount>,
+        secret_env: &mut Vec<SecretEnv>,
+    ) -> Result<(), SourceError> {
+        let target = m.target.as_deref().map(|t| join_workdir(workdir, t));
+        let need_target = || {
+            target.clone().ok_or_else(|| {
+                self.err(
+                    ri.node,
+                    ErrorKind::Flag,
+                    format!("--mount=type={} needs a target", m.kind),
+                    Some("add target=/path"),
+                )
+            })
+        };
+        let mut input_of =
+            |l: &mut Self, from: Option<&str>| -> Result<Option<usize>, SourceError> {
+                let v = match from {
+                    Some(f) => l.source_named(f, platform, ri.node)?,
+                    None => Some(l.local(&l.opts.context.clone(), platform, ri.node)?),
+                };
+                Ok(v.map(|v| {
+                    inputs.push(v);
+                    inputs.len() - 1
+                }))
+            };
+        match m.kind {
+            MountType::Bind => {
+                let dest = need_target()?;
+                let input = input_of(self, m.from.as_deref())?;
+                mounts.push(Mount {
+                    input,
+                    selector: m.source.clone(),
+                    dest,
+                    output: false,
+                    readonly: m.read_only,
+                    kind: MountKind::Bind,
+                });
+            }
+            MountType::Cache => {
+                let dest = need_target()?;
+                let input = match &m.from {
+                    Some(f) => input_of(self, Some(f))?,
+                    None => None,
+                };
+                mounts.push(Mount {
+                    input,
+                    selector: m.source.clone(),
+                    dest: dest.clone(),
+                    output: false,
+                    readonly: m.read_only,
+                    kind: MountKind::Cache(CacheOpt {
+                        id: m.id.clone().unwrap_or(dest),
+                        sharing: match m.sharing {
+                            Sharing::Shared => CacheSharing::Shared,
+                            Sharing::Private => CacheSharing::Private,
+                            Sharing::Locked => CacheSharing::Locked,
+                        },
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    }),
+                });
+            }
+            MountType::Tmpfs => {
+                let dest = need_target()?;
+                mounts.push(Mount {
+                    input: None,
+                    selector: None,
+                    dest,
+                    output: false,
+                    readonly: false,
+                    kind: MountKind::Tmpfs(TmpfsOpt {
+                        size: m.size.unwrap_or(0),
+                    }),
+                });
+            }
+            MountType::Secret => {
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            target
+                                .as_deref()
+                                .and_then(|t| t.rsplit('/').next())
+                                .map(String::from)
+                        })
+                        .unwrap_or_default();
+                if let Some(name) = &m.env {
+                    secret_env.push(SecretEnv {
+                        id: id.clone(),
+                        name: name.clone(),
+                        optional: !m.required,
+                    });
+                }
+                // A secret with only env= is not also a file, unless a target was given.
+                if m.env.is_none() || m.target.is_some() {
+                    mounts.push(Mount {
+                        input: None,
+                        selector: None,
+                        dest: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+                        output: false,
+                        readonly: true,
+                        kind: MountKind::Secret(SecretOpt {
+                            id,
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
+                            mode: m.mode.unwrap_or(0o400),
+                            optional: !m.required,
+                        }),
+                    });
+                }
+            }
+            MountType::Ssh => {
+                let n = mounts
+                    .iter()
+                    .filter(|x| matches!(x.kind, MountKind::Ssh(_)))
+                    .count();
+                mounts.push(Mount {
+                    input: None,
+                    selector: None,
+                    dest: target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}")),
+                    output: false,
+                    readonly: true,
+                    kind: MountKind::Ssh(SshOpt {
+                        id: m.id.clone().unwrap_or_else(|| "default".to_string()),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o600),
+                        optional: !m.required,
+                    }),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Lowering tests: Dockerfiles in, graph shape and config out.
+
+use super::*;
+use crate::stages::{resolve, ResolveOptions};
+use kiln_solver::llb::{FileAction, MountKind};
+
+struct FakeRegistry;
+
+impl ImageResolver for FakeRegistry {
+    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        if reference.contains("missing") {
+            return Err("manifest unknown".to_string());
+        }
+        let mut config = ImageConfig::scratch(&platform.os, &platform.architecture, None);
+        config.config.set_env("PATH", "/usr/bin:/bin");
+        config.config.cmd = Some(vec!["sh".to_string()]);
+        config.config.on_build = vec!["RUN echo trigger".to_string()];
+        Ok(ResolvedImage {
+            reference: format!("docker.io/library/{reference}@sha256:{}", "a".repeat(64)),
+            config,
+        })
+    }
+}
+
+fn opts() -> LowerOptions {
+    LowerOptions {
+        platform: Platform::parse("linux/amd64").unwrap(),
+        context: "context".to_string(),
+        no_cache: NoCache::None,
+        source_date_epoch: Some(0),
+        named_contexts: BTreeMap::new(),
+    }
+}
+
+fn lower_text(text: &str, target: Option<&str>) -> Result<Lowered, SourceError> {
+    let ast = crate::parse_named("Dockerfile", text.as_bytes()).expect("parse");
+    let build = resolve(
+        &ast,
+        &ResolveOptions {
+            target: target.map(String::from),
+            ..Default::default()
+        },
+    )?;
+    lower(&ast, &build, &mut FakeRegistry, &opts())
+}
+
+#[test]
+fn metadata_instructions_change_the_config_not_the_graph() {
+    let l = lower_text(
+        "FROM busybox\nENV A=1 B=2\nLABEL x=y\nEXPOSE 80 53/udp\nUSER app\nWORKDIR /srv\nCMD [\"run\"]\nENTRYPOINT [\"/bin/app\"]\nSTOPSIGNAL SIGTERM\nVOLUME /data\nHEALTHCHECK --interval=5s CMD true\n",
+        None,
+    )
+    .unwrap();
+    let c = &l.config.config;
+    assert_eq!(c.env_var("A"), Some("1"));
+    assert_eq!(
+        c.env_var("PATH"),
+        Some("/usr/bin:/bin"),
+        "the base image's env is kept"
+    );
+    assert_eq!(c.labels["x"], "y");
+    assert!(c.exposed_ports.contains_key("80/tcp") && c.exposed_ports.contains_key("53/udp"));
+    assert_eq!(c.user, "app");
+    assert_eq!(c.working_dir, "/srv");
+    assert_eq!(c.entrypoint.as_deref(), Some(&["/bin/app".to_string()][..]));
+    assert_eq!(c.cmd, None, "ENTRYPOINT resets the CMD");
+    assert_eq!(c.healthcheck.as_ref().unwrap().interval, 5_000_000_000);
+    assert!(
+        c.on_build.is_empty(),
+        "base ONBUILD triggers are not inherited"
+    );
+    // FROM + WORKDIR's mkdir: two vertices.
+    assert_eq!(l.definition.len(), 2);
+    assert_eq!(l.config.history.len(), 10);
+    assert!(l.config.history[0].empty_layer);
+    assert!(!l.config.history[4].empty_layer, "WORKDIR makes a layer");
+    assert_eq!(l.config.created.as_deref(), Some("1970-01-01T00:00:00Z"));
+}
+
+#[test]
+fn run_gets_shell_env_workdir_user_and_mounts() {
+    let l = lower_text(
+        "FROM busybox\nARG V=3\nENV A=1\nWORKDIR /w\nUSER 1000\nRUN --mount=type=cache,target=/c,sharing=locked --mount=type=secret,id=tok --mount=type=bind,target=/src echo $V\n",
+        None,
+    )
+    .unwrap();
+    let v = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::Exec(e) = v.op() else {
+        panic!("not an exec: {:?}", v.op())
+    };
+    assert_eq!(e.meta.args, ["/bin/sh", "-c", "echo $V"]);
+    assert!(e.meta.env.contains(&"V=3".to_string()) && e.meta.env.contains(&"A=1".to_string()));
+    assert!(e.meta.env.iter().any(|x| x.starts_with("PATH=")));
+    assert_eq!((e.meta.cwd.as_str(), e.meta.user.as_str()), ("/w", "1000"));
+    let kinds: Vec<_> = e
+        .mounts
+        .iter()
+        .map(|m| (m.dest.as_str(), std::mem::discriminant(&m.kind)))
+        .collect();
+    assert_eq!(kinds.len(), 4);
+    assert!(matches!(&e.mounts[1].kind, MountKind::Cache(c) if c.id == "/c"));
+    assert!(matches!(&e.mounts[2].kind, MountKind::Secret(s) if s.id == "tok"));
+    assert_eq!(e.mounts[2].dest, "/run/secrets/tok");
+    assert_eq!(
+        e.mounts[3].input,
+        Some(1),
+        "the bind mount reads the context"
+    );
+    assert!(
+        v.metadata().description.starts_with("[stage-0 3/3] RUN"),
+        "{}",
+        v.metadata().description
+    );
+}
+
+#[test]
+fn copy_from_context_and_stages_and_only_needed_stages() {
+    let text = "FROM busybox AS build\nRUN make\nFROM busybox AS unused\nRUN exit 1\nFROM scratch\nCOPY --from=build /out /bin/\nCOPY --chown=1:2 --chmod=0755 a b /dst/\n";
+    let l = lower_text(text, None).unwrap();
+    let target = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::File(f) = target.op() else {
+        panic!("not a file op")
+    };
+    assert_eq!(f.actions.len(), 2);
+    let FileAction::Copy(c) = &f.actions[0] else {
+        panic!()
+    };
+    assert_eq!((c.src.as_str(), c.dest.as_str()), ("a", "/dst/"));
+    assert!(c.owner.is_some() && c.mode.is_some());
+    assert!(
+        !l.stage_vertices.contains_key(&1),
+        "the unused stage is not lowered"
+    );
+    let all: Vec<String> = l.definition.vertices().map(|(_, v)| v.summary()).collect();
+    assert!(!all.iter().any(|d| d.contains("exit 1")), "{all:?}");
+}
+
+#[test]
+fn copy_link_merges_and_heredoc_makes_files() {
+    let l = lower_text(
+        "FROM busybox\nCOPY --link a /a\nCOPY <<EOF /etc/greeting\nhello\nEOF\n",
+        None,
+    )
+    .unwrap();
+    let v = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::File(f) = v.op() else { panic!() };
+    let FileAction::Mkfile(m) = &f.actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (m.path.as_str(), m.data.as_slice(), m.mode),
+        ("/etc/greeting", &b"hello\n"[..], 0o644)
+    );
+    let below = l.definition.vertex(v.inputs()[0]).unwrap();
+    assert!(
+        matches!(below.op(), Op::Merge(_)),
+        "COPY --link is a merge over the base"
+    );
+}
+
+#[test]
+fn equal_work_is_one_vertex_and_errors_have_locations() {
+    let l = lower_text("FROM busybox AS a\nRUN make\nFROM busybox AS b\nRUN make\nFROM scratch\nCOPY --from=a / /a\nCOPY --from=b / /b\n", None).unwrap();
+    let runs = l
+        .definition
+        .vertices()
+        .filter(|(_, v)| matches!(v.op(), Op::Exec(_)))
+        .count();
+    assert_eq!(runs, 1);
+    let e = lower_text("FROM busybox\nRUN true\nFROM missing:1\n", None).unwrap_err();
+    assert_eq!(e.location.line, 3);
+    assert!(e.to_string().contains("manifest unknown"), "{e}");
+    let e = lower_text("FROM busybox\nCOPY a b /notdir\n", None).unwrap_err();
+    assert!(e.to_string().contains("must be a directory"), "{e}");
+}
