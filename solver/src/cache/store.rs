@@ -1,5 +1,5 @@
 //! The persistent cache store in `meta.redb`: cache key → result, layer records
-//! (diffID → unpacked dir, blobs per compression), blob → diffID, and last-use times for
+//! (layer id → diffID and blobs per compression), blob → layer id, and last-use times for
 //! prune and du. Every change happens in one redb write transaction: a crash or a dropped
 //! [`CacheWriter`] leaves the previous committed state.
 
@@ -11,13 +11,13 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
-use crate::snapshot::{BlobRecord, LayerRecord, Snapshot};
+use crate::snapshot::{BlobRecord, LayerId, LayerRecord, Snapshot};
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cache_results");
 const RESULT_USED: TableDefinition<&[u8], u64> = TableDefinition::new("cache_result_last_used");
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 const LAYER_USED: TableDefinition<&str, u64> = TableDefinition::new("layer_last_used");
-const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob_diff_ids");
+const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob_layers");
 
 /// Errors of the cache store.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum CacheStoreError {
     },
     /// A result refers to a layer that has no record.
     #[error("cache result refers to unknown layer {0}")]
-    MissingLayer(Digest),
+    MissingLayer(LayerId),
 }
 
 fn dberr<E: Into<redb::Error>>(e: E) -> CacheStoreError {
@@ -153,28 +153,27 @@ impl CacheStore {
     }
 
     /// The record of a layer.
-    pub fn layer(&self, diff_id: &Digest) -> Result<Option<LayerRecord>, CacheStoreError> {
+    pub fn layer(&self, id: &LayerId) -> Result<Option<LayerRecord>, CacheStoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let table = txn.open_table(LAYERS).map_err(dberr)?;
-        match table.get(diff_id.as_ref()).map_err(dberr)? {
-            Some(v) => Ok(Some(decode("layers", diff_id.as_ref(), v.value())?)),
+        match table.get(id.as_str()).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("layers", id.as_str(), v.value())?)),
             None => Ok(None),
         }
     }
 
-    /// The diffID of a layer blob we have seen (pulled or made).
-    pub fn diff_id_of_blob(&self, blob: &Digest) -> Result<Option<Digest>, CacheStoreError> {
+    /// The layer a blob we have seen (pulled or made) belongs to.
+    pub fn layer_of_blob(&self, blob: &Digest) -> Result<Option<LayerId>, CacheStoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let table = txn.open_table(BLOBS).map_err(dberr)?;
         match table.get(blob.as_ref()).map_err(dberr)? {
             Some(v) => {
-                let s = v.value().to_string();
-                Digest::try_from(s.as_str())
+                LayerId::parse(v.value())
                     .map(Some)
-                    .map_err(|e| CacheStoreError::Corrupt {
-                        table: "blob_diff_ids",
+                    .ok_or_else(|| CacheStoreError::Corrupt {
+                        table: "blob_layers",
                         key: blob.to_string(),
-                        message: e.to_string(),
+                        message: format!("{:?} is not a layer id", v.value()),
                     })
             }
             None => Ok(None),
@@ -231,7 +230,7 @@ impl CacheStore {
         Ok(self
             .layers()?
             .into_iter()
-            .filter(|l| !referenced.contains(&l.diff_id))
+            .filter(|l| !referenced.contains(&l.id))
             .collect())
     }
 }
@@ -253,7 +252,7 @@ impl CacheWriter {
         {
             let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
             for l in &result.snapshot.layers {
-                if layers.get(l.as_ref()).map_err(dberr)?.is_none() {
+                if layers.get(l.as_str()).map_err(dberr)?.is_none() {
                     return Err(CacheStoreError::MissingLayer(l.clone()));
                 }
             }
@@ -277,62 +276,55 @@ impl CacheWriter {
         used.insert(&key.0[..], now).map_err(dberr)?;
         let mut layer_used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
         for l in &result.snapshot.layers {
-            layer_used.insert(l.as_ref(), now).map_err(dberr)?;
+            layer_used.insert(l.as_str(), now).map_err(dberr)?;
         }
         Ok(())
     }
 
-    /// Adds or updates a layer record; known blobs are kept and new ones added.
+    /// Adds or updates a layer record: what `record` knows is merged into what is stored
+    /// (a diffID once known stays, blobs accumulate).
     pub fn put_layer(&mut self, record: &LayerRecord, now: u64) -> Result<(), CacheStoreError> {
+        let key = record.id.as_str();
         let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-        let merged = match layers.get(record.diff_id.as_ref()).map_err(dberr)? {
+        let merged = match layers.get(key).map_err(dberr)? {
             Some(old) => {
-                let mut old: LayerRecord = decode("layers", record.diff_id.as_ref(), old.value())?;
-                old.unpacked |= record.unpacked;
-                for b in &record.blobs {
-                    // Several blobs may share a compression (ours and a registry's gzip).
-                    if !old.blobs.iter().any(|x| x.digest == b.digest) {
-                        old.blobs.push(b.clone());
-                    }
-                }
-                old.size = record.size;
+                let mut old: LayerRecord = decode("layers", key, old.value())?;
+                old.merge(record);
                 old
             }
             None => record.clone(),
         };
         layers
-            .insert(record.diff_id.as_ref(), encode(&merged).as_slice())
+            .insert(key, encode(&merged).as_slice())
             .map_err(dberr)?;
         drop(layers);
         let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
         for b in &merged.blobs {
-            blobs
-                .insert(b.digest.as_ref(), record.diff_id.as_ref())
-                .map_err(dberr)?;
+            blobs.insert(b.digest.as_ref(), key).map_err(dberr)?;
         }
         drop(blobs);
         let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-        used.insert(record.diff_id.as_ref(), now).map_err(dberr)?;
+        used.insert(key, now).map_err(dberr)?;
         Ok(())
     }
 
-    /// Remembers a compressed form of a known layer.
+    /// Remembers the diffID and a compressed form of a recorded layer.
     pub fn add_blob(
         &mut self,
+        id: &LayerId,
         diff_id: &Digest,
         blob: &BlobRecord,
         now: u64,
     ) -> Result<(), CacheStoreError> {
-        let existing = {
+        {
             let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-            let got = layers.get(diff_id.as_ref()).map_err(dberr)?;
-            match got {
-                Some(v) => decode::<LayerRecord>("layers", diff_id.as_ref(), v.value())?,
-                None => return Err(CacheStoreError::MissingLayer(diff_id.clone())),
+            if layers.get(id.as_str()).map_err(dberr)?.is_none() {
+                return Err(CacheStoreError::MissingLayer(id.clone()));
             }
-        };
-        let mut record = existing;
-        record.blobs = vec![blob.clone()];
+        }
+        let mut record = LayerRecord::new(id.clone());
+        record.diff_id = Some(diff_id.clone());
+        record.blobs.push(blob.clone());
         self.put_layer(&record, now)
     }
 
@@ -346,28 +338,22 @@ impl CacheWriter {
         Ok(existed)
     }
 
-    /// Removes a layer record and its blob mappings; refused while a result refers to it.
-    pub fn remove_layer(
-        &mut self,
-        diff_id: &Digest,
-    ) -> Result<Option<LayerRecord>, CacheStoreError> {
+    /// Removes a layer record and its blob mappings; refused (`None`) while a result refers
+    /// to it.
+    pub fn remove_layer(&mut self, id: &LayerId) -> Result<Option<LayerRecord>, CacheStoreError> {
         {
             let results = self.txn.open_table(RESULTS).map_err(dberr)?;
             for row in results.iter().map_err(dberr)? {
                 let (k, v) = row.map_err(dberr)?;
                 let r: CacheResult = decode("cache_results", &hex::encode(k.value()), v.value())?;
-                if r.snapshot.layers.contains(diff_id) {
+                if r.snapshot.layers.contains(id) {
                     return Ok(None);
                 }
             }
         }
         let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-        let removed = match layers.remove(diff_id.as_ref()).map_err(dberr)? {
-            Some(v) => Some(decode::<LayerRecord>(
-                "layers",
-                diff_id.as_ref(),
-                v.value(),
-            )?),
+        let removed = match layers.remove(id.as_str()).map_err(dberr)? {
+            Some(v) => Some(decode::<LayerRecord>("layers", id.as_str(), v.value())?),
             None => None,
         };
         drop(layers);
@@ -378,7 +364,7 @@ impl CacheWriter {
             }
             drop(blobs);
             let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-            used.remove(diff_id.as_ref()).map_err(dberr)?;
+            used.remove(id.as_str()).map_err(dberr)?;
         }
         Ok(removed)
     }

@@ -5,11 +5,15 @@ fn digest(n: u8) -> Digest {
     Digest::try_from(format!("sha256:{}", hex::encode([n; 32]))).unwrap()
 }
 
+fn lid(n: u8) -> LayerId {
+    LayerId::for_diff_id(&digest(n))
+}
+
 fn layer(n: u8) -> LayerRecord {
     LayerRecord {
-        diff_id: digest(n),
-        unpacked: true,
-        size: 1000 + u64::from(n),
+        id: lid(n),
+        diff_id: Some(digest(n)),
+        size: Some(1000 + u64::from(n)),
         blobs: vec![BlobRecord {
             digest: digest(100 + n),
             size: 500,
@@ -21,7 +25,7 @@ fn layer(n: u8) -> LayerRecord {
 fn result(layers: &[u8], created: u64) -> CacheResult {
     CacheResult {
         snapshot: Snapshot {
-            layers: layers.iter().map(|n| digest(*n)).collect(),
+            layers: layers.iter().map(|n| lid(*n)).collect(),
         },
         config: Some(serde_json::json!({"Env": ["A=1"]})),
         created_at: created,
@@ -58,8 +62,8 @@ fn results_and_layers_round_trip_and_lookups_update_last_use() {
         "k1 used last"
     );
     assert_eq!(entries[1].last_used, 30);
-    assert_eq!(s.layer(&digest(2)).unwrap(), Some(layer(2)));
-    assert_eq!(s.diff_id_of_blob(&digest(101)).unwrap(), Some(digest(1)));
+    assert_eq!(s.layer(&lid(2)).unwrap(), Some(layer(2)));
+    assert_eq!(s.layer_of_blob(&digest(101)).unwrap(), Some(lid(1)));
 }
 
 #[test]
@@ -72,18 +76,18 @@ fn a_layer_is_compressed_once_per_compression() {
         size: 400,
         compression: Compression::Zstd,
     };
-    w.add_blob(&digest(1), &zstd, 2).unwrap();
+    w.add_blob(&lid(1), &digest(1), &zstd, 2).unwrap();
     // Adding the same blob again changes nothing.
-    w.add_blob(&digest(1), &zstd, 3).unwrap();
+    w.add_blob(&lid(1), &digest(1), &zstd, 3).unwrap();
     w.commit().unwrap();
-    let rec = s.layer(&digest(1)).unwrap().unwrap();
+    let rec = s.layer(&lid(1)).unwrap().unwrap();
     assert_eq!(rec.blobs.len(), 2);
     assert_eq!(rec.blob(Compression::Zstd), Some(&zstd));
     assert_eq!(rec.blob(Compression::Gzip).unwrap().digest, digest(101));
-    assert_eq!(s.diff_id_of_blob(&digest(201)).unwrap(), Some(digest(1)));
+    assert_eq!(s.layer_of_blob(&digest(201)).unwrap(), Some(lid(1)));
     let mut w = s.writer().unwrap();
     assert!(matches!(
-        w.add_blob(&digest(7), &zstd, 1),
+        w.add_blob(&lid(7), &digest(7), &zstd, 1),
         Err(CacheStoreError::MissingLayer(_))
     ));
 }
@@ -95,7 +99,7 @@ fn a_result_cannot_refer_to_an_unknown_layer() {
     let err = w
         .put_result(&CacheKey([1; 32]), &result(&[5], 1), 1)
         .unwrap_err();
-    assert!(matches!(err, CacheStoreError::MissingLayer(d) if d == digest(5)));
+    assert!(matches!(err, CacheStoreError::MissingLayer(d) if d == lid(5)));
 }
 
 #[test]
@@ -114,7 +118,7 @@ fn a_dropped_writer_leaves_the_previous_state() {
     drop(w);
     assert!(s.get(&CacheKey([1; 32])).unwrap().is_some());
     assert!(s.get(&CacheKey([2; 32])).unwrap().is_none());
-    assert!(s.layer(&digest(2)).unwrap().is_none());
+    assert!(s.layer(&lid(2)).unwrap().is_none());
     assert_eq!(s.entries().unwrap().len(), 1);
 }
 
@@ -132,22 +136,18 @@ fn referenced_layers_are_kept_and_unreferenced_ones_listed() {
         .unreferenced_layers()
         .unwrap()
         .into_iter()
-        .map(|l| l.diff_id)
+        .map(|l| l.id)
         .collect();
-    assert_eq!(un, vec![digest(3)]);
+    assert_eq!(un, vec![lid(3)]);
     let mut w = s.writer().unwrap();
-    assert_eq!(
-        w.remove_layer(&digest(1)).unwrap(),
-        None,
-        "still referenced"
-    );
-    assert_eq!(w.remove_layer(&digest(3)).unwrap(), Some(layer(3)));
+    assert_eq!(w.remove_layer(&lid(1)).unwrap(), None, "still referenced");
+    assert_eq!(w.remove_layer(&lid(3)).unwrap(), Some(layer(3)));
     assert!(w.remove_result(&CacheKey([1; 32])).unwrap());
-    assert!(w.remove_layer(&digest(1)).unwrap().is_some());
+    assert!(w.remove_layer(&lid(1)).unwrap().is_some());
     w.commit().unwrap();
     assert_eq!(s.layers().unwrap().len(), 1);
-    assert_eq!(s.diff_id_of_blob(&digest(101)).unwrap(), None);
-    assert_eq!(s.diff_id_of_blob(&digest(102)).unwrap(), Some(digest(2)));
+    assert_eq!(s.layer_of_blob(&digest(101)).unwrap(), None);
+    assert_eq!(s.layer_of_blob(&digest(102)).unwrap(), Some(lid(2)));
 }
 
 const CRASH_ENV: &str = "KILN_TEST_CRASH_DB";
@@ -206,7 +206,7 @@ fn crash_mid_transaction_leaves_a_consistent_db() {
             Some(result(&[1], 1))
         );
         assert_eq!(store.get(&CacheKey([2; 32])).unwrap(), None);
-        assert_eq!(store.layer(&digest(2)).unwrap(), None);
+        assert_eq!(store.layer(&lid(2)).unwrap(), None);
         // And the database still takes writes.
         let mut w = store.writer().unwrap();
         w.put_layer(&layer(3), 9).unwrap();
