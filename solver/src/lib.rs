@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod cache;
 pub mod content;
 pub mod llb;
+pub mod ops;
 pub mod pattern;
 pub mod progress;
 pub mod scheduler;

@@ -1,0 +1,462 @@
+//! COPY/ADD of one source path (or each match of a wildcard) from a source
+//! root into the destination root, with `cp -a`-like metadata and BuildKit's
+//! rules for where things land.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::chmod::Chmod;
+use super::chown::resolve_owner;
+use super::error::FileOpError;
+use super::include::{IncludeMatcher, Inclusion};
+use super::meta::{mkdir_all, MetaPolicy};
+use super::resolve::{clean_abs, resolve_in_root, split_last, Resolved};
+use super::unpack::{is_archive, unpack};
+use super::wildcard::{expand, has_wildcard};
+use super::SourceRoot;
+use crate::llb::CopyAction;
+use crate::pattern::PatternMatcher;
+
+/// Whether a destination as written names a directory to copy into.
+pub(crate) fn dest_names_dir(dest: &str) -> bool {
+    dest.is_empty() || dest.ends_with('/') || dest == "." || dest.ends_with("/.")
+}
+
+/// Runs one copy action.
+pub(crate) fn apply_copy(
+    dest_root: &Path,
+    source: &SourceRoot<'_>,
+    action: &CopyAction,
+) -> Result<(), FileOpError> {
+    let policy = MetaPolicy {
+        owner: action
+            .owner
+            .as_ref()
+            .map(|o| resolve_owner(dest_root, o))
+            .transpose()?,
+        chmod: action.mode.as_ref().map(Chmod::from_opt).transpose()?,
+        timestamp: action.timestamp,
+    };
+
+    // `--parents`: `dir/./rest` keeps `rest` under the destination; without a
+    // pivot the whole path is kept. The lowering may already have done this
+    // (then include_patterns is set and src is the pivot).
+    let mut src = action.src.clone();
+    let mut includes = action.include_patterns.clone();
+    let mut copy_contents = action.dir_copy_contents;
+    if action.parents && includes.is_empty() {
+        let (pivot, rest) = match src.split_once("/./") {
+            Some((p, r)) => (p.to_string(), r.to_string()),
+            None => ("/".to_string(), src.clone()),
+        };
+        let rest = clean_abs(&rest).trim_start_matches('/').to_string();
+        if !has_wildcard(&pivot) && !has_wildcard(&rest) {
+            let required = resolve_in_root(source.path, &format!("{pivot}/{rest}"), true)
+                .map_err(FileOpError::io("stat", &action.src))?;
+            if fs::symlink_metadata(&required.host).is_err() {
+                return Err(FileOpError::RequiredPathMissing {
+                    path: action.src.clone(),
+                });
+            }
+        }
+        src = pivot;
+        includes = vec![rest];
+        copy_contents = true;
+    }
+
+    let dest = action.dest.as_str();
+    if !action.create_dest_path {
+        if let Some((parent, _)) = split_last(dest) {
+            let p =
+                resolve_in_root(dest_root, &parent, true).map_err(FileOpError::io("stat", dest))?;
+            if !p.host.is_dir() {
+                return Err(FileOpError::DestParentMissing {
+                    path: dest.to_string(),
+                });
+            }
+        }
+    }
+
+    let matches = if action.allow_wildcard {
+        expand(source.path, &src, source.ignore)?
+    } else {
+        vec![clean_abs(&src)]
+    };
+    if matches.is_empty() {
+        if action.allow_empty_wildcard {
+            return Ok(());
+        }
+        return Err(FileOpError::NoMatch {
+            pattern: action.src.clone(),
+        });
+    }
+    if matches.len() > 1 && !dest_names_dir(dest) {
+        let d = resolve_in_root(dest_root, dest, true).map_err(FileOpError::io("stat", dest))?;
+        if !d.host.is_dir() {
+            return Err(FileOpError::MultipleSourcesNeedDir {
+                dest: dest.to_string(),
+            });
+        }
+    }
+
+    let include = if includes.is_empty() {
+        None
+    } else {
+        Some(IncludeMatcher::new(&includes)?)
+    };
+    let exclude = if action.exclude_patterns.is_empty() {
+        None
+    } else {
+        Some(PatternMatcher::new(&action.exclude_patterns)?)
+    };
+    let mut walker = Walker {
+        dest_root,
+        policy,
+        include,
+        exclude,
+        ignore: source.ignore,
+        always_replace: action.always_replace_existing_dest_paths,
+        inodes: HashMap::new(),
+        pending: Vec::new(),
+    };
+
+    for m in &matches {
+        let shown_src = if action.allow_wildcard && has_wildcard(&action.src) {
+            m.as_str()
+        } else {
+            action.src.as_str()
+        };
+        let resolved = resolve_in_root(source.path, m, action.follow_symlinks)
+            .map_err(FileOpError::io("stat", shown_src))?;
+        let md = match fs::symlink_metadata(&resolved.host) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(FileOpError::SourceNotFound {
+                    path: shown_src.to_string(),
+                })
+            }
+            Err(e) => return Err(FileOpError::io("stat", shown_src)(e)),
+        };
+        let rel = resolved.rel_str();
+        if let Some(ig) = source.ignore {
+            if !rel.is_empty() && ig.excludes(&rel) && !(md.is_dir() && ig.has_exclusions()) {
+                return Err(FileOpError::SourceNotFound {
+                    path: shown_src.to_string(),
+                });
+            }
+        }
+        if action.attempt_unpack && md.is_file() && is_archive(&resolved.host) {
+            unpack(dest_root, &resolved.host, shown_src, dest, &walker.policy)?;
+            continue;
+        }
+        walker.copy_top(&resolved, &md, m, dest, copy_contents)?;
+    }
+    Ok(())
+}
+
+/// A directory whose creation waits until something inside it is copied
+/// (include patterns, or an excluded directory with `!` re-inclusions).
+struct Pending {
+    target: PathBuf,
+    /// Set once created (or found existing) because a descendant was copied.
+    made: Option<bool>,
+}
+
+struct Walker<'a> {
+    dest_root: &'a Path,
+    policy: MetaPolicy,
+    include: Option<IncludeMatcher>,
+    exclude: Option<PatternMatcher>,
+    ignore: Option<&'a PatternMatcher>,
+    always_replace: bool,
+    /// (dev, ino) of multiply-linked sources -> their first copy.
+    inodes: HashMap<(u64, u64), PathBuf>,
+    pending: Vec<Pending>,
+}
+
+/// Decision for one path during the walk.
+enum Decision {
+    Skip,
+    Copy { deferred: bool, skip_include: bool },
+}
+
+impl Walker<'_> {
+    fn shown(&self, target: &Path) -> String {
+        match target.strip_prefix(self.dest_root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => target.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Where `src` lands under `dest` (fsutil's prepareTargetDir), creating
+    /// what must exist first, then copies it.
+    fn copy_top(
+        &mut self,
+        src: &Resolved,
+        md: &Metadata,
+        matched: &str,
+        dest: &str,
+        copy_contents: bool,
+    ) -> Result<(), FileOpError> {
+        let ensure = if dest_names_dir(dest) {
+            Some(dest.to_string())
+        } else {
+            split_last(dest).map(|(parent, _)| parent)
+        };
+        if let Some(ensure) = ensure {
+            let e = resolve_in_root(self.dest_root, &ensure, true)
+                .map_err(FileOpError::io("stat", dest))?;
+            mkdir_all(
+                self.dest_root,
+                &e.rel,
+                0o755,
+                self.policy.owner,
+                self.policy.timestamp,
+            )?;
+        }
+        let dst =
+            resolve_in_root(self.dest_root, dest, true).map_err(FileOpError::io("stat", dest))?;
+        let dest_md = fs::symlink_metadata(&dst.host).ok();
+        let src_is_dir = md.is_dir();
+        let base = split_last(matched).map(|(_, b)| b);
+        let into = match &dest_md {
+            Some(d) => (!copy_contents && src_is_dir) || (!src_is_dir && d.is_dir()),
+            None => false,
+        };
+        let (target, target_rel) = match (&base, into) {
+            (Some(b), true) => (dst.host.join(b), dst.rel.join(b)),
+            _ => (dst.host.clone(), dst.rel.clone()),
+        };
+        let make = if copy_contents && src_is_dir && dest_md.is_none() {
+            Some(target_rel.as_path())
+        } else {
+            target_rel.parent()
+        };
+        if let Some(make) = make {
+            mkdir_all(
+                self.dest_root,
+                make,
+                0o755,
+                self.policy.owner,
+                self.policy.timestamp,
+            )?;
+        }
+        let skip_include = self.include.is_none();
+        self.copy(&src.host, "", &src.rel_str(), &target, false, skip_include)
+    }
+
+    fn decide(
+        &self,
+        comps: &str,
+        src_rel: &str,
+        md: &Metadata,
+        mut skip_include: bool,
+    ) -> Decision {
+        let mut deferred = false;
+        if !comps.is_empty() {
+            if let (Some(inc), false) = (&self.include, skip_include) {
+                match inc.matches(comps) {
+                    Inclusion::None => return Decision::Skip,
+                    Inclusion::Partial if !md.is_dir() => return Decision::Skip,
+                    Inclusion::Partial => deferred = true,
+                    Inclusion::Full => skip_include = true,
+                }
+            }
+            if let Some(ex) = &self.exclude {
+                if ex.excludes(comps) {
+                    if md.is_dir() && ex.has_exclusions() {
+                        deferred = true;
+                    } else {
+                        return Decision::Skip;
+                    }
+                }
+            }
+        } else if !skip_include && md.is_dir() {
+            deferred = true;
+        }
+        if let Some(ig) = self.ignore {
+            if !src_rel.is_empty() && ig.excludes(src_rel) {
+                if md.is_dir() && ig.has_exclusions() {
+                    deferred = true;
+                } else {
+                    return Decision::Skip;
+                }
+            }
+        }
+        Decision::Copy {
+            deferred,
+            skip_include,
+        }
+    }
+
+    fn copy(
+        &mut self,
+        src: &Path,
+        comps: &str,
+        src_rel: &str,
+        target: &Path,
+        overwrite_meta: bool,
+        skip_include: bool,
+    ) -> Result<(), FileOpError> {
+        let md = fs::symlink_metadata(src).map_err(FileOpError::io("stat", src_rel))?;
+        let (deferred, skip_include) = match self.decide(comps, src_rel, &md, skip_include) {
+            Decision::Skip => return Ok(()),
+            Decision::Copy {
+                deferred,
+                skip_include,
+            } => (deferred, skip_include),
+        };
+        if md.is_dir() {
+            let made = if deferred {
+                self.pending.push(Pending {
+                    target: target.to_path_buf(),
+                    made: None,
+                });
+                None
+            } else {
+                self.flush()?;
+                Some(self.make_dir(target)?)
+            };
+            let mut names: Vec<_> = fs::read_dir(src)
+                .map_err(FileOpError::io("read", src_rel))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(FileOpError::io("read", src_rel))?;
+            names.sort();
+            for name in names {
+                let n = name.to_string_lossy();
+                let child_comps = if comps.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{comps}/{n}")
+                };
+                let child_rel = if src_rel.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{src_rel}/{n}")
+                };
+                self.copy(
+                    &src.join(&name),
+                    &child_comps,
+                    &child_rel,
+                    &target.join(&name),
+                    true,
+                    skip_include,
+                )?;
+            }
+            let made = if deferred {
+                self.pending.pop().and_then(|p| p.made)
+            } else {
+                made
+            };
+            // A directory gets the source's metadata when it was created
+            // here, or when it is nested (not the destination itself).
+            if let Some(created) = made {
+                if created || overwrite_meta {
+                    let shown = self.shown(target);
+                    self.policy.apply(src, &md, target, &shown)?;
+                }
+            }
+            return Ok(());
+        }
+
+        self.flush()?;
+        let shown = self.shown(target);
+        self.clear_file_target(target, &shown)?;
+        let ft = md.file_type();
+        if ft.is_file() {
+            let key = (md.dev(), md.ino());
+            match self.inodes.get(&key) {
+                Some(first) if md.nlink() > 1 => {
+                    fs::hard_link(first, target).map_err(FileOpError::io("link", &shown))?;
+                }
+                _ => {
+                    fs::copy(src, target).map_err(FileOpError::io("copy", &shown))?;
+                    if md.nlink() > 1 {
+                        self.inodes.insert(key, target.to_path_buf());
+                    }
+                }
+            }
+        } else if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(FileOpError::io("readlink", src_rel))?;
+            symlink(&link, target).map_err(FileOpError::io("symlink", &shown))?;
+        } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() {
+            mknod(target, md.mode(), md.rdev()).map_err(FileOpError::io("mknod", &shown))?;
+        } else {
+            return Err(FileOpError::UnsupportedFileType {
+                path: src_rel.to_string(),
+            });
+        }
+        self.policy.apply(src, &md, target, &shown)
+    }
+
+    /// Creates the deferred parents of what is about to be copied.
+    fn flush(&mut self) -> Result<(), FileOpError> {
+        for i in 0..self.pending.len() {
+            if self.pending.get(i).is_some_and(|p| p.made.is_none()) {
+                let Some(target) = self.pending.get(i).map(|p| p.target.clone()) else {
+                    continue;
+                };
+                let created = self.make_dir(&target)?;
+                if let Some(p) = self.pending.get_mut(i) {
+                    p.made = Some(created);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `target` a directory; true when it was created.
+    fn make_dir(&self, target: &Path) -> Result<bool, FileOpError> {
+        let shown = self.shown(target);
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => Ok(false),
+            Ok(_) if self.always_replace => {
+                fs::remove_file(target).map_err(FileOpError::io("remove", &shown))?;
+                fs::create_dir(target).map_err(FileOpError::io("mkdir", &shown))?;
+                Ok(true)
+            }
+            Ok(_) => Err(FileOpError::NotADirectory { path: shown }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(target).map_err(FileOpError::io("mkdir", &shown))?;
+                Ok(true)
+            }
+            Err(e) => Err(FileOpError::io("stat", shown)(e)),
+        }
+    }
+
+    /// Removes a non-directory in the way of a file copy.
+    fn clear_file_target(&self, target: &Path, shown: &str) -> Result<(), FileOpError> {
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => {
+                if self.always_replace {
+                    fs::remove_dir_all(target).map_err(FileOpError::io("remove", shown))
+                } else {
+                    Err(FileOpError::ReplaceDirWithFile {
+                        path: shown.to_string(),
+                    })
+                }
+            }
+            Ok(_) => fs::remove_file(target).map_err(FileOpError::io("remove", shown)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(FileOpError::io("stat", shown)(e)),
+        }
+    }
+}
+
+fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

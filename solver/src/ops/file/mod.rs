@@ -1,0 +1,96 @@
+//! The file op: COPY/ADD (with wildcards, `--chown`, `--chmod`, `--parents`,
+//! `--exclude`, archive unpacking), Mkfile, Mkdir, Rm and Symlink applied
+//! onto a destination root, with Docker's semantics.
+//!
+//! The caller prepares the destination (an overlay mount of the lower layers
+//! with a fresh upper dir, or an empty directory for `COPY --link`) and the
+//! source roots; everything here is blocking filesystem work, so run it on a
+//! blocking thread (`tokio::task::spawn_blocking`).
+
+mod chmod;
+mod chown;
+mod copy;
+mod error;
+mod include;
+mod meta;
+mod mkdir;
+mod mkfile;
+mod resolve;
+mod rm;
+mod symlink;
+mod unpack;
+mod wildcard;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use chmod::{parse_chmod, Chmod, ChmodError};
+pub use chown::{parse_chown, resolve_owner, Owner};
+pub use error::FileOpError;
+pub use include::{IncludeMatcher, Inclusion};
+pub use resolve::{resolve_in_root, Resolved};
+pub use wildcard::{expand as expand_wildcards, has_wildcard};
+
+use crate::llb::FileAction;
+use crate::pattern::PatternMatcher;
+
+/// A directory copies read from: the build context (with its `.dockerignore`
+/// matcher) or another stage's or image's root.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceRoot<'a> {
+    /// The directory.
+    pub path: &'a Path,
+    /// Paths hidden from the copy (`.dockerignore`), relative to `path`.
+    pub ignore: Option<&'a PatternMatcher>,
+}
+
+impl<'a> SourceRoot<'a> {
+    /// A root without an ignore filter.
+    pub fn new(path: &'a Path) -> Self {
+        SourceRoot { path, ignore: None }
+    }
+}
+
+/// Applies `actions` in order onto `dest_root`. A copy's `src_input` indexes
+/// `inputs`. Several copies to the same destination that does not end in
+/// `/` (COPY with several sources) need that destination to be a directory.
+pub fn apply_file_actions(
+    dest_root: &Path,
+    inputs: &[SourceRoot<'_>],
+    actions: &[FileAction],
+) -> Result<(), FileOpError> {
+    // dest as written -> whether it was a directory before the first copy.
+    let mut copy_dests: HashMap<&str, bool> = HashMap::new();
+    for action in actions {
+        match action {
+            FileAction::Copy(c) => {
+                let source = inputs.get(c.src_input).ok_or(FileOpError::NoSuchInput {
+                    index: c.src_input,
+                    count: inputs.len(),
+                })?;
+                if !copy::dest_names_dir(&c.dest) {
+                    let was_dir = match copy_dests.get(c.dest.as_str()) {
+                        Some(was_dir) => {
+                            if !*was_dir {
+                                return Err(FileOpError::MultipleSourcesNeedDir {
+                                    dest: c.dest.clone(),
+                                });
+                            }
+                            true
+                        }
+                        None => resolve_in_root(dest_root, &c.dest, true)
+                            .map(|r| r.host.is_dir())
+                            .unwrap_or(false),
+                    };
+                    copy_dests.insert(&c.dest, was_dir);
+                }
+                copy::apply_copy(dest_root, source, c)?;
+            }
+            FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, a)?,
+            FileAction::Mkdir(a) => mkdir::apply_mkdir(dest_root, a)?,
+            FileAction::Rm(a) => rm::apply_rm(dest_root, a)?,
+            FileAction::Symlink(a) => symlink::apply_symlink(dest_root, a)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Executing the ops of the build graph.
+
+pub mod file;
