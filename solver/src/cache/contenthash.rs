@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::pattern::{has_wildcards, Glob, GlobFlavor};
+use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 
 /// A content checksum (sha256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,8 +150,12 @@ fn collect(
     root: &Path,
     rel: &str,
     follow: bool,
+    ignore: Option<&PatternMatcher>,
     out: &mut Vec<Record>,
 ) -> Result<(), ContentHashError> {
+    // A hidden directory's contents may be re-included by a `!` pattern, so
+    // only prune whole subtrees when there is none.
+    let prune = ignore.is_some_and(|m| !m.has_exclusions());
     let start = if rel.is_empty() {
         root.to_path_buf()
     } else {
@@ -170,11 +174,12 @@ fn collect(
         Err(e) => return Err(io_err(&start)(e)),
     };
     let start_is_followed_link = follow && meta.file_type().is_symlink();
-    let walker = walkdir::WalkDir::new(&start)
+    let mut walker = walkdir::WalkDir::new(&start)
         .follow_root_links(start_is_followed_link)
         .follow_links(false)
-        .sort_by_file_name();
-    for entry in walker {
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
             let p = e.path().unwrap_or(&start).to_path_buf();
             ContentHashError::Io {
@@ -194,6 +199,21 @@ fn collect(
             (true, false) => sub.to_string_lossy().into_owned(),
             (false, false) => format!("{rel}/{}", sub.to_string_lossy()),
         };
+        if let Some(m) = ignore {
+            if !entry_rel.is_empty() && m.excludes(&entry_rel) {
+                if prune && meta.is_dir() {
+                    walker.skip_current_dir();
+                }
+                if entry.depth() == 0 {
+                    out.push(Record {
+                        header: format!("{entry_rel}\0missing\0").into_bytes(),
+                        rel: entry_rel,
+                        file: None,
+                    });
+                }
+                continue;
+            }
+        }
         let header = if entry.depth() == 0 && start_is_followed_link {
             let mut h = header_bytes(&entry_rel, &meta, path)?;
             h.extend_from_slice(b"followed\0");
@@ -257,6 +277,17 @@ pub fn checksum_paths(
     root: &Path,
     selectors: &[Selector],
 ) -> Result<ContentChecksum, ContentHashError> {
+    checksum_paths_filtered(root, selectors, None)
+}
+
+/// [`checksum_paths`] over what `ignore` (a `.dockerignore`) leaves visible:
+/// hidden paths count as absent.
+pub fn checksum_paths_filtered(
+    root: &Path,
+    selectors: &[Selector],
+    ignore: Option<&PatternMatcher>,
+) -> Result<ContentChecksum, ContentHashError> {
+    let ignore = ignore.filter(|m| !m.is_empty());
     let mut outer = Sha256::new();
     outer.update(b"kiln-contenthash-v1\0");
     for selector in selectors {
@@ -270,12 +301,15 @@ pub fn checksum_paths(
         ]);
         let targets = if selector.wildcards && has_wildcards(&clean) {
             expand(root, &clean)?
+                .into_iter()
+                .filter(|p| !ignore.is_some_and(|m| m.excludes(p)))
+                .collect()
         } else {
             vec![clean]
         };
         let mut records = Vec::new();
         for t in &targets {
-            collect(root, t, selector.follow_final_symlink, &mut records)?;
+            collect(root, t, selector.follow_final_symlink, ignore, &mut records)?;
         }
         let digests: Vec<Option<[u8; 32]>> = records
             .par_iter()
@@ -444,5 +478,48 @@ mod tests {
             sum(d.path(), &["README.md", "go.mod"], &o)
         );
         assert_ne!(sum(d.path(), &[""], &o), sum(d.path(), &["src"], &o));
+    }
+}
+
+#[cfg(test)]
+mod ignore_tests {
+    use super::*;
+    use crate::pattern::parse_dockerignore;
+
+    #[test]
+    fn ignored_paths_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("target/debug")).unwrap();
+        std::fs::write(dir.path().join("src/main.rs"), "fn main() {}").unwrap();
+        std::fs::write(dir.path().join("target/debug/big"), "1").unwrap();
+        std::fs::write(dir.path().join("notes.log"), "a").unwrap();
+        let ignore = parse_dockerignore("target\n*.log\n").unwrap();
+        let all = [Selector::path("")];
+        let before = checksum_paths_filtered(dir.path(), &all, Some(&ignore)).unwrap();
+        std::fs::write(dir.path().join("target/debug/big"), "2").unwrap();
+        std::fs::write(dir.path().join("notes.log"), "b").unwrap();
+        assert_eq!(
+            checksum_paths_filtered(dir.path(), &all, Some(&ignore)).unwrap(),
+            before
+        );
+        assert_ne!(
+            checksum_paths(dir.path(), &all).unwrap(),
+            before,
+            "unfiltered sees them"
+        );
+        std::fs::write(dir.path().join("src/main.rs"), "fn main() { }").unwrap();
+        assert_ne!(
+            checksum_paths_filtered(dir.path(), &all, Some(&ignore)).unwrap(),
+            before
+        );
+        // A selector naming a hidden path sees nothing there.
+        let hidden = [Selector::path("notes.log")];
+        let h = checksum_paths_filtered(dir.path(), &hidden, Some(&ignore)).unwrap();
+        std::fs::write(dir.path().join("notes.log"), "c").unwrap();
+        assert_eq!(
+            checksum_paths_filtered(dir.path(), &hidden, Some(&ignore)).unwrap(),
+            h
+        );
     }
 }

@@ -4,6 +4,8 @@ pub mod contenthash;
 pub mod key;
 pub mod store;
 
-pub use contenthash::{checksum_paths, ContentChecksum, ContentHashError, Selector};
+pub use contenthash::{
+    checksum_paths, checksum_paths_filtered, ContentChecksum, ContentHashError, Selector,
+};
 pub use key::{cache_key, input_selectors, op_cache_digest, vertex_cache_key, CacheKey, InputKey};
 pub use store::{now_secs, CacheEntry, CacheResult, CacheStore, CacheStoreError, CacheWriter};
