@@ -211,3 +211,18 @@ fn invalid_utf8_does_not_fail() {
     let ast = parse_named("x", b"FROM a\nRUN echo \xff\xfe\n").unwrap();
     assert_eq!(ast.children[1].args, vec!["echo \u{fffd}\u{fffd}"]);
 }
+
+#[test]
+fn locate_points_at_flags_and_arguments() {
+    let ast = parse("FROM a\nRUN --mount=type=cache \\\n    --network=bogus run\n").unwrap();
+    let run = &ast.children[1];
+    let loc = ast.locate(run, "--network=bogus");
+    assert_eq!((loc.line, loc.column, loc.len), (3, 5, 15));
+    let loc = ast.locate(run, "run");
+    assert_eq!((loc.line, loc.column), (3, 21));
+    let loc = ast.locate(run, "not there");
+    assert_eq!((loc.line, loc.column), (2, 1));
+    let e = ast.error_at_text(run, "--mount", ErrorKind::Flag, "bad mount");
+    assert_eq!(e.source_line.as_deref(), Some("RUN --mount=type=cache \\"));
+    assert_eq!(e.location.column, 5);
+}

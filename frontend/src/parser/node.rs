@@ -214,6 +214,43 @@ impl Ast {
         }
     }
 
+    /// The location of the first occurrence of `needle` (a flag, an argument) within the lines
+    /// of `node`, so a diagnostic can put its caret under it; the keyword's location when the
+    /// text is not found verbatim (e.g. it was split across a continuation).
+    pub fn locate(&self, node: &Node, needle: &str) -> Location {
+        if !needle.is_empty() {
+            for line in node.span.start_line..=node.span.end_line {
+                let Some(text) = self.line_text(line) else {
+                    break;
+                };
+                // Skip the keyword itself on the first line so `RUN run` finds the argument.
+                let skip = if line == node.span.start_line {
+                    text.char_indices()
+                        .nth(node.span.column.saturating_sub(1) + node.keyword.chars().count())
+                        .map_or(text.len(), |(i, _)| i)
+                } else {
+                    0
+                };
+                if let Some(i) = text.get(skip..).and_then(|t| t.find(needle)) {
+                    let column = text[..skip + i].chars().count() + 1;
+                    return Location::new(&self.file, line, column, needle.chars().count());
+                }
+            }
+        }
+        node.location(&self.file)
+    }
+
+    /// An error of `kind` with the caret under `needle` inside `node` (see [`Ast::locate`]).
+    pub fn error_at_text(
+        &self,
+        node: &Node,
+        needle: &str,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> SourceError {
+        self.error_at_location(self.locate(node, needle), kind, message)
+    }
+
     /// The full source text the AST was parsed from (BOM removed, invalid UTF-8 replaced).
     pub fn source(&self) -> &str {
         &self.source
