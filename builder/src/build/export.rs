@@ -1,0 +1,211 @@
+//! From a solved snapshot and the lowered config to an image in the content
+//! store: layer blobs (made once, remembered), the config with its
+//! rootfs and history made consistent, and the manifest.
+
+use crate::export::image::{write_image, ImageError, ImageLayer, ManifestOptions};
+use kiln_frontend::image::{History, ImageConfig};
+use kiln_solver::cache::CacheStore;
+use kiln_solver::content::ContentStore;
+use kiln_solver::snapshot::blobs::{export_layer, BlobError};
+use kiln_solver::snapshot::layer::{Compression, DiffOptions};
+use kiln_solver::snapshot::Snapshot;
+use kiln_solver::worker::layers::LayerStore;
+use oci_spec::image::{Descriptor, DescriptorBuilder, Digest};
+use std::collections::{BTreeMap, HashMap};
+use thiserror::Error;
+
+/// diffID of a tar with no entries: a step that changed nothing.
+pub const EMPTY_LAYER_DIFF_ID: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// Why an image could not be exported.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// A layer blob could not be made.
+    #[error("exporting layer: {0}")]
+    Blob(#[from] BlobError),
+    /// The manifest could not be written.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A digest or descriptor could not be formed.
+    #[error("exporting image: {0}")]
+    Spec(String),
+}
+
+/// How layers and the manifest are written (`compression=`, `oci-mediatypes=`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Layer compression for layers the build made (base layers keep their blobs).
+    pub compression: Compression,
+    /// Compression level.
+    pub level: Option<i32>,
+    /// Recompress base layers too (`force-compression=true`).
+    pub force_compression: bool,
+    /// Docker media types (`oci-mediatypes=false`).
+    pub docker_media_types: bool,
+    /// Clamp file times in new layers (`SOURCE_DATE_EPOCH`).
+    pub source_date_epoch: Option<u64>,
+    /// Manifest annotations.
+    pub annotations: HashMap<String, String>,
+}
+
+/// The stores an export reads and writes.
+pub struct ExportStores<'a> {
+    /// Unpacked layers.
+    pub layers: &'a LayerStore,
+    /// Blobs.
+    pub content: &'a ContentStore,
+    /// Layer records.
+    pub cache: &'a CacheStore,
+}
+
+/// An image written into the content store.
+#[derive(Debug, Clone)]
+pub struct ExportedImage {
+    /// The manifest's descriptor (platform set).
+    pub manifest: Descriptor,
+    /// The config as written.
+    pub config: ImageConfig,
+    /// The config blob's digest (the image ID).
+    pub config_digest: Digest,
+}
+
+/// Writes the image of `snapshot` with `config` (its history as lowered).
+pub fn export_image(
+    stores: &ExportStores<'_>,
+    snapshot: &Snapshot,
+    mut config: ImageConfig,
+    opts: &ExportOptions,
+) -> Result<ExportedImage, ExportError> {
+    let mut layers: Vec<Option<ImageLayer>> = Vec::with_capacity(snapshot.layers.len());
+    for id in &snapshot.layers {
+        let built = id.as_str().starts_with("b-");
+        // A base layer keeps the blob it came with unless recompression is forced.
+        let compression = match (
+            built || opts.force_compression,
+            stores.cache.layer(id).map_err(BlobError::from)?,
+        ) {
+            (false, Some(rec)) => rec
+                .blobs
+                .first()
+                .map_or(opts.compression, |b| b.compression),
+            _ => opts.compression,
+        };
+        let diff = DiffOptions {
+            compression,
+            level: opts.level,
+            // Base layers keep their bytes (and so their diffIDs).
+            source_date_epoch: if built { opts.source_date_epoch } else { None },
+        };
+        let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
+        if built && exported.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
+            layers.push(None);
+            continue;
+        }
+        let blob = DescriptorBuilder::default()
+            .media_type(exported.blob.compression.oci_media_type())
+            .digest(exported.blob.digest.clone())
+            .size(exported.blob.size)
+            .build()
+            .map_err(|e| ExportError::Spec(e.to_string()))?;
+        layers.push(Some(ImageLayer {
+            diff_id: exported.diff_id,
+            blob,
+        }));
+    }
+    reconcile_history(&mut config.history, &layers);
+    let kept: Vec<ImageLayer> = layers.into_iter().flatten().collect();
+    config.rootfs.diff_ids = kept.iter().map(|l| l.diff_id.to_string()).collect();
+    let manifest_opts = ManifestOptions {
+        docker_media_types: opts.docker_media_types,
+        annotations: opts.annotations.clone(),
+    };
+    let platform =
+        crate::export::image::platform(&config.os, &config.architecture, config.variant.as_deref());
+    let json = serde_json::to_vec(&config).map_err(|e| ExportError::Spec(e.to_string()))?;
+    let (manifest, config_digest) =
+        write_image(stores.content, &json, platform, &kept, &manifest_opts)?;
+    Ok(ExportedImage {
+        manifest,
+        config,
+        config_digest,
+    })
+}
+
+/// Makes history agree with the layers: each entry that made a layer takes
+/// the next one; an entry whose layer turned out empty (and was dropped)
+/// becomes `empty_layer`; layers without an entry get one.
+fn reconcile_history(history: &mut Vec<History>, layers: &[Option<ImageLayer>]) {
+    let mut next = layers.iter();
+    for h in history.iter_mut().filter(|h| !h.empty_layer) {
+        match next.next() {
+            Some(Some(_)) => {}
+            Some(None) => h.empty_layer = true,
+            None => break,
+        }
+    }
+    for layer in next {
+        if layer.is_some() {
+            history.push(History {
+                created_by: "kiln: layer without history".to_string(),
+                extra: BTreeMap::new(),
+                ..History::default()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_solver::snapshot::LayerRecord;
+
+    fn entry(empty: bool) -> History {
+        History {
+            created_by: String::new(),
+            empty_layer: empty,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_layers_are_dropped_and_marked_in_history() {
+        let d = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(d.path().join("content")).unwrap();
+        let layers = LayerStore::open(d.path().join("layers")).unwrap();
+        let cache = CacheStore::open(&d.path().join("meta.redb")).unwrap();
+        let mut ids = Vec::new();
+        for files in [&["a"][..], &[][..], &["b"][..]] {
+            let p = layers.begin().unwrap();
+            for f in files {
+                std::fs::write(p.upper().join(f), f).unwrap();
+            }
+            let id = layers.commit(p).unwrap();
+            let mut w = cache.writer().unwrap();
+            w.put_layer(&LayerRecord::new(id.clone()), 1).unwrap();
+            w.commit().unwrap();
+            ids.push(id);
+        }
+        let snapshot = Snapshot { layers: ids };
+        let mut config = ImageConfig::scratch("linux", "amd64", None);
+        config.history = vec![entry(false), entry(true), entry(false), entry(false)];
+        let stores = ExportStores {
+            layers: &layers,
+            content: &content,
+            cache: &cache,
+        };
+        let img = export_image(
+            &stores,
+            &snapshot,
+            config.clone(),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(img.config.rootfs.diff_ids.len(), 2);
+        let flags: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
+        assert_eq!(flags, [false, true, true, false]);
+        // The same export again reuses the blobs: same manifest.
+        let again = export_image(&stores, &snapshot, config, &ExportOptions::default()).unwrap();
+        assert_eq!(again.config_digest, img.config_digest);
+    }
+}
