@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub mod layer;
+pub mod overlay;
 
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,279 @@
+//! RUN executors: one trait, two implementations.
+//!
+//! `oci` writes a runtime-spec bundle and runs `crun`/`runc`; `native` builds the
+//! sandbox itself with Linux namespaces and `pivot_root`. Both start from the same
+//! [`world::World`] (the overlay rootfs, resolved user, mounts and /etc files) so
+//! they behave the same and pass the same tests.
+
+pub mod caps;
+pub mod env;
+pub mod hosts;
+pub mod native;
+pub mod oci;
+pub mod oci_spec;
+pub mod output;
+pub mod pump;
+pub mod rootfs_path;
+pub mod user;
+pub mod world;
+
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::mounts::MountSpec;
+use crate::snapshot::overlay::{Overlay, OverlayError};
+pub use hosts::HostEntry;
+pub use output::{CapturedOutput, OutputCallback, Stream};
+use user::UserError;
+
+/// `RUN --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The sandbox default: the host network for now, other namespaces isolated.
+    #[default]
+    Default,
+    /// An own network namespace with only `lo` up.
+    None,
+    /// The host's network namespace (needs `--allow network.host` upstream).
+    Host,
+}
+
+impl NetworkMode {
+    /// Whether the step gets its own network namespace.
+    pub fn isolated(self) -> bool {
+        self == NetworkMode::None
+    }
+}
+
+/// `RUN --security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityMode {
+    /// Docker's default capabilities, no_new_privs, read-only sysfs.
+    #[default]
+    Sandbox,
+    /// All capabilities, as `--privileged` (needs `--allow security.insecure`).
+    Insecure,
+}
+
+/// One RUN step to execute.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// The rootfs: layers below, a fresh upper dir that receives the new layer.
+    pub rootfs: Overlay,
+    /// argv (see [`shell_args`] for the shell form).
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries; PATH and HOME are filled in when missing.
+    pub env: Vec<String>,
+    /// Working directory in the container, created when missing.
+    pub cwd: String,
+    /// `user[:group]` by name or number; empty means root.
+    pub user: String,
+    /// Hostname; `None` means [`hosts::DEFAULT_HOSTNAME`].
+    pub hostname: Option<String>,
+    /// `--add-host` entries for /etc/hosts.
+    pub extra_hosts: Vec<HostEntry>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Security mode.
+    pub security: SecurityMode,
+    /// RUN mounts.
+    pub mounts: Vec<MountSpec>,
+}
+
+impl ExecRequest {
+    /// A request running `args` as root in `/` with defaults for everything else.
+    pub fn new(rootfs: Overlay, args: Vec<String>) -> Self {
+        ExecRequest {
+            rootfs,
+            args,
+            env: Vec::new(),
+            cwd: "/".to_string(),
+            user: String::new(),
+            hostname: None,
+            extra_hosts: Vec::new(),
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// argv for the shell form of RUN: the shell (e.g. `/bin/sh -c`) plus the command.
+pub fn shell_args(shell: &[String], command: &str) -> Vec<String> {
+    let mut v = shell.to_vec();
+    v.push(command.to_string());
+    v
+}
+
+/// Where executors keep per-step scratch space and cache mounts.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The state directory (`--root`); uses `executor/` and `cache-mounts/` in it.
+    pub state_dir: PathBuf,
+}
+
+impl ExecutorConfig {
+    /// Per-step scratch directories.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.state_dir.join("executor").join("runs")
+    }
+
+    /// Persistent cache mounts.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.state_dir.join("cache-mounts")
+    }
+}
+
+/// A step that ran to completion with exit code 0.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// Everything the process wrote.
+    pub output: CapturedOutput,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The process exited non-zero.
+    #[error("process {:?} did not complete successfully: exit code: {code}", .args.join(" "))]
+    NonZeroExit {
+        /// argv.
+        args: Vec<String>,
+        /// The exit code.
+        code: i32,
+        /// The whole output (see [`CapturedOutput::last_lines`]).
+        output: CapturedOutput,
+    },
+    /// The process was killed by a signal.
+    #[error("process {:?} was killed by signal {signal}", .args.join(" "))]
+    Signaled {
+        /// argv.
+        args: Vec<String>,
+        /// The signal number.
+        signal: i32,
+        /// The whole output.
+        output: CapturedOutput,
+    },
+    /// The executable was not found or could not be executed.
+    #[error("failed to start {program:?}: {message}")]
+    Exec {
+        /// argv\[0\].
+        program: String,
+        /// Why.
+        message: String,
+    },
+    /// Setting up the sandbox failed.
+    #[error("setting up the sandbox: {step}: {source}")]
+    Setup {
+        /// What was being done.
+        step: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The user could not be resolved.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The rootfs overlay could not be mounted.
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// The OCI runtime failed before or around the process.
+    #[error("{runtime}: {message}")]
+    Runtime {
+        /// Runtime name (`runc`, `crun`).
+        runtime: String,
+        /// Its error message.
+        message: String,
+    },
+    /// The request itself is invalid.
+    #[error("invalid exec request: {0}")]
+    Invalid(String),
+    /// No executor can run here.
+    #[error("no usable executor: {0}")]
+    Unavailable(String),
+}
+
+impl ExecError {
+    /// The captured output of a failed process, if it ran.
+    pub fn output(&self) -> Option<&CapturedOutput> {
+        match self {
+            ExecError::NonZeroExit { output, .. } | ExecError::Signaled { output, .. } => {
+                Some(output)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn setup(step: impl Into<String>) -> impl FnOnce(io::Error) -> ExecError {
+        let step = step.into();
+        move |source| ExecError::Setup { step, source }
+    }
+}
+
+/// Runs RUN steps in a sandbox.
+pub trait Executor: Send + Sync {
+    /// A short name for progress and errors (`native`, `oci:runc`).
+    fn name(&self) -> String;
+
+    /// Runs one step to completion, streaming output to `output`. Blocking; the
+    /// scheduler calls it from a blocking thread.
+    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>)
+        -> Result<ExecOutcome, ExecError>;
+}
+
+/// `--executor auto|oci|native`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutorKind {
+    /// An OCI runtime from PATH when one works, else native.
+    #[default]
+    Auto,
+    /// crun or runc.
+    Oci,
+    /// Built-in namespaces.
+    Native,
+}
+
+impl FromStr for ExecutorKind {
+    type Err = ExecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ExecutorKind::Auto),
+            "oci" => Ok(ExecutorKind::Oci),
+            "native" => Ok(ExecutorKind::Native),
+            other => Err(ExecError::Invalid(format!(
+                "unknown executor {other:?} (expected auto, oci or native)"
+            ))),
+        }
+    }
+}
+
+/// Picks an executor. `Auto` takes the first OCI runtime on PATH that works on
+/// this kernel (crun, then runc: crun refuses cgroup v1/v2 hybrid hosts), else
+/// the native one.
+pub fn select(kind: ExecutorKind, config: ExecutorConfig) -> Result<Box<dyn Executor>, ExecError> {
+    match kind {
+        ExecutorKind::Native => Ok(Box::new(native::NativeExecutor::new(config))),
+        ExecutorKind::Oci => Ok(Box::new(oci::OciExecutor::detect(config)?)),
+        ExecutorKind::Auto => match oci::OciExecutor::detect(config.clone()) {
+            Ok(e) => Ok(Box::new(e)),
+            Err(_) => Ok(Box::new(native::NativeExecutor::new(config))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executor_kind_parses() {
+        assert_eq!("auto".parse::<ExecutorKind>().unwrap(), ExecutorKind::Auto);
+        assert_eq!("native".parse::<ExecutorKind>().unwrap(), ExecutorKind::Native);
+        assert!("docker".parse::<ExecutorKind>().is_err());
+        assert_eq!(
+            shell_args(&["/bin/sh".into(), "-c".into()], "echo hi"),
+            vec!["/bin/sh", "-c", "echo hi"]
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The `native` executor: the sandbox built with clone(2) namespaces (mount,
+//! pid, ipc, uts, and net for `--network=none`), a private /dev and /proc,
+//! pivot_root, Docker's default capabilities and no_new_privs.
+
+pub mod plan;
+pub mod spawn;
+pub mod sys;
+
+use super::caps::last_cap;
+use super::output::OutputCallback;
+use super::world::{prepare, World};
+use super::{ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig};
+use spawn::Exit;
+
+/// Runs steps with built-in namespaces (needs root).
+#[derive(Debug, Clone)]
+pub struct NativeExecutor {
+    config: ExecutorConfig,
+}
+
+impl NativeExecutor {
+    /// An executor keeping its scratch space under `config.state_dir`.
+    pub fn new(config: ExecutorConfig) -> Self {
+        NativeExecutor { config }
+    }
+
+    /// Runs a prepared world.
+    pub fn run_world(
+        &self,
+        world: &World,
+        output: OutputCallback<'_>,
+    ) -> Result<ExecOutcome, ExecError> {
+        let steps = plan::build_plan(world, last_cap())?;
+        let (exit, captured) = spawn::run(&steps, plan::clone_flags(world), output)?;
+        match exit {
+            Exit::Code(0) => Ok(ExecOutcome { output: captured }),
+            Exit::Code(code) => Err(ExecError::NonZeroExit {
+                args: world.args.clone(),
+                code,
+                output: captured,
+            }),
+            Exit::Signal(signal) => Err(ExecError::Signaled {
+                args: world.args.clone(),
+                signal,
+                output: captured,
+            }),
+        }
+    }
+}
+
+impl Executor for NativeExecutor {
+    fn name(&self) -> String {
+        "native".into()
+    }
+
+    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(ExecError::Unavailable(
+                "the native executor needs root (rootless builds need an OCI runtime)".into(),
+            ));
+        }
+        let prepared = prepare(&self.config, req)?;
+        let result = self.run_world(&prepared.world, output);
+        prepared.finish();
+        result
+    }
+}

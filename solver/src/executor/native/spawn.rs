@@ -1,0 +1,176 @@
+//! Starting the sandboxed child with `clone` and collecting its result.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::plan::{apply, Step};
+use super::sys::LibcSys;
+use crate::executor::output::{CapturedOutput, OutputCallback};
+use crate::executor::pump::pump;
+use crate::executor::ExecError;
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Runs the plan in a child created with `flags`, streams its output and waits for it.
+pub fn run(
+    steps: &[Step],
+    flags: libc::c_int,
+    output: OutputCallback<'_>,
+) -> Result<(Exit, CapturedOutput), ExecError> {
+    let setup = ExecError::setup;
+    let (out_r, out_w) = pipe().map_err(setup("creating pipes"))?;
+    let (err_r, err_w) = pipe().map_err(setup("creating pipes"))?;
+    let (status_r, status_w) = pipe().map_err(setup("creating pipes"))?;
+    let devnull = File::open("/dev/null").map_err(setup("opening /dev/null"))?;
+    super::plan::init_constants();
+
+    // SAFETY: a raw clone without CLONE_VM behaves like fork. The child only runs
+    // `child` below, which makes raw syscalls on memory prepared in advance and
+    // never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(ExecError::Setup {
+            step: "clone".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        unsafe {
+            child(
+                steps,
+                devnull.as_raw_fd(),
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+                status_w.as_raw_fd(),
+            )
+        }
+    }
+    let pid = pid as libc::pid_t;
+    drop((out_w, err_w, status_w, devnull));
+
+    // EOF on the status pipe means execve succeeded (it is close-on-exec).
+    let mut status = File::from(status_r);
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match status.read(report.get_mut(got..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = wait(pid);
+                return Err(ExecError::Setup {
+                    step: "reading the child's status".into(),
+                    source: e,
+                });
+            }
+        }
+    }
+    if got == report.len() {
+        let (a, b) = report.split_at(4);
+        let index = u32::from_ne_bytes(a.try_into().unwrap_or_default()) as usize;
+        let errno = i32::from_ne_bytes(b.try_into().unwrap_or_default());
+        let _ = wait(pid);
+        return Err(failure(steps, index, errno));
+    }
+    let captured = pump(out_r, err_r, output);
+    let exit = wait(pid).map_err(setup("waiting for the step"))?;
+    let captured = captured.map_err(setup("reading the step's output"))?;
+    Ok((exit, captured))
+}
+
+fn failure(steps: &[Step], index: usize, errno: i32) -> ExecError {
+    let source = io::Error::from_raw_os_error(errno);
+    match steps.get(index) {
+        Some(Step::Exec(args)) => {
+            let program = args
+                .args()
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let message = if errno == libc::ENOENT && !program.contains('/') {
+                "executable file not found in $PATH".to_string()
+            } else {
+                source.to_string()
+            };
+            ExecError::Exec { program, message }
+        }
+        Some(step) => ExecError::Setup {
+            step: step.describe(),
+            source,
+        },
+        None => ExecError::Setup {
+            step: format!("step {index}"),
+            source,
+        },
+    }
+}
+
+fn wait(pid: libc::pid_t) -> io::Result<Exit> {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        Ok(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        Ok(Exit::Code(libc::WEXITSTATUS(status)))
+    }
+}
+
+/// The child side: wire stdio, apply the plan (ending in execve) or report the
+/// failing step and errno on the status pipe.
+unsafe fn child(steps: &[Step], stdin: i32, stdout: i32, stderr: i32, status: i32) -> ! {
+    unsafe {
+        if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
+            libc::_exit(126);
+        }
+        let (index, errno) = match apply(steps, &mut LibcSys) {
+            Err(e) => e,
+            Ok(()) => (steps.len(), libc::ENOEXEC),
+        };
+        let mut report = [0u8; 8];
+        for (d, s) in report.iter_mut().zip(
+            (index as u32)
+                .to_ne_bytes()
+                .iter()
+                .chain(errno.to_ne_bytes().iter()),
+        ) {
+            *d = *s;
+        }
+        libc::write(status, report.as_ptr() as *const libc::c_void, report.len());
+        libc::_exit(127)
+    }
+}

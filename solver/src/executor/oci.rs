@@ -1,0 +1,251 @@
+//! The `oci` executor: a runtime-spec bundle run by `crun` or `runc`.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::oci_spec::{build_spec, write_bundle};
+use super::output::OutputCallback;
+use super::pump::pump;
+use super::user::ResolvedUser;
+use super::world::{prepare, World};
+use super::{ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, NetworkMode, SecurityMode};
+use crate::mounts::{ContainerMount, MountKind};
+
+/// Runtimes tried in order: crun starts faster, runc works on more hosts.
+pub const RUNTIMES: &[&str] = &["crun", "runc"];
+
+/// An OCI runtime binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciRuntime {
+    /// `crun` or `runc` (decides the log flag syntax).
+    pub name: String,
+    /// Path to the binary.
+    pub path: PathBuf,
+}
+
+impl OciRuntime {
+    /// Finds `name` on PATH.
+    pub fn find(name: &str) -> Option<Self> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| is_executable(p))
+            .map(|path| OciRuntime {
+                name: name.to_string(),
+                path,
+            })
+    }
+
+    fn command(&self, state_root: &Path, log: &Path) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--root").arg(state_root);
+        if self.name == "crun" {
+            cmd.arg(format!("--log=file:{}", log.display()));
+        } else {
+            cmd.arg("--log").arg(log);
+        }
+        cmd.arg("--log-format").arg("json");
+        cmd
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs steps with an OCI runtime.
+#[derive(Debug)]
+pub struct OciExecutor {
+    config: ExecutorConfig,
+    runtime: OciRuntime,
+}
+
+impl OciExecutor {
+    /// The first runtime of [`RUNTIMES`] on PATH that can start a container
+    /// here. crun 1.8 refuses cgroup v1/v2 hybrid hosts; the probe notices.
+    pub fn detect(config: ExecutorConfig) -> Result<Self, ExecError> {
+        let mut why = Vec::new();
+        for name in RUNTIMES {
+            let Some(rt) = OciRuntime::find(name) else {
+                why.push(format!("{name}: not on PATH"));
+                continue;
+            };
+            match Self::with_runtime(config.clone(), rt) {
+                Ok(e) => return Ok(e),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(ExecError::Unavailable(why.join("; ")))
+    }
+
+    /// Uses `runtime` after checking that it can start a container.
+    pub fn with_runtime(config: ExecutorConfig, runtime: OciRuntime) -> Result<Self, ExecError> {
+        let e = OciExecutor { config, runtime };
+        e.probe()?;
+        Ok(e)
+    }
+
+    /// The runtime in use.
+    pub fn runtime(&self) -> &OciRuntime {
+        &self.runtime
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.config
+            .state_dir
+            .join("executor")
+            .join(format!("{}-state", self.runtime.name))
+    }
+
+    /// Starts a container whose program does not exist: a runtime that gets as
+    /// far as exec works here, one failing earlier (cgroups) does not.
+    fn probe(&self) -> Result<(), ExecError> {
+        let dir = self
+            .config
+            .runs_dir()
+            .join(format!("probe-{}-{}", self.runtime.name, std::process::id()));
+        let rootfs = dir.join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(ExecError::setup("creating the runtime probe"))?;
+        let world = World {
+            id: format!("kiln-probe-{}", std::process::id()),
+            run_dir: dir.clone(),
+            rootfs: rootfs.clone(),
+            args: vec!["/kiln-probe".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            hostname: "probe".into(),
+            mounts: vec![ContainerMount {
+                destination: "/proc".into(),
+                kind: MountKind::Proc,
+            }],
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+        };
+        let result = self.run_world(&world, &mut |_, _| {});
+        let _ = fs::remove_dir_all(&dir);
+        match result {
+            Err(ExecError::Runtime { message, .. }) if message.contains("kiln-probe") => Ok(()),
+            Err(ExecError::NonZeroExit { output, .. })
+                if output.to_string().contains("kiln-probe") =>
+            {
+                Ok(())
+            }
+            Err(ExecError::Runtime { runtime, message }) => Err(ExecError::Unavailable(format!(
+                "{runtime} cannot start containers here: {message}"
+            ))),
+            Err(e) => Err(ExecError::Unavailable(format!(
+                "{} cannot start containers here: {e}",
+                self.runtime.name
+            ))),
+            Ok(_) => Err(ExecError::Unavailable(format!(
+                "{} ran a program that does not exist",
+                self.runtime.name
+            ))),
+        }
+    }
+
+    /// Runs a prepared world.
+    pub fn run_world(&self, world: &World, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+        let bundle = world.run_dir.join("bundle");
+        write_bundle(&bundle, &build_spec(world)?)?;
+        let log = world.run_dir.join("runtime.log");
+        let state_root = self.state_root();
+        fs::create_dir_all(&state_root).map_err(ExecError::setup("creating the runtime state dir"))?;
+        let mut child = self
+            .runtime
+            .command(&state_root, &log)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&world.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(ExecError::setup(format!("starting {}", self.runtime.path.display())))?;
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(ExecError::Invalid("runtime pipes missing".into()));
+        };
+        let captured = pump(OwnedFd::from(out), OwnedFd::from(err), output);
+        let status = child
+            .wait()
+            .map_err(ExecError::setup(format!("waiting for {}", self.runtime.name)))?;
+        let captured = captured.map_err(ExecError::setup("reading the step's output"))?;
+        let runtime_error = fs::read_to_string(&log)
+            .ok()
+            .and_then(|l| last_error(&l));
+        let _ = fs::remove_file(&log);
+        if status.success() {
+            return Ok(ExecOutcome { output: captured });
+        }
+        if let Some(message) = runtime_error {
+            return Err(ExecError::Runtime {
+                runtime: self.runtime.name.clone(),
+                message,
+            });
+        }
+        let code = status.code().unwrap_or(-1);
+        // Runtimes report a signal death as 128 + signal, like a shell.
+        if code > 128 && code < 128 + 65 {
+            return Err(ExecError::Signaled {
+                args: world.args.clone(),
+                signal: code - 128,
+                output: captured,
+            });
+        }
+        Err(ExecError::NonZeroExit {
+            args: world.args.clone(),
+            code,
+            output: captured,
+        })
+    }
+}
+
+/// The last `"level":"error"` message of a runtime's JSON log.
+fn last_error(log: &str) -> Option<String> {
+    log.split_inclusive('}')
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|v| v["level"] == "error")
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .next_back()
+}
+
+impl Executor for OciExecutor {
+    fn name(&self) -> String {
+        format!("oci:{}", self.runtime.name)
+    }
+
+    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+        let prepared = prepare(&self.config, req)?;
+        let result = self.run_world(&prepared.world, output);
+        prepared.finish();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_of_json_log() {
+        let log = r#"{"level":"info","msg":"a"}{"msg":"cgroups in hybrid mode not supported","level":"error","time":"t"}
+{"level":"warning","msg":"b"}"#;
+        assert_eq!(
+            last_error(log).as_deref(),
+            Some("cgroups in hybrid mode not supported")
+        );
+        assert_eq!(last_error(r#"{"level":"info","msg":"a"}"#), None);
+    }
+}

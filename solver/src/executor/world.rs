@@ -1,0 +1,457 @@
+//! The world a step runs in, prepared on the host side for either executor:
+//! the overlay rootfs mounted, the user resolved, every mount's source ready and
+//! its mount point present, and the /etc files written outside the rootfs.
+//!
+//! Mount points that do not exist in the image are created in the upper dir
+//! before the step starts and removed from it after the step (BuildKit's
+//! "mount stubs"), so neither they nor the /etc files end up in the new layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::env::process_env;
+use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
+use super::rootfs_path::{host_path, resolve_in_root};
+use super::user::{ResolvedUser, UserDb};
+use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
+use crate::mounts::bind::ScratchBind;
+use crate::mounts::cache::{CacheLease, CacheMounts};
+use crate::mounts::secret::SecretFiles;
+use crate::mounts::ssh::AgentForward;
+use crate::mounts::{sort_by_depth, ContainerMount, MountKind, MountSpec};
+use crate::snapshot::overlay::OverlayMount;
+
+/// Everything an executor needs to start the process.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// A unique id (container id for OCI runtimes).
+    pub id: String,
+    /// The per-step scratch directory on the host.
+    pub run_dir: PathBuf,
+    /// The mounted rootfs on the host.
+    pub rootfs: PathBuf,
+    /// argv.
+    pub args: Vec<String>,
+    /// The final environment.
+    pub env: Vec<String>,
+    /// Working directory (resolved, exists).
+    pub cwd: String,
+    /// Credentials.
+    pub user: ResolvedUser,
+    /// Hostname.
+    pub hostname: String,
+    /// All mounts in order: /proc, /dev, /sys, the RUN mounts, the /etc files.
+    pub mounts: Vec<ContainerMount>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Security mode.
+    pub security: SecurityMode,
+}
+
+/// A prepared world plus the resources that must outlive the process.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What the executor runs.
+    pub world: World,
+    _guard: Guard,
+}
+
+/// A mount stub created in the upper dir, with the metadata it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stub {
+    is_dir: bool,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Undoes the preparation on drop, in the order that keeps the layer clean.
+#[derive(Debug, Default)]
+struct Guard {
+    run_dir: PathBuf,
+    rootfs_mount: Option<OverlayMount>,
+    upper: PathBuf,
+    stubs: BTreeMap<PathBuf, Stub>,
+    keep: BTreeSet<PathBuf>,
+    agents: Vec<AgentForward>,
+    caches: Vec<CacheLease>,
+    secrets: Option<SecretFiles>,
+    binds: Vec<ScratchBind>,
+    owned_files: Vec<PathBuf>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "kiln-{}-{}-{:08x}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// Prepares the world for `req`.
+pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, ExecError> {
+    if req.args.is_empty() {
+        return Err(ExecError::Invalid("empty argv".into()));
+    }
+    let id = unique_id();
+    let run_dir = config.runs_dir().join(&id);
+    fs::create_dir_all(&run_dir).map_err(ExecError::setup(format!(
+        "creating {}",
+        run_dir.display()
+    )))?;
+    let mut guard = Guard::default();
+    guard.run_dir = run_dir.clone();
+    guard.upper = req.rootfs.upper.clone();
+    let rootfs = run_dir.join("rootfs");
+    fs::create_dir(&rootfs).map_err(ExecError::setup("creating the rootfs mount point"))?;
+    guard.rootfs_mount = Some(req.rootfs.mount(&rootfs)?);
+
+    let user = UserDb::read(&rootfs).resolve(&req.user)?;
+    let before = walk(&req.rootfs.upper);
+
+    let mut mounts = vec![
+        ContainerMount {
+            destination: "/proc".into(),
+            kind: MountKind::Proc,
+        },
+        ContainerMount {
+            destination: "/dev".into(),
+            kind: MountKind::Dev,
+        },
+        ContainerMount {
+            destination: "/sys".into(),
+            kind: MountKind::Sysfs {
+                readonly: req.security == SecurityMode::Sandbox,
+            },
+        },
+    ];
+    let mut user_mounts = Vec::new();
+    let mut secret_env = Vec::new();
+    let mut ssh_index = 0usize;
+    for (n, spec) in req.mounts.iter().enumerate() {
+        let (target, kind) = match spec {
+            MountSpec::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                if !source.exists() {
+                    return Err(ExecError::Invalid(format!(
+                        "bind mount source {} does not exist",
+                        source.display()
+                    )));
+                }
+                let source = if *readonly {
+                    source.clone()
+                } else {
+                    let scratch = ScratchBind::new(source, &run_dir.join(format!("bind-{n}")))
+                        .map_err(ExecError::setup(format!(
+                            "preparing a writable view of {}",
+                            source.display()
+                        )))?;
+                    let s = scratch.source().to_path_buf();
+                    guard.binds.push(scratch);
+                    s
+                };
+                (
+                    target.clone(),
+                    MountKind::Bind {
+                        source,
+                        readonly: *readonly,
+                    },
+                )
+            }
+            MountSpec::Cache(c) => {
+                let caches = CacheMounts::new(config.cache_mounts_dir())
+                    .map_err(ExecError::setup("opening cache-mounts"))?;
+                let lease = caches
+                    .acquire(&c.id, c.sharing, c.mode, c.uid, c.gid)
+                    .map_err(ExecError::setup(format!("acquiring cache mount {:?}", c.id)))?;
+                let source = lease.dir().to_path_buf();
+                guard.caches.push(lease);
+                (
+                    c.target.clone(),
+                    MountKind::Bind {
+                        source,
+                        readonly: c.readonly,
+                    },
+                )
+            }
+            MountSpec::Tmpfs { target, size } => (
+                target.clone(),
+                MountKind::Tmpfs {
+                    size: *size,
+                    mode: 0o1777,
+                },
+            ),
+            MountSpec::Secret(s) => {
+                if let Some(var) = &s.env {
+                    let value = String::from_utf8(s.data.clone()).map_err(|_| {
+                        ExecError::Invalid(format!(
+                            "secret {:?} is not UTF-8 and cannot be an environment variable",
+                            s.id
+                        ))
+                    })?;
+                    secret_env.push((var.clone(), value));
+                }
+                let Some(target) = s.file_target() else {
+                    continue;
+                };
+                if guard.secrets.is_none() {
+                    guard.secrets = Some(
+                        SecretFiles::new(&run_dir.join("secrets"))
+                            .map_err(ExecError::setup("mounting the secrets tmpfs"))?,
+                    );
+                }
+                let files = guard
+                    .secrets
+                    .as_mut()
+                    .ok_or_else(|| ExecError::Invalid("secrets tmpfs missing".into()))?;
+                let source = files
+                    .add(&s.data, s.mode, s.uid, s.gid)
+                    .map_err(ExecError::setup(format!("writing secret {:?}", s.id)))?;
+                (
+                    target,
+                    MountKind::Bind {
+                        source,
+                        readonly: true,
+                    },
+                )
+            }
+            MountSpec::Ssh(s) => {
+                let target = s
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                let forward = AgentForward::start(
+                    &s.agent_socket,
+                    &run_dir.join(format!("ssh-{n}.sock")),
+                    s.mode,
+                    s.uid,
+                    s.gid,
+                )
+                .map_err(ExecError::setup(format!("forwarding ssh agent {:?}", s.id)))?;
+                let source = forward.socket().to_path_buf();
+                guard.agents.push(forward);
+                (
+                    target,
+                    MountKind::Bind {
+                        source,
+                        readonly: false,
+                    },
+                )
+            }
+        };
+        let target = absolute(&req.cwd, &target);
+        let destination = resolve(&rootfs, &target)?;
+        user_mounts.push(ContainerMount { destination, kind });
+    }
+    sort_by_depth(&mut user_mounts);
+    mounts.extend(user_mounts);
+
+    let hostname = req
+        .hostname
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let etc_dir = run_dir.join("etc");
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&etc_dir)
+        .map_err(ExecError::setup("creating the /etc files directory"))?;
+    for (name, content) in [
+        ("hosts", hosts_file(&hostname, &req.extra_hosts)),
+        ("resolv.conf", resolv_conf(&host_resolv, req.network.isolated())),
+        ("hostname", format!("{hostname}\n")),
+    ] {
+        let path = etc_dir.join(name);
+        fs::write(&path, content).map_err(ExecError::setup(format!("writing /etc/{name}")))?;
+        guard.owned_files.push(path.clone());
+        let target = format!("/etc/{name}");
+        if mounts.iter().any(|m| m.destination == target) {
+            continue;
+        }
+        mounts.push(ContainerMount {
+            destination: resolve(&rootfs, &target)?,
+            kind: MountKind::Bind {
+                source: path,
+                readonly: true,
+            },
+        });
+    }
+
+    for m in &mounts {
+        create_stub(&rootfs, m)?;
+    }
+    for path in walk(&req.rootfs.upper).difference(&before) {
+        if let Ok(meta) = fs::symlink_metadata(req.rootfs.upper.join(path)) {
+            guard.stubs.insert(
+                path.clone(),
+                Stub {
+                    is_dir: meta.is_dir(),
+                    mode: meta.mode(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+            );
+        }
+    }
+
+    // The working directory stays in the layer, as BuildKit leaves it.
+    let cwd = resolve(&rootfs, &absolute("/", &req.cwd))?;
+    let cwd_host = host_path(&rootfs, &cwd);
+    if !cwd_host.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&cwd_host)
+            .map_err(ExecError::setup(format!("creating working directory {cwd}")))?;
+    }
+    let mut p = PathBuf::from(cwd.trim_start_matches('/'));
+    while !p.as_os_str().is_empty() {
+        guard.keep.insert(p.clone());
+        p = p.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+
+    let env = process_env(&req.env, &user.home, &secret_env);
+    Ok(Prepared {
+        world: World {
+            id,
+            run_dir,
+            rootfs,
+            args: req.args.clone(),
+            env,
+            cwd,
+            user,
+            hostname,
+            mounts,
+            network: req.network,
+            security: req.security,
+        },
+        _guard: guard,
+    })
+}
+
+/// Makes a container path absolute against `cwd`.
+fn absolute(cwd: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{}/{}", cwd.trim_end_matches('/'), target)
+    }
+}
+
+fn resolve(rootfs: &Path, target: &str) -> Result<String, ExecError> {
+    resolve_in_root(rootfs, target).map_err(ExecError::setup(format!("resolving {target}")))
+}
+
+/// Creates a missing mount point (and its parents) in the rootfs.
+fn create_stub(rootfs: &Path, m: &ContainerMount) -> Result<(), ExecError> {
+    let host = host_path(rootfs, &m.destination);
+    if fs::symlink_metadata(&host).is_ok() {
+        return Ok(());
+    }
+    let err = ExecError::setup(format!("creating mount point {}", m.destination));
+    if let Some(parent) = host.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(ExecError::setup(format!(
+                "creating mount point {}",
+                m.destination
+            )))?;
+    }
+    if m.needs_file_stub() {
+        fs::File::create(&host).map(drop).map_err(err)
+    } else {
+        fs::DirBuilder::new().mode(0o755).create(&host).map_err(err)
+    }
+}
+
+/// Relative paths of everything in a directory tree.
+fn walk(root: &Path) -> BTreeSet<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect()
+}
+
+impl Prepared {
+    /// Tears the world down now (the same happens on drop).
+    pub fn finish(self) {
+        drop(self)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.agents.clear();
+        let unmounted = match self.rootfs_mount.take() {
+            Some(m) => m.unmount().is_ok(),
+            None => true,
+        };
+        // The upper dir may only be edited once overlayfs no longer uses it.
+        if unmounted {
+            for (path, stub) in self.stubs.iter().rev() {
+                if self.keep.contains(path) {
+                    continue;
+                }
+                let host = self.upper.join(path);
+                let Ok(meta) = fs::symlink_metadata(&host) else {
+                    continue;
+                };
+                if stub.is_dir {
+                    let unchanged = meta.is_dir()
+                        && meta.mode() == stub.mode
+                        && meta.uid() == stub.uid
+                        && meta.gid() == stub.gid;
+                    if unchanged {
+                        let _ = fs::remove_dir(&host);
+                    }
+                } else if meta.is_file() && meta.len() == 0 {
+                    let _ = fs::remove_file(&host);
+                }
+            }
+        }
+        self.caches.clear();
+        self.secrets = None;
+        self.binds.clear();
+        for f in &self.owned_files {
+            let _ = fs::remove_file(f);
+        }
+        // Only non-recursive removals: a directory that is still a mount point
+        // must never be emptied.
+        let _ = fs::remove_dir(self.run_dir.join("etc"));
+        let _ = fs::remove_dir(self.run_dir.join("rootfs"));
+        let _ = fs::remove_file(self.run_dir.join("bundle").join("config.json"));
+        let _ = fs::remove_file(self.run_dir.join("runtime.log"));
+        let _ = fs::remove_dir(self.run_dir.join("bundle"));
+        let _ = fs::remove_dir(&self.run_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_targets_join_cwd() {
+        assert_eq!(absolute("/src", "cache"), "/src/cache");
+        assert_eq!(absolute("/", "cache"), "/cache");
+        assert_eq!(absolute("/src", "/abs"), "/abs");
+    }
+}

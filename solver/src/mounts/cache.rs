@@ -1,0 +1,207 @@
+//! Persistent cache-mount directories under `<state>/cache-mounts/` and their
+//! sharing modes.
+//!
+//! Every user holds an advisory lock (`flock`) on the directory's lock file while
+//! the step runs: `shared` users a shared lock, `locked` users an exclusive one
+//! (so a second locked user waits), and `private` users try an exclusive lock on
+//! the main directory, then on numbered siblings, creating one when all are busy.
+//! Locks are per open file, so they serialise threads and processes alike.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheSharing {
+    /// Concurrent users share one directory.
+    #[default]
+    Shared,
+    /// A concurrent user gets a separate directory.
+    Private,
+    /// Concurrent users take turns.
+    Locked,
+}
+
+/// The cache-mount area of a state directory.
+#[derive(Debug, Clone)]
+pub struct CacheMounts {
+    root: PathBuf,
+}
+
+/// A cache directory held for the duration of a step; the lock is released on drop.
+#[derive(Debug)]
+pub struct CacheLease {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl CacheLease {
+    /// The directory to mount.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl CacheMounts {
+    /// Uses `root` (normally `<state>/cache-mounts`), creating it if needed.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(CacheMounts { root })
+    }
+
+    /// The directory name for a cache id: ids are arbitrary strings (often
+    /// paths), so they are hashed; the id itself is kept in `<name>.id`.
+    pub fn key(id: &str) -> String {
+        let digest = Sha256::digest(id.as_bytes());
+        hex::encode(digest.get(..16).unwrap_or_default())
+    }
+
+    /// Acquires the directory for `id`, waiting or diverting per `sharing`, and
+    /// creating it with `mode`/`uid`/`gid` on first use.
+    pub fn acquire(
+        &self,
+        id: &str,
+        sharing: CacheSharing,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<CacheLease> {
+        let key = Self::key(id);
+        match sharing {
+            CacheSharing::Shared => self.take(&key, id, libc::LOCK_SH, mode, uid, gid),
+            CacheSharing::Locked => self.take(&key, id, libc::LOCK_EX, mode, uid, gid),
+            CacheSharing::Private => {
+                for n in 0u32.. {
+                    let name = if n == 0 {
+                        key.clone()
+                    } else {
+                        format!("{key}-{n}")
+                    };
+                    match self.take(&name, id, libc::LOCK_EX | libc::LOCK_NB, mode, uid, gid) {
+                        Ok(lease) => return Ok(lease),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(io::Error::other("no free private cache directory"))
+            }
+        }
+    }
+
+    fn take(
+        &self,
+        name: &str,
+        id: &str,
+        op: libc::c_int,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<CacheLease> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(format!("{name}.lock")))?;
+        loop {
+            if unsafe { libc::flock(lock.as_raw_fd(), op) } == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let dir = self.root.join(name);
+        if !dir.is_dir() {
+            self.create(&dir, name, id, mode, uid, gid)?;
+        }
+        Ok(CacheLease { dir, _lock: lock })
+    }
+
+    /// Creates the directory under a temporary name and renames it into place,
+    /// so a crash never leaves a half-initialised cache directory.
+    fn create(
+        &self,
+        dir: &Path,
+        name: &str,
+        id: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        let tmp = self
+            .root
+            .join(format!(".tmp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode & 0o7777))?;
+        fs::write(self.root.join(format!("{name}.id")), id)?;
+        match fs::rename(&tmp, dir) {
+            Ok(()) => Ok(()),
+            Err(_) if dir.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn shared_users_get_the_same_dir_with_mode() {
+        let root = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(root.path()).unwrap();
+        let a = c.acquire("/root/.cache", CacheSharing::Shared, 0o750, 0, 0).unwrap();
+        let b = c.acquire("/root/.cache", CacheSharing::Shared, 0o755, 0, 0).unwrap();
+        assert_eq!(a.dir(), b.dir());
+        assert_eq!(fs::metadata(a.dir()).unwrap().mode() & 0o7777, 0o750);
+        let other = c.acquire("other", CacheSharing::Shared, 0o755, 0, 0).unwrap();
+        assert_ne!(other.dir(), a.dir());
+    }
+
+    #[test]
+    fn private_users_get_separate_dirs_then_reuse() {
+        let root = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(root.path()).unwrap();
+        let a = c.acquire("x", CacheSharing::Private, 0o755, 0, 0).unwrap();
+        let b = c.acquire("x", CacheSharing::Private, 0o755, 0, 0).unwrap();
+        assert_ne!(a.dir(), b.dir());
+        let first = a.dir().to_path_buf();
+        drop(a);
+        let again = c.acquire("x", CacheSharing::Private, 0o755, 0, 0).unwrap();
+        assert_eq!(again.dir(), first);
+    }
+
+    #[test]
+    fn locked_second_user_waits_for_the_first() {
+        let root = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(root.path()).unwrap();
+        let first = c.acquire("l", CacheSharing::Locked, 0o755, 0, 0).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            let lease = c2.acquire("l", CacheSharing::Locked, 0o755, 0, 0).unwrap();
+            tx.send(lease.dir().to_path_buf()).unwrap();
+        });
+        // Not a timing assertion: the waiter must not have got the lock while we hold it.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        let dir = first.dir().to_path_buf();
+        drop(first);
+        assert_eq!(rx.recv().unwrap(), dir);
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,61 @@
+//! Secret files: written to a private tmpfs on the host and bind-mounted
+//! read-only at their targets, so they never touch a disk or the upper dir.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::snapshot::overlay::{sys_mount, unmount};
+
+/// The secrets of one step, held on a tmpfs that is unmounted on drop.
+#[derive(Debug)]
+pub struct SecretFiles {
+    dir: PathBuf,
+    mounted: bool,
+    count: usize,
+}
+
+impl SecretFiles {
+    /// Mounts a fresh tmpfs (mode 0700) at `dir`, creating the directory.
+    pub fn new(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        sys_mount(
+            Some(Path::new("tmpfs")),
+            dir,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some("mode=0700,size=16m"),
+        )?;
+        Ok(SecretFiles {
+            dir: dir.to_path_buf(),
+            mounted: true,
+            count: 0,
+        })
+    }
+
+    /// Writes one secret file with its mode and owner; returns its host path.
+    pub fn add(&mut self, data: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf> {
+        let path = self.dir.join(format!("secret-{}", self.count));
+        self.count += 1;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(data)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = unmount(&self.dir);
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}

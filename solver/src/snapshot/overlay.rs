@@ -1,0 +1,302 @@
+//! Mounting a snapshot chain with overlayfs: the layers as lower dirs, a fresh
+//! upper dir that becomes the new layer, and a work dir.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Errors while mounting or unmounting an overlay.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// A path overlayfs cannot take in its option string.
+    #[error("overlay path {0} contains ',', ':' or a NUL byte")]
+    BadPath(PathBuf),
+    /// The mount syscall(s) failed.
+    #[error("mounting overlay at {target}: {source}")]
+    Mount {
+        /// Where it was to be mounted.
+        target: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Unmounting failed.
+    #[error("unmounting {target}: {source}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An overlay to mount: `lowers` ordered topmost first (overlayfs' order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Layer directories, topmost first. Empty means the upper dir alone.
+    pub lowers: Vec<PathBuf>,
+    /// The directory receiving every change (the new layer).
+    pub upper: PathBuf,
+    /// overlayfs' scratch directory, on the same filesystem as `upper`.
+    pub work: PathBuf,
+}
+
+/// Options every kiln overlay gets: no inode index, no redirect or metacopy
+/// xattrs, so the upper dir stays a plain diff that tars into an OCI layer.
+const FIXED_OPTIONS: &[(&str, &str)] = &[
+    ("index", "off"),
+    ("redirect_dir", "off"),
+    ("metacopy", "off"),
+];
+
+/// Longest option string `mount(2)` accepts (one page, with room for the NUL).
+const MAX_LEGACY_DATA: usize = 4000;
+
+impl Overlay {
+    /// The legacy `mount(2)` option string.
+    pub fn options(&self) -> Result<String, OverlayError> {
+        for p in self.lowers.iter().chain([&self.upper, &self.work]) {
+            check_path(p)?;
+        }
+        let lowers: Vec<String> = self
+            .lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let mut opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            self.upper.display(),
+            self.work.display()
+        );
+        for (k, v) in FIXED_OPTIONS {
+            opts.push_str(&format!(",{k}={v}"));
+        }
+        Ok(opts)
+    }
+
+    /// Mounts the overlay at `target` (an existing directory). With no lower
+    /// layers the upper dir is bind-mounted instead, which is the same view.
+    pub fn mount(&self, target: &Path) -> Result<OverlayMount, OverlayError> {
+        let err = |source| OverlayError::Mount {
+            target: target.to_path_buf(),
+            source,
+        };
+        if self.lowers.is_empty() {
+            check_path(&self.upper)?;
+            sys_mount(Some(&self.upper), target, None, libc::MS_BIND, None).map_err(err)?;
+        } else {
+            let opts = self.options()?;
+            if opts.len() <= MAX_LEGACY_DATA {
+                sys_mount(
+                    Some(Path::new("overlay")),
+                    target,
+                    Some("overlay"),
+                    0,
+                    Some(&opts),
+                )
+                .map_err(err)?;
+            } else {
+                self.mount_fsconfig(target).map_err(err)?;
+            }
+        }
+        Ok(OverlayMount {
+            target: target.to_path_buf(),
+            mounted: true,
+        })
+    }
+
+    /// The new mount API takes one `lowerdir+` per layer, so chains of any
+    /// length fit (Linux 6.8+).
+    fn mount_fsconfig(&self, target: &Path) -> io::Result<()> {
+        let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+        if fs < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fs = Fd(fs as i32);
+        let set = |key: &str, value: &Path| -> io::Result<()> {
+            let k = cstr(key.as_bytes())?;
+            let v = cstr(value.as_os_str().as_bytes())?;
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs.0,
+                    FSCONFIG_SET_STRING,
+                    k.as_ptr(),
+                    v.as_ptr(),
+                    0,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        for l in &self.lowers {
+            set("lowerdir+", l)?;
+        }
+        set("upperdir", &self.upper)?;
+        set("workdir", &self.work)?;
+        for (k, v) in FIXED_OPTIONS {
+            set(k, Path::new(v))?;
+        }
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.0,
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.0, FSMOUNT_CLOEXEC, 0) };
+        if mnt < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mnt = Fd(mnt as i32);
+        let t = cstr(target.as_os_str().as_bytes())?;
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mnt.0,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// An owned file descriptor closed on drop.
+struct Fd(i32);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A mounted overlay; unmounted (lazily) when dropped.
+#[derive(Debug)]
+pub struct OverlayMount {
+    target: PathBuf,
+    mounted: bool,
+}
+
+impl OverlayMount {
+    /// The mount point.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting failure (a busy mount is detached).
+    pub fn unmount(mut self) -> Result<(), OverlayError> {
+        self.mounted = false;
+        unmount(&self.target).map_err(|source| OverlayError::Unmount {
+            target: self.target.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = unmount(&self.target);
+        }
+    }
+}
+
+/// Unmounts `target`, detaching it if it is still busy.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    let t = cstr(target.as_os_str().as_bytes())?;
+    if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// A thin `mount(2)` wrapper used by the host-side mounts.
+pub fn sys_mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let src = source
+        .map(|s| cstr(s.as_os_str().as_bytes()))
+        .transpose()?;
+    let tgt = cstr(target.as_os_str().as_bytes())?;
+    let fst = fstype.map(|s| cstr(s.as_bytes())).transpose()?;
+    let dat = data.map(|s| cstr(s.as_bytes())).transpose()?;
+    let r = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            tgt.as_ptr(),
+            fst.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            dat.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn check_path(p: &Path) -> Result<(), OverlayError> {
+    let b = p.as_os_str().as_bytes();
+    if b.iter().any(|c| matches!(c, b',' | b':' | 0)) {
+        return Err(OverlayError::BadPath(p.to_path_buf()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_list_lowers_topmost_first() {
+        let o = Overlay {
+            lowers: vec!["/l/top".into(), "/l/base".into()],
+            upper: "/u".into(),
+            work: "/w".into(),
+        };
+        assert_eq!(
+            o.options().unwrap(),
+            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off"
+        );
+        let bad = Overlay {
+            lowers: vec!["/a:b".into()],
+            ..o
+        };
+        assert!(matches!(bad.options(), Err(OverlayError::BadPath(_))));
+    }
+}
