@@ -63,13 +63,32 @@ pub const ALL_CAP_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-/// The capability names a step keeps.
+/// The capability names a step keeps. Insecure steps get every capability this
+/// process may hold (a runtime cannot grant more than its own bounding set).
 pub fn cap_names(insecure: bool) -> Vec<&'static str> {
     if insecure {
-        ALL_CAP_NAMES.to_vec()
+        let bounding = current_bounding();
+        ALL_CAP_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| bounding & (1u64 << n) != 0)
+            .map(|(_, name)| *name)
+            .collect()
     } else {
         DEFAULT_CAPS.iter().map(|(n, _)| *n).collect()
     }
+}
+
+/// This process' capability bounding set (`CapBnd` in /proc/self/status).
+pub fn current_bounding() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// The 64-bit capability mask a step keeps (for `capset`).

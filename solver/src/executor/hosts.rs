@@ -16,9 +16,7 @@ pub struct HostEntry {
 
 /// Renders `/etc/hosts`: loopback lines, the sandbox hostname, then the extra entries.
 pub fn hosts_file(hostname: &str, extra: &[HostEntry]) -> String {
-    let mut out = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    );
+    let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     out.push_str(&format!("127.0.0.1\t{hostname}\n"));
     for e in extra {
         out.push_str(&format!("{}\t{}\n", e.ip, e.name));

@@ -218,8 +218,7 @@ pub trait Executor: Send + Sync {
 
     /// Runs one step to completion, streaming output to `output`. Blocking; the
     /// scheduler calls it from a blocking thread.
-    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>)
-        -> Result<ExecOutcome, ExecError>;
+    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError>;
 }
 
 /// `--executor auto|oci|native`.
@@ -269,7 +268,10 @@ mod tests {
     #[test]
     fn executor_kind_parses() {
         assert_eq!("auto".parse::<ExecutorKind>().unwrap(), ExecutorKind::Auto);
-        assert_eq!("native".parse::<ExecutorKind>().unwrap(), ExecutorKind::Native);
+        assert_eq!(
+            "native".parse::<ExecutorKind>().unwrap(),
+            ExecutorKind::Native
+        );
         assert!("docker".parse::<ExecutorKind>().is_err());
         assert_eq!(
             shell_args(&["/bin/sh".into(), "-c".into()], "echo hi"),

@@ -10,7 +10,9 @@ use super::output::OutputCallback;
 use super::pump::pump;
 use super::user::ResolvedUser;
 use super::world::{prepare, World};
-use super::{ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, NetworkMode, SecurityMode};
+use super::{
+    ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, NetworkMode, SecurityMode,
+};
 use crate::mounts::{ContainerMount, MountKind};
 
 /// Runtimes tried in order: crun starts faster, runc works on more hosts.
@@ -105,10 +107,11 @@ impl OciExecutor {
     /// Starts a container whose program does not exist: a runtime that gets as
     /// far as exec works here, one failing earlier (cgroups) does not.
     fn probe(&self) -> Result<(), ExecError> {
-        let dir = self
-            .config
-            .runs_dir()
-            .join(format!("probe-{}-{}", self.runtime.name, std::process::id()));
+        let dir = self.config.runs_dir().join(format!(
+            "probe-{}-{}",
+            self.runtime.name,
+            std::process::id()
+        ));
         let rootfs = dir.join("rootfs");
         fs::create_dir_all(&rootfs).map_err(ExecError::setup("creating the runtime probe"))?;
         let world = World {
@@ -156,12 +159,17 @@ impl OciExecutor {
     }
 
     /// Runs a prepared world.
-    pub fn run_world(&self, world: &World, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+    pub fn run_world(
+        &self,
+        world: &World,
+        output: OutputCallback<'_>,
+    ) -> Result<ExecOutcome, ExecError> {
         let bundle = world.run_dir.join("bundle");
         write_bundle(&bundle, &build_spec(world)?)?;
         let log = world.run_dir.join("runtime.log");
         let state_root = self.state_root();
-        fs::create_dir_all(&state_root).map_err(ExecError::setup("creating the runtime state dir"))?;
+        fs::create_dir_all(&state_root)
+            .map_err(ExecError::setup("creating the runtime state dir"))?;
         let mut child = self
             .runtime
             .command(&state_root, &log)
@@ -173,18 +181,20 @@ impl OciExecutor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(ExecError::setup(format!("starting {}", self.runtime.path.display())))?;
+            .map_err(ExecError::setup(format!(
+                "starting {}",
+                self.runtime.path.display()
+            )))?;
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(ExecError::Invalid("runtime pipes missing".into()));
         };
         let captured = pump(OwnedFd::from(out), OwnedFd::from(err), output);
-        let status = child
-            .wait()
-            .map_err(ExecError::setup(format!("waiting for {}", self.runtime.name)))?;
+        let status = child.wait().map_err(ExecError::setup(format!(
+            "waiting for {}",
+            self.runtime.name
+        )))?;
         let captured = captured.map_err(ExecError::setup("reading the step's output"))?;
-        let runtime_error = fs::read_to_string(&log)
-            .ok()
-            .and_then(|l| last_error(&l));
+        let runtime_error = fs::read_to_string(&log).ok().and_then(|l| last_error(&l));
         let _ = fs::remove_file(&log);
         if status.success() {
             return Ok(ExecOutcome { output: captured });
@@ -195,15 +205,9 @@ impl OciExecutor {
                 message,
             });
         }
+        // Runtimes report a signal death as 128 + signal, as a shell does, so
+        // it stays an exit code here.
         let code = status.code().unwrap_or(-1);
-        // Runtimes report a signal death as 128 + signal, like a shell.
-        if code > 128 && code < 128 + 65 {
-            return Err(ExecError::Signaled {
-                args: world.args.clone(),
-                signal: code - 128,
-                output: captured,
-            });
-        }
         Err(ExecError::NonZeroExit {
             args: world.args.clone(),
             code,

@@ -4,9 +4,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::caps::cap_names;
@@ -42,7 +41,12 @@ fn invalid(e: impl std::fmt::Display) -> ExecError {
     ExecError::Invalid(format!("building the OCI spec: {e}"))
 }
 
-fn mount(dest: &str, typ: &str, source: impl Into<PathBuf>, opts: &[&str]) -> Result<Mount, ExecError> {
+fn mount(
+    dest: &str,
+    typ: &str,
+    source: impl Into<PathBuf>,
+    opts: &[&str],
+) -> Result<Mount, ExecError> {
     MountBuilder::default()
         .destination(dest)
         .typ(typ)
@@ -58,12 +62,23 @@ pub fn spec_mounts(m: &ContainerMount) -> Result<Vec<Mount>, ExecError> {
     Ok(match &m.kind {
         MountKind::Proc => vec![mount(d, "proc", "proc", &["nosuid", "noexec", "nodev"])?],
         MountKind::Dev => vec![
-            mount(d, "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+            mount(
+                d,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            )?,
             mount(
                 &format!("{d}/pts"),
                 "devpts",
                 "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                ],
             )?,
             mount(
                 &format!("{d}/shm"),
@@ -76,7 +91,12 @@ pub fn spec_mounts(m: &ContainerMount) -> Result<Vec<Mount>, ExecError> {
             d,
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", if *readonly { "ro" } else { "rw" }],
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                if *readonly { "ro" } else { "rw" },
+            ],
         )?],
         MountKind::Bind { source, readonly } => vec![mount(
             d,
@@ -139,7 +159,12 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
     }
     let namespaces = ns
         .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build().map_err(invalid))
+        .map(|t| {
+            LinuxNamespaceBuilder::default()
+                .typ(t)
+                .build()
+                .map_err(invalid)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
     let (masked, readonly): (&[&str], &[&str]) = if insecure {
@@ -257,7 +282,9 @@ mod tests {
         let spec = build_spec(&world(NetworkMode::None, SecurityMode::Insecure)).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["process"]["noNewPrivileges"], false);
-        let eff = json["process"]["capabilities"]["effective"].as_array().unwrap();
+        let eff = json["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
         assert!(eff.iter().any(|c| c == "CAP_SYS_ADMIN"));
         assert!(json["linux"]["namespaces"]
             .as_array()

@@ -40,7 +40,10 @@ impl CapturedOutput {
 
     /// All bytes of both streams, interleaved as they arrived.
     pub fn combined(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|(_, b)| b.iter().copied()).collect()
+        self.chunks
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
     }
 
     /// The last `n` lines of the combined output (lossy UTF-8).
@@ -48,7 +51,12 @@ impl CapturedOutput {
         let text = String::from_utf8_lossy(&self.combined()).into_owned();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(n);
-        lines.get(start..).unwrap_or_default().iter().map(|s| s.to_string()).collect()
+        lines
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 

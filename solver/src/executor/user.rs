@@ -119,14 +119,17 @@ impl UserDb {
         }
         let user_part = if user_part.is_empty() { "0" } else { user_part };
         let entry = match user_part.parse::<u32>() {
-            Ok(uid) => self.passwd.iter().find(|e| e.uid == uid).cloned().or(Some(
-                PasswdEntry {
+            Ok(uid) => self
+                .passwd
+                .iter()
+                .find(|e| e.uid == uid)
+                .cloned()
+                .or(Some(PasswdEntry {
                     name: String::new(),
                     uid,
                     gid: 0,
                     home: "/".to_string(),
-                },
-            )),
+                })),
             Err(_) => self.passwd.iter().find(|e| e.name == user_part).cloned(),
         }
         .ok_or_else(|| UserError::UnknownUser(user_part.to_string()))?;
@@ -148,7 +151,7 @@ impl UserDb {
         } else {
             self.groups
                 .iter()
-                .filter(|g| g.members.iter().any(|m| *m == entry.name))
+                .filter(|g| g.members.contains(&entry.name))
                 .map(|g| g.gid)
                 .filter(|g| *g != gid)
                 .collect()
@@ -173,7 +176,8 @@ impl UserDb {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nbroken line\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nbroken line\n";
     const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\n";
 
     fn db() -> UserDb {

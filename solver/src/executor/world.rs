@@ -105,10 +105,8 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
     }
     let id = unique_id();
     let run_dir = config.runs_dir().join(&id);
-    fs::create_dir_all(&run_dir).map_err(ExecError::setup(format!(
-        "creating {}",
-        run_dir.display()
-    )))?;
+    fs::create_dir_all(&run_dir)
+        .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
     let mut guard = Guard::default();
     guard.run_dir = run_dir.clone();
     guard.upper = req.rootfs.upper.clone();
@@ -176,7 +174,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
                     .map_err(ExecError::setup("opening cache-mounts"))?;
                 let lease = caches
                     .acquire(&c.id, c.sharing, c.mode, c.uid, c.gid)
-                    .map_err(ExecError::setup(format!("acquiring cache mount {:?}", c.id)))?;
+                    .map_err(ExecError::setup(format!(
+                        "acquiring cache mount {:?}",
+                        c.id
+                    )))?;
                 let source = lease.dir().to_path_buf();
                 guard.caches.push(lease);
                 (
@@ -272,7 +273,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         .map_err(ExecError::setup("creating the /etc files directory"))?;
     for (name, content) in [
         ("hosts", hosts_file(&hostname, &req.extra_hosts)),
-        ("resolv.conf", resolv_conf(&host_resolv, req.network.isolated())),
+        (
+            "resolv.conf",
+            resolv_conf(&host_resolv, req.network.isolated()),
+        ),
         ("hostname", format!("{hostname}\n")),
     ] {
         let path = etc_dir.join(name);
@@ -316,7 +320,9 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
             .recursive(true)
             .mode(0o755)
             .create(&cwd_host)
-            .map_err(ExecError::setup(format!("creating working directory {cwd}")))?;
+            .map_err(ExecError::setup(format!(
+                "creating working directory {cwd}"
+            )))?;
     }
     let mut p = PathBuf::from(cwd.trim_start_matches('/'));
     while !p.as_os_str().is_empty() {

@@ -165,11 +165,17 @@ mod tests {
     fn shared_users_get_the_same_dir_with_mode() {
         let root = tempfile::tempdir().unwrap();
         let c = CacheMounts::new(root.path()).unwrap();
-        let a = c.acquire("/root/.cache", CacheSharing::Shared, 0o750, 0, 0).unwrap();
-        let b = c.acquire("/root/.cache", CacheSharing::Shared, 0o755, 0, 0).unwrap();
+        let a = c
+            .acquire("/root/.cache", CacheSharing::Shared, 0o750, 0, 0)
+            .unwrap();
+        let b = c
+            .acquire("/root/.cache", CacheSharing::Shared, 0o755, 0, 0)
+            .unwrap();
         assert_eq!(a.dir(), b.dir());
         assert_eq!(fs::metadata(a.dir()).unwrap().mode() & 0o7777, 0o750);
-        let other = c.acquire("other", CacheSharing::Shared, 0o755, 0, 0).unwrap();
+        let other = c
+            .acquire("other", CacheSharing::Shared, 0o755, 0, 0)
+            .unwrap();
         assert_ne!(other.dir(), a.dir());
     }
 

@@ -23,7 +23,10 @@ impl AgentForward {
     pub fn start(agent: &Path, socket: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<Self> {
         // Fail early, with the agent's path in the message, when it is not there.
         UnixStream::connect(agent).map_err(|e| {
-            io::Error::new(e.kind(), format!("ssh agent socket {}: {e}", agent.display()))
+            io::Error::new(
+                e.kind(),
+                format!("ssh agent socket {}: {e}", agent.display()),
+            )
         })?;
         let _ = fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;

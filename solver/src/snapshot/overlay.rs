@@ -244,9 +244,7 @@ pub fn sys_mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> io::Result<()> {
-    let src = source
-        .map(|s| cstr(s.as_os_str().as_bytes()))
-        .transpose()?;
+    let src = source.map(|s| cstr(s.as_os_str().as_bytes())).transpose()?;
     let tgt = cstr(target.as_os_str().as_bytes())?;
     let fst = fstype.map(|s| cstr(s.as_bytes())).transpose()?;
     let dat = data.map(|s| cstr(s.as_bytes())).transpose()?;

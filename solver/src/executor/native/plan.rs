@@ -178,7 +178,8 @@ fn cp(p: &Path) -> Result<CString, ExecError> {
 
 /// The clone flags the plan expects.
 pub fn clone_flags(world: &World) -> libc::c_int {
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if world.network.isolated() {
         flags |= libc::CLONE_NEWNET;
     }
@@ -421,20 +422,20 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
                 sys.umask(*m);
                 Ok(())
             }
-            Step::MakeRslave => sys.mount(
-                None,
-                &ROOT,
-                None,
-                libc::MS_REC | libc::MS_SLAVE,
-                None,
-            ),
+            Step::MakeRslave => sys.mount(None, &ROOT, None, libc::MS_REC | libc::MS_SLAVE, None),
             Step::Mount {
                 source,
                 target,
                 fstype,
                 flags,
                 data,
-            } => sys.mount(source.as_ref(), target, fstype.as_ref(), *flags, data.as_ref()),
+            } => sys.mount(
+                source.as_ref(),
+                target,
+                fstype.as_ref(),
+                *flags,
+                data.as_ref(),
+            ),
             Step::RemountReadonly { target } => sys.mount(
                 None,
                 target,
@@ -452,16 +453,10 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::Symlink { target, link } => sys.symlink(target, link),
             Step::Mask { path } => match sys.path_kind(path) {
                 Ok(PathKind::Missing) => Ok(()),
-                Ok(PathKind::Dir) => sys.mount(
-                    Some(&TMPFS),
-                    path,
-                    Some(&TMPFS),
-                    libc::MS_RDONLY,
-                    None,
-                ),
-                Ok(PathKind::Other) => {
-                    sys.mount(Some(&DEV_NULL), path, None, libc::MS_BIND, None)
+                Ok(PathKind::Dir) => {
+                    sys.mount(Some(&TMPFS), path, Some(&TMPFS), libc::MS_RDONLY, None)
                 }
+                Ok(PathKind::Other) => sys.mount(Some(&DEV_NULL), path, None, libc::MS_BIND, None),
                 Err(e) => Err(e),
             },
             Step::ReadonlyPath { path } => match sys.path_kind(path) {
@@ -541,7 +536,10 @@ impl Step {
             Step::Umask(m) => format!("umask {m:o}"),
             Step::MakeRslave => "making / a slave mount".into(),
             Step::Mount {
-                fstype, target, source, ..
+                fstype,
+                target,
+                source,
+                ..
             } => format!(
                 "mounting {} ({}) at {}",
                 source.as_ref().map(s).unwrap_or_default(),
@@ -564,10 +562,7 @@ impl Step {
             Step::SetUid(u) => format!("setting uid {u}"),
             Step::Capset(_) => "setting capabilities".into(),
             Step::NoNewPrivs => "setting no_new_privs".into(),
-            Step::Exec(a) => format!(
-                "executing {}",
-                a.args().first().map(s).unwrap_or_default()
-            ),
+            Step::Exec(a) => format!("executing {}", a.args().first().map(s).unwrap_or_default()),
         }
     }
 }
@@ -616,7 +611,8 @@ mod tests {
             })
         }
         fn mknod(&mut self, path: &CString, mode: u32, major: u32, minor: u32) -> Result<(), i32> {
-            self.calls.push(format!("mknod {} {mode:o} {major}:{minor}", s(path)));
+            self.calls
+                .push(format!("mknod {} {mode:o} {major}:{minor}", s(path)));
             Ok(())
         }
         fn mkdir(&mut self, path: &CString, mode: u32) -> Result<(), i32> {
@@ -624,7 +620,8 @@ mod tests {
             Ok(())
         }
         fn symlink(&mut self, target: &CString, link: &CString) -> Result<(), i32> {
-            self.calls.push(format!("symlink {} -> {}", s(link), s(target)));
+            self.calls
+                .push(format!("symlink {} -> {}", s(link), s(target)));
             Ok(())
         }
         fn sethostname(&mut self, name: &CString) -> Result<(), i32> {
@@ -729,17 +726,36 @@ mod tests {
         assert!(calls.contains("mount /dev/null /r/rootfs/proc/kcore - 0x1000 -"));
         assert!(calls.contains("mount /r/etc/hosts /r/rootfs/etc/hosts - 0x5000 -"));
         assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5021 -"));
-        let order: Vec<usize> = ["hostname box", "lo up", "pivot_root /r/rootfs", "capbset_drop 2", "setuid 0", "capset", "chdir /src", "nnp", "execve /usr/bin/sh", "execve /bin/sh"]
-            .iter()
-            .map(|needle| calls.find(needle).unwrap_or_else(|| panic!("{needle} missing in\n{calls}")))
-            .collect();
+        let order: Vec<usize> = [
+            "hostname box",
+            "lo up",
+            "pivot_root /r/rootfs",
+            "capbset_drop 2",
+            "setuid 0",
+            "capset",
+            "chdir /src",
+            "nnp",
+            "execve /usr/bin/sh",
+            "execve /bin/sh",
+        ]
+        .iter()
+        .map(|needle| {
+            calls
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing in\n{calls}"))
+        })
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls}");
         assert!(!calls.contains("capbset_drop 0\n"), "CHOWN is kept");
     }
 
     #[test]
     fn insecure_non_root_plan_keeps_caps_and_host_net() {
-        let plan = build_plan(&world(1000, NetworkMode::Default, SecurityMode::Insecure), 40).unwrap();
+        let plan = build_plan(
+            &world(1000, NetworkMode::Default, SecurityMode::Insecure),
+            40,
+        )
+        .unwrap();
         let mut rec = Recorder {
             exec_ok: vec!["/bin/sh".into()],
             ..Recorder::default()

@@ -19,6 +19,14 @@ fn check(r: libc::c_int) -> Result<(), i32> {
     }
 }
 
+fn sys_result(r: libc::c_long) -> Result<(), i32> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
 fn ptr(c: Option<&CString>) -> *const libc::c_char {
     c.map_or(std::ptr::null(), |c| c.as_ptr())
 }
@@ -165,15 +173,17 @@ impl Sys for LibcSys {
     }
 
     fn setgroups(&mut self, gids: &[libc::gid_t]) -> Result<(), i32> {
-        check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) })
+        // Raw syscalls: glibc's wrappers broadcast credential changes to all
+        // threads it knows of, which after a raw clone no longer exist (deadlock).
+        sys_result(unsafe { libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr()) })
     }
 
     fn setgid(&mut self, gid: u32) -> Result<(), i32> {
-        check(unsafe { libc::setresgid(gid, gid, gid) })
+        sys_result(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })
     }
 
     fn setuid(&mut self, uid: u32) -> Result<(), i32> {
-        check(unsafe { libc::setresuid(uid, uid, uid) })
+        sys_result(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
     }
 
     fn capset(&mut self, mask: u64) -> Result<(), i32> {

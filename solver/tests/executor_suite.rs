@@ -1,0 +1,693 @@
+//! The same end-to-end suite for every executor: real processes in a busybox
+//! rootfs on overlayfs. Needs root (mounts, namespaces), like the executors.
+//!
+//! The rootfs is built here from Debian's busybox-static (`/bin/busybox`) with
+//! applet symlinks and an /etc/passwd,group holding root and app 1000:1000, or
+//! taken from `KILN_TEST_ROOTFS_AMD64` when the test environment set it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kiln_solver::executor::native::NativeExecutor;
+use kiln_solver::executor::oci::{OciExecutor, OciRuntime};
+use kiln_solver::executor::{
+    ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, HostEntry, NetworkMode,
+    SecurityMode, Stream,
+};
+use kiln_solver::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
+use kiln_solver::snapshot::overlay::Overlay;
+use tempfile::TempDir;
+
+/// The shared read-only base layer.
+fn base_layer() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        if let Some(p) = std::env::var_os("KILN_TEST_ROOTFS_AMD64") {
+            return PathBuf::from(p);
+        }
+        let dir = std::env::temp_dir().join(format!("kiln-busybox-rootfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["bin", "etc", "root", "home/app"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::create_dir(dir.join("tmp")).unwrap();
+        fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::copy("/bin/busybox", dir.join("bin/busybox"))
+            .expect("tests need Debian's busybox-static at /bin/busybox");
+        let list = std::process::Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+            }
+        }
+        fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+        )
+        .unwrap();
+        std::os::unix::fs::chown(dir.join("home/app"), Some(1000), Some(1000)).unwrap();
+        dir
+    })
+}
+
+/// A scratch dir for fresh upper/work pairs over the base layer.
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the executor suite needs root (mounts and namespaces)"
+        );
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A new overlay whose upper dir is `name/upper`.
+    fn rootfs(&self, name: &str) -> Overlay {
+        let d = self.dir.path().join(name);
+        fs::create_dir_all(d.join("upper")).unwrap();
+        fs::create_dir_all(d.join("work")).unwrap();
+        Overlay {
+            lowers: vec![base_layer().to_path_buf()],
+            upper: d.join("upper"),
+            work: d.join("work"),
+        }
+    }
+
+    fn sh(&self, name: &str, script: &str) -> ExecRequest {
+        ExecRequest::new(
+            self.rootfs(name),
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        )
+    }
+}
+
+/// An executor under test and its state directory.
+struct Subject {
+    exec: Box<dyn Executor>,
+    state: PathBuf,
+}
+
+impl Subject {
+    fn run(
+        &self,
+        req: &ExecRequest,
+        cb: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<ExecOutcome, ExecError> {
+        self.exec.run(req, cb)
+    }
+
+    fn name(&self) -> String {
+        self.exec.name()
+    }
+
+    fn cache_mounts_dir(&self) -> PathBuf {
+        ExecutorConfig {
+            state_dir: self.state.clone(),
+        }
+        .cache_mounts_dir()
+    }
+}
+
+fn run(e: &Subject, req: &ExecRequest) -> Result<ExecOutcome, ExecError> {
+    e.run(req, &mut |_, _| {})
+}
+
+fn stdout(e: &Subject, req: &ExecRequest) -> String {
+    match run(e, req) {
+        Ok(o) => String::from_utf8_lossy(&o.output.stream(Stream::Stdout)).into_owned(),
+        Err(err) => panic!(
+            "{} failed: {err}\n{}",
+            e.name(),
+            err.output().map(|o| o.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+/// Relative paths of everything in an upper dir.
+fn upper_entries(upper: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(upper, upper);
+    v.sort();
+    v
+}
+
+fn walk(root: &Path, dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(root, &p));
+        }
+    }
+    out
+}
+
+// ---- the suite ----
+
+fn echo_and_streams(e: &Subject) {
+    let f = Fixture::new();
+    let req = f.sh("r", "echo hello; echo oops >&2; echo $$");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let out = e
+        .run(&req, &mut move |s, b| {
+            seen2.lock().unwrap().push((s, b.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(
+        out.output.stream(Stream::Stdout),
+        b"hello\n1\n",
+        "pid 1 in its own pid namespace"
+    );
+    assert_eq!(out.output.stream(Stream::Stderr), b"oops\n");
+    let streamed: Vec<u8> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s == Stream::Stderr)
+        .flat_map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(streamed, b"oops\n");
+}
+
+fn exit_code_and_whole_output(e: &Subject) {
+    let f = Fixture::new();
+    let req = f.sh("r", "seq 1 50000; echo bad >&2; exit 3");
+    match run(e, &req) {
+        Err(ExecError::NonZeroExit { code, output, .. }) => {
+            assert_eq!(code, 3);
+            let out = String::from_utf8(output.stream(Stream::Stdout)).unwrap();
+            assert_eq!(out.lines().count(), 50000, "output must not be clipped");
+            assert_eq!(output.last_lines(2), vec!["50000", "bad"]);
+        }
+        other => panic!("expected exit code 3, got {other:?}"),
+    }
+    // pid 1 ignores signals it has no handler for, so a child dies instead.
+    match run(e, &f.sh("k", "sh -c 'kill -9 $$'; exit $?")) {
+        Err(ExecError::NonZeroExit { code, .. }) => assert_eq!(code, 137),
+        other => panic!("expected exit code 137, got {other:?}"),
+    }
+}
+
+fn missing_program_is_an_error(e: &Subject) {
+    let f = Fixture::new();
+    let req = ExecRequest::new(f.rootfs("r"), vec!["no-such-program".into()]);
+    let err = run(e, &req).unwrap_err();
+    assert!(
+        matches!(err, ExecError::Exec { .. } | ExecError::Runtime { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no-such-program"), "{err}");
+}
+
+fn env_and_default_path(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh("r", "echo \"$FOO|$PATH|$HOME\"");
+    req.env = vec!["FOO=bar baz".into()];
+    assert_eq!(
+        stdout(e, &req),
+        "bar baz|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root\n"
+    );
+    req.env = vec!["PATH=/bin".into(), "FOO=x".into()];
+    assert_eq!(stdout(e, &req), "x|/bin|/root\n");
+    // Exec form goes through PATH without a shell.
+    let req = ExecRequest::new(
+        f.rootfs("p"),
+        vec!["echo".into(), "exec".into(), "form".into()],
+    );
+    assert_eq!(stdout(e, &req), "exec form\n");
+}
+
+fn cwd_is_created_and_kept(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh("r", "pwd");
+    req.cwd = "/work/deep".into();
+    assert_eq!(stdout(e, &req), "/work/deep\n");
+    assert!(req.rootfs.upper.join("work/deep").is_dir());
+}
+
+fn user_and_group_switching(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh("r", "echo $(id -u) $(id -g) $(id -G) $HOME");
+    req.user = "app".into();
+    assert_eq!(stdout(e, &req), "1000 1000 1000 50 /home/app\n");
+    req.user = "1000:50".into();
+    assert_eq!(stdout(e, &req), "1000 50 50 /home/app\n");
+    req.user = "4242".into();
+    assert_eq!(stdout(e, &req), "4242 0 0 /\n");
+    req.user = "root".into();
+    assert_eq!(stdout(e, &req), "0 0 0 /root\n");
+    req.user = "nobody".into();
+    let err = run(e, &req).unwrap_err();
+    assert!(matches!(err, ExecError::User(_)), "{err:?}");
+    assert!(err.to_string().contains("nobody"));
+}
+
+fn writes_land_in_upper_with_whiteouts(e: &Subject) {
+    let f = Fixture::new();
+    let req = f.sh(
+        "r",
+        "echo data > /new.txt && rm /etc/group && mkdir -p /var/x",
+    );
+    stdout(e, &req);
+    let upper = &req.rootfs.upper;
+    assert_eq!(fs::read_to_string(upper.join("new.txt")).unwrap(), "data\n");
+    let wh = fs::symlink_metadata(upper.join("etc/group")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "overlay whiteout"
+    );
+    assert!(upper.join("var/x").is_dir());
+    assert!(
+        base_layer().join("etc/group").exists(),
+        "lower layer untouched"
+    );
+}
+
+fn etc_files_and_mount_points_stay_out_of_the_layer(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh(
+        "r",
+        "cat /etc/hosts; hostname; test -s /etc/resolv.conf && echo resolv; cat /etc/hostname",
+    );
+    req.hostname = Some("kilnbox".into());
+    req.extra_hosts = vec![HostEntry {
+        name: "db.internal".into(),
+        ip: "10.1.2.3".parse().unwrap(),
+    }];
+    let out = stdout(e, &req);
+    assert!(out.contains("10.1.2.3\tdb.internal"), "{out}");
+    assert!(out.contains("127.0.0.1\tkilnbox"), "{out}");
+    assert!(out.contains("\nkilnbox\nresolv\nkilnbox\n"), "{out}");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+
+    let req = f.sh("d", "hostname");
+    assert_eq!(stdout(e, &req), "buildkitsandbox\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+}
+
+fn host_files_are_invisible(e: &Subject) {
+    let f = Fixture::new();
+    let secret = f.dir.path().join("host-only.txt");
+    fs::write(&secret, "host secret").unwrap();
+    let req = f.sh(
+        "r",
+        &format!(
+            "cat {} 2>/dev/null && echo LEAK; ls /work /root 2>&1 | grep -c kiln; echo done",
+            secret.display()
+        ),
+    );
+    let out = stdout(e, &req);
+    assert!(
+        !out.contains("LEAK") && !out.contains("host secret"),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"));
+}
+
+fn sandbox_caps_and_no_new_privs(e: &Subject) {
+    let f = Fixture::new();
+    let req = f.sh(
+        "r",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+    );
+    let out = stdout(e, &req);
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let mut req = f.sh("i", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; mkdir -p /mnt; mount -t tmpfs t /mnt && echo mounted");
+    req.security = SecurityMode::Insecure;
+    let out = stdout(e, &req);
+    assert!(!out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    assert!(out.contains("mounted"), "{out}");
+    // A sandboxed step cannot mount.
+    let req = f.sh("s", "mkdir -p /mnt; mount -t tmpfs t /mnt && echo mounted");
+    assert!(!stdout_or_err(e, &req).contains("mounted"));
+    // A non-root user has no capabilities at all.
+    let mut req = f.sh("u", "grep CapEff /proc/self/status");
+    req.user = "app".into();
+    assert_eq!(stdout(e, &req), "CapEff:\t0000000000000000\n");
+}
+
+fn stdout_or_err(e: &Subject, req: &ExecRequest) -> String {
+    match run(e, req) {
+        Ok(o) => o.output.to_string(),
+        Err(err) => err.output().map(|o| o.to_string()).unwrap_or_default(),
+    }
+}
+
+fn minimal_dev_and_proc(e: &Subject) {
+    let f = Fixture::new();
+    let req = f.sh(
+        "r",
+        "for d in null zero full random urandom tty ptmx pts shm; do test -e /dev/$d || echo missing $d; done; \
+         echo x > /dev/null; head -c 8 /dev/urandom | wc -c; ls /proc/1/ >/dev/null && echo proc; \
+         test -d /dev/pts && grep -q devpts /proc/mounts && echo devpts",
+    );
+    assert_eq!(stdout(e, &req), "8\nproc\ndevpts\n");
+}
+
+fn network_none_cannot_reach_host(e: &Subject) {
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // Serve until the listener is dropped with the test process; answer each.
+        for conn in listener.incoming().take(2) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.write_all(b"pong\n");
+        }
+    });
+    let script = format!("nc -w 2 127.0.0.1 {port} </dev/null && echo reached || echo unreachable; ip link 2>/dev/null | grep -c LOOPBACK,UP || cat /sys/class/net/lo/operstate");
+    let mut req = f.sh("n", &script);
+    req.network = NetworkMode::None;
+    let out = stdout(e, &req);
+    assert!(out.starts_with("unreachable\n"), "{out}");
+    let mut req = f.sh("h", &script);
+    req.network = NetworkMode::Host;
+    let out = stdout(e, &req);
+    assert!(out.contains("pong\nreached\n"), "{out}");
+    let req = f.sh("d", &script);
+    let out = stdout(e, &req);
+    assert!(
+        out.contains("pong\nreached\n"),
+        "default is the host network for now: {out}"
+    );
+    server.join().unwrap();
+}
+
+fn loopback_is_up_with_network_none(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh(
+        "r",
+        "nc -l -p 7777 -e echo inside & sleep 0.2; nc -w 2 127.0.0.1 7777 </dev/null; wait",
+    );
+    req.network = NetworkMode::None;
+    assert_eq!(stdout(e, &req), "inside\n");
+}
+
+fn bind_mounts_ro_and_rw(e: &Subject) {
+    let f = Fixture::new();
+    let src = f.dir.path().join("ctx");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("go.mod"), "module x\n").unwrap();
+    let file = f.dir.path().join("single.txt");
+    fs::write(&file, "single\n").unwrap();
+    let mut req = f.sh(
+        "r",
+        "cat /src/go.mod; touch /src/new 2>/dev/null && echo WRITABLE; cat /one/single.txt",
+    );
+    req.mounts = vec![
+        MountSpec::Bind {
+            source: src.clone(),
+            target: "/src".into(),
+            readonly: true,
+        },
+        MountSpec::Bind {
+            source: file.clone(),
+            target: "/one/single.txt".into(),
+            readonly: true,
+        },
+    ];
+    assert_eq!(stdout(e, &req), "module x\nsingle\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+
+    let mut req = f.sh(
+        "w",
+        "echo changed > /src/go.mod && touch /src/new && echo more >> /f && cat /src/go.mod /f",
+    );
+    req.mounts = vec![
+        MountSpec::Bind {
+            source: src.clone(),
+            target: "/src".into(),
+            readonly: false,
+        },
+        MountSpec::Bind {
+            source: file.clone(),
+            target: "/f".into(),
+            readonly: false,
+        },
+    ];
+    assert_eq!(stdout(e, &req), "changed\nsingle\nmore\n");
+    assert_eq!(
+        fs::read_to_string(src.join("go.mod")).unwrap(),
+        "module x\n"
+    );
+    assert!(!src.join("new").exists(), "rw bind writes are discarded");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "single\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+}
+
+fn cache(id: &str, target: &str, sharing: CacheSharing) -> MountSpec {
+    MountSpec::Cache(CacheSpec {
+        id: id.into(),
+        target: target.into(),
+        sharing,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        readonly: false,
+    })
+}
+
+fn cache_mount_persists_with_mode_and_owner(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh(
+        "a",
+        "echo $(stat -c '%a %u %g' /cache); echo one >> /cache/log",
+    );
+    req.mounts = vec![MountSpec::Cache(CacheSpec {
+        id: "go-build".into(),
+        target: "/cache".into(),
+        sharing: CacheSharing::Shared,
+        mode: 0o750,
+        uid: 1000,
+        gid: 1000,
+        readonly: false,
+    })];
+    assert_eq!(stdout(e, &req), "750 1000 1000\n");
+    let mut req2 = f.sh("b", "cat /cache/log");
+    req2.mounts = vec![cache("go-build", "/cache", CacheSharing::Shared)];
+    assert_eq!(stdout(e, &req2), "one\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+    assert!(e.cache_mounts_dir().read_dir().unwrap().count() >= 2);
+}
+
+/// Two concurrent users of one cache id; each checks whether the other is inside.
+fn concurrent_cache_users(e: &Subject, sharing: CacheSharing) -> Vec<String> {
+    let f = Fixture::new();
+    let script = "if [ -e /c/busy ]; then echo overlap; fi; touch /c/busy; sleep 0.5; \
+                  if [ -e /c/busy ]; then rm /c/busy; fi; ls /c | wc -l";
+    let reqs: Vec<ExecRequest> = (0..2)
+        .map(|i| {
+            let mut r = f.sh(&format!("c{i}"), script);
+            r.mounts = vec![cache("shared-id", "/c", sharing)];
+            r
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = reqs.iter().map(|r| s.spawn(move || stdout(e, r))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn cache_locked_users_take_turns(e: &Subject) {
+    let outs = concurrent_cache_users(e, CacheSharing::Locked);
+    assert!(outs.iter().all(|o| !o.contains("overlap")), "{outs:?}");
+}
+
+fn cache_private_users_get_separate_dirs(e: &Subject) {
+    let f = Fixture::new();
+    let outs = concurrent_cache_users(e, CacheSharing::Private);
+    assert!(outs.iter().all(|o| !o.contains("overlap")), "{outs:?}");
+    drop(f);
+}
+
+fn tmpfs_mount(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh("r", "grep ' /scratch ' /proc/mounts | cut -d' ' -f3; echo x > /scratch/f; df -k /scratch | tail -1 | awk '{print $2}'");
+    req.mounts = vec![MountSpec::Tmpfs {
+        target: "/scratch".into(),
+        size: Some(8 * 1024 * 1024),
+    }];
+    assert_eq!(stdout(e, &req), "tmpfs\n8192\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+}
+
+fn secrets_as_file_and_env_stay_out_of_the_layer(e: &Subject) {
+    let f = Fixture::new();
+    let mut req = f.sh(
+        "r",
+        "cat /run/secrets/token; echo; stat -c '%a %u' /run/secrets/token; cat /s/api; echo; echo $API_KEY; \
+         (echo hi > /run/secrets/token) 2>/dev/null && echo WRITABLE; true",
+    );
+    req.mounts = vec![
+        MountSpec::Secret(SecretSpec {
+            id: "token".into(),
+            data: b"t0ken".to_vec(),
+            target: None,
+            env: None,
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        }),
+        MountSpec::Secret(SecretSpec {
+            id: "api".into(),
+            data: b"k3y".to_vec(),
+            target: Some("/s/api".into()),
+            env: Some("API_KEY".into()),
+            mode: 0o440,
+            uid: 1000,
+            gid: 0,
+        }),
+    ];
+    assert_eq!(stdout(e, &req), "t0ken\n400 0\nk3y\nk3y\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+    // Nothing of the secret remains anywhere in the state dir either.
+    for entry in walk(&e.state, &e.state) {
+        let p = e.state.join(&entry);
+        if p.is_file() {
+            let data = fs::read(&p).unwrap_or_default();
+            assert!(
+                !data.windows(5).any(|w| w == b"t0ken"),
+                "secret left in {entry}"
+            );
+        }
+    }
+}
+
+fn ssh_agent_is_forwarded(e: &Subject) {
+    let f = Fixture::new();
+    let agent = f.dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&agent).unwrap();
+    let server = std::thread::spawn(move || {
+        // The probe connection made when the forward starts, then the step's.
+        for conn in listener.incoming().take(2) {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4];
+            if c.read_exact(&mut buf).is_ok() {
+                let _ = c.write_all(b"agent-reply\n");
+            }
+        }
+    });
+    let mut req = f.sh(
+        "r",
+        "stat -c '%F %a %u' /run/buildkit/ssh_agent.0; echo ping | nc -f /dev/null 2>/dev/null; \
+         test -S /run/buildkit/ssh_agent.0 && echo socket",
+    );
+    req.mounts = vec![MountSpec::Ssh(SshSpec {
+        id: "default".into(),
+        agent_socket: agent.clone(),
+        target: None,
+        mode: 0o600,
+        uid: 1000,
+        gid: 0,
+    })];
+    let out = stdout(e, &req);
+    assert_eq!(out, "socket 600 1000\nsocket\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+    // Talk through the forwarded socket from the host side of the proxy path is
+    // covered by the relay; finish the agent thread.
+    let _ = std::os::unix::net::UnixStream::connect(&agent).map(|mut s| s.write_all(b"done"));
+    server.join().unwrap();
+}
+
+// ---- executors ----
+
+fn native(f: &TempDir) -> Subject {
+    Subject {
+        exec: Box::new(NativeExecutor::new(ExecutorConfig {
+            state_dir: f.path().to_path_buf(),
+        })),
+        state: f.path().to_path_buf(),
+    }
+}
+
+fn oci(name: &str, f: &TempDir) -> Option<Subject> {
+    let rt = OciRuntime::find(name)?;
+    match OciExecutor::with_runtime(
+        ExecutorConfig {
+            state_dir: f.path().to_path_buf(),
+        },
+        rt,
+    ) {
+        Ok(e) => Some(Subject {
+            exec: Box::new(e),
+            state: f.path().to_path_buf(),
+        }),
+        Err(err) => {
+            eprintln!("{name} cannot run containers on this host, not tested: {err}");
+            None
+        }
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod native_executor {
+            $( #[test] fn $name() {
+                let d = tempfile::tempdir().unwrap();
+                super::$name(&super::native(&d))
+            } )*
+        }
+        mod runc_executor {
+            $( #[test] fn $name() {
+                let d = tempfile::tempdir().unwrap();
+                let e = super::oci("runc", &d).expect("runc must work on this host");
+                super::$name(&e)
+            } )*
+        }
+        mod crun_executor {
+            $( #[test] fn $name() {
+                let d = tempfile::tempdir().unwrap();
+                if let Some(e) = super::oci("crun", &d) {
+                    super::$name(&e)
+                }
+            } )*
+        }
+    };
+}
+
+suite!(
+    echo_and_streams,
+    exit_code_and_whole_output,
+    missing_program_is_an_error,
+    env_and_default_path,
+    cwd_is_created_and_kept,
+    user_and_group_switching,
+    writes_land_in_upper_with_whiteouts,
+    etc_files_and_mount_points_stay_out_of_the_layer,
+    host_files_are_invisible,
+    sandbox_caps_and_no_new_privs,
+    minimal_dev_and_proc,
+    network_none_cannot_reach_host,
+    loopback_is_up_with_network_none,
+    bind_mounts_ro_and_rw,
+    cache_mount_persists_with_mode_and_owner,
+    cache_locked_users_take_turns,
+    cache_private_users_get_separate_dirs,
+    tmpfs_mount,
+    secrets_as_file_and_env_stay_out_of_the_layer,
+    ssh_agent_is_forwarded,
+);
