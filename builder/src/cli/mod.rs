@@ -1,5 +1,6 @@
 //! Command-line interface: one module per verb.
 
+pub mod build;
 pub mod dockerfile;
 mod version;
 
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and git commit.
     Version(version::Args),
+    /// Build an image from a Dockerfile (for now: `--check`, `--call outline|targets`).
+    Build(build::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
 }
@@ -33,6 +36,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(args),
+        Command::Build(args) => build::run(args),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {

@@ -247,19 +247,19 @@ impl VarLookup for Scope {
     }
 }
 
-/// Text of `# NAME description` comments above a definition: the description when the first
-/// word is `name`.
+/// The description in the comment block above a definition: from the comment line whose first
+/// word is `name` (case-insensitive) to the end of the block, without the name.
 pub fn description(comment: &[String], name: &str) -> Option<String> {
-    let text = comment
+    let first_word = |l: &str| l.split_whitespace().next().map(str::to_string);
+    let i = comment
+        .iter()
+        .position(|l| first_word(l).is_some_and(|w| w.eq_ignore_ascii_case(name)))?;
+    let text = comment[i..]
         .iter()
         .map(|l| l.trim())
         .collect::<Vec<_>>()
         .join(" ");
-    let rest = text.strip_prefix(name)?;
-    if !rest.is_empty() && !rest.starts_with(' ') {
-        return None;
-    }
-    let rest = rest.trim();
+    let rest = text.get(name.len()..)?.trim();
     (!rest.is_empty()).then(|| rest.to_string())
 }
 
