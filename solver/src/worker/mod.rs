@@ -1,4 +1,270 @@
 //! The worker: executes the ops of a build graph on this machine, turning
-//! inputs' results into a vertex's result (BuildKit's "worker").
+//! inputs' results into a vertex's result (BuildKit's "worker"). The
+//! scheduler decides what runs when; this decides how.
 
+mod exec;
+mod file;
 pub mod layers;
+pub mod rootfs;
+mod source;
+
+use crate::cache::{checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum, Selector};
+use crate::content::ContentStore;
+use crate::executor::Executor;
+use crate::llb::{Op, Platform, Vertex};
+use crate::pattern::PatternMatcher;
+use crate::progress::ProgressSender;
+use crate::scheduler::WorkerError;
+use crate::snapshot::Snapshot;
+use layers::LayerStore;
+use oci_spec::image::{Descriptor, Digest};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A vertex's result.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A filesystem made of layers.
+    Snapshot(Snapshot),
+    /// A directory on the host (the build context, a named context, a
+    /// downloaded file or a git checkout).
+    Dir(LocalDir),
+}
+
+/// A host directory and the paths hidden in it.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    /// The directory.
+    pub root: PathBuf,
+    /// `.dockerignore` patterns; hidden paths are neither copied nor hashed.
+    pub ignore: Arc<PatternMatcher>,
+    /// Keeps a temporary directory (downloads, clones) alive.
+    pub keep: Option<Arc<tempfile::TempDir>>,
+}
+
+impl LocalDir {
+    /// A directory with no ignore patterns.
+    pub fn plain(root: PathBuf) -> LocalDir {
+        LocalDir {
+            root,
+            ignore: Arc::new(PatternMatcher::default()),
+            keep: None,
+        }
+    }
+}
+
+/// An image's layers, made available in the content store.
+#[derive(Debug, Clone)]
+pub struct FetchedImage {
+    /// Layer blobs bottom first, each with the diffID its config lists.
+    pub layers: Vec<(Descriptor, Digest)>,
+}
+
+/// Brings images into the content store (the builder implements it with the
+/// local store and the registry client; the solver knows neither).
+pub trait ImageFetcher: Send + Sync {
+    /// Makes sure the layers of `reference` (pinned by digest) for `platform`
+    /// are in the content store. Blocking: called from a blocking thread.
+    fn fetch(
+        &self,
+        reference: &str,
+        platform: Option<&Platform>,
+    ) -> Result<FetchedImage, WorkerError>;
+}
+
+/// Client-side resources a build may use.
+#[derive(Clone, Default)]
+pub struct Session {
+    /// Local directories by source name (`context`, named contexts).
+    pub locals: BTreeMap<String, LocalDir>,
+    /// Secret bytes by id (`--secret`).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id (`--ssh`).
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--allow network.host`.
+    pub allow_network_host: bool,
+    /// `--allow security.insecure`.
+    pub allow_insecure: bool,
+    /// `--add-host` entries for every RUN.
+    pub extra_hosts: Vec<crate::executor::HostEntry>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("locals", &self.locals.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("ssh", &self.ssh.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Executes ops on this machine.
+pub struct LocalWorker {
+    pub(crate) layers: LayerStore,
+    pub(crate) content: ContentStore,
+    pub(crate) cache: Arc<CacheStore>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) images: Arc<dyn ImageFetcher>,
+    pub(crate) session: Session,
+    pub(crate) progress: ProgressSender,
+    /// Where downloads and checkouts go (HTTP and git sources).
+    #[allow(dead_code)]
+    pub(crate) scratch: PathBuf,
+}
+
+impl LocalWorker {
+    /// A worker over the state directory's stores.
+    pub fn new(
+        state: &crate::state::StateDir,
+        cache: Arc<CacheStore>,
+        executor: Arc<dyn Executor>,
+        images: Arc<dyn ImageFetcher>,
+        session: Session,
+        progress: ProgressSender,
+    ) -> Result<LocalWorker, WorkerError> {
+        let layers = LayerStore::open(state.layers_dir())?;
+        let scratch = state.root().join("tmp");
+        std::fs::create_dir_all(&scratch)?;
+        Ok(LocalWorker {
+            layers,
+            content: state.content().clone(),
+            cache,
+            executor,
+            images,
+            session,
+            progress,
+            scratch,
+        })
+    }
+
+    /// The layer store.
+    pub fn layers(&self) -> &LayerStore {
+        &self.layers
+    }
+
+    /// The snapshot of an output that must be a filesystem of layers.
+    pub(crate) fn snapshot_of(output: &Output) -> Result<Snapshot, WorkerError> {
+        match output {
+            Output::Snapshot(s) => Ok(s.clone()),
+            Output::Dir(d) => Err(format!(
+                "expected a filesystem, got the directory {}",
+                d.root.display()
+            )
+            .into()),
+        }
+    }
+}
+
+/// Runs blocking work off the async threads; a panic becomes an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static,
+) -> Result<T, WorkerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| -> WorkerError { format!("internal error: {e}").into() })?
+}
+
+impl crate::scheduler::Worker for Arc<LocalWorker> {
+    type Output = Output;
+
+    fn content_keyed(&self, input: &Vertex) -> bool {
+        matches!(input.op(), Op::Source(s) if s.scheme() == "local")
+    }
+
+    async fn checksum(
+        &self,
+        output: &Output,
+        selectors: &[Selector],
+    ) -> Result<ContentChecksum, WorkerError> {
+        let dir = match output {
+            Output::Dir(d) => d.clone(),
+            Output::Snapshot(_) => {
+                return Err("a snapshot is keyed by its cache key, not its content".into())
+            }
+        };
+        let selectors = selectors.to_vec();
+        blocking(move || {
+            Ok(checksum_paths_filtered(
+                &dir.root,
+                &selectors,
+                Some(&dir.ignore),
+            )?)
+        })
+        .await
+    }
+
+    async fn cache_load(
+        &self,
+        key: &CacheKey,
+        vertex: &Vertex,
+    ) -> Result<Option<Output>, WorkerError> {
+        if vertex.metadata().ignore_cache
+            || matches!(vertex.op(), Op::Source(s) if s.scheme() != "docker-image")
+        {
+            return Ok(None);
+        }
+        let Some(found) = self.cache.lookup(key, crate::cache::now_secs())? else {
+            return Ok(None);
+        };
+        // A record whose layers were pruned is a miss.
+        if found.snapshot.layers.iter().all(|l| self.layers.exists(l)) {
+            Ok(Some(Output::Snapshot(found.snapshot)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn cache_save(
+        &self,
+        key: &CacheKey,
+        vertex: &Vertex,
+        output: &Output,
+    ) -> Result<(), WorkerError> {
+        let Output::Snapshot(snapshot) = output else {
+            return Ok(());
+        };
+        let now = crate::cache::now_secs();
+        let mut w = self.cache.writer()?;
+        for id in &snapshot.layers {
+            if self.cache.layer(id)?.is_none() {
+                w.put_layer(
+                    &crate::snapshot::LayerRecord {
+                        id: id.clone(),
+                        diff_id: None,
+                        size: None,
+                        blobs: Vec::new(),
+                    },
+                    now,
+                )?;
+            }
+        }
+        let result = crate::cache::CacheResult {
+            snapshot: snapshot.clone(),
+            config: None,
+            created_at: now,
+            description: vertex.summary(),
+        };
+        w.put_result(key, &result, now)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    async fn execute(&self, vertex: &Vertex, inputs: Vec<Output>) -> Result<Output, WorkerError> {
+        let worker = Arc::clone(self);
+        let vertex = vertex.clone();
+        match vertex.op().clone() {
+            Op::Source(src) => blocking(move || worker.source(&vertex, &src)).await,
+            Op::Exec(op) => blocking(move || worker.exec(&vertex, &op, &inputs)).await,
+            Op::File(op) => blocking(move || worker.file(&op, &inputs)).await,
+            Op::Merge(_) => {
+                let mut merged = Snapshot::scratch();
+                for i in &inputs {
+                    merged.layers.extend(LocalWorker::snapshot_of(i)?.layers);
+                }
+                Ok(Output::Snapshot(merged))
+            }
+        }
+    }
+}

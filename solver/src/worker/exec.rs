@@ -1,0 +1,189 @@
+//! Exec ops (RUN): the executor runs the process on an overlay of the root
+//! input with a fresh layer on top; that layer is the result.
+
+use super::rootfs::{overlay_for, SnapshotView};
+use super::{LocalWorker, Output};
+use crate::executor::{ExecRequest, HostEntry, NetworkMode, SecurityMode, Stream};
+use crate::llb::{self, ExecOp, MountKind, Vertex};
+use crate::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
+use crate::progress::LogStream;
+use crate::scheduler::WorkerError;
+use crate::snapshot::Snapshot;
+use std::path::PathBuf;
+
+/// `source=` of a bind mount inside its input, kept inside it.
+fn sub_path(root: &std::path::Path, selector: Option<&str>) -> PathBuf {
+    match selector {
+        Some(s) => root.join(crate::cache::contenthash::clean_selector(s).trim_start_matches('/')),
+        None => root.to_path_buf(),
+    }
+}
+
+impl LocalWorker {
+    pub(super) fn exec(
+        &self,
+        vertex: &Vertex,
+        op: &ExecOp,
+        inputs: &[Output],
+    ) -> Result<Output, WorkerError> {
+        let root_mount = op.mounts.first().ok_or("exec op without a root mount")?;
+        let base = match root_mount.input {
+            Some(i) => Self::snapshot_of(inputs.get(i).ok_or("exec root input missing")?)?,
+            None => Snapshot::scratch(),
+        };
+        let network = match op.network {
+            llb::NetworkMode::Default => NetworkMode::Default,
+            llb::NetworkMode::None => NetworkMode::None,
+            llb::NetworkMode::Host => {
+                if !self.session.allow_network_host {
+                    return Err("RUN --network=host needs the network.host entitlement: pass --allow network.host".into());
+                }
+                NetworkMode::Host
+            }
+        };
+        let security = match op.security {
+            llb::SecurityMode::Sandbox => SecurityMode::Sandbox,
+            llb::SecurityMode::Insecure => {
+                if !self.session.allow_insecure {
+                    return Err(
+                        "RUN --security=insecure needs the security.insecure entitlement: pass --allow security.insecure"
+                            .into(),
+                    );
+                }
+                SecurityMode::Insecure
+            }
+        };
+        let pending = self.layers.begin()?;
+        let mut views = Vec::new();
+        let mut mounts = Vec::new();
+        for m in op.mounts.iter().skip(1) {
+            let spec = match &m.kind {
+                MountKind::Bind => {
+                    let source = match m.input.and_then(|i| inputs.get(i)) {
+                        Some(Output::Dir(d)) => sub_path(&d.root, m.selector.as_deref()),
+                        Some(Output::Snapshot(s)) => {
+                            let view = SnapshotView::mount(&self.layers, s)?;
+                            let p = sub_path(view.path(), m.selector.as_deref());
+                            views.push(view);
+                            p
+                        }
+                        None => return Err(format!("bind mount {} has no source", m.dest).into()),
+                    };
+                    MountSpec::Bind {
+                        source,
+                        target: m.dest.clone(),
+                        readonly: m.readonly,
+                    }
+                }
+                MountKind::Cache(c) => MountSpec::Cache(CacheSpec {
+                    id: c.id.clone(),
+                    target: m.dest.clone(),
+                    sharing: match c.sharing {
+                        llb::CacheSharing::Shared => CacheSharing::Shared,
+                        llb::CacheSharing::Private => CacheSharing::Private,
+                        llb::CacheSharing::Locked => CacheSharing::Locked,
+                    },
+                    mode: c.mode,
+                    uid: c.uid,
+                    gid: c.gid,
+                    readonly: m.readonly,
+                }),
+                MountKind::Tmpfs(t) => MountSpec::Tmpfs {
+                    target: m.dest.clone(),
+                    size: (t.size > 0).then_some(t.size),
+                },
+                MountKind::Secret(s) => match self.session.secrets.get(&s.id) {
+                    Some(data) => MountSpec::Secret(SecretSpec {
+                        id: s.id.clone(),
+                        data: data.clone(),
+                        target: Some(m.dest.clone()),
+                        env: None,
+                        mode: s.mode,
+                        uid: s.uid,
+                        gid: s.gid,
+                    }),
+                    None if s.optional => continue,
+                    None => {
+                        return Err(format!(
+                            "secret {} not found: pass it with --secret id={},src=<file> or --secret id={},env=<VAR>",
+                            s.id, s.id, s.id
+                        )
+                        .into())
+                    }
+                },
+                MountKind::Ssh(s) => match self.session.ssh.get(&s.id) {
+                    Some(socket) => MountSpec::Ssh(SshSpec {
+                        id: s.id.clone(),
+                        agent_socket: socket.clone(),
+                        target: Some(m.dest.clone()),
+                        mode: s.mode,
+                        uid: s.uid,
+                        gid: s.gid,
+                    }),
+                    None if s.optional => continue,
+                    None => {
+                        return Err(format!("ssh agent {} not found: pass it with --ssh {}=<socket or key>", s.id, s.id).into())
+                    }
+                },
+            };
+            mounts.push(spec);
+        }
+        for se in &op.secret_env {
+            match self.session.secrets.get(&se.id) {
+                Some(data) => mounts.push(MountSpec::Secret(SecretSpec {
+                    id: se.id.clone(),
+                    data: data.clone(),
+                    target: None,
+                    env: Some(se.name.clone()),
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                })),
+                None if se.optional => {}
+                None => {
+                    return Err(format!(
+                        "secret {} not found: pass it with --secret id={}",
+                        se.id, se.id
+                    )
+                    .into())
+                }
+            }
+        }
+        let mut env = op.meta.env.clone();
+        env.extend(op.meta.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut extra_hosts = self.session.extra_hosts.clone();
+        for h in &op.meta.extra_hosts {
+            let ip = h.ip.parse().map_err(|_| -> WorkerError {
+                format!("--add-host {}: {:?} is not an IP address", h.host, h.ip).into()
+            })?;
+            extra_hosts.push(HostEntry {
+                name: h.host.clone(),
+                ip,
+            });
+        }
+        let req = ExecRequest {
+            rootfs: overlay_for(&self.layers, &base, &pending),
+            args: op.meta.args.clone(),
+            env,
+            cwd: op.meta.cwd.clone(),
+            user: op.meta.user.clone(),
+            hostname: op.meta.hostname.clone(),
+            extra_hosts,
+            network,
+            security,
+            mounts,
+        };
+        let progress = self.progress.handle(vertex.digest());
+        let mut on_output = |stream: Stream, data: &[u8]| {
+            let s = match stream {
+                Stream::Stdout => LogStream::Stdout,
+                Stream::Stderr => LogStream::Stderr,
+            };
+            progress.log(s, data.to_vec());
+        };
+        self.executor.run(&req, &mut on_output)?;
+        drop(views);
+        let id = self.layers.commit(pending)?;
+        Ok(Output::Snapshot(base.with_layer(id)))
+    }
+}

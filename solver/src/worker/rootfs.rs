@@ -1,0 +1,81 @@
+//! Views of snapshots as directories: an overlay of the layer chain, either
+//! read-only-ish (a throwaway upper dir) for reading a stage's files, or
+//! with a pending layer's upper dir to receive a step's changes.
+
+use super::layers::{LayerStore, PendingLayer};
+use crate::snapshot::overlay::{Overlay, OverlayError, OverlayMount};
+use crate::snapshot::Snapshot;
+use std::path::{Path, PathBuf};
+
+/// The overlay of `snapshot` with `pending` receiving changes.
+pub fn overlay_for(layers: &LayerStore, snapshot: &Snapshot, pending: &PendingLayer) -> Overlay {
+    Overlay {
+        // overlayfs lists the topmost lower dir first.
+        lowers: snapshot
+            .layers
+            .iter()
+            .rev()
+            .map(|id| layers.path(id))
+            .collect(),
+        upper: pending.upper(),
+        work: pending.work(),
+    }
+}
+
+/// A snapshot mounted for reading: the files of a stage or image, as a
+/// directory. Writes land in a throwaway layer and vanish with the view.
+pub struct SnapshotView {
+    root: PathBuf,
+    // Field order matters: unmount before the pending layer's directory goes.
+    _mount: Option<OverlayMount>,
+    _pending: Option<PendingLayer>,
+}
+
+impl SnapshotView {
+    /// Mounts `snapshot`. A single layer is used as is (it has no whiteouts
+    /// that matter without layers below); an empty snapshot is an empty dir.
+    pub fn mount(layers: &LayerStore, snapshot: &Snapshot) -> Result<SnapshotView, ViewError> {
+        if let [only] = snapshot.layers.as_slice() {
+            return Ok(SnapshotView {
+                root: layers.path(only),
+                _mount: None,
+                _pending: None,
+            });
+        }
+        let pending = layers
+            .begin()
+            .map_err(|e| ViewError::Layer(e.to_string()))?;
+        let target = pending.scratch("view");
+        std::fs::create_dir_all(&target)
+            .map_err(|e| ViewError::Layer(format!("create {}: {e}", target.display())))?;
+        if snapshot.layers.is_empty() {
+            return Ok(SnapshotView {
+                root: target,
+                _mount: None,
+                _pending: Some(pending),
+            });
+        }
+        let mount = overlay_for(layers, snapshot, &pending).mount(&target)?;
+        Ok(SnapshotView {
+            root: target,
+            _mount: Some(mount),
+            _pending: Some(pending),
+        })
+    }
+
+    /// The directory showing the snapshot's files.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Why a view could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// Mounting failed.
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// The layer store failed.
+    #[error("{0}")]
+    Layer(String),
+}
