@@ -1,4 +1,62 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
-#![allow(dead_code)] // Wired into the CLI as the build path lands (issue 5).
 
 pub mod export;
+pub mod images;
+pub mod outputs;
+pub mod run;
+pub mod session;
+
+use crate::context::ContextSpec;
+use crate::export::output::OutputSpec;
+use crate::progress::ProgressMode;
+use crate::registry_opts::RegistryArgs;
+use kiln_solver::executor::ExecutorKind;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything a build needs from the command line.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// `--root`.
+    pub root: Option<PathBuf>,
+    /// The context argument.
+    pub context: ContextSpec,
+    /// `-f`.
+    pub file: Option<String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--platform` (one).
+    pub platform: Option<String>,
+    /// Outputs (from `-o`, `--push`, `--load`, `-t`).
+    pub outputs: Vec<OutputSpec>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`.
+    pub no_cache_filter: Vec<String>,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--progress`.
+    pub progress: ProgressMode,
+    /// `--jobs`.
+    pub jobs: usize,
+    /// `--executor`.
+    pub executor: ExecutorKind,
+    /// `--secret`s.
+    pub secrets: Vec<String>,
+    /// `--ssh`.
+    pub ssh: Vec<String>,
+    /// `--allow`.
+    pub allow: Vec<String>,
+    /// `--add-host`.
+    pub add_hosts: Vec<String>,
+    /// `--label`s.
+    pub labels: BTreeMap<String, String>,
+    /// SOURCE_DATE_EPOCH.
+    pub source_date_epoch: Option<u64>,
+    /// `--print=graph`.
+    pub print_graph: bool,
+    /// Registry settings.
+    pub registry: RegistryArgs,
+}

@@ -1,6 +1,6 @@
-//! `kiln build`: flags spelled as buildx spells them. For now only the frontend methods run:
-//! `--check` / `--call check` (build checks), `--call outline` and `--call targets`; building
-//! images comes with the solver (issue 5).
+//! `kiln build`: flags spelled as buildx spells them. `--call build` (the default) builds;
+//! `--check` / `--call check` runs the build checks, `--call outline` and `--call targets`
+//! describe the Dockerfile.
 
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
@@ -36,6 +36,66 @@ pub struct Args {
     /// Output format of `--call` results (`text` or `json`).
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Name and optionally a tag (`name:tag`). Repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Output destination (`type=image|registry|oci|docker|local|tar[,key=value]`, a directory, or `-`).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Shorthand for `--output=type=registry`.
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for `--output=type=docker` (kiln: into the local image store).
+    #[arg(long)]
+    pub load: bool,
+    /// Do not use the cache when building.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for these stages.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Always look up base images in their registry.
+    #[arg(long)]
+    pub pull: bool,
+    /// Progress output (`auto`, `tty`, `plain`, `rawjson`, `quiet`).
+    #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
+    pub progress: crate::progress::ProgressMode,
+    /// Only print the image ID on success.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<std::path::PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<std::path::PathBuf>,
+    /// Set image metadata (`KEY=VALUE`).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Secret to expose to the build (`id=ID[,src=PATH|,env=VAR]`).
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket or keys to expose (`default|ID[=SOCKET]`).
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+    /// Allow extra privileged entitlements (`network.host`, `security.insecure`).
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Add a custom host-to-IP mapping (`host:ip`).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Maximum steps run at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
+    #[arg(long, value_name = "KIND", default_value = "auto", env = "KILN_EXECUTOR")]
+    pub executor: String,
+    /// Print the build graph instead of building (`graph`: Graphviz DOT).
+    #[arg(long, value_name = "WHAT")]
+    pub print: Option<String>,
+    /// Registry settings.
+    #[command(flatten)]
+    pub registry: crate::registry_opts::RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +107,10 @@ enum Method {
 }
 
 /// Runs `kiln build`.
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
     let (method, json) = method(&args)?;
     if method == Method::Build {
-        return Err(miette::miette!(
-            help = "use `kiln build --check`, `--call outline` or `--call targets` meanwhile",
-            "building images is not available yet in kiln (only the frontend methods are)"
-        ));
+        return build_image(args, root);
     }
     let scratch =
         tempfile::tempdir().map_err(|e| miette::miette!("creating a temporary directory: {e}"))?;
@@ -137,6 +194,90 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         Method::Build => Ok(ExitCode::FAILURE),
     }
+}
+
+/// The build itself: flags into a request, the request run, results reported.
+fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    use crate::build::{run::run as run_build, BuildRequest};
+    let resolve = resolve_options(&args)?;
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let print_graph = match args.print.as_deref() {
+        None => false,
+        Some("graph") => true,
+        Some(other) => return Err(miette::miette!(help = "--print=graph prints the build graph as DOT", "unknown --print {other:?}")),
+    };
+    let outputs = crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
+        .map_err(|e| miette::miette!("{e}"))?;
+    let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse::<u64>()
+                .map_err(|_| miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        ),
+        _ => None,
+    };
+    let platform = args.platform.iter().find(|p| !p.trim().is_empty() && *p != "local").cloned();
+    if args.platform.iter().filter(|p| !p.trim().is_empty()).count() > 1 {
+        return Err(miette::miette!("building several platforms at once is not supported yet; give one --platform"));
+    }
+    let quiet = args.quiet;
+    let iidfile = args.iidfile.clone();
+    let metadata_file = args.metadata_file.clone();
+    let req = BuildRequest {
+        root,
+        context: ContextSpec::parse(&args.context),
+        file: args.file.clone(),
+        target: args.target.clone(),
+        build_args: resolve.build_args,
+        platform,
+        outputs: outputs.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        pull: args.pull,
+        progress: if quiet { crate::progress::ProgressMode::Quiet } else { args.progress },
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        executor,
+        secrets: args.secrets.clone(),
+        ssh: args.ssh.clone(),
+        allow: args.allow.clone(),
+        add_hosts: args.add_hosts.clone(),
+        labels,
+        source_date_epoch,
+        print_graph,
+        registry: args.registry.clone(),
+    };
+    let outcome = run_build(req)?;
+    if let Some(image) = &outcome.image {
+        let id = image.config_digest.to_string();
+        if quiet {
+            println!("{id}");
+        }
+        if let Some(path) = iidfile {
+            std::fs::write(&path, &id).map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+        }
+        if let Some(path) = metadata_file {
+            let names: Vec<String> = outputs.iter().flat_map(|o| o.names.iter().cloned()).collect();
+            let meta = serde_json::json!({
+                "containerimage.digest": image.manifest.digest().to_string(),
+                "containerimage.config.digest": id,
+                "containerimage.descriptor": image.manifest,
+                "image.name": names.join(","),
+                "kiln.vertices.executed": outcome.executed,
+                "kiln.vertices.cached": outcome.cached,
+            });
+            let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+            std::fs::write(&path, text).map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn method(args: &Args) -> miette::Result<(Method, bool)> {

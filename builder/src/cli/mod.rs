@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and git commit.
     Version(version::Args),
-    /// Build an image from a Dockerfile (for now: `--check`, `--call outline|targets`).
+    /// Build an image from a Dockerfile.
     Build(build::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
@@ -36,7 +36,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(args),
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(args, cli.root),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {

@@ -1,0 +1,193 @@
+//! Base images for a build: resolved for the frontend (config and a pinned
+//! reference) and fetched for the solver (layer blobs in the content
+//! store), from the local store or a registry.
+
+use crate::local_store::LocalStore;
+use kiln_frontend::image::ImageConfig;
+use kiln_frontend::lower::{ImageResolver, ResolvedImage};
+use kiln_registry::manifest::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_registry::progress::NoProgress;
+use kiln_registry::pull::pull_image;
+use kiln_registry::store::BlobStore;
+use kiln_registry::{Digest, Reference, RegistryClient};
+use kiln_solver::llb;
+use kiln_solver::scheduler::WorkerError;
+use kiln_solver::worker::{FetchedImage, ImageFetcher};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Resolves and fetches images for one build.
+pub struct BuildImages {
+    store: Arc<LocalStore>,
+    client: RegistryClient,
+    runtime: tokio::runtime::Handle,
+    /// `--pull`: always ask the registry for tags, even when the store has them.
+    pull: bool,
+    concurrency: usize,
+    /// Manifests seen, by pinned reference.
+    manifests: Mutex<HashMap<String, ImageManifest>>,
+    /// Resolutions done, by (reference as written, platform).
+    resolved: Mutex<HashMap<(String, String), ResolvedImage>>,
+}
+
+fn registry_platform(p: &llb::Platform) -> Platform {
+    Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        os_version: None,
+        os_features: None,
+        variant: p.variant.clone(),
+    }
+    .normalized()
+}
+
+impl BuildImages {
+    /// A resolver over the local store and registry client.
+    pub fn new(
+        store: Arc<LocalStore>,
+        client: RegistryClient,
+        runtime: tokio::runtime::Handle,
+        pull: bool,
+        concurrency: usize,
+    ) -> BuildImages {
+        BuildImages {
+            store,
+            client,
+            runtime,
+            pull,
+            concurrency,
+            manifests: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remember(&self, pinned: &str, m: &ImageManifest) {
+        if let Ok(mut map) = self.manifests.lock() {
+            map.insert(pinned.to_string(), m.clone());
+        }
+    }
+
+    fn remembered(&self, pinned: &str) -> Option<ImageManifest> {
+        self.manifests.lock().ok().and_then(|m| m.get(pinned).cloned())
+    }
+
+    /// The platform's manifest of a local tag, when the store has it.
+    fn local(&self, r: &Reference, platform: &Platform) -> Option<(Descriptor, ImageManifest)> {
+        let image = self.store.find(&r.to_string()).ok()?;
+        self.store.manifest_for(&image.descriptor, Some(platform)).ok()
+    }
+
+    /// The platform's manifest from the registry; the manifest is stored locally.
+    async fn remote(&self, r: &Reference, platform: &Platform) -> Result<(Descriptor, ImageManifest), String> {
+        let what = r.to_string();
+        let fetched = self.client.get_manifest(r).await.map_err(|e| e.to_string())?;
+        let (manifest, media_type) =
+            Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref()).map_err(|e| e.to_string())?;
+        let (desc, bytes, m) = match manifest {
+            Manifest::Image(m) => (Descriptor::of(&media_type, &fetched.bytes), fetched.bytes, *m),
+            Manifest::Index(idx) => {
+                let d = idx.select(platform).cloned().ok_or_else(|| {
+                    format!("no image for platform {platform} in the index (it has {})", idx.platforms())
+                })?;
+                let child = self
+                    .client
+                    .get_manifest_as(r, &d.digest.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match Manifest::parse(&format!("{}@{}", r.name(), d.digest), &child.bytes, Some(&d.media_type))
+                    .map_err(|e| e.to_string())?
+                    .0
+                {
+                    Manifest::Image(m) => (d, child.bytes, *m),
+                    Manifest::Index(_) => return Err("nested indexes are not supported".to_string()),
+                }
+            }
+        };
+        self.store.write_blob(&desc.digest, &bytes).map_err(|e| e.to_string())?;
+        Ok((desc, m))
+    }
+
+    async fn config_of(&self, r: &Reference, m: &ImageManifest) -> Result<ImageConfig, String> {
+        if !self.store.has_blob(&m.config.digest) {
+            kiln_registry::pull::pull_blob(&self.client, r, self.store.as_ref(), &m.config, &NoProgress)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let bytes = self.store.read_blob(&m.config.digest).map_err(|e| e.to_string())?;
+        ImageConfig::from_json(&bytes).map_err(|e| format!("image config {}: {e}", m.config.digest))
+    }
+}
+
+impl ImageResolver for Arc<BuildImages> {
+    fn resolve(&mut self, reference: &str, platform: &llb::Platform) -> Result<ResolvedImage, String> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(done) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(done);
+        }
+        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let want = registry_platform(platform);
+        let runtime = self.runtime.clone();
+        runtime.block_on(async {
+            // A digest reference is immutable: the store's copy is as good as the registry's.
+            let local = if !self.pull || r.digest().is_some() {
+                self.local(&r, &want)
+            } else {
+                None
+            };
+            let (desc, m) = match local {
+                Some(found) => found,
+                None => self.remote(&r, &want).await?,
+            };
+            let config = self.config_of(&r, &m).await?;
+            let pinned = format!("{}@{}", r.name(), desc.digest);
+            self.remember(&pinned, &m);
+            let resolved = ResolvedImage {
+                reference: pinned,
+                config,
+            };
+            if let Ok(mut map) = self.resolved.lock() {
+                map.insert(key, resolved.clone());
+            }
+            Ok(resolved)
+        })
+    }
+}
+
+impl ImageFetcher for BuildImages {
+    fn fetch(&self, reference: &str, _platform: Option<&llb::Platform>) -> Result<FetchedImage, WorkerError> {
+        let r = Reference::parse(reference)?;
+        let digest: Digest = r
+            .digest()
+            .cloned()
+            .ok_or_else(|| format!("{reference}: an image source must be pinned by digest"))?;
+        let m = match self.remembered(reference) {
+            Some(m) => m,
+            None => {
+                let bytes = self.store.read_blob(&digest)?;
+                match Manifest::parse(reference, &bytes, None)?.0 {
+                    Manifest::Image(m) => *m,
+                    Manifest::Index(_) => return Err(format!("{reference} is an index, not an image").into()),
+                }
+            }
+        };
+        self.runtime
+            .block_on(pull_image(&self.client, &r, self.store.as_ref(), &m, self.concurrency, &NoProgress))?;
+        let config_bytes = self.store.read_blob(&m.config.digest)?;
+        let config = ImageConfig::from_json(&config_bytes)?;
+        if config.rootfs.diff_ids.len() != m.layers.len() {
+            return Err(format!(
+                "{reference}: the config lists {} layers but the manifest has {}",
+                config.rootfs.diff_ids.len(),
+                m.layers.len()
+            )
+            .into());
+        }
+        let mut layers = Vec::new();
+        for (d, diff) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+            let desc = crate::local_store::to_oci(d).map_err(|e| e.to_string())?;
+            let diff_id: oci_spec::image::Digest = diff.parse().map_err(|_| format!("bad diffID {diff}"))?;
+            layers.push((desc, diff_id));
+        }
+        Ok(FetchedImage { layers })
+    }
+}

@@ -1,0 +1,134 @@
+//! What the client lends a build: the context directory, `--secret`s,
+//! `--ssh` agents, `--allow` entitlements and `--add-host` entries.
+
+use super::BuildRequest;
+use crate::context::BuildContext;
+use kiln_solver::executor::HostEntry;
+use kiln_solver::worker::{LocalDir, Session};
+use miette::{miette, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `--secret [type=file|env,]id=ID[,src=PATH|,env=VAR]`: the id and its bytes.
+/// Without a type, an env var named like the id wins over a file (buildx).
+pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" => kind = Some(v.to_string()),
+            other => return Err(miette!("invalid --secret {spec:?}: unknown key {other:?} (expected id, src, env, type)")),
+        }
+    }
+    let id = id.or_else(|| src.as_deref().and_then(|s| s.rsplit('/').next()).map(String::from))
+        .ok_or_else(|| miette!("invalid --secret {spec:?}: id= is required"))?;
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .map(|v| v.into_encoded_bytes())
+            .ok_or_else(|| miette!("--secret {id}: environment variable {var} is not set"))
+    };
+    let data = match (kind.as_deref(), src, env) {
+        (Some("env"), _, e) | (None, None, e @ Some(_)) => from_env(e.as_deref().unwrap_or(&id))?,
+        (Some("file") | None, Some(path), _) => {
+            std::fs::read(&path).map_err(|e| miette!("--secret {id}: reading {path}: {e}"))?
+        }
+        (None, None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
+        (Some("file"), None, _) | (None, None, None) => {
+            return Err(miette!("invalid --secret {spec:?}: give src=<file> or env=<VAR>"))
+        }
+        (Some(other), _, _) => return Err(miette!("invalid --secret {spec:?}: unknown type {other:?}")),
+    };
+    Ok((id, data))
+}
+
+/// `--ssh default|ID[=SOCKET]`: the id and the agent socket.
+pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), Some(p.to_string())),
+        None => (spec.to_string(), None),
+    };
+    let path = match path {
+        Some(p) => p,
+        None => std::env::var("SSH_AUTH_SOCK")
+            .map_err(|_| miette!("--ssh {id}: SSH_AUTH_SOCK is not set; give the agent socket as --ssh {id}=<path>"))?,
+    };
+    Ok((id, PathBuf::from(path)))
+}
+
+/// `--add-host host:ip` or `host=ip`.
+pub fn parse_add_host(spec: &str) -> Result<HostEntry> {
+    let (name, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| miette!("invalid --add-host {spec:?}: expected host:ip"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    Ok(HostEntry {
+        name: name.to_string(),
+        ip: ip.parse().map_err(|_| miette!("invalid --add-host {spec:?}: {ip:?} is not an IP address"))?,
+    })
+}
+
+/// The session of a build request.
+pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Session> {
+    let mut session = Session::default();
+    session.locals.insert(
+        "context".to_string(),
+        LocalDir {
+            root: ctx.root.clone(),
+            ignore: Arc::new(ctx.ignore.clone()),
+            keep: None,
+        },
+    );
+    for s in &req.secrets {
+        let (id, data) = parse_secret(s)?;
+        session.secrets.insert(id, data);
+    }
+    for s in &req.ssh {
+        let (id, path) = parse_ssh(s)?;
+        session.ssh.insert(id, path);
+    }
+    for a in &req.allow {
+        match a.as_str() {
+            "network.host" => session.allow_network_host = true,
+            "security.insecure" => session.allow_insecure = true,
+            other => return Err(miette!("unknown --allow {other:?} (expected network.host or security.insecure)")),
+        }
+    }
+    for h in &req.add_hosts {
+        session.extra_hosts.push(parse_add_host(h)?);
+    }
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_from_files_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "s3cret").unwrap();
+        let (id, data) = parse_secret(&format!("id=tok,src={}", f.display())).unwrap();
+        assert_eq!((id.as_str(), data.as_slice()), ("tok", &b"s3cret"[..]));
+        std::env::set_var("KILN_TEST_SECRET_VAR", "from-env");
+        let (id, data) = parse_secret("id=x,env=KILN_TEST_SECRET_VAR").unwrap();
+        assert_eq!((id.as_str(), data.as_slice()), ("x", &b"from-env"[..]));
+        assert!(parse_secret("id=x,src=/no/such/file").unwrap_err().to_string().contains("/no/such/file"));
+        assert!(parse_secret("src=").is_err());
+        assert!(parse_secret("id=x,bogus=1").is_err());
+    }
+
+    #[test]
+    fn add_host_forms() {
+        assert_eq!(parse_add_host("db:10.0.0.2").unwrap().name, "db");
+        assert_eq!(parse_add_host("db=::1").unwrap().ip.to_string(), "::1");
+        assert!(parse_add_host("db:not-an-ip").is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! `kiln build` end to end: real contexts, the real test registry's busybox,
+//! real RUN steps; results checked with tools that are not kiln (umoci,
+//! skopeo) and through the metadata file's vertex counters.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{kiln_bin, TestEnv};
+
+struct Build {
+    root: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Build {
+    fn new() -> Build {
+        Build {
+            root: tempfile::tempdir().expect("state dir"),
+            work: tempfile::tempdir().expect("work dir"),
+        }
+    }
+
+    fn ctx(&self) -> PathBuf {
+        self.work.path().join("ctx")
+    }
+
+    fn write(&self, rel: &str, data: &str) {
+        let p = self.ctx().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("BUILDKIT_PROGRESS", "plain")
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Builds the context with extra flags; returns the metadata file's JSON.
+    fn build(&self, extra: &[&str]) -> serde_json::Value {
+        let meta = self.work.path().join("meta.json");
+        let ctx = self.ctx();
+        let mut args = vec!["build", "--metadata-file", meta.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let out = self.kiln(&args);
+        assert!(
+            out.status.success(),
+            "kiln build failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap()
+    }
+
+    fn build_fails(&self, extra: &[&str]) -> String {
+        let ctx = self.ctx();
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let out = self.kiln(&args);
+        assert!(!out.status.success(), "kiln build should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Unpacks a tagged image of the state dir's store (an OCI layout) with umoci.
+    fn unpack(&self, tag: &str) -> PathBuf {
+        let bundle = self.work.path().join(format!("bundle-{}", tag.replace(['/', ':'], "_")));
+        let layout = format!("{}/content:{tag}", self.root.path().display());
+        let st = Command::new("umoci")
+            .args(["unpack", "--image", &layout])
+            .arg(&bundle)
+            .output()
+            .expect("run umoci");
+        assert!(st.status.success(), "umoci unpack {layout}: {}", String::from_utf8_lossy(&st.stderr));
+        bundle.join("rootfs")
+    }
+
+    fn config(&self, tag: &str) -> serde_json::Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci:{}/content:{tag}", self.root.path().display()))
+            .output()
+            .expect("run skopeo");
+        assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn scratch_image_with_copy_workdir_and_config() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY --chown=1000:1000 --chmod=0751 app.sh /app/\nCOPY data/ /srv/data/\nWORKDIR /srv\nENV A=1\nLABEL org.example=yes\nEXPOSE 8080\nCMD [\"/app/app.sh\"]\n",
+    );
+    b.write("app.sh", "#!/bin/sh\necho hi\n");
+    b.write("data/one.txt", "1");
+    b.write("data/sub/two.txt", "2");
+    b.write(".dockerignore", "data/sub\n");
+    b.build(&["-t", "kiln-test/scratch:1"]);
+    let root = b.unpack("docker.io/kiln-test/scratch:1");
+    assert_eq!(std::fs::read_to_string(root.join("app/app.sh")).unwrap(), "#!/bin/sh\necho hi\n");
+    assert_eq!(mode(&root.join("app/app.sh")), 0o751);
+    assert_eq!(owner(&root.join("app/app.sh")), (1000, 1000));
+    assert_eq!(std::fs::read_to_string(root.join("srv/data/one.txt")).unwrap(), "1");
+    assert!(!root.join("srv/data/sub").exists(), ".dockerignore'd files are not copied");
+    let config = b.config("docker.io/kiln-test/scratch:1");
+    assert_eq!(config["config"]["WorkingDir"], "/srv");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/app/app.sh"]));
+    assert!(config["config"]["Env"].as_array().unwrap().contains(&serde_json::json!("A=1")));
+    assert_eq!(config["config"]["Labels"]["org.example"], "yes");
+    assert!(config["config"]["ExposedPorts"].get("8080/tcp").is_some());
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn busybox_multistage_with_run_and_cache() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let base = format!("{}/library/busybox:latest", env.registry());
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {base} AS build\nCOPY src.txt /src/\nRUN mkdir /out && tr a-z A-Z < /src/src.txt > /out/upper.txt && id -u > /out/uid\nFROM {base} AS other\nRUN echo other > /other.txt\nFROM {base}\nCOPY --from=build /out/ /result/\nCOPY --from=other /other.txt /\nUSER app\nRUN id -un > /tmp/whoami\n"
+        ),
+    );
+    b.write("src.txt", "hello kiln\n");
+    let first = b.build(&["-t", "kiln-test/multi:1"]);
+    assert!(first["kiln.vertices.executed"].as_u64().unwrap() >= 5, "{first}");
+    let root = b.unpack("docker.io/kiln-test/multi:1");
+    assert_eq!(std::fs::read_to_string(root.join("result/upper.txt")).unwrap(), "HELLO KILN\n");
+    assert_eq!(std::fs::read_to_string(root.join("result/uid")).unwrap(), "0\n");
+    assert_eq!(std::fs::read_to_string(root.join("other.txt")).unwrap(), "other\n");
+    assert_eq!(std::fs::read_to_string(root.join("tmp/whoami")).unwrap(), "app\n");
+    assert!(root.join("bin/busybox").exists(), "the base layers are there");
+
+    // Nothing changed: nothing runs.
+    let again = b.build(&["-t", "kiln-test/multi:1"]);
+    assert_eq!(again["kiln.vertices.executed"], 0, "{again}");
+    assert_eq!(again["containerimage.digest"], first["containerimage.digest"]);
+
+    // One file changed: the build stage re-runs; the other stage stays cached.
+    b.write("src.txt", "changed\n");
+    let third = b.build(&["-t", "kiln-test/multi:1"]);
+    let executed = third["kiln.vertices.executed"].as_u64().unwrap();
+    assert!((1..=5).contains(&executed), "only what depends on src.txt re-runs: {third}");
+    let root = b.unpack("docker.io/kiln-test/multi:1");
+    assert_eq!(std::fs::read_to_string(root.join("result/upper.txt")).unwrap(), "CHANGED\n");
+}
+
+#[test]
+fn docker_and_oci_archives_are_read_by_skopeo() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "x");
+    let docker = b.work.path().join("img.docker.tar");
+    let oci = b.work.path().join("img.oci.tar");
+    b.build(&[
+        "-t",
+        "kiln-test/arch:1",
+        "-o",
+        &format!("type=docker,dest={}", docker.display()),
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+    ]);
+    let out = Command::new("skopeo")
+        .args(["inspect", &format!("docker-archive:{}", docker.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo docker-archive: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
+    let out = Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", oci.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo oci-archive: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn local_and_tar_outputs_hold_the_filesystem() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY a.txt /dir/a.txt\n");
+    b.write("a.txt", "A");
+    let dir = b.work.path().join("out");
+    let tar = b.work.path().join("fs.tar");
+    b.build(&["-o", &format!("type=local,dest={}", dir.display()), "-o", &format!("type=tar,dest={}", tar.display())]);
+    assert_eq!(std::fs::read_to_string(dir.join("dir/a.txt")).unwrap(), "A");
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("dir/a.txt"));
+}
+
+#[test]
+fn bad_input_gives_located_errors() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY missing.txt /x\n");
+    let err = b.build_fails(&[]);
+    assert!(err.contains("missing.txt"), "{err}");
+    assert!(err.contains("Dockerfile:2") || err.contains(":2:"), "the error names the line: {err}");
+
+    b.write("Dockerfile", "FROM scratch\nCOPY ../../etc/passwd /x\n");
+    let err = b.build_fails(&[]);
+    assert!(err.contains("passwd"), "{err}");
+
+    b.write("Dockerfile", "FROM scratch\nCOPY --from=nosuchstage /a /b\n");
+    let err = b.build_fails(&[]);
+    assert!(err.contains("nosuchstage"), "{err}");
+
+    b.write("Dockerfile", "FROM scratch\n");
+    let err = b.build_fails(&["-o", "type=floppy"]);
+    assert!(err.contains("floppy"), "{err}");
+}
+
+#[test]
+fn failing_run_reports_exit_code_and_location() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}/library/busybox:latest\nRUN echo before-failing && exit 3\n", env.registry()),
+    );
+    let err = b.build_fails(&[]);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("before-failing"), "the output is shown: {err}");
+    assert!(err.contains("Dockerfile:2") || err.contains(":2:"), "{err}");
+}
