@@ -3,6 +3,9 @@
 mod cli;
 mod context;
 mod export;
+mod local_store;
+mod registry_opts;
+mod transfer_progress;
 
 use std::process::ExitCode;
 
