@@ -11,6 +11,9 @@ mod history;
 mod login;
 mod logout;
 mod imagetools;
+mod save;
+mod load;
+mod copy;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +37,12 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and git commit.
     Version(version::Args),
+    /// Save images to a tar archive (docker-archive or OCI).
+    Save(save::Args),
+    /// Load images from a tar archive.
+    Load(load::Args),
+    /// Copy images between registries, OCI layouts and archives.
+    Copy(copy::Args),
     /// Pull an image or a repository from a registry.
     Pull(pull::Args),
     /// Upload an image to a registry.
@@ -64,6 +73,9 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(args),
+        Command::Save(args) => save::run(args, cli.root.as_deref()),
+        Command::Load(args) => load::run(args, cli.root.as_deref()),
+        Command::Copy(args) => copy::run(args, cli.root.as_deref()),
         Command::Pull(args) => pull::run(args, cli.root.as_deref()),
         Command::Push(args) => push::run(args, cli.root.as_deref()),
         Command::Tag(args) => tag::run(args, cli.root.as_deref()),
