@@ -4,6 +4,9 @@ mod build;
 mod cli;
 mod context;
 mod export;
+mod local_store;
+mod registry_opts;
+mod transfer_progress;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,19 @@
 
 pub mod build;
 pub mod dockerfile;
+mod pull;
+mod push;
+mod tag;
+mod images;
+mod rmi;
+mod inspect;
+mod history;
+mod login;
+mod logout;
+mod imagetools;
+mod save;
+mod load;
+mod copy;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +40,33 @@ pub enum Command {
     Version(version::Args),
     /// Build an image from a Dockerfile.
     Build(build::Args),
+    /// Save images to a tar archive (docker-archive or OCI).
+    Save(save::Args),
+    /// Load images from a tar archive.
+    Load(load::Args),
+    /// Copy images between registries, OCI layouts and archives.
+    Copy(copy::Args),
+    /// Pull an image or a repository from a registry.
+    Pull(pull::Args),
+    /// Upload an image to a registry.
+    Push(push::Args),
+    /// Create a tag TARGET that refers to SOURCE.
+    Tag(tag::Args),
+    /// List images.
+    #[command(alias = "ls")]
+    Images(images::Args),
+    /// Remove one or more images.
+    Rmi(rmi::Args),
+    /// Display detailed information on images.
+    Inspect(inspect::Args),
+    /// Show the history of an image.
+    History(history::Args),
+    /// Log in to a registry.
+    Login(login::Args),
+    /// Log out from a registry.
+    Logout(logout::Args),
+    /// Commands to work on images in registries.
+    Imagetools(imagetools::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
 }
@@ -37,6 +77,19 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(args, cli.root),
+        Command::Save(args) => save::run(args, cli.root.as_deref()),
+        Command::Load(args) => load::run(args, cli.root.as_deref()),
+        Command::Copy(args) => copy::run(args, cli.root.as_deref()),
+        Command::Pull(args) => pull::run(args, cli.root.as_deref()),
+        Command::Push(args) => push::run(args, cli.root.as_deref()),
+        Command::Tag(args) => tag::run(args, cli.root.as_deref()),
+        Command::Images(args) => images::run(args, cli.root.as_deref()),
+        Command::Rmi(args) => rmi::run(args, cli.root.as_deref()),
+        Command::Inspect(args) => inspect::run(args, cli.root.as_deref()),
+        Command::History(args) => history::run(args, cli.root.as_deref()),
+        Command::Login(args) => login::run(args, cli.root.as_deref()),
+        Command::Logout(args) => logout::run(args, cli.root.as_deref()),
+        Command::Imagetools(args) => imagetools::run(args, cli.root.as_deref()),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {
