@@ -4,6 +4,8 @@ mod build;
 mod cli;
 mod context;
 mod export;
+#[allow(dead_code)] // until `kiln build` drives the displays
+mod progress;
 
 use std::process::ExitCode;
 
