@@ -20,10 +20,10 @@ mod warnings;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::thread::{self, JoinHandle};
 
-use kiln_solver::progress::ProgressReceiver;
+use kiln_solver::progress::{ProgressEvent, ProgressReceiver, Received};
 
 /// The `--progress` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -78,12 +78,12 @@ impl ProgressDisplay {
         out: Box<dyn Write + Send>,
     ) -> Self {
         let thread = thread::spawn(move || match mode.resolve(false) {
-            ProgressMode::Rawjson => drain(rx, rawjson::RawJsonPrinter::new(out)),
+            ProgressMode::Rawjson => drain(rx, rawjson::RawJsonPrinter::new(BufWriter::new(out))),
             ProgressMode::Quiet => {
                 rx.for_each(drop);
                 Ok(())
             }
-            _ => drain(rx, plain::PlainPrinter::new(out)),
+            _ => drain(rx, plain::PlainPrinter::new(BufWriter::new(out))),
         });
         ProgressDisplay { thread }
     }
@@ -98,43 +98,65 @@ impl ProgressDisplay {
 
 /// What the text printers share.
 trait Printer {
-    fn event(&mut self, event: &kiln_solver::progress::ProgressEvent) -> io::Result<()>;
+    fn event(&mut self, event: &ProgressEvent) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
 }
 
 impl<W: Write> Printer for plain::PlainPrinter<W> {
-    fn event(&mut self, event: &kiln_solver::progress::ProgressEvent) -> io::Result<()> {
+    fn event(&mut self, event: &ProgressEvent) -> io::Result<()> {
         plain::PlainPrinter::event(self, event)
     }
     fn finish(&mut self) -> io::Result<()> {
         plain::PlainPrinter::finish(self)
     }
+    fn flush(&mut self) -> io::Result<()> {
+        plain::PlainPrinter::flush(self)
+    }
 }
 
 impl<W: Write> Printer for rawjson::RawJsonPrinter<W> {
-    fn event(&mut self, event: &kiln_solver::progress::ProgressEvent) -> io::Result<()> {
+    fn event(&mut self, event: &ProgressEvent) -> io::Result<()> {
         rawjson::RawJsonPrinter::event(self, event)
     }
     fn finish(&mut self) -> io::Result<()> {
         rawjson::RawJsonPrinter::finish(self)
     }
+    fn flush(&mut self) -> io::Result<()> {
+        rawjson::RawJsonPrinter::flush(self)
+    }
 }
 
-/// Prints every event; after a write error (closed stderr) keeps draining so senders never
-/// notice, and reports the first error at the end.
+/// Prints every event, flushing whenever the queue is momentarily empty (so output is live
+/// but a chatty RUN costs one write per batch, not per line). After a write error (closed
+/// stderr) it keeps draining so senders never notice, and reports the first error at the end.
 fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> io::Result<()> {
+    fn keep(r: io::Result<()>, first_error: &mut Option<io::Error>) {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
     let mut first_error = None;
-    for event in rx {
-        if first_error.is_none() {
-            if let Err(e) = printer.event(&event) {
-                first_error = Some(e);
+    loop {
+        let event = match rx.try_recv() {
+            Received::Event(event) => event,
+            Received::Closed => break,
+            Received::Timeout => {
+                if first_error.is_none() {
+                    keep(printer.flush(), &mut first_error);
+                }
+                match rx.recv() {
+                    Some(event) => event,
+                    None => break,
+                }
             }
+        };
+        if first_error.is_none() {
+            keep(printer.event(&event), &mut first_error);
         }
     }
     if first_error.is_none() {
-        if let Err(e) = printer.finish() {
-            first_error = Some(e);
-        }
+        keep(printer.finish(), &mut first_error);
     }
     first_error.map_or(Ok(()), Err)
 }

@@ -105,6 +105,11 @@ impl<W: Write> PlainPrinter<W> {
             EventKind::Errored { message } => self.end(d, at, |_| format!("ERROR: {message}"))?,
             EventKind::Canceled => self.end(d, at, |_| "CANCELED".to_string())?,
         }
+        Ok(())
+    }
+
+    /// Flushes the writer (the display does it whenever no event is waiting).
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

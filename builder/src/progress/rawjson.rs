@@ -145,7 +145,11 @@ impl<W: Write> RawJsonPrinter<W> {
     pub fn event(&mut self, event: &ProgressEvent) -> io::Result<()> {
         let status = self.status_for(event);
         serde_json::to_writer(&mut self.out, &status)?;
-        self.out.write_all(b"\n")?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Flushes the writer (the display does it whenever no event is waiting).
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

@@ -454,3 +454,96 @@ fn mode_resolution_and_parsing() {
     );
     assert!(ProgressMode::from_str("fancy", true).is_err());
 }
+
+/// A terminal that records what is written to it.
+#[derive(Debug, Clone, Default)]
+struct RecordingTerm(Arc<Mutex<Vec<String>>>);
+
+impl RecordingTerm {
+    fn record(&self, op: String) -> std::io::Result<()> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(op);
+        }
+        Ok(())
+    }
+    fn ops(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl indicatif::TermLike for RecordingTerm {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn height(&self) -> u16 {
+        40
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.record(format!("<up {n}>"))
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.record(format!("<down {n}>"))
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.record(format!("<right {n}>"))
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.record(format!("<left {n}>"))
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.record(format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.record(s.to_string())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.record("<clear>".into())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn tty_display_draws_live_then_leaves_the_final_frame() {
+    let (tx, rx) = channel();
+    let term = RecordingTerm::default();
+    let t = term.clone();
+    let display = std::thread::spawn(move || super::tty::run_on(rx, t));
+    for e in scripted_build(u64::MAX) {
+        tx.send(e);
+    }
+    drop(tx);
+    assert!(matches!(display.join(), Ok(Ok(()))));
+    let ops = term.ops();
+    // The last lines written are the final frame and the warning summary, as plain lines.
+    let expected_final =
+        std::fs::read_to_string(golden_path("build.tty-final.txt")).unwrap_or_default();
+    let mut expected: Vec<String> = expected_final.lines().map(|l| format!("{l}\n")).collect();
+    expected.extend(
+        [
+            "",
+            "1 warning found:",
+            " - JSONArgsRecommended: JSON arguments recommended for CMD (Dockerfile:9:1)",
+        ]
+        .iter()
+        .map(|l| format!("{l}\n")),
+    );
+    let tail = ops
+        .get(ops.len().saturating_sub(expected.len())..)
+        .unwrap_or_default();
+    assert_eq!(tail, expected.as_slice());
+    // Before that, indicatif drew at least one live frame and cleared it again.
+    let before = ops
+        .get(..ops.len().saturating_sub(expected.len()))
+        .unwrap_or_default();
+    assert!(
+        before.iter().any(|op| op.starts_with("[+] Building")),
+        "{before:#?}"
+    );
+    let final_header = |l: &str| l.starts_with("[+]") && l.ends_with(" ERROR");
+    assert!(
+        !before.iter().any(|op| op.lines().any(final_header)),
+        "{before:#?}"
+    );
+}

@@ -9,7 +9,7 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use console::{measure_text_width, truncate_str, Term};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use kiln_solver::progress::{ProgressReceiver, Received};
 
 use super::state::{BuildState, Outcome, VertexState};
@@ -125,52 +125,49 @@ fn fit(line: &str, width: usize) -> String {
     truncate_str(line, width, "").into_owned()
 }
 
-/// Drains `rx` and draws live frames on the terminal until every sender is gone, then prints
-/// the final frame and the warning summary.
+/// Drains `rx` and draws live frames on stderr until every sender is gone, then prints the
+/// final frame and the warning summary.
 pub fn run(rx: ProgressReceiver) -> io::Result<()> {
-    let term = Term::stderr();
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::term(term.clone(), 10));
-    bar.set_style(
-        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    run_on(rx, Term::stderr())
+}
+
+/// [`run`] on any terminal (tests use a recording one).
+pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> io::Result<()> {
+    let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10);
+    let bar = ProgressBar::with_draw_target(None, target);
+    if let Ok(style) = ProgressStyle::with_template("{msg}") {
+        bar.set_style(style);
+    }
     let mut state = BuildState::default();
     let mut last_draw: Option<Instant> = None;
-    let mut dirty = false;
     loop {
         let wait = last_draw.map_or(TICK, |t| TICK.saturating_sub(t.elapsed()));
         match rx.recv_timeout(wait) {
-            Received::Event(event) => {
-                state.apply(&event);
-                dirty = true;
-            }
+            Received::Event(event) => state.apply(&event),
             Received::Timeout => {}
             Received::Closed => break,
         }
+        // Timers of running vertices move, so every tick redraws once something is shown.
         let due = last_draw.is_none_or(|t| t.elapsed() >= TICK);
-        // Timers of running vertices move, so redraw on every tick once something is shown.
-        if due && (dirty || state.first_event.is_some()) {
-            let (rows, cols) = term.size();
+        if due && state.first_event.is_some() {
             let frame = render_frame(
                 &state,
                 SystemTime::now(),
-                usize::from(cols),
-                Some(usize::from(rows)),
+                width_of(&term),
+                // One spare row: a frame as tall as the screen would scroll it.
+                Some(usize::from(term.height()).saturating_sub(1)),
                 false,
             );
             bar.set_message(frame.join("\n"));
             last_draw = Some(Instant::now());
-            dirty = false;
         }
     }
     bar.finish_and_clear();
-    let (_, cols) = term.size();
-    let width = if cols == 0 {
-        DEFAULT_WIDTH
-    } else {
-        usize::from(cols)
-    };
-    for line in render_frame(&state, SystemTime::now(), width, None, true) {
-        term.write_line(&line)?;
+    let finished = render_frame(&state, SystemTime::now(), width_of(&term), None, true);
+    if state.first_event.is_some() {
+        for line in finished {
+            term.write_line(&line)?;
+        }
     }
     let summary = warnings::summary(state.warnings.iter().map(|(_, w)| w));
     if !summary.is_empty() {
@@ -179,5 +176,12 @@ pub fn run(rx: ProgressReceiver) -> io::Result<()> {
             term.write_line(&line)?;
         }
     }
-    Ok(())
+    term.flush()
+}
+
+fn width_of(term: &impl TermLike) -> usize {
+    match term.width() {
+        0 => DEFAULT_WIDTH,
+        w => usize::from(w),
+    }
 }
