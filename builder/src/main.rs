@@ -5,6 +5,7 @@ mod cli;
 mod context;
 mod export;
 mod local_store;
+mod progress;
 mod registry_opts;
 mod transfer_progress;
 

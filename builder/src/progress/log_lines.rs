@@ -1,0 +1,98 @@
+//! Splitting raw log chunks into lines, and making a line safe to draw in a terminal frame.
+
+/// Collects chunks of one stream and hands out complete lines (without the `\n`).
+#[derive(Debug, Default, Clone)]
+pub struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Appends `data`; returns the lines it completed, in order.
+    pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        for piece in data.split_inclusive(|b| *b == b'\n') {
+            match piece.strip_suffix(b"\n") {
+                Some(body) => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.extend_from_slice(body);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    lines.push(line);
+                }
+                None => self.partial.extend_from_slice(piece),
+            }
+        }
+        lines
+    }
+
+    /// The unterminated rest, if any (flushed when the vertex ends).
+    pub fn take_partial(&mut self) -> Option<Vec<u8>> {
+        if self.partial.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.partial))
+        }
+    }
+
+    /// The unterminated rest without taking it.
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+}
+
+/// A log line as a terminal frame may show it: text after the last carriage return (what a
+/// terminal would show), ANSI escape sequences removed, tabs as spaces, other control
+/// characters dropped, invalid UTF-8 replaced.
+pub fn sanitize(line: &[u8]) -> String {
+    let visible = match line.iter().rposition(|b| *b == b'\r') {
+        Some(pos) => line.get(pos + 1..).unwrap_or_default(),
+        None => line,
+    };
+    let text = String::from_utf8_lossy(visible);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ params final-byte; other escapes: drop ESC and the next char.
+                if chars.next_if_eq(&'[').is_some() {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\t' => out.push_str("    "),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_across_chunks_and_keeps_partials() {
+        let mut b = LineBuffer::default();
+        assert_eq!(b.push(b"hel"), Vec::<Vec<u8>>::new());
+        assert_eq!(b.push(b"lo\nwor"), vec![b"hello".to_vec()]);
+        assert_eq!(b.push(b"ld\r\n\nx"), vec![b"world".to_vec(), b"".to_vec()]);
+        assert_eq!(b.partial(), b"x");
+        assert_eq!(b.take_partial(), Some(b"x".to_vec()));
+        assert_eq!(b.take_partial(), None);
+    }
+
+    #[test]
+    fn sanitizes_for_terminal() {
+        assert_eq!(sanitize(b"10%\r50%\r100%"), "100%");
+        assert_eq!(sanitize(b"\x1b[31mred\x1b[0m\tok"), "red    ok");
+        assert_eq!(sanitize(b"bad \xff byte\x07"), "bad \u{fffd} byte");
+    }
+}

@@ -1,0 +1,187 @@
+//! `--progress tty`: buildx's live frame (`[+] Building 1.2s (7/9)`, one line per vertex with
+//! its timer, the last log lines of running vertices), redrawn at most 10 times a second
+//! through indicatif, and a final static frame when the build ends.
+//!
+//! [`render_frame`] is a pure function of the state and the clock, so it is tested without
+//! a terminal.
+
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use console::{measure_text_width, truncate_str, Term};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use kiln_solver::progress::{ProgressReceiver, Received};
+
+use super::state::{BuildState, Outcome, VertexState};
+use super::units;
+use super::warnings;
+
+/// Time between redraws.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Width used when the terminal does not say.
+const DEFAULT_WIDTH: usize = 80;
+
+/// Renders one frame: the header, then each started vertex with its statuses and, while it
+/// runs or after it failed, its last log lines. `height` limits the frame (ended vertices are
+/// dropped first); `finished` renders the final frame.
+pub fn render_frame(
+    state: &BuildState,
+    now: SystemTime,
+    width: usize,
+    height: Option<usize>,
+    finished: bool,
+) -> Vec<String> {
+    let (done, total) = state.counts();
+    let start = state.first_event.unwrap_or(now);
+    let end = if finished {
+        state.last_event.unwrap_or(now)
+    } else {
+        now
+    };
+    let mut header = format!(
+        "[+] Building {:.1}s ({done}/{total})",
+        units::seconds_between(start, end)
+    );
+    if finished {
+        header.push_str(if state.has_error() {
+            " ERROR"
+        } else {
+            " FINISHED"
+        });
+    }
+
+    let mut blocks: Vec<(bool, Vec<String>)> = state
+        .vertices()
+        .filter(|v| v.is_visible())
+        .map(|v| (v.outcome.is_some(), vertex_block(v, now, width)))
+        .collect();
+
+    if let Some(height) = height {
+        let room = height.saturating_sub(1);
+        let mut used: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+        // Drop ended vertices from the top first, then whatever is oldest.
+        while used > room && blocks.len() > 1 {
+            let pos = blocks.iter().position(|(ended, _)| *ended).unwrap_or(0);
+            let (_, removed) = blocks.remove(pos);
+            used -= removed.len();
+        }
+    }
+
+    let mut lines = vec![fit(&header, width)];
+    lines.extend(blocks.into_iter().flat_map(|(_, b)| b));
+    if let Some(height) = height {
+        lines.truncate(height.max(1));
+    }
+    lines
+}
+
+fn vertex_block(v: &VertexState, now: SystemTime, width: usize) -> Vec<String> {
+    let prefix = match v.outcome {
+        Some(Outcome::Cached) => "CACHED ",
+        Some(Outcome::Error(_)) => "ERROR ",
+        Some(Outcome::Canceled) => "CANCELED ",
+        _ => "",
+    };
+    let started = v.started.unwrap_or(now);
+    let secs = units::seconds_between(started, v.completed.unwrap_or(now));
+    let mut lines = vec![with_timer(
+        &format!(" => {prefix}{}", v.name),
+        &format!("{secs:.1}s"),
+        width,
+    )];
+    for s in &v.statuses {
+        let amount = units::progress(s.current, s.total);
+        let left = if amount.is_empty() {
+            format!(" => => {}", s.id)
+        } else {
+            format!(" => => {} {amount}", s.id)
+        };
+        let secs = units::seconds_between(s.started, s.completed.unwrap_or(now));
+        lines.push(with_timer(&left, &format!("{secs:.1}s"), width));
+    }
+    let show_logs = v.is_running() || matches!(v.outcome, Some(Outcome::Error(_)));
+    if show_logs {
+        for line in v.recent_lines() {
+            lines.push(fit(&format!(" => => # {line}"), width));
+        }
+    }
+    lines
+}
+
+/// `left` and `timer` on one line of exactly `width` columns, `left` cut if needed.
+fn with_timer(left: &str, timer: &str, width: usize) -> String {
+    let timer_width = measure_text_width(timer);
+    let room = width.saturating_sub(timer_width + 1);
+    let left = truncate_str(left, room, "");
+    let pad = width
+        .saturating_sub(measure_text_width(&left) + timer_width)
+        .max(1);
+    format!("{left}{}{timer}", " ".repeat(pad))
+}
+
+/// `line` cut to `width` columns.
+fn fit(line: &str, width: usize) -> String {
+    truncate_str(line, width, "").into_owned()
+}
+
+/// Drains `rx` and draws live frames on stderr until every sender is gone, then prints the
+/// final frame and the warning summary.
+pub fn run(rx: ProgressReceiver) -> io::Result<()> {
+    run_on(rx, Term::stderr())
+}
+
+/// [`run`] on any terminal (tests use a recording one).
+pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> io::Result<()> {
+    let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10);
+    let bar = ProgressBar::with_draw_target(None, target);
+    if let Ok(style) = ProgressStyle::with_template("{msg}") {
+        bar.set_style(style);
+    }
+    let mut state = BuildState::default();
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        let wait = last_draw.map_or(TICK, |t| TICK.saturating_sub(t.elapsed()));
+        match rx.recv_timeout(wait) {
+            Received::Event(event) => state.apply(&event),
+            Received::Timeout => {}
+            Received::Closed => break,
+        }
+        // Timers of running vertices move, so every tick redraws once something is shown.
+        let due = last_draw.is_none_or(|t| t.elapsed() >= TICK);
+        if due && state.first_event.is_some() {
+            let frame = render_frame(
+                &state,
+                SystemTime::now(),
+                width_of(&term),
+                // One spare row: a frame as tall as the screen would scroll it.
+                Some(usize::from(term.height()).saturating_sub(1)),
+                false,
+            );
+            bar.set_message(frame.join("\n"));
+            last_draw = Some(Instant::now());
+        }
+    }
+    bar.finish_and_clear();
+    let finished = render_frame(&state, SystemTime::now(), width_of(&term), None, true);
+    if state.first_event.is_some() {
+        for line in finished {
+            term.write_line(&line)?;
+        }
+    }
+    let summary = warnings::summary(state.warnings.iter().map(|(_, w)| w));
+    if !summary.is_empty() {
+        term.write_line("")?;
+        for line in summary {
+            term.write_line(&line)?;
+        }
+    }
+    term.flush()
+}
+
+fn width_of(term: &impl TermLike) -> usize {
+    match term.width() {
+        0 => DEFAULT_WIDTH,
+        w => usize::from(w),
+    }
+}
