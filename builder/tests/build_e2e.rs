@@ -70,14 +70,22 @@ impl Build {
 
     /// Unpacks a tagged image of the state dir's store (an OCI layout) with umoci.
     fn unpack(&self, tag: &str) -> PathBuf {
-        let bundle = self.work.path().join(format!("bundle-{}", tag.replace(['/', ':'], "_")));
+        let bundle = self
+            .work
+            .path()
+            .join(format!("bundle-{}", tag.replace(['/', ':'], "_")));
         let layout = format!("{}/content:{tag}", self.root.path().display());
+        let _ = std::fs::remove_dir_all(&bundle);
         let st = Command::new("umoci")
             .args(["unpack", "--image", &layout])
             .arg(&bundle)
             .output()
             .expect("run umoci");
-        assert!(st.status.success(), "umoci unpack {layout}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "umoci unpack {layout}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         bundle.join("rootfs")
     }
 
@@ -87,7 +95,11 @@ impl Build {
             .arg(format!("oci:{}/content:{tag}", self.root.path().display()))
             .output()
             .expect("run skopeo");
-        assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -116,18 +128,36 @@ fn scratch_image_with_copy_workdir_and_config() {
     b.write(".dockerignore", "data/sub\n");
     b.build(&["-t", "kiln-test/scratch:1"]);
     let root = b.unpack("docker.io/kiln-test/scratch:1");
-    assert_eq!(std::fs::read_to_string(root.join("app/app.sh")).unwrap(), "#!/bin/sh\necho hi\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/app.sh")).unwrap(),
+        "#!/bin/sh\necho hi\n"
+    );
     assert_eq!(mode(&root.join("app/app.sh")), 0o751);
     assert_eq!(owner(&root.join("app/app.sh")), (1000, 1000));
-    assert_eq!(std::fs::read_to_string(root.join("srv/data/one.txt")).unwrap(), "1");
-    assert!(!root.join("srv/data/sub").exists(), ".dockerignore'd files are not copied");
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/data/one.txt")).unwrap(),
+        "1"
+    );
+    assert!(
+        !root.join("srv/data/sub").exists(),
+        ".dockerignore'd files are not copied"
+    );
     let config = b.config("docker.io/kiln-test/scratch:1");
     assert_eq!(config["config"]["WorkingDir"], "/srv");
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/app/app.sh"]));
-    assert!(config["config"]["Env"].as_array().unwrap().contains(&serde_json::json!("A=1")));
+    assert!(config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("A=1")));
     assert_eq!(config["config"]["Labels"]["org.example"], "yes");
     assert!(config["config"]["ExposedPorts"].get("8080/tcp").is_some());
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    // WORKDIR /srv changed nothing (COPY made /srv): its empty layer is dropped.
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(
+        history.iter().filter(|h| h["empty_layer"] != true).count(),
+        2
+    );
 }
 
 #[test]
@@ -143,26 +173,53 @@ fn busybox_multistage_with_run_and_cache() {
     );
     b.write("src.txt", "hello kiln\n");
     let first = b.build(&["-t", "kiln-test/multi:1"]);
-    assert!(first["kiln.vertices.executed"].as_u64().unwrap() >= 5, "{first}");
+    assert!(
+        first["kiln.vertices.executed"].as_u64().unwrap() >= 5,
+        "{first}"
+    );
     let root = b.unpack("docker.io/kiln-test/multi:1");
-    assert_eq!(std::fs::read_to_string(root.join("result/upper.txt")).unwrap(), "HELLO KILN\n");
-    assert_eq!(std::fs::read_to_string(root.join("result/uid")).unwrap(), "0\n");
-    assert_eq!(std::fs::read_to_string(root.join("other.txt")).unwrap(), "other\n");
-    assert_eq!(std::fs::read_to_string(root.join("tmp/whoami")).unwrap(), "app\n");
-    assert!(root.join("bin/busybox").exists(), "the base layers are there");
+    assert_eq!(
+        std::fs::read_to_string(root.join("result/upper.txt")).unwrap(),
+        "HELLO KILN\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("result/uid")).unwrap(),
+        "0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("other.txt")).unwrap(),
+        "other\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("tmp/whoami")).unwrap(),
+        "app\n"
+    );
+    assert!(
+        root.join("bin/busybox").exists(),
+        "the base layers are there"
+    );
 
     // Nothing changed: nothing runs.
     let again = b.build(&["-t", "kiln-test/multi:1"]);
     assert_eq!(again["kiln.vertices.executed"], 0, "{again}");
-    assert_eq!(again["containerimage.digest"], first["containerimage.digest"]);
+    assert_eq!(
+        again["containerimage.digest"],
+        first["containerimage.digest"]
+    );
 
     // One file changed: the build stage re-runs; the other stage stays cached.
     b.write("src.txt", "changed\n");
     let third = b.build(&["-t", "kiln-test/multi:1"]);
     let executed = third["kiln.vertices.executed"].as_u64().unwrap();
-    assert!((1..=5).contains(&executed), "only what depends on src.txt re-runs: {third}");
+    assert!(
+        (1..=5).contains(&executed),
+        "only what depends on src.txt re-runs: {third}"
+    );
     let root = b.unpack("docker.io/kiln-test/multi:1");
-    assert_eq!(std::fs::read_to_string(root.join("result/upper.txt")).unwrap(), "CHANGED\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("result/upper.txt")).unwrap(),
+        "CHANGED\n"
+    );
 }
 
 #[test]
@@ -184,14 +241,22 @@ fn docker_and_oci_archives_are_read_by_skopeo() {
         .args(["inspect", &format!("docker-archive:{}", docker.display())])
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo docker-archive: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo docker-archive: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
     let out = Command::new("skopeo")
         .args(["inspect", &format!("oci-archive:{}", oci.display())])
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo oci-archive: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo oci-archive: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -201,7 +266,12 @@ fn local_and_tar_outputs_hold_the_filesystem() {
     b.write("a.txt", "A");
     let dir = b.work.path().join("out");
     let tar = b.work.path().join("fs.tar");
-    b.build(&["-o", &format!("type=local,dest={}", dir.display()), "-o", &format!("type=tar,dest={}", tar.display())]);
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", dir.display()),
+        "-o",
+        &format!("type=tar,dest={}", tar.display()),
+    ]);
     assert_eq!(std::fs::read_to_string(dir.join("dir/a.txt")).unwrap(), "A");
     let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("dir/a.txt"));
@@ -213,13 +283,19 @@ fn bad_input_gives_located_errors() {
     b.write("Dockerfile", "FROM scratch\nCOPY missing.txt /x\n");
     let err = b.build_fails(&[]);
     assert!(err.contains("missing.txt"), "{err}");
-    assert!(err.contains("Dockerfile:2") || err.contains(":2:"), "the error names the line: {err}");
+    assert!(
+        err.contains("Dockerfile:2") || err.contains(":2:"),
+        "the error names the line: {err}"
+    );
 
     b.write("Dockerfile", "FROM scratch\nCOPY ../../etc/passwd /x\n");
     let err = b.build_fails(&[]);
     assert!(err.contains("passwd"), "{err}");
 
-    b.write("Dockerfile", "FROM scratch\nCOPY --from=nosuchstage /a /b\n");
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY --from=nosuchstage /a /b\n",
+    );
     let err = b.build_fails(&[]);
     assert!(err.contains("nosuchstage"), "{err}");
 
@@ -234,7 +310,10 @@ fn failing_run_reports_exit_code_and_location() {
     let b = Build::new();
     b.write(
         "Dockerfile",
-        &format!("FROM {}/library/busybox:latest\nRUN echo before-failing && exit 3\n", env.registry()),
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN echo before-failing && exit 3\n",
+            env.registry()
+        ),
     );
     let err = b.build_fails(&[]);
     assert!(err.contains("exit code: 3"), "{err}");

@@ -68,58 +68,111 @@ impl BuildImages {
     }
 
     fn remembered(&self, pinned: &str) -> Option<ImageManifest> {
-        self.manifests.lock().ok().and_then(|m| m.get(pinned).cloned())
+        self.manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pinned).cloned())
     }
 
     /// The platform's manifest of a local tag, when the store has it.
     fn local(&self, r: &Reference, platform: &Platform) -> Option<(Descriptor, ImageManifest)> {
         let image = self.store.find(&r.to_string()).ok()?;
-        self.store.manifest_for(&image.descriptor, Some(platform)).ok()
+        self.store
+            .manifest_for(&image.descriptor, Some(platform))
+            .ok()
     }
 
     /// The platform's manifest from the registry; the manifest is stored locally.
-    async fn remote(&self, r: &Reference, platform: &Platform) -> Result<(Descriptor, ImageManifest), String> {
+    async fn remote(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<(Descriptor, ImageManifest), String> {
         let what = r.to_string();
-        let fetched = self.client.get_manifest(r).await.map_err(|e| e.to_string())?;
+        let fetched = self
+            .client
+            .get_manifest(r)
+            .await
+            .map_err(|e| e.to_string())?;
         let (manifest, media_type) =
-            Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref()).map_err(|e| e.to_string())?;
+            Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())
+                .map_err(|e| e.to_string())?;
         let (desc, bytes, m) = match manifest {
-            Manifest::Image(m) => (Descriptor::of(&media_type, &fetched.bytes), fetched.bytes, *m),
+            Manifest::Image(m) => (
+                Descriptor::of(&media_type, &fetched.bytes),
+                fetched.bytes,
+                *m,
+            ),
             Manifest::Index(idx) => {
                 let d = idx.select(platform).cloned().ok_or_else(|| {
-                    format!("no image for platform {platform} in the index (it has {})", idx.platforms())
+                    format!(
+                        "no image for platform {platform} in the index (it has {})",
+                        idx.platforms()
+                    )
                 })?;
                 let child = self
                     .client
                     .get_manifest_as(r, &d.digest.to_string())
                     .await
                     .map_err(|e| e.to_string())?;
-                match Manifest::parse(&format!("{}@{}", r.name(), d.digest), &child.bytes, Some(&d.media_type))
-                    .map_err(|e| e.to_string())?
-                    .0
+                match Manifest::parse(
+                    &format!("{}@{}", r.name(), d.digest),
+                    &child.bytes,
+                    Some(&d.media_type),
+                )
+                .map_err(|e| e.to_string())?
+                .0
                 {
                     Manifest::Image(m) => (d, child.bytes, *m),
-                    Manifest::Index(_) => return Err("nested indexes are not supported".to_string()),
+                    Manifest::Index(_) => {
+                        return Err("nested indexes are not supported".to_string())
+                    }
                 }
             }
         };
-        self.store.write_blob(&desc.digest, &bytes).map_err(|e| e.to_string())?;
+        self.store
+            .write_blob(&desc.digest, &bytes)
+            .map_err(|e| e.to_string())?;
         Ok((desc, m))
     }
 
     async fn config_of(&self, r: &Reference, m: &ImageManifest) -> Result<ImageConfig, String> {
         if !self.store.has_blob(&m.config.digest) {
-            kiln_registry::pull::pull_blob(&self.client, r, self.store.as_ref(), &m.config, &NoProgress)
-                .await
-                .map_err(|e| e.to_string())?;
+            kiln_registry::pull::pull_blob(
+                &self.client,
+                r,
+                self.store.as_ref(),
+                &m.config,
+                &NoProgress,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         }
-        let bytes = self.store.read_blob(&m.config.digest).map_err(|e| e.to_string())?;
+        let bytes = self
+            .store
+            .read_blob(&m.config.digest)
+            .map_err(|e| e.to_string())?;
         ImageConfig::from_json(&bytes).map_err(|e| format!("image config {}: {e}", m.config.digest))
     }
 }
 
-impl ImageResolver for Arc<BuildImages> {
-    fn resolve(&mut self, reference: &str, platform: &llb::Platform) -> Result<ResolvedImage, String> {
+/// The frontend's view of [`BuildImages`] (the trait wants `&mut self`; the
+/// resolver itself is shared with the solver).
+pub struct Resolver(pub Arc<BuildImages>);
+
+impl std::ops::Deref for Resolver {
+    type Target = BuildImages;
+    fn deref(&self) -> &BuildImages {
+        &self.0
+    }
+}
+
+impl ImageResolver for Resolver {
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &llb::Platform,
+    ) -> Result<ResolvedImage, String> {
         let key = (reference.to_string(), platform.to_string());
         if let Some(done) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(done);
@@ -154,7 +207,11 @@ impl ImageResolver for Arc<BuildImages> {
 }
 
 impl ImageFetcher for BuildImages {
-    fn fetch(&self, reference: &str, _platform: Option<&llb::Platform>) -> Result<FetchedImage, WorkerError> {
+    fn fetch(
+        &self,
+        reference: &str,
+        _platform: Option<&llb::Platform>,
+    ) -> Result<FetchedImage, WorkerError> {
         let r = Reference::parse(reference)?;
         let digest: Digest = r
             .digest()
@@ -166,12 +223,20 @@ impl ImageFetcher for BuildImages {
                 let bytes = self.store.read_blob(&digest)?;
                 match Manifest::parse(reference, &bytes, None)?.0 {
                     Manifest::Image(m) => *m,
-                    Manifest::Index(_) => return Err(format!("{reference} is an index, not an image").into()),
+                    Manifest::Index(_) => {
+                        return Err(format!("{reference} is an index, not an image").into())
+                    }
                 }
             }
         };
-        self.runtime
-            .block_on(pull_image(&self.client, &r, self.store.as_ref(), &m, self.concurrency, &NoProgress))?;
+        self.runtime.block_on(pull_image(
+            &self.client,
+            &r,
+            self.store.as_ref(),
+            &m,
+            self.concurrency,
+            &NoProgress,
+        ))?;
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)?;
         if config.rootfs.diff_ids.len() != m.layers.len() {
@@ -185,7 +250,8 @@ impl ImageFetcher for BuildImages {
         let mut layers = Vec::new();
         for (d, diff) in m.layers.iter().zip(&config.rootfs.diff_ids) {
             let desc = crate::local_store::to_oci(d).map_err(|e| e.to_string())?;
-            let diff_id: oci_spec::image::Digest = diff.parse().map_err(|_| format!("bad diffID {diff}"))?;
+            let diff_id: oci_spec::image::Digest =
+                diff.parse().map_err(|_| format!("bad diffID {diff}"))?;
             layers.push((desc, diff_id));
         }
         Ok(FetchedImage { layers })

@@ -4,9 +4,9 @@
 
 use super::export::ExportedImage;
 use super::BuildRequest;
+use crate::export::docker_archive;
 use crate::export::oci::{self, NamedImage};
 use crate::export::output::{Destination, OutputKind, OutputSpec};
-use crate::export::docker_archive;
 use crate::local_store::{from_oci, LocalStore};
 use kiln_registry::progress::NoProgress;
 use kiln_registry::push::{push, PushOptions};
@@ -31,11 +31,13 @@ pub fn write_outputs(
     for out in &req.outputs {
         match out.kind {
             OutputKind::Image => {
-                let image = image.ok_or_else(|| miette!("internal error: no image was exported"))?;
+                let image =
+                    image.ok_or_else(|| miette!("internal error: no image was exported"))?;
                 image_output(req, runtime, store, out, image)?;
             }
             OutputKind::Oci | OutputKind::Docker => {
-                let image = image.ok_or_else(|| miette!("internal error: no image was exported"))?;
+                let image =
+                    image.ok_or_else(|| miette!("internal error: no image was exported"))?;
                 archive_output(store, out, image)?;
             }
             OutputKind::Local => filesystem_output(layers, snapshot, out, false)?,
@@ -70,7 +72,9 @@ fn image_output(
     }
     if out.push() {
         if names.is_empty() {
-            return Err(miette!("push=true needs an image name: add -t NAME or name= to the output"));
+            return Err(miette!(
+                "push=true needs an image name: add -t NAME or name= to the output"
+            ));
         }
         let client = req.registry.client();
         for n in &names {
@@ -96,8 +100,10 @@ fn image_output(
 fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
     match &out.dest {
         Some(Destination::Stdout) | None => {
-            if matches!(out.dest, None) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                return Err(miette!("refusing to write a {what} to a terminal: give dest=<file> or redirect stdout"));
+            if out.dest.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(miette!(
+                    "refusing to write a {what} to a terminal: give dest=<file> or redirect stdout"
+                ));
             }
             Ok(Box::new(std::io::stdout()))
         }
@@ -105,7 +111,8 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
             if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).into_diagnostic()?;
             }
-            let f = std::fs::File::create(p).map_err(|e| miette!("creating {}: {e}", p.display()))?;
+            let f =
+                std::fs::File::create(p).map_err(|e| miette!("creating {}: {e}", p.display()))?;
             Ok(Box::new(std::io::BufWriter::new(f)))
         }
     }
@@ -114,7 +121,10 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
 fn archive_output(store: &LocalStore, out: &OutputSpec, image: &ExportedImage) -> Result<()> {
     let mut root = from_oci(&image.manifest)?;
     root.platform = None;
-    let images = vec![NamedImage { names: names(out)?, root }];
+    let images = vec![NamedImage {
+        names: names(out)?,
+        root,
+    }];
     let extra = if out.kind == OutputKind::Docker {
         let platform = Platform {
             architecture: image.config.architecture.clone(),
@@ -133,7 +143,12 @@ fn archive_output(store: &LocalStore, out: &OutputSpec, image: &ExportedImage) -
 }
 
 /// `type=local` (a directory) or `type=tar`: the final filesystem itself.
-fn filesystem_output(layers: &LayerStore, snapshot: &Snapshot, out: &OutputSpec, tarball: bool) -> Result<()> {
+fn filesystem_output(
+    layers: &LayerStore,
+    snapshot: &Snapshot,
+    out: &OutputSpec,
+    tarball: bool,
+) -> Result<()> {
     let view = SnapshotView::mount(layers, snapshot).map_err(|e| miette!("{e}"))?;
     let opts = DiffOptions::default();
     if tarball {
@@ -148,7 +163,8 @@ fn filesystem_output(layers: &LayerStore, snapshot: &Snapshot, out: &OutputSpec,
     // times come out as in the image.
     let (reader, writer) = std::io::pipe().into_diagnostic()?;
     let src = view.path().to_path_buf();
-    let producer = std::thread::spawn(move || write_tar(&src, writer, &DiffOptions::default()).map(|_| ()));
+    let producer =
+        std::thread::spawn(move || write_tar(&src, writer, &DiffOptions::default()).map(|_| ()));
     extract_tar(reader, dest, &dest.display().to_string()).map_err(|e| miette!("{e}"))?;
     producer
         .join()

@@ -3,7 +3,7 @@
 //! exported to every requested output.
 
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
-use super::images::BuildImages;
+use super::images::{BuildImages, Resolver};
 use super::outputs::write_outputs;
 use super::session::session_from_flags;
 use super::BuildRequest;
@@ -12,7 +12,7 @@ use crate::context::BuildContext;
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
-use kiln_frontend::lower::{llb_platform, lower, ImageResolver, LowerOptions, NoCache};
+use kiln_frontend::lower::{llb_platform, lower, rfc3339, ImageResolver, LowerOptions, NoCache};
 use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
 use kiln_solver::executor::{select, ExecutorConfig};
@@ -43,7 +43,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
-    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).map_err(|e| miette!("{e}"))?;
+    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch)
+        .map_err(|e| miette!("{e}"))?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let fail = |e: SourceError| report(e, &name, &source);
@@ -74,11 +75,13 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         base_env: BTreeMap::new(),
     };
     let first = stages::resolve(&ast, &resolve_opts).map_err(fail)?;
-    let mut resolver = Arc::clone(&images);
+    let mut resolver = Resolver(Arc::clone(&images));
     for stage in first.needed_stages() {
         if let Base::Image(reference) = &stage.base {
             let stage_platform = match &stage.platform {
-                Some(p) => Platform::parse(p).map(|p| llb_platform(&p)).unwrap_or_else(|_| platform.clone()),
+                Some(p) => Platform::parse(p)
+                    .map(|p| llb_platform(&p))
+                    .unwrap_or_else(|_| platform.clone()),
                 None => platform.clone(),
             };
             let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
@@ -87,14 +90,21 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                     "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)",
                 ))
             })?;
-            resolve_opts.base_env.insert(reference.clone(), resolved.config.config.env_pairs());
+            resolve_opts
+                .base_env
+                .insert(reference.clone(), resolved.config.config.env_pairs());
         }
     }
     let build = stages::resolve(&ast, &resolve_opts).map_err(fail)?;
     let no_cache = if req.no_cache {
         NoCache::All
     } else if !req.no_cache_filter.is_empty() {
-        NoCache::Stages(req.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect())
+        NoCache::Stages(
+            req.no_cache_filter
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+        )
     } else {
         NoCache::None
     };
@@ -147,7 +157,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         )
         .map_err(|e| miette!("{e}"))?,
     );
-    let solved = runtime.block_on(solve(&lowered.definition, lowered.target, worker.clone(), req.jobs, &tx));
+    let solved = runtime.block_on(solve(
+        &lowered.definition,
+        lowered.target,
+        &cache,
+        worker.clone(),
+        req.jobs,
+        &tx,
+    ));
     let result = match solved {
         Ok(r) => r,
         Err(e) => {
@@ -157,6 +174,21 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             return Err(solve_error(e, &lowered.definition, &name, &source));
         }
     };
+    // A result's history entries carry the time that result was made, so a
+    // rebuild from the cache gives the same image (SOURCE_DATE_EPOCH wins).
+    if req.source_date_epoch.is_none() {
+        let mut newest = None;
+        for (index, vertex) in &lowered.history_vertices {
+            let made = vertex.and_then(|v| result.made_at.get(&v).copied());
+            if let (Some(t), Some(h)) = (made, config.history.get_mut(*index)) {
+                h.created = Some(rfc3339(t as i64));
+                newest = newest.max(Some(t));
+            }
+        }
+        if let Some(t) = newest {
+            config.created = Some(rfc3339(t as i64));
+        }
+    }
     let stores = ExportStores {
         layers: worker.layers(),
         content: state.content(),
@@ -164,7 +196,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     };
     let needs_image = req.outputs.iter().any(|o| {
         use crate::export::output::OutputKind;
-        matches!(o.kind, OutputKind::Image | OutputKind::Docker | OutputKind::Oci)
+        matches!(
+            o.kind,
+            OutputKind::Image | OutputKind::Docker | OutputKind::Oci
+        )
     });
     let image = if needs_image {
         let opts = ExportOptions {
@@ -175,8 +210,18 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     } else {
         None
     };
+    // The display ends when every progress sender is gone, the worker's too.
+    let layers = worker.layers().clone();
     drop(tx);
-    let written = write_outputs(&req, &runtime, &store, worker.layers(), &result.snapshot, image.as_ref());
+    drop(worker);
+    let written = write_outputs(
+        &req,
+        &runtime,
+        &store,
+        &layers,
+        &result.snapshot,
+        image.as_ref(),
+    );
     let _ = display.finish();
     written?;
     Ok(BuildOutcome {
@@ -188,6 +233,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
 
 struct Solved {
     snapshot: Snapshot,
+    /// When each solved vertex's result was made (seconds since the epoch).
+    made_at: std::collections::HashMap<VertexRef, u64>,
     executed: usize,
     cached: usize,
 }
@@ -196,6 +243,7 @@ struct Solved {
 async fn solve(
     def: &Definition,
     target: Option<VertexRef>,
+    cache: &CacheStore,
     worker: Arc<LocalWorker>,
     jobs: usize,
     progress: &ProgressSender,
@@ -203,13 +251,19 @@ async fn solve(
     let Some(target) = target else {
         return Ok(Solved {
             snapshot: Snapshot::scratch(),
+            made_at: Default::default(),
             executed: 0,
             cached: 0,
         });
     };
     for r in def.closure(&[target]) {
         if let Some(v) = def.vertex(r) {
-            let inputs = v.inputs().iter().filter_map(|i| def.vertex(*i)).map(|i| i.digest()).collect();
+            let inputs = v
+                .inputs()
+                .iter()
+                .filter_map(|i| def.vertex(*i))
+                .map(|i| i.digest())
+                .collect();
             progress.vertex_with_inputs(v.digest(), v.summary(), inputs);
         }
     }
@@ -238,10 +292,20 @@ async fn solve(
         .ok_or_else(|| SolveError::Internal("the target was not solved".into()))?;
     let snapshot = match &solved.output {
         Output::Snapshot(s) => s.clone(),
-        Output::Dir(_) => return Err(SolveError::Internal("the target is a directory, not a filesystem".into())),
+        Output::Dir(_) => {
+            return Err(SolveError::Internal(
+                "the target is a directory, not a filesystem".into(),
+            ))
+        }
     };
+    let made_at = outcome
+        .results
+        .iter()
+        .filter_map(|(r, s)| Some((*r, cache.get(&s.key).ok()??.created_at)))
+        .collect();
     Ok(Solved {
         snapshot,
+        made_at,
         executed: outcome.executed,
         cached: outcome.cached,
     })
@@ -249,7 +313,12 @@ async fn solve(
 
 /// A failed vertex's error, pointing at its Dockerfile lines.
 fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> miette::Report {
-    let SolveError::Vertex { digest, description, source: cause } = &e else {
+    let SolveError::Vertex {
+        digest,
+        description,
+        source: cause,
+    } = &e
+    else {
         return miette!("{e}");
     };
     let location = def
@@ -258,7 +327,10 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
         .and_then(|v| v.metadata().locations.first().cloned());
     match location {
         Some(loc) => {
-            let line_text = source.lines().nth((loc.start_line as usize).saturating_sub(1)).unwrap_or_default();
+            let line_text = source
+                .lines()
+                .nth((loc.start_line as usize).saturating_sub(1))
+                .unwrap_or_default();
             let col = line_text.len() - line_text.trim_start().len() + 1;
             let mut err = SourceError::new(
                 ErrorKind::Instruction,

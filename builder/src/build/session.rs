@@ -23,10 +23,19 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
             "src" | "source" => src = Some(v.to_string()),
             "env" => env = Some(v.to_string()),
             "type" => kind = Some(v.to_string()),
-            other => return Err(miette!("invalid --secret {spec:?}: unknown key {other:?} (expected id, src, env, type)")),
+            other => {
+                return Err(miette!(
+                "invalid --secret {spec:?}: unknown key {other:?} (expected id, src, env, type)"
+            ))
+            }
         }
     }
-    let id = id.or_else(|| src.as_deref().and_then(|s| s.rsplit('/').next()).map(String::from))
+    let id = id
+        .or_else(|| {
+            src.as_deref()
+                .and_then(|s| s.rsplit('/').next())
+                .map(String::from)
+        })
         .ok_or_else(|| miette!("invalid --secret {spec:?}: id= is required"))?;
     let from_env = |var: &str| {
         std::env::var_os(var)
@@ -40,9 +49,13 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
         }
         (None, None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
         (Some("file"), None, _) | (None, None, None) => {
-            return Err(miette!("invalid --secret {spec:?}: give src=<file> or env=<VAR>"))
+            return Err(miette!(
+                "invalid --secret {spec:?}: give src=<file> or env=<VAR>"
+            ))
         }
-        (Some(other), _, _) => return Err(miette!("invalid --secret {spec:?}: unknown type {other:?}")),
+        (Some(other), _, _) => {
+            return Err(miette!("invalid --secret {spec:?}: unknown type {other:?}"))
+        }
     };
     Ok((id, data))
 }
@@ -55,8 +68,11 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
     };
     let path = match path {
         Some(p) => p,
-        None => std::env::var("SSH_AUTH_SOCK")
-            .map_err(|_| miette!("--ssh {id}: SSH_AUTH_SOCK is not set; give the agent socket as --ssh {id}=<path>"))?,
+        None => std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+            miette!(
+                "--ssh {id}: SSH_AUTH_SOCK is not set; give the agent socket as --ssh {id}=<path>"
+            )
+        })?,
     };
     Ok((id, PathBuf::from(path)))
 }
@@ -70,7 +86,9 @@ pub fn parse_add_host(spec: &str) -> Result<HostEntry> {
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     Ok(HostEntry {
         name: name.to_string(),
-        ip: ip.parse().map_err(|_| miette!("invalid --add-host {spec:?}: {ip:?} is not an IP address"))?,
+        ip: ip
+            .parse()
+            .map_err(|_| miette!("invalid --add-host {spec:?}: {ip:?} is not an IP address"))?,
     })
 }
 
@@ -97,7 +115,11 @@ pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Sess
         match a.as_str() {
             "network.host" => session.allow_network_host = true,
             "security.insecure" => session.allow_insecure = true,
-            other => return Err(miette!("unknown --allow {other:?} (expected network.host or security.insecure)")),
+            other => {
+                return Err(miette!(
+                    "unknown --allow {other:?} (expected network.host or security.insecure)"
+                ))
+            }
         }
     }
     for h in &req.add_hosts {
@@ -120,7 +142,10 @@ mod tests {
         std::env::set_var("KILN_TEST_SECRET_VAR", "from-env");
         let (id, data) = parse_secret("id=x,env=KILN_TEST_SECRET_VAR").unwrap();
         assert_eq!((id.as_str(), data.as_slice()), ("x", &b"from-env"[..]));
-        assert!(parse_secret("id=x,src=/no/such/file").unwrap_err().to_string().contains("/no/such/file"));
+        assert!(parse_secret("id=x,src=/no/such/file")
+            .unwrap_err()
+            .to_string()
+            .contains("/no/such/file"));
         assert!(parse_secret("src=").is_err());
         assert!(parse_secret("id=x,bogus=1").is_err());
     }

@@ -88,7 +88,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
-    #[arg(long, value_name = "KIND", default_value = "auto", env = "KILN_EXECUTOR")]
+    #[arg(
+        long,
+        value_name = "KIND",
+        default_value = "auto",
+        env = "KILN_EXECUTOR"
+    )]
     pub executor: String,
     /// Print the build graph instead of building (`graph`: Graphviz DOT).
     #[arg(long, value_name = "WHAT")]
@@ -210,21 +215,39 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let print_graph = match args.print.as_deref() {
         None => false,
         Some("graph") => true,
-        Some(other) => return Err(miette::miette!(help = "--print=graph prints the build graph as DOT", "unknown --print {other:?}")),
+        Some(other) => {
+            return Err(miette::miette!(
+                help = "--print=graph prints the build graph as DOT",
+                "unknown --print {other:?}"
+            ))
+        }
     };
-    let outputs = crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
-        .map_err(|e| miette::miette!("{e}"))?;
+    let outputs =
+        crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
+            .map_err(|e| miette::miette!("{e}"))?;
     let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(
-            v.parse::<u64>()
-                .map_err(|_| miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
-        ),
-        _ => None,
-    };
-    let platform = args.platform.iter().find(|p| !p.trim().is_empty() && *p != "local").cloned();
-    if args.platform.iter().filter(|p| !p.trim().is_empty()).count() > 1 {
-        return Err(miette::miette!("building several platforms at once is not supported yet; give one --platform"));
+    let source_date_epoch =
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => Some(v.parse::<u64>().map_err(|_| {
+                miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?),
+            _ => None,
+        };
+    let platform = args
+        .platform
+        .iter()
+        .find(|p| !p.trim().is_empty() && *p != "local")
+        .cloned();
+    if args
+        .platform
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .count()
+        > 1
+    {
+        return Err(miette::miette!(
+            "building several platforms at once is not supported yet; give one --platform"
+        ));
     }
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
@@ -240,10 +263,16 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
-        progress: if quiet { crate::progress::ProgressMode::Quiet } else { args.progress },
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        progress: if quiet {
+            crate::progress::ProgressMode::Quiet
+        } else {
+            args.progress
+        },
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
         executor,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
@@ -255,27 +284,32 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         registry: args.registry.clone(),
     };
     let outcome = run_build(req)?;
+    let mut meta = serde_json::json!({
+        "kiln.vertices.executed": outcome.executed,
+        "kiln.vertices.cached": outcome.cached,
+    });
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
         if quiet {
             println!("{id}");
         }
-        if let Some(path) = iidfile {
-            std::fs::write(&path, &id).map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+        if let Some(path) = &iidfile {
+            std::fs::write(path, &id)
+                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
         }
-        if let Some(path) = metadata_file {
-            let names: Vec<String> = outputs.iter().flat_map(|o| o.names.iter().cloned()).collect();
-            let meta = serde_json::json!({
-                "containerimage.digest": image.manifest.digest().to_string(),
-                "containerimage.config.digest": id,
-                "containerimage.descriptor": image.manifest,
-                "image.name": names.join(","),
-                "kiln.vertices.executed": outcome.executed,
-                "kiln.vertices.cached": outcome.cached,
-            });
-            let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
-            std::fs::write(&path, text).map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
-        }
+        let names: Vec<String> = outputs
+            .iter()
+            .flat_map(|o| o.names.iter().cloned())
+            .collect();
+        meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
+        meta["containerimage.config.digest"] = serde_json::json!(id);
+        meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
+        meta["image.name"] = serde_json::json!(names.join(","));
+    }
+    if let Some(path) = metadata_file {
+        let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+        std::fs::write(&path, text)
+            .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,20 +1,20 @@
 //! Command-line interface: one module per verb.
 
 pub mod build;
+mod copy;
 pub mod dockerfile;
-mod pull;
-mod push;
-mod tag;
-mod images;
-mod rmi;
-mod inspect;
 mod history;
+mod images;
+mod imagetools;
+mod inspect;
+mod load;
 mod login;
 mod logout;
-mod imagetools;
+mod pull;
+mod push;
+mod rmi;
 mod save;
-mod load;
-mod copy;
+mod tag;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -39,7 +39,7 @@ pub enum Command {
     /// Print the version and git commit.
     Version(version::Args),
     /// Build an image from a Dockerfile.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Save images to a tar archive (docker-archive or OCI).
     Save(save::Args),
     /// Load images from a tar archive.
@@ -76,7 +76,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(args),
-        Command::Build(args) => build::run(args, cli.root),
+        Command::Build(args) => build::run(*args, cli.root),
         Command::Save(args) => save::run(args, cli.root.as_deref()),
         Command::Load(args) => load::run(args, cli.root.as_deref()),
         Command::Copy(args) => copy::run(args, cli.root.as_deref()),

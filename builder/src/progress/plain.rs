@@ -51,6 +51,7 @@ impl<W: Write> PlainPrinter<W> {
     }
 
     /// The underlying writer (for tests).
+    #[cfg_attr(not(test), allow(dead_code))] // used by the display tests
     pub fn into_inner(self) -> W {
         self.out
     }

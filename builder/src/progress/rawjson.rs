@@ -137,6 +137,7 @@ impl<W: Write> RawJsonPrinter<W> {
     }
 
     /// The underlying writer (for tests).
+    #[cfg_attr(not(test), allow(dead_code))] // used by the display tests
     pub fn into_inner(self) -> W {
         self.out
     }

@@ -184,6 +184,7 @@ impl BuildState {
     }
 
     /// One vertex.
+    #[cfg_attr(not(test), allow(dead_code))] // used by the display tests
     pub fn vertex(&self, digest: &VertexDigest) -> Option<&VertexState> {
         self.vertices.get(digest)
     }

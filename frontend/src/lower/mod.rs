@@ -74,6 +74,10 @@ pub struct Lowered {
     pub config: ImageConfig,
     /// Each lowered stage's final vertex, by stage index (for `--print=graph` and tests).
     pub stage_vertices: BTreeMap<usize, Option<VertexRef>>,
+    /// For each history entry the build added (by index in `config.history`),
+    /// the vertex whose result it describes, so the builder can date it by
+    /// when that result was made (a cached rebuild keeps its timestamps).
+    pub history_vertices: Vec<(usize, Option<VertexRef>)>,
 }
 
 /// One stage while it is being lowered.
@@ -82,6 +86,8 @@ struct StageState {
     vertex: Option<VertexRef>,
     config: ImageConfig,
     platform: Platform,
+    /// History entries added by this build and the vertex each describes.
+    stamps: Vec<(usize, Option<VertexRef>)>,
 }
 
 struct Lowerer<'a> {
@@ -133,6 +139,7 @@ pub fn lower(
         target: target.vertex,
         config: target.config,
         stage_vertices,
+        history_vertices: target.stamps,
     })
 }
 
@@ -328,6 +335,7 @@ impl Lowerer<'_> {
                     platform.variant.as_deref(),
                 ),
                 platform: platform.clone(),
+                stamps: Vec::new(),
             },
             Base::Stage(b) => {
                 let parent = self.stages.get(b).cloned().ok_or_else(|| {
@@ -357,6 +365,7 @@ impl Lowerer<'_> {
                     vertex: Some(v),
                     config,
                     platform: platform.clone(),
+                    stamps: Vec::new(),
                 }
             }
         };
@@ -387,6 +396,9 @@ impl Lowerer<'_> {
     }
 
     fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
+        state
+            .stamps
+            .push((state.config.history.len(), state.vertex));
         state.config.history.push(crate::image::History {
             created: Some(self.created.clone()),
             created_by,

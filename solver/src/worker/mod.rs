@@ -18,6 +18,7 @@ use crate::scheduler::WorkerError;
 use crate::snapshot::Snapshot;
 use layers::LayerStore;
 use oci_spec::image::{Descriptor, Digest};
+use rootfs::SnapshotView;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -178,21 +179,30 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         output: &Output,
         selectors: &[Selector],
     ) -> Result<ContentChecksum, WorkerError> {
-        let dir = match output {
-            Output::Dir(d) => d.clone(),
-            Output::Snapshot(_) => {
-                return Err("a snapshot is keyed by its cache key, not its content".into())
-            }
-        };
         let selectors = selectors.to_vec();
-        blocking(move || {
-            Ok(checksum_paths_filtered(
-                &dir.root,
-                &selectors,
-                Some(&dir.ignore),
-            )?)
-        })
-        .await
+        match output {
+            Output::Dir(d) => {
+                let dir = d.clone();
+                blocking(move || {
+                    Ok(checksum_paths_filtered(
+                        &dir.root,
+                        &selectors,
+                        Some(&dir.ignore),
+                    )?)
+                })
+                .await
+            }
+            // What a COPY --from selects, by content: a stage rebuilt to the same
+            // files keeps the steps after it cached.
+            Output::Snapshot(s) => {
+                let (layers, snapshot) = (self.layers.clone(), s.clone());
+                blocking(move || {
+                    let view = SnapshotView::mount(&layers, &snapshot)?;
+                    Ok(checksum_paths_filtered(view.path(), &selectors, None)?)
+                })
+                .await
+            }
+        }
     }
 
     async fn cache_load(
@@ -200,9 +210,14 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         key: &CacheKey,
         vertex: &Vertex,
     ) -> Result<Option<Output>, WorkerError> {
-        if vertex.metadata().ignore_cache
-            || matches!(vertex.op(), Op::Source(s) if s.scheme() != "docker-image")
-        {
+        match vertex.op() {
+            // A local directory costs nothing to "load": its content is what keys
+            // its users, so it never counts as work done.
+            Op::Source(s) if s.scheme() == "local" => return self.source(vertex, s).map(Some),
+            Op::Source(s) if s.scheme() != "docker-image" => return Ok(None),
+            _ => {}
+        }
+        if vertex.metadata().ignore_cache {
             return Ok(None);
         }
         let Some(found) = self.cache.lookup(key, crate::cache::now_secs())? else {
