@@ -5,13 +5,15 @@
 //! let (tx, rx) = kiln_solver::progress::channel();
 //! let display = ProgressDisplay::start(mode, rx);
 //! solve(&tx, …); drop(tx);           // every sender must be dropped…
-//! display.finish()?;                  // …before waiting for the display
+//! let summary = display.finish();     // …before waiting for the display
+//! for failed in &summary.failed { eprintln!("{failed}"); }
 //! ```
 
 mod log_lines;
 pub mod plain;
 pub mod rawjson;
 mod state;
+pub mod summary;
 mod timestamp;
 pub mod tty;
 mod units;
@@ -24,6 +26,9 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::thread::{self, JoinHandle};
 
 use kiln_solver::progress::{ProgressEvent, ProgressReceiver, Received};
+
+use state::BuildState;
+pub use summary::BuildSummary;
 
 /// The `--progress` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -56,7 +61,7 @@ impl ProgressMode {
 /// A display running on its own thread.
 #[derive(Debug)]
 pub struct ProgressDisplay {
-    thread: JoinHandle<io::Result<()>>,
+    thread: JoinHandle<BuildSummary>,
 }
 
 impl ProgressDisplay {
@@ -79,20 +84,19 @@ impl ProgressDisplay {
     ) -> Self {
         let thread = thread::spawn(move || match mode.resolve(false) {
             ProgressMode::Rawjson => drain(rx, rawjson::RawJsonPrinter::new(BufWriter::new(out))),
-            ProgressMode::Quiet => {
-                rx.for_each(drop);
-                Ok(())
-            }
+            ProgressMode::Quiet => drain(rx, Quiet),
             _ => drain(rx, plain::PlainPrinter::new(BufWriter::new(out))),
         });
         ProgressDisplay { thread }
     }
 
-    /// Waits until every sender is dropped and the display has printed everything.
-    pub fn finish(self) -> io::Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("progress display thread panicked")))
+    /// Waits until every sender is dropped and the display has printed everything; returns
+    /// the failures and warnings for the CLI to report.
+    pub fn finish(self) -> BuildSummary {
+        self.thread.join().unwrap_or_else(|_| BuildSummary {
+            display_error: Some(io::Error::other("progress display thread panicked")),
+            ..BuildSummary::default()
+        })
     }
 }
 
@@ -127,16 +131,32 @@ impl<W: Write> Printer for rawjson::RawJsonPrinter<W> {
     }
 }
 
+/// `--progress quiet`: prints nothing.
+struct Quiet;
+
+impl Printer for Quiet {
+    fn event(&mut self, _: &ProgressEvent) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Prints every event, flushing whenever the queue is momentarily empty (so output is live
 /// but a chatty RUN costs one write per batch, not per line). After a write error (closed
 /// stderr) it keeps draining so senders never notice, and reports the first error at the end.
-fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> io::Result<()> {
+fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> BuildSummary {
     fn keep(r: io::Result<()>, first_error: &mut Option<io::Error>) {
         if let Err(e) = r {
             first_error.get_or_insert(e);
         }
     }
     let mut first_error = None;
+    let mut state = BuildState::default();
     loop {
         let event = match rx.try_recv() {
             Received::Event(event) => event,
@@ -151,6 +171,7 @@ fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> io::Result<()> {
                 }
             }
         };
+        state.apply(&event);
         if first_error.is_none() {
             keep(printer.event(&event), &mut first_error);
         }
@@ -158,5 +179,8 @@ fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> io::Result<()> {
     if first_error.is_none() {
         keep(printer.finish(), &mut first_error);
     }
-    first_error.map_or(Ok(()), Err)
+    BuildSummary {
+        display_error: first_error,
+        ..BuildSummary::from_state(&state)
+    }
 }

@@ -400,7 +400,7 @@ impl SharedBuf {
     }
 }
 
-fn run_display(mode: ProgressMode) -> String {
+fn run_display(mode: ProgressMode) -> (String, super::BuildSummary) {
     let (tx, rx) = channel();
     let buf = SharedBuf::default();
     let display = ProgressDisplay::start_with_writer(mode, rx, Box::new(buf.clone()));
@@ -415,26 +415,45 @@ fn run_display(mode: ProgressMode) -> String {
         }
     });
     assert!(producer.join().is_ok());
-    assert!(display.finish().is_ok());
-    buf.text()
+    let summary = display.finish();
+    assert!(
+        summary.display_error.is_none(),
+        "{:?}",
+        summary.display_error
+    );
+    (buf.text(), summary)
+}
+
+/// The failure and warning every display reports for the scripted build.
+fn assert_scripted_summary(summary: &super::BuildSummary) {
+    let failed: Vec<String> = summary.failed.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        failed,
+        ["------\n > [stage-1 1/1] RUN exit 3:\nline 1\nline 2\nno newline\n------"]
+    );
+    assert_eq!(
+        summary.failed.first().map(|f| f.message.as_str()),
+        Some("process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3")
+    );
+    assert_eq!(summary.warnings.len(), 1);
 }
 
 #[test]
 fn display_thread_drains_until_senders_close() {
-    assert_eq!(
-        run_display(ProgressMode::Plain),
-        plain_output(&scripted_build(u64::MAX))
-    );
-    assert_eq!(
-        run_display(ProgressMode::Rawjson),
-        rawjson_output(&scripted_build(u64::MAX))
-    );
-    assert_eq!(run_display(ProgressMode::Quiet), "");
+    let plain = plain_output(&scripted_build(u64::MAX));
+    let rawjson = rawjson_output(&scripted_build(u64::MAX));
     // Without a terminal, auto and tty print plain.
-    assert_eq!(
-        run_display(ProgressMode::Auto),
-        plain_output(&scripted_build(u64::MAX))
-    );
+    for (mode, expected) in [
+        (ProgressMode::Plain, plain.as_str()),
+        (ProgressMode::Rawjson, rawjson.as_str()),
+        (ProgressMode::Quiet, ""),
+        (ProgressMode::Auto, plain.as_str()),
+        (ProgressMode::Tty, plain.as_str()),
+    ] {
+        let (out, summary) = run_display(mode);
+        assert_eq!(out, expected, "{mode:?}");
+        assert_scripted_summary(&summary);
+    }
 }
 
 #[test]
@@ -514,7 +533,11 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
         tx.send(e);
     }
     drop(tx);
-    assert!(matches!(display.join(), Ok(Ok(()))));
+    let summary = display.join();
+    assert!(summary.as_ref().is_ok_and(|s| s.display_error.is_none()));
+    if let Ok(summary) = &summary {
+        assert_scripted_summary(summary);
+    }
     let ops = term.ops();
     // The last lines written are the final frame and the warning summary, as plain lines.
     let expected_final =

@@ -12,7 +12,8 @@ use console::{measure_text_width, truncate_str, Term};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use kiln_solver::progress::{ProgressReceiver, Received};
 
-use super::state::{BuildState, Outcome, VertexState};
+use super::state::{BuildState, Outcome, VertexState, LOG_TAIL};
+use super::summary::BuildSummary;
 use super::units;
 use super::warnings;
 
@@ -102,7 +103,7 @@ fn vertex_block(v: &VertexState, now: SystemTime, width: usize) -> Vec<String> {
     }
     let show_logs = v.is_running() || matches!(v.outcome, Some(Outcome::Error(_)));
     if show_logs {
-        for line in v.recent_lines() {
+        for line in v.recent_lines(LOG_TAIL) {
             lines.push(fit(&format!(" => => # {line}"), width));
         }
     }
@@ -127,12 +128,12 @@ fn fit(line: &str, width: usize) -> String {
 
 /// Drains `rx` and draws live frames on stderr until every sender is gone, then prints the
 /// final frame and the warning summary.
-pub fn run(rx: ProgressReceiver) -> io::Result<()> {
+pub fn run(rx: ProgressReceiver) -> BuildSummary {
     run_on(rx, Term::stderr())
 }
 
 /// [`run`] on any terminal (tests use a recording one).
-pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> io::Result<()> {
+pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> BuildSummary {
     let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10);
     let bar = ProgressBar::with_draw_target(None, target);
     if let Ok(style) = ProgressStyle::with_template("{msg}") {
@@ -163,7 +164,15 @@ pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> i
         }
     }
     bar.finish_and_clear();
-    let finished = render_frame(&state, SystemTime::now(), width_of(&term), None, true);
+    BuildSummary {
+        display_error: final_frame(&state, &term).err(),
+        ..BuildSummary::from_state(&state)
+    }
+}
+
+/// Prints the final frame and the warning summary as plain lines below the live area.
+fn final_frame(state: &BuildState, term: &impl TermLike) -> io::Result<()> {
+    let finished = render_frame(state, SystemTime::now(), width_of(term), None, true);
     if state.first_event.is_some() {
         for line in finished {
             term.write_line(&line)?;
