@@ -528,7 +528,8 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
     let (tx, rx) = channel();
     let term = RecordingTerm::default();
     let t = term.clone();
-    let display = std::thread::spawn(move || super::tty::run_on(rx, t));
+    let feed = super::feed::Feed::new(rx, Arc::default());
+    let display = std::thread::spawn(move || super::tty::run_on(feed, t));
     for e in scripted_build(u64::MAX) {
         tx.send(e);
     }
@@ -569,4 +570,51 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
         !before.iter().any(|op| op.lines().any(final_header)),
         "{before:#?}"
     );
+}
+
+#[test]
+fn finish_does_not_wait_for_lingering_senders() {
+    for mode in [
+        ProgressMode::Plain,
+        ProgressMode::Rawjson,
+        ProgressMode::Quiet,
+    ] {
+        let (tx, rx) = channel();
+        let buf = SharedBuf::default();
+        let display = ProgressDisplay::start_with_writer(mode, rx, Box::new(buf.clone()));
+        let lingering = tx.clone();
+        for e in scripted_build(u64::MAX) {
+            tx.send(e);
+        }
+        drop(tx);
+        // `lingering` is still alive (like a worker kept for exporting): finish must return
+        // with everything sent so far printed.
+        let summary = display.finish();
+        assert_scripted_summary(&summary);
+        let expected = match mode {
+            ProgressMode::Plain => plain_output(&scripted_build(u64::MAX)),
+            ProgressMode::Rawjson => rawjson_output(&scripted_build(u64::MAX)),
+            _ => String::new(),
+        };
+        assert_eq!(buf.text(), expected, "{mode:?}");
+        // Later events are dropped without error.
+        lingering.handle(d("late")).start();
+    }
+}
+
+#[test]
+fn a_stopped_feed_drains_then_ends_while_senders_live() {
+    use super::feed::{Feed, Next};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = Feed::new(rx, Arc::clone(&stop));
+    assert!(matches!(feed.next(Duration::from_millis(1)), Next::Idle));
+    tx.handle(d("a")).start();
+    tx.handle(d("a")).done();
+    stop.store(true, Ordering::Release);
+    assert!(matches!(feed.next(Duration::ZERO), Next::Event(_)));
+    assert!(matches!(feed.next(Duration::ZERO), Next::Event(_)));
+    assert!(matches!(feed.next(Duration::from_secs(5)), Next::End));
+    drop(tx);
 }

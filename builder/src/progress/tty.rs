@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use console::{measure_text_width, truncate_str, Term};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use kiln_solver::progress::{ProgressReceiver, Received};
 
+use super::feed::{Feed, Next};
 use super::state::{BuildState, Outcome, VertexState, LOG_TAIL};
 use super::summary::BuildSummary;
 use super::units;
@@ -128,12 +128,12 @@ fn fit(line: &str, width: usize) -> String {
 
 /// Drains `rx` and draws live frames on stderr until every sender is gone, then prints the
 /// final frame and the warning summary.
-pub fn run(rx: ProgressReceiver) -> BuildSummary {
-    run_on(rx, Term::stderr())
+pub fn run(feed: Feed) -> BuildSummary {
+    run_on(feed, Term::stderr())
 }
 
 /// [`run`] on any terminal (tests use a recording one).
-pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> BuildSummary {
+pub fn run_on<T: TermLike + Clone + 'static>(feed: Feed, term: T) -> BuildSummary {
     let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10);
     let bar = ProgressBar::with_draw_target(None, target);
     if let Ok(style) = ProgressStyle::with_template("{msg}") {
@@ -143,10 +143,10 @@ pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> B
     let mut last_draw: Option<Instant> = None;
     loop {
         let wait = last_draw.map_or(TICK, |t| TICK.saturating_sub(t.elapsed()));
-        match rx.recv_timeout(wait) {
-            Received::Event(event) => state.apply(&event),
-            Received::Timeout => {}
-            Received::Closed => break,
+        match feed.next(wait) {
+            Next::Event(event) => state.apply(&event),
+            Next::Idle => {}
+            Next::End => break,
         }
         // Timers of running vertices move, so every tick redraws once something is shown.
         let due = last_draw.is_none_or(|t| t.elapsed() >= TICK);
