@@ -188,6 +188,25 @@ impl ContentStore {
         Ok(Descriptor::new(media_type, info.size, info.digest))
     }
 
+    /// A directory on the store's filesystem for callers that download into a file of their
+    /// own (the registry client streams and verifies there) and then call [`Self::commit_file`].
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.tmp_dir()
+    }
+
+    /// Moves an already verified, fsynced file from [`Self::ingest_dir`] under `digest`
+    /// (atomic rename, then the directory is fsynced). An existing blob is kept.
+    pub fn commit_file(&self, digest: &Digest, tmp: &Path) -> Result<()> {
+        let target = self.blob_path(digest)?;
+        if target.exists() {
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
+        fs::rename(tmp, &target).map_err(|e| ContentError::io("rename into", &target, e))?;
+        crate::atomic_file::sync_parent(&target)
+            .map_err(|e| ContentError::io("fsync", self.blobs_dir(), e))
+    }
+
     /// Removes a blob; returns whether it was there. Tags are not touched.
     pub fn delete(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest)?;
