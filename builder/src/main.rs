@@ -6,6 +6,9 @@ mod context;
 mod export;
 #[allow(dead_code)] // until `kiln build` drives the displays
 mod progress;
+mod local_store;
+mod registry_opts;
+mod transfer_progress;
 
 use std::process::ExitCode;
 

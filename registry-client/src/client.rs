@@ -134,7 +134,14 @@ impl RegistryClient {
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
-        if let Some(c) = self.inner.static_creds.get(registry) {
+        let hub = crate::reference::DOCKER_HUB;
+        let alias = if registry == crate::reference::DOCKER_HUB_API { Some(hub) } else { None };
+        if let Some(c) = self
+            .inner
+            .static_creds
+            .get(registry)
+            .or_else(|| alias.and_then(|a| self.inner.static_creds.get(a)))
+        {
             return Ok(Some(c.clone()));
         }
         let mut cfg = match self.inner.docker_config.lock() {
@@ -310,6 +317,17 @@ impl RegistryClient {
             status,
             errors: parse_error_body(&body),
         })
+    }
+
+    /// Checks that the configured credentials work for `registry` (what `docker login` does):
+    /// `/v2/` must answer 200 once authenticated.
+    pub async fn check_login(&self, registry: &str) -> Result<()> {
+        let host = crate::reference::api_host(registry);
+        let resp = self
+            .request(host, registry, &Scope(Vec::new()), |h| Ok(h.client.get(h.url("/v2/")?)))
+            .await?;
+        Self::expect(resp, registry, registry, &[StatusCode::OK]).await?;
+        Ok(())
     }
 
     /// GET a manifest (by tag or digest); verifies it against the digest when pinned.

@@ -2,6 +2,16 @@
 
 pub mod build;
 pub mod dockerfile;
+mod pull;
+mod push;
+mod tag;
+mod images;
+mod rmi;
+mod inspect;
+mod history;
+mod login;
+mod logout;
+mod imagetools;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +37,27 @@ pub enum Command {
     Version(version::Args),
     /// Build an image from a Dockerfile (for now: `--check`, `--call outline|targets`).
     Build(build::Args),
+    /// Pull an image or a repository from a registry.
+    Pull(pull::Args),
+    /// Upload an image to a registry.
+    Push(push::Args),
+    /// Create a tag TARGET that refers to SOURCE.
+    Tag(tag::Args),
+    /// List images.
+    #[command(alias = "ls")]
+    Images(images::Args),
+    /// Remove one or more images.
+    Rmi(rmi::Args),
+    /// Display detailed information on images.
+    Inspect(inspect::Args),
+    /// Show the history of an image.
+    History(history::Args),
+    /// Log in to a registry.
+    Login(login::Args),
+    /// Log out from a registry.
+    Logout(logout::Args),
+    /// Commands to work on images in registries.
+    Imagetools(imagetools::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
 }
@@ -37,6 +68,16 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(args),
+        Command::Pull(args) => pull::run(args, cli.root.as_deref()),
+        Command::Push(args) => push::run(args, cli.root.as_deref()),
+        Command::Tag(args) => tag::run(args, cli.root.as_deref()),
+        Command::Images(args) => images::run(args, cli.root.as_deref()),
+        Command::Rmi(args) => rmi::run(args, cli.root.as_deref()),
+        Command::Inspect(args) => inspect::run(args, cli.root.as_deref()),
+        Command::History(args) => history::run(args, cli.root.as_deref()),
+        Command::Login(args) => login::run(args, cli.root.as_deref()),
+        Command::Logout(args) => logout::run(args, cli.root.as_deref()),
+        Command::Imagetools(args) => imagetools::run(args, cli.root.as_deref()),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {

@@ -1,0 +1,283 @@
+//! `kiln images` (alias `ls`): list local images.
+
+use crate::local_store::{LocalImage, LocalStore};
+use kiln_registry::manifest::is_index_type;
+use kiln_registry::Reference;
+use miette::{miette, Result};
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln images`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only images whose name matches (`busybox`, `busybox:1*`, `*/app`).
+    pub repository: Option<String>,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// `table` (default), `json`, or a template such as `{{.Repository}}:{{.Tag}}`.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Filters: `dangling=true|false`, `reference=PATTERN`. Repeatable.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+/// One row of the listing (field names as docker's template keys).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Row {
+    repository: String,
+    tag: String,
+    digest: String,
+    #[serde(rename = "ID")]
+    id: String,
+    created_at: String,
+    size: String,
+    #[serde(skip)]
+    full_id: String,
+    platforms: String,
+}
+
+/// Runs `kiln images`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let store = LocalStore::open(root)?;
+    let mut dangling: Option<bool> = None;
+    let mut patterns: Vec<String> = args.repository.iter().cloned().collect();
+    for f in &args.filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| miette!("bad filter {f:?}: expected KEY=VALUE"))?;
+        match k {
+            "dangling" => {
+                dangling = Some(match v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(miette!("bad filter {f:?}: dangling takes true or false")),
+                })
+            }
+            "reference" => patterns.push(v.to_string()),
+            _ => return Err(miette!("unsupported filter {k:?} (supported: dangling, reference)")),
+        }
+    }
+    let mut rows = Vec::new();
+    for image in store.images()? {
+        // Every entry of the store is tagged, so nothing is dangling.
+        if dangling == Some(true) {
+            continue;
+        }
+        let Ok(r) = Reference::parse(&image.name) else { continue };
+        let familiar = r.familiar();
+        let name = r.familiar_name();
+        if !patterns.is_empty() && !patterns.iter().any(|p| reference_matches(p, &name, &familiar)) {
+            continue;
+        }
+        rows.push(row(&store, &image, &r, args.no_trunc)?);
+    }
+    let format = args.format.as_deref().unwrap_or("table");
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &rows {
+            if seen.insert(r.full_id.clone()) {
+                println!("{}", r.id);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match format {
+        "json" => {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r).map_err(|e| miette!("{e}"))?);
+            }
+        }
+        "table" => {
+            let mut header = vec!["REPOSITORY", "TAG"];
+            if args.digests {
+                header.push("DIGEST");
+            }
+            header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+            let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+            for r in &rows {
+                let mut line = vec![r.repository.clone(), r.tag.clone()];
+                if args.digests {
+                    line.push(r.digest.clone());
+                }
+                line.extend([r.id.clone(), r.created_at.clone(), r.size.clone()]);
+                table.push(line);
+            }
+            print_table(&table);
+        }
+        template => {
+            let template = template.strip_prefix("table ").unwrap_or(template);
+            let value = |r: &Row| serde_json::to_value(r).unwrap_or_default();
+            for r in &rows {
+                println!("{}", render_template(template, &value(r))?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(store: &LocalStore, image: &LocalImage, r: &Reference, no_trunc: bool) -> Result<Row> {
+    let d = &image.descriptor;
+    let manifests = store.platform_manifests(d).unwrap_or_default();
+    let mut size = 0u64;
+    let mut created = String::new();
+    let mut platforms = Vec::new();
+    for (desc, m) in &manifests {
+        size += m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>() + desc.size;
+        if created.is_empty() {
+            if let Ok(cfg) = store.config(m) {
+                created = cfg["created"].as_str().unwrap_or("").to_string();
+                if let (Some(os), Some(arch)) = (cfg["os"].as_str(), cfg["architecture"].as_str()) {
+                    platforms.push(format!("{os}/{arch}"));
+                }
+            }
+        } else if let Some(p) = &desc.platform {
+            platforms.push(p.to_string());
+        }
+    }
+    if is_index_type(&d.media_type) {
+        size += d.size;
+    }
+    let full_id = d.digest.to_string();
+    let id = if no_trunc { full_id.clone() } else { d.digest.short().to_string() };
+    Ok(Row {
+        repository: r.familiar_name(),
+        tag: r.tag().unwrap_or("<none>").to_string(),
+        digest: full_id.clone(),
+        id,
+        created_at: if created.is_empty() { "N/A".into() } else { created },
+        size: human_size(size),
+        full_id,
+        platforms: platforms.join(","),
+    })
+}
+
+/// Docker-style sizes (decimal units).
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_string() + units[i]
+    }
+}
+
+/// Prints left-aligned columns separated by three spaces, like docker.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let w = widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// A small subset of Go templates: `{{.Field}}`, `{{json .}}`, `{{json .Field}}`, `\t`, `\n`.
+pub fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| miette!("template {template:?}: unclosed {{{{"))?;
+        let expr = after[..end].trim();
+        let (json, path) = match expr.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, expr),
+        };
+        let v = lookup(value, path).ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
+        if json {
+            out.push_str(&serde_json::to_string(v).map_err(|e| miette!("{e}"))?);
+        } else {
+            match v {
+                serde_json::Value::String(s) => out.push_str(s),
+                serde_json::Value::Null => out.push_str("<no value>"),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
+}
+
+fn lookup<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path == "." {
+        return Some(value);
+    }
+    let mut v = value;
+    for part in path.trim_start_matches('.').split('.') {
+        v = v.get(part)?;
+    }
+    Some(v)
+}
+
+/// Docker's `reference=` filter: shell-style glob on `name` or `name:tag`, where `*` stops at '/'.
+fn reference_matches(pattern: &str, name: &str, familiar: &str) -> bool {
+    glob(pattern.as_bytes(), name.as_bytes()) || glob(pattern.as_bytes(), familiar.as_bytes())
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&p[1..], s) || (s.first().is_some_and(|c| *c != b'/') && glob(p, &s[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_like_path_match() {
+        assert!(reference_matches("busybox", "busybox", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:lat*", "busybox", "busybox:latest"));
+        assert!(!reference_matches("*", "127.0.0.1:5000/x", "127.0.0.1:5000/x:1"));
+        assert!(reference_matches("*/*", "127.0.0.1:5000/x", "127.0.0.1:5000/x:1"));
+        assert!(!reference_matches("alpine", "busybox", "busybox:latest"));
+    }
+
+    #[test]
+    fn sizes_and_templates() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_260_000), "4.26MB");
+        let v = serde_json::json!({"Repository":"busybox","Tag":"latest"});
+        assert_eq!(render_template("{{.Repository}}:{{.Tag}}", &v).unwrap(), "busybox:latest");
+        assert_eq!(render_template("{{json .Tag}}", &v).unwrap(), "\"latest\"");
+        assert!(render_template("{{.Nope}}", &v).is_err());
+        assert!(render_template("{{.Tag", &v).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! `kiln imagetools inspect|create`: look at remote manifests and merge them into indexes.
+
+use crate::registry_opts::{runtime, RegistryArgs};
+use kiln_registry::manifest::{
+    is_index_type, Descriptor, ImageIndex, Manifest, Platform, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
+};
+use kiln_registry::progress::NoProgress;
+use kiln_registry::store::BlobDir;
+use kiln_registry::{Digest, RegistryClient, Reference};
+use miette::{miette, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln imagetools`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+/// The imagetools verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Show a remote image or index.
+    Inspect(InspectArgs),
+    /// Create (or extend) an index from images and indexes, copying blobs where needed.
+    Create(CreateArgs),
+}
+
+/// Arguments of `kiln imagetools inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Remote reference.
+    pub reference: String,
+    /// Print the manifest bytes as served.
+    #[arg(long)]
+    pub raw: bool,
+    /// `json` (or `{{json .}}`, `{{json .Manifest}}`) instead of the summary.
+    #[arg(long)]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Arguments of `kiln imagetools create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Sources: images or indexes (any repository or registry).
+    pub sources: Vec<String>,
+    /// Name of the index to push. Repeatable.
+    #[arg(short, long = "tag", required = true)]
+    pub tags: Vec<String>,
+    /// Add the manifests already at the first tag.
+    #[arg(long)]
+    pub append: bool,
+    /// Annotation `KEY=VALUE` (or `index:KEY=VALUE`) for the index. Repeatable.
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
+    /// Print the index instead of pushing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Runs `kiln imagetools`.
+pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
+    match args.command {
+        Sub::Inspect(a) => inspect(a),
+        Sub::Create(a) => create(a),
+    }
+}
+
+fn parse_ref(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| miette!("{e}"))
+}
+
+fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let r = parse_ref(&args.reference)?;
+    let client = args.registry.client();
+    let rt = runtime()?;
+    let fetched = rt.block_on(client.get_manifest(&r)).map_err(|e| miette!("{e}"))?;
+    if args.raw {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        out.write_all(&fetched.bytes).map_err(|e| miette!("{e}"))?;
+        let _ = out.flush();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (m, mt) = Manifest::parse(&r.to_string(), &fetched.bytes, fetched.content_type.as_deref()).map_err(|e| miette!("{e}"))?;
+    if let Some(f) = &args.format {
+        let raw: serde_json::Value = serde_json::from_slice(&fetched.bytes).map_err(|e| miette!("{e}"))?;
+        let doc = json!({
+            "name": r.to_string(),
+            "mediaType": mt,
+            "digest": fetched.digest.to_string(),
+            "size": fetched.bytes.len(),
+            "manifest": raw,
+        });
+        let v = match f.as_str() {
+            "json" | "{{json .}}" => doc,
+            "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
+            other => return Err(miette!("unsupported --format {other:?} (json, {{{{json .}}}}, {{{{json .Manifest}}}})")),
+        };
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| miette!("{e}"))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<10} {}", "Name:", r);
+    println!("{:<10} {}", "MediaType:", mt);
+    println!("{:<10} {}", "Digest:", fetched.digest);
+    match m {
+        Manifest::Index(idx) => {
+            println!();
+            println!("Manifests:");
+            for d in &idx.manifests {
+                println!("  {:<10} {}@{}", "Name:", r.name(), d.digest);
+                println!("  {:<10} {}", "MediaType:", d.media_type);
+                if let Some(p) = &d.platform {
+                    println!("  {:<10} {}", "Platform:", p);
+                }
+                if let Some(a) = &d.annotations {
+                    println!("  Annotations:");
+                    for (k, v) in a {
+                        println!("    {k}: {v}");
+                    }
+                }
+                println!();
+            }
+        }
+        Manifest::Image(m) => {
+            println!();
+            println!("{:<10} {} ({})", "Config:", m.config.digest, m.config.media_type);
+            println!("Layers:");
+            for l in &m.layers {
+                println!("  {} {} {}", l.digest, l.size, l.media_type);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The platform of a single-image manifest, from its config.
+async fn platform_of(client: &RegistryClient, r: &Reference, m: &kiln_registry::ImageManifest) -> Result<Option<Platform>> {
+    let tmp = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let path = tmp.path().join("config");
+    client
+        .fetch_blob(r, &m.config, &path, &|_| {})
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette!("{e}"))?).map_err(|e| miette!("{e}"))?;
+    let (Some(os), Some(arch)) = (cfg["os"].as_str(), cfg["architecture"].as_str()) else {
+        return Ok(None);
+    };
+    Ok(Some(Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant: cfg["variant"].as_str().map(str::to_string),
+        ..Default::default()
+    }))
+}
+
+/// One manifest that goes into the new index, with where it comes from.
+struct Entry {
+    source: Reference,
+    descriptor: Descriptor,
+    bytes: Vec<u8>,
+}
+
+async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -> Result<()> {
+    let f = client.get_manifest(r).await.map_err(|e| miette!("{e}"))?;
+    let (m, mt) = Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref()).map_err(|e| miette!("{e}"))?;
+    match m {
+        Manifest::Index(idx) => {
+            for d in idx.manifests {
+                let c = client
+                    .get_manifest_as(r, &d.digest.to_string())
+                    .await
+                    .map_err(|e| miette!("{e}"))?;
+                out.push(Entry {
+                    source: r.clone(),
+                    descriptor: d,
+                    bytes: c.bytes,
+                });
+            }
+        }
+        Manifest::Image(m) => {
+            let mut d = Descriptor::of(&mt, &f.bytes);
+            d.platform = platform_of(client, r, &m).await?;
+            out.push(Entry {
+                source: r.clone(),
+                descriptor: d,
+                bytes: f.bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `target`'s repository has the manifest of `e` and its blobs.
+async fn copy_into(client: &RegistryClient, e: &Entry, target: &Reference, staging: &Path, concurrency: usize) -> Result<()> {
+    if e.source.registry() == target.registry() && e.source.repository() == target.repository() {
+        return Ok(());
+    }
+    let (m, mt) = Manifest::parse(&e.source.to_string(), &e.bytes, Some(&e.descriptor.media_type)).map_err(|e| miette!("{e}"))?;
+    let Manifest::Image(m) = m else {
+        return Err(miette!("{}: nested indexes are not supported", e.source));
+    };
+    let store = BlobDir::new(staging).map_err(|e| miette!("{e}"))?;
+    let same_registry = e.source.registry() == target.registry();
+    if !same_registry {
+        kiln_registry::pull::pull_image(client, &e.source, &store, &m, concurrency, &NoProgress)
+            .await
+            .map_err(|e| miette!("{e}"))?;
+    }
+    let opts = kiln_registry::push::PushOptions {
+        concurrency,
+        mount_from: same_registry.then(|| e.source.repository().to_string()),
+    };
+    if same_registry {
+        for d in m.layers.iter().chain(std::iter::once(&m.config)) {
+            let src = e.source.clone();
+            let dir = staging.to_path_buf();
+            let desc = d.clone();
+            let c2 = client.clone();
+            // Mount; if the registry refuses, fetch into staging and upload.
+            let open = move || std::fs::File::open(dir.join("blobs/sha256").join(desc.digest.hex()));
+            let outcome = client.push_blob(target, d, &open, opts.mount_from.as_deref(), &|_| {}).await;
+            if outcome.is_err() {
+                kiln_registry::pull::pull_blob(&c2, &src, &store, d, &NoProgress)
+                    .await
+                    .map_err(|e| miette!("{e}"))?;
+                kiln_registry::push::push_blob(client, target, &store, d, None, &NoProgress)
+                    .await
+                    .map_err(|e| miette!("{e}"))?;
+            }
+        }
+    } else {
+        kiln_registry::push::push_image_blobs(client, target, &store, &m, &opts, &NoProgress)
+            .await
+            .map_err(|e| miette!("{e}"))?;
+    }
+    client
+        .put_manifest(&target.with_digest(e.descriptor.digest.clone()), &e.bytes, &mt)
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    Ok(())
+}
+
+fn create(args: CreateArgs) -> Result<ExitCode> {
+    let targets: Vec<Reference> = args.tags.iter().map(|t| parse_ref(t)).collect::<Result<_>>()?;
+    let first = targets.first().ok_or_else(|| miette!("at least one --tag is required"))?.clone();
+    let mut sources: Vec<Reference> = args.sources.iter().map(|s| parse_ref(s)).collect::<Result<_>>()?;
+    if args.append {
+        sources.insert(0, first.clone());
+    }
+    if sources.is_empty() {
+        return Err(miette!("no source images given"));
+    }
+    let mut index_annotations = BTreeMap::new();
+    for a in &args.annotations {
+        let a = a.strip_prefix("index:").unwrap_or(a);
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| miette!("bad --annotation {a:?}: expected KEY=VALUE"))?;
+        if k.contains(':') && !k.contains('.') {
+            return Err(miette!("unsupported annotation target in {a:?} (only index annotations are supported)"));
+        }
+        index_annotations.insert(k.to_string(), v.to_string());
+    }
+    let client = args.registry.client();
+    let rt = runtime()?;
+    let mut entries = Vec::new();
+    for s in &sources {
+        rt.block_on(collect(&client, s, &mut entries))?;
+    }
+    // One entry per digest, first wins.
+    let mut seen = std::collections::BTreeSet::<Digest>::new();
+    entries.retain(|e| seen.insert(e.descriptor.digest.clone()));
+    let all_docker = entries.iter().all(|e| e.descriptor.media_type == DOCKER_MANIFEST);
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(if all_docker && index_annotations.is_empty() { DOCKER_MANIFEST_LIST } else { OCI_INDEX }.to_string()),
+        manifests: entries.iter().map(|e| e.descriptor.clone()).collect(),
+        annotations: (!index_annotations.is_empty()).then_some(index_annotations),
+    };
+    let media_type = index.media_type.clone().unwrap_or_else(|| OCI_INDEX.to_string());
+    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| miette!("{e}"))?;
+    if args.dry_run {
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    for t in &targets {
+        for (i, e) in entries.iter().enumerate() {
+            let dir = staging.path().join(format!("{i}"));
+            rt.block_on(copy_into(&client, e, t, &dir, args.registry.concurrency()))?;
+        }
+        let d = rt
+            .block_on(client.put_manifest(t, &bytes, &media_type))
+            .map_err(|e| miette!("{e}"))?;
+        println!("{t}@{d}");
+    }
+    debug_assert!(is_index_type(&media_type));
+    Ok(ExitCode::SUCCESS)
+}
+

@@ -1,0 +1,67 @@
+//! `kiln pull`: fetch an image (host platform, `--platform`, or `--all-platforms`) into the local store.
+
+use crate::local_store::LocalStore;
+use crate::registry_opts::{runtime, RegistryArgs};
+use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_registry::progress::Progress;
+use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
+use kiln_registry::{Platform, Reference};
+use miette::{miette, Result};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln pull`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Image reference (`busybox`, `127.0.0.1:5000/app:1`, `repo@sha256:...`).
+    pub reference: String,
+    /// Platform to pull from a multi-platform image (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Pull every platform and keep the index.
+    #[arg(short = 'a', long)]
+    pub all_platforms: bool,
+    /// Print only the image name.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Runs `kiln pull`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let r = Reference::parse(&args.reference).map_err(|e| miette!("{e}"))?;
+    let platforms = if args.all_platforms {
+        PlatformSelection::All
+    } else if let Some(p) = &args.platform {
+        PlatformSelection::One(Platform::parse(p).map_err(|e| miette!("{e}"))?)
+    } else {
+        PlatformSelection::Host
+    };
+    let store = LocalStore::open(root)?;
+    let client = args.registry.client();
+    let progress = TransferProgress::new(Direction::Pull, args.quiet);
+    progress.message(&format!(
+        "{}: Pulling from {}",
+        r.tag().map(str::to_string).unwrap_or_else(|| r.manifest_ref()),
+        r.repository()
+    ));
+    let before = store.find(&r.to_string()).ok().map(|i| i.descriptor.digest);
+    let opts = PullOptions {
+        platforms,
+        concurrency: args.registry.concurrency(),
+    };
+    let pulled = runtime()?
+        .block_on(pull(&client, &r, &store, &opts, &progress))
+        .map_err(|e| miette!("{e}"))?;
+    store.tag(&r, &pulled.root)?;
+    progress.message(&format!("Digest: {}", pulled.repo_digest));
+    let status = if before.as_ref() == Some(&pulled.root.digest) {
+        "Image is up to date for"
+    } else {
+        "Downloaded newer image for"
+    };
+    progress.message(&format!("Status: {status} {}", r.familiar()));
+    println!("{r}");
+    Ok(ExitCode::SUCCESS)
+}

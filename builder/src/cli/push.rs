@@ -1,0 +1,50 @@
+//! `kiln push`: upload a local image (or index) to its registry.
+
+use crate::local_store::LocalStore;
+use crate::registry_opts::{runtime, RegistryArgs};
+use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_registry::progress::Progress;
+use kiln_registry::push::{push, PushOptions};
+use kiln_registry::Reference;
+use miette::{miette, Result};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln push`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Local image to push; its name says where.
+    pub reference: String,
+    /// Print only the digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Runs `kiln push`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let r = Reference::parse(&args.reference).map_err(|e| miette!("{e}"))?;
+    let store = LocalStore::open(root)?;
+    let image = store.find(&args.reference)?;
+    let client = args.registry.client();
+    let progress = TransferProgress::new(Direction::Push, args.quiet);
+    progress.message(&format!("The push refers to repository [{}]", r.name()));
+    let opts = PushOptions {
+        concurrency: args.registry.concurrency(),
+        mount_from: None,
+    };
+    let digest = runtime()?
+        .block_on(push(&client, &r, &image.descriptor, &store, &opts, &progress))
+        .map_err(|e| miette!("{e}"))?;
+    if args.quiet {
+        println!("{digest}");
+    } else {
+        println!(
+            "{}: digest: {digest} size: {}",
+            r.tag().unwrap_or("latest"),
+            image.descriptor.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,112 @@
+//! `kiln rmi`: untag local images and delete the blobs no other tag uses.
+
+use crate::local_store::LocalStore;
+use kiln_registry::manifest::Manifest;
+use kiln_registry::store::BlobStore;
+use kiln_registry::{Digest, Reference};
+use kiln_solver::content::LockMode;
+use miette::{miette, IntoDiagnostic, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln rmi`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Images (names or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove every tag of an image given by ID.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Keep the blobs (untag only).
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+/// Runs `kiln rmi`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let store = LocalStore::open(root)?;
+    let mut failed = false;
+    let mut removed_roots = Vec::new();
+    for what in &args.images {
+        let image = match store.find(what) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let by_name = Reference::parse(what).map(|r| r.to_string() == image.name).unwrap_or(false);
+        let names: Vec<String> = if by_name {
+            vec![image.name.clone()]
+        } else {
+            let all: Vec<String> = store
+                .images()?
+                .into_iter()
+                .filter(|i| i.descriptor.digest == image.descriptor.digest)
+                .map(|i| i.name)
+                .collect();
+            if all.len() > 1 && !args.force {
+                eprintln!(
+                    "Error: image {what} is referenced by {} names ({}); use -f or remove by name",
+                    all.len(),
+                    all.join(", ")
+                );
+                failed = true;
+                continue;
+            }
+            all
+        };
+        for n in names {
+            store.content.remove_tag(&n).into_diagnostic()?;
+            let familiar = Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
+            println!("Untagged: {familiar}");
+        }
+        removed_roots.push(image.descriptor.digest.clone());
+    }
+    if !args.no_prune && !removed_roots.is_empty() {
+        // Only when no build holds the store: its blobs may not be tagged yet.
+        if let Some(_lock) = store.content.try_lock(LockMode::Exclusive).into_diagnostic()? {
+            let mut keep = BTreeSet::new();
+            for i in store.images()? {
+                reachable(&store, &i.descriptor.digest, &mut keep);
+            }
+            let mut gone = BTreeSet::new();
+            for r in &removed_roots {
+                reachable(&store, r, &mut gone);
+            }
+            for d in gone.difference(&keep) {
+                let od = oci_spec::image::Digest::try_from(d.to_string()).map_err(|e| miette!("{e}"))?;
+                if store.content.delete(&od).into_diagnostic()? {
+                    println!("Deleted: {d}");
+                }
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Collects the digests reachable from a manifest or index that are present locally.
+fn reachable(store: &LocalStore, root: &Digest, out: &mut BTreeSet<Digest>) {
+    if !store.has_blob(root) || !out.insert(root.clone()) {
+        return;
+    }
+    let Ok(bytes) = store.read_blob(root) else { return };
+    match Manifest::parse("", &bytes, None) {
+        Ok((Manifest::Image(m), _)) => {
+            for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+                if store.has_blob(&d.digest) {
+                    out.insert(d.digest.clone());
+                }
+            }
+        }
+        Ok((Manifest::Index(idx), _)) => {
+            for c in &idx.manifests {
+                reachable(store, &c.digest, out);
+            }
+        }
+        Err(_) => {}
+    }
+}

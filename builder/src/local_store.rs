@@ -1,0 +1,189 @@
+//! The local image store (the content store of the state directory) as the registry client sees
+//! it, plus lookups of local images by reference or ID.
+
+use kiln_registry::manifest::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_registry::store::BlobStore;
+use kiln_registry::{Digest, Reference};
+use kiln_solver::content::ContentStore;
+use kiln_solver::state::StateDir;
+use miette::{miette, IntoDiagnostic, Result};
+use std::path::{Path, PathBuf};
+
+/// Opens the state directory chosen by `--root` / `KILN_ROOT` / the defaults.
+pub fn open_state(root: Option<&Path>) -> Result<StateDir> {
+    let root = StateDir::choose_root(root).into_diagnostic()?;
+    StateDir::open(&root).map_err(|e| miette!("opening state directory {}: {e}", root.display()))
+}
+
+/// [`ContentStore`] adapted to the registry client's [`BlobStore`].
+pub struct LocalStore {
+    /// The content store.
+    pub content: ContentStore,
+}
+
+fn oci_digest(d: &Digest) -> kiln_registry::Result<oci_spec::image::Digest> {
+    oci_spec::image::Digest::try_from(d.to_string()).map_err(|_| kiln_registry::Error::InvalidDigest(d.to_string()))
+}
+
+fn store_err(e: kiln_solver::content::ContentError) -> kiln_registry::Error {
+    kiln_registry::Error::io("local store", std::io::Error::other(e.to_string()))
+}
+
+impl BlobStore for LocalStore {
+    fn has_blob(&self, digest: &Digest) -> bool {
+        oci_digest(digest)
+            .ok()
+            .and_then(|d| self.content.exists(&d).ok())
+            .unwrap_or(false)
+    }
+
+    fn temp_path(&self) -> kiln_registry::Result<PathBuf> {
+        let f = tempfile::Builder::new()
+            .prefix("pull-")
+            .tempfile_in(self.content.ingest_dir())
+            .map_err(|e| kiln_registry::Error::io("creating temporary file", e))?;
+        // Keep the name; the downloader recreates the file and commits or removes it.
+        let (_, path) = f.keep().map_err(|e| kiln_registry::Error::io("creating temporary file", e.error))?;
+        Ok(path)
+    }
+
+    fn commit_blob(&self, digest: &Digest, tmp: &Path) -> kiln_registry::Result<()> {
+        self.content.commit_file(&oci_digest(digest)?, tmp).map_err(store_err)
+    }
+
+    fn open_blob(&self, digest: &Digest) -> kiln_registry::Result<std::fs::File> {
+        self.content.open_blob(&oci_digest(digest)?).map_err(store_err)
+    }
+}
+
+/// Converts between the registry client's and oci-spec's descriptor types (same JSON).
+pub fn to_oci(d: &Descriptor) -> Result<oci_spec::image::Descriptor> {
+    serde_json::from_value(serde_json::to_value(d).into_diagnostic()?).into_diagnostic()
+}
+
+/// Converts an oci-spec descriptor into the registry client's type.
+pub fn from_oci(d: &oci_spec::image::Descriptor) -> Result<Descriptor> {
+    serde_json::from_value(serde_json::to_value(d).into_diagnostic()?).into_diagnostic()
+}
+
+/// A tagged local image.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    /// Full normalised name, e.g. `docker.io/library/busybox:latest`.
+    pub name: String,
+    /// The manifest or index it points to (without the ref-name annotation).
+    pub descriptor: Descriptor,
+}
+
+impl LocalStore {
+    /// Opens the local store of the state directory.
+    pub fn open(root: Option<&Path>) -> Result<Self> {
+        Ok(LocalStore {
+            content: open_state(root)?.content().clone(),
+        })
+    }
+
+    /// All tagged images.
+    pub fn images(&self) -> Result<Vec<LocalImage>> {
+        let tags = self.content.tags().into_diagnostic()?;
+        tags.iter()
+            .map(|t| {
+                let mut d = from_oci(&t.descriptor)?;
+                if let Some(a) = d.annotations.as_mut() {
+                    a.remove(kiln_solver::content::REF_NAME_ANNOTATION);
+                }
+                if d.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+                    d.annotations = None;
+                }
+                Ok(LocalImage {
+                    name: t.name.clone(),
+                    descriptor: d,
+                })
+            })
+            .collect()
+    }
+
+    /// Finds a local image by reference (`busybox`, `127.0.0.1:5000/x:1`) or by ID / digest
+    /// (prefix of at least 4 hex digits, `sha256:` optional).
+    pub fn find(&self, what: &str) -> Result<LocalImage> {
+        let images = self.images()?;
+        if let Ok(r) = Reference::parse(what) {
+            let name = r.to_string();
+            if let Some(i) = images.iter().find(|i| i.name == name) {
+                return Ok(i.clone());
+            }
+        }
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<&LocalImage> = images
+                .iter()
+                .filter(|i| i.descriptor.digest.hex().starts_with(hex))
+                .collect();
+            let distinct: std::collections::BTreeSet<&Digest> = matches.iter().map(|i| &i.descriptor.digest).collect();
+            match distinct.len() {
+                0 => {}
+                1 => return Ok(matches[0].clone()),
+                _ => return Err(miette!("image ID {what} is ambiguous")),
+            }
+        }
+        Err(miette!("no such image: {what} (see `kiln images`; `kiln pull {what}` fetches it)"))
+    }
+
+    /// Stores a tag.
+    pub fn tag(&self, name: &Reference, d: &Descriptor) -> Result<()> {
+        self.content
+            .set_tag(&name.to_string(), &to_oci(d)?)
+            .map_err(|e| miette!("tagging {name}: {e}"))
+    }
+
+    /// Parses the manifest a descriptor points to.
+    pub fn manifest(&self, d: &Descriptor) -> Result<Manifest> {
+        let bytes = self.read_blob(&d.digest).map_err(|e| miette!("{e}"))?;
+        Manifest::parse(&d.digest.to_string(), &bytes, Some(&d.media_type))
+            .map(|(m, _)| m)
+            .map_err(|e| miette!("{e}"))
+    }
+
+    /// The image manifests of a tagged root present locally, with their platforms.
+    pub fn platform_manifests(&self, d: &Descriptor) -> Result<Vec<(Descriptor, ImageManifest)>> {
+        match self.manifest(d)? {
+            Manifest::Image(m) => Ok(vec![(d.clone(), *m)]),
+            Manifest::Index(idx) => {
+                let mut out = Vec::new();
+                for c in idx.manifests {
+                    if !self.has_blob(&c.digest) {
+                        continue;
+                    }
+                    if let Manifest::Image(m) = self.manifest(&c)? {
+                        out.push((c, *m));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The manifest of a root for a platform (host by default).
+    pub fn manifest_for(&self, d: &Descriptor, platform: Option<&Platform>) -> Result<(Descriptor, ImageManifest)> {
+        let all = self.platform_manifests(d)?;
+        if all.len() == 1 && platform.is_none() {
+            return all.into_iter().next().ok_or_else(|| miette!("empty image"));
+        }
+        let want = platform.cloned().unwrap_or_else(Platform::host);
+        let mut fallback = None;
+        for (desc, m) in all {
+            match &desc.platform {
+                Some(p) if want.matches(p) => return Ok((desc, m)),
+                None if fallback.is_none() => fallback = Some((desc, m)),
+                _ => {}
+            }
+        }
+        fallback.ok_or_else(|| miette!("image {} has no manifest for platform {want}", d.digest))
+    }
+
+    /// Reads and parses an image config.
+    pub fn config(&self, m: &ImageManifest) -> Result<serde_json::Value> {
+        let bytes = self.read_blob(&m.config.digest).map_err(|e| miette!("{e}"))?;
+        serde_json::from_slice(&bytes).into_diagnostic()
+    }
+}
