@@ -289,7 +289,7 @@ impl RegistryClient {
             (true, Some(u)) => format!(
                 "access denied for user {u:?} (wrong password, or the scope was not granted)"
             ),
-            (true, None) => "access denied to anonymous user".to_string(),
+            (true, None) => format!("anonymous access denied; run `kiln login {}`", host.name),
         };
         Err(Error::Auth {
             reference: what.to_string(),

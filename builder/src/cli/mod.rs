@@ -12,6 +12,9 @@ mod history;
 mod login;
 mod logout;
 mod imagetools;
+mod save;
+mod load;
+mod copy;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +40,12 @@ pub enum Command {
     Version(version::Args),
     /// Build an image from a Dockerfile (for now: `--check`, `--call outline|targets`).
     Build(build::Args),
+    /// Save images to a tar archive (docker-archive or OCI).
+    Save(save::Args),
+    /// Load images from a tar archive.
+    Load(load::Args),
+    /// Copy images between registries, OCI layouts and archives.
+    Copy(copy::Args),
     /// Pull an image or a repository from a registry.
     Pull(pull::Args),
     /// Upload an image to a registry.
@@ -68,6 +77,9 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(args),
+        Command::Save(args) => save::run(args, cli.root.as_deref()),
+        Command::Load(args) => load::run(args, cli.root.as_deref()),
+        Command::Copy(args) => copy::run(args, cli.root.as_deref()),
         Command::Pull(args) => pull::run(args, cli.root.as_deref()),
         Command::Push(args) => push::run(args, cli.root.as_deref()),
         Command::Tag(args) => tag::run(args, cli.root.as_deref()),

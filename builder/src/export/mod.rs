@@ -2,3 +2,5 @@
 
 pub mod image;
 pub mod output;
+pub mod docker_archive;
+pub mod oci;

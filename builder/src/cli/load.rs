@@ -1,0 +1,51 @@
+//! `kiln load`: read a docker-archive or OCI tar (gzip-compressed too) into the local store.
+
+use crate::export::{docker_archive, oci};
+use crate::local_store::LocalStore;
+use miette::{miette, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `kiln load`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Archive to read (default: stdin).
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Print less.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Runs `kiln load`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let store = LocalStore::open(root)?;
+    let reader: Box<dyn std::io::Read> = match &args.input {
+        Some(p) => Box::new(std::fs::File::open(p).map_err(|e| miette!("{}: {e}", p.display()))?),
+        None => Box::new(std::io::stdin()),
+    };
+    // Unpack next to the store so verified blobs are moved, not copied.
+    let staging = tempfile::Builder::new()
+        .prefix("load-")
+        .tempdir_in(store.content.ingest_dir())
+        .map_err(|e| miette!("creating staging directory: {e}"))?;
+    oci::unpack(oci::open_maybe_gzip(reader)?, staging.path())?;
+    let images = docker_archive::import(staging.path(), &store)?;
+    if images.is_empty() {
+        return Err(miette!("the archive contains no images"));
+    }
+    for img in &images {
+        if img.names.is_empty() {
+            // The store only keeps tagged images: name it by digest so it can be found.
+            println!("Loaded image ID: {} (unnamed; tag it with `kiln tag`)", img.root.digest);
+            continue;
+        }
+        for n in &img.names {
+            store.tag(n, &img.root)?;
+            if !args.quiet {
+                println!("Loaded image: {}", n.familiar());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! `kiln save`: write images to a tar (`docker load` compatible, or `--format oci`).
+
+use crate::export::{docker_archive, oci};
+use crate::local_store::LocalStore;
+use kiln_registry::{Platform, Reference};
+use miette::{miette, IntoDiagnostic, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `kiln save`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Images (names or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Output file (default: stdout, which must not be a terminal).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// `docker` (docker-archive with an OCI layout inside) or `oci` (plain OCI layout).
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    pub format: String,
+    /// Platform for docker's manifest.json when an image has several (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Runs `kiln save`.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let store = LocalStore::open(root)?;
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(|e| miette!("{e}"))?,
+        None => Platform::host(),
+    };
+    let mut images: Vec<oci::NamedImage> = Vec::new();
+    for what in &args.images {
+        let img = store.find(what)?;
+        let name = Reference::parse(&img.name).map_err(|e| miette!("{e}"))?;
+        // Saving by ID keeps the image unnamed.
+        let by_name = Reference::parse(what).map(|r| r.to_string() == img.name).unwrap_or(false);
+        match images.iter_mut().find(|i| i.root.digest == img.descriptor.digest) {
+            Some(i) if by_name => i.names.push(name),
+            Some(_) => {}
+            None => images.push(oci::NamedImage {
+                names: if by_name { vec![name] } else { Vec::new() },
+                root: img.descriptor,
+            }),
+        }
+    }
+    let extra = if args.format == "docker" {
+        docker_archive::manifest_json(&store, &images, &platform)?
+    } else {
+        Vec::new()
+    };
+    match &args.output {
+        Some(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| miette!("creating {}: {e}", path.display()))?;
+            let w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+            let w = oci::write_tar(w, &store, &images, &extra)?;
+            let tmp = w.into_inner().map_err(|e| miette!("writing {}: {e}", path.display()))?;
+            tmp.as_file().sync_all().into_diagnostic()?;
+            tmp.persist(path).map_err(|e| miette!("writing {}: {e}", path.display()))?;
+        }
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdout().is_terminal() {
+                return Err(miette!("refusing to write an archive to a terminal; use -o FILE or redirect"));
+            }
+            let out = std::io::stdout().lock();
+            let mut w = oci::write_tar(std::io::BufWriter::new(out), &store, &images, &extra)?;
+            w.flush().into_diagnostic()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
