@@ -22,7 +22,8 @@ pub struct LocalStore {
 }
 
 fn oci_digest(d: &Digest) -> kiln_registry::Result<oci_spec::image::Digest> {
-    oci_spec::image::Digest::try_from(d.to_string()).map_err(|_| kiln_registry::Error::InvalidDigest(d.to_string()))
+    oci_spec::image::Digest::try_from(d.to_string())
+        .map_err(|_| kiln_registry::Error::InvalidDigest(d.to_string()))
 }
 
 fn store_err(e: kiln_solver::content::ContentError) -> kiln_registry::Error {
@@ -43,16 +44,22 @@ impl BlobStore for LocalStore {
             .tempfile_in(self.content.ingest_dir())
             .map_err(|e| kiln_registry::Error::io("creating temporary file", e))?;
         // Keep the name; the downloader recreates the file and commits or removes it.
-        let (_, path) = f.keep().map_err(|e| kiln_registry::Error::io("creating temporary file", e.error))?;
+        let (_, path) = f
+            .keep()
+            .map_err(|e| kiln_registry::Error::io("creating temporary file", e.error))?;
         Ok(path)
     }
 
     fn commit_blob(&self, digest: &Digest, tmp: &Path) -> kiln_registry::Result<()> {
-        self.content.commit_file(&oci_digest(digest)?, tmp).map_err(store_err)
+        self.content
+            .commit_file(&oci_digest(digest)?, tmp)
+            .map_err(store_err)
     }
 
     fn open_blob(&self, digest: &Digest) -> kiln_registry::Result<std::fs::File> {
-        self.content.open_blob(&oci_digest(digest)?).map_err(store_err)
+        self.content
+            .open_blob(&oci_digest(digest)?)
+            .map_err(store_err)
     }
 }
 
@@ -119,14 +126,17 @@ impl LocalStore {
                 .iter()
                 .filter(|i| i.descriptor.digest.hex().starts_with(hex))
                 .collect();
-            let distinct: std::collections::BTreeSet<&Digest> = matches.iter().map(|i| &i.descriptor.digest).collect();
+            let distinct: std::collections::BTreeSet<&Digest> =
+                matches.iter().map(|i| &i.descriptor.digest).collect();
             match distinct.len() {
                 0 => {}
                 1 => return Ok(matches[0].clone()),
                 _ => return Err(miette!("image ID {what} is ambiguous")),
             }
         }
-        Err(miette!("no such image: {what} (see `kiln images`; `kiln pull {what}` fetches it)"))
+        Err(miette!(
+            "no such image: {what} (see `kiln images`; `kiln pull {what}` fetches it)"
+        ))
     }
 
     /// Stores a tag.
@@ -164,7 +174,11 @@ impl LocalStore {
     }
 
     /// The manifest of a root for a platform (host by default).
-    pub fn manifest_for(&self, d: &Descriptor, platform: Option<&Platform>) -> Result<(Descriptor, ImageManifest)> {
+    pub fn manifest_for(
+        &self,
+        d: &Descriptor,
+        platform: Option<&Platform>,
+    ) -> Result<(Descriptor, ImageManifest)> {
         let all = self.platform_manifests(d)?;
         if all.len() == 1 && platform.is_none() {
             return all.into_iter().next().ok_or_else(|| miette!("empty image"));
@@ -183,7 +197,9 @@ impl LocalStore {
 
     /// Reads and parses an image config.
     pub fn config(&self, m: &ImageManifest) -> Result<serde_json::Value> {
-        let bytes = self.read_blob(&m.config.digest).map_err(|e| miette!("{e}"))?;
+        let bytes = self
+            .read_blob(&m.config.digest)
+            .map_err(|e| miette!("{e}"))?;
         serde_json::from_slice(&bytes).into_diagnostic()
     }
 }

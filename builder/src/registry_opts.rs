@@ -6,7 +6,12 @@ use kiln_registry::{RegistryClient, TransportOptions};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Registry (host:port) to reach over plain HTTP or unverified TLS. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST", env = "KILN_INSECURE_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "KILN_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
     /// Parallel blob transfers.
     #[arg(long, default_value_t = 4, value_name = "N")]

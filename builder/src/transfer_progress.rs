@@ -55,9 +55,11 @@ impl Progress for TransferProgress {
     fn start(&self, digest: &Digest, size: u64) {
         let Some(m) = &self.multi else { return };
         let bar = m.add(ProgressBar::new(size));
-        let style = ProgressStyle::with_template("{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(digest.short().to_string());
         bar.set_message(match self.direction {

@@ -135,7 +135,11 @@ impl RegistryClient {
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
         let hub = crate::reference::DOCKER_HUB;
-        let alias = if registry == crate::reference::DOCKER_HUB_API { Some(hub) } else { None };
+        let alias = if registry == crate::reference::DOCKER_HUB_API {
+            Some(hub)
+        } else {
+            None
+        };
         if let Some(c) = self
             .inner
             .static_creds
@@ -324,7 +328,9 @@ impl RegistryClient {
     pub async fn check_login(&self, registry: &str) -> Result<()> {
         let host = crate::reference::api_host(registry);
         let resp = self
-            .request(host, registry, &Scope(Vec::new()), |h| Ok(h.client.get(h.url("/v2/")?)))
+            .request(host, registry, &Scope(Vec::new()), |h| {
+                Ok(h.client.get(h.url("/v2/")?))
+            })
             .await?;
         Self::expect(resp, registry, registry, &[StatusCode::OK]).await?;
         Ok(())

@@ -35,7 +35,9 @@ enum Location {
 fn split_path_tag(rest: &str) -> (PathBuf, Option<String>) {
     // DIR:TAG where TAG has no '/'.
     match rest.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') && !p.is_empty() => (PathBuf::from(p), Some(t.to_string())),
+        Some((p, t)) if !t.contains('/') && !p.is_empty() => {
+            (PathBuf::from(p), Some(t.to_string()))
+        }
         _ => (PathBuf::from(rest), None),
     }
 }
@@ -48,13 +50,17 @@ fn parse_location(s: &str) -> Result<Location> {
     if let Some(rest) = s.strip_prefix("docker-archive:") {
         // FILE[:REF]: the reference part contains ':' itself, so split at the first ':' after the path.
         let (p, r) = match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => (p, Some(Reference::parse(r).map_err(|e| miette!("{e}"))?)),
+            Some((p, r)) if !r.is_empty() => {
+                (p, Some(Reference::parse(r).map_err(|e| miette!("{e}"))?))
+            }
             _ => (rest, None),
         };
         return Ok(Location::DockerArchive(PathBuf::from(p), r));
     }
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    Ok(Location::Registry(Reference::parse(s).map_err(|e| miette!("{e}"))?))
+    Ok(Location::Registry(
+        Reference::parse(s).map_err(|e| miette!("{e}"))?,
+    ))
 }
 
 /// Runs `kiln copy`.
@@ -67,7 +73,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
     if let (Location::Registry(s), Location::Registry(d)) = (&src, &dst) {
         let digest = rt
-            .block_on(kiln_registry::copy::copy(&client, s, d, staging.path(), args.registry.concurrency(), &progress))
+            .block_on(kiln_registry::copy::copy(
+                &client,
+                s,
+                d,
+                staging.path(),
+                args.registry.concurrency(),
+                &progress,
+            ))
             .map_err(|e| miette!("{e}"))?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
@@ -81,25 +94,43 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 concurrency: args.registry.concurrency(),
             };
             let pull_progress = TransferProgress::new(Direction::Pull, args.quiet);
-            let pulled = rt.block_on(pull(&client, r, &store, &opts, &pull_progress)).map_err(|e| miette!("{e}"))?;
-            (Box::new(store), oci::NamedImage { names: vec![r.clone()], root: pulled.root })
+            let pulled = rt
+                .block_on(pull(&client, r, &store, &opts, &pull_progress))
+                .map_err(|e| miette!("{e}"))?;
+            (
+                Box::new(store),
+                oci::NamedImage {
+                    names: vec![r.clone()],
+                    root: pulled.root,
+                },
+            )
         }
         Location::Oci(dir, tag) => {
             let images = oci::read_dir_images(dir, None)?;
             let wanted = tag.clone();
             let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
-            let idx: kiln_registry::ImageIndex =
-                serde_json::from_slice(&layout_index).map_err(|e| miette!("{}: {e}", dir.display()))?;
+            let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
+                .map_err(|e| miette!("{}: {e}", dir.display()))?;
             let pick = match &wanted {
                 Some(t) => idx
                     .manifests
                     .iter()
-                    .find(|d| d.annotations.as_ref().and_then(|a| a.get(oci::REF_NAME_ANNOTATION)).is_some_and(|n| n == t || n.ends_with(&format!(":{t}"))))
+                    .find(|d| {
+                        d.annotations
+                            .as_ref()
+                            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
+                            .is_some_and(|n| n == t || n.ends_with(&format!(":{t}")))
+                    })
                     .ok_or_else(|| miette!("{}: no image tagged {t}", dir.display()))?
                     .digest
                     .clone(),
                 None if images.len() == 1 => images[0].root.digest.clone(),
-                None => return Err(miette!("{}: several images; say which with oci:DIR:TAG", dir.display())),
+                None => {
+                    return Err(miette!(
+                        "{}: several images; say which with oci:DIR:TAG",
+                        dir.display()
+                    ))
+                }
             };
             let img = images
                 .into_iter()
@@ -115,7 +146,11 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
             let mut images = docker_archive::import(&unpacked, &store)?;
             if images.len() != 1 {
-                return Err(miette!("{}: expected one image, found {}", file.display(), images.len()));
+                return Err(miette!(
+                    "{}: expected one image, found {}",
+                    file.display(),
+                    images.len()
+                ));
             }
             let img = images.remove(0);
             (Box::new(store), img)
@@ -128,17 +163,32 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 mount_from: None,
             };
             let d = rt
-                .block_on(push(&client, &r, &image.root, store.as_ref(), &opts, &progress))
+                .block_on(push(
+                    &client,
+                    &r,
+                    &image.root,
+                    store.as_ref(),
+                    &opts,
+                    &progress,
+                ))
                 .map_err(|e| miette!("{e}"))?;
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
             let name = match (&tag, image.names.first()) {
                 (Some(t), Some(n)) => vec![n.with_tag(t)],
-                (Some(t), None) => vec![Reference::parse(&format!("localhost/image:{t}")).map_err(|e| miette!("{e}"))?],
+                (Some(t), None) => vec![Reference::parse(&format!("localhost/image:{t}"))
+                    .map_err(|e| miette!("{e}"))?],
                 (None, _) => image.names.clone(),
             };
-            oci::write_dir(&dir, store.as_ref(), &[oci::NamedImage { names: name, root: image.root.clone() }])?;
+            oci::write_dir(
+                &dir,
+                store.as_ref(),
+                &[oci::NamedImage {
+                    names: name,
+                    root: image.root.clone(),
+                }],
+            )?;
             println!("{}@{}", dir.display(), image.root.digest);
         }
         Location::DockerArchive(file, r) => {
@@ -146,7 +196,10 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 Some(r) => vec![r],
                 None => image.names.clone(),
             };
-            let images = [oci::NamedImage { names, root: image.root.clone() }];
+            let images = [oci::NamedImage {
+                names,
+                root: image.root.clone(),
+            }];
             let extra = docker_archive::manifest_json(store.as_ref(), &images, &Platform::host())?;
             let f = std::fs::File::create(&file).map_err(|e| miette!("{}: {e}", file.display()))?;
             let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &extra)?;

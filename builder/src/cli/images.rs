@@ -64,7 +64,11 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 })
             }
             "reference" => patterns.push(v.to_string()),
-            _ => return Err(miette!("unsupported filter {k:?} (supported: dangling, reference)")),
+            _ => {
+                return Err(miette!(
+                    "unsupported filter {k:?} (supported: dangling, reference)"
+                ))
+            }
         }
     }
     let mut rows = Vec::new();
@@ -73,10 +77,16 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         if dangling == Some(true) {
             continue;
         }
-        let Ok(r) = Reference::parse(&image.name) else { continue };
+        let Ok(r) = Reference::parse(&image.name) else {
+            continue;
+        };
         let familiar = r.familiar();
         let name = r.familiar_name();
-        if !patterns.is_empty() && !patterns.iter().any(|p| reference_matches(p, &name, &familiar)) {
+        if !patterns.is_empty()
+            && !patterns
+                .iter()
+                .any(|p| reference_matches(p, &name, &familiar))
+        {
             continue;
         }
         rows.push(row(&store, &image, &r, args.no_trunc)?);
@@ -148,13 +158,21 @@ fn row(store: &LocalStore, image: &LocalImage, r: &Reference, no_trunc: bool) ->
         size += d.size;
     }
     let full_id = d.digest.to_string();
-    let id = if no_trunc { full_id.clone() } else { d.digest.short().to_string() };
+    let id = if no_trunc {
+        full_id.clone()
+    } else {
+        d.digest.short().to_string()
+    };
     Ok(Row {
         repository: r.familiar_name(),
         tag: r.tag().unwrap_or("<none>").to_string(),
         digest: full_id.clone(),
         id,
-        created_at: if created.is_empty() { "N/A".into() } else { created },
+        created_at: if created.is_empty() {
+            "N/A".into()
+        } else {
+            created
+        },
         size: human_size(size),
         full_id,
         platforms: platforms.join(","),
@@ -173,7 +191,11 @@ pub fn human_size(n: u64) -> String {
     if i == 0 {
         format!("{n}B")
     } else {
-        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_string() + units[i]
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
     }
 }
 
@@ -181,7 +203,13 @@ pub fn human_size(n: u64) -> String {
 pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let mut line = String::new();
@@ -212,7 +240,8 @@ pub fn render_template(template: &str, value: &serde_json::Value) -> Result<Stri
             Some(p) => (true, p.trim()),
             None => (false, expr),
         };
-        let v = lookup(value, path).ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
+        let v = lookup(value, path)
+            .ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
         if json {
             out.push_str(&serde_json::to_string(v).map_err(|e| miette!("{e}"))?);
         } else {
@@ -264,9 +293,21 @@ mod tests {
     fn globs_like_path_match() {
         assert!(reference_matches("busybox", "busybox", "busybox:latest"));
         assert!(reference_matches("busy*", "busybox", "busybox:latest"));
-        assert!(reference_matches("busybox:lat*", "busybox", "busybox:latest"));
-        assert!(!reference_matches("*", "127.0.0.1:5000/x", "127.0.0.1:5000/x:1"));
-        assert!(reference_matches("*/*", "127.0.0.1:5000/x", "127.0.0.1:5000/x:1"));
+        assert!(reference_matches(
+            "busybox:lat*",
+            "busybox",
+            "busybox:latest"
+        ));
+        assert!(!reference_matches(
+            "*",
+            "127.0.0.1:5000/x",
+            "127.0.0.1:5000/x:1"
+        ));
+        assert!(reference_matches(
+            "*/*",
+            "127.0.0.1:5000/x",
+            "127.0.0.1:5000/x:1"
+        ));
         assert!(!reference_matches("alpine", "busybox", "busybox:latest"));
     }
 
@@ -275,7 +316,10 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(4_260_000), "4.26MB");
         let v = serde_json::json!({"Repository":"busybox","Tag":"latest"});
-        assert_eq!(render_template("{{.Repository}}:{{.Tag}}", &v).unwrap(), "busybox:latest");
+        assert_eq!(
+            render_template("{{.Repository}}:{{.Tag}}", &v).unwrap(),
+            "busybox:latest"
+        );
         assert_eq!(render_template("{{json .Tag}}", &v).unwrap(), "\"latest\"");
         assert!(render_template("{{.Nope}}", &v).is_err());
         assert!(render_template("{{.Tag", &v).is_err());

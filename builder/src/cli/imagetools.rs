@@ -2,11 +2,12 @@
 
 use crate::registry_opts::{runtime, RegistryArgs};
 use kiln_registry::manifest::{
-    is_index_type, Descriptor, ImageIndex, Manifest, Platform, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
+    is_index_type, Descriptor, ImageIndex, Manifest, Platform, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, OCI_INDEX,
 };
 use kiln_registry::progress::NoProgress;
 use kiln_registry::store::BlobDir;
-use kiln_registry::{Digest, RegistryClient, Reference};
+use kiln_registry::{Digest, Reference, RegistryClient};
 use miette::{miette, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -81,7 +82,9 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let r = parse_ref(&args.reference)?;
     let client = args.registry.client();
     let rt = runtime()?;
-    let fetched = rt.block_on(client.get_manifest(&r)).map_err(|e| miette!("{e}"))?;
+    let fetched = rt
+        .block_on(client.get_manifest(&r))
+        .map_err(|e| miette!("{e}"))?;
     if args.raw {
         use std::io::Write;
         let mut out = std::io::stdout();
@@ -89,9 +92,15 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         let _ = out.flush();
         return Ok(ExitCode::SUCCESS);
     }
-    let (m, mt) = Manifest::parse(&r.to_string(), &fetched.bytes, fetched.content_type.as_deref()).map_err(|e| miette!("{e}"))?;
+    let (m, mt) = Manifest::parse(
+        &r.to_string(),
+        &fetched.bytes,
+        fetched.content_type.as_deref(),
+    )
+    .map_err(|e| miette!("{e}"))?;
     if let Some(f) = &args.format {
-        let raw: serde_json::Value = serde_json::from_slice(&fetched.bytes).map_err(|e| miette!("{e}"))?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&fetched.bytes).map_err(|e| miette!("{e}"))?;
         let doc = json!({
             "name": r.to_string(),
             "mediaType": mt,
@@ -99,12 +108,18 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "size": fetched.bytes.len(),
             "manifest": raw,
         });
-        let v = match f.as_str() {
-            "json" | "{{json .}}" => doc,
-            "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
-            other => return Err(miette!("unsupported --format {other:?} (json, {{{{json .}}}}, {{{{json .Manifest}}}})")),
-        };
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| miette!("{e}"))?);
+        let v =
+            match f.as_str() {
+                "json" | "{{json .}}" => doc,
+                "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
+                other => return Err(miette!(
+                    "unsupported --format {other:?} (json, {{{{json .}}}}, {{{{json .Manifest}}}})"
+                )),
+            };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| miette!("{e}"))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<10} {}", "Name:", r);
@@ -131,7 +146,10 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         }
         Manifest::Image(m) => {
             println!();
-            println!("{:<10} {} ({})", "Config:", m.config.digest, m.config.media_type);
+            println!(
+                "{:<10} {} ({})",
+                "Config:", m.config.digest, m.config.media_type
+            );
             println!("Layers:");
             for l in &m.layers {
                 println!("  {} {} {}", l.digest, l.size, l.media_type);
@@ -142,7 +160,11 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
 }
 
 /// The platform of a single-image manifest, from its config.
-async fn platform_of(client: &RegistryClient, r: &Reference, m: &kiln_registry::ImageManifest) -> Result<Option<Platform>> {
+async fn platform_of(
+    client: &RegistryClient,
+    r: &Reference,
+    m: &kiln_registry::ImageManifest,
+) -> Result<Option<Platform>> {
     let tmp = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
     let path = tmp.path().join("config");
     client
@@ -150,7 +172,8 @@ async fn platform_of(client: &RegistryClient, r: &Reference, m: &kiln_registry::
         .await
         .map_err(|e| miette!("{e}"))?;
     let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette!("{e}"))?).map_err(|e| miette!("{e}"))?;
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette!("{e}"))?)
+            .map_err(|e| miette!("{e}"))?;
     let (Some(os), Some(arch)) = (cfg["os"].as_str(), cfg["architecture"].as_str()) else {
         return Ok(None);
     };
@@ -171,7 +194,8 @@ struct Entry {
 
 async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -> Result<()> {
     let f = client.get_manifest(r).await.map_err(|e| miette!("{e}"))?;
-    let (m, mt) = Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref()).map_err(|e| miette!("{e}"))?;
+    let (m, mt) = Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref())
+        .map_err(|e| miette!("{e}"))?;
     match m {
         Manifest::Index(idx) => {
             for d in idx.manifests {
@@ -200,11 +224,22 @@ async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -
 }
 
 /// Makes sure `target`'s repository has the manifest of `e` and its blobs.
-async fn copy_into(client: &RegistryClient, e: &Entry, target: &Reference, staging: &Path, concurrency: usize) -> Result<()> {
+async fn copy_into(
+    client: &RegistryClient,
+    e: &Entry,
+    target: &Reference,
+    staging: &Path,
+    concurrency: usize,
+) -> Result<()> {
     if e.source.registry() == target.registry() && e.source.repository() == target.repository() {
         return Ok(());
     }
-    let (m, mt) = Manifest::parse(&e.source.to_string(), &e.bytes, Some(&e.descriptor.media_type)).map_err(|e| miette!("{e}"))?;
+    let (m, mt) = Manifest::parse(
+        &e.source.to_string(),
+        &e.bytes,
+        Some(&e.descriptor.media_type),
+    )
+    .map_err(|e| miette!("{e}"))?;
     let Manifest::Image(m) = m else {
         return Err(miette!("{}: nested indexes are not supported", e.source));
     };
@@ -226,8 +261,11 @@ async fn copy_into(client: &RegistryClient, e: &Entry, target: &Reference, stagi
             let desc = d.clone();
             let c2 = client.clone();
             // Mount; if the registry refuses, fetch into staging and upload.
-            let open = move || std::fs::File::open(dir.join("blobs/sha256").join(desc.digest.hex()));
-            let outcome = client.push_blob(target, d, &open, opts.mount_from.as_deref(), &|_| {}).await;
+            let open =
+                move || std::fs::File::open(dir.join("blobs/sha256").join(desc.digest.hex()));
+            let outcome = client
+                .push_blob(target, d, &open, opts.mount_from.as_deref(), &|_| {})
+                .await;
             if outcome.is_err() {
                 kiln_registry::pull::pull_blob(&c2, &src, &store, d, &NoProgress)
                     .await
@@ -243,16 +281,31 @@ async fn copy_into(client: &RegistryClient, e: &Entry, target: &Reference, stagi
             .map_err(|e| miette!("{e}"))?;
     }
     client
-        .put_manifest(&target.with_digest(e.descriptor.digest.clone()), &e.bytes, &mt)
+        .put_manifest(
+            &target.with_digest(e.descriptor.digest.clone()),
+            &e.bytes,
+            &mt,
+        )
         .await
         .map_err(|e| miette!("{e}"))?;
     Ok(())
 }
 
 fn create(args: CreateArgs) -> Result<ExitCode> {
-    let targets: Vec<Reference> = args.tags.iter().map(|t| parse_ref(t)).collect::<Result<_>>()?;
-    let first = targets.first().ok_or_else(|| miette!("at least one --tag is required"))?.clone();
-    let mut sources: Vec<Reference> = args.sources.iter().map(|s| parse_ref(s)).collect::<Result<_>>()?;
+    let targets: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| parse_ref(t))
+        .collect::<Result<_>>()?;
+    let first = targets
+        .first()
+        .ok_or_else(|| miette!("at least one --tag is required"))?
+        .clone();
+    let mut sources: Vec<Reference> = args
+        .sources
+        .iter()
+        .map(|s| parse_ref(s))
+        .collect::<Result<_>>()?;
     if args.append {
         sources.insert(0, first.clone());
     }
@@ -266,7 +319,9 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             .split_once('=')
             .ok_or_else(|| miette!("bad --annotation {a:?}: expected KEY=VALUE"))?;
         if k.contains(':') && !k.contains('.') {
-            return Err(miette!("unsupported annotation target in {a:?} (only index annotations are supported)"));
+            return Err(miette!(
+                "unsupported annotation target in {a:?} (only index annotations are supported)"
+            ));
         }
         index_annotations.insert(k.to_string(), v.to_string());
     }
@@ -279,14 +334,26 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     // One entry per digest, first wins.
     let mut seen = std::collections::BTreeSet::<Digest>::new();
     entries.retain(|e| seen.insert(e.descriptor.digest.clone()));
-    let all_docker = entries.iter().all(|e| e.descriptor.media_type == DOCKER_MANIFEST);
+    let all_docker = entries
+        .iter()
+        .all(|e| e.descriptor.media_type == DOCKER_MANIFEST);
     let index = ImageIndex {
         schema_version: 2,
-        media_type: Some(if all_docker && index_annotations.is_empty() { DOCKER_MANIFEST_LIST } else { OCI_INDEX }.to_string()),
+        media_type: Some(
+            if all_docker && index_annotations.is_empty() {
+                DOCKER_MANIFEST_LIST
+            } else {
+                OCI_INDEX
+            }
+            .to_string(),
+        ),
         manifests: entries.iter().map(|e| e.descriptor.clone()).collect(),
         annotations: (!index_annotations.is_empty()).then_some(index_annotations),
     };
-    let media_type = index.media_type.clone().unwrap_or_else(|| OCI_INDEX.to_string());
+    let media_type = index
+        .media_type
+        .clone()
+        .unwrap_or_else(|| OCI_INDEX.to_string());
     let bytes = serde_json::to_vec_pretty(&index).map_err(|e| miette!("{e}"))?;
     if args.dry_run {
         println!("{}", String::from_utf8_lossy(&bytes));
@@ -306,4 +373,3 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     debug_assert!(is_index_type(&media_type));
     Ok(ExitCode::SUCCESS)
 }
-

@@ -66,7 +66,10 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 println!("{}", super::images::render_template(t, v)?);
             }
         }
-        None => println!("{}", serde_json::to_string_pretty(&out).map_err(|e| miette!("{e}"))?),
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| miette!("{e}"))?
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

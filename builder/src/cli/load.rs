@@ -37,7 +37,10 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     for img in &images {
         if img.names.is_empty() {
             // The store only keeps tagged images: name it by digest so it can be found.
-            println!("Loaded image ID: {} (unnamed; tag it with `kiln tag`)", img.root.digest);
+            println!(
+                "Loaded image ID: {} (unnamed; tag it with `kiln tag`)",
+                img.root.digest
+            );
             continue;
         }
         for n in &img.names {

@@ -31,7 +31,10 @@ pub struct Args {
 /// Normalises `https://host/v1/` or `docker.io` to the registry name used in references.
 pub fn server_name(server: Option<&str>) -> String {
     let s = server.unwrap_or("docker.io");
-    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
     match s {
         "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".to_string(),
@@ -43,7 +46,10 @@ fn prompt(label: &str) -> Result<String> {
     eprint!("{label}: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| miette!("reading {label}: {e}"))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| miette!("reading {label}: {e}"))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -51,7 +57,9 @@ fn prompt(label: &str) -> Result<String> {
 pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let server = server_name(args.server.as_deref());
     if args.password.is_some() && args.password_stdin {
-        return Err(miette!("--password and --password-stdin are mutually exclusive"));
+        return Err(miette!(
+            "--password and --password-stdin are mutually exclusive"
+        ));
     }
     if args.password.is_some() {
         eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
@@ -65,11 +73,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         p.clone()
     } else if args.password_stdin {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| miette!("reading password from stdin: {e}"))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| miette!("reading password from stdin: {e}"))?;
         s.trim_end_matches(['\n', '\r']).to_string()
     } else {
         if !std::io::stdin().is_terminal() {
-            return Err(miette!("cannot prompt for a password without a terminal; use --password-stdin"));
+            return Err(miette!(
+                "cannot prompt for a password without a terminal; use --password-stdin"
+            ));
         }
         prompt("Password")?
     };
@@ -79,8 +90,10 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let creds = Credentials { username, password };
     // Check the credentials before storing them: ask for a token / probe /v2/ with them.
     let mut opts = TransportOptions::default();
-    opts.insecure_registries.extend(args.registry.insecure_registries.iter().cloned());
-    let client = RegistryClient::with_credentials(opts, HashMap::from([(server.clone(), creds.clone())]));
+    opts.insecure_registries
+        .extend(args.registry.insecure_registries.iter().cloned());
+    let client =
+        RegistryClient::with_credentials(opts, HashMap::from([(server.clone(), creds.clone())]));
     runtime()?
         .block_on(client.check_login(&server))
         .map_err(|e| miette!("login to {server} failed: {e}"))?;

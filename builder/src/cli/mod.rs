@@ -1,20 +1,20 @@
 //! Command-line interface: one module per verb.
 
 pub mod build;
+mod copy;
 pub mod dockerfile;
-mod pull;
-mod push;
-mod tag;
-mod images;
-mod rmi;
-mod inspect;
 mod history;
+mod images;
+mod imagetools;
+mod inspect;
+mod load;
 mod login;
 mod logout;
-mod imagetools;
+mod pull;
+mod push;
+mod rmi;
 mod save;
-mod load;
-mod copy;
+mod tag;
 mod version;
 
 use clap::{Parser, Subcommand};

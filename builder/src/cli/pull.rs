@@ -16,7 +16,11 @@ pub struct Args {
     /// Image reference (`busybox`, `127.0.0.1:5000/app:1`, `repo@sha256:...`).
     pub reference: String,
     /// Platform to pull from a multi-platform image (default: this machine's).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
     pub platform: Option<String>,
     /// Pull every platform and keep the index.
     #[arg(short = 'a', long)]
@@ -43,7 +47,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let progress = TransferProgress::new(Direction::Pull, args.quiet);
     progress.message(&format!(
         "{}: Pulling from {}",
-        r.tag().map(str::to_string).unwrap_or_else(|| r.manifest_ref()),
+        r.tag()
+            .map(str::to_string)
+            .unwrap_or_else(|| r.manifest_ref()),
         r.repository()
     ));
     let before = store.find(&r.to_string()).ok().map(|i| i.descriptor.digest);

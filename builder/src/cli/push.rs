@@ -35,7 +35,14 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         mount_from: None,
     };
     let digest = runtime()?
-        .block_on(push(&client, &r, &image.descriptor, &store, &opts, &progress))
+        .block_on(push(
+            &client,
+            &r,
+            &image.descriptor,
+            &store,
+            &opts,
+            &progress,
+        ))
         .map_err(|e| miette!("{e}"))?;
     if args.quiet {
         println!("{digest}");

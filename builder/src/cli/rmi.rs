@@ -38,7 +38,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 continue;
             }
         };
-        let by_name = Reference::parse(what).map(|r| r.to_string() == image.name).unwrap_or(false);
+        let by_name = Reference::parse(what)
+            .map(|r| r.to_string() == image.name)
+            .unwrap_or(false);
         let names: Vec<String> = if by_name {
             vec![image.name.clone()]
         } else {
@@ -68,7 +70,11 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     }
     if !args.no_prune && !removed_roots.is_empty() {
         // Only when no build holds the store: its blobs may not be tagged yet.
-        if let Some(_lock) = store.content.try_lock(LockMode::Exclusive).into_diagnostic()? {
+        if let Some(_lock) = store
+            .content
+            .try_lock(LockMode::Exclusive)
+            .into_diagnostic()?
+        {
             let mut keep = BTreeSet::new();
             for i in store.images()? {
                 reachable(&store, &i.descriptor.digest, &mut keep);
@@ -78,14 +84,19 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 reachable(&store, r, &mut gone);
             }
             for d in gone.difference(&keep) {
-                let od = oci_spec::image::Digest::try_from(d.to_string()).map_err(|e| miette!("{e}"))?;
+                let od =
+                    oci_spec::image::Digest::try_from(d.to_string()).map_err(|e| miette!("{e}"))?;
                 if store.content.delete(&od).into_diagnostic()? {
                     println!("Deleted: {d}");
                 }
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Collects the digests reachable from a manifest or index that are present locally.
@@ -93,7 +104,9 @@ fn reachable(store: &LocalStore, root: &Digest, out: &mut BTreeSet<Digest>) {
     if !store.has_blob(root) || !out.insert(root.clone()) {
         return;
     }
-    let Ok(bytes) = store.read_blob(root) else { return };
+    let Ok(bytes) = store.read_blob(root) else {
+        return;
+    };
     match Manifest::parse("", &bytes, None) {
         Ok((Manifest::Image(m), _)) => {
             for d in std::iter::once(&m.config).chain(m.layers.iter()) {

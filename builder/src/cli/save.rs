@@ -37,8 +37,13 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         let img = store.find(what)?;
         let name = Reference::parse(&img.name).map_err(|e| miette!("{e}"))?;
         // Saving by ID keeps the image unnamed.
-        let by_name = Reference::parse(what).map(|r| r.to_string() == img.name).unwrap_or(false);
-        match images.iter_mut().find(|i| i.root.digest == img.descriptor.digest) {
+        let by_name = Reference::parse(what)
+            .map(|r| r.to_string() == img.name)
+            .unwrap_or(false);
+        match images
+            .iter_mut()
+            .find(|i| i.root.digest == img.descriptor.digest)
+        {
             Some(i) if by_name => i.names.push(name),
             Some(_) => {}
             None => images.push(oci::NamedImage {
@@ -54,18 +59,27 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     };
     match &args.output {
         Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| miette!("creating {}: {e}", path.display()))?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| miette!("creating {}: {e}", path.display()))?;
             let w = std::io::BufWriter::with_capacity(1 << 20, tmp);
             let w = oci::write_tar(w, &store, &images, &extra)?;
-            let tmp = w.into_inner().map_err(|e| miette!("writing {}: {e}", path.display()))?;
+            let tmp = w
+                .into_inner()
+                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
             tmp.as_file().sync_all().into_diagnostic()?;
-            tmp.persist(path).map_err(|e| miette!("writing {}: {e}", path.display()))?;
+            tmp.persist(path)
+                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
         }
         None => {
             use std::io::IsTerminal;
             if std::io::stdout().is_terminal() {
-                return Err(miette!("refusing to write an archive to a terminal; use -o FILE or redirect"));
+                return Err(miette!(
+                    "refusing to write an archive to a terminal; use -o FILE or redirect"
+                ));
             }
             let out = std::io::stdout().lock();
             let mut w = oci::write_tar(std::io::BufWriter::new(out), &store, &images, &extra)?;

@@ -19,7 +19,10 @@ pub struct Args {
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let target = Reference::parse(&args.target).map_err(|e| miette!("{e}"))?;
     if target.digest().is_some() {
-        return Err(miette!("invalid tag {}: a tag cannot contain a digest", args.target));
+        return Err(miette!(
+            "invalid tag {}: a tag cannot contain a digest",
+            args.target
+        ));
     }
     let store = LocalStore::open(root)?;
     let image = store.find(&args.source)?;

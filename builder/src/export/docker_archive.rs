@@ -25,7 +25,11 @@ pub struct ArchiveEntry {
 }
 
 /// manifest.json (and `repositories`) for the images: the platform manifest of each.
-pub fn manifest_json(store: &dyn BlobStore, images: &[NamedImage], platform: &Platform) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn manifest_json(
+    store: &dyn BlobStore,
+    images: &[NamedImage],
+    platform: &Platform,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut entries = Vec::new();
     let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for img in images {
@@ -40,28 +44,59 @@ pub fn manifest_json(store: &dyn BlobStore, images: &[NamedImage], platform: &Pl
         }
         entries.push(ArchiveEntry {
             config: format!("blobs/sha256/{}", m.config.digest.hex()),
-            repo_tags: Some(img.names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect()),
-            layers: m.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect(),
+            repo_tags: Some(
+                img.names
+                    .iter()
+                    .filter(|n| n.tag().is_some())
+                    .map(|n| n.familiar())
+                    .collect(),
+            ),
+            layers: m
+                .layers
+                .iter()
+                .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+                .collect(),
         });
     }
     Ok(vec![
-        ("manifest.json".to_string(), serde_json::to_vec(&entries).into_diagnostic()?),
-        ("repositories".to_string(), serde_json::to_vec(&repos).into_diagnostic()?),
+        (
+            "manifest.json".to_string(),
+            serde_json::to_vec(&entries).into_diagnostic()?,
+        ),
+        (
+            "repositories".to_string(),
+            serde_json::to_vec(&repos).into_diagnostic()?,
+        ),
     ])
 }
 
 /// The image manifest of `root` for `platform` (the only one when `root` is a manifest).
-pub fn platform_manifest(store: &dyn BlobStore, root: &Descriptor, platform: &Platform) -> Result<(kiln_registry::ImageManifest, Descriptor)> {
+pub fn platform_manifest(
+    store: &dyn BlobStore,
+    root: &Descriptor,
+    platform: &Platform,
+) -> Result<(kiln_registry::ImageManifest, Descriptor)> {
     let bytes = store.read_blob(&root.digest).map_err(|e| miette!("{e}"))?;
-    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type)).map_err(|e| miette!("{e}"))?.0 {
+    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
+        .map_err(|e| miette!("{e}"))?
+        .0
+    {
         Manifest::Image(m) => Ok((*m, root.clone())),
         Manifest::Index(idx) => {
             let d = idx
                 .manifests
                 .iter()
-                .find(|d| store.has_blob(&d.digest) && d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .find(|d| {
+                    store.has_blob(&d.digest)
+                        && d.platform.as_ref().is_some_and(|p| platform.matches(p))
+                })
                 .or_else(|| idx.manifests.iter().find(|d| store.has_blob(&d.digest)))
-                .ok_or_else(|| miette!("index {} has no image for {platform} in the store", root.digest))?
+                .ok_or_else(|| {
+                    miette!(
+                        "index {} has no image for {platform} in the store",
+                        root.digest
+                    )
+                })?
                 .clone();
             platform_manifest(store, &d, platform)
         }
@@ -72,16 +107,23 @@ pub fn platform_manifest(store: &dyn BlobStore, root: &Descriptor, platform: &Pl
 /// original manifests are kept; else (the legacy format) Docker v2 manifests are built over its
 /// config and layer files.
 pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
+    // Check every blob against its name before anything is parsed or stored.
+    oci::verify_layout_blobs(dir)?;
     let has_layout = dir.join("index.json").is_file() && dir.join("oci-layout").is_file();
     let manifest_path = dir.join("manifest.json");
     if has_layout {
         let mut images = oci::read_dir_images(dir, None)?;
         // Names from manifest.json when index.json has none.
         if let Ok(bytes) = std::fs::read(&manifest_path) {
-            let entries: Vec<ArchiveEntry> = serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
-            let layout = oci::LayoutBlobs { root: dir.to_path_buf() };
+            let entries: Vec<ArchiveEntry> =
+                serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
+            let layout = oci::LayoutBlobs {
+                root: dir.to_path_buf(),
+            };
             for img in images.iter_mut().filter(|i| i.names.is_empty()) {
-                let Ok((m, _)) = platform_manifest(&layout, &img.root, &Platform::host()) else { continue };
+                let Ok((m, _)) = platform_manifest(&layout, &img.root, &Platform::host()) else {
+                    continue;
+                };
                 let cfg = format!("blobs/sha256/{}", m.config.digest.hex());
                 for e in entries.iter().filter(|e| e.config == cfg) {
                     for t in e.repo_tags.iter().flatten() {
@@ -90,7 +132,9 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
                 }
             }
         }
-        let layout = oci::LayoutBlobs { root: dir.to_path_buf() };
+        let layout = oci::LayoutBlobs {
+            root: dir.to_path_buf(),
+        };
         let mut blobs = BTreeMap::new();
         for i in &images {
             oci::reachable_blobs(&layout, &i.root, &mut blobs)?;
@@ -101,7 +145,8 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
     let bytes = std::fs::read(&manifest_path).map_err(|_| {
         miette!("not an image archive: neither index.json + oci-layout nor manifest.json found")
     })?;
-    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
+    let entries: Vec<ArchiveEntry> =
+        serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
     let mut images = Vec::new();
     for e in entries {
         let config = store_file(dir, &e.config, store)?;
@@ -118,7 +163,9 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
             } else {
                 "application/vnd.docker.image.rootfs.diff.tar"
             };
-            layers.push(serde_json::json!({"mediaType": mt, "size": size, "digest": digest.to_string()}));
+            layers.push(
+                serde_json::json!({"mediaType": mt, "size": size, "digest": digest.to_string()}),
+            );
         }
         let manifest = serde_json::json!({
             "schemaVersion": 2,
@@ -128,9 +175,16 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
         });
         let mb = serde_json::to_vec(&manifest).into_diagnostic()?;
         let d = Descriptor::of(DOCKER_MANIFEST, &mb);
-        store.write_blob(&d.digest, &mb).map_err(|e| miette!("{e}"))?;
+        store
+            .write_blob(&d.digest, &mb)
+            .map_err(|e| miette!("{e}"))?;
         images.push(NamedImage {
-            names: e.repo_tags.unwrap_or_default().iter().filter_map(|t| Reference::parse(t).ok()).collect(),
+            names: e
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| Reference::parse(t).ok())
+                .collect(),
             root: d,
         });
     }
@@ -139,7 +193,10 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
 
 fn safe(rel: &str) -> Result<&Path> {
     let p = Path::new(rel);
-    if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(miette!("archive path {rel:?} escapes the archive"));
     }
     Ok(p)
@@ -148,14 +205,20 @@ fn safe(rel: &str) -> Result<&Path> {
 /// Hashes a file of the unpacked archive and moves it into the store.
 fn store_file(dir: &Path, rel: &str, store: &dyn BlobStore) -> Result<(Digest, u64)> {
     let p = dir.join(safe(rel)?);
-    let size = std::fs::metadata(&p).map_err(|e| miette!("archive file {rel}: {e}"))?.len();
+    let size = std::fs::metadata(&p)
+        .map_err(|e| miette!("archive file {rel}: {e}"))?
+        .len();
     let digest = oci::hash_file(&p)?;
     if !store.has_blob(&digest) {
         // A copy, since the same file may be listed twice (layers shared by images).
         let tmp = store.temp_path().map_err(|e| miette!("{e}"))?;
         std::fs::copy(&p, &tmp).map_err(|e| miette!("{e}"))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).into_diagnostic()?;
-        store.commit_blob(&digest, &tmp).map_err(|e| miette!("{e}"))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .into_diagnostic()?;
+        store
+            .commit_blob(&digest, &tmp)
+            .map_err(|e| miette!("{e}"))?;
     }
     Ok((digest, size))
 }

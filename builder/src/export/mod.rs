@@ -1,6 +1,6 @@
 //! Exporters: where a build's result goes (`-o/--output`).
 
-pub mod image;
-pub mod output;
 pub mod docker_archive;
+pub mod image;
 pub mod oci;
+pub mod output;

@@ -24,7 +24,11 @@ pub struct NamedImage {
 }
 
 /// Every blob reachable from `root` that `store` has (the root included), in a stable order.
-pub fn reachable_blobs(store: &dyn BlobStore, root: &Descriptor, out: &mut BTreeMap<Digest, u64>) -> Result<()> {
+pub fn reachable_blobs(
+    store: &dyn BlobStore,
+    root: &Descriptor,
+    out: &mut BTreeMap<Digest, u64>,
+) -> Result<()> {
     if out.contains_key(&root.digest) {
         return Ok(());
     }
@@ -33,11 +37,18 @@ pub fn reachable_blobs(store: &dyn BlobStore, root: &Descriptor, out: &mut BTree
     }
     out.insert(root.digest.clone(), root.size);
     let bytes = store.read_blob(&root.digest).map_err(|e| miette!("{e}"))?;
-    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type)).map_err(|e| miette!("{e}"))?.0 {
+    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
+        .map_err(|e| miette!("{e}"))?
+        .0
+    {
         Manifest::Image(m) => {
             for d in std::iter::once(&m.config).chain(m.layers.iter()) {
                 if !store.has_blob(&d.digest) {
-                    return Err(miette!("layer {} of {} is missing from the store", d.digest, root.digest));
+                    return Err(miette!(
+                        "layer {} of {} is missing from the store",
+                        d.digest,
+                        root.digest
+                    ));
                 }
                 out.insert(d.digest.clone(), d.size);
             }
@@ -92,7 +103,12 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes an OCI layout tar (plus `extra` files such as Docker's manifest.json) to `w`,
 /// streaming blobs from the store.
-pub fn write_tar<W: Write>(w: W, store: &dyn BlobStore, images: &[NamedImage], extra: &[(String, Vec<u8>)]) -> Result<W> {
+pub fn write_tar<W: Write>(
+    w: W,
+    store: &dyn BlobStore,
+    images: &[NamedImage],
+    extra: &[(String, Vec<u8>)],
+) -> Result<W> {
     let mut blobs = BTreeMap::new();
     for i in images {
         reachable_blobs(store, &i.root, &mut blobs)?;
@@ -105,7 +121,8 @@ pub fn write_tar<W: Write>(w: W, store: &dyn BlobStore, images: &[NamedImage], e
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(0);
-        tar.append_data(&mut h, name, std::io::empty()).into_diagnostic()
+        tar.append_data(&mut h, name, std::io::empty())
+            .into_diagnostic()
     };
     dir(&mut tar, "blobs/")?;
     dir(&mut tar, "blobs/sha256/")?;
@@ -116,12 +133,19 @@ pub fn write_tar<W: Write>(w: W, store: &dyn BlobStore, images: &[NamedImage], e
         h.set_mode(0o644);
         h.set_size(*size);
         h.set_mtime(0);
-        tar.append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), f.take(*size))
-            .map_err(|e| miette!("writing blob {digest}: {e}"))?;
+        tar.append_data(
+            &mut h,
+            format!("blobs/sha256/{}", digest.hex()),
+            f.take(*size),
+        )
+        .map_err(|e| miette!("writing blob {digest}: {e}"))?;
     }
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
-        ("index.json".to_string(), index_json(&index_entries(images, false))?),
+        (
+            "index.json".to_string(),
+            index_json(&index_entries(images, false))?,
+        ),
     ];
     files.extend(extra.iter().cloned());
     for (name, data) in files {
@@ -130,7 +154,8 @@ pub fn write_tar<W: Write>(w: W, store: &dyn BlobStore, images: &[NamedImage], e
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
         h.set_mtime(0);
-        tar.append_data(&mut h, &name, data.as_slice()).into_diagnostic()?;
+        tar.append_data(&mut h, &name, data.as_slice())
+            .into_diagnostic()?;
     }
     tar.into_inner().into_diagnostic()
 }
@@ -139,7 +164,8 @@ pub fn write_tar<W: Write>(w: W, store: &dyn BlobStore, images: &[NamedImage], e
 /// the same tag and keeping the others. Blob files are written atomically.
 pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Result<()> {
     let blobs_dir = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs_dir).map_err(|e| miette!("creating {}: {e}", blobs_dir.display()))?;
+    std::fs::create_dir_all(&blobs_dir)
+        .map_err(|e| miette!("creating {}: {e}", blobs_dir.display()))?;
     let mut blobs = BTreeMap::new();
     for i in images {
         reachable_blobs(store, &i.root, &mut blobs)?;
@@ -151,16 +177,19 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
         }
         let tmp = blobs_dir.join(format!(".{}.tmp", digest.hex()));
         let mut src = store.open_blob(digest).map_err(|e| miette!("{e}"))?;
-        let mut out = std::fs::File::create(&tmp).map_err(|e| miette!("creating {}: {e}", tmp.display()))?;
+        let mut out =
+            std::fs::File::create(&tmp).map_err(|e| miette!("creating {}: {e}", tmp.display()))?;
         std::io::copy(&mut src, &mut out).map_err(|e| miette!("writing {}: {e}", tmp.display()))?;
         out.sync_all().into_diagnostic()?;
         std::fs::rename(&tmp, &dest).into_diagnostic()?;
     }
     let index_path = dir.join("index.json");
     let mut entries: Vec<Descriptor> = match std::fs::read(&index_path) {
-        Ok(b) => serde_json::from_slice::<kiln_registry::ImageIndex>(&b)
-            .map_err(|e| miette!("{}: {e}", index_path.display()))?
-            .manifests,
+        Ok(b) => {
+            serde_json::from_slice::<kiln_registry::ImageIndex>(&b)
+                .map_err(|e| miette!("{}: {e}", index_path.display()))?
+                .manifests
+        }
         Err(_) => Vec::new(),
     };
     let new = index_entries(images, true);
@@ -176,7 +205,10 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
 }
 
 fn ref_name(d: &Descriptor) -> Option<String> {
-    d.annotations.as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).cloned()
+    d.annotations
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+        .cloned()
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -214,7 +246,9 @@ pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
         if !(kind.is_file() || kind.is_dir()) {
             continue;
         }
-        entry.unpack_in(dest).map_err(|e| miette!("unpacking archive: {e}"))?;
+        entry
+            .unpack_in(dest)
+            .map_err(|e| miette!("unpacking archive: {e}"))?;
     }
     Ok(())
 }
@@ -230,14 +264,21 @@ impl BlobStore for LayoutBlobs {
         self.root.join("blobs/sha256").join(digest.hex()).is_file()
     }
     fn temp_path(&self) -> kiln_registry::Result<PathBuf> {
-        Err(kiln_registry::Error::io("layout", std::io::Error::other("read-only layout")))
+        Err(kiln_registry::Error::io(
+            "layout",
+            std::io::Error::other("read-only layout"),
+        ))
     }
     fn commit_blob(&self, _: &Digest, _: &Path) -> kiln_registry::Result<()> {
-        Err(kiln_registry::Error::io("layout", std::io::Error::other("read-only layout")))
+        Err(kiln_registry::Error::io(
+            "layout",
+            std::io::Error::other("read-only layout"),
+        ))
     }
     fn open_blob(&self, digest: &Digest) -> kiln_registry::Result<std::fs::File> {
         let p = self.root.join("blobs/sha256").join(digest.hex());
-        std::fs::File::open(&p).map_err(|e| kiln_registry::Error::io(format!("opening {}", p.display()), e))
+        std::fs::File::open(&p)
+            .map_err(|e| kiln_registry::Error::io(format!("opening {}", p.display()), e))
     }
 }
 
@@ -246,7 +287,8 @@ impl BlobStore for LayoutBlobs {
 pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<Vec<NamedImage>> {
     let p = dir.join("index.json");
     let bytes = std::fs::read(&p).map_err(|e| miette!("{}: {e}", p.display()))?;
-    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&bytes).map_err(|e| miette!("{}: {e}", p.display()))?;
+    let idx: kiln_registry::ImageIndex =
+        serde_json::from_slice(&bytes).map_err(|e| miette!("{}: {e}", p.display()))?;
     let mut out: Vec<NamedImage> = Vec::new();
     for mut d in idx.manifests {
         let ann = d.annotations.take().unwrap_or_default();
@@ -276,21 +318,44 @@ pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<V
     Ok(out)
 }
 
-/// Verifies every blob file of a layout against its name, then moves it into `store`.
-pub fn import_blobs(layout: &Path, store: &dyn BlobStore, blobs: &BTreeMap<Digest, u64>) -> Result<()> {
+/// Hashes every file of `blobs/sha256/` and refuses the layout if one does not match its name.
+pub fn verify_layout_blobs(layout: &Path) -> Result<()> {
+    let dir = layout.join("blobs/sha256");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e.into_diagnostic()?;
+        if !e.file_type().into_diagnostic()?.is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().to_string();
+        let expected = Digest::parse(&format!("sha256:{name}"))
+            .map_err(|_| miette!("archive has a stray file blobs/sha256/{name}"))?;
+        let actual = hash_file(&e.path())?;
+        if actual != expected {
+            return Err(miette!(
+                "archive blob {expected} is corrupt: its content hashes to {actual}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Moves blob files of a layout (verified by [`verify_layout_blobs`]) into `store`.
+pub fn import_blobs(
+    layout: &Path,
+    store: &dyn BlobStore,
+    blobs: &BTreeMap<Digest, u64>,
+) -> Result<()> {
     for digest in blobs.keys() {
         if store.has_blob(digest) {
             continue;
         }
         let src = layout.join("blobs/sha256").join(digest.hex());
-        let actual = hash_file(&src)?;
-        if &actual != digest {
-            return Err(miette!(
-                "archive blob {} is corrupt: its content hashes to {actual}",
-                digest
-            ));
-        }
-        store.commit_blob(digest, &src).map_err(|e| miette!("{e}"))?;
+        store
+            .commit_blob(digest, &src)
+            .map_err(|e| miette!("{e}"))?;
     }
     Ok(())
 }
@@ -301,7 +366,9 @@ pub fn hash_file(p: &Path) -> Result<Digest> {
     let mut v = kiln_registry::digest::Verifier::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| miette!("{}: {e}", p.display()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| miette!("{}: {e}", p.display()))?;
         if n == 0 {
             break;
         }
