@@ -4,9 +4,9 @@ mod build;
 mod cli;
 mod context;
 mod export;
+mod local_store;
 #[allow(dead_code)] // until `kiln build` drives the displays
 mod progress;
-mod local_store;
 mod registry_opts;
 mod transfer_progress;
 

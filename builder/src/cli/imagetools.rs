@@ -108,14 +108,15 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "size": fetched.bytes.len(),
             "manifest": raw,
         });
-        let v =
-            match f.as_str() {
-                "json" | "{{json .}}" => doc,
-                "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
-                other => return Err(miette!(
+        let v = match f.as_str() {
+            "json" | "{{json .}}" => doc,
+            "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
+            other => {
+                return Err(miette!(
                     "unsupported --format {other:?} (json, {{{{json .}}}}, {{{{json .Manifest}}}})"
-                )),
-            };
+                ))
+            }
+        };
         println!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| miette!("{e}"))?
