@@ -9,6 +9,7 @@
 //! for failed in &summary.failed { eprintln!("{failed}"); }
 //! ```
 
+mod colors;
 pub mod feed;
 mod log_lines;
 pub mod plain;

@@ -529,7 +529,8 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
     let term = RecordingTerm::default();
     let t = term.clone();
     let feed = super::feed::Feed::new(rx, Arc::default());
-    let display = std::thread::spawn(move || super::tty::run_on(feed, t));
+    let display =
+        std::thread::spawn(move || super::tty::run_on(feed, t, &super::colors::Palette::none()));
     for e in scripted_build(u64::MAX) {
         tx.send(e);
     }
@@ -617,4 +618,32 @@ fn a_stopped_feed_drains_then_ends_while_senders_live() {
     assert!(matches!(feed.next(Duration::ZERO), Next::Event(_)));
     assert!(matches!(feed.next(Duration::from_secs(5)), Next::End));
     drop(tx);
+}
+
+#[test]
+fn tty_final_frame_is_coloured_like_buildkit() {
+    let (tx, rx) = channel();
+    let term = RecordingTerm::default();
+    let t = term.clone();
+    let feed = super::feed::Feed::new(rx, Arc::default());
+    let palette = super::colors::Palette::buildkit();
+    let display = std::thread::spawn(move || super::tty::run_on(feed, t, &palette));
+    for e in scripted_build(u64::MAX) {
+        tx.send(e);
+    }
+    drop(tx);
+    assert!(display.join().is_ok());
+    let ops = term.ops();
+    let find = |needle: &str| {
+        ops.iter()
+            .rev()
+            .find(|op| op.contains(needle))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(find("ERROR [stage-1 1/1]").starts_with("\x1b[31m => ERROR"));
+    assert!(find("CACHED [build 2/4]").starts_with("\x1b[34m => CACHED"));
+    assert!(find("CANCELED [build 4/4]").starts_with("\x1b[33m"));
+    assert!(find("1 warning found").starts_with("\x1b[33m"));
+    assert!(find("(7/7) ERROR").starts_with("\x1b[31m[+] Building"));
 }
