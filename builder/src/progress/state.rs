@@ -14,6 +14,9 @@ pub const LOG_TAIL: usize = 6;
 /// How many recent log lines a vertex keeps (for the failure summary after the build).
 pub const KEPT_LINES: usize = 10;
 
+/// How many bytes of one log line the state keeps (the end of it).
+const KEPT_LINE_BYTES: usize = 4096;
+
 /// How a vertex ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -75,7 +78,7 @@ impl VertexState {
             outcome: None,
             statuses: Vec::new(),
             log_tail: VecDeque::new(),
-            log_buffer: LineBuffer::default(),
+            log_buffer: LineBuffer::with_limit(KEPT_LINE_BYTES),
         }
     }
 
