@@ -17,6 +17,7 @@ pub mod rawjson;
 mod state;
 pub mod summary;
 mod timestamp;
+pub mod transfers;
 pub mod tty;
 mod units;
 mod warnings;
