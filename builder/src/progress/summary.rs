@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 
+use kiln_solver::llb::VertexDigest;
 use kiln_solver::progress::Warning;
 
 use super::state::{BuildState, Outcome, KEPT_LINES};
@@ -23,6 +24,8 @@ pub struct BuildSummary {
 /// A vertex that ended with an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedVertex {
+    /// The vertex (to find its Dockerfile location in the definition).
+    pub digest: VertexDigest,
     /// Display name (`[build 3/4] RUN make`).
     pub name: String,
     /// The error message.
@@ -38,6 +41,7 @@ impl BuildSummary {
             .vertices()
             .filter_map(|v| match &v.outcome {
                 Some(Outcome::Error(message)) => Some(FailedVertex {
+                    digest: v.digest,
                     name: v.name.clone(),
                     message: message.clone(),
                     log_tail: v.recent_lines(KEPT_LINES),
@@ -104,6 +108,7 @@ mod tests {
         });
         let summary = BuildSummary::from_state(&s);
         assert_eq!(summary.failed.len(), 1);
+        assert_eq!(summary.failed.first().map(|f| f.digest), Some(v));
         let block = summary.failed.first().map(|f| f.to_string());
         let expected: String = std::iter::once("------\n > [build 3/4] RUN make:\n".to_string())
             .chain((6..=15).map(|i| format!("line {i}\n")))
