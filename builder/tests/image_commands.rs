@@ -223,7 +223,9 @@ fn push_round_trip_matches_skopeo() {
     k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
     let out = k.ok(&["push", &dst]);
     assert!(out.contains("The push refers to repository"), "{out}");
-    assert!(out.contains(": Pushed"), "{out}");
+    // The blobs are known in library/busybox on the same registry: mounted, not uploaded.
+    assert!(out.contains(": Mounted from source"), "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
     let line = out
         .lines()
         .find(|l| l.starts_with("v1: digest: "))
@@ -519,4 +521,76 @@ fn copy_between_registries_layouts_and_imagetools_create() {
     for arch in ["amd64", "arm64"] {
         k.ok(&["pull", "--platform", &format!("linux/{arch}"), &target]);
     }
+}
+
+#[test]
+fn login_through_a_credential_helper_never_writes_the_secret() {
+    let k = Kiln::new();
+    let tls = k.env["KILN_TEST_REGISTRY_TLS"].clone();
+    let user = k.env["KILN_TEST_TLS_USER"].clone();
+    let pass = k.env["KILN_TEST_TLS_PASS"].clone();
+    // A docker-credential-* helper keeping one credential in a file.
+    let bin = k.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let store = k.path("helper-store.json");
+    let script = format!(
+        r#"#!/bin/sh
+store={store}
+case "$1" in
+  store) cat > "$store" ;;
+  get) read server; if [ -s "$store" ]; then
+         u=$(sed 's/.*"Username":"\([^"]*\)".*/\1/' "$store"); p=$(sed 's/.*"Secret":"\([^"]*\)".*/\1/' "$store")
+         printf '{{"ServerURL":"%s","Username":"%s","Secret":"%s"}}' "$server" "$u" "$p"
+       else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) read server; if [ -s "$store" ]; then rm -f "$store"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+esac
+"#,
+        store = store.display()
+    );
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(k.path("docker/config.json"), r#"{"credsStore":"kilntest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], input: Option<&str>| -> Output {
+        let mut c = k.cmd(args);
+        c.env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(i) = input {
+            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = run(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        Some(&pass),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(k.path("docker/config.json")).unwrap();
+    assert!(
+        cfg.contains(&tls) && !cfg.contains(&pass),
+        "config.json only records the registry: {cfg}"
+    );
+    assert!(
+        std::fs::read_to_string(&store).unwrap().contains(&pass),
+        "the helper holds the secret"
+    );
+    let o = run(&["pull", &format!("{tls}/library/busybox:latest")], None);
+    assert!(
+        o.status.success(),
+        "pull with helper credentials: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&["logout", &tls], None);
+    assert!(o.status.success());
+    assert!(!store.exists(), "logout erased the helper's credential");
 }
