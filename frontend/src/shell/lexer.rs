@@ -117,6 +117,19 @@ impl Lexer {
 
     /// Expands `word`, returning the result, the words and which variables were used.
     pub fn process(&self, word: &str, env: &dyn VarLookup) -> Result<Expansion, WordError> {
+        // Fast path: nothing to expand, unquote or unescape (most words of a Dockerfile).
+        if !word.contains(['$', '\'', '"', self.escape]) {
+            return Ok(Expansion {
+                result: word.to_string(),
+                words: word
+                    .split(char::is_whitespace)
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                matched: BTreeSet::new(),
+                unmatched: BTreeSet::new(),
+            });
+        }
         let mut sw = ShellWord {
             lex: *self,
             chars: word.chars().collect(),
