@@ -371,9 +371,10 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
             global_declared.insert(d.name.clone());
             let expand_default = |scope: &Scope| -> Result<Option<String>, SourceError> {
                 match &d.default {
-                    Some(raw) => lexer.process_word(raw, scope).map(Some).map_err(|e| {
-                        Ctx { ast, node }.error(ErrorKind::Expansion, e.to_string(), None)
-                    }),
+                    Some(raw) => lexer
+                        .process_word(raw, scope)
+                        .map(Some)
+                        .map_err(|e| Ctx { ast, node }.expansion_error(e.to_string())),
                     None => Ok(None),
                 }
             };
@@ -414,8 +415,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         let mut matched = BTreeSet::new();
         let mut expand_from = |w: &str, scope: &Scope| -> Result<String, SourceError> {
             let e = lexer
-                .process(w, scope)
-                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                .expand(w, scope)
+                .map_err(|e| cx.expansion_error(e.to_string()))?;
             unmatched.extend(e.unmatched);
             matched.extend(e.matched);
             Ok(e.result)
@@ -635,14 +636,14 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                             Some(v.clone())
                         } else if let Some(raw) = &d.default {
                             let e = lexer
-                                .process(
+                                .expand(
                                     raw,
                                     &StageLookup {
                                         env: &env,
                                         args: &args,
                                     },
                                 )
-                                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                                .map_err(|e| cx.expansion_error(e.to_string()))?;
                             unmatched.extend(e.unmatched);
                             Some(e.result)
                         } else {
@@ -670,8 +671,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     for p in kv.pairs.iter_mut() {
                         for w in [&mut p.key, &mut p.value] {
                             let e = lexer
-                                .process(w, &lookup)
-                                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                                .expand(w, &lookup)
+                                .map_err(|e| cx.expansion_error(e.to_string()))?;
                             unmatched.extend(e.unmatched);
                             *w = e.result;
                         }
@@ -684,7 +685,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                         args: &args,
                     };
                     let mut ex = |w: &str| -> Result<String, String> {
-                        let e = lexer.process(w, &lookup).map_err(|e| e.to_string())?;
+                        let e = lexer.expand(w, &lookup).map_err(|e| e.to_string())?;
                         unmatched.extend(e.unmatched);
                         Ok(e.result)
                     };
