@@ -5,6 +5,7 @@ mod cli;
 mod context;
 mod export;
 mod local_store;
+#[allow(dead_code)] // some display pieces (summary, transfers) are not wired into every verb yet
 mod progress;
 mod registry_opts;
 mod transfer_progress;

@@ -143,3 +143,35 @@ fn plain_build_is_not_available_yet() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("building images is not available yet"));
 }
+
+#[test]
+fn every_real_world_dockerfile_passes_check_without_crash() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/real-world");
+    let empty = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(&corpus).unwrap() {
+        let p = e.unwrap().path();
+        let o = kiln(
+            empty.path(),
+            &["build", "--check", "-f", p.to_str().unwrap(), "."],
+        );
+        // Exit 0, or 1 only for a `# check=error=true` file with findings; never a crash.
+        let code = o.status.code();
+        assert!(
+            code == Some(0) || code == Some(1),
+            "{}: {:?}\n{}",
+            p.display(),
+            code,
+            text(&o.stderr)
+        );
+        assert!(
+            text(&o.stdout).starts_with("Check complete"),
+            "{}: {}",
+            p.display(),
+            text(&o.stderr)
+        );
+        assert!(!text(&o.stderr).contains("panicked"), "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= 60);
+}

@@ -339,3 +339,23 @@ fn base_image_env_when_known() {
     assert_eq!(b.undefined_vars.len(), 1, "GOPATH is unknown on scratch");
     assert_eq!(b.undefined_vars[0].node, 3);
 }
+
+#[test]
+fn expansion_errors_have_location_and_hint() {
+    let e = err("FROM alpine\nWORKDIR ${DIR:?needs DIR}\n", &opts(&[]));
+    assert_eq!(e.location.line, 2);
+    assert!(e.message.contains("DIR: needs DIR"), "{}", e.message);
+    assert!(e.hint.as_deref().unwrap_or("").contains("--build-arg"));
+    let e = err("FROM alpine\nWORKDIR ${DIR\n", &opts(&[]));
+    assert!(e.message.contains("missing '}'"), "{}", e.message);
+    assert!(e.hint.as_deref().unwrap_or("").contains("syntax"));
+}
+
+#[test]
+fn targetstage_is_available_when_declared() {
+    let b = ok(
+        "FROM alpine AS one\nARG TARGETSTAGE\nWORKDIR /$TARGETSTAGE\n",
+        &opts(&[]),
+    );
+    assert_eq!(workdirs(&b, 0), vec!["/one"]);
+}

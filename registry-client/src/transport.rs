@@ -198,7 +198,15 @@ impl Transport {
         let may_use_http = insecure || is_loopback(registry);
         let https_client = self.tls_client(registry, !insecure)?;
         let https_base = parse_base("https", registry)?;
-        let first = self.probe(&https_client, &https_base, registry).await;
+        // Where plain HTTP is allowed, a failed TLS attempt is not retried: HTTP is tried instead.
+        let https_retries = if may_use_http {
+            0
+        } else {
+            self.opts.max_retries
+        };
+        let first = self
+            .probe(&https_client, &https_base, registry, https_retries)
+            .await;
         let host = match first {
             Ok(challenge) => Host {
                 name: registry.to_string(),
@@ -212,7 +220,10 @@ impl Transport {
                     source: e,
                 })?;
                 let http_base = parse_base("http", registry)?;
-                match self.probe(&http_client, &http_base, registry).await {
+                match self
+                    .probe(&http_client, &http_base, registry, self.opts.max_retries)
+                    .await
+                {
                     Ok(challenge) => Host {
                         name: registry.to_string(),
                         base: http_base,
@@ -243,13 +254,14 @@ impl Transport {
         client: &reqwest::Client,
         base: &Url,
         registry: &str,
+        retries: u32,
     ) -> Result<Option<String>> {
         let url = base.join("/v2/").map_err(|e| Error::Protocol {
             registry: registry.to_string(),
             reason: e.to_string(),
         })?;
         let resp = self
-            .send(&format!("contacting registry {registry}"), || {
+            .send_with(&format!("contacting registry {registry}"), retries, || {
                 Ok(client.get(url.clone()))
             })
             .await?;
@@ -277,18 +289,26 @@ impl Transport {
         what: &str,
         make: impl Fn() -> Result<RequestBuilder>,
     ) -> Result<Response> {
+        self.send_with(what, self.opts.max_retries, make).await
+    }
+
+    /// [`Self::send`] with an explicit number of retries.
+    pub async fn send_with(
+        &self,
+        what: &str,
+        max_retries: u32,
+        make: impl Fn() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
         let mut attempt = 0u32;
         loop {
             let result = make()?.send().await;
             match result {
-                Ok(resp)
-                    if is_retryable_status(resp.status()) && attempt < self.opts.max_retries =>
-                {
+                Ok(resp) if is_retryable_status(resp.status()) && attempt < max_retries => {
                     let wait = retry_after(&resp).unwrap_or_else(|| self.backoff(attempt));
                     tokio::time::sleep(wait).await;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if is_retryable_error(&e) && attempt < self.opts.max_retries => {
+                Err(e) if is_retryable_error(&e) && attempt < max_retries => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
                 Err(e) => {

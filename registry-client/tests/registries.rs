@@ -498,3 +498,63 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
     assert!(matches!(err, Error::Verification { .. }), "{err:?}");
     assert!(!bad.exists(), "rejected download removed");
 }
+
+/// A proxy that answers the first `n` connections with 429 + Retry-After, then forwards.
+fn throttling_proxy(target: String, n: usize) -> CuttingProxy {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r2 = refused.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            if r2.load(Ordering::SeqCst) < n {
+                r2.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = client.read(&mut buf);
+                let _ = client.write_all(
+                    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_r, mut c_w) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_r, &mut s_w);
+                let _ = s_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_r, &mut c_w);
+                let _ = c_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    CuttingProxy {
+        addr,
+        cuts: refused,
+    }
+}
+
+#[test]
+fn retries_429_honouring_retry_after() {
+    let env = env();
+    let reg = env["KILN_TEST_REGISTRY"].clone();
+    // The first refusal hits the TLS probe (loopback tries HTTPS first), the next two are HTTP.
+    let proxy = throttling_proxy(reg, 3);
+    let client = RegistryClient::new(TransportOptions {
+        backoff_base: std::time::Duration::from_millis(1),
+        ..TransportOptions::default()
+    });
+    let r = Reference::parse(&format!("{}/library/busybox:latest", proxy.addr)).unwrap();
+    let started = std::time::Instant::now();
+    let m = rt().block_on(client.get_manifest(&r)).unwrap();
+    assert!(!m.bytes.is_empty());
+    assert_eq!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Two refusals with Retry-After: 1 mean at least ~2 s of waiting (not the 1 ms backoff).
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900));
+}

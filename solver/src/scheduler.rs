@@ -10,13 +10,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cache::{
     input_selectors, vertex_cache_key, CacheKey, ContentChecksum, InputKey, Selector,
 };
 use crate::llb::{Definition, Vertex, VertexDigest, VertexRef};
+use crate::progress::{ProgressSender, VertexProgress};
 
 /// Errors a worker reports.
 pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,44 +66,16 @@ pub trait Worker: Send + Sync + 'static {
         output: &Self::Output,
     ) -> impl Future<Output = Result<(), WorkerError>> + Send;
 
-    /// Executes the op with its inputs' results (in input order). The future is dropped when
-    /// the solve is cancelled, so it must clean up on drop (e.g. kill its process).
+    /// Executes the op with its inputs' results (in input order). The scheduler reports the
+    /// vertex's registration, start, cache hit, end, error and cancellation on the progress
+    /// sender it was given; the worker reports logs and transfers on the same vertex digest.
+    /// The future is dropped when the solve is cancelled, so it must clean up on drop (e.g.
+    /// kill its process).
     fn execute(
         &self,
         vertex: &Vertex,
         inputs: Vec<Self::Output>,
     ) -> impl Future<Output = Result<Self::Output, WorkerError>> + Send;
-}
-
-/// Progress of a solve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SolveEvent {
-    /// A vertex's result came from the cache.
-    Cached {
-        /// The vertex.
-        digest: VertexDigest,
-        /// Its description.
-        description: String,
-    },
-    /// A vertex started executing.
-    Started {
-        /// The vertex.
-        digest: VertexDigest,
-        /// Its description.
-        description: String,
-    },
-    /// A vertex finished executing.
-    Completed {
-        /// The vertex.
-        digest: VertexDigest,
-    },
-    /// A vertex failed.
-    Failed {
-        /// The vertex.
-        digest: VertexDigest,
-        /// The error text.
-        error: String,
-    },
 }
 
 /// Why a solve failed.
@@ -156,7 +129,7 @@ type Tasks<O> = JoinSet<(VertexRef, Result<Solved<O>, SolveError>)>;
 pub struct Scheduler<W: Worker> {
     worker: Arc<W>,
     jobs: usize,
-    events: Option<mpsc::UnboundedSender<SolveEvent>>,
+    progress: ProgressSender,
     executed_total: Arc<AtomicUsize>,
 }
 
@@ -166,14 +139,14 @@ impl<W: Worker> Scheduler<W> {
         Scheduler {
             worker,
             jobs: jobs.max(1),
-            events: None,
+            progress: ProgressSender::discard(),
             executed_total: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Sends progress events to `tx`.
-    pub fn with_events(mut self, tx: mpsc::UnboundedSender<SolveEvent>) -> Self {
-        self.events = Some(tx);
+    /// Reports vertices (registered, cached, started, done, errored, canceled) on `progress`.
+    pub fn with_progress(mut self, progress: ProgressSender) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -194,6 +167,17 @@ impl<W: Worker> Scheduler<W> {
             }
         }
         let needed = def.closure(targets);
+        for r in &needed {
+            if let Some(v) = def.vertex(*r) {
+                let inputs = v
+                    .inputs()
+                    .iter()
+                    .filter_map(|i| def.vertex(*i).map(Vertex::digest))
+                    .collect();
+                self.progress
+                    .vertex_with_inputs(v.digest(), v.summary(), inputs);
+            }
+        }
         // Pending input counts (distinct inputs) and reverse edges within the closure.
         let mut pending: HashMap<VertexRef, usize> = HashMap::new();
         let mut users: HashMap<VertexRef, Vec<VertexRef>> = HashMap::new();
@@ -216,25 +200,33 @@ impl<W: Worker> Scheduler<W> {
             .filter(|r| pending.get(r) == Some(&0))
             .collect();
         let (mut executed, mut cached) = (0, 0);
+        // Spawned vertices not finished yet: reported canceled if the solve fails.
+        let mut in_flight: HashMap<VertexRef, VertexDigest> = HashMap::new();
         loop {
             for r in ready.drain(..) {
+                if let Some(v) = def.vertex(r) {
+                    in_flight.insert(r, v.digest());
+                }
                 self.spawn_vertex(def, r, &results, &semaphore, &mut tasks);
             }
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
-            let (r, outcome) = match joined {
-                Ok(x) => x,
-                Err(e) => {
-                    tasks.shutdown().await;
-                    return Err(SolveError::Internal(e.to_string()));
+            let outcome = match joined {
+                Ok((r, outcome)) => {
+                    in_flight.remove(&r);
+                    outcome.map(|s| (r, s))
                 }
+                Err(e) => Err(SolveError::Internal(e.to_string())),
             };
-            let solved = match outcome {
-                Ok(s) => s,
+            let (r, solved) = match outcome {
+                Ok(x) => x,
                 Err(e) => {
                     // First failure: drop everything still running or waiting.
                     tasks.shutdown().await;
+                    for digest in in_flight.values() {
+                        self.progress.handle(*digest).canceled();
+                    }
                     return Err(e);
                 }
             };
@@ -298,23 +290,12 @@ impl<W: Worker> Scheduler<W> {
         }
         let worker = Arc::clone(&self.worker);
         let semaphore = Arc::clone(semaphore);
-        let events = self.events.clone();
+        let progress = self.progress.handle(vertex.digest());
         let total = Arc::clone(&self.executed_total);
         tasks.spawn(async move {
-            let out = solve_vertex(
-                &*worker,
-                &vertex,
-                inputs,
-                &semaphore,
-                events.as_ref(),
-                &total,
-            )
-            .await;
-            if let (Err(e), Some(tx)) = (&out, &events) {
-                let _ = tx.send(SolveEvent::Failed {
-                    digest: vertex.digest(),
-                    error: e.to_string(),
-                });
+            let out = solve_vertex(&*worker, &vertex, inputs, &semaphore, &progress, &total).await;
+            if let Err(e) = &out {
+                progress.error(e.to_string());
             }
             (r, out)
         });
@@ -326,7 +307,7 @@ async fn solve_vertex<W: Worker>(
     vertex: &Vertex,
     inputs: Vec<(W::Output, CacheKey, bool)>,
     semaphore: &Semaphore,
-    events: Option<&mpsc::UnboundedSender<SolveEvent>>,
+    progress: &VertexProgress,
     total: &AtomicUsize,
 ) -> Result<Solved<W::Output>, SolveError> {
     let fail = |source: WorkerError| SolveError::Vertex {
@@ -353,12 +334,7 @@ async fn solve_vertex<W: Worker>(
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
     if !vertex.metadata().ignore_cache {
         if let Some(output) = worker.cache_load(&key, vertex).await.map_err(fail)? {
-            if let Some(tx) = events {
-                let _ = tx.send(SolveEvent::Cached {
-                    digest: vertex.digest(),
-                    description: vertex.summary(),
-                });
-            }
+            progress.cached();
             return Ok(Solved {
                 key,
                 output,
@@ -370,12 +346,7 @@ async fn solve_vertex<W: Worker>(
         .acquire()
         .await
         .map_err(|e| SolveError::Internal(e.to_string()))?;
-    if let Some(tx) = events {
-        let _ = tx.send(SolveEvent::Started {
-            digest: vertex.digest(),
-            description: vertex.summary(),
-        });
-    }
+    progress.start();
     total.fetch_add(1, Ordering::SeqCst);
     let outputs: Vec<W::Output> = inputs.into_iter().map(|(o, _, _)| o).collect();
     let output = worker.execute(vertex, outputs).await.map_err(fail)?;
@@ -383,11 +354,7 @@ async fn solve_vertex<W: Worker>(
         .cache_save(&key, vertex, &output)
         .await
         .map_err(fail)?;
-    if let Some(tx) = events {
-        let _ = tx.send(SolveEvent::Completed {
-            digest: vertex.digest(),
-        });
-    }
+    progress.done();
     Ok(Solved {
         key,
         output,

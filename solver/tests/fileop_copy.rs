@@ -298,6 +298,10 @@ fn metadata_owner_and_times() {
     let md = fs::metadata(d.join("keep/x.txt")).unwrap();
     assert_eq!(md.mtime(), 1000);
     assert_eq!(fs::metadata(d.join("keep/sub")).unwrap().mtime(), 2000);
+    // The destination directory keeps its 0755 from creation but takes the
+    // source directory's mtime, as BuildKit's copier does.
+    let keep = fs::metadata(d.join("keep")).unwrap();
+    assert_eq!((keep.mode() & 0o7777, keep.mtime()), (0o755, 3000));
     if is_root() {
         assert_eq!((md.uid(), md.gid()), (123, 456));
     }

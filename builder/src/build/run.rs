@@ -18,7 +18,7 @@ use kiln_solver::cache::CacheStore;
 use kiln_solver::executor::{select, ExecutorConfig};
 use kiln_solver::llb::{Definition, VertexRef};
 use kiln_solver::progress::{channel, ProgressSender};
-use kiln_solver::scheduler::{Scheduler, SolveError, SolveEvent};
+use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
 use miette::{miette, Result};
@@ -256,35 +256,9 @@ async fn solve(
             cached: 0,
         });
     };
-    for r in def.closure(&[target]) {
-        if let Some(v) = def.vertex(r) {
-            let inputs = v
-                .inputs()
-                .iter()
-                .filter_map(|i| def.vertex(*i))
-                .map(|i| i.digest())
-                .collect();
-            progress.vertex_with_inputs(v.digest(), v.summary(), inputs);
-        }
-    }
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
-    let forward = {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                match ev {
-                    SolveEvent::Started { digest, .. } => progress.handle(digest).start(),
-                    SolveEvent::Cached { digest, .. } => progress.handle(digest).cached(),
-                    SolveEvent::Completed { digest } => progress.handle(digest).done(),
-                    SolveEvent::Failed { digest, error } => progress.handle(digest).error(error),
-                }
-            }
-        })
-    };
-    let scheduler = Scheduler::new(Arc::new(worker), jobs.max(1)).with_events(ev_tx);
+    let scheduler = Scheduler::new(Arc::new(worker), jobs.max(1)).with_progress(progress.clone());
     let outcome = scheduler.solve(def, &[target]).await;
     drop(scheduler);
-    let _ = forward.await;
     let outcome = outcome?;
     let solved = outcome
         .results

@@ -30,9 +30,18 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let client = args.registry.client();
     let progress = TransferProgress::new(Direction::Push, args.quiet);
     progress.message(&format!("The push refers to repository [{}]", r.name()));
+    // A blob of an image also known under another repository of the same registry (it was
+    // pulled or pushed there) can be mounted instead of uploaded.
+    let mount_from = store
+        .images()?
+        .into_iter()
+        .filter(|i| i.descriptor.digest == image.descriptor.digest)
+        .filter_map(|i| Reference::parse(&i.name).ok())
+        .find(|o| o.registry() == r.registry() && o.repository() != r.repository())
+        .map(|o| o.repository().to_string());
     let opts = PushOptions {
         concurrency: args.registry.concurrency(),
-        mount_from: None,
+        mount_from,
     };
     let digest = runtime()?
         .block_on(push(

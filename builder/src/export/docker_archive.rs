@@ -107,6 +107,8 @@ pub fn platform_manifest(
 /// original manifests are kept; else (the legacy format) Docker v2 manifests are built over its
 /// config and layer files.
 pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
+    // Check every blob against its name before anything is parsed or stored.
+    oci::verify_layout_blobs(dir)?;
     let has_layout = dir.join("index.json").is_file() && dir.join("oci-layout").is_file();
     let manifest_path = dir.join("manifest.json");
     if has_layout {

@@ -318,7 +318,31 @@ pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<V
     Ok(out)
 }
 
-/// Verifies every blob file of a layout against its name, then moves it into `store`.
+/// Hashes every file of `blobs/sha256/` and refuses the layout if one does not match its name.
+pub fn verify_layout_blobs(layout: &Path) -> Result<()> {
+    let dir = layout.join("blobs/sha256");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e.into_diagnostic()?;
+        if !e.file_type().into_diagnostic()?.is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().to_string();
+        let expected = Digest::parse(&format!("sha256:{name}"))
+            .map_err(|_| miette!("archive has a stray file blobs/sha256/{name}"))?;
+        let actual = hash_file(&e.path())?;
+        if actual != expected {
+            return Err(miette!(
+                "archive blob {expected} is corrupt: its content hashes to {actual}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Moves blob files of a layout (verified by [`verify_layout_blobs`]) into `store`.
 pub fn import_blobs(
     layout: &Path,
     store: &dyn BlobStore,
@@ -329,13 +353,6 @@ pub fn import_blobs(
             continue;
         }
         let src = layout.join("blobs/sha256").join(digest.hex());
-        let actual = hash_file(&src)?;
-        if &actual != digest {
-            return Err(miette!(
-                "archive blob {} is corrupt: its content hashes to {actual}",
-                digest
-            ));
-        }
         store
             .commit_blob(digest, &src)
             .map_err(|e| miette!("{e}"))?;

@@ -4,9 +4,21 @@
 #[derive(Debug, Default, Clone)]
 pub struct LineBuffer {
     partial: Vec<u8>,
+    /// Keep at most this many bytes of a line (its end, where `\r`-redrawn progress
+    /// shows); `None` keeps everything.
+    limit: Option<usize>,
 }
 
 impl LineBuffer {
+    /// A buffer that keeps only the last `limit` bytes of each line (for displays that show
+    /// a tail, so a huge unterminated output cannot exhaust memory).
+    pub fn with_limit(limit: usize) -> Self {
+        LineBuffer {
+            partial: Vec::new(),
+            limit: Some(limit),
+        }
+    }
+
     /// Appends `data`; returns the lines it completed, in order.
     pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
@@ -14,16 +26,29 @@ impl LineBuffer {
             match piece.strip_suffix(b"\n") {
                 Some(body) => {
                     let mut line = std::mem::take(&mut self.partial);
-                    line.extend_from_slice(body);
+                    line.extend_from_slice(self.keep(body));
+                    cap(&mut line, self.limit);
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
                     lines.push(line);
                 }
-                None => self.partial.extend_from_slice(piece),
+                None => {
+                    let kept = self.keep(piece);
+                    self.partial.extend_from_slice(kept);
+                    cap(&mut self.partial, self.limit);
+                }
             }
         }
         lines
+    }
+
+    /// The part of `data` worth appending under the limit.
+    fn keep<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        match self.limit {
+            Some(limit) => data.get(data.len().saturating_sub(limit)..).unwrap_or(data),
+            None => data,
+        }
     }
 
     /// The unterminated rest, if any (flushed when the vertex ends).
@@ -38,6 +63,14 @@ impl LineBuffer {
     /// The unterminated rest without taking it.
     pub fn partial(&self) -> &[u8] {
         &self.partial
+    }
+}
+
+/// Drops the front of `line` beyond `limit` bytes.
+fn cap(line: &mut Vec<u8>, limit: Option<usize>) {
+    if let Some(limit) = limit {
+        let excess = line.len().saturating_sub(limit);
+        line.drain(..excess);
     }
 }
 
@@ -87,6 +120,20 @@ mod tests {
         assert_eq!(b.partial(), b"x");
         assert_eq!(b.take_partial(), Some(b"x".to_vec()));
         assert_eq!(b.take_partial(), None);
+    }
+
+    #[test]
+    fn limited_buffers_keep_line_ends() {
+        let mut b = LineBuffer::with_limit(4);
+        assert!(b.push(b"abcdefgh").is_empty());
+        assert_eq!(b.partial(), b"efgh");
+        assert!(b.push(&vec![b'x'; 1_000_000]).is_empty());
+        assert_eq!(b.partial(), b"xxxx");
+        assert_eq!(
+            b.push(b"12\n123456789\nab"),
+            vec![b"xx12".to_vec(), b"6789".to_vec()]
+        );
+        assert_eq!(b.partial(), b"ab");
     }
 
     #[test]

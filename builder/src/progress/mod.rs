@@ -5,14 +5,19 @@
 //! let (tx, rx) = kiln_solver::progress::channel();
 //! let display = ProgressDisplay::start(mode, rx);
 //! solve(&tx, …); drop(tx);           // every sender must be dropped…
-//! display.finish()?;                  // …before waiting for the display
+//! let summary = display.finish();     // …before waiting for the display
+//! for failed in &summary.failed { eprintln!("{failed}"); }
 //! ```
 
+mod colors;
+pub mod feed;
 mod log_lines;
 pub mod plain;
 pub mod rawjson;
 mod state;
+pub mod summary;
 mod timestamp;
+pub mod transfers;
 pub mod tty;
 mod units;
 mod warnings;
@@ -21,9 +26,17 @@ mod warnings;
 mod tests;
 
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-use kiln_solver::progress::{ProgressEvent, ProgressReceiver, Received};
+use kiln_solver::progress::{ProgressEvent, ProgressReceiver};
+
+use feed::{Feed, Next};
+
+use state::BuildState;
+pub use summary::BuildSummary;
 
 /// The `--progress` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -56,16 +69,15 @@ impl ProgressMode {
 /// A display running on its own thread.
 #[derive(Debug)]
 pub struct ProgressDisplay {
-    thread: JoinHandle<io::Result<()>>,
+    thread: Option<JoinHandle<BuildSummary>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ProgressDisplay {
     /// Starts the display for `mode` on stderr (`auto` is resolved against stderr).
     pub fn start(mode: ProgressMode, rx: ProgressReceiver) -> Self {
         match mode.resolve(io::stderr().is_terminal()) {
-            ProgressMode::Tty => ProgressDisplay {
-                thread: thread::spawn(move || tty::run(rx)),
-            },
+            ProgressMode::Tty => Self::spawn(rx, tty::run),
             other => Self::start_with_writer(other, rx, Box::new(io::stderr())),
         }
     }
@@ -77,22 +89,46 @@ impl ProgressDisplay {
         rx: ProgressReceiver,
         out: Box<dyn Write + Send>,
     ) -> Self {
-        let thread = thread::spawn(move || match mode.resolve(false) {
-            ProgressMode::Rawjson => drain(rx, rawjson::RawJsonPrinter::new(BufWriter::new(out))),
-            ProgressMode::Quiet => {
-                rx.for_each(drop);
-                Ok(())
-            }
-            _ => drain(rx, plain::PlainPrinter::new(BufWriter::new(out))),
-        });
-        ProgressDisplay { thread }
+        Self::spawn(rx, move |feed| match mode.resolve(false) {
+            ProgressMode::Rawjson => drain(feed, rawjson::RawJsonPrinter::new(BufWriter::new(out))),
+            ProgressMode::Quiet => drain(feed, Quiet),
+            _ => drain(feed, plain::PlainPrinter::new(BufWriter::new(out))),
+        })
     }
 
-    /// Waits until every sender is dropped and the display has printed everything.
-    pub fn finish(self) -> io::Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("progress display thread panicked")))
+    fn spawn(
+        rx: ProgressReceiver,
+        run: impl FnOnce(Feed) -> BuildSummary + Send + 'static,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed = Feed::new(rx, Arc::clone(&stop));
+        ProgressDisplay {
+            thread: Some(thread::spawn(move || run(feed))),
+            stop,
+        }
+    }
+
+    /// Prints everything sent so far, ends the display (the final tty frame, the warning
+    /// summary) and returns the failures and warnings for the CLI to report. Senders may
+    /// still be alive: what they send afterwards is dropped.
+    pub fn finish(mut self) -> BuildSummary {
+        self.stop.store(true, Ordering::Release);
+        let joined = self.thread.take().map(JoinHandle::join);
+        match joined {
+            Some(Ok(summary)) => summary,
+            _ => BuildSummary {
+                display_error: Some(io::Error::other("progress display thread panicked")),
+                ..BuildSummary::default()
+            },
+        }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    /// A display dropped without [`ProgressDisplay::finish`] (an early error return) stops
+    /// on its own instead of waiting for senders that may never go away.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
     }
 }
 
@@ -127,36 +163,60 @@ impl<W: Write> Printer for rawjson::RawJsonPrinter<W> {
     }
 }
 
+/// `--progress quiet`: prints nothing.
+struct Quiet;
+
+impl Printer for Quiet {
+    fn event(&mut self, _: &ProgressEvent) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Prints every event, flushing whenever the queue is momentarily empty (so output is live
 /// but a chatty RUN costs one write per batch, not per line). After a write error (closed
 /// stderr) it keeps draining so senders never notice, and reports the first error at the end.
-fn drain(rx: ProgressReceiver, mut printer: impl Printer) -> io::Result<()> {
+fn drain(feed: Feed, mut printer: impl Printer) -> BuildSummary {
     fn keep(r: io::Result<()>, first_error: &mut Option<io::Error>) {
         if let Err(e) = r {
             first_error.get_or_insert(e);
         }
     }
     let mut first_error = None;
+    let mut state = BuildState::default();
+    let mut unflushed = false;
     loop {
-        let event = match rx.try_recv() {
-            Received::Event(event) => event,
-            Received::Closed => break,
-            Received::Timeout => {
-                if first_error.is_none() {
+        let event = match feed.next(Duration::ZERO) {
+            Next::Event(event) => event,
+            Next::End => break,
+            Next::Idle => {
+                if unflushed && first_error.is_none() {
                     keep(printer.flush(), &mut first_error);
                 }
-                match rx.recv() {
-                    Some(event) => event,
-                    None => break,
+                unflushed = false;
+                match feed.next(Duration::from_secs(1)) {
+                    Next::Event(event) => event,
+                    Next::Idle => continue,
+                    Next::End => break,
                 }
             }
         };
+        state.apply(&event);
         if first_error.is_none() {
             keep(printer.event(&event), &mut first_error);
+            unflushed = true;
         }
     }
     if first_error.is_none() {
         keep(printer.finish(), &mut first_error);
     }
-    first_error.map_or(Ok(()), Err)
+    BuildSummary {
+        display_error: first_error,
+        ..BuildSummary::from_state(&state)
+    }
 }

@@ -183,7 +183,8 @@ impl<W: Write> RawJsonPrinter<W> {
                 v.completed = Some(at);
                 v.cached = matches!(event.kind, EventKind::Cached);
                 if matches!(event.kind, EventKind::Canceled) {
-                    v.error = "canceled".to_string();
+                    // BuildKit reports a cancelled vertex with Go's context error.
+                    v.error = "context canceled".to_string();
                 }
                 out.vertexes.push(v.clone());
             }

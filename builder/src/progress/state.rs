@@ -8,8 +8,14 @@ use kiln_solver::progress::{EventKind, ProgressEvent, Warning};
 
 use super::log_lines::{sanitize, LineBuffer};
 
-/// How many recent log lines a vertex keeps for the terminal display.
+/// How many recent log lines the terminal display shows under a running vertex.
 pub const LOG_TAIL: usize = 6;
+
+/// How many recent log lines a vertex keeps (for the failure summary after the build).
+pub const KEPT_LINES: usize = 10;
+
+/// How many bytes of one log line the state keeps (the end of it).
+const KEPT_LINE_BYTES: usize = 4096;
 
 /// How a vertex ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +62,7 @@ pub struct VertexState {
     pub outcome: Option<Outcome>,
     /// Status items in first-seen order.
     pub statuses: Vec<StatusState>,
-    /// The last [`LOG_TAIL`] complete log lines, sanitized for a terminal.
+    /// The last [`KEPT_LINES`] complete log lines, sanitized for a terminal.
     pub log_tail: VecDeque<String>,
     log_buffer: LineBuffer,
 }
@@ -72,7 +78,7 @@ impl VertexState {
             outcome: None,
             statuses: Vec::new(),
             log_tail: VecDeque::new(),
-            log_buffer: LineBuffer::default(),
+            log_buffer: LineBuffer::with_limit(KEPT_LINE_BYTES),
         }
     }
 
@@ -86,20 +92,20 @@ impl VertexState {
         self.started.is_some() || self.outcome.is_some()
     }
 
-    /// The recent log lines plus the unterminated line being written, if any.
-    pub fn recent_lines(&self) -> Vec<String> {
+    /// The last `n` log lines, counting the unterminated line being written, if any.
+    pub fn recent_lines(&self, n: usize) -> Vec<String> {
         let mut lines: Vec<String> = self.log_tail.iter().cloned().collect();
         if !self.log_buffer.partial().is_empty() {
             lines.push(sanitize(self.log_buffer.partial()));
         }
-        let skip = lines.len().saturating_sub(LOG_TAIL);
+        let skip = lines.len().saturating_sub(n);
         lines.split_off(skip)
     }
 
     fn push_log(&mut self, data: &[u8]) {
         for line in self.log_buffer.push(data) {
             self.log_tail.push_back(sanitize(&line));
-            while self.log_tail.len() > LOG_TAIL {
+            while self.log_tail.len() > KEPT_LINES {
                 self.log_tail.pop_front();
             }
         }
@@ -211,7 +217,7 @@ impl VertexState {
         self.completed = Some(at);
         if let Some(rest) = self.log_buffer.take_partial() {
             self.log_tail.push_back(sanitize(&rest));
-            while self.log_tail.len() > LOG_TAIL {
+            while self.log_tail.len() > KEPT_LINES {
                 self.log_tail.pop_front();
             }
         }
@@ -289,7 +295,7 @@ mod tests {
         let a = s.vertex(&synthetic_digest("a"));
         assert!(a.is_some_and(|a| a.is_running()));
         assert_eq!(
-            a.map(|a| a.recent_lines()),
+            a.map(|a| a.recent_lines(LOG_TAIL)),
             Some(
                 vec!["3", "4", "5", "6", "7", "part"]
                     .into_iter()

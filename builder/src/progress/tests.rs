@@ -400,7 +400,7 @@ impl SharedBuf {
     }
 }
 
-fn run_display(mode: ProgressMode) -> String {
+fn run_display(mode: ProgressMode) -> (String, super::BuildSummary) {
     let (tx, rx) = channel();
     let buf = SharedBuf::default();
     let display = ProgressDisplay::start_with_writer(mode, rx, Box::new(buf.clone()));
@@ -415,26 +415,45 @@ fn run_display(mode: ProgressMode) -> String {
         }
     });
     assert!(producer.join().is_ok());
-    assert!(display.finish().is_ok());
-    buf.text()
+    let summary = display.finish();
+    assert!(
+        summary.display_error.is_none(),
+        "{:?}",
+        summary.display_error
+    );
+    (buf.text(), summary)
+}
+
+/// The failure and warning every display reports for the scripted build.
+fn assert_scripted_summary(summary: &super::BuildSummary) {
+    let failed: Vec<String> = summary.failed.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        failed,
+        ["------\n > [stage-1 1/1] RUN exit 3:\nline 1\nline 2\nno newline\n------"]
+    );
+    assert_eq!(
+        summary.failed.first().map(|f| f.message.as_str()),
+        Some("process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3")
+    );
+    assert_eq!(summary.warnings.len(), 1);
 }
 
 #[test]
 fn display_thread_drains_until_senders_close() {
-    assert_eq!(
-        run_display(ProgressMode::Plain),
-        plain_output(&scripted_build(u64::MAX))
-    );
-    assert_eq!(
-        run_display(ProgressMode::Rawjson),
-        rawjson_output(&scripted_build(u64::MAX))
-    );
-    assert_eq!(run_display(ProgressMode::Quiet), "");
+    let plain = plain_output(&scripted_build(u64::MAX));
+    let rawjson = rawjson_output(&scripted_build(u64::MAX));
     // Without a terminal, auto and tty print plain.
-    assert_eq!(
-        run_display(ProgressMode::Auto),
-        plain_output(&scripted_build(u64::MAX))
-    );
+    for (mode, expected) in [
+        (ProgressMode::Plain, plain.as_str()),
+        (ProgressMode::Rawjson, rawjson.as_str()),
+        (ProgressMode::Quiet, ""),
+        (ProgressMode::Auto, plain.as_str()),
+        (ProgressMode::Tty, plain.as_str()),
+    ] {
+        let (out, summary) = run_display(mode);
+        assert_eq!(out, expected, "{mode:?}");
+        assert_scripted_summary(&summary);
+    }
 }
 
 #[test]
@@ -509,12 +528,18 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
     let (tx, rx) = channel();
     let term = RecordingTerm::default();
     let t = term.clone();
-    let display = std::thread::spawn(move || super::tty::run_on(rx, t));
+    let feed = super::feed::Feed::new(rx, Arc::default());
+    let display =
+        std::thread::spawn(move || super::tty::run_on(feed, t, &super::colors::Palette::none()));
     for e in scripted_build(u64::MAX) {
         tx.send(e);
     }
     drop(tx);
-    assert!(matches!(display.join(), Ok(Ok(()))));
+    let summary = display.join();
+    assert!(summary.as_ref().is_ok_and(|s| s.display_error.is_none()));
+    if let Ok(summary) = &summary {
+        assert_scripted_summary(summary);
+    }
     let ops = term.ops();
     // The last lines written are the final frame and the warning summary, as plain lines.
     let expected_final =
@@ -546,4 +571,79 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
         !before.iter().any(|op| op.lines().any(final_header)),
         "{before:#?}"
     );
+}
+
+#[test]
+fn finish_does_not_wait_for_lingering_senders() {
+    for mode in [
+        ProgressMode::Plain,
+        ProgressMode::Rawjson,
+        ProgressMode::Quiet,
+    ] {
+        let (tx, rx) = channel();
+        let buf = SharedBuf::default();
+        let display = ProgressDisplay::start_with_writer(mode, rx, Box::new(buf.clone()));
+        let lingering = tx.clone();
+        for e in scripted_build(u64::MAX) {
+            tx.send(e);
+        }
+        drop(tx);
+        // `lingering` is still alive (like a worker kept for exporting): finish must return
+        // with everything sent so far printed.
+        let summary = display.finish();
+        assert_scripted_summary(&summary);
+        let expected = match mode {
+            ProgressMode::Plain => plain_output(&scripted_build(u64::MAX)),
+            ProgressMode::Rawjson => rawjson_output(&scripted_build(u64::MAX)),
+            _ => String::new(),
+        };
+        assert_eq!(buf.text(), expected, "{mode:?}");
+        // Later events are dropped without error.
+        lingering.handle(d("late")).start();
+    }
+}
+
+#[test]
+fn a_stopped_feed_drains_then_ends_while_senders_live() {
+    use super::feed::{Feed, Next};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = Feed::new(rx, Arc::clone(&stop));
+    assert!(matches!(feed.next(Duration::from_millis(1)), Next::Idle));
+    tx.handle(d("a")).start();
+    tx.handle(d("a")).done();
+    stop.store(true, Ordering::Release);
+    assert!(matches!(feed.next(Duration::ZERO), Next::Event(_)));
+    assert!(matches!(feed.next(Duration::ZERO), Next::Event(_)));
+    assert!(matches!(feed.next(Duration::from_secs(5)), Next::End));
+    drop(tx);
+}
+
+#[test]
+fn tty_final_frame_is_coloured_like_buildkit() {
+    let (tx, rx) = channel();
+    let term = RecordingTerm::default();
+    let t = term.clone();
+    let feed = super::feed::Feed::new(rx, Arc::default());
+    let palette = super::colors::Palette::buildkit();
+    let display = std::thread::spawn(move || super::tty::run_on(feed, t, &palette));
+    for e in scripted_build(u64::MAX) {
+        tx.send(e);
+    }
+    drop(tx);
+    assert!(display.join().is_ok());
+    let ops = term.ops();
+    let find = |needle: &str| {
+        ops.iter()
+            .rev()
+            .find(|op| op.contains(needle))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(find("ERROR [stage-1 1/1]").starts_with("\x1b[31m => ERROR"));
+    assert!(find("CACHED [build 2/4]").starts_with("\x1b[34m => CACHED"));
+    assert!(find("CANCELED [build 4/4]").starts_with("\x1b[33m"));
+    assert!(find("1 warning found").starts_with("\x1b[33m"));
+    assert!(find("(7/7) ERROR").starts_with("\x1b[31m[+] Building"));
 }

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use console::{measure_text_width, truncate_str, Term};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use kiln_solver::progress::{ProgressReceiver, Received};
 
-use super::state::{BuildState, Outcome, VertexState};
+use super::colors::{Palette, Tone};
+use super::feed::{Feed, Next};
+use super::state::{BuildState, Outcome, VertexState, LOG_TAIL};
+use super::summary::BuildSummary;
 use super::units;
 use super::warnings;
 
@@ -32,6 +34,20 @@ pub fn render_frame(
     height: Option<usize>,
     finished: bool,
 ) -> Vec<String> {
+    render_toned(state, now, width, height, finished)
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect()
+}
+
+/// [`render_frame`] with the tone (colour class) of every line.
+pub fn render_toned(
+    state: &BuildState,
+    now: SystemTime,
+    width: usize,
+    height: Option<usize>,
+    finished: bool,
+) -> Vec<(Tone, String)> {
     let (done, total) = state.counts();
     let start = state.first_event.unwrap_or(now);
     let end = if finished {
@@ -51,10 +67,22 @@ pub fn render_frame(
         });
     }
 
-    let mut blocks: Vec<(bool, Vec<String>)> = state
+    let mut blocks: Vec<(bool, Vec<(Tone, String)>)> = state
         .vertices()
         .filter(|v| v.is_visible())
-        .map(|v| (v.outcome.is_some(), vertex_block(v, now, width)))
+        .map(|v| {
+            let tone = match v.outcome {
+                None => Tone::Plain,
+                Some(Outcome::Cached | Outcome::Done) => Tone::Done,
+                Some(Outcome::Error(_)) => Tone::Error,
+                Some(Outcome::Canceled) => Tone::Canceled,
+            };
+            let lines = vertex_block(v, now, width)
+                .into_iter()
+                .map(|l| (tone, l))
+                .collect();
+            (v.outcome.is_some(), lines)
+        })
         .collect();
 
     if let Some(height) = height {
@@ -68,7 +96,12 @@ pub fn render_frame(
         }
     }
 
-    let mut lines = vec![fit(&header, width)];
+    let header_tone = match (finished, state.has_error()) {
+        (true, true) => Tone::Error,
+        (true, false) => Tone::Done,
+        _ => Tone::Plain,
+    };
+    let mut lines = vec![(header_tone, fit(&header, width))];
     lines.extend(blocks.into_iter().flat_map(|(_, b)| b));
     if let Some(height) = height {
         lines.truncate(height.max(1));
@@ -102,7 +135,7 @@ fn vertex_block(v: &VertexState, now: SystemTime, width: usize) -> Vec<String> {
     }
     let show_logs = v.is_running() || matches!(v.outcome, Some(Outcome::Error(_)));
     if show_logs {
-        for line in v.recent_lines() {
+        for line in v.recent_lines(LOG_TAIL) {
             lines.push(fit(&format!(" => => # {line}"), width));
         }
     }
@@ -127,12 +160,16 @@ fn fit(line: &str, width: usize) -> String {
 
 /// Drains `rx` and draws live frames on stderr until every sender is gone, then prints the
 /// final frame and the warning summary.
-pub fn run(rx: ProgressReceiver) -> io::Result<()> {
-    run_on(rx, Term::stderr())
+pub fn run(feed: Feed) -> BuildSummary {
+    run_on(feed, Term::stderr(), &Palette::from_process_env())
 }
 
 /// [`run`] on any terminal (tests use a recording one).
-pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> io::Result<()> {
+pub fn run_on<T: TermLike + Clone + 'static>(
+    feed: Feed,
+    term: T,
+    palette: &Palette,
+) -> BuildSummary {
     let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10);
     let bar = ProgressBar::with_draw_target(None, target);
     if let Ok(style) = ProgressStyle::with_template("{msg}") {
@@ -142,15 +179,15 @@ pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> i
     let mut last_draw: Option<Instant> = None;
     loop {
         let wait = last_draw.map_or(TICK, |t| TICK.saturating_sub(t.elapsed()));
-        match rx.recv_timeout(wait) {
-            Received::Event(event) => state.apply(&event),
-            Received::Timeout => {}
-            Received::Closed => break,
+        match feed.next(wait) {
+            Next::Event(event) => state.apply(&event),
+            Next::Idle => {}
+            Next::End => break,
         }
         // Timers of running vertices move, so every tick redraws once something is shown.
         let due = last_draw.is_none_or(|t| t.elapsed() >= TICK);
         if due && state.first_event.is_some() {
-            let frame = render_frame(
+            let frame = render_toned(
                 &state,
                 SystemTime::now(),
                 width_of(&term),
@@ -158,22 +195,31 @@ pub fn run_on<T: TermLike + Clone + 'static>(rx: ProgressReceiver, term: T) -> i
                 Some(usize::from(term.height()).saturating_sub(1)),
                 false,
             );
-            bar.set_message(frame.join("\n"));
+            let painted: Vec<String> = frame.iter().map(|(t, l)| palette.paint(*t, l)).collect();
+            bar.set_message(painted.join("\n"));
             last_draw = Some(Instant::now());
         }
     }
     bar.finish_and_clear();
-    let finished = render_frame(&state, SystemTime::now(), width_of(&term), None, true);
+    BuildSummary {
+        display_error: final_frame(&state, &term, palette).err(),
+        ..BuildSummary::from_state(&state)
+    }
+}
+
+/// Prints the final frame and the warning summary as plain lines below the live area.
+fn final_frame(state: &BuildState, term: &impl TermLike, palette: &Palette) -> io::Result<()> {
+    let finished = render_toned(state, SystemTime::now(), width_of(term), None, true);
     if state.first_event.is_some() {
-        for line in finished {
-            term.write_line(&line)?;
+        for (tone, line) in finished {
+            term.write_line(&palette.paint(tone, &line))?;
         }
     }
     let summary = warnings::summary(state.warnings.iter().map(|(_, w)| w));
     if !summary.is_empty() {
         term.write_line("")?;
         for line in summary {
-            term.write_line(&line)?;
+            term.write_line(&palette.paint(Tone::Warning, &line))?;
         }
     }
     term.flush()

@@ -118,7 +118,7 @@ impl Copy {
     }
 
     pub(crate) fn expand(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
-        let fail = |m: String| cx.error(ErrorKind::Expansion, m, None);
+        let fail = |m: String| cx.expansion_error(m);
         if let Some(from) = &self.from {
             if from.contains('$') {
                 return Err(cx.error_at_text(

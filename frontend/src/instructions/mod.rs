@@ -199,6 +199,28 @@ impl Ctx<'_> {
         }
     }
 
+    /// A variable-expansion failure, with a hint how to fix it.
+    pub fn expansion_error(&self, message: impl Into<String>) -> SourceError {
+        let message = message.into();
+        let syntax = [
+            "syntax error",
+            "unsupported modifier",
+            "invalid pattern",
+            "unexpected end",
+            "nested",
+        ]
+        .iter()
+        .any(|k| message.contains(k));
+        let hint = if message.contains("--from") {
+            "define a stage with FROM ${ARG} AS name and use --from=name"
+        } else if syntax {
+            "check the ${...} syntax: ${VAR}, ${VAR:-default}, ${VAR#pattern}, ${VAR/pattern/replacement}; write \\$ for a literal $"
+        } else {
+            "define the variable with ARG or ENV, or pass it with --build-arg NAME=value"
+        };
+        self.error(ErrorKind::Expansion, message, Some(hint.to_string()))
+    }
+
     fn flags(&self, allowed: &[(&str, FlagKind)]) -> Result<Flags, SourceError> {
         Flags::parse(&self.node.value, &self.node.flags, allowed)
             .map_err(|e: FlagError| self.error_at_text(&e.flag, ErrorKind::Flag, e.message, e.hint))
@@ -454,7 +476,7 @@ impl Instruction {
     /// WORKDIR, RUN mount options except `from`, `--chown`/`--chmod`/`--checksum`, FROM `--platform`).
     /// ARG defaults are expanded by the stage resolver (only when not overridden).
     pub(crate) fn expand(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
-        let fail = |m: String| cx.error(ErrorKind::Expansion, m, None);
+        let fail = |m: String| cx.expansion_error(m);
         match self {
             Instruction::From(f) => {
                 f.image = ex(&f.image).map_err(fail)?;

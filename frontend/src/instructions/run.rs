@@ -46,6 +46,9 @@ pub struct Run {
     pub security: Security,
     /// Heredocs of the command.
     pub heredocs: Vec<Heredoc>,
+    /// Mounts parsed at parse time, per spec (`None` when the spec needs expansion first).
+    #[serde(skip)]
+    parsed: Vec<Option<Mount>>,
 }
 
 const FLAGS: &[(&str, FlagKind)] = &[
@@ -93,15 +96,17 @@ pub(crate) fn parse(cx: &Ctx) -> Result<Run, SourceError> {
     }
     let mount_specs = fl.strings("mount");
     let mut mounts = Vec::new();
+    let mut parsed = Vec::new();
     let mut ssh = 0;
     for spec in &mount_specs {
         match parse_mount(spec, &mut |v: &str| Ok(v.to_string()), ssh) {
             Ok(m) => {
                 ssh += usize::from(m.kind == super::mount::MountType::Ssh);
-                mounts.push(m)
+                mounts.push(m.clone());
+                parsed.push((!needs_expansion(spec, cx.ast.escape)).then_some(m));
             }
             // A value with a variable may be valid once expanded.
-            Err(_) if spec.contains('$') => {}
+            Err(_) if spec.contains('$') => parsed.push(None),
             Err(e) => {
                 return Err(cx.error_at_text(
                     spec,
@@ -119,7 +124,13 @@ pub(crate) fn parse(cx: &Ctx) -> Result<Run, SourceError> {
         network,
         security,
         heredocs: cx.node.heredocs.clone(),
+        parsed,
     })
+}
+
+/// Whether expansion could change a mount spec (variables, quotes or escapes in it).
+fn needs_expansion(spec: &str, escape: char) -> bool {
+    spec.contains(['$', '\'', '"', escape])
 }
 
 impl Run {
@@ -127,15 +138,25 @@ impl Run {
     pub(crate) fn expand(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
         let mut mounts = Vec::new();
         let mut ssh = 0;
-        for spec in &self.mount_specs {
-            let m = parse_mount(spec, ex, ssh).map_err(|e| {
-                cx.error_at_text(
-                    spec,
-                    ErrorKind::Flag,
-                    format!("invalid --mount: {}", e.message),
-                    e.hint,
-                )
-            })?;
+        for (i, spec) in self.mount_specs.iter().enumerate() {
+            // Specs without variables, quotes or escapes were fully parsed already.
+            let reuse = self
+                .parsed
+                .get(i)
+                .and_then(Option::as_ref)
+                .filter(|m| m.kind != super::mount::MountType::Ssh)
+                .cloned();
+            let m = match reuse {
+                Some(m) => m,
+                None => parse_mount(spec, ex, ssh).map_err(|e| {
+                    cx.error_at_text(
+                        spec,
+                        ErrorKind::Flag,
+                        format!("invalid --mount: {}", e.message),
+                        e.hint,
+                    )
+                })?,
+            };
             ssh += usize::from(m.kind == super::mount::MountType::Ssh);
             mounts.push(m);
         }

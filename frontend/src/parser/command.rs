@@ -45,22 +45,21 @@ pub(crate) struct SplitCommand<'a> {
 
 /// Splits `line` into keyword, flags and arguments.
 pub(crate) fn split_command(line: &str) -> SplitCommand<'_> {
-    let pieces = split_whitespace_runs(line.trim(), 2);
-    let keyword = pieces.first().copied().unwrap_or("");
-    match pieces.get(1) {
-        Some(args) => {
-            let (rest, flags) = extract_builder_flags(args);
-            SplitCommand {
-                keyword,
-                flags,
-                rest: rest.trim(),
-            }
-        }
-        None => SplitCommand {
-            keyword,
+    let line = line.trim();
+    let Some(split_at) = line.find(is_split_space) else {
+        return SplitCommand {
+            keyword: line,
             flags: Vec::new(),
             rest: "",
-        },
+        };
+    };
+    let keyword = &line[..split_at];
+    let args = line[split_at..].trim_start_matches(is_split_space);
+    let (rest, flags) = extract_builder_flags(args);
+    SplitCommand {
+        keyword,
+        flags,
+        rest: rest.trim(),
     }
 }
 

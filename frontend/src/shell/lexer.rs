@@ -117,6 +117,37 @@ impl Lexer {
 
     /// Expands `word`, returning the result, the words and which variables were used.
     pub fn process(&self, word: &str, env: &dyn VarLookup) -> Result<Expansion, WordError> {
+        self.run(word, env, true)
+    }
+
+    /// Like [`Lexer::process`] but without word splitting (`words` stays empty): cheaper when
+    /// only the expanded string and the variables are needed.
+    pub fn expand(&self, word: &str, env: &dyn VarLookup) -> Result<Expansion, WordError> {
+        self.run(word, env, false)
+    }
+
+    fn run(
+        &self,
+        word: &str,
+        env: &dyn VarLookup,
+        want_words: bool,
+    ) -> Result<Expansion, WordError> {
+        // Fast path: nothing to expand, unquote or unescape (most words of a Dockerfile).
+        if !word.contains(['$', '\'', '"', self.escape]) {
+            return Ok(Expansion {
+                result: word.to_string(),
+                words: if !want_words {
+                    Vec::new()
+                } else {
+                    word.split(char::is_whitespace)
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                },
+                matched: BTreeSet::new(),
+                unmatched: BTreeSet::new(),
+            });
+        }
         let mut sw = ShellWord {
             lex: *self,
             chars: word.chars().collect(),
@@ -126,6 +157,7 @@ impl Lexer {
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
             depth: 0,
+            want_words,
         };
         match sw.process_stop_on(None, self.raw_escapes) {
             Ok((result, words)) => Ok(Expansion {
@@ -148,10 +180,15 @@ struct Words {
     word: String,
     words: Vec<String>,
     in_word: bool,
+    /// Splitting not wanted (nested parts, or the caller only needs the string).
+    off: bool,
 }
 
 impl Words {
     fn add_char(&mut self, c: char) {
+        if self.off {
+            return;
+        }
         if c.is_whitespace() {
             if self.in_word && !self.word.is_empty() {
                 self.words.push(std::mem::take(&mut self.word));
@@ -163,15 +200,24 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, c: char) {
+        if self.off {
+            return;
+        }
         self.word.push(c);
         self.in_word = true;
     }
 
     fn add_string(&mut self, s: &str) {
+        if self.off {
+            return;
+        }
         s.chars().for_each(|c| self.add_char(c));
     }
 
     fn add_raw_string(&mut self, s: &str) {
+        if self.off {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -193,6 +239,7 @@ struct ShellWord<'a> {
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
     depth: usize,
+    want_words: bool,
 }
 
 impl ShellWord<'_> {
@@ -241,7 +288,10 @@ impl ShellWord<'_> {
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), ShellError> {
         let mut result = String::new();
-        let mut words = Words::default();
+        let mut words = Words {
+            off: !self.want_words || stop.is_some(),
+            ..Words::default()
+        };
         while let Some(c) = self.peek() {
             if Some(c) == stop {
                 self.pos += 1;

@@ -85,10 +85,36 @@ pub struct ResolvedInstruction {
     pub span: Span,
     /// Index of its node in `Ast::children`.
     pub node: usize,
-    /// RUN only: the build-time environment (ARG values, then ENV which wins).
-    pub env: Vec<(String, String)>,
+    /// RUN only: the build-time environment (ARG values, then ENV which wins); shared between
+    /// RUNs with the same scope.
+    pub env: RunEnv,
     /// RUN only: proxy build args passed to the command but kept out of history and cache keys.
     pub proxy_env: Vec<(String, String)>,
+}
+
+/// The environment of a RUN: `(name, value)` pairs, shared (cheap to clone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunEnv(pub std::sync::Arc<Vec<(String, String)>>);
+
+impl std::ops::Deref for RunEnv {
+    type Target = [(String, String)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a RunEnv {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl serde::Serialize for RunEnv {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
 }
 
 /// An ARG as resolved in a stage or globally.
@@ -345,9 +371,10 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
             global_declared.insert(d.name.clone());
             let expand_default = |scope: &Scope| -> Result<Option<String>, SourceError> {
                 match &d.default {
-                    Some(raw) => lexer.process_word(raw, scope).map(Some).map_err(|e| {
-                        Ctx { ast, node }.error(ErrorKind::Expansion, e.to_string(), None)
-                    }),
+                    Some(raw) => lexer
+                        .process_word(raw, scope)
+                        .map(Some)
+                        .map_err(|e| Ctx { ast, node }.expansion_error(e.to_string())),
                     None => Ok(None),
                 }
             };
@@ -388,8 +415,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         let mut matched = BTreeSet::new();
         let mut expand_from = |w: &str, scope: &Scope| -> Result<String, SourceError> {
             let e = lexer
-                .process(w, scope)
-                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                .expand(w, scope)
+                .map_err(|e| cx.expansion_error(e.to_string()))?;
             unmatched.extend(e.unmatched);
             matched.extend(e.matched);
             Ok(e.result)
@@ -556,7 +583,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     instruction,
                     span: ast.children[node_i].span,
                     node: node_i,
-                    env: Vec::new(),
+                    env: RunEnv::default(),
                     proxy_env: Vec::new(),
                 })
                 .collect();
@@ -594,6 +621,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         let mut declared: BTreeSet<String> = BTreeSet::new();
         let mut out = Vec::new();
         let mut stage_args = Vec::new();
+        // The RUN environment, rebuilt only after an ARG or ENV.
+        let mut snapshot: Option<RunEnv> = None;
         for (node_i, mut ins) in body {
             let node = &ast.children[node_i];
             let cx = Ctx { ast, node };
@@ -607,14 +636,14 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                             Some(v.clone())
                         } else if let Some(raw) = &d.default {
                             let e = lexer
-                                .process(
+                                .expand(
                                     raw,
                                     &StageLookup {
                                         env: &env,
                                         args: &args,
                                     },
                                 )
-                                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                                .map_err(|e| cx.expansion_error(e.to_string()))?;
                             unmatched.extend(e.unmatched);
                             Some(e.result)
                         } else {
@@ -642,8 +671,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     for p in kv.pairs.iter_mut() {
                         for w in [&mut p.key, &mut p.value] {
                             let e = lexer
-                                .process(w, &lookup)
-                                .map_err(|e| cx.error(ErrorKind::Expansion, e.to_string(), None))?;
+                                .expand(w, &lookup)
+                                .map_err(|e| cx.expansion_error(e.to_string()))?;
                             unmatched.extend(e.unmatched);
                             *w = e.result;
                         }
@@ -656,7 +685,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                         args: &args,
                     };
                     let mut ex = |w: &str| -> Result<String, String> {
-                        let e = lexer.process(w, &lookup).map_err(|e| e.to_string())?;
+                        let e = lexer.expand(w, &lookup).map_err(|e| e.to_string())?;
                         unmatched.extend(e.unmatched);
                         Ok(e.result)
                     };
@@ -681,22 +710,30 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     });
                 }
             }
+            if matches!(ins, Instruction::Arg(_) | Instruction::Env(_)) {
+                snapshot = None;
+            }
             let (run_env, proxy_env) = if matches!(ins, Instruction::Run(_)) {
-                let mut vars = args.vars.clone();
-                for (k, v) in &env.vars {
-                    match vars.iter_mut().find(|(n, _)| n == k) {
-                        Some(e) => e.1 = v.clone(),
-                        None => vars.push((k.clone(), v.clone())),
-                    }
-                }
+                let env_now = snapshot
+                    .get_or_insert_with(|| {
+                        let mut vars = args.vars.clone();
+                        for (k, v) in &env.vars {
+                            match vars.iter_mut().find(|(n, _)| n == k) {
+                                Some(e) => e.1 = v.clone(),
+                                None => vars.push((k.clone(), v.clone())),
+                            }
+                        }
+                        RunEnv(std::sync::Arc::new(vars))
+                    })
+                    .clone();
                 let proxy: Vec<(String, String)> = PROXY_ARGS
                     .iter()
                     .filter(|p| !declared.contains(**p))
                     .filter_map(|p| opts.build_args.get(*p).map(|v| (p.to_string(), v.clone())))
                     .collect();
-                (vars, proxy)
+                (env_now, proxy)
             } else {
-                (Vec::new(), Vec::new())
+                (RunEnv::default(), Vec::new())
             };
             out.push(ResolvedInstruction {
                 instruction: ins,

@@ -2,6 +2,7 @@
 
 pub mod contenthash;
 pub mod key;
+pub mod prune;
 pub mod store;
 
 pub use contenthash::{

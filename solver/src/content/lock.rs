@@ -10,6 +10,14 @@ use super::error::{ContentError, Result};
 /// A held flock; released when dropped.
 pub struct StoreLock {
     _lock: Flock<File>,
+    mode: LockMode,
+}
+
+impl StoreLock {
+    /// The mode it is held in.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
 }
 
 impl std::fmt::Debug for StoreLock {
@@ -42,7 +50,7 @@ pub fn lock_file(path: &Path, mode: LockMode) -> Result<StoreLock> {
     };
     let lock = Flock::lock(file, arg)
         .map_err(|(_, errno)| ContentError::io("flock", path, errno.into()))?;
-    Ok(StoreLock { _lock: lock })
+    Ok(StoreLock { _lock: lock, mode })
 }
 
 /// Takes the lock on `path` in `mode` if that is possible without waiting.
@@ -59,7 +67,7 @@ pub fn try_lock_file(path: &Path, mode: LockMode) -> Result<Option<StoreLock>> {
         LockMode::Exclusive => FlockArg::LockExclusiveNonblock,
     };
     match Flock::lock(file, arg) {
-        Ok(lock) => Ok(Some(StoreLock { _lock: lock })),
+        Ok(lock) => Ok(Some(StoreLock { _lock: lock, mode })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(ContentError::io("flock", path, errno.into())),
     }

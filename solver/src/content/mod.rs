@@ -8,6 +8,7 @@
 
 mod digest;
 mod error;
+mod gc;
 mod ingest;
 mod lock;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use digest::{digest_from_hasher, sha256_digest, sha256_hex, HashingReader, HashingWriter};
 pub use error::{ContentError, Result};
+pub use gc::GcReport;
 pub use ingest::{BlobInfo, Expected, Ingest};
 pub use lock::{LockMode, StoreLock};
 

@@ -12,6 +12,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest, Sha256};
+
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
 use super::rootfs_path::{host_path, resolve_in_root};
@@ -80,7 +82,6 @@ struct Guard {
     caches: Vec<CacheLease>,
     secrets: Option<SecretFiles>,
     binds: Vec<ScratchBind>,
-    owned_files: Vec<PathBuf>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -266,22 +267,18 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         .clone()
         .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let etc_dir = run_dir.join("etc");
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&etc_dir)
-        .map_err(ExecError::setup("creating the /etc files directory"))?;
-    for (name, content) in [
-        ("hosts", hosts_file(&hostname, &req.extra_hosts)),
-        (
-            "resolv.conf",
-            resolv_conf(&host_resolv, req.network.isolated()),
-        ),
-        ("hostname", format!("{hostname}\n")),
-    ] {
-        let path = etc_dir.join(name);
-        fs::write(&path, content).map_err(ExecError::setup(format!("writing /etc/{name}")))?;
-        guard.owned_files.push(path.clone());
+    let etc_dir = etc_files(
+        config,
+        &[
+            ("hosts", hosts_file(&hostname, &req.extra_hosts)),
+            (
+                "resolv.conf",
+                resolv_conf(&host_resolv, req.network.isolated()),
+            ),
+            ("hostname", format!("{hostname}\n")),
+        ],
+    )?;
+    for name in ["hosts", "resolv.conf", "hostname"] {
         let target = format!("/etc/{name}");
         if mounts.iter().any(|m| m.destination == target) {
             continue;
@@ -289,7 +286,7 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         mounts.push(ContainerMount {
             destination: resolve(&rootfs, &target)?,
             kind: MountKind::Bind {
-                source: path,
+                source: etc_dir.join(name),
                 readonly: true,
             },
         });
@@ -347,6 +344,44 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         },
         _guard: guard,
     })
+}
+
+/// The /etc files of a step, shared by every step with the same contents: they
+/// are mounted read-only, so one copy (named by the hash of the contents) serves
+/// all, which spares each step creating and deleting them.
+fn etc_files(config: &ExecutorConfig, files: &[(&str, String)]) -> Result<PathBuf, ExecError> {
+    let mut hasher = Sha256::new();
+    for (name, content) in files {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(content.as_bytes());
+        hasher.update([0]);
+    }
+    let key = hex::encode(hasher.finalize().get(..16).unwrap_or_default());
+    let base = config.state_dir.join("executor").join("etc");
+    let dir = base.join(&key);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let err = ExecError::setup(format!("writing /etc files to {}", base.display()));
+    let tmp = base.join(format!(".tmp-{}", unique_id()));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&tmp)
+        .map_err(ExecError::setup("creating the /etc files directory"))?;
+    for (name, content) in files {
+        fs::write(tmp.join(name), content)
+            .map_err(ExecError::setup(format!("writing /etc/{name}")))?;
+    }
+    if let Err(e) = fs::rename(&tmp, &dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        // Another step wrote the same files first.
+        if !dir.is_dir() {
+            return Err(err(e));
+        }
+    }
+    Ok(dir)
 }
 
 /// Makes a container path absolute against `cwd`.
@@ -436,12 +471,8 @@ impl Drop for Guard {
         self.caches.clear();
         self.secrets = None;
         self.binds.clear();
-        for f in &self.owned_files {
-            let _ = fs::remove_file(f);
-        }
         // Only non-recursive removals: a directory that is still a mount point
         // must never be emptied.
-        let _ = fs::remove_dir(self.run_dir.join("etc"));
         let _ = fs::remove_dir(self.run_dir.join("rootfs"));
         let _ = fs::remove_file(self.run_dir.join("bundle").join("config.json"));
         let _ = fs::remove_file(self.run_dir.join("runtime.log"));

@@ -86,3 +86,55 @@ impl Drop for AgentForward {
         let _ = fs::remove_file(&self.socket);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn relays_both_ways_with_owner_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("agent.sock");
+        let agent = UnixListener::bind(&agent_path).unwrap();
+        let server = std::thread::spawn(move || {
+            // The liveness check of `start`, then the relayed client.
+            for conn in agent.incoming().take(2) {
+                let mut c = conn.unwrap();
+                let mut buf = [0u8; 4];
+                if c.read_exact(&mut buf).is_ok() {
+                    c.write_all(&buf.map(|b| b.to_ascii_uppercase())).unwrap();
+                }
+            }
+        });
+        let proxy = dir.path().join("proxy.sock");
+        let uid = unsafe { libc::geteuid() };
+        let fwd = AgentForward::start(&agent_path, &proxy, 0o600, uid, 0).unwrap();
+        let meta = fs::metadata(fwd.socket()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let mut c = UnixStream::connect(fwd.socket()).unwrap();
+        c.write_all(b"ping").unwrap();
+        let mut reply = [0u8; 4];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"PING");
+        drop(c);
+        server.join().unwrap();
+        drop(fwd);
+        assert!(!proxy.exists(), "socket removed when the forward stops");
+    }
+
+    #[test]
+    fn missing_agent_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = AgentForward::start(
+            &dir.path().join("nope.sock"),
+            &dir.path().join("p.sock"),
+            0o600,
+            0,
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nope.sock"), "{err}");
+    }
+}

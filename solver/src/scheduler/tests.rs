@@ -10,6 +10,7 @@ use crate::llb::{
     CopyAction, ExecMeta, ExecOp, FileAction, FileOp, Mount, NetworkMode, Op, SecurityMode,
     SourceOp, VertexMetadata,
 };
+use crate::progress::EventKind;
 
 /// A worker whose "filesystems" are maps of path -> content and whose exec ops are
 /// scripted: `fail` fails, `block` never finishes, `barrier` waits for a partner.
@@ -366,8 +367,8 @@ async fn first_failure_cancels_the_rest() {
     let after = d
         .add(run("after"), None, &[failing], meta("after"))
         .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let s = Scheduler::new(Arc::clone(&worker), 4).with_events(tx);
+    let (tx, rx) = crate::progress::channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_progress(tx);
     let err = tokio::time::timeout(Duration::from_secs(60), s.solve(&d, &[blocked, after]))
         .await
         .expect("a failure must not wait for the blocked vertex")
@@ -379,11 +380,28 @@ async fn first_failure_cancels_the_rest() {
     );
     assert!(!worker.executed().contains(&"after".to_string()));
     assert_eq!(worker.running.load(Ordering::SeqCst), 0);
-    let mut saw_failed = false;
-    while let Ok(ev) = rx.try_recv() {
-        saw_failed |= matches!(ev, SolveEvent::Failed { .. });
+    drop(s);
+    let mut last: HashMap<VertexDigest, EventKind> = HashMap::new();
+    let mut registered = 0;
+    while let Some(ev) = rx.recv() {
+        if matches!(ev.kind, EventKind::Registered { .. }) {
+            registered += 1;
+        }
+        if !matches!(ev.kind, EventKind::Log { .. }) {
+            last.insert(ev.vertex, ev.kind);
+        }
     }
-    assert!(saw_failed);
+    assert_eq!(registered, 4);
+    let state = |r: VertexRef| last.get(&d.vertex(r).unwrap().digest()).cloned();
+    assert_eq!(state(base), Some(EventKind::Completed));
+    assert!(
+        matches!(state(failing), Some(EventKind::Errored { message }) if message.contains("exit status 1"))
+    );
+    assert_eq!(state(blocked), Some(EventKind::Canceled));
+    assert!(
+        matches!(state(after), Some(EventKind::Registered { .. })),
+        "never started"
+    );
 }
 
 #[tokio::test]

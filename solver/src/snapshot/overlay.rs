@@ -51,12 +51,23 @@ const FIXED_OPTIONS: &[(&str, &str)] = &[
     ("metacopy", "off"),
 ];
 
+/// `volatile` skips the syncfs of the whole upper filesystem at unmount and
+/// makes fsync in the step a no-op (as Buildah does for build containers): a
+/// step's upper dir is thrown away when the step fails, and whoever commits it
+/// as a layer makes it durable then. Kernels before 5.10 refuse it; the mount
+/// is retried without.
+const VOLATILE: &str = "volatile";
+
 /// Longest option string `mount(2)` accepts (one page, with room for the NUL).
 const MAX_LEGACY_DATA: usize = 4000;
 
 impl Overlay {
-    /// The legacy `mount(2)` option string.
+    /// The legacy `mount(2)` option string (with `volatile`).
     pub fn options(&self) -> Result<String, OverlayError> {
+        self.options_with(true)
+    }
+
+    fn options_with(&self, volatile: bool) -> Result<String, OverlayError> {
         for p in self.lowers.iter().chain([&self.upper, &self.work]) {
             check_path(p)?;
         }
@@ -74,6 +85,10 @@ impl Overlay {
         for (k, v) in FIXED_OPTIONS {
             opts.push_str(&format!(",{k}={v}"));
         }
+        if volatile {
+            opts.push(',');
+            opts.push_str(VOLATILE);
+        }
         Ok(opts)
     }
 
@@ -88,19 +103,31 @@ impl Overlay {
             check_path(&self.upper)?;
             sys_mount(Some(&self.upper), target, None, libc::MS_BIND, None).map_err(err)?;
         } else {
-            let opts = self.options()?;
-            if opts.len() <= MAX_LEGACY_DATA {
-                sys_mount(
-                    Some(Path::new("overlay")),
-                    target,
-                    Some("overlay"),
-                    0,
-                    Some(&opts),
-                )
-                .map_err(err)?;
-            } else {
-                self.mount_fsconfig(target).map_err(err)?;
+            // A volatile mount leaves `work/incompat/volatile` behind, and
+            // overlayfs refuses the work dir until it is gone. It only guards
+            // against reuse after a crash; an upper dir from a crashed step is
+            // never reused as a layer.
+            let _ = std::fs::remove_dir_all(self.work.join("work").join("incompat"));
+            let mut result = Ok(());
+            for volatile in [true, false] {
+                let opts = self.options_with(volatile)?;
+                result = if opts.len() <= MAX_LEGACY_DATA {
+                    sys_mount(
+                        Some(Path::new("overlay")),
+                        target,
+                        Some("overlay"),
+                        0,
+                        Some(&opts),
+                    )
+                } else {
+                    self.mount_fsconfig(target, volatile)
+                };
+                match &result {
+                    Err(e) if volatile && e.raw_os_error() == Some(libc::EINVAL) => continue,
+                    _ => break,
+                }
             }
+            result.map_err(err)?;
         }
         Ok(OverlayMount {
             target: target.to_path_buf(),
@@ -110,7 +137,7 @@ impl Overlay {
 
     /// The new mount API takes one `lowerdir+` per layer, so chains of any
     /// length fit (Linux 6.8+).
-    fn mount_fsconfig(&self, target: &Path) -> io::Result<()> {
+    fn mount_fsconfig(&self, target: &Path, volatile: bool) -> io::Result<()> {
         let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
         if fs < 0 {
             return Err(io::Error::last_os_error());
@@ -141,6 +168,22 @@ impl Overlay {
         set("workdir", &self.work)?;
         for (k, v) in FIXED_OPTIONS {
             set(k, Path::new(v))?;
+        }
+        if volatile {
+            let k = cstr(VOLATILE.as_bytes())?;
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs.0,
+                    FSCONFIG_SET_FLAG,
+                    k.as_ptr(),
+                    std::ptr::null::<libc::c_void>(),
+                    0,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         let r = unsafe {
             libc::syscall(
@@ -179,6 +222,7 @@ impl Overlay {
 }
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -289,12 +333,53 @@ mod tests {
         };
         assert_eq!(
             o.options().unwrap(),
-            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off"
+            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off,volatile"
         );
+        assert!(!o.options_with(false).unwrap().contains("volatile"));
         let bad = Overlay {
             lowers: vec!["/a:b".into()],
             ..o
         };
         assert!(matches!(bad.options(), Err(OverlayError::BadPath(_))));
+    }
+
+    /// Needs root: a chain too long for mount(2)'s one-page option string goes
+    /// through fsconfig, and whiteouts land in the upper dir.
+    #[test]
+    fn long_chains_mount_through_fsconfig() {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (it mounts overlayfs)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut lowers = Vec::new();
+        for i in 0..120 {
+            let l = dir.path().join(format!(
+                "layer-with-a-long-name-to-overflow-the-page-{i:03}"
+            ));
+            std::fs::create_dir(&l).unwrap();
+            std::fs::write(l.join(format!("f{i}")), "x").unwrap();
+            lowers.insert(0, l);
+        }
+        let (upper, work, target) = (
+            dir.path().join("u"),
+            dir.path().join("w"),
+            dir.path().join("m"),
+        );
+        for d in [&upper, &work, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let o = Overlay {
+            lowers,
+            upper: upper.clone(),
+            work,
+        };
+        assert!(o.options().unwrap().len() > MAX_LEGACY_DATA);
+        let m = o.mount(&target).unwrap();
+        assert!(target.join("f0").exists() && target.join("f119").exists());
+        std::fs::remove_file(target.join("f7")).unwrap();
+        m.unmount().unwrap();
+        let wh = std::fs::symlink_metadata(upper.join("f7")).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     }
 }

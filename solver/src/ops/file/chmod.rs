@@ -159,10 +159,12 @@ impl Chmod {
     }
 
     /// The mode a file with permission bits `mode` gets (`is_dir` matters
-    /// for `X`). Only the low 12 bits are looked at and returned.
+    /// for `X`). Only the low 12 bits are looked at and returned. An octal
+    /// value replaces the rwx bits and keeps the file's setuid, setgid and
+    /// sticky bits, as BuildKit's copier does.
     pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
         let clauses = match &self.kind {
-            Kind::Octal(m) => return *m,
+            Kind::Octal(m) => return (mode & 0o7000) | (m & 0o777),
             Kind::Symbolic(c) => c,
         };
         let mut mode = mode & 0o7777;
@@ -209,7 +211,9 @@ mod tests {
     fn octal() {
         assert_eq!(ap("755", 0o600, false), 0o755);
         assert_eq!(ap("0644", 0o777, true), 0o644);
-        assert_eq!(ap("4755", 0, false), 0o4755);
+        // Special bits come from the file, not from the octal value.
+        assert_eq!(ap("4755", 0, false), 0o755);
+        assert_eq!(ap("700", 0o2755, true), 0o2700);
         assert!(matches!(Chmod::parse("8"), Err(ChmodError::Octal(_))));
         assert!(matches!(Chmod::parse("17777"), Err(ChmodError::Octal(_))));
         assert_eq!(parse_chmod("0755").unwrap(), ChmodOpt::Octal(0o755));

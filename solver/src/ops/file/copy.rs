@@ -276,8 +276,6 @@ impl Walker<'_> {
                     }
                 }
             }
-        } else if !skip_include && md.is_dir() {
-            deferred = true;
         }
         if let Some(ig) = self.ignore {
             if !src_rel.is_empty() && ig.excludes(src_rel) {
@@ -356,10 +354,14 @@ impl Walker<'_> {
             };
             // A directory gets the source's metadata when it was created
             // here, or when it is nested (not the destination itself).
+            // The destination directory itself, when it already existed,
+            // only takes the source's times (fsutil restores them).
             if let Some(created) = made {
+                let shown = self.shown(target);
                 if created || overwrite_meta {
-                    let shown = self.shown(target);
                     self.policy.apply(src, &md, target, &shown)?;
+                } else {
+                    self.policy.apply_times(&md, target, &shown)?;
                 }
             }
             return Ok(());
@@ -385,7 +387,7 @@ impl Walker<'_> {
         } else if ft.is_symlink() {
             let link = fs::read_link(src).map_err(FileOpError::io("readlink", src_rel))?;
             symlink(&link, target).map_err(FileOpError::io("symlink", &shown))?;
-        } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() {
+        } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
             mknod(target, md.mode(), md.rdev()).map_err(FileOpError::io("mknod", &shown))?;
         } else {
             return Err(FileOpError::UnsupportedFileType {

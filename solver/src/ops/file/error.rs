@@ -88,7 +88,7 @@ pub enum FileOpError {
         /// The destination path inside the root.
         path: String,
     },
-    /// A file type that cannot be copied (sockets).
+    /// A file type the copier does not know.
     #[error("cannot copy {path}: unsupported file type")]
     UnsupportedFileType {
         /// The source path inside its root.

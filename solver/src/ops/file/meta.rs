@@ -116,6 +116,11 @@ impl MetaPolicy {
             chmod(dst, mode).map_err(FileOpError::io("chmod", shown))?;
         }
         copy_xattrs(src, dst);
+        self.apply_times(md, dst, shown)
+    }
+
+    /// Sets `dst`'s times to the source's (`md`), or to the fixed timestamp.
+    pub fn apply_times(&self, md: &Metadata, dst: &Path, shown: &str) -> Result<(), FileOpError> {
         let (atime, mtime) = match self.timestamp {
             Some(t) => (Time::from_secs(t), Time::from_secs(t)),
             None => (

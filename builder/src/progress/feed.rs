@@ -1,0 +1,53 @@
+//! The display side of the progress channel: events until every sender is gone, or until
+//! [`super::ProgressDisplay::finish`] asks the display to stop (then whatever is already
+//! queued is still drained), so a forgotten sender clone cannot hang the CLI.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_solver::progress::{ProgressEvent, ProgressReceiver, Received};
+
+/// How often a waiting display looks at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What [`Feed::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// An event.
+    Event(ProgressEvent),
+    /// Nothing yet.
+    Idle,
+    /// The stream is over.
+    End,
+}
+
+/// A receiver plus the stop flag its display owner may set.
+#[derive(Debug)]
+pub struct Feed {
+    rx: ProgressReceiver,
+    stop: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// A feed that ends only when all senders are dropped (or `stop` is set).
+    pub fn new(rx: ProgressReceiver, stop: Arc<AtomicBool>) -> Self {
+        Feed { rx, stop }
+    }
+
+    /// The next event, waiting at most `wait` (and never longer than the stop-flag poll).
+    pub fn next(&self, wait: Duration) -> Next {
+        if self.stop.load(Ordering::Acquire) {
+            // Events sent before the stop request are queued already: drain, then end.
+            return match self.rx.try_recv() {
+                Received::Event(e) => Next::Event(e),
+                Received::Timeout | Received::Closed => Next::End,
+            };
+        }
+        match self.rx.recv_timeout(wait.min(POLL)) {
+            Received::Event(e) => Next::Event(e),
+            Received::Timeout => Next::Idle,
+            Received::Closed => Next::End,
+        }
+    }
+}

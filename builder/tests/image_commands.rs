@@ -1,0 +1,596 @@
+//! End-to-end tests of the image commands against the registries of testdata/env/setup.sh.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn env() -> HashMap<String, String> {
+    let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
+    let path = Path::new(&dir).join("env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "test environment missing ({}: {e}); run `bash testdata/env/setup.sh start` first",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A kiln with its own state directory, Docker config and certs.d.
+struct Kiln {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Kiln {
+    fn new() -> Self {
+        let env = env();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir
+            .path()
+            .join("certs.d")
+            .join(&env["KILN_TEST_REGISTRY_TLS"]);
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(&env["KILN_TEST_CA"], certs.join("ca.crt")).unwrap();
+        std::fs::create_dir_all(dir.path().join("docker")).unwrap();
+        Kiln { dir, env }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(args)
+            .env("KILN_ROOT", self.path("root"))
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("KILN_CERTS_DIR", self.path("certs.d"))
+            .env_remove("KILN_INSECURE_REGISTRIES");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kiln {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "kiln {args:?} should fail: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).to_string()
+    }
+
+    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn reg(&self) -> &str {
+        &self.env["KILN_TEST_REGISTRY"]
+    }
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("kiln-e2e/{name}-{}-{nanos}", std::process::id())
+}
+
+fn skopeo_raw(target: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", target])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn sha256(data: &[u8]) -> String {
+    use std::io::Read;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let mut s = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+    child.wait().unwrap();
+    format!("sha256:{}", s.split_whitespace().next().unwrap())
+}
+
+#[test]
+fn pull_each_platform_then_images_tag_inspect_rmi() {
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    let src = format!("{reg}/library/busybox:latest");
+    let index = skopeo_raw(&format!("docker://{src}"));
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    for arch in ["amd64", "arm64"] {
+        let out = k.ok(&["pull", "--platform", &format!("linux/{arch}"), &src]);
+        assert!(
+            out.contains("latest: Pulling from library/busybox"),
+            "{out}"
+        );
+        assert!(out.contains("Digest: sha256:"), "{out}");
+        let inspected: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &src])).unwrap();
+        assert_eq!(inspected[0]["Architecture"], arch);
+        let expected = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap()["digest"]
+            .clone();
+        assert_eq!(
+            inspected[0]["Id"], expected,
+            "{arch}: the tag points at that platform's manifest"
+        );
+        let arch_out = k.ok(&["inspect", "--format", "{{.Architecture}}/{{.Os}}", &src]);
+        assert_eq!(arch_out.trim(), format!("{arch}/linux"));
+    }
+    k.ok(&["tag", &src, "localhost/mine:v2"]);
+    let listing = k.ok(&["images"]);
+    assert!(
+        listing.contains("REPOSITORY")
+            && listing.contains("localhost/mine")
+            && listing.contains("v2"),
+        "{listing}"
+    );
+    let listing = k.ok(&[
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        "reference=localhost/*",
+    ]);
+    assert_eq!(listing.trim(), "localhost/mine:v2");
+    let ids = k.ok(&["images", "-q"]);
+    assert_eq!(ids.lines().count(), 1, "two tags, one image: {ids}");
+    assert!(k.ok(&["images", "-f", "dangling=true"]).lines().count() <= 1);
+    let json = k.ok(&["images", "--format", "json", "--digests"]);
+    for line in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["Digest"].as_str().unwrap().starts_with("sha256:"));
+    }
+    let history = k.ok(&["history", "localhost/mine:v2"]);
+    assert!(history.contains("CREATED BY"), "{history}");
+    let out = k.ok(&["rmi", "localhost/mine:v2"]);
+    assert!(out.contains("Untagged: localhost/mine:v2"), "{out}");
+    // The other tag keeps the blobs.
+    k.ok(&["inspect", &src]);
+    let out = k.ok(&["rmi", &src]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    let err = k.fails(&["inspect", &src]);
+    assert!(err.contains("no such image"), "{err}");
+    let err = k.fails(&["pull", &format!("{reg}/library/busybox:no-such-tag")]);
+    assert!(
+        err.contains("MANIFEST_UNKNOWN") && err.contains("no-such-tag"),
+        "{err}"
+    );
+    let err = k.fails(&["pull", "Not/Valid"]);
+    assert!(err.contains("invalid reference"), "{err}");
+}
+
+#[test]
+fn push_round_trip_matches_skopeo() {
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    k.ok(&[
+        "pull",
+        "--all-platforms",
+        "-q",
+        &format!("{reg}/library/busybox:latest"),
+    ]);
+    let dst = format!("{reg}/{}:v1", unique("push"));
+    k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
+    let out = k.ok(&["push", &dst]);
+    assert!(out.contains("The push refers to repository"), "{out}");
+    // The blobs are known in library/busybox on the same registry: mounted, not uploaded.
+    assert!(out.contains(": Mounted from source"), "{out}");
+    assert!(!out.contains(": Pushed"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("v1: digest: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let raw = skopeo_raw(&format!("docker://{dst}"));
+    assert!(line.contains(&sha256(&raw)), "{line}");
+    assert!(line.ends_with(&format!("size: {}", raw.len())), "{line}");
+    // Same bytes as the source index.
+    assert_eq!(
+        raw,
+        skopeo_raw(&format!("docker://{reg}/library/busybox:latest"))
+    );
+    // imagetools inspect --raw gives exactly what the registry serves.
+    let it = k
+        .cmd(&["imagetools", "inspect", "--raw", &dst])
+        .output()
+        .unwrap();
+    assert_eq!(it.stdout, raw);
+    let summary = k.ok(&["imagetools", "inspect", &dst]);
+    assert!(
+        summary.contains("linux/amd64") && summary.contains("linux/arm64"),
+        "{summary}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&k.ok(&["imagetools", "inspect", "--format", "json", &dst])).unwrap();
+    assert_eq!(json["manifest"]["manifests"].as_array().unwrap().len(), 2);
+    // A second push finds the layers present.
+    let again = k.ok(&["push", &dst]);
+    assert!(again.contains("Layer already exists"), "{again}");
+}
+
+#[test]
+fn login_tls_basic_auth_and_logout() {
+    let k = Kiln::new();
+    let tls = k.env["KILN_TEST_REGISTRY_TLS"].clone();
+    let user = k.env["KILN_TEST_TLS_USER"].clone();
+    let pass = k.env["KILN_TEST_TLS_PASS"].clone();
+    // Before login the registry wants credentials.
+    let err = k.fails(&["pull", &format!("{tls}/library/busybox:latest")]);
+    assert!(
+        err.contains("UNAUTHORIZED") && err.contains("kiln login"),
+        "{err}"
+    );
+    let bad = k.with_stdin(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        "wrong-password\n",
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("UNAUTHORIZED"), "{stderr}");
+    assert!(
+        !k.path("docker/config.json").exists()
+            || !std::fs::read_to_string(k.path("docker/config.json"))
+                .unwrap()
+                .contains(&tls)
+    );
+    let good = k.with_stdin(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        &format!("{pass}\n"),
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&good.stdout),
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        all.contains("Login Succeeded") && !all.contains(&pass),
+        "{all}"
+    );
+    let cfg = std::fs::read_to_string(k.path("docker/config.json")).unwrap();
+    assert!(cfg.contains(&tls) && !cfg.contains(&pass), "{cfg}");
+    let out = k.ok(&["pull", &format!("{tls}/library/busybox:latest")]);
+    assert!(out.contains("Digest:"), "{out}");
+    let dst = format!("{tls}/{}:x", unique("tls"));
+    k.ok(&["tag", &format!("{tls}/library/busybox:latest"), &dst]);
+    k.ok(&["push", &dst]);
+    let out = k.ok(&["logout", &tls]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    assert!(!std::fs::read_to_string(k.path("docker/config.json"))
+        .unwrap()
+        .contains(&tls));
+    k.fails(&["pull", &format!("{tls}/library/busybox:latest")]);
+}
+
+#[test]
+fn token_auth_read_only_user_cannot_push() {
+    let k = Kiln::new();
+    let reg = k.env["KILN_TEST_REGISTRY_TOKEN"].clone();
+    let ro = k.with_stdin(
+        &[
+            "login",
+            "-u",
+            &k.env["KILN_TEST_TOKEN_RO_USER"],
+            "--password-stdin",
+            &reg,
+        ],
+        &k.env["KILN_TEST_TOKEN_RO_PASS"],
+    );
+    assert!(
+        ro.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ro.stderr)
+    );
+    k.ok(&["pull", &format!("{reg}/library/busybox:latest")]);
+    let repo = unique("ro");
+    let dst = format!("{reg}/{repo}:x");
+    k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
+    let err = k.fails(&["push", &dst]);
+    assert!(
+        err.contains(&format!("repository:{repo}:pull,push")),
+        "{err}"
+    );
+    assert!(err.contains("reader"), "{err}");
+    // The read-write user can.
+    let rw = k.with_stdin(
+        &[
+            "login",
+            "-u",
+            &k.env["KILN_TEST_TOKEN_USER"],
+            "--password-stdin",
+            &reg,
+        ],
+        &k.env["KILN_TEST_TOKEN_PASS"],
+    );
+    assert!(rw.status.success());
+    k.ok(&["push", &dst]);
+}
+
+#[test]
+fn save_load_round_trip_docker_and_oci() {
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    let src = format!("{reg}/library/busybox:latest");
+    k.ok(&["pull", "-a", &src]);
+    let id = k.ok(&["images", "-q", "--no-trunc"]).trim().to_string();
+    let docker_tar = k.path("bb.tar");
+    k.ok(&["save", "-o", docker_tar.to_str().unwrap(), &src]);
+    let skopeo = Command::new("skopeo")
+        .args([
+            "inspect",
+            &format!("docker-archive:{}", docker_tar.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        skopeo.status.success(),
+        "skopeo reads the docker archive: {}",
+        String::from_utf8_lossy(&skopeo.stderr)
+    );
+    let oci_tar = k.path("bb-oci.tar");
+    k.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        oci_tar.to_str().unwrap(),
+        &src,
+    ]);
+    let raw = skopeo_raw(&format!("oci-archive:{}", oci_tar.display()));
+    assert_eq!(sha256(&raw), id, "the OCI archive carries the index as is");
+
+    // Load into a fresh store: plain tar, and gzip.
+    let k2 = Kiln::new();
+    let out = k2.ok(&["load", "-i", docker_tar.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
+    assert_eq!(k2.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    let gz = k.path("bb-oci.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", oci_tar.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let k3 = Kiln::new();
+    k3.ok(&["load", "-i", gz.to_str().unwrap()]);
+    assert_eq!(k3.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&k3.ok(&["inspect", "--platform", "linux/arm64", &src])).unwrap();
+    assert_eq!(inspected[0]["Architecture"], "arm64");
+    // A tampered archive is refused and stores nothing.
+    let bad = k.path("bad.tar");
+    let mut bytes = std::fs::read(&oci_tar).unwrap();
+    // Flip a byte inside the first blob (after the two directory headers and its own header).
+    let pos = 512 * 3 + 10;
+    bytes[pos] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let k4 = Kiln::new();
+    let err = k4.fails(&["load", "-i", bad.to_str().unwrap()]);
+    assert!(err.contains("corrupt") || err.contains("hashes"), "{err}");
+    assert_eq!(k4.ok(&["images", "-q"]).trim(), "");
+    let garbage = k.path("garbage.tar");
+    std::fs::write(&garbage, b"not a tar at all").unwrap();
+    k4.fails(&["load", "-i", garbage.to_str().unwrap()]);
+}
+
+#[test]
+fn copy_between_registries_layouts_and_imagetools_create() {
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    let src = format!("{reg}/library/busybox:latest");
+    let raw = skopeo_raw(&format!("docker://{src}"));
+    // Same registry: blobs are mounted.
+    let dst = format!("{reg}/{}:c", unique("copy"));
+    let out = k.ok(&["copy", &src, &dst]);
+    assert!(
+        out.contains("Mounted from source") || out.contains("already exists"),
+        "{out}"
+    );
+    assert_eq!(skopeo_raw(&format!("docker://{dst}")), raw);
+    // Registry -> OCI dir -> registry.
+    let layout = k.path("layout");
+    k.ok(&["copy", &src, &format!("oci:{}:v1", layout.display())]);
+    assert_eq!(skopeo_raw(&format!("oci:{}:v1", layout.display())), raw);
+    let back = format!("{reg}/{}:fromoci", unique("copy"));
+    k.ok(&["copy", &format!("oci:{}:v1", layout.display()), &back]);
+    assert_eq!(skopeo_raw(&format!("docker://{back}")), raw);
+    // Registry -> docker-archive -> registry (the archive keeps the OCI index).
+    let archive = k.path("da.tar");
+    k.ok(&[
+        "copy",
+        &src,
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    let back2 = format!("{reg}/{}:fromda", unique("copy"));
+    k.ok(&[
+        "copy",
+        &format!("docker-archive:{}", archive.display()),
+        &back2,
+    ]);
+    assert_eq!(skopeo_raw(&format!("docker://{back2}")), raw);
+
+    // imagetools create: two single-platform tags (another repository) into one index.
+    let target = format!("{reg}/{}:multi", unique("create"));
+    let dry = k.ok(&[
+        "imagetools",
+        "create",
+        "--dry-run",
+        "-t",
+        &target,
+        &format!("{reg}/library/busybox:latest-amd64"),
+        &format!("{reg}/library/busybox:latest-arm64"),
+    ]);
+    let idx: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    let plats: Vec<String> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(plats, ["linux/amd64", "linux/arm64"]);
+    let gone = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "dry run pushes nothing");
+    k.ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &target,
+        "--annotation",
+        "index:org.opencontainers.image.title=kiln",
+        &format!("{reg}/library/busybox:latest-amd64"),
+    ]);
+    k.ok(&[
+        "imagetools",
+        "create",
+        "--append",
+        "-t",
+        &target,
+        &format!("{reg}/library/busybox:latest-arm64"),
+    ]);
+    let made: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("docker://{target}"))).unwrap();
+    assert_eq!(made["manifests"].as_array().unwrap().len(), 2, "{made}");
+    // Each child is pullable from the new repository.
+    for arch in ["amd64", "arm64"] {
+        k.ok(&["pull", "--platform", &format!("linux/{arch}"), &target]);
+    }
+}
+
+#[test]
+fn login_through_a_credential_helper_never_writes_the_secret() {
+    let k = Kiln::new();
+    let tls = k.env["KILN_TEST_REGISTRY_TLS"].clone();
+    let user = k.env["KILN_TEST_TLS_USER"].clone();
+    let pass = k.env["KILN_TEST_TLS_PASS"].clone();
+    // A docker-credential-* helper keeping one credential in a file.
+    let bin = k.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let store = k.path("helper-store.json");
+    let script = format!(
+        r#"#!/bin/sh
+store={store}
+case "$1" in
+  store) cat > "$store" ;;
+  get) read server; if [ -s "$store" ]; then
+         u=$(sed 's/.*"Username":"\([^"]*\)".*/\1/' "$store"); p=$(sed 's/.*"Secret":"\([^"]*\)".*/\1/' "$store")
+         printf '{{"ServerURL":"%s","Username":"%s","Secret":"%s"}}' "$server" "$u" "$p"
+       else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) read server; if [ -s "$store" ]; then rm -f "$store"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+esac
+"#,
+        store = store.display()
+    );
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(k.path("docker/config.json"), r#"{"credsStore":"kilntest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], input: Option<&str>| -> Output {
+        let mut c = k.cmd(args);
+        c.env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(i) = input {
+            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = run(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        Some(&pass),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(k.path("docker/config.json")).unwrap();
+    assert!(
+        cfg.contains(&tls) && !cfg.contains(&pass),
+        "config.json only records the registry: {cfg}"
+    );
+    assert!(
+        std::fs::read_to_string(&store).unwrap().contains(&pass),
+        "the helper holds the secret"
+    );
+    let o = run(&["pull", &format!("{tls}/library/busybox:latest")], None);
+    assert!(
+        o.status.success(),
+        "pull with helper credentials: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&["logout", &tls], None);
+    assert!(o.status.success());
+    assert!(!store.exists(), "logout erased the helper's credential");
+}

@@ -1,0 +1,5 @@
+//! Sources fetched from outside the build: HTTP(S) downloads and git repositories.
+
+pub mod git;
+pub mod http;
+mod http_date;
