@@ -151,11 +151,25 @@ fn every_real_world_dockerfile_passes_check_without_crash() {
     let mut n = 0;
     for e in std::fs::read_dir(&corpus).unwrap() {
         let p = e.unwrap().path();
-        let o = kiln(empty.path(), &["build", "--check", "-f", p.to_str().unwrap(), "."]);
+        let o = kiln(
+            empty.path(),
+            &["build", "--check", "-f", p.to_str().unwrap(), "."],
+        );
         // Exit 0, or 1 only for a `# check=error=true` file with findings; never a crash.
         let code = o.status.code();
-        assert!(code == Some(0) || code == Some(1), "{}: {:?}\n{}", p.display(), code, text(&o.stderr));
-        assert!(text(&o.stdout).starts_with("Check complete"), "{}: {}", p.display(), text(&o.stderr));
+        assert!(
+            code == Some(0) || code == Some(1),
+            "{}: {:?}\n{}",
+            p.display(),
+            code,
+            text(&o.stderr)
+        );
+        assert!(
+            text(&o.stdout).starts_with("Check complete"),
+            "{}: {}",
+            p.display(),
+            text(&o.stderr)
+        );
         assert!(!text(&o.stderr).contains("panicked"), "{}", p.display());
         n += 1;
     }

@@ -512,9 +512,10 @@ async fn copies_from_a_stage_use_its_key_unless_the_worker_checksums_snapshots()
     );
 
     // A worker that checksums snapshots keeps the copy cached: /from did not change.
-    let mut w = FakeWorker::default();
-    w.checksums_snapshots = true;
-    let worker = Arc::new(w);
+    let worker = Arc::new(FakeWorker {
+        checksums_snapshots: true,
+        ..Default::default()
+    });
     Scheduler::new(Arc::clone(&worker), 2)
         .solve(&d1, &[t1])
         .await
