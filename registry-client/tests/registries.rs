@@ -361,6 +361,21 @@ struct CuttingProxy {
 }
 
 fn cutting_proxy(target: String, cut_after: u64, upstream: bool, max_cuts: usize) -> CuttingProxy {
+    proxy(target, cut_after, upstream, max_cuts, false)
+}
+
+/// Like [`cutting_proxy`] but flips the byte at `at` (server to client) instead of cutting.
+fn tampering_proxy(target: String, at: u64) -> CuttingProxy {
+    proxy(target, at, false, 1, true)
+}
+
+fn proxy(
+    target: String,
+    cut_after: u64,
+    upstream: bool,
+    max_cuts: usize,
+    flip: bool,
+) -> CuttingProxy {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -392,6 +407,14 @@ fn cutting_proxy(target: String, cut_after: u64, upstream: bool, max_cuts: usize
                         && cuts.load(Ordering::SeqCst) < max_cuts
                     {
                         cuts.fetch_add(1, Ordering::SeqCst);
+                        if flip {
+                            buf[(cut_after - total) as usize] ^= 0x55;
+                            total += n as u64;
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let keep = (cut_after - total) as usize;
                         let _ = to.write_all(&buf[..keep]);
                         let _ = from.shutdown(std::net::Shutdown::Both);
@@ -497,6 +520,31 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
         .unwrap_err();
     assert!(matches!(err, Error::Verification { .. }), "{err:?}");
     assert!(!bad.exists(), "rejected download removed");
+    // A byte flipped on the wire: the digest check refuses it and nothing is stored.
+    let tamper = tampering_proxy(reg.clone(), 3 << 20);
+    let via = Reference::parse(&format!("{}/{repo}:x", tamper.addr)).unwrap();
+    let fresh = BlobDir::new(&tmp.path().join("fresh")).unwrap();
+    let pulled = rt().block_on(kiln_registry::pull::pull_blob(
+        &client,
+        &via,
+        &fresh,
+        &desc,
+        &NoProgress,
+    ));
+    let err = pulled.unwrap_err();
+    assert!(matches!(err, Error::Verification { .. }), "{err:?}");
+    assert_eq!(tamper.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        !fresh.has_blob(&desc.digest),
+        "tampered blob never stored under its digest"
+    );
+    assert_eq!(
+        std::fs::read_dir(fresh.root().join("ingest"))
+            .unwrap()
+            .count(),
+        0,
+        "no leftovers"
+    );
 }
 
 /// A proxy that answers the first `n` connections with 429 + Retry-After, then forwards.

@@ -44,7 +44,17 @@ pub trait Worker: Send + Sync + 'static {
         false
     }
 
-    /// The checksum of `selectors` in a result (`Selector::path("")` = all of it).
+    /// Whether an op that reads only selected paths of `input` (COPY sources, bind mounts
+    /// with `source=`) is keyed by the checksum of those paths rather than by the input's
+    /// cache key. Content-keyed inputs always are; a worker able to checksum other results
+    /// (e.g. a stage's snapshot) returns true for them too, so unrelated changes in that
+    /// stage stop invalidating the copy.
+    fn selects_by_content(&self, input: &Vertex) -> bool {
+        self.content_keyed(input)
+    }
+
+    /// The checksum of `selectors` in a result (`Selector::path("")` = all of it); asked
+    /// only for inputs that are [`Worker::content_keyed`] or [`Worker::selects_by_content`].
     fn checksum(
         &self,
         output: &Self::Output,
@@ -282,11 +292,12 @@ impl<W: Worker> Scheduler<W> {
                 });
                 return;
             };
-            inputs.push((
-                solved.output.clone(),
-                solved.key,
-                self.worker.content_keyed(iv),
-            ));
+            inputs.push(InputState {
+                output: solved.output.clone(),
+                key: solved.key,
+                content_keyed: self.worker.content_keyed(iv),
+                selects_by_content: self.worker.selects_by_content(iv),
+            });
         }
         let worker = Arc::clone(&self.worker);
         let semaphore = Arc::clone(semaphore);
@@ -302,10 +313,18 @@ impl<W: Worker> Scheduler<W> {
     }
 }
 
+/// What a vertex needs from one solved input.
+struct InputState<O> {
+    output: O,
+    key: CacheKey,
+    content_keyed: bool,
+    selects_by_content: bool,
+}
+
 async fn solve_vertex<W: Worker>(
     worker: &W,
     vertex: &Vertex,
-    inputs: Vec<(W::Output, CacheKey, bool)>,
+    inputs: Vec<InputState<W::Output>>,
     semaphore: &Semaphore,
     progress: &VertexProgress,
     total: &AtomicUsize,
@@ -317,17 +336,19 @@ async fn solve_vertex<W: Worker>(
     };
     let pin = worker.pin(vertex).await.map_err(fail)?;
     let mut input_keys = Vec::with_capacity(inputs.len());
-    for (index, (output, key, content_keyed)) in inputs.iter().enumerate() {
+    for (index, input) in inputs.iter().enumerate() {
         let selectors = input_selectors(vertex.op(), index);
-        let ik = match (selectors, content_keyed) {
-            (Some(sel), _) => InputKey::Content(worker.checksum(output, &sel).await.map_err(fail)?),
-            (None, true) => InputKey::Content(
+        let ik = match selectors {
+            Some(sel) if input.selects_by_content || input.content_keyed => {
+                InputKey::Content(worker.checksum(&input.output, &sel).await.map_err(fail)?)
+            }
+            _ if input.content_keyed => InputKey::Content(
                 worker
-                    .checksum(output, &[Selector::path("")])
+                    .checksum(&input.output, &[Selector::path("")])
                     .await
                     .map_err(fail)?,
             ),
-            (None, false) => InputKey::Key(*key),
+            _ => InputKey::Key(input.key),
         };
         input_keys.push(ik);
     }
@@ -348,7 +369,7 @@ async fn solve_vertex<W: Worker>(
         .map_err(|e| SolveError::Internal(e.to_string()))?;
     progress.start();
     total.fetch_add(1, Ordering::SeqCst);
-    let outputs: Vec<W::Output> = inputs.into_iter().map(|(o, _, _)| o).collect();
+    let outputs: Vec<W::Output> = inputs.into_iter().map(|i| i.output).collect();
     let output = worker.execute(vertex, outputs).await.map_err(fail)?;
     worker
         .cache_save(&key, vertex, &output)

@@ -2,6 +2,7 @@
 //! whitespace lists, ENV/LABEL key-value forms, HEALTHCHECK and ONBUILD.
 
 use super::command::split_whitespace_runs;
+use super::json_form::{classify, JsonForm};
 
 /// The arguments of one instruction.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -120,17 +121,11 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ArgumentError> {
     if !rest.starts_with('[') {
         return Ok(None);
     }
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
-        return Ok(None);
-    };
-    values
-        .into_iter()
-        .map(|v| match v {
-            serde_json::Value::String(s) => Ok(s),
-            _ => Err(ArgumentError::NotStringArray),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    match classify(rest) {
+        JsonForm::Strings(args) => Ok(Some(args)),
+        JsonForm::NotStrings => Err(ArgumentError::NotStringArray),
+        JsonForm::NotJson => Ok(None),
+    }
 }
 
 fn parse_health(rest: &str) -> Result<Arguments, ArgumentError> {

@@ -8,6 +8,7 @@ mod arguments;
 mod command;
 pub mod dump;
 pub mod heredoc;
+mod json_form;
 pub mod node;
 mod scanner;
 

@@ -23,6 +23,10 @@ struct FakeWorker {
     max_running: AtomicUsize,
     barrier: tokio::sync::Barrier,
     dropped_blocked: AtomicBool,
+    /// Checksum any result, not only local contexts.
+    checksums_snapshots: bool,
+    /// Checksums asked for results that are not local contexts.
+    snapshot_checksums: AtomicUsize,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -43,6 +47,8 @@ impl FakeWorker {
             max_running: AtomicUsize::new(0),
             barrier: tokio::sync::Barrier::new(n),
             dropped_blocked: AtomicBool::new(false),
+            checksums_snapshots: false,
+            snapshot_checksums: AtomicUsize::new(0),
         }
     }
 
@@ -76,11 +82,18 @@ impl Worker for FakeWorker {
         matches!(input.op(), Op::Source(s) if s.scheme() == "local")
     }
 
+    fn selects_by_content(&self, input: &Vertex) -> bool {
+        self.checksums_snapshots || self.content_keyed(input)
+    }
+
     async fn checksum(
         &self,
         output: &Fs,
         selectors: &[Selector],
     ) -> Result<ContentChecksum, WorkerError> {
+        if output.contains_key("/from") {
+            self.snapshot_checksums.fetch_add(1, Ordering::SeqCst);
+        }
         let mut h = Sha256::new();
         for s in selectors {
             for (p, c) in output
@@ -448,4 +461,70 @@ async fn ignore_cache_reexecutes_and_unknown_targets_are_errors() {
         s.solve(&d, &[foreign]).await,
         Err(SolveError::UnknownTarget(2))
     ));
+}
+
+/// `FROM busybox AS stage; RUN <cmd>` then `FROM busybox; COPY --from=stage /from /x/`.
+fn copy_from_stage(cmd: &str) -> (Definition, VertexRef) {
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let stage = d.add(run(cmd), None, &[base], meta("stage run")).unwrap();
+    let copy = d
+        .add(
+            copy("/from", "/x"),
+            None,
+            &[base, stage],
+            meta("copy from stage"),
+        )
+        .unwrap();
+    (d, copy)
+}
+
+#[tokio::test]
+async fn copies_from_a_stage_use_its_key_unless_the_worker_checksums_snapshots() {
+    // Default: the stage's cache key is the input key; a changed stage reruns the copy.
+    let worker = Arc::new(FakeWorker::default());
+    let (d1, t1) = copy_from_stage("make v1");
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d1, &[t1])
+        .await
+        .unwrap();
+    worker.executed.lock().unwrap().clear();
+    let (d2, t2) = copy_from_stage("make v2");
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d2, &[t2])
+        .await
+        .unwrap();
+    assert_eq!(
+        worker.executed(),
+        vec!["stage run".to_string(), "copy from stage".to_string()]
+    );
+    assert_eq!(
+        worker.snapshot_checksums.load(Ordering::SeqCst),
+        0,
+        "never asked to checksum a snapshot"
+    );
+
+    // A worker that checksums snapshots keeps the copy cached: /from did not change.
+    let worker = Arc::new(FakeWorker {
+        checksums_snapshots: true,
+        ..Default::default()
+    });
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d1, &[t1])
+        .await
+        .unwrap();
+    worker.executed.lock().unwrap().clear();
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d2, &[t2])
+        .await
+        .unwrap();
+    assert_eq!(worker.executed(), vec!["stage run".to_string()]);
+    assert!(worker.snapshot_checksums.load(Ordering::SeqCst) >= 2);
 }
