@@ -320,3 +320,133 @@ fn failing_run_reports_exit_code_and_location() {
     assert!(err.contains("before-failing"), "the output is shown: {err}");
     assert!(err.contains("Dockerfile:2") || err.contains(":2:"), "{err}");
 }
+
+/// Serves `body` for every request on a loopback port, `count` times.
+fn serve(body: &'static [u8], count: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_downloads_urls_with_checksums_and_unpacks_local_tarballs() {
+    let b = Build::new();
+    let url = serve(b"downloaded\n", 4);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("printf 'downloaded\\n' | sha256sum | cut -d' ' -f1")
+        .output()
+        .unwrap();
+    let sum = format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim());
+    // A gzip tarball in the context: ADD unpacks it.
+    let tar_dir = b.work.path().join("t");
+    std::fs::create_dir_all(tar_dir.join("pkg")).unwrap();
+    std::fs::write(tar_dir.join("pkg/inside.txt"), "inside").unwrap();
+    b.write("placeholder", "");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(b.ctx().join("pkg.tar.gz"))
+        .arg("-C")
+        .arg(&tar_dir)
+        .arg("pkg")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={sum} {url}/files/data.txt /dl/\nADD pkg.tar.gz /opt/\n"
+        ),
+    );
+    b.build(&["-t", "kiln-test/add:1"]);
+    let root = b.unpack("docker.io/kiln-test/add:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("dl/data.txt")).unwrap(),
+        "downloaded\n"
+    );
+    assert_eq!(
+        mode(&root.join("dl/data.txt")),
+        0o600,
+        "ADD from a URL gives mode 600"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("opt/pkg/inside.txt")).unwrap(),
+        "inside"
+    );
+
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} {url}/x /x\n",
+            "0".repeat(64)
+        ),
+    );
+    let err = b.build_fails(&[]);
+    assert!(err.contains("checksum") || err.contains("digest"), "{err}");
+}
+
+#[test]
+fn secrets_reach_run_but_never_the_image_and_cache_mounts_persist() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let secret = b.work.path().join("token");
+    std::fs::write(&secret, "TOPSECRET-4711").unwrap();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /len\nRUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count\n",
+            env.registry()
+        ),
+    );
+    let spec = format!("id=tok,src={}", secret.display());
+    b.build(&["-t", "kiln-test/secret:1", "--secret", &spec]);
+    let root = b.unpack("docker.io/kiln-test/secret:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("len")).unwrap().trim(),
+        "14"
+    );
+    assert!(!root.join("run/secrets/tok").exists());
+    // The secret is nowhere in the store: not in a layer, config or history.
+    let found = Command::new("grep")
+        .args(["-r", "-a", "-l", "TOPSECRET-4711"])
+        .arg(b.root.path())
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "secret found in {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("count")).unwrap().trim(),
+        "1"
+    );
+    // --no-cache re-runs the step; the cache mount kept its file.
+    b.build(&["-t", "kiln-test/secret:1", "--secret", &spec, "--no-cache"]);
+    let root = b.unpack("docker.io/kiln-test/secret:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("count")).unwrap().trim(),
+        "2"
+    );
+    // A missing required secret is a clear error.
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}/library/busybox:latest\nRUN --mount=type=secret,id=other,required cat /run/secrets/other\n", env.registry()),
+    );
+    let err = b.build_fails(&[]);
+    assert!(err.contains("other"), "{err}");
+}

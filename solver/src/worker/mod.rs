@@ -111,7 +111,6 @@ pub struct LocalWorker {
     pub(crate) session: Session,
     pub(crate) progress: ProgressSender,
     /// Where downloads and checkouts go (HTTP and git sources).
-    #[allow(dead_code)]
     pub(crate) scratch: PathBuf,
 }
 

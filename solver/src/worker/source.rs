@@ -1,11 +1,14 @@
 //! Source ops: images (fetched by the builder, unpacked once), local
 //! directories from the session, HTTP files and git repositories.
 
-use super::{LocalWorker, Output};
+use super::{LocalDir, LocalWorker, Output};
 use crate::llb::{SourceOp, Vertex};
+use crate::ops::source::git::{checkout, GitSource};
+use crate::ops::source::http::{download, HttpSource};
 use crate::scheduler::WorkerError;
 use crate::snapshot::blobs::import_layer;
 use crate::snapshot::Snapshot;
+use std::sync::Arc;
 
 impl LocalWorker {
     pub(super) fn source(&self, vertex: &Vertex, src: &SourceOp) -> Result<Output, WorkerError> {
@@ -36,7 +39,38 @@ impl LocalWorker {
                         format!("no local source named {name:?} in this build").into()
                     })
             }
-            // HTTP and git sources are wired in with their fetchers (ops::source).
+            "http" | "https" => {
+                let source = HttpSource::from_op(src)?;
+                let dir = tempfile::Builder::new()
+                    .prefix("http-")
+                    .tempdir_in(&self.scratch)?;
+                let client = reqwest::Client::builder()
+                    .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+                    .build()?;
+                tokio::runtime::Handle::current().block_on(download(
+                    &client,
+                    &source,
+                    dir.path(),
+                ))?;
+                Ok(Output::Dir(LocalDir {
+                    root: dir.path().to_path_buf(),
+                    ignore: Default::default(),
+                    keep: Some(Arc::new(dir)),
+                }))
+            }
+            "git" => {
+                let source = GitSource::from_op(src)?;
+                let dir = tempfile::Builder::new()
+                    .prefix("git-")
+                    .tempdir_in(&self.scratch)?;
+                let dest = dir.path().join("checkout");
+                checkout(&source, &dest)?;
+                Ok(Output::Dir(LocalDir {
+                    root: dest,
+                    ignore: Default::default(),
+                    keep: Some(Arc::new(dir)),
+                }))
+            }
             other => Err(format!("unsupported source {other}://").into()),
         }
     }
