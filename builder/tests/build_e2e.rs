@@ -450,3 +450,74 @@ fn secrets_reach_run_but_never_the_image_and_cache_mounts_persist() {
     let err = b.build_fails(&[]);
     assert!(err.contains("other"), "{err}");
 }
+
+#[test]
+fn compression_media_types_and_annotations_follow_the_output() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "zstd me");
+    b.build(&[
+        "-o",
+        "type=image,name=kiln-test/zstd:1,compression=zstd,compression-level=3",
+        "--annotation",
+        "org.opencontainers.image.title=zstd-test",
+    ]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}/content:docker.io/kiln-test/zstd:1",
+            b.root.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.title"],
+        "zstd-test"
+    );
+
+    b.build(&[
+        "-o",
+        "type=image,name=kiln-test/docker:1,oci-mediatypes=false",
+    ]);
+    // skopeo's oci: transport skips Docker-typed entries, so read the layout directly.
+    let content = b.root.path().join("content");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(content.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["annotations"]["org.opencontainers.image.ref.name"] == "docker.io/kiln-test/docker:1"
+        })
+        .expect("the tag is in index.json");
+    assert_eq!(
+        entry["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let digest = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(content.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap();
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+}

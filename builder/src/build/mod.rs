@@ -51,6 +51,8 @@ pub struct BuildRequest {
     pub allow: Vec<String>,
     /// `--add-host`.
     pub add_hosts: Vec<String>,
+    /// `--annotation`s (`key=value`, for the manifest).
+    pub annotations: Vec<(String, String)>,
     /// `--label`s.
     pub labels: BTreeMap<String, String>,
     /// SOURCE_DATE_EPOCH.

@@ -202,10 +202,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         )
     });
     let image = if needs_image {
-        let opts = ExportOptions {
-            source_date_epoch: req.source_date_epoch,
-            ..ExportOptions::default()
-        };
+        let opts = export_options(&req)?;
         Some(export_image(&stores, &result.snapshot, config, &opts).map_err(|e| miette!("{e}"))?)
     } else {
         None
@@ -229,6 +226,45 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         executed: result.executed,
         cached: result.cached,
     })
+}
+
+/// Layer and manifest settings from the first image-producing output
+/// (`compression=`, `compression-level=`, `force-compression=`,
+/// `oci-mediatypes=`, `annotation.*`).
+fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
+    use crate::export::output::OutputKind;
+    use kiln_solver::snapshot::layer::Compression;
+    let mut opts = ExportOptions {
+        source_date_epoch: req.source_date_epoch,
+        ..ExportOptions::default()
+    };
+    let Some(out) = req.outputs.iter().find(|o| {
+        matches!(
+            o.kind,
+            OutputKind::Image | OutputKind::Docker | OutputKind::Oci
+        )
+    }) else {
+        return Ok(opts);
+    };
+    if let Some(c) = out.attrs.get("compression") {
+        opts.compression =
+            Compression::parse(c).ok_or_else(|| miette!("unknown compression {c:?}"))?;
+    }
+    if let Some(l) = out.attrs.get("compression-level") {
+        opts.level = Some(
+            l.parse()
+                .map_err(|_| miette!("invalid compression-level {l:?}"))?,
+        );
+    }
+    opts.force_compression = out.flag("force-compression", false);
+    // docker-archive output is read by old Docker: Docker media types by default there.
+    opts.docker_media_types = !out.flag("oci-mediatypes", out.kind != OutputKind::Docker);
+    opts.annotations = out
+        .annotations()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(req.annotations.iter().cloned())
+        .collect();
+    Ok(opts)
 }
 
 struct Solved {

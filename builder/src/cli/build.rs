@@ -72,6 +72,9 @@ pub struct Args {
     /// Set image metadata (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Add an annotation to the image manifest (`KEY=VALUE`, or `manifest:KEY=VALUE`).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Secret to expose to the build (`id=ID[,src=PATH|,env=VAR]`).
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
@@ -212,6 +215,14 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
+    let mut annotations = Vec::new();
+    for a in &args.annotations {
+        let a = a.strip_prefix("manifest:").unwrap_or(a);
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| miette::miette!("invalid --annotation {a:?}: expected KEY=VALUE"))?;
+        annotations.push((k.to_string(), v.to_string()));
+    }
     let print_graph = match args.print.as_deref() {
         None => false,
         Some("graph") => true,
@@ -279,6 +290,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         allow: args.allow.clone(),
         add_hosts: args.add_hosts.clone(),
         labels,
+        annotations,
         source_date_epoch,
         print_graph,
         registry: args.registry.clone(),
