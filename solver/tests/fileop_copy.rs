@@ -528,3 +528,52 @@ fn destination_symlinks_stay_inside_the_root() {
     .unwrap();
     assert!(!outside.path().join("work").exists());
 }
+
+#[test]
+fn reincluded_paths_inside_ignored_dirs_bring_their_parents() {
+    let ctx = context();
+    // `dir` is ignored but one file inside is re-included: its parents are
+    // created (with the source's modes) only for it.
+    let ignore = parse_dockerignore("dir\n!dir/sub/z.txt\n*.sh\n").unwrap();
+    let src = SourceRoot {
+        path: ctx.path(),
+        ignore: Some(&ignore),
+    };
+    let dest = tempfile::tempdir().unwrap();
+    apply_file_actions(dest.path(), &[src], &[FileAction::Copy(copy(".", "/c/"))]).unwrap();
+    let listing: Vec<String> = tree(dest.path())
+        .into_iter()
+        .filter(|l| l.starts_with("c/dir"))
+        .collect();
+    assert_eq!(
+        listing,
+        ["c/dir/ 750", "c/dir/sub/ 755", "c/dir/sub/z.txt 644 z"]
+    );
+    assert!(!dest.path().join("c/b.sh").exists());
+    assert_eq!(
+        fs::metadata(dest.path().join("c/dir")).unwrap().mtime(),
+        3000
+    );
+}
+
+#[test]
+fn xattrs_are_copied_where_the_filesystem_has_them() {
+    let ctx = tempfile::tempdir().unwrap();
+    let f = ctx.path().join("f");
+    fs::write(&f, "x").unwrap();
+    if xattr::set(&f, "user.kiln", b"yes").is_err() {
+        // tmpfs without user xattrs: nothing to check here, and the copy
+        // must still work.
+        let dest = tempfile::tempdir().unwrap();
+        run(ctx.path(), dest.path(), vec![copy("f", "/f")]).unwrap();
+        return;
+    }
+    let dest = tempfile::tempdir().unwrap();
+    run(ctx.path(), dest.path(), vec![copy("f", "/f")]).unwrap();
+    assert_eq!(
+        xattr::get(dest.path().join("f"), "user.kiln")
+            .unwrap()
+            .as_deref(),
+        Some(&b"yes"[..])
+    );
+}

@@ -17,6 +17,8 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_NAME", "t")
         .env("GIT_COMMITTER_EMAIL", "t@example.com")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_DATE", "@1577836800 +0000")
+        .env("GIT_COMMITTER_DATE", "@1577836800 +0000")
         .output()
         .expect("git is installed (testdata/env/setup.sh installs it)");
     assert!(
@@ -132,4 +134,56 @@ fn keep_git_dir_and_errors() {
         .collect();
     left.sort();
     assert_eq!(left, ["kept"]);
+}
+
+#[test]
+fn submodules_and_commit_mtime() {
+    let lib = tempfile::tempdir().unwrap();
+    git(lib.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(lib.path().join("lib.txt"), "library").unwrap();
+    git(lib.path(), &["add", "."]);
+    git(lib.path(), &["commit", "-q", "-m", "lib"]);
+    let repo = repo();
+    let main_dir = Path::new(repo.url.strip_prefix("file://").unwrap());
+    let lib_url = format!("file://{}", lib.path().display());
+    git(
+        main_dir,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib_url,
+            "vendor/lib",
+        ],
+    );
+    git(main_dir, &["commit", "-q", "-m", "add submodule"]);
+
+    let out = tempfile::tempdir().unwrap();
+    let mut op = SourceOp::git("placeholder");
+    op.identifier = format!("git://{}?mtime=commit", repo.url);
+    let src = GitSource::from_op(&op).unwrap();
+    assert!(src.mtime_from_commit && src.submodules);
+    let dest = out.path().join("with");
+    checkout(&src, &dest).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dest.join("vendor/lib/lib.txt")).unwrap(),
+        "library"
+    );
+    for p in ["a.txt", "bin", "vendor/lib/lib.txt", "."] {
+        let md = std::fs::symlink_metadata(dest.join(p)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::mtime(&md),
+            1_577_836_800,
+            "{p}"
+        );
+    }
+
+    let mut src = GitSource::new(&repo.url);
+    src.submodules = false;
+    let dest = out.path().join("without");
+    checkout(&src, &dest).unwrap();
+    assert!(dest.join("vendor/lib").is_dir());
+    assert!(!dest.join("vendor/lib/lib.txt").exists());
 }

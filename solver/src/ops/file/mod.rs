@@ -31,6 +31,8 @@ pub use include::{IncludeMatcher, Inclusion};
 pub use resolve::{resolve_in_root, Resolved};
 pub use wildcard::{expand as expand_wildcards, has_wildcard};
 
+pub(crate) use meta::{lutimes, Time};
+
 use crate::llb::FileAction;
 use crate::pattern::PatternMatcher;
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use thiserror::Error;
 
 use crate::llb::SourceOp;
-use crate::ops::file::resolve_in_root;
+use crate::ops::file::{lutimes, resolve_in_root, Time};
 
 /// Why a git source could not be fetched.
 #[derive(Debug, Error)]
@@ -84,6 +84,9 @@ pub struct GitSource {
     pub checksum: Option<String>,
     /// Check out submodules (default true).
     pub submodules: bool,
+    /// Give every file the commit's time instead of the checkout time
+    /// (`mtime=commit`), for reproducible layers.
+    pub mtime_from_commit: bool,
 }
 
 impl GitSource {
@@ -96,13 +99,14 @@ impl GitSource {
             keep_git_dir: false,
             checksum: None,
             submodules: true,
+            mtime_from_commit: false,
         }
     }
 
     /// Reads a `SourceOp`: `git://<remote>[#ref[:subdir]]` or the query form
     /// (`?ref=|tag=|branch=&subdir=&checksum=|commit=&keep-git-dir=&submodules=`),
     /// with attributes `git.fullurl`, `git.keepgitdir`, `git.checksum`,
-    /// `git.subdir`, `git.skipsubmodules` taking precedence. A remote without
+    /// `git.subdir`, `git.skipsubmodules`, `git.mtime` taking precedence. A remote without
     /// a scheme (`github.com/o/r.git`) is fetched over https.
     pub fn from_op(op: &SourceOp) -> Result<GitSource, GitError> {
         let rest = op
@@ -145,6 +149,7 @@ impl GitSource {
                 "checksum" | "commit" => s.checksum = Some(v.to_string()),
                 "keep-git-dir" => s.keep_git_dir = v != "false",
                 "submodules" => s.submodules = v != "false",
+                "mtime" => s.mtime_from_commit = v == "commit",
                 _ => {}
             }
         }
@@ -163,6 +168,9 @@ impl GitSource {
         }
         if attr("git.skipsubmodules").is_some_and(|v| v == "true") {
             s.submodules = false;
+        }
+        if let Some(v) = attr("git.mtime") {
+            s.mtime_from_commit = v == "commit";
         }
         Ok(s)
     }
@@ -279,6 +287,16 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
             });
         }
     }
+    let commit_time = if source.mtime_from_commit {
+        let secs = git.run(&["log", "-1", "--format=%ct", &commit])?;
+        Some(secs.parse::<i64>().map_err(|_| GitError::Command {
+            remote: source.remote.clone(),
+            args: "log -1 --format=%ct".to_string(),
+            stderr: format!("unexpected commit time {secs:?}"),
+        })?)
+    } else {
+        None
+    };
     git.run(&["checkout", "-q", "--detach", &commit])?;
     if source.submodules && repo.join(".gitmodules").exists() {
         git.run(&[
@@ -295,6 +313,9 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
         fs::remove_dir_all(&dot_git).map_err(io_err("remove", &dot_git))?;
     }
     normalize_modes(&repo)?;
+    if let Some(secs) = commit_time {
+        set_times(&repo, secs)?;
+    }
     let result = match &source.subdir {
         Some(sub) => {
             let r = resolve_in_root(&repo, sub, true).map_err(io_err("stat", &repo))?;
@@ -316,6 +337,21 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
     fs::rename(&result, dest).map_err(io_err("rename", dest))?;
     crate::atomic_file::sync_parent(dest).map_err(io_err("fsync", dest))?;
     Ok(Checkout { commit })
+}
+
+/// Sets every path's atime and mtime to `secs` (children before their
+/// directory, so directory times stick).
+fn set_times(root: &Path, secs: i64) -> Result<(), GitError> {
+    let t = Time::from_secs(secs);
+    for entry in walkdir::WalkDir::new(root).contents_first(true) {
+        let entry = entry.map_err(|e| GitError::Io {
+            op: "walk",
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        lutimes(entry.path(), t, t).map_err(io_err("utimes", entry.path()))?;
+    }
+    Ok(())
 }
 
 /// Files get 0644 or 0755 and directories 0755 whatever the umask, as in
