@@ -521,3 +521,43 @@ fn compression_media_types_and_annotations_follow_the_output() {
         "application/vnd.docker.image.rootfs.diff.tar.gzip"
     );
 }
+
+#[test]
+fn du_and_prune_account_for_and_remove_the_cache() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "some bytes for the cache");
+    b.build(&["-o", "type=tar,dest=/dev/null"]);
+    let du = b.kiln(&["du"]);
+    assert!(
+        du.status.success(),
+        "{}",
+        String::from_utf8_lossy(&du.stderr)
+    );
+    let text = String::from_utf8_lossy(&du.stdout).into_owned();
+    assert!(text.contains("Cache records:\t1"), "{text}");
+    let pruned = b.kiln(&["prune", "--all", "--force"]);
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    assert!(String::from_utf8_lossy(&pruned.stdout).contains("Deleted cache records:\t1"));
+    let du = b.kiln(&["du"]);
+    assert!(String::from_utf8_lossy(&du.stdout).contains("Cache records:\t0"));
+    assert_eq!(
+        std::fs::read_dir(b.root.path().join("layers"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .unwrap_or(false)
+            })
+            .count(),
+        0,
+        "no layer is left"
+    );
+    // The build still works after a prune, and runs again.
+    let meta = b.build(&["-o", "type=tar,dest=/dev/null"]);
+    assert_eq!(meta["kiln.vertices.executed"], 1);
+}

@@ -39,6 +39,11 @@ pub struct BuildOutcome {
 /// Runs a build.
 pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let state = open_state(req.root.as_deref())?;
+    // Held for the whole build: prune takes it exclusively, so it never
+    // removes what a running build uses.
+    let _lock = state
+        .lock(kiln_solver::content::LockMode::Shared)
+        .map_err(|e| miette!("{e}"))?;
     let store = Arc::new(LocalStore {
         content: state.content().clone(),
     });

@@ -3,6 +3,7 @@
 pub mod build;
 mod copy;
 pub mod dockerfile;
+mod du;
 mod history;
 mod images;
 mod imagetools;
@@ -10,6 +11,7 @@ mod inspect;
 mod load;
 mod login;
 mod logout;
+mod prune;
 mod pull;
 mod push;
 mod rmi;
@@ -67,6 +69,10 @@ pub enum Command {
     Logout(logout::Args),
     /// Commands to work on images in registries.
     Imagetools(imagetools::Args),
+    /// Show disk usage of the build cache and the store.
+    Du(du::Args),
+    /// Remove build cache.
+    Prune(prune::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
 }
@@ -90,6 +96,8 @@ pub fn run() -> ExitCode {
         Command::Login(args) => login::run(args, cli.root.as_deref()),
         Command::Logout(args) => logout::run(args, cli.root.as_deref()),
         Command::Imagetools(args) => imagetools::run(args, cli.root.as_deref()),
+        Command::Du(args) => du::run(args, cli.root.as_deref()),
+        Command::Prune(args) => prune::run(args, cli.root.as_deref()),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {

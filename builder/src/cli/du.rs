@@ -1,0 +1,112 @@
+//! `kiln du`: what the build cache, the layers and the content store take on disk.
+
+use crate::local_store::open_state;
+use kiln_solver::cache::prune::disk_usage;
+use kiln_solver::cache::{now_secs, CacheStore};
+use kiln_solver::content::LockMode;
+use kiln_solver::worker::layers::LayerStore;
+use miette::{miette, Result};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln du`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One row per cache record.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `1.5MB`-style sizes, as docker prints them.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", UNITS[unit]).replace(".000", "")
+    }
+}
+
+fn ago(secs: u64, now: u64) -> String {
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=59 => format!("{d} seconds ago"),
+        60..=3599 => format!("{} minutes ago", d / 60),
+        3600..=86_399 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+/// Prints the usage table.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let state = open_state(root)?;
+    let _lock = state.lock(LockMode::Shared).map_err(|e| miette!("{e}"))?;
+    let cache = CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?;
+    let layers = LayerStore::open(state.layers_dir()).map_err(|e| miette!("{e}"))?;
+    let usage = disk_usage(&state, &cache, &layers).map_err(|e| miette!("{e}"))?;
+    let now = now_secs();
+    if args.verbose {
+        for row in usage.rows.iter().rev() {
+            println!(
+                "ID:\t\t{}",
+                &row.entry.key.hex()[..25.min(row.entry.key.hex().len())]
+            );
+            println!("Description:\t{}", row.entry.result.description);
+            println!(
+                "Size:\t\t{}",
+                human_size(row.exclusive_bytes + row.shared_bytes)
+            );
+            println!("Shared:\t\t{}", row.shared_bytes > 0);
+            println!("Last used:\t{}\n", ago(row.entry.last_used, now));
+        }
+    } else {
+        println!(
+            "{:<27} {:<12} {:<10} {}",
+            "ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"
+        );
+        for row in usage.rows.iter().rev() {
+            let hex = row.entry.key.hex();
+            println!(
+                "{:<27} {:<12} {:<10} {}",
+                hex.get(..25).unwrap_or(&hex),
+                if row.shared_bytes > 0 && row.exclusive_bytes == 0 {
+                    "false"
+                } else {
+                    "true"
+                },
+                human_size(row.exclusive_bytes + row.shared_bytes),
+                ago(row.entry.last_used, now)
+            );
+        }
+    }
+    let reclaimable: u64 = usage.rows.iter().map(|r| r.exclusive_bytes).sum();
+    println!("Cache records:\t{}", usage.rows.len());
+    println!("Layers:\t\t{}", human_size(usage.layers_bytes));
+    println!("Content store:\t{}", human_size(usage.content_bytes));
+    println!("Reclaimable:\t{}", human_size(reclaimable));
+    println!(
+        "Total:\t\t{}",
+        human_size(usage.layers_bytes + usage.content_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1_500_000), "1.500MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+        assert_eq!(ago(100, 130), "30 seconds ago");
+        assert_eq!(ago(0, 7200), "2 hours ago");
+    }
+}

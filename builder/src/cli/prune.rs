@@ -1,0 +1,157 @@
+//! `kiln prune`: remove build cache (and the layers and blobs only it kept).
+
+use super::du::human_size;
+use crate::local_store::open_state;
+use kiln_solver::cache::prune::{prune, PruneOptions};
+use kiln_solver::cache::{now_secs, CacheStore};
+use kiln_solver::content::LockMode;
+use kiln_solver::worker::layers::LayerStore;
+use miette::{miette, Result};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `kiln prune`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Remove all build cache, not just what is old.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Keep the most recently used cache within this size (`10GB`, `512MB`).
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Filters: `until=DURATION` (`24h`, `30m`, `90s`).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `10GB`, `512MB`, `100kB`, `1024` (bytes); binary suffixes (`GiB`) too.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+/// `24h`, `30m`, `90s`, `2h30m`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(total)
+}
+
+/// Prunes.
+pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
+    let mut opts = PruneOptions {
+        all: args.all,
+        ..PruneOptions::default()
+    };
+    if let Some(k) = &args.keep_storage {
+        opts.keep_bytes =
+            Some(parse_size(k).ok_or_else(|| {
+                miette!("invalid --keep-storage {k:?}: expected a size like 10GB")
+            })?);
+    }
+    for f in &args.filters {
+        match f.split_once('=') {
+            Some(("until", d)) => {
+                opts.older_than = Some(
+                    parse_duration(d)
+                        .ok_or_else(|| miette!("invalid --filter {f:?}: expected until=24h"))?,
+                )
+            }
+            _ => {
+                return Err(miette!(
+                    "unsupported --filter {f:?} (supported: until=DURATION)"
+                ))
+            }
+        }
+    }
+    if !opts.all && opts.older_than.is_none() && opts.keep_bytes.is_none() {
+        // Like buildx without --all: what has not been used for two days.
+        opts.older_than = Some(48 * 3600);
+    }
+    if !args.force && std::io::stdin().is_terminal() {
+        eprint!("WARNING! This will remove build cache. Are you sure you want to continue? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| miette!("{e}"))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let state = open_state(root)?;
+    let lock = state
+        .content()
+        .try_lock(LockMode::Exclusive)
+        .map_err(|e| miette!("{e}"))?
+        .ok_or_else(|| {
+            miette!(
+                "a build is using the state directory {}; prune when it is done",
+                state.root().display()
+            )
+        })?;
+    let cache = CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?;
+    let layers = LayerStore::open(state.layers_dir()).map_err(|e| miette!("{e}"))?;
+    let report =
+        prune(&state, &cache, &layers, &lock, &opts, now_secs()).map_err(|e| miette!("{e}"))?;
+    println!("Deleted cache records:\t{}", report.results);
+    println!("Deleted layers:\t\t{}", report.layers.len());
+    println!("Deleted blobs:\t\t{}", report.blobs);
+    println!("Total:\t{}", human_size(report.reclaimed));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_size("512mib"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_duration("24h"), Some(86_400));
+        assert_eq!(parse_duration("2h30m"), Some(9_000));
+        assert_eq!(parse_duration("10"), None);
+    }
+}
