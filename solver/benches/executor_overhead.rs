@@ -15,6 +15,20 @@ use kiln_solver::snapshot::overlay::Overlay;
 
 const RUNS: usize = 50;
 
+/// CPU time (user + system) of this process and its reaped descendants.
+fn cpu_time() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        for tv in [ru.ru_utime, ru.ru_stime] {
+            total +=
+                Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
+        }
+    }
+    total
+}
+
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("base");
     fs::create_dir_all(root.join("bin")).expect("mkdir");
@@ -30,6 +44,7 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 
 fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
     let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
+    let mut cpu = Duration::ZERO;
     for i in 0..RUNS + 3 {
         let d = scratch.join(format!("{name}-{i}"));
         fs::create_dir_all(d.join("upper")).expect("mkdir");
@@ -43,6 +58,7 @@ fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
             vec!["/bin/sh".into(), "-c".into(), "true".into()],
         );
         let start = Instant::now();
+        let cpu_start = cpu_time();
         if let Err(e) = exec.run(&req, &mut |_, _| {}) {
             println!("| {name:<12} | failed: {e} |");
             return;
@@ -50,6 +66,7 @@ fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
         // The first runs warm caches (page cache, runtime binary).
         if i >= 3 {
             times.push(start.elapsed());
+            cpu += cpu_time().saturating_sub(cpu_start);
         }
         let _ = fs::remove_dir_all(&d);
     }
@@ -63,8 +80,9 @@ fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
             .unwrap_or_default()
     };
     println!(
-        "| {name:<12} | {RUNS:>4} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
+        "| {name:<12} | {RUNS:>4} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
         mean,
+        ms(cpu) / RUNS as f64,
         ms(pct(50)),
         ms(pct(90)),
         ms(times.last().copied().unwrap_or_default())
@@ -82,8 +100,14 @@ fn main() {
         state_dir: dir.path().join("state"),
     };
     println!("RUN true, whole step (ms)");
-    println!("| executor     | runs |     mean |      p50 |      p90 |      max |");
-    println!("|--------------|------|----------|----------|----------|----------|");
+    let mut load = [0f64; 3];
+    unsafe { libc::getloadavg(load.as_mut_ptr(), 3) };
+    println!(
+        "(load average {:.1}; cpu = user+sys of kiln, runtime and step per run)",
+        load[0]
+    );
+    println!("| executor     | runs |     mean |      cpu |      p50 |      p90 |      max |");
+    println!("|--------------|------|----------|----------|----------|----------|----------|");
     measure(
         "native",
         &NativeExecutor::new(config.clone()),
@@ -93,8 +117,8 @@ fn main() {
     for rt in ["runc", "crun"] {
         match OciRuntime::find(rt).map(|r| OciExecutor::with_runtime(config.clone(), r)) {
             Some(Ok(e)) => measure(&format!("oci-{rt}"), &e, &base, dir.path()),
-            Some(Err(e)) => println!("| oci:{rt:<8} | unusable here: {e} |"),
-            None => println!("| oci:{rt:<8} | not installed |"),
+            Some(Err(e)) => println!("| oci-{rt:<8} | unusable here: {e} |"),
+            None => println!("| oci-{rt:<8} | not installed |"),
         }
     }
 }

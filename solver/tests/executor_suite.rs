@@ -2,8 +2,8 @@
 //! rootfs on overlayfs. Needs root (mounts, namespaces), like the executors.
 //!
 //! The rootfs is built here from Debian's busybox-static (`/bin/busybox`) with
-//! applet symlinks and an /etc/passwd,group holding root and app 1000:1000, or
-//! taken from `KILN_TEST_ROOTFS_AMD64` when the test environment set it.
+//! applet symlinks and an /etc/passwd,group holding root, app 1000:1000 and a
+//! supplementary group, so the suite needs no registry or test environment.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -27,40 +27,52 @@ use tempfile::TempDir;
 fn base_layer() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        if let Some(p) = std::env::var_os("KILN_TEST_ROOTFS_AMD64") {
-            return PathBuf::from(p);
+        // Built once per machine (under a temporary name, then renamed) and
+        // reused by later runs.
+        let dir = std::env::temp_dir().join("kiln-test-busybox-rootfs-v1");
+        if dir.join("bin/busybox").exists() {
+            return dir;
         }
-        let dir = std::env::temp_dir().join(format!("kiln-busybox-rootfs-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        for d in ["bin", "etc", "root", "home/app"] {
-            fs::create_dir_all(dir.join(d)).unwrap();
+        let tmp =
+            std::env::temp_dir().join(format!("kiln-test-busybox-rootfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        build_busybox_rootfs(&tmp);
+        if fs::rename(&tmp, &dir).is_err() {
+            let _ = fs::remove_dir_all(&tmp);
         }
-        fs::create_dir(dir.join("tmp")).unwrap();
-        fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-        fs::copy("/bin/busybox", dir.join("bin/busybox"))
-            .expect("tests need Debian's busybox-static at /bin/busybox");
-        let list = std::process::Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-            }
-        }
-        fs::write(
-            dir.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(
-            dir.join("etc/group"),
-            "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
-        )
-        .unwrap();
-        std::os::unix::fs::chown(dir.join("home/app"), Some(1000), Some(1000)).unwrap();
+        assert!(dir.join("bin/busybox").exists());
         dir
     })
+}
+
+fn build_busybox_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "root", "home/app"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::create_dir(dir.join("tmp")).unwrap();
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("tests need Debian's busybox-static at /bin/busybox");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(dir.join("home/app"), Some(1000), Some(1000)).unwrap();
 }
 
 /// A scratch dir for fresh upper/work pairs over the base layer.

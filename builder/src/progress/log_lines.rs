@@ -22,16 +22,27 @@ impl LineBuffer {
     /// Appends `data`; returns the lines it completed, in order.
     pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
+        self.push_each(data, |line| lines.push(line.to_vec()));
+        lines
+    }
+
+    /// Appends `data` and calls `f` with each line it completed, in order (a trailing `\r` is
+    /// dropped). Lines wholly inside `data` are passed without copying.
+    pub fn push_each(&mut self, data: &[u8], mut f: impl FnMut(&[u8])) {
         for piece in data.split_inclusive(|b| *b == b'\n') {
             match piece.strip_suffix(b"\n") {
+                Some(body) if self.partial.is_empty() => {
+                    let body = self.keep(body);
+                    f(body.strip_suffix(b"\r").unwrap_or(body));
+                }
                 Some(body) => {
                     let mut line = std::mem::take(&mut self.partial);
                     line.extend_from_slice(self.keep(body));
                     cap(&mut line, self.limit);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    lines.push(line);
+                    f(line.strip_suffix(b"\r").unwrap_or(&line));
+                    // Reuse the allocation for the next partial line.
+                    line.clear();
+                    self.partial = line;
                 }
                 None => {
                     let kept = self.keep(piece);
@@ -40,7 +51,6 @@ impl LineBuffer {
                 }
             }
         }
-        lines
     }
 
     /// The part of `data` worth appending under the limit.

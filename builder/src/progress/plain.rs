@@ -74,13 +74,25 @@ impl<W: Write> PlainPrinter<W> {
             }
             EventKind::Log { stream, data } => {
                 let started = *v.started.get_or_insert(at);
-                let lines = match stream {
-                    LogStream::Stdout => v.stdout.push(data),
-                    LogStream::Stderr => v.stderr.push(data),
+                let buffer = match stream {
+                    LogStream::Stdout => &mut v.stdout,
+                    LogStream::Stderr => &mut v.stderr,
                 };
-                for line in lines {
-                    self.log_line(d, started, at, &line)?;
+                // Out of the map while printing, which needs the printer mutably.
+                let mut lines = std::mem::take(buffer);
+                let mut result = Ok(());
+                lines.push_each(data, |line| {
+                    if result.is_ok() {
+                        result = self.log_line(d, started, at, line);
+                    }
+                });
+                if let Some(v) = self.vertices.get_mut(&d) {
+                    match stream {
+                        LogStream::Stdout => v.stdout = lines,
+                        LogStream::Stderr => v.stderr = lines,
+                    }
                 }
+                result?;
             }
             EventKind::Status {
                 id,

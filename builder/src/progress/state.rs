@@ -62,8 +62,8 @@ pub struct VertexState {
     pub outcome: Option<Outcome>,
     /// Status items in first-seen order.
     pub statuses: Vec<StatusState>,
-    /// The last [`KEPT_LINES`] complete log lines, sanitized for a terminal.
-    pub log_tail: VecDeque<String>,
+    /// The last [`KEPT_LINES`] complete log lines, raw (sanitized when shown).
+    log_tail: VecDeque<Vec<u8>>,
     log_buffer: LineBuffer,
 }
 
@@ -94,22 +94,34 @@ impl VertexState {
 
     /// The last `n` log lines, counting the unterminated line being written, if any.
     pub fn recent_lines(&self, n: usize) -> Vec<String> {
-        let mut lines: Vec<String> = self.log_tail.iter().cloned().collect();
-        if !self.log_buffer.partial().is_empty() {
-            lines.push(sanitize(self.log_buffer.partial()));
-        }
-        let skip = lines.len().saturating_sub(n);
-        lines.split_off(skip)
+        let partial = Some(self.log_buffer.partial()).filter(|p| !p.is_empty());
+        let total = self.log_tail.len() + usize::from(partial.is_some());
+        self.log_tail
+            .iter()
+            .map(Vec::as_slice)
+            .chain(partial)
+            .skip(total.saturating_sub(n))
+            .map(sanitize)
+            .collect()
     }
 
     fn push_log(&mut self, data: &[u8]) {
-        for line in self.log_buffer.push(data) {
-            self.log_tail.push_back(sanitize(&line));
-            while self.log_tail.len() > KEPT_LINES {
-                self.log_tail.pop_front();
-            }
-        }
+        let tail = &mut self.log_tail;
+        self.log_buffer
+            .push_each(data, |line| push_line(tail, line));
     }
+}
+
+/// Appends `line` to a tail of at most [`KEPT_LINES`], reusing the dropped line's buffer.
+fn push_line(tail: &mut VecDeque<Vec<u8>>, line: &[u8]) {
+    let mut buf = if tail.len() >= KEPT_LINES {
+        tail.pop_front().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    buf.clear();
+    buf.extend_from_slice(line);
+    tail.push_back(buf);
 }
 
 /// All vertices of a build in first-seen order, plus its warnings.
@@ -216,10 +228,7 @@ impl VertexState {
         self.started.get_or_insert(at);
         self.completed = Some(at);
         if let Some(rest) = self.log_buffer.take_partial() {
-            self.log_tail.push_back(sanitize(&rest));
-            while self.log_tail.len() > KEPT_LINES {
-                self.log_tail.pop_front();
-            }
+            push_line(&mut self.log_tail, &rest);
         }
         self.outcome = Some(outcome);
     }
@@ -329,10 +338,7 @@ mod tests {
             a.and_then(|a| a.outcome.clone()),
             Some(Outcome::Error("exit 1".into()))
         );
-        assert_eq!(
-            a.and_then(|a| a.log_tail.back().cloned()),
-            Some("part".into())
-        );
+        assert_eq!(a.and_then(|a| a.recent_lines(1).pop()), Some("part".into()));
         let b = s.vertex(&synthetic_digest("b"));
         assert_eq!(b.and_then(|b| b.started), b.and_then(|b| b.completed));
         let names: Vec<&str> = s.vertices().map(|v| v.name.as_str()).collect();

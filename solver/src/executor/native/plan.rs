@@ -24,6 +24,8 @@ pub enum Step {
     ResetSignals,
     /// Set the umask.
     Umask(u32),
+    /// Be killed when the thread that started the step dies (an interrupted build).
+    ParentDeathSignal,
     /// Stop mount events from propagating back to the host.
     MakeRslave,
     /// `mount(2)`.
@@ -189,7 +191,12 @@ pub fn clone_flags(world: &World) -> libc::c_int {
 /// Builds the child's steps for `world`.
 pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> {
     let sandbox = world.security == SecurityMode::Sandbox;
-    let mut steps = vec![Step::ResetSignals, Step::Umask(0), Step::MakeRslave];
+    let mut steps = vec![
+        Step::ResetSignals,
+        Step::ParentDeathSignal,
+        Step::Umask(0),
+        Step::MakeRslave,
+    ];
     let none = || -> Option<CString> { None };
     for m in &world.mounts {
         let target = host_path(&world.rootfs, &m.destination);
@@ -404,6 +411,8 @@ pub trait Sys {
     fn no_new_privs(&mut self) -> Result<(), i32>;
     /// `umask(2)`.
     fn umask(&mut self, mask: u32);
+    /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
+    fn parent_death_signal(&mut self) -> Result<(), i32>;
     /// Reset signal mask and dispositions.
     fn reset_signals(&mut self);
     /// `execve(2)`; returns only on failure.
@@ -422,6 +431,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
                 sys.umask(*m);
                 Ok(())
             }
+            Step::ParentDeathSignal => sys.parent_death_signal(),
             Step::MakeRslave => sys.mount(None, &ROOT, None, libc::MS_REC | libc::MS_SLAVE, None),
             Step::Mount {
                 source,
@@ -534,6 +544,7 @@ impl Step {
         match self {
             Step::ResetSignals => "resetting signals".into(),
             Step::Umask(m) => format!("umask {m:o}"),
+            Step::ParentDeathSignal => "setting the parent death signal".into(),
             Step::MakeRslave => "making / a slave mount".into(),
             Step::Mount {
                 fstype,
@@ -668,6 +679,10 @@ mod tests {
             self.calls.push(format!("umask {mask:o}"));
         }
         fn reset_signals(&mut self) {}
+        fn parent_death_signal(&mut self) -> Result<(), i32> {
+            self.calls.push("pdeathsig".into());
+            Ok(())
+        }
         fn execve(&mut self, path: &CString, _args: &ExecArgs) -> i32 {
             self.calls.push(format!("execve {}", s(path)));
             if self.exec_ok.contains(&s(path)) {

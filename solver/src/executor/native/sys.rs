@@ -221,6 +221,18 @@ impl Sys for LibcSys {
         unsafe { libc::umask(mask) };
     }
 
+    fn parent_death_signal(&mut self) -> Result<(), i32> {
+        check(unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
     fn reset_signals(&mut self) {
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
