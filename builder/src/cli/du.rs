@@ -67,8 +67,8 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         }
     } else {
         println!(
-            "{:<27} {:<12} {:<10} {}",
-            "ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"
+            "{:<27} {:<12} {:<10} LAST ACCESSED",
+            "ID", "RECLAIMABLE", "SIZE"
         );
         for row in usage.rows.iter().rev() {
             let hex = row.entry.key.hex();
