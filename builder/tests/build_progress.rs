@@ -80,11 +80,13 @@ fn plain_shows_the_whole_log_of_a_failing_run() {
             );
         }
     }
-    assert!(
-        err.lines()
-            .any(|l| l.starts_with(&format!("{n} ERROR:")) && l.contains("exit code: 3")),
-        "{err}"
-    );
+    let error_line = err
+        .lines()
+        .find(|l| l.starts_with(&format!("{n} ERROR: ")))
+        .unwrap_or_else(|| panic!("no {n} ERROR line in:\n{err}"));
+    assert!(error_line.contains("exit code: 3"), "{error_line}");
+    // The header already names the vertex; the error line does not repeat it.
+    assert!(!error_line.contains("RUN i=1"), "{error_line}");
     // The FROM vertex finished before the RUN.
     assert!(
         err.lines()

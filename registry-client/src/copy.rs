@@ -43,7 +43,7 @@ pub async fn copy(
         mount_from: same_registry.then(|| src.repository().to_string()),
     };
     if same_registry {
-        push_mounting(client, dst, &pulled, &store, &opts, progress).await
+        push_mounting(client, src, dst, &pulled, &store, &opts, progress).await
     } else {
         push::push(client, dst, &pulled, &store, &opts, progress).await
     }
@@ -80,6 +80,7 @@ async fn pull_manifests_only(
 /// Pushes manifests from `store` while every blob is mounted from `opts.mount_from`.
 async fn push_mounting(
     client: &RegistryClient,
+    src: &Reference,
     dst: &Reference,
     root: &crate::manifest::Descriptor,
     store: &BlobDir,
@@ -107,19 +108,31 @@ async fn push_mounting(
     for (child, im) in images {
         for d in im.layers.iter().chain(std::iter::once(&im.config)) {
             progress.start(&d.digest, d.size);
-            let outcome = client
+            let staged = |digest: &Digest| {
+                let path = store.blob_path(digest);
+                move || std::fs::File::open(&path)
+            };
+            let mounted = client
                 .push_blob(
                     dst,
                     d,
-                    &|| {
-                        Err(std::io::Error::other(
-                            "blob not staged; mount refused by registry",
-                        ))
-                    },
+                    &staged(&d.digest),
                     opts.mount_from.as_deref(),
                     &|_| {},
                 )
-                .await?;
+                .await;
+            let outcome = match mounted {
+                Ok(o) => o,
+                // The registry refused the mount and the blob was not staged: fetch it, upload it.
+                Err(crate::error::Error::Io { .. }) => {
+                    crate::pull::pull_blob(client, src, store, d, &crate::progress::NoProgress)
+                        .await?;
+                    client
+                        .push_blob(dst, d, &staged(&d.digest), None, &|_| {})
+                        .await?
+                }
+                Err(e) => return Err(e),
+            };
             progress.done(
                 &d.digest,
                 match outcome {

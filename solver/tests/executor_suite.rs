@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::oci::{OciExecutor, OciRuntime};
 use kiln_solver::executor::{
-    ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, HostEntry, NetworkMode,
-    SecurityMode, Stream,
+    select, ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, ExecutorKind, HostEntry,
+    NetworkMode, SecurityMode, Stream,
 };
 use kiln_solver::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
 use kiln_solver::snapshot::overlay::Overlay;
@@ -341,9 +341,17 @@ fn sandbox_caps_and_no_new_privs(e: &Subject) {
     let f = Fixture::new();
     let req = f.sh(
         "r",
-        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo timer_list=$(wc -c < /proc/timer_list); \
+         (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo PROC_SYS_WRITABLE; \
+         grep ' /sys sysfs ro,' /proc/mounts >/dev/null && echo sys-ro; true",
     );
     let out = stdout(e, &req);
+    assert!(
+        out.contains("timer_list=0\n"),
+        "/proc/timer_list is masked: {out}"
+    );
+    assert!(out.contains("sys-ro\n"), "sysfs is read-only: {out}");
+    assert!(!out.contains("WRITABLE"), "{out}");
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
@@ -623,6 +631,34 @@ fn ssh_agent_is_forwarded(e: &Subject) {
     // covered by the relay; finish the agent thread.
     let _ = std::os::unix::net::UnixStream::connect(&agent).map(|mut s| s.write_all(b"done"));
     server.join().unwrap();
+}
+
+/// `auto` picks a runtime from PATH that works here, else native; either way it runs steps.
+#[test]
+fn auto_selection_runs_a_step() {
+    let d = tempfile::tempdir().unwrap();
+    let config = ExecutorConfig {
+        state_dir: d.path().to_path_buf(),
+    };
+    let exec = select(ExecutorKind::Auto, config.clone()).unwrap();
+    let has_runtime = ["crun", "runc"]
+        .iter()
+        .any(|r| OciRuntime::find(r).is_some());
+    if has_runtime {
+        assert!(exec.name().starts_with("oci:"), "{}", exec.name());
+    } else {
+        assert_eq!(exec.name(), "native");
+    }
+    let subject = Subject {
+        exec,
+        state: d.path().to_path_buf(),
+    };
+    let f = Fixture::new();
+    assert_eq!(stdout(&subject, &f.sh("r", "echo auto")), "auto\n");
+    assert_eq!(
+        select(ExecutorKind::Native, config).unwrap().name(),
+        "native"
+    );
 }
 
 // ---- executors ----

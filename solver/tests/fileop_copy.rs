@@ -422,7 +422,7 @@ fn dockerignore_hides_paths() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "COPY failed: file not found in build context or excluded by .dockerignore: stat a.txt: no such file or directory"
+        "file not found in build context or excluded by .dockerignore: stat a.txt: no such file or directory"
     );
     // Wildcards never match ignored paths.
     let err = apply_file_actions(
@@ -442,7 +442,7 @@ fn error_cases() {
     let d = dest.path();
     let err = run(r, d, vec![copy("missing.txt", "/x")]).unwrap_err();
     assert!(
-        matches!(err, FileOpError::SourceNotFound { ref path } if path == "missing.txt"),
+        matches!(err, FileOpError::SourceNotFound { ref path, .. } if path == "missing.txt"),
         "{err}"
     );
     let err = run(r, d, vec![copy("nomatch*", "/x/")]).unwrap_err();

@@ -76,6 +76,16 @@ impl LineBuffer {
     }
 }
 
+/// An error message without a leading `<vertex name>: `: the vertex line already names it
+/// (BuildKit prints `#5 ERROR: process "/bin/sh -c exit 3" did not complete …`).
+pub fn error_text<'a>(name: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .filter(|rest| !name.is_empty() && !rest.is_empty())
+        .unwrap_or(message)
+}
+
 /// Drops the front of `line` beyond `limit` bytes.
 fn cap(line: &mut Vec<u8>, limit: Option<usize>) {
     if let Some(limit) = limit {
@@ -144,6 +154,20 @@ mod tests {
             vec![b"xx12".to_vec(), b"6789".to_vec()]
         );
         assert_eq!(b.partial(), b"ab");
+    }
+
+    #[test]
+    fn error_text_drops_the_repeated_vertex_name() {
+        assert_eq!(
+            error_text("[s 2/2] RUN exit 3", "[s 2/2] RUN exit 3: exit code: 3"),
+            "exit code: 3"
+        );
+        assert_eq!(
+            error_text("[s 2/2] RUN exit 3", "exit code: 3"),
+            "exit code: 3"
+        );
+        assert_eq!(error_text("", ": x"), ": x");
+        assert_eq!(error_text("n", "n: "), "n: ");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use kiln_solver::llb::VertexDigest;
 use kiln_solver::progress::{EventKind, LogStream, ProgressEvent, Warning};
 
-use super::log_lines::LineBuffer;
+use super::log_lines::{error_text, LineBuffer};
 use super::units;
 use super::warnings;
 
@@ -115,7 +115,11 @@ impl<W: Write> PlainPrinter<W> {
             EventKind::Warning(w) => self.warnings.push(w.clone()),
             EventKind::Cached => self.end(d, at, |_| "CACHED".to_string())?,
             EventKind::Completed => self.end(d, at, |secs| format!("DONE {secs:.1}s"))?,
-            EventKind::Errored { message } => self.end(d, at, |_| format!("ERROR: {message}"))?,
+            EventKind::Errored { message } => {
+                let text = error_text(v.name.as_deref().unwrap_or_default(), message);
+                let line = format!("ERROR: {text}");
+                self.end(d, at, |_| line)?
+            }
             EventKind::Canceled => self.end(d, at, |_| "CANCELED".to_string())?,
         }
         Ok(())

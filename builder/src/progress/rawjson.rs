@@ -10,6 +10,7 @@ use kiln_solver::llb::VertexDigest;
 use kiln_solver::progress::{EventKind, ProgressEvent, Warning};
 use serde::Serialize;
 
+use super::log_lines::error_text;
 use super::timestamp::rfc3339_nano;
 
 /// BuildKit's `client.SolveStatus` with only the non-empty lists written.
@@ -191,7 +192,7 @@ impl<W: Write> RawJsonPrinter<W> {
             EventKind::Errored { message } => {
                 v.started.get_or_insert_with(|| at.clone());
                 v.completed = Some(at);
-                v.error = message.clone();
+                v.error = error_text(&v.name, message).to_string();
                 out.vertexes.push(v.clone());
             }
             EventKind::Log { stream, data } => out.logs.push(JsonLog {

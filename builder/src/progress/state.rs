@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use kiln_solver::llb::VertexDigest;
 use kiln_solver::progress::{EventKind, ProgressEvent, Warning};
 
-use super::log_lines::{sanitize, LineBuffer};
+use super::log_lines::{error_text, sanitize, LineBuffer};
 
 /// How many recent log lines the terminal display shows under a running vertex.
 pub const LOG_TAIL: usize = 6;
@@ -183,7 +183,10 @@ impl BuildState {
             }
             EventKind::Cached => v.end(at, Outcome::Cached),
             EventKind::Completed => v.end(at, Outcome::Done),
-            EventKind::Errored { message } => v.end(at, Outcome::Error(message.clone())),
+            EventKind::Errored { message } => {
+                let text = error_text(&v.name, message).to_string();
+                v.end(at, Outcome::Error(text))
+            }
             EventKind::Canceled => v.end(at, Outcome::Canceled),
         }
     }

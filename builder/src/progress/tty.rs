@@ -50,14 +50,11 @@ pub fn render_toned(
 ) -> Vec<(Tone, String)> {
     let (done, total) = state.counts();
     let start = state.first_event.unwrap_or(now);
-    let end = if finished {
-        state.last_event.unwrap_or(now)
-    } else {
-        now
-    };
+    // Up to `now` also when finished: the build took until the display was finished
+    // (exports included), and the final header must not show less than the last live one.
     let mut header = format!(
         "[+] Building {:.1}s ({done}/{total})",
-        units::seconds_between(start, end)
+        units::seconds_between(start, now)
     );
     if finished {
         header.push_str(if state.has_error() {

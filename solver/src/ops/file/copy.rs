@@ -27,6 +27,15 @@ pub(crate) fn dest_names_dir(dest: &str) -> bool {
     dest.is_empty() || dest.ends_with('/') || dest == "." || dest.ends_with("/.")
 }
 
+/// How a missing source's root is named in errors.
+fn origin(source: &SourceRoot<'_>) -> &'static str {
+    if source.ignore.is_some() {
+        "build context or excluded by .dockerignore"
+    } else {
+        "the copied stage or image"
+    }
+}
+
 /// Runs one copy action.
 pub(crate) fn apply_copy(
     dest_root: &Path,
@@ -138,6 +147,7 @@ pub(crate) fn apply_copy(
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(FileOpError::SourceNotFound {
                     path: shown_src.to_string(),
+                    origin: origin(source),
                 })
             }
             Err(e) => return Err(FileOpError::io("stat", shown_src)(e)),
@@ -147,6 +157,7 @@ pub(crate) fn apply_copy(
             if !rel.is_empty() && ig.excludes(&rel) && !(md.is_dir() && ig.has_exclusions()) {
                 return Err(FileOpError::SourceNotFound {
                     path: shown_src.to_string(),
+                    origin: origin(source),
                 });
             }
         }

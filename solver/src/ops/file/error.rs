@@ -12,26 +12,29 @@ use crate::pattern::GlobError;
 #[derive(Debug, Error)]
 pub enum FileOpError {
     /// The source path does not exist or `.dockerignore` hides it.
-    #[error("COPY failed: file not found in build context or excluded by .dockerignore: stat {path}: no such file or directory")]
+    #[error("file not found in {origin}: stat {path}: no such file or directory")]
     SourceNotFound {
         /// The source as written.
         path: String,
+        /// Where it was looked for ("build context or excluded by
+        /// .dockerignore" for the context, "the copied stage or image" otherwise).
+        origin: &'static str,
     },
     /// A wildcard source matched nothing.
-    #[error("COPY failed: no source files were specified: {pattern} matched no files in the build context (or all were excluded by .dockerignore)")]
+    #[error("no source files were specified: {pattern} matched no files in the build context (or all were excluded by .dockerignore)")]
     NoMatch {
         /// The pattern as written.
         pattern: String,
     },
     /// Several sources (or a wildcard with several matches) into a path that
     /// is not a directory.
-    #[error("COPY failed: when using COPY with more than one source file, the destination must be a directory and end with a /: {dest}")]
+    #[error("when using COPY with more than one source file, the destination must be a directory and end with a /: {dest}")]
     MultipleSourcesNeedDir {
         /// The destination as written.
         dest: String,
     },
     /// `--parents` without wildcards names a path that does not exist.
-    #[error("COPY failed: required path {path} not found")]
+    #[error("required path {path} not found")]
     RequiredPathMissing {
         /// The path as written.
         path: String,
