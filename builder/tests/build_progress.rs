@@ -206,6 +206,7 @@ fn auto_on_a_terminal_draws_the_tty_frame() {
         .arg(&typescript)
         .env("NO_COLOR", "1")
         .env("COLUMNS", "120")
+        .env("TERM", "xterm")
         .env_remove("BUILDKIT_PROGRESS")
         .output()
         .expect("run script(1) from util-linux");
@@ -219,6 +220,19 @@ fn auto_on_a_terminal_draws_the_tty_frame() {
     );
     // The plain format is not used on a terminal.
     assert!(!screen.lines().any(|l| l.starts_with("#1 ")), "{screen}");
+
+    // A dumb terminal cannot redraw: plain output there.
+    let o = Command::new("script")
+        .args(["-qfec", &cmd])
+        .arg(&typescript)
+        .env("TERM", "dumb")
+        .env_remove("BUILDKIT_PROGRESS")
+        .output()
+        .expect("run script(1) from util-linux");
+    let screen = text(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(!screen.contains("[+] Building"), "{screen}");
+    assert!(screen.lines().any(|l| l.starts_with("#1 ")), "{screen}");
 }
 
 fn shell_quote(p: &Path) -> String {

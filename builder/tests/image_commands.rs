@@ -397,6 +397,26 @@ fn save_load_round_trip_docker_and_oci() {
     let out = k2.ok(&["load", "-i", docker_tar.to_str().unwrap()]);
     assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
     assert_eq!(k2.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+
+    // Several images in one file.
+    k.ok(&[
+        "pull",
+        "--platform",
+        "linux/arm64",
+        &format!("{reg}/library/busybox:latest-arm64"),
+    ]);
+    let two = k.path("two.tar");
+    k.ok(&[
+        "save",
+        "-o",
+        two.to_str().unwrap(),
+        &src,
+        &format!("{reg}/library/busybox:latest-arm64"),
+    ]);
+    let k5 = Kiln::new();
+    let out = k5.ok(&["load", "-i", two.to_str().unwrap()]);
+    assert_eq!(out.matches("Loaded image: ").count(), 2, "{out}");
+    assert_eq!(k5.ok(&["images", "-q"]).lines().count(), 2);
     let gz = k.path("bb-oci.tar.gz");
     let status = Command::new("sh")
         .arg("-c")
@@ -593,4 +613,67 @@ esac
     let o = run(&["logout", &tls], None);
     assert!(o.status.success());
     assert!(!store.exists(), "logout erased the helper's credential");
+}
+
+/// Appends one regular file to a tar being built.
+fn tar_file<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+}
+
+#[test]
+fn legacy_docker_archive_loads_as_docker_v2_and_round_trips_through_a_registry() {
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    // A layer, a config listing its diffID, and the legacy manifest.json layout.
+    let mut layer = tar::Builder::new(Vec::new());
+    tar_file(&mut layer, "hello.txt", b"hello from a legacy archive\n");
+    let layer = layer.into_inner().unwrap();
+    let diff_id = sha256(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "COPY hello.txt /"}],
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let name = format!("{reg}/{}:v1", unique("legacy"));
+    let manifest = serde_json::json!([{"Config": "cfg.json", "RepoTags": [name.clone()], "Layers": ["abc/layer.tar"]}]);
+    let mut ar = tar::Builder::new(Vec::new());
+    tar_file(&mut ar, "cfg.json", &config);
+    tar_file(&mut ar, "abc/layer.tar", &layer);
+    tar_file(
+        &mut ar,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let archive = k.path("legacy.tar");
+    std::fs::write(&archive, ar.into_inner().unwrap()).unwrap();
+
+    let out = k.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {name}")), "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+    assert_eq!(
+        inspected[0]["Manifest"]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(inspected[0]["RootFS"]["Layers"][0], diff_id.as_str());
+    k.ok(&["push", &name]);
+    let raw: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("docker://{name}"))).unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    // Pull it back into an empty store.
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &name]);
+    let history = k2.ok(&["history", &name]);
+    assert!(history.contains("COPY hello.txt /"), "{history}");
 }

@@ -217,6 +217,8 @@ impl RegistryClient {
     ) -> Result<Response> {
         let host = self.inner.transport.host(registry).await?;
         let mut auth = self.authorization(&host, scope, false).await?;
+        let mut scope = scope.clone();
+        let scope = &mut scope;
         for round in 0..2 {
             let resp = self
                 .inner
@@ -241,6 +243,18 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(challenge::parse)
             {
+                // The registry may name a scope we did not ask for (e.g. a mount source): widen.
+                if let Challenge::Bearer {
+                    scope: Some(wanted),
+                    ..
+                } = &ch
+                {
+                    for s in wanted.split(' ') {
+                        if !s.is_empty() && !scope.0.iter().any(|have| have == s) {
+                            scope.0.push(s.to_string());
+                        }
+                    }
+                }
                 let state = self.state(&host.name);
                 state.lock().await.challenge = Some(ch);
             }

@@ -630,3 +630,35 @@ fn retries_429_honouring_retry_after() {
     // Two refusals with Retry-After: 1 mean at least ~2 s of waiting (not the 1 ms backoff).
     assert!(started.elapsed() >= std::time::Duration::from_millis(1900));
 }
+
+#[test]
+fn insecure_registry_skips_tls_verification() {
+    let env = env();
+    let reg = env["KILN_TEST_REGISTRY_TLS"].clone();
+    let r = Reference::parse(&format!("{reg}/library/busybox:latest")).unwrap();
+    let creds = [(
+        reg.as_str(),
+        env["KILN_TEST_TLS_USER"].as_str(),
+        env["KILN_TEST_TLS_PASS"].as_str(),
+    )];
+    // No CA anywhere: refused unless the registry is marked insecure.
+    let strict = client_with(
+        &creds,
+        TransportOptions {
+            certs_dirs: vec![],
+            max_retries: 0,
+            ..TransportOptions::default()
+        },
+    );
+    assert!(rt().block_on(strict.get_manifest(&r)).is_err());
+    let insecure = client_with(
+        &creds,
+        TransportOptions {
+            certs_dirs: vec![],
+            insecure_registries: vec![reg.clone()],
+            ..TransportOptions::default()
+        },
+    );
+    let m = rt().block_on(insecure.get_manifest(&r)).unwrap();
+    assert!(!m.bytes.is_empty());
+}

@@ -76,6 +76,11 @@ pub trait Worker: Send + Sync + 'static {
         output: &Self::Output,
     ) -> impl Future<Output = Result<(), WorkerError>> + Send;
 
+    /// Called once when a solve fails, before the other vertices' futures are dropped: work
+    /// that dropping cannot stop (a process started from a blocking thread) should be
+    /// stopped here, so the failure is reported promptly and nothing keeps running.
+    fn cancel(&self) {}
+
     /// Executes the op with its inputs' results (in input order). The scheduler reports the
     /// vertex's registration, start, cache hit, end, error and cancellation on the progress
     /// sender it was given; the worker reports logs and transfers on the same vertex digest.
@@ -232,7 +237,8 @@ impl<W: Worker> Scheduler<W> {
             let (r, solved) = match outcome {
                 Ok(x) => x,
                 Err(e) => {
-                    // First failure: drop everything still running or waiting.
+                    // First failure: stop what the worker runs, drop everything else.
+                    self.worker.cancel();
                     tasks.shutdown().await;
                     for digest in in_flight.values() {
                         self.progress.handle(*digest).canceled();

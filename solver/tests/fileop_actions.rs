@@ -86,6 +86,39 @@ fn add_unpacks_every_compression() {
 }
 
 #[test]
+fn add_chown_owns_the_unpacked_entries() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let gz = compressed().remove(1).1;
+    fs::write(ctx.path().join("a.tar.gz"), gz).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let FileAction::Copy(mut action) = add("a.tar.gz", "/x/", true) else {
+        unreachable!()
+    };
+    action.owner = Some(ChownOpt {
+        user: UserSpec::Id(1234),
+        group: None,
+    });
+    apply_file_actions(
+        d,
+        &[SourceRoot::new(ctx.path())],
+        &[FileAction::Copy(action)],
+    )
+    .unwrap();
+    for p in ["x", "x/top.txt", "x/d/in.txt"] {
+        let md = fs::metadata(d.join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1234, 1234), "{p}");
+    }
+    assert_eq!(
+        fs::metadata(d.join("x/top.txt")).unwrap().mode() & 0o7777,
+        0o640
+    );
+}
+
+#[test]
 fn add_without_unpack_and_non_archives_copy() {
     let ctx = tempfile::tempdir().unwrap();
     let c = ctx.path();

@@ -74,9 +74,11 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
-    /// Starts the display for `mode` on stderr (`auto` is resolved against stderr).
+    /// Starts the display for `mode` on stderr (`auto` is resolved against stderr; a
+    /// `TERM=dumb` terminal cannot move its cursor, so it gets `plain`).
     pub fn start(mode: ProgressMode, rx: ProgressReceiver) -> Self {
-        match mode.resolve(io::stderr().is_terminal()) {
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        match mode.resolve(io::stderr().is_terminal() && !dumb) {
             ProgressMode::Tty => Self::spawn(rx, tty::run),
             other => Self::start_with_writer(other, rx, Box::new(io::stderr())),
         }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use kiln_solver::llb::VertexDigest;
-use kiln_solver::progress::{EventKind, ProgressEvent, Warning};
+use kiln_solver::progress::{EventKind, LogStream, ProgressEvent, Warning};
 
 use super::log_lines::{error_text, sanitize, LineBuffer};
 
@@ -64,7 +64,9 @@ pub struct VertexState {
     pub statuses: Vec<StatusState>,
     /// The last [`KEPT_LINES`] complete log lines, raw (sanitized when shown).
     log_tail: VecDeque<Vec<u8>>,
-    log_buffer: LineBuffer,
+    /// Unterminated output per stream ([stdout, stderr]): a partial line of one stream must
+    /// not be glued to the next chunk of the other.
+    log_buffers: [LineBuffer; 2],
 }
 
 impl VertexState {
@@ -78,7 +80,10 @@ impl VertexState {
             outcome: None,
             statuses: Vec::new(),
             log_tail: VecDeque::new(),
-            log_buffer: LineBuffer::with_limit(KEPT_LINE_BYTES),
+            log_buffers: [
+                LineBuffer::with_limit(KEPT_LINE_BYTES),
+                LineBuffer::with_limit(KEPT_LINE_BYTES),
+            ],
         }
     }
 
@@ -92,23 +97,31 @@ impl VertexState {
         self.started.is_some() || self.outcome.is_some()
     }
 
-    /// The last `n` log lines, counting the unterminated line being written, if any.
+    /// The last `n` log lines, counting unterminated lines being written.
     pub fn recent_lines(&self, n: usize) -> Vec<String> {
-        let partial = Some(self.log_buffer.partial()).filter(|p| !p.is_empty());
-        let total = self.log_tail.len() + usize::from(partial.is_some());
+        let partials: Vec<&[u8]> = self
+            .log_buffers
+            .iter()
+            .map(LineBuffer::partial)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let total = self.log_tail.len() + partials.len();
         self.log_tail
             .iter()
             .map(Vec::as_slice)
-            .chain(partial)
+            .chain(partials)
             .skip(total.saturating_sub(n))
             .map(sanitize)
             .collect()
     }
 
-    fn push_log(&mut self, data: &[u8]) {
+    fn push_log(&mut self, stream: LogStream, data: &[u8]) {
         let tail = &mut self.log_tail;
-        self.log_buffer
-            .push_each(data, |line| push_line(tail, line));
+        let buffer = match stream {
+            LogStream::Stdout => &mut self.log_buffers[0],
+            LogStream::Stderr => &mut self.log_buffers[1],
+        };
+        buffer.push_each(data, |line| push_line(tail, line));
     }
 }
 
@@ -152,7 +165,7 @@ impl BuildState {
             EventKind::Started => {
                 v.started.get_or_insert(at);
             }
-            EventKind::Log { data, .. } => v.push_log(data),
+            EventKind::Log { stream, data } => v.push_log(*stream, data),
             EventKind::Status {
                 id,
                 current,
@@ -230,8 +243,10 @@ impl VertexState {
         }
         self.started.get_or_insert(at);
         self.completed = Some(at);
-        if let Some(rest) = self.log_buffer.take_partial() {
-            push_line(&mut self.log_tail, &rest);
+        for buffer in &mut self.log_buffers {
+            if let Some(rest) = buffer.take_partial() {
+                push_line(&mut self.log_tail, &rest);
+            }
         }
         self.outcome = Some(outcome);
     }
@@ -346,6 +361,28 @@ mod tests {
         assert_eq!(b.and_then(|b| b.started), b.and_then(|b| b.completed));
         let names: Vec<&str> = s.vertices().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["A", "B"]);
+    }
+
+    #[test]
+    fn streams_do_not_glue_partial_lines() {
+        let mut s = BuildState::default();
+        let log = |stream, data: &[u8]| EventKind::Log {
+            stream,
+            data: data.to_vec(),
+        };
+        s.apply(&ev("a", 0, log(LogStream::Stdout, b"progress 50%")));
+        s.apply(&ev("a", 1, log(LogStream::Stderr, b"warning: x\n")));
+        s.apply(&ev("a", 2, log(LogStream::Stdout, b" 100%\n")));
+        let lines = s
+            .vertex(&synthetic_digest("a"))
+            .map(|v| v.recent_lines(KEPT_LINES));
+        assert_eq!(
+            lines,
+            Some(vec![
+                "warning: x".to_string(),
+                "progress 50% 100%".to_string()
+            ])
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct PruneReport {
     pub blobs: usize,
     /// Bytes freed on disk.
     pub reclaimed: u64,
+    /// Leftover temporary directories of interrupted builds removed.
+    pub temporaries: usize,
 }
 
 /// One row of `du`.
@@ -217,6 +219,27 @@ pub fn prune(
     w.commit()?;
     report.layers.sort();
 
+    // Leftovers of interrupted builds: pending layers (`layers/.tmp/`) and the worker's
+    // scratch space (`tmp/`). Nothing is building while the exclusive lock is held.
+    for dir in [state.layers_dir().join(".tmp"), state.root().join("tmp")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let size = dir_size(&path);
+            let removed = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if removed.is_ok() {
+                report.temporaries += 1;
+                report.reclaimed += size;
+            }
+        }
+    }
+
     // Blobs: keep what tags reach and what remaining layer records remember.
     let keep: HashSet<Digest> = cache
         .layers()?
@@ -310,6 +333,10 @@ mod tests {
         let p = env.layers.begin().unwrap();
         fs::write(p.upper().join("junk"), b"junk").unwrap();
         let junk = env.layers.commit(p).unwrap();
+        // Leftovers of a killed build.
+        std::mem::forget(env.layers.begin().unwrap());
+        fs::create_dir_all(env.state.root().join("tmp/download-1")).unwrap();
+        fs::write(env.state.root().join("tmp/download-1/f"), b"partial").unwrap();
         let blob = export_layer(
             &env.layers,
             env.state.content(),
@@ -345,6 +372,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.results, r.layers.clone(), r.blobs), (0, vec![junk], 0));
+        assert_eq!(r.temporaries, 2);
+        assert_eq!(
+            fs::read_dir(env.state.layers_dir().join(".tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            fs::read_dir(env.state.root().join("tmp")).unwrap().count(),
+            0
+        );
         assert!(env.state.content().exists(&blob.blob.digest).unwrap());
 
         // Unused for more than 85s at t=100: a (last used 10) goes, b (20) and c (30) stay.

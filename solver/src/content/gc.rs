@@ -3,12 +3,16 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::time::{Duration, SystemTime};
 
 use oci_spec::image::Digest;
 
 use super::error::{ContentError, Result};
 use super::lock::{LockMode, StoreLock};
 use super::{BlobInfo, ContentStore};
+
+/// Age after which an ingest temporary file counts as abandoned.
+pub const STALE_INGEST: Duration = Duration::from_secs(3600);
 
 /// What a collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,14 +117,22 @@ impl ContentStore {
                 report.removed.push(blob);
             }
         }
+        // Temporary files untouched for a while are leftovers of killed processes; younger ones
+        // may belong to a pull that does not take the store lock, so they stay.
         let tmp = self.tmp_dir();
+        let now = SystemTime::now();
         let entries =
             fs::read_dir(&tmp).map_err(|e| ContentError::io("read directory", &tmp, e))?;
         for e in entries {
             let e = e.map_err(|e| ContentError::io("read directory", &tmp, e))?;
-            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-            if fs::remove_file(e.path()).is_ok() {
-                report.reclaimed += size;
+            let Ok(meta) = e.metadata() else { continue };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age >= STALE_INGEST && fs::remove_file(e.path()).is_ok() {
+                report.reclaimed += meta.len();
             }
         }
         Ok(report)
@@ -159,7 +171,17 @@ mod tests {
         let kept = s.put_bytes(b"a cached layer blob").unwrap();
         let mut left = s.ingest(Default::default()).unwrap();
         std::io::Write::write_all(&mut left, b"half").unwrap();
-        std::mem::forget(left); // a crashed process leaves its temp file behind
+        std::mem::forget(left); // a crashed process leaves its temp file behind, long ago
+        for e in fs::read_dir(s.tmp_dir()).unwrap() {
+            let f = fs::File::options()
+                .write(true)
+                .open(e.unwrap().path())
+                .unwrap();
+            f.set_modified(SystemTime::now() - STALE_INGEST - Duration::from_secs(1))
+                .unwrap();
+        }
+        let mut fresh = s.ingest(Default::default()).unwrap(); // a pull in progress
+        std::io::Write::write_all(&mut fresh, b"in flight").unwrap();
 
         let shared = s.lock(LockMode::Shared).unwrap();
         assert!(s.collect_garbage(&shared, &HashSet::new()).is_err());
@@ -184,12 +206,18 @@ mod tests {
         ] {
             assert!(s.exists(live).unwrap(), "{live} must stay");
         }
-        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(s.tmp_dir()).unwrap().count(),
+            1,
+            "only the fresh ingest stays"
+        );
+        let fresh = fresh.commit().unwrap();
+        assert!(s.exists(&fresh.digest).unwrap());
 
         // Untagging makes the whole image garbage.
         s.remove_tag("docker.io/library/app:1").unwrap();
         let report = s.collect_garbage(&lock, &HashSet::new()).unwrap();
-        assert_eq!(report.removed.len(), 5);
+        assert_eq!(report.removed.len(), 6);
         assert!(s.list_blobs().unwrap().is_empty());
     }
 }

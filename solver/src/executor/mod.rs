@@ -14,6 +14,7 @@ pub mod oci_spec;
 pub mod output;
 pub mod pump;
 pub mod rootfs_path;
+pub mod sweep;
 pub mod user;
 pub mod world;
 

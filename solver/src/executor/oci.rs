@@ -88,6 +88,8 @@ impl OciExecutor {
     /// Uses `runtime` after checking that it can start a container.
     pub fn with_runtime(config: ExecutorConfig, runtime: OciRuntime) -> Result<Self, ExecError> {
         let e = OciExecutor { config, runtime };
+        super::sweep::sweep_runs(&e.config);
+        super::sweep::sweep_containers(&e.runtime, &e.state_root());
         e.probe()?;
         Ok(e)
     }

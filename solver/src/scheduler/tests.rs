@@ -27,6 +27,8 @@ struct FakeWorker {
     checksums_snapshots: bool,
     /// Checksums asked for results that are not local contexts.
     snapshot_checksums: AtomicUsize,
+    /// Set by `cancel`; a `block` execution returns when it sees it.
+    cancelled: AtomicBool,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -49,6 +51,7 @@ impl FakeWorker {
             dropped_blocked: AtomicBool::new(false),
             checksums_snapshots: false,
             snapshot_checksums: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +83,10 @@ impl Worker for FakeWorker {
 
     fn content_keyed(&self, input: &Vertex) -> bool {
         matches!(input.op(), Op::Source(s) if s.scheme() == "local")
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
     }
 
     fn selects_by_content(&self, input: &Vertex) -> bool {
@@ -390,6 +397,10 @@ async fn first_failure_cancels_the_rest() {
     assert!(
         worker.dropped_blocked.load(Ordering::SeqCst),
         "the blocked execution was cancelled"
+    );
+    assert!(
+        worker.cancelled.load(Ordering::SeqCst),
+        "the worker was told to stop its work"
     );
     assert!(!worker.executed().contains(&"after".to_string()));
     assert_eq!(worker.running.load(Ordering::SeqCst), 0);

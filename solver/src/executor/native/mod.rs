@@ -19,8 +19,10 @@ pub struct NativeExecutor {
 }
 
 impl NativeExecutor {
-    /// An executor keeping its scratch space under `config.state_dir`.
+    /// An executor keeping its scratch space under `config.state_dir`; cleans
+    /// up what dead kiln processes left there.
     pub fn new(config: ExecutorConfig) -> Self {
+        super::sweep::sweep_runs(&config);
         NativeExecutor { config }
     }
 

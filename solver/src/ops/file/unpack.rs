@@ -6,8 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use super::chown::Owner;
 use super::error::FileOpError;
-use super::meta::{mkdir_all, MetaPolicy};
+use super::meta::{lchown, mkdir_all, MetaPolicy};
 use super::resolve::resolve_in_root;
 use crate::archive::{decompress, extract_tar, is_tar};
 
@@ -28,8 +29,8 @@ pub(crate) fn is_archive(path: &Path) -> bool {
 }
 
 /// Unpacks `archive` into `dest` (always a directory, as in BuildKit),
-/// creating it with the copy's owner and timestamp. Entries keep the owners,
-/// modes and mtimes stored in the archive.
+/// creating it with the copy's owner and timestamp. Entries keep the modes
+/// and mtimes stored in the archive, and their owners unless `--chown` is given.
 pub(crate) fn unpack(
     dest_root: &Path,
     archive: &Path,
@@ -41,5 +42,35 @@ pub(crate) fn unpack(
     mkdir_all(dest_root, &d.rel, 0o755, policy.owner, policy.timestamp)?;
     let file = File::open(archive).map_err(FileOpError::io("open", shown_src))?;
     extract_tar(file, &d.host, shown_src)?;
+    if let Some(owner) = policy.owner {
+        chown_entries(archive, shown_src, &d.host, owner)?;
+    }
+    Ok(())
+}
+
+/// `ADD --chown` owns what the archive unpacked too (BuildKit passes the
+/// user as the untar's ChownOpts): a second pass over the entry names.
+fn chown_entries(
+    archive: &Path,
+    shown_src: &str,
+    dest: &Path,
+    owner: Owner,
+) -> Result<(), FileOpError> {
+    let read_err = FileOpError::io("read", shown_src);
+    let file = File::open(archive).map_err(FileOpError::io("open", shown_src))?;
+    let (_, reader) = decompress(file).map_err(FileOpError::io("read", shown_src))?;
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar.entries().map_err(read_err)?;
+    for entry in entries {
+        let entry = entry.map_err(FileOpError::io("read", shown_src))?;
+        let path = entry.path().map_err(FileOpError::io("read", shown_src))?;
+        // extract_tar already refused entries that leave `dest`.
+        let target = dest.join(&path);
+        match lchown(&target, owner) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(FileOpError::io("chown", path.display())(e)),
+        }
+    }
     Ok(())
 }

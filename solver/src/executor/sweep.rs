@@ -1,0 +1,193 @@
+//! Cleaning up after kiln processes that died mid-step: their sandboxes' mounts,
+//! scratch directories and OCI containers. A crashed build may only leave
+//! garbage, and garbage that is still mounted would let a later recursive
+//! delete reach into a layer, so it is unmounted first.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::oci::OciRuntime;
+use super::ExecutorConfig;
+
+/// The pid a run directory or container id was made by (`kiln-<pid>-…`, `probe-<rt>-<pid>`).
+pub fn owner_pid(name: &str) -> Option<i32> {
+    let mut parts = name.split('-');
+    match parts.next()? {
+        "kiln" => parts.next()?.parse().ok(),
+        "probe" => parts.nth(1)?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Whether a process with this pid exists.
+fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (b.get(i), octal) {
+            (Some(b'\\'), Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (Some(c), _) => {
+                out.push(*c);
+                i += 1;
+            }
+            (None, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts and removes the run directories of dead kiln processes; returns how
+/// many were cleaned.
+pub fn sweep_runs(config: &ExecutorConfig) -> usize {
+    let Ok(entries) = fs::read_dir(config.runs_dir()) else {
+        return 0;
+    };
+    let mut cleaned = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        let dir = entry.path();
+        for m in mounts_under(&dir) {
+            let _ = crate::snapshot::overlay::unmount(&m);
+        }
+        // Never recurse into something that is still mounted.
+        if mounts_under(&dir).is_empty() && fs::remove_dir_all(&dir).is_ok() {
+            cleaned += 1;
+        }
+    }
+    cleaned
+}
+
+/// Force-deletes the containers of dead kiln processes from a runtime's state dir.
+pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
+    let Ok(out) = Command::new(&runtime.path)
+        .arg("--root")
+        .arg(state_root)
+        .args(["list", "-q"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return 0;
+    };
+    let mut cleaned = 0;
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let dead = owner_pid(id).is_some_and(|pid| !alive(pid));
+        if !dead {
+            continue;
+        }
+        let deleted = Command::new(&runtime.path)
+            .arg("--root")
+            .arg(state_root)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if deleted {
+            cleaned += 1;
+        }
+    }
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::overlay::Overlay;
+
+    #[test]
+    fn owner_pids_and_escapes() {
+        assert_eq!(owner_pid("kiln-1234-7-0abc"), Some(1234));
+        assert_eq!(owner_pid("probe-runc-99"), Some(99));
+        assert_eq!(owner_pid("other-1"), None);
+        assert_eq!(unescape(r"/a\040b/c\134d"), r"/a b/c\d");
+    }
+
+    /// Needs root: a dead process' run dir with a mounted rootfs is unmounted
+    /// and removed; a live one's is left alone.
+    #[test]
+    fn dead_runs_are_unmounted_and_removed() {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (it mounts overlayfs)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = ExecutorConfig {
+            state_dir: dir.path().join("state"),
+        };
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let layer = dir.path().join("layer");
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        for d in [&layer, &upper, &work] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(layer.join("keep"), "layer data").unwrap();
+        let stale = config.runs_dir().join(format!("kiln-{dead}-0-0"));
+        let live = config
+            .runs_dir()
+            .join(format!("kiln-{}-0-0", std::process::id()));
+        fs::create_dir_all(stale.join("rootfs")).unwrap();
+        fs::create_dir_all(&live).unwrap();
+        let mount = Overlay {
+            lowers: vec![layer.clone()],
+            upper,
+            work,
+        }
+        .mount(&stale.join("rootfs"))
+        .unwrap();
+        // The crashed process never unmounts.
+        std::mem::forget(mount);
+        assert_eq!(mounts_under(&stale).len(), 1);
+        assert_eq!(sweep_runs(&config), 1);
+        assert!(!stale.exists());
+        assert!(live.exists());
+        assert_eq!(
+            fs::read_to_string(layer.join("keep")).unwrap(),
+            "layer data"
+        );
+    }
+}
