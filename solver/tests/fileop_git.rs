@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kiln_solver::llb::SourceOp;
-use kiln_solver::ops::source::git::{checkout, GitError, GitSource};
+use kiln_solver::ops::source::git::{checkout, GitAuth, GitError, GitSource};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -186,4 +186,93 @@ fn submodules_and_commit_mtime() {
     checkout(&src, &dest).unwrap();
     assert!(dest.join("vendor/lib").is_dir());
     assert!(!dest.join("vendor/lib/lib.txt").exists());
+}
+
+/// Serves `root` over plain (dumb) HTTP, answering 401 to requests without
+/// `Authorization: basic base64(x-access-token:secret)`.
+fn serve_dumb_http(root: std::path::PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // base64("x-access-token:secret")
+    let expected = "basic eC1hY2Nlc3MtdG9rZW46c2VjcmV0";
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization")
+                        && v.trim().eq_ignore_ascii_case(expected)
+                    {
+                        authorized = true;
+                    }
+                }
+            }
+            let path = request.split(' ').nth(1).unwrap_or("/");
+            let path = path
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let file = root.join(path);
+            let (status, body) = if !authorized {
+                ("401 Unauthorized", Vec::new())
+            } else if let Ok(body) = std::fs::read(&file) {
+                ("200 OK", body)
+            } else {
+                ("404 Not Found", Vec::new())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nWWW-Authenticate: Basic realm=\"git\"\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn http_remote_with_token_auth() {
+    let repo = repo();
+    let srv = tempfile::tempdir().unwrap();
+    let bare = srv.path().join("repo.git");
+    let src_dir = repo.url.strip_prefix("file://").unwrap();
+    git(
+        srv.path(),
+        &["clone", "-q", "--bare", src_dir, bare.to_str().unwrap()],
+    );
+    git(&bare, &["update-server-info"]);
+    let base = serve_dumb_http(srv.path().to_path_buf());
+    let out = tempfile::tempdir().unwrap();
+
+    let mut src = GitSource::new(&format!("{base}/repo.git"));
+    src.auth = Some(GitAuth::Token("secret".into()));
+    assert!(
+        !format!("{src:?}").contains("secret"),
+        "the token must not be printed"
+    );
+    let c = checkout(&src, &out.path().join("ok")).unwrap();
+    assert_eq!(c.commit, repo.head);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("ok/a.txt")).unwrap(),
+        "two"
+    );
+
+    src.auth = None;
+    let err = checkout(&src, &out.path().join("denied")).unwrap_err();
+    assert!(matches!(err, GitError::Command { .. }), "{err}");
+    src.auth = Some(GitAuth::Token("wrong".into()));
+    assert!(checkout(&src, &out.path().join("wrong")).is_err());
 }

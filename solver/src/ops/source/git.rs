@@ -87,6 +87,41 @@ pub struct GitSource {
     /// Give every file the commit's time instead of the checkout time
     /// (`mtime=commit`), for reproducible layers.
     pub mtime_from_commit: bool,
+    /// Credentials for HTTP(S) remotes (from the `GIT_AUTH_TOKEN` /
+    /// `GIT_AUTH_HEADER` secrets); never part of the op or a cache key.
+    pub auth: Option<GitAuth>,
+}
+
+/// How to authenticate to an HTTP(S) remote.
+#[derive(Clone, PartialEq, Eq)]
+pub enum GitAuth {
+    /// A token sent as basic auth with user `x-access-token`, as BuildKit does.
+    Token(String),
+    /// A whole `Authorization` header value (`bearer ...`, `basic ...`).
+    Header(String),
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs.
+        f.write_str(match self {
+            GitAuth::Token(_) => "Token(<redacted>)",
+            GitAuth::Header(_) => "Header(<redacted>)",
+        })
+    }
+}
+
+impl GitAuth {
+    fn header_value(&self) -> String {
+        use base64::Engine;
+        match self {
+            GitAuth::Token(t) => format!(
+                "Authorization: basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"))
+            ),
+            GitAuth::Header(h) => format!("Authorization: {h}"),
+        }
+    }
 }
 
 impl GitSource {
@@ -100,6 +135,7 @@ impl GitSource {
             checksum: None,
             submodules: true,
             mtime_from_commit: false,
+            auth: None,
         }
     }
 
@@ -193,12 +229,15 @@ pub struct Checkout {
 struct Git<'a> {
     repo: &'a Path,
     remote: &'a str,
+    /// `http.<remote>.extraheader`, passed in the environment so it never
+    /// shows in process listings.
+    auth_header: Option<String>,
 }
 
 impl Git<'_> {
     fn run(&self, args: &[&str]) -> Result<String, GitError> {
-        let out = Command::new("git")
-            .arg("-C")
+        let mut cmd = Command::new("git");
+        cmd.arg("-C")
             .arg(self.repo)
             .args([
                 "-c",
@@ -210,9 +249,16 @@ impl Git<'_> {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(GitError::Spawn)?;
+            .env("LC_ALL", "C");
+        if let Some(header) = &self.auth_header {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env(
+                    "GIT_CONFIG_KEY_0",
+                    format!("http.{}.extraheader", self.remote),
+                )
+                .env("GIT_CONFIG_VALUE_0", header);
+        }
+        let out = cmd.output().map_err(GitError::Spawn)?;
         if !out.status.success() {
             return Err(GitError::Command {
                 remote: self.remote.to_string(),
@@ -243,6 +289,7 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
     let git = Git {
         repo: &repo,
         remote: &source.remote,
+        auth_header: source.auth.as_ref().map(GitAuth::header_value),
     };
     git.run(&["init", "-q"])?;
     git.run(&["remote", "add", "origin", &source.remote])?;
@@ -256,6 +303,17 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
         "origin",
         want,
     ]);
+    // Dumb HTTP servers cannot do shallow fetches; try a full one.
+    let shallow = shallow.or_else(|_| {
+        git.run(&[
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--recurse-submodules=no",
+            "origin",
+            want,
+        ])
+    });
     let rev = match shallow {
         Ok(_) => "FETCH_HEAD".to_string(),
         // Servers may refuse a commit id as a want: fetch everything.
