@@ -260,7 +260,11 @@ impl Lowerer<'_> {
         platform: &Platform,
         node: usize,
     ) -> Result<VertexRef, SourceError> {
-        let meta = VertexMetadata::described(format!("[internal] load build context {name}"));
+        let meta = VertexMetadata::described(if name == self.opts.context {
+            "[internal] load build context".to_string()
+        } else {
+            format!("[internal] load build context {name}")
+        });
         self.add(Op::Source(SourceOp::local(name)), platform, &[], meta, node)
     }
 
