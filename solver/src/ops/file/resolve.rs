@@ -183,3 +183,63 @@ mod tests {
         assert_eq!(split_last("../.."), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::symlink;
+
+    const TARGETS: &[&str] = &[
+        "..",
+        "/",
+        "../..",
+        "a",
+        "/a/b",
+        "../../../etc",
+        "b/../..",
+        "l1",
+        "/l2/..",
+        ".",
+    ];
+    const COMPONENTS: &[&str] = &["a", "b", "l1", "l2", "..", ".", "", "x"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever the links and the path, the result lies in the root and,
+        /// once the existing part is canonicalized by the host, still does.
+        #[test]
+        fn never_leaves_the_root(
+            t1 in 0..TARGETS.len(),
+            t2 in 0..TARGETS.len(),
+            t3 in 0..TARGETS.len(),
+            path in proptest::collection::vec(0..COMPONENTS.len(), 0..8),
+            follow in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(root.join("a/b")).unwrap();
+            symlink(TARGETS[t1], root.join("l1")).unwrap();
+            symlink(TARGETS[t2], root.join("l2")).unwrap();
+            symlink(TARGETS[t3], root.join("a/l3")).unwrap();
+            let path: Vec<&str> = path.iter().map(|i| COMPONENTS[*i]).collect();
+            let path = path.join("/");
+            let Ok(r) = resolve_in_root(&root, &path, follow) else {
+                return Ok(());
+            };
+            prop_assert!(r.host.starts_with(&root));
+            prop_assert_eq!(&r.host, &root.join(&r.rel));
+            prop_assert!(r.rel.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            // The part that exists, resolved by the kernel, is inside too
+            // (with follow_final the last link was followed by us).
+            let check = if follow || r.host == root {
+                r.host.clone()
+            } else {
+                r.host.parent().unwrap_or(&root).to_path_buf()
+            };
+            let existing = check.ancestors().find(|p| p.exists()).unwrap().to_path_buf();
+            let canon = std::fs::canonicalize(&existing).unwrap();
+            prop_assert!(canon.starts_with(std::fs::canonicalize(&root).unwrap()), "{} -> {}", path, canon.display());
+        }
+    }
+}

@@ -120,11 +120,16 @@ impl HttpSource {
             }
             s.checksum = Some(sum.to_ascii_lowercase());
         }
-        s.filename = op
-            .attrs
-            .get("http.filename")
-            .filter(|f| !f.is_empty())
-            .cloned();
+        if let Some(name) = op.attrs.get("http.filename").filter(|f| !f.is_empty()) {
+            // A file name, not a path: nothing may land outside the directory.
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(HttpError::InvalidAttr {
+                    key: "http.filename",
+                    value: name.clone(),
+                });
+            }
+            s.filename = Some(name.clone());
+        }
         let num = |key: &'static str, radix: u32| -> Result<Option<u32>, HttpError> {
             op.attrs
                 .get(key)
@@ -346,5 +351,10 @@ mod tests {
             Err(HttpError::InvalidChecksum(_))
         ));
         assert!(HttpSource::from_op(&SourceOp::local("context")).is_err());
+        let escape = SourceOp::http("https://x.org/f").attr("http.filename", "../evil");
+        assert!(matches!(
+            HttpSource::from_op(&escape),
+            Err(HttpError::InvalidAttr { .. })
+        ));
     }
 }
