@@ -677,3 +677,47 @@ fn legacy_docker_archive_loads_as_docker_v2_and_round_trips_through_a_registry()
     let history = k2.ok(&["history", &name]);
     assert!(history.contains("COPY hello.txt /"), "{history}");
 }
+
+#[test]
+fn imagetools_create_across_registries_copies_blobs() {
+    let k = Kiln::new();
+    let plain = k.reg().to_string();
+    let token = k.env["KILN_TEST_REGISTRY_TOKEN"].clone();
+    let rw = k.with_stdin(
+        &[
+            "login",
+            "-u",
+            &k.env["KILN_TEST_TOKEN_USER"],
+            "--password-stdin",
+            &token,
+        ],
+        &k.env["KILN_TEST_TOKEN_PASS"],
+    );
+    assert!(
+        rw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rw.stderr)
+    );
+    let target = format!("{token}/{}:multi", unique("xreg"));
+    k.ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &target,
+        &format!("{plain}/library/busybox:latest-amd64"),
+        &format!("{plain}/library/busybox:latest-arm64"),
+    ]);
+    let summary = k.ok(&["imagetools", "inspect", &target]);
+    assert!(
+        summary.contains("linux/amd64") && summary.contains("linux/arm64"),
+        "{summary}"
+    );
+    // The blobs really are in the target registry: pull both platforms from there.
+    for arch in ["amd64", "arm64"] {
+        let k2 = Kiln::new();
+        std::fs::copy(k.path("docker/config.json"), k2.path("docker/config.json")).unwrap();
+        k2.ok(&["pull", "--platform", &format!("linux/{arch}"), &target]);
+        let v: serde_json::Value = serde_json::from_str(&k2.ok(&["inspect", &target])).unwrap();
+        assert_eq!(v[0]["Architecture"], arch);
+    }
+}
