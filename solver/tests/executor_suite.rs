@@ -633,6 +633,20 @@ fn ssh_agent_is_forwarded(e: &Subject) {
     server.join().unwrap();
 }
 
+fn background_processes_end_with_the_step(e: &Subject) {
+    let f = Fixture::new();
+    let marker = format!("{}", 4000 + std::process::id() % 1000);
+    let req = f.sh("r", &format!("sleep {marker} & echo started"));
+    assert_eq!(stdout(e, &req), "started\n");
+    // The pid namespace died with its first process, taking the sleep with it.
+    let leftover = fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        fs::read(p.path().join("cmdline"))
+            .map(|c| c == format!("sleep\0{marker}\0").as_bytes())
+            .unwrap_or(false)
+    });
+    assert!(!leftover, "a background process outlived its step");
+}
+
 /// `auto` picks a runtime from PATH that works here, else native; either way it runs steps.
 #[test]
 fn auto_selection_runs_a_step() {
@@ -738,4 +752,5 @@ suite!(
     tmpfs_mount,
     secrets_as_file_and_env_stay_out_of_the_layer,
     ssh_agent_is_forwarded,
+    background_processes_end_with_the_step,
 );
