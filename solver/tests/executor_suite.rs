@@ -633,6 +633,29 @@ fn ssh_agent_is_forwarded(e: &Subject) {
     server.join().unwrap();
 }
 
+fn mounts_inside_dev(e: &Subject) {
+    let f = Fixture::new();
+    let file = f.dir.path().join("dev-file");
+    fs::write(&file, "in dev\n").unwrap();
+    let mut req = f.sh(
+        "r",
+        "cat /dev/custom/file; echo x > /dev/scratch/f && grep -c ' /dev/scratch tmpfs' /proc/mounts",
+    );
+    req.mounts = vec![
+        MountSpec::Bind {
+            source: file,
+            target: "/dev/custom/file".into(),
+            readonly: true,
+        },
+        MountSpec::Tmpfs {
+            target: "/dev/scratch".into(),
+            size: None,
+        },
+    ];
+    assert_eq!(stdout(e, &req), "in dev\n1\n");
+    assert_eq!(upper_entries(&req.rootfs.upper), Vec::<String>::new());
+}
+
 fn background_processes_end_with_the_step(e: &Subject) {
     let f = Fixture::new();
     let marker = format!("{}", 4000 + std::process::id() % 1000);
@@ -753,4 +776,5 @@ suite!(
     secrets_as_file_and_env_stay_out_of_the_layer,
     ssh_agent_is_forwarded,
     background_processes_end_with_the_step,
+    mounts_inside_dev,
 );

@@ -399,6 +399,11 @@ fn resolve(rootfs: &Path, target: &str) -> Result<String, ExecError> {
 
 /// Creates a missing mount point (and its parents) in the rootfs.
 fn create_stub(rootfs: &Path, m: &ContainerMount) -> Result<(), ExecError> {
+    // /dev is a fresh tmpfs in the container: mount points inside it are made
+    // there by the executor (runc does it itself).
+    if m.destination.starts_with("/dev/") {
+        return Ok(());
+    }
     let host = host_path(rootfs, &m.destination);
     if fs::symlink_metadata(&host).is_ok() {
         return Ok(());

@@ -64,6 +64,11 @@ pub enum Step {
         /// Permission bits.
         mode: u32,
     },
+    /// Create an empty file (a mount point for a file bind) unless it exists.
+    Touch {
+        /// Path.
+        path: CString,
+    },
     /// Create a symlink `link -> target`.
     Symlink {
         /// What it points to.
@@ -201,6 +206,22 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
     for m in &world.mounts {
         let target = host_path(&world.rootfs, &m.destination);
         let t = cp(&target)?;
+        // Mount points inside the container's /dev tmpfs (see world::create_stub).
+        if let Some(rest) = m.destination.strip_prefix("/dev/") {
+            let mut dir = host_path(&world.rootfs, "/dev");
+            let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+            for (i, part) in parts.iter().enumerate() {
+                dir.push(part);
+                if i + 1 == parts.len() && m.needs_file_stub() {
+                    steps.push(Step::Touch { path: cp(&dir)? });
+                } else {
+                    steps.push(Step::Mkdir {
+                        path: cp(&dir)?,
+                        mode: 0o755,
+                    });
+                }
+            }
+        }
         match &m.kind {
             MountKind::Proc => {
                 steps.push(Step::Mount {
@@ -389,6 +410,8 @@ pub trait Sys {
     fn mkdir(&mut self, path: &CString, mode: u32) -> Result<(), i32>;
     /// `symlink(2)`.
     fn symlink(&mut self, target: &CString, link: &CString) -> Result<(), i32>;
+    /// Create an empty file if missing.
+    fn touch(&mut self, path: &CString) -> Result<(), i32>;
     /// `sethostname(2)`.
     fn sethostname(&mut self, name: &CString) -> Result<(), i32>;
     /// Bring `lo` up.
@@ -461,6 +484,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             } => sys.mknod(path, *mode, *major, *minor),
             Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
             Step::Symlink { target, link } => sys.symlink(target, link),
+            Step::Touch { path } => sys.touch(path),
             Step::Mask { path } => match sys.path_kind(path) {
                 Ok(PathKind::Missing) => Ok(()),
                 Ok(PathKind::Dir) => {
@@ -561,6 +585,7 @@ impl Step {
             Step::Mknod { path, .. } => format!("creating device {}", s(path)),
             Step::Mkdir { path, .. } => format!("creating {}", s(path)),
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
+            Step::Touch { path } => format!("creating {}", s(path)),
             Step::Mask { path } => format!("masking {}", s(path)),
             Step::ReadonlyPath { path } => format!("making {} read-only", s(path)),
             Step::Sethostname(n) => format!("setting hostname {}", s(n)),
@@ -633,6 +658,10 @@ mod tests {
         fn symlink(&mut self, target: &CString, link: &CString) -> Result<(), i32> {
             self.calls
                 .push(format!("symlink {} -> {}", s(link), s(target)));
+            Ok(())
+        }
+        fn touch(&mut self, path: &CString) -> Result<(), i32> {
+            self.calls.push(format!("touch {}", s(path)));
             Ok(())
         }
         fn sethostname(&mut self, name: &CString) -> Result<(), i32> {

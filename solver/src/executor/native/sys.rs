@@ -117,6 +117,21 @@ impl Sys for LibcSys {
         check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) })
     }
 
+    fn touch(&mut self, path: &CString) -> Result<(), i32> {
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(errno());
+        }
+        unsafe { libc::close(fd) };
+        Ok(())
+    }
+
     fn sethostname(&mut self, name: &CString) -> Result<(), i32> {
         check(unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) })
     }
