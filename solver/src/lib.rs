@@ -13,4 +13,5 @@ pub mod progress;
 pub mod scheduler;
 pub mod snapshot;
 pub mod state;
+pub mod timestamp;
 pub mod worker;
