@@ -662,20 +662,24 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     }
                 }
                 Instruction::Env(kv) => {
-                    // Every value in one ENV sees the variables from before it.
-                    let before_env = env.clone();
-                    let lookup = StageLookup {
-                        env: &before_env,
-                        args: &args,
-                    };
-                    for p in kv.pairs.iter_mut() {
-                        for w in [&mut p.key, &mut p.value] {
-                            let e = lexer
-                                .expand(w, &lookup)
-                                .map_err(|e| cx.expansion_error(e.to_string()))?;
-                            unmatched.extend(e.unmatched);
-                            *w = e.result;
+                    // Every value in one ENV sees the variables from before it: expand all
+                    // pairs first, then apply them.
+                    {
+                        let lookup = StageLookup {
+                            env: &env,
+                            args: &args,
+                        };
+                        for p in kv.pairs.iter_mut() {
+                            for w in [&mut p.key, &mut p.value] {
+                                let e = lexer
+                                    .expand(w, &lookup)
+                                    .map_err(|e| cx.expansion_error(e.to_string()))?;
+                                unmatched.extend(e.unmatched);
+                                *w = e.result;
+                            }
                         }
+                    }
+                    for p in &kv.pairs {
                         env.set(&p.key, &p.value);
                     }
                 }
