@@ -166,7 +166,12 @@ impl Run {
             mounts.push(m);
         }
         // After expansion mount i belongs to spec i; only specs that never needed expansion stay reusable.
-        self.parsed = self.parsed.iter().enumerate().map(|(i, p)| p.map(|_| i)).collect();
+        self.parsed = self
+            .parsed
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.map(|_| i))
+            .collect();
         self.mounts = mounts;
         Ok(())
     }
