@@ -42,6 +42,7 @@ fn origin(source: &SourceRoot<'_>) -> &'static str {
 /// Runs one copy action.
 pub(crate) fn apply_copy(
     dest_root: &Path,
+    users_root: &Path,
     source: &SourceRoot<'_>,
     action: &CopyAction,
 ) -> Result<(), FileOpError> {
@@ -49,7 +50,7 @@ pub(crate) fn apply_copy(
         owner: action
             .owner
             .as_ref()
-            .map(|o| resolve_owner(dest_root, o))
+            .map(|o| resolve_owner(users_root, o))
             .transpose()?,
         chmod: action.mode.as_ref().map(Chmod::from_opt).transpose()?,
         timestamp: action.timestamp,
