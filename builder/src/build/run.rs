@@ -9,10 +9,10 @@ use super::session::session_from_flags;
 use super::BuildRequest;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
+use crate::export::image::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
-use crate::export::image::{write_index, ManifestOptions};
 use kiln_frontend::lower::{
     llb_platform, lower_into, rfc3339, ImageResolver, LowerOptions, NoCache,
 };
@@ -20,12 +20,12 @@ use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
 use kiln_solver::executor::{select, ExecutorConfig};
 use kiln_solver::llb::{self, Definition, VertexRef};
-use oci_spec::image::Descriptor;
 use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
 use miette::{miette, Result};
+use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,12 +65,20 @@ struct PlatformTarget {
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
 fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
     let mut out: Vec<Platform> = Vec::new();
-    for p in req.platforms.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+    for p in req
+        .platforms
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+    {
         let parsed = if p == "local" {
             Platform::host()
         } else {
             Platform::parse(p).map_err(|e| {
-                miette!(help = "e.g. --platform linux/amd64,linux/arm64", "invalid --platform {p:?}: {e}")
+                miette!(
+                    help = "e.g. --platform linux/amd64,linux/arm64",
+                    "invalid --platform {p:?}: {e}"
+                )
             })?
         };
         if !out.contains(&parsed) {
@@ -243,9 +251,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
         if needs_image {
             let opts = export_options(&req)?;
-            platform_images.push(
-                export_image(&stores, &snapshot, config, &opts).map_err(|e| miette!("{e}"))?,
-            );
+            platform_images
+                .push(export_image(&stores, &snapshot, config, &opts).map_err(|e| miette!("{e}"))?);
         }
         results.push(PlatformResult {
             platform: t.platform,

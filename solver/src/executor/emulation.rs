@@ -260,7 +260,10 @@ impl Registration {
         if !flags.contains('F') {
             flags.push('F');
         }
-        format!(":{}:{}:{}:{}", self.name, self.middle, self.interpreter, flags)
+        format!(
+            ":{}:{}:{}:{}",
+            self.name, self.middle, self.interpreter, flags
+        )
     }
 }
 
@@ -311,7 +314,9 @@ pub fn ensure_mounted() -> Result<(), EmulationError> {
         Some("binfmt_misc"),
         dir,
         Some("binfmt_misc"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(|e| EmulationError::Mount(e.to_string()))
@@ -405,7 +410,9 @@ mod tests {
             },
         )
         .unwrap();
-        let e = check_can_run_in(d.path(), &p(foreign)).unwrap_err().to_string();
+        let e = check_can_run_in(d.path(), &p(foreign))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kiln setup-binfmt"), "{e}");
         assert!(e.contains("apt-get install qemu-user-static"), "{e}");
         assert!(e.contains("not mounted"), "{e}");
