@@ -26,10 +26,22 @@ http:
   addr: $REG
   secret: kiln-bench
 YML
-docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
-REGPID=$!
+REGPID=""
+# (Re)starts the bench registry with empty storage: as root, skopeo's blob-info cache lives in
+# /var/lib/containers/cache and would turn a second push into cross-repo mounts otherwise.
+fresh_registry() {
+  if [ -n "$REGPID" ]; then kill "$REGPID" 2>/dev/null || true; wait "$REGPID" 2>/dev/null || true; fi
+  rm -rf "$WORK/registry"
+  if curl -fs "http://$REG/v2/" >/dev/null 2>&1; then
+    echo "something already listens on $REG; set BENCH_PORT" >&2; exit 1
+  fi
+  docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
+  REGPID=$!
+  for _ in $(seq 100); do curl -fs "http://$REG/v2/" >/dev/null && return; sleep 0.1; done
+  echo "bench registry did not start" >&2; exit 1
+}
 trap 'kill $REGPID 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
-for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+fresh_registry
 
 echo "building a ${BIG_MB} MiB + ${SMALL} small-layer image in $WORK/layout ..." >&2
 python3 - "$WORK/layout" "$BIG_MB" "$SMALL" <<'PY'
@@ -110,13 +122,13 @@ measure() {
 
 # Fresh HOME for skopeo so its blob-info cache cannot turn uploads into mounts; fresh repositories per run.
 export HOME_SKOPEO="$WORK/skopeo-home"
-n=0
-SETUP='n=$((n+1)); rm -rf "$HOME_SKOPEO"; mkdir -p "$HOME_SKOPEO"' \
-  measure "push skopeo" env HOME="$WORK/skopeo-home" sh -c 'skopeo copy -q --dest-tls-verify=false oci:'"$WORK/layout"':bench docker://'"$REG"'/bench/skopeo-$(date +%s%N):1'
-SETUP='n=$((n+1))' \
-  measure "push kiln" sh -c '"'"$KILN"'" copy -q oci:'"$WORK/layout"':bench '"$REG"'/bench/kiln-$(date +%s%N):1'
+SETUP='fresh_registry; rm -rf "$HOME_SKOPEO"; mkdir -p "$HOME_SKOPEO"' \
+  measure "push skopeo" env HOME="$WORK/skopeo-home" skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:bench" "docker://$REG/bench/skopeo:1"
+SETUP='fresh_registry' \
+  measure "push kiln" "$KILN" copy -q "oci:$WORK/layout:bench" "$REG/bench/kiln:1"
 # Pull the same repository with both.
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:bench" "docker://$REG/bench/src:1"
+fresh_registry
+"$KILN" copy -q "oci:$WORK/layout:bench" "$REG/bench/src:1" >/dev/null
 SETUP='rm -rf "$WORK/pulled-skopeo" "$HOME_SKOPEO"; mkdir -p "$HOME_SKOPEO"' \
   measure "pull skopeo" env HOME="$WORK/skopeo-home" skopeo copy -q --src-tls-verify=false "docker://$REG/bench/src:1" "oci:$WORK/pulled-skopeo:x"
 SETUP='rm -rf "$WORK/kiln-root"' \

@@ -64,16 +64,33 @@ fn generate(instructions: usize) -> String {
     s
 }
 
-fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
-    let mut v: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed()
-        })
-        .collect();
-    v.sort();
-    (v[0], v[v.len() / 2])
+/// Nanoseconds this process has run on a CPU (Linux `/proc/self/schedstat`), so the numbers stay
+/// meaningful on a loaded machine; `None` elsewhere.
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// (min wall, median wall, median CPU) over `runs`.
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, Option<Duration>) {
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..runs {
+        let c0 = cpu_ns();
+        let t = Instant::now();
+        std::hint::black_box(f());
+        wall.push(t.elapsed());
+        if let (Some(a), Some(b)) = (c0, cpu_ns()) {
+            cpu.push(Duration::from_nanos(b.saturating_sub(a)));
+        }
+    }
+    wall.sort();
+    cpu.sort();
+    (
+        wall[0],
+        wall[wall.len() / 2],
+        cpu.get(cpu.len() / 2).copied(),
+    )
 }
 
 fn main() {
@@ -107,14 +124,18 @@ fn main() {
         "generated Dockerfile: {count} instructions, {} bytes, {runs} runs each",
         src.len()
     );
-    println!("{:<38} {:>10} {:>10}", "step", "min ms", "median ms");
-    for (name, (min, med)) in [
+    println!(
+        "{:<38} {:>12} {:>12} {:>12}",
+        "step", "wall min ms", "wall med ms", "cpu med ms"
+    );
+    for (name, (min, med, cpu)) in [
         ("parse", parse),
         ("resolve (all stages expanded)", res_all),
         ("resolve (default target, pruned)", res_target),
         ("parse + resolve (all stages)", both),
         ("check (resolve + 20 rules)", lint),
     ] {
-        println!("{name:<38} {:>10.2} {:>10.2}", ms(min), ms(med));
+        let cpu = cpu.map_or("n/a".to_string(), |c| format!("{:.2}", ms(c)));
+        println!("{name:<38} {:>12.2} {:>12.2} {cpu:>12}", ms(min), ms(med));
     }
 }

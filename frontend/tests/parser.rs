@@ -159,6 +159,12 @@ fn env_label_errors_have_locations() {
     assert_eq!(e.kind, ErrorKind::Syntax);
     assert_eq!((e.location.line, e.location.column), (2, 13));
     assert!(e.message.contains("can't find = in \"c\""), "{}", e.message);
+    let e = parse("FROM a\nENV a=1 \\\n    b=2 \\\n    oops\n").unwrap_err();
+    assert_eq!(
+        (e.location.line, e.location.column, e.location.len),
+        (4, 5, 4)
+    );
+    assert_eq!(e.source_line.as_deref(), Some("    oops"));
     let e = parse("FROM a\nLABEL onlykey\n").unwrap_err();
     assert_eq!(e.message, "LABEL must have two arguments");
 }

@@ -359,3 +359,10 @@ fn targetstage_is_available_when_declared() {
     );
     assert_eq!(workdirs(&b, 0), vec!["/one"]);
 }
+
+#[test]
+fn from_uses_stage_names_not_indexes() {
+    let b = ok("FROM alpine AS a\nFROM 0\nFROM A\n", &opts(&[]));
+    assert_eq!(b.stages[1].base, Base::Image("0".into()));
+    assert_eq!(b.stages[2].base, Base::Stage(0));
+}

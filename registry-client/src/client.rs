@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
 const MAX_MANIFEST: usize = 4 << 20;
@@ -492,17 +491,51 @@ impl RegistryClient {
     ) -> Result<()> {
         let what = format!("{}@{}", r.name(), desc.digest);
         let path = format!("/v2/{}/blobs/{}", r.repository(), desc.digest);
-        let io_err = |e| Error::io(format!("writing {}", dest.display()), e);
-        let file = tokio::fs::File::create(dest).await.map_err(io_err)?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut verifier = Verifier::new();
+        let file = std::fs::File::create(dest)
+            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        // Hashing and writing run on a blocking thread fed through a bounded channel, so the
+        // network, the hash and the disk overlap; memory stays at a few chunks.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SinkMsg>(32);
+        let writer = tokio::task::spawn_blocking(move || blob_sink(file, rx));
+        let received = self
+            .receive_blob(r, desc, &what, &path, &tx, on_bytes)
+            .await;
+        drop(tx);
+        let written = writer.await.map_err(|e| {
+            Error::io(
+                format!("writing {}", dest.display()),
+                std::io::Error::other(e),
+            )
+        });
+        received?;
+        let verifier = written?.map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))
+    }
+
+    /// Streams the blob into the sink, resuming with `Range` after a broken connection.
+    async fn receive_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        path: &str,
+        tx: &tokio::sync::mpsc::Sender<SinkMsg>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let sink_gone = || {
+            Error::io(
+                format!("writing blob {what}"),
+                std::io::Error::other("writer stopped"),
+            )
+        };
+        let mut received = 0u64;
         let mut attempts = 0u32;
         let max = self.inner.transport.options().max_retries;
         loop {
-            let offset = verifier.written();
+            let offset = received;
             let resp = self
-                .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
-                    let mut rb = h.client.get(h.url(&path)?);
+                .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
+                    let mut rb = h.client.get(h.url(path)?);
                     if offset > 0 {
                         rb = rb.header(RANGE, format!("bytes={offset}-"));
                     }
@@ -512,33 +545,31 @@ impl RegistryClient {
             let resp = Self::expect(
                 resp,
                 r.registry(),
-                &what,
+                what,
                 &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
             )
             .await?;
             if offset > 0 && resp.status() == StatusCode::OK {
                 // The server ignored Range: start over.
-                out.flush().await.map_err(io_err)?;
-                let f = out.get_mut();
-                f.set_len(0).await.map_err(io_err)?;
-                f.seek(SeekFrom::Start(0)).await.map_err(io_err)?;
-                verifier = Verifier::new();
+                tx.send(SinkMsg::Reset).await.map_err(|_| sink_gone())?;
+                received = 0;
             }
             let mut stream = resp.bytes_stream();
             let mut broken = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(c) => {
-                        if verifier.written() + c.len() as u64 > desc.size {
+                        if received + c.len() as u64 > desc.size {
                             return Err(Error::Verification {
                                 what: format!("blob {what}"),
                                 expected: format!("{} bytes", desc.size),
                                 actual: "more bytes".into(),
                             });
                         }
-                        verifier.update(&c);
-                        out.write_all(&c).await.map_err(io_err)?;
-                        on_bytes(c.len() as u64);
+                        received += c.len() as u64;
+                        let n = c.len() as u64;
+                        tx.send(SinkMsg::Data(c)).await.map_err(|_| sink_gone())?;
+                        on_bytes(n);
                     }
                     Err(e) => {
                         broken = Some(e);
@@ -547,7 +578,7 @@ impl RegistryClient {
                 }
             }
             match broken {
-                None => break,
+                None => return Ok(()),
                 Some(e) if attempts < max => {
                     let _ = e;
                     tokio::time::sleep(self.inner.transport.backoff(attempts)).await;
@@ -561,9 +592,6 @@ impl RegistryClient {
                 }
             }
         }
-        out.flush().await.map_err(io_err)?;
-        out.get_mut().sync_all().await.map_err(io_err)?;
-        verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))
     }
 
     /// Pushes one blob read from `open()` (a fresh handle per attempt): HEAD first, then a
@@ -829,6 +857,42 @@ impl RegistryClient {
         .await?;
         Ok(())
     }
+}
+
+/// What the blob writer thread receives.
+enum SinkMsg {
+    /// More content.
+    Data(bytes::Bytes),
+    /// Discard everything so far (the server restarted from byte 0).
+    Reset,
+}
+
+/// Hashes and writes chunks until the channel closes, then fsyncs; returns the verifier.
+fn blob_sink(
+    file: std::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<SinkMsg>,
+) -> std::io::Result<Verifier> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut verifier = Verifier::new();
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            SinkMsg::Data(c) => {
+                verifier.update(&c);
+                out.write_all(&c)?;
+            }
+            SinkMsg::Reset => {
+                out.flush()?;
+                let f = out.get_mut();
+                f.set_len(0)?;
+                f.seek(SeekFrom::Start(0))?;
+                verifier = Verifier::new();
+            }
+        }
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(verifier)
 }
 
 fn is_transient(e: &Error) -> bool {

@@ -7,7 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use kiln_solver::llb::{ChownOpt, CopyAction, FileAction, UserSpec};
-use kiln_solver::ops::file::{apply_file_actions, SourceRoot};
+use kiln_solver::ops::file::{
+    apply_file_actions, apply_file_actions_with, FileOpError, FileOpOptions, SourceRoot,
+};
 
 /// `KILN_TEST_ROOTFS_AMD64` from the environment file; fails (never skips)
 /// without it.
@@ -117,4 +119,33 @@ fn chown_names_come_from_the_destination_root() {
         let md = fs::metadata(d.join(p)).unwrap();
         assert_eq!((md.uid(), md.gid()), (1000, 1000), "{p}");
     }
+}
+
+#[test]
+fn link_copies_resolve_names_from_the_image_below() {
+    // COPY --link writes into an empty directory: names come from the base.
+    let base = rootfs();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "x").unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let action = FileAction::Copy(CopyAction {
+        owner: Some(ChownOpt {
+            user: UserSpec::Name("app".into()),
+            group: Some(UserSpec::Name("app".into())),
+        }),
+        ..copy("f", "/data/f")
+    });
+    let inputs = [SourceRoot::new(ctx.path())];
+    let err = apply_file_actions(dest.path(), &inputs, std::slice::from_ref(&action)).unwrap_err();
+    assert!(matches!(err, FileOpError::UnknownUser { .. }), "{err}");
+    let opts = FileOpOptions {
+        users_root: Some(&base),
+    };
+    apply_file_actions_with(dest.path(), &inputs, &[action], &opts).unwrap();
+    let md = fs::metadata(dest.path().join("data/f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert!(
+        !dest.path().join("etc").exists(),
+        "nothing but the copy lands in the layer"
+    );
 }

@@ -27,8 +27,10 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--build-arg`s.
     pub build_args: BTreeMap<String, String>,
-    /// `--platform` (one).
-    pub platform: Option<String>,
+    /// `--platform`s (`local` is the host; none means the host).
+    pub platforms: Vec<String>,
+    /// `BUILDKIT_MULTI_PLATFORM=1`: an index even for one platform.
+    pub multi_platform: bool,
     /// Outputs (from `-o`, `--push`, `--load`, `-t`).
     pub outputs: Vec<OutputSpec>,
     /// `--no-cache`.

@@ -3,6 +3,7 @@
 //! directory, or a tarball of the filesystem.
 
 use super::export::ExportedImage;
+use super::run::{BuildOutcome, PlatformResult};
 use super::BuildRequest;
 use crate::export::docker_archive;
 use crate::export::oci::{self, NamedImage};
@@ -19,33 +20,67 @@ use kiln_solver::worker::rootfs::SnapshotView;
 use miette::{miette, IntoDiagnostic, Result};
 use std::io::Write;
 
-/// Writes every output of `req`.
+/// Writes every output of `req`: images name the outcome's root (the index
+/// when several platforms were built), filesystems are written per platform.
 pub fn write_outputs(
     req: &BuildRequest,
     runtime: &tokio::runtime::Runtime,
     store: &LocalStore,
     layers: &LayerStore,
-    snapshot: &Snapshot,
-    image: Option<&ExportedImage>,
+    results: &[PlatformResult],
+    outcome: &BuildOutcome,
 ) -> Result<()> {
+    let multi = outcome.index.is_some() || results.len() > 1;
     for out in &req.outputs {
         match out.kind {
             OutputKind::Image => {
-                let image =
-                    image.ok_or_else(|| miette!("internal error: no image was exported"))?;
-                image_output(req, runtime, store, out, image)?;
+                let root = outcome
+                    .root()
+                    .ok_or_else(|| miette!("internal error: no image was exported"))?;
+                image_output(req, runtime, store, out, root)?;
             }
-            OutputKind::Oci | OutputKind::Docker => {
-                let image =
-                    image.ok_or_else(|| miette!("internal error: no image was exported"))?;
-                archive_output(store, out, image)?;
+            OutputKind::Oci => {
+                let root = outcome
+                    .root()
+                    .ok_or_else(|| miette!("internal error: no image was exported"))?;
+                archive_output(store, out, root, None)?;
             }
-            OutputKind::Local => filesystem_output(layers, snapshot, out, false)?,
-            OutputKind::Tar => filesystem_output(layers, snapshot, out, true)?,
+            OutputKind::Docker => {
+                let image = outcome.image.as_ref().ok_or_else(|| {
+                    miette!("a docker-archive (type=docker) holds one platform, but this build made an index")
+                })?;
+                archive_output(store, out, &image.manifest, Some(image))?;
+            }
+            OutputKind::Local | OutputKind::Tar => {
+                let tarball = out.kind == OutputKind::Tar;
+                if multi && out.flag("platform-split", true) && !tarball {
+                    let Some(Destination::Path(dest)) = &out.dest else {
+                        return Err(miette!("type=local needs dest=<directory>"));
+                    };
+                    for r in results {
+                        let dir = dest.join(platform_dir(&r.platform));
+                        filesystem_output(layers, &r.snapshot, &dir, out, false)?;
+                    }
+                } else {
+                    // Without the split, platforms are written over each other in order.
+                    for r in results {
+                        let dest = match &out.dest {
+                            Some(Destination::Path(p)) => Some(p.as_path()),
+                            _ => None,
+                        };
+                        filesystem_output_to(layers, &r.snapshot, dest, out, tarball)?;
+                    }
+                }
+            }
             OutputKind::CacheOnly => {}
         }
     }
     Ok(())
+}
+
+/// buildx's directory name of a platform under `platform-split`: `linux_arm_v7`.
+pub fn platform_dir(p: &kiln_solver::llb::Platform) -> String {
+    p.to_string().replace('/', "_")
 }
 
 fn names(out: &OutputSpec) -> Result<Vec<Reference>> {
@@ -60,12 +95,13 @@ fn image_output(
     runtime: &tokio::runtime::Runtime,
     store: &LocalStore,
     out: &OutputSpec,
-    image: &ExportedImage,
+    root: &oci_spec::image::Descriptor,
 ) -> Result<()> {
-    let mut root = from_oci(&image.manifest)?;
+    let mut root = from_oci(root)?;
     root.platform = None;
     let names = names(out)?;
-    if out.flag("store", true) {
+    let by_digest = out.flag("push-by-digest", false);
+    if out.flag("store", true) && !by_digest {
         for n in &names {
             store.tag(n, &root)?;
         }
@@ -78,10 +114,16 @@ fn image_output(
         }
         let client = req.registry.client();
         for n in &names {
+            // push-by-digest: the manifest goes up untagged, for `imagetools create` to merge later.
+            let target = if by_digest {
+                n.with_digest(root.digest.clone())
+            } else {
+                n.clone()
+            };
             let digest = runtime
                 .block_on(push(
                     &client,
-                    n,
+                    &target,
                     &root,
                     store,
                     &PushOptions {
@@ -90,8 +132,8 @@ fn image_output(
                     },
                     &NoProgress,
                 ))
-                .map_err(|e| miette!("pushing {n}: {e}"))?;
-            eprintln!("pushed {n}@{digest}");
+                .map_err(|e| miette!("pushing {target}: {e}"))?;
+            eprintln!("pushed {}@{digest}", n.name());
         }
     }
     Ok(())
@@ -118,14 +160,19 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
     }
 }
 
-fn archive_output(store: &LocalStore, out: &OutputSpec, image: &ExportedImage) -> Result<()> {
-    let mut root = from_oci(&image.manifest)?;
+fn archive_output(
+    store: &LocalStore,
+    out: &OutputSpec,
+    root: &oci_spec::image::Descriptor,
+    docker: Option<&ExportedImage>,
+) -> Result<()> {
+    let mut root = from_oci(root)?;
     root.platform = None;
     let images = vec![NamedImage {
         names: names(out)?,
         root,
     }];
-    let extra = if out.kind == OutputKind::Docker {
+    let extra = if let Some(image) = docker {
         let platform = Platform {
             architecture: image.config.architecture.clone(),
             os: image.config.os.clone(),
@@ -142,10 +189,22 @@ fn archive_output(store: &LocalStore, out: &OutputSpec, image: &ExportedImage) -
     w.flush().into_diagnostic()
 }
 
-/// `type=local` (a directory) or `type=tar`: the final filesystem itself.
+/// One platform's filesystem into `dir` (platform-split).
 fn filesystem_output(
     layers: &LayerStore,
     snapshot: &Snapshot,
+    dir: &std::path::Path,
+    out: &OutputSpec,
+    tarball: bool,
+) -> Result<()> {
+    filesystem_output_to(layers, snapshot, Some(dir), out, tarball)
+}
+
+/// `type=local` (a directory) or `type=tar`: the final filesystem itself.
+fn filesystem_output_to(
+    layers: &LayerStore,
+    snapshot: &Snapshot,
+    dest: Option<&std::path::Path>,
     out: &OutputSpec,
     tarball: bool,
 ) -> Result<()> {
@@ -156,7 +215,7 @@ fn filesystem_output(
         let (mut w, _, _) = write_tar(view.path(), w, &opts).map_err(|e| miette!("{e}"))?;
         return w.flush().into_diagnostic();
     }
-    let Some(Destination::Path(dest)) = &out.dest else {
+    let Some(dest) = dest else {
         return Err(miette!("type=local needs dest=<directory>"));
     };
     // Through a pipe: tar the view and unpack it, so owners, modes, links and

@@ -9,34 +9,90 @@ use super::session::session_from_flags;
 use super::BuildRequest;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
+use crate::export::image::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
-use kiln_frontend::lower::{llb_platform, lower, rfc3339, ImageResolver, LowerOptions, NoCache};
+use kiln_frontend::lower::{
+    llb_platform, lower_into, rfc3339, ImageResolver, LowerOptions, NoCache,
+};
 use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
 use kiln_solver::executor::{select, ExecutorConfig};
-use kiln_solver::llb::{Definition, VertexRef};
+use kiln_solver::llb::{self, Definition, VertexRef};
 use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
 use miette::{miette, Result};
+use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a build produced.
 #[derive(Debug)]
 pub struct BuildOutcome {
-    /// The image, when an output needed one.
+    /// The image, when an output needed one and one platform was built.
     pub image: Option<ExportedImage>,
+    /// The index over every platform's image (several platforms, or
+    /// `BUILDKIT_MULTI_PLATFORM=1`).
+    pub index: Option<Descriptor>,
+    /// Each platform's image, in `--platform` order (when an output needed images).
+    pub platform_images: Vec<ExportedImage>,
     /// Vertices executed (not from the cache).
     pub executed: usize,
     /// Vertices whose result came from the cache.
     pub cached: usize,
 }
 
-/// Runs a build.
+impl BuildOutcome {
+    /// The root the outputs name: the index, else the single image's manifest.
+    pub fn root(&self) -> Option<&Descriptor> {
+        self.index
+            .as_ref()
+            .or_else(|| self.image.as_ref().map(|i| &i.manifest))
+    }
+}
+
+/// One target platform's part of the shared graph.
+struct PlatformTarget {
+    platform: llb::Platform,
+    target: Option<VertexRef>,
+    config: kiln_frontend::image::ImageConfig,
+    history_vertices: Vec<(usize, Option<VertexRef>)>,
+}
+
+/// The `--platform` values as platforms (`local` is the host), duplicates dropped.
+fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in req
+        .platforms
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+    {
+        let parsed = if p == "local" {
+            Platform::host()
+        } else {
+            Platform::parse(p).map_err(|e| {
+                miette!(
+                    help = "e.g. --platform linux/amd64,linux/arm64",
+                    "invalid --platform {p:?}: {e}"
+                )
+            })?
+        };
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    Ok(out)
+}
+
+/// Runs a build: every target platform is lowered into one graph (work that
+/// does not depend on the platform is one vertex) and solved at once.
 pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
@@ -55,11 +111,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let fail = |e: SourceError| report(e, &name, &source);
     let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content).map_err(fail)?;
 
-    let target_platform = match &req.platform {
-        Some(p) => Platform::parse(p).map_err(|e| miette!("invalid --platform {p:?}: {e}"))?,
-        None => Platform::host(),
-    };
-    let platform = llb_platform(&target_platform);
+    let platforms = target_platforms(&req)?;
+    let multi = platforms.len() > 1 || req.multi_platform;
+    check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
@@ -68,39 +122,6 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         req.pull,
         req.registry.concurrency(),
     ));
-
-    // Resolve once to learn the base images, fetch their env, resolve again
-    // with it (ENV PATH=$PATH:... needs the base's PATH).
-    let mut resolve_opts = ResolveOptions {
-        target: req.target.clone(),
-        build_args: req.build_args.clone(),
-        target_platform: target_platform.clone(),
-        build_platform: Platform::host(),
-        all_stages: false,
-        base_env: BTreeMap::new(),
-    };
-    let first = stages::resolve(&ast, &resolve_opts).map_err(fail)?;
-    let mut resolver = Resolver(Arc::clone(&images));
-    for stage in first.needed_stages() {
-        if let Base::Image(reference) = &stage.base {
-            let stage_platform = match &stage.platform {
-                Some(p) => Platform::parse(p)
-                    .map(|p| llb_platform(&p))
-                    .unwrap_or_else(|_| platform.clone()),
-                None => platform.clone(),
-            };
-            let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
-                let node = &ast.children[stage.node];
-                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(
-                    "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)",
-                ))
-            })?;
-            resolve_opts
-                .base_env
-                .insert(reference.clone(), resolved.config.config.env_pairs());
-        }
-    }
-    let build = stages::resolve(&ast, &resolve_opts).map_err(fail)?;
     let no_cache = if req.no_cache {
         NoCache::All
     } else if !req.no_cache_filter.is_empty() {
@@ -113,28 +134,45 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     } else {
         NoCache::None
     };
-    let lowered = lower(
-        &ast,
-        &build,
-        &mut resolver,
-        &LowerOptions {
-            platform: platform.clone(),
-            context: "context".to_string(),
-            no_cache,
-            source_date_epoch: req.source_date_epoch.map(|s| s as i64),
-            named_contexts: BTreeMap::new(),
-        },
-    )
-    .map_err(fail)?;
-    let mut config = lowered.config.clone();
-    for (k, v) in &req.labels {
-        config.config.labels.insert(k.clone(), v.clone());
+    let mut resolver = Resolver(Arc::clone(&images));
+    let mut definition = Definition::new();
+    let mut targets = Vec::with_capacity(platforms.len());
+    for target_platform in &platforms {
+        let platform = llb_platform(target_platform);
+        let build = resolve_stages(&ast, &req, target_platform, &mut resolver, &fail)?;
+        let lowered = lower_into(
+            definition,
+            &ast,
+            &build,
+            &mut resolver,
+            &LowerOptions {
+                platform: platform.clone(),
+                context: "context".to_string(),
+                no_cache: no_cache.clone(),
+                source_date_epoch: req.source_date_epoch.map(|s| s as i64),
+                named_contexts: BTreeMap::new(),
+            },
+        )
+        .map_err(fail)?;
+        definition = lowered.definition;
+        let mut config = lowered.config;
+        for (k, v) in &req.labels {
+            config.config.labels.insert(k.clone(), v.clone());
+        }
+        targets.push(PlatformTarget {
+            platform,
+            target: lowered.target,
+            config,
+            history_vertices: lowered.history_vertices,
+        });
     }
     if req.print_graph {
-        let targets: Vec<VertexRef> = lowered.target.into_iter().collect();
-        print!("{}", lowered.definition.to_dot(&targets));
+        let refs: Vec<VertexRef> = targets.iter().filter_map(|t| t.target).collect();
+        print!("{}", definition.to_dot(&refs));
         return Ok(BuildOutcome {
             image: None,
+            index: None,
+            platform_images: Vec::new(),
             executed: 0,
             cached: 0,
         });
@@ -162,9 +200,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         )
         .map_err(|e| miette!("{e}"))?,
     );
+    let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
     let solved = runtime.block_on(solve(
-        &lowered.definition,
-        lowered.target,
+        &definition,
+        &wanted,
         &cache,
         worker.clone(),
         req.jobs,
@@ -176,24 +215,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             drop(tx);
             drop(worker);
             let _ = display.finish();
-            return Err(solve_error(e, &lowered.definition, &name, &source));
+            return Err(solve_error(e, &definition, &name, &source));
         }
     };
-    // A result's history entries carry the time that result was made, so a
-    // rebuild from the cache gives the same image (SOURCE_DATE_EPOCH wins).
-    if req.source_date_epoch.is_none() {
-        let mut newest = None;
-        for (index, vertex) in &lowered.history_vertices {
-            let made = vertex.and_then(|v| result.made_at.get(&v).copied());
-            if let (Some(t), Some(h)) = (made, config.history.get_mut(*index)) {
-                h.created = Some(rfc3339(t as i64));
-                newest = newest.max(Some(t));
-            }
-        }
-        if let Some(t) = newest {
-            config.created = Some(rfc3339(t as i64));
-        }
-    }
     let stores = ExportStores {
         layers: worker.layers(),
         content: state.content(),
@@ -206,31 +230,137 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             OutputKind::Image | OutputKind::Docker | OutputKind::Oci
         )
     });
-    let image = if needs_image {
+    let mut platform_images = Vec::new();
+    let mut results = Vec::new();
+    for (t, snapshot) in targets.into_iter().zip(result.snapshots) {
+        let mut config = t.config;
+        // A result's history entries carry the time that result was made, so a
+        // rebuild from the cache gives the same image (SOURCE_DATE_EPOCH wins).
+        if req.source_date_epoch.is_none() {
+            let mut newest = None;
+            for (index, vertex) in &t.history_vertices {
+                let made = vertex.and_then(|v| result.made_at.get(&v).copied());
+                if let (Some(time), Some(h)) = (made, config.history.get_mut(*index)) {
+                    h.created = Some(rfc3339(time as i64));
+                    newest = newest.max(Some(time));
+                }
+            }
+            if let Some(time) = newest {
+                config.created = Some(rfc3339(time as i64));
+            }
+        }
+        if needs_image {
+            let opts = export_options(&req)?;
+            platform_images
+                .push(export_image(&stores, &snapshot, config, &opts).map_err(|e| miette!("{e}"))?);
+        }
+        results.push(PlatformResult {
+            platform: t.platform,
+            snapshot,
+        });
+    }
+    let index = if needs_image && multi {
         let opts = export_options(&req)?;
-        Some(export_image(&stores, &result.snapshot, config, &opts).map_err(|e| miette!("{e}"))?)
+        let manifests = platform_images.iter().map(|i| i.manifest.clone()).collect();
+        Some(
+            write_index(
+                state.content(),
+                manifests,
+                &ManifestOptions {
+                    docker_media_types: opts.docker_media_types,
+                    annotations: Default::default(),
+                },
+            )
+            .map_err(|e| miette!("{e}"))?,
+        )
     } else {
         None
+    };
+    let image = if multi {
+        None
+    } else {
+        platform_images.first().cloned()
+    };
+    let outcome = BuildOutcome {
+        image,
+        index,
+        platform_images,
+        executed: result.executed,
+        cached: result.cached,
     };
     // The display ends when every progress sender is gone, the worker's too.
     let layers = worker.layers().clone();
     drop(tx);
     drop(worker);
-    let written = write_outputs(
-        &req,
-        &runtime,
-        &store,
-        &layers,
-        &result.snapshot,
-        image.as_ref(),
-    );
+    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome);
     let _ = display.finish();
     written?;
-    Ok(BuildOutcome {
-        image,
-        executed: result.executed,
-        cached: result.cached,
-    })
+    Ok(outcome)
+}
+
+/// Resolves the stages for one target platform: once to learn the base
+/// images, then again with their environment (`ENV PATH=$PATH:...` needs
+/// the base's PATH).
+fn resolve_stages(
+    ast: &kiln_frontend::parser::Ast,
+    req: &BuildRequest,
+    target_platform: &Platform,
+    resolver: &mut Resolver,
+    fail: &dyn Fn(SourceError) -> miette::Report,
+) -> Result<kiln_frontend::stages::Build> {
+    let platform = llb_platform(target_platform);
+    let mut resolve_opts = ResolveOptions {
+        target: req.target.clone(),
+        build_args: req.build_args.clone(),
+        target_platform: target_platform.clone(),
+        build_platform: Platform::host(),
+        all_stages: false,
+        base_env: BTreeMap::new(),
+    };
+    let first = stages::resolve(ast, &resolve_opts).map_err(fail)?;
+    for stage in first.needed_stages() {
+        if let Base::Image(reference) = &stage.base {
+            let stage_platform = match &stage.platform {
+                Some(p) => Platform::parse(p)
+                    .map(|p| llb_platform(&p))
+                    .unwrap_or_else(|_| platform.clone()),
+                None => platform.clone(),
+            };
+            let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
+                let node = &ast.children[stage.node];
+                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(
+                    "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)",
+                ))
+            })?;
+            resolve_opts
+                .base_env
+                .insert(reference.clone(), resolved.config.config.env_pairs());
+        }
+    }
+    stages::resolve(ast, &resolve_opts).map_err(fail)
+}
+
+/// Refuses output settings that cannot hold several platforms, before any work.
+fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
+    use crate::export::output::OutputKind;
+    if !multi {
+        return Ok(());
+    }
+    for out in &req.outputs {
+        if out.kind == OutputKind::Docker {
+            return Err(miette!(
+                help = "use --output type=oci (an index of every platform), --push, or build one --platform at a time for docker-archive",
+                "a docker-archive (type=docker) holds one platform, but this build makes an index of several"
+            ));
+        }
+        if out.kind == OutputKind::Tar && out.flag("platform-split", true) {
+            return Err(miette!(
+                help = "use --output type=local,dest=DIR (one directory per platform) or build one --platform at a time",
+                "type=tar with several platforms is not supported yet"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Layer and manifest settings from the first image-producing output
@@ -272,54 +402,74 @@ fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
     Ok(opts)
 }
 
+/// One platform's solved filesystem.
+pub struct PlatformResult {
+    /// The target platform.
+    pub platform: llb::Platform,
+    /// Its final filesystem.
+    pub snapshot: Snapshot,
+}
+
 struct Solved {
-    snapshot: Snapshot,
+    /// Each target's filesystem, in the order asked.
+    snapshots: Vec<Snapshot>,
     /// When each solved vertex's result was made (seconds since the epoch).
     made_at: std::collections::HashMap<VertexRef, u64>,
     executed: usize,
     cached: usize,
 }
 
-/// Runs the scheduler, turning its events into progress events.
+/// Runs the scheduler over every target at once, turning its events into
+/// progress events.
 async fn solve(
     def: &Definition,
-    target: Option<VertexRef>,
+    targets: &[Option<VertexRef>],
     cache: &CacheStore,
     worker: Arc<LocalWorker>,
     jobs: usize,
     progress: &ProgressSender,
 ) -> std::result::Result<Solved, SolveError> {
-    let Some(target) = target else {
+    let mut wanted: Vec<VertexRef> = targets.iter().flatten().copied().collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
         return Ok(Solved {
-            snapshot: Snapshot::scratch(),
+            snapshots: targets.iter().map(|_| Snapshot::scratch()).collect(),
             made_at: Default::default(),
             executed: 0,
             cached: 0,
         });
-    };
+    }
     let scheduler = Scheduler::new(Arc::new(worker), jobs.max(1)).with_progress(progress.clone());
-    let outcome = scheduler.solve(def, &[target]).await;
+    let outcome = scheduler.solve(def, &wanted).await;
     drop(scheduler);
     let outcome = outcome?;
-    let solved = outcome
-        .results
-        .get(&target)
-        .ok_or_else(|| SolveError::Internal("the target was not solved".into()))?;
-    let snapshot = match &solved.output {
-        Output::Snapshot(s) => s.clone(),
-        Output::Dir(_) => {
-            return Err(SolveError::Internal(
-                "the target is a directory, not a filesystem".into(),
-            ))
+    let mut snapshots = Vec::with_capacity(targets.len());
+    for target in targets {
+        let Some(target) = target else {
+            snapshots.push(Snapshot::scratch());
+            continue;
+        };
+        let solved = outcome
+            .results
+            .get(target)
+            .ok_or_else(|| SolveError::Internal("a target was not solved".into()))?;
+        match &solved.output {
+            Output::Snapshot(s) => snapshots.push(s.clone()),
+            Output::Dir(_) => {
+                return Err(SolveError::Internal(
+                    "the target is a directory, not a filesystem".into(),
+                ))
+            }
         }
-    };
+    }
     let made_at = outcome
         .results
         .iter()
         .filter_map(|(r, s)| Some((*r, cache.get(&s.key).ok()??.created_at)))
         .collect();
     Ok(Solved {
-        snapshot,
+        snapshots,
         made_at,
         executed: outcome.executed,
         cached: outcome.cached,

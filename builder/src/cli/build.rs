@@ -244,22 +244,10 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             })?),
             _ => None,
         };
-    let platform = args
-        .platform
-        .iter()
-        .find(|p| !p.trim().is_empty() && *p != "local")
-        .cloned();
-    if args
-        .platform
-        .iter()
-        .filter(|p| !p.trim().is_empty())
-        .count()
-        > 1
-    {
-        return Err(miette::miette!(
-            "building several platforms at once is not supported yet; give one --platform"
-        ));
-    }
+    // BUILDKIT_MULTI_PLATFORM=1 makes an index even for one platform, as buildx does.
+    let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
+        .map(|v| matches!(v.trim(), "1" | "true"))
+        .unwrap_or(false);
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -269,7 +257,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         file: args.file.clone(),
         target: args.target.clone(),
         build_args: resolve.build_args,
-        platform,
+        platforms: args.platform.clone(),
+        multi_platform,
         outputs: outputs.clone(),
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -300,6 +289,10 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
     });
+    let names: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| o.names.iter().cloned())
+        .collect();
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
         if quiet {
@@ -309,14 +302,33 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             std::fs::write(path, &id)
                 .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
         }
-        let names: Vec<String> = outputs
-            .iter()
-            .flat_map(|o| o.names.iter().cloned())
-            .collect();
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
         meta["image.name"] = serde_json::json!(names.join(","));
+    }
+    if let Some(index) = &outcome.index {
+        // For an index the image ID is the index digest, as buildx reports it.
+        let id = index.digest().to_string();
+        if quiet {
+            println!("{id}");
+        }
+        if let Some(path) = &iidfile {
+            std::fs::write(path, &id)
+                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+        }
+        meta["containerimage.digest"] = serde_json::json!(id);
+        meta["containerimage.descriptor"] = serde_json::json!(index);
+        meta["image.name"] = serde_json::json!(names.join(","));
+        meta["kiln.platforms"] = serde_json::json!(outcome
+            .platform_images
+            .iter()
+            .map(|i| serde_json::json!({
+                "platform": i.manifest.platform(),
+                "digest": i.manifest.digest().to_string(),
+                "config.digest": i.config_digest.to_string(),
+            }))
+            .collect::<Vec<_>>());
     }
     if let Some(path) = metadata_file {
         let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;

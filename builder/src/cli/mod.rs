@@ -16,6 +16,7 @@ mod pull;
 mod push;
 mod rmi;
 mod save;
+mod setup_binfmt;
 mod tag;
 mod version;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Du(du::Args),
     /// Remove build cache.
     Prune(prune::Args),
+    /// Register QEMU user emulation (binfmt_misc, fix-binary) for foreign-platform RUN steps.
+    SetupBinfmt(setup_binfmt::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
 }
@@ -98,6 +101,7 @@ pub fn run() -> ExitCode {
         Command::Imagetools(args) => imagetools::run(args, cli.root.as_deref()),
         Command::Du(args) => du::run(args, cli.root.as_deref()),
         Command::Prune(args) => prune::run(args, cli.root.as_deref()),
+        Command::SetupBinfmt(args) => setup_binfmt::run(args),
         Command::Dockerfile(args) => dockerfile::run(args),
     };
     match result {

@@ -1,5 +1,6 @@
 //! `RUN --mount=...`: the CSV option list, every key and alias, and the per-type defaults.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The kind of a RUN mount.
@@ -125,7 +126,11 @@ const KEYS: [&str; 18] = [
 ];
 
 /// Splits a CSV record (Go's encoding/csv rules: double quotes, `""` inside quotes).
-pub fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
+pub fn split_csv(s: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
+    // Common case: no quotes, fields borrow from the input.
+    if !s.contains('"') {
+        return Ok(s.split(',').map(Cow::Borrowed).collect());
+    }
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
@@ -152,14 +157,14 @@ pub fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
             continue;
         }
         if c == ',' {
-            fields.push(std::mem::take(&mut cur));
+            fields.push(Cow::Owned(std::mem::take(&mut cur)));
             at_start = true;
             continue;
         }
         at_start = false;
         cur.push(c);
     }
-    fields.push(cur);
+    fields.push(Cow::Owned(cur));
     Ok(fields)
 }
 

@@ -46,9 +46,9 @@ pub struct Run {
     pub security: Security,
     /// Heredocs of the command.
     pub heredocs: Vec<Heredoc>,
-    /// Mounts parsed at parse time, per spec (`None` when the spec needs expansion first).
+    /// Per spec: the index in `mounts` of its parse-time result when expansion cannot change it.
     #[serde(skip)]
-    parsed: Vec<Option<Mount>>,
+    parsed: Vec<Option<usize>>,
 }
 
 const FLAGS: &[(&str, FlagKind)] = &[
@@ -102,8 +102,8 @@ pub(crate) fn parse(cx: &Ctx) -> Result<Run, SourceError> {
         match parse_mount(spec, &mut |v: &str| Ok(v.to_string()), ssh) {
             Ok(m) => {
                 ssh += usize::from(m.kind == super::mount::MountType::Ssh);
-                mounts.push(m.clone());
-                parsed.push((!needs_expansion(spec, cx.ast.escape)).then_some(m));
+                parsed.push((!needs_expansion(spec, cx.ast.escape)).then_some(mounts.len()));
+                mounts.push(m);
             }
             // A value with a variable may be valid once expanded.
             Err(_) if spec.contains('$') => parsed.push(None),
@@ -138,14 +138,19 @@ impl Run {
     pub(crate) fn expand(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
         let mut mounts = Vec::new();
         let mut ssh = 0;
+        let mut old: Vec<Option<Mount>> = std::mem::take(&mut self.mounts)
+            .into_iter()
+            .map(Some)
+            .collect();
         for (i, spec) in self.mount_specs.iter().enumerate() {
             // Specs without variables, quotes or escapes were fully parsed already.
             let reuse = self
                 .parsed
                 .get(i)
-                .and_then(Option::as_ref)
-                .filter(|m| m.kind != super::mount::MountType::Ssh)
-                .cloned();
+                .copied()
+                .flatten()
+                .and_then(|j| old.get_mut(j).and_then(Option::take))
+                .filter(|m| m.kind != super::mount::MountType::Ssh);
             let m = match reuse {
                 Some(m) => m,
                 None => parse_mount(spec, ex, ssh).map_err(|e| {
@@ -160,6 +165,13 @@ impl Run {
             ssh += usize::from(m.kind == super::mount::MountType::Ssh);
             mounts.push(m);
         }
+        // After expansion mount i belongs to spec i; only specs that never needed expansion stay reusable.
+        self.parsed = self
+            .parsed
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.map(|_| i))
+            .collect();
         self.mounts = mounts;
         Ok(())
     }

@@ -109,13 +109,26 @@ pub fn lower(
     images: &mut dyn ImageResolver,
     opts: &LowerOptions,
 ) -> Result<Lowered, SourceError> {
+    lower_into(Definition::new(), ast, build, images, opts)
+}
+
+/// Lowers the stages `build` needs into `def`, a graph that may already hold
+/// other platforms' vertices: equal work (a `--platform=$BUILDPLATFORM`
+/// stage) stays one vertex. The grown graph is `Lowered::definition`.
+pub fn lower_into(
+    def: Definition,
+    ast: &Ast,
+    build: &Build,
+    images: &mut dyn ImageResolver,
+    opts: &LowerOptions,
+) -> Result<Lowered, SourceError> {
     let created = rfc3339(opts.source_date_epoch.unwrap_or_else(time::now));
     let mut l = Lowerer {
         ast,
         build,
         images,
         opts,
-        def: Definition::new(),
+        def,
         stages: BTreeMap::new(),
         image_sources: BTreeMap::new(),
         created,

@@ -280,6 +280,7 @@ impl<'a> Parser<'a> {
             .split_whitespace()
             .next()
             .map_or(0, |k| k.chars().count());
+        let mut line = start_line;
         let (kind, message, hint, col, len) = match e {
             ArgumentError::MissingValue(key) => (
                 ErrorKind::Syntax,
@@ -289,7 +290,17 @@ impl<'a> Parser<'a> {
                 keyword_len,
             ),
             ArgumentError::NoEquals(word) => {
-                let (col, len) = find_column(text, &word).unwrap_or((column, keyword_len));
+                let found = (start_line..=end_line).find_map(|n| {
+                    let found = find_column(self.lines.line_text(n)?, &word)?;
+                    Some((n, found))
+                });
+                let (col, len) = match found {
+                    Some((n, found)) => {
+                        line = n;
+                        found
+                    }
+                    None => (column, keyword_len),
+                };
                 (
                     ErrorKind::Syntax,
                     format!(
@@ -321,7 +332,7 @@ impl<'a> Parser<'a> {
         self.error(
             kind,
             message,
-            Location::new(self.file, start_line, col, len).with_end_line(end_line),
+            Location::new(self.file, line, col, len).with_end_line(end_line),
         )
         .with_hint(hint)
     }

@@ -150,7 +150,7 @@ impl Lexer {
         }
         let mut sw = ShellWord {
             lex: *self,
-            chars: word.chars().collect(),
+            src: word,
             pos: 0,
             env,
             raw_escapes: self.raw_escapes,
@@ -232,7 +232,8 @@ impl Words {
 
 struct ShellWord<'a> {
     lex: Lexer,
-    chars: Vec<char>,
+    /// The word; `pos` is a byte offset into it.
+    src: &'a str,
     pos: usize,
     env: &'a dyn VarLookup,
     raw_escapes: bool,
@@ -244,13 +245,13 @@ struct ShellWord<'a> {
 
 impl ShellWord<'_> {
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.src.get(self.pos..).and_then(|r| r.chars().next())
     }
 
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
         if c.is_some() {
-            self.pos += 1;
+            self.pos += c.map_or(0, char::len_utf8);
         }
         c
     }
@@ -258,11 +259,15 @@ impl ShellWord<'_> {
     fn get_env(&mut self, name: &str) -> Option<String> {
         match self.env.lookup(name) {
             Some(v) => {
-                self.matched.insert(name.to_string());
+                if !self.matched.contains(name) {
+                    self.matched.insert(name.to_string());
+                }
                 Some(v.to_string())
             }
             None => {
-                self.unmatched.insert(name.to_string());
+                if !self.unmatched.contains(name) {
+                    self.unmatched.insert(name.to_string());
+                }
                 None
             }
         }
@@ -294,7 +299,7 @@ impl ShellWord<'_> {
         };
         while let Some(c) = self.peek() {
             if Some(c) == stop {
-                self.pos += 1;
+                self.pos += c.len_utf8();
                 return Ok((result, words.finish()));
             }
             let quotes = !self.lex.skip_process_quotes;
@@ -311,7 +316,7 @@ impl ShellWord<'_> {
                 result.push_str(&s);
                 words.add_raw_string(&s);
             } else {
-                self.pos += 1;
+                self.pos += c.len_utf8();
                 if c == self.lex.escape {
                     if self.raw_escapes {
                         words.add_raw_char(c);
@@ -378,7 +383,7 @@ impl ShellWord<'_> {
                     result.push_str(&v);
                 }
                 Some(mut c) => {
-                    self.pos += 1;
+                    self.pos += c.len_utf8();
                     if c == self.lex.escape {
                         if self.raw_escapes {
                             result.push(c);
@@ -388,7 +393,7 @@ impl ShellWord<'_> {
                             None => continue,
                             // Only `"`, `$` and the escape itself can be escaped; other escapes stay.
                             Some(n) if n == '"' || n == '$' || n == self.lex.escape => {
-                                self.pos += 1;
+                                self.pos += n.len_utf8();
                                 c = n;
                             }
                             Some(_) => {}
@@ -531,7 +536,7 @@ impl ShellWord<'_> {
             if name.is_empty() && c.is_numeric() {
                 while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
                     name.push(d);
-                    self.pos += 1;
+                    self.pos += d.len_utf8();
                 }
                 return name;
             }
@@ -543,7 +548,7 @@ impl ShellWord<'_> {
                 break;
             }
             name.push(c);
-            self.pos += 1;
+            self.pos += c.len_utf8();
         }
         name
     }

@@ -460,9 +460,15 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         let base = if f.image.eq_ignore_ascii_case("scratch") {
             Base::Scratch
         } else {
-            match find_stage(&stages, &f.image, index) {
-                Some(i) if stages.get(i).is_some_and(|s| s.name.is_some()) => Base::Stage(i),
-                _ => Base::Image(f.image.clone()),
+            // FROM refers to earlier stages by name only (`FROM 0` is an image called "0").
+            let by_name = stages.iter().rev().find(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&f.image))
+            });
+            match by_name {
+                Some(s) => Base::Stage(s.index),
+                None => Base::Image(f.image.clone()),
             }
         };
         let mut deps = BTreeSet::new();
@@ -662,20 +668,24 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                     }
                 }
                 Instruction::Env(kv) => {
-                    // Every value in one ENV sees the variables from before it.
-                    let before_env = env.clone();
-                    let lookup = StageLookup {
-                        env: &before_env,
-                        args: &args,
-                    };
-                    for p in kv.pairs.iter_mut() {
-                        for w in [&mut p.key, &mut p.value] {
-                            let e = lexer
-                                .expand(w, &lookup)
-                                .map_err(|e| cx.expansion_error(e.to_string()))?;
-                            unmatched.extend(e.unmatched);
-                            *w = e.result;
+                    // Every value in one ENV sees the variables from before it: expand all
+                    // pairs first, then apply them.
+                    {
+                        let lookup = StageLookup {
+                            env: &env,
+                            args: &args,
+                        };
+                        for p in kv.pairs.iter_mut() {
+                            for w in [&mut p.key, &mut p.value] {
+                                let e = lexer
+                                    .expand(w, &lookup)
+                                    .map_err(|e| cx.expansion_error(e.to_string()))?;
+                                unmatched.extend(e.unmatched);
+                                *w = e.result;
+                            }
                         }
+                    }
+                    for p in &kv.pairs {
                         env.set(&p.key, &p.value);
                     }
                 }

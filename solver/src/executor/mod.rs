@@ -6,6 +6,7 @@
 //! they behave the same and pass the same tests.
 
 pub mod caps;
+pub mod emulation;
 pub mod env;
 pub mod hosts;
 pub mod native;

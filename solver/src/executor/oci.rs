@@ -236,7 +236,9 @@ impl Executor for OciExecutor {
         let prepared = prepare(&self.config, req)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
-        result
+        let outcome = result?;
+        super::world::sync_layer(&req.rootfs.upper)?;
+        Ok(outcome)
     }
 }
 

@@ -177,7 +177,7 @@ mod tests {
             upper,
             work,
         }
-        .mount(&stale.join("rootfs"))
+        .mount_volatile(&stale.join("rootfs"))
         .unwrap();
         // The crashed process never unmounts.
         std::mem::forget(mount);

@@ -113,7 +113,7 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
     guard.upper = req.rootfs.upper.clone();
     let rootfs = run_dir.join("rootfs");
     fs::create_dir(&rootfs).map_err(ExecError::setup("creating the rootfs mount point"))?;
-    guard.rootfs_mount = Some(req.rootfs.mount(&rootfs)?);
+    guard.rootfs_mount = Some(req.rootfs.mount_volatile(&rootfs)?);
 
     let user = UserDb::read(&rootfs).resolve(&req.user)?;
     let before = walk(&req.rootfs.upper);
@@ -434,6 +434,26 @@ fn walk(root: &Path) -> BTreeSet<PathBuf> {
         .filter_map(Result::ok)
         .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
         .collect()
+}
+
+/// Makes a finished step's upper dir durable before it is committed as a layer.
+///
+/// The overlay is mounted `volatile`, so neither the step's own fsyncs (dpkg
+/// issues thousands) nor the unmount reach the disk; one `syncfs` of the upper
+/// dir's filesystem after a successful step replaces them all. Failed steps
+/// skip it: their upper dir is thrown away.
+pub fn sync_layer(upper: &Path) -> Result<(), ExecError> {
+    let dir = fs::File::open(upper).map_err(ExecError::setup(format!(
+        "opening the new layer {}",
+        upper.display()
+    )))?;
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } < 0 {
+        return Err(ExecError::Setup {
+            step: format!("syncing the new layer {}", upper.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 impl Prepared {

@@ -29,7 +29,7 @@ impl ScratchBind {
                 upper,
                 work,
             };
-            let mount = overlay.mount(&merged).map_err(io::Error::other)?;
+            let mount = overlay.mount_volatile(&merged).map_err(io::Error::other)?;
             Ok(ScratchBind {
                 dir: dir.to_path_buf(),
                 source: merged,

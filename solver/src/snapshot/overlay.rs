@@ -53,18 +53,18 @@ const FIXED_OPTIONS: &[(&str, &str)] = &[
 
 /// `volatile` skips the syncfs of the whole upper filesystem at unmount and
 /// makes fsync in the step a no-op (as Buildah does for build containers): a
-/// step's upper dir is thrown away when the step fails, and whoever commits it
-/// as a layer makes it durable then. Kernels before 5.10 refuse it; the mount
-/// is retried without.
-const VOLATILE: &str = "volatile";
+/// step's upper dir is thrown away when the step fails, and a successful one
+/// is synced once before it becomes a layer (`executor::world::sync_layer`).
+/// Kernels before 5.10 refuse it; the mount is retried without.
+pub const VOLATILE: &str = "volatile";
 
 /// Longest option string `mount(2)` accepts (one page, with room for the NUL).
 const MAX_LEGACY_DATA: usize = 4000;
 
 impl Overlay {
-    /// The legacy `mount(2)` option string (with `volatile`).
+    /// The legacy `mount(2)` option string.
     pub fn options(&self) -> Result<String, OverlayError> {
-        self.options_with(true)
+        self.options_with(false)
     }
 
     fn options_with(&self, volatile: bool) -> Result<String, OverlayError> {
@@ -94,7 +94,18 @@ impl Overlay {
 
     /// Mounts the overlay at `target` (an existing directory). With no lower
     /// layers the upper dir is bind-mounted instead, which is the same view.
+    /// Unmounting syncs the upper dir's filesystem.
     pub fn mount(&self, target: &Path) -> Result<OverlayMount, OverlayError> {
+        self.mount_with(target, false)
+    }
+
+    /// Mounts like [`Overlay::mount`] but `volatile` (see [`VOLATILE`]): for
+    /// upper dirs that are thrown away, or synced by the caller when kept.
+    pub fn mount_volatile(&self, target: &Path) -> Result<OverlayMount, OverlayError> {
+        self.mount_with(target, true)
+    }
+
+    fn mount_with(&self, target: &Path, volatile: bool) -> Result<OverlayMount, OverlayError> {
         let err = |source| OverlayError::Mount {
             target: target.to_path_buf(),
             source,
@@ -109,7 +120,8 @@ impl Overlay {
             // never reused as a layer.
             let _ = std::fs::remove_dir_all(self.work.join("work").join("incompat"));
             let mut result = Ok(());
-            for volatile in [true, false] {
+            let attempts: &[bool] = if volatile { &[true, false] } else { &[false] };
+            for &volatile in attempts {
                 let opts = self.options_with(volatile)?;
                 result = if opts.len() <= MAX_LEGACY_DATA {
                     sys_mount(
@@ -333,9 +345,9 @@ mod tests {
         };
         assert_eq!(
             o.options().unwrap(),
-            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off,volatile"
+            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,index=off,redirect_dir=off,metacopy=off"
         );
-        assert!(!o.options_with(false).unwrap().contains("volatile"));
+        assert!(o.options_with(true).unwrap().ends_with(",volatile"));
         let bad = Overlay {
             lowers: vec!["/a:b".into()],
             ..o
@@ -374,7 +386,7 @@ mod tests {
             work,
         };
         assert!(o.options().unwrap().len() > MAX_LEGACY_DATA);
-        let m = o.mount(&target).unwrap();
+        let m = o.mount_volatile(&target).unwrap();
         assert!(target.join("f0").exists() && target.join("f119").exists());
         std::fs::remove_file(target.join("f7")).unwrap();
         m.unmount().unwrap();

@@ -27,6 +27,10 @@ impl LocalWorker {
         inputs: &[Output],
     ) -> Result<Output, WorkerError> {
         let root_mount = op.mounts.first().ok_or("exec op without a root mount")?;
+        // A foreign platform runs through QEMU's binfmt_misc handler: say how to get one.
+        if let Some(p) = vertex.platform() {
+            crate::executor::emulation::check_can_run(p).map_err(|e| e.to_string())?;
+        }
         let base = match root_mount.input {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or("exec root input missing")?)?,
             None => Snapshot::scratch(),

@@ -64,6 +64,8 @@ impl Executor for NativeExecutor {
         let prepared = prepare(&self.config, req)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
-        result
+        let outcome = result?;
+        super::world::sync_layer(&req.rootfs.upper)?;
+        Ok(outcome)
     }
 }

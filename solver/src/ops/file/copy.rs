@@ -22,6 +22,9 @@ use super::SourceRoot;
 use crate::llb::CopyAction;
 use crate::pattern::PatternMatcher;
 
+/// Stack of the thread that walks a copied tree.
+const WALK_STACK: usize = 256 << 20;
+
 /// Whether a destination as written names a directory to copy into.
 pub(crate) fn dest_names_dir(dest: &str) -> bool {
     dest.is_empty() || dest.ends_with('/') || dest == "." || dest.ends_with("/.")
@@ -39,6 +42,7 @@ fn origin(source: &SourceRoot<'_>) -> &'static str {
 /// Runs one copy action.
 pub(crate) fn apply_copy(
     dest_root: &Path,
+    users_root: &Path,
     source: &SourceRoot<'_>,
     action: &CopyAction,
 ) -> Result<(), FileOpError> {
@@ -46,7 +50,7 @@ pub(crate) fn apply_copy(
         owner: action
             .owner
             .as_ref()
-            .map(|o| resolve_owner(dest_root, o))
+            .map(|o| resolve_owner(users_root, o))
             .transpose()?,
         chmod: action.mode.as_ref().map(Chmod::from_opt).transpose()?,
         timestamp: action.timestamp,
@@ -258,7 +262,26 @@ impl Walker<'_> {
             )?;
         }
         let skip_include = self.include.is_none();
-        self.copy(&src.host, "", &src.rel_str(), &target, false, skip_include)
+        let src_rel = src.rel_str();
+        // The walk recurses once per directory level, and paths may nest
+        // ~2000 levels deep: run it on a thread whose stack cannot run out
+        // (only the pages actually touched are committed).
+        std::thread::scope(|scope| {
+            let walk = std::thread::Builder::new()
+                .name("kiln-copy".into())
+                .stack_size(WALK_STACK)
+                .spawn_scoped(scope, || {
+                    self.copy(&src.host, "", &src_rel, &target, false, skip_include)
+                })
+                .map_err(FileOpError::io("spawn copier for", &src_rel))?;
+            walk.join().unwrap_or_else(|_| {
+                Err(FileOpError::Io {
+                    op: "copy",
+                    path: src_rel.clone(),
+                    source: io::Error::other("the copier thread panicked"),
+                })
+            })
+        })
     }
 
     fn decide(

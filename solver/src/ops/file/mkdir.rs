@@ -11,12 +11,16 @@ use super::resolve::resolve_in_root;
 use crate::llb::MkdirAction;
 
 /// Creates the directory; an existing one is left as it is.
-pub(crate) fn apply_mkdir(dest_root: &Path, a: &MkdirAction) -> Result<(), FileOpError> {
+pub(crate) fn apply_mkdir(
+    dest_root: &Path,
+    users_root: &Path,
+    a: &MkdirAction,
+) -> Result<(), FileOpError> {
     let shown = a.path.as_str();
     let owner = a
         .owner
         .as_ref()
-        .map(|o| resolve_owner(dest_root, o))
+        .map(|o| resolve_owner(users_root, o))
         .transpose()?;
     let p = resolve_in_root(dest_root, &a.path, true).map_err(FileOpError::io("stat", shown))?;
     if a.make_parents {

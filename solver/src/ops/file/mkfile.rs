@@ -11,12 +11,16 @@ use crate::llb::MkfileAction;
 
 /// Writes the file (following a symlink at `path` inside the root); its
 /// parent must exist.
-pub(crate) fn apply_mkfile(dest_root: &Path, a: &MkfileAction) -> Result<(), FileOpError> {
+pub(crate) fn apply_mkfile(
+    dest_root: &Path,
+    users_root: &Path,
+    a: &MkfileAction,
+) -> Result<(), FileOpError> {
     let shown = a.path.as_str();
     let owner = a
         .owner
         .as_ref()
-        .map(|o| resolve_owner(dest_root, o))
+        .map(|o| resolve_owner(users_root, o))
         .transpose()?;
     let p = resolve_in_root(dest_root, &a.path, true).map_err(FileOpError::io("stat", shown))?;
     fs::write(&p.host, &a.data).map_err(FileOpError::io("mkfile", shown))?;

@@ -53,6 +53,15 @@ impl<'a> SourceRoot<'a> {
     }
 }
 
+/// Options of [`apply_file_actions_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileOpOptions<'a> {
+    /// Root whose /etc/passwd and /etc/group resolve `--chown` names; default
+    /// the destination. `COPY --link` writes into an empty directory, so its
+    /// names must come from the image below instead.
+    pub users_root: Option<&'a Path>,
+}
+
 /// Applies `actions` in order onto `dest_root`. A copy's `src_input` indexes
 /// `inputs`. Several copies to the same destination that does not end in
 /// `/` (COPY with several sources) need that destination to be a directory.
@@ -61,6 +70,17 @@ pub fn apply_file_actions(
     inputs: &[SourceRoot<'_>],
     actions: &[FileAction],
 ) -> Result<(), FileOpError> {
+    apply_file_actions_with(dest_root, inputs, actions, &FileOpOptions::default())
+}
+
+/// [`apply_file_actions`] with options.
+pub fn apply_file_actions_with(
+    dest_root: &Path,
+    inputs: &[SourceRoot<'_>],
+    actions: &[FileAction],
+    opts: &FileOpOptions<'_>,
+) -> Result<(), FileOpError> {
+    let users_root = opts.users_root.unwrap_or(dest_root);
     // dest as written -> whether it was a directory before the first copy.
     let mut copy_dests: HashMap<&str, bool> = HashMap::new();
     for action in actions {
@@ -86,12 +106,12 @@ pub fn apply_file_actions(
                     };
                     copy_dests.insert(&c.dest, was_dir);
                 }
-                copy::apply_copy(dest_root, source, c)?;
+                copy::apply_copy(dest_root, users_root, source, c)?;
             }
-            FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, a)?,
-            FileAction::Mkdir(a) => mkdir::apply_mkdir(dest_root, a)?,
+            FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, users_root, a)?,
+            FileAction::Mkdir(a) => mkdir::apply_mkdir(dest_root, users_root, a)?,
             FileAction::Rm(a) => rm::apply_rm(dest_root, a)?,
-            FileAction::Symlink(a) => symlink::apply_symlink(dest_root, a)?,
+            FileAction::Symlink(a) => symlink::apply_symlink(dest_root, users_root, a)?,
         }
     }
     Ok(())

@@ -9,12 +9,16 @@ use super::resolve::{resolve_in_root, split_last};
 use crate::llb::SymlinkAction;
 
 /// Creates the link at `path` (its parent resolved inside the root).
-pub(crate) fn apply_symlink(dest_root: &Path, a: &SymlinkAction) -> Result<(), FileOpError> {
+pub(crate) fn apply_symlink(
+    dest_root: &Path,
+    users_root: &Path,
+    a: &SymlinkAction,
+) -> Result<(), FileOpError> {
     let shown = a.path.as_str();
     let owner = a
         .owner
         .as_ref()
-        .map(|o| resolve_owner(dest_root, o))
+        .map(|o| resolve_owner(users_root, o))
         .transpose()?;
     let (parent, base) = split_last(&a.path).ok_or_else(|| FileOpError::Io {
         op: "symlink",

@@ -93,8 +93,8 @@ impl std::fmt::Display for Compression {
 
 /// A compressing writer for one of the compressions.
 pub enum Encoder<W: Write> {
-    /// gzip.
-    Gzip(flate2::write::GzEncoder<W>),
+    /// gzip (parallel, multi-member; see [`super::pargzip`]).
+    Gzip(super::pargzip::ParallelGzEncoder<W>),
     /// zstd.
     Zstd(zstd::stream::write::Encoder<'static, W>),
     /// pass-through.
@@ -107,10 +107,7 @@ impl<W: Write> Encoder<W> {
         Ok(match compression {
             Compression::Gzip => {
                 let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
-                // GzBuilder writes mtime 0 and no file name: the output is deterministic.
-                Encoder::Gzip(
-                    flate2::GzBuilder::new().write(inner, flate2::Compression::new(level)),
-                )
+                Encoder::Gzip(super::pargzip::ParallelGzEncoder::new(inner, level))
             }
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
                 inner,

@@ -3,6 +3,7 @@
 mod apply;
 mod compression;
 mod diff;
+mod pargzip;
 mod pax;
 
 use std::path::PathBuf;

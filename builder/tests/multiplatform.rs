@@ -1,0 +1,445 @@
+//! `kiln build --platform a,b` end to end against the test registry (whose
+//! busybox:latest is an amd64 + arm64 index): one shared graph, RUN under
+//! QEMU emulation, the pushed index checked with skopeo, platform-split
+//! local output, push-by-digest merged with `kiln imagetools create`.
+//!
+//! Runs as root: the emulated build registers the arm64 handler with
+//! `kiln setup-binfmt` first.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{kiln_bin, TestEnv};
+
+struct Build {
+    root: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Build {
+    fn new() -> Build {
+        Build {
+            root: tempfile::tempdir().expect("state dir"),
+            work: tempfile::tempdir().expect("work dir"),
+        }
+    }
+
+    fn ctx(&self) -> PathBuf {
+        self.work.path().join("ctx")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, data: &str) {
+        let p = self.ctx().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("BUILDKIT_PROGRESS", "plain")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run kiln")
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    /// Builds the context with extra flags; returns the metadata file's JSON.
+    fn build_env(&self, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+        let meta = self.path("meta.json");
+        let _ = std::fs::remove_file(&meta);
+        let ctx = self.ctx();
+        let mut args = vec!["build", "--metadata-file", meta.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let out = self.kiln_env(&args, env);
+        assert!(
+            out.status.success(),
+            "kiln build failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap()
+    }
+
+    fn build(&self, extra: &[&str]) -> serde_json::Value {
+        self.build_env(extra, &[])
+    }
+
+    fn build_fails(&self, extra: &[&str]) -> String {
+        let ctx = self.ctx();
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let out = self.kiln(&args);
+        assert!(!out.status.success(), "kiln build should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn executed(meta: &serde_json::Value) -> u64 {
+    meta["kiln.vertices.executed"]
+        .as_u64()
+        .expect("executed counter")
+}
+
+/// `skopeo inspect --raw` of a registry reference, as JSON.
+fn raw(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect --raw {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `skopeo inspect --config` of a registry reference, as JSON.
+fn remote_config(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect --config {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The index's (architecture, manifest digest) pairs.
+fn index_platforms(index: &serde_json::Value) -> Vec<(String, String)> {
+    index["manifests"]
+        .as_array()
+        .expect("an index")
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_string(),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn emulated_arm64_run_and_pushed_index() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    let setup = b.kiln(&["setup-binfmt", "--platform", "linux/arm64"]);
+    assert!(
+        setup.status.success(),
+        "kiln setup-binfmt: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {reg}/library/busybox:latest\nARG TARGETPLATFORM\nRUN uname -m > /arch && echo $TARGETPLATFORM > /target\n"
+        ),
+    );
+    let name = format!("{reg}/mp/{}:v1", unique("emulated"));
+    let out_dir = b.path("out");
+    let meta = b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=image,name={name},push=true"),
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+    ]);
+    // The local output splits by platform, with buildx's directory names.
+    assert_eq!(read(&out_dir.join("linux_amd64/arch")), "x86_64");
+    assert_eq!(read(&out_dir.join("linux_arm64/arch")), "aarch64");
+    assert_eq!(read(&out_dir.join("linux_arm64/target")), "linux/arm64");
+    assert_eq!(read(&out_dir.join("linux_amd64/target")), "linux/amd64");
+
+    let index = raw(&name);
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    assert_eq!(
+        meta["containerimage.digest"].as_str().unwrap(),
+        format!("sha256:{}", sha256_hex(&skopeo_raw_bytes(&name))),
+        "the metadata names the pushed index"
+    );
+    let platforms = index_platforms(&index);
+    let archs: Vec<&str> = platforms.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    let repo = name.rsplit_once(':').unwrap().0;
+    for (arch, digest) in &platforms {
+        let config = remote_config(&format!("{repo}@{digest}"));
+        assert_eq!(config["architecture"].as_str(), Some(arch.as_str()));
+        assert_eq!(config["os"].as_str(), Some("linux"));
+    }
+
+    // Docker media types: a manifest list over Docker manifests.
+    let docker_name = format!("{reg}/mp/{}:v1", unique("docker-types"));
+    b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=registry,name={docker_name},oci-mediatypes=false"),
+    ]);
+    let list = raw(&docker_name);
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert_eq!(
+        list["manifests"][1]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+}
+
+fn skopeo_raw_bytes(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .expect("run sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn buildplatform_stage_runs_once_for_two_targets() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    // The "compiler" stage runs natively once and makes every target's artifact;
+    // each target copies its own.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {reg}/library/busybox:latest AS build\n\
+             RUN mkdir -p /out && for a in amd64 arm64; do echo bin-$a > /out/$a; done && cat /proc/sys/kernel/random/uuid > /out/run-id\n\
+             FROM scratch\n\
+             ARG TARGETARCH\n\
+             COPY --from=build /out/$TARGETARCH /app\n\
+             COPY --from=build /out/run-id /run-id\n"
+        ),
+    );
+    let single = Build::new();
+    std::fs::create_dir_all(single.ctx()).unwrap();
+    std::fs::copy(b.ctx().join("Dockerfile"), single.ctx().join("Dockerfile")).unwrap();
+    let one = single.build(&["--platform", "linux/amd64"]);
+    // FROM + RUN of the build stage, two COPYs.
+    assert_eq!(executed(&one), 4, "{one}");
+
+    let out_dir = b.path("out");
+    let two = b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+    ]);
+    // The build stage once, the COPYs per platform.
+    assert_eq!(executed(&two), 6, "{two}");
+    assert_eq!(read(&out_dir.join("linux_amd64/app")), "bin-amd64");
+    assert_eq!(read(&out_dir.join("linux_arm64/app")), "bin-arm64");
+    assert_eq!(
+        read(&out_dir.join("linux_amd64/run-id")),
+        read(&out_dir.join("linux_arm64/run-id")),
+        "both platforms copy the result of the one RUN"
+    );
+    // A rebuild comes from the cache entirely.
+    let again = b.build(&["--platform", "linux/amd64,linux/arm64"]);
+    assert_eq!(executed(&again), 0, "{again}");
+}
+
+#[test]
+fn index_outputs_to_store_and_oci_and_docker_refused() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {reg}/library/busybox:latest\nCOPY hello /hello\n"),
+    );
+    b.write("hello", "hi\n");
+    let meta = b.build(&["--platform", "linux/amd64,linux/arm64", "-t", "mp/store:1"]);
+    // The store (an OCI layout) tags the index.
+    let layout = b.root.path().join("content");
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index_json["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|n| n.contains("mp/store:1"))
+        })
+        .unwrap_or_else(|| panic!("mp/store:1 not tagged: {index_json}"));
+    assert_eq!(
+        entry["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(entry["digest"], meta["containerimage.digest"]);
+
+    // type=oci: the tarball's root is the index, and skopeo reads each platform from it.
+    let tar = b.path("image.tar");
+    b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=oci,dest={}", tar.display()),
+    ]);
+    for arch in ["amd64", "arm64"] {
+        let out = Command::new("skopeo")
+            .args(["--override-arch", arch, "inspect", "--config"])
+            .arg(format!("oci-archive:{}", tar.display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo {arch}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(config["architecture"], arch);
+    }
+
+    // BUILDKIT_MULTI_PLATFORM=1: an index even for one platform.
+    let one = b.build_env(
+        &["--platform", "linux/arm64", "-t", "mp/one:1"],
+        &[("BUILDKIT_MULTI_PLATFORM", "1")],
+    );
+    assert_eq!(
+        one["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        one["kiln.platforms"][0]["platform"]["architecture"],
+        "arm64"
+    );
+
+    // --platform local is the host.
+    let local = b.build(&["--platform", "local", "-t", "mp/local:1"]);
+    assert_eq!(
+        local["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+
+    // docker-archive holds one platform: a clear refusal.
+    let err = b.build_fails(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=docker,dest={}", b.path("d.tar").display()),
+    ]);
+    assert!(err.contains("type=docker"), "{err}");
+    assert!(err.contains("type=oci"), "{err}");
+}
+
+#[test]
+fn push_by_digest_builds_merge_with_imagetools_create() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {reg}/library/busybox:latest\nARG TARGETARCH\nCOPY hello /hello-$TARGETARCH\n"
+        ),
+    );
+    b.write("hello", "hi\n");
+    let repo = format!("{reg}/mp/{}", unique("bydigest"));
+    let mut digests = Vec::new();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let meta = b.build(&[
+            "--platform",
+            platform,
+            "-o",
+            &format!("type=image,name={repo},push-by-digest=true,push=true"),
+        ]);
+        let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
+        // Pushed untagged, but there by digest.
+        let m = raw(&format!("{repo}@{digest}"));
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        digests.push(digest);
+    }
+    let tags = Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{repo}"))
+        .output()
+        .expect("run skopeo");
+    let listed = String::from_utf8_lossy(&tags.stdout);
+    assert!(
+        !listed.contains("latest"),
+        "push-by-digest must not tag: {listed}"
+    );
+
+    let target = format!("{repo}:multi");
+    let sources: Vec<String> = digests.iter().map(|d| format!("{repo}@{d}")).collect();
+    let mut args = vec!["imagetools", "create", "-t", target.as_str()];
+    args.extend(sources.iter().map(String::as_str));
+    let out = b.kiln(&args);
+    assert!(
+        out.status.success(),
+        "imagetools create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = raw(&target);
+    let platforms = index_platforms(&index);
+    assert_eq!(
+        platforms,
+        vec![
+            ("amd64".to_string(), digests[0].clone()),
+            ("arm64".to_string(), digests[1].clone())
+        ]
+    );
+}
