@@ -137,11 +137,19 @@ fn outline_and_targets() {
 }
 
 #[test]
-fn plain_build_is_not_available_yet() {
-    let d = context(&[("Dockerfile", "FROM alpine\n")]);
-    let o = kiln(d.path(), &["build", "."]);
+fn a_build_whose_base_cannot_be_resolved_names_it_and_its_line() {
+    // No network here: docker.io is unreachable, so the base cannot be resolved.
+    let d = context(&[("Dockerfile", "# base\nFROM kiln-no-such-image:1\n")]);
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let o = kiln(
+        d.path(),
+        &["--root", root_arg, "build", "--progress", "quiet", "."],
+    );
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("building images is not available yet"));
+    let err = text(&o.stderr);
+    assert!(err.contains("kiln-no-such-image:1"), "{err}");
+    assert!(err.contains(":2:"), "the FROM line is named: {err}");
 }
 
 #[test]
