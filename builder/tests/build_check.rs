@@ -137,14 +137,6 @@ fn outline_and_targets() {
 }
 
 #[test]
-fn plain_build_is_not_available_yet() {
-    let d = context(&[("Dockerfile", "FROM alpine\n")]);
-    let o = kiln(d.path(), &["build", "."]);
-    assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("building images is not available yet"));
-}
-
-#[test]
 fn every_real_world_dockerfile_passes_check_without_crash() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/real-world");
     let empty = tempfile::tempdir().unwrap();
