@@ -256,10 +256,7 @@ fn copy_and_add_flags() {
     };
     assert_eq!(c.sources, vec!["a", "b"]);
     assert_eq!(c.dest, "/dst/");
-    assert_eq!(
-        c.chmod,
-        Some(kiln_frontend::instructions::chmod::Chmod::Octal(0o755))
-    );
+    assert_eq!(c.chmod, Some(kiln_solver::llb::ChmodOpt::Octal(0o755)));
     assert!(c.link && c.parents);
     assert_eq!(c.exclude, vec!["*.md"]);
     let Instruction::Add(a) = &b.stages[0].instructions[2].instruction else {

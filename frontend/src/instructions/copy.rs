@@ -1,10 +1,11 @@
 //! COPY and ADD with their flags.
 
-use super::chmod::Chmod;
 use super::flags::FlagKind;
 use super::{Ctx, Expand};
 use crate::error::{ErrorKind, SourceError};
 use crate::parser::Heredoc;
+use kiln_solver::llb::ChmodOpt;
+use kiln_solver::ops::file::parse_chmod;
 
 /// A typed COPY or ADD.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,7 +21,7 @@ pub struct Copy {
     /// `--chmod` as written (expanded).
     pub chmod_raw: Option<String>,
     /// `--chmod` parsed (after expansion when it uses variables).
-    pub chmod: Option<Chmod>,
+    pub chmod: Option<ChmodOpt>,
     /// `--link`.
     pub link: bool,
     /// `--parents` (COPY only).
@@ -84,11 +85,11 @@ pub(crate) fn parse(cx: &Ctx) -> Result<Copy, SourceError> {
     }
     let chmod_raw = fl.string("chmod");
     let chmod = match &chmod_raw {
-        Some(c) if !c.contains('$') => Some(Chmod::parse(c).map_err(|m| {
+        Some(c) if !c.contains('$') => Some(parse_chmod(c).map_err(|m| {
             cx.error_at_text(
                 fl.raw("chmod").unwrap_or("--chmod"),
                 ErrorKind::Flag,
-                m,
+                m.to_string(),
                 Some("use an octal mode (0755) or symbolic clauses (u=rwX,go=rX)".into()),
             )
         })?),
@@ -144,10 +145,10 @@ impl Copy {
         }
         if let Some(raw) = &mut self.chmod_raw {
             *raw = ex(raw).map_err(fail)?;
-            self.chmod = Some(Chmod::parse(raw).map_err(|m| {
+            self.chmod = Some(parse_chmod(raw).map_err(|m| {
                 cx.error(
                     ErrorKind::Flag,
-                    m,
+                    m.to_string(),
                     Some("use an octal mode (0755) or symbolic clauses (u=rwX,go=rX)".into()),
                 )
             })?);

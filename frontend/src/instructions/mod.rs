@@ -4,7 +4,6 @@
 //! ([`Instruction::expand`]) happens later, per stage, with the ARG/ENV scope of that point
 //! (see `stages.rs`); it only touches the fields BuildKit expands.
 
-pub mod chmod;
 pub mod copy;
 pub mod duration;
 pub mod flags;

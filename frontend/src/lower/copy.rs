@@ -5,12 +5,12 @@
 use super::config::join_workdir;
 use super::{chown_of, Lowerer, StageState};
 use crate::error::{ErrorKind, SourceError};
-use crate::instructions::chmod::Chmod;
 use crate::instructions::Copy;
 use crate::stages::{ResolvedInstruction, Stage};
 use kiln_solver::llb::{
     ChmodOpt, CopyAction, FileAction, FileOp, MergeOp, MkfileAction, Op, SourceOp, VertexRef,
 };
+use kiln_solver::ops::file::Chmod;
 
 /// True for what ADD treats as a git repository.
 fn is_git_source(src: &str) -> bool {
@@ -73,11 +73,7 @@ impl Lowerer<'_> {
             ));
         }
         let owner = c.chown.as_deref().and_then(chown_of);
-        let mode = match (&c.chmod, &c.chmod_raw) {
-            (Some(Chmod::Octal(m)), _) => Some(ChmodOpt::Octal(*m)),
-            (Some(Chmod::Symbolic(_)), Some(raw)) => Some(ChmodOpt::Symbolic(raw.clone())),
-            _ => None,
-        };
+        let mode = c.chmod.clone();
         // Inputs: the base (unless --link), then each source.
         let mut inputs: Vec<VertexRef> = Vec::new();
         let base = match (c.link, state.vertex) {
@@ -108,8 +104,11 @@ impl Lowerer<'_> {
                     dest.clone()
                 };
                 let file_mode = match &c.chmod {
-                    Some(Chmod::Octal(m)) => *m,
-                    Some(sym) => sym.apply(0o644, false),
+                    Some(ChmodOpt::Octal(m)) => *m,
+                    // Validated when the instruction was parsed.
+                    Some(ChmodOpt::Symbolic(raw)) => {
+                        Chmod::parse(raw).map_or(0o644, |m| m.apply(0o644, false))
+                    }
                     None => 0o644,
                 };
                 actions.push(FileAction::Mkfile(MkfileAction {
