@@ -294,9 +294,27 @@ fn buildplatform_stage_runs_once_for_two_targets() {
         read(&out_dir.join("linux_arm64/run-id")),
         "both platforms copy the result of the one RUN"
     );
-    // A rebuild comes from the cache entirely.
-    let again = b.build(&["--platform", "linux/amd64,linux/arm64"]);
+    // A rebuild comes from the cache entirely; type=tar splits by top directory.
+    let tar = b.path("fs.tar");
+    let again = b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=tar,dest={}", tar.display()),
+    ]);
     assert_eq!(executed(&again), 0, "{again}");
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("run tar");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for want in ["linux_amd64/app", "linux_arm64/app", "linux_arm64/run-id"] {
+        assert!(
+            names.lines().any(|l| l.trim_start_matches("./") == want),
+            "{want} missing from the tarball: {names}"
+        );
+    }
 }
 
 #[test]

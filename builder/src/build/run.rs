@@ -353,12 +353,6 @@ fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
                 "a docker-archive (type=docker) holds one platform, but this build makes an index of several"
             ));
         }
-        if out.kind == OutputKind::Tar && out.flag("platform-split", true) {
-            return Err(miette!(
-                help = "use --output type=local,dest=DIR (one directory per platform) or build one --platform at a time",
-                "type=tar with several platforms is not supported yet"
-            ));
-        }
     }
     Ok(())
 }
