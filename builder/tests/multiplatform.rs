@@ -461,3 +461,31 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
         ]
     );
 }
+
+#[test]
+fn foreign_run_without_a_handler_names_the_fix() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {reg}/library/busybox:latest\nRUN uname -m > /arch\n"),
+    );
+    // An empty directory stands for a host where binfmt_misc has no handlers.
+    let empty = b.path("no-binfmt");
+    std::fs::create_dir_all(&empty).unwrap();
+    let ctx = b.ctx();
+    let out = b.kiln_env(
+        &["build", "--platform", "linux/arm64", ctx.to_str().unwrap()],
+        &[("KILN_BINFMT_MISC", empty.to_str().unwrap())],
+    );
+    assert!(!out.status.success(), "the build should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kiln setup-binfmt"), "{err}");
+    assert!(err.contains("apt-get install qemu-user-static"), "{err}");
+    assert!(err.contains("linux/arm64"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2"),
+        "the error points at the RUN: {err}"
+    );
+}

@@ -151,6 +151,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 no_cache: no_cache.clone(),
                 source_date_epoch: req.source_date_epoch.map(|s| s as i64),
                 named_contexts: BTreeMap::new(),
+                platform_in_descriptions: multi,
             },
         )
         .map_err(fail)?;
