@@ -294,9 +294,27 @@ fn buildplatform_stage_runs_once_for_two_targets() {
         read(&out_dir.join("linux_arm64/run-id")),
         "both platforms copy the result of the one RUN"
     );
-    // A rebuild comes from the cache entirely.
-    let again = b.build(&["--platform", "linux/amd64,linux/arm64"]);
+    // A rebuild comes from the cache entirely; type=tar splits by top directory.
+    let tar = b.path("fs.tar");
+    let again = b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=tar,dest={}", tar.display()),
+    ]);
     assert_eq!(executed(&again), 0, "{again}");
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("run tar");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for want in ["linux_amd64/app", "linux_arm64/app", "linux_arm64/run-id"] {
+        assert!(
+            names.lines().any(|l| l.trim_start_matches("./") == want),
+            "{want} missing from the tarball: {names}"
+        );
+    }
 }
 
 #[test]
@@ -441,5 +459,33 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
             ("amd64".to_string(), digests[0].clone()),
             ("arm64".to_string(), digests[1].clone())
         ]
+    );
+}
+
+#[test]
+fn foreign_run_without_a_handler_names_the_fix() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {reg}/library/busybox:latest\nRUN uname -m > /arch\n"),
+    );
+    // An empty directory stands for a host where binfmt_misc has no handlers.
+    let empty = b.path("no-binfmt");
+    std::fs::create_dir_all(&empty).unwrap();
+    let ctx = b.ctx();
+    let out = b.kiln_env(
+        &["build", "--platform", "linux/arm64", ctx.to_str().unwrap()],
+        &[("KILN_BINFMT_MISC", empty.to_str().unwrap())],
+    );
+    assert!(!out.status.success(), "the build should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kiln setup-binfmt"), "{err}");
+    assert!(err.contains("apt-get install qemu-user-static"), "{err}");
+    assert!(err.contains("linux/arm64"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2"),
+        "the error points at the RUN: {err}"
     );
 }

@@ -363,3 +363,15 @@ fn from_uses_stage_names_not_indexes() {
     assert_eq!(b.stages[1].base, Base::Image("0".into()));
     assert_eq!(b.stages[2].base, Base::Stage(0));
 }
+
+#[test]
+fn invalid_from_platform_is_an_error() {
+    let e = err("FROM --platform=linux/ alpine\n", &opts(&[]));
+    assert!(
+        e.message.contains("failed to parse platform"),
+        "{}",
+        e.message
+    );
+    assert_eq!((e.location.line, e.location.column), (1, 17));
+    assert!(e.hint.is_some());
+}

@@ -133,6 +133,24 @@ fn main() {
         fs::remove_dir_all(&dest).unwrap();
     }
 
+    // Parallel gzip: the same blob with one thread and with all of them.
+    for threads in [1, rayon::current_num_threads()] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let layer = pool.install(|| write_layer(&tree, &store, &DiffOptions::default()).unwrap());
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{:<34} {:>9.2} {:>10} {:>12.1}",
+            format!("write_layer (gzip, {threads} thr)"),
+            s,
+            mbps(bytes, s),
+            layer.blob.size as f64 / 1024.0 / 1024.0
+        );
+    }
+
     // Baseline: GNU tar + gzip over the same tree.
     let out = work.path().join("baseline.tar.gz");
     let t = Instant::now();

@@ -30,7 +30,6 @@ pub fn write_outputs(
     results: &[PlatformResult],
     outcome: &BuildOutcome,
 ) -> Result<()> {
-    let multi = outcome.index.is_some() || results.len() > 1;
     for out in &req.outputs {
         match out.kind {
             OutputKind::Image => {
@@ -53,22 +52,43 @@ pub fn write_outputs(
             }
             OutputKind::Local | OutputKind::Tar => {
                 let tarball = out.kind == OutputKind::Tar;
-                if multi && out.flag("platform-split", true) && !tarball {
-                    let Some(Destination::Path(dest)) = &out.dest else {
+                let split = results.len() > 1 && out.flag("platform-split", true);
+                let dest = match &out.dest {
+                    Some(Destination::Path(p)) => Some(p.as_path()),
+                    _ => None,
+                };
+                if results.len() <= 1 {
+                    for r in results {
+                        filesystem_output_to(layers, &r.snapshot, dest, out, tarball)?;
+                    }
+                } else if tarball {
+                    // Several platforms in one tarball: staged as a tree first
+                    // (one top directory per platform with the split), then tarred.
+                    let staging = tempfile::tempdir().into_diagnostic()?;
+                    for r in results {
+                        let dir = if split {
+                            staging.path().join(platform_dir(&r.platform))
+                        } else {
+                            staging.path().to_path_buf()
+                        };
+                        filesystem_output(layers, &r.snapshot, &dir, out, false)?;
+                    }
+                    let w = open_dest(out, "tarball")?;
+                    let (mut w, _, _) = write_tar(staging.path(), w, &DiffOptions::default())
+                        .map_err(|e| miette!("{e}"))?;
+                    w.flush().into_diagnostic()?;
+                } else {
+                    let Some(dest) = dest else {
                         return Err(miette!("type=local needs dest=<directory>"));
                     };
                     for r in results {
-                        let dir = dest.join(platform_dir(&r.platform));
-                        filesystem_output(layers, &r.snapshot, &dir, out, false)?;
-                    }
-                } else {
-                    // Without the split, platforms are written over each other in order.
-                    for r in results {
-                        let dest = match &out.dest {
-                            Some(Destination::Path(p)) => Some(p.as_path()),
-                            _ => None,
+                        // Without the split, platforms are written over each other in order.
+                        let dir = if split {
+                            dest.join(platform_dir(&r.platform))
+                        } else {
+                            dest.to_path_buf()
                         };
-                        filesystem_output_to(layers, &r.snapshot, dest, out, tarball)?;
+                        filesystem_output(layers, &r.snapshot, &dir, out, false)?;
                     }
                 }
             }

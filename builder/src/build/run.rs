@@ -151,6 +151,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 no_cache: no_cache.clone(),
                 source_date_epoch: req.source_date_epoch.map(|s| s as i64),
                 named_contexts: BTreeMap::new(),
+                platform_in_descriptions: multi,
             },
         )
         .map_err(fail)?;
@@ -351,12 +352,6 @@ fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
             return Err(miette!(
                 help = "use --output type=oci (an index of every platform), --push, or build one --platform at a time for docker-archive",
                 "a docker-archive (type=docker) holds one platform, but this build makes an index of several"
-            ));
-        }
-        if out.kind == OutputKind::Tar && out.flag("platform-split", true) {
-            return Err(miette!(
-                help = "use --output type=local,dest=DIR (one directory per platform) or build one --platform at a time",
-                "type=tar with several platforms is not supported yet"
             ));
         }
     }

@@ -61,6 +61,9 @@ pub struct LowerOptions {
     pub source_date_epoch: Option<i64>,
     /// Named contexts (`--build-context name=...`), by lower-case name: the local source name to use.
     pub named_contexts: BTreeMap<String, String>,
+    /// Prefix step descriptions with the stage's platform (`[linux/arm64 stage-1 2/3]`),
+    /// as BuildKit does when several platforms are built at once.
+    pub platform_in_descriptions: bool,
 }
 
 /// The result of lowering.
@@ -326,10 +329,13 @@ impl Lowerer<'_> {
                 })?,
             None => self.opts.platform.clone(),
         };
-        let label = stage
+        let mut label = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
+        if self.opts.platform_in_descriptions {
+            label = format!("{platform} {label}");
+        }
         let steps = 1 + stage
             .instructions
             .iter()

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::stages::{resolve, ResolveOptions};
-use kiln_solver::llb::{FileAction, MountKind};
+use kiln_solver::llb::{FileAction, MountKind, Vertex};
 
 struct FakeRegistry;
 
@@ -29,6 +29,7 @@ fn opts() -> LowerOptions {
         no_cache: NoCache::None,
         source_date_epoch: Some(0),
         named_contexts: BTreeMap::new(),
+        platform_in_descriptions: false,
     }
 }
 
@@ -172,4 +173,70 @@ fn equal_work_is_one_vertex_and_errors_have_locations() {
     assert!(e.to_string().contains("manifest unknown"), "{e}");
     let e = lower_text("FROM busybox\nCOPY a b /notdir\n", None).unwrap_err();
     assert!(e.to_string().contains("must be a directory"), "{e}");
+}
+
+#[test]
+fn platforms_lowered_into_one_graph_share_buildplatform_stages() {
+    let text = "FROM --platform=$BUILDPLATFORM busybox AS build\nRUN make all\nFROM busybox\nARG TARGETARCH\nCOPY --from=build /out/$TARGETARCH /app\n";
+    let ast = crate::parse_named("Dockerfile", text.as_bytes()).expect("parse");
+    let build_platform = crate::stages::Platform::parse("linux/amd64").unwrap();
+    let mut def = Definition::new();
+    let mut targets = Vec::new();
+    for target in ["linux/amd64", "linux/arm64"] {
+        let target_platform = crate::stages::Platform::parse(target).unwrap();
+        let build = resolve(
+            &ast,
+            &ResolveOptions {
+                target_platform: target_platform.clone(),
+                build_platform: build_platform.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let l = lower_into(
+            def,
+            &ast,
+            &build,
+            &mut FakeRegistry,
+            &LowerOptions {
+                platform: llb_platform(&target_platform),
+                platform_in_descriptions: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        def = l.definition;
+        assert_eq!(l.config.architecture, target_platform.arch);
+        targets.push(l.target.unwrap());
+    }
+    // FROM busybox for amd64 (the build stage's and the amd64 target's: one
+    // vertex), RUN once, FROM busybox for arm64, one COPY per target.
+    assert_eq!(def.len(), 5);
+    let copies: Vec<&Vertex> = targets.iter().map(|t| def.vertex(*t).unwrap()).collect();
+    assert_ne!(copies[0].digest(), copies[1].digest());
+    let shared = def
+        .vertices()
+        .filter(|(_, v)| matches!(v.op(), Op::Exec(_)))
+        .collect::<Vec<_>>();
+    assert_eq!(shared.len(), 1, "the build stage's RUN is one vertex");
+    assert_eq!(
+        shared[0].1.platform().map(|p| p.architecture.as_str()),
+        Some("amd64")
+    );
+    assert!(
+        copies[1]
+            .metadata()
+            .description
+            .starts_with("[linux/arm64 stage-1"),
+        "{}",
+        copies[1].metadata().description
+    );
+    if let Op::File(f) = copies[1].op() {
+        let FileAction::Copy(c) = &f.actions[0] else {
+            panic!("not a copy")
+        };
+        assert_eq!(c.src, "/out/arm64");
+    } else {
+        panic!("not a file op");
+    }
 }

@@ -423,7 +423,19 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         };
         f.image = expand_from(&from.image, &global_scope)?;
         if let Some(p) = &from.platform {
-            f.platform = Some(expand_from(p, &global_scope)?);
+            let expanded = expand_from(p, &global_scope)?;
+            if let Err(e) = Platform::parse(&expanded) {
+                return Err(cx.error_at_text(
+                    p,
+                    ErrorKind::Flag,
+                    format!("failed to parse platform {p}: {e}"),
+                    Some(
+                        "write --platform=os/arch[/variant], e.g. linux/arm64, or $BUILDPLATFORM"
+                            .into(),
+                    ),
+                ));
+            }
+            f.platform = Some(expanded);
         }
         let mut undeclared_in_from = false;
         for name in unmatched {

@@ -186,8 +186,12 @@ pub fn mounted(dir: &Path) -> bool {
 
 /// Checks that a RUN for `platform` can start on this host: native, or a
 /// QEMU handler with the F flag is registered. The error names the fix.
+/// `KILN_BINFMT_MISC` names another binfmt_misc mount to look in.
 pub fn check_can_run(platform: &Platform) -> Result<(), EmulationError> {
-    check_can_run_in(Path::new(BINFMT_MISC), platform)
+    let dir = std::env::var_os("KILN_BINFMT_MISC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BINFMT_MISC));
+    check_can_run_in(&dir, platform)
 }
 
 /// [`check_can_run`] against another binfmt_misc directory (tests).
