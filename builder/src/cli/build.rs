@@ -87,7 +87,7 @@ pub struct Args {
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
-    /// Maximum steps run at once (default: the number of cores).
+    /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
@@ -268,10 +268,13 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         } else {
             args.progress
         },
+        // Steps wait on I/O and sleeps as much as they compute: like BuildKit,
+        // let more run than there are cores.
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
-                .map(|n| n.get())
+                .map(|n| n.get() * 2)
                 .unwrap_or(2)
+                .max(4)
         }),
         executor,
         secrets: args.secrets.clone(),

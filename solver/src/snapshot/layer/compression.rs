@@ -4,6 +4,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use oci_spec::image::MediaType;
 
+/// gzip level when `compression-level` is not given.
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+
 /// How a layer blob is compressed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
@@ -106,7 +109,11 @@ impl<W: Write> Encoder<W> {
     pub fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => {
-                let level = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
+                // Default: fastest (go-containerregistry's choice too); layers are
+                // mostly already-compressed binaries where level 6 buys little.
+                let level = level
+                    .map(|l| l.clamp(0, 9) as u32)
+                    .unwrap_or(DEFAULT_GZIP_LEVEL);
                 Encoder::Gzip(super::pargzip::ParallelGzEncoder::new(inner, level))
             }
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
