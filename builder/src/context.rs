@@ -2,9 +2,6 @@
 //! tarball file or stdin, a git repository, a URL to a tarball), which
 //! Dockerfile to read, and the `.dockerignore` that filters the context.
 
-// Wired into `kiln build` as the build path lands (issue 5).
-#![allow(dead_code)]
-
 use kiln_solver::archive::{decompress, extract_tar, is_tar};
 use kiln_solver::pattern::{parse_dockerignore, PatternMatcher};
 use std::io::Read;
@@ -164,8 +161,6 @@ pub struct BuildContext {
     pub dockerfile: Dockerfile,
     /// `.dockerignore` patterns (empty when there is none).
     pub ignore: PatternMatcher,
-    /// The file the ignore patterns came from, if any.
-    pub ignore_file: Option<PathBuf>,
     /// Keeps a temporary context alive as long as the build.
     _temp: Option<TempDir>,
 }
@@ -285,12 +280,11 @@ impl BuildContext {
             }
         };
 
-        let (ignore, ignore_file) = load_ignore(&root, dockerfile.path.as_deref())?;
+        let ignore = load_ignore(&root, dockerfile.path.as_deref())?;
         Ok(BuildContext {
             root,
             dockerfile,
             ignore,
-            ignore_file,
             _temp: temp,
         })
     }
@@ -298,10 +292,7 @@ impl BuildContext {
 
 /// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's
 /// `.dockerignore`, as in BuildKit.
-fn load_ignore(
-    root: &Path,
-    dockerfile: Option<&Path>,
-) -> Result<(PatternMatcher, Option<PathBuf>), ContextError> {
+fn load_ignore(root: &Path, dockerfile: Option<&Path>) -> Result<PatternMatcher, ContextError> {
     let specific = dockerfile.and_then(|p| {
         let name = p.file_name()?.to_str()?;
         Some(p.with_file_name(format!("{name}.dockerignore")))
@@ -318,7 +309,7 @@ fn load_ignore(
                         line,
                         source,
                     })?;
-                return Ok((matcher, Some(candidate)));
+                return Ok(matcher);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => {
@@ -330,7 +321,7 @@ fn load_ignore(
             }
         }
     }
-    Ok((PatternMatcher::default(), None))
+    Ok(PatternMatcher::default())
 }
 
 /// `base/rel` when `rel` stays inside `base` lexically.

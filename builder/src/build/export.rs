@@ -2,7 +2,9 @@
 //! store: layer blobs (made once, remembered), the config with its
 //! rootfs and history made consistent, and the manifest.
 
-use crate::export::image::{write_image, ImageError, ImageLayer, ManifestOptions};
+use crate::export::image::{
+    layer_descriptor, write_image, ImageError, ImageLayer, ManifestOptions,
+};
 use kiln_frontend::image::{History, ImageConfig};
 use kiln_solver::cache::CacheStore;
 use kiln_solver::content::ContentStore;
@@ -10,7 +12,7 @@ use kiln_solver::snapshot::blobs::{export_layer, BlobError};
 use kiln_solver::snapshot::layer::{Compression, DiffOptions};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::layers::LayerStore;
-use oci_spec::image::{Descriptor, DescriptorBuilder, Digest};
+use oci_spec::image::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
@@ -102,12 +104,11 @@ pub fn export_image(
             layers.push(None);
             continue;
         }
-        let blob = DescriptorBuilder::default()
-            .media_type(exported.blob.compression.oci_media_type())
-            .digest(exported.blob.digest.clone())
-            .size(exported.blob.size)
-            .build()
-            .map_err(|e| ExportError::Spec(e.to_string()))?;
+        let blob = layer_descriptor(
+            exported.blob.digest.clone(),
+            exported.blob.size,
+            exported.blob.compression,
+        )?;
         layers.push(Some(ImageLayer {
             diff_id: exported.diff_id,
             blob,

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired into `kiln build` as the build path lands (issue 5).
 //! Assembling an image from a build result: the config blob, the manifest
 //! over the layer blobs, and (for several platforms) the index, all written
 //! into the content store.

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired into `kiln build` as the build path lands (issue 5).
 //! `-o/--output`, `--push`, `--load` and `-t`, in buildx's syntax, turned
 //! into the list of outputs a build writes.
 
