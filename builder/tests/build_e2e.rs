@@ -561,3 +561,44 @@ fn du_and_prune_account_for_and_remove_the_cache() {
     let meta = b.build(&["-o", "type=tar,dest=/dev/null"]);
     assert_eq!(meta["kiln.vertices.executed"], 1);
 }
+
+#[test]
+fn named_build_contexts_replace_stages_and_images() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let extra = b.work.path().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("note.txt"), "from a named context").unwrap();
+    b.write(
+        "Dockerfile",
+        "FROM assets AS whole\nFROM somebase\nCOPY --from=whole /note.txt /whole.txt\nCOPY --from=assets /note.txt /direct.txt\n",
+    );
+    let assets = format!("assets={}", extra.display());
+    let base = format!(
+        "somebase=docker-image://{}/library/busybox:latest",
+        env.registry()
+    );
+    b.build(&[
+        "-t",
+        "kiln-test/named:1",
+        "--build-context",
+        &assets,
+        "--build-context",
+        &base,
+    ]);
+    let root = b.unpack("docker.io/kiln-test/named:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("whole.txt")).unwrap(),
+        "from a named context"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("direct.txt")).unwrap(),
+        "from a named context"
+    );
+    assert!(
+        root.join("bin/busybox").exists(),
+        "somebase was replaced by the busybox image"
+    );
+    let err = b.build_fails(&["--build-context", "x=oci-layout:///nowhere"]);
+    assert!(err.contains("oci-layout"), "{err}");
+}

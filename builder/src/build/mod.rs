@@ -53,6 +53,8 @@ pub struct BuildRequest {
     pub allow: Vec<String>,
     /// `--add-host`.
     pub add_hosts: Vec<String>,
+    /// `--build-context name=value`.
+    pub build_contexts: Vec<String>,
     /// `--annotation`s (`key=value`, for the manifest).
     pub annotations: Vec<(String, String)>,
     /// `--label`s.

@@ -5,7 +5,7 @@
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::images::{BuildImages, Resolver};
 use super::outputs::write_outputs;
-use super::session::session_from_flags;
+use super::session::{parse_build_context, session_from_flags};
 use super::BuildRequest;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
@@ -14,7 +14,7 @@ use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
-    llb_platform, lower_into, rfc3339, ImageResolver, LowerOptions, NoCache,
+    llb_platform, lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
 };
 use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
@@ -134,12 +134,24 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     } else {
         NoCache::None
     };
+    let named_contexts: BTreeMap<String, NamedContext> = req
+        .build_contexts
+        .iter()
+        .map(|spec| parse_build_context(spec))
+        .collect::<Result<_>>()?;
     let mut resolver = Resolver(Arc::clone(&images));
     let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
     for target_platform in &platforms {
         let platform = llb_platform(target_platform);
-        let build = resolve_stages(&ast, &req, target_platform, &mut resolver, &fail)?;
+        let build = resolve_stages(
+            &ast,
+            &req,
+            target_platform,
+            &named_contexts,
+            &mut resolver,
+            &fail,
+        )?;
         let lowered = lower_into(
             definition,
             &ast,
@@ -150,7 +162,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 context: "context".to_string(),
                 no_cache: no_cache.clone(),
                 source_date_epoch: req.source_date_epoch.map(|s| s as i64),
-                named_contexts: BTreeMap::new(),
+                named_contexts: named_contexts.clone(),
                 platform_in_descriptions: multi,
             },
         )
@@ -306,6 +318,7 @@ fn resolve_stages(
     ast: &kiln_frontend::parser::Ast,
     req: &BuildRequest,
     target_platform: &Platform,
+    named_contexts: &BTreeMap<String, NamedContext>,
     resolver: &mut Resolver,
     fail: &dyn Fn(SourceError) -> miette::Report,
 ) -> Result<kiln_frontend::stages::Build> {
@@ -320,7 +333,13 @@ fn resolve_stages(
     };
     let first = stages::resolve(ast, &resolve_opts).map_err(fail)?;
     for stage in first.needed_stages() {
-        if let Base::Image(reference) = &stage.base {
+        if let Base::Image(written) = &stage.base {
+            // A named context of that name replaces the image (a directory has no env).
+            let reference = match named_contexts.get(&written.to_ascii_lowercase()) {
+                Some(NamedContext::Local(_)) => continue,
+                Some(NamedContext::Image(r)) => r,
+                None => written,
+            };
             let stage_platform = match &stage.platform {
                 Some(p) => Platform::parse(p)
                     .map(|p| llb_platform(&p))
@@ -335,7 +354,7 @@ fn resolve_stages(
             })?;
             resolve_opts
                 .base_env
-                .insert(reference.clone(), resolved.config.config.env_pairs());
+                .insert(written.clone(), resolved.config.config.env_pairs());
         }
     }
     stages::resolve(ast, &resolve_opts).map_err(fail)

@@ -3,6 +3,7 @@
 
 use super::BuildRequest;
 use crate::context::BuildContext;
+use kiln_frontend::lower::NamedContext;
 use kiln_solver::executor::HostEntry;
 use kiln_solver::worker::{LocalDir, Session};
 use miette::{miette, Result};
@@ -92,6 +93,29 @@ pub fn parse_add_host(spec: &str) -> Result<HostEntry> {
     })
 }
 
+/// `--build-context name=value`: the lower-case name and what it is. A
+/// directory is lent to the build as the local source `context:<name>`.
+pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
+    let (name, value) = spec.split_once('=').ok_or_else(|| {
+        miette!("invalid --build-context {spec:?}: expected NAME=PATH or NAME=docker-image://REF")
+    })?;
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(miette!(
+            "invalid --build-context {spec:?}: the name is empty"
+        ));
+    }
+    if let Some(r) = value.strip_prefix("docker-image://") {
+        return Ok((name, NamedContext::Image(r.to_string())));
+    }
+    if value.contains("://") {
+        return Err(miette!(
+            "--build-context {spec:?}: only directories and docker-image:// are supported (oci-layout://, git and URLs are not yet)"
+        ));
+    }
+    Ok((name.clone(), NamedContext::Local(format!("context:{name}"))))
+}
+
 /// The session of a build request.
 pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Session> {
     let mut session = Session::default();
@@ -103,6 +127,30 @@ pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Sess
             keep: None,
         },
     );
+    for spec in &req.build_contexts {
+        if let (name, NamedContext::Local(local)) = parse_build_context(spec)? {
+            let dir = PathBuf::from(spec.split_once('=').map(|(_, v)| v).unwrap_or_default());
+            if !dir.is_dir() {
+                return Err(miette!(
+                    "--build-context {name}: {} is not a directory",
+                    dir.display()
+                ));
+            }
+            let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+                Ok(text) => kiln_solver::pattern::parse_dockerignore(&text)
+                    .map_err(|(line, e)| miette!("{}/.dockerignore:{line}: {e}", dir.display()))?,
+                Err(_) => Default::default(),
+            };
+            session.locals.insert(
+                local,
+                LocalDir {
+                    root: dir,
+                    ignore: Arc::new(ignore),
+                    keep: None,
+                },
+            );
+        }
+    }
     for s in &req.secrets {
         let (id, data) = parse_secret(s)?;
         session.secrets.insert(id, data);

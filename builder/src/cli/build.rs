@@ -87,6 +87,9 @@ pub struct Args {
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
+    /// Additional build context (`name=PATH`, `name=docker-image://REF`).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
@@ -281,6 +284,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
         add_hosts: args.add_hosts.clone(),
+        build_contexts: args.build_contexts.clone(),
         labels,
         annotations,
         source_date_epoch,

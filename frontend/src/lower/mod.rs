@@ -59,11 +59,22 @@ pub struct LowerOptions {
     pub no_cache: NoCache,
     /// SOURCE_DATE_EPOCH: history timestamps (and file times where BuildKit clamps them).
     pub source_date_epoch: Option<i64>,
-    /// Named contexts (`--build-context name=...`), by lower-case name: the local source name to use.
-    pub named_contexts: BTreeMap<String, String>,
+    /// Named contexts (`--build-context name=...`), by lower-case name. They
+    /// take the place of a stage or image of that name in FROM, COPY --from
+    /// and RUN --mount from=.
+    pub named_contexts: BTreeMap<String, NamedContext>,
     /// Prefix step descriptions with the stage's platform (`[linux/arm64 stage-1 2/3]`),
     /// as BuildKit does when several platforms are built at once.
     pub platform_in_descriptions: bool,
+}
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory, by the session's local source name.
+    Local(String),
+    /// An image reference (`docker-image://REF`).
+    Image(String),
 }
 
 /// The result of lowering.
@@ -292,6 +303,24 @@ impl Lowerer<'_> {
         platform: &Platform,
         node: usize,
     ) -> Result<Option<VertexRef>, SourceError> {
+        match self
+            .opts
+            .named_contexts
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+        {
+            Some(NamedContext::Local(local)) => {
+                return self.local(&local, platform, node).map(Some)
+            }
+            Some(NamedContext::Image(reference)) => {
+                let meta =
+                    VertexMetadata::described(format!("[context {name}] load image {reference}"));
+                return self
+                    .image(&reference, platform, node, meta)
+                    .map(|(v, _)| Some(v));
+            }
+            None => {}
+        }
         if let Some(si) = self.build.find_stage(name) {
             return match self.stages.get(&si) {
                 Some(s) => Ok(s.vertex),
@@ -302,14 +331,6 @@ impl Lowerer<'_> {
                     Some("a stage can only use stages defined above it"),
                 )),
             };
-        }
-        if let Some(local) = self
-            .opts
-            .named_contexts
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-        {
-            return self.local(&local, platform, node).map(Some);
         }
         let meta = VertexMetadata::described(format!("[internal] load image {name}"));
         self.image(name, platform, node, meta).map(|(v, _)| Some(v))
@@ -374,21 +395,58 @@ impl Lowerer<'_> {
                     ..parent
                 }
             }
-            Base::Image(reference) => {
+            Base::Image(written) => {
+                let named = self
+                    .opts
+                    .named_contexts
+                    .get(&written.to_ascii_lowercase())
+                    .cloned();
+                let reference = match &named {
+                    Some(NamedContext::Image(r)) => r.clone(),
+                    _ => written.clone(),
+                };
                 let meta = self.metadata(
                     format!("[{label} 1/{steps}] FROM {reference}"),
                     stage.node,
                     stage,
                 );
-                let (v, mut config) = self.image(reference, &platform, stage.node, meta)?;
-                // The base's ONBUILD triggers were for this build; the result does not carry them.
-                config.config.on_build.clear();
-                config.created = None;
-                StageState {
-                    vertex: Some(v),
-                    config,
-                    platform: platform.clone(),
-                    stamps: Vec::new(),
+                if let Some(NamedContext::Local(local)) = named {
+                    // A directory as the base: its files become the first layer.
+                    let src = self.local(&local, &platform, stage.node)?;
+                    let copy = FileAction::Copy(kiln_solver::llb::CopyAction {
+                        src_input: 0,
+                        src: "/".to_string(),
+                        dest: "/".to_string(),
+                        dir_copy_contents: true,
+                        create_dest_path: true,
+                        ..Default::default()
+                    });
+                    let op = Op::File(FileOp {
+                        base: None,
+                        actions: vec![copy],
+                    });
+                    let v = self.add(op, &platform, &[src], meta, stage.node)?;
+                    StageState {
+                        vertex: Some(v),
+                        config: ImageConfig::scratch(
+                            &platform.os,
+                            &platform.architecture,
+                            platform.variant.as_deref(),
+                        ),
+                        platform: platform.clone(),
+                        stamps: Vec::new(),
+                    }
+                } else {
+                    let (v, mut config) = self.image(&reference, &platform, stage.node, meta)?;
+                    // The base's ONBUILD triggers were for this build; the result does not carry them.
+                    config.config.on_build.clear();
+                    config.created = None;
+                    StageState {
+                        vertex: Some(v),
+                        config,
+                        platform: platform.clone(),
+                        stamps: Vec::new(),
+                    }
                 }
             }
         };
