@@ -13,5 +13,11 @@ mod transfer_progress;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when stdout's reader goes away
+    // (`kiln images | head`) instead of panicking on the failed write.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     cli::run()
 }

@@ -89,6 +89,26 @@ impl Build {
         bundle.join("rootfs")
     }
 
+    /// The config blob as stored (skopeo's view drops Docker-only fields such as OnBuild).
+    fn raw_config(&self, tag: &str) -> serde_json::Value {
+        let content = self.root.path().join("content");
+        let read = |digest: &str| -> serde_json::Value {
+            let hex = digest.trim_start_matches("sha256:");
+            serde_json::from_slice(&std::fs::read(content.join("blobs/sha256").join(hex)).unwrap())
+                .unwrap()
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(content.join("index.json")).unwrap()).unwrap();
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("{tag} is not in the store"));
+        let manifest = read(entry["digest"].as_str().unwrap());
+        read(manifest["config"]["digest"].as_str().unwrap())
+    }
+
     fn config(&self, tag: &str) -> serde_json::Value {
         let out = Command::new("skopeo")
             .args(["inspect", "--config"])
@@ -601,4 +621,50 @@ fn named_build_contexts_replace_stages_and_images() {
     );
     let err = b.build_fails(&["--build-context", "x=oci-layout:///nowhere"]);
     assert!(err.contains("oci-layout"), "{err}");
+}
+
+#[test]
+fn a_base_images_onbuild_triggers_run_in_the_child_only() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nONBUILD RUN echo triggered > /onbuild.txt\nONBUILD ENV FROM_TRIGGER=yes\n",
+            env.registry()
+        ),
+    );
+    b.build(&["-t", "kiln-test/parent:1"]);
+    let parent = b.unpack("docker.io/kiln-test/parent:1");
+    assert!(
+        !parent.join("onbuild.txt").exists(),
+        "triggers do not run in the image that declares them"
+    );
+    assert_eq!(
+        b.raw_config("docker.io/kiln-test/parent:1")["config"]["OnBuild"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    b.write(
+        "Dockerfile",
+        "FROM kiln-test/parent:1\nRUN cat /onbuild.txt > /seen.txt\n",
+    );
+    b.build(&["-t", "kiln-test/child:1"]);
+    let child = b.unpack("docker.io/kiln-test/child:1");
+    assert_eq!(
+        std::fs::read_to_string(child.join("seen.txt")).unwrap(),
+        "triggered\n"
+    );
+    let config = b.raw_config("docker.io/kiln-test/child:1");
+    assert!(
+        config["config"]["OnBuild"].is_null(),
+        "the child does not carry the triggers: {config}"
+    );
+    assert!(config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("FROM_TRIGGER=yes")));
 }

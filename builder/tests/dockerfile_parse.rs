@@ -100,3 +100,30 @@ fn missing_file_is_an_error_not_a_panic() {
     assert!(err.contains("/nonexistent/Dockerfile"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_closed_stdout_ends_kiln_quietly_not_with_a_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // A big document so kiln is still writing when the reader goes away.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Dockerfile");
+    let mut text = String::from("FROM scratch\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("LABEL k{i}=v{i}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["dockerfile", "parse"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is dropped here.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

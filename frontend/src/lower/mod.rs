@@ -438,15 +438,21 @@ impl Lowerer<'_> {
                     }
                 } else {
                     let (v, mut config) = self.image(&reference, &platform, stage.node, meta)?;
-                    // The base's ONBUILD triggers were for this build; the result does not carry them.
-                    config.config.on_build.clear();
                     config.created = None;
-                    StageState {
+                    let triggers = std::mem::take(&mut config.config.on_build);
+                    let mut state = StageState {
                         vertex: Some(v),
                         config,
                         platform: platform.clone(),
                         stamps: Vec::new(),
+                    };
+                    // The base's ONBUILD triggers run once, here, before the
+                    // stage's own instructions; the result does not carry them.
+                    for trigger in &triggers {
+                        let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
+                        self.run_trigger(stage, &mut state, &reference, trigger, description)?;
                     }
+                    state
                 }
             }
         };
@@ -467,6 +473,61 @@ impl Lowerer<'_> {
         }
         state.config.created = Some(self.created.clone());
         Ok(state)
+    }
+
+    /// Lowers one ONBUILD trigger of a base image: parsed as a one-line
+    /// Dockerfile, expanded with the image's environment, attributed to the
+    /// FROM line.
+    fn run_trigger(
+        &mut self,
+        stage: &Stage,
+        state: &mut StageState,
+        reference: &str,
+        trigger: &str,
+        description: String,
+    ) -> Result<(), SourceError> {
+        let bad = |l: &Self, e: String| {
+            l.err(
+                stage.node,
+                ErrorKind::Instruction,
+                format!("ONBUILD trigger {trigger:?} of {reference}: {e}"),
+                Some("the base image's ONBUILD instruction is invalid; use another base or fix its Dockerfile"),
+            )
+        };
+        let trigger_ast = crate::parse_named("ONBUILD", trigger.as_bytes())
+            .map_err(|e| bad(self, e.message.clone()))?;
+        let Some(node) = trigger_ast.children.first() else {
+            return Ok(());
+        };
+        let mut instruction =
+            Instruction::parse(&trigger_ast, node).map_err(|e| bad(self, e.message.clone()))?;
+        if matches!(
+            instruction,
+            Instruction::From(_) | Instruction::Onbuild(_) | Instruction::Maintainer(_)
+        ) {
+            return Err(bad(
+                self,
+                "FROM, ONBUILD and MAINTAINER are not allowed as triggers".to_string(),
+            ));
+        }
+        let env: BTreeMap<String, String> = state.config.config.env_pairs().into_iter().collect();
+        let lexer = crate::shell::Lexer::new(trigger_ast.escape);
+        let cx = crate::instructions::Ctx {
+            ast: &trigger_ast,
+            node,
+        };
+        let mut expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
+        instruction
+            .expand(&cx, &mut expand)
+            .map_err(|e| bad(self, e.message.clone()))?;
+        let ri = ResolvedInstruction {
+            instruction,
+            span: stage.span,
+            node: stage.node,
+            env: Default::default(),
+            proxy_env: Vec::new(),
+        };
+        self.lower_instruction(stage, state, &ri, description)
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.

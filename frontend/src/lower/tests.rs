@@ -14,7 +14,12 @@ impl ImageResolver for FakeRegistry {
         let mut config = ImageConfig::scratch(&platform.os, &platform.architecture, None);
         config.config.set_env("PATH", "/usr/bin:/bin");
         config.config.cmd = Some(vec!["sh".to_string()]);
-        config.config.on_build = vec!["RUN echo trigger".to_string()];
+        if reference.contains("onbuild") {
+            config.config.on_build = vec![
+                "RUN echo trigger $PATH".to_string(),
+                "ENV FROM_TRIGGER=1".to_string(),
+            ];
+        }
         Ok(ResolvedImage {
             reference: format!("docker.io/library/{reference}@sha256:{}", "a".repeat(64)),
             config,
@@ -239,4 +244,35 @@ fn platforms_lowered_into_one_graph_share_buildplatform_stages() {
     } else {
         panic!("not a file op");
     }
+}
+
+#[test]
+fn base_onbuild_triggers_run_once_in_the_child() {
+    let l = lower_text("FROM onbuild-base\nRUN echo mine\n", None).unwrap();
+    let execs: Vec<Vec<String>> = l
+        .definition
+        .vertices()
+        .filter_map(|(_, v)| match v.op() {
+            Op::Exec(e) => Some(e.meta.args.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(execs.len(), 2, "{execs:?}");
+    assert!(
+        execs
+            .iter()
+            .any(|a| a.last().map(String::as_str) == Some("echo trigger $PATH")),
+        "the trigger runs (RUN is left to the shell, as in BuildKit): {execs:?}"
+    );
+    assert_eq!(l.config.config.env_var("FROM_TRIGGER"), Some("1"));
+    assert!(
+        l.config.config.on_build.is_empty(),
+        "triggers are not inherited further"
+    );
+}
+
+#[test]
+fn onbuild_instructions_are_recorded_for_children() {
+    let l = lower_text("FROM busybox\nONBUILD RUN echo hi\n", None).unwrap();
+    assert_eq!(l.config.config.on_build, ["RUN echo hi"]);
 }
