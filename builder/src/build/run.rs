@@ -227,7 +227,11 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         Err(e) => {
             drop(tx);
             drop(worker);
-            let _ = display.finish();
+            // buildx's block with the failed step's last output lines, in
+            // every progress mode (quiet and tty showed none of it).
+            for failed in display.finish().failed {
+                eprintln!("{failed}");
+            }
             return Err(solve_error(e, &definition, &name, &source));
         }
     };
@@ -305,9 +309,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let layers = worker.layers().clone();
     drop(tx);
     drop(worker);
-    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome);
+    // Outputs print their own lines (pushes): after the live display is done.
     let _ = display.finish();
-    written?;
+    write_outputs(&req, &runtime, &store, &layers, &results, &outcome)?;
     Ok(outcome)
 }
 
