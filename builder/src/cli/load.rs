@@ -20,6 +20,11 @@ pub struct Args {
 /// Runs `kiln load`.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let store = LocalStore::open(root)?;
+    // Held while blobs land before their tag, so a concurrent prune cannot collect them.
+    let _lock = store
+        .content
+        .lock(kiln_solver::content::LockMode::Shared)
+        .map_err(|e| miette!("{e}"))?;
     let reader: Box<dyn std::io::Read> = match &args.input {
         Some(p) => Box::new(std::fs::File::open(p).map_err(|e| miette!("{}: {e}", p.display()))?),
         None => Box::new(std::io::stdin()),

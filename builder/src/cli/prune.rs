@@ -125,7 +125,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .map_err(|e| miette!("{e}"))?
         .ok_or_else(|| {
             miette!(
-                "a build is using the state directory {}; prune when it is done",
+                "another kiln command (a build, pull or load) is using the state directory {}; prune when it is done",
                 state.root().display()
             )
         })?;

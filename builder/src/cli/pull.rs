@@ -43,6 +43,11 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         PlatformSelection::Host
     };
     let store = LocalStore::open(root)?;
+    // Held while blobs land before their tag, so a concurrent prune cannot collect them.
+    let _lock = store
+        .content
+        .lock(kiln_solver::content::LockMode::Shared)
+        .map_err(|e| miette!("{e}"))?;
     let client = args.registry.client();
     let progress = TransferProgress::new(Direction::Pull, args.quiet);
     progress.message(&format!(
