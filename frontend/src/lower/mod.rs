@@ -104,6 +104,23 @@ struct StageState {
     stamps: Vec<(usize, Option<VertexRef>)>,
 }
 
+impl StageState {
+    /// A stage whose config is scratch's (no base image): `FROM scratch`, or
+    /// a directory as the base (`vertex` holds its files).
+    fn empty(vertex: Option<VertexRef>, platform: &Platform) -> StageState {
+        StageState {
+            vertex,
+            config: ImageConfig::scratch(
+                &platform.os,
+                &platform.architecture,
+                platform.variant.as_deref(),
+            ),
+            platform: platform.clone(),
+            stamps: Vec::new(),
+        }
+    }
+}
+
 struct Lowerer<'a> {
     ast: &'a Ast,
     build: &'a Build,
@@ -371,16 +388,7 @@ impl Lowerer<'_> {
             })
             .count();
         let mut state = match &stage.base {
-            Base::Scratch => StageState {
-                vertex: None,
-                config: ImageConfig::scratch(
-                    &platform.os,
-                    &platform.architecture,
-                    platform.variant.as_deref(),
-                ),
-                platform: platform.clone(),
-                stamps: Vec::new(),
-            },
+            Base::Scratch => StageState::empty(None, &platform),
             Base::Stage(b) => {
                 let parent = self.stages.get(b).cloned().ok_or_else(|| {
                     self.err(
@@ -426,16 +434,7 @@ impl Lowerer<'_> {
                         actions: vec![copy],
                     });
                     let v = self.add(op, &platform, &[src], meta, stage.node)?;
-                    StageState {
-                        vertex: Some(v),
-                        config: ImageConfig::scratch(
-                            &platform.os,
-                            &platform.architecture,
-                            platform.variant.as_deref(),
-                        ),
-                        platform: platform.clone(),
-                        stamps: Vec::new(),
-                    }
+                    StageState::empty(Some(v), &platform)
                 } else {
                     let (v, mut config) = self.image(&reference, &platform, stage.node, meta)?;
                     config.created = None;
