@@ -8,90 +8,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use support::{kiln_bin, TestEnv};
-
-struct Build {
-    root: tempfile::TempDir,
-    work: tempfile::TempDir,
-}
-
-impl Build {
-    fn new() -> Build {
-        Build {
-            root: tempfile::tempdir().expect("state dir"),
-            work: tempfile::tempdir().expect("work dir"),
-        }
-    }
-
-    fn ctx(&self) -> PathBuf {
-        self.work.path().join("ctx")
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.work.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, data: &str) {
-        let p = self.ctx().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-
-    fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(kiln_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(args)
-            .env("BUILDKIT_PROGRESS", "plain")
-            .envs(env.iter().copied())
-            .output()
-            .expect("run kiln")
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.kiln_env(args, &[])
-    }
-
-    /// Builds the context with extra flags; returns the metadata file's JSON.
-    fn build_env(&self, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-        let meta = self.path("meta.json");
-        let _ = std::fs::remove_file(&meta);
-        let ctx = self.ctx();
-        let mut args = vec!["build", "--metadata-file", meta.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        let out = self.kiln_env(&args, env);
-        assert!(
-            out.status.success(),
-            "kiln build failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap()
-    }
-
-    fn build(&self, extra: &[&str]) -> serde_json::Value {
-        self.build_env(extra, &[])
-    }
-
-    fn build_fails(&self, extra: &[&str]) -> String {
-        let ctx = self.ctx();
-        let mut args = vec!["build"];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        let out = self.kiln(&args);
-        assert!(!out.status.success(), "kiln build should have failed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-fn executed(meta: &serde_json::Value) -> u64 {
-    meta["kiln.vertices.executed"]
-        .as_u64()
-        .expect("executed counter")
-}
+use std::path::Path;
+use std::process::Command;
+use support::{executed, Build, TestEnv};
 
 /// `skopeo inspect --raw` of a registry reference, as JSON.
 fn raw(reference: &str) -> serde_json::Value {

@@ -2,6 +2,11 @@
 //! `testdata/env/setup.sh` and the `kiln` binary under test.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+mod build;
+
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use build::{executed, read_json, Build};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

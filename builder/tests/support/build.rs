@@ -1,0 +1,166 @@
+//! A build fixture: a fresh state dir and context dir, `kiln` run against
+//! them, and readers of what the build stored (umoci, skopeo, the raw blobs).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::kiln_bin;
+
+/// One state directory (`--root`) and one work directory holding the context (`ctx/`).
+pub struct Build {
+    /// The state directory passed as `--root`.
+    pub root: tempfile::TempDir,
+    /// Holds the context (`ctx/`), the metadata file and unpacked bundles.
+    pub work: tempfile::TempDir,
+}
+
+impl Build {
+    /// Empty state and work directories.
+    pub fn new() -> Build {
+        Build {
+            root: tempfile::tempdir().expect("state dir"),
+            work: tempfile::tempdir().expect("work dir"),
+        }
+    }
+
+    /// The build context directory.
+    pub fn ctx(&self) -> PathBuf {
+        self.work.path().join("ctx")
+    }
+
+    /// A path in the work directory (beside the context).
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    /// Writes a file of the context, making its directories.
+    pub fn write(&self, rel: &str, data: &str) {
+        let p = self.ctx().join(rel);
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(p, data).expect("write context file");
+    }
+
+    /// Runs `kiln --root <state> ARGS` with plain progress and extra environment.
+    pub fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("BUILDKIT_PROGRESS", "plain")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Runs `kiln --root <state> ARGS` with plain progress.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    /// Builds the context with extra flags and environment; returns the metadata file's JSON.
+    pub fn build_env(&self, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+        let meta = self.path("meta.json");
+        let _ = std::fs::remove_file(&meta);
+        let ctx = self.ctx();
+        let mut args = vec![
+            "build",
+            "--metadata-file",
+            meta.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8 path"));
+        let out = self.kiln_env(&args, env);
+        assert!(
+            out.status.success(),
+            "kiln build failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(meta).expect("metadata file")).expect("metadata JSON")
+    }
+
+    /// Builds the context with extra flags; returns the metadata file's JSON.
+    pub fn build(&self, extra: &[&str]) -> serde_json::Value {
+        self.build_env(extra, &[])
+    }
+
+    /// Builds the context expecting failure; returns stderr.
+    pub fn build_fails(&self, extra: &[&str]) -> String {
+        let ctx = self.ctx();
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8 path"));
+        let out = self.kiln(&args);
+        assert!(!out.status.success(), "kiln build should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Unpacks a tagged image of the state dir's store (an OCI layout) with umoci.
+    pub fn unpack(&self, tag: &str) -> PathBuf {
+        let bundle = self.path(&format!("bundle-{}", tag.replace(['/', ':'], "_")));
+        let layout = format!("{}/content:{tag}", self.root.path().display());
+        let _ = std::fs::remove_dir_all(&bundle);
+        let st = Command::new("umoci")
+            .args(["unpack", "--image", &layout])
+            .arg(&bundle)
+            .output()
+            .expect("run umoci");
+        assert!(
+            st.status.success(),
+            "umoci unpack {layout}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        bundle.join("rootfs")
+    }
+
+    /// The config blob as stored (skopeo's view drops Docker-only fields such as OnBuild).
+    pub fn raw_config(&self, tag: &str) -> serde_json::Value {
+        let content = self.root.path().join("content");
+        let read = |digest: &str| -> serde_json::Value {
+            let hex = digest.trim_start_matches("sha256:");
+            let bytes = std::fs::read(content.join("blobs/sha256").join(hex)).expect("blob");
+            serde_json::from_slice(&bytes).expect("JSON blob")
+        };
+        let index = read_json(&content.join("index.json"));
+        let entry = index["manifests"]
+            .as_array()
+            .expect("index manifests")
+            .iter()
+            .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("{tag} is not in the store"));
+        let manifest = read(entry["digest"].as_str().expect("digest"));
+        read(
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        )
+    }
+
+    /// The image config of a stored tag, as skopeo reads it.
+    pub fn config(&self, tag: &str) -> serde_json::Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci:{}/content:{tag}", self.root.path().display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("config JSON")
+    }
+}
+
+/// A JSON file.
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The metadata file's count of vertices that executed (were not cached).
+pub fn executed(meta: &serde_json::Value) -> u64 {
+    meta["kiln.vertices.executed"]
+        .as_u64()
+        .expect("executed counter")
+}
