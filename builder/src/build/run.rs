@@ -14,7 +14,7 @@ use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
-    llb_platform, lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
+    lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
 };
 use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
@@ -143,7 +143,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
     for target_platform in &platforms {
-        let platform = llb_platform(target_platform);
+        let platform = target_platform.clone();
         let build = resolve_stages(
             &ast,
             &req,
@@ -326,7 +326,7 @@ fn resolve_stages(
     resolver: &mut Resolver,
     fail: &dyn Fn(SourceError) -> miette::Report,
 ) -> Result<kiln_frontend::stages::Build> {
-    let platform = llb_platform(target_platform);
+    let platform = target_platform;
     let mut resolve_opts = ResolveOptions {
         target: req.target.clone(),
         build_args: req.build_args.clone(),
@@ -345,9 +345,7 @@ fn resolve_stages(
                 None => written,
             };
             let stage_platform = match &stage.platform {
-                Some(p) => Platform::parse(p)
-                    .map(|p| llb_platform(&p))
-                    .unwrap_or_else(|_| platform.clone()),
+                Some(p) => Platform::parse(p).unwrap_or_else(|_| platform.clone()),
                 None => platform.clone(),
             };
             let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {

@@ -195,15 +195,6 @@ fn internal(ast: &Ast, msg: &str) -> SourceError {
     )
 }
 
-/// Converts the frontend's platform type into the graph's.
-pub fn llb_platform(p: &crate::stages::Platform) -> Platform {
-    Platform {
-        os: p.os.clone(),
-        architecture: p.arch.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 impl Lowerer<'_> {
     fn node(&self, i: usize) -> &Node {
         &self.ast.children[i]
@@ -355,16 +346,14 @@ impl Lowerer<'_> {
 
     fn lower_stage(&mut self, stage: &Stage) -> Result<StageState, SourceError> {
         let platform = match &stage.platform {
-            Some(p) => crate::stages::Platform::parse(p)
-                .map(|p| llb_platform(&p))
-                .map_err(|e| {
-                    self.err(
-                        stage.node,
-                        ErrorKind::Flag,
-                        format!("invalid --platform {p:?}: {e}"),
-                        None,
-                    )
-                })?,
+            Some(p) => Platform::parse(p).map_err(|e| {
+                self.err(
+                    stage.node,
+                    ErrorKind::Flag,
+                    format!("invalid --platform {p:?}: {e}"),
+                    None,
+                )
+            })?,
             None => self.opts.platform.clone(),
         };
         let mut label = stage

@@ -204,14 +204,14 @@ fn platforms_lowered_into_one_graph_share_buildplatform_stages() {
             &build,
             &mut FakeRegistry,
             &LowerOptions {
-                platform: llb_platform(&target_platform),
+                platform: target_platform.clone(),
                 platform_in_descriptions: true,
                 ..opts()
             },
         )
         .unwrap();
         def = l.definition;
-        assert_eq!(l.config.architecture, target_platform.arch);
+        assert_eq!(l.config.architecture, target_platform.architecture);
         targets.push(l.target.unwrap());
     }
     // FROM busybox for amd64 (the build stage's and the amd64 target's: one

@@ -13,7 +13,7 @@ use crate::error::{ErrorKind, SourceError};
 use crate::instructions::{self, Ctx, Instruction};
 use crate::parser::{Ast, Span};
 use crate::shell::{Lexer, VarLookup};
-pub use platform::Platform;
+pub use platform::{platform_args, Platform};
 
 /// Proxy build args: usable without an ARG, but kept out of history and cache keys unless declared.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -310,11 +310,9 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
 
     // Built-in platform ARGs live in the global scope.
     let mut builtins = Scope::default();
-    for (k, v) in opts
-        .target_platform
-        .args("TARGET")
+    for (k, v) in platform_args(&opts.target_platform, "TARGET")
         .into_iter()
-        .chain(opts.build_platform.args("BUILD"))
+        .chain(platform_args(&opts.build_platform, "BUILD"))
     {
         builtins.set(&k, &v);
     }

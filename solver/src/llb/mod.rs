@@ -9,7 +9,7 @@ mod vertex;
 pub use definition::{Definition, GraphError};
 pub use digest::{canonical_encoding, vertex_digest, VertexDigest};
 pub use op::*;
-pub use platform::Platform;
+pub use platform::{Platform, PlatformError};
 pub use vertex::{SourceLocation, Vertex, VertexMetadata, VertexRef};
 
 #[cfg(test)]
