@@ -424,34 +424,6 @@ fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     })
 }
 
-/// Go tabwriter-style columns: each column as wide as its widest cell plus `pad`.
-fn table(rows: &[Vec<String>], pad: usize) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 < r.len() {
-                line.push_str(&format!("{cell:<w$}", w = widths[c] + pad));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn outline_text(o: &stages::outline::Outline) -> String {
     let mut out = String::new();
     let mut head = vec![vec![
@@ -465,7 +437,7 @@ fn outline_text(o: &stages::outline::Outline) -> String {
     if let Some(d) = &o.description {
         head.push(vec!["DESCRIPTION:".into(), d.clone()]);
     }
-    out.push_str(&table(&head, 1));
+    out.push_str(&crate::table::columns(&head, 1));
     out.push('\n');
     if !o.args.is_empty() {
         let mut rows = vec![vec![
@@ -480,7 +452,7 @@ fn outline_text(o: &stages::outline::Outline) -> String {
                 a.description.clone().unwrap_or_default(),
             ]);
         }
-        out.push_str(&table(&rows, 3));
+        out.push_str(&crate::table::columns(&rows, 3));
         out.push('\n');
     }
     for (title, list) in [("SECRET", &o.secrets), ("SSH", &o.ssh)] {
@@ -496,7 +468,7 @@ fn outline_text(o: &stages::outline::Outline) -> String {
                     },
                 ]);
             }
-            out.push_str(&table(&rows, 3));
+            out.push_str(&crate::table::columns(&rows, 3));
             out.push('\n');
         }
     }
@@ -513,22 +485,5 @@ fn targets_text(targets: &[stages::outline::Target]) -> String {
         };
         rows.push(vec![name, t.description.clone().unwrap_or_default()]);
     }
-    table(&rows, 3)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_pad_columns() {
-        let rows = vec![
-            vec!["TARGET".into(), "DESCRIPTION".into()],
-            vec!["build (default)".into(), "".into()],
-        ];
-        assert_eq!(
-            table(&rows, 3),
-            "TARGET            DESCRIPTION\nbuild (default)\n"
-        );
-    }
+    crate::table::columns(&rows, 3)
 }

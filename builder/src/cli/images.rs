@@ -245,28 +245,7 @@ pub fn human_size(n: u64) -> String {
 
 /// Prints left-aligned columns separated by three spaces, like docker.
 pub fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                let w = widths.get(i).copied().unwrap_or(0);
-                line.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
+    print!("{}", crate::table::columns(rows, 3));
 }
 
 /// A small subset of Go templates: `{{.Field}}`, `{{json .}}`, `{{json .Field}}`, `\t`, `\n`.
