@@ -1,13 +1,16 @@
 //! The scheduler: runs the vertices a target needs, in dependency order, with a bounded
 //! number of concurrent executions. Before executing a vertex it computes its cache key
 //! (see [`crate::cache::key`]) and asks the worker's cache; a hit returns the stored result
-//! without executing anything. The first failure aborts everything still running.
+//! without executing anything. The first failure cancels everything still running
+//! (so does the `stop` future of [`Scheduler::solve_until`], e.g. Ctrl-C): the
+//! worker is told to stop its work, the other vertices' futures are dropped, and
+//! the vertices that had started are reported canceled.
 //!
 //! It knows nothing about Dockerfiles or how ops run: a [`Worker`] does the work.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -76,9 +79,10 @@ pub trait Worker: Send + Sync + 'static {
         output: &Self::Output,
     ) -> impl Future<Output = Result<(), WorkerError>> + Send;
 
-    /// Called once when a solve fails, before the other vertices' futures are dropped: work
-    /// that dropping cannot stop (a process started from a blocking thread) should be
-    /// stopped here, so the failure is reported promptly and nothing keeps running.
+    /// Called when a solve fails or is stopped, before the other vertices' futures are
+    /// dropped: work that dropping cannot stop (a process started from a blocking thread)
+    /// should be stopped here, so the failure is reported promptly and nothing keeps
+    /// running. Results finishing after it must not be stored in the cache.
     fn cancel(&self) {}
 
     /// Executes the op with its inputs' results (in input order). The scheduler reports the
@@ -113,6 +117,9 @@ pub enum SolveError {
     /// A task of the solve panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The solve was stopped from outside (see [`Scheduler::solve_until`]).
+    #[error("the build was canceled")]
+    Canceled,
 }
 
 /// A vertex's result and key.
@@ -176,6 +183,18 @@ impl<W: Worker> Scheduler<W> {
         def: &Definition,
         targets: &[VertexRef],
     ) -> Result<SolveOutcome<W::Output>, SolveError> {
+        self.solve_until(def, targets, std::future::pending()).await
+    }
+
+    /// Solves what `targets` need unless `stop` completes first: then the solve is
+    /// canceled as on a failure and returns [`SolveError::Canceled`].
+    pub async fn solve_until(
+        &self,
+        def: &Definition,
+        targets: &[VertexRef],
+        stop: impl Future<Output = ()>,
+    ) -> Result<SolveOutcome<W::Output>, SolveError> {
+        let mut stop = std::pin::pin!(stop);
         for t in targets {
             if def.vertex(*t).is_none() {
                 return Err(SolveError::UnknownTarget(t.index()));
@@ -215,16 +234,33 @@ impl<W: Worker> Scheduler<W> {
             .filter(|r| pending.get(r) == Some(&0))
             .collect();
         let (mut executed, mut cached) = (0, 0);
-        // Spawned vertices not finished yet: reported canceled if the solve fails.
-        let mut in_flight: HashMap<VertexRef, VertexDigest> = HashMap::new();
+        // Set once the solve fails or stops: vertices failing after it were
+        // canceled, not failed, and are reported so.
+        let canceled = Arc::new(AtomicBool::new(false));
+        // Spawned vertices not finished yet, with whether they started executing:
+        // those that did are reported canceled if the solve fails.
+        let mut in_flight: HashMap<VertexRef, (VertexDigest, Arc<AtomicBool>)> = HashMap::new();
         loop {
             for r in ready.drain(..) {
+                let started = Arc::new(AtomicBool::new(false));
                 if let Some(v) = def.vertex(r) {
-                    in_flight.insert(r, v.digest());
+                    in_flight.insert(r, (v.digest(), Arc::clone(&started)));
                 }
-                self.spawn_vertex(def, r, &results, &semaphore, &mut tasks);
+                let flags = TaskFlags {
+                    started,
+                    canceled: Arc::clone(&canceled),
+                };
+                self.spawn_vertex(def, r, &results, &semaphore, flags, &mut tasks);
             }
-            let Some(joined) = tasks.join_next().await else {
+            let joined = tokio::select! {
+                biased;
+                joined = tasks.join_next() => joined,
+                () = &mut stop => {
+                    self.cancel_all(&canceled, &mut tasks, &in_flight).await;
+                    return Err(SolveError::Canceled);
+                }
+            };
+            let Some(joined) = joined else {
                 break;
             };
             let outcome = match joined {
@@ -238,11 +274,7 @@ impl<W: Worker> Scheduler<W> {
                 Ok(x) => x,
                 Err(e) => {
                     // First failure: stop what the worker runs, drop everything else.
-                    self.worker.cancel();
-                    tasks.shutdown().await;
-                    for digest in in_flight.values() {
-                        self.progress.handle(*digest).canceled();
-                    }
+                    self.cancel_all(&canceled, &mut tasks, &in_flight).await;
                     return Err(e);
                 }
             };
@@ -275,12 +307,32 @@ impl<W: Worker> Scheduler<W> {
         })
     }
 
+    /// Stops the solve: later failures count as cancellations, the worker stops
+    /// its work, every task is dropped, and the vertices that had started are
+    /// reported canceled.
+    async fn cancel_all(
+        &self,
+        canceled: &AtomicBool,
+        tasks: &mut Tasks<W::Output>,
+        in_flight: &HashMap<VertexRef, (VertexDigest, Arc<AtomicBool>)>,
+    ) {
+        canceled.store(true, Ordering::SeqCst);
+        self.worker.cancel();
+        tasks.shutdown().await;
+        for (digest, started) in in_flight.values() {
+            if started.load(Ordering::SeqCst) {
+                self.progress.handle(*digest).canceled();
+            }
+        }
+    }
+
     fn spawn_vertex(
         &self,
         def: &Definition,
         r: VertexRef,
         results: &HashMap<VertexRef, Solved<W::Output>>,
         semaphore: &Arc<Semaphore>,
+        flags: TaskFlags,
         tasks: &mut Tasks<W::Output>,
     ) {
         let Some(vertex) = def.vertex(r).cloned() else {
@@ -310,13 +362,28 @@ impl<W: Worker> Scheduler<W> {
         let progress = self.progress.handle(vertex.digest());
         let total = Arc::clone(&self.executed_total);
         tasks.spawn(async move {
-            let out = solve_vertex(&*worker, &vertex, inputs, &semaphore, &progress, &total).await;
+            let out = solve_vertex(
+                &*worker, &vertex, inputs, &semaphore, &progress, &total, &flags,
+            )
+            .await;
+            // A failure after the cancel is the cancel's doing: the solve
+            // reports this vertex canceled.
             if let Err(e) = &out {
-                progress.error(e.to_string());
+                if !flags.canceled.load(Ordering::SeqCst) {
+                    progress.error(e.to_string());
+                }
             }
             (r, out)
         });
     }
+}
+
+/// A vertex task's view of the solve's state.
+struct TaskFlags {
+    /// Set when the vertex starts executing.
+    started: Arc<AtomicBool>,
+    /// Set when the solve is canceled.
+    canceled: Arc<AtomicBool>,
 }
 
 /// What a vertex needs from one solved input.
@@ -334,6 +401,7 @@ async fn solve_vertex<W: Worker>(
     semaphore: &Semaphore,
     progress: &VertexProgress,
     total: &AtomicUsize,
+    flags: &TaskFlags,
 ) -> Result<Solved<W::Output>, SolveError> {
     let fail = |source: WorkerError| SolveError::Vertex {
         digest: vertex.digest(),
@@ -373,6 +441,10 @@ async fn solve_vertex<W: Worker>(
         .acquire()
         .await
         .map_err(|e| SolveError::Internal(e.to_string()))?;
+    if flags.canceled.load(Ordering::SeqCst) {
+        return Err(SolveError::Canceled);
+    }
+    flags.started.store(true, Ordering::SeqCst);
     progress.start();
     total.fetch_add(1, Ordering::SeqCst);
     let outputs: Vec<W::Output> = inputs.into_iter().map(|i| i.output).collect();

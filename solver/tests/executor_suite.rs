@@ -670,6 +670,106 @@ fn background_processes_end_with_the_step(e: &Subject) {
     assert!(!leftover, "a background process outlived its step");
 }
 
+/// Whether a process whose argv is exactly `argv` exists.
+fn process_running(argv: &[&str]) -> bool {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|p| fs::read(p.path().join("cmdline")).is_ok_and(|c| c == want))
+}
+
+/// Mount points at or below `dir` in this process' mount namespace.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A step sleeping (with a locked cache mount) is killed by `cancel`: `run`
+/// returns `Canceled`, no process, mount, run dir or container is left, the
+/// cache mount's lock is released and the executor refuses further steps.
+fn cancel_kills_a_running_step(e: &Subject) {
+    let f = Fixture::new();
+    // A unique duration is the marker that finds the process.
+    let kind = e.name().len() + e.name().bytes().map(usize::from).sum::<usize>();
+    let duration = format!("300.{}{kind}", std::process::id());
+    let mut req = f.sh("r", &format!("echo started; exec sleep {duration}"));
+    req.mounts = vec![cache("c", "/cache", CacheSharing::Locked)];
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let result = std::thread::scope(|scope| {
+        let step = scope.spawn(|| {
+            let mut cb = |_: Stream, data: &[u8]| {
+                if String::from_utf8_lossy(data).contains("started") {
+                    let _ = started_tx.send(());
+                }
+            };
+            e.run(&req, &mut cb)
+        });
+        started_rx.recv().expect("the step started");
+        assert!(process_running(&["sleep", &duration]));
+        e.exec.cancel();
+        step.join().unwrap()
+    });
+    assert!(
+        matches!(result, Err(ExecError::Canceled)),
+        "{}: {result:?}",
+        e.name()
+    );
+    assert!(
+        !process_running(&["sleep", &duration]),
+        "the step's process outlived the cancel"
+    );
+    assert_eq!(mounts_below(&e.state), Vec::<String>::new());
+    let runs = e.state.join("executor/runs");
+    let left: Vec<_> = fs::read_dir(&runs)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run dirs left: {left:?}");
+    if let Some(rt) = e.name().strip_prefix("oci:") {
+        let list = std::process::Command::new(rt)
+            .arg("--root")
+            .arg(e.state.join(format!("executor/{rt}-state")))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&list.stdout).trim(),
+            "",
+            "containers left"
+        );
+    }
+    // Canceled for good: the next step does not start.
+    let again = run(e, &f.sh("again", "echo no"));
+    assert!(matches!(again, Err(ExecError::Canceled)), "{again:?}");
+    // The locked cache mount is free again: a fresh executor gets it at once.
+    let fresh = Subject {
+        exec: select(
+            if e.name() == "native" {
+                ExecutorKind::Native
+            } else {
+                ExecutorKind::Oci
+            },
+            ExecutorConfig {
+                state_dir: e.state.clone(),
+            },
+        )
+        .unwrap(),
+        state: e.state.clone(),
+    };
+    let mut req = f.sh("after", "echo free");
+    req.mounts = vec![cache("c", "/cache", CacheSharing::Locked)];
+    assert_eq!(stdout(&fresh, &req), "free\n");
+}
+
 /// `auto` picks a runtime from PATH that works here, else native; either way it runs steps.
 #[test]
 fn auto_selection_runs_a_step() {
@@ -777,4 +877,5 @@ suite!(
     ssh_agent_is_forwarded,
     background_processes_end_with_the_step,
     mounts_inside_dev,
+    cancel_kills_a_running_step,
 );

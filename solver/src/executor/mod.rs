@@ -11,10 +11,12 @@ pub mod env;
 pub mod hosts;
 pub mod native;
 pub mod oci;
+pub mod oci_kill;
 pub mod oci_spec;
 pub mod output;
 pub mod pump;
 pub mod rootfs_path;
+pub mod running;
 pub mod sweep;
 pub mod user;
 pub mod world;
@@ -194,6 +196,9 @@ pub enum ExecError {
     /// No executor can run here.
     #[error("no usable executor: {0}")]
     Unavailable(String),
+    /// The step was stopped (or never started) because the build was canceled.
+    #[error("canceled")]
+    Canceled,
 }
 
 impl ExecError {
@@ -221,6 +226,11 @@ pub trait Executor: Send + Sync {
     /// Runs one step to completion, streaming output to `output`. Blocking; the
     /// scheduler calls it from a blocking thread.
     fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError>;
+
+    /// Kills every running step's processes and refuses new steps from now on
+    /// (the build is being canceled): each `run` in progress returns
+    /// [`ExecError::Canceled`] once its sandbox is torn down. Not blocking.
+    fn cancel(&self) {}
 }
 
 /// `--executor auto|oci|native`.

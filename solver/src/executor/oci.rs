@@ -2,12 +2,16 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
+use super::oci_kill::ContainerKill;
 use super::oci_spec::{build_spec, write_bundle};
 use super::output::OutputCallback;
 use super::pump::pump;
+use super::running::RunningSteps;
 use super::user::ResolvedUser;
 use super::world::{prepare, World};
 use super::{
@@ -65,6 +69,7 @@ fn is_executable(p: &Path) -> bool {
 pub struct OciExecutor {
     config: ExecutorConfig,
     runtime: OciRuntime,
+    running: Arc<RunningSteps>,
 }
 
 impl OciExecutor {
@@ -87,7 +92,11 @@ impl OciExecutor {
 
     /// Uses `runtime` after checking that it can start a container.
     pub fn with_runtime(config: ExecutorConfig, runtime: OciRuntime) -> Result<Self, ExecError> {
-        let e = OciExecutor { config, runtime };
+        let e = OciExecutor {
+            config,
+            runtime,
+            running: Arc::default(),
+        };
         super::sweep::sweep_runs(&e.config);
         super::sweep::sweep_containers(&e.runtime, &e.state_root());
         e.probe()?;
@@ -182,12 +191,19 @@ impl OciExecutor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches kiln only,
+            // which cancels the build and stops the container itself.
+            .process_group(0)
             .spawn()
             .map_err(ExecError::setup(format!(
                 "starting {}",
                 self.runtime.path.display()
             )))?;
+        let container = ContainerKill::new(&self.runtime, state_root.clone(), &world.id);
+        let tracked = self.running.track(container.killer());
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(ExecError::Invalid("runtime pipes missing".into()));
         };
         let captured = pump(OwnedFd::from(out), OwnedFd::from(err), output);
@@ -195,6 +211,14 @@ impl OciExecutor {
             "waiting for {}",
             self.runtime.name
         )))?;
+        if tracked.was_canceled() {
+            drop(tracked);
+            container.delete();
+            let _ = fs::remove_file(&log);
+            return Err(ExecError::Canceled);
+        }
+        drop(tracked);
+        drop(container);
         let captured = captured.map_err(ExecError::setup("reading the step's output"))?;
         let runtime_error = fs::read_to_string(&log).ok().and_then(|l| last_error(&l));
         let _ = fs::remove_file(&log);
@@ -233,12 +257,19 @@ impl Executor for OciExecutor {
     }
 
     fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+        if self.running.is_canceled() {
+            return Err(ExecError::Canceled);
+        }
         let prepared = prepare(&self.config, req)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
         let outcome = result?;
         super::world::sync_layer(&req.rootfs.upper)?;
         Ok(outcome)
+    }
+
+    fn cancel(&self) {
+        self.running.cancel();
     }
 }
 

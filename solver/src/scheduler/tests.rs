@@ -29,6 +29,10 @@ struct FakeWorker {
     snapshot_checksums: AtomicUsize,
     /// Set by `cancel`; a `block` execution returns when it sees it.
     cancelled: AtomicBool,
+    /// Signalled when a `block` or `killable` execution starts.
+    started: tokio::sync::Notify,
+    /// Set when a `killable` execution has returned its error.
+    killed_returned: AtomicBool,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -52,6 +56,8 @@ impl FakeWorker {
             checksums_snapshots: false,
             snapshot_checksums: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
+            started: tokio::sync::Notify::new(),
+            killed_returned: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +93,14 @@ impl Worker for FakeWorker {
 
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        // Like a process killed from here whose thread reports at once: let a
+        // `killable` execution return its error before the solve drops it.
+        if self.executed().iter().any(|e| e == "killable") {
+            while !self.killed_returned.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn selects_by_content(&self, input: &Vertex) -> bool {
@@ -147,7 +161,20 @@ impl Worker for FakeWorker {
                 }
                 if cmd == "block" {
                     let _flag = DropFlag(&self.dropped_blocked);
+                    self.started.notify_one();
                     std::future::pending::<()>().await;
+                }
+                if cmd == "killable" {
+                    // A process that runs until the worker kills it.
+                    self.started.notify_one();
+                    while !self.cancelled.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    self.killed_returned.store(true, Ordering::SeqCst);
+                    return Err("killed by signal 9".into());
+                }
+                if cmd == "wait-start" {
+                    self.started.notified().await;
                 }
                 if cmd.starts_with("barrier") {
                     self.barrier.wait().await;
@@ -425,6 +452,129 @@ async fn first_failure_cancels_the_rest() {
     assert!(
         matches!(state(after), Some(EventKind::Registered { .. })),
         "never started"
+    );
+}
+
+/// The last non-log event of every vertex.
+fn final_events(rx: crate::progress::ProgressReceiver) -> HashMap<VertexDigest, EventKind> {
+    let mut last = HashMap::new();
+    while let Some(ev) = rx.recv() {
+        if !matches!(ev.kind, EventKind::Log { .. }) {
+            last.insert(ev.vertex, ev.kind);
+        }
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_stop_future_cancels_the_solve() {
+    let worker = Arc::new(FakeWorker::default());
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let blocked = d.add(run("block"), None, &[base], meta("blocked")).unwrap();
+    let after = d
+        .add(run("after"), None, &[blocked], meta("after"))
+        .unwrap();
+    let (tx, rx) = crate::progress::channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_progress(tx);
+    let started = worker.started.notified();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.solve_until(&d, &[after], started),
+    )
+    .await
+    .expect("stopping must not wait for the blocked vertex")
+    .unwrap_err();
+    assert!(matches!(err, SolveError::Canceled), "{err:?}");
+    assert_eq!(err.to_string(), "the build was canceled");
+    assert!(worker.cancelled.load(Ordering::SeqCst));
+    assert!(worker.dropped_blocked.load(Ordering::SeqCst));
+    assert_eq!(worker.running.load(Ordering::SeqCst), 0);
+    assert!(!worker.executed().contains(&"after".to_string()));
+    // Only the base image completed: nothing else is in the cache.
+    assert_eq!(worker.cache.lock().unwrap().len(), 1);
+    drop(s);
+    let last = final_events(rx);
+    let state = |r: VertexRef| last.get(&d.vertex(r).unwrap().digest()).cloned();
+    assert_eq!(state(base), Some(EventKind::Completed));
+    assert_eq!(state(blocked), Some(EventKind::Canceled));
+    assert!(
+        matches!(state(after), Some(EventKind::Registered { .. })),
+        "a vertex that never started is not reported canceled"
+    );
+}
+
+#[tokio::test]
+async fn a_solve_that_completes_ignores_its_stop_future() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.set_local("context", &[("src/main.rs", "fn main() {}")]);
+    let g = graph();
+    let s = Scheduler::new(Arc::clone(&worker), 4);
+    let out = s
+        .solve_until(&g.def, &[g.target], std::future::pending())
+        .await
+        .unwrap();
+    assert!(out.results.contains_key(&g.target));
+    assert!(!worker.cancelled.load(Ordering::SeqCst));
+}
+
+/// A vertex killed by the cancel (its worker thread returns an error before the
+/// solve drops it) shows as canceled; the error reported is the first failure's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_killed_by_the_cancel_are_reported_canceled_not_failed() {
+    let worker = Arc::new(FakeWorker::default());
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("busybox")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let killable = d
+        .add(run("killable"), None, &[base], meta("killable"))
+        .unwrap();
+    let fail_after_start = d
+        .add(run("barrier-fail"), None, &[base], meta("waits"))
+        .unwrap();
+    let failing = d
+        .add(run("fail"), None, &[fail_after_start], meta("failing"))
+        .unwrap();
+    let (tx, rx) = crate::progress::channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_progress(tx);
+    let err = tokio::time::timeout(Duration::from_secs(60), s.solve(&d, &[killable, failing]))
+        .await
+        .expect("the failure cancels the killable step")
+        .unwrap_err();
+    assert!(err.to_string().contains("failing: exit status 1"), "{err}");
+    assert!(worker.killed_returned.load(Ordering::SeqCst));
+    drop(s);
+    let killable_digest = d.vertex(killable).unwrap().digest();
+    let mut killable_ends = Vec::new();
+    let mut failing_errored = false;
+    while let Some(ev) = rx.recv() {
+        if ev.vertex == killable_digest && ev.kind.is_final() {
+            killable_ends.push(ev.kind.clone());
+        }
+        if ev.vertex == d.vertex(failing).unwrap().digest() {
+            failing_errored |= matches!(ev.kind, EventKind::Errored { .. });
+        }
+    }
+    assert!(failing_errored);
+    // Displays keep a vertex's first final event: it must be the cancel.
+    assert_eq!(killable_ends, vec![EventKind::Canceled]);
+    let cache = worker.cache.lock().unwrap();
+    assert!(
+        !cache.values().any(|fs| fs.contains_key("/ran/killable")),
+        "a killed step is not cached"
     );
 }
 

@@ -26,6 +26,7 @@ impl LocalWorker {
         op: &ExecOp,
         inputs: &[Output],
     ) -> Result<Output, WorkerError> {
+        self.check_canceled()?;
         let root_mount = op.mounts.first().ok_or("exec op without a root mount")?;
         // A foreign platform runs through QEMU's binfmt_misc handler: say how to get one.
         if let Some(p) = vertex.platform() {
@@ -187,6 +188,9 @@ impl LocalWorker {
         };
         self.executor.run(&req, &mut on_output)?;
         drop(views);
+        // A step that ended after a cancel is thrown away, whatever its exit
+        // status: the cancel may have cut it short.
+        self.check_canceled()?;
         let id = self.layers.commit(pending)?;
         Ok(Output::Snapshot(base.with_layer(id)))
     }

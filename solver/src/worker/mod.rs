@@ -21,6 +21,7 @@ use oci_spec::image::{Descriptor, Digest};
 use rootfs::SnapshotView;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A vertex's result.
@@ -72,6 +73,10 @@ pub trait ImageFetcher: Send + Sync {
         reference: &str,
         platform: Option<&Platform>,
     ) -> Result<FetchedImage, WorkerError>;
+
+    /// Makes fetches in progress fail soon and new ones fail at once (the build
+    /// is being canceled). Writes already made must stay consistent.
+    fn cancel(&self) {}
 }
 
 /// Client-side resources a build may use.
@@ -112,6 +117,8 @@ pub struct LocalWorker {
     pub(crate) progress: ProgressSender,
     /// Where downloads and checkouts go (HTTP and git sources).
     pub(crate) scratch: PathBuf,
+    /// Set by [`crate::scheduler::Worker::cancel`]: nothing starts or is stored after it.
+    canceled: AtomicBool,
 }
 
 impl LocalWorker {
@@ -136,7 +143,31 @@ impl LocalWorker {
             session,
             progress,
             scratch,
+            canceled: AtomicBool::new(false),
         })
+    }
+
+    /// Stops the build's work: kills running RUN steps, makes image fetches
+    /// fail, and makes every op started or finished from now on fail with
+    /// "canceled" instead of storing a result. Idempotent.
+    pub fn cancel(&self) {
+        self.canceled.store(true, Ordering::SeqCst);
+        self.executor.cancel();
+        self.images.cancel();
+    }
+
+    /// Whether the build was canceled.
+    pub fn is_canceled(&self) -> bool {
+        self.canceled.load(Ordering::SeqCst)
+    }
+
+    /// An error when the build was canceled.
+    pub(crate) fn check_canceled(&self) -> Result<(), WorkerError> {
+        if self.is_canceled() {
+            Err(crate::executor::ExecError::Canceled.into())
+        } else {
+            Ok(())
+        }
     }
 
     /// The layer store.
@@ -239,6 +270,9 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         let Output::Snapshot(snapshot) = output else {
             return Ok(());
         };
+        // After a cancel nothing becomes a cache record, so no step that a
+        // cancel cut short can ever look complete.
+        self.check_canceled()?;
         let now = crate::cache::now_secs();
         let mut w = self.cache.writer()?;
         for id in &snapshot.layers {
@@ -265,13 +299,62 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         Ok(())
     }
 
+    fn cancel(&self) {
+        LocalWorker::cancel(self);
+    }
+
     async fn execute(&self, vertex: &Vertex, inputs: Vec<Output>) -> Result<Output, WorkerError> {
+        self.check_canceled()?;
+        // The blocking thread outlives this future when it is dropped: a drop
+        // before the end cancels the worker, which stops that thread's process.
+        let guard = CancelOnDrop(Some(Arc::clone(self)));
+        let result = self.execute_op(vertex, inputs).await;
+        guard.disarm();
+        result
+    }
+}
+
+/// Cancels the worker when dropped armed (an `execute` future dropped midway).
+struct CancelOnDrop(Option<Arc<LocalWorker>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            worker.cancel();
+        }
+    }
+}
+
+impl LocalWorker {
+    async fn execute_op(
+        self: &Arc<Self>,
+        vertex: &Vertex,
+        inputs: Vec<Output>,
+    ) -> Result<Output, WorkerError> {
         let worker = Arc::clone(self);
         let vertex = vertex.clone();
         match vertex.op().clone() {
-            Op::Source(src) => blocking(move || worker.source(&vertex, &src)).await,
+            Op::Source(src) => {
+                blocking(move || {
+                    worker.check_canceled()?;
+                    worker.source(&vertex, &src)
+                })
+                .await
+            }
             Op::Exec(op) => blocking(move || worker.exec(&vertex, &op, &inputs)).await,
-            Op::File(op) => blocking(move || worker.file(&op, &inputs)).await,
+            Op::File(op) => {
+                blocking(move || {
+                    worker.check_canceled()?;
+                    worker.file(&op, &inputs)
+                })
+                .await
+            }
             Op::Merge(_) => {
                 let mut merged = Snapshot::scratch();
                 for i in &inputs {

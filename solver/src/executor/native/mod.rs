@@ -8,14 +8,17 @@ pub mod sys;
 
 use super::caps::last_cap;
 use super::output::OutputCallback;
+use super::running::RunningSteps;
 use super::world::{prepare, World};
 use super::{ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig};
 use spawn::Exit;
+use std::sync::Arc;
 
 /// Runs steps with built-in namespaces (needs root).
 #[derive(Debug, Clone)]
 pub struct NativeExecutor {
     config: ExecutorConfig,
+    running: Arc<RunningSteps>,
 }
 
 impl NativeExecutor {
@@ -23,7 +26,10 @@ impl NativeExecutor {
     /// up what dead kiln processes left there.
     pub fn new(config: ExecutorConfig) -> Self {
         super::sweep::sweep_runs(&config);
-        NativeExecutor { config }
+        NativeExecutor {
+            config,
+            running: Arc::default(),
+        }
     }
 
     /// Runs a prepared world.
@@ -33,7 +39,7 @@ impl NativeExecutor {
         output: OutputCallback<'_>,
     ) -> Result<ExecOutcome, ExecError> {
         let steps = plan::build_plan(world, last_cap())?;
-        let (exit, captured) = spawn::run(&steps, plan::clone_flags(world), output)?;
+        let (exit, captured) = spawn::run(&steps, plan::clone_flags(world), &self.running, output)?;
         match exit {
             Exit::Code(0) => Ok(ExecOutcome { output: captured }),
             Exit::Code(code) => Err(ExecError::NonZeroExit {
@@ -61,11 +67,18 @@ impl Executor for NativeExecutor {
                 "the native executor needs root (rootless builds need an OCI runtime)".into(),
             ));
         }
+        if self.running.is_canceled() {
+            return Err(ExecError::Canceled);
+        }
         let prepared = prepare(&self.config, req)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
         let outcome = result?;
         super::world::sync_layer(&req.rootfs.upper)?;
         Ok(outcome)
+    }
+
+    fn cancel(&self) {
+        self.running.cancel();
     }
 }

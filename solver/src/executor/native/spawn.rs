@@ -8,6 +8,7 @@ use super::plan::{apply, Step};
 use super::sys::LibcSys;
 use crate::executor::output::{CapturedOutput, OutputCallback};
 use crate::executor::pump::pump;
+use crate::executor::running::{RunningSteps, Tracked};
 use crate::executor::ExecError;
 
 /// How the child ended.
@@ -28,9 +29,12 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs the plan in a child created with `flags`, streams its output and waits for it.
+/// The child is tracked in `running` while it lives: a cancel kills it (with a new
+/// pid namespace, the whole namespace) and this returns [`ExecError::Canceled`].
 pub fn run(
     steps: &[Step],
     flags: libc::c_int,
+    running: &RunningSteps,
     output: OutputCallback<'_>,
 ) -> Result<(Exit, CapturedOutput), ExecError> {
     let setup = ExecError::setup;
@@ -72,6 +76,10 @@ pub fn run(
     }
     let pid = pid as libc::pid_t;
     drop((out_w, err_w, status_w, devnull));
+    // SIGKILL to a pid namespace's init kills everything in the namespace.
+    let tracked = running.track(move || unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    });
 
     // EOF on the status pipe means execve succeeded (it is close-on-exec).
     let mut status = File::from(status_r);
@@ -83,7 +91,7 @@ pub fn run(
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let _ = wait(pid);
+                let _ = reap(pid, tracked);
                 return Err(ExecError::Setup {
                     step: "reading the child's status".into(),
                     source: e,
@@ -95,13 +103,46 @@ pub fn run(
         let (a, b) = report.split_at(4);
         let index = u32::from_ne_bytes(a.try_into().unwrap_or_default()) as usize;
         let errno = i32::from_ne_bytes(b.try_into().unwrap_or_default());
-        let _ = wait(pid);
+        if reap(pid, tracked).is_ok_and(|(_, canceled)| canceled) {
+            return Err(ExecError::Canceled);
+        }
         return Err(failure(steps, index, errno));
     }
     let captured = pump(out_r, err_r, output);
-    let exit = wait(pid).map_err(setup("waiting for the step"))?;
+    let (exit, canceled) = reap(pid, tracked).map_err(setup("waiting for the step"))?;
+    if canceled {
+        return Err(ExecError::Canceled);
+    }
     let captured = captured.map_err(setup("reading the step's output"))?;
     Ok((exit, captured))
+}
+
+/// Waits for the child to end, stops tracking it, then reaps it: until it is
+/// reaped its pid cannot be reused, so a cancel's kill never hits another
+/// process. Also says whether a cancel killed it.
+fn reap(pid: libc::pid_t, tracked: Tracked<'_>) -> io::Result<(Exit, bool)> {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let canceled = tracked.was_canceled();
+    drop(tracked);
+    Ok((wait(pid)?, canceled))
 }
 
 fn failure(steps: &[Step], index: usize, errno: i32) -> ExecError {
