@@ -17,7 +17,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cache::{
-    input_selectors, vertex_cache_key, CacheKey, ContentChecksum, InputKey, Selector,
+    input_selectors, reads_only_users, vertex_cache_key, CacheKey, ContentChecksum, InputKey,
+    Selector,
 };
 use crate::llb::{Definition, Vertex, VertexDigest, VertexRef};
 use crate::progress::{ProgressSender, VertexProgress};
@@ -413,7 +414,11 @@ async fn solve_vertex<W: Worker>(
     for (index, input) in inputs.iter().enumerate() {
         let selectors = input_selectors(vertex.op(), index);
         let ik = match selectors {
-            Some(sel) if input.selects_by_content || input.content_keyed => {
+            Some(sel)
+                if input.selects_by_content
+                    || input.content_keyed
+                    || reads_only_users(vertex.op(), index) =>
+            {
                 InputKey::Content(worker.checksum(&input.output, &sel).await.map_err(fail)?)
             }
             _ if input.content_keyed => InputKey::Content(

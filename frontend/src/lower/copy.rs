@@ -8,7 +8,8 @@ use crate::error::{ErrorKind, SourceError};
 use crate::instructions::Copy;
 use crate::stages::{ResolvedInstruction, Stage};
 use kiln_solver::llb::{
-    ChmodOpt, CopyAction, FileAction, FileOp, MergeOp, MkfileAction, Op, SourceOp, VertexRef,
+    ChmodOpt, CopyAction, FileAction, FileOp, MergeOp, MkfileAction, Op, SourceOp, UserSpec,
+    VertexRef,
 };
 use kiln_solver::ops::file::Chmod;
 
@@ -80,6 +81,18 @@ impl Lowerer<'_> {
             (false, Some(v)) => {
                 inputs.push(v);
                 Some(0)
+            }
+            _ => None,
+        };
+        // A linked copy starts from an empty layer: `--chown` names resolve in
+        // the stage below, an extra input read only for /etc/passwd and /etc/group.
+        let names_owner = owner.as_ref().is_some_and(|o| {
+            matches!(o.user, UserSpec::Name(_)) || matches!(o.group, Some(UserSpec::Name(_)))
+        });
+        let users = match (c.link && names_owner, state.vertex) {
+            (true, Some(below)) => {
+                inputs.push(below);
+                Some(inputs.len() - 1)
             }
             _ => None,
         };
@@ -205,7 +218,11 @@ impl Lowerer<'_> {
         }
         let meta = self.metadata(description.clone(), ri.node, stage);
         let file = self.add(
-            Op::File(FileOp { base, actions }),
+            Op::File(FileOp {
+                base,
+                actions,
+                users,
+            }),
             &platform,
             &inputs,
             meta,

@@ -420,6 +420,7 @@ impl Lowerer<'_> {
                     });
                     let op = Op::File(FileOp {
                         base: None,
+                        users: None,
                         actions: vec![copy],
                     });
                     let v = self.add(op, &platform, &[src], meta, stage.node)?;
@@ -574,6 +575,7 @@ impl Lowerer<'_> {
                 };
                 let op = Op::File(FileOp {
                     base,
+                    users: None,
                     actions: vec![action],
                 });
                 state.vertex =

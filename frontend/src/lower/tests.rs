@@ -165,6 +165,32 @@ fn copy_link_merges_and_heredoc_makes_files() {
 }
 
 #[test]
+fn copy_link_chown_by_name_reads_users_from_the_stage_below() {
+    let l = lower_text(
+        "FROM busybox\nCOPY --link --chown=app:app a /a\nCOPY --link --chown=1:2 b /b\n",
+        None,
+    )
+    .unwrap();
+    let top = l.definition.vertex(l.target.unwrap()).unwrap();
+    assert!(matches!(top.op(), Op::Merge(_)));
+    let numeric = l.definition.vertex(top.inputs()[1]).unwrap();
+    let Op::File(f) = numeric.op() else { panic!() };
+    assert_eq!(
+        (f.base, f.users),
+        (None, None),
+        "numeric ids need no lookup"
+    );
+    assert_eq!(numeric.inputs().len(), 1);
+    let merge = l.definition.vertex(top.inputs()[0]).unwrap();
+    let below = merge.inputs()[0];
+    let named = l.definition.vertex(merge.inputs()[1]).unwrap();
+    let Op::File(f) = named.op() else { panic!() };
+    assert_eq!(f.base, None, "the linked layer starts empty");
+    let users = f.users.expect("names are looked up");
+    assert_eq!(named.inputs()[users], below);
+}
+
+#[test]
 fn equal_work_is_one_vertex_and_errors_have_locations() {
     let l = lower_text("FROM busybox AS a\nRUN make\nFROM busybox AS b\nRUN make\nFROM scratch\nCOPY --from=a / /a\nCOPY --from=b / /b\n", None).unwrap();
     let runs = l

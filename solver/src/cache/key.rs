@@ -145,6 +145,16 @@ pub fn input_selectors(op: &Op, index: usize) -> Option<Vec<Selector>> {
             if f.base == Some(index) {
                 return None;
             }
+            if f.users == Some(index) {
+                // `--chown` names read only these two files of the users input.
+                for path in ["/etc/passwd", "/etc/group"] {
+                    out.push(Selector {
+                        path: path.to_string(),
+                        wildcards: false,
+                        follow_final_symlink: true,
+                    });
+                }
+            }
             for a in &f.actions {
                 if let FileAction::Copy(c) = a {
                     if c.src_input == index {
@@ -174,6 +184,23 @@ pub fn input_selectors(op: &Op, index: usize) -> Option<Vec<Selector>> {
         None
     } else {
         Some(out)
+    }
+}
+
+/// Whether the op reads nothing of input `index` but the files that resolve `--chown`
+/// names (a `COPY --link` reading the stage below): such an input is always keyed by the
+/// content of those files, so a change elsewhere below keeps the linked layer cached.
+pub fn reads_only_users(op: &Op, index: usize) -> bool {
+    match op {
+        Op::File(f) => {
+            f.users == Some(index)
+                && f.base != Some(index)
+                && !f
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, FileAction::Copy(c) if c.src_input == index))
+        }
+        _ => false,
     }
 }
 
@@ -304,6 +331,7 @@ mod tests {
         );
         let copy = Op::File(FileOp {
             base: Some(0),
+            users: None,
             actions: vec![
                 FileAction::Copy(CopyAction {
                     src_input: 1,
@@ -325,5 +353,43 @@ mod tests {
         assert_eq!(sel.len(), 2);
         assert!(sel[0].wildcards && !sel[1].wildcards);
         assert_eq!(input_selectors(&copy, 2), None, "unused input");
+    }
+
+    #[test]
+    fn a_users_input_is_keyed_by_passwd_and_group_only() {
+        let op = Op::File(FileOp {
+            base: None,
+            users: Some(1),
+            actions: vec![FileAction::Copy(CopyAction {
+                src_input: 0,
+                src: "/app".into(),
+                dest: "/app".into(),
+                ..Default::default()
+            })],
+        });
+        let paths: Vec<String> = input_selectors(&op, 1)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+        assert_eq!(paths, ["/etc/passwd", "/etc/group"]);
+        assert!(reads_only_users(&op, 1));
+        assert!(!reads_only_users(&op, 0));
+        let Op::File(mut same_input) = op.clone() else {
+            unreachable!()
+        };
+        same_input.users = Some(0);
+        assert!(!reads_only_users(&Op::File(same_input), 0));
+    }
+
+    #[test]
+    fn a_file_op_without_users_encodes_as_before() {
+        let op = Op::File(FileOp {
+            base: Some(0),
+            users: None,
+            actions: vec![],
+        });
+        let json = serde_json::to_string(&op).unwrap();
+        assert!(!json.contains("users"), "{json}");
     }
 }

@@ -8,5 +8,8 @@ pub mod store;
 pub use contenthash::{
     checksum_paths, checksum_paths_filtered, ContentChecksum, ContentHashError, Selector,
 };
-pub use key::{cache_key, input_selectors, op_cache_digest, vertex_cache_key, CacheKey, InputKey};
+pub use key::{
+    cache_key, input_selectors, op_cache_digest, reads_only_users, vertex_cache_key, CacheKey,
+    InputKey,
+};
 pub use store::{now_secs, CacheEntry, CacheResult, CacheStore, CacheStoreError, CacheWriter};

@@ -298,6 +298,13 @@ pub struct FileOp {
     pub base: Option<usize>,
     /// The actions, applied in order.
     pub actions: Vec<FileAction>,
+    /// Index of the input whose `/etc/passwd` and `/etc/group` resolve `--chown`
+    /// names; `None` = the base. `COPY --link` writes onto an empty layer, so it
+    /// names the stage below (BuildKit's `NamedUserOpt.input`); only those two files
+    /// of it are part of the cache key. Absent from the encoding when `None`, so
+    /// digests of ops without it are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<usize>,
 }
 
 /// One filesystem action.

@@ -178,6 +178,7 @@ fn bad_input_references_are_errors() {
     );
     let copy = Op::File(FileOp {
         base: Some(0),
+        users: None,
         actions: vec![FileAction::Copy(CopyAction {
             src_input: 2,
             src: "/a".into(),
@@ -237,6 +238,7 @@ fn closure_is_the_needed_subgraph_in_topological_order() {
         .add(
             Op::File(FileOp {
                 base: Some(0),
+                users: None,
                 actions: vec![FileAction::Copy(CopyAction {
                     src_input: 1,
                     src: "/".into(),

@@ -235,6 +235,7 @@ fn run(args: &str) -> Op {
 fn copy(src: &str, dest: &str) -> Op {
     Op::File(FileOp {
         base: Some(0),
+        users: None,
         actions: vec![FileAction::Copy(CopyAction {
             src_input: 1,
             src: src.into(),

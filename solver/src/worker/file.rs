@@ -5,7 +5,7 @@
 use super::rootfs::{overlay_for, SnapshotView};
 use super::{LocalWorker, Output};
 use crate::llb::FileOp;
-use crate::ops::file::{apply_file_actions, SourceRoot};
+use crate::ops::file::{apply_file_actions_with, FileOpOptions, SourceRoot};
 use crate::scheduler::WorkerError;
 use crate::snapshot::Snapshot;
 
@@ -50,7 +50,15 @@ impl LocalWorker {
                 (_, None) => SourceRoot::new(&dest),
             })
             .collect();
-        apply_file_actions(&dest, &roots, &op.actions)?;
+        // `--chown` names resolve in the users input's root when the op names one.
+        let users_root = match op.users {
+            Some(i) if Some(i) != op.base => {
+                Some(roots.get(i).ok_or("file op users input missing")?.path)
+            }
+            _ => None,
+        };
+        let opts = FileOpOptions { users_root };
+        apply_file_actions_with(&dest, &roots, &op.actions, &opts)?;
         drop(roots);
         if let Some(m) = mount {
             m.unmount()?;
