@@ -35,15 +35,20 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// Blocks until the lock on `path` (created if missing) is held in `mode`.
-pub fn lock_file(path: &Path, mode: LockMode) -> Result<StoreLock> {
-    let file = OpenOptions::new()
+/// Opens (creating if missing, never truncating) the file a lock is taken on.
+fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| ContentError::io("open lock file", path, e))?;
+        .map_err(|e| ContentError::io("open lock file", path, e))
+}
+
+/// Blocks until the lock on `path` (created if missing) is held in `mode`.
+pub fn lock_file(path: &Path, mode: LockMode) -> Result<StoreLock> {
+    let file = open_lock_file(path)?;
     let arg = match mode {
         LockMode::Shared => FlockArg::LockShared,
         LockMode::Exclusive => FlockArg::LockExclusive,
@@ -55,13 +60,7 @@ pub fn lock_file(path: &Path, mode: LockMode) -> Result<StoreLock> {
 
 /// Takes the lock on `path` in `mode` if that is possible without waiting.
 pub fn try_lock_file(path: &Path, mode: LockMode) -> Result<Option<StoreLock>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| ContentError::io("open lock file", path, e))?;
+    let file = open_lock_file(path)?;
     let arg = match mode {
         LockMode::Shared => FlockArg::LockSharedNonblock,
         LockMode::Exclusive => FlockArg::LockExclusiveNonblock,
