@@ -556,3 +556,49 @@ fn a_base_images_onbuild_triggers_run_in_the_child_only() {
         .unwrap()
         .contains(&serde_json::json!("FROM_TRIGGER=yes")));
 }
+
+#[test]
+fn ssh_key_files_are_served_by_an_agent_of_kilns_own() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let key = b.path("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (Debian package openssh-client)");
+    assert!(out.status.success());
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /agent && stat -c '%a %u' \"$SSH_AUTH_SOCK\" >> /agent\n",
+            env.registry()
+        ),
+    );
+    let spec = format!("default={}", key.display());
+    b.build(&["--ssh", &spec, "-t", "kiln-test/ssh:1"]);
+    let root = b.unpack("docker.io/kiln-test/ssh:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("agent")).unwrap(),
+        "/run/buildkit/ssh_agent.0\n600 0\n"
+    );
+    assert!(
+        !root.join("run/buildkit/ssh_agent.0").exists(),
+        "the socket is not part of the image"
+    );
+    // A path that is neither a socket nor a file, and a passphrase-protected key.
+    let err = b.build_fails(&["--ssh", "default=/nonexistent/key"]);
+    assert!(
+        err.contains("neither an agent socket nor a key file"),
+        "{err}"
+    );
+    let locked = b.path("locked");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "pass", "-f"])
+        .arg(&locked)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = b.build_fails(&["--ssh", &format!("default={}", locked.display())]);
+    assert!(err.contains("passphrase"), "{err}");
+}

@@ -5,6 +5,7 @@ pub mod images;
 pub mod outputs;
 pub mod run;
 pub mod session;
+pub mod ssh_agent;
 
 use crate::context::ContextSpec;
 use crate::export::output::OutputSpec;

@@ -191,7 +191,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         });
     }
 
-    let session = session_from_flags(&req, &ctx)?;
+    let (session, _ssh_agents) = session_from_flags(&req, &ctx)?;
     let executor = select(
         req.executor,
         ExecutorConfig {

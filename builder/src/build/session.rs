@@ -1,6 +1,7 @@
 //! What the client lends a build: the context directory, `--secret`s,
 //! `--ssh` agents, `--allow` entitlements and `--add-host` entries.
 
+use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
 use crate::context::BuildContext;
 use kiln_frontend::lower::NamedContext;
@@ -61,21 +62,61 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
     Ok((id, data))
 }
 
-/// `--ssh default|ID[=SOCKET]`: the id and the agent socket.
-pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
-    let (id, path) = match spec.split_once('=') {
+/// What one `--ssh` flag lends the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    /// A running agent's socket (`--ssh ID=$SSH_AUTH_SOCK`, or no path: SSH_AUTH_SOCK).
+    Socket(PathBuf),
+    /// Private key files kiln serves from an agent of its own (`--ssh ID=KEY[,KEY]`).
+    Keys(Vec<PathBuf>),
+}
+
+/// `--ssh default|ID[=SOCKET|KEY[,KEY]]`: the id and what it names. As in
+/// buildx, a single path naming a socket is an agent; other paths are keys.
+pub fn parse_ssh(spec: &str) -> Result<(String, SshSource)> {
+    let (id, paths) = match spec.split_once('=') {
         Some((id, p)) => (id.to_string(), Some(p.to_string())),
         None => (spec.to_string(), None),
     };
-    let path = match path {
-        Some(p) => p,
-        None => std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+    if id.is_empty() {
+        return Err(miette!(
+            "invalid --ssh {spec:?}: expected ID[=SOCKET|KEY[,KEY]]"
+        ));
+    }
+    let Some(paths) = paths else {
+        let sock = std::env::var("SSH_AUTH_SOCK").map_err(|_| {
             miette!(
-                "--ssh {id}: SSH_AUTH_SOCK is not set; give the agent socket as --ssh {id}=<path>"
+                "--ssh {id}: SSH_AUTH_SOCK is not set; give the agent socket or key files as --ssh {id}=<path>"
             )
-        })?,
+        })?;
+        return Ok((id, SshSource::Socket(PathBuf::from(sock))));
     };
-    Ok((id, PathBuf::from(path)))
+    let paths: Vec<PathBuf> = paths
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let is_socket = |p: &PathBuf| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    };
+    match paths.as_slice() {
+        [] => Err(miette!(
+            "invalid --ssh {spec:?}: expected ID[=SOCKET|KEY[,KEY]]"
+        )),
+        [one] if is_socket(one) => Ok((id, SshSource::Socket(one.clone()))),
+        _ => {
+            for p in &paths {
+                if !p.is_file() {
+                    return Err(miette!(
+                        "--ssh {id}: {} is neither an agent socket nor a key file",
+                        p.display()
+                    ));
+                }
+            }
+            Ok((id, SshSource::Keys(paths)))
+        }
+    }
 }
 
 /// `--add-host host:ip` or `host=ip`.
@@ -116,8 +157,13 @@ pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
     Ok((name.clone(), NamedContext::Local(format!("context:{name}"))))
 }
 
-/// The session of a build request.
-pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Session> {
+/// The session of a build request, and the SSH agents kiln serves for it
+/// (they stop when the returned list is dropped, so keep it for the build).
+pub fn session_from_flags(
+    req: &BuildRequest,
+    ctx: &BuildContext,
+) -> Result<(Session, Vec<KeyAgent>)> {
+    let mut agents = Vec::new();
     let mut session = Session::default();
     session.locals.insert(
         "context".to_string(),
@@ -156,8 +202,17 @@ pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Sess
         session.secrets.insert(id, data);
     }
     for s in &req.ssh {
-        let (id, path) = parse_ssh(s)?;
-        session.ssh.insert(id, path);
+        let (id, source) = parse_ssh(s)?;
+        let socket = match source {
+            SshSource::Socket(path) => path,
+            SshSource::Keys(keys) => {
+                let agent = KeyAgent::start(&keys).map_err(|e| miette!("--ssh {id}: {e}"))?;
+                let socket = agent.socket();
+                agents.push(agent);
+                socket
+            }
+        };
+        session.ssh.insert(id, socket);
     }
     for a in &req.allow {
         match a.as_str() {
@@ -173,7 +228,7 @@ pub fn session_from_flags(req: &BuildRequest, ctx: &BuildContext) -> Result<Sess
     for h in &req.add_hosts {
         session.extra_hosts.push(parse_add_host(h)?);
     }
-    Ok(session)
+    Ok((session, agents))
 }
 
 #[cfg(test)]

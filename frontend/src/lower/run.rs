@@ -63,6 +63,13 @@ impl Lowerer<'_> {
                 &mut secret_env,
             )?;
         }
+        // As BuildKit does: the first ssh mount is the agent SSH clients find.
+        let first_ssh = mounts.iter().find(|m| matches!(m.kind, MountKind::Ssh(_)));
+        if let Some(ssh) = first_ssh {
+            if !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+                env.push(("SSH_AUTH_SOCK".to_string(), ssh.dest.clone()));
+            }
+        }
         let op = Op::Exec(ExecOp {
             meta: ExecMeta {
                 args: args.clone(),

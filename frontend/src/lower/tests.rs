@@ -120,6 +120,40 @@ fn run_gets_shell_env_workdir_user_and_mounts() {
 }
 
 #[test]
+fn ssh_mounts_set_ssh_auth_sock_unless_the_env_does() {
+    let exec_env = |text: &str| {
+        let l = lower_text(text, None).unwrap();
+        let v = l.definition.vertex(l.target.unwrap()).unwrap();
+        let Op::Exec(e) = v.op() else {
+            panic!("not an exec: {:?}", v.op())
+        };
+        e.meta.env.clone()
+    };
+    let env = exec_env(
+        "FROM busybox\nRUN --mount=type=ssh,id=a --mount=type=ssh,id=b,target=/b ssh-add -l\n",
+    );
+    assert!(
+        env.contains(&"SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0".to_string()),
+        "{env:?}"
+    );
+    let env = exec_env("FROM busybox\nRUN --mount=type=ssh,target=/agent ssh-add -l\n");
+    assert!(env.contains(&"SSH_AUTH_SOCK=/agent".to_string()), "{env:?}");
+    let env = exec_env("FROM busybox\nENV SSH_AUTH_SOCK=/mine\nRUN --mount=type=ssh ssh-add -l\n");
+    assert_eq!(
+        env.iter()
+            .filter(|e| e.starts_with("SSH_AUTH_SOCK="))
+            .count(),
+        1
+    );
+    assert!(env.contains(&"SSH_AUTH_SOCK=/mine".to_string()), "{env:?}");
+    let env = exec_env("FROM busybox\nRUN true\n");
+    assert!(
+        !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")),
+        "{env:?}"
+    );
+}
+
+#[test]
 fn copy_from_context_and_stages_and_only_needed_stages() {
     let text = "FROM busybox AS build\nRUN make\nFROM busybox AS unused\nRUN exit 1\nFROM scratch\nCOPY --from=build /out /bin/\nCOPY --chown=1:2 --chmod=0755 a b /dst/\n";
     let l = lower_text(text, None).unwrap();
