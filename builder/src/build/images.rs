@@ -28,6 +28,8 @@ pub struct BuildImages {
     manifests: Mutex<HashMap<String, ImageManifest>>,
     /// Resolutions done, by (reference as written, platform).
     resolved: Mutex<HashMap<(String, String), ResolvedImage>>,
+    /// Becomes true when the build is canceled: fetches in progress stop.
+    canceled: tokio::sync::watch::Sender<bool>,
 }
 
 fn registry_platform(p: &llb::Platform) -> Platform {
@@ -58,7 +60,15 @@ impl BuildImages {
             concurrency,
             manifests: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            canceled: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Completes once the build is canceled.
+    async fn until_canceled(&self) {
+        let mut rx = self.canceled.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     fn remember(&self, pinned: &str, m: &ImageManifest) {
@@ -207,6 +217,10 @@ impl ImageResolver for Resolver {
 }
 
 impl ImageFetcher for BuildImages {
+    fn cancel(&self) {
+        self.canceled.send_replace(true);
+    }
+
     fn fetch(
         &self,
         reference: &str,
@@ -229,14 +243,21 @@ impl ImageFetcher for BuildImages {
                 }
             }
         };
-        self.runtime.block_on(pull_image(
-            &self.client,
-            &r,
-            self.store.as_ref(),
-            &m,
-            self.concurrency,
-            &NoProgress,
-        ))?;
+        // A canceled build drops the pull: blobs land under their digest only
+        // once complete, so what it leaves is garbage for GC, never a bad blob.
+        self.runtime.block_on(async {
+            tokio::select! {
+                pulled = pull_image(
+                    &self.client,
+                    &r,
+                    self.store.as_ref(),
+                    &m,
+                    self.concurrency,
+                    &NoProgress,
+                ) => pulled.map_err(WorkerError::from),
+                () = self.until_canceled() => Err("canceled".into()),
+            }
+        })?;
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)?;
         if config.rootfs.diff_ids.len() != m.layers.len() {

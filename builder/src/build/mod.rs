@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod images;
+pub mod interrupt;
 pub mod outputs;
 pub mod run;
 pub mod session;

@@ -4,6 +4,7 @@
 
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::images::{BuildImages, Resolver};
+use super::interrupt::{Interrupted, Interrupts};
 use super::outputs::write_outputs;
 use super::session::{parse_build_context, session_from_flags};
 use super::BuildRequest;
@@ -115,6 +116,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let multi = platforms.len() > 1 || req.multi_platform;
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
+    let interrupts =
+        Interrupts::listen(&runtime).map_err(|e| miette!("listening for signals: {e}"))?;
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
         req.registry.client(),
@@ -214,6 +217,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         .map_err(|e| miette!("{e}"))?,
     );
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
+    let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
         &definition,
         &wanted,
@@ -221,20 +225,35 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         worker.clone(),
         req.jobs,
         &tx,
+        interrupts.received(),
     ));
     let result = match solved {
         Ok(r) => r,
         Err(e) => {
             drop(tx);
             drop(worker);
+            // The display ends when the last step's thread has let go of the
+            // worker, i.e. once the steps the cancel killed have been torn down.
+            let failed = display.finish().failed;
+            // Then whatever else the cancel stopped (image pulls) winds down.
+            runtime.shutdown_timeout(CLEANUP_TIMEOUT);
+            drop(armed);
+            if let Some(signal) = interrupts.signal() {
+                return Err(Interrupted { signal }.into());
+            }
             // buildx's block with the failed step's last output lines, in
             // every progress mode (quiet and tty showed none of it).
-            for failed in display.finish().failed {
+            for failed in failed {
                 eprintln!("{failed}");
             }
             return Err(solve_error(e, &definition, &name, &source));
         }
     };
+    drop(armed);
+    // A signal that came as the solve ended: stop before exporting anything.
+    if let Some(signal) = interrupts.signal() {
+        return Err(Interrupted { signal }.into());
+    }
     let stores = ExportStores {
         layers: worker.layers(),
         content: state.content(),
@@ -435,8 +454,12 @@ struct Solved {
     cached: usize,
 }
 
+/// How long a failed or canceled build waits for the work it stopped to end
+/// before exiting anyway (what is left is swept by the next run).
+const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the scheduler over every target at once, turning its events into
-/// progress events.
+/// progress events; `stop` completing cancels the solve.
 async fn solve(
     def: &Definition,
     targets: &[Option<VertexRef>],
@@ -444,6 +467,7 @@ async fn solve(
     worker: Arc<LocalWorker>,
     jobs: usize,
     progress: &ProgressSender,
+    stop: impl std::future::Future<Output = ()>,
 ) -> std::result::Result<Solved, SolveError> {
     let mut wanted: Vec<VertexRef> = targets.iter().flatten().copied().collect();
     wanted.sort();
@@ -457,7 +481,7 @@ async fn solve(
         });
     }
     let scheduler = Scheduler::new(Arc::new(worker), jobs.max(1)).with_progress(progress.clone());
-    let outcome = scheduler.solve(def, &wanted).await;
+    let outcome = scheduler.solve_until(def, &wanted, stop).await;
     drop(scheduler);
     let outcome = outcome?;
     let mut snapshots = Vec::with_capacity(targets.len());

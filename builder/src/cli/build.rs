@@ -291,7 +291,18 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         print_graph,
         registry: args.registry.clone(),
     };
-    let outcome = run_build(req)?;
+    let outcome = match run_build(req) {
+        Ok(outcome) => outcome,
+        // A signal ends the build with the shell's 128 + signal status.
+        Err(e) => match e.downcast_ref::<crate::build::interrupt::Interrupted>() {
+            Some(i) => {
+                let code = i.signal.exit_code();
+                eprintln!("{e:?}");
+                return Ok(ExitCode::from(code));
+            }
+            None => return Err(e),
+        },
+    };
     let mut meta = serde_json::json!({
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
