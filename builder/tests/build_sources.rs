@@ -215,3 +215,221 @@ fn copy_link_chown_names_resolve_in_the_stage_below() {
     assert!(err.contains("nosuchuser"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
+
+/// A file server for ADD: serves `/data.txt` with an ETag (the content's
+/// version), answers `If-None-Match` with 304, and counts requests.
+struct FileServer {
+    base: String,
+    state: std::sync::Arc<std::sync::Mutex<ServerState>>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    body: Vec<u8>,
+    version: u32,
+    requests: u32,
+    conditional: u32,
+    not_modified: u32,
+}
+
+impl FileServer {
+    fn start(body: &str) -> FileServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ServerState {
+            body: body.as_bytes().to_vec(),
+            version: 1,
+            ..Default::default()
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut if_none_match = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("if-none-match") {
+                            if_none_match = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let mut s = shared.lock().unwrap();
+                s.requests += 1;
+                let etag = format!("\"v{}\"", s.version);
+                let path = request_line.split(' ').nth(1).unwrap_or("/");
+                let reply = if path != "/data.txt" {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .as_bytes()
+                        .to_vec()
+                } else if let Some(tag) = if_none_match {
+                    s.conditional += 1;
+                    if tag == etag {
+                        s.not_modified += 1;
+                        format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n")
+                            .into_bytes()
+                    } else {
+                        full(&s.body, &etag)
+                    }
+                } else {
+                    full(&s.body, &etag)
+                };
+                drop(s);
+                let _ = stream.write_all(&reply);
+            }
+        });
+        FileServer { base, state }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/data.txt", self.base)
+    }
+
+    fn set_body(&self, body: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.body = body.as_bytes().to_vec();
+        s.version += 1;
+    }
+
+    /// (requests, conditional requests, 304 answers) so far.
+    fn counts(&self) -> (u32, u32, u32) {
+        let s = self.state.lock().unwrap();
+        (s.requests, s.conditional, s.not_modified)
+    }
+}
+
+fn full(body: &[u8], etag: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn sha256(data: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+#[test]
+fn add_url_revalidates_with_etag_and_reruns_only_what_depends_on_a_change() {
+    let env = TestEnv::load();
+    let server = FileServer::start("first\n");
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN echo base > /base.txt\nADD {} /data.txt\nRUN cat /data.txt > /copy.txt\n",
+            busybox(&env),
+            server.url()
+        ),
+    );
+    b.build(&["-t", "kiln-test/http:1"]);
+    assert_eq!(server.counts(), (1, 0, 0), "one plain download");
+    let root = b.unpack("docker.io/kiln-test/http:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("copy.txt")).unwrap(),
+        "first\n"
+    );
+
+    // Unchanged on the server: one conditional request answered 304, nothing runs.
+    let meta = b.build(&["-t", "kiln-test/http:2"]);
+    assert_eq!(server.counts(), (2, 1, 1));
+    assert_eq!(meta["kiln.vertices.executed"], 0, "{meta}");
+    assert_eq!(
+        b.manifest("docker.io/kiln-test/http:1"),
+        b.manifest("docker.io/kiln-test/http:2")
+    );
+
+    // Changed: downloaded again; the download, the ADD and the RUN reading it
+    // run, the RUN before the ADD stays cached.
+    server.set_body("second\n");
+    let meta = b.build(&["-t", "kiln-test/http:3"]);
+    assert_eq!(server.counts(), (3, 2, 1));
+    assert_eq!(meta["kiln.vertices.executed"], 3, "{meta}");
+    let root = b.unpack("docker.io/kiln-test/http:3");
+    assert_eq!(
+        std::fs::read_to_string(root.join("copy.txt")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("base.txt")).unwrap(),
+        "base\n"
+    );
+
+    // --no-cache downloads without validators.
+    b.build(&["--no-cache", "-t", "kiln-test/http:4"]);
+    assert_eq!(server.counts(), (4, 2, 1));
+}
+
+#[test]
+fn add_url_with_a_known_checksum_sends_no_request() {
+    let env = TestEnv::load();
+    let server = FileServer::start("pinned\n");
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nADD --checksum={} {} /pinned.txt\n",
+            busybox(&env),
+            sha256("pinned\n"),
+            server.url()
+        ),
+    );
+    b.build(&["-t", "kiln-test/http-sum:1"]);
+    assert_eq!(server.counts(), (1, 0, 0));
+    let meta = b.build(&["-t", "kiln-test/http-sum:2"]);
+    assert_eq!(
+        server.counts(),
+        (1, 0, 0),
+        "the content is known: no request"
+    );
+    assert_eq!(meta["kiln.vertices.executed"], 0, "{meta}");
+    let root = b.unpack("docker.io/kiln-test/http-sum:2");
+    assert_eq!(
+        std::fs::read_to_string(root.join("pinned.txt")).unwrap(),
+        "pinned\n"
+    );
+    assert_eq!(
+        owner(&root.join("pinned.txt")),
+        (0, 0),
+        "ADD of a URL gives root-owned files"
+    );
+
+    // A checksum the server's content does not match fails and stores nothing.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nADD --checksum={} {} /pinned.txt\n",
+            busybox(&env),
+            sha256("other\n"),
+            server.url()
+        ),
+    );
+    let err = b.build_fails(&[]);
+    assert!(err.contains("digest mismatch"), "{err}");
+}

@@ -4,6 +4,7 @@
 
 mod exec;
 mod file;
+mod http;
 pub mod layers;
 pub mod rootfs;
 mod source;
@@ -11,7 +12,8 @@ mod source;
 use crate::cache::{checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum, Selector};
 use crate::content::ContentStore;
 use crate::executor::Executor;
-use crate::llb::{Op, Platform, Vertex};
+use crate::llb::{Op, Platform, Vertex, VertexDigest};
+use crate::ops::source::http_cache::{HttpCache, Resolved};
 use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
@@ -19,10 +21,10 @@ use crate::snapshot::Snapshot;
 use layers::LayerStore;
 use oci_spec::image::{Descriptor, Digest};
 use rootfs::SnapshotView;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A vertex's result.
 #[derive(Debug, Clone)]
@@ -117,6 +119,10 @@ pub struct LocalWorker {
     pub(crate) progress: ProgressSender,
     /// Where downloads and checkouts go (HTTP and git sources).
     pub(crate) scratch: PathBuf,
+    /// Downloaded HTTP content and validators, kept across builds.
+    pub(crate) http: HttpCache,
+    /// HTTP sources resolved by [`crate::scheduler::Worker::pin`] in this build.
+    pub(crate) http_resolved: Mutex<HashMap<VertexDigest, Resolved>>,
     /// Set by [`crate::scheduler::Worker::cancel`]: nothing starts or is stored after it.
     canceled: AtomicBool,
 }
@@ -134,6 +140,7 @@ impl LocalWorker {
         let layers = LayerStore::open(state.layers_dir())?;
         let scratch = state.root().join("tmp");
         std::fs::create_dir_all(&scratch)?;
+        let http = HttpCache::open(state.root().join("http"))?;
         Ok(LocalWorker {
             layers,
             content: state.content().clone(),
@@ -143,6 +150,8 @@ impl LocalWorker {
             session,
             progress,
             scratch,
+            http,
+            http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
         })
     }
@@ -200,6 +209,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
 impl crate::scheduler::Worker for Arc<LocalWorker> {
     type Output = Output;
 
+    /// An HTTP source is pinned to its content digest: revalidated against the
+    /// server (or known from `--checksum`), downloaded only when it changed.
+    async fn pin(&self, vertex: &Vertex) -> Result<Option<String>, WorkerError> {
+        match vertex.op() {
+            Op::Source(s) if matches!(s.scheme(), "http" | "https") => {
+                let resolved = self.resolve_http(vertex, s).await?;
+                Ok(Some(resolved.file.digest))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn content_keyed(&self, input: &Vertex) -> bool {
         matches!(input.op(), Op::Source(s) if s.scheme() == "local")
     }
@@ -244,6 +265,20 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
             // A local directory costs nothing to "load": its content is what keys
             // its users, so it never counts as work done.
             Op::Source(s) if s.scheme() == "local" => return self.source(vertex, s).map(Some),
+            // Content that was already here (a 304 or a known checksum) is a hit; a
+            // fresh download counts as work.
+            Op::Source(s) if matches!(s.scheme(), "http" | "https") => {
+                let resolved = self.http_resolved(vertex);
+                return match resolved {
+                    Some(r) if !r.downloaded && !vertex.metadata().ignore_cache => {
+                        let (worker, s) = (Arc::clone(self), s.clone());
+                        blocking(move || worker.materialize_http(&s, &r.file))
+                            .await
+                            .map(Some)
+                    }
+                    _ => Ok(None),
+                };
+            }
             Op::Source(s) if s.scheme() != "docker-image" => return Ok(None),
             _ => {}
         }

@@ -4,7 +4,6 @@
 use super::{LocalDir, LocalWorker, Output};
 use crate::llb::{SourceOp, Vertex};
 use crate::ops::source::git::{checkout, GitSource};
-use crate::ops::source::http::{download, HttpSource};
 use crate::scheduler::WorkerError;
 use crate::snapshot::blobs::import_layer;
 use crate::snapshot::Snapshot;
@@ -40,23 +39,12 @@ impl LocalWorker {
                     })
             }
             "http" | "https" => {
-                let source = HttpSource::from_op(src)?;
-                let dir = tempfile::Builder::new()
-                    .prefix("http-")
-                    .tempdir_in(&self.scratch)?;
-                let client = reqwest::Client::builder()
-                    .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-                    .build()?;
-                tokio::runtime::Handle::current().block_on(download(
-                    &client,
-                    &source,
-                    dir.path(),
-                ))?;
-                Ok(Output::Dir(LocalDir {
-                    root: dir.path().to_path_buf(),
-                    ignore: Default::default(),
-                    keep: Some(Arc::new(dir)),
-                }))
+                let resolved = match self.http_resolved(vertex) {
+                    Some(r) => r,
+                    None => tokio::runtime::Handle::current()
+                        .block_on(self.resolve_http(vertex, src))?,
+                };
+                self.materialize_http(src, &resolved.file)
             }
             "git" => {
                 let source = GitSource::from_op(src)?;

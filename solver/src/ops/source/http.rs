@@ -161,65 +161,81 @@ pub struct Downloaded {
     pub last_modified: Option<i64>,
 }
 
-/// Downloads `source` into `dest_dir` (created if missing). The file is
-/// written under a temporary name, checked, fsynced and renamed, so a failed
-/// or mismatching download leaves nothing behind.
-pub async fn download(
+/// Builds an `HttpError::Io` for `url`.
+pub(super) fn io_err(
+    url: &str,
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> HttpError {
+    let url = url.to_string();
+    let path = path.to_path_buf();
+    move |e| HttpError::Io {
+        url,
+        op,
+        path,
+        source: e,
+    }
+}
+
+/// Sends the GET for `source` with extra headers (conditional ones from the cache).
+pub(super) async fn send(
     client: &reqwest::Client,
     source: &HttpSource,
-    dest_dir: &Path,
-) -> Result<Downloaded, HttpError> {
-    let url = source.url.as_str();
-    let io = |op: &'static str, path: &Path| {
-        let url = url.to_string();
-        let path = path.to_path_buf();
-        move |e| HttpError::Io {
-            url,
-            op,
-            path,
-            source: e,
-        }
-    };
-    let request_err = |e| HttpError::Request {
-        url: url.to_string(),
-        source: e,
-    };
-    let mut req = client.get(url);
+    extra: &[(&str, &str)],
+) -> Result<reqwest::Response, HttpError> {
+    let mut req = client.get(&source.url);
     for (k, v) in &source.headers {
         req = req.header(k, v);
     }
-    let mut resp = req.send().await.map_err(request_err)?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(HttpError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
-        });
+    for (k, v) in extra {
+        req = req.header(*k, *v);
     }
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let last_modified = header("last-modified").and_then(|v| parse_http_date(&v));
-    let file_name = source
+    req.send().await.map_err(|e| HttpError::Request {
+        url: source.url.clone(),
+        source: e,
+    })
+}
+
+/// A response header as text.
+pub(super) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The file name of a download: `http.filename`, else `Content-Disposition`, else the URL.
+pub(super) fn file_name_of(source: &HttpSource, resp: &reqwest::Response) -> String {
+    source
         .filename
         .clone()
-        .or_else(|| header("content-disposition").and_then(|v| disposition_name(&v)))
-        .unwrap_or_else(|| url_name(url));
+        .or_else(|| header(resp, "content-disposition").and_then(|v| disposition_name(&v)))
+        .unwrap_or_else(|| url_name(&source.url))
+}
 
-    fs::create_dir_all(dest_dir).map_err(io("mkdir", dest_dir))?;
+/// Streams the body into a temporary file in `dir`, verifying `source.checksum`;
+/// returns the fsynced file, its digest and size.
+pub(super) async fn receive(
+    source: &HttpSource,
+    mut resp: reqwest::Response,
+    dir: &Path,
+) -> Result<(tempfile::NamedTempFile, String, u64), HttpError> {
+    let url = source.url.as_str();
+    fs::create_dir_all(dir).map_err(io_err(url, "mkdir", dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".download-")
-        .tempfile_in(dest_dir)
-        .map_err(io("create", dest_dir))?;
+        .tempfile_in(dir)
+        .map_err(io_err(url, "create", dir))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    while let Some(chunk) = resp.chunk().await.map_err(request_err)? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Request {
+        url: url.to_string(),
+        source: e,
+    })? {
         hasher.update(&chunk);
         size += chunk.len() as u64;
-        tmp.write_all(&chunk).map_err(io("write", tmp.path()))?;
+        tmp.write_all(&chunk)
+            .map_err(io_err(url, "write", tmp.path()))?;
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     if let Some(expected) = &source.checksum {
@@ -232,26 +248,63 @@ pub async fn download(
         }
     }
     let tmp_path = tmp.path().to_path_buf();
-    tmp.as_file().sync_all().map_err(io("fsync", &tmp_path))?;
-    fs::set_permissions(&tmp_path, fs::Permissions::from_mode(source.perm & 0o7777))
-        .map_err(io("chmod", &tmp_path))?;
-    if let Err(e) = std::os::unix::fs::chown(&tmp_path, Some(source.uid), Some(source.gid)) {
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(url, "fsync", &tmp_path))?;
+    Ok((tmp, digest, size))
+}
+
+/// Gives a downloaded file Docker's metadata: `http.perm`, `http.uid`/`http.gid`,
+/// `Last-Modified` as mtime.
+pub(super) fn set_file_meta(
+    source: &HttpSource,
+    file: &fs::File,
+    path: &Path,
+    last_modified: Option<i64>,
+) -> Result<(), HttpError> {
+    let url = source.url.as_str();
+    fs::set_permissions(path, fs::Permissions::from_mode(source.perm & 0o7777))
+        .map_err(io_err(url, "chmod", path))?;
+    if let Err(e) = std::os::unix::fs::chown(path, Some(source.uid), Some(source.gid)) {
         // Unprivileged runs keep their own ids unless asked for others.
         if e.raw_os_error() != Some(libc::EPERM) || (source.uid, source.gid) != (0, 0) {
-            return Err(io("chown", &tmp_path)(e));
+            return Err(io_err(url, "chown", path)(e));
         }
     }
     if let Some(t) = last_modified {
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
         let times = fs::FileTimes::new().set_modified(time).set_accessed(time);
-        tmp.as_file()
-            .set_times(times)
-            .map_err(io("utimes", &tmp_path))?;
+        file.set_times(times).map_err(io_err(url, "utimes", path))?;
     }
+    Ok(())
+}
+
+/// Downloads `source` into `dest_dir` (created if missing). The file is
+/// written under a temporary name, checked, fsynced and renamed, so a failed
+/// or mismatching download leaves nothing behind.
+pub async fn download(
+    client: &reqwest::Client,
+    source: &HttpSource,
+    dest_dir: &Path,
+) -> Result<Downloaded, HttpError> {
+    let url = source.url.as_str();
+    let resp = send(client, source, &[]).await?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(HttpError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+        });
+    }
+    let last_modified = header(&resp, "last-modified").and_then(|v| parse_http_date(&v));
+    let file_name = file_name_of(source, &resp);
+    let (tmp, digest, size) = receive(source, resp, dest_dir).await?;
+    let tmp_path = tmp.path().to_path_buf();
+    set_file_meta(source, tmp.as_file(), &tmp_path, last_modified)?;
     let final_path = dest_dir.join(&file_name);
     tmp.persist(&final_path)
-        .map_err(|e| io("rename", &final_path)(e.error))?;
-    crate::atomic_file::sync_parent(&final_path).map_err(io("fsync", dest_dir))?;
+        .map_err(|e| io_err(url, "rename", &final_path)(e.error))?;
+    crate::atomic_file::sync_parent(&final_path).map_err(io_err(url, "fsync", dest_dir))?;
     Ok(Downloaded {
         file_name,
         digest,
@@ -276,7 +329,7 @@ fn disposition_name(value: &str) -> Option<String> {
 }
 
 /// The last path segment of `url` (percent-decoded), or `index`.
-fn url_name(url: &str) -> String {
+pub(super) fn url_name(url: &str) -> String {
     let path = url
         .split(['?', '#'])
         .next()

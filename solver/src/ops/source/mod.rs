@@ -2,4 +2,5 @@
 
 pub mod git;
 pub mod http;
+pub mod http_cache;
 mod http_date;
