@@ -80,7 +80,11 @@ fn assert_nothing_left(b: &Build, marker: &str) {
 }
 
 fn start_build(b: &Build, executor: &str) -> Child {
+    use std::os::unix::process::CommandExt;
     Command::new(kiln_bin())
+        // Its own process group, like a job a shell started: a group-wide
+        // signal is what a terminal's Ctrl-C sends.
+        .process_group(0)
         .arg("--root")
         .arg(b.root.path())
         .args(["build", "--progress", "plain", "--executor", executor])
@@ -161,6 +165,7 @@ fn signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
     test: u32,
     signal: libc::c_int,
     signals: usize,
+    whole_group: bool,
 ) {
     let env = TestEnv::load();
     let b = Build::new();
@@ -171,11 +176,14 @@ fn signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
             env.registry()
         )
     };
-    b.write("Dockerfile", &dockerfile(&format!("sleep {m}")));
+    // Not `exec`ed by the shell: a SIGINT reaching the sleep would fail the step.
+    b.write("Dockerfile", &dockerfile(&format!("sleep {m} || exit 7")));
     let mut child = start_build(&b, executor);
     wait_for_step(&mut child, &m);
+    let pid = child.id() as i32;
     for _ in 0..signals {
-        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let target = if whole_group { -pid } else { pid };
+        assert_eq!(unsafe { libc::kill(target, signal) }, 0);
     }
     let out = child.wait_with_output().unwrap();
     let all = text(&out);
@@ -192,6 +200,7 @@ fn signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
         "{all}"
     );
     assert!(stderr.contains("#3 CANCELED"), "{all}");
+    assert!(!stderr.contains("ERROR"), "{all}");
     // The state lock, the locked cache mount and the cache are usable; the
     // steps that finished before the signal are reused.
     b.write("Dockerfile", &dockerfile("echo two > /two"));
@@ -214,23 +223,53 @@ fn native_first_failure_stops_a_parallel_run_step() {
 
 #[test]
 fn oci_sigint_stops_the_build_cleanly() {
-    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("oci", 3, libc::SIGINT, 1);
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("oci", 3, libc::SIGINT, 1, false);
 }
 
 #[test]
 fn native_sigint_stops_the_build_cleanly() {
-    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("native", 4, libc::SIGINT, 1);
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
+        "native",
+        4,
+        libc::SIGINT,
+        1,
+        false,
+    );
 }
 
 #[test]
 fn oci_sigterm_stops_the_build_cleanly() {
-    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("oci", 5, libc::SIGTERM, 1);
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("oci", 5, libc::SIGTERM, 1, false);
 }
 
 /// A second Ctrl-C while the first one's cleanup runs does not cut it short.
 #[test]
 fn native_double_sigint_still_cleans_up() {
-    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("native", 6, libc::SIGINT, 2);
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
+        "native",
+        6,
+        libc::SIGINT,
+        2,
+        false,
+    );
+}
+
+/// Ctrl-C in a terminal signals kiln's whole process group: the steps are
+/// not in it, so they are canceled by kiln, not failed by the signal.
+#[test]
+fn oci_terminal_ctrl_c_cancels_rather_than_fails_the_step() {
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps("oci", 7, libc::SIGINT, 1, true);
+}
+
+#[test]
+fn native_terminal_ctrl_c_cancels_rather_than_fails_the_step() {
+    signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
+        "native",
+        8,
+        libc::SIGINT,
+        1,
+        true,
+    );
 }
 
 /// Every blob of the store hashes to its name and index.json parses.

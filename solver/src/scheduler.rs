@@ -253,13 +253,14 @@ impl<W: Worker> Scheduler<W> {
                 };
                 self.spawn_vertex(def, r, &results, &semaphore, flags, &mut tasks);
             }
+            // A stop wins over results ready at the same moment.
             let joined = tokio::select! {
                 biased;
-                joined = tasks.join_next() => joined,
                 () = &mut stop => {
                     self.cancel_all(&canceled, &mut tasks, &in_flight).await;
                     return Err(SolveError::Canceled);
                 }
+                joined = tasks.join_next() => joined,
             };
             let Some(joined) = joined else {
                 break;

@@ -195,6 +195,10 @@ fn wait(pid: libc::pid_t) -> io::Result<Exit> {
 /// failing step and errno on the status pipe.
 unsafe fn child(steps: &[Step], stdin: i32, stdout: i32, stderr: i32, status: i32) -> ! {
     unsafe {
+        // Its own process group: a terminal's Ctrl-C reaches kiln only, which
+        // cancels the build and kills the step itself (reported as canceled,
+        // not as a step failing of SIGINT).
+        libc::setpgid(0, 0);
         if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
             libc::_exit(126);
         }
