@@ -201,6 +201,16 @@ fn signal_stops_the_build_and_the_rebuild_reuses_finished_steps(
     );
     assert!(stderr.contains("#3 CANCELED"), "{all}");
     assert!(!stderr.contains("ERROR"), "{all}");
+    // The canceled step made no layer and no cache record: only RUN echo did.
+    let built: Vec<String> = entries(&b.root.path().join("layers"))
+        .into_iter()
+        .filter(|l| l.starts_with("b-"))
+        .collect();
+    assert_eq!(built.len(), 1, "{built:?}");
+    let du = b.kiln(&["du", "--verbose"]);
+    let du = String::from_utf8_lossy(&du.stdout);
+    assert!(du.contains("RUN echo one"), "{du}");
+    assert!(!du.contains("sleep"), "{du}");
     // The state lock, the locked cache mount and the cache are usable; the
     // steps that finished before the signal are reused.
     b.write("Dockerfile", &dockerfile("echo two > /two"));
