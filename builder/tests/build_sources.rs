@@ -433,3 +433,139 @@ fn add_url_with_a_known_checksum_sends_no_request() {
     let err = b.build_fails(&[]);
     assert!(err.contains("digest mismatch"), "{err}");
 }
+
+/// Copies the env registry's busybox into an OCI layout with skopeo (all
+/// platforms: the layout's entry is an index).
+fn busybox_layout(env: &TestEnv, dir: &Path, tag: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", busybox(env)))
+        .arg(format!("oci:{}:{tag}", dir.display()))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The digest of the layout's entry tagged `tag`.
+fn layout_digest(dir: &Path, tag: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn oci_layout_contexts_by_tag_and_digest_in_from_and_copy_from() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let layout = b.work.path().join("layout");
+    busybox_layout(&env, &layout, "v1");
+    b.write(
+        "Dockerfile",
+        "FROM base AS main\nRUN echo built > /built.txt\nCOPY --from=tools /bin/busybox /copied-busybox\n\
+         FROM base AS mounted\nRUN --mount=from=tools,target=/tools cp /tools/etc/passwd /passwd.copy\n",
+    );
+    let by_tag = format!("base=oci-layout://{}:v1", layout.display());
+    let digest = layout_digest(&layout, "v1");
+    let by_digest = format!("tools=oci-layout://{}@{digest}", layout.display());
+    b.build(&[
+        "-t",
+        "kiln-test/layout:1",
+        "--target",
+        "main",
+        "--build-context",
+        &by_tag,
+        "--build-context",
+        &by_digest,
+    ]);
+    let root = b.unpack("docker.io/kiln-test/layout:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("built.txt")).unwrap(),
+        "built\n"
+    );
+    let original = std::fs::read(root.join("bin/busybox")).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("copied-busybox")).unwrap(),
+        original
+    );
+    // The base's layers are the layout's (the amd64 image of its index).
+    let manifest = b.manifest("docker.io/kiln-test/layout:1");
+    let layers = manifest["layers"].as_array().unwrap();
+    let layout_index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let amd64 = layout_index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(amd64)).unwrap())
+            .unwrap();
+    assert_eq!(layers[0]["digest"], base["layers"][0]["digest"]);
+
+    // RUN --mount from= a layout context.
+    b.build(&[
+        "-t",
+        "kiln-test/layout:2",
+        "--target",
+        "mounted",
+        "--build-context",
+        &format!("base=oci-layout://{}:v1", layout.display()),
+        "--build-context",
+        &format!("tools=oci-layout://{}:v1", layout.display()),
+    ]);
+    let root = b.unpack("docker.io/kiln-test/layout:2");
+    assert!(std::fs::read_to_string(root.join("passwd.copy"))
+        .unwrap()
+        .contains("app:x:1000:1000"));
+
+    // Built again: the layout's image is cached like a pinned registry image.
+    let meta = b.build(&[
+        "--target",
+        "main",
+        "--build-context",
+        &by_tag,
+        "--build-context",
+        &by_digest,
+    ]);
+    assert_eq!(meta["kiln.vertices.executed"], 0, "{meta}");
+
+    // A missing tag names the tag and the tags the layout has.
+    let err = b.build_fails(&[
+        "--target",
+        "main",
+        "--build-context",
+        &format!("base=oci-layout://{}:nosuchtag", layout.display()),
+        "--build-context",
+        &by_digest,
+    ]);
+    assert!(err.contains("nosuchtag"), "{err}");
+    assert!(err.contains("v1"), "the known tags are listed: {err}");
+    assert!(err.contains("Dockerfile:1"), "{err}");
+    // Not a layout at all.
+    let err = b.build_fails(&["--build-context", "base=oci-layout:///nowhere"]);
+    assert!(err.contains("oci-layout:///nowhere"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! reference) and fetched for the solver (layer blobs in the content
 //! store), from the local store or a registry.
 
+use super::oci_layout::{self, LayoutRef};
 use crate::local_store::LocalStore;
 use kiln_frontend::image::ImageConfig;
 use kiln_frontend::lower::{ImageResolver, ResolvedImage};
@@ -146,6 +147,29 @@ impl BuildImages {
         Ok((desc, m))
     }
 
+    /// An image of a local OCI layout (`oci-layout://PATH[:TAG|@DIGEST]`): the manifest
+    /// and config land in the store now, the layers when the solver fetches them.
+    fn resolve_layout(&self, location: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let layout = LayoutRef::parse(location)?.canonical()?;
+        let (desc, bytes, m) = layout.select(platform)?;
+        self.store
+            .write_blob(&desc.digest, &bytes)
+            .map_err(|e| e.to_string())?;
+        layout.import_blob(&self.store, &m.config)?;
+        let config_bytes = self
+            .store
+            .read_blob(&m.config.digest)
+            .map_err(|e| e.to_string())?;
+        let config = ImageConfig::from_json(&config_bytes)
+            .map_err(|e| format!("image config {}: {e}", m.config.digest))?;
+        let pinned = LayoutRef::pinned(&layout.path, &desc.digest);
+        self.remember(&pinned, &m);
+        Ok(ResolvedImage {
+            reference: pinned,
+            config,
+        })
+    }
+
     async fn config_of(&self, r: &Reference, m: &ImageManifest) -> Result<ImageConfig, String> {
         if !self.store.has_blob(&m.config.digest) {
             kiln_registry::pull::pull_blob(
@@ -187,8 +211,15 @@ impl ImageResolver for Resolver {
         if let Some(done) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(done);
         }
-        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
         let want = registry_platform(platform);
+        if let Some(location) = reference.strip_prefix(oci_layout::SCHEME) {
+            let resolved = self.resolve_layout(location, &want)?;
+            if let Ok(mut map) = self.resolved.lock() {
+                map.insert(key, resolved.clone());
+            }
+            return Ok(resolved);
+        }
+        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
         let runtime = self.runtime.clone();
         runtime.block_on(async {
             // A digest reference is immutable: the store's copy is as good as the registry's.
@@ -226,6 +257,9 @@ impl ImageFetcher for BuildImages {
         reference: &str,
         _platform: Option<&llb::Platform>,
     ) -> Result<FetchedImage, WorkerError> {
+        if let Some(location) = reference.strip_prefix(oci_layout::SCHEME) {
+            return self.fetch_layout(reference, location);
+        }
         let r = Reference::parse(reference)?;
         let digest: Digest = r
             .digest()
@@ -258,6 +292,42 @@ impl ImageFetcher for BuildImages {
                 () = self.until_canceled() => Err("canceled".into()),
             }
         })?;
+        self.fetched_layers(reference, &m)
+    }
+}
+
+impl BuildImages {
+    /// The layers of a layout image pinned by `oci-layout://PATH@DIGEST`, copied into the store.
+    fn fetch_layout(&self, reference: &str, location: &str) -> Result<FetchedImage, WorkerError> {
+        let layout = LayoutRef::parse(location)?;
+        let digest = layout
+            .digest
+            .clone()
+            .ok_or_else(|| format!("{reference}: an image source must be pinned by digest"))?;
+        let m = match self.remembered(reference) {
+            Some(m) => m,
+            None => match Manifest::parse(reference, &self.store.read_blob(&digest)?, None)?.0 {
+                Manifest::Image(m) => *m,
+                Manifest::Index(_) => {
+                    return Err(format!("{reference} is an index, not an image").into())
+                }
+            },
+        };
+        for l in std::iter::once(&m.config).chain(&m.layers) {
+            if *self.canceled.borrow() {
+                return Err("canceled".into());
+            }
+            layout.import_blob(&self.store, l)?;
+        }
+        self.fetched_layers(reference, &m)
+    }
+
+    /// Pairs the manifest's layer blobs (in the store) with the config's diffIDs.
+    fn fetched_layers(
+        &self,
+        reference: &str,
+        m: &ImageManifest,
+    ) -> Result<FetchedImage, WorkerError> {
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)?;
         if config.rootfs.diff_ids.len() != m.layers.len() {

@@ -3,6 +3,7 @@
 pub mod export;
 pub mod images;
 pub mod interrupt;
+pub mod oci_layout;
 pub mod outputs;
 pub mod run;
 pub mod session;

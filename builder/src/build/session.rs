@@ -1,6 +1,7 @@
 //! What the client lends a build: the context directory, `--secret`s,
 //! `--ssh` agents, `--allow` entitlements and `--add-host` entries.
 
+use super::oci_layout::{self, LayoutRef};
 use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
 use crate::context::BuildContext;
@@ -138,7 +139,7 @@ pub fn parse_add_host(spec: &str) -> Result<HostEntry> {
 /// directory is lent to the build as the local source `context:<name>`.
 pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
     let (name, value) = spec.split_once('=').ok_or_else(|| {
-        miette!("invalid --build-context {spec:?}: expected NAME=PATH or NAME=docker-image://REF")
+        miette!("invalid --build-context {spec:?}: expected NAME=PATH, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG|@DIGEST]")
     })?;
     let name = name.trim().to_ascii_lowercase();
     if name.is_empty() {
@@ -149,9 +150,23 @@ pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
     if let Some(r) = value.strip_prefix("docker-image://") {
         return Ok((name, NamedContext::Image(r.to_string())));
     }
+    if let Some(location) = value.strip_prefix(oci_layout::SCHEME) {
+        // The image of a local OCI layout: resolved like an image, by the layout's
+        // absolute path so the graph's identifier does not depend on the cwd.
+        let layout = LayoutRef::parse(location)
+            .and_then(|l| l.canonical())
+            .map_err(|e| miette!("--build-context {name}: {e}"))?;
+        let mut reference = format!("{}{}", oci_layout::SCHEME, layout.path.display());
+        match (&layout.digest, &layout.tag) {
+            (Some(d), _) => reference.push_str(&format!("@{d}")),
+            (None, Some(t)) => reference.push_str(&format!(":{t}")),
+            (None, None) => {}
+        }
+        return Ok((name, NamedContext::Image(reference)));
+    }
     if value.contains("://") {
         return Err(miette!(
-            "--build-context {spec:?}: only directories and docker-image:// are supported (oci-layout://, git and URLs are not yet)"
+            "--build-context {spec:?}: only directories, docker-image:// and oci-layout:// are supported (git and URLs are not yet)"
         ));
     }
     Ok((name.clone(), NamedContext::Local(format!("context:{name}"))))
@@ -251,6 +266,29 @@ mod tests {
             .contains("/no/such/file"));
         assert!(parse_secret("src=").is_err());
         assert!(parse_secret("id=x,bogus=1").is_err());
+    }
+
+    #[test]
+    fn oci_layout_contexts_become_absolute_image_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |v: String| parse_build_context(&format!("Base={v}"));
+        let err = spec(format!("oci-layout://{}:v1", dir.path().display())).unwrap_err();
+        assert!(err.to_string().contains("no index.json"), "{err}");
+        std::fs::write(dir.path().join("index.json"), "{}").unwrap();
+        let (name, ctx) = spec(format!("oci-layout://{}/.:v1", dir.path().display())).unwrap();
+        let abs = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(name, "base");
+        assert_eq!(
+            ctx,
+            NamedContext::Image(format!("oci-layout://{}:v1", abs.display()))
+        );
+        let d = format!("sha256:{}", "b".repeat(64));
+        let (_, ctx) = spec(format!("oci-layout://{}@{d}", dir.path().display())).unwrap();
+        assert_eq!(
+            ctx,
+            NamedContext::Image(format!("oci-layout://{}@{d}", abs.display()))
+        );
+        assert!(spec("git://example.com/repo.git".into()).is_err());
     }
 
     #[test]

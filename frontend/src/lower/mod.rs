@@ -73,7 +73,8 @@ pub struct LowerOptions {
 pub enum NamedContext {
     /// A local directory, by the session's local source name.
     Local(String),
-    /// An image reference (`docker-image://REF`).
+    /// An image reference (`docker-image://REF`), or a local OCI layout's image as
+    /// `oci-layout://PATH[:TAG|@DIGEST]` (the resolver pins it to `oci-layout://PATH@DIGEST`).
     Image(String),
 }
 
@@ -277,13 +278,12 @@ impl Lowerer<'_> {
                 Some("check the image name and tag, and that the registry is reachable (kiln pull shows the details)"),
             )
         })?;
-        let v = self.add(
-            Op::Source(SourceOp::image(&resolved.reference)),
-            platform,
-            &[],
-            meta,
-            node,
-        )?;
+        // An image of a local OCI layout (a named context) keeps its own scheme.
+        let source = match resolved.reference.strip_prefix("oci-layout://") {
+            Some(location) => SourceOp::oci_layout(location),
+            None => SourceOp::image(&resolved.reference),
+        };
+        let v = self.add(Op::Source(source), platform, &[], meta, node)?;
         self.image_sources.insert(key, (v, resolved.config.clone()));
         Ok((v, resolved.config))
     }

@@ -68,7 +68,8 @@ pub struct FetchedImage {
 /// Brings images into the content store (the builder implements it with the
 /// local store and the registry client; the solver knows neither).
 pub trait ImageFetcher: Send + Sync {
-    /// Makes sure the layers of `reference` (pinned by digest) for `platform`
+    /// Makes sure the layers of `reference` (a registry reference pinned by digest, or
+    /// `oci-layout://PATH@DIGEST`) for `platform`
     /// are in the content store. Blocking: called from a blocking thread.
     fn fetch(
         &self,
@@ -279,7 +280,9 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
                     _ => Ok(None),
                 };
             }
-            Op::Source(s) if s.scheme() != "docker-image" => return Ok(None),
+            Op::Source(s) if !matches!(s.scheme(), "docker-image" | "oci-layout") => {
+                return Ok(None)
+            }
             _ => {}
         }
         if vertex.metadata().ignore_cache {

@@ -12,8 +12,13 @@ use std::sync::Arc;
 impl LocalWorker {
     pub(super) fn source(&self, vertex: &Vertex, src: &SourceOp) -> Result<Output, WorkerError> {
         match src.scheme() {
-            "docker-image" => {
-                let fetched = self.images.fetch(src.location(), vertex.platform())?;
+            "docker-image" | "oci-layout" => {
+                // A layout's image keeps its scheme so the fetcher reads the layout.
+                let reference = match src.scheme() {
+                    "oci-layout" => src.identifier.as_str(),
+                    _ => src.location(),
+                };
+                let fetched = self.images.fetch(reference, vertex.platform())?;
                 let mut snapshot = Snapshot::scratch();
                 for (blob, diff_id) in &fetched.layers {
                     let record = import_layer(
