@@ -384,6 +384,12 @@ fn add_url_revalidates_with_etag_and_reruns_only_what_depends_on_a_change() {
     // --no-cache downloads without validators.
     b.build(&["--no-cache", "-t", "kiln-test/http:4"]);
     assert_eq!(server.counts(), (4, 2, 1));
+
+    // `kiln prune --all` forgets the downloads: the next build asks without validators.
+    let out = b.kiln(&["prune", "--all", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    b.build(&[]);
+    assert_eq!(server.counts(), (5, 2, 1));
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub struct PruneReport {
     pub reclaimed: u64,
     /// Leftover temporary directories of interrupted builds removed.
     pub temporaries: usize,
+    /// Files of the HTTP source cache removed (downloads and their URL records).
+    pub downloads: usize,
 }
 
 /// One row of `du`.
@@ -238,6 +240,13 @@ pub fn prune(
                 report.reclaimed += size;
             }
         }
+    }
+
+    // Downloads of ADD <url>: all with `all`, else what no URL record names.
+    if let Ok(http) = crate::ops::source::http_cache::HttpCache::open(state.root().join("http")) {
+        let (files, bytes) = http.prune(opts.all);
+        report.downloads += files;
+        report.reclaimed += bytes;
     }
 
     // Blobs: keep what tags reach and what remaining layer records remember.

@@ -192,6 +192,48 @@ impl HttpCache {
         })
     }
 
+    /// Removes every download and record with `all`, else only content no URL record
+    /// names (left by an interrupted download or a re-download). Returns (files, bytes).
+    /// The caller holds the state lock exclusively.
+    pub fn prune(&self, all: bool) -> (usize, u64) {
+        let named: std::collections::HashSet<String> = if all {
+            Default::default()
+        } else {
+            fs::read_dir(self.dir.join("urls"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice::<UrlRecord>(&b).ok())
+                .map(|r| r.file.digest.trim_start_matches("sha256:").to_string())
+                .collect()
+        };
+        let mut removed = (0, 0);
+        let sub = if all {
+            &["content", "urls"][..]
+        } else {
+            &["content"][..]
+        };
+        for sub in sub {
+            for e in fs::read_dir(self.dir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if named.contains(&name) {
+                    continue;
+                }
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(e.path()).is_ok() {
+                    removed.0 += 1;
+                    removed.1 += size;
+                }
+            }
+        }
+        removed
+    }
+
     /// Writes a copy of the cached content into `dest_dir` with the source's
     /// mode, owner and mtime; returns its path.
     pub fn materialize(
@@ -237,5 +279,14 @@ mod tests {
         fs::write(cache.content_path(&file.digest), b"x").unwrap();
         assert_eq!(cache.record("http://x/f").unwrap().file, file);
         assert!(cache.record("http://x/g").is_none());
+
+        // Content no record names goes; named content stays until `all`.
+        let orphan = format!("sha256:{}", "b".repeat(64));
+        fs::write(cache.content_path(&orphan), b"yy").unwrap();
+        assert_eq!(cache.prune(false), (1, 2));
+        assert!(cache.record("http://x/f").is_some());
+        let rec_size = fs::metadata(&path).unwrap().len();
+        assert_eq!(cache.prune(true), (2, 1 + rec_size));
+        assert!(cache.record("http://x/f").is_none());
     }
 }
