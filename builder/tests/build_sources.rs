@@ -387,7 +387,11 @@ fn add_url_revalidates_with_etag_and_reruns_only_what_depends_on_a_change() {
 
     // `kiln prune --all` forgets the downloads: the next build asks without validators.
     let out = b.kiln(&["prune", "--all", "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     b.build(&[]);
     assert_eq!(server.counts(), (5, 2, 1));
 }
