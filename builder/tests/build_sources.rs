@@ -575,6 +575,7 @@ fn oci_layout_contexts_by_tag_and_digest_in_from_and_copy_from() {
     assert!(err.contains("nosuchtag"), "{err}");
     assert!(err.contains("v1"), "the known tags are listed: {err}");
     assert!(err.contains("Dockerfile:1"), "{err}");
+    assert!(err.contains("layout's"), "the hint is about layouts: {err}");
     // Not a layout at all.
     let err = b.build_fails(&["--build-context", "base=oci-layout:///nowhere"]);
     assert!(err.contains("oci-layout:///nowhere"), "{err}");

@@ -370,7 +370,11 @@ fn resolve_stages(
             let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
                 let node = &ast.children[stage.node];
                 fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(
-                    "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)",
+                    if reference.starts_with(super::oci_layout::SCHEME) {
+                        "check the layout's path and tags (`skopeo inspect oci:PATH:TAG` lists what it holds)"
+                    } else {
+                        "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)"
+                    },
                 ))
             })?;
             resolve_opts

@@ -275,7 +275,11 @@ impl Lowerer<'_> {
                 node,
                 ErrorKind::Stage,
                 format!("{reference}: {e}"),
-                Some("check the image name and tag, and that the registry is reachable (kiln pull shows the details)"),
+                Some(if reference.starts_with("oci-layout://") {
+                    "check the layout's path and tags (skopeo inspect oci:PATH:TAG lists what it holds)"
+                } else {
+                    "check the image name and tag, and that the registry is reachable (kiln pull shows the details)"
+                }),
             )
         })?;
         // An image of a local OCI layout (a named context) keeps its own scheme.
