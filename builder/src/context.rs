@@ -290,6 +290,14 @@ impl BuildContext {
     }
 }
 
+impl BuildContext {
+    /// Whether the context is a temporary copy (tarball, stdin, git, URL) that goes away
+    /// with the build, rather than a directory of the user's.
+    pub fn is_temporary(&self) -> bool {
+        self._temp.is_some()
+    }
+}
+
 /// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's
 /// `.dockerignore`, as in BuildKit.
 fn load_ignore(root: &Path, dockerfile: Option<&Path>) -> Result<PatternMatcher, ContextError> {

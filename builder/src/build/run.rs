@@ -19,7 +19,8 @@ use kiln_frontend::lower::{
 };
 use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
 use kiln_solver::cache::CacheStore;
-use kiln_solver::executor::{select, ExecutorConfig};
+use kiln_solver::executor::lazy::LazyExecutor;
+use kiln_solver::executor::ExecutorConfig;
 use kiln_solver::llb::{self, Definition, VertexRef};
 use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
@@ -195,13 +196,13 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     }
 
     let (session, _ssh_agents) = session_from_flags(&req, &ctx)?;
-    let executor = select(
+    // Chosen when a step first runs: a fully cached build never probes the runtimes.
+    let executor = LazyExecutor::new(
         req.executor,
         ExecutorConfig {
             state_dir: state.root().to_path_buf(),
         },
-    )
-    .map_err(|e| miette!("{e}"))?;
+    );
     let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
@@ -209,7 +210,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         LocalWorker::new(
             &state,
             Arc::clone(&cache),
-            Arc::from(executor),
+            Arc::new(executor),
             images.clone(),
             session,
             tx.clone(),

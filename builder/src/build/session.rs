@@ -186,6 +186,7 @@ pub fn session_from_flags(
             root: ctx.root.clone(),
             ignore: Arc::new(ctx.ignore.clone()),
             keep: None,
+            persistent: !ctx.is_temporary(),
         },
     );
     for spec in &req.build_contexts {
@@ -208,6 +209,7 @@ pub fn session_from_flags(
                     root: dir,
                     ignore: Arc::new(ignore),
                     keep: None,
+                    persistent: true,
                 },
             );
         }

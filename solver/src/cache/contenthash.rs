@@ -2,7 +2,8 @@
 //! mount with `source=` contributes to a cache key. Each entry is hashed by its path,
 //! type, mode, owner, size, link target, device numbers, `security.capability` and content —
 //! never its mtime, so touching a file or re-cloning a repository keeps the cache.
-//! File contents are hashed in parallel (rayon).
+//! File contents are hashed in parallel (rayon); with a [`StatCache`] an unchanged file's
+//! digest comes from the cache instead of its bytes.
 
 use std::fmt;
 use std::fs;
@@ -13,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
+use super::statcache::{FileStat, StatCache};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 
 /// A content checksum (sha256).
@@ -93,7 +95,8 @@ pub fn clean_selector(selector: &str) -> String {
 struct Record {
     rel: String,
     header: Vec<u8>,
-    file: Option<PathBuf>,
+    /// A regular file to hash, with its stat.
+    file: Option<(PathBuf, FileStat)>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
@@ -224,7 +227,9 @@ fn collect(
         out.push(Record {
             rel: entry_rel,
             header,
-            file: meta.is_file().then(|| path.to_path_buf()),
+            file: meta
+                .is_file()
+                .then(|| (path.to_path_buf(), FileStat::of(&meta))),
         });
     }
     Ok(())
@@ -272,12 +277,29 @@ fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
     Ok(h.finalize().into())
 }
 
+/// A file's digest from `stats` when it vouches for the file, else read (and recorded).
+fn cached_file_digest(
+    stats: Option<&StatCache<'_>>,
+    rel: &str,
+    path: &Path,
+    stat: &FileStat,
+) -> Result<[u8; 32], ContentHashError> {
+    if let Some(d) = stats.and_then(|s| s.lookup(rel, stat)) {
+        return Ok(d);
+    }
+    let digest = file_digest(path)?;
+    if let Some(s) = stats {
+        s.record(rel, *stat, digest);
+    }
+    Ok(digest)
+}
+
 /// The checksum of the `selectors`' paths under `root`, in selector order.
 pub fn checksum_paths(
     root: &Path,
     selectors: &[Selector],
 ) -> Result<ContentChecksum, ContentHashError> {
-    checksum_paths_filtered(root, selectors, None)
+    checksum_paths_cached(root, selectors, None, None)
 }
 
 /// [`checksum_paths`] over what `ignore` (a `.dockerignore`) leaves visible:
@@ -286,6 +308,18 @@ pub fn checksum_paths_filtered(
     root: &Path,
     selectors: &[Selector],
     ignore: Option<&PatternMatcher>,
+) -> Result<ContentChecksum, ContentHashError> {
+    checksum_paths_cached(root, selectors, ignore, None)
+}
+
+/// [`checksum_paths_filtered`] taking file digests from `stats` where it vouches for a
+/// file's stat, and recording the digests it had to read there. The result is the same with
+/// or without the cache.
+pub fn checksum_paths_cached(
+    root: &Path,
+    selectors: &[Selector],
+    ignore: Option<&PatternMatcher>,
+    stats: Option<&StatCache<'_>>,
 ) -> Result<ContentChecksum, ContentHashError> {
     let ignore = ignore.filter(|m| !m.is_empty());
     let mut outer = Sha256::new();
@@ -313,7 +347,12 @@ pub fn checksum_paths_filtered(
         }
         let digests: Vec<Option<[u8; 32]>> = records
             .par_iter()
-            .map(|r| r.file.as_deref().map(file_digest).transpose())
+            .map(|r| {
+                r.file
+                    .as_ref()
+                    .map(|(path, stat)| cached_file_digest(stats, &r.rel, path, stat))
+                    .transpose()
+            })
             .collect::<Result<_, _>>()?;
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|a, b| {
@@ -521,5 +560,171 @@ mod ignore_tests {
             checksum_paths_filtered(dir.path(), &hidden, Some(&ignore)).unwrap(),
             h
         );
+    }
+}
+
+#[cfg(test)]
+mod stat_cache_tests {
+    use super::*;
+    use crate::cache::statcache::RACY_SLACK_NS;
+    use crate::cache::CacheStore;
+
+    /// As if the entries were read an hour after the files last changed.
+    const SETTLED: i64 = -3_600_000_000_000;
+
+    struct Env {
+        _d: tempfile::TempDir,
+        root: PathBuf,
+        store: CacheStore,
+    }
+
+    fn env() -> Env {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ctx");
+        fs::create_dir_all(root.join("src")).unwrap();
+        fs::write(root.join("src/a.txt"), b"alpha").unwrap();
+        fs::write(root.join("src/b.txt"), b"bravo").unwrap();
+        fs::write(root.join("Dockerfile"), b"FROM scratch").unwrap();
+        let store = CacheStore::open(&d.path().join("meta.redb")).unwrap();
+        Env { root, store, _d: d }
+    }
+
+    fn all() -> Vec<Selector> {
+        vec![Selector::path("")]
+    }
+
+    /// A pass with the cache: the checksum and how many files were read.
+    fn cached(e: &Env, slack: i64) -> (ContentChecksum, usize) {
+        let stats = StatCache::begin(&e.store, &e.root)
+            .unwrap()
+            .with_slack(slack);
+        let sum = checksum_paths_cached(&e.root, &all(), None, Some(&stats)).unwrap();
+        let read = stats.recorded();
+        stats.persist().unwrap();
+        (sum, read)
+    }
+
+    fn truth(e: &Env) -> ContentChecksum {
+        checksum_paths(&e.root, &all()).unwrap()
+    }
+
+    /// Stores a wrong digest for `rel` under its current stat: whether a pass uses it
+    /// shows whether the file was read.
+    fn poison(e: &Env, rel: &str) {
+        let meta = fs::symlink_metadata(e.root.join(rel)).unwrap();
+        let stats = StatCache::begin(&e.store, &e.root).unwrap();
+        stats.record(rel, FileStat::of(&meta), [0xee; 32]);
+        stats.persist().unwrap();
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let e = env();
+        let (first, read) = cached(&e, SETTLED);
+        assert_eq!(first, truth(&e), "the cache does not change the checksum");
+        assert_eq!(read, 3, "a first pass reads every file");
+        let (second, read) = cached(&e, SETTLED);
+        assert_eq!((second, read), (first, 0), "a second pass reads nothing");
+        // Proof that the digest came from the cache: a poisoned entry is believed.
+        poison(&e, "src/a.txt");
+        let (poisoned, read) = cached(&e, SETTLED);
+        assert_eq!(read, 0);
+        assert_ne!(poisoned, first);
+    }
+
+    #[test]
+    fn a_changed_stat_means_the_file_is_read() {
+        let e = env();
+        let a = e.root.join("src/a.txt");
+        cached(&e, SETTLED);
+        // Size change.
+        poison(&e, "src/a.txt");
+        fs::write(&a, b"alpha, longer").unwrap();
+        assert_eq!(cached(&e, SETTLED), (truth(&e), 1));
+        // Same size, new content, mtime set back to what it was: ctime still moves.
+        poison(&e, "src/a.txt");
+        let mtime = fs::metadata(&a).unwrap().modified().unwrap();
+        fs::write(&a, b"ALPHA, LONGER").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let (sum, read) = cached(&e, SETTLED);
+        assert_eq!((sum, read), (truth(&e), 1));
+        // mtime only (touch): read once, the checksum is unchanged, then trusted again.
+        let before = truth(&e);
+        poison(&e, "src/a.txt");
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(cached(&e, SETTLED), (before, 1));
+        assert_eq!(cached(&e, SETTLED), (before, 0));
+        // A new inode (the file replaced by a copy with the same bytes and times).
+        poison(&e, "src/a.txt");
+        let copy = e.root.join("src/a.tmp");
+        fs::copy(&a, &copy).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        fs::rename(&copy, &a).unwrap();
+        assert_eq!(cached(&e, SETTLED), (before, 1));
+    }
+
+    #[test]
+    fn racy_entries_are_read_again() {
+        let e = env();
+        // The files were just written: an entry recorded now cannot prove that a write in
+        // the same timestamp tick did not follow, so it is not trusted.
+        poison(&e, "src/a.txt");
+        let (sum, read) = cached(&e, RACY_SLACK_NS);
+        assert_eq!(sum, truth(&e), "the racy poisoned entry is ignored");
+        assert_eq!(read, 3, "every fresh file is read");
+        // The same content change under an identical stat, as a same-tick rewrite would
+        // leave it: still detected while the entry is racy.
+        poison(&e, "src/b.txt");
+        assert_eq!(cached(&e, RACY_SLACK_NS).0, truth(&e));
+    }
+
+    #[test]
+    fn entries_are_per_root_and_per_path() {
+        let e = env();
+        cached(&e, SETTLED);
+        // A second tree with the same relative paths and sizes shares nothing.
+        let other = e.root.with_file_name("other");
+        fs::create_dir_all(other.join("src")).unwrap();
+        fs::write(other.join("src/a.txt"), b"ALPHA").unwrap();
+        fs::write(other.join("src/b.txt"), b"BRAVO").unwrap();
+        fs::write(other.join("Dockerfile"), b"FROM SCRATCH").unwrap();
+        let stats = StatCache::begin(&e.store, &other)
+            .unwrap()
+            .with_slack(SETTLED);
+        let sum = checksum_paths_cached(&other, &all(), None, Some(&stats)).unwrap();
+        assert_eq!(stats.recorded(), 3);
+        assert_eq!(sum, checksum_paths(&other, &all()).unwrap());
+        // A selector reads only what it selects.
+        let stats = StatCache::begin(&e.store, &e.root)
+            .unwrap()
+            .with_slack(SETTLED);
+        fs::write(e.root.join("Dockerfile"), b"FROM busybox").unwrap();
+        let sel = [Selector::path("src")];
+        let sum = checksum_paths_cached(&e.root, &sel, None, Some(&stats)).unwrap();
+        assert_eq!(stats.recorded(), 0);
+        assert_eq!(sum, checksum_paths(&e.root, &sel).unwrap());
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let e = env();
+        cached(&e, SETTLED);
+        assert_eq!(crate::cache::statcache::clear(&e.store).unwrap(), 3);
+        assert_eq!(cached(&e, SETTLED).1, 3);
     }
 }

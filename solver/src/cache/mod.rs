@@ -3,13 +3,16 @@
 pub mod contenthash;
 pub mod key;
 pub mod prune;
+pub mod statcache;
 pub mod store;
 
 pub use contenthash::{
-    checksum_paths, checksum_paths_filtered, ContentChecksum, ContentHashError, Selector,
+    checksum_paths, checksum_paths_cached, checksum_paths_filtered, ContentChecksum,
+    ContentHashError, Selector,
 };
 pub use key::{
     cache_key, input_selectors, op_cache_digest, reads_only_users, vertex_cache_key, CacheKey,
     InputKey,
 };
+pub use statcache::{FileStat, StatCache};
 pub use store::{now_secs, CacheEntry, CacheResult, CacheStore, CacheStoreError, CacheWriter};

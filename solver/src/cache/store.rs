@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use oci_spec::image::Digest;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
+use super::statcache::STAT_DIGESTS;
 use crate::snapshot::{BlobRecord, LayerId, LayerRecord, Snapshot};
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cache_results");
@@ -79,6 +80,16 @@ pub struct CacheEntry {
 /// The cache store.
 pub struct CacheStore {
     db: redb::Database,
+    /// Uses seen by [`CacheStore::lookup`] and not yet written: a fully cached build records
+    /// them in one transaction (one fsync) instead of one per step.
+    uses: std::sync::Mutex<Vec<(CacheKey, CacheResult, u64)>>,
+}
+
+impl Drop for CacheStore {
+    fn drop(&mut self) {
+        // Last-use times only order prune's choices; losing them on an error is harmless.
+        let _ = self.flush_uses();
+    }
 }
 
 impl std::fmt::Debug for CacheStore {
@@ -111,24 +122,82 @@ impl CacheStore {
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(path)
             .map_err(dberr)?;
-        // Create the tables so readers never see "table does not exist".
-        let txn = db.begin_write().map_err(dberr)?;
-        {
-            txn.open_table(RESULTS).map_err(dberr)?;
-            txn.open_table(RESULT_USED).map_err(dberr)?;
-            txn.open_table(LAYERS).map_err(dberr)?;
-            txn.open_table(LAYER_USED).map_err(dberr)?;
-            txn.open_table(BLOBS).map_err(dberr)?;
+        // Create the tables so readers never see "table does not exist" (a write and its
+        // fsync only when one is missing: every build opens the store).
+        if !Self::has_tables(&db)? {
+            let txn = db.begin_write().map_err(dberr)?;
+            {
+                txn.open_table(RESULTS).map_err(dberr)?;
+                txn.open_table(RESULT_USED).map_err(dberr)?;
+                txn.open_table(LAYERS).map_err(dberr)?;
+                txn.open_table(LAYER_USED).map_err(dberr)?;
+                txn.open_table(BLOBS).map_err(dberr)?;
+                txn.open_table(STAT_DIGESTS).map_err(dberr)?;
+            }
+            txn.commit().map_err(dberr)?;
         }
-        txn.commit().map_err(dberr)?;
-        Ok(CacheStore { db })
+        Ok(CacheStore {
+            db,
+            uses: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn has_tables(db: &redb::Database) -> Result<bool, CacheStoreError> {
+        let txn = db.begin_read().map_err(dberr)?;
+        let names: std::collections::HashSet<String> = txn
+            .list_tables()
+            .map_err(dberr)?
+            .map(|t| t.name().to_string())
+            .collect();
+        Ok([
+            RESULTS.name(),
+            RESULT_USED.name(),
+            LAYERS.name(),
+            LAYER_USED.name(),
+            BLOBS.name(),
+            STAT_DIGESTS.name(),
+        ]
+        .iter()
+        .all(|n| names.contains(*n)))
+    }
+
+    /// The database, for the other tables of `meta.redb` (the stat cache).
+    pub(crate) fn db(&self) -> &redb::Database {
+        &self.db
+    }
+
+    fn take_uses(&self) -> Vec<(CacheKey, CacheResult, u64)> {
+        match self.uses.lock() {
+            Ok(mut u) => std::mem::take(&mut *u),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
     }
 
     /// Starts an atomic batch of changes; nothing is visible until [`CacheWriter::commit`].
+    /// Uses recorded by [`CacheStore::lookup`] so far ride along.
     pub fn writer(&self) -> Result<CacheWriter, CacheStoreError> {
-        Ok(CacheWriter {
+        let mut w = CacheWriter {
             txn: self.db.begin_write().map_err(dberr)?,
-        })
+        };
+        for (key, result, now) in self.take_uses() {
+            w.touch(&key, &result, now)?;
+        }
+        Ok(w)
+    }
+
+    /// Writes the uses recorded by [`CacheStore::lookup`] (nothing when there are none).
+    pub fn flush_uses(&self) -> Result<(), CacheStoreError> {
+        let uses = self.take_uses();
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut w = CacheWriter {
+            txn: self.db.begin_write().map_err(dberr)?,
+        };
+        for (key, result, now) in &uses {
+            w.touch(key, result, *now)?;
+        }
+        w.commit()
     }
 
     /// The result stored under `key`, without touching its last-use time.
@@ -141,14 +210,17 @@ impl CacheStore {
         }
     }
 
-    /// Looks `key` up and, on a hit, records the use at `now` (for prune's LRU order).
+    /// Looks `key` up and, on a hit, records the use at `now` (for prune's LRU order). The
+    /// use is written with the next write transaction, by [`CacheStore::flush_uses`], or
+    /// when the store is dropped.
     pub fn lookup(&self, key: &CacheKey, now: u64) -> Result<Option<CacheResult>, CacheStoreError> {
         let Some(result) = self.get(key)? else {
             return Ok(None);
         };
-        let mut w = self.writer()?;
-        w.touch(key, &result, now)?;
-        w.commit()?;
+        match self.uses.lock() {
+            Ok(mut u) => u.push((*key, result.clone(), now)),
+            Err(poisoned) => poisoned.into_inner().push((*key, result.clone(), now)),
+        }
         Ok(Some(result))
     }
 
@@ -182,6 +254,7 @@ impl CacheStore {
 
     /// Every cache entry with its last use, oldest use first (for `du` and `prune`).
     pub fn entries(&self) -> Result<Vec<CacheEntry>, CacheStoreError> {
+        self.flush_uses()?;
         let txn = self.db.begin_read().map_err(dberr)?;
         let results = txn.open_table(RESULTS).map_err(dberr)?;
         let used = txn.open_table(RESULT_USED).map_err(dberr)?;

@@ -274,12 +274,15 @@ impl ContentStore {
     }
 
     /// Read-modify-write of `index.json` under the index lock; the file is replaced atomically
-    /// and only if `f` succeeds.
+    /// and only if `f` succeeds and changed it (re-tagging an unchanged rebuild writes nothing).
     pub fn update_index<R>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<R>) -> Result<R> {
         let _guard = self.lock_index()?;
         let mut index = self.index()?;
+        let before = index.clone();
         let r = f(&mut index)?;
-        self.write_index(&index)?;
+        if index != before {
+            self.write_index(&index)?;
+        }
         Ok(r)
     }
 
@@ -333,8 +336,16 @@ impl ContentStore {
         entry.set_annotations(Some(annotations));
         self.update_index(|index| {
             let mut manifests = index.manifests().clone();
-            manifests.retain(|d| ref_name(d) != Some(name));
-            manifests.push(entry);
+            // A re-pointed tag keeps its place, so setting it to what it was changes nothing.
+            match manifests.iter().position(|d| ref_name(d) == Some(name)) {
+                Some(at) => {
+                    manifests.retain(|d| ref_name(d) != Some(name) || *d == entry);
+                    if !manifests.contains(&entry) {
+                        manifests.insert(at.min(manifests.len()), entry);
+                    }
+                }
+                None => manifests.push(entry),
+            }
             index.set_manifests(manifests);
             Ok(())
         })

@@ -224,3 +224,32 @@ fn json_round_trip() {
         Err(ContentError::Json { .. })
     ));
 }
+
+#[test]
+fn re_tagging_to_the_same_target_writes_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let (_d, s) = store();
+    let m1 = s.put_bytes(br#"{"schemaVersion":2}"#).unwrap();
+    let m2 = s.put_bytes(br#"{"schemaVersion":2,"y":1}"#).unwrap();
+    let d1 = Descriptor::new(MediaType::ImageManifest, m1.size, m1.digest.clone());
+    let d2 = Descriptor::new(MediaType::ImageManifest, m2.size, m2.digest.clone());
+    s.set_tag("a:1", &d1).unwrap();
+    s.set_tag("b:1", &d1).unwrap();
+    let index = s.root().join("index.json");
+    let inode = || std::fs::metadata(&index).unwrap().ino();
+    let before = inode();
+    s.set_tag("a:1", &d1).unwrap();
+    assert_eq!(inode(), before, "index.json was not replaced");
+    // A real change still replaces it, and the tag keeps its place.
+    s.set_tag("a:1", &d2).unwrap();
+    assert_ne!(inode(), before);
+    let names: Vec<_> = s
+        .index()
+        .unwrap()
+        .manifests()
+        .iter()
+        .filter_map(|d| ref_name(d).map(str::to_string))
+        .collect();
+    assert_eq!(names, ["a:1", "b:1"]);
+    assert_eq!(s.resolve("a:1").unwrap().unwrap().digest(), &m2.digest);
+}

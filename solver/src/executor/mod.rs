@@ -9,6 +9,7 @@ pub mod caps;
 pub mod emulation;
 pub mod env;
 pub mod hosts;
+pub mod lazy;
 pub mod native;
 pub mod oci;
 pub mod oci_kill;

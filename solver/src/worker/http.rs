@@ -58,6 +58,7 @@ impl LocalWorker {
             root: dir.path().to_path_buf(),
             ignore: Default::default(),
             keep: Some(Arc::new(dir)),
+            persistent: false,
         }))
     }
 }

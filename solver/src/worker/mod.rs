@@ -9,7 +9,10 @@ pub mod layers;
 pub mod rootfs;
 mod source;
 
-use crate::cache::{checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum, Selector};
+use crate::cache::{
+    checksum_paths_cached, checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum,
+    Selector, StatCache,
+};
 use crate::content::ContentStore;
 use crate::executor::Executor;
 use crate::llb::{Op, Platform, Vertex, VertexDigest};
@@ -45,6 +48,9 @@ pub struct LocalDir {
     pub ignore: Arc<PatternMatcher>,
     /// Keeps a temporary directory (downloads, clones) alive.
     pub keep: Option<Arc<tempfile::TempDir>>,
+    /// The directory outlives the build (a local context): its files' digests are kept in
+    /// the stat cache so the next build reads only what changed.
+    pub persistent: bool,
 }
 
 impl LocalDir {
@@ -54,6 +60,7 @@ impl LocalDir {
             root,
             ignore: Arc::new(PatternMatcher::default()),
             keep: None,
+            persistent: false,
         }
     }
 }
@@ -235,12 +242,24 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         match output {
             Output::Dir(d) => {
                 let dir = d.clone();
+                let cache = Arc::clone(&self.cache);
                 blocking(move || {
-                    Ok(checksum_paths_filtered(
+                    if !dir.persistent {
+                        return Ok(checksum_paths_filtered(
+                            &dir.root,
+                            &selectors,
+                            Some(&dir.ignore),
+                        )?);
+                    }
+                    let stats = StatCache::begin(&cache, &dir.root)?;
+                    let sum = checksum_paths_cached(
                         &dir.root,
                         &selectors,
                         Some(&dir.ignore),
-                    )?)
+                        Some(&stats),
+                    )?;
+                    stats.persist()?;
+                    Ok(sum)
                 })
                 .await
             }

@@ -62,6 +62,7 @@ impl LocalWorker {
                     root: dest,
                     ignore: Default::default(),
                     keep: Some(Arc::new(dir)),
+                    persistent: false,
                 }))
             }
             other => Err(format!("unsupported source {other}://").into()),

@@ -213,3 +213,43 @@ fn crash_mid_transaction_leaves_a_consistent_db() {
         w.commit().unwrap();
     }
 }
+
+#[test]
+fn lookups_are_written_together_and_survive_a_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.redb");
+    let keys: Vec<CacheKey> = (1..=3).map(|n| CacheKey([n; 32])).collect();
+    {
+        let s = CacheStore::open(&path).unwrap();
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 10).unwrap();
+        for k in &keys {
+            w.put_result(k, &result(&[1], 10), 10).unwrap();
+        }
+        w.commit().unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert!(s.lookup(k, 40 + i as u64).unwrap().is_some());
+        }
+        // Not written yet: a second handle (another process) still sees the old times.
+        let other = CacheStore::open(&path).unwrap();
+        let used = |s: &CacheStore| -> Vec<u64> {
+            let txn = s.db.begin_read().unwrap();
+            let t = txn.open_table(RESULT_USED).unwrap();
+            keys.iter()
+                .map(|k| t.get(&k.0[..]).unwrap().unwrap().value())
+                .collect()
+        };
+        assert_eq!(used(&other), [10, 10, 10]);
+        // The next write carries them along.
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(2), 50).unwrap();
+        w.commit().unwrap();
+        assert_eq!(used(&other), [40, 41, 42]);
+        assert!(s.lookup(&keys[0], 60).unwrap().is_some());
+        drop(other);
+    }
+    // Dropping the store wrote the last one.
+    let s = CacheStore::open(&path).unwrap();
+    let e = s.entries().unwrap();
+    assert_eq!(e.last().map(|e| (e.key, e.last_used)), Some((keys[0], 60)));
+}

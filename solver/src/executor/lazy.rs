@@ -1,0 +1,82 @@
+//! An executor chosen on first use: picking one probes the OCI runtimes by starting a
+//! container (tens to hundreds of ms), which a build whose every step is cached never needs.
+
+use std::sync::OnceLock;
+
+use super::output::OutputCallback;
+use super::{select, ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, ExecutorKind};
+
+/// [`select`] deferred until the first [`Executor::run`]; the choice (or its error) is kept
+/// for the rest of the build.
+pub struct LazyExecutor {
+    kind: ExecutorKind,
+    config: ExecutorConfig,
+    chosen: OnceLock<Result<Box<dyn Executor>, String>>,
+}
+
+impl LazyExecutor {
+    /// An executor of `kind`, selected when a step first runs.
+    pub fn new(kind: ExecutorKind, config: ExecutorConfig) -> LazyExecutor {
+        LazyExecutor {
+            kind,
+            config,
+            chosen: OnceLock::new(),
+        }
+    }
+
+    /// Whether the executor has been selected (a step ran).
+    pub fn is_selected(&self) -> bool {
+        self.chosen.get().is_some()
+    }
+
+    fn get(&self) -> Result<&dyn Executor, ExecError> {
+        let mut first_error = None;
+        let chosen = self.chosen.get_or_init(|| {
+            select(self.kind, self.config.clone()).map_err(|e| {
+                let message = e.to_string();
+                first_error = Some(e);
+                message
+            })
+        });
+        match (chosen, first_error) {
+            (Ok(e), _) => Ok(e.as_ref()),
+            // The first caller gets the selection's own error; later ones its words.
+            (Err(_), Some(e)) => Err(e),
+            (Err(message), None) => Err(ExecError::Unavailable(message.clone())),
+        }
+    }
+}
+
+impl Executor for LazyExecutor {
+    fn name(&self) -> String {
+        match self.chosen.get() {
+            Some(Ok(e)) => e.name(),
+            _ => format!("{:?} (not selected yet)", self.kind).to_lowercase(),
+        }
+    }
+
+    fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
+        self.get()?.run(req, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_probed_until_a_step_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let lazy = LazyExecutor::new(
+            ExecutorKind::Native,
+            ExecutorConfig {
+                state_dir: d.path().to_path_buf(),
+            },
+        );
+        assert!(!lazy.is_selected());
+        assert!(lazy.name().contains("not selected"), "{}", lazy.name());
+        assert!(lazy.get().is_ok());
+        assert!(lazy.is_selected());
+        assert_eq!(lazy.name(), "native");
+    }
+}
