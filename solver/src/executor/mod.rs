@@ -6,6 +6,7 @@
 //! they behave the same and pass the same tests.
 
 pub mod caps;
+pub mod cgroup_view;
 pub mod emulation;
 pub mod env;
 pub mod hosts;
@@ -261,8 +262,7 @@ impl FromStr for ExecutorKind {
 }
 
 /// Picks an executor. `Auto` takes the first OCI runtime on PATH that works on
-/// this kernel (crun, then runc: crun refuses cgroup v1/v2 hybrid hosts), else
-/// the native one.
+/// this host (crun, then runc), else the native one.
 pub fn select(kind: ExecutorKind, config: ExecutorConfig) -> Result<Box<dyn Executor>, ExecError> {
     match kind {
         ExecutorKind::Native => Ok(Box::new(native::NativeExecutor::new(config))),

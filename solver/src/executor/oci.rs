@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use super::cgroup_view;
 use super::oci_kill::ContainerKill;
 use super::oci_spec::{build_spec, write_bundle};
 use super::output::OutputCallback;
@@ -29,6 +30,9 @@ pub struct OciRuntime {
     pub name: String,
     /// Path to the binary.
     pub path: PathBuf,
+    /// Start it in a mount namespace that hides the v2 hierarchy of a hybrid
+    /// cgroup host (see [`super::cgroup_view`]): crun refuses such hosts.
+    pub v1_view: bool,
 }
 
 impl OciRuntime {
@@ -41,12 +45,24 @@ impl OciRuntime {
             .map(|path| OciRuntime {
                 name: name.to_string(),
                 path,
+                v1_view: name == "crun" && cgroup_view::hybrid_with_v2_controllers(),
             })
     }
 
-    fn command(&self, state_root: &Path, log: &Path) -> Command {
+    /// The runtime binary with `--root state_root`, in the cgroup view it
+    /// needs; every invocation (run, list, kill, delete) must start here so
+    /// they all see the same cgroups.
+    pub fn base_command(&self, state_root: &Path) -> Command {
         let mut cmd = Command::new(&self.path);
+        if self.v1_view {
+            cgroup_view::show_v1_only(&mut cmd);
+        }
         cmd.arg("--root").arg(state_root);
+        cmd
+    }
+
+    fn command(&self, state_root: &Path, log: &Path) -> Command {
+        let mut cmd = self.base_command(state_root);
         if self.name == "crun" {
             cmd.arg(format!("--log=file:{}", log.display()));
         } else {
@@ -74,7 +90,7 @@ pub struct OciExecutor {
 
 impl OciExecutor {
     /// The first runtime of [`RUNTIMES`] on PATH that can start a container
-    /// here. crun 1.8 refuses cgroup v1/v2 hybrid hosts; the probe notices.
+    /// here (the probe notices one that cannot, e.g. for its cgroups).
     pub fn detect(config: ExecutorConfig) -> Result<Self, ExecError> {
         let mut why = Vec::new();
         for name in RUNTIMES {
@@ -118,13 +134,29 @@ impl OciExecutor {
     /// Starts a container whose program does not exist: a runtime that gets as
     /// far as exec works here, one failing earlier (cgroups) does not.
     fn probe(&self) -> Result<(), ExecError> {
+        // crun sometimes loses the exec error to a race on its sync socket
+        // ("read from sync socket: Connection reset by peer"); a runtime that
+        // cannot work here fails every attempt the same way.
+        let mut result = self.probe_once();
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            result = self.probe_once();
+        }
+        result
+    }
+
+    fn probe_once(&self) -> Result<(), ExecError> {
         let dir = self.config.runs_dir().join(format!(
             "probe-{}-{}",
             self.runtime.name,
             std::process::id()
         ));
         let rootfs = dir.join("rootfs");
-        fs::create_dir_all(&rootfs).map_err(ExecError::setup("creating the runtime probe"))?;
+        // crun wants /dev to exist even when the spec mounts nothing there.
+        fs::create_dir_all(rootfs.join("dev"))
+            .map_err(ExecError::setup("creating the runtime probe"))?;
         let world = World {
             id: format!("kiln-probe-{}", std::process::id()),
             run_dir: dir.clone(),

@@ -7,7 +7,7 @@
 //! retried from a thread until the runtime process has exited.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,9 +87,8 @@ fn kill_loop(runtime: &OciRuntime, root: &Path, id: &str, done: &AtomicBool) {
 
 /// `<runtime> kill <id> KILL`; whether it succeeded.
 fn kill(runtime: &OciRuntime, root: &Path, id: &str) -> bool {
-    Command::new(&runtime.path)
-        .arg("--root")
-        .arg(root)
+    runtime
+        .base_command(root)
         .args(["kill", id, "KILL"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -100,9 +99,8 @@ fn kill(runtime: &OciRuntime, root: &Path, id: &str) -> bool {
 
 /// `<runtime> delete --force <id>`, errors ignored (it may be gone already).
 pub(crate) fn delete(runtime: &OciRuntime, root: &Path, id: &str) {
-    let _ = Command::new(&runtime.path)
-        .arg("--root")
-        .arg(root)
+    let _ = runtime
+        .base_command(root)
         .args(["delete", "--force", id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -4,8 +4,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use super::caps::cap_names;
@@ -36,6 +38,58 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// One device cgroup rule: (allow, type, major, minor, access); `None` is the
+/// `*` wildcard.
+pub type DeviceRule = (
+    bool,
+    LinuxDeviceType,
+    Option<i64>,
+    Option<i64>,
+    &'static str,
+);
+
+/// The device cgroup of a sandboxed step, as runc and Docker set it: every
+/// device may be created (CAP_MKNOD is a default capability) but only these
+/// opened.
+pub const SANDBOX_DEVICES: &[DeviceRule] = &[
+    (false, LinuxDeviceType::A, None, None, "rwm"),
+    (true, LinuxDeviceType::C, None, None, "m"),
+    (true, LinuxDeviceType::B, None, None, "m"),
+    (true, LinuxDeviceType::C, Some(1), Some(3), "rwm"), // null
+    (true, LinuxDeviceType::C, Some(1), Some(5), "rwm"), // zero
+    (true, LinuxDeviceType::C, Some(1), Some(7), "rwm"), // full
+    (true, LinuxDeviceType::C, Some(1), Some(8), "rwm"), // random
+    (true, LinuxDeviceType::C, Some(1), Some(9), "rwm"), // urandom
+    (true, LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
+    (true, LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
+    (true, LinuxDeviceType::C, Some(136), None, "rwm"),  // pts
+    (true, LinuxDeviceType::C, Some(10), Some(200), "rwm"), // tun
+];
+
+/// The device rules for a step: the sandbox list, or every device for
+/// `--security=insecure` (Docker's `--privileged`). Written out because crun,
+/// unlike runc, adds no defaults of its own.
+pub fn device_rules(insecure: bool) -> Result<Vec<LinuxDeviceCgroup>, ExecError> {
+    let all = [(true, LinuxDeviceType::A, None, None, "rwm")];
+    let rules: &[DeviceRule] = if insecure { &all } else { SANDBOX_DEVICES };
+    rules
+        .iter()
+        .map(|(allow, typ, major, minor, access)| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(*allow)
+                .typ(*typ)
+                .access(access.to_string());
+            if let Some(m) = major {
+                b = b.major(*m);
+            }
+            if let Some(m) = minor {
+                b = b.minor(*m);
+            }
+            b.build().map_err(invalid)
+        })
+        .collect()
+}
 
 fn invalid(e: impl std::fmt::Display) -> ExecError {
     ExecError::Invalid(format!("building the OCI spec: {e}"))
@@ -175,7 +229,11 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
     linux = linux
         .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(readonly.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let linux = linux.build().map_err(invalid)?;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(device_rules(insecure)?)
+        .build()
+        .map_err(invalid)?;
+    let linux = linux.resources(resources).build().map_err(invalid)?;
 
     let mut mounts = Vec::new();
     for m in &world.mounts {
@@ -275,6 +333,18 @@ mod tests {
         assert_eq!(dests, vec!["/dev", "/dev/pts", "/dev/shm", "/cache"]);
         assert_eq!(json["mounts"][3]["options"][1], "rw");
         assert!(json["linux"]["maskedPaths"].is_array());
+        let devices = json["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(
+            devices[0],
+            serde_json::json!({"allow": false, "type": "a", "access": "rwm"})
+        );
+        assert!(devices.contains(
+            &serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+        ));
+        assert!(devices.contains(
+            &serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})
+        ));
+        assert_eq!(devices.len(), SANDBOX_DEVICES.len());
     }
 
     #[test]
@@ -292,5 +362,9 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network"));
         assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(
+            json["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": true, "type": "a", "access": "rwm"}])
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use super::oci::OciRuntime;
 use super::ExecutorConfig;
@@ -101,9 +101,8 @@ pub fn sweep_runs(config: &ExecutorConfig) -> usize {
 
 /// Force-deletes the containers of dead kiln processes from a runtime's state dir.
 pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
-    let Ok(out) = Command::new(&runtime.path)
-        .arg("--root")
-        .arg(state_root)
+    let Ok(out) = runtime
+        .base_command(state_root)
         .args(["list", "-q"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -117,9 +116,8 @@ pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
         if !dead {
             continue;
         }
-        let deleted = Command::new(&runtime.path)
-            .arg("--root")
-            .arg(state_root)
+        let deleted = runtime
+            .base_command(state_root)
             .args(["delete", "--force", id])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -137,6 +135,7 @@ pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
 mod tests {
     use super::*;
     use crate::snapshot::overlay::Overlay;
+    use std::process::Command;
 
     #[test]
     fn owner_pids_and_escapes() {
