@@ -660,26 +660,28 @@ fn mounts_inside_dev(e: &Subject) {
 /// only the standard ones: the device cgroup runc and Docker set up.
 fn only_standard_devices_open(e: &Subject) {
     let f = Fixture::new();
-    let req = f.sh(
-        "r",
-        "mknod /tmp/full c 1 7 && head -c 4 /tmp/full | wc -c; \
-         mknod /tmp/kmsg c 1 11 && head -c 1 /tmp/kmsg; rm /tmp/full /tmp/kmsg",
-    );
-    let out = stdout_or_err(e, &req);
-    assert!(out.starts_with("4\n"), "/dev/full's node opens: {out}");
+    let script = "mknod /tmp/full c 1 7 && head -c 4 /tmp/full | wc -c; \
+                  mknod /tmp/kmsg c 1 11 && head -c 1 /tmp/kmsg >/dev/null; rm /tmp/full /tmp/kmsg";
+    let streams = |req: &ExecRequest| match run(e, req) {
+        Ok(o) => (
+            String::from_utf8_lossy(&o.output.stream(Stream::Stdout)).into_owned(),
+            String::from_utf8_lossy(&o.output.stream(Stream::Stderr)).into_owned(),
+        ),
+        Err(err) => panic!("{}: {err}", e.name()),
+    };
+    let (out, err) = streams(&f.sh("r", script));
+    assert_eq!(out, "4\n", "/dev/full's node opens: {err}");
     assert!(
-        out.contains("/tmp/kmsg") && out.contains("Operation not permitted"),
-        "/dev/kmsg's node must not open: {out}"
+        err.contains("/tmp/kmsg") && err.contains("Operation not permitted"),
+        "/dev/kmsg's node must not open: {err}"
     );
-    let mut req = f.sh(
-        "i",
-        "mknod /tmp/kmsg c 1 11 && head -c 1 /tmp/kmsg; rm /tmp/kmsg",
-    );
+    let mut req = f.sh("i", script);
     req.security = SecurityMode::Insecure;
-    let out = stdout_or_err(e, &req);
+    let (out, err) = streams(&req);
+    assert_eq!(out, "4\n");
     assert!(
-        !out.contains("Operation not permitted"),
-        "insecure opens every device: {out}"
+        !err.contains("Operation not permitted"),
+        "insecure opens every device: {err}"
     );
 }
 
@@ -727,7 +729,13 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 fn cancel_kills_a_running_step(e: &Subject) {
     let f = Fixture::new();
     // A unique duration is the marker that finds the process.
-    let kind = e.name().len() + e.name().bytes().map(usize::from).sum::<usize>();
+    // (Position-weighted: "oci:runc" and "oci:crun" have the same bytes.)
+    let kind: usize = e
+        .name()
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| (i + 1) * usize::from(b))
+        .sum();
     let duration = format!("300.{}{kind}", std::process::id());
     let mut req = f.sh("r", &format!("echo started; exec sleep {duration}"));
     req.mounts = vec![cache("c", "/cache", CacheSharing::Locked)];
@@ -742,6 +750,11 @@ fn cancel_kills_a_running_step(e: &Subject) {
             e.run(&req, &mut cb)
         });
         started_rx.recv().expect("the step started");
+        // The shell prints before it execs sleep.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !process_running(&["sleep", &duration]) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(process_running(&["sleep", &duration]));
         e.exec.cancel();
         step.join().unwrap()
