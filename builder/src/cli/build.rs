@@ -87,7 +87,8 @@ pub struct Args {
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
-    /// Additional build context (`name=PATH`, `name=docker-image://REF`).
+    /// Additional build context (`name=PATH`, `name=docker-image://REF`,
+    /// `name=oci-layout://PATH[:TAG|@DIGEST]`).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
