@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{Build, TestEnv};
+use support::{executed, Build, TestEnv};
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
@@ -601,4 +601,40 @@ fn ssh_key_files_are_served_by_an_agent_of_kilns_own() {
     assert!(out.status.success());
     let err = b.build_fails(&["--ssh", &format!("default={}", locked.display())]);
     assert!(err.contains("passphrase"), "{err}");
+}
+
+#[test]
+fn buildkit_sandbox_hostname_names_the_run_sandbox() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN hostname > /names && cat /etc/hostname >> /names && grep -c \"$(hostname)\" /etc/hosts >> /names\n",
+            env.registry()
+        ),
+    );
+    b.build(&["-t", "kiln-test/host:default"]);
+    let root = b.unpack("docker.io/kiln-test/host:default");
+    assert_eq!(
+        std::fs::read_to_string(root.join("names")).unwrap(),
+        "buildkitsandbox\nbuildkitsandbox\n1\n"
+    );
+    // The arg changes the step (BuildKit keys it too) and is not an unused-arg warning.
+    let meta = b.build(&[
+        "--build-arg",
+        "BUILDKIT_SANDBOX_HOSTNAME=kiln-box",
+        "-t",
+        "kiln-test/host:named",
+    ]);
+    assert_eq!(executed(&meta), 1, "{meta}");
+    let root = b.unpack("docker.io/kiln-test/host:named");
+    assert_eq!(
+        std::fs::read_to_string(root.join("names")).unwrap(),
+        "kiln-box\nkiln-box\n1\n"
+    );
+    assert!(
+        !root.join("etc/hostname").exists(),
+        "the sandbox's /etc/hostname is not part of the layer"
+    );
 }

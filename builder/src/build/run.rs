@@ -168,6 +168,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 source_date_epoch: req.source_date_epoch.map(|s| s as i64),
                 named_contexts: named_contexts.clone(),
                 platform_in_descriptions: multi,
+                sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
             },
         )
         .map_err(fail)?;

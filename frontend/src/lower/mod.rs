@@ -66,6 +66,9 @@ pub struct LowerOptions {
     /// Prefix step descriptions with the stage's platform (`[linux/arm64 stage-1 2/3]`),
     /// as BuildKit does when several platforms are built at once.
     pub platform_in_descriptions: bool,
+    /// The `BUILDKIT_SANDBOX_HOSTNAME` build arg: the hostname RUN steps see
+    /// (the executor's default when unset).
+    pub sandbox_hostname: Option<String>,
 }
 
 /// What a named context is.

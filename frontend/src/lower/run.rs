@@ -78,7 +78,7 @@ impl Lowerer<'_> {
                 user: state.config.config.user.clone(),
                 proxy_env: ri.proxy_env.iter().cloned().collect(),
                 extra_hosts: Vec::new(),
-                hostname: None,
+                hostname: self.opts.sandbox_hostname.clone(),
             },
             mounts,
             network: match run.network {

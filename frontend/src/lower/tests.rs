@@ -35,6 +35,7 @@ fn opts() -> LowerOptions {
         source_date_epoch: Some(0),
         named_contexts: BTreeMap::new(),
         platform_in_descriptions: false,
+        sandbox_hostname: None,
     }
 }
 
