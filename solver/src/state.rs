@@ -93,6 +93,11 @@ impl StateDir {
         self.root.join("cache-mounts")
     }
 
+    /// Where `ADD <url>` downloads and their URL records live (`http/`).
+    pub fn http_dir(&self) -> PathBuf {
+        self.root.join("http")
+    }
+
     /// The redb metadata database path (`meta.redb`).
     pub fn meta_db_path(&self) -> PathBuf {
         self.root.join("meta.redb")

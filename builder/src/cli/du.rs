@@ -89,10 +89,17 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     println!("Cache records:\t{}", usage.rows.len());
     println!("Layers:\t\t{}", human_size(usage.layers_bytes));
     println!("Content store:\t{}", human_size(usage.content_bytes));
+    println!("Cache mounts:\t{}", human_size(usage.cache_mounts_bytes));
+    println!("HTTP downloads:\t{}", human_size(usage.downloads_bytes));
     println!("Reclaimable:\t{}", human_size(reclaimable));
     println!(
         "Total:\t\t{}",
-        human_size(usage.layers_bytes + usage.content_bytes)
+        human_size(
+            usage.layers_bytes
+                + usage.content_bytes
+                + usage.cache_mounts_bytes
+                + usage.downloads_bytes
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -136,6 +136,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     println!("Deleted cache records:\t{}", report.results);
     println!("Deleted layers:\t\t{}", report.layers.len());
     println!("Deleted blobs:\t\t{}", report.blobs);
+    if report.cache_mounts > 0 {
+        println!("Deleted cache mounts:\t{}", report.cache_mounts);
+    }
     println!("Total:\t{}", human_size(report.reclaimed));
     Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,8 @@ pub struct PruneReport {
     pub temporaries: usize,
     /// Files of the HTTP source cache removed (downloads and their URL records).
     pub downloads: usize,
+    /// Persistent cache mounts removed (only with `all`, as `buildx prune --all` does).
+    pub cache_mounts: usize,
 }
 
 /// One row of `du`.
@@ -78,6 +80,10 @@ pub struct DiskUsage {
     pub layers_bytes: u64,
     /// Bytes of all content-store blobs.
     pub content_bytes: u64,
+    /// Bytes of the persistent cache mounts (`RUN --mount=type=cache`).
+    pub cache_mounts_bytes: u64,
+    /// Bytes of `ADD <url>` downloads kept for revalidation.
+    pub downloads_bytes: u64,
 }
 
 /// Bytes of the files under `dir` (not following symlinks).
@@ -142,7 +148,31 @@ pub fn disk_usage(
         rows,
         layers_bytes: sizes.values().sum(),
         content_bytes: state.content().list_blobs()?.iter().map(|b| b.size).sum(),
+        cache_mounts_bytes: dir_size(&state.cache_mounts_dir()),
+        downloads_bytes: dir_size(&state.http_dir()),
     })
+}
+
+/// Removes everything inside `dir` (kept itself); how many entries and bytes went.
+fn empty_dir(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut count, mut bytes) = (0, 0);
+    for e in entries.flatten() {
+        let path = e.path();
+        let size = dir_size(&path);
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if removed.is_ok() {
+            count += 1;
+            bytes += size;
+        }
+    }
+    (count, bytes)
 }
 
 /// Prunes the cache; `lock` must be the state lock held exclusively.
@@ -224,26 +254,20 @@ pub fn prune(
     // Leftovers of interrupted builds: pending layers (`layers/.tmp/`) and the worker's
     // scratch space (`tmp/`). Nothing is building while the exclusive lock is held.
     for dir in [state.layers_dir().join(".tmp"), state.root().join("tmp")] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let size = dir_size(&path);
-            let removed = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if removed.is_ok() {
-                report.temporaries += 1;
-                report.reclaimed += size;
-            }
-        }
+        let (count, bytes) = empty_dir(&dir);
+        report.temporaries += count;
+        report.reclaimed += bytes;
+    }
+
+    // Cache mounts: every one with `all` (no build can hold one under the exclusive lock).
+    if opts.all {
+        let (count, bytes) = empty_dir(&state.cache_mounts_dir());
+        report.cache_mounts += count;
+        report.reclaimed += bytes;
     }
 
     // Downloads of ADD <url>: all with `all`, else what no URL record names.
-    if let Ok(http) = crate::ops::source::http_cache::HttpCache::open(state.root().join("http")) {
+    if let Ok(http) = crate::ops::source::http_cache::HttpCache::open(state.http_dir()) {
         let (files, bytes) = http.prune(opts.all);
         report.downloads += files;
         report.reclaimed += bytes;
@@ -330,6 +354,48 @@ mod tests {
             (du.rows[1].exclusive_bytes, du.rows[1].shared_bytes),
             (200, 1000)
         );
+    }
+
+    #[test]
+    fn cache_mounts_and_downloads_are_counted_and_only_prune_all_removes_mounts() {
+        let env = env();
+        let mount = env.state.cache_mounts_dir().join("abc");
+        fs::create_dir_all(&mount).unwrap();
+        fs::write(mount.join("go.sum"), vec![7u8; 300]).unwrap();
+        fs::write(env.state.cache_mounts_dir().join("abc.id"), b"go").unwrap();
+        fs::create_dir_all(env.state.http_dir()).unwrap();
+        fs::write(env.state.http_dir().join("partial"), vec![1u8; 50]).unwrap();
+        let du = disk_usage(&env.state, &env.cache, &env.layers).unwrap();
+        assert_eq!((du.cache_mounts_bytes, du.downloads_bytes), (302, 50));
+
+        let lock = env.state.lock(LockMode::Exclusive).unwrap();
+        let r = prune(
+            &env.state,
+            &env.cache,
+            &env.layers,
+            &lock,
+            &PruneOptions::default(),
+            100,
+        )
+        .unwrap();
+        assert_eq!(r.cache_mounts, 0);
+        assert!(
+            mount.join("go.sum").exists(),
+            "a plain prune keeps cache mounts"
+        );
+        let all = PruneOptions {
+            all: true,
+            ..Default::default()
+        };
+        let r = prune(&env.state, &env.cache, &env.layers, &lock, &all, 100).unwrap();
+        assert_eq!(r.cache_mounts, 2);
+        assert!(r.reclaimed >= 302);
+        assert!(
+            env.state.cache_mounts_dir().is_dir(),
+            "the directory itself stays"
+        );
+        let du = disk_usage(&env.state, &env.cache, &env.layers).unwrap();
+        assert_eq!(du.cache_mounts_bytes, 0);
     }
 
     #[test]

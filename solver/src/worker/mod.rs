@@ -148,7 +148,7 @@ impl LocalWorker {
         let layers = LayerStore::open(state.layers_dir())?;
         let scratch = state.root().join("tmp");
         std::fs::create_dir_all(&scratch)?;
-        let http = HttpCache::open(state.root().join("http"))?;
+        let http = HttpCache::open(state.http_dir())?;
         Ok(LocalWorker {
             layers,
             content: state.content().clone(),
