@@ -5,7 +5,8 @@
 # beside live peers when PEERS_LIVE=1 and ../shared/peers is set up
 # (dockerd started with its docker.sh).
 #
-#   bench/build.sh [REPS]        (default 3; contexts: multistage, bigcontext)
+#   bench/build.sh [REPS]        (default 3; contexts: multistage, bigcontext, manyrun;
+#                                 CONTEXTS="manyrun" picks some)
 #
 # Phases per context and rep: cold (empty state dir, base image pulled once
 # beforehand), warm (no-op rebuild), touch (mtime of one file), edit (one
@@ -41,7 +42,8 @@ timed_build() { # root ctx -> seconds
 }
 
 declare -A RES
-for name in multistage bigcontext; do
+CONTEXTS=${CONTEXTS:-multistage bigcontext manyrun}
+for name in $CONTEXTS; do
   src=bench/contexts/$name
   ctx=$WORK/ctx/$name
   EDIT_FILE=
@@ -66,12 +68,12 @@ for name in multistage bigcontext; do
 done
 
 printf '\n%-11s %-6s %8s %8s %8s %8s %8s\n' context phase kiln buildkit ratio buildah ratio
-for name in multistage bigcontext; do
+ratio() { [ -n "$2" ] && printf '%8.2f %8.2f' "$2" "$(echo "$1 / $2" | bc -l)" || printf '%8s %8s' - -; }
+for name in $CONTEXTS; do
   for phase in cold warm touch edit; do
     k=$(tr ' ' '\n' <<<"${RES[$name:$phase]}" | grep -v '^$' | median)
-    d=${PEER[$name:docker:$phase]}
-    b=${PEER[$name:buildah:$phase]}
-    printf '%-11s %-6s %8.3f %8.2f %8.2f %8.2f %8.2f\n' "$name" "$phase" "$k" "$d" "$(echo "$k / $d" | bc -l)" "$b" "$(echo "$k / $b" | bc -l)"
+    printf '%-11s %-6s %8.3f %s %s\n' "$name" "$phase" "$k" \
+      "$(ratio "$k" "${PEER[$name:docker:$phase]:-}")" "$(ratio "$k" "${PEER[$name:buildah:$phase]:-}")"
   done
 done
 echo "(seconds, median of $REPS; ratio = kiln / peer; peers: ../shared/peers/README.md)"

@@ -95,8 +95,17 @@ pub fn clean_selector(selector: &str) -> String {
 struct Record {
     rel: String,
     header: Vec<u8>,
-    /// A regular file to hash, with its stat.
-    file: Option<(PathBuf, FileStat)>,
+    content: Content,
+}
+
+/// What a record contributes besides its header.
+enum Content {
+    /// Not a regular file.
+    None,
+    /// A regular file whose digest the stat cache vouched for.
+    Known([u8; 32]),
+    /// A regular file to read: its path, stat and `security.capability` (for the cache).
+    Read(PathBuf, FileStat, Option<Vec<u8>>),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
@@ -106,7 +115,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     }
 }
 
-fn header_bytes(rel: &str, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, ContentHashError> {
+/// File capabilities change what a binary can do, so they are content; other xattrs are not.
+fn capability(path: &Path) -> Option<Vec<u8>> {
+    xattr::get(path, "security.capability").ok().flatten()
+}
+
+fn header_bytes(
+    rel: &str,
+    meta: &fs::Metadata,
+    path: &Path,
+    cap: Option<&[u8]>,
+) -> Result<Vec<u8>, ContentHashError> {
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         'd'
@@ -141,98 +160,139 @@ fn header_bytes(rel: &str, meta: &fs::Metadata, path: &Path) -> Result<Vec<u8>, 
         bytes.extend_from_slice(target.as_os_str().as_encoded_bytes());
         bytes.push(0);
     }
-    // File capabilities change what a binary can do, so they are content; other xattrs are not.
-    if let Ok(Some(cap)) = xattr::get(path, "security.capability") {
+    if let Some(cap) = cap {
         bytes.extend_from_slice(b"cap\0");
-        bytes.extend_from_slice(&cap);
+        bytes.extend_from_slice(cap);
     }
     Ok(bytes)
 }
 
-fn collect(
-    root: &Path,
-    rel: &str,
-    follow: bool,
-    ignore: Option<&PatternMatcher>,
-    out: &mut Vec<Record>,
-) -> Result<(), ContentHashError> {
-    // A hidden directory's contents may be re-included by a `!` pattern, so
-    // only prune whole subtrees when there is none.
-    let prune = ignore.is_some_and(|m| !m.has_exclusions());
-    let start = if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    };
-    let meta = match fs::symlink_metadata(&start) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// A walk of the selected paths: directories are listed in parallel and entries stat'ed
+/// relative to their directory (`fstatat` on the listing's fd, not a path walk from `/`).
+struct Walk<'a> {
+    ignore: Option<&'a PatternMatcher>,
+    /// A hidden directory's contents may be re-included by a `!` pattern, so whole
+    /// subtrees are pruned only when there is none.
+    prune: bool,
+    stats: Option<&'a StatCache<'a>>,
+}
+
+impl Walk<'_> {
+    /// The record of one entry. A regular file the stat cache vouches for is neither read
+    /// nor asked for its capability (setting one changes the ctime, so the stat).
+    fn record(
+        &self,
+        rel: String,
+        path: &Path,
+        meta: &fs::Metadata,
+        followed: bool,
+    ) -> Result<Record, ContentHashError> {
+        let (cap, content) = if meta.is_file() {
+            let stat = FileStat::of(meta);
+            match self.stats.and_then(|s| s.lookup(&rel, &stat)) {
+                Some((digest, cap)) => (cap, Content::Known(digest)),
+                None => {
+                    let cap = capability(path);
+                    (cap.clone(), Content::Read(path.to_path_buf(), stat, cap))
+                }
+            }
+        } else {
+            (capability(path), Content::None)
+        };
+        let mut header = header_bytes(&rel, meta, path, cap.as_deref())?;
+        if followed {
+            header.extend_from_slice(b"followed\0");
+        }
+        Ok(Record {
+            rel,
+            header,
+            content,
+        })
+    }
+
+    /// Records of everything under the directory `dir` (relative path `rel`).
+    fn children(&self, dir: &Path, rel: &str) -> Result<Vec<Record>, ContentHashError> {
+        let entries: Vec<fs::DirEntry> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(dir))?;
+        let nested: Vec<Vec<Record>> = entries
+            .par_iter()
+            .map(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let child = if rel.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let path = e.path();
+                let meta = e.metadata().map_err(io_err(&path))?;
+                let mut out = Vec::new();
+                let hidden = self.ignore.is_some_and(|m| m.excludes(&child));
+                if hidden && (self.prune || !meta.is_dir()) {
+                    return Ok(out);
+                }
+                if !hidden {
+                    out.push(self.record(child.clone(), &path, &meta, false)?);
+                }
+                if meta.is_dir() {
+                    out.extend(self.children(&path, &child)?);
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, ContentHashError>>()?;
+        Ok(nested.into_iter().flatten().collect())
+    }
+
+    /// Records of the selected path `rel` and everything under it.
+    fn collect(
+        &self,
+        root: &Path,
+        rel: &str,
+        follow: bool,
+        out: &mut Vec<Record>,
+    ) -> Result<(), ContentHashError> {
+        let start = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let missing = |out: &mut Vec<Record>| {
             out.push(Record {
                 rel: rel.to_string(),
                 header: format!("{rel}\0missing\0").into_bytes(),
-                file: None,
+                content: Content::None,
             });
-            return Ok(());
-        }
-        Err(e) => return Err(io_err(&start)(e)),
-    };
-    let start_is_followed_link = follow && meta.file_type().is_symlink();
-    let mut walker = walkdir::WalkDir::new(&start)
-        .follow_root_links(start_is_followed_link)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-    while let Some(entry) = walker.next() {
-        let entry = entry.map_err(|e| {
-            let p = e.path().unwrap_or(&start).to_path_buf();
-            ContentHashError::Io {
-                path: p,
-                source: e.into(),
+        };
+        let meta = match fs::symlink_metadata(&start) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing(out);
+                return Ok(());
             }
-        })?;
-        let path = entry.path();
-        let meta = if entry.depth() == 0 && start_is_followed_link {
-            fs::metadata(path).map_err(io_err(path))?
+            Err(e) => return Err(io_err(&start)(e)),
+        };
+        let followed = follow && meta.file_type().is_symlink();
+        let meta = if followed {
+            fs::metadata(&start).map_err(io_err(&start))?
         } else {
-            fs::symlink_metadata(path).map_err(io_err(path))?
+            meta
         };
-        let sub = path.strip_prefix(&start).unwrap_or(Path::new(""));
-        let entry_rel = match (rel.is_empty(), sub.as_os_str().is_empty()) {
-            (_, true) => rel.to_string(),
-            (true, false) => sub.to_string_lossy().into_owned(),
-            (false, false) => format!("{rel}/{}", sub.to_string_lossy()),
-        };
-        if let Some(m) = ignore {
-            if !entry_rel.is_empty() && m.excludes(&entry_rel) {
-                if prune && meta.is_dir() {
-                    walker.skip_current_dir();
-                }
-                if entry.depth() == 0 {
-                    out.push(Record {
-                        header: format!("{entry_rel}\0missing\0").into_bytes(),
-                        rel: entry_rel,
-                        file: None,
-                    });
-                }
-                continue;
+        let hidden = !rel.is_empty() && self.ignore.is_some_and(|m| m.excludes(rel));
+        if hidden {
+            missing(out);
+            if self.prune || !meta.is_dir() {
+                return Ok(());
             }
-        }
-        let header = if entry.depth() == 0 && start_is_followed_link {
-            let mut h = header_bytes(&entry_rel, &meta, path)?;
-            h.extend_from_slice(b"followed\0");
-            h
         } else {
-            header_bytes(&entry_rel, &meta, path)?
-        };
-        out.push(Record {
-            rel: entry_rel,
-            header,
-            file: meta
-                .is_file()
-                .then(|| (path.to_path_buf(), FileStat::of(&meta))),
-        });
+            out.push(self.record(rel.to_string(), &start, &meta, followed)?);
+        }
+        if meta.is_dir() {
+            out.extend(self.children(&start, rel)?);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Paths under `root` that a wildcard selector matches (relative, sorted).
@@ -275,23 +335,6 @@ fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
         h.update(buf.get(..n).unwrap_or(&[]));
     }
     Ok(h.finalize().into())
-}
-
-/// A file's digest from `stats` when it vouches for the file, else read (and recorded).
-fn cached_file_digest(
-    stats: Option<&StatCache<'_>>,
-    rel: &str,
-    path: &Path,
-    stat: &FileStat,
-) -> Result<[u8; 32], ContentHashError> {
-    if let Some(d) = stats.and_then(|s| s.lookup(rel, stat)) {
-        return Ok(d);
-    }
-    let digest = file_digest(path)?;
-    if let Some(s) = stats {
-        s.record(rel, *stat, digest);
-    }
-    Ok(digest)
 }
 
 /// The checksum of the `selectors`' paths under `root`, in selector order.
@@ -341,19 +384,29 @@ pub fn checksum_paths_cached(
         } else {
             vec![clean]
         };
+        let walk = Walk {
+            ignore,
+            prune: ignore.is_some_and(|m| !m.has_exclusions()),
+            stats,
+        };
         let mut records = Vec::new();
         for t in &targets {
-            collect(root, t, selector.follow_final_symlink, ignore, &mut records)?;
+            walk.collect(root, t, selector.follow_final_symlink, &mut records)?;
         }
         let digests: Vec<Option<[u8; 32]>> = records
             .par_iter()
-            .map(|r| {
-                r.file
-                    .as_ref()
-                    .map(|(path, stat)| cached_file_digest(stats, &r.rel, path, stat))
-                    .transpose()
+            .map(|r| match &r.content {
+                Content::None => Ok(None),
+                Content::Known(d) => Ok(Some(*d)),
+                Content::Read(path, stat, cap) => {
+                    let digest = file_digest(path)?;
+                    if let Some(s) = stats {
+                        s.record(&r.rel, *stat, digest, cap.clone());
+                    }
+                    Ok(Some(digest))
+                }
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, ContentHashError>>()?;
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|a, b| {
             let ra = records.get(*a).map(|r| r.rel.as_str());
@@ -613,7 +666,7 @@ mod stat_cache_tests {
     fn poison(e: &Env, rel: &str) {
         let meta = fs::symlink_metadata(e.root.join(rel)).unwrap();
         let stats = StatCache::begin(&e.store, &e.root).unwrap();
-        stats.record(rel, FileStat::of(&meta), [0xee; 32]);
+        stats.record(rel, FileStat::of(&meta), [0xee; 32], None);
         stats.persist().unwrap();
     }
 
@@ -718,6 +771,36 @@ mod stat_cache_tests {
         let sum = checksum_paths_cached(&e.root, &sel, None, Some(&stats)).unwrap();
         assert_eq!(stats.recorded(), 0);
         assert_eq!(sum, checksum_paths(&e.root, &sel).unwrap());
+    }
+
+    #[test]
+    fn a_cached_file_keeps_its_capability() {
+        let e = env();
+        // VFS_CAP_REVISION_2, effective, CAP_NET_BIND_SERVICE permitted.
+        let mut cap = Vec::new();
+        for word in [0x0200_0001u32, 1 << 10, 0, 0, 0] {
+            cap.extend_from_slice(&word.to_le_bytes());
+        }
+        let a = e.root.join("src/a.txt");
+        if xattr::set(&a, "security.capability", &cap).is_err() {
+            eprintln!("skipped: cannot set security.capability here (needs CAP_SETFCAP)");
+            return;
+        }
+        let with_cap = truth(&e);
+        assert_eq!(cached(&e, SETTLED), (with_cap, 3));
+        assert_eq!(
+            cached(&e, SETTLED),
+            (with_cap, 0),
+            "from the cache, cap included"
+        );
+        xattr::remove(&a, "security.capability").unwrap();
+        let without = truth(&e);
+        assert_ne!(without, with_cap);
+        assert_eq!(
+            cached(&e, SETTLED),
+            (without, 1),
+            "removing it changed the ctime"
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl FileStat {
 }
 
 /// A remembered file digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatEntry {
     /// The file's stat, taken before its content was read.
     pub stat: FileStat,
@@ -76,10 +76,14 @@ pub struct StatEntry {
     pub recorded_ns: i64,
     /// sha256 of the content.
     pub digest: [u8; 32],
+    /// The file's `security.capability` xattr (setting it changes the ctime, so an entry
+    /// that vouches for the stat vouches for this too).
+    pub cap: Option<Vec<u8>>,
 }
 
-const ENTRY_VERSION: u8 = 1;
-const ENTRY_LEN: usize = 1 + 8 * 6 + 4 + 32;
+const ENTRY_VERSION: u8 = 2;
+/// Version, six 64-bit fields, mode, digest, capability flag.
+const ENTRY_FIXED: usize = 1 + 8 * 6 + 4 + 32 + 1;
 
 impl StatEntry {
     /// Whether this entry vouches for a file whose stat is now `stat`: same stat, and the
@@ -89,25 +93,26 @@ impl StatEntry {
             && stat.mtime_ns.max(stat.ctime_ns) < self.recorded_ns.saturating_sub(slack_ns)
     }
 
-    fn encode(&self) -> [u8; ENTRY_LEN] {
-        let mut out = [0u8; ENTRY_LEN];
+    fn encode(&self) -> Vec<u8> {
         let s = &self.stat;
-        let mut parts: Vec<u8> = Vec::with_capacity(ENTRY_LEN);
-        parts.push(ENTRY_VERSION);
-        parts.extend_from_slice(&s.size.to_le_bytes());
-        parts.extend_from_slice(&s.mtime_ns.to_le_bytes());
-        parts.extend_from_slice(&s.ctime_ns.to_le_bytes());
-        parts.extend_from_slice(&s.ino.to_le_bytes());
-        parts.extend_from_slice(&s.dev.to_le_bytes());
-        parts.extend_from_slice(&self.recorded_ns.to_le_bytes());
-        parts.extend_from_slice(&s.mode.to_le_bytes());
-        parts.extend_from_slice(&self.digest);
-        out.copy_from_slice(&parts);
+        let cap = self.cap.as_deref().unwrap_or_default();
+        let mut out: Vec<u8> = Vec::with_capacity(ENTRY_FIXED + cap.len());
+        out.push(ENTRY_VERSION);
+        out.extend_from_slice(&s.size.to_le_bytes());
+        out.extend_from_slice(&s.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&s.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&s.ino.to_le_bytes());
+        out.extend_from_slice(&s.dev.to_le_bytes());
+        out.extend_from_slice(&self.recorded_ns.to_le_bytes());
+        out.extend_from_slice(&s.mode.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        out.push(u8::from(self.cap.is_some()));
+        out.extend_from_slice(cap);
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<StatEntry> {
-        if bytes.len() != ENTRY_LEN || bytes.first() != Some(&ENTRY_VERSION) {
+        if bytes.len() < ENTRY_FIXED || bytes.first() != Some(&ENTRY_VERSION) {
             return None;
         }
         let u64_at = |i: usize| -> Option<u64> {
@@ -115,6 +120,11 @@ impl StatEntry {
         };
         let i64_at = |i: usize| -> Option<i64> {
             Some(i64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+        };
+        let cap = match bytes.get(ENTRY_FIXED - 1)? {
+            0 if bytes.len() == ENTRY_FIXED => None,
+            1 => Some(bytes.get(ENTRY_FIXED..)?.to_vec()),
+            _ => return None,
         };
         Some(StatEntry {
             stat: FileStat {
@@ -127,6 +137,7 @@ impl StatEntry {
             },
             recorded_ns: i64_at(41)?,
             digest: bytes.get(53..85)?.try_into().ok()?,
+            cap,
         })
     }
 }
@@ -205,19 +216,21 @@ impl<'a> StatCache<'a> {
         StatEntry::decode(found.value())
     }
 
-    /// The digest of `rel` if its entry vouches for `stat`.
-    pub fn lookup(&self, rel: &str, stat: &FileStat) -> Option<[u8; 32]> {
+    /// The digest and capability of `rel` if its entry vouches for `stat`.
+    pub fn lookup(&self, rel: &str, stat: &FileStat) -> Option<([u8; 32], Option<Vec<u8>>)> {
         self.entry(rel)
             .filter(|e| e.vouches_for(stat, self.slack_ns))
-            .map(|e| e.digest)
+            .map(|e| (e.digest, e.cap))
     }
 
-    /// Remembers the digest read for `rel` whose stat (before the read) was `stat`.
-    pub fn record(&self, rel: &str, stat: FileStat, digest: [u8; 32]) {
+    /// Remembers the digest (and capability) read for `rel` whose stat, taken before the
+    /// read, was `stat`.
+    pub fn record(&self, rel: &str, stat: FileStat, digest: [u8; 32], cap: Option<Vec<u8>>) {
         let entry = StatEntry {
             stat,
             recorded_ns: self.started_ns,
             digest,
+            cap,
         };
         // An entry that would not be trusted next time either (the file is younger than
         // the slack) is still worth keeping: by the next pass it may be old enough.
@@ -295,12 +308,25 @@ mod tests {
             stat: stat(),
             recorded_ns: 1_000_000_000_000 + 5_000_000_000,
             digest: [9; 32],
+            cap: None,
         };
-        assert_eq!(StatEntry::decode(&e.encode()), Some(e));
+        assert_eq!(StatEntry::decode(&e.encode()), Some(e.clone()));
         assert_eq!(StatEntry::decode(&e.encode()[1..]), None);
+        let mut longer = e.encode();
+        longer.push(0);
+        assert_eq!(
+            StatEntry::decode(&longer),
+            None,
+            "trailing bytes without a cap"
+        );
         let mut other = e.encode();
         other[0] = 99;
         assert_eq!(StatEntry::decode(&other), None, "unknown version");
+        let with_cap = StatEntry {
+            cap: Some(vec![1, 0, 0, 2, 0x20]),
+            ..e
+        };
+        assert_eq!(StatEntry::decode(&with_cap.encode()), Some(with_cap));
     }
 
     #[test]
@@ -309,6 +335,7 @@ mod tests {
             stat: stat(),
             recorded_ns: stat().ctime_ns + 10 * RACY_SLACK_NS,
             digest: [1; 32],
+            cap: None,
         };
         assert!(e.vouches_for(&stat(), RACY_SLACK_NS));
         let changes: [fn(&mut FileStat); 6] = [
@@ -334,6 +361,7 @@ mod tests {
             stat: stat(),
             recorded_ns: stat().ctime_ns + RACY_SLACK_NS,
             digest: [1; 32],
+            cap: None,
         };
         assert!(!racy.vouches_for(&stat(), RACY_SLACK_NS));
         // An mtime set into the future (touch -d) keeps the entry untrusted as well.
@@ -343,6 +371,7 @@ mod tests {
             stat: future,
             recorded_ns: stat().ctime_ns + 10 * RACY_SLACK_NS,
             digest: [1; 32],
+            cap: None,
         };
         assert!(!e.vouches_for(&future, RACY_SLACK_NS));
     }
