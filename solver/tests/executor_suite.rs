@@ -728,20 +728,49 @@ fn mounts_below(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A new executor of the same kind (and runtime) as `e`'s, over its state dir.
+fn fresh_executor(e: &Subject) -> Box<dyn Executor> {
+    let config = ExecutorConfig {
+        state_dir: e.state.clone(),
+    };
+    match e.name().strip_prefix("oci:") {
+        Some(rt) => Box::new(
+            OciExecutor::with_runtime(config, OciRuntime::find(rt).expect("runtime on PATH"))
+                .unwrap(),
+        ),
+        None => Box::new(NativeExecutor::new(config)),
+    }
+}
+
+/// A digit per executor, so that parallel tests' markers differ.
+fn executor_tag(e: &Subject) -> u32 {
+    match e.name().as_str() {
+        "native" => 1,
+        "oci:runc" => 2,
+        "oci:crun" => 3,
+        _ => 4,
+    }
+}
+
+/// Polls until a process with exactly `argv` runs; false after 30 s.
+fn wait_for_process(argv: &[&str]) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !process_running(argv) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// A step sleeping (with a locked cache mount) is killed by `cancel`: `run`
 /// returns `Canceled`, no process, mount, run dir or container is left, the
 /// cache mount's lock is released and the executor refuses further steps.
 fn cancel_kills_a_running_step(e: &Subject) {
     let f = Fixture::new();
     // A unique duration is the marker that finds the process.
-    // (Position-weighted: "oci:runc" and "oci:crun" have the same bytes.)
-    let kind: usize = e
-        .name()
-        .bytes()
-        .enumerate()
-        .map(|(i, b)| (i + 1) * usize::from(b))
-        .sum();
-    let duration = format!("300.{}{kind}", std::process::id());
+    let duration = format!("300.{}{}", std::process::id(), executor_tag(e));
     let mut req = f.sh("r", &format!("echo started; exec sleep {duration}"));
     req.mounts = vec![cache("c", "/cache", CacheSharing::Locked)];
     let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -755,15 +784,13 @@ fn cancel_kills_a_running_step(e: &Subject) {
             e.run(&req, &mut cb)
         });
         started_rx.recv().expect("the step started");
-        // The shell prints before it execs sleep.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !process_running(&["sleep", &duration]) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(process_running(&["sleep", &duration]));
+        // `started` comes just before the shell execs the sleep.
+        let found = wait_for_process(&["sleep", &duration]);
         e.exec.cancel();
-        step.join().unwrap()
+        (found, step.join().unwrap())
     });
+    let (found, result) = result;
+    assert!(found, "the step's sleep never showed up");
     assert!(
         matches!(result, Err(ExecError::Canceled)),
         "{}: {result:?}",
@@ -797,22 +824,41 @@ fn cancel_kills_a_running_step(e: &Subject) {
     assert!(matches!(again, Err(ExecError::Canceled)), "{again:?}");
     // The locked cache mount is free again: a fresh executor gets it at once.
     let fresh = Subject {
-        exec: select(
-            if e.name() == "native" {
-                ExecutorKind::Native
-            } else {
-                ExecutorKind::Oci
-            },
-            ExecutorConfig {
-                state_dir: e.state.clone(),
-            },
-        )
-        .unwrap(),
+        exec: fresh_executor(e),
         state: e.state.clone(),
     };
     let mut req = f.sh("after", "echo free");
     req.mounts = vec![cache("c", "/cache", CacheSharing::Locked)];
     assert_eq!(stdout(&fresh, &req), "free\n");
+}
+
+/// A cancel at any moment of a step's start (sandbox setup, runtime creating
+/// the container, process running) stops it: `run` returns `Canceled` and
+/// nothing is left. Each moment uses a fresh executor over the same state.
+fn cancel_at_any_moment_stops_the_step(e: &Subject) {
+    let f = Fixture::new();
+    let kind = executor_tag(e);
+    for (n, delay_ms) in [0u64, 1, 3, 10, 30, 100].into_iter().enumerate() {
+        let exec = fresh_executor(e);
+        let duration = format!("300.{}{kind}{n}", std::process::id());
+        let req = f.sh(&format!("r{n}"), &format!("sleep {duration}"));
+        let result = std::thread::scope(|scope| {
+            let step = scope.spawn(|| exec.run(&req, &mut |_, _| {}));
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            exec.cancel();
+            step.join().unwrap()
+        });
+        assert!(
+            matches!(result, Err(ExecError::Canceled)),
+            "{} after {delay_ms} ms: {result:?}",
+            e.name()
+        );
+        assert!(
+            !process_running(&["sleep", &duration]),
+            "after {delay_ms} ms"
+        );
+        assert_eq!(mounts_below(&e.state), Vec::<String>::new());
+    }
 }
 
 /// `auto` picks a runtime from PATH that works here, else native; either way it runs steps.
@@ -919,6 +965,7 @@ suite!(
     background_processes_end_with_the_step,
     mounts_inside_dev,
     cancel_kills_a_running_step,
+    cancel_at_any_moment_stops_the_step,
 );
 
 // The device cgroup comes from the OCI runtimes; the native executor has none yet.
