@@ -8,8 +8,8 @@ use crate::error::{ErrorKind, SourceError};
 use crate::instructions::Copy;
 use crate::stages::{ResolvedInstruction, Stage};
 use kiln_solver::llb::{
-    ChmodOpt, CopyAction, FileAction, FileOp, MergeOp, MkfileAction, Op, SourceOp, UserSpec,
-    VertexRef,
+    ChmodOpt, CopyAction, FileAction, FileOp, MergeOp, MkdirAction, MkfileAction, Op, SourceOp,
+    UserSpec, VertexRef,
 };
 use kiln_solver::ops::file::Chmod;
 
@@ -124,6 +124,19 @@ impl Lowerer<'_> {
                     }
                     None => 0o644,
                 };
+                // Mkfile makes no parents; COPY creates the destination's
+                // directories (BuildKit copies from a scratch mkfile with createDestPath).
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    if !parent.is_empty() {
+                        actions.push(FileAction::Mkdir(MkdirAction {
+                            path: parent.to_string(),
+                            mode: 0o755,
+                            make_parents: true,
+                            owner: owner.clone(),
+                            timestamp: self.opts.source_date_epoch,
+                        }));
+                    }
+                }
                 actions.push(FileAction::Mkfile(MkfileAction {
                     path,
                     mode: file_mode,

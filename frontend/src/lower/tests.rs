@@ -185,8 +185,13 @@ fn copy_link_merges_and_heredoc_makes_files() {
     .unwrap();
     let v = l.definition.vertex(l.target.unwrap()).unwrap();
     let Op::File(f) = v.op() else { panic!() };
-    let FileAction::Mkfile(m) = &f.actions[0] else {
-        panic!()
+    // The destination's directory first (COPY creates it when missing), then the file.
+    let FileAction::Mkdir(d) = &f.actions[0] else {
+        panic!("{:?}", f.actions)
+    };
+    assert_eq!((d.path.as_str(), d.make_parents), ("/etc", true));
+    let FileAction::Mkfile(m) = &f.actions[1] else {
+        panic!("{:?}", f.actions)
     };
     assert_eq!(
         (m.path.as_str(), m.data.as_slice(), m.mode),
