@@ -101,6 +101,12 @@ pub fn sweep_runs(config: &ExecutorConfig) -> usize {
 
 /// Force-deletes the containers of dead kiln processes from a runtime's state dir.
 pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
+    // Runtimes keep one directory per container there: none, nothing to ask
+    // (which spares a runtime start on every fresh state dir).
+    let empty = fs::read_dir(state_root).map_or(true, |mut d| d.next().is_none());
+    if empty {
+        return 0;
+    }
     let Ok(out) = runtime
         .base_command(state_root)
         .args(["list", "-q"])

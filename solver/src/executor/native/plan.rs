@@ -41,10 +41,12 @@ pub enum Step {
         /// Options.
         data: Option<CString>,
     },
-    /// Make a bind mount read-only.
-    RemountReadonly {
+    /// Set a mount's per-mount flags (`MS_RDONLY`, `MS_NODEV`) with a bind remount.
+    RemountBind {
         /// The mount point.
         target: CString,
+        /// The flags it gets (all others are cleared).
+        flags: libc::c_ulong,
     },
     /// Create a character device.
     Mknod {
@@ -193,15 +195,39 @@ pub fn clone_flags(world: &World) -> libc::c_int {
     flags
 }
 
+/// The device nodes of a sandbox's /dev, bound from the host's /dev.
+pub const DEV_NODES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 /// Builds the child's steps for `world`.
+///
+/// Device access in the sandbox is what runc's device cgroup allows, without a
+/// cgroup: every mount the step can reach is `nodev` (the rootfs, /dev, bind
+/// mounts; proc, sysfs and tmpfs mounts always are) except the host's own
+/// device nodes bound into /dev and the step's devpts. Nodes the step creates
+/// (CAP_MKNOD is a default capability) cannot be opened. `--security=insecure`
+/// opens every device, as Docker's `--privileged` does.
 pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> {
     let sandbox = world.security == SecurityMode::Sandbox;
+    let nodev = if sandbox { libc::MS_NODEV } else { 0 };
     let mut steps = vec![
         Step::ResetSignals,
         Step::ParentDeathSignal,
         Step::Umask(0),
         Step::MakeRslave,
     ];
+    if sandbox {
+        steps.push(Step::RemountBind {
+            target: cp(&world.rootfs)?,
+            flags: libc::MS_NODEV,
+        });
+    }
     let none = || -> Option<CString> { None };
     for m in &world.mounts {
         let target = host_path(&world.rootfs, &m.destination);
@@ -249,23 +275,28 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
                     source: Some(c("tmpfs")?),
                     target: t,
                     fstype: Some(c("tmpfs")?),
-                    flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
+                    flags: libc::MS_NOSUID | libc::MS_STRICTATIME | nodev,
                     data: Some(c("mode=755,size=65536k")?),
                 });
-                for (name, major, minor) in [
-                    ("null", 1, 3),
-                    ("zero", 1, 5),
-                    ("full", 1, 7),
-                    ("random", 1, 8),
-                    ("urandom", 1, 9),
-                    ("tty", 5, 0),
-                ] {
-                    steps.push(Step::Mknod {
-                        path: cp(&target.join(name))?,
-                        mode: 0o666,
-                        major,
-                        minor,
-                    });
+                for &(name, major, minor) in DEV_NODES {
+                    let path = cp(&target.join(name))?;
+                    if sandbox {
+                        steps.push(Step::Touch { path: path.clone() });
+                        steps.push(Step::Mount {
+                            source: Some(c(&format!("/dev/{name}"))?),
+                            target: path,
+                            fstype: none(),
+                            flags: libc::MS_BIND,
+                            data: none(),
+                        });
+                    } else {
+                        steps.push(Step::Mknod {
+                            path,
+                            mode: 0o666,
+                            major,
+                            minor,
+                        });
+                    }
                 }
                 steps.push(Step::Mkdir {
                     path: cp(&target.join("pts"))?,
@@ -330,8 +361,9 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
                     flags: libc::MS_BIND | libc::MS_REC,
                     data: none(),
                 });
-                if *readonly {
-                    steps.push(Step::RemountReadonly { target: t });
+                let flags = if *readonly { libc::MS_RDONLY } else { 0 } | nodev;
+                if flags != 0 {
+                    steps.push(Step::RemountBind { target: t, flags });
                 }
             }
             MountKind::Tmpfs { size, mode } => {
@@ -469,11 +501,11 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
                 *flags,
                 data.as_ref(),
             ),
-            Step::RemountReadonly { target } => sys.mount(
+            Step::RemountBind { target, flags } => sys.mount(
                 None,
                 target,
                 None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_REC | flags,
                 None,
             ),
             Step::Mknod {
@@ -581,7 +613,15 @@ impl Step {
                 fstype.as_ref().map(s).unwrap_or_else(|| "bind".into()),
                 s(target)
             ),
-            Step::RemountReadonly { target } => format!("making {} read-only", s(target)),
+            Step::RemountBind { target, flags } => {
+                let what = match (flags & libc::MS_RDONLY != 0, flags & libc::MS_NODEV != 0) {
+                    (true, true) => "read-only and without devices",
+                    (true, false) => "read-only",
+                    (false, true) => "without devices",
+                    (false, false) => "plain",
+                };
+                format!("making {} {what}", s(target))
+            }
             Step::Mknod { path, .. } => format!("creating device {}", s(path)),
             Step::Mkdir { path, .. } => format!("creating {}", s(path)),
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
@@ -769,7 +809,11 @@ mod tests {
         assert!(calls.contains("mount proc /r/rootfs/proc proc 0xe -"));
         assert!(calls.contains("mount /dev/null /r/rootfs/proc/kcore - 0x1000 -"));
         assert!(calls.contains("mount /r/etc/hosts /r/rootfs/etc/hosts - 0x5000 -"));
-        assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5021 -"));
+        assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5025 -"));
+        assert!(
+            calls.contains("mount - /r/rootfs - 0x5024 -"),
+            "the rootfs is nodev: {calls}"
+        );
         let order: Vec<usize> = [
             "hostname box",
             "lo up",
@@ -812,5 +856,30 @@ mod tests {
         assert!(!calls.contains("lo up"));
         assert!(calls.contains("setgid 1000\nsetuid 1000"));
         assert!(!calls.contains("kcore"));
+        assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5021 -"));
+        assert!(!calls.contains("mount - /r/rootfs - "), "{calls}");
+    }
+
+    #[test]
+    fn sandbox_dev_binds_host_nodes_and_insecure_makes_them() {
+        let mut w = world(0, NetworkMode::Default, SecurityMode::Sandbox);
+        w.mounts.push(ContainerMount {
+            destination: "/dev".into(),
+            kind: MountKind::Dev,
+        });
+        let run = |w: &World| {
+            let mut rec = Recorder::default();
+            apply(&build_plan(w, 40).unwrap(), &mut rec).unwrap_err();
+            rec.calls.join("\n")
+        };
+        let calls = run(&w);
+        assert!(calls.contains("mount tmpfs /r/rootfs/dev tmpfs 0x1000006 mode=755,size=65536k"));
+        assert!(calls
+            .contains("touch /r/rootfs/dev/null\nmount /dev/null /r/rootfs/dev/null - 0x1000 -"));
+        assert!(!calls.contains("mknod"), "{calls}");
+        w.security = SecurityMode::Insecure;
+        let calls = run(&w);
+        assert!(calls.contains("mount tmpfs /r/rootfs/dev tmpfs 0x1000002 mode=755,size=65536k"));
+        assert!(calls.contains("mknod /r/rootfs/dev/null 666 1:3"));
     }
 }
