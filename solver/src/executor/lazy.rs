@@ -1,6 +1,7 @@
 //! An executor chosen on first use: picking one probes the OCI runtimes by starting a
 //! container (tens to hundreds of ms), which a build whose every step is cached never needs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use super::output::OutputCallback;
@@ -12,6 +13,8 @@ pub struct LazyExecutor {
     kind: ExecutorKind,
     config: ExecutorConfig,
     chosen: OnceLock<Result<Box<dyn Executor>, String>>,
+    /// Set by [`Executor::cancel`]: no step starts (nor selection probes) after it.
+    canceled: AtomicBool,
 }
 
 impl LazyExecutor {
@@ -21,6 +24,7 @@ impl LazyExecutor {
             kind,
             config,
             chosen: OnceLock::new(),
+            canceled: AtomicBool::new(false),
         }
     }
 
@@ -56,7 +60,22 @@ impl Executor for LazyExecutor {
     }
 
     fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
-        self.get()?.run(req, output)
+        if self.canceled.load(Ordering::SeqCst) {
+            return Err(ExecError::Canceled);
+        }
+        let chosen = self.get()?;
+        // A cancel during the selection missed this executor: pass it on.
+        if self.canceled.load(Ordering::SeqCst) {
+            chosen.cancel();
+        }
+        chosen.run(req, output)
+    }
+
+    fn cancel(&self) {
+        self.canceled.store(true, Ordering::SeqCst);
+        if let Some(Ok(e)) = self.chosen.get() {
+            e.cancel();
+        }
     }
 }
 
@@ -78,5 +97,30 @@ mod tests {
         assert!(lazy.get().is_ok());
         assert!(lazy.is_selected());
         assert_eq!(lazy.name(), "native");
+    }
+
+    #[test]
+    fn cancel_reaches_the_chosen_executor_and_refuses_new_steps() {
+        let d = tempfile::tempdir().unwrap();
+        let lazy = LazyExecutor::new(
+            ExecutorKind::Native,
+            ExecutorConfig {
+                state_dir: d.path().to_path_buf(),
+            },
+        );
+        lazy.cancel();
+        let req = ExecRequest::new(
+            crate::snapshot::overlay::Overlay {
+                lowers: vec![],
+                upper: d.path().join("upper"),
+                work: d.path().join("work"),
+            },
+            vec!["/bin/true".into()],
+        );
+        assert!(matches!(
+            lazy.run(&req, &mut |_, _| {}),
+            Err(ExecError::Canceled)
+        ));
+        assert!(!lazy.is_selected(), "a canceled build probes nothing");
     }
 }

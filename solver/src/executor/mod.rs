@@ -232,7 +232,8 @@ pub trait Executor: Send + Sync {
     /// Kills every running step's processes and refuses new steps from now on
     /// (the build is being canceled): each `run` in progress returns
     /// [`ExecError::Canceled`] once its sandbox is torn down. Not blocking.
-    fn cancel(&self) {}
+    /// Required (no default) so that no wrapper silently drops it.
+    fn cancel(&self);
 }
 
 /// `--executor auto|oci|native`.
