@@ -161,6 +161,14 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
     let (mut count, mut bytes) = (0, 0);
     for e in entries.flatten() {
         let path = e.path();
+        // A killed build may leave a mount in its pending layer (a snapshot view):
+        // unmount it first, and never recurse into what is still mounted.
+        for m in crate::executor::sweep::mounts_under(&path) {
+            let _ = crate::snapshot::overlay::unmount(&m);
+        }
+        if !crate::executor::sweep::mounts_under(&path).is_empty() {
+            continue;
+        }
         let size = dir_size(&path);
         let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
             std::fs::remove_dir_all(&path)
@@ -495,5 +503,51 @@ mod tests {
         assert!(env.cache.layers().unwrap().is_empty());
         assert!(env.layers.list().unwrap().is_empty());
         assert!(env.state.content().list_blobs().unwrap().is_empty());
+    }
+
+    /// Needs root: a mount a killed build left in a pending layer is unmounted
+    /// before the pending layer is removed, so nothing is deleted through it.
+    #[test]
+    fn mounts_left_in_pending_layers_are_unmounted_not_emptied() {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (mounts)"
+        );
+        let env = env();
+        // A layer a cache record uses: prune keeps it.
+        let precious = step(&env, 9, 0, &[], 100);
+        fs::write(env.layers.path(&precious).join("keep"), "layer data").unwrap();
+        let pending = env.layers.begin().unwrap();
+        let view = pending.scratch("view");
+        fs::create_dir_all(&view).unwrap();
+        crate::snapshot::overlay::sys_mount(
+            Some(&env.layers.path(&precious)),
+            &view,
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .unwrap();
+        // The killed build never dropped it.
+        std::mem::forget(pending);
+        let tmp = env.state.layers_dir().join(".tmp");
+        assert_eq!(crate::executor::sweep::mounts_under(&tmp).len(), 1);
+        let lock = env.state.lock(LockMode::Exclusive).unwrap();
+        prune(
+            &env.state,
+            &env.cache,
+            &env.layers,
+            &lock,
+            &PruneOptions::default(),
+            100,
+        )
+        .unwrap();
+        assert!(crate::executor::sweep::mounts_under(&tmp).is_empty());
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_to_string(env.layers.path(&precious).join("keep")).unwrap(),
+            "layer data"
+        );
     }
 }
