@@ -2,12 +2,17 @@
 //! raw deflate on the rayon pool and ended with a sync flush (the last one with the final
 //! block), then written in order between one gzip header and trailer. The result is a single
 //! ordinary gzip member any reader accepts. Chunk boundaries depend only on the input, never
-//! on the thread count or on flush calls, so the output is deterministic.
+//! on the thread count or on flush calls, so the output is deterministic. Compression runs
+//! while the caller keeps writing (tarring, hashing): a pipeline with a bounded number of
+//! chunks in flight. Chunks that would not shrink (random or already-compressed data, tested
+//! on a few probes) are written as stored blocks instead of being deflated for nothing.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use rayon::prelude::*;
 
 /// Input bytes per independently compressed chunk.
 pub const CHUNK: usize = 1 << 20;
@@ -18,12 +23,77 @@ pub struct ParallelGzEncoder<W: Write> {
     level: Compression,
     crc: Crc,
     current: Vec<u8>,
-    full: Vec<Vec<u8>>,
+    /// Chunks being compressed on the rayon pool, oldest first; their output is written in
+    /// this order while the caller goes on producing input (a pipeline, not batches).
+    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
     header_written: bool,
 }
 
-/// Raw deflate of one chunk: sync-flushed, or finished when it is the last.
+/// Bytes of each probe [`incompressible`] deflates.
+const PROBE: usize = 16 << 10;
+/// Probes per chunk, spread evenly over it.
+const PROBES: usize = 4;
+
+/// Whether deflating `chunk` would not pay: its evenly spread probes shrink by less than 3%
+/// (already-compressed or random data). Decided from the bytes alone, so the same input
+/// always gives the same blob.
+fn incompressible(chunk: &[u8], level: Compression) -> bool {
+    // Below level 1 nothing is compressed anyway; tiny chunks are cheap to try.
+    if level.level() == 0 || chunk.len() < PROBE * PROBES {
+        return false;
+    }
+    let stride = chunk.len() / PROBES;
+    let (mut inp, mut outp) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(PROBE + PROBE / 8 + 64);
+    for i in 0..PROBES {
+        let Some(probe) = chunk.get(i * stride..i * stride + PROBE) else {
+            return false;
+        };
+        let mut c = Compress::new(level, false);
+        out.clear();
+        if c.compress_vec(probe, &mut out, FlushCompress::Finish)
+            .is_err()
+            || usize::try_from(c.total_in()).ok() != Some(probe.len())
+        {
+            // Output space ran out: it grew, so it is incompressible.
+            return true;
+        }
+        inp += probe.len();
+        outp += out.len();
+    }
+    outp * 100 >= inp * 97
+}
+
+/// `chunk` as deflate stored blocks (the last one final when `last`): what a compressor
+/// emits for data it cannot shrink, at memcpy speed.
+fn store_chunk(chunk: &[u8], last: bool) -> Vec<u8> {
+    const MAX: usize = 65535;
+    let blocks = chunk.len().div_ceil(MAX).max(1);
+    let mut out = Vec::with_capacity(chunk.len() + blocks * 5);
+    let mut pieces = chunk.chunks(MAX).peekable();
+    if pieces.peek().is_none() {
+        // An empty last chunk still needs its final block.
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+        return out;
+    }
+    while let Some(piece) = pieces.next() {
+        let fin = last && pieces.peek().is_none();
+        // `piece.len() <= 65535` by construction.
+        let len = u16::try_from(piece.len()).unwrap_or(u16::MAX);
+        out.push(u8::from(fin));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
+/// Raw deflate of one chunk: sync-flushed, or finished when it is the last. Chunks that
+/// would not shrink are stored (stored blocks end byte-aligned, as a sync flush does).
 fn deflate_chunk(chunk: &[u8], level: Compression, last: bool) -> io::Result<Vec<u8>> {
+    if incompressible(chunk, level) {
+        return Ok(store_chunk(chunk, last));
+    }
     let mut c = Compress::new(level, false);
     let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 8 + 1024);
     let flush = if last {
@@ -59,13 +129,13 @@ impl<W: Write> ParallelGzEncoder<W> {
             level: Compression::new(level.min(9)),
             crc: Crc::new(),
             current: Vec::with_capacity(CHUNK),
-            full: Vec::new(),
+            in_flight: VecDeque::new(),
             header_written: false,
         }
     }
 
-    /// Chunks compressed together: enough to keep every thread busy.
-    fn batch() -> usize {
+    /// Chunks compressing at once: enough to keep every thread busy, bounded memory.
+    fn max_in_flight() -> usize {
         (rayon::current_num_threads() * 2).max(2)
     }
 
@@ -84,35 +154,75 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(())
     }
 
-    fn compress_full(&mut self, last: Option<Vec<u8>>) -> io::Result<()> {
-        self.write_header()?;
+    /// Queues `chunk` for compression on the pool.
+    fn submit(&mut self, chunk: Vec<u8>, last: bool) {
+        let (tx, rx) = sync_channel(1);
         let level = self.level;
-        let mut jobs: Vec<(&[u8], bool)> =
-            self.full.iter().map(|c| (c.as_slice(), false)).collect();
-        if let Some(l) = &last {
-            jobs.push((l.as_slice(), true));
+        rayon::spawn(move || {
+            // The receiver is gone only when the encoder was dropped: nothing to report to.
+            let _ = tx.send(deflate_chunk(&chunk, level, last));
+        });
+        self.in_flight.push_back(rx);
+    }
+
+    /// Writes the compressed chunks that are done, in order; with `wait_for` set, first
+    /// waits until no more than that many are in flight.
+    fn drain(&mut self, wait_for: Option<usize>) -> io::Result<()> {
+        self.write_header()?;
+        while let Some(rx) = self.in_flight.front() {
+            let must_wait = wait_for.is_some_and(|n| self.in_flight.len() > n);
+            let done = if must_wait {
+                recv_helping(rx)?
+            } else {
+                match rx.try_recv() {
+                    Ok(done) => done,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(lost_chunk()),
+                }
+            };
+            self.in_flight.pop_front();
+            self.inner.write_all(&done?)?;
         }
-        let out: Vec<io::Result<Vec<u8>>> = jobs
-            .par_iter()
-            .map(|(c, is_last)| deflate_chunk(c, level, *is_last))
-            .collect();
-        for d in out {
-            self.inner.write_all(&d?)?;
-        }
-        self.full.clear();
         Ok(())
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         let last = std::mem::take(&mut self.current);
-        self.compress_full(Some(last))?;
+        self.submit(last, true);
+        self.drain(Some(0))?;
         let crc = self.crc.sum();
         let size = self.crc.amount();
         self.inner.write_all(&crc.to_le_bytes())?;
         self.inner.write_all(&size.to_le_bytes())?;
         self.inner.flush()?;
         Ok(self.inner)
+    }
+}
+
+fn lost_chunk() -> io::Error {
+    io::Error::other("a gzip compression job ended without a result")
+}
+
+/// Waits for a chunk; on a rayon worker thread (a caller inside `install`), runs queued
+/// pool jobs meanwhile, so waiting on a job that only this thread could run cannot hang.
+fn recv_helping(rx: &Receiver<io::Result<Vec<u8>>>) -> io::Result<io::Result<Vec<u8>>> {
+    loop {
+        match rx.try_recv() {
+            Ok(done) => return Ok(done),
+            Err(TryRecvError::Disconnected) => return Err(lost_chunk()),
+            Err(TryRecvError::Empty) => {}
+        }
+        match rayon::yield_now() {
+            // Not a pool thread: the pool runs the job; block.
+            None => return rx.recv().map_err(|_| lost_chunk()),
+            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Idle) => match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(done) => return Ok(done),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(lost_chunk()),
+            },
+        }
     }
 }
 
@@ -124,10 +234,8 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
         self.crc.update(taken);
         if self.current.len() == CHUNK {
             let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK));
-            self.full.push(full);
-            if self.full.len() >= Self::batch() {
-                self.compress_full(None)?;
-            }
+            self.submit(full, false);
+            self.drain(Some(Self::max_in_flight()))?;
         }
         Ok(taken.len())
     }
@@ -199,9 +307,73 @@ mod tests {
         }
     }
 
+    /// xorshift bytes: as incompressible as random, but reproducible.
+    fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_and_round_trip() {
+        // Random chunks around a compressible one, and a random tail shorter than the probes.
+        let mut data = noise(2 * CHUNK, 1);
+        data.extend((0..CHUNK).map(|i| (i % 7) as u8));
+        data.extend(noise(CHUNK + 1000, 2));
+        data.extend(noise(100, 3));
+        assert!(incompressible(
+            data.get(..CHUNK).unwrap(),
+            Compression::new(1)
+        ));
+        assert!(!incompressible(
+            data.get(2 * CHUNK..3 * CHUNK).unwrap(),
+            Compression::new(1)
+        ));
+        for level in [1, 6, 9] {
+            let mut e = ParallelGzEncoder::new(Vec::new(), level);
+            e.write_all(&data).unwrap();
+            let gz = e.finish().unwrap();
+            assert_eq!(gunzip(&gz), data, "level {level}");
+            // Stored random bytes cost 5 bytes per 64 KiB block, the compressible MiB ~nothing.
+            assert!(gz.len() < data.len() - CHUNK + CHUNK / 50, "level {level}");
+            assert!(gz.len() > data.len() - CHUNK, "level {level}");
+        }
+        // Stored output: exactly the deflate framing around the bytes.
+        for (len, last) in [
+            (0, true),
+            (0, false),
+            (65535, true),
+            (65536, false),
+            (200_000, true),
+        ] {
+            let chunk = noise(len, 9);
+            let mut out = Vec::new();
+            let mut d = flate2::Decompress::new(false);
+            let mut stored = store_chunk(&chunk, last);
+            if !last {
+                // A stream must end: finish it with an empty final stored block.
+                stored.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+            }
+            out.reserve(len + 16);
+            d.decompress_vec(&stored, &mut out, flate2::FlushDecompress::Finish)
+                .unwrap();
+            assert_eq!(out, chunk, "len {len} last {last}");
+        }
+    }
+
     #[test]
     fn system_gzip_accepts_the_output() {
-        let data: Vec<u8> = (0..(2 * CHUNK + 10)).map(|i| (i % 13) as u8).collect();
+        let mut data: Vec<u8> = (0..(2 * CHUNK + 10)).map(|i| (i % 13) as u8).collect();
+        // A stored (incompressible) chunk in the middle and at the end.
+        let tail = data.split_off(CHUNK);
+        data.extend(noise(CHUNK, 5));
+        data.extend(tail);
+        data.extend(noise(CHUNK + 77, 6));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.gz");
         std::fs::write(&path, compress(&data, 1)).unwrap();
