@@ -5,6 +5,7 @@
 pub mod blobs;
 pub mod layer;
 pub mod overlay;
+pub mod topdir;
 
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};

@@ -140,7 +140,11 @@ impl LayerStore {
     /// Opens (creating) the layer directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<LayerStore, LayerStoreError> {
         let dir = dir.into();
-        std::fs::create_dir_all(dir.join(".tmp")).map_err(io_err("create", &dir))?;
+        let tmp = dir.join(".tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_err("create", &dir))?;
+        // Each pending layer in a block group of its own (see `topdir`); a placement hint,
+        // so a filesystem without inode flags just does without.
+        let _ = crate::snapshot::topdir::mark_topdir(&tmp);
         Ok(LayerStore { dir })
     }
 
@@ -308,5 +312,16 @@ mod tests {
         layers.remove(&a).unwrap();
         assert!(!layers.exists(&a));
         assert_eq!(LayerId::parse("../x"), None);
+    }
+
+    #[test]
+    fn pending_layers_are_made_under_a_topdir_where_supported() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = dir.path().join("probe");
+        std::fs::create_dir(&probe).unwrap();
+        let supported = crate::snapshot::topdir::mark_topdir(&probe).is_ok();
+        LayerStore::open(dir.path().join("layers")).unwrap();
+        let flagged = crate::snapshot::topdir::is_topdir(&dir.path().join("layers/.tmp"));
+        assert_eq!(flagged.unwrap_or(false), supported);
     }
 }
