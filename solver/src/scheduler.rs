@@ -20,7 +20,7 @@ use crate::cache::{
     input_selectors, reads_only_users, vertex_cache_key, CacheKey, ContentChecksum, InputKey,
     Selector,
 };
-use crate::llb::{Definition, Vertex, VertexDigest, VertexRef};
+use crate::llb::{Definition, Op, Vertex, VertexDigest, VertexRef};
 use crate::progress::{ProgressSender, VertexProgress};
 
 /// Errors a worker reports.
@@ -132,6 +132,10 @@ pub struct Solved<O> {
     pub output: O,
     /// Whether it was executed (false: from the cache).
     pub executed: bool,
+    /// Executed although its key may hold a record (`--no-cache`, `--no-cache-filter`),
+    /// or above such a result: the record under `key` was replaced, so what depends on
+    /// it must not load records made from the old one.
+    pub refreshed: bool,
 }
 
 /// The result of a solve.
@@ -355,6 +359,7 @@ impl<W: Worker> Scheduler<W> {
             inputs.push(InputState {
                 output: solved.output.clone(),
                 key: solved.key,
+                refreshed: solved.refreshed,
                 content_keyed: self.worker.content_keyed(iv),
                 selects_by_content: self.worker.selects_by_content(iv),
             });
@@ -392,6 +397,7 @@ struct TaskFlags {
 struct InputState<O> {
     output: O,
     key: CacheKey,
+    refreshed: bool,
     content_keyed: bool,
     selects_by_content: bool,
 }
@@ -433,13 +439,25 @@ async fn solve_vertex<W: Worker>(
         input_keys.push(ik);
     }
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
-    if !vertex.metadata().ignore_cache {
+    // An input run afresh under an unchanged key (a RUN of a stage not to use the
+    // cache) may differ from what this vertex's record was made from, unless this
+    // vertex is keyed by that input's content.
+    let input_refreshed = inputs
+        .iter()
+        .zip(&input_keys)
+        .any(|(i, k)| i.refreshed && matches!(k, InputKey::Key(_)));
+    let ignore_cache = vertex.metadata().ignore_cache;
+    // Sources are pinned by their key (image digest, context content); a file op's
+    // result follows from its inputs: only a RUN can come out different.
+    let refreshed = input_refreshed || (ignore_cache && matches!(vertex.op(), Op::Exec(_)));
+    if !ignore_cache && !input_refreshed {
         if let Some(output) = worker.cache_load(&key, vertex).await.map_err(fail)? {
             progress.cached();
             return Ok(Solved {
                 key,
                 output,
                 executed: false,
+                refreshed: false,
             });
         }
     }
@@ -464,6 +482,7 @@ async fn solve_vertex<W: Worker>(
         key,
         output,
         executed: true,
+        refreshed,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct BuildImages {
     manifests: Mutex<HashMap<String, ImageManifest>>,
     /// Resolutions done, by (reference as written, platform).
     resolved: Mutex<HashMap<(String, String), ResolvedImage>>,
+    /// Tags resolved at the registry, by pinned reference: stored once the image is
+    /// fetched, so later builds use it until `--pull` (as `docker pull` would leave it).
+    tags: Mutex<HashMap<String, (Reference, Descriptor)>>,
     /// Becomes true when the build is canceled: fetches in progress stop.
     canceled: tokio::sync::watch::Sender<bool>,
 }
@@ -61,6 +64,7 @@ impl BuildImages {
             concurrency,
             manifests: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
             canceled: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -93,12 +97,13 @@ impl BuildImages {
             .ok()
     }
 
-    /// The platform's manifest from the registry; the manifest is stored locally.
+    /// The platform's manifest from the registry, and the tag's root (the index, or
+    /// the manifest itself); both are stored locally.
     async fn remote(
         &self,
         r: &Reference,
         platform: &Platform,
-    ) -> Result<(Descriptor, ImageManifest), String> {
+    ) -> Result<(Descriptor, ImageManifest, Descriptor), String> {
         let what = r.to_string();
         let fetched = self
             .client
@@ -108,13 +113,13 @@ impl BuildImages {
         let (manifest, media_type) =
             Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())
                 .map_err(|e| e.to_string())?;
+        let root = Descriptor::of(&media_type, &fetched.bytes);
         let (desc, bytes, m) = match manifest {
-            Manifest::Image(m) => (
-                Descriptor::of(&media_type, &fetched.bytes),
-                fetched.bytes,
-                *m,
-            ),
+            Manifest::Image(m) => (root.clone(), fetched.bytes, *m),
             Manifest::Index(idx) => {
+                self.store
+                    .write_blob(&root.digest, &fetched.bytes)
+                    .map_err(|e| e.to_string())?;
                 let d = idx.select(platform).cloned().ok_or_else(|| {
                     format!(
                         "no image for platform {platform} in the index (it has {})",
@@ -144,7 +149,7 @@ impl BuildImages {
         self.store
             .write_blob(&desc.digest, &bytes)
             .map_err(|e| e.to_string())?;
-        Ok((desc, m))
+        Ok((desc, m, root))
     }
 
     /// An image of a local OCI layout (`oci-layout://PATH[:TAG|@DIGEST]`): the manifest
@@ -228,12 +233,20 @@ impl ImageResolver for Resolver {
             } else {
                 None
             };
-            let (desc, m) = match local {
-                Some(found) => found,
-                None => self.remote(&r, &want).await?,
+            let (desc, m, root) = match local {
+                Some((desc, m)) => (desc, m, None),
+                None => {
+                    let (desc, m, root) = self.remote(&r, &want).await?;
+                    (desc, m, Some(root))
+                }
             };
             let config = self.config_of(&r, &m).await?;
             let pinned = format!("{}@{}", r.name(), desc.digest);
+            if let (Some(root), None) = (root, r.digest()) {
+                if let Ok(mut tags) = self.tags.lock() {
+                    tags.insert(pinned.clone(), (r.clone(), root));
+                }
+            }
             self.remember(&pinned, &m);
             let resolved = ResolvedImage {
                 reference: pinned,
@@ -292,6 +305,12 @@ impl ImageFetcher for BuildImages {
                 () = self.until_canceled() => Err("canceled".into()),
             }
         })?;
+        let tag = self.tags.lock().ok().and_then(|mut t| t.remove(reference));
+        if let Some((name, root)) = tag {
+            self.store
+                .tag(&name, &root)
+                .map_err(|e| WorkerError::from(e.to_string()))?;
+        }
         self.fetched_layers(reference, &m)
     }
 }

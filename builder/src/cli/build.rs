@@ -241,9 +241,16 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .map_err(|e| miette::miette!("{e}"))?;
     let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+    // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
+    // buildx passes it on.
+    let epoch = resolve
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
     let source_date_epoch =
-        match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => Some(v.parse::<u64>().map_err(|_| {
+        match epoch {
+            Some(v) if !v.is_empty() => Some(v.parse::<u64>().map_err(|_| {
                 miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
             })?),
             _ => None,

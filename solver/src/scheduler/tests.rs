@@ -625,6 +625,69 @@ async fn ignore_cache_reexecutes_and_unknown_targets_are_errors() {
     ));
 }
 
+/// `--no-cache-filter a`: stage a's RUN runs again; what is keyed on it (a RUN
+/// above it, a COPY from it) runs again too rather than loading records made
+/// from the old result; stage b, which shares only the image source, stays cached.
+#[tokio::test]
+async fn a_refreshed_run_reruns_what_is_keyed_on_it_but_not_other_stages() {
+    let worker = Arc::new(FakeWorker::default());
+    let build = |ignore_a: bool| {
+        let mut d = Definition::new();
+        let src = |d: &mut Definition, ignore: bool| {
+            let m = VertexMetadata {
+                description: "base".into(),
+                ignore_cache: ignore,
+                ..Default::default()
+            };
+            d.add(Op::Source(SourceOp::image("busybox")), None, &[], m)
+                .unwrap()
+        };
+        let a_meta = |name: &str| VertexMetadata {
+            description: name.into(),
+            ignore_cache: ignore_a,
+            ..Default::default()
+        };
+        let base_a = src(&mut d, ignore_a);
+        let a1 = d.add(run("a1"), None, &[base_a], a_meta("a1")).unwrap();
+        let a2 = d.add(run("a2"), None, &[a1], a_meta("a2")).unwrap();
+        let base_b = src(&mut d, false);
+        let b1 = d.add(run("b1"), None, &[base_b], meta("b1")).unwrap();
+        let c1 = d
+            .add(copy("/ran/", "/x/"), None, &[b1, a2], meta("copy a"))
+            .unwrap();
+        let c2 = d.add(run("after"), None, &[c1], meta("after")).unwrap();
+        (d, c2)
+    };
+    let (d, t) = build(false);
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d, &[t])
+        .await
+        .unwrap();
+    worker.executed.lock().unwrap().clear();
+    let (d, t) = build(true);
+    let out = Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d, &[t])
+        .await
+        .unwrap();
+    let ran = worker.executed();
+    for name in ["a1", "a2", "copy a", "after"] {
+        assert!(
+            ran.contains(&name.to_string()),
+            "{name} runs again: {ran:?}"
+        );
+    }
+    assert!(!ran.contains(&"b1".to_string()), "{ran:?}");
+    assert!(out.results[&t].executed);
+    // The records were replaced: a later build with the cache loads the new results.
+    worker.executed.lock().unwrap().clear();
+    let (d, t) = build(false);
+    Scheduler::new(Arc::clone(&worker), 2)
+        .solve(&d, &[t])
+        .await
+        .unwrap();
+    assert!(worker.executed().is_empty(), "{:?}", worker.executed());
+}
+
 /// `FROM busybox AS stage; RUN <cmd>` then `FROM busybox; COPY --from=stage /from /x/`.
 fn copy_from_stage(cmd: &str) -> (Definition, VertexRef) {
     let mut d = Definition::new();
