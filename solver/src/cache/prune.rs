@@ -235,6 +235,10 @@ pub fn prune(
         }
     }
     w.commit()?;
+    if opts.all {
+        // The context stat cache is only a shortcut; --all leaves nothing behind.
+        super::statcache::clear(cache)?;
+    }
 
     // Layers: with the exclusive lock no build is running, so a layer no result uses is garbage.
     let live: HashSet<LayerId> = cache
@@ -486,6 +490,22 @@ mod tests {
         assert_eq!((r.results, r.layers.clone()), (1, vec![b]));
         assert_eq!(env.cache.entries().unwrap().len(), 1);
 
+        // A context's stat cache entry: only --all drops it.
+        let ctx = env.state.root().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("f"), b"f").unwrap();
+        let meta = fs::metadata(ctx.join("f")).unwrap();
+        let stats = crate::cache::StatCache::begin(&env.cache, &ctx).unwrap();
+        stats.record("f", crate::cache::FileStat::of(&meta), [1; 32], None);
+        stats.persist().unwrap();
+        let remembered = || {
+            crate::cache::StatCache::begin(&env.cache, &ctx)
+                .unwrap()
+                .entry("f")
+                .is_some()
+        };
+        assert!(remembered());
+
         let r = prune(
             &env.state,
             &env.cache,
@@ -503,6 +523,7 @@ mod tests {
         assert!(env.cache.layers().unwrap().is_empty());
         assert!(env.layers.list().unwrap().is_empty());
         assert!(env.state.content().list_blobs().unwrap().is_empty());
+        assert!(!remembered(), "prune --all forgets the stat cache");
     }
 
     /// Needs root: a mount a killed build left in a pending layer is unmounted
