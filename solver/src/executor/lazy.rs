@@ -18,8 +18,11 @@ pub struct LazyExecutor {
 }
 
 impl LazyExecutor {
-    /// An executor of `kind`, selected when a step first runs.
+    /// An executor of `kind`, selected when a step first runs. Run directories that dead
+    /// kiln processes left mounted are cleaned now, as selecting would (cheap: a directory
+    /// listing); their OCI containers wait for the selection (listing them runs the runtime).
     pub fn new(kind: ExecutorKind, config: ExecutorConfig) -> LazyExecutor {
+        super::sweep::sweep_runs(&config);
         LazyExecutor {
             kind,
             config,
