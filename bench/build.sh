@@ -26,6 +26,11 @@ declare -A PEER=(
   [bigcontext:docker:cold]=5.03 [bigcontext:docker:warm]=0.37 [bigcontext:docker:touch]=0.40 [bigcontext:docker:edit]=3.12
   [multistage:buildah:cold]=2.12 [multistage:buildah:warm]=0.60 [multistage:buildah:touch]=0.59 [multistage:buildah:edit]=1.97
   [bigcontext:buildah:cold]=13.69 [bigcontext:buildah:warm]=3.85 [bigcontext:buildah:touch]=8.93 [bigcontext:buildah:edit]=17.98
+  # manyrun: BuildKit measured live (bench-peers.sh, PEERS=docker PUSH=0, 5 reps, 2026-11-29
+  # 22:10) on a LOADED machine (load ~7 on 2 vCPU): multistage measured right after gave
+  # warm 0.52 / touch 0.55 against the quiet 0.08 above, so these overstate BuildKit ~5x;
+  # quiet estimate for the no-op: ~0.09-0.12 s. Re-measure on a quiet machine.
+  [manyrun:docker:cold]=3.01 [manyrun:docker:warm]=0.61 [manyrun:docker:touch]=0.63 [manyrun:docker:edit]=3.41
 )
 
 now() { date +%s.%N; }
