@@ -8,9 +8,26 @@ use crate::instructions::run::{Network, Security};
 use crate::instructions::{CommandLine, Run};
 use crate::stages::{ResolvedInstruction, Stage};
 use kiln_solver::llb::{
-    CacheOpt, CacheSharing, ExecMeta, ExecOp, Mount, MountKind, NetworkMode, Op, SecretEnv,
-    SecretOpt, SecurityMode, SshOpt, TmpfsOpt, VertexRef,
+    CacheOpt, CacheSharing, ExecMeta, ExecOp, FileAction, FileOp, MkfileAction, Mount, MountKind,
+    NetworkMode, Op, SecretEnv, SecretOpt, SecurityMode, SshOpt, TmpfsOpt, VertexRef,
 };
+
+/// Where a heredoc script with a shebang is mounted to be executed (BuildKit's place).
+const PIPES_DIR: &str = "/dev/pipes/";
+
+/// The name and body of a RUN that is a single heredoc starting with `#!`.
+fn shebang_script(run: &Run) -> Option<(String, String)> {
+    let CommandLine::Shell(cmd) = &run.command else {
+        return None;
+    };
+    let cmd = cmd.trim();
+    if run.heredocs.len() != 1 || !cmd.starts_with("<<") || cmd.contains(' ') {
+        return None;
+    }
+    let h = run.heredocs.first()?;
+    let body = h.chomped_content();
+    body.starts_with("#!").then(|| (h.name.clone(), body))
+}
 
 impl Lowerer<'_> {
     /// Adds the RUN's exec vertex; returns the history's `created_by`.
@@ -51,6 +68,30 @@ impl Lowerer<'_> {
             },
         };
         mounts.push(root);
+        if let Some((name, body)) = shebang_script(run) {
+            let file = Op::File(FileOp {
+                base: None,
+                users: None,
+                actions: vec![FileAction::Mkfile(MkfileAction {
+                    path: format!("/{}", name),
+                    mode: 0o755,
+                    data: body.into_bytes(),
+                    owner: None,
+                    timestamp: self.opts.source_date_epoch,
+                })],
+            });
+            let meta = self.metadata(format!("[internal] heredoc script {name}"), ri.node, stage);
+            let v = self.add(file, &platform, &[], meta, ri.node)?;
+            inputs.push(v);
+            mounts.push(Mount {
+                input: Some(inputs.len() - 1),
+                selector: None,
+                dest: PIPES_DIR.to_string(),
+                output: false,
+                readonly: true,
+                kind: MountKind::Bind,
+            });
+        }
         let mut secret_env = Vec::new();
         for m in &run.mounts {
             self.lower_mount(
@@ -113,13 +154,10 @@ impl Lowerer<'_> {
         if only_heredoc {
             if let Some(h) = run.heredocs.first() {
                 let body = h.chomped_content();
-                if let Some(interpreter) = body.strip_prefix("#!").and_then(|l| l.lines().next()) {
-                    // A shebang picks the interpreter: run the script through it.
-                    let mut v: Vec<String> =
-                        interpreter.split_whitespace().map(String::from).collect();
-                    v.push("-c".to_string());
-                    v.push(body.clone());
-                    return v;
+                if body.starts_with("#!") {
+                    // A shebang picks the interpreter: the script is a file the
+                    // kernel executes (mounted by `lower_run`, as BuildKit does).
+                    return vec![format!("{PIPES_DIR}{}", h.name)];
                 }
                 shell.push(body);
                 return shell;

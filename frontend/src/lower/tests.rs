@@ -342,3 +342,28 @@ fn onbuild_instructions_are_recorded_for_children() {
     let l = lower_text("FROM busybox\nONBUILD RUN echo hi\n", None).unwrap();
     assert_eq!(l.config.config.on_build, ["RUN echo hi"]);
 }
+
+#[test]
+fn a_heredoc_run_with_a_shebang_executes_the_script_as_a_file() {
+    let l = lower_text(
+        "FROM busybox\nRUN <<EOF\n#!/usr/bin/awk -f\nBEGIN { print 1 }\nEOF\n",
+        None,
+    )
+    .unwrap();
+    let v = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::Exec(e) = v.op() else { panic!() };
+    assert_eq!(e.meta.args, ["/dev/pipes/EOF"]);
+    let m = e
+        .mounts
+        .iter()
+        .find(|m| m.dest == "/dev/pipes/")
+        .expect("the script's mount");
+    assert!(m.readonly);
+    let script = l.definition.vertex(v.inputs()[m.input.unwrap()]).unwrap();
+    let Op::File(f) = script.op() else { panic!() };
+    let FileAction::Mkfile(mk) = &f.actions[0] else {
+        panic!()
+    };
+    assert_eq!((mk.path.as_str(), mk.mode), ("/EOF", 0o755));
+    assert_eq!(mk.data, b"#!/usr/bin/awk -f\nBEGIN { print 1 }\n");
+}
