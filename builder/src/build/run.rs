@@ -203,6 +203,11 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         ExecutorConfig {
             state_dir: state.root().to_path_buf(),
         },
+    )
+    .expecting_steps(
+        definition
+            .vertices()
+            .any(|(_, v)| matches!(v.op(), llb::Op::Exec(_))),
     );
     let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
     let (tx, rx) = channel();

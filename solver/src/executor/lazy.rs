@@ -2,7 +2,8 @@
 //! container (tens to hundreds of ms), which a build whose every step is cached never needs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use super::output::OutputCallback;
 use super::{select, ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfig, ExecutorKind};
@@ -12,9 +13,13 @@ use super::{select, ExecError, ExecOutcome, ExecRequest, Executor, ExecutorConfi
 pub struct LazyExecutor {
     kind: ExecutorKind,
     config: ExecutorConfig,
-    chosen: OnceLock<Result<Box<dyn Executor>, String>>,
+    chosen: Arc<OnceLock<Result<Box<dyn Executor>, String>>>,
     /// Set by [`Executor::cancel`]: no step starts (nor selection probes) after it.
     canceled: AtomicBool,
+    /// Whether the build has steps to run, so [`Executor::warm_up`] may select.
+    steps_expected: bool,
+    /// The background selection started by [`Executor::warm_up`].
+    warming: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LazyExecutor {
@@ -26,9 +31,20 @@ impl LazyExecutor {
         LazyExecutor {
             kind,
             config,
-            chosen: OnceLock::new(),
+            chosen: Arc::new(OnceLock::new()),
             canceled: AtomicBool::new(false),
+            steps_expected: false,
+            warming: Mutex::new(None),
         }
+    }
+
+    /// Whether the build has RUN steps at all: only then does
+    /// [`Executor::warm_up`] select the executor ahead of the first step, so
+    /// the probe overlaps the work before it (a build whose steps are all
+    /// cached never warms up: nothing executes).
+    pub fn expecting_steps(mut self, yes: bool) -> LazyExecutor {
+        self.steps_expected = yes;
+        self
     }
 
     /// Whether the executor has been selected (a step ran).
@@ -80,6 +96,45 @@ impl Executor for LazyExecutor {
             e.cancel();
         }
     }
+
+    fn warm_up(&self) {
+        if !self.steps_expected
+            || self.canceled.load(Ordering::SeqCst)
+            || self.chosen.get().is_some()
+        {
+            return;
+        }
+        let mut warming = self
+            .warming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warming.is_some() {
+            return;
+        }
+        let (chosen, kind, config) = (Arc::clone(&self.chosen), self.kind, self.config.clone());
+        // The first step blocks on the same OnceLock until this is done.
+        *warming = std::thread::Builder::new()
+            .name("kiln-executor-select".into())
+            .spawn(move || {
+                chosen.get_or_init(|| select(kind, config).map_err(|e| e.to_string()));
+            })
+            .ok();
+    }
+}
+
+impl Drop for LazyExecutor {
+    /// Waits for a background selection: its probe container is not left
+    /// half made when the build ends first.
+    fn drop(&mut self) {
+        let warming = self
+            .warming
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = warming {
+            let _ = t.join();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +180,31 @@ mod tests {
             Err(ExecError::Canceled)
         ));
         assert!(!lazy.is_selected(), "a canceled build probes nothing");
+    }
+
+    #[test]
+    fn warm_up_selects_in_the_background_only_when_steps_are_expected() {
+        let d = tempfile::tempdir().unwrap();
+        let config = ExecutorConfig {
+            state_dir: d.path().to_path_buf(),
+        };
+        let idle = LazyExecutor::new(ExecutorKind::Native, config.clone());
+        idle.warm_up();
+        assert!(idle.warming.lock().unwrap().is_none());
+        assert!(!idle.is_selected());
+
+        let lazy = LazyExecutor::new(ExecutorKind::Native, config).expecting_steps(true);
+        lazy.warm_up();
+        lazy.warm_up();
+        let thread = lazy
+            .warming
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a selection thread");
+        thread.join().unwrap();
+        assert!(lazy.is_selected());
+        assert_eq!(lazy.name(), "native");
+        assert!(lazy.get().is_ok());
     }
 }

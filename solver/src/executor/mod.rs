@@ -234,6 +234,11 @@ pub trait Executor: Send + Sync {
     /// [`ExecError::Canceled`] once its sandbox is torn down. Not blocking.
     /// Required (no default) so that no wrapper silently drops it.
     fn cancel(&self);
+
+    /// Starts, in the background, what the first step would otherwise wait
+    /// for (choosing a runtime: a probe container). Called when a build starts
+    /// doing work; not blocking.
+    fn warm_up(&self) {}
 }
 
 /// `--executor auto|oci|native`.

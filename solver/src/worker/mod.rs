@@ -362,6 +362,9 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
 
     async fn execute(&self, vertex: &Vertex, inputs: Vec<Output>) -> Result<Output, WorkerError> {
         self.check_canceled()?;
+        // The build does work: RUN steps will likely follow, so pick the
+        // executor now, alongside this op.
+        self.executor.warm_up();
         // The blocking thread outlives this future when it is dropped: a drop
         // before the end cancels the worker, which stops that thread's process.
         let guard = CancelOnDrop(Some(Arc::clone(self)));
