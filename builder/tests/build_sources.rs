@@ -4,149 +4,37 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use support::{kiln_bin, TestEnv};
+use std::path::Path;
+use std::process::Command;
+use support::{Build, TestEnv};
 
-struct Build {
-    root: tempfile::TempDir,
-    work: tempfile::TempDir,
-}
-
-impl Build {
-    fn new() -> Build {
-        Build {
-            root: tempfile::tempdir().expect("state dir"),
-            work: tempfile::tempdir().expect("work dir"),
-        }
-    }
-
-    fn ctx(&self) -> PathBuf {
-        self.work.path().join("ctx")
-    }
-
-    fn write(&self, rel: &str, data: &str) {
-        let p = self.ctx().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(kiln_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(args)
-            .env("BUILDKIT_PROGRESS", "plain")
-            .output()
-            .expect("run kiln")
-    }
-
-    /// Builds the context with extra flags; returns the metadata file's JSON.
-    fn build(&self, extra: &[&str]) -> serde_json::Value {
-        let meta = self.work.path().join("meta.json");
-        let ctx = self.ctx();
-        let mut args = vec!["build", "--metadata-file", meta.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        let out = self.kiln(&args);
-        assert!(
-            out.status.success(),
-            "kiln build failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap()
-    }
-
-    fn build_fails(&self, extra: &[&str]) -> String {
-        let ctx = self.ctx();
-        let mut args = vec!["build"];
-        args.extend_from_slice(extra);
-        args.push(ctx.to_str().unwrap());
-        let out = self.kiln(&args);
-        assert!(
-            !out.status.success(),
-            "kiln build should have failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn blob(&self, digest: &str) -> PathBuf {
-        self.root
-            .path()
-            .join("content/blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    }
-
-    /// The manifest of a tagged image in the state dir's store.
-    fn manifest(&self, tag: &str) -> serde_json::Value {
-        let index: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.root.path().join("content/index.json")).unwrap(),
-        )
-        .unwrap();
-        let entry = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-            .unwrap_or_else(|| panic!("{tag} is not in the store"))
-            .clone();
-        serde_json::from_slice(
-            &std::fs::read(self.blob(entry["digest"].as_str().unwrap())).unwrap(),
-        )
-        .unwrap()
-    }
-
-    /// `(path, uid, gid)` of every entry of the image's last layer (GNU tar's listing).
-    fn last_layer_entries(&self, tag: &str) -> Vec<(String, u32, u32)> {
-        let manifest = self.manifest(tag);
-        let layers = manifest["layers"].as_array().unwrap();
-        let last = layers.last().unwrap()["digest"].as_str().unwrap();
-        let out = Command::new("tar")
-            .args(["--numeric-owner", "-tvzf"])
-            .arg(self.blob(last))
-            .output()
-            .expect("run tar");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let (uid, gid) = f[1].split_once('/').unwrap();
-                (
-                    f[5].trim_end_matches('/').to_string(),
-                    uid.parse().unwrap(),
-                    gid.parse().unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    /// Unpacks a tagged image of the state dir's store with umoci.
-    fn unpack(&self, tag: &str) -> PathBuf {
-        let bundle = self
-            .work
-            .path()
-            .join(format!("bundle-{}", tag.replace(['/', ':'], "_")));
-        let layout = format!("{}/content:{tag}", self.root.path().display());
-        let _ = std::fs::remove_dir_all(&bundle);
-        let st = Command::new("umoci")
-            .args(["unpack", "--image", &layout])
-            .arg(&bundle)
-            .output()
-            .expect("run umoci");
-        assert!(
-            st.status.success(),
-            "umoci unpack {layout}: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        bundle.join("rootfs")
-    }
+/// `(path, uid, gid)` of every entry of the image's last layer (GNU tar's listing).
+fn last_layer_entries(b: &Build, tag: &str) -> Vec<(String, u32, u32)> {
+    let manifest = b.manifest(tag);
+    let layers = manifest["layers"].as_array().unwrap();
+    let last = layers.last().unwrap()["digest"].as_str().unwrap();
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(b.blob(last))
+        .output()
+        .expect("run tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (uid, gid) = f[1].split_once('/').unwrap();
+            (
+                f[5].trim_end_matches('/').to_string(),
+                uid.parse().unwrap(),
+                gid.parse().unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn owner(p: &Path) -> (u32, u32) {
@@ -176,7 +64,7 @@ fn copy_link_chown_names_resolve_in_the_stage_below() {
 
     // The linked layer holds only the copied files, owned by app (1000:1000
     // in busybox's /etc/passwd), and no /etc/passwd of its own.
-    let entries = b.last_layer_entries("docker.io/kiln-test/link-chown:1");
+    let entries = last_layer_entries(&b, "docker.io/kiln-test/link-chown:1");
     assert!(
         entries.iter().all(|(p, _, _)| !p.contains("etc")),
         "{entries:?}"
@@ -200,7 +88,7 @@ fn copy_link_chown_names_resolve_in_the_stage_below() {
     b.write("Dockerfile", &dockerfile("two"));
     let meta = b.build(&["-t", "kiln-test/link-chown:2"]);
     assert_eq!(meta["kiln.vertices.executed"], 2, "{meta}");
-    let entries2 = b.last_layer_entries("docker.io/kiln-test/link-chown:2");
+    let entries2 = last_layer_entries(&b, "docker.io/kiln-test/link-chown:2");
     assert_eq!(entries, entries2);
 
     // An unknown name is an error naming the COPY line.

@@ -113,26 +113,35 @@ impl Build {
         bundle.join("rootfs")
     }
 
-    /// The config blob as stored (skopeo's view drops Docker-only fields such as OnBuild).
-    pub fn raw_config(&self, tag: &str) -> serde_json::Value {
-        let content = self.root.path().join("content");
-        let read = |digest: &str| -> serde_json::Value {
-            let hex = digest.trim_start_matches("sha256:");
-            let bytes = std::fs::read(content.join("blobs/sha256").join(hex)).expect("blob");
-            serde_json::from_slice(&bytes).expect("JSON blob")
-        };
-        let index = read_json(&content.join("index.json"));
+    /// The path of a blob of the state dir's content store.
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        self.root
+            .path()
+            .join("content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// The manifest of a tagged image in the state dir's store, as stored.
+    pub fn manifest(&self, tag: &str) -> serde_json::Value {
+        let index = read_json(&self.root.path().join("content/index.json"));
         let entry = index["manifests"]
             .as_array()
             .expect("index manifests")
             .iter()
             .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
             .unwrap_or_else(|| panic!("{tag} is not in the store"));
-        let manifest = read(entry["digest"].as_str().expect("digest"));
-        read(
-            manifest["config"]["digest"]
-                .as_str()
-                .expect("config digest"),
+        read_json(&self.blob(entry["digest"].as_str().expect("digest")))
+    }
+
+    /// The config blob as stored (skopeo's view drops Docker-only fields such as OnBuild).
+    pub fn raw_config(&self, tag: &str) -> serde_json::Value {
+        let manifest = self.manifest(tag);
+        read_json(
+            &self.blob(
+                manifest["config"]["digest"]
+                    .as_str()
+                    .expect("config digest"),
+            ),
         )
     }
 
