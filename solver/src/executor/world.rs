@@ -457,9 +457,10 @@ pub fn sync_layer(upper: &Path) -> Result<(), ExecError> {
     let mut files = Vec::new();
     let mut dirs = vec![upper.to_path_buf()];
     for entry in walkdir::WalkDir::new(upper).min_depth(1) {
-        let entry = entry
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .map_err(err("reading the new layer", upper))?;
+        // A tree this process cannot read whole is synced with its filesystem.
+        let Ok(entry) = entry else {
+            return syncfs(upper);
+        };
         if files.len() + dirs.len() > SYNC_EACH_MAX {
             return syncfs(upper);
         }
@@ -474,7 +475,11 @@ pub fn sync_layer(upper: &Path) -> Result<(), ExecError> {
     }
     let mut open = Vec::with_capacity(files.len());
     for f in &files {
-        let file = fs::File::open(f).map_err(err("opening", f))?;
+        // A file this process may not open (rootless, mode 000) is still
+        // covered by syncing the whole filesystem.
+        let Ok(file) = fs::File::open(f) else {
+            return syncfs(upper);
+        };
         // Start every file's writeback first so one journal commit covers all.
         unsafe {
             libc::sync_file_range(
@@ -490,9 +495,10 @@ pub fn sync_layer(upper: &Path) -> Result<(), ExecError> {
         file.sync_all().map_err(err("syncing", path))?;
     }
     for d in dirs.iter().rev() {
-        fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(err("syncing", d))?;
+        let Ok(dir) = fs::File::open(d) else {
+            return syncfs(upper);
+        };
+        dir.sync_all().map_err(err("syncing", d))?;
     }
     Ok(())
 }
