@@ -207,7 +207,8 @@ impl OciExecutor {
         world: &World,
         output: OutputCallback<'_>,
     ) -> Result<ExecOutcome, ExecError> {
-        let bundle = world.run_dir.join("bundle");
+        // The run dir is the bundle: one directory fewer to make and remove.
+        let bundle = world.run_dir.clone();
         write_bundle(&bundle, &build_spec(world)?)?;
         let log = world.run_dir.join("runtime.log");
         let state_root = self.state_root();

@@ -256,7 +256,7 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
         .map_err(invalid)
 }
 
-/// Writes `config.json` into `bundle` (created).
+/// Writes `config.json` into `bundle` (created when missing).
 pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<(), ExecError> {
     std::fs::create_dir_all(bundle).map_err(ExecError::setup("creating the bundle"))?;
     spec.save(bundle.join("config.json"))

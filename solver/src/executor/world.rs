@@ -561,9 +561,8 @@ impl Drop for Guard {
         // Only non-recursive removals: a directory that is still a mount point
         // must never be emptied.
         let _ = fs::remove_dir(self.run_dir.join("rootfs"));
-        let _ = fs::remove_file(self.run_dir.join("bundle").join("config.json"));
+        let _ = fs::remove_file(self.run_dir.join("config.json"));
         let _ = fs::remove_file(self.run_dir.join("runtime.log"));
-        let _ = fs::remove_dir(self.run_dir.join("bundle"));
         let _ = fs::remove_dir(&self.run_dir);
     }
 }
