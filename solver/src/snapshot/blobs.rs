@@ -6,7 +6,7 @@ use std::io::Read;
 
 use oci_spec::image::Digest;
 
-use super::layer::{write_layer, Compression, DiffOptions, LayerError};
+use super::layer::{compression_name, write_layer, Compression, DiffOptions, LayerError};
 use super::{BlobRecord, LayerId, LayerRecord};
 use crate::cache::{now_secs, CacheStore, CacheStoreError};
 use crate::content::{ContentError, ContentStore};
@@ -42,7 +42,8 @@ pub struct ExportedLayer {
 }
 
 fn detect_compression(content: &ContentStore, blob: &Digest) -> Result<Compression, BlobError> {
-    let mut head = [0u8; 4];
+    // A whole tar header: a plain tar is told apart from a compressed stream by it.
+    let mut head = [0u8; 512];
     let mut f = content.open_blob(blob)?;
     let mut n = 0;
     while n < head.len() {
@@ -59,7 +60,13 @@ fn detect_compression(content: &ContentStore, blob: &Digest) -> Result<Compressi
             }
         }
     }
-    Ok(Compression::detect(head.get(..n).unwrap_or_default()))
+    Compression::detect(head.get(..n).unwrap_or_default()).map_err(|kind| {
+        LayerError::UnsupportedCompression {
+            blob: blob.to_string(),
+            kind: compression_name(kind),
+        }
+        .into()
+    })
 }
 
 /// Unpacks an image layer blob (already in the content store) into the layer store, checking

@@ -4,6 +4,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use oci_spec::image::MediaType;
 
+use crate::archive;
+
 /// gzip level when `compression-level` is not given.
 pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 
@@ -21,9 +23,6 @@ pub enum Compression {
     /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
     None,
 }
-
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 impl Compression {
     /// The OCI media type of a layer with this compression.
@@ -72,16 +71,27 @@ impl Compression {
         }
     }
 
-    /// Detects the compression of a stream from its first bytes.
-    pub fn detect(head: &[u8]) -> Self {
-        if head.starts_with(&GZIP_MAGIC) {
-            Compression::Gzip
-        } else if head.starts_with(&ZSTD_MAGIC) {
-            Compression::Zstd
-        } else {
-            Compression::None
+    /// The layer compression of a stream starting with `head`, by magic number
+    /// ([`crate::archive::detect`] is the one detector). `Err` carries a compression that
+    /// exists but is no layer compression (bzip2, xz). Give it 512 bytes when there are: a
+    /// plain tar is recognised by its header first.
+    pub fn detect(head: &[u8]) -> Result<Self, archive::Compression> {
+        // A plain tar whose first name happens to start like a magic number is a tar.
+        if archive::is_tar(head) {
+            return Ok(Compression::None);
+        }
+        match archive::detect(head) {
+            archive::Compression::Gzip => Ok(Compression::Gzip),
+            archive::Compression::Zstd => Ok(Compression::Zstd),
+            archive::Compression::None => Ok(Compression::None),
+            other @ (archive::Compression::Bzip2 | archive::Compression::Xz) => Err(other),
         }
     }
+}
+
+/// How an unsupported compression is named in errors (`bzip2`, `xz`).
+pub(crate) fn compression_name(kind: archive::Compression) -> String {
+    format!("{kind:?}").to_lowercase()
 }
 
 impl std::fmt::Display for Compression {
@@ -156,7 +166,15 @@ impl<W: Write> Write for Encoder<W> {
 pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let head = buffered.fill_buf()?;
-    let compression = Compression::detect(head);
+    let compression = Compression::detect(head).map_err(|kind| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the layer is {}-compressed; layers are gzip, zstd or uncompressed tar",
+                compression_name(kind)
+            ),
+        )
+    })?;
     let out: Box<dyn Read + 'a> = match compression {
         // MultiGzDecoder: some tools write layers as several gzip members.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
@@ -177,12 +195,41 @@ mod tests {
             let mut e = Encoder::new(Vec::new(), c, None).unwrap();
             e.write_all(&data).unwrap();
             let blob = e.finish().unwrap();
-            assert_eq!(Compression::detect(&blob), c, "{c}");
+            assert_eq!(Compression::detect(&blob), Ok(c), "{c}");
             let (found, mut r) = decompress(&blob[..]).unwrap();
             assert_eq!(found, c);
             let mut out = Vec::new();
             r.read_to_end(&mut out).unwrap();
             assert_eq!(out, data, "{c}");
+        }
+    }
+
+    #[test]
+    fn other_archive_compressions_are_named_not_mistaken_for_tar() {
+        let mut xz = Vec::new();
+        liblzma::read::XzEncoder::new(&b"tar bytes"[..], 1)
+            .read_to_end(&mut xz)
+            .unwrap();
+        let mut bz = Vec::new();
+        bzip2::read::BzEncoder::new(&b"tar bytes"[..], bzip2::Compression::fast())
+            .read_to_end(&mut bz)
+            .unwrap();
+        // A plain tar whose first entry is named like bzip2's magic is still a tar.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        tar.append_data(&mut h, "BZh91AY", &[][..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        assert_eq!(Compression::detect(&tar), Ok(Compression::None));
+        assert_eq!(decompress(&tar[..]).unwrap().0, Compression::None);
+        for (blob, name) in [(xz, "xz"), (bz, "bzip2")] {
+            assert!(Compression::detect(&blob).is_err(), "{name}");
+            let err = decompress(&blob[..]).err().unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert!(
+                err.to_string().contains(&format!("is {name}-compressed")),
+                "{err}"
+            );
         }
     }
 

@@ -9,6 +9,7 @@ mod pax;
 use std::path::PathBuf;
 
 pub use apply::{apply_layer, AppliedLayer, ApplyOptions, WhiteoutMode};
+pub(crate) use compression::compression_name;
 pub use compression::{decompress, Compression, Encoder};
 pub use diff::{write_layer, write_tar, DiffOptions, LayerBlob};
 
@@ -61,6 +62,14 @@ pub enum LayerError {
         /// The entry's path.
         entry: String,
         /// Its tar type.
+        kind: String,
+    },
+    /// A blob compressed with something that is no layer compression.
+    #[error("layer blob {blob} is {kind}-compressed; layers are gzip, zstd or uncompressed tar")]
+    UnsupportedCompression {
+        /// The blob's digest.
+        blob: String,
+        /// Its compression (`bzip2`, `xz`).
         kind: String,
     },
     /// The content store failed.
