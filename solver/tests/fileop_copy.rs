@@ -577,3 +577,57 @@ fn xattrs_are_copied_where_the_filesystem_has_them() {
         Some(&b"yes"[..])
     );
 }
+
+#[test]
+fn copies_are_independent_of_their_source_and_replace_what_is_in_the_way() {
+    let ctx = context();
+    let r = ctx.path();
+    let t = nix::sys::time::TimeSpec::new(1234, 567_891_234);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &r.join("b.sh"),
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    fs::create_dir(d.join("in")).unwrap();
+    // In the way: a dangling symlink (never followed), a read-only file, a link to the source.
+    symlink("/nonexistent/target", d.join("in/a.txt")).unwrap();
+    fs::write(d.join("in/b.sh"), "old").unwrap();
+    fs::set_permissions(d.join("in/b.sh"), fs::Permissions::from_mode(0o444)).unwrap();
+    symlink(r.join("home1.txt"), d.join("in/home1.txt")).unwrap();
+    run(
+        r,
+        d,
+        vec![
+            copy("a.txt", "/in/"),
+            copy("b.sh", "/in/"),
+            copy("home1.txt", "/in/"),
+        ],
+    )
+    .unwrap();
+    assert!(!Path::new("/nonexistent/target").exists());
+    let b = fs::symlink_metadata(d.join("in/b.sh")).unwrap();
+    assert!(b.is_file());
+    assert_eq!(
+        (b.mode() & 0o7777, b.mtime(), b.mtime_nsec()),
+        (0o755, 1234, 567_891_234)
+    );
+    assert_ne!(b.ino(), fs::metadata(r.join("b.sh")).unwrap().ino());
+
+    // The source changes after the copy (in place, as `>>` and chmod do): the copy does not.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(r.join("a.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b" changed").unwrap();
+    fs::set_permissions(r.join("home1.txt"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(r.join("home1.txt"), "rewritten").unwrap();
+    assert_eq!(
+        tree(&d.join("in")),
+        ["a.txt 644 alpha", "b.sh 755 #!/bin/sh", "home1.txt 600 h1"]
+    );
+}

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::chmod::Chmod;
@@ -403,20 +403,19 @@ impl Walker<'_> {
 
         self.flush()?;
         let shown = self.shown(target);
-        self.clear_file_target(target, &shown)?;
         let ft = md.file_type();
+        let key = (md.dev(), md.ino());
+        if ft.is_file() && !(md.nlink() > 1 && self.inodes.contains_key(&key)) {
+            self.copy_file(src, src_rel, &md, target, &shown)?;
+            if md.nlink() > 1 {
+                self.inodes.insert(key, target.to_path_buf());
+            }
+            return Ok(());
+        }
+        self.clear_file_target(target, &shown)?;
         if ft.is_file() {
-            let key = (md.dev(), md.ino());
-            match self.inodes.get(&key) {
-                Some(first) if md.nlink() > 1 => {
-                    fs::hard_link(first, target).map_err(FileOpError::io("link", &shown))?;
-                }
-                _ => {
-                    fs::copy(src, target).map_err(FileOpError::io("copy", &shown))?;
-                    if md.nlink() > 1 {
-                        self.inodes.insert(key, target.to_path_buf());
-                    }
-                }
+            if let Some(first) = self.inodes.get(&key) {
+                fs::hard_link(first, target).map_err(FileOpError::io("link", &shown))?;
             }
         } else if ft.is_symlink() {
             let link = fs::read_link(src).map_err(FileOpError::io("readlink", src_rel))?;
@@ -429,6 +428,43 @@ impl Walker<'_> {
             });
         }
         self.policy.apply(src, &md, target, &shown)
+    }
+
+    /// Copies a regular file with its metadata through open descriptors: the target is
+    /// created exclusively (whatever was in the way is cleared first, as for other types),
+    /// so the common case costs no extra stat of the target.
+    fn copy_file(
+        &self,
+        src: &Path,
+        src_rel: &str,
+        md: &Metadata,
+        target: &Path,
+        shown: &str,
+    ) -> Result<(), FileOpError> {
+        let mut from = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)
+            .map_err(FileOpError::io("open", src_rel))?;
+        let create = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                // Owner-only until fchmod gives the final mode.
+                .mode(0o600)
+                .open(target)
+        };
+        let mut to = match create() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.clear_file_target(target, shown)?;
+                create().map_err(FileOpError::io("create", shown))?
+            }
+            Err(e) => return Err(FileOpError::io("create", shown)(e)),
+        };
+        // File to file: copy_file_range or sendfile, in the kernel.
+        io::copy(&mut from, &mut to).map_err(FileOpError::io("copy", shown))?;
+        self.policy.apply_fd(&from, md, &to, shown)
     }
 
     /// Creates the deferred parents of what is about to be copied.
