@@ -393,20 +393,34 @@ pub fn checksum_paths_cached(
         for t in &targets {
             walk.collect(root, t, selector.follow_final_symlink, &mut records)?;
         }
-        let digests: Vec<Option<[u8; 32]>> = records
-            .par_iter()
-            .map(|r| match &r.content {
-                Content::None => Ok(None),
-                Content::Known(d) => Ok(Some(*d)),
-                Content::Read(path, stat, cap) => {
-                    let digest = file_digest(path)?;
-                    if let Some(s) = stats {
-                        s.record(&r.rel, *stat, digest, cap.clone());
-                    }
-                    Ok(Some(digest))
+        let digest_of = |r: &Record| match &r.content {
+            Content::None => Ok(None),
+            Content::Known(d) => Ok(Some(*d)),
+            Content::Read(path, stat, cap) => {
+                let digest = file_digest(path)?;
+                if let Some(s) = stats {
+                    s.record(&r.rel, *stat, digest, cap.clone());
                 }
-            })
-            .collect::<Result<_, ContentHashError>>()?;
+                Ok(Some(digest))
+            }
+        };
+        let to_read = records
+            .iter()
+            .filter(|r| matches!(r.content, Content::Read(..)))
+            .count();
+        // Handing work to the rayon pool and waiting for it costs two thread wake-ups:
+        // worth it only when there are files to read in parallel.
+        let digests: Vec<Option<[u8; 32]>> = if to_read > 1 {
+            records
+                .par_iter()
+                .map(digest_of)
+                .collect::<Result<_, ContentHashError>>()?
+        } else {
+            records
+                .iter()
+                .map(digest_of)
+                .collect::<Result<_, ContentHashError>>()?
+        };
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|a, b| {
             let ra = records.get(*a).map(|r| r.rel.as_str());
