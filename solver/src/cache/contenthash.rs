@@ -761,6 +761,27 @@ mod stat_cache_tests {
     }
 
     #[test]
+    fn re_reading_an_unchanged_racy_file_writes_nothing() {
+        let e = env();
+        let stored = || {
+            StatCache::begin(&e.store, &e.root)
+                .unwrap()
+                .entry("src/a.txt")
+                .unwrap()
+        };
+        cached(&e, RACY_SLACK_NS);
+        let first = stored();
+        // Still racy: read again, same bytes, and the entry is left as it was.
+        assert_eq!(cached(&e, RACY_SLACK_NS), (truth(&e), 3));
+        assert_eq!(stored(), first);
+        // A slack that makes the stored entry racy but the new read trusted: written.
+        let slack = first.recorded_ns - first.stat.ctime_ns + 1;
+        assert_eq!(cached(&e, slack), (truth(&e), 3));
+        assert!(stored().recorded_ns > first.recorded_ns);
+        assert_eq!(cached(&e, slack).1, 0, "now trusted");
+    }
+
+    #[test]
     fn entries_are_per_root_and_per_path() {
         let e = env();
         cached(&e, SETTLED);

@@ -111,6 +111,19 @@ impl StatEntry {
         out
     }
 
+    /// The entry stored for `prefix` + `rel` in `table`.
+    fn decode_from(
+        table: Option<&redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+        prefix: &[u8],
+        rel: &str,
+    ) -> Option<StatEntry> {
+        let mut key = Vec::with_capacity(prefix.len() + rel.len());
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(rel.as_bytes());
+        let found = table?.get(key.as_slice()).ok()??;
+        StatEntry::decode(found.value())
+    }
+
     fn decode(bytes: &[u8]) -> Option<StatEntry> {
         if bytes.len() < ENTRY_FIXED || bytes.first() != Some(&ENTRY_VERSION) {
             return None;
@@ -202,18 +215,9 @@ impl<'a> StatCache<'a> {
         self
     }
 
-    fn key(&self, rel: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + rel.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(rel.as_bytes());
-        k
-    }
-
     /// The stored entry for `rel`, trusted or not.
     pub fn entry(&self, rel: &str) -> Option<StatEntry> {
-        let table = self.table.as_ref()?;
-        let found = table.get(self.key(rel).as_slice()).ok()??;
-        StatEntry::decode(found.value())
+        StatEntry::decode_from(self.table.as_ref(), &self.prefix, rel)
     }
 
     /// The digest and capability of `rel` if its entry vouches for `stat`.
@@ -247,10 +251,19 @@ impl<'a> StatCache<'a> {
     /// Writes the digests read in this pass. Nothing is written (no transaction, no fsync)
     /// when every file was a hit.
     pub fn persist(self) -> Result<(), CacheStoreError> {
-        let fresh = self
+        let mut fresh = self
             .fresh
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A re-read of a file still too young to be trusted that found what is stored
+        // would only move the read time without making the entry usable: no write.
+        fresh.retain(|rel, new| {
+            let same =
+                StatEntry::decode_from(self.table.as_ref(), &self.prefix, rel).is_some_and(|old| {
+                    old.stat == new.stat && old.digest == new.digest && old.cap == new.cap
+                });
+            !same || new.vouches_for(&new.stat, self.slack_ns)
+        });
         if fresh.is_empty() {
             return Ok(());
         }
