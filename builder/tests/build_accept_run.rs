@@ -389,6 +389,91 @@ fn host_files_outside_the_rootfs_are_unreachable(executor: &str) {
     assert!(err.contains("exit code: 1"), "{err}");
 }
 
+fn bind_tmpfs_cache_mounts_and_add_host_through_the_dockerfile(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("in.txt", "from the context\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {bb} AS src
+RUN mkdir /seed && echo seeded > /seed/s && echo stagefile > /sf
+FROM {bb}
+RUN --mount=type=bind,target=/ctx cat /ctx/in.txt > /from-ctx && if touch /ctx/new 2>/dev/null; then echo rw; else echo ro; fi > /ctx-ro
+RUN --mount=type=bind,from=src,source=/sf,target=/mnt/sf cat /mnt/sf > /from-stage
+RUN --mount=type=bind,target=/ctx,rw echo x > /ctx/written && cat /ctx/written > /rw-saw
+RUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk '{{print $2}}' > /tmpfs-size && touch /t/x
+RUN --mount=type=cache,target=/c,from=src,source=/seed,mode=0700,uid=1000,gid=1000 cat /c/s > /cache-seed && stat -c '%a %u %g' /c > /cache-meta
+RUN grep myhost /etc/hosts > /hosts-line
+",
+            bb = busybox(&env)
+        ),
+    );
+    let root = build_with(
+        &b,
+        executor,
+        "kiln-test/run-mounts:1",
+        &["--add-host", "myhost:10.1.2.3"],
+    );
+    assert_eq!(read(&root.join("from-ctx")), "from the context\n");
+    assert_eq!(
+        read(&root.join("ctx-ro")),
+        "ro\n",
+        "binds are read-only by default"
+    );
+    assert_eq!(read(&root.join("from-stage")), "stagefile\n");
+    assert_eq!(read(&root.join("rw-saw")), "x\n");
+    assert!(
+        !b.ctx().join("written").exists(),
+        "rw writes never reach the context"
+    );
+    assert!(
+        !root.join("ctx/written").exists(),
+        "rw writes are discarded"
+    );
+    assert_eq!(read(&root.join("tmpfs-size")).trim(), "1024");
+    assert!(!root.join("t/x").exists());
+    assert_eq!(read(&root.join("cache-seed")), "seeded\n");
+    assert_eq!(read(&root.join("cache-meta")), "700 1000 1000\n");
+    let hosts = read(&root.join("hosts-line"));
+    assert!(
+        hosts.starts_with("10.1.2.3") && hosts.trim_end().ends_with("myhost"),
+        "{hosts}"
+    );
+    assert!(
+        !std::fs::read_to_string(root.join("etc/hosts"))
+            .unwrap_or_default()
+            .contains("myhost"),
+        "/etc/hosts is not in the layer"
+    );
+
+    // BUILDKIT_CACHE_MOUNT_NS puts cache ids in a namespace of their own.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nARG BUILDKIT_CACHE_MOUNT_NS\nRUN --mount=type=cache,id=ns-cache,target=/c sh -c 'ls /c > /saw; echo \"$BUILDKIT_CACHE_MOUNT_NS\" > /c/mark-$BUILDKIT_CACHE_MOUNT_NS'\n",
+            busybox(&env)
+        ),
+    );
+    let saw = |ns: &str| {
+        let tag = format!("kiln-test/run-ns:{ns}");
+        let root = build_with(
+            &b,
+            executor,
+            &tag,
+            &[
+                "--no-cache",
+                "--build-arg",
+                &format!("BUILDKIT_CACHE_MOUNT_NS={ns}"),
+            ],
+        );
+        read(&root.join("saw"))
+    };
+    assert_eq!(saw("one"), "");
+    assert_eq!(saw("two"), "", "another namespace starts empty");
+    assert_eq!(saw("one"), "mark-one\n", "the namespace's cache persisted");
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
@@ -408,4 +493,5 @@ for_both_executors!(
     secrets_stay_out_of_the_image_history_and_state,
     heredoc_and_exec_form_runs,
     host_files_outside_the_rootfs_are_unreachable,
+    bind_tmpfs_cache_mounts_and_add_host_through_the_dockerfile,
 );

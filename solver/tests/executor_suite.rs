@@ -493,6 +493,7 @@ fn cache(id: &str, target: &str, sharing: CacheSharing) -> MountSpec {
         uid: 0,
         gid: 0,
         readonly: false,
+        seed: None,
     })
 }
 
@@ -510,6 +511,7 @@ fn cache_mount_persists_with_mode_and_owner(e: &Subject) {
         uid: 1000,
         gid: 1000,
         readonly: false,
+        seed: None,
     })];
     assert_eq!(stdout(e, &req), "750 1000 1000\n");
     let mut req2 = f.sh("b", "cat /cache/log");

@@ -169,6 +169,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 named_contexts: named_contexts.clone(),
                 platform_in_descriptions: multi,
                 sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
+                cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
             },
         )
         .map_err(fail)?;

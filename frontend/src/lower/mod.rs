@@ -69,6 +69,8 @@ pub struct LowerOptions {
     /// The `BUILDKIT_SANDBOX_HOSTNAME` build arg: the hostname RUN steps see
     /// (the executor's default when unset).
     pub sandbox_hostname: Option<String>,
+    /// The `BUILDKIT_CACHE_MOUNT_NS` build arg: a namespace prefixed to cache mount ids.
+    pub cache_mount_ns: Option<String>,
 }
 
 /// What a named context is.

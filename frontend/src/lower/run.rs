@@ -232,7 +232,14 @@ impl Lowerer<'_> {
                     output: false,
                     readonly: m.read_only,
                     kind: MountKind::Cache(CacheOpt {
-                        id: m.id.clone().unwrap_or(dest),
+                        id: {
+                            let id = m.id.clone().unwrap_or(dest);
+                            // As BuildKit: `<namespace>/<id>` when the build arg is set.
+                            match self.opts.cache_mount_ns.as_deref() {
+                                Some(ns) if !ns.is_empty() => format!("{ns}/{id}"),
+                                _ => id,
+                            }
+                        },
                         sharing: match m.sharing {
                             Sharing::Shared => CacheSharing::Shared,
                             Sharing::Private => CacheSharing::Private,

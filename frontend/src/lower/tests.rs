@@ -36,6 +36,7 @@ fn opts() -> LowerOptions {
         named_contexts: BTreeMap::new(),
         platform_in_descriptions: false,
         sandbox_hostname: None,
+        cache_mount_ns: None,
     }
 }
 

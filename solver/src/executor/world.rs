@@ -174,7 +174,7 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
                 let caches = CacheMounts::new(config.cache_mounts_dir())
                     .map_err(ExecError::setup("opening cache-mounts"))?;
                 let lease = caches
-                    .acquire(&c.id, c.sharing, c.mode, c.uid, c.gid)
+                    .acquire_seeded(&c.id, c.sharing, c.mode, c.uid, c.gid, c.seed.as_deref())
                     .map_err(ExecError::setup(format!(
                         "acquiring cache mount {:?}",
                         c.id

@@ -72,10 +72,30 @@ impl CacheMounts {
         uid: u32,
         gid: u32,
     ) -> io::Result<CacheLease> {
+        self.acquire_seeded(id, sharing, mode, uid, gid, None)
+    }
+
+    /// [`CacheMounts::acquire`], a new directory starting with the contents of `seed`.
+    pub fn acquire_seeded(
+        &self,
+        id: &str,
+        sharing: CacheSharing,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        seed: Option<&Path>,
+    ) -> io::Result<CacheLease> {
         let key = Self::key(id);
+        let new = NewDir {
+            id,
+            mode,
+            uid,
+            gid,
+            seed,
+        };
         match sharing {
-            CacheSharing::Shared => self.take(&key, id, libc::LOCK_SH, mode, uid, gid),
-            CacheSharing::Locked => self.take(&key, id, libc::LOCK_EX, mode, uid, gid),
+            CacheSharing::Shared => self.take(&key, libc::LOCK_SH, &new),
+            CacheSharing::Locked => self.take(&key, libc::LOCK_EX, &new),
             CacheSharing::Private => {
                 for n in 0u32.. {
                     let name = if n == 0 {
@@ -83,7 +103,7 @@ impl CacheMounts {
                     } else {
                         format!("{key}-{n}")
                     };
-                    match self.take(&name, id, libc::LOCK_EX | libc::LOCK_NB, mode, uid, gid) {
+                    match self.take(&name, libc::LOCK_EX | libc::LOCK_NB, &new) {
                         Ok(lease) => return Ok(lease),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Err(e),
@@ -94,15 +114,7 @@ impl CacheMounts {
         }
     }
 
-    fn take(
-        &self,
-        name: &str,
-        id: &str,
-        op: libc::c_int,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> io::Result<CacheLease> {
+    fn take(&self, name: &str, op: libc::c_int, new: &NewDir<'_>) -> io::Result<CacheLease> {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -119,30 +131,25 @@ impl CacheMounts {
         }
         let dir = self.root.join(name);
         if !dir.is_dir() {
-            self.create(&dir, name, id, mode, uid, gid)?;
+            self.create(&dir, name, new)?;
         }
         Ok(CacheLease { dir, _lock: lock })
     }
 
     /// Creates the directory under a temporary name and renames it into place,
     /// so a crash never leaves a half-initialised cache directory.
-    fn create(
-        &self,
-        dir: &Path,
-        name: &str,
-        id: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> io::Result<()> {
+    fn create(&self, dir: &Path, name: &str, new: &NewDir<'_>) -> io::Result<()> {
         let tmp = self
             .root
             .join(format!(".tmp-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode & 0o7777))?;
-        fs::write(self.root.join(format!("{name}.id")), id)?;
+        if let Some(seed) = new.seed {
+            seed_from(&tmp, seed)?;
+        }
+        std::os::unix::fs::chown(&tmp, Some(new.uid), Some(new.gid))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(new.mode & 0o7777))?;
+        fs::write(self.root.join(format!("{name}.id")), new.id)?;
         match fs::rename(&tmp, dir) {
             Ok(()) => Ok(()),
             Err(_) if dir.is_dir() => {
@@ -154,12 +161,75 @@ impl CacheMounts {
     }
 }
 
+/// What a cache directory is made with on first use.
+struct NewDir<'a> {
+    id: &'a str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    seed: Option<&'a Path>,
+}
+
+/// Copies the contents of `seed` (a directory; a missing one seeds nothing) into `dir`
+/// with COPY's rules: owners, modes, times and links kept.
+fn seed_from(dir: &Path, seed: &Path) -> io::Result<()> {
+    use crate::llb::{CopyAction, FileAction};
+    use crate::ops::file::{apply_file_actions, SourceRoot};
+    if !seed.is_dir() {
+        return Ok(());
+    }
+    let copy = FileAction::Copy(CopyAction {
+        src_input: 0,
+        src: "/".to_string(),
+        dest: "/".to_string(),
+        dir_copy_contents: true,
+        create_dest_path: true,
+        ..Default::default()
+    });
+    apply_file_actions(dir, &[SourceRoot::new(seed)], &[copy])
+        .map_err(|e| io::Error::other(format!("seeding from {}: {e}", seed.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn a_new_directory_starts_with_the_seed_an_existing_one_keeps_its_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seed = tmp.path().join("seed");
+        fs::create_dir_all(seed.join("sub")).unwrap();
+        fs::write(seed.join("sub/f"), "seeded").unwrap();
+        std::os::unix::fs::symlink("sub/f", seed.join("link")).unwrap();
+        let c = CacheMounts::new(tmp.path().join("mounts")).unwrap();
+        let lease = c
+            .acquire_seeded("s", CacheSharing::Shared, 0o750, 7, 8, Some(&seed))
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(lease.dir().join("sub/f")).unwrap(),
+            "seeded"
+        );
+        assert_eq!(
+            fs::read_link(lease.dir().join("link")).unwrap(),
+            Path::new("sub/f")
+        );
+        let md = fs::metadata(lease.dir()).unwrap();
+        assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o750, 7, 8));
+        fs::write(lease.dir().join("added"), "kept").unwrap();
+        fs::remove_file(lease.dir().join("sub/f")).unwrap();
+        drop(lease);
+        let again = c
+            .acquire_seeded("s", CacheSharing::Shared, 0o750, 7, 8, Some(&seed))
+            .unwrap();
+        assert!(again.dir().join("added").exists());
+        assert!(
+            !again.dir().join("sub/f").exists(),
+            "an existing directory is not re-seeded"
+        );
+    }
 
     #[test]
     fn shared_users_get_the_same_dir_with_mode() {

@@ -56,6 +56,9 @@ pub struct CacheSpec {
     pub gid: u32,
     /// Mount read-only.
     pub readonly: bool,
+    /// Host directory whose contents a new cache directory starts with
+    /// (`from=`/`source=`); the caller keys `id` by that source.
+    pub seed: Option<PathBuf>,
 }
 
 /// A secret's options; the data comes from the client (`--secret`).

@@ -80,8 +80,28 @@ impl LocalWorker {
                         readonly: m.readonly,
                     }
                 }
-                MountKind::Cache(c) => MountSpec::Cache(CacheSpec {
-                    id: c.id.clone(),
+                MountKind::Cache(c) => {
+                    // `from=`: a new directory starts as the source; the id is keyed by
+                    // that source (as BuildKit keys it by the source's ref).
+                    let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
+                        Some(Output::Dir(d)) => (
+                            format!("{}:{}:{}", c.id, d.root.display(), m.selector.as_deref().unwrap_or("/")),
+                            Some(sub_path(&d.root, m.selector.as_deref())),
+                        ),
+                        Some(Output::Snapshot(s)) => {
+                            let view = SnapshotView::mount(&self.layers, s)?;
+                            let p = sub_path(view.path(), m.selector.as_deref());
+                            views.push(view);
+                            let layers: Vec<String> = s.layers.iter().map(|l| l.to_string()).collect();
+                            (
+                                format!("{}:{}:{}", c.id, layers.join(","), m.selector.as_deref().unwrap_or("/")),
+                                Some(p),
+                            )
+                        }
+                        None => (c.id.clone(), None),
+                    };
+                    MountSpec::Cache(CacheSpec {
+                    id,
                     target: m.dest.clone(),
                     sharing: match c.sharing {
                         llb::CacheSharing::Shared => CacheSharing::Shared,
@@ -92,7 +112,9 @@ impl LocalWorker {
                     uid: c.uid,
                     gid: c.gid,
                     readonly: m.readonly,
-                }),
+                    seed,
+                })
+                }
                 MountKind::Tmpfs(t) => MountSpec::Tmpfs {
                     target: m.dest.clone(),
                     size: (t.size > 0).then_some(t.size),
