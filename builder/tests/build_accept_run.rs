@@ -474,6 +474,42 @@ RUN grep myhost /etc/hosts > /hosts-line
     assert_eq!(saw("one"), "mark-one\n", "the namespace's cache persisted");
 }
 
+fn env_args_workdir_and_a_default_path(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {} AS bb
+FROM scratch
+COPY --from=bb / /
+ARG FROM_ARG=argdefault
+ENV FROM_ENV=envvalue
+WORKDIR /w/x
+RUN echo \"$PATH|$FROM_ARG|$FROM_ENV|$(pwd)\" > /seen
+",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(
+        &b,
+        executor,
+        "kiln-test/run-env:1",
+        &["--build-arg", "FROM_ARG=given"],
+    );
+    // A scratch stage has no PATH: RUN gets the default one.
+    assert_eq!(
+        read(&root.join("seen")),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|given|envvalue|/w/x\n"
+    );
+    let config = b.config("docker.io/kiln-test/run-env:1");
+    let env_list = config["config"]["Env"].to_string();
+    assert!(
+        !env_list.contains("FROM_ARG"),
+        "ARG is not image env: {env_list}"
+    );
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
@@ -494,4 +530,5 @@ for_both_executors!(
     heredoc_and_exec_form_runs,
     host_files_outside_the_rootfs_are_unreachable,
     bind_tmpfs_cache_mounts_and_add_host_through_the_dockerfile,
+    env_args_workdir_and_a_default_path,
 );
