@@ -431,3 +431,137 @@ WORKDIR /made/by/workdir
     let config = b.config("docker.io/kiln-test/copy:1");
     assert_eq!(config["config"]["WorkingDir"], "/made/by/workdir");
 }
+
+/// Serves the files under `dir` over HTTP/1.0 (GET only) on a loopback port, `count` requests.
+fn serve_dir(dir: std::path::PathBuf, count: usize) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            let mut line = String::new();
+            let Ok(clone) = s.try_clone() else { continue };
+            let mut reader = BufReader::new(clone);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
+                h.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            let file = dir.join(path.trim_start_matches('/'));
+            let reply = match std::fs::read(&file) {
+                Ok(body) if !path.contains("..") => {
+                    let mut r = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+                _ => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = s.write_all(&reply);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_unpacks_every_tar_compression_and_fetches_git_and_copy_sets_modes() {
+    use std::os::unix::fs::MetadataExt;
+    let b = Build::new();
+    // One tarball per compression, each holding a file named after it.
+    let src = b.path("tarsrc");
+    for (name, flag) in [
+        ("plain", ""),
+        ("gz", "--gzip"),
+        ("bz2", "--bzip2"),
+        ("xz", "--xz"),
+        ("zst", "--zstd"),
+    ] {
+        let dir = src.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.txt")), name).unwrap();
+        std::fs::create_dir_all(b.ctx()).unwrap();
+        let mut cmd = Command::new("tar");
+        cmd.arg("-cf").arg(b.ctx().join(format!("a.{name}.tar")));
+        if !flag.is_empty() {
+            cmd.arg(flag);
+        }
+        let st = cmd.arg("-C").arg(&dir).arg(".").status().unwrap();
+        assert!(st.success(), "tar {flag}");
+    }
+    // A git repository served over dumb HTTP.
+    let work = b.path("gitsrc");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("fromgit.txt"), "git v1\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "v1"]);
+    git(&work, &["tag", "v1"]);
+    std::fs::write(work.join("fromgit.txt"), "git v2\n").unwrap();
+    git(&work, &["commit", "-q", "-a", "-m", "v2"]);
+    let served = b.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let bare = served.join("repo.git");
+    let out = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    git(&bare, &["update-server-info"]);
+    let base = serve_dir(served, 200);
+
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch
+ADD a.plain.tar a.gz.tar a.bz2.tar a.xz.tar a.zst.tar /unpacked/
+ADD {base}/repo.git#v1 /git-v1/
+ADD {base}/repo.git /git-head/
+COPY --chmod=u+x,g-r,o= x.sh /sym/x.sh
+COPY --chmod=0600 x.sh /oct/x.sh
+COPY --chown=4242:4343 x.sh /own/x.sh
+"
+        ),
+    );
+    b.write("x.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        b.ctx().join("x.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    b.build(&["-t", "kiln-test/add:rules"]);
+    let root = b.unpack("docker.io/kiln-test/add:rules");
+    for name in ["plain", "gz", "bz2", "xz", "zst"] {
+        assert_eq!(
+            read(&root.join(format!("unpacked/{name}.txt"))),
+            name,
+            "{name} tarball unpacked"
+        );
+    }
+    assert_eq!(read(&root.join("git-v1/fromgit.txt")), "git v1\n");
+    assert_eq!(read(&root.join("git-head/fromgit.txt")), "git v2\n");
+    assert!(
+        !root.join("git-head/.git").exists(),
+        "no .git without --keep-git-dir"
+    );
+    let mode = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("sym/x.sh"), 0o700, "u+x,g-r,o= over 644");
+    assert_eq!(mode("oct/x.sh"), 0o600);
+    let md = std::fs::symlink_metadata(root.join("own/x.sh")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (4242, 4343),
+        "numeric ids need no passwd"
+    );
+}
