@@ -839,6 +839,27 @@ mod stat_cache_tests {
     }
 
     #[test]
+    fn entries_of_deleted_files_are_forgotten() {
+        let e = env();
+        cached(&e, SETTLED);
+        fs::remove_file(e.root.join("src/b.txt")).unwrap();
+        assert_eq!(
+            crate::cache::statcache::forget_missing(&e.store).unwrap(),
+            1
+        );
+        let stats = StatCache::begin(&e.store, &e.root).unwrap();
+        assert!(stats.entry("src/b.txt").is_none());
+        assert!(stats.entry("src/a.txt").is_some());
+        drop(stats);
+        fs::remove_dir_all(&e.root).unwrap();
+        assert_eq!(
+            crate::cache::statcache::forget_missing(&e.store).unwrap(),
+            2
+        );
+        assert_eq!(crate::cache::statcache::clear(&e.store).unwrap(), 0);
+    }
+
+    #[test]
     fn clear_forgets_everything() {
         let e = env();
         cached(&e, SETTLED);

@@ -238,6 +238,8 @@ pub fn prune(
     if opts.all {
         // The context stat cache is only a shortcut; --all leaves nothing behind.
         super::statcache::clear(cache)?;
+    } else {
+        super::statcache::forget_missing(cache)?;
     }
 
     // Layers: with the exclusive lock no build is running, so a layer no result uses is garbage.

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::store::{CacheStore, CacheStoreError};
 
@@ -285,6 +285,49 @@ impl<'a> StatCache<'a> {
 
 fn dberr<E: Into<redb::Error>>(e: E) -> CacheStoreError {
     CacheStoreError::Db(e.into())
+}
+
+/// Drops the entries of files that no longer exist (prune calls it: entries are only
+/// written, never removed, by builds). Returns how many went.
+pub fn forget_missing(store: &CacheStore) -> Result<usize, CacheStoreError> {
+    let gone: Vec<Vec<u8>> = {
+        let txn = store.db().begin_read().map_err(dberr)?;
+        let table = match txn.open_table(STAT_DIGESTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(dberr(e)),
+        };
+        let mut gone = Vec::new();
+        for row in table.iter().map_err(dberr)? {
+            let (k, _) = row.map_err(dberr)?;
+            let key = k.value();
+            let Some(split) = key.iter().position(|b| *b == 0) else {
+                gone.push(key.to_vec());
+                continue;
+            };
+            let root = key.get(..split).unwrap_or_default();
+            let rel = key.get(split + 1..).unwrap_or_default();
+            let path =
+                Path::new(std::ffi::OsStr::from_bytes(root)).join(std::ffi::OsStr::from_bytes(rel));
+            if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            {
+                gone.push(key.to_vec());
+            }
+        }
+        gone
+    };
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let txn = store.db().begin_write().map_err(dberr)?;
+    {
+        let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
+        for k in &gone {
+            table.remove(k.as_slice()).map_err(dberr)?;
+        }
+    }
+    txn.commit().map_err(dberr)?;
+    Ok(gone.len())
 }
 
 /// Drops every remembered digest (they are only a shortcut; `prune --all` clears them).
