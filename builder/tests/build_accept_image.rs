@@ -488,3 +488,64 @@ USER 1000
     );
     assert_eq!(c["User"], "1000");
 }
+
+#[test]
+fn prune_never_removes_what_a_running_build_uses() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nCOPY f /f\nRUN sleep 2 && cat /f > /g\n",
+            busybox(&env)
+        ),
+    );
+    b.write("f", "kept\n");
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(b.root.path())
+        .args(["build", "--progress", "plain", "-t", "kiln-test/busy:1"])
+        .arg(b.ctx())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN step is going: its input layers are in use.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("RUN sleep 2") {
+            break;
+        }
+    }
+    assert!(log.contains("RUN sleep 2"), "{log}");
+    let out = b.kiln(&["prune", "--all", "--force"]);
+    assert!(
+        !out.status.success(),
+        "prune ran beside a build: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another kiln command"),
+        "{}",
+        text(&out)
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{log}{}", rest.join("\n"));
+    assert_eq!(
+        read(&b.unpack("docker.io/kiln-test/busy:1").join("g")),
+        "kept\n"
+    );
+    // Once the build is done, prune runs; the image stays whole.
+    let out = b.kiln(&["prune", "--all", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        read(&b.unpack("docker.io/kiln-test/busy:1").join("g")),
+        "kept\n"
+    );
+}
