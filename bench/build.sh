@@ -29,7 +29,9 @@ declare -A PEER=(
   # manyrun: BuildKit measured live (bench-peers.sh, PEERS=docker PUSH=0, 5 reps, 2026-11-29
   # 22:10) on a LOADED machine (load ~7 on 2 vCPU): multistage measured right after gave
   # warm 0.52 / touch 0.55 against the quiet 0.08 above, so these overstate BuildKit ~5x;
-  # quiet estimate for the no-op: ~0.09-0.12 s. Re-measure on a quiet machine.
+  # quiet estimate for the no-op: ~0.09-0.12 s. A second run at 22:30 (dockerd reniced -15,
+  # load ~6) gave manyrun warm 0.53 / touch 0.57 / cold 3.49 / edit 3.18 beside multistage
+  # warm 0.36 (quiet 0.08): same estimate. Re-measure on a quiet machine.
   [manyrun:docker:cold]=3.01 [manyrun:docker:warm]=0.61 [manyrun:docker:touch]=0.63 [manyrun:docker:edit]=3.41
 )
 
