@@ -631,3 +631,57 @@ fn copies_are_independent_of_their_source_and_replace_what_is_in_the_way() {
         ["a.txt 644 alpha", "b.sh 755 #!/bin/sh", "home1.txt 600 h1"]
     );
 }
+
+#[test]
+fn many_files_copied_in_parallel_batches_keep_contents_and_directory_times() {
+    let ctx = tempfile::tempdir().unwrap();
+    let r = ctx.path();
+    // More files than one batch, in nested directories with their own times and modes.
+    for i in 0..4500 {
+        file(
+            r,
+            &format!("d{}/e{}/f{i}", i % 3, i % 5),
+            &format!("file {i}"),
+            0o640 | (i % 2) as u32,
+        );
+    }
+    for a in 0..3 {
+        for b in 0..5 {
+            set_mtime(&r.join(format!("d{a}/e{b}")), 5000 + b);
+        }
+        fs::set_permissions(r.join(format!("d{a}")), fs::Permissions::from_mode(0o555)).unwrap();
+        set_mtime(&r.join(format!("d{a}")), 4000 + a);
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    run(r, d, vec![copy(".", "/out/")]).unwrap();
+    for i in [0, 1, 2047, 4095, 4096, 4499] {
+        let p = d.join(format!("out/d{}/e{}/f{i}", i % 3, i % 5));
+        assert_eq!(fs::read_to_string(&p).unwrap(), format!("file {i}"));
+        let md = fs::metadata(&p).unwrap();
+        assert_eq!(
+            (md.mode() & 0o777, md.mtime()),
+            (0o640 | (i % 2) as u32, 1000)
+        );
+    }
+    let count = walkdir::WalkDir::new(d.join("out"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(count, 4500);
+    for a in 0..3 {
+        let md = fs::metadata(d.join(format!("out/d{a}"))).unwrap();
+        assert_eq!((md.mode() & 0o777, md.mtime()), (0o555, 4000 + a));
+        for b in 0..5 {
+            assert_eq!(
+                fs::metadata(d.join(format!("out/d{a}/e{b}")))
+                    .unwrap()
+                    .mtime(),
+                5000 + b
+            );
+        }
+    }
+    for a in 0..3 {
+        fs::set_permissions(r.join(format!("d{a}")), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
