@@ -11,6 +11,7 @@ mod error;
 mod gc;
 mod ingest;
 mod lock;
+mod threaded;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -26,6 +27,7 @@ pub use error::{ContentError, Result};
 pub use gc::GcReport;
 pub use ingest::{BlobInfo, Expected, Ingest};
 pub use lock::{LockMode, StoreLock};
+pub use threaded::ThreadedWriter;
 
 use crate::atomic_file::write_atomic;
 

@@ -15,7 +15,7 @@ use oci_spec::image::Digest;
 use super::compression::{Compression, Encoder};
 use super::pax;
 use super::{is_overlay_xattr, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::content::{BlobInfo, ContentStore, Expected, HashingWriter};
+use crate::content::{BlobInfo, ContentStore, Expected, HashingWriter, ThreadedWriter};
 
 /// How to write a layer.
 #[derive(Debug, Clone, Default)]
@@ -49,11 +49,15 @@ pub fn write_layer(
     opts: &DiffOptions,
 ) -> Result<LayerBlob, LayerError> {
     let ingest = store.ingest(Expected::default())?;
-    let encoder = Encoder::new(ingest, opts.compression, opts.level)
+    // The blob's digest and file writes on a thread of their own, beside the tar walk.
+    let writer = ThreadedWriter::new(ingest)
+        .map_err(|e| LayerError::io("start the blob writer for", dir, e))?;
+    let encoder = Encoder::new(writer, opts.compression, opts.level)
         .map_err(|e| LayerError::io("start compressor for", dir, e))?;
     let (encoder, diff_id, uncompressed_size) = write_tar(dir, encoder, opts)?;
     let ingest = encoder
         .finish()
+        .and_then(ThreadedWriter::finish)
         .map_err(|e| LayerError::io("compress", dir, e))?;
     let blob = ingest.commit()?;
     Ok(LayerBlob {
