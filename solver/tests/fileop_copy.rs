@@ -652,9 +652,19 @@ fn many_files_copied_in_parallel_batches_keep_contents_and_directory_times() {
         fs::set_permissions(r.join(format!("d{a}")), fs::Permissions::from_mode(0o555)).unwrap();
         set_mtime(&r.join(format!("d{a}")), 4000 + a);
     }
+    // Around the one-read size limit, and an empty file.
+    let sizes = [0usize, 65535, 65536, 65537, 300_000];
+    for n in sizes {
+        let body: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        fs::write(r.join(format!("size{n}")), &body).unwrap();
+    }
     let dest = tempfile::tempdir().unwrap();
     let d = dest.path();
     run(r, d, vec![copy(".", "/out/")]).unwrap();
+    for n in sizes {
+        let body: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        assert_eq!(fs::read(d.join(format!("out/size{n}"))).unwrap(), body, "{n}");
+    }
     for i in [0, 1, 2047, 4095, 4096, 4499] {
         let p = d.join(format!("out/d{}/e{}/f{i}", i % 3, i % 5));
         assert_eq!(fs::read_to_string(&p).unwrap(), format!("file {i}"));
@@ -668,7 +678,7 @@ fn many_files_copied_in_parallel_batches_keep_contents_and_directory_times() {
         .into_iter()
         .filter(|e| e.as_ref().unwrap().file_type().is_file())
         .count();
-    assert_eq!(count, 4500);
+    assert_eq!(count, 4500 + sizes.len());
     for a in 0..3 {
         let md = fs::metadata(d.join(format!("out/d{a}"))).unwrap();
         assert_eq!((md.mode() & 0o777, md.mtime()), (0o555, 4000 + a));
