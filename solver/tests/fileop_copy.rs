@@ -663,7 +663,11 @@ fn many_files_copied_in_parallel_batches_keep_contents_and_directory_times() {
     run(r, d, vec![copy(".", "/out/")]).unwrap();
     for n in sizes {
         let body: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
-        assert_eq!(fs::read(d.join(format!("out/size{n}"))).unwrap(), body, "{n}");
+        assert_eq!(
+            fs::read(d.join(format!("out/size{n}"))).unwrap(),
+            body,
+            "{n}"
+        );
     }
     for i in [0, 1, 2047, 4095, 4096, 4499] {
         let p = d.join(format!("out/d{}/e{}/f{i}", i % 3, i % 5));
