@@ -339,6 +339,21 @@ mod tests {
             e.write_all(&data).unwrap();
             let gz = e.finish().unwrap();
             assert_eq!(gunzip(&gz), data, "level {level}");
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let again = one.install(|| {
+                let mut e = ParallelGzEncoder::new(Vec::new(), level);
+                for piece in data.chunks(4099) {
+                    e.write_all(piece).unwrap();
+                }
+                e.finish().unwrap()
+            });
+            assert_eq!(
+                again, gz,
+                "same bytes whatever the threads and writes, level {level}"
+            );
             // Stored random bytes cost 5 bytes per 64 KiB block, the compressible MiB ~nothing.
             assert!(gz.len() < data.len() - CHUNK + CHUNK / 50, "level {level}");
             assert!(gz.len() > data.len() - CHUNK, "level {level}");
