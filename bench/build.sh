@@ -26,13 +26,12 @@ declare -A PEER=(
   [bigcontext:docker:cold]=5.03 [bigcontext:docker:warm]=0.37 [bigcontext:docker:touch]=0.40 [bigcontext:docker:edit]=3.12
   [multistage:buildah:cold]=2.12 [multistage:buildah:warm]=0.60 [multistage:buildah:touch]=0.59 [multistage:buildah:edit]=1.97
   [bigcontext:buildah:cold]=13.69 [bigcontext:buildah:warm]=3.85 [bigcontext:buildah:touch]=8.93 [bigcontext:buildah:edit]=17.98
-  # manyrun: BuildKit measured live (bench-peers.sh, PEERS=docker PUSH=0, 5 reps, 2026-11-29
-  # 22:10) on a LOADED machine (load ~7 on 2 vCPU): multistage measured right after gave
-  # warm 0.52 / touch 0.55 against the quiet 0.08 above, so these overstate BuildKit ~5x;
-  # quiet estimate for the no-op: ~0.09-0.12 s. A second run at 22:30 (dockerd reniced -15,
-  # load ~6) gave manyrun warm 0.53 / touch 0.57 / cold 3.49 / edit 3.18 beside multistage
-  # warm 0.36 (quiet 0.08): same estimate. Re-measure on a quiet machine.
-  [manyrun:docker:cold]=3.01 [manyrun:docker:warm]=0.61 [manyrun:docker:touch]=0.63 [manyrun:docker:edit]=3.41
+  # manyrun: BuildKit measured live on a quiet machine (../shared/peers/bench-peers.sh
+  # bench/contexts/manyrun 3, PEERS=docker PUSH=0, 2026-11-29 22:55, load ~1.3). In the same
+  # window BuildKit gave multistage 1.33/0.18/0.19/1.32 and bigcontext 18.60 (5.08-19.77)/0.49/
+  # 0.72/3.09 (cold/warm/touch/edit), i.e. slower than the recorded numbers above, which stay
+  # the reference.
+  [manyrun:docker:cold]=1.16 [manyrun:docker:warm]=0.17 [manyrun:docker:touch]=0.18 [manyrun:docker:edit]=1.03
 )
 
 now() { date +%s.%N; }
