@@ -135,13 +135,15 @@ impl OciExecutor {
     /// far as exec works here, one failing earlier (cgroups) does not.
     fn probe(&self) -> Result<(), ExecError> {
         // crun sometimes loses the exec error to a race on its sync socket
-        // ("read from sync socket: Connection reset by peer"); a runtime that
-        // cannot work here fails every attempt the same way.
+        // ("read from sync socket: Connection reset by peer"), more often on a
+        // loaded machine; a runtime that cannot work here fails every attempt
+        // the same way, so a few cheap retries (a probe takes ~7 ms) cost little.
         let mut result = self.probe_once();
-        for _ in 0..2 {
+        for attempt in 1..5 {
             if result.is_ok() {
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
             result = self.probe_once();
         }
         result
