@@ -419,14 +419,7 @@ impl Lowerer<'_> {
                 if let Some(NamedContext::Local(local)) = named {
                     // A directory as the base: its files become the first layer.
                     let src = self.local(&local, &platform, stage.node)?;
-                    let copy = FileAction::Copy(kiln_solver::llb::CopyAction {
-                        src_input: 0,
-                        src: "/".to_string(),
-                        dest: "/".to_string(),
-                        dir_copy_contents: true,
-                        create_dest_path: true,
-                        ..Default::default()
-                    });
+                    let copy = FileAction::Copy(kiln_solver::llb::CopyAction::whole_tree(0));
                     let op = Op::File(FileOp {
                         base: None,
                         users: None,

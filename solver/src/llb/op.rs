@@ -389,6 +389,21 @@ pub struct CopyAction {
     pub always_replace_existing_dest_paths: bool,
 }
 
+impl CopyAction {
+    /// Everything of input `src_input` onto the destination's root (a
+    /// directory as a base image, a cache mount seeded from a source).
+    pub fn whole_tree(src_input: usize) -> CopyAction {
+        CopyAction {
+            src_input,
+            src: "/".to_string(),
+            dest: "/".to_string(),
+            dir_copy_contents: true,
+            create_dest_path: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Create a file (heredoc COPY, generated files).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MkfileAction {

@@ -178,14 +178,7 @@ fn seed_from(dir: &Path, seed: &Path) -> io::Result<()> {
     if !seed.is_dir() {
         return Ok(());
     }
-    let copy = FileAction::Copy(CopyAction {
-        src_input: 0,
-        src: "/".to_string(),
-        dest: "/".to_string(),
-        dir_copy_contents: true,
-        create_dest_path: true,
-        ..Default::default()
-    });
+    let copy = FileAction::Copy(CopyAction::whole_tree(0));
     apply_file_actions(dir, &[SourceRoot::new(seed)], &[copy])
         .map_err(|e| io::Error::other(format!("seeding from {}: {e}", seed.display())))
 }
