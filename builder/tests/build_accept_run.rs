@@ -145,23 +145,12 @@ fn users_by_name_and_id_and_unknown_names_fail_at_their_line(executor: &str) {
 
 /// The last layer's entries, as GNU tar lists them.
 fn last_layer_entries(b: &Build, tag: &str) -> Vec<String> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw"])
-        .arg(format!("oci:{}/content:{tag}", b.root.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = b.manifest(tag);
     let digest = m["layers"].as_array().unwrap().last().unwrap()["digest"]
         .as_str()
         .unwrap()
-        .trim_start_matches("sha256:")
         .to_string();
-    let blob = b.root.path().join("content/blobs/sha256").join(digest);
+    let blob = b.blob(&digest);
     let out = Command::new("tar").arg("-tzf").arg(blob).output().unwrap();
     assert!(
         out.status.success(),

@@ -12,34 +12,29 @@ use std::path::Path;
 use std::process::Command;
 use support::{executed, Build, TestEnv};
 
-/// `skopeo inspect --raw` of a registry reference, as JSON.
-fn raw(reference: &str) -> serde_json::Value {
+/// `skopeo inspect <flag>` of a registry reference, as JSON.
+fn skopeo_inspect(flag: &str, reference: &str) -> serde_json::Value {
     let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--raw"])
+        .args(["inspect", "--tls-verify=false", flag])
         .arg(format!("docker://{reference}"))
         .output()
         .expect("run skopeo");
     assert!(
         out.status.success(),
-        "skopeo inspect --raw {reference}: {}",
+        "skopeo inspect {flag} {reference}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `skopeo inspect --config` of a registry reference, as JSON.
+/// `skopeo inspect --raw` of a registry reference: the manifest or index.
+fn raw(reference: &str) -> serde_json::Value {
+    skopeo_inspect("--raw", reference)
+}
+
+/// `skopeo inspect --config` of a registry reference.
 fn remote_config(reference: &str) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--config"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect --config {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    skopeo_inspect("--config", reference)
 }
 
 /// The index's (architecture, manifest digest) pairs.

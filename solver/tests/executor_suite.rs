@@ -5,6 +5,8 @@
 //! applet symlinks and an /etc/passwd,group holding root, app 1000:1000 and a
 //! supplementary group, so the suite needs no registry or test environment.
 
+mod support;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -12,6 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use support::mounts_under;
 
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::oci::{OciExecutor, OciRuntime};
@@ -730,18 +733,6 @@ fn process_running(argv: &[&str]) -> bool {
         .any(|p| fs::read(p.path().join("cmdline")).is_ok_and(|c| c == want))
 }
 
-/// Mount points at or below `dir` in this process' mount namespace.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
-        .collect()
-}
-
 /// A new executor of the same kind (and runtime) as `e`'s, over its state dir.
 fn fresh_executor(e: &Subject) -> Box<dyn Executor> {
     let config = ExecutorConfig {
@@ -814,7 +805,7 @@ fn cancel_kills_a_running_step(e: &Subject) {
         !process_running(&["sleep", &duration]),
         "the step's process outlived the cancel"
     );
-    assert_eq!(mounts_below(&e.state), Vec::<String>::new());
+    assert_eq!(mounts_under(&e.state), Vec::<String>::new());
     let runs = e.state.join("executor/runs");
     let left: Vec<_> = fs::read_dir(&runs)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -871,7 +862,7 @@ fn cancel_at_any_moment_stops_the_step(e: &Subject) {
             !process_running(&["sleep", &duration]),
             "after {delay_ms} ms"
         );
-        assert_eq!(mounts_below(&e.state), Vec::<String>::new());
+        assert_eq!(mounts_under(&e.state), Vec::<String>::new());
     }
 }
 

@@ -2,9 +2,12 @@
 //! a cancel or a dropped `execute` future kills the step's processes, tears
 //! its sandbox down, commits no layer and stores no cache record.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::mounts_under;
 
 use kiln_solver::cache::{CacheKey, CacheStore};
 use kiln_solver::executor::native::NativeExecutor;
@@ -148,17 +151,6 @@ fn processes_with(marker: &str) -> Vec<String> {
         .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(&format!("sleep {marker}")))
-        .collect()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
         .collect()
 }
 
