@@ -421,19 +421,13 @@ pub fn checksum_paths_cached(
                 .map(digest_of)
                 .collect::<Result<_, ContentHashError>>()?
         };
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by(|a, b| {
-            let ra = records.get(*a).map(|r| r.rel.as_str());
-            let rb = records.get(*b).map(|r| r.rel.as_str());
-            ra.cmp(&rb)
-        });
-        for i in order {
-            if let (Some(r), Some(d)) = (records.get(i), digests.get(i)) {
-                outer.update((r.header.len() as u64).to_le_bytes());
-                outer.update(&r.header);
-                if let Some(d) = d {
-                    outer.update(d);
-                }
+        let mut sorted: Vec<(&Record, &Option<[u8; 32]>)> = records.iter().zip(&digests).collect();
+        sorted.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+        for (r, d) in sorted {
+            outer.update((r.header.len() as u64).to_le_bytes());
+            outer.update(&r.header);
+            if let Some(d) = d {
+                outer.update(d);
             }
         }
         outer.update(b"\0end-selector\0");
