@@ -116,6 +116,11 @@ impl StateDir {
         for tree in PRIVATE_TREES {
             private_dir(&root.join(tree), false)?;
         }
+        // A killed build leaves its step's mounts behind, secrets tmpfs included: every
+        // verb clears those of dead processes (one directory listing when there are none).
+        crate::executor::sweep::sweep_runs(&crate::executor::ExecutorConfig {
+            state_dir: root.clone(),
+        });
         let content = ContentStore::open(root.join("content"))?;
         Ok(StateDir { root, content })
     }
