@@ -65,8 +65,9 @@ fn nanos(d: Option<std::time::Duration>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Applies a metadata instruction to the config.
-pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
+/// Applies a metadata instruction to the config; `cmd_set` says whether the
+/// stage itself set CMD before (an ENTRYPOINT then keeps it).
+pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool) {
     let c = &mut config.config;
     match instruction {
         Instruction::Env(kv) => {
@@ -102,9 +103,12 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
         }
         Instruction::Entrypoint(ep) => {
             let args = argv(config, ep);
-            // Docker: a new ENTRYPOINT resets a CMD inherited from the base.
             config.config.entrypoint = Some(args);
-            config.config.cmd = None;
+            // As BuildKit: a new ENTRYPOINT resets only a CMD inherited from
+            // the base (image or stage), not one this stage set.
+            if !cmd_set {
+                config.config.cmd = None;
+            }
         }
         Instruction::Healthcheck(h) => {
             c.healthcheck = Some(match h {
