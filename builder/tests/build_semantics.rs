@@ -79,3 +79,44 @@ fn entrypoint_resets_only_a_cmd_the_stage_inherited() {
         "a CMD set in the same stage is kept: {own}"
     );
 }
+
+#[test]
+fn workdir_is_kept_as_written_and_relative_ones_join() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nARG SUB=made\nWORKDIR /srv/app/\nRUN pwd > /first.txt\nWORKDIR $SUB/./x/../y/\nRUN pwd > /second.txt\n",
+            env.registry()
+        ),
+    );
+    b.build(&["-t", "kiln-test/semantics-workdir:1"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-workdir:1");
+    assert_eq!(config["config"]["WorkingDir"], "/srv/app/made/y");
+    let root = b.unpack("docker.io/kiln-test/semantics-workdir:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("first.txt")).unwrap(),
+        "/srv/app\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("second.txt")).unwrap(),
+        "/srv/app/made/y\n"
+    );
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .filter(|c| c.starts_with("WORKDIR"))
+        .collect();
+    assert_eq!(history, ["WORKDIR /srv/app/", "WORKDIR /srv/app/made/y"]);
+
+    b.write("Dockerfile", "FROM scratch\nWORKDIR /tmp/\nCOPY f ./\n");
+    b.write("f", "x");
+    b.build(&["-t", "kiln-test/semantics-workdir:2"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-workdir:2");
+    assert_eq!(config["config"]["WorkingDir"], "/tmp/", "{config}");
+    let root = b.unpack("docker.io/kiln-test/semantics-workdir:2");
+    assert_eq!(std::fs::read_to_string(root.join("tmp/f")).unwrap(), "x");
+}

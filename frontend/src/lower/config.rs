@@ -43,6 +43,21 @@ pub fn join_workdir(current: &str, dir: &str) -> String {
     }
 }
 
+/// The working directory after `WORKDIR dir`, as BuildKit records it: an
+/// absolute `dir` is kept as written (`/tmp/` stays `/tmp/`), a relative one
+/// is joined to the current directory (`/` when unset) and cleaned, an empty
+/// one keeps the current directory.
+pub fn normalize_workdir(current: &str, dir: &str) -> String {
+    let current = if current.is_empty() { "/" } else { current };
+    if dir.is_empty() {
+        return current.to_string();
+    }
+    if dir.starts_with('/') {
+        return dir.to_string();
+    }
+    join_workdir(current, dir)
+}
+
 /// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
 fn exposed_ports(spec: &str) -> Vec<String> {
     let (ports, proto) = match spec.split_once('/') {
@@ -157,6 +172,17 @@ mod tests {
         assert_eq!(join_workdir("/app", "src/../lib"), "/app/lib");
         assert_eq!(join_workdir("/app", "/x/"), "/x");
         assert_eq!(join_workdir("/a", ".."), "/");
+    }
+
+    #[test]
+    fn workdir_keeps_absolute_paths_as_written_and_cleans_joined_ones() {
+        assert_eq!(normalize_workdir("", "/tmp/"), "/tmp/");
+        assert_eq!(normalize_workdir("/a", "/x/../y"), "/x/../y");
+        assert_eq!(normalize_workdir("", "app/"), "/app");
+        assert_eq!(normalize_workdir("/tmp/", "a/./b/.."), "/tmp/a");
+        assert_eq!(normalize_workdir("/a", "../../.."), "/");
+        assert_eq!(normalize_workdir("/w/", ""), "/w/");
+        assert_eq!(normalize_workdir("", ""), "/");
     }
 
     #[test]

@@ -626,8 +626,15 @@ impl Lowerer<'_> {
                 self.history(state, format!("{} # buildkit", first_line(written)), false);
             }
             Instruction::Workdir(dir) => {
-                let path = config::join_workdir(&state.config.config.working_dir, dir);
+                let path = config::normalize_workdir(&state.config.config.working_dir, dir);
                 state.config.config.working_dir = path.clone();
+                // As BuildKit, history shows the resulting directory.
+                let created_by = format!("WORKDIR {path}");
+                // As BuildKit: the root needs no directory, so no layer.
+                if path == "/" {
+                    self.history(state, created_by, true);
+                    return Ok(());
+                }
                 let owner = chown_of(&state.config.config.user);
                 let action = FileAction::Mkdir(MkdirAction {
                     path,
@@ -648,7 +655,7 @@ impl Lowerer<'_> {
                 });
                 state.vertex =
                     Some(self.add(op, &state.platform.clone(), &inputs, meta, ri.node)?);
-                self.history(state, original, false);
+                self.history(state, created_by, false);
             }
             other => {
                 config::apply(&mut state.config, other, state.cmd_set);

@@ -454,3 +454,29 @@ fn entrypoint_resets_only_an_inherited_cmd() {
     let after = lower_text("FROM busybox\nENTRYPOINT [\"/e\"]\nCMD [\"y\"]\n", None).unwrap();
     assert_eq!(after.config.config.cmd, Some(vec!["y".to_string()]));
 }
+
+#[test]
+fn workdir_is_recorded_as_buildkit_does() {
+    let l = lower_text(
+        "FROM busybox\nENV D=sub\nWORKDIR /tmp/\nWORKDIR $D/\nWORKDIR /\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(l.config.config.working_dir, "/");
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert_eq!(
+        created_by[1..],
+        ["WORKDIR /tmp/", "WORKDIR /tmp/sub", "WORKDIR /"]
+    );
+    assert!(
+        l.config.history[3].empty_layer,
+        "WORKDIR / makes no directory"
+    );
+    let l = lower_text("FROM busybox\nWORKDIR /tmp/\n", None).unwrap();
+    assert_eq!(l.config.config.working_dir, "/tmp/", "kept as written");
+}
