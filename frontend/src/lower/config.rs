@@ -59,7 +59,7 @@ pub fn normalize_workdir(current: &str, dir: &str) -> String {
 }
 
 /// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
-fn exposed_ports(spec: &str) -> Vec<String> {
+pub(super) fn exposed_ports(spec: &str) -> Vec<String> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
@@ -115,6 +115,11 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool)
         Instruction::Cmd(cmd) => {
             let args = argv(config, cmd);
             config.config.cmd = Some(args);
+            // As BuildKit: every CMD marks its args escaped (Docker's field).
+            config
+                .config
+                .extra
+                .insert("ArgsEscaped".to_string(), serde_json::Value::Bool(true));
         }
         Instruction::Entrypoint(ep) => {
             let args = argv(config, ep);
