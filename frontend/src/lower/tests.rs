@@ -357,7 +357,7 @@ fn a_heredoc_run_with_a_shebang_executes_the_script_as_a_file() {
     .unwrap();
     let v = l.definition.vertex(l.target.unwrap()).unwrap();
     let Op::Exec(e) = v.op() else { panic!() };
-    assert_eq!(e.meta.args, ["/dev/pipes/EOF"]);
+    assert_eq!(e.meta.args, ["/bin/sh", "-c", "/dev/pipes/EOF"]);
     let m = e
         .mounts
         .iter()
