@@ -16,10 +16,6 @@ use oci_spec::image::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
-/// diffID of a tar with no entries: a step that changed nothing.
-pub const EMPTY_LAYER_DIFF_ID: &str =
-    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
 /// Why an image could not be exported.
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -99,11 +95,9 @@ pub fn export_image(
             // Base layers keep their bytes (and so their diffIDs).
             source_date_epoch: if built { opts.source_date_epoch } else { None },
         };
+        // A step that changed nothing still gets its (empty) layer, as in
+        // BuildKit's images.
         let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
-        if built && exported.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
-            layers.push(None);
-            continue;
-        }
         let blob = layer_descriptor(
             exported.blob.digest.clone(),
             exported.blob.size,
