@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_layers_are_dropped_and_marked_in_history() {
+    fn empty_layers_are_kept_as_buildkit_keeps_them() {
         let d = tempfile::tempdir().unwrap();
         let content = ContentStore::open(d.path().join("content")).unwrap();
         let layers = LayerStore::open(d.path().join("layers")).unwrap();
@@ -196,9 +196,15 @@ mod tests {
             &ExportOptions::default(),
         )
         .unwrap();
-        assert_eq!(img.config.rootfs.diff_ids.len(), 2);
+        // The middle step changed nothing: its empty layer stays, as in BuildKit.
+        assert_eq!(img.config.rootfs.diff_ids.len(), 3);
+        assert_eq!(
+            img.config.rootfs.diff_ids[1],
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+            "the diffID of an empty tar"
+        );
         let flags: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
-        assert_eq!(flags, [false, true, true, false]);
+        assert_eq!(flags, [false, true, false, false]);
         // The same export again reuses the blobs: same manifest.
         let again = export_image(&stores, &snapshot, config, &ExportOptions::default()).unwrap();
         assert_eq!(again.config_digest, img.config_digest);
