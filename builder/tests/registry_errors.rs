@@ -11,12 +11,18 @@ use std::time::{Duration, Instant};
 /// `kiln pull` with its own state directory and Docker config.
 fn pull(reference: &str, extra: &[&str]) -> (Output, Duration) {
     let dir = tempfile::tempdir().unwrap();
+    pull_into(&dir.path().join("root"), reference, extra)
+}
+
+/// `kiln pull` with the state directory `root`.
+fn pull_into(root: &std::path::Path, reference: &str, extra: &[&str]) -> (Output, Duration) {
+    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = std::process::Command::new(support::kiln_bin())
         .arg("pull")
         .args(extra)
         .arg(reference)
-        .env("KILN_ROOT", dir.path().join("root"))
+        .env("KILN_ROOT", root)
         .env("DOCKER_CONFIG", dir.path().join("docker"))
         .env_remove("KILN_INSECURE_REGISTRIES")
         .env_remove("KILN_REGISTRY_IDLE_TIMEOUT")
@@ -125,4 +131,41 @@ fn pull_from_a_silent_registry_gives_up_after_the_idle_timeout() {
     );
     // Six one-second attempts and their backoff, not 6 × 300 s.
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
+/// A 1 MiB tmpfs, unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn pull_onto_a_full_disk_says_no_space_left_with_the_path() {
+    let env = support::TestEnv::load();
+    let disk = SmallDisk(tempfile::tempdir().unwrap());
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(disk.0.path())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (the suite runs as root)"
+    );
+    let reference = format!("{}/library/busybox:latest", env.registry());
+    let (out, _) = pull_into(disk.0.path(), &reference, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // miette may wrap the line; the path and the OS error stay whole.
+    assert!(stderr.contains("No space left"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("writing {}/", disk.0.path().display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("writer stopped"), "{stderr}");
 }
