@@ -43,6 +43,21 @@ pub fn join_workdir(current: &str, dir: &str) -> String {
     }
 }
 
+/// The working directory after `WORKDIR dir`, as BuildKit records it: an
+/// absolute `dir` is kept as written (`/tmp/` stays `/tmp/`), a relative one
+/// is joined to the current directory (`/` when unset) and cleaned, an empty
+/// one keeps the current directory.
+pub fn normalize_workdir(current: &str, dir: &str) -> String {
+    let current = if current.is_empty() { "/" } else { current };
+    if dir.is_empty() {
+        return current.to_string();
+    }
+    if dir.starts_with('/') {
+        return dir.to_string();
+    }
+    join_workdir(current, dir)
+}
+
 /// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
 fn exposed_ports(spec: &str) -> Vec<String> {
     let (ports, proto) = match spec.split_once('/') {
@@ -65,8 +80,9 @@ fn nanos(d: Option<std::time::Duration>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Applies a metadata instruction to the config.
-pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
+/// Applies a metadata instruction to the config; `cmd_set` says whether the
+/// stage itself set CMD before (an ENTRYPOINT then keeps it).
+pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool) {
     let c = &mut config.config;
     match instruction {
         Instruction::Env(kv) => {
@@ -102,9 +118,12 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
         }
         Instruction::Entrypoint(ep) => {
             let args = argv(config, ep);
-            // Docker: a new ENTRYPOINT resets a CMD inherited from the base.
             config.config.entrypoint = Some(args);
-            config.config.cmd = None;
+            // As BuildKit: a new ENTRYPOINT resets only a CMD inherited from
+            // the base (image or stage), not one this stage set.
+            if !cmd_set {
+                config.config.cmd = None;
+            }
         }
         Instruction::Healthcheck(h) => {
             c.healthcheck = Some(match h {
@@ -153,6 +172,17 @@ mod tests {
         assert_eq!(join_workdir("/app", "src/../lib"), "/app/lib");
         assert_eq!(join_workdir("/app", "/x/"), "/x");
         assert_eq!(join_workdir("/a", ".."), "/");
+    }
+
+    #[test]
+    fn workdir_keeps_absolute_paths_as_written_and_cleans_joined_ones() {
+        assert_eq!(normalize_workdir("", "/tmp/"), "/tmp/");
+        assert_eq!(normalize_workdir("/a", "/x/../y"), "/x/../y");
+        assert_eq!(normalize_workdir("", "app/"), "/app");
+        assert_eq!(normalize_workdir("/tmp/", "a/./b/.."), "/tmp/a");
+        assert_eq!(normalize_workdir("/a", "../../.."), "/");
+        assert_eq!(normalize_workdir("/w/", ""), "/w/");
+        assert_eq!(normalize_workdir("", ""), "/");
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! Dockerfile semantics `kiln build` must share with BuildKit, end to end:
+//! ONBUILD of a parent stage, ENTRYPOINT and CMD, WORKDIR, heredoc
+//! expansion; checked in the stored image config and the unpacked rootfs.
+
+mod support;
+
+use support::{Build, TestEnv};
+
+#[test]
+fn a_parent_stages_onbuild_triggers_run_in_the_child_stage() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest AS parent\nARG GREETING=hello\nONBUILD RUN echo \"$GREETING from trigger\" > /trigger.txt\nONBUILD ENV FROM_TRIGGER=$GREETING\nONBUILD LABEL trigger=yes\nRUN test ! -e /trigger.txt\n\nFROM parent AS child\nRUN cat /trigger.txt > /seen.txt\n",
+            env.registry()
+        ),
+    );
+    b.build(&["-t", "kiln-test/semantics-onbuild-child:1"]);
+    let root = b.unpack("docker.io/kiln-test/semantics-onbuild-child:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("seen.txt")).unwrap(),
+        "hello from trigger\n",
+        "the trigger ran before the child's own RUN, with the parent's ARG"
+    );
+    let config = b.raw_config("docker.io/kiln-test/semantics-onbuild-child:1");
+    assert!(
+        config["config"]["OnBuild"].is_null(),
+        "the child does not carry the parent's triggers: {config}"
+    );
+    assert!(config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("FROM_TRIGGER=hello")));
+    assert_eq!(config["config"]["Labels"]["trigger"], "yes");
+
+    // The parent built as the target keeps its triggers and did not run them.
+    b.build(&[
+        "--target",
+        "parent",
+        "-t",
+        "kiln-test/semantics-onbuild-parent:1",
+    ]);
+    let parent = b.raw_config("docker.io/kiln-test/semantics-onbuild-parent:1");
+    assert_eq!(
+        parent["config"]["OnBuild"].as_array().map(Vec::len),
+        Some(3),
+        "{parent}"
+    );
+    assert!(parent["config"]["Labels"]["trigger"].is_null());
+}
+
+#[test]
+fn entrypoint_resets_only_a_cmd_the_stage_inherited() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch AS base\nCMD [\"from-base\"]\n\nFROM base AS inherits\nENTRYPOINT [\"/e\"]\n\nFROM base AS own\nCMD [\"x\"]\nENTRYPOINT [\"/e\"]\n",
+    );
+    b.build(&[
+        "--target",
+        "inherits",
+        "-t",
+        "kiln-test/semantics-ep-inherits:1",
+    ]);
+    let inherits = b.raw_config("docker.io/kiln-test/semantics-ep-inherits:1");
+    assert_eq!(inherits["config"]["Entrypoint"], serde_json::json!(["/e"]));
+    assert!(
+        inherits["config"]["Cmd"].is_null(),
+        "the parent stage's CMD is reset: {inherits}"
+    );
+    b.build(&["--target", "own", "-t", "kiln-test/semantics-ep-own:1"]);
+    let own = b.raw_config("docker.io/kiln-test/semantics-ep-own:1");
+    assert_eq!(own["config"]["Entrypoint"], serde_json::json!(["/e"]));
+    assert_eq!(
+        own["config"]["Cmd"],
+        serde_json::json!(["x"]),
+        "a CMD set in the same stage is kept: {own}"
+    );
+}
+
+#[test]
+fn workdir_is_kept_as_written_and_relative_ones_join() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nARG SUB=made\nWORKDIR /srv/app/\nRUN pwd > /first.txt\nWORKDIR $SUB/./x/../y/\nRUN pwd > /second.txt\n",
+            env.registry()
+        ),
+    );
+    b.build(&["-t", "kiln-test/semantics-workdir:1"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-workdir:1");
+    assert_eq!(config["config"]["WorkingDir"], "/srv/app/made/y");
+    let root = b.unpack("docker.io/kiln-test/semantics-workdir:1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("first.txt")).unwrap(),
+        "/srv/app\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("second.txt")).unwrap(),
+        "/srv/app/made/y\n"
+    );
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .filter(|c| c.starts_with("WORKDIR"))
+        .collect();
+    assert_eq!(history, ["WORKDIR /srv/app/", "WORKDIR /srv/app/made/y"]);
+
+    b.write("Dockerfile", "FROM scratch\nWORKDIR /tmp/\nCOPY f ./\n");
+    b.write("f", "x");
+    b.build(&["-t", "kiln-test/semantics-workdir:2"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-workdir:2");
+    assert_eq!(config["config"]["WorkingDir"], "/tmp/", "{config}");
+    let root = b.unpack("docker.io/kiln-test/semantics-workdir:2");
+    assert_eq!(std::fs::read_to_string(root.join("tmp/f")).unwrap(), "x");
+}
