@@ -83,6 +83,12 @@ fn pull_from_a_closed_port_says_connection_refused_at_once() {
         !stderr.contains("retrying"),
         "refused is not retried: {stderr}"
     );
+    // The whole cause chain is rendered, down to the OS error.
+    assert!(
+        stderr.contains("├─▶ tcp connect error")
+            && stderr.contains("╰─▶ Connection refused (os error 111)"),
+        "{stderr}"
+    );
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
