@@ -3,6 +3,7 @@
 use kiln_registry::progress::Notices;
 use kiln_registry::transport::{parse_seconds, IDLE_TIMEOUT_ENV};
 use kiln_registry::{RegistryClient, TransportOptions};
+use miette::{IntoDiagnostic, WrapErr};
 use std::time::Duration;
 
 /// `--insecure-registry`, transfer concurrency and the stall timeout.
@@ -61,5 +62,6 @@ pub fn runtime() -> miette::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| miette::miette!("starting async runtime: {e}"))
+        .into_diagnostic()
+        .wrap_err("starting async runtime")
 }
