@@ -536,7 +536,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
         source: cause,
     } = &e
     else {
-        return miette!("{e}");
+        return miette::Report::from_err(e);
     };
     let location = def
         .find(digest)
@@ -560,7 +560,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             }
             report(err, name, source)
         }
-        None => miette!("{e}"),
+        None => miette::Report::from_err(e),
     }
 }
 
