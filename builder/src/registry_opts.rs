@@ -65,3 +65,63 @@ pub fn runtime() -> miette::Result<tokio::runtime::Runtime> {
         .into_diagnostic()
         .wrap_err("starting async runtime")
 }
+
+/// A registry error as the terminal shows it: its whole chain, plus a hint naming the
+/// flag or file that helps (the library does not know about flags).
+#[derive(Debug)]
+pub struct RegistryFailure {
+    error: kiln_registry::Error,
+    help: Option<String>,
+}
+
+impl std::fmt::Display for RegistryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RegistryFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl miette::Diagnostic for RegistryFailure {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+/// Wraps a registry error with the hint that fits it, for `map_err`.
+pub fn registry_failure(error: kiln_registry::Error) -> miette::Report {
+    use kiln_registry::error::NetCause;
+    let help = match &error {
+        kiln_registry::Error::Http { cause, source, .. } => {
+            let host = source
+                .url()
+                .map(kiln_registry::transport::host_port)
+                .unwrap_or_else(|| "<registry>".into());
+            match cause {
+                NetCause::Certificate(_) => Some(format!(
+                    "trust the registry's CA by saving it as {}/certs.d/{host}/ca.crt \
+                     (or /etc/docker/certs.d/{host}/ca.crt), or skip verification with \
+                     --insecure-registry {host}",
+                    kiln_registry::auth::config::config_dir().display()
+                )),
+                NetCause::NotTls(_) => Some(format!(
+                    "to reach it over plain HTTP, pass --insecure-registry {host}"
+                )),
+                _ => None,
+            }
+        }
+        kiln_registry::Error::Stalled { .. } => Some(format!(
+            "if the registry is only slow, allow it more time with --registry-idle-timeout \
+             or {}",
+            kiln_registry::transport::IDLE_TIMEOUT_ENV
+        )),
+        _ => None,
+    };
+    miette::Report::new(RegistryFailure { error, help })
+}

@@ -25,6 +25,7 @@ fn pull_into(root: &std::path::Path, reference: &str, extra: &[&str]) -> (Output
         .env("KILN_ROOT", root)
         .env("DOCKER_CONFIG", dir.path().join("docker"))
         .env_remove("KILN_INSECURE_REGISTRIES")
+        .env_remove("KILN_CERTS_DIR")
         .env_remove("KILN_REGISTRY_IDLE_TIMEOUT")
         .output()
         .unwrap();
@@ -174,4 +175,25 @@ fn pull_onto_a_full_disk_says_no_space_left_with_the_path() {
         "{stderr}"
     );
     assert!(!stderr.contains("writer stopped"), "{stderr}");
+}
+
+#[test]
+fn pull_from_an_untrusted_registry_names_the_certificate_and_the_fix() {
+    let env = support::TestEnv::load();
+    let reference = format!("{}/registry-cli-ca/x:1", env.registry_tls());
+    let (out, _) = pull(&reference, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("certificate signed by unknown authority"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("╰─▶ invalid peer certificate: UnknownIssuer"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("--insecure-registry {}", env.registry_tls())),
+        "the hint names the flag: {stderr}"
+    );
 }

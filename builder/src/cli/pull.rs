@@ -1,7 +1,7 @@
 //! `kiln pull`: fetch an image (host platform, `--platform`, or `--all-platforms`) into the local store.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
@@ -64,7 +64,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     };
     let pulled = runtime()?
         .block_on(pull(&client, &r, &store, &opts, &progress))
-        .into_diagnostic()?;
+        .map_err(registry_failure)?;
     store.tag(&r, &pulled.root)?;
     progress.message(&format!("Digest: {}", pulled.repo_digest));
     let status = if before.as_ref() == Some(&pulled.root.digest) {

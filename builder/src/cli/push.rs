@@ -1,7 +1,7 @@
 //! `kiln push`: upload a local image (or index) to its registry.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::push::{push, PushOptions};
@@ -52,7 +52,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             &opts,
             &progress,
         ))
-        .into_diagnostic()?;
+        .map_err(registry_failure)?;
     if args.quiet {
         println!("{digest}");
     } else {
