@@ -9,6 +9,7 @@ use kiln_registry::{Platform, Reference};
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `kiln pull`.
 #[derive(Debug, clap::Args)]
@@ -48,8 +49,8 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .content
         .lock(kiln_solver::content::LockMode::Shared)
         .into_diagnostic()?;
-    let client = args.registry.client();
-    let progress = TransferProgress::new(Direction::Pull, args.quiet);
+    let progress = Arc::new(TransferProgress::new(Direction::Pull, args.quiet));
+    let client = args.registry.client_with_notices(progress.notices());
     progress.message(&format!(
         "{}: Pulling from {}",
         r.tag()
@@ -63,7 +64,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         concurrency: args.registry.concurrency(),
     };
     let pulled = runtime()?
-        .block_on(pull(&client, &r, &store, &opts, &progress))
+        .block_on(pull(&client, &r, &store, &opts, &*progress))
         .map_err(registry_failure)?;
     store.tag(&r, &pulled.root)?;
     progress.message(&format!("Digest: {}", pulled.repo_digest));

@@ -9,6 +9,7 @@ use kiln_registry::Reference;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `kiln push`.
 #[derive(Debug, clap::Args)]
@@ -27,8 +28,8 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let r = Reference::parse(&args.reference).into_diagnostic()?;
     let store = LocalStore::open(root)?;
     let image = store.find(&args.reference)?;
-    let client = args.registry.client();
-    let progress = TransferProgress::new(Direction::Push, args.quiet);
+    let progress = Arc::new(TransferProgress::new(Direction::Push, args.quiet));
+    let client = args.registry.client_with_notices(progress.notices());
     progress.message(&format!("The push refers to repository [{}]", r.name()));
     // A blob of an image also known under another repository of the same registry (it was
     // pulled or pushed there) can be mounted instead of uploaded.
@@ -50,7 +51,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             &image.descriptor,
             &store,
             &opts,
-            &progress,
+            &*progress,
         ))
         .map_err(registry_failure)?;
     if args.quiet {
