@@ -341,6 +341,42 @@ impl RegistryClient {
         })
     }
 
+    /// Reads a small body (manifest, tag list) whole; a body that stops for the idle
+    /// timeout fails as stalled rather than waiting for the connection's read timeout.
+    async fn read_limited(
+        &self,
+        resp: Response,
+        limit: usize,
+        registry: &str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let idle = self.inner.transport.options().idle_timeout;
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(out),
+                Err(_) => {
+                    return Err(Error::Stalled {
+                        registry: registry.to_string(),
+                        idle,
+                        doing: format!("reading {what}"),
+                        attempts: 1,
+                    })
+                }
+            };
+            let c = chunk.map_err(|e| Error::http(format!("reading {what}"), e))?;
+            if out.len() + c.len() > limit {
+                return Err(Error::Protocol {
+                    registry: registry.to_string(),
+                    reason: format!("{what}: response larger than {limit} bytes"),
+                });
+            }
+            out.extend_from_slice(&c);
+        }
+    }
+
     /// Checks that the configured credentials work for `registry` (what `docker login` does):
     /// `/v2/` must answer 200 once authenticated.
     pub async fn check_login(&self, registry: &str) -> Result<()> {
@@ -370,7 +406,9 @@ impl RegistryClient {
             .await?;
         let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
-        let bytes = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let bytes = self
+            .read_limited(resp, MAX_MANIFEST, r.registry(), &what)
+            .await?;
         let digest = Digest::of(&bytes);
         if let Ok(expected) = Digest::parse(reference) {
             if expected != digest {
@@ -881,7 +919,9 @@ impl RegistryClient {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let body = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let body = self
+            .read_limited(resp, MAX_MANIFEST, r.registry(), &what)
+            .await?;
         let t: Tags = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             registry: r.registry().to_string(),
             reason: format!("bad tag list: {e}"),
@@ -993,22 +1033,6 @@ fn parse_range_end(v: &str) -> Option<u64> {
     let v = v.trim().trim_start_matches("bytes=");
     let (_, end) = v.split_once('-')?;
     end.trim().parse().ok()
-}
-
-async fn read_limited(resp: Response, limit: usize, registry: &str, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let c = chunk.map_err(|e| Error::http(format!("reading {what}"), e))?;
-        if out.len() + c.len() > limit {
-            return Err(Error::Protocol {
-                registry: registry.to_string(),
-                reason: format!("{what}: response larger than {limit} bytes"),
-            });
-        }
-        out.extend_from_slice(&c);
-    }
-    Ok(out)
 }
 
 /// Streams a file in 1 MiB reads on the blocking pool; memory stays bounded whatever its size.

@@ -435,3 +435,29 @@ fn full_disk_is_reported_as_such_with_the_path() {
     assert!(s.contains(&dest.display().to_string()), "{s}");
     assert!(!dest.exists(), "the partial blob is removed");
 }
+
+#[test]
+fn stalled_manifest_body_is_reported_as_stalled() {
+    let addr = serve(|req, w| {
+        if req.path == "/v2/" {
+            respond(w, "200 OK", &[], b"{}");
+            return true;
+        }
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 500\r\n\r\n{\"schemaVersion\":";
+        let _ = w.write_all(head.as_bytes());
+        let _ = w.flush();
+        std::thread::sleep(Duration::from_secs(20));
+        false
+    });
+    let (opts, _) = quick_opts(1, Duration::from_secs(1));
+    let client = RegistryClient::new(opts);
+    let r = Reference::parse(&format!("{addr}/registry-manifest-stall/x:1")).unwrap();
+    let started = Instant::now();
+    let err = rt().block_on(client.get_manifest(&r)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = err.to_string();
+    assert!(
+        s.starts_with(&format!("no data from {addr} for 1 s while reading {r}")),
+        "{s}"
+    );
+}
