@@ -189,15 +189,26 @@ impl RegistryClient {
                 if let Some(t) = st.tokens.get(&key) {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let t = token::fetch(
+                // The exchange is small: a token server that stays silent this long is stalled.
+                let idle = self.inner.transport.options().idle_timeout;
+                let fetch = token::fetch(
                     &host.client,
                     &host.name,
                     &realm,
                     service.as_deref(),
                     &scope.0,
                     creds.as_ref(),
-                )
-                .await?;
+                );
+                let t = tokio::time::timeout(idle, fetch)
+                    .await
+                    .map_err(|_| Error::Stalled {
+                        registry: Url::parse(&realm)
+                            .map(|u| crate::transport::host_port(&u))
+                            .unwrap_or_else(|_| realm.clone()),
+                        idle,
+                        doing: format!("fetching a token for {} from {realm}", host.name),
+                        attempts: 1,
+                    })??;
                 let header = format!("Bearer {}", t.value);
                 st.tokens.put(&key, t);
                 Ok(Some(header))

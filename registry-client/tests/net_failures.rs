@@ -461,3 +461,35 @@ fn stalled_manifest_body_is_reported_as_stalled() {
         "{s}"
     );
 }
+
+#[test]
+fn silent_token_server_is_reported_as_stalled() {
+    let token_server = serve(|_, _| {
+        std::thread::sleep(Duration::from_secs(20));
+        false
+    });
+    let realm = format!("http://{token_server}/token");
+    let addr = serve(move |_, w| {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"kiln-test\"");
+        respond(
+            w,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            b"",
+        );
+        true
+    });
+    let (opts, _) = quick_opts(1, Duration::from_secs(1));
+    let client = RegistryClient::new(opts);
+    let r = Reference::parse(&format!("{addr}/registry-token-stall/x:1")).unwrap();
+    let started = Instant::now();
+    let err = rt().block_on(client.get_manifest(&r)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = err.to_string();
+    assert!(
+        s.starts_with(&format!(
+            "no data from {token_server} for 1 s while fetching a token for {addr}"
+        )),
+        "{s}"
+    );
+}
