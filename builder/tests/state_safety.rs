@@ -285,3 +285,151 @@ fn a_killed_native_build_leaves_no_secret() {
 fn a_killed_oci_build_leaves_no_secret() {
     a_killed_build_leaves_no_secret_once_any_verb_ran("oci", 2);
 }
+
+/// What a consistent store looks like: every blob hashes to its name, every layer
+/// record and every cached result's layer has its directory, skopeo reads every tag.
+fn check_store(root: &Path) {
+    let blobs = root.join("content/blobs/sha256");
+    let names: Vec<PathBuf> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    if !names.is_empty() {
+        let out = Command::new("sha256sum").args(&names).output().unwrap();
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let (sum, path) = line.split_once("  ").unwrap();
+            assert!(path.ends_with(sum), "blob {path} hashes to {sum}");
+        }
+    }
+    let layers = root.join("layers");
+    let cache = kiln_solver::cache::CacheStore::open(&root.join("meta.redb")).unwrap();
+    for rec in cache.layers().unwrap() {
+        assert!(
+            layers.join(rec.id.as_str()).is_dir(),
+            "layer record {} without its directory",
+            rec.id
+        );
+    }
+    for e in cache.entries().unwrap() {
+        for l in &e.result.snapshot.layers {
+            assert!(
+                layers.join(l.as_str()).is_dir(),
+                "cache result {:?} uses the missing layer {l}",
+                e.result.description
+            );
+        }
+    }
+    drop(cache);
+    let index: serde_json::Value = support::read_json(&root.join("content/index.json"));
+    let tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect();
+    assert!(!tags.is_empty());
+    for tag in tags {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:{tag}", root.join("content").display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A pseudo-random number below `n` (no rand crate for one test).
+fn random_below(n: u64, i: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(i);
+    h.finish() % n
+}
+
+/// The base image's unpacked layer (`sha256-<diffID>`) and how many entries its /bin has.
+fn base_layer(root: &Path) -> (PathBuf, usize) {
+    let dir = std::fs::read_dir(root.join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sha256-")
+        })
+        .expect("the base layer is unpacked");
+    let bin = std::fs::read_dir(dir.join("bin")).unwrap().count();
+    (dir, bin)
+}
+
+/// Waits until the layer at `dir` starts going (its /bin shrinks or it is gone), at most 10s.
+fn until_layer_goes(dir: &Path, bin: usize, prune: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && prune.try_wait().unwrap().is_none() {
+        let left = std::fs::read_dir(dir.join("bin"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left < bin {
+            return;
+        }
+    }
+}
+
+#[test]
+fn prune_killed_at_random_points_never_breaks_the_next_build() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let image = format!("{}/library/busybox:latest", env.registry());
+    let mut killed_midway = 0;
+    for i in 0..10u64 {
+        // Something to prune: a base layer and a layer of a few thousand files.
+        b.write(
+            "Dockerfile",
+            &format!("FROM {image}\nRUN mkdir /d && cd /d && seq 1 3000 | xargs touch && echo {i} > /i\n"),
+        );
+        b.build(&["--tag", &format!("store-prune:{i}")]);
+        let (base, bin) = base_layer(b.root.path());
+        let mut prune = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(b.root.path())
+            .args(["prune", "-a", "-f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if i % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(random_below(150, i)));
+        } else {
+            // The moment that used to leave a half-deleted base layer behind.
+            until_layer_goes(&base, bin, &mut prune);
+        }
+        if prune.try_wait().unwrap().is_none() {
+            prune.kill().unwrap();
+            killed_midway += 1;
+        }
+        prune.wait().unwrap();
+        check_store(b.root.path());
+        // A RUN on the base image: a half-deleted busybox layer would lack some of /bin.
+        b.write(
+            "Dockerfile",
+            &format!(
+                "FROM {image}\nRUN echo after {i} > /after && test $(ls /bin | wc -l) -eq {bin}\n"
+            ),
+        );
+        b.build(&["--tag", &format!("store-after:{i}")]);
+        check_store(b.root.path());
+    }
+    // Not vacuous: most prunes were still at work when killed.
+    assert!(
+        killed_midway >= 5,
+        "only {killed_midway} of 10 prunes were killed midway"
+    );
+}

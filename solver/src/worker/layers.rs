@@ -225,13 +225,11 @@ impl LayerStore {
         Ok(id)
     }
 
-    /// Removes a layer (garbage collection).
+    /// Removes a layer (garbage collection): its name goes at once (see [`crate::trash`]),
+    /// so a kill midway never leaves a half-deleted layer that `unpack` would reuse.
     pub fn remove(&self, id: &LayerId) -> Result<(), LayerStoreError> {
         let path = self.path(id);
-        match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(()),
-        }
+        crate::trash::discard(&path).map_err(io_err("remove", &path))
     }
 
     /// Every layer present.
