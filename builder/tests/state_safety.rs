@@ -433,3 +433,153 @@ fn prune_killed_at_random_points_never_breaks_the_next_build() {
         "only {killed_midway} of 10 prunes were killed midway"
     );
 }
+
+/// The digest of the (only) layer of the test registry's busybox for this host.
+fn busybox_layer(env: &TestEnv) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/library/busybox:latest",
+            env.registry()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{v}");
+    layers[0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn max_layer_size_refuses_a_large_base_layer_and_a_large_step_layer() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let image = format!("{}/library/busybox:latest", env.registry());
+    // busybox unpacks to about a megabyte.
+    b.write("Dockerfile", &format!("FROM {image}\nRUN echo hi > /hi\n"));
+    let err = b.build_fails(&["--max-layer-size", "100kB"]);
+    let layer = busybox_layer(&env);
+    assert!(
+        err.contains(&format!(
+            "layer {layer} unpacks to more than 100000 bytes, the layer size limit"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("--max-layer-size"),
+        "the hint names the flag: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(entries_of(&b.root.path().join("layers/.tmp")), 0);
+
+    // A step writing 8 MiB under a 5 MB limit; the base layer is within it.
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN dd if=/dev/zero of=/big bs=1M count=8\n"),
+    );
+    let err = b.build_fails(&["--max-layer-size", "5MB"]);
+    assert!(
+        err.contains(
+            "the step's layer holds 8388608 bytes, more than the layer size limit of 5000000 bytes"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert_eq!(entries_of(&b.root.path().join("layers/.tmp")), 0);
+    // Without the limit the same build works (the refusal was not cached).
+    b.build(&[]);
+    let out = b.kiln(&[
+        "build",
+        "--max-layer-size",
+        "lots",
+        b.ctx().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --max-layer-size \"lots\""));
+}
+
+fn entries_of(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs at {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_step_cleanly_and_the_state_stays_usable() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let root = b.path("small-state");
+    let _disk = SmallDisk::mount(&root, "24m");
+    let image = format!("{}/library/busybox:latest", env.registry());
+    let kiln = |args: &[&str]| {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("BUILDKIT_PROGRESS", "plain")
+            .output()
+            .unwrap()
+    };
+    let ctx = b.ctx();
+    let ctx = ctx.to_str().unwrap();
+    // A RUN filling the disk.
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN dd if=/dev/zero of=/big bs=1M count=64\n"),
+    );
+    let out = kiln(&["build", ctx]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // kiln itself running out of space (copying the context).
+    std::fs::write(ctx.to_string() + "/big", vec![7u8; 40 << 20]).unwrap();
+    b.write("Dockerfile", &format!("FROM {image}\nCOPY big /big\n"));
+    let out = kiln(&["build", ctx]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_file(ctx.to_string() + "/big").unwrap();
+    // Nothing half-made stays, and the state dir still builds.
+    assert_eq!(entries_of(&root.join("layers/.tmp")), 0);
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN echo fine > /fine\n"),
+    );
+    let out = kiln(&["build", "--tag", "store-full:1", ctx]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_store(&root);
+}
