@@ -48,6 +48,8 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `--executor`.
     pub executor: ExecutorKind,
+    /// `--max-layer-size` in bytes.
+    pub max_layer_size: Option<u64>,
     /// `--secret`s.
     pub secrets: Vec<String>,
     /// `--ssh`.

@@ -213,17 +213,17 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
-    let worker = Arc::new(
-        LocalWorker::new(
-            &state,
-            Arc::clone(&cache),
-            Arc::new(executor),
-            images.clone(),
-            session,
-            tx.clone(),
-        )
-        .map_err(|e| miette!("{e}"))?,
-    );
+    let mut worker = LocalWorker::new(
+        &state,
+        Arc::clone(&cache),
+        Arc::new(executor),
+        images.clone(),
+        session,
+        tx.clone(),
+    )
+    .map_err(|e| miette!("{e}"))?;
+    worker.limit_layer_size(req.max_layer_size);
+    let worker = Arc::new(worker);
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
     let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
@@ -565,7 +565,9 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
 }
 
 fn hint_for(cause: &str) -> Option<&'static str> {
-    if cause.contains("did not complete successfully") {
+    if cause.contains("the layer size limit") {
+        Some("--max-layer-size sets the limit; leave it out for none")
+    } else if cause.contains("did not complete successfully") {
         Some("the command failed inside the build container; `--progress plain` shows its whole output")
     } else if cause.contains("not found") {
         Some("check the path against the build context and .dockerignore")

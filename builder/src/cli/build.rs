@@ -94,6 +94,14 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
+    /// they unpack, each step's layer as it is kept. Default: no limit.
+    #[arg(
+        long = "max-layer-size",
+        value_name = "SIZE",
+        env = "KILN_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: Option<String>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
     #[arg(
         long,
@@ -259,6 +267,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
+    let max_layer_size = match args.max_layer_size.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+            miette::miette!(
+                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                "invalid --max-layer-size {v:?}"
+            )
+        })?),
+    };
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -288,6 +305,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .max(4)
         }),
         executor,
+        max_layer_size,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
