@@ -675,8 +675,18 @@ impl RegistryClient {
             {
                 Ok(()) => return Ok(UploadOutcome::Pushed),
                 Err(e) if restarts < max && is_transient(&e) => {
-                    tokio::time::sleep(self.inner.transport.backoff(restarts)).await;
+                    let wait = self.inner.transport.backoff(restarts);
                     restarts += 1;
+                    let host = self.inner.transport.host(r.api_host()).await?;
+                    self.inner.transport.notify_retry(
+                        &Method::POST,
+                        &host.url(&post)?,
+                        wait,
+                        restarts + 1,
+                        max + 1,
+                        e.to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -731,6 +741,7 @@ impl RegistryClient {
             let auth = self.authorization(&host, scope, false).await?;
             let file = open_at(offset)?;
             let url = host.url(&location)?;
+            let patch_url = url.clone();
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut rb = host
                 .client
@@ -777,21 +788,35 @@ impl RegistryClient {
                     if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
                 {
                     resumes += 1;
-                    tokio::time::sleep(
-                        crate::transport::retry_after(&resp)
-                            .unwrap_or_else(|| self.inner.transport.backoff(resumes)),
-                    )
-                    .await;
+                    let wait = crate::transport::retry_after(&resp)
+                        .unwrap_or_else(|| self.inner.transport.backoff(resumes));
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        resp.status().to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }
                 Ok(resp) => {
                     Self::expect(resp, r.registry(), what, &[]).await?;
                 }
-                Err(e) if resumes < max => {
-                    let _ = e;
+                Err(e) if resumes < max && NetCause::of(&e).is_transient() => {
                     resumes += 1;
-                    tokio::time::sleep(self.inner.transport.backoff(resumes)).await;
+                    let wait = self.inner.transport.backoff(resumes);
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        NetCause::of(&e).to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }

@@ -26,7 +26,7 @@ use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,13 +101,12 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     // removes what a running build uses.
     let _lock = state
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let store = Arc::new(LocalStore {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
-    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch)
-        .map_err(|e| miette!("{e}"))?;
+    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let fail = |e: SourceError| report(e, &name, &source);
@@ -117,8 +116,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let multi = platforms.len() > 1 || req.multi_platform;
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
-    let interrupts =
-        Interrupts::listen(&runtime).map_err(|e| miette!("listening for signals: {e}"))?;
+    let interrupts = Interrupts::listen(&runtime)
+        .into_diagnostic()
+        .wrap_err("listening for signals")?;
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
         req.registry.client(),
@@ -210,7 +210,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             .vertices()
             .any(|(_, v)| matches!(v.op(), llb::Op::Exec(_))),
     );
-    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
+    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
     let mut worker = LocalWorker::new(
@@ -296,7 +296,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         if needs_image {
             let opts = export_options(&req)?;
             platform_images
-                .push(export_image(&stores, &snapshot, config, &opts).map_err(|e| miette!("{e}"))?);
+                .push(export_image(&stores, &snapshot, config, &opts).into_diagnostic()?);
         }
         results.push(PlatformResult {
             platform: t.platform,
@@ -315,7 +315,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                     annotations: Default::default(),
                 },
             )
-            .map_err(|e| miette!("{e}"))?,
+            .into_diagnostic()?,
         )
     } else {
         None
@@ -536,7 +536,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
         source: cause,
     } = &e
     else {
-        return miette!("{e}");
+        return miette::Report::from_err(e);
     };
     let location = def
         .find(digest)
@@ -560,7 +560,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             }
             report(err, name, source)
         }
-        None => miette!("{e}"),
+        None => miette::Report::from_err(e),
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
 use kiln_frontend::stages::{self, Platform, ResolveOptions};
+use miette::{IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -132,14 +133,15 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
     if method == Method::Build {
         return build_image(args, root);
     }
-    let scratch =
-        tempfile::tempdir().map_err(|e| miette::miette!("creating a temporary directory: {e}"))?;
+    let scratch = tempfile::tempdir()
+        .into_diagnostic()
+        .wrap_err("creating a temporary directory")?;
     let ctx = BuildContext::load(
         &ContextSpec::parse(&args.context),
         args.file.as_deref(),
         scratch.path(),
     )
-    .map_err(|e| miette::miette!("{e}"))?;
+    .into_diagnostic()?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content)
@@ -163,10 +165,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
                     "warnings": report.warnings,
                     "error": report.failure_message(),
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", render::report_text(&report, ast.source()));
             }
@@ -184,7 +183,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&outline).map_err(|e| miette::miette!("{e}"))?
+                    serde_json::to_string_pretty(&outline).into_diagnostic()?
                 );
             } else {
                 print!("{}", outline_text(&outline));
@@ -203,10 +202,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             let targets = build.targets();
             if json {
                 let v = serde_json::json!({ "targets": targets });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", targets_text(&targets));
             }
@@ -247,8 +243,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     };
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
-            .map_err(|e| miette::miette!("{e}"))?;
-    let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+            .into_diagnostic()?;
+    let executor = args.executor.parse().into_diagnostic()?;
     // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
     // buildx passes it on.
     let epoch = resolve
@@ -344,7 +340,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
@@ -359,7 +356,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
@@ -375,9 +373,10 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .collect::<Vec<_>>());
     }
     if let Some(path) = metadata_file {
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+        let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
         std::fs::write(&path, text)
-            .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,12 @@
 //! `kiln push`: upload a local image (or index) to its registry.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::Reference;
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -24,7 +24,7 @@ pub struct Args {
 
 /// Runs `kiln push`.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
-    let r = Reference::parse(&args.reference).map_err(|e| miette!("{e}"))?;
+    let r = Reference::parse(&args.reference).into_diagnostic()?;
     let store = LocalStore::open(root)?;
     let image = store.find(&args.reference)?;
     let client = args.registry.client();
@@ -52,7 +52,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             &opts,
             &progress,
         ))
-        .map_err(|e| miette!("{e}"))?;
+        .map_err(registry_failure)?;
     if args.quiet {
         println!("{digest}");
     } else {
