@@ -105,7 +105,9 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         return Err(ExecError::Invalid("empty argv".into()));
     }
     let id = unique_id();
-    let run_dir = config.runs_dir().join(&id);
+    // Runtimes resolve relative paths against their bundle: hand them absolute ones.
+    let run_dir = std::path::absolute(config.runs_dir().join(&id))
+        .map_err(ExecError::setup("resolving the run directory"))?;
     fs::create_dir_all(&run_dir)
         .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
     let mut guard = Guard::default();
@@ -292,6 +294,14 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         });
     }
 
+    for m in &mut mounts {
+        if let MountKind::Bind { source, .. } = &mut m.kind {
+            *source = std::path::absolute(&*source).map_err(ExecError::setup(format!(
+                "resolving mount source {}",
+                source.display()
+            )))?;
+        }
+    }
     for m in &mounts {
         create_stub(&rootfs, m)?;
     }

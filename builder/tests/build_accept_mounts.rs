@@ -1,0 +1,189 @@
+//! Acceptance of issues 11 and 12 (file ops and mounts) through `kiln build`,
+//! for both executors: mount sources that are hostile symlinks resolve inside
+//! their own input (the context or a stage), never on the host; relative
+//! context and state paths.
+
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::{kiln_bin, Build, TestEnv};
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn busybox(env: &TestEnv) -> String {
+    format!("{}/library/busybox:latest", env.registry())
+}
+
+/// Builds with `--executor EXECUTOR` and a tag; returns the unpacked rootfs.
+fn build_with(b: &Build, executor: &str, tag: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["--executor", executor, "-t", tag];
+    args.extend_from_slice(extra);
+    b.build(&args);
+    b.unpack(&format!("docker.io/{tag}"))
+}
+
+/// A host directory holding `secret`, removed on drop.
+struct HostSecret(PathBuf);
+
+impl HostSecret {
+    fn new(test: &str, executor: &str) -> HostSecret {
+        let dir = PathBuf::from(format!(
+            "/tmp/kiln-solverfs-{test}-{}-{executor}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), "HOST-SECRET\n").unwrap();
+        HostSecret(dir)
+    }
+
+    /// The same path inside `root` (where a link to it must lead).
+    fn inside(&self, root: &Path) -> PathBuf {
+        root.join(self.0.strip_prefix("/").unwrap())
+    }
+}
+
+impl Drop for HostSecret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A context whose links all point at the host secret: absolute to the file,
+/// absolute to its directory, and relative with more `..` than the context has.
+fn hostile_links(b: &Build, host: &HostSecret) {
+    std::fs::create_dir_all(b.ctx()).unwrap();
+    symlink(host.0.join("secret"), b.ctx().join("link")).unwrap();
+    symlink(&host.0, b.ctx().join("dirlink")).unwrap();
+    let up = format!(
+        "{}{}/secret",
+        "../".repeat(16),
+        host.0.display().to_string().trim_start_matches('/')
+    );
+    symlink(up, b.ctx().join("uplink")).unwrap();
+}
+
+const MOUNTS: &str = "
+RUN --mount=type=bind,source=link,target=/s cat /s > /bind-file
+RUN --mount=type=bind,source=dirlink,target=/d cat /d/secret > /bind-dir
+RUN --mount=type=bind,source=dirlink/secret,target=/s cat /s > /bind-through-dir
+RUN --mount=type=bind,source=uplink,target=/s cat /s > /bind-up
+RUN --mount=type=bind,source=dirlink,target=/d,rw cat /d/secret > /bind-rw
+RUN --mount=type=bind,from=src,source=/link,target=/s cat /s > /stage-file
+RUN --mount=type=bind,from=src,source=/dirlink,target=/d cat /d/secret > /stage-dir
+RUN --mount=type=cache,target=/c,from=src,source=/dirlink cat /c/secret > /cache-seed
+";
+
+fn mount_sources_resolve_inside_their_input(executor: &str) {
+    let env = TestEnv::load();
+    let host = HostSecret::new("resolve", executor);
+    let b = Build::new();
+    hostile_links(&b, &host);
+    // Where the links lead inside the context: that is what BuildKit mounts.
+    let inside = host.inside(&b.ctx());
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("secret"), "in-context\n").unwrap();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch AS src\nCOPY . /\nFROM {}{MOUNTS}",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-links:1", &[]);
+    for f in [
+        "bind-file",
+        "bind-dir",
+        "bind-through-dir",
+        "bind-up",
+        "bind-rw",
+        "stage-file",
+        "stage-dir",
+        "cache-seed",
+    ] {
+        assert_eq!(read(&root.join(f)), "in-context\n", "{f}");
+    }
+    assert_eq!(read(&host.0.join("secret")), "HOST-SECRET\n");
+}
+
+fn mount_sources_missing_inside_their_input_fail(executor: &str) {
+    let env = TestEnv::load();
+    let host = HostSecret::new("missing", executor);
+    let b = Build::new();
+    hostile_links(&b, &host);
+    b.write("Dockerfile", &format!("FROM {}\n", busybox(&env)));
+    for (n, run) in MOUNTS
+        .lines()
+        .filter(|l| l.contains("type=bind"))
+        .enumerate()
+    {
+        let stage = "FROM scratch AS src\nCOPY . /\n";
+        b.write(
+            "Dockerfile",
+            &format!("{stage}FROM {}\n{run}\n", busybox(&env)),
+        );
+        let err = b.build_fails(&["--executor", executor]);
+        assert!(err.contains("not found"), "{run}: {err}");
+        assert!(!err.contains("HOST-SECRET"), "{run}: {err}");
+        assert!(err.contains("Dockerfile:4"), "{run} (#{n}): {err}");
+    }
+    // A cache seed that is not there seeds nothing, as before.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch AS src\nCOPY . /\nFROM {}\nRUN --mount=type=cache,target=/c,from=src,source=/dirlink ls /c > /listing\n",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-missing:1", &[]);
+    assert_eq!(read(&root.join("listing")), "");
+}
+
+fn relative_context_and_state_paths(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("in.txt", "the context\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN --mount=type=bind,target=/ctx cat /ctx/in.txt > /whole\nRUN --mount=type=bind,source=in.txt,target=/f cat /f > /one\nRUN --mount=type=cache,target=/c echo ok > /cache\n",
+            busybox(&env)
+        ),
+    );
+    let out = Command::new(kiln_bin())
+        .current_dir(b.ctx())
+        .args(["--root", "../state", "build", "--executor", executor])
+        .args(["-o", "type=local,dest=../out", "."])
+        .env("BUILDKIT_PROGRESS", "plain")
+        .output()
+        .expect("run kiln");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dest = b.path("out");
+    assert_eq!(read(&dest.join("whole")), "the context\n");
+    assert_eq!(read(&dest.join("one")), "the context\n");
+    assert_eq!(read(&dest.join("cache")), "ok\n");
+}
+
+macro_rules! for_both_executors {
+    ($($name:ident),* $(,)?) => {
+        mod native {
+            $( #[test] fn $name() { super::$name("native") } )*
+        }
+        mod oci {
+            $( #[test] fn $name() { super::$name("oci") } )*
+        }
+    };
+}
+
+for_both_executors!(
+    mount_sources_resolve_inside_their_input,
+    mount_sources_missing_inside_their_input_fail,
+    relative_context_and_state_paths,
+);
