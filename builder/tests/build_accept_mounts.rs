@@ -26,6 +26,23 @@ fn build_with(b: &Build, executor: &str, tag: &str, extra: &[&str]) -> PathBuf {
     b.unpack(&format!("docker.io/{tag}"))
 }
 
+/// Every path under `dir`, relative and sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A host directory holding `secret`, removed on drop.
 struct HostSecret(PathBuf);
 
@@ -169,6 +186,32 @@ fn relative_context_and_state_paths(executor: &str) {
     assert_eq!(read(&dest.join("whole")), "the context\n");
     assert_eq!(read(&dest.join("one")), "the context\n");
     assert_eq!(read(&dest.join("cache")), "ok\n");
+}
+
+#[test]
+fn wildcards_may_match_nothing_a_missing_plain_path_fails() {
+    let b = Build::new();
+    b.write("present.txt", "here\n");
+    b.write("skipped.log", "ignored\n");
+    b.write(".dockerignore", "*.log\n");
+    b.write(
+        "Dockerfile",
+        "FROM scratch AS src\nCOPY present.txt /\nFROM scratch\nCOPY *.nomatch /x/\nCOPY present.txt *.nomatch /y/\nCOPY nodir/*.txt /z/\nCOPY *.log /ignored/\nCOPY --from=src /*.nomatch /s/\nCOPY --from=src /*.txt /s/\n",
+    );
+    let dest = b.path("out");
+    b.build(&["-o", &format!("type=local,dest={}", dest.display())]);
+    let found = tree(&dest);
+    // As BuildKit: a copy that matched nothing does not even create its destination.
+    assert_eq!(found, ["s", "s/present.txt", "y", "y/present.txt"]);
+    assert_eq!(read(&dest.join("y/present.txt")), "here\n");
+
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY present.txt /\nCOPY nomatch.txt /x/\n",
+    );
+    let err = b.build_fails(&[]);
+    assert!(err.contains("nomatch.txt"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
 }
 
 macro_rules! for_both_executors {
