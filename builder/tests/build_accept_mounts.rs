@@ -214,6 +214,53 @@ fn wildcards_may_match_nothing_a_missing_plain_path_fails() {
     assert!(err.contains("Dockerfile:3"), "{err}");
 }
 
+/// A tar of `a` (holding `data`) and `b`, a hard link to it, made by tar(1).
+fn linked_tar(b: &Build, name: &str, data: &str) {
+    let src = b.path(&format!("src-{name}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), data).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(b.ctx().join(name))
+        .arg("-C")
+        .arg(&src)
+        .args(["a", "b"])
+        .status()
+        .expect("run tar");
+    assert!(st.success());
+}
+
+#[test]
+fn add_of_a_tar_whose_hard_link_replaces_a_file() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("old-b", "before\n");
+    linked_tar(&b, "one.tar", "one\n");
+    linked_tar(&b, "two.tar", "two\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nCOPY old-b /t/b\nADD one.tar /t/\nADD one.tar /t/\nADD two.tar /t/\nRUN stat -c '%i %h' /t/a /t/b > /inodes\n",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, "native", "kiln-test/solverfs-hardlink:1", &[]);
+    assert_eq!(read(&root.join("t/b")), "two\n");
+    let inodes = read(&root.join("inodes"));
+    let lines: Vec<&str> = inodes.lines().collect();
+    assert_eq!(lines.len(), 2, "{inodes}");
+    assert_eq!(lines[0], lines[1], "one inode: {inodes}");
+    assert!(lines[0].ends_with(" 2"), "two links: {inodes}");
+    // umoci's unpack of the image agrees.
+    use std::os::unix::fs::MetadataExt;
+    let (a, bm) = (
+        std::fs::metadata(root.join("t/a")).unwrap(),
+        std::fs::metadata(root.join("t/b")).unwrap(),
+    );
+    assert_eq!(a.ino(), bm.ino());
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
