@@ -261,6 +261,24 @@ fn add_of_a_tar_whose_hard_link_replaces_a_file() {
     assert_eq!(a.ino(), bm.ino());
 }
 
+fn tmpfs_mounts_take_the_mount_points_mode(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN mkdir -m 700 /e700 && mkdir -m 2750 /e2750\nRUN --mount=type=tmpfs,target=/fresh --mount=type=tmpfs,target=/e700 --mount=type=tmpfs,target=/e2750,size=1m stat -c '%a %n' /fresh /e700 /e2750 > /modes\n",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-tmpfs:1", &[]);
+    // What docker 20.10's BuildKit (runc) gives for the same step.
+    assert_eq!(
+        read(&root.join("modes")),
+        "1777 /fresh\n700 /e700\n2750 /e2750\n"
+    );
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
@@ -276,4 +294,5 @@ for_both_executors!(
     mount_sources_resolve_inside_their_input,
     mount_sources_missing_inside_their_input_fail,
     relative_context_and_state_paths,
+    tmpfs_mounts_take_the_mount_points_mode,
 );
