@@ -202,7 +202,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let executor = LazyExecutor::new(
         req.executor,
         ExecutorConfig {
-            state_dir: state.root().to_path_buf(),
+            // Runtimes resolve relative paths against their bundle, not our cwd.
+            state_dir: std::path::absolute(state.root())
+                .map_err(|e| miette!("state directory {}: {e}", state.root().display()))?,
         },
     )
     .expecting_steps(
