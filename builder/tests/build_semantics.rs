@@ -120,3 +120,49 @@ fn workdir_is_kept_as_written_and_relative_ones_join() {
     let root = b.unpack("docker.io/kiln-test/semantics-workdir:2");
     assert_eq!(std::fs::read_to_string(root.join("tmp/f")).unwrap(), "x");
 }
+
+#[test]
+fn copy_heredoc_bodies_are_expanded_unless_the_delimiter_is_quoted() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nARG NAME=world\nENV GREETING=hello\nCOPY <<EOF /plain.txt\n$GREETING ${NAME} '$NAME' \\$NAME\nEOF\nCOPY <<\"EOF\" /quoted.txt\n$GREETING ${NAME}\nEOF\nADD <<'EOF' /single.txt\n$NAME\nEOF\n",
+    );
+    b.build(&[
+        "--build-arg",
+        "NAME=kiln",
+        "-t",
+        "kiln-test/semantics-heredoc:1",
+    ]);
+    let root = b.unpack("docker.io/kiln-test/semantics-heredoc:1");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(read("plain.txt"), "hello kiln 'kiln' $NAME\n");
+    assert_eq!(read("quoted.txt"), "$GREETING ${NAME}\n");
+    assert_eq!(read("single.txt"), "$NAME\n");
+}
+
+#[test]
+fn expansion_that_grows_without_bound_fails_fast_at_its_line() {
+    let b = Build::new();
+    let mut dockerfile = format!("FROM scratch\nARG A0={}\n", "a".repeat(64));
+    for i in 1..=10 {
+        dockerfile.push_str(&format!(
+            "ARG A{i}={}\n",
+            format!("${{A{}}}", i - 1).repeat(10)
+        ));
+    }
+    dockerfile.push_str("RUN echo $A10\n");
+    b.write("Dockerfile", &dockerfile);
+    for extra in [&[][..], &["--check"][..]] {
+        let started = std::time::Instant::now();
+        let err = b.build_fails(extra);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{extra:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("Dockerfile:7:1"), "{extra:?}: {err}");
+        assert!(err.contains("too large"), "{extra:?}: {err}");
+        assert!(err.len() < 4000, "the error does not print the value");
+    }
+}

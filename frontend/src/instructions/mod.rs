@@ -210,7 +210,10 @@ impl Ctx<'_> {
         ]
         .iter()
         .any(|k| message.contains(k));
-        let hint = if message.contains("--from") {
+        let too_large = message.contains("too large") || message.contains("grows past");
+        let hint = if too_large {
+            "a value that grows from line to line (an ARG or ENV doubling the one before) cannot be expanded; keep expanded values under 1 MiB"
+        } else if message.contains("--from") {
             "define a stage with FROM ${ARG} AS name and use --from=name"
         } else if syntax {
             "check the ${...} syntax: ${VAR}, ${VAR:-default}, ${VAR#pattern}, ${VAR/pattern/replacement}; write \\$ for a literal $"
@@ -506,6 +509,16 @@ impl Instruction {
             | Instruction::Arg(_)
             | Instruction::Onbuild(_)
             | Instruction::Healthcheck(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Expands the bodies of COPY/ADD heredocs whose delimiter is unquoted,
+    /// with `ex` using [`crate::shell::Lexer::heredoc_body`] (BuildKit's
+    /// `ExpandRaw`). RUN heredocs are left to the shell, as in BuildKit.
+    pub(crate) fn expand_heredocs(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
+        if let Instruction::Add(c) | Instruction::Copy(c) = self {
+            c.expand_heredocs(cx, ex)?;
         }
         Ok(())
     }
