@@ -166,3 +166,36 @@ fn expansion_that_grows_without_bound_fails_fast_at_its_line() {
         assert!(err.len() < 4000, "the error does not print the value");
     }
 }
+
+#[test]
+fn expose_is_validated_and_expanded_as_buildkit_does() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nARG PORTS=\"8000-8002/UDP 9090\"\nEXPOSE 80 $PORTS 132/sctp\n",
+    );
+    b.build(&["-t", "kiln-test/semantics-expose:1"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-expose:1");
+    let keys: Vec<&String> = config["config"]["ExposedPorts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        keys,
+        ["132/sctp", "80/tcp", "8000/udp", "8001/udp", "8002/udp", "9090/tcp"]
+    );
+
+    b.write("Dockerfile", "FROM scratch\n\nEXPOSE 80 99999999/tcpx\n");
+    for extra in [&[][..], &["--check"][..]] {
+        let err = b.build_fails(extra);
+        assert!(err.contains("Dockerfile:3:1"), "{extra:?}: {err}");
+        assert!(err.contains("99999999/tcpx"), "{extra:?}: {err}");
+    }
+    b.write("Dockerfile", "FROM scratch\nEXPOSE 65536\n");
+    let err = b.build_fails(&[]);
+    assert!(
+        err.contains("Dockerfile:2:1") && err.contains("out of range"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod duration;
+pub mod expose;
 pub mod flags;
 pub mod healthcheck;
 pub mod mount;
@@ -492,7 +493,25 @@ impl Instruction {
                     p.value = ex(&p.value).map_err(fail)?;
                 }
             }
-            Instruction::Expose(v) | Instruction::Volume(v) => {
+            Instruction::Expose(v) => {
+                // As BuildKit (ProcessWords): one value may expand to several ports.
+                let mut ports = Vec::with_capacity(v.len());
+                for w in v.iter() {
+                    let expanded = ex(w).map_err(fail)?;
+                    ports.extend(expanded.split_whitespace().map(str::to_string));
+                }
+                for p in &ports {
+                    expose::exposed_ports(p).map_err(|e| {
+                        cx.error(
+                            ErrorKind::Instruction,
+                            e.to_string(),
+                            Some("write a port (0-65535) or range with an optional protocol: EXPOSE 80 53/udp 8000-8010/tcp".into()),
+                        )
+                    })?;
+                }
+                *v = ports;
+            }
+            Instruction::Volume(v) => {
                 for w in v.iter_mut() {
                     *w = ex(w).map_err(fail)?;
                 }
