@@ -199,3 +199,79 @@ fn expose_is_validated_and_expanded_as_buildkit_does() {
         "{err}"
     );
 }
+
+#[test]
+fn build_checks_are_listed_after_the_build_as_buildx_does() {
+    let b = Build::new();
+    let dockerfile = "FROM scratch AS unused\nCMD echo not-built\n\nFROM scratch AS Final\nCOPY f /f\nCMD echo hi\n";
+    b.write("Dockerfile", dockerfile);
+    b.write("f", "x");
+    let ctx = b.ctx();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        b.kiln(&args)
+    };
+    let out = build(&["-t", "kiln-test/semantics-checks:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("warnings found"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            " 2 warnings found (use kiln build --check to expand):",
+            " - StageNameCasing: Stage name 'Final' should be lowercase (line 4)",
+            " - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 6)",
+        ],
+        "the unused stage's CMD is not reported:\n{stderr}"
+    );
+
+    // rawjson carries them as SolveStatus warnings (short is base64, as Go's []byte).
+    let out = build(&["--progress", "rawjson"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["warnings"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert_eq!(
+        warnings[1]["short"],
+        "SlNPTkFyZ3NSZWNvbW1lbmRlZDogSlNPTiBhcmd1bWVudHMgcmVjb21tZW5kZWQgZm9yIENNRCB0byBwcmV2ZW50IHVuaW50ZW5kZWQgYmVoYXZpb3IgcmVsYXRlZCB0byBPUyBzaWduYWxzIChsaW5lIDYp"
+    );
+    assert!(
+        !stderr.contains("warnings found"),
+        "no text summary in rawjson"
+    );
+
+    // `# check=skip=` silences rules; `error=true` fails the build before it runs.
+    b.write(
+        "Dockerfile",
+        &format!("# check=skip=StageNameCasing,JSONArgsRecommended\n{dockerfile}"),
+    );
+    let out = build(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("warning"),
+        "{stderr}"
+    );
+    b.write(
+        "Dockerfile",
+        &format!("# check=skip=StageNameCasing;error=true\n{dockerfile}"),
+    );
+    let out = build(&["-t", "kiln-test/semantics-checks:2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(" - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 7)")
+            && stderr.contains("lint violation found for rules: JSONArgsRecommended"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("COPY f /f"), "nothing ran: {stderr}");
+}
