@@ -265,9 +265,18 @@ pub fn prune(
     w.commit()?;
     report.layers.sort();
 
-    // Leftovers of interrupted builds: pending layers (`layers/.tmp/`) and the worker's
-    // scratch space (`tmp/`). Nothing is building while the exclusive lock is held.
-    for dir in [state.layers_dir().join(".tmp"), state.root().join("tmp")] {
+    // Leftovers of interrupted builds: pending layers (`layers/.tmp/`), the worker's
+    // scratch space (`tmp/`) and step sandboxes (`executor/runs/`, with any secrets
+    // tmpfs). Nothing is building while the exclusive lock is held.
+    let runs = crate::executor::ExecutorConfig {
+        state_dir: state.root().to_path_buf(),
+    }
+    .runs_dir();
+    for dir in [
+        state.layers_dir().join(".tmp"),
+        state.root().join("tmp"),
+        runs,
+    ] {
         let (count, bytes) = empty_dir(&dir);
         report.temporaries += count;
         report.reclaimed += bytes;

@@ -1,0 +1,287 @@
+//! The state directory is safe against other local users and interrupted processes:
+//! nothing in it is reachable by another user (set-uid binaries and world-writable
+//! directories of pulled layers live there), and a build killed with SIGKILL leaves
+//! no secret behind once any verb ran.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{kiln_bin, Build, TestEnv};
+
+/// Every path below `dir` (not `dir` itself), not following symlinks.
+fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The paths of `paths` that user 65534 (nobody) can see (`test -e` or `test -L`).
+fn reachable_by_nobody(paths: &[PathBuf]) -> Vec<String> {
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            r#"while IFS= read -r p; do if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done"#,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let list: String = paths
+        .iter()
+        .map(|p| format!("{}\n", p.to_str().expect("utf-8 path")))
+        .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, list.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn other_users_reach_nothing_in_the_state_dir_and_an_old_0755_one_is_repaired() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let root = b.root.path();
+    // A state dir as an older kiln left it: world-traversable, layers too.
+    std::fs::create_dir(root.join("layers")).unwrap();
+    for p in [root.to_path_buf(), root.join("layers")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The check is only meaningful when the parent lets nobody through.
+    assert_ne!(mode(root.parent().unwrap()) & 0o001, 0);
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN --mount=type=cache,target=/c echo hi > /c/f && chmod 4755 /bin/busybox && mkdir -m 1777 /drop\n",
+            env.registry()
+        ),
+    );
+    b.build(&["--tag", "store-modes:1"]);
+    assert_eq!(mode(root), 0o700);
+    assert_eq!(mode(&root.join("layers")), 0o700);
+
+    let paths = paths_under(root);
+    let setuid: Vec<&PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0)
+        })
+        .collect();
+    assert!(
+        !setuid.is_empty(),
+        "the build made a set-uid busybox in a layer"
+    );
+    assert!(
+        paths.len() > 100,
+        "a busybox layer is in there: {}",
+        paths.len()
+    );
+    let seen = reachable_by_nobody(&paths);
+    assert!(
+        seen.is_empty(),
+        "nobody can reach {} paths: {:?}",
+        seen.len(),
+        &seen[..seen.len().min(10)]
+    );
+    // Not vacuous: the same check sees what nobody may see.
+    let control = reachable_by_nobody(&[PathBuf::from("/bin/sh"), root.to_path_buf()]);
+    assert_eq!(control.len(), 2, "{control:?}");
+
+    // Any verb repairs a directory loosened meanwhile.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = b.kiln(&["images"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(root), 0o700);
+}
+
+/// Pids of the processes running `sleep <marker>`.
+fn sleepers(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .trim_end()
+            == format!("sleep {marker}")
+        {
+            if let Ok(pid) = p.file_name().to_string_lossy().parse() {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Regular files under `dir` holding `needle`; does not cross into `skip`.
+fn files_holding(dir: &Path, needle: &[u8], skip: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if d.starts_with(skip) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && e.metadata().is_ok_and(|m| m.len() < 64 << 20) {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Where the secret may still be on the host: the state dir and every tmpfs mount
+/// under /tmp, /run, /dev/shm or /var (the work dir holding its source excepted).
+fn secret_on_host(b: &Build, secret: &[u8]) -> Vec<PathBuf> {
+    let mut found = files_holding(b.root.path(), secret, b.work.path());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(&"tmpfs")) = (f.get(1), f.get(2)) else {
+            continue;
+        };
+        let point = point.replace("\\040", " ");
+        if ["/tmp", "/run", "/dev/shm", "/var"]
+            .iter()
+            .any(|p| Path::new(&point).starts_with(p))
+        {
+            found.extend(files_holding(Path::new(&point), secret, b.work.path()));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn start_build(b: &Build, executor: &str, secret: &Path) -> Child {
+    Command::new(kiln_bin())
+        .arg("--root")
+        .arg(b.root.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--executor",
+            executor,
+            "--secret",
+        ])
+        .arg(format!("id=s,src={}", secret.display()))
+        .arg(b.ctx())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kiln")
+}
+
+fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let marker = format!("300.{}{test:02}", std::process::id());
+    let value = format!("store-secret-{}-{executor}-{test}", std::process::id());
+    let secret = b.path("secret");
+    std::fs::write(&secret, &value).unwrap();
+    // The step still reads its secret a second after it started (the host's view
+    // of it may be gone by then), then holds the mount.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN --mount=type=secret,id=s sleep 1 && cat /run/secrets/s > /dev/null && sleep {marker}\n",
+            env.registry()
+        ),
+    );
+    let mut child = start_build(&b, executor, &secret);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sleepers(&marker).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln ended ({status}) before the step held its secret");
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = secret_on_host(&b, value.as_bytes());
+    if executor == "native" {
+        // The step's own mount namespace holds the secret, the host's view went when it started.
+        assert_eq!(before, Vec::<PathBuf>::new());
+    } else {
+        // The runtime needs the host's tmpfs: there it is until the next verb.
+        assert_eq!(before.len(), 1, "{before:?}");
+    }
+    let out = b.kiln(&["images"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = secret_on_host(&b, value.as_bytes());
+    // An OCI step outlives kiln (the native one dies with it): the sweep did not
+    // depend on it ending.
+    let running = sleepers(&marker);
+    for pid in &running {
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert_eq!(running.is_empty(), executor == "native");
+    assert_eq!(left, Vec::<PathBuf>::new());
+    // Not vacuous: the sweep finds the secret where it is.
+    assert_eq!(
+        files_holding(b.work.path(), value.as_bytes(), Path::new("/nonexistent")),
+        vec![secret]
+    );
+}
+
+#[test]
+fn a_killed_native_build_leaves_no_secret() {
+    a_killed_build_leaves_no_secret_once_any_verb_ran("native", 1);
+}
+
+#[test]
+fn a_killed_oci_build_leaves_no_secret() {
+    a_killed_build_leaves_no_secret_once_any_verb_ran("oci", 2);
+}
