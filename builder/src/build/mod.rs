@@ -1,5 +1,6 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
 
+pub mod checks;
 pub mod export;
 pub mod images;
 pub mod interrupt;

@@ -2,6 +2,7 @@
 //! their base images, lowered to a graph, solved with the cache, and
 //! exported to every requested output.
 
+use super::checks::BuildChecks;
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::images::{BuildImages, Resolver};
 use super::interrupt::{Interrupted, Interrupts};
@@ -146,9 +147,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let mut resolver = Resolver(Arc::clone(&images));
     let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
+    let mut checks = None;
     for target_platform in &platforms {
         let platform = target_platform.clone();
-        let build = resolve_stages(
+        let (build, resolve_opts) = resolve_stages(
             &ast,
             &req,
             target_platform,
@@ -156,6 +158,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             &mut resolver,
             &fail,
         )?;
+        if checks.is_none() {
+            checks = Some(BuildChecks::run(&ast, &ctx, &resolve_opts, &build));
+        }
         let lowered = lower_into(
             definition,
             &ast,
@@ -215,6 +220,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
+    if let Some(checks) = &checks {
+        checks.report(&tx, &name);
+        if let Some(failure) = checks.failure() {
+            drop(tx);
+            let _ = display.finish();
+            return Err(failure);
+        }
+    }
     let mut worker = LocalWorker::new(
         &state,
         Arc::clone(&cache),
@@ -354,7 +367,7 @@ fn resolve_stages(
     named_contexts: &BTreeMap<String, NamedContext>,
     resolver: &mut Resolver,
     fail: &dyn Fn(SourceError) -> miette::Report,
-) -> Result<kiln_frontend::stages::Build> {
+) -> Result<(kiln_frontend::stages::Build, ResolveOptions)> {
     let platform = target_platform;
     let mut resolve_opts = ResolveOptions {
         target: req.target.clone(),
@@ -392,7 +405,8 @@ fn resolve_stages(
                 .insert(written.clone(), resolved.config.config.env_pairs());
         }
     }
-    stages::resolve(ast, &resolve_opts).map_err(fail)
+    let build = stages::resolve(ast, &resolve_opts).map_err(fail)?;
+    Ok((build, resolve_opts))
 }
 
 /// Refuses output settings that cannot hold several platforms, before any work.

@@ -578,6 +578,11 @@ impl Lowerer<'_> {
         instruction
             .expand(&cx, &mut expand)
             .map_err(|e| bad(self, e.message.clone()))?;
+        let body = crate::shell::Lexer::heredoc_body();
+        let mut expand_body = |w: &str| body.process_word(w, &env).map_err(|e| e.to_string());
+        instruction
+            .expand_heredocs(&cx, &mut expand_body)
+            .map_err(|e| bad(self, e.message.clone()))?;
         let ri = ResolvedInstruction {
             instruction,
             span: stage.span,
