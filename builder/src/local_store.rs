@@ -154,10 +154,12 @@ impl LocalStore {
             .map_err(|e| miette!("{e}"))
     }
 
-    /// The image manifests of a tagged root present locally, with their platforms.
+    /// The image manifests of a tagged root present locally, with their platforms: an entry
+    /// without one (a single manifest, as `docker save` and builds store them) gets the
+    /// platform its config declares, so an image is never taken for another platform.
     pub fn platform_manifests(&self, d: &Descriptor) -> Result<Vec<(Descriptor, ImageManifest)>> {
-        match self.manifest(d)? {
-            Manifest::Image(m) => Ok(vec![(d.clone(), *m)]),
+        let found = match self.manifest(d)? {
+            Manifest::Image(m) => vec![(d.clone(), *m)],
             Manifest::Index(idx) => {
                 let mut out = Vec::new();
                 for c in idx.manifests {
@@ -168,12 +170,25 @@ impl LocalStore {
                         out.push((c, *m));
                     }
                 }
-                Ok(out)
+                out
             }
-        }
+        };
+        Ok(found
+            .into_iter()
+            .map(|(mut desc, m)| {
+                if desc.platform.is_none() {
+                    desc.platform = self
+                        .read_blob(&m.config.digest)
+                        .ok()
+                        .and_then(|c| Platform::from_config(&c));
+                }
+                (desc, m)
+            })
+            .collect())
     }
 
-    /// The manifest of a root for a platform (host by default).
+    /// The manifest of a root for a platform (host by default; a root holding one image
+    /// gives it when no platform is asked for).
     pub fn manifest_for(
         &self,
         d: &Descriptor,
@@ -184,15 +199,15 @@ impl LocalStore {
             return all.into_iter().next().ok_or_else(|| miette!("empty image"));
         }
         let want = platform.cloned().unwrap_or_else(Platform::host);
-        let mut fallback = None;
-        for (desc, m) in all {
-            match &desc.platform {
-                Some(p) if want.matches(p) => return Ok((desc, m)),
-                None if fallback.is_none() => fallback = Some((desc, m)),
-                _ => {}
-            }
-        }
-        fallback.ok_or_else(|| miette!("image {} has no manifest for platform {want}", d.digest))
+        let have = platforms_of(&all);
+        all.into_iter()
+            .find(|(desc, _)| desc.platform.as_ref().is_some_and(|p| want.matches(p)))
+            .ok_or_else(|| {
+                miette!(
+                    "image {} has no manifest for platform {want} (the store has {have})",
+                    d.digest
+                )
+            })
     }
 
     /// Reads and parses an image config.
@@ -201,5 +216,23 @@ impl LocalStore {
             .read_blob(&m.config.digest)
             .map_err(|e| miette!("{e}"))?;
         serde_json::from_slice(&bytes).into_diagnostic()
+    }
+}
+
+/// The platforms of manifests, for messages: `linux/amd64, linux/arm64`, or `none`.
+pub fn platforms_of(manifests: &[(Descriptor, ImageManifest)]) -> String {
+    let v: Vec<String> = manifests
+        .iter()
+        .map(|(d, _)| {
+            d.platform.as_ref().map_or_else(
+                || "an image of unknown platform".to_string(),
+                |p| p.to_string(),
+            )
+        })
+        .collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
     }
 }
