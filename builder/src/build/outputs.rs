@@ -129,6 +129,10 @@ fn image_output(
         for n in &names {
             store.tag(n, &root)?;
         }
+        // Untagged, the image stays reachable by the ID the build prints (docker's `<none>`).
+        if names.is_empty() {
+            store.keep_untagged(&root)?;
+        }
     }
     if out.push() {
         if names.is_empty() {
