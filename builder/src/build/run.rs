@@ -65,7 +65,7 @@ struct PlatformTarget {
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
-fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
+pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
     let mut out: Vec<Platform> = Vec::new();
     for p in req
         .platforms
@@ -79,7 +79,7 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
             Platform::parse(p).map_err(|e| {
                 miette!(
                     help = "e.g. --platform linux/amd64,linux/arm64",
-                    "invalid --platform {p:?}: {e}"
+                    "--platform: {e}"
                 )
             })?
         };
@@ -96,6 +96,8 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
 /// Runs a build: every target platform is lowered into one graph (work that
 /// does not depend on the platform is one vertex) and solved at once.
 pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
+    // Bad flags fail here, before the state directory is even opened.
+    super::validate::check(&req)?;
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
     // removes what a running build uses.
@@ -394,7 +396,7 @@ fn resolve_stages(
 }
 
 /// Refuses output settings that cannot hold several platforms, before any work.
-fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
+pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
     use crate::export::output::OutputKind;
     if !multi {
         return Ok(());

@@ -237,6 +237,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             ))
         }
     };
+    check_flags(&args)?;
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .map_err(|e| miette::miette!("{e}"))?;
@@ -364,6 +365,45 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The flags `build_image` reads itself, checked before anything is built
+/// (the request's own flags are checked by `build::validate`).
+fn check_flags(args: &Args) -> miette::Result<()> {
+    for t in &args.tags {
+        let parsed = kiln_registry::Reference::parse(t).map_err(|e| {
+            miette::miette!(
+                help = "a tag is [registry/]repository[:tag], the repository lowercase",
+                "invalid -t/--tag {t:?}: {e}"
+            )
+        })?;
+        if parsed.digest().is_some() {
+            return Err(miette::miette!(
+                help = "name the image by repository and tag, e.g. -t app:1",
+                "invalid -t/--tag {t:?}: a tag cannot name a digest"
+            ));
+        }
+    }
+    if args.jobs == Some(0) {
+        return Err(miette::miette!(
+            "invalid --jobs 0: at least one step must run"
+        ));
+    }
+    // Written after the build: a missing directory would waste the whole build.
+    for (flag, file) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        let Some(file) = file else { continue };
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(miette::miette!(
+                "invalid {flag} {}: its directory does not exist",
+                file.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn method(args: &Args) -> miette::Result<(Method, bool)> {
     let spec = if args.check {
         "check"
@@ -432,8 +472,9 @@ fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let target_platform = match args.platform.iter().find(|p| !p.trim().is_empty()) {
         None => Platform::host(),
         Some(p) if p == "local" => Platform::host(),
-        Some(p) => Platform::parse(p)
-            .map_err(|e| miette::miette!(help = "e.g. --platform linux/arm64", "{e}"))?,
+        Some(p) => Platform::parse(p).map_err(|e| {
+            miette::miette!(help = "e.g. --platform linux/arm64", "--platform: {e}")
+        })?,
     };
     Ok(ResolveOptions {
         target: args.target.clone(),

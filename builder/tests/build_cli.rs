@@ -1,0 +1,155 @@
+//! `kiln build`'s flags at their edges: bad values fail before anything is
+//! built or written, naming the flag and the value.
+
+mod support;
+
+use support::Build;
+
+/// A context whose build would write to the store (a COPY), so an empty
+/// state directory afterwards proves nothing was built.
+fn project() -> Build {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY a /a\n");
+    b.write("a", "a\n");
+    b
+}
+
+/// The build fails with `flags`, its error names every one of `wanted`, and
+/// the state directory stays empty.
+fn refused(flags: &[&str], wanted: &[&str]) {
+    let b = project();
+    let err = b.build_fails(flags);
+    // miette wraps long lines ("\n  │ "), at a space or inside a long word.
+    let wrap = unwrapped(&err);
+    for w in wanted {
+        assert!(
+            wrap.iter().any(|e| e.contains(w)),
+            "{flags:?}: {w:?} missing from:\n{err}"
+        );
+    }
+    assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    let left: Vec<_> = std::fs::read_dir(b.root.path())
+        .expect("state dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{flags:?} wrote {left:?} before failing:\n{err}"
+    );
+}
+
+/// The message with miette's line wraps undone, both ways (a space or nothing).
+fn unwrapped(err: &str) -> [String; 2] {
+    let joined = |sep: &str| {
+        let mut out = String::new();
+        for (i, line) in err.lines().enumerate() {
+            let t = line.trim_start().trim_start_matches('│').trim();
+            if i > 0 {
+                out.push_str(sep);
+            }
+            out.push_str(t);
+        }
+        out
+    };
+    [joined(" "), joined("")]
+}
+
+#[test]
+fn bad_tags_are_refused_before_building() {
+    refused(
+        &["-t", "App/web:1"],
+        &["-t/--tag", "App/web:1", "lowercase"],
+    );
+    refused(
+        &["-t", "app:bad!tag"],
+        &["-t/--tag", "app:bad!tag", "tag must"],
+    );
+    refused(&["-t", "app:"], &["-t/--tag", "\"app:\""]);
+    let digest = format!("app@sha256:{}", "a".repeat(64));
+    refused(&["-t", &digest], &["-t/--tag", &digest, "digest"]);
+}
+
+#[test]
+fn bad_outputs_are_refused_before_building() {
+    refused(
+        &["-o", "type=floppy"],
+        &["--output", "type=floppy", "unknown type"],
+    );
+    refused(&["-o", "type=local"], &["--output", "type=local", "dest="]);
+    refused(
+        &["-o", "type=local,dest=out,colour=red"],
+        &["--output", "\"colour\"", "not an attribute"],
+    );
+    refused(
+        &["-o", "type=image,name=Bad/Name"],
+        &["--output", "Bad/Name", "lowercase"],
+    );
+    // Nothing to push to: refused now, not after the build.
+    refused(&["--push"], &["push=true needs an image name"]);
+}
+
+#[test]
+fn platforms_follow_containerd_parsing() {
+    refused(&["--platform", "foo"], &["--platform", "\"foo\""]);
+    refused(
+        &["--platform", "linux/amd64,linux/*"],
+        &["--platform", "\"linux/*\""],
+    );
+    refused(
+        &["--platform", "linux/arm64/v8/x"],
+        &["--platform", "linux/arm64/v8/x"],
+    );
+    // Aliases and default variants are normalised as buildx normalises them.
+    let b = project();
+    b.build(&["--platform", "linux/aarch64/v8", "-t", "cli-platform:1"]);
+    let config = b.raw_config("docker.io/library/cli-platform:1");
+    assert_eq!(config["architecture"], "arm64");
+    assert!(config.get("variant").is_none(), "{config}");
+    b.build(&["--platform", "armhf", "-t", "cli-platform:2"]);
+    let config = b.raw_config("docker.io/library/cli-platform:2");
+    assert_eq!(
+        (
+            config["os"].as_str(),
+            config["architecture"].as_str(),
+            config["variant"].as_str()
+        ),
+        (Some("linux"), Some("arm"), Some("v7"))
+    );
+}
+
+#[test]
+fn session_flags_are_refused_before_building() {
+    refused(
+        &["--build-context", "extra=/no/such/dir"],
+        &["--build-context", "/no/such/dir", "not a directory"],
+    );
+    refused(
+        &["--build-context", "extra"],
+        &["--build-context", "\"extra\""],
+    );
+    refused(
+        &["--secret", "id=tok,src=/no/such/secret"],
+        &["--secret", "/no/such/secret"],
+    );
+    refused(&["--secret", "id=tok,colour=red"], &["--secret", "colour"]);
+    refused(&["--ssh", "key=/no/such/key"], &["--ssh", "/no/such/key"]);
+    refused(&["--allow", "network.none"], &["--allow", "network.none"]);
+    refused(
+        &["--add-host", "db:not-an-ip"],
+        &["--add-host", "not-an-ip"],
+    );
+}
+
+#[test]
+fn other_flags_are_refused_before_building() {
+    refused(&["--jobs", "0"], &["--jobs"]);
+    refused(
+        &["--iidfile", "/no/such/dir/iid"],
+        &["--iidfile", "/no/such/dir/iid"],
+    );
+    refused(&["--label", "novalue"], &["--label", "novalue"]);
+    refused(&["--call", "frobnicate"], &["--call", "frobnicate"]);
+    refused(&["--print", "tree"], &["--print", "tree"]);
+    refused(&["--executor", "chroot"], &["chroot"]);
+    refused(&["--progress", "fancy"], &["--progress", "fancy"]);
+}
