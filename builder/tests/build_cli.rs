@@ -153,3 +153,105 @@ fn other_flags_are_refused_before_building() {
     refused(&["--executor", "chroot"], &["chroot"]);
     refused(&["--progress", "fancy"], &["--progress", "fancy"]);
 }
+
+#[test]
+fn boolean_flags_take_go_boolean_values() {
+    let b = project();
+    let first = b.build(&["--no-cache=false"]);
+    assert!(support::executed(&first) > 0, "{first}");
+    // Cached unless --no-cache is true, in any of Go's spellings.
+    assert_eq!(support::executed(&b.build(&["--no-cache=False"])), 0);
+    assert_eq!(
+        support::executed(&b.build(&["--no-cache=0", "--pull=f"])),
+        0
+    );
+    for yes in [
+        "--no-cache",
+        "--no-cache=true",
+        "--no-cache=T",
+        "--no-cache=1",
+    ] {
+        assert!(support::executed(&b.build(&[yes])) > 0, "{yes}");
+    }
+    // `--push=false` is no push: no name needed. `--push=TRUE` is one.
+    b.build(&["--push=false", "--load=false"]);
+    refused(&["--push=TRUE"], &["push=true needs an image name"]);
+    // `-q`/`--quiet=true` print only the image ID; `--quiet=false` shows progress.
+    let ctx = b.ctx();
+    let ctx = ctx.to_str().expect("utf-8");
+    for (flag, quiet) in [
+        ("-q", true),
+        ("--quiet=true", true),
+        ("--quiet=false", false),
+    ] {
+        let out = b.kiln(&["build", flag, ctx]);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stdout.starts_with("sha256:"), quiet, "{flag}: {stdout}");
+        assert_eq!(stderr.contains("COPY a /a"), !quiet, "{flag}: {stderr}");
+    }
+    // A value that is not a boolean is a usage error naming the flag.
+    let out = b.kiln(&["build", "--no-cache=maybe", ctx]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--no-cache") && stderr.contains("maybe"),
+        "{stderr}"
+    );
+    // The value only binds with `=`: `--pull CTX` still reads CTX as the context.
+    let out = b.kiln(&["build", "--pull", ctx]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn legacy_docker_build_flags_are_accepted_with_a_note() {
+    let b = project();
+    let ctx = b.ctx();
+    let ctx = ctx.to_str().expect("utf-8");
+    let out = b.kiln(&[
+        "build",
+        "--rm",
+        "--force-rm=true",
+        "--compress",
+        "--squash",
+        "--isolation=default",
+        "--security-opt",
+        "seccomp=unconfined",
+        "-m",
+        "1g",
+        "--memory-swap=2g",
+        "-c",
+        "512",
+        "--cpu-period=100000",
+        "--cpu-quota=50000",
+        "--cpuset-cpus=0",
+        "--cpuset-mems=0",
+        ctx,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for flag in [
+        "--rm",
+        "--force-rm",
+        "--compress",
+        "--squash",
+        "--isolation",
+        "--security-opt",
+        "--memory",
+        "--memory-swap",
+        "--cpu-shares",
+        "--cpu-period",
+        "--cpu-quota",
+        "--cpuset-cpus",
+        "--cpuset-mems",
+    ] {
+        assert!(
+            stderr.contains(&format!("note: {flag} is ignored")),
+            "{flag}: {stderr}"
+        );
+    }
+    // Not given, no note.
+    let out = b.kiln(&["build", ctx]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
+}

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
     /// Shorthand for `--call=check`.
-    #[arg(long, conflicts_with = "call")]
+    #[arg(long, conflicts_with = "call", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub check: bool,
     /// Output format of `--call` results (`text` or `json`).
     #[arg(long, value_name = "FORMAT")]
@@ -43,25 +43,25 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Shorthand for `--output=type=registry`.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub push: bool,
     /// Shorthand for `--output=type=docker` (kiln: into the local image store).
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
     /// Do not use the cache when building.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub no_cache: bool,
     /// Do not use the cache for these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Always look up base images in their registry.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub pull: bool,
     /// Progress output (`auto`, `tty`, `plain`, `rawjson`, `quiet`).
     #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: crate::progress::ProgressMode,
     /// Only print the image ID on success.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
@@ -108,6 +108,9 @@ pub struct Args {
     /// Registry settings.
     #[command(flatten)]
     pub registry: crate::registry_opts::RegistryArgs,
+    /// docker build's legacy flags, accepted and ignored.
+    #[command(flatten)]
+    pub legacy: super::legacy::LegacyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,9 @@ enum Method {
 
 /// Runs `kiln build`.
 pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    for note in args.legacy.notes() {
+        eprintln!("{note}");
+    }
     let (method, json) = method(&args)?;
     if method == Method::Build {
         return build_image(args, root);

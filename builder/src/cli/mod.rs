@@ -8,6 +8,7 @@ mod history;
 mod images;
 mod imagetools;
 mod inspect;
+mod legacy;
 mod load;
 mod login;
 mod logout;
@@ -80,6 +81,18 @@ pub enum Command {
     Dockerfile(dockerfile::Args),
 }
 
+/// A boolean flag's value as Go's `strconv.ParseBool` reads it (buildx's
+/// `--push=true`, `--no-cache=0`, `--pull=False`).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (expected true or false, 1 or 0, t or f)"
+        )),
+    }
+}
+
 /// Parses the command line, runs the verb and renders any error.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -109,6 +122,24 @@ pub fn run() -> ExitCode {
         Err(err) => {
             eprintln!("{:?}", err);
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn booleans_read_as_go_reads_them() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        for bad in ["", "yes", "tRUE", "2", "on"] {
+            assert!(parse_bool(bad).is_err(), "{bad}");
         }
     }
 }
