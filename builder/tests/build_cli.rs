@@ -255,3 +255,81 @@ fn legacy_docker_build_flags_are_accepted_with_a_note() {
     let out = b.kiln(&["build", ctx]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
 }
+
+/// Runs `kiln build CTX` with `flags` (global ones first); returns stderr, asserting success.
+fn build_stderr(b: &Build, global: &[&str], flags: &[&str], env: &[(&str, &str)]) -> String {
+    let ctx = b.ctx();
+    let mut args: Vec<&str> = global.to_vec();
+    args.push("build");
+    args.extend_from_slice(flags);
+    args.push(ctx.to_str().expect("utf-8"));
+    let out = b.kiln_env(&args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn debug_prints_the_internal_steps() {
+    let env = support::TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN echo debug > /d\n",
+            env.registry()
+        ),
+    );
+    let target = format!("{}/cli-debug/app:1", env.registry());
+    let push = [
+        "--insecure-registry",
+        env.registry(),
+        "-t",
+        &target,
+        "--push",
+    ];
+    let first = build_stderr(&b, &["-D"], &push, &[]);
+    for phase in [
+        "loading the context",
+        "context loaded",
+        "Dockerfile parsed",
+        "base image resolved",
+        "lowering stage",
+        "solve",
+        "cache key",
+        "cache miss",
+        "executor selected",
+        "executed vertex=[stage-0 2/2] RUN echo debug > /d",
+        "layer exported",
+        "image exported",
+        "writing output",
+        "blob pushed",
+        "manifest pushed",
+    ] {
+        assert!(first.contains(phase), "{phase:?} missing from:\n{first}");
+    }
+    // Each event carries the step's cache key.
+    assert!(
+        first.lines().any(|l| l.contains("cache miss")
+            && l.contains("RUN echo debug")
+            && l.contains("key=sha256:")),
+        "{first}"
+    );
+    // The rebuild finds it: a hit with the same key; `-D` given after the verb, and KILN_DEBUG.
+    let again = build_stderr(&b, &[], &["-D"], &[]);
+    let key_of = |text: &str, event: &str| {
+        text.lines()
+            .find(|l| l.contains(event) && l.contains("RUN echo debug"))
+            .and_then(|l| l.split("key=").nth(1))
+            .map(|k| k.split_whitespace().next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no {event} for the RUN in:\n{text}"))
+    };
+    assert_eq!(key_of(&again, "cache hit"), key_of(&first, "cache miss"));
+    let env_on = build_stderr(&b, &[], &[], &[("KILN_DEBUG", "1")]);
+    assert!(env_on.contains("cache hit"), "{env_on}");
+    // Without it, none of that.
+    let quiet = build_stderr(&b, &[], &[], &[]);
+    assert!(!quiet.contains("DEBUG"), "{quiet}");
+    let off = build_stderr(&b, &["--debug=false"], &[], &[("KILN_DEBUG", "1")]);
+    assert!(!off.contains("DEBUG"), "{off}");
+}

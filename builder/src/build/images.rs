@@ -240,6 +240,13 @@ impl ImageResolver for Resolver {
                     (desc, m, Some(root))
                 }
             };
+            tracing::debug!(
+                reference,
+                platform = %platform,
+                digest = %desc.digest,
+                from = if root.is_some() { "registry" } else { "local store" },
+                "base image resolved"
+            );
             let config = self.config_of(&r, &m).await?;
             let pinned = format!("{}@{}", r.name(), desc.digest);
             if let (Some(root), None) = (root, r.digest()) {

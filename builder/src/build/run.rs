@@ -108,8 +108,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
+    tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
     let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch)
         .map_err(|e| miette!("{e}"))?;
+    tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let fail = |e: SourceError| report(e, &name, &source);
@@ -117,6 +119,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
 
     let platforms = target_platforms(&req)?;
     let multi = platforms.len() > 1 || req.multi_platform;
+    tracing::debug!(instructions = ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
     let interrupts =
@@ -227,6 +230,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         .map_err(|e| miette!("{e}"))?,
     );
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
+    tracing::debug!(vertices = definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?no_cache, "solving");
     let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
         &definition,
@@ -260,6 +264,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
     };
     drop(armed);
+    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
     // A signal that came as the solve ended: stop before exporting anything.
     if let Some(signal) = interrupts.signal() {
         return Err(Interrupted { signal }.into());

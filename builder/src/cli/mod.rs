@@ -33,6 +33,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// Print kiln's internal steps on stderr (context, frontend, each step's cache key and
+    /// hit or miss, export, push). Also KILN_DEBUG=1.
+    #[arg(
+        short = 'D',
+        long,
+        global = true,
+        env = "KILN_DEBUG",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_bool,
+        value_name = "BOOL"
+    )]
+    pub debug: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +98,28 @@ pub enum Command {
     Dockerfile(dockerfile::Args),
 }
 
+/// Sends kiln's own `tracing` events (not those of the HTTP and TLS
+/// libraries underneath) at debug level to stderr, timed from the start.
+fn install_debug_log() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let targets = Targets::new()
+        .with_target("kiln", LevelFilter::DEBUG)
+        .with_target("kiln_solver", LevelFilter::DEBUG)
+        .with_target("kiln_frontend", LevelFilter::DEBUG)
+        .with_target("kiln_registry", LevelFilter::DEBUG)
+        .with_default(LevelFilter::WARN);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_timer(tracing_subscriber::fmt::time::uptime());
+    // A second subscriber cannot happen (one call, at start); ignore rather than panic.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(targets)
+        .try_init();
+}
+
 /// A boolean flag's value as Go's `strconv.ParseBool` reads it (buildx's
 /// `--push=true`, `--no-cache=0`, `--pull=False`).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -96,6 +135,9 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 /// Parses the command line, runs the verb and renders any error.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if cli.debug {
+        install_debug_log();
+    }
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(*args, cli.root),
