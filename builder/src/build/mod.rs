@@ -9,6 +9,7 @@ pub mod outputs;
 pub mod run;
 pub mod session;
 pub mod ssh_agent;
+pub mod validate;
 
 use crate::context::ContextSpec;
 use crate::export::output::OutputSpec;

@@ -31,6 +31,7 @@ pub fn write_outputs(
     outcome: &BuildOutcome,
 ) -> Result<()> {
     for out in &req.outputs {
+        tracing::debug!(kind = ?out.kind, names = ?out.names, dest = ?out.dest, "writing output");
         match out.kind {
             OutputKind::Image => {
                 let root = outcome
@@ -148,6 +149,7 @@ fn image_output(
             } else {
                 n.clone()
             };
+            tracing::debug!(target = %target, root = %root.digest, "pushing");
             let digest = runtime
                 .block_on(push(
                     &client,

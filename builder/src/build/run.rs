@@ -66,7 +66,7 @@ struct PlatformTarget {
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
-fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
+pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
     let mut out: Vec<Platform> = Vec::new();
     for p in req
         .platforms
@@ -80,7 +80,7 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
             Platform::parse(p).map_err(|e| {
                 miette!(
                     help = "e.g. --platform linux/amd64,linux/arm64",
-                    "invalid --platform {p:?}: {e}"
+                    "--platform: {e}"
                 )
             })?
         };
@@ -97,6 +97,8 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
 /// Runs a build: every target platform is lowered into one graph (work that
 /// does not depend on the platform is one vertex) and solved at once.
 pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
+    // Bad flags fail here, before the state directory is even opened.
+    super::validate::check(&req)?;
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
     // removes what a running build uses.
@@ -107,7 +109,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
+    tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
     let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
+    tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let fail = |e: SourceError| report(e, &name, &source);
@@ -115,6 +119,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
 
     let platforms = target_platforms(&req)?;
     let multi = platforms.len() > 1 || req.multi_platform;
+    tracing::debug!(instructions = ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
     let interrupts = Interrupts::listen(&runtime)
@@ -240,6 +245,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     worker.limit_layer_size(req.max_layer_size);
     let worker = Arc::new(worker);
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
+    tracing::debug!(vertices = definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?no_cache, "solving");
     let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
         &definition,
@@ -273,6 +279,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
     };
     drop(armed);
+    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
     // A signal that came as the solve ended: stop before exporting anything.
     if let Some(signal) = interrupts.signal() {
         return Err(Interrupted { signal }.into());
@@ -410,7 +417,7 @@ fn resolve_stages(
 }
 
 /// Refuses output settings that cannot hold several platforms, before any work.
-fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
+pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
     use crate::export::output::OutputKind;
     if !multi {
         return Ok(());

@@ -190,6 +190,7 @@ pub fn lower_into(
             .stages
             .get(si)
             .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        tracing::debug!(stage = stage.index, name = ?stage.name, base = ?stage.base, platform = %opts.platform, "lowering stage");
         let state = l.lower_stage(stage)?;
         l.stages.insert(si, state);
     }
@@ -199,6 +200,7 @@ pub fn lower_into(
         .cloned()
         .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
     let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    tracing::debug!(vertices = l.def.len(), platform = %opts.platform, "lowered");
     Ok(Lowered {
         definition: l.def,
         target: target.vertex,
