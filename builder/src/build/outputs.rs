@@ -31,6 +31,7 @@ pub fn write_outputs(
     outcome: &BuildOutcome,
 ) -> Result<()> {
     for out in &req.outputs {
+        tracing::debug!(kind = ?out.kind, names = ?out.names, dest = ?out.dest, "writing output");
         match out.kind {
             OutputKind::Image => {
                 let root = outcome
@@ -129,6 +130,10 @@ fn image_output(
         for n in &names {
             store.tag(n, &root)?;
         }
+        // Untagged, the image stays reachable by the ID the build prints (docker's `<none>`).
+        if names.is_empty() {
+            store.keep_untagged(&root)?;
+        }
     }
     if out.push() {
         if names.is_empty() {
@@ -144,6 +149,7 @@ fn image_output(
             } else {
                 n.clone()
             };
+            tracing::debug!(target = %target, root = %root.digest, "pushing");
             let digest = runtime
                 .block_on(push(
                     &client,

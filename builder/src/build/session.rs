@@ -172,6 +172,40 @@ pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
     Ok((name.clone(), NamedContext::Local(format!("context:{name}"))))
 }
 
+/// The directory of a `--build-context NAME=DIR`; it must exist.
+pub fn local_context_dir(spec: &str, name: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from(spec.split_once('=').map(|(_, v)| v).unwrap_or_default());
+    if !dir.is_dir() {
+        return Err(miette!(
+            help = "a build context is a directory, docker-image://REF or oci-layout://PATH",
+            "invalid --build-context {spec:?}: {} is not a directory (context {name})",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// A privilege `--allow` grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `network.host`: `RUN --network=host`.
+    NetworkHost,
+    /// `security.insecure`: `RUN --security=insecure`.
+    SecurityInsecure,
+}
+
+/// One `--allow` value.
+pub fn parse_allow(a: &str) -> Result<Entitlement> {
+    match a.trim() {
+        "network.host" => Ok(Entitlement::NetworkHost),
+        "security.insecure" => Ok(Entitlement::SecurityInsecure),
+        other => Err(miette!(
+            help = "kiln grants network.host and security.insecure",
+            "invalid --allow {other:?}: unknown entitlement"
+        )),
+    }
+}
+
 /// The session of a build request, and the SSH agents kiln serves for it
 /// (they stop when the returned list is dropped, so keep it for the build).
 pub fn session_from_flags(
@@ -191,13 +225,7 @@ pub fn session_from_flags(
     );
     for spec in &req.build_contexts {
         if let (name, NamedContext::Local(local)) = parse_build_context(spec)? {
-            let dir = PathBuf::from(spec.split_once('=').map(|(_, v)| v).unwrap_or_default());
-            if !dir.is_dir() {
-                return Err(miette!(
-                    "--build-context {name}: {} is not a directory",
-                    dir.display()
-                ));
-            }
+            let dir = local_context_dir(spec, &name)?;
             let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
                 Ok(text) => kiln_solver::pattern::parse_dockerignore(&text)
                     .map_err(|(line, e)| miette!("{}/.dockerignore:{line}: {e}", dir.display()))?,
@@ -234,14 +262,9 @@ pub fn session_from_flags(
         session.ssh.insert(id, socket);
     }
     for a in &req.allow {
-        match a.as_str() {
-            "network.host" => session.allow_network_host = true,
-            "security.insecure" => session.allow_insecure = true,
-            other => {
-                return Err(miette!(
-                    "unknown --allow {other:?} (expected network.host or security.insecure)"
-                ))
-            }
+        match parse_allow(a)? {
+            Entitlement::NetworkHost => session.allow_network_host = true,
+            Entitlement::SecurityInsecure => session.allow_insecure = true,
         }
     }
     for h in &req.add_hosts {

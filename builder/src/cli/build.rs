@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
     /// Shorthand for `--call=check`.
-    #[arg(long, conflicts_with = "call")]
+    #[arg(long, conflicts_with = "call", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub check: bool,
     /// Output format of `--call` results (`text` or `json`).
     #[arg(long, value_name = "FORMAT")]
@@ -44,25 +44,25 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Shorthand for `--output=type=registry`.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub push: bool,
     /// Shorthand for `--output=type=docker` (kiln: into the local image store).
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
     /// Do not use the cache when building.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub no_cache: bool,
     /// Do not use the cache for these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Always look up base images in their registry.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub pull: bool,
     /// Progress output (`auto`, `tty`, `plain`, `rawjson`, `quiet`).
     #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: crate::progress::ProgressMode,
     /// Only print the image ID on success.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
@@ -95,6 +95,14 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
+    /// they unpack, each step's layer as it is kept. Default: no limit.
+    #[arg(
+        long = "max-layer-size",
+        value_name = "SIZE",
+        env = "KILN_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: Option<String>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
     #[arg(
         long,
@@ -109,6 +117,9 @@ pub struct Args {
     /// Registry settings.
     #[command(flatten)]
     pub registry: crate::registry_opts::RegistryArgs,
+    /// docker build's legacy flags, accepted and ignored.
+    #[command(flatten)]
+    pub legacy: super::legacy::LegacyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +132,9 @@ enum Method {
 
 /// Runs `kiln build`.
 pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    for note in args.legacy.notes() {
+        eprintln!("{note}");
+    }
     let (method, json) = method(&args)?;
     if method == Method::Build {
         return build_image(args, root);
@@ -233,6 +247,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             ))
         }
     };
+    check_flags(&args)?;
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .into_diagnostic()?;
@@ -255,6 +270,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
+    let max_layer_size = match args.max_layer_size.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+            miette::miette!(
+                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                "invalid --max-layer-size {v:?}"
+            )
+        })?),
+    };
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -284,6 +308,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .max(4)
         }),
         executor,
+        max_layer_size,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
@@ -363,6 +388,45 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The flags `build_image` reads itself, checked before anything is built
+/// (the request's own flags are checked by `build::validate`).
+fn check_flags(args: &Args) -> miette::Result<()> {
+    for t in &args.tags {
+        let parsed = kiln_registry::Reference::parse(t).map_err(|e| {
+            miette::miette!(
+                help = "a tag is [registry/]repository[:tag], the repository lowercase",
+                "invalid -t/--tag {t:?}: {e}"
+            )
+        })?;
+        if parsed.digest().is_some() {
+            return Err(miette::miette!(
+                help = "name the image by repository and tag, e.g. -t app:1",
+                "invalid -t/--tag {t:?}: a tag cannot name a digest"
+            ));
+        }
+    }
+    if args.jobs == Some(0) {
+        return Err(miette::miette!(
+            "invalid --jobs 0: at least one step must run"
+        ));
+    }
+    // Written after the build: a missing directory would waste the whole build.
+    for (flag, file) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        let Some(file) = file else { continue };
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(miette::miette!(
+                "invalid {flag} {}: its directory does not exist",
+                file.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn method(args: &Args) -> miette::Result<(Method, bool)> {
     let spec = if args.check {
         "check"
@@ -431,8 +495,9 @@ fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let target_platform = match args.platform.iter().find(|p| !p.trim().is_empty()) {
         None => Platform::host(),
         Some(p) if p == "local" => Platform::host(),
-        Some(p) => Platform::parse(p)
-            .map_err(|e| miette::miette!(help = "e.g. --platform linux/arm64", "{e}"))?,
+        Some(p) => Platform::parse(p).map_err(|e| {
+            miette::miette!(help = "e.g. --platform linux/arm64", "--platform: {e}")
+        })?,
     };
     Ok(ResolveOptions {
         target: args.target.clone(),

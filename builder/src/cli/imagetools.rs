@@ -285,6 +285,31 @@ async fn copy_into(
     Ok(())
 }
 
+/// Refuses two entries for one platform: a client pulling the index would only ever get the first.
+fn check_unique_platforms(entries: &[Entry]) -> Result<()> {
+    let Some(dup) = kiln_registry::manifest::duplicate_platform(
+        entries
+            .iter()
+            .filter_map(|e| e.descriptor.platform.as_ref()),
+    ) else {
+        return Ok(());
+    };
+    let from: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            e.descriptor
+                .platform
+                .as_ref()
+                .is_some_and(|p| dup.matches(p))
+        })
+        .map(|e| format!("{} ({})", e.source, e.descriptor.digest))
+        .collect();
+    Err(miette!(
+        "two images for platform {dup}: {}; an index lists each platform once",
+        from.join(" and ")
+    ))
+}
+
 fn create(args: CreateArgs) -> Result<ExitCode> {
     let targets: Vec<Reference> = args
         .tags
@@ -328,6 +353,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     // One entry per digest, first wins.
     let mut seen = std::collections::BTreeSet::<Digest>::new();
     entries.retain(|e| seen.insert(e.descriptor.digest.clone()));
+    check_unique_platforms(&entries)?;
     let all_docker = entries
         .iter()
         .all(|e| e.descriptor.media_type == DOCKER_MANIFEST);

@@ -36,14 +36,13 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         let (desc, m) = store.manifest_for(&image.descriptor, platform.as_ref())?;
         let cfg = store.config(&m)?;
         let tags: Vec<String> = store
-            .images()?
+            .with_id(&image.id)?
             .into_iter()
-            .filter(|i| i.descriptor.digest == image.descriptor.digest)
             .filter_map(|i| Reference::parse(&i.name).ok().map(|r| r.familiar()))
             .collect();
         let size: u64 = m.layers.iter().map(|l| l.size).sum();
         out.push(json!({
-            "Id": image.descriptor.digest.to_string(),
+            "Id": image.id.to_string(),
             "RepoTags": tags,
             "Descriptor": image.descriptor,
             "Manifest": desc,

@@ -46,11 +46,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     }
     for img in &images {
         if img.names.is_empty() {
-            // The store only keeps tagged images: name it by digest so it can be found.
-            println!(
-                "Loaded image ID: {} (unnamed; tag it with `kiln tag`)",
-                img.root.digest
-            );
+            // Kept untagged (docker's `<none>`), reachable by its ID.
+            store.keep_untagged(&img.root)?;
+            println!("Loaded image ID: {}", store.image_id(&img.root));
             continue;
         }
         for n in &img.names {

@@ -35,19 +35,17 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let mut images: Vec<oci::NamedImage> = Vec::new();
     for what in &args.images {
         let img = store.find(what)?;
-        let name = Reference::parse(&img.name).into_diagnostic()?;
         // Saving by ID keeps the image unnamed.
-        let by_name = Reference::parse(what)
-            .map(|r| r.to_string() == img.name)
-            .unwrap_or(false);
+        let name = Reference::parse(what)
+            .ok()
+            .filter(|r| r.to_string() == img.name);
         match images
             .iter_mut()
             .find(|i| i.root.digest == img.descriptor.digest)
         {
-            Some(i) if by_name => i.names.push(name),
-            Some(_) => {}
+            Some(i) => i.names.extend(name),
             None => images.push(oci::NamedImage {
-                names: if by_name { vec![name] } else { Vec::new() },
+                names: name.into_iter().collect(),
                 root: img.descriptor,
             }),
         }

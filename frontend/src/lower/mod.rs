@@ -190,6 +190,7 @@ pub fn lower_into(
             .stages
             .get(si)
             .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        tracing::debug!(stage = stage.index, name = ?stage.name, base = ?stage.base, platform = %opts.platform, "lowering stage");
         let state = l.lower_stage(stage)?;
         l.stages.insert(si, state);
     }
@@ -199,6 +200,7 @@ pub fn lower_into(
         .cloned()
         .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
     let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    tracing::debug!(vertices = l.def.len(), platform = %opts.platform, "lowered");
     Ok(Lowered {
         definition: l.def,
         target: target.vertex,
@@ -577,6 +579,11 @@ impl Lowerer<'_> {
         let mut expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
         instruction
             .expand(&cx, &mut expand)
+            .map_err(|e| bad(self, e.message.clone()))?;
+        let body = crate::shell::Lexer::heredoc_body();
+        let mut expand_body = |w: &str| body.process_word(w, &env).map_err(|e| e.to_string());
+        instruction
+            .expand_heredocs(&cx, &mut expand_body)
             .map_err(|e| bad(self, e.message.clone()))?;
         let ri = ResolvedInstruction {
             instruction,

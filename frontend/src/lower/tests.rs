@@ -480,3 +480,43 @@ fn workdir_is_recorded_as_buildkit_does() {
     let l = lower_text("FROM busybox\nWORKDIR /tmp/\n", None).unwrap();
     assert_eq!(l.config.config.working_dir, "/tmp/", "kept as written");
 }
+
+/// The data of every mkfile action in the graph, by path.
+fn mkfiles(l: &Lowered) -> BTreeMap<String, String> {
+    l.definition
+        .vertices()
+        .filter_map(|(_, v)| match v.op() {
+            Op::File(f) => Some(f.actions.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            FileAction::Mkfile(m) => Some((m.path, String::from_utf8(m.data).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn copy_heredocs_expand_unless_the_delimiter_is_quoted() {
+    let l = lower_text(
+        "FROM busybox\nARG NAME=world\nENV GREETING=hello\nCOPY <<EOF /plain\n$GREETING ${NAME} \"$NAME\" '$NAME' \\$NAME\nEOF\nCOPY <<\"EOF\" /quoted\n$GREETING ${NAME}\nEOF\nADD <<'EOF' /single\n$NAME\nEOF\nCOPY <<-EOF /chomped\n\t${NAME:-x}\nEOF\nRUN <<EOF\necho $NAME > /run.txt\nEOF\n",
+        None,
+    )
+    .unwrap();
+    let files = mkfiles(&l);
+    assert_eq!(
+        files["/plain"], "hello world \"world\" 'world' $NAME\n",
+        "quotes are literal, a backslash escapes"
+    );
+    assert_eq!(files["/quoted"], "$GREETING ${NAME}\n");
+    assert_eq!(files["/single"], "$NAME\n");
+    assert_eq!(files["/chomped"], "world\n");
+    let run = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::Exec(e) = run.op() else { panic!() };
+    assert!(
+        e.meta.args.last().unwrap().contains("echo $NAME"),
+        "RUN heredocs are left to the shell: {:?}",
+        e.meta.args
+    );
+}
