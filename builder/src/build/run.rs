@@ -214,7 +214,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         ExecutorConfig {
             // Runtimes resolve relative paths against their bundle, not our cwd.
             state_dir: std::path::absolute(state.root())
-                .map_err(|e| miette!("state directory {}: {e}", state.root().display()))?,
+                .into_diagnostic()
+                .wrap_err_with(|| format!("state directory {}", state.root().display()))?,
         },
     )
     .expecting_steps(
