@@ -786,6 +786,7 @@ impl RegistryClient {
         let mut resumes = 0u32;
         let max = self.inner.transport.options().max_retries;
         let mut reported = 0u64;
+        let idle = self.inner.transport.options().idle_timeout;
         while offset < size {
             let auth = self.authorization(&host, scope, false).await?;
             let file = open_at(offset)?;
@@ -807,7 +808,34 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 rb = rb.header(AUTHORIZATION, a);
             }
-            let sent = rb.send().await;
+            let sent = match watch_upload(rb.send(), &counter, size - offset, idle).await {
+                Some(sent) => sent,
+                // The registry stopped taking data: ask where it stands and go on from there.
+                None if resumes < max => {
+                    resumes += 1;
+                    let wait = self.inner.transport.backoff(resumes);
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        format!("no data taken for {:.1} s", idle.as_secs_f64()),
+                    );
+                    tokio::time::sleep(wait).await;
+                    (location, offset) =
+                        self.upload_status(&host, r, scope, what, &location).await?;
+                    continue;
+                }
+                None => {
+                    return Err(Error::Stalled {
+                        registry: r.registry().to_string(),
+                        idle,
+                        doing: format!("uploading {} (it stopped reading)", desc.digest),
+                        attempts: resumes + 1,
+                    })
+                }
+            };
             let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
             let fresh = (offset + streamed).saturating_sub(reported);
             // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
@@ -960,6 +988,36 @@ impl RegistryClient {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Sends an upload, giving up (`None`) when its body stops moving for `idle` before all of
+/// `body_len` bytes went out: a registry that stops reading would otherwise hold the upload
+/// forever (there is no write timeout). Once the body is out, the answer is awaited under
+/// the client's read timeout.
+async fn watch_upload(
+    send: impl std::future::Future<Output = reqwest::Result<Response>>,
+    counter: &std::sync::atomic::AtomicU64,
+    body_len: u64,
+    idle: std::time::Duration,
+) -> Option<reqwest::Result<Response>> {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(50)));
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => return Some(sent),
+            _ = tick.tick() => {
+                let now = counter.load(Ordering::Relaxed);
+                if now != last {
+                    (last, since) = (now, tokio::time::Instant::now());
+                } else if now < body_len && since.elapsed() >= idle {
+                    return None;
+                }
+            }
+        }
     }
 }
 
