@@ -381,12 +381,10 @@ fn apply_defaults(m: &mut Mount, ssh_index: usize) -> Result<(), MountError> {
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
             // No target means the working directory (BuildKit joins a relative or empty target
             // with the stage's WORKDIR).
-            if m.kind == MountType::Cache {
-                if m.id.is_none() {
-                    m.id = Some(m.target.clone().unwrap_or_default());
-                }
-                // mode/uid/gid stay unset unless given: BuildKit keys the cache
-                // by whether they were (the lowering applies 0755/0/0).
+            // A cache's mode/uid/gid stay unset unless given: BuildKit keys the
+            // cache by whether they were (the lowering applies 0755/0/0).
+            if m.kind == MountType::Cache && m.id.is_none() {
+                m.id = Some(m.target.clone().unwrap_or_default());
             }
         }
         MountType::Secret => {
