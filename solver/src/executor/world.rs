@@ -546,6 +546,14 @@ fn syncfs(upper: &Path) -> Result<(), ExecError> {
 }
 
 impl Prepared {
+    /// Drops the host's view of the step's secrets: call once the step's mount
+    /// namespace has bound them (its process started), so they vanish with it.
+    pub fn release_secrets(&self) {
+        if let Some(s) = &self._guard.secrets {
+            let _ = s.release_host_view();
+        }
+    }
+
     /// Tears the world down now (the same happens on drop).
     pub fn finish(self) {
         drop(self)
