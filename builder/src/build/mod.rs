@@ -1,6 +1,7 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
 
 pub mod export;
+pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
