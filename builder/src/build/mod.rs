@@ -1,5 +1,6 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
 
+pub mod checks;
 pub mod export;
 pub mod export_steps;
 pub mod images;
@@ -50,6 +51,8 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `--executor`.
     pub executor: ExecutorKind,
+    /// `--max-layer-size` in bytes.
+    pub max_layer_size: Option<u64>,
     /// `--secret`s.
     pub secrets: Vec<String>,
     /// `--ssh`.

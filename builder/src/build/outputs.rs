@@ -18,7 +18,7 @@ use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::layers::LayerStore;
 use kiln_solver::worker::rootfs::SnapshotView;
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 
 /// Writes every output of `req`: images name the outcome's root (the index
@@ -117,8 +117,8 @@ fn write_output(t: &Targets<'_>, out: &OutputSpec, step: Option<&ExportStep>) ->
                     open_dest(out, "tarball")?,
                     step.map(|s| s.item("sending tarball")),
                 );
-                let (w, _, _) = write_tar(staging.path(), w, &DiffOptions::default())
-                    .map_err(|e| miette!("{e}"))?;
+                let (w, _, _) =
+                    write_tar(staging.path(), w, &DiffOptions::default()).into_diagnostic()?;
                 w.finish().flush().into_diagnostic()?;
             } else {
                 let Some(dest) = dest else {
@@ -148,7 +148,11 @@ pub fn platform_dir(p: &kiln_solver::llb::Platform) -> String {
 fn names(out: &OutputSpec) -> Result<Vec<Reference>> {
     out.names
         .iter()
-        .map(|n| Reference::parse(n).map_err(|e| miette!("invalid image name {n:?}: {e}")))
+        .map(|n| {
+            Reference::parse(n)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("invalid image name {n:?}"))
+        })
         .collect()
 }
 
@@ -170,6 +174,10 @@ fn image_output(
             if let Some(step) = step {
                 step.done_item(format!("naming to {n}"));
             }
+        }
+        // Untagged, the image stays reachable by the ID the build prints (docker's `<none>`).
+        if names.is_empty() {
+            store.keep_untagged(&root)?;
         }
     }
     if out.push() {
@@ -208,7 +216,9 @@ fn image_output(
             if let (Some(p), true) = (progress, pushed.is_ok()) {
                 p.finish();
             }
-            let digest = pushed.map_err(|e| miette!("pushing {target}: {e}"))?;
+            let digest = pushed
+                .into_diagnostic()
+                .wrap_err_with(|| format!("pushing {target}"))?;
             if let Some(step) = step {
                 step.done_item(format!("pushing manifest for {}@{digest}", n));
             }
@@ -231,8 +241,9 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
             if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).into_diagnostic()?;
             }
-            let f =
-                std::fs::File::create(p).map_err(|e| miette!("creating {}: {e}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("creating {}", p.display()))?;
             Ok(Box::new(std::io::BufWriter::new(f)))
         }
     }
@@ -292,14 +303,14 @@ fn filesystem_output_to(
     tarball: bool,
     step: Option<&ExportStep>,
 ) -> Result<()> {
-    let view = SnapshotView::mount(layers, snapshot).map_err(|e| miette!("{e}"))?;
+    let view = SnapshotView::mount(layers, snapshot).into_diagnostic()?;
     let opts = DiffOptions::default();
     if tarball {
         let w = Counted::new(
             open_dest(out, "tarball")?,
             step.map(|s| s.item("sending tarball")),
         );
-        let (w, _, _) = write_tar(view.path(), w, &opts).map_err(|e| miette!("{e}"))?;
+        let (w, _, _) = write_tar(view.path(), w, &opts).into_diagnostic()?;
         return w.finish().flush().into_diagnostic();
     }
     let Some(dest) = dest else {
@@ -315,10 +326,10 @@ fn filesystem_output_to(
             w.finish();
         })
     });
-    extract_tar(reader, dest, &dest.display().to_string()).map_err(|e| miette!("{e}"))?;
+    extract_tar(reader, dest, &dest.display().to_string()).into_diagnostic()?;
     producer
         .join()
         .map_err(|_| miette!("internal error: the tar writer panicked"))?
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     Ok(())
 }

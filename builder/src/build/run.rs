@@ -2,6 +2,7 @@
 //! their base images, lowered to a graph, solved with the cache, and
 //! exported to every requested output.
 
+use super::checks::BuildChecks;
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::export_steps::ExportSteps;
 use super::images::{BuildImages, Resolver};
@@ -27,7 +28,7 @@ use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,14 +105,13 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     // removes what a running build uses.
     let _lock = state
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let store = Arc::new(LocalStore {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
     tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
-    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch)
-        .map_err(|e| miette!("{e}"))?;
+    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
     tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
@@ -123,8 +123,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     tracing::debug!(instructions = ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
-    let interrupts =
-        Interrupts::listen(&runtime).map_err(|e| miette!("listening for signals: {e}"))?;
+    let interrupts = Interrupts::listen(&runtime)
+        .into_diagnostic()
+        .wrap_err("listening for signals")?;
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
         req.registry.client(),
@@ -152,9 +153,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let mut resolver = Resolver(Arc::clone(&images));
     let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
+    let mut checks = None;
     for target_platform in &platforms {
         let platform = target_platform.clone();
-        let build = resolve_stages(
+        let (build, resolve_opts) = resolve_stages(
             &ast,
             &req,
             target_platform,
@@ -162,6 +164,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             &mut resolver,
             &fail,
         )?;
+        if checks.is_none() {
+            checks = Some(BuildChecks::run(&ast, &ctx, &resolve_opts, &build));
+        }
         let lowered = lower_into(
             definition,
             &ast,
@@ -208,7 +213,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let executor = LazyExecutor::new(
         req.executor,
         ExecutorConfig {
-            state_dir: state.root().to_path_buf(),
+            // Runtimes resolve relative paths against their bundle, not our cwd.
+            state_dir: std::path::absolute(state.root())
+                .map_err(|e| miette!("state directory {}: {e}", state.root().display()))?,
         },
     )
     .expecting_steps(
@@ -216,20 +223,28 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             .vertices()
             .any(|(_, v)| matches!(v.op(), llb::Op::Exec(_))),
     );
-    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
+    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
-    let worker = Arc::new(
-        LocalWorker::new(
-            &state,
-            Arc::clone(&cache),
-            Arc::new(executor),
-            images.clone(),
-            session,
-            tx.clone(),
-        )
-        .map_err(|e| miette!("{e}"))?,
-    );
+    if let Some(checks) = &checks {
+        checks.report(&tx, &name);
+        if let Some(failure) = checks.failure() {
+            drop(tx);
+            let _ = display.finish();
+            return Err(failure);
+        }
+    }
+    let mut worker = LocalWorker::new(
+        &state,
+        Arc::clone(&cache),
+        Arc::new(executor),
+        images.clone(),
+        session,
+        tx.clone(),
+    )
+    .map_err(|e| miette!("{e}"))?;
+    worker.limit_layer_size(req.max_layer_size);
+    let worker = Arc::new(worker);
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
     tracing::debug!(vertices = definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?no_cache, "solving");
     let armed = interrupts.arm();
@@ -308,12 +323,13 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
         if needs_image {
             let opts = export_options(&req)?;
-            let exported = export_image(&stores, &snapshot, config, &opts).map_err(|e| {
-                if let Some(step) = image_step {
-                    step.error(&e.to_string());
-                }
-                miette!("{e}")
-            })?;
+            let exported = export_image(&stores, &snapshot, config, &opts)
+                .inspect_err(|e| {
+                    if let Some(step) = image_step {
+                        step.error(&e.to_string());
+                    }
+                })
+                .into_diagnostic()?;
             platform_images.push(exported);
         }
         results.push(PlatformResult {
@@ -342,7 +358,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                     annotations: Default::default(),
                 },
             )
-            .map_err(|e| miette!("{e}"))?,
+            .into_diagnostic()?,
         )
     } else {
         None
@@ -384,7 +400,7 @@ fn resolve_stages(
     named_contexts: &BTreeMap<String, NamedContext>,
     resolver: &mut Resolver,
     fail: &dyn Fn(SourceError) -> miette::Report,
-) -> Result<kiln_frontend::stages::Build> {
+) -> Result<(kiln_frontend::stages::Build, ResolveOptions)> {
     let platform = target_platform;
     let mut resolve_opts = ResolveOptions {
         target: req.target.clone(),
@@ -422,7 +438,8 @@ fn resolve_stages(
                 .insert(written.clone(), resolved.config.config.env_pairs());
         }
     }
-    stages::resolve(ast, &resolve_opts).map_err(fail)
+    let build = stages::resolve(ast, &resolve_opts).map_err(fail)?;
+    Ok((build, resolve_opts))
 }
 
 /// Refuses output settings that cannot hold several platforms, before any work.
@@ -568,7 +585,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
         source: cause,
     } = &e
     else {
-        return miette!("{e}");
+        return miette::Report::from_err(e);
     };
     let location = def
         .find(digest)
@@ -592,12 +609,14 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             }
             report(err, name, source)
         }
-        None => miette!("{e}"),
+        None => miette::Report::from_err(e),
     }
 }
 
 fn hint_for(cause: &str) -> Option<&'static str> {
-    if cause.contains("did not complete successfully") {
+    if cause.contains("the layer size limit") {
+        Some("--max-layer-size sets the limit; leave it out for none")
+    } else if cause.contains("did not complete successfully") {
         Some("the command failed inside the build container; `--progress plain` shows its whole output")
     } else if cause.contains("not found") {
         Some("check the path against the build context and .dockerignore")

@@ -8,7 +8,7 @@ use crate::context::BuildContext;
 use kiln_frontend::lower::NamedContext;
 use kiln_solver::executor::HostEntry;
 use kiln_solver::worker::{LocalDir, Session};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -47,9 +47,9 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
     };
     let data = match (kind.as_deref(), src, env) {
         (Some("env"), _, e) | (None, None, e @ Some(_)) => from_env(e.as_deref().unwrap_or(&id))?,
-        (Some("file") | None, Some(path), _) => {
-            std::fs::read(&path).map_err(|e| miette!("--secret {id}: reading {path}: {e}"))?
-        }
+        (Some("file") | None, Some(path), _) => std::fs::read(&path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("--secret {id}: reading {path}"))?,
         (None, None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
         (Some("file"), None, _) | (None, None, None) => {
             return Err(miette!(
@@ -251,7 +251,9 @@ pub fn session_from_flags(
         let socket = match source {
             SshSource::Socket(path) => path,
             SshSource::Keys(keys) => {
-                let agent = KeyAgent::start(&keys).map_err(|e| miette!("--ssh {id}: {e}"))?;
+                let agent = KeyAgent::start(&keys)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("--ssh {id}"))?;
                 let socket = agent.socket();
                 agents.push(agent);
                 socket

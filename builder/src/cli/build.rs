@@ -5,6 +5,7 @@
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
 use kiln_frontend::stages::{self, Platform, ResolveOptions};
+use miette::{IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -94,6 +95,14 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
+    /// they unpack, each step's layer as it is kept. Default: no limit.
+    #[arg(
+        long = "max-layer-size",
+        value_name = "SIZE",
+        env = "KILN_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: Option<String>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
     #[arg(
         long,
@@ -130,14 +139,15 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
     if method == Method::Build {
         return build_image(args, root);
     }
-    let scratch =
-        tempfile::tempdir().map_err(|e| miette::miette!("creating a temporary directory: {e}"))?;
+    let scratch = tempfile::tempdir()
+        .into_diagnostic()
+        .wrap_err("creating a temporary directory")?;
     let ctx = BuildContext::load(
         &ContextSpec::parse(&args.context),
         args.file.as_deref(),
         scratch.path(),
     )
-    .map_err(|e| miette::miette!("{e}"))?;
+    .into_diagnostic()?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content)
@@ -161,10 +171,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
                     "warnings": report.warnings,
                     "error": report.failure_message(),
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", render::report_text(&report, ast.source()));
             }
@@ -182,7 +189,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&outline).map_err(|e| miette::miette!("{e}"))?
+                    serde_json::to_string_pretty(&outline).into_diagnostic()?
                 );
             } else {
                 print!("{}", outline_text(&outline));
@@ -201,10 +208,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             let targets = build.targets();
             if json {
                 let v = serde_json::json!({ "targets": targets });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", targets_text(&targets));
             }
@@ -246,8 +250,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     check_flags(&args)?;
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
-            .map_err(|e| miette::miette!("{e}"))?;
-    let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+            .into_diagnostic()?;
+    let executor = args.executor.parse().into_diagnostic()?;
     // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
     // buildx passes it on.
     let epoch = resolve
@@ -266,6 +270,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
+    let max_layer_size = match args.max_layer_size.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+            miette::miette!(
+                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                "invalid --max-layer-size {v:?}"
+            )
+        })?),
+    };
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -295,6 +308,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .max(4)
         }),
         executor,
+        max_layer_size,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
@@ -333,7 +347,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
@@ -348,7 +363,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
@@ -364,9 +380,10 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .collect::<Vec<_>>());
     }
     if let Some(path) = metadata_file {
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+        let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
         std::fs::write(&path, text)
-            .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

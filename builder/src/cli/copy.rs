@@ -8,7 +8,7 @@ use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobDir, BlobStore};
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,17 +50,13 @@ fn parse_location(s: &str) -> Result<Location> {
     if let Some(rest) = s.strip_prefix("docker-archive:") {
         // FILE[:REF]: the reference part contains ':' itself, so split at the first ':' after the path.
         let (p, r) = match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => {
-                (p, Some(Reference::parse(r).map_err(|e| miette!("{e}"))?))
-            }
+            Some((p, r)) if !r.is_empty() => (p, Some(Reference::parse(r).into_diagnostic()?)),
             _ => (rest, None),
         };
         return Ok(Location::DockerArchive(PathBuf::from(p), r));
     }
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    Ok(Location::Registry(
-        Reference::parse(s).map_err(|e| miette!("{e}"))?,
-    ))
+    Ok(Location::Registry(Reference::parse(s).into_diagnostic()?))
 }
 
 /// Runs `kiln copy`.
@@ -70,7 +66,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let client = args.registry.client();
     let rt = runtime()?;
     let progress = TransferProgress::new(Direction::Push, args.quiet);
-    let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let staging = tempfile::tempdir().into_diagnostic()?;
     if let (Location::Registry(s), Location::Registry(d)) = (&src, &dst) {
         let digest = rt
             .block_on(kiln_registry::copy::copy(
@@ -81,14 +77,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 args.registry.concurrency(),
                 &progress,
             ))
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }
     // Stage the source as blobs + named roots.
     let (store, image): (Box<dyn BlobStore>, oci::NamedImage) = match &src {
         Location::Registry(r) => {
-            let store = BlobDir::new(staging.path()).map_err(|e| miette!("{e}"))?;
+            let store = BlobDir::new(staging.path()).into_diagnostic()?;
             let opts = PullOptions {
                 platforms: PlatformSelection::All,
                 concurrency: args.registry.concurrency(),
@@ -96,7 +92,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let pull_progress = TransferProgress::new(Direction::Pull, args.quiet);
             let pulled = rt
                 .block_on(pull(&client, r, &store, &opts, &pull_progress))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             (
                 Box::new(store),
                 oci::NamedImage {
@@ -110,7 +106,8 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let wanted = tag.clone();
             let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
             let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
-                .map_err(|e| miette!("{}: {e}", dir.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", dir.display()))?;
             let pick = match &wanted {
                 Some(t) => idx
                     .manifests
@@ -139,10 +136,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             (Box::new(oci::LayoutBlobs { root: dir.clone() }), img)
         }
         Location::DockerArchive(file, _) => {
-            let store = BlobDir::new(&staging.path().join("store")).map_err(|e| miette!("{e}"))?;
+            let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
             let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).map_err(|e| miette!("{e}"))?;
-            let f = std::fs::File::open(file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
             let mut images = docker_archive::import(&unpacked, &store)?;
             if images.len() != 1 {
@@ -171,14 +170,15 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     &opts,
                     &progress,
                 ))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
             let name = match (&tag, image.names.first()) {
                 (Some(t), Some(n)) => vec![n.with_tag(t)],
-                (Some(t), None) => vec![Reference::parse(&format!("localhost/image:{t}"))
-                    .map_err(|e| miette!("{e}"))?],
+                (Some(t), None) => {
+                    vec![Reference::parse(&format!("localhost/image:{t}")).into_diagnostic()?]
+                }
                 (None, _) => image.names.clone(),
             };
             oci::write_dir(
@@ -201,10 +201,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 root: image.root.clone(),
             }];
             let extra = docker_archive::manifest_json(store.as_ref(), &images, &Platform::host())?;
-            let f = std::fs::File::create(&file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &extra)?;
-            let f = w.into_inner().map_err(|e| miette!("{e}"))?;
-            f.sync_all().map_err(|e| miette!("{e}"))?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
         }
     }

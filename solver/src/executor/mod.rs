@@ -19,6 +19,7 @@ pub mod output;
 pub mod pump;
 pub mod rootfs_path;
 pub mod running;
+pub mod seccomp;
 pub mod sweep;
 pub mod user;
 pub mod world;
@@ -192,6 +193,9 @@ pub enum ExecError {
         /// Its error message.
         message: String,
     },
+    /// The seccomp profile could not be compiled (native executor).
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::bpf::CompileError),
     /// The request itself is invalid.
     #[error("invalid exec request: {0}")]
     Invalid(String),
