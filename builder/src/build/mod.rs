@@ -2,6 +2,7 @@
 
 pub mod checks;
 pub mod export;
+pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
