@@ -5,6 +5,7 @@
 
 mod config;
 mod copy;
+mod history;
 mod run;
 mod time;
 
@@ -669,7 +670,16 @@ impl Lowerer<'_> {
                 if matches!(other, Instruction::Cmd(_)) {
                     state.cmd_set = true;
                 }
-                self.history(state, original, true);
+                let args: Vec<(String, Option<String>)> = stage
+                    .args
+                    .iter()
+                    .filter(|a| a.node == ri.node)
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect();
+                let entry = history::created_by(other, &state.config, &args, &original);
+                if let Some(created_by) = entry {
+                    self.history(state, created_by, true);
+                }
             }
         }
         Ok(())

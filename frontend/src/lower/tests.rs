@@ -411,8 +411,12 @@ fn a_parent_stages_onbuild_triggers_run_in_the_child_and_stop_there() {
         .map(|h| h.created_by.as_str())
         .collect();
     assert!(
-        created_by.contains(&"ENV T=$V") && created_by.contains(&"LABEL l=x"),
+        created_by.contains(&"ENV T=from-arg") && created_by.contains(&"LABEL l=x"),
         "history names the trigger, not the FROM line: {created_by:?}"
+    );
+    assert!(
+        !created_by.iter().any(|c| c.starts_with("ONBUILD")),
+        "BuildKit records no history for ONBUILD: {created_by:?}"
     );
 }
 
@@ -518,5 +522,40 @@ fn copy_heredocs_expand_unless_the_delimiter_is_quoted() {
         e.meta.args.last().unwrap().contains("echo $NAME"),
         "RUN heredocs are left to the shell: {:?}",
         e.meta.args
+    );
+}
+
+#[test]
+fn metadata_history_is_written_as_buildkit_writes_it() {
+    let l = lower_text(
+        "FROM busybox\nARG A=1 B\nENV X=\"two words\" Y=$A\nLABEL \"k l\"=v\nEXPOSE 80 443/udp 8000-8001\nUSER app\nVOLUME /a /b\nSTOPSIGNAL SIGTERM\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo \"hi\"\nENTRYPOINT [\"/e\", \"-x\"]\nONBUILD RUN true\n",
+        None,
+    )
+    .unwrap();
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert_eq!(
+        created_by,
+        [
+            "ARG A=1 B",
+            "ENV X=two words Y=1",
+            "LABEL k l=v",
+            "EXPOSE [443/udp 80/tcp 8000/tcp 8001/tcp]",
+            "USER app",
+            "VOLUME [/a /b]",
+            "STOPSIGNAL SIGTERM",
+            "SHELL [/bin/bash -c]",
+            r#"CMD ["/bin/bash" "-c" "echo \"hi\""]"#,
+            r#"ENTRYPOINT ["/e" "-x"]"#,
+        ]
+    );
+    assert_eq!(
+        l.config.config.extra.get("ArgsEscaped"),
+        Some(&serde_json::json!(true)),
+        "CMD sets ArgsEscaped as BuildKit does"
     );
 }
