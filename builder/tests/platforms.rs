@@ -169,6 +169,22 @@ fn local_only_base_for_another_platform_fails_naming_it() {
         err.contains("linux/arm64") && err.contains("linux/amd64"),
         "the error names the platform wanted and the one the store has: {err}"
     );
+    // Nor does `kiln save` put it in an archive asked to be arm64.
+    let tar = b.path("arm.tar");
+    let out = b.kiln(&[
+        "save",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        tar.to_str().unwrap(),
+        &name,
+    ]);
+    assert!(!out.status.success(), "kiln save should refuse");
+    let err = flat(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        err.contains("no manifest for platform linux/arm64"),
+        "{err}"
+    );
     // Its own platform builds.
     b.build(&["--platform", "linux/amd64"]);
 }
