@@ -6,13 +6,15 @@ use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Reference};
 use kiln_solver::content::ContentStore;
 use kiln_solver::state::StateDir;
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 
 /// Opens the state directory chosen by `--root` / `KILN_ROOT` / the defaults.
 pub fn open_state(root: Option<&Path>) -> Result<StateDir> {
     let root = StateDir::choose_root(root).into_diagnostic()?;
-    StateDir::open(&root).map_err(|e| miette!("opening state directory {}: {e}", root.display()))
+    StateDir::open(&root)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("opening state directory {}", root.display()))
 }
 
 /// [`ContentStore`] adapted to the registry client's [`BlobStore`].
@@ -206,27 +208,30 @@ impl LocalStore {
     pub fn keep_untagged(&self, d: &Descriptor) -> Result<()> {
         self.content
             .add_untagged(&to_oci(d)?)
-            .map_err(|e| miette!("keeping image {}: {e}", d.digest))
+            .into_diagnostic()
+            .wrap_err_with(|| format!("keeping image {}", d.digest))
     }
 
     /// Stores a tag.
     pub fn tag(&self, name: &Reference, d: &Descriptor) -> Result<()> {
         self.content
             .set_tag(&name.to_string(), &to_oci(d)?)
-            .map_err(|e| miette!("tagging {name}: {e}"))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("tagging {name}"))?;
         // A tagged image is no longer `<none>`, as in docker.
         self.content
             .remove_untagged(&to_oci(d)?.digest().clone())
-            .map_err(|e| miette!("tagging {name}: {e}"))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("tagging {name}"))?;
         Ok(())
     }
 
     /// Parses the manifest a descriptor points to.
     pub fn manifest(&self, d: &Descriptor) -> Result<Manifest> {
-        let bytes = self.read_blob(&d.digest).map_err(|e| miette!("{e}"))?;
+        let bytes = self.read_blob(&d.digest).into_diagnostic()?;
         Manifest::parse(&d.digest.to_string(), &bytes, Some(&d.media_type))
             .map(|(m, _)| m)
-            .map_err(|e| miette!("{e}"))
+            .into_diagnostic()
     }
 
     /// The image manifests of a tagged root present locally, with their platforms: an entry
@@ -287,9 +292,7 @@ impl LocalStore {
 
     /// Reads and parses an image config.
     pub fn config(&self, m: &ImageManifest) -> Result<serde_json::Value> {
-        let bytes = self
-            .read_blob(&m.config.digest)
-            .map_err(|e| miette!("{e}"))?;
+        let bytes = self.read_blob(&m.config.digest).into_diagnostic()?;
         serde_json::from_slice(&bytes).into_diagnostic()
     }
 }

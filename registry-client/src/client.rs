@@ -6,7 +6,7 @@ use crate::auth::config::DockerConfig;
 use crate::auth::token::{self, TokenCache};
 use crate::auth::Credentials;
 use crate::digest::{Digest, Verifier};
-use crate::error::{parse_error_body, Error, Result};
+use crate::error::{parse_error_body, Error, NetCause, Result};
 use crate::manifest::{Descriptor, MANIFEST_ACCEPT};
 use crate::reference::Reference;
 use crate::transport::{Host, Transport, TransportOptions};
@@ -214,7 +214,12 @@ impl RegistryClient {
         scope: &Scope,
         make: impl Fn(&Host) -> Result<RequestBuilder>,
     ) -> Result<Response> {
-        let host = self.inner.transport.host(registry).await?;
+        let host = self
+            .inner
+            .transport
+            .host(registry)
+            .await
+            .map_err(|e| e.about(what))?;
         let mut auth = self.authorization(&host, scope, false).await?;
         let mut scope = scope.clone();
         let scope = &mut scope;
@@ -501,18 +506,22 @@ impl RegistryClient {
             .receive_blob(r, desc, &what, &path, &tx, on_bytes)
             .await;
         drop(tx);
-        let written = writer.await.map_err(|e| {
-            Error::io(
-                format!("writing {}", dest.display()),
-                std::io::Error::other(e),
-            )
-        });
-        received?;
-        let verifier = written?.map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        let written = writer
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // A failed write (a full disk) stops the writer and the download then fails on the
+        // closed channel: the write error is the cause worth reporting.
+        let verifier = match (received, written) {
+            (_, Err(e)) => return Err(Error::io(format!("writing {}", dest.display()), e)),
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(()), Ok(v)) => v,
+        };
         verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))
     }
 
-    /// Streams the blob into the sink, resuming with `Range` after a broken connection.
+    /// Streams the blob into the sink, resuming with `Range` after a broken or stalled
+    /// connection. Attempts that bring no new byte are bounded by `max_retries`; attempts that
+    /// do are bounded by the blob's size (each one moves it forward) and a hard cap.
     async fn receive_blob(
         &self,
         r: &Reference,
@@ -528,11 +537,14 @@ impl RegistryClient {
                 std::io::Error::other("writer stopped"),
             )
         };
+        let opts = self.inner.transport.options();
+        let (max, idle) = (opts.max_retries, opts.idle_timeout);
+        let most_attempts = (max + 1).saturating_mul(4);
         let mut received = 0u64;
-        let mut attempts = 0u32;
-        let max = self.inner.transport.options().max_retries;
+        let (mut fruitless, mut attempts) = (0u32, 0u32);
         loop {
             let offset = received;
+            attempts += 1;
             let resp = self
                 .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
                     let mut rb = h.client.get(h.url(path)?);
@@ -549,48 +561,69 @@ impl RegistryClient {
                 &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
             )
             .await?;
+            let url = resp.url().clone();
             if offset > 0 && resp.status() == StatusCode::OK {
                 // The server ignored Range: start over.
                 tx.send(SinkMsg::Reset).await.map_err(|_| sink_gone())?;
                 received = 0;
             }
             let mut stream = resp.bytes_stream();
-            let mut broken = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if received + c.len() as u64 > desc.size {
-                            return Err(Error::Verification {
-                                what: format!("blob {what}"),
-                                expected: format!("{} bytes", desc.size),
-                                actual: "more bytes".into(),
-                            });
-                        }
-                        received += c.len() as u64;
-                        let n = c.len() as u64;
-                        tx.send(SinkMsg::Data(c)).await.map_err(|_| sink_gone())?;
-                        on_bytes(n);
-                    }
-                    Err(e) => {
-                        broken = Some(e);
-                        break;
-                    }
+            let broken = loop {
+                let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                    Err(_) => break Some(Broken::Idle),
+                    Ok(None) => break None,
+                    Ok(Some(Err(e))) => break Some(Broken::Net(e)),
+                    Ok(Some(Ok(c))) => c,
+                };
+                if received + chunk.len() as u64 > desc.size {
+                    return Err(Error::Verification {
+                        what: format!("blob {what}"),
+                        expected: format!("{} bytes", desc.size),
+                        actual: "more bytes".into(),
+                    });
                 }
+                let n = chunk.len() as u64;
+                received += n;
+                tx.send(SinkMsg::Data(chunk))
+                    .await
+                    .map_err(|_| sink_gone())?;
+                on_bytes(n);
+            };
+            let Some(broken) = broken else {
+                return Ok(());
+            };
+            fruitless = if received > offset { 0 } else { fruitless + 1 };
+            let cause = match &broken {
+                Broken::Idle => format!("no data for {:.1} s", idle.as_secs_f64()),
+                Broken::Net(e) => NetCause::of(e).to_string(),
+            };
+            let retry = fruitless <= max
+                && attempts < most_attempts
+                && match &broken {
+                    Broken::Idle => true,
+                    Broken::Net(e) => NetCause::of(e).is_transient(),
+                };
+            if !retry {
+                return Err(match broken {
+                    Broken::Idle => Error::Stalled {
+                        registry: r.registry().to_string(),
+                        idle,
+                        doing: format!("downloading {}", desc.digest),
+                        attempts,
+                    },
+                    Broken::Net(e) => Error::http(format!("downloading {what}"), e),
+                });
             }
-            match broken {
-                None => return Ok(()),
-                Some(e) if attempts < max => {
-                    let _ = e;
-                    tokio::time::sleep(self.inner.transport.backoff(attempts)).await;
-                    attempts += 1;
-                }
-                Some(e) => {
-                    return Err(Error::Http {
-                        context: format!("downloading {what}"),
-                        source: e,
-                    })
-                }
-            }
+            let wait = self.inner.transport.backoff(fruitless);
+            self.inner.transport.notify_retry(
+                &Method::GET,
+                &url,
+                wait,
+                attempts + 1,
+                attempts + 1 + max - fruitless,
+                cause,
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -642,8 +675,18 @@ impl RegistryClient {
             {
                 Ok(()) => return Ok(UploadOutcome::Pushed),
                 Err(e) if restarts < max && is_transient(&e) => {
-                    tokio::time::sleep(self.inner.transport.backoff(restarts)).await;
+                    let wait = self.inner.transport.backoff(restarts);
                     restarts += 1;
+                    let host = self.inner.transport.host(r.api_host()).await?;
+                    self.inner.transport.notify_retry(
+                        &Method::POST,
+                        &host.url(&post)?,
+                        wait,
+                        restarts + 1,
+                        max + 1,
+                        e.to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -698,6 +741,7 @@ impl RegistryClient {
             let auth = self.authorization(&host, scope, false).await?;
             let file = open_at(offset)?;
             let url = host.url(&location)?;
+            let patch_url = url.clone();
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut rb = host
                 .client
@@ -744,30 +788,39 @@ impl RegistryClient {
                     if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
                 {
                     resumes += 1;
-                    tokio::time::sleep(
-                        crate::transport::retry_after(&resp)
-                            .unwrap_or_else(|| self.inner.transport.backoff(resumes)),
-                    )
-                    .await;
+                    let wait = crate::transport::retry_after(&resp)
+                        .unwrap_or_else(|| self.inner.transport.backoff(resumes));
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        resp.status().to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }
                 Ok(resp) => {
                     Self::expect(resp, r.registry(), what, &[]).await?;
                 }
-                Err(e) if resumes < max => {
-                    let _ = e;
+                Err(e) if resumes < max && NetCause::of(&e).is_transient() => {
                     resumes += 1;
-                    tokio::time::sleep(self.inner.transport.backoff(resumes)).await;
+                    let wait = self.inner.transport.backoff(resumes);
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        NetCause::of(&e).to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }
-                Err(e) => {
-                    return Err(Error::Http {
-                        context: format!("uploading {what}"),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(Error::http(format!("uploading {what}"), e)),
             }
             if offset > reported && offset < size {
                 on_bytes(offset - reported);
@@ -859,6 +912,14 @@ impl RegistryClient {
     }
 }
 
+/// Why a download stopped before its end.
+enum Broken {
+    /// No bytes within the idle timeout.
+    Idle,
+    /// The connection failed.
+    Net(reqwest::Error),
+}
+
 /// What the blob writer thread receives.
 enum SinkMsg {
     /// More content.
@@ -897,7 +958,8 @@ fn blob_sink(
 
 fn is_transient(e: &Error) -> bool {
     match e {
-        Error::Http { .. } => true,
+        Error::Http { cause, .. } => cause.is_transient(),
+        Error::Stalled { .. } => true,
         Error::Registry { status, .. } => *status == 404 || *status == 416 || *status >= 500,
         _ => false,
     }
@@ -937,10 +999,7 @@ async fn read_limited(resp: Response, limit: usize, registry: &str, what: &str) 
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let c = chunk.map_err(|e| Error::Http {
-            context: format!("reading {what}"),
-            source: e,
-        })?;
+        let c = chunk.map_err(|e| Error::http(format!("reading {what}"), e))?;
         if out.len() + c.len() > limit {
             return Err(Error::Protocol {
                 registry: registry.to_string(),

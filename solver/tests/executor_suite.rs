@@ -378,6 +378,44 @@ fn sandbox_caps_and_no_new_privs(e: &Subject) {
     assert_eq!(stdout(e, &req), "CapEff:\t0000000000000000\n");
 }
 
+/// Docker's default seccomp profile: mode 2 (filter), namespaces and mounts
+/// denied even where capabilities would not stop them (an unprivileged user
+/// namespace), ordinary tools unaffected; `--security=insecure` unconfined.
+fn seccomp_default_profile(e: &Subject) {
+    let f = Fixture::new();
+    let probe = "grep '^Seccomp:' /proc/self/status; \
+                 unshare -U -r true 2>&1 && echo unshared; \
+                 unshare -U -r sh -c 'mkdir -p /tmp/m && mount -t tmpfs t /tmp/m && echo mounted'; \
+                 true";
+    let out = stdout(e, &f.sh("r", probe));
+    assert!(out.starts_with("Seccomp:\t2\n"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(
+        !out.contains("unshared") && !out.contains("mounted"),
+        "{out}"
+    );
+    let mut req = f.sh("u", probe);
+    req.user = "app".into();
+    let out = stdout(e, &req);
+    assert!(out.starts_with("Seccomp:\t2\n"), "{out}");
+    assert!(
+        !out.contains("unshared") && !out.contains("mounted"),
+        "{out}"
+    );
+    // Ordinary build work still runs under the filter (threads, pipes, forks).
+    let req = f.sh(
+        "w",
+        "cd /tmp && echo data > a && cp a b && tar -cf t.tar a b && mkdir x && tar -xf t.tar -C x \
+         && cat x/b && sleep 0.01 & wait; chown 1000:1000 /tmp/a && ls -ln /tmp/a | cut -c1-10",
+    );
+    assert_eq!(stdout(e, &req), "data\n-rw-r--r--\n");
+    let mut req = f.sh("i", probe);
+    req.security = SecurityMode::Insecure;
+    let out = stdout(e, &req);
+    assert!(out.starts_with("Seccomp:\t0\n"), "{out}");
+    assert!(out.contains("unshared\n"), "{out}");
+}
+
 fn stdout_or_err(e: &Subject, req: &ExecRequest) -> String {
     match run(e, req) {
         Ok(o) => o.output.to_string(),
@@ -957,6 +995,7 @@ suite!(
     etc_files_and_mount_points_stay_out_of_the_layer,
     host_files_are_invisible,
     sandbox_caps_and_no_new_privs,
+    seccomp_default_profile,
     minimal_dev_and_proc,
     network_none_cannot_reach_host,
     loopback_is_up_with_network_none,

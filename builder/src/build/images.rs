@@ -284,6 +284,13 @@ impl ImageResolver for Resolver {
                     (desc, m, Some(root))
                 }
             };
+            tracing::debug!(
+                reference,
+                platform = %platform,
+                digest = %desc.digest,
+                from = if root.is_some() { "registry" } else { "local store" },
+                "base image resolved"
+            );
             let config = self.config_of(&r, &m).await?;
             // A single manifest (no index) names its platform only in its config.
             if desc.platform.is_none() {

@@ -17,7 +17,7 @@ use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::layers::LayerStore;
 use kiln_solver::worker::rootfs::SnapshotView;
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 
 /// Writes every output of `req`: images name the outcome's root (the index
@@ -31,6 +31,7 @@ pub fn write_outputs(
     outcome: &BuildOutcome,
 ) -> Result<()> {
     for out in &req.outputs {
+        tracing::debug!(kind = ?out.kind, names = ?out.names, dest = ?out.dest, "writing output");
         match out.kind {
             OutputKind::Image => {
                 let root = outcome
@@ -74,8 +75,8 @@ pub fn write_outputs(
                         filesystem_output(layers, &r.snapshot, &dir, out, false)?;
                     }
                     let w = open_dest(out, "tarball")?;
-                    let (mut w, _, _) = write_tar(staging.path(), w, &DiffOptions::default())
-                        .map_err(|e| miette!("{e}"))?;
+                    let (mut w, _, _) =
+                        write_tar(staging.path(), w, &DiffOptions::default()).into_diagnostic()?;
                     w.flush().into_diagnostic()?;
                 } else {
                     let Some(dest) = dest else {
@@ -106,7 +107,11 @@ pub fn platform_dir(p: &kiln_solver::llb::Platform) -> String {
 fn names(out: &OutputSpec) -> Result<Vec<Reference>> {
     out.names
         .iter()
-        .map(|n| Reference::parse(n).map_err(|e| miette!("invalid image name {n:?}: {e}")))
+        .map(|n| {
+            Reference::parse(n)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("invalid image name {n:?}"))
+        })
         .collect()
 }
 
@@ -144,6 +149,7 @@ fn image_output(
             } else {
                 n.clone()
             };
+            tracing::debug!(target = %target, root = %root.digest, "pushing");
             let digest = runtime
                 .block_on(push(
                     &client,
@@ -156,7 +162,8 @@ fn image_output(
                     },
                     &NoProgress,
                 ))
-                .map_err(|e| miette!("pushing {target}: {e}"))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("pushing {target}"))?;
             eprintln!("pushed {}@{digest}", n.name());
         }
     }
@@ -177,8 +184,9 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
             if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).into_diagnostic()?;
             }
-            let f =
-                std::fs::File::create(p).map_err(|e| miette!("creating {}: {e}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("creating {}", p.display()))?;
             Ok(Box::new(std::io::BufWriter::new(f)))
         }
     }
@@ -232,11 +240,11 @@ fn filesystem_output_to(
     out: &OutputSpec,
     tarball: bool,
 ) -> Result<()> {
-    let view = SnapshotView::mount(layers, snapshot).map_err(|e| miette!("{e}"))?;
+    let view = SnapshotView::mount(layers, snapshot).into_diagnostic()?;
     let opts = DiffOptions::default();
     if tarball {
         let w = open_dest(out, "tarball")?;
-        let (mut w, _, _) = write_tar(view.path(), w, &opts).map_err(|e| miette!("{e}"))?;
+        let (mut w, _, _) = write_tar(view.path(), w, &opts).into_diagnostic()?;
         return w.flush().into_diagnostic();
     }
     let Some(dest) = dest else {
@@ -248,10 +256,10 @@ fn filesystem_output_to(
     let src = view.path().to_path_buf();
     let producer =
         std::thread::spawn(move || write_tar(&src, writer, &DiffOptions::default()).map(|_| ()));
-    extract_tar(reader, dest, &dest.display().to_string()).map_err(|e| miette!("{e}"))?;
+    extract_tar(reader, dest, &dest.display().to_string()).into_diagnostic()?;
     producer
         .join()
         .map_err(|_| miette!("internal error: the tar writer panicked"))?
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     Ok(())
 }

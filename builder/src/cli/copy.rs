@@ -9,7 +9,7 @@ use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobDir, BlobStore};
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,17 +58,13 @@ fn parse_location(s: &str) -> Result<Location> {
     if let Some(rest) = s.strip_prefix("docker-archive:") {
         // FILE[:REF]: the reference part contains ':' itself, so split at the first ':' after the path.
         let (p, r) = match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => {
-                (p, Some(Reference::parse(r).map_err(|e| miette!("{e}"))?))
-            }
+            Some((p, r)) if !r.is_empty() => (p, Some(Reference::parse(r).into_diagnostic()?)),
             _ => (rest, None),
         };
         return Ok(Location::DockerArchive(PathBuf::from(p), r));
     }
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    Ok(Location::Registry(
-        Reference::parse(s).map_err(|e| miette!("{e}"))?,
-    ))
+    Ok(Location::Registry(Reference::parse(s).into_diagnostic()?))
 }
 
 /// Runs `kiln copy`.
@@ -78,7 +74,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let client = args.registry.client();
     let rt = runtime()?;
     let progress = TransferProgress::new(Direction::Push, args.quiet);
-    let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let staging = tempfile::tempdir().into_diagnostic()?;
     if let (Location::Registry(s), Location::Registry(d)) = (&src, &dst) {
         let digest = rt
             .block_on(kiln_registry::copy::copy(
@@ -89,14 +85,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 args.registry.concurrency(),
                 &progress,
             ))
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }
     // Stage the source as blobs + named roots.
     let (store, image): (Box<dyn BlobStore>, oci::NamedImage) = match &src {
         Location::Registry(r) => {
-            let store = BlobDir::new(staging.path()).map_err(|e| miette!("{e}"))?;
+            let store = BlobDir::new(staging.path()).into_diagnostic()?;
             let opts = PullOptions {
                 platforms: PlatformSelection::All,
                 concurrency: args.registry.concurrency(),
@@ -104,7 +100,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let pull_progress = TransferProgress::new(Direction::Pull, args.quiet);
             let pulled = rt
                 .block_on(pull(&client, r, &store, &opts, &pull_progress))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             (
                 Box::new(store),
                 oci::NamedImage {
@@ -119,18 +115,22 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         }
         Location::OciArchive(file, tag) => {
             let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).map_err(|e| miette!("{e}"))?;
-            let f = std::fs::File::open(file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
             oci::verify_layout_blobs(&unpacked)?;
             let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
             (Box::new(oci::LayoutBlobs { root: unpacked }), img)
         }
         Location::DockerArchive(file, want) => {
-            let store = BlobDir::new(&staging.path().join("store")).map_err(|e| miette!("{e}"))?;
+            let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
             let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).map_err(|e| miette!("{e}"))?;
-            let f = std::fs::File::open(file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
             let images = docker_archive::import(&unpacked, &store)?;
             let img = archive_image(images, want.as_ref(), &args.source)?;
@@ -152,7 +152,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     &opts,
                     &progress,
                 ))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
@@ -171,10 +171,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 names: tagged_names(&image, tag.as_deref())?,
                 root: image.root.clone(),
             }];
-            let f = std::fs::File::create(&file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &[])?;
-            let f = w.into_inner().map_err(|e| miette!("{e}"))?;
-            f.sync_all().map_err(|e| miette!("{e}"))?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
         }
         Location::DockerArchive(file, r) => {
@@ -187,10 +189,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 root: image.root.clone(),
             }];
             let extra = docker_archive::manifest_json(store.as_ref(), &images, &Platform::host())?;
-            let f = std::fs::File::create(&file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &extra)?;
-            let f = w.into_inner().map_err(|e| miette!("{e}"))?;
-            f.sync_all().map_err(|e| miette!("{e}"))?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
         }
     }
@@ -203,7 +207,7 @@ fn tagged_names(image: &oci::NamedImage, tag: Option<&str>) -> Result<Vec<Refere
     Ok(match (tag, image.names.first()) {
         (Some(t), Some(n)) => vec![n.with_tag(t)],
         (Some(t), None) => {
-            vec![Reference::parse(&format!("localhost/image:{t}")).map_err(|e| miette!("{e}"))?]
+            vec![Reference::parse(&format!("localhost/image:{t}")).into_diagnostic()?]
         }
         (None, _) => image.names.clone(),
     })
@@ -214,8 +218,9 @@ fn tagged_names(image: &oci::NamedImage, tag: Option<&str>) -> Result<Vec<Refere
 fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedImage> {
     let images = oci::read_dir_images(dir, None)?;
     let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
-    let idx: kiln_registry::ImageIndex =
-        serde_json::from_slice(&layout_index).map_err(|e| miette!("{what}: index.json: {e}"))?;
+    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{what}: index.json"))?;
     let ref_name = |d: &kiln_registry::Descriptor| {
         d.annotations
             .as_ref()

@@ -3,7 +3,7 @@
 use crate::local_store::{LocalImage, LocalStore};
 use kiln_registry::manifest::is_index_type;
 use kiln_registry::Reference;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
@@ -110,7 +110,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     match format {
         "json" => {
             for r in &rows {
-                println!("{}", serde_json::to_string(r).map_err(|e| miette!("{e}"))?);
+                println!("{}", serde_json::to_string(r).into_diagnostic()?);
             }
         }
         "table" => {
@@ -276,7 +276,7 @@ pub fn render_template(template: &str, value: &serde_json::Value) -> Result<Stri
         let v = lookup(value, path)
             .ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
         if json {
-            out.push_str(&serde_json::to_string(v).map_err(|e| miette!("{e}"))?);
+            out.push_str(&serde_json::to_string(v).into_diagnostic()?);
         } else {
             match v {
                 serde_json::Value::String(s) => out.push_str(s),

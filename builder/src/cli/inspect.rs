@@ -2,7 +2,7 @@
 
 use crate::local_store::LocalStore;
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .as_deref()
         .map(Platform::parse)
         .transpose()
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let mut out = Vec::new();
     for what in &args.images {
         let image = store.find(what)?;
@@ -65,10 +65,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 println!("{}", super::images::render_template(t, v)?);
             }
         }
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&out).map_err(|e| miette!("{e}"))?
-        ),
+        None => println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?),
     }
     Ok(ExitCode::SUCCESS)
 }

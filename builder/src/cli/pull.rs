@@ -1,12 +1,12 @@
 //! `kiln pull`: fetch an image (host platform, `--platform`, or `--all-platforms`) into the local store.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -34,13 +34,13 @@ pub struct Args {
 
 /// Runs `kiln pull`.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
-    let r = Reference::parse(&args.reference).map_err(|e| miette!("{e}"))?;
+    let r = Reference::parse(&args.reference).into_diagnostic()?;
     let wanted = args
         .platform
         .as_deref()
         .map(Platform::parse)
         .transpose()
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let platforms = if args.all_platforms {
         PlatformSelection::All
     } else if let Some(p) = &wanted {
@@ -53,7 +53,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let _lock = store
         .content
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let client = args.registry.client();
     let progress = TransferProgress::new(Direction::Pull, args.quiet);
     progress.message(&format!(
@@ -70,7 +70,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     };
     let pulled = runtime()?
         .block_on(pull(&client, &r, &store, &opts, &progress))
-        .map_err(|e| miette!("{e}"))?;
+        .map_err(registry_failure)?;
     // A single image (no index) says its platform only in its config: as docker does,
     // refuse one that is not the platform asked for instead of tagging it.
     if let (Some(want), false) = (&wanted, args.all_platforms) {

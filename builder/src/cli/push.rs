@@ -1,12 +1,12 @@
 //! `kiln push`: upload a local image (or index) to its registry.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::Reference;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -39,7 +39,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         }
         None => args.reference.as_str(),
     };
-    let r = Reference::parse(target).map_err(|e| miette!("{e}"))?;
+    let r = Reference::parse(target).into_diagnostic()?;
     let client = args.registry.client();
     let progress = TransferProgress::new(Direction::Push, args.quiet);
     progress.message(&format!("The push refers to repository [{}]", r.name()));
@@ -65,7 +65,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             &opts,
             &progress,
         ))
-        .map_err(|e| miette!("{e}"))?;
+        .map_err(registry_failure)?;
     if args.quiet {
         println!("{digest}");
     } else {

@@ -5,7 +5,7 @@ use kiln_registry::manifest::Manifest;
 use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Reference};
 use kiln_solver::content::LockMode;
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{IntoDiagnostic, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
@@ -98,8 +98,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 reachable(&store, r, &mut gone);
             }
             for d in gone.difference(&keep) {
-                let od =
-                    oci_spec::image::Digest::try_from(d.to_string()).map_err(|e| miette!("{e}"))?;
+                let od = oci_spec::image::Digest::try_from(d.to_string()).into_diagnostic()?;
                 if store.content.delete(&od).into_diagnostic()? {
                     println!("Deleted: {d}");
                 }

@@ -3,7 +3,7 @@
 use crate::export::{docker_archive, oci};
 use crate::local_store::LocalStore;
 use kiln_registry::{Platform, Reference};
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ pub struct Args {
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let store = LocalStore::open(root)?;
     let platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| miette!("{e}"))?,
+        Some(p) => Platform::parse(p).into_diagnostic()?,
         None => Platform::host(),
     };
     let mut images: Vec<oci::NamedImage> = Vec::new();
@@ -68,15 +68,18 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
-                .map_err(|e| miette!("creating {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("creating {}", path.display()))?;
             let w = std::io::BufWriter::with_capacity(1 << 20, tmp);
             let w = oci::write_tar(w, &store, &images, &extra)?;
             let tmp = w
                 .into_inner()
-                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
             tmp.as_file().sync_all().into_diagnostic()?;
             tmp.persist(path)
-                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         None => {
             use std::io::IsTerminal;

@@ -4,7 +4,7 @@
 use kiln_registry::manifest::{Descriptor, Manifest};
 use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Reference};
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,9 +36,9 @@ pub fn reachable_blobs(
         return Err(miette!("blob {} is missing from the store", root.digest));
     }
     out.insert(root.digest.clone(), root.size);
-    let bytes = store.read_blob(&root.digest).map_err(|e| miette!("{e}"))?;
+    let bytes = store.read_blob(&root.digest).into_diagnostic()?;
     match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
-        .map_err(|e| miette!("{e}"))?
+        .into_diagnostic()?
         .0
     {
         Manifest::Image(m) => {
@@ -127,7 +127,7 @@ pub fn write_tar<W: Write>(
     dir(&mut tar, "blobs/")?;
     dir(&mut tar, "blobs/sha256/")?;
     for (digest, size) in &blobs {
-        let f = store.open_blob(digest).map_err(|e| miette!("{e}"))?;
+        let f = store.open_blob(digest).into_diagnostic()?;
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
@@ -138,7 +138,8 @@ pub fn write_tar<W: Write>(
             format!("blobs/sha256/{}", digest.hex()),
             f.take(*size),
         )
-        .map_err(|e| miette!("writing blob {digest}: {e}"))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("writing blob {digest}"))?;
     }
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
@@ -165,7 +166,8 @@ pub fn write_tar<W: Write>(
 pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Result<()> {
     let blobs_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs_dir)
-        .map_err(|e| miette!("creating {}: {e}", blobs_dir.display()))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating {}", blobs_dir.display()))?;
     let mut blobs = BTreeMap::new();
     for i in images {
         reachable_blobs(store, &i.root, &mut blobs)?;
@@ -176,10 +178,13 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
             continue;
         }
         let tmp = blobs_dir.join(format!(".{}.tmp", digest.hex()));
-        let mut src = store.open_blob(digest).map_err(|e| miette!("{e}"))?;
-        let mut out =
-            std::fs::File::create(&tmp).map_err(|e| miette!("creating {}: {e}", tmp.display()))?;
-        std::io::copy(&mut src, &mut out).map_err(|e| miette!("writing {}: {e}", tmp.display()))?;
+        let mut src = store.open_blob(digest).into_diagnostic()?;
+        let mut out = std::fs::File::create(&tmp)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("creating {}", tmp.display()))?;
+        std::io::copy(&mut src, &mut out)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", tmp.display()))?;
         out.sync_all().into_diagnostic()?;
         std::fs::rename(&tmp, &dest).into_diagnostic()?;
     }
@@ -187,7 +192,8 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
     let mut entries: Vec<Descriptor> = match std::fs::read(&index_path) {
         Ok(b) => {
             serde_json::from_slice::<kiln_registry::ImageIndex>(&b)
-                .map_err(|e| miette!("{}: {e}", index_path.display()))?
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", index_path.display()))?
                 .manifests
         }
         Err(_) => Vec::new(),
@@ -213,8 +219,10 @@ fn ref_name(d: &Descriptor) -> Option<String> {
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("kiln-tmp");
-    kiln_registry::store::write_synced(&tmp, data).map_err(|e| miette!("{e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| miette!("writing {}: {e}", path.display()))
+    kiln_registry::store::write_synced(&tmp, data).into_diagnostic()?;
+    std::fs::rename(&tmp, path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("writing {}", path.display()))
 }
 
 /// Opens an archive, transparently gunzipping it.
@@ -247,14 +255,15 @@ const MAX_LINKS: usize = 10_000;
 pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for entry in ar.entries().map_err(|e| miette!("reading archive: {e}"))? {
-        let mut entry = entry.map_err(|e| miette!("reading archive: {e}"))?;
+    for entry in ar.entries().into_diagnostic().wrap_err("reading archive")? {
+        let mut entry = entry.into_diagnostic().wrap_err("reading archive")?;
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
-            let path = entry.path().map_err(|e| miette!("reading archive: {e}"))?;
+            let path = entry.path().into_diagnostic().wrap_err("reading archive")?;
             let target = entry
                 .link_name()
-                .map_err(|e| miette!("reading archive: {e}"))?;
+                .into_diagnostic()
+                .wrap_err("reading archive")?;
             if let (Some(path), Some(target)) = (inside(Path::new("."), &path), target) {
                 if links.len() >= MAX_LINKS {
                     return Err(miette!(
@@ -273,7 +282,8 @@ pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
         }
         entry
             .unpack_in(dest)
-            .map_err(|e| miette!("unpacking archive: {e}"))?;
+            .into_diagnostic()
+            .wrap_err("unpacking archive")?;
     }
     // A link may point at another link: resolve in rounds, each making at least one copy.
     while !links.is_empty() {
@@ -355,9 +365,12 @@ impl BlobStore for LayoutBlobs {
 /// else a full reference in `org.opencontainers.image.ref.name`, else `default_repo:<ref.name>`).
 pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<Vec<NamedImage>> {
     let p = dir.join("index.json");
-    let bytes = std::fs::read(&p).map_err(|e| miette!("{}: {e}", p.display()))?;
-    let idx: kiln_registry::ImageIndex =
-        serde_json::from_slice(&bytes).map_err(|e| miette!("{}: {e}", p.display()))?;
+    let bytes = std::fs::read(&p)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
+    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&bytes)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
     let mut out: Vec<NamedImage> = Vec::new();
     for mut d in idx.manifests {
         let ann = d.annotations.take().unwrap_or_default();
@@ -422,22 +435,23 @@ pub fn import_blobs(
             continue;
         }
         let src = layout.join("blobs/sha256").join(digest.hex());
-        store
-            .commit_blob(digest, &src)
-            .map_err(|e| miette!("{e}"))?;
+        store.commit_blob(digest, &src).into_diagnostic()?;
     }
     Ok(())
 }
 
 /// sha256 of a file, streaming.
 pub fn hash_file(p: &Path) -> Result<Digest> {
-    let mut f = std::fs::File::open(p).map_err(|e| miette!("{}: {e}", p.display()))?;
+    let mut f = std::fs::File::open(p)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
     let mut v = kiln_registry::digest::Verifier::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f
             .read(&mut buf)
-            .map_err(|e| miette!("{}: {e}", p.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("{}", p.display()))?;
         if n == 0 {
             break;
         }

@@ -173,7 +173,13 @@ pub fn input_selectors(op: &Op, index: usize) -> Option<Vec<Selector>> {
                     continue;
                 }
                 match (&m.kind, &m.selector, m.readonly) {
-                    (MountKind::Bind, Some(sel), true) => out.push(Selector::path(sel.clone())),
+                    // The mount shows a linked source's target: its content is what counts
+                    // (BuildKit follows links for mount selectors too).
+                    (MountKind::Bind, Some(sel), true) => out.push(Selector {
+                        path: sel.clone(),
+                        wildcards: false,
+                        follow_final_symlink: true,
+                    }),
                     _ => return None,
                 }
             }

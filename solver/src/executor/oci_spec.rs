@@ -233,7 +233,12 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
         .devices(device_rules(insecure)?)
         .build()
         .map_err(invalid)?;
-    let linux = linux.resources(resources).build().map_err(invalid)?;
+    linux = linux.resources(resources);
+    // Docker's default profile; `--security=insecure` runs unconfined.
+    if !insecure {
+        linux = linux.seccomp(super::seccomp::sandbox_profile().clone());
+    }
+    let linux = linux.build().map_err(invalid)?;
 
     let mut mounts = Vec::new();
     for m in &world.mounts {
@@ -345,6 +350,12 @@ mod tests {
             &serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})
         ));
         assert_eq!(devices.len(), SANDBOX_DEVICES.len());
+        let seccomp = &json["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(seccomp["syscalls"][0]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("execve")));
     }
 
     #[test]
@@ -362,6 +373,7 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network"));
         assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert!(json["linux"]["seccomp"].is_null(), "insecure is unconfined");
         assert_eq!(
             json["linux"]["resources"]["devices"],
             serde_json::json!([{"allow": true, "type": "a", "access": "rwm"}])

@@ -1,10 +1,14 @@
 //! Secret files: written to a private tmpfs on the host and bind-mounted
 //! read-only at their targets, so they never touch a disk or the upper dir.
+//! Once the step's own mount namespace holds its binds, the host's view can go
+//! ([`SecretFiles::release_host_view`]): the files then live only as long as
+//! the step, even when kiln itself is killed.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::snapshot::overlay::{sys_mount, unmount};
 
@@ -12,7 +16,7 @@ use crate::snapshot::overlay::{sys_mount, unmount};
 #[derive(Debug)]
 pub struct SecretFiles {
     dir: PathBuf,
-    mounted: bool,
+    mounted: AtomicBool,
     count: usize,
 }
 
@@ -30,7 +34,7 @@ impl SecretFiles {
         )?;
         Ok(SecretFiles {
             dir: dir.to_path_buf(),
-            mounted: true,
+            mounted: AtomicBool::new(true),
             count: 0,
         })
     }
@@ -49,13 +53,21 @@ impl SecretFiles {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
         Ok(path)
     }
+
+    /// Unmounts the host's tmpfs (and removes its directory). Mounts a step's
+    /// namespace already made from it keep the files alive until that
+    /// namespace goes; idempotent.
+    pub fn release_host_view(&self) -> io::Result<()> {
+        if self.mounted.swap(false, Ordering::SeqCst) {
+            unmount(&self.dir)?;
+            fs::remove_dir(&self.dir)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for SecretFiles {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = unmount(&self.dir);
-            let _ = fs::remove_dir(&self.dir);
-        }
+        let _ = self.release_host_view();
     }
 }

@@ -38,8 +38,24 @@ impl NativeExecutor {
         world: &World,
         output: OutputCallback<'_>,
     ) -> Result<ExecOutcome, ExecError> {
+        self.run_world_then(world, output, &|| {})
+    }
+
+    /// Runs a prepared world, calling `started` once the step's process runs.
+    fn run_world_then(
+        &self,
+        world: &World,
+        output: OutputCallback<'_>,
+        started: &dyn Fn(),
+    ) -> Result<ExecOutcome, ExecError> {
         let steps = plan::build_plan(world, last_cap())?;
-        let (exit, captured) = spawn::run(&steps, plan::clone_flags(world), &self.running, output)?;
+        let (exit, captured) = spawn::run(
+            &steps,
+            plan::clone_flags(world),
+            &self.running,
+            output,
+            started,
+        )?;
         match exit {
             Exit::Code(0) => Ok(ExecOutcome { output: captured }),
             Exit::Code(code) => Err(ExecError::NonZeroExit {
@@ -71,7 +87,9 @@ impl Executor for NativeExecutor {
             return Err(ExecError::Canceled);
         }
         let prepared = prepare(&self.config, req)?;
-        let result = self.run_world(&prepared.world, output);
+        // The child's mount namespace holds its own binds of the secrets once it
+        // runs: the host's tmpfs goes then, so a killed kiln leaves no secret behind.
+        let result = self.run_world_then(&prepared.world, output, &|| prepared.release_secrets());
         prepared.finish();
         let outcome = result?;
         super::world::sync_layer(&req.rootfs.upper)?;

@@ -13,6 +13,7 @@ use crate::executor::caps::cap_mask;
 use crate::executor::env::path_of;
 use crate::executor::oci_spec::{MASKED_PATHS, READONLY_PATHS};
 use crate::executor::rootfs_path::host_path;
+use crate::executor::seccomp::bpf::{sandbox_program, BpfProgram};
 use crate::executor::world::World;
 use crate::executor::{ExecError, SecurityMode};
 use crate::mounts::MountKind;
@@ -113,6 +114,9 @@ pub enum Step {
     Capset(u64),
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
+    /// Install a seccomp filter (after no_new_privs, which it needs without
+    /// CAP_SYS_ADMIN; last before exec, as runc does).
+    Seccomp(&'static BpfProgram),
     /// Execute the program.
     Exec(ExecArgs),
 }
@@ -403,6 +407,9 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         steps.push(Step::NoNewPrivs);
     }
     steps.push(Step::Umask(0o022));
+    if sandbox {
+        steps.push(Step::Seccomp(sandbox_program()?));
+    }
     let program = world
         .args
         .first()
@@ -464,6 +471,8 @@ pub trait Sys {
     fn capset(&mut self, mask: u64) -> Result<(), i32>;
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     fn no_new_privs(&mut self) -> Result<(), i32>;
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` with `program`.
+    fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32>;
     /// `umask(2)`.
     fn umask(&mut self, mask: u32);
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
@@ -561,6 +570,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::SetUid(u) => sys.setuid(*u),
             Step::Capset(m) => sys.capset(*m),
             Step::NoNewPrivs => sys.no_new_privs(),
+            Step::Seccomp(p) => sys.seccomp(p),
             Step::Exec(args) => {
                 // execvp semantics: skip candidates that do not exist, remember EACCES.
                 let mut err = libc::ENOENT;
@@ -638,6 +648,7 @@ impl Step {
             Step::SetUid(u) => format!("setting uid {u}"),
             Step::Capset(_) => "setting capabilities".into(),
             Step::NoNewPrivs => "setting no_new_privs".into(),
+            Step::Seccomp(_) => "installing the seccomp filter".into(),
             Step::Exec(a) => format!("executing {}", a.args().first().map(s).unwrap_or_default()),
         }
     }
@@ -744,6 +755,11 @@ mod tests {
             self.calls.push("nnp".into());
             Ok(())
         }
+        fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32> {
+            let n = program.instructions().len();
+            self.calls.push(format!("seccomp {}", n.min(1)));
+            Ok(())
+        }
         fn umask(&mut self, mask: u32) {
             self.calls.push(format!("umask {mask:o}"));
         }
@@ -823,6 +839,7 @@ mod tests {
             "capset",
             "chdir /src",
             "nnp",
+            "seccomp 1",
             "execve /usr/bin/sh",
             "execve /bin/sh",
         ]
@@ -853,6 +870,7 @@ mod tests {
         assert!(!calls.contains("capbset_drop"));
         assert!(!calls.contains("capset"));
         assert!(!calls.contains("nnp"));
+        assert!(!calls.contains("seccomp"), "insecure is unconfined");
         assert!(!calls.contains("lo up"));
         assert!(calls.contains("setgid 1000\nsetuid 1000"));
         assert!(!calls.contains("kcore"));

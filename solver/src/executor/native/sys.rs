@@ -3,6 +3,7 @@
 use std::ffi::CString;
 
 use super::plan::{ExecArgs, PathKind, Sys};
+use crate::executor::seccomp::bpf::BpfProgram;
 
 /// Calls the kernel.
 pub struct LibcSys;
@@ -230,6 +231,22 @@ impl Sys for LibcSys {
 
     fn no_new_privs(&mut self) -> Result<(), i32> {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+
+    fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32> {
+        let insns = program.instructions();
+        let prog = libc::sock_fprog {
+            len: insns.len().min(u16::MAX as usize) as u16,
+            filter: insns.as_ptr() as *mut libc::sock_filter,
+        };
+        sys_result(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        })
     }
 
     fn umask(&mut self, mask: u32) {
