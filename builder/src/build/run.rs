@@ -181,6 +181,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 platform_in_descriptions: multi,
                 sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
                 cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
+                default_network: req.network,
             },
         )
         .map_err(fail)?;

@@ -72,6 +72,9 @@ pub struct LowerOptions {
     pub sandbox_hostname: Option<String>,
     /// The `BUILDKIT_CACHE_MOUNT_NS` build arg: a namespace prefixed to cache mount ids.
     pub cache_mount_ns: Option<String>,
+    /// `--network`: the network of RUN steps without `--network` (and with
+    /// `--network=default`), as BuildKit's `force-network-mode`.
+    pub default_network: kiln_solver::llb::NetworkMode,
 }
 
 /// What a named context is.

@@ -123,7 +123,7 @@ impl Lowerer<'_> {
             },
             mounts,
             network: match run.network {
-                Network::Default => NetworkMode::Default,
+                Network::Default => self.opts.default_network,
                 Network::None => NetworkMode::None,
                 Network::Host => NetworkMode::Host,
             },

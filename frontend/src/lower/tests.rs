@@ -37,6 +37,7 @@ fn opts() -> LowerOptions {
         platform_in_descriptions: false,
         sandbox_hostname: None,
         cache_mount_ns: None,
+        default_network: kiln_solver::llb::NetworkMode::Default,
     }
 }
 

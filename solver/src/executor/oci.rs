@@ -177,7 +177,8 @@ impl OciExecutor {
                 destination: "/proc".into(),
                 kind: MountKind::Proc,
             }],
-            network: NetworkMode::Default,
+            network: NetworkMode::None,
+            netns: None,
             security: SecurityMode::Sandbox,
         };
         let result = self.run_world(&world, &mut |_, _| {});
