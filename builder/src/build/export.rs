@@ -98,6 +98,7 @@ pub fn export_image(
         // A step that changed nothing still gets its (empty) layer, as in
         // BuildKit's images.
         let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
+        tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
         let blob = layer_descriptor(
             exported.blob.digest.clone(),
             exported.blob.size,
@@ -120,6 +121,7 @@ pub fn export_image(
     let json = serde_json::to_vec(&config).map_err(|e| ExportError::Spec(e.to_string()))?;
     let (manifest, config_digest) =
         write_image(stores.content, &json, platform, &kept, &manifest_opts)?;
+    tracing::debug!(manifest = %manifest.digest(), config = %config_digest, layers = kept.len(), "image exported");
     Ok(ExportedImage {
         manifest,
         config,

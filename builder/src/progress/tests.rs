@@ -115,7 +115,7 @@ fn scripted_build(until_ms: u64) -> Vec<ProgressEvent> {
             15,
             EventKind::Warning(Warning {
                 level: 1,
-                short: "JSONArgsRecommended: JSON arguments recommended for CMD".into(),
+                short: "JSONArgsRecommended: JSON arguments recommended for CMD (line 9)".into(),
                 detail: vec!["Use JSON arguments to avoid signal problems".into()],
                 url: Some(
                     "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/".into(),
@@ -548,8 +548,8 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
     expected.extend(
         [
             "",
-            "1 warning found:",
-            " - JSONArgsRecommended: JSON arguments recommended for CMD (Dockerfile:9:1)",
+            " 1 warning found (use kiln build --check to expand):",
+            " - JSONArgsRecommended: JSON arguments recommended for CMD (line 9)",
         ]
         .iter()
         .map(|l| format!("{l}\n")),
@@ -650,6 +650,6 @@ fn tty_final_frame_is_coloured_like_buildkit() {
     assert!(find("ERROR [stage-1 1/1]").starts_with("\x1b[31m => ERROR"));
     assert!(find("CACHED [build 2/4]").starts_with("\x1b[34m => CACHED"));
     assert!(find("CANCELED [build 4/4]").starts_with("\x1b[33m"));
-    assert!(find("1 warning found").starts_with("\x1b[33m"));
+    assert!(find(" 1 warning found").starts_with("\x1b[33m"));
     assert!(find("(7/7) ERROR").starts_with("\x1b[31m[+] Building"));
 }

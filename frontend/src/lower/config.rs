@@ -1,6 +1,7 @@
 //! Metadata instructions: how ENV, LABEL, CMD, ... change the image config.
 
 use crate::image::{Empty, HealthConfig, ImageConfig};
+use crate::instructions::expose::exposed_ports;
 use crate::instructions::{CommandLine, Healthcheck, Instruction};
 
 /// The shell of shell-form commands when SHELL was never set.
@@ -58,23 +59,6 @@ pub fn normalize_workdir(current: &str, dir: &str) -> String {
     join_workdir(current, dir)
 }
 
-/// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
-pub(super) fn exposed_ports(spec: &str) -> Vec<String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    let range = ports
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
-    match range {
-        Some((a, b)) if a <= b && b - a < 10_000 => {
-            (a..=b).map(|p| format!("{p}/{proto}")).collect()
-        }
-        _ => vec![format!("{ports}/{proto}")],
-    }
-}
-
 fn nanos(d: Option<std::time::Duration>) -> u64 {
     d.map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
         .unwrap_or(0)
@@ -96,8 +80,9 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool)
             }
         }
         Instruction::Expose(ports) => {
+            // Validated when the instruction was expanded.
             for p in ports {
-                for key in exposed_ports(p) {
+                for key in exposed_ports(p).unwrap_or_default() {
                     c.exposed_ports.insert(key, Empty {});
                 }
             }
@@ -115,7 +100,7 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool)
         Instruction::Cmd(cmd) => {
             let args = argv(config, cmd);
             config.config.cmd = Some(args);
-            // As BuildKit: every CMD marks its args escaped (Docker's field).
+            // As BuildKit's CMD (Docker's image spec field; OCI deprecates it).
             config
                 .config
                 .extra
@@ -188,15 +173,5 @@ mod tests {
         assert_eq!(normalize_workdir("/a", "../../.."), "/");
         assert_eq!(normalize_workdir("/w/", ""), "/w/");
         assert_eq!(normalize_workdir("", ""), "/");
-    }
-
-    #[test]
-    fn expose_defaults_to_tcp_and_expands_ranges() {
-        assert_eq!(exposed_ports("80"), ["80/tcp"]);
-        assert_eq!(exposed_ports("53/UDP"), ["53/udp"]);
-        assert_eq!(
-            exposed_ports("8000-8002"),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
     }
 }

@@ -72,6 +72,9 @@ pub struct LowerOptions {
     pub sandbox_hostname: Option<String>,
     /// The `BUILDKIT_CACHE_MOUNT_NS` build arg: a namespace prefixed to cache mount ids.
     pub cache_mount_ns: Option<String>,
+    /// `--network`: the network of RUN steps without `--network` (and with
+    /// `--network=default`), as BuildKit's `force-network-mode`.
+    pub default_network: kiln_solver::llb::NetworkMode,
 }
 
 /// What a named context is.
@@ -191,6 +194,7 @@ pub fn lower_into(
             .stages
             .get(si)
             .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        tracing::debug!(stage = stage.index, name = ?stage.name, base = ?stage.base, platform = %opts.platform, "lowering stage");
         let state = l.lower_stage(stage)?;
         l.stages.insert(si, state);
     }
@@ -200,6 +204,7 @@ pub fn lower_into(
         .cloned()
         .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
     let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    tracing::debug!(vertices = l.def.len(), platform = %opts.platform, "lowered");
     Ok(Lowered {
         definition: l.def,
         target: target.vertex,
@@ -504,7 +509,8 @@ impl Lowerer<'_> {
                 step += 1;
             }
             let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
-            self.lower_instruction(stage, &mut state, ri, description)?;
+            let written = self.node(ri.node).original.trim().to_string();
+            self.lower_instruction(stage, &mut state, ri, &written, description)?;
         }
         state.config.created = Some(self.created.clone());
         Ok(state)
@@ -578,6 +584,11 @@ impl Lowerer<'_> {
         instruction
             .expand(&cx, &mut expand)
             .map_err(|e| bad(self, e.message.clone()))?;
+        let body = crate::shell::Lexer::heredoc_body();
+        let mut expand_body = |w: &str| body.process_word(w, &env).map_err(|e| e.to_string());
+        instruction
+            .expand_heredocs(&cx, &mut expand_body)
+            .map_err(|e| bad(self, e.message.clone()))?;
         let ri = ResolvedInstruction {
             instruction,
             span: stage.span,
@@ -585,7 +596,7 @@ impl Lowerer<'_> {
             env: RunEnv(std::sync::Arc::new(vars)),
             proxy_env: Vec::new(),
         };
-        self.lower_instruction(stage, state, &ri, description)
+        self.lower_instruction(stage, state, &ri, trigger.trim(), description)
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.
@@ -611,8 +622,10 @@ impl Lowerer<'_> {
         stage: &Stage,
         state: &mut StageState,
         ri: &ResolvedInstruction,
+        written: &str,
         description: String,
     ) -> Result<(), SourceError> {
+        let original = written.to_string();
         match &ri.instruction {
             Instruction::Run(run) => {
                 let created_by = self.lower_run(stage, state, ri, run, description)?;
@@ -660,8 +673,14 @@ impl Lowerer<'_> {
                 if matches!(other, Instruction::Cmd(_)) {
                     state.cmd_set = true;
                 }
-                let args: Vec<_> = stage.args.iter().filter(|a| a.node == ri.node).collect();
-                if let Some(created_by) = history::metadata(other, &state.config, &args) {
+                let args: Vec<(String, Option<String>)> = stage
+                    .args
+                    .iter()
+                    .filter(|a| a.node == ri.node)
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect();
+                let entry = history::created_by(other, &state.config, &args, &original);
+                if let Some(created_by) = entry {
                     self.history(state, created_by, true);
                 }
             }
