@@ -148,6 +148,20 @@ fn other_flags_are_refused_before_building() {
         &["--iidfile", "/no/such/dir/iid"],
     );
     refused(&["--label", "novalue"], &["--label", "novalue"]);
+    refused(&["--label", "=v"], &["--label", "\"=v\""]);
+    refused(&["--build-arg", "=v"], &["--build-arg", "\"=v\""]);
+    refused(
+        &["--annotation", "index:org.example.a=1"],
+        &["--annotation", "index:org.example.a=1", "index annotations"],
+    );
+    refused(
+        &["--annotation", "manifest[linux/amd64]:org.example.a=1"],
+        &["--annotation", "linux/amd64"],
+    );
+    refused(
+        &["--annotation", "floppy:org.example.a=1"],
+        &["--annotation", "unknown annotation type \"floppy\""],
+    );
     refused(&["--call", "frobnicate"], &["--call", "frobnicate"]);
     refused(&["--print", "tree"], &["--print", "tree"]);
     refused(&["--executor", "chroot"], &["chroot"]);
@@ -478,4 +492,20 @@ fn plain_progress_shows_the_export_and_the_push_as_steps() {
             .to_string()
     };
     assert_eq!(format!("sha256:{sha}"), digest);
+}
+
+#[test]
+fn manifest_annotations_keep_their_key() {
+    let b = project();
+    b.build(&[
+        "-t",
+        "cli-annotated:1",
+        "--annotation",
+        "manifest:org.example.typed=1",
+        "--annotation",
+        "org.example.plain=2",
+    ]);
+    let m = b.manifest("docker.io/library/cli-annotated:1");
+    assert_eq!(m["annotations"]["org.example.typed"], "1", "{m}");
+    assert_eq!(m["annotations"]["org.example.plain"], "2", "{m}");
 }
