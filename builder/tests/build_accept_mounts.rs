@@ -279,6 +279,45 @@ fn tmpfs_mounts_take_the_mount_points_mode(executor: &str) {
     );
 }
 
+fn cache_mounts_are_keyed_by_id_and_settings(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}
+RUN --mount=type=cache,target=/c touch /c/plain && ls /c > /saw1
+RUN --mount=type=cache,target=/c,mode=0700,uid=1000 touch /c/owned; ls /c > /saw2; stat -c '%a %u %g' /c > /meta2
+RUN --mount=type=cache,target=/c,uid=1000,mode=0700 ls /c > /saw3
+RUN --mount=type=cache,target=/c ls /c > /saw4
+RUN --mount=type=cache,target=/c,mode=0755 touch /c/default-settings; ls /c > /saw5
+RUN --mount=type=cache,target=/c,uid=0 ls /c > /saw6
+RUN --mount=type=cache,target=/c,source=/,gid=7 ls /c > /saw7
+",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-cachekey:1", &[]);
+    // What docker 20.10's BuildKit gives for the same steps (saw1..saw5).
+    let saw = |n: u32| read(&root.join(format!("saw{n}")));
+    assert_eq!(saw(1), "plain\n");
+    assert_eq!(read(&root.join("meta2")), "700 1000 0\n");
+    assert_eq!(saw(2), "owned\n", "mode/uid make another cache");
+    assert_eq!(
+        saw(3),
+        "owned\n",
+        "the same settings in another order are the same cache"
+    );
+    assert_eq!(saw(4), "plain\n");
+    assert_eq!(
+        saw(5),
+        "default-settings\n",
+        "explicit settings, even the defaults, are not the plain id's cache"
+    );
+    assert_eq!(saw(6), "default-settings\n", "mode 0755 uid 0 gid 0 both");
+    assert_eq!(saw(7), "", "gid=7 is another cache");
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
@@ -295,4 +334,5 @@ for_both_executors!(
     mount_sources_missing_inside_their_input_fail,
     relative_context_and_state_paths,
     tmpfs_mounts_take_the_mount_points_mode,
+    cache_mounts_are_keyed_by_id_and_settings,
 );

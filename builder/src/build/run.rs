@@ -181,6 +181,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 platform_in_descriptions: multi,
                 sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
                 cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
+                default_network: req.network,
             },
         )
         .map_err(fail)?;
@@ -215,7 +216,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         ExecutorConfig {
             // Runtimes resolve relative paths against their bundle, not our cwd.
             state_dir: std::path::absolute(state.root())
-                .map_err(|e| miette!("state directory {}: {e}", state.root().display()))?,
+                .into_diagnostic()
+                .wrap_err_with(|| format!("state directory {}", state.root().display()))?,
         },
     )
     .expecting_steps(

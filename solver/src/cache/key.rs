@@ -248,6 +248,7 @@ mod tests {
                         mode: 0o755,
                         uid: 0,
                         gid: 0,
+                        settings_given: false,
                     }),
                 },
                 Mount {
@@ -333,7 +334,12 @@ mod tests {
         );
         assert_eq!(
             input_selectors(&op, 1),
-            Some(vec![Selector::path("go.mod")])
+            Some(vec![Selector {
+                path: "go.mod".into(),
+                wildcards: false,
+                follow_final_symlink: true,
+            }]),
+            "a bind mount shows its source's link target"
         );
         let copy = Op::File(FileOp {
             base: Some(0),

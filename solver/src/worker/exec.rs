@@ -128,6 +128,13 @@ impl LocalWorker {
                         }
                         None => (c.id.clone(), None),
                     };
+                    // BuildKit keys a cache by its seed; with mode/uid/gid that is a
+                    // `mkdir` made with them, so each setting is a cache of its own.
+                    let id = if c.settings_given {
+                        format!("{id}:mkdir:{:o}:{}:{}", c.mode, c.uid, c.gid)
+                    } else {
+                        id
+                    };
                     MountSpec::Cache(CacheSpec {
                     id,
                     target: m.dest.clone(),
