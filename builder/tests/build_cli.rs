@@ -141,6 +141,43 @@ fn session_flags_are_refused_before_building() {
 }
 
 #[test]
+fn a_missing_context_or_dockerfile_is_refused_before_building() {
+    refused(
+        &["-f", "/no/such/Dockerfile"],
+        &["/no/such/Dockerfile", "no such file"],
+    );
+    let b = Build::new();
+    let out = b.kiln(&["build", "/no/such/context"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        unwrapped(&err)
+            .iter()
+            .any(|e| e.contains("/no/such/context")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.root.path()).expect("state").count(),
+        0,
+        "{err}"
+    );
+    let b = Build::new();
+    b.write("a", "no Dockerfile here\n");
+    let err = b.build_fails(&[]);
+    assert!(
+        unwrapped(&err)
+            .iter()
+            .any(|e| e.contains("Dockerfile") && e.contains("no such file")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.root.path()).expect("state").count(),
+        0,
+        "{err}"
+    );
+}
+
+#[test]
 fn other_flags_are_refused_before_building() {
     refused(&["--jobs", "0"], &["--jobs"]);
     refused(
