@@ -214,6 +214,25 @@ fn wildcards_may_match_nothing_a_missing_plain_path_fails() {
     assert!(err.contains("Dockerfile:3"), "{err}");
 }
 
+#[test]
+fn a_wildcard_copy_through_a_linked_directory_sees_its_changes() {
+    let b = Build::new();
+    b.write("real/a.txt", "v1\n");
+    symlink("real", b.ctx().join("link")).unwrap();
+    b.write("Dockerfile", "FROM scratch\nCOPY link/*.txt /x/\n");
+    let dest = b.path("out");
+    let out = format!("type=local,dest={}", dest.display());
+    b.build(&["-o", &out]);
+    assert_eq!(read(&dest.join("x/a.txt")), "v1\n");
+    b.write("real/a.txt", "v2\n");
+    b.build(&["-o", &out]);
+    assert_eq!(
+        read(&dest.join("x/a.txt")),
+        "v2\n",
+        "the copy was not cached"
+    );
+}
+
 /// A tar of `a` (holding `data`) and `b`, a hard link to it, made by tar(1).
 fn linked_tar(b: &Build, name: &str, data: &str) {
     let src = b.path(&format!("src-{name}"));
