@@ -159,6 +159,43 @@ fn mount_sources_missing_inside_their_input_fail(executor: &str) {
     assert_eq!(read(&root.join("listing")), "");
 }
 
+fn dockerignored_paths_are_not_in_context_mounts(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("kept.txt", "kept\n");
+    b.write("secret.txt", "SECRET\n");
+    b.write("private/key", "KEY\n");
+    b.write("private/public.txt", "public\n");
+    b.write(
+        ".dockerignore",
+        "secret.txt\nprivate\n!private/public.txt\n",
+    );
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN --mount=type=bind,target=/ctx cd /ctx && find . -type f | sort > /listing\nRUN --mount=type=bind,source=private,target=/p,rw ls /p > /private\n",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-ignore:1", &[]);
+    // As COPY . sees the context (and BuildKit's context transfer).
+    assert_eq!(
+        read(&root.join("listing")),
+        "./.dockerignore\n./Dockerfile\n./kept.txt\n./private/public.txt\n"
+    );
+    assert_eq!(read(&root.join("private")), "public.txt\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN --mount=type=bind,source=secret.txt,target=/s cat /s\n",
+            busybox(&env)
+        ),
+    );
+    let err = b.build_fails(&["--executor", executor]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+}
+
 fn relative_context_and_state_paths(executor: &str) {
     let env = TestEnv::load();
     let b = Build::new();
@@ -359,4 +396,5 @@ for_both_executors!(
     relative_context_and_state_paths,
     tmpfs_mounts_take_the_mount_points_mode,
     cache_mounts_are_keyed_by_id_and_settings,
+    dockerignored_paths_are_not_in_context_mounts,
 );
