@@ -208,7 +208,8 @@ impl LocalStore {
     pub fn keep_untagged(&self, d: &Descriptor) -> Result<()> {
         self.content
             .add_untagged(&to_oci(d)?)
-            .map_err(|e| miette!("keeping image {}: {e}", d.digest))
+            .into_diagnostic()
+            .wrap_err_with(|| format!("keeping image {}", d.digest))
     }
 
     /// Stores a tag.

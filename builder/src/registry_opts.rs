@@ -37,8 +37,14 @@ fn idle_timeout(v: &str) -> Result<Duration, String> {
 }
 
 impl RegistryArgs {
-    /// A client with these settings and credentials from Docker's config.json.
+    /// A client with these settings and credentials from Docker's config.json; retries are
+    /// announced on stderr.
     pub fn client(&self) -> RegistryClient {
+        self.client_with_notices(Notices::new(|n| eprintln!("{n}")))
+    }
+
+    /// [`Self::client`] announcing retries through `notices`.
+    pub fn client_with_notices(&self, notices: Notices) -> RegistryClient {
         let mut opts = TransportOptions::default();
         for r in &self.insecure_registries {
             if !opts.insecure_registries.contains(r) {
@@ -47,7 +53,7 @@ impl RegistryArgs {
         }
         opts.idle_timeout = self.idle_timeout;
         // Retries are announced so a slow command says why it waits.
-        opts.notices = Notices::new(|n| eprintln!("{n}"));
+        opts.notices = notices;
         RegistryClient::new(opts)
     }
 

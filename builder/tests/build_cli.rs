@@ -333,3 +333,149 @@ fn debug_prints_the_internal_steps() {
     let off = build_stderr(&b, &["--debug=false"], &[], &[("KILN_DEBUG", "1")]);
     assert!(!off.contains("DEBUG"), "{off}");
 }
+
+/// The lines of plain progress step `#N` named `name`, without the `#N ` prefix.
+fn step_lines<'a>(plain: &'a str, name: &str) -> Vec<&'a str> {
+    let header = plain
+        .lines()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(n, rest)| n.starts_with('#') && rest == name)
+        })
+        .unwrap_or_else(|| panic!("no step {name:?} in:\n{plain}"));
+    let number = format!("{} ", header.split_once(' ').expect("numbered").0);
+    plain
+        .lines()
+        .filter_map(|l| l.strip_prefix(number.as_str()))
+        .collect()
+}
+
+#[test]
+fn plain_progress_shows_the_export_and_the_push_as_steps() {
+    let env = support::TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN echo export > /e\n",
+            env.registry()
+        ),
+    );
+    let target = format!("{}/cli-progress/app:1", env.registry());
+    let oci = b.path("image.tar");
+    let meta = b.path("meta.json");
+    let stderr = build_stderr(
+        &b,
+        &[],
+        &[
+            "--progress=plain",
+            "--insecure-registry",
+            env.registry(),
+            "-t",
+            &target,
+            "--push",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            "--metadata-file",
+            meta.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let digest = support::read_json(&meta)["containerimage.digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    // The oci output comes first: its step makes the layers, manifest and config.
+    let archive = step_lines(&stderr, "exporting to oci image format");
+    let has = |lines: &[&str], prefix: &str, suffix: &str| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(prefix) && l.ends_with(suffix))
+    };
+    assert!(has(&archive, "exporting layers", "done"), "{stderr}");
+    assert!(
+        has(&archive, "exporting manifest sha256:", "done"),
+        "{stderr}"
+    );
+    assert!(
+        archive.contains(&format!("exporting manifest {digest} done").as_str()),
+        "{stderr}"
+    );
+    assert!(
+        has(&archive, "exporting config sha256:", "done"),
+        "{stderr}"
+    );
+    assert!(has(&archive, "sending tarball ", "done"), "{stderr}");
+    assert!(has(&archive, "DONE ", "s"), "{stderr}");
+    assert!(oci.is_file());
+    // The image output names and pushes, with the bytes pushed.
+    let image = step_lines(&stderr, "exporting to image");
+    assert!(
+        image.contains(&format!("naming to {target} done").as_str()),
+        "{stderr}"
+    );
+    let pushed = image
+        .iter()
+        .find(|l| l.starts_with("pushing layers ") && l.ends_with(" done"))
+        .unwrap_or_else(|| panic!("no finished push of the layers in:\n{stderr}"));
+    let (sent, total) = pushed["pushing layers ".len()..]
+        .split_once(" / ")
+        .expect("bytes pushed / total");
+    assert_eq!(
+        sent,
+        total.split_whitespace().next().expect("total"),
+        "{pushed}"
+    );
+    assert!(
+        image.contains(&format!("pushing manifest for {target}@{digest} done").as_str()),
+        "{stderr}"
+    );
+    assert!(has(&image, "DONE ", "s"), "{stderr}");
+    // Both come after the build's last step ended.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let run_done = lines
+        .iter()
+        .position(|l| {
+            l.starts_with('#') && l.contains(" DONE ") && {
+                let n = l.split(' ').next().unwrap_or_default();
+                lines
+                    .iter()
+                    .any(|h| *h == format!("{n} [stage-0 2/2] RUN echo export > /e"))
+            }
+        })
+        .expect("the RUN step's DONE");
+    let export_start = lines
+        .iter()
+        .position(|l| l.ends_with(" exporting to oci image format"))
+        .expect("the export step");
+    assert!(run_done < export_start, "{stderr}");
+    // The registry has what the step said it pushed.
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "{out:?}");
+    let raw = out.stdout;
+    let sha = {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&raw)
+            .expect("write");
+        let o = child.wait_with_output().expect("sha256sum output");
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(format!("sha256:{sha}"), digest);
+}

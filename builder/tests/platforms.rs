@@ -169,6 +169,22 @@ fn local_only_base_for_another_platform_fails_naming_it() {
         err.contains("linux/arm64") && err.contains("linux/amd64"),
         "the error names the platform wanted and the one the store has: {err}"
     );
+    // Nor does `kiln save` put it in an archive asked to be arm64.
+    let tar = b.path("arm.tar");
+    let out = b.kiln(&[
+        "save",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        tar.to_str().unwrap(),
+        &name,
+    ]);
+    assert!(!out.status.success(), "kiln save should refuse");
+    let err = flat(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        err.contains("no manifest for platform linux/arm64"),
+        "{err}"
+    );
     // Its own platform builds.
     b.build(&["--platform", "linux/amd64"]);
 }
@@ -222,4 +238,40 @@ fn one_platform_twice_is_refused_in_builds_and_imagetools() {
     assert!(!out.status.success(), "imagetools create should refuse");
     let err = flat(&String::from_utf8_lossy(&out.stderr));
     assert!(err.contains("two images for platform linux/amd64"), "{err}");
+}
+
+#[test]
+fn single_platform_registry_image_is_refused_for_another_platform() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    // A single amd64 manifest (no index) in the registry.
+    let single = format!("{reg}/{}:1", unique("single"));
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--override-arch",
+        "amd64",
+        &format!("docker://{reg}/library/busybox:latest"),
+        &format!("docker://{single}"),
+    ]);
+    assert!(
+        inspect("--raw", &single)["config"].is_object(),
+        "a single manifest"
+    );
+    let b = Build::new();
+    b.write("Dockerfile", &format!("FROM {single}\nENV A=1\n"));
+    let err = flat(&b.build_fails(&["--platform", "linux/arm64"]));
+    assert!(
+        err.contains("no image for platform linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    let out = b.kiln(&["pull", "--platform", "linux/arm64", &single]);
+    assert!(!out.status.success(), "kiln pull should refuse");
+    let err = flat(&String::from_utf8_lossy(&out.stderr));
+    assert!(err.contains("wanted linux/arm64"), "{err}");
+    let out = b.kiln(&["images", "-q"]);
+    assert!(out.stdout.is_empty(), "nothing was tagged");
+    // The platform it is for builds.
+    b.build(&["--platform", "linux/amd64"]);
 }

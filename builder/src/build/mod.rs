@@ -2,6 +2,7 @@
 
 pub mod checks;
 pub mod export;
+pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
@@ -60,6 +61,8 @@ pub struct BuildRequest {
     pub allow: Vec<String>,
     /// `--add-host`.
     pub add_hosts: Vec<String>,
+    /// `--network`: the default network of RUN steps.
+    pub network: kiln_solver::llb::NetworkMode,
     /// `--build-context name=value`.
     pub build_contexts: Vec<String>,
     /// `--annotation`s (`key=value`, for the manifest).

@@ -4,6 +4,7 @@
 
 use super::checks::BuildChecks;
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
+use super::export_steps::ExportSteps;
 use super::images::{BuildImages, Resolver};
 use super::interrupt::{Interrupted, Interrupts};
 use super::outputs::write_outputs;
@@ -180,6 +181,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 platform_in_descriptions: multi,
                 sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
                 cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
+                default_network: req.network,
             },
         )
         .map_err(fail)?;
@@ -214,7 +216,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         ExecutorConfig {
             // Runtimes resolve relative paths against their bundle, not our cwd.
             state_dir: std::path::absolute(state.root())
-                .map_err(|e| miette!("state directory {}: {e}", state.root().display()))?,
+                .into_diagnostic()
+                .wrap_err_with(|| format!("state directory {}", state.root().display()))?,
         },
     )
     .expecting_steps(
@@ -296,6 +299,11 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             OutputKind::Image | OutputKind::Docker | OutputKind::Oci
         )
     });
+    let steps = ExportSteps::start(&tx, &req.outputs);
+    let image_step = steps.image_step(&req.outputs);
+    let layers_item = image_step
+        .filter(|_| needs_image)
+        .map(|s| s.item("exporting layers"));
     let mut platform_images = Vec::new();
     let mut results = Vec::new();
     for (t, snapshot) in targets.into_iter().zip(result.snapshots) {
@@ -317,13 +325,28 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
         if needs_image {
             let opts = export_options(&req)?;
-            platform_images
-                .push(export_image(&stores, &snapshot, config, &opts).into_diagnostic()?);
+            let exported = export_image(&stores, &snapshot, config, &opts)
+                .inspect_err(|e| {
+                    if let Some(step) = image_step {
+                        step.error(&e.to_string());
+                    }
+                })
+                .into_diagnostic()?;
+            platform_images.push(exported);
         }
         results.push(PlatformResult {
             platform: t.platform,
             snapshot,
         });
+    }
+    if let Some(item) = layers_item {
+        item.done();
+    }
+    if let Some(step) = image_step {
+        for image in &platform_images {
+            step.done_item(format!("exporting manifest {}", image.manifest.digest()));
+            step.done_item(format!("exporting config {}", image.config_digest));
+        }
     }
     let index = if needs_image && multi {
         let opts = export_options(&req)?;
@@ -342,6 +365,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     } else {
         None
     };
+    if let (Some(step), Some(index)) = (image_step, &index) {
+        step.done_item(format!("exporting manifest list {}", index.digest()));
+    }
     let image = if multi {
         None
     } else {
@@ -354,13 +380,15 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         executed: result.executed,
         cached: result.cached,
     };
-    // The display ends when every progress sender is gone, the worker's too.
+    // The outputs are written while the display still runs: they are its last steps.
     let layers = worker.layers().clone();
+    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome, &steps);
+    // The display ends when every progress sender is gone, the worker's too.
+    drop(steps);
     drop(tx);
     drop(worker);
-    // Outputs print their own lines (pushes): after the live display is done.
     let _ = display.finish();
-    write_outputs(&req, &runtime, &store, &layers, &results, &outcome)?;
+    written?;
     Ok(outcome)
 }
 

@@ -85,6 +85,10 @@ pub struct Args {
     /// Allow extra privileged entitlements (`network.host`, `security.insecure`).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Default network of RUN steps: `default` (an own namespace with outbound
+    /// access), `none` or `host` (needs `--allow network.host`).
+    #[arg(long, value_name = "MODE", default_value = "default", value_parser = parse_network)]
+    pub network: kiln_solver::llb::NetworkMode,
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
@@ -252,6 +256,13 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .into_diagnostic()?;
     let executor = args.executor.parse().into_diagnostic()?;
+    if args.network == kiln_solver::llb::NetworkMode::Host
+        && !args.allow.iter().any(|a| a == "network.host")
+    {
+        return Err(miette::miette!(
+            "--network host needs the network.host entitlement: pass --allow network.host"
+        ));
+    }
     // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
     // buildx passes it on.
     let epoch = resolve
@@ -313,6 +324,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
         add_hosts: args.add_hosts.clone(),
+        network: args.network,
         build_contexts: args.build_contexts.clone(),
         labels,
         annotations,
@@ -569,4 +581,17 @@ fn targets_text(targets: &[stages::outline::Target]) -> String {
         rows.push(vec![name, t.description.clone().unwrap_or_default()]);
     }
     crate::table::columns(&rows, 3)
+}
+
+/// `--network` values, as buildx names them.
+fn parse_network(s: &str) -> Result<kiln_solver::llb::NetworkMode, String> {
+    use kiln_solver::llb::NetworkMode;
+    match s {
+        "default" => Ok(NetworkMode::Default),
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        other => Err(format!(
+            "unknown network mode {other:?} (expected default, none or host)"
+        )),
+    }
 }

@@ -1,5 +1,6 @@
 //! `kiln copy SRC DST`: copy images (all platforms) between registries, OCI layout directories
-//! (`oci:DIR[:TAG]`) and docker archives (`docker-archive:FILE[:REF]`).
+//! (`oci:DIR[:TAG]`), OCI layout tarballs (`oci-archive:FILE[:TAG]`) and docker archives
+//! (`docker-archive:FILE[:REF]`), with skopeo's transport names.
 
 use crate::export::{docker_archive, oci};
 use crate::registry_opts::{runtime, RegistryArgs};
@@ -15,9 +16,11 @@ use std::process::ExitCode;
 /// Arguments of `kiln copy`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source: a registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE`.
+    /// Source: a registry reference, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:REF]`.
     pub source: String,
-    /// Destination: a registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE[:REF]`.
+    /// Destination: a registry reference, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:REF]`.
     pub destination: String,
     /// Print less.
     #[arg(short, long)]
@@ -29,6 +32,7 @@ pub struct Args {
 enum Location {
     Registry(Reference),
     Oci(PathBuf, Option<String>),
+    OciArchive(PathBuf, Option<String>),
     DockerArchive(PathBuf, Option<Reference>),
 }
 
@@ -46,6 +50,10 @@ fn parse_location(s: &str) -> Result<Location> {
     if let Some(rest) = s.strip_prefix("oci:") {
         let (p, t) = split_path_tag(rest);
         return Ok(Location::Oci(p, t));
+    }
+    if let Some(rest) = s.strip_prefix("oci-archive:") {
+        let (p, t) = split_path_tag(rest);
+        return Ok(Location::OciArchive(p, t));
     }
     if let Some(rest) = s.strip_prefix("docker-archive:") {
         // FILE[:REF]: the reference part contains ':' itself, so split at the first ':' after the path.
@@ -102,40 +110,21 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             )
         }
         Location::Oci(dir, tag) => {
-            let images = oci::read_dir_images(dir, None)?;
-            let wanted = tag.clone();
-            let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
-            let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{}", dir.display()))?;
-            let pick = match &wanted {
-                Some(t) => idx
-                    .manifests
-                    .iter()
-                    .find(|d| {
-                        d.annotations
-                            .as_ref()
-                            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
-                            .is_some_and(|n| n == t || n.ends_with(&format!(":{t}")))
-                    })
-                    .ok_or_else(|| miette!("{}: no image tagged {t}", dir.display()))?
-                    .digest
-                    .clone(),
-                None if images.len() == 1 => images[0].root.digest.clone(),
-                None => {
-                    return Err(miette!(
-                        "{}: several images; say which with oci:DIR:TAG",
-                        dir.display()
-                    ))
-                }
-            };
-            let img = images
-                .into_iter()
-                .find(|i| i.root.digest == pick)
-                .ok_or_else(|| miette!("{}: image not found", dir.display()))?;
+            let img = layout_image(dir, tag.as_deref(), &args.source)?;
             (Box::new(oci::LayoutBlobs { root: dir.clone() }), img)
         }
-        Location::DockerArchive(file, _) => {
+        Location::OciArchive(file, tag) => {
+            let unpacked = staging.path().join("unpacked");
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
+            oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
+            oci::verify_layout_blobs(&unpacked)?;
+            let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
+            (Box::new(oci::LayoutBlobs { root: unpacked }), img)
+        }
+        Location::DockerArchive(file, want) => {
             let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
             let unpacked = staging.path().join("unpacked");
             std::fs::create_dir_all(&unpacked).into_diagnostic()?;
@@ -143,15 +132,8 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", file.display()))?;
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
-            let mut images = docker_archive::import(&unpacked, &store)?;
-            if images.len() != 1 {
-                return Err(miette!(
-                    "{}: expected one image, found {}",
-                    file.display(),
-                    images.len()
-                ));
-            }
-            let img = images.remove(0);
+            let images = docker_archive::import(&unpacked, &store)?;
+            let img = archive_image(images, want.as_ref(), &args.source)?;
             (Box::new(store), img)
         }
     };
@@ -174,22 +156,28 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
-            let name = match (&tag, image.names.first()) {
-                (Some(t), Some(n)) => vec![n.with_tag(t)],
-                (Some(t), None) => {
-                    vec![Reference::parse(&format!("localhost/image:{t}")).into_diagnostic()?]
-                }
-                (None, _) => image.names.clone(),
-            };
             oci::write_dir(
                 &dir,
                 store.as_ref(),
                 &[oci::NamedImage {
-                    names: name,
+                    names: tagged_names(&image, tag.as_deref())?,
                     root: image.root.clone(),
                 }],
             )?;
             println!("{}@{}", dir.display(), image.root.digest);
+        }
+        Location::OciArchive(file, tag) => {
+            let images = [oci::NamedImage {
+                names: tagged_names(&image, tag.as_deref())?,
+                root: image.root.clone(),
+            }];
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
+            let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &[])?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
+            println!("{}@{}", file.display(), image.root.digest);
         }
         Location::DockerArchive(file, r) => {
             let names = match r {
@@ -211,4 +199,107 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names an image gets in a layout written with an optional `:TAG`: the source's name
+/// with that tag (`localhost/image:TAG` for an unnamed source; the layout keeps the tag).
+fn tagged_names(image: &oci::NamedImage, tag: Option<&str>) -> Result<Vec<Reference>> {
+    Ok(match (tag, image.names.first()) {
+        (Some(t), Some(n)) => vec![n.with_tag(t)],
+        (Some(t), None) => {
+            vec![Reference::parse(&format!("localhost/image:{t}")).into_diagnostic()?]
+        }
+        (None, _) => image.names.clone(),
+    })
+}
+
+/// The image of a layout directory named by `tag` (its `org.opencontainers.image.ref.name`,
+/// or the tag of a full name there), or its only image.
+fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedImage> {
+    let images = oci::read_dir_images(dir, None)?;
+    let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
+    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{what}: index.json"))?;
+    let ref_name = |d: &kiln_registry::Descriptor| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
+            .cloned()
+    };
+    let pick = match tag {
+        Some(t) => idx
+            .manifests
+            .iter()
+            .find(|d| ref_name(d).is_some_and(|n| n == t || n.ends_with(&format!(":{t}"))))
+            .ok_or_else(|| {
+                let tags: Vec<String> = idx.manifests.iter().filter_map(ref_name).collect();
+                miette!(
+                    "{what}: no image tagged {t} (the layout has: {})",
+                    if tags.is_empty() {
+                        "no tags".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                )
+            })?
+            .digest
+            .clone(),
+        None if images.len() == 1 => images[0].root.digest.clone(),
+        None => {
+            return Err(miette!(
+                "{what}: {} images; say which with :TAG",
+                images.len()
+            ))
+        }
+    };
+    images
+        .into_iter()
+        .find(|i| i.root.digest == pick)
+        .ok_or_else(|| miette!("{what}: image not found"))
+}
+
+/// The image of a docker archive named `want` (any of its RepoTags), or its only image.
+fn archive_image(
+    images: Vec<oci::NamedImage>,
+    want: Option<&Reference>,
+    what: &str,
+) -> Result<oci::NamedImage> {
+    let names = || {
+        images
+            .iter()
+            .flat_map(|i| i.names.iter().map(|n| n.familiar()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match want {
+        Some(r) => {
+            let found = images
+                .iter()
+                .position(|i| i.names.contains(r))
+                .ok_or_else(|| {
+                    miette!(
+                        "{what}: no image named {} (the archive has: {})",
+                        r.familiar(),
+                        names()
+                    )
+                })?;
+            let mut img = images
+                .into_iter()
+                .nth(found)
+                .ok_or_else(|| miette!("{what}: image not found"))?;
+            // The copy goes by the name asked for.
+            img.names = vec![r.clone()];
+            Ok(img)
+        }
+        None if images.len() == 1 => images
+            .into_iter()
+            .next()
+            .ok_or_else(|| miette!("{what}: the archive has no image")),
+        None => Err(miette!(
+            "{what}: {} images ({}); say which with docker-archive:FILE:NAME",
+            images.len(),
+            names()
+        )),
+    }
 }

@@ -94,6 +94,8 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let mut opts = TransportOptions::default();
     opts.insecure_registries
         .extend(args.registry.insecure_registries.iter().cloned());
+    opts.idle_timeout = args.registry.idle_timeout;
+    opts.notices = kiln_registry::progress::Notices::new(|n| eprintln!("{n}"));
     let client =
         RegistryClient::with_credentials(opts, HashMap::from([(server.clone(), creds.clone())]));
     runtime()?

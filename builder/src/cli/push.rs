@@ -9,6 +9,7 @@ use kiln_registry::Reference;
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `kiln push`.
 #[derive(Debug, clap::Args)]
@@ -40,8 +41,8 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         None => args.reference.as_str(),
     };
     let r = Reference::parse(target).into_diagnostic()?;
-    let client = args.registry.client();
-    let progress = TransferProgress::new(Direction::Push, args.quiet);
+    let progress = Arc::new(TransferProgress::new(Direction::Push, args.quiet));
+    let client = args.registry.client_with_notices(progress.notices());
     progress.message(&format!("The push refers to repository [{}]", r.name()));
     // A blob of an image also known under another repository of the same registry (it was
     // pulled or pushed there) can be mounted instead of uploaded.
@@ -63,7 +64,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             &image.descriptor,
             &store,
             &opts,
-            &progress,
+            &*progress,
         ))
         .map_err(registry_failure)?;
     if args.quiet {

@@ -50,6 +50,12 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             }),
         }
     }
+    // An explicit platform must be there: never another one in its place.
+    if args.platform.is_some() {
+        for i in &images {
+            store.manifest_for(&i.root, Some(&platform))?;
+        }
+    }
     let extra = if args.format == "docker" {
         docker_archive::manifest_json(&store, &images, &platform)?
     } else {

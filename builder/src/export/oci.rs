@@ -65,8 +65,10 @@ pub fn reachable_blobs(
     Ok(())
 }
 
-/// index.json entries for the images: one per name (annotated), or one unnamed.
-pub fn index_entries(images: &[NamedImage], tag_only_ref_name: bool) -> Vec<Descriptor> {
+/// index.json entries for the images: one per name, or one unnamed. As containerd and
+/// BuildKit write them, `org.opencontainers.image.ref.name` is the tag (OCI's definition,
+/// what `skopeo oci-archive:FILE:TAG` looks up) and `io.containerd.image.name` the full name.
+pub fn index_entries(images: &[NamedImage]) -> Vec<Descriptor> {
     let mut out = Vec::new();
     for img in images {
         if img.names.is_empty() {
@@ -76,12 +78,10 @@ pub fn index_entries(images: &[NamedImage], tag_only_ref_name: bool) -> Vec<Desc
             let mut d = img.root.clone();
             let mut a = d.annotations.take().unwrap_or_default();
             a.insert(IMAGE_NAME_ANNOTATION.to_string(), n.to_string());
-            let ref_name = if tag_only_ref_name {
-                n.tag().unwrap_or("latest").to_string()
-            } else {
-                n.to_string()
-            };
-            a.insert(REF_NAME_ANNOTATION.to_string(), ref_name);
+            a.insert(
+                REF_NAME_ANNOTATION.to_string(),
+                n.tag().unwrap_or("latest").to_string(),
+            );
             d.annotations = Some(a);
             out.push(d);
         }
@@ -145,7 +145,7 @@ pub fn write_tar<W: Write>(
         ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
         (
             "index.json".to_string(),
-            index_json(&index_entries(images, false))?,
+            index_json(&index_entries(images))?,
         ),
     ];
     files.extend(extra.iter().cloned());
@@ -198,7 +198,7 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
         }
         Err(_) => Vec::new(),
     };
-    let new = index_entries(images, true);
+    let new = index_entries(images);
     let new_names: Vec<Option<String>> = new.iter().map(ref_name).collect();
     entries.retain(|d| {
         let n = ref_name(d);
@@ -245,12 +245,38 @@ pub fn open_maybe_gzip(mut r: Box<dyn Read>) -> Result<Box<dyn Read>> {
     }
 }
 
+/// Most symbolic links an archive may hold (docker's legacy `layer.tar` links, one per layer).
+const MAX_LINKS: usize = 10_000;
+
 /// Unpacks a tar stream into `dest` (entries outside it are refused by `unpack_in`).
+/// Symbolic links to files of the archive (legacy `docker save` writes `ID/layer.tar` as a
+/// link to a layer another image already holds) become copies of their target, resolved
+/// inside `dest` only; links that lead outside it or to nothing are left out.
 pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
     let mut ar = tar::Archive::new(r);
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in ar.entries().into_diagnostic().wrap_err("reading archive")? {
         let mut entry = entry.into_diagnostic().wrap_err("reading archive")?;
         let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let path = entry.path().into_diagnostic().wrap_err("reading archive")?;
+            let target = entry
+                .link_name()
+                .into_diagnostic()
+                .wrap_err("reading archive")?;
+            if let (Some(path), Some(target)) = (inside(Path::new("."), &path), target) {
+                if links.len() >= MAX_LINKS {
+                    return Err(miette!(
+                        "the archive has more than {MAX_LINKS} symbolic links"
+                    ));
+                }
+                let from = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if let Some(t) = inside(&from, &target) {
+                    links.push((path, t));
+                }
+            }
+            continue;
+        }
         if !(kind.is_file() || kind.is_dir()) {
             continue;
         }
@@ -259,7 +285,51 @@ pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
             .into_diagnostic()
             .wrap_err("unpacking archive")?;
     }
+    // A link may point at another link: resolve in rounds, each making at least one copy.
+    while !links.is_empty() {
+        let before = links.len();
+        links.retain(|(path, target)| !copy_link(dest, path, target));
+        if links.len() == before {
+            break;
+        }
+    }
     Ok(())
+}
+
+/// `base/rel` with `.` and `..` resolved lexically; `None` when it is absolute or leaves the root.
+fn inside(base: &Path, rel: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for c in base.components().chain(rel.components()) {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.is_empty()).then(|| out.iter().collect())
+}
+
+/// Copies the regular file `dest/target` to `dest/path` (a link's place); whether it was
+/// done. [`unpack`] never makes symbolic links, so both paths stay inside `dest`.
+fn copy_link(dest: &Path, path: &Path, target: &Path) -> bool {
+    let (from, to) = (dest.join(target), dest.join(path));
+    if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file())
+        || std::fs::symlink_metadata(&to).is_ok()
+    {
+        return false;
+    }
+    if let Some(parent) = to.parent() {
+        if std::fs::create_dir_all(parent).is_err() {
+            return false;
+        }
+    }
+    std::fs::hard_link(&from, &to)
+        .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+        .is_ok()
 }
 
 /// A read-only view of a layout's `blobs/sha256` directory as a blob store.
@@ -388,4 +458,86 @@ pub fn hash_file(p: &Path) -> Result<Digest> {
         v.update(&buf[..n]);
     }
     Ok(v.finish().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(
+        b: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        data: &[u8],
+        link: &str,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    #[test]
+    fn unpack_turns_links_inside_the_archive_into_copies_and_drops_the_rest() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host file").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // A link before its target, and a link to a link.
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "b/layer.tar",
+            b"",
+            "../a/layer.tar",
+        );
+        add(
+            &mut b,
+            tar::EntryType::Regular,
+            "a/layer.tar",
+            b"layer bytes",
+            "",
+        );
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "c/layer.tar",
+            b"",
+            "../b/layer.tar",
+        );
+        let escape = format!("../../../../../../..{}/secret", outside.path().display());
+        add(&mut b, tar::EntryType::Symlink, "d/layer.tar", b"", &escape);
+        let absolute = format!("{}/secret", outside.path().display());
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "e/layer.tar",
+            b"",
+            &absolute,
+        );
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "f/layer.tar",
+            b"",
+            "../missing",
+        );
+        let bytes = b.into_inner().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        unpack(Box::new(std::io::Cursor::new(bytes)), dest.path()).unwrap();
+        for copy in ["a/layer.tar", "b/layer.tar", "c/layer.tar"] {
+            let p = dest.path().join(copy);
+            assert!(!p.is_symlink(), "{copy}");
+            assert_eq!(std::fs::read(&p).unwrap(), b"layer bytes", "{copy}");
+        }
+        for gone in ["d/layer.tar", "e/layer.tar", "f/layer.tar"] {
+            assert!(
+                std::fs::symlink_metadata(dest.path().join(gone)).is_err(),
+                "{gone}"
+            );
+        }
+    }
 }

@@ -100,6 +100,11 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool)
         Instruction::Cmd(cmd) => {
             let args = argv(config, cmd);
             config.config.cmd = Some(args);
+            // As BuildKit's CMD (Docker's image spec field; OCI deprecates it).
+            config
+                .config
+                .extra
+                .insert("ArgsEscaped".to_string(), serde_json::Value::Bool(true));
         }
         Instruction::Entrypoint(ep) => {
             let args = argv(config, ep);

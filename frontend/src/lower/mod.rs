@@ -5,6 +5,7 @@
 
 mod config;
 mod copy;
+mod history;
 mod run;
 mod time;
 
@@ -71,6 +72,9 @@ pub struct LowerOptions {
     pub sandbox_hostname: Option<String>,
     /// The `BUILDKIT_CACHE_MOUNT_NS` build arg: a namespace prefixed to cache mount ids.
     pub cache_mount_ns: Option<String>,
+    /// `--network`: the network of RUN steps without `--network` (and with
+    /// `--network=default`), as BuildKit's `force-network-mode`.
+    pub default_network: kiln_solver::llb::NetworkMode,
 }
 
 /// What a named context is.
@@ -505,8 +509,7 @@ impl Lowerer<'_> {
                 step += 1;
             }
             let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
-            let written = self.node(ri.node).original.trim().to_string();
-            self.lower_instruction(stage, &mut state, ri, &written, description)?;
+            self.lower_instruction(stage, &mut state, ri, description)?;
         }
         state.config.created = Some(self.created.clone());
         Ok(state)
@@ -592,7 +595,7 @@ impl Lowerer<'_> {
             env: RunEnv(std::sync::Arc::new(vars)),
             proxy_env: Vec::new(),
         };
-        self.lower_instruction(stage, state, &ri, trigger.trim(), description)
+        self.lower_instruction(stage, state, &ri, description)
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.
@@ -618,10 +621,8 @@ impl Lowerer<'_> {
         stage: &Stage,
         state: &mut StageState,
         ri: &ResolvedInstruction,
-        written: &str,
         description: String,
     ) -> Result<(), SourceError> {
-        let original = written.to_string();
         match &ri.instruction {
             Instruction::Run(run) => {
                 let created_by = self.lower_run(stage, state, ri, run, description)?;
@@ -630,7 +631,7 @@ impl Lowerer<'_> {
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let is_add = matches!(ri.instruction, Instruction::Add(_));
                 self.lower_copy(stage, state, ri, c, is_add, description)?;
-                self.history(state, format!("{} # buildkit", first_line(written)), false);
+                self.history(state, history::copy(c, is_add), false);
             }
             Instruction::Workdir(dir) => {
                 let path = config::normalize_workdir(&state.config.config.working_dir, dir);
@@ -669,7 +670,10 @@ impl Lowerer<'_> {
                 if matches!(other, Instruction::Cmd(_)) {
                     state.cmd_set = true;
                 }
-                self.history(state, original, true);
+                let args: Vec<_> = stage.args.iter().filter(|a| a.node == ri.node).collect();
+                if let Some(created_by) = history::metadata(other, &state.config, &args) {
+                    self.history(state, created_by, true);
+                }
             }
         }
         Ok(())

@@ -123,7 +123,7 @@ impl Lowerer<'_> {
             },
             mounts,
             network: match run.network {
-                Network::Default => NetworkMode::Default,
+                Network::Default => self.opts.default_network,
                 Network::None => NetworkMode::None,
                 Network::Host => NetworkMode::Host,
             },
@@ -135,7 +135,8 @@ impl Lowerer<'_> {
         });
         let meta = self.metadata(description, ri.node, stage);
         state.vertex = Some(self.add(op, &platform, &inputs, meta, ri.node)?);
-        Ok(format!("RUN {} # buildkit", args.join(" ")))
+        let build_args = super::history::run_build_args(self.build, stage, ri.node, &env);
+        Ok(format!("RUN {build_args}{} # buildkit", args.join(" ")))
     }
 
     /// argv of a RUN, with BuildKit's heredoc rules: a RUN that is only a

@@ -12,6 +12,7 @@ pub mod env;
 pub mod hosts;
 pub mod lazy;
 pub mod native;
+pub mod netns;
 pub mod oci;
 pub mod oci_kill;
 pub mod oci_spec;
@@ -37,7 +38,8 @@ use user::UserError;
 /// `RUN --network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The sandbox default: the host network for now, other namespaces isolated.
+    /// The sandbox default: an own network namespace with outbound access
+    /// through slirp4netns (see [`netns`]); the host's loopback is out of reach.
     #[default]
     Default,
     /// An own network namespace with only `lo` up.
@@ -49,7 +51,7 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Whether the step gets its own network namespace.
     pub fn isolated(self) -> bool {
-        self == NetworkMode::None
+        self != NetworkMode::Host
     }
 }
 

@@ -214,10 +214,13 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
     let namespaces = ns
         .into_iter()
         .map(|t| {
-            LinuxNamespaceBuilder::default()
-                .typ(t)
-                .build()
-                .map_err(invalid)
+            let b = LinuxNamespaceBuilder::default().typ(t);
+            match (&world.netns, t) {
+                (Some(path), LinuxNamespaceType::Network) => b.path(path.clone()),
+                _ => b,
+            }
+            .build()
+            .map_err(invalid)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
@@ -303,13 +306,14 @@ mod tests {
                 },
             ],
             network,
+            netns: None,
             security,
         }
     }
 
     #[test]
     fn sandbox_spec_has_default_caps_nnp_and_no_netns() {
-        let spec = build_spec(&world(NetworkMode::Default, SecurityMode::Sandbox)).unwrap();
+        let spec = build_spec(&world(NetworkMode::Host, SecurityMode::Sandbox)).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let p = &json["process"];
         assert_eq!(p["user"]["uid"], 1000);
@@ -356,6 +360,17 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&serde_json::json!("execve")));
+    }
+
+    #[test]
+    fn default_network_joins_the_prepared_namespace() {
+        let mut w = world(NetworkMode::Default, SecurityMode::Sandbox);
+        w.netns = Some("/run/t/netns".into());
+        let json = serde_json::to_value(build_spec(&w).unwrap()).unwrap();
+        assert!(json["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"type": "network", "path": "/run/t/netns"})));
     }
 
     #[test]

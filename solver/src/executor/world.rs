@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
+use super::netns::SlirpNetwork;
 use super::rootfs_path::{host_path, resolve_in_root};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
@@ -49,6 +50,9 @@ pub struct World {
     pub mounts: Vec<ContainerMount>,
     /// Network mode.
     pub network: NetworkMode,
+    /// The network namespace to join (the default network's, see
+    /// [`super::netns`]); `None` with an isolated mode means a new empty one.
+    pub netns: Option<PathBuf>,
     /// Security mode.
     pub security: SecurityMode,
 }
@@ -82,6 +86,7 @@ struct Guard {
     caches: Vec<CacheLease>,
     secrets: Option<SecretFiles>,
     binds: Vec<ScratchBind>,
+    network: Option<SlirpNetwork>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -343,6 +348,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
     }
 
     let env = process_env(&req.env, &user.home, &secret_env);
+    if req.network == NetworkMode::Default {
+        guard.network = Some(SlirpNetwork::start(&run_dir)?);
+    }
+    let netns = guard.network.as_ref().map(|n| n.path().to_path_buf());
     Ok(Prepared {
         world: World {
             id,
@@ -355,6 +364,7 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
             hostname,
             mounts,
             network: req.network,
+            netns,
             security: req.security,
         },
         _guard: guard,
@@ -563,6 +573,8 @@ impl Prepared {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.agents.clear();
+        // Its namespace file is a mount point in the run dir.
+        self.network = None;
         let unmounted = match self.rootfs_mount.take() {
             Some(m) => m.unmount().is_ok(),
             None => true,

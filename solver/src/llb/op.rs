@@ -276,7 +276,8 @@ pub struct SecretEnv {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// The sandbox default (host network, otherwise isolated).
+    /// The build's default (`kiln build --network`; else an own namespace
+    /// with outbound access).
     #[default]
     Default,
     /// Own network namespace with only `lo`.

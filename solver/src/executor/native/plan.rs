@@ -101,6 +101,8 @@ pub enum Step {
     Sethostname(CString),
     /// Bring `lo` up in a fresh network namespace.
     LoopbackUp,
+    /// Join a prepared network namespace (the default network's).
+    JoinNetns(std::fs::File),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot(CString),
     /// Change directory.
@@ -201,7 +203,7 @@ fn cp(p: &Path) -> Result<CString, ExecError> {
 pub fn clone_flags(world: &World) -> libc::c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if world.network.isolated() {
+    if world.network.isolated() && world.netns.is_none() {
         flags |= libc::CLONE_NEWNET;
     }
     flags
@@ -234,6 +236,12 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         Step::Umask(0),
         Step::MakeRslave,
     ];
+    // Before sysfs is mounted: it shows the interfaces of the mounter's namespace.
+    if let Some(path) = &world.netns {
+        let ns =
+            std::fs::File::open(path).map_err(ExecError::setup("opening the network namespace"))?;
+        steps.push(Step::JoinNetns(ns));
+    }
     if sandbox {
         steps.push(Step::RemountBind {
             target: cp(&world.rootfs)?,
@@ -408,7 +416,7 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         }
     }
     steps.push(Step::Sethostname(c(&world.hostname)?));
-    if world.network.isolated() {
+    if world.netns.is_none() && world.network.isolated() {
         steps.push(Step::LoopbackUp);
     }
     steps.push(Step::PivotRoot(cp(&world.rootfs)?));
@@ -489,6 +497,8 @@ pub trait Sys {
     fn sethostname(&mut self, name: &CString) -> Result<(), i32>;
     /// Bring `lo` up.
     fn loopback_up(&mut self) -> Result<(), i32>;
+    /// `setns(fd, CLONE_NEWNET)`.
+    fn join_netns(&mut self, fd: i32) -> Result<(), i32>;
     /// `pivot_root` into `root`, detach the old root, `chdir("/")`.
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32>;
     /// `chdir(2)`.
@@ -591,6 +601,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             },
             Step::Sethostname(name) => sys.sethostname(name),
             Step::LoopbackUp => sys.loopback_up(),
+            Step::JoinNetns(f) => sys.join_netns(std::os::fd::AsRawFd::as_raw_fd(f)),
             Step::PivotRoot(root) => sys.pivot_root(root),
             Step::Chdir(p) => sys.chdir(p),
             Step::DropBounding { keep, last_cap } => {
@@ -682,6 +693,7 @@ impl Step {
             Step::ReadonlyPath { path } => format!("making {} read-only", s(path)),
             Step::Sethostname(n) => format!("setting hostname {}", s(n)),
             Step::LoopbackUp => "bringing up lo".into(),
+            Step::JoinNetns(_) => "joining the network namespace".into(),
             Step::PivotRoot(r) => format!("pivot_root into {}", s(r)),
             Step::Chdir(p) => format!("changing to working directory {}", s(p)),
             Step::DropBounding { .. } => "dropping capabilities".into(),
@@ -790,6 +802,10 @@ mod tests {
             self.calls.push("lo up".into());
             Ok(())
         }
+        fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
+            self.calls.push(format!("setns {}", fd >= 0));
+            Ok(())
+        }
         fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {
             self.calls.push(format!("pivot_root {}", s(root)));
             Ok(())
@@ -874,6 +890,7 @@ mod tests {
                 },
             ],
             network,
+            netns: None,
             security,
         }
     }
@@ -923,11 +940,7 @@ mod tests {
 
     #[test]
     fn insecure_non_root_plan_keeps_caps_and_host_net() {
-        let plan = build_plan(
-            &world(1000, NetworkMode::Default, SecurityMode::Insecure),
-            40,
-        )
-        .unwrap();
+        let plan = build_plan(&world(1000, NetworkMode::Host, SecurityMode::Insecure), 40).unwrap();
         let mut rec = Recorder {
             exec_ok: vec!["/bin/sh".into()],
             ..Recorder::default()
@@ -943,6 +956,22 @@ mod tests {
         assert!(!calls.contains("kcore"));
         assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5021 -"));
         assert!(!calls.contains("mount - /r/rootfs - "), "{calls}");
+    }
+
+    #[test]
+    fn default_network_joins_the_prepared_namespace() {
+        let mut w = world(0, NetworkMode::Default, SecurityMode::Sandbox);
+        assert_ne!(clone_flags(&w) & libc::CLONE_NEWNET, 0, "no namespace yet");
+        w.netns = Some("/proc/self/ns/net".into());
+        assert_eq!(clone_flags(&w) & libc::CLONE_NEWNET, 0);
+        let mut rec = Recorder::default();
+        apply(&build_plan(&w, 40).unwrap(), &mut rec).unwrap_err();
+        let calls = rec.calls.join("\n");
+        assert!(
+            calls.contains("pdeathsig\numask 0\nmount - / - 0x84000 -\nsetns true\n"),
+            "{calls}"
+        );
+        assert!(!calls.contains("lo up"), "{calls}");
     }
 
     #[test]

@@ -164,6 +164,10 @@ impl Sys for LibcSys {
         }
     }
 
+    fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
+        check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+    }
+
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {
         let dot = c".".as_ptr();
         check(unsafe { libc::chdir(root.as_ptr()) })?;
