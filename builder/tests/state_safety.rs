@@ -224,6 +224,21 @@ fn start_build(b: &Build, executor: &str, secret: &Path) -> Child {
         .expect("start kiln")
 }
 
+/// Even when the test fails: stops the step's processes and sweeps their mounts.
+struct StepCleanup<'a> {
+    b: &'a Build,
+    marker: String,
+}
+
+impl Drop for StepCleanup<'_> {
+    fn drop(&mut self) {
+        for pid in sleepers(&self.marker) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.b.kiln(&["images"]);
+    }
+}
+
 fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) {
     let env = TestEnv::load();
     let b = Build::new();
@@ -241,6 +256,10 @@ fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) 
         ),
     );
     let mut child = start_build(&b, executor, &secret);
+    let _cleanup = StepCleanup {
+        b: &b,
+        marker: marker.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     while sleepers(&marker).is_empty() {
         if let Some(status) = child.try_wait().unwrap() {

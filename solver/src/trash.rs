@@ -81,7 +81,20 @@ fn unique_name(trash: &Path, path: &Path) -> PathBuf {
 
 fn remove(path: &Path) -> io::Result<()> {
     let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(m) if m.is_dir() => {
+            // A mount inside (a killed step's view of a layer) is unmounted first; a
+            // recursive delete never goes through one.
+            for m in crate::executor::sweep::mounts_under(path) {
+                let _ = crate::snapshot::overlay::unmount(&m);
+            }
+            if !crate::executor::sweep::mounts_under(path).is_empty() {
+                return Err(io::Error::other(format!(
+                    "{} still has mounts inside",
+                    path.display()
+                )));
+            }
+            fs::remove_dir_all(path)
+        }
         Ok(_) => fs::remove_file(path),
         Err(e) => Err(e),
     };
@@ -117,5 +130,30 @@ mod tests {
         assert_eq!(empty(d.path()), 1);
         assert!(!d.path().join(TRASH).exists());
         assert_eq!(empty(&d.path().join("nothing-here")), 0);
+    }
+
+    /// Needs root: a mount left inside a trashed tree is unmounted, never deleted through.
+    #[test]
+    fn emptying_never_deletes_through_a_mount() {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (mounts)"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let precious = d.path().join("precious");
+        fs::create_dir(&precious).unwrap();
+        fs::write(precious.join("keep"), "layer data").unwrap();
+        let view = d.path().join(TRASH).join("run.1.0/rootfs");
+        fs::create_dir_all(&view).unwrap();
+        crate::snapshot::overlay::sys_mount(Some(&precious), &view, None, libc::MS_BIND, None)
+            .unwrap();
+        assert_eq!(empty(d.path()), 1);
+        assert!(crate::executor::sweep::mounts_under(d.path()).is_empty());
+        assert!(!d.path().join(TRASH).exists());
+        assert_eq!(
+            fs::read_to_string(precious.join("keep")).unwrap(),
+            "layer data"
+        );
     }
 }

@@ -1,68 +1,47 @@
-//! The history `created_by` of metadata instructions, as BuildKit writes it:
-//! the instruction name and the values it stored, in Go's `%v` / `%q`
-//! formatting (`CMD ["a" "b"]`, `VOLUME [/a /b]`, `ENV A=1 B=two words`);
-//! also COPY/ADD's and the build-arg prefix of RUN's.
+//! The history's `created_by`, worded as BuildKit's Dockerfile frontend words
+//! it (what `docker history` shows): expanded values, Go's `%q`/`%v`
+//! formatting of lists, no entry for ONBUILD, COPY without `--from`/`--link`.
 
 use crate::image::{HealthConfig, ImageConfig};
 use crate::instructions::expose::exposed_ports;
 use crate::instructions::{Copy, Instruction};
 use crate::stages::{Base, Build, ResolvedArg, Stage};
 
-/// The entry for `instruction`, applied to `config` already; `args` are the
-/// values in effect of an ARG's names. `None`: BuildKit adds no entry (ONBUILD);
-/// `written` is used where BuildKit's text is not reproduced.
-pub(super) fn created_by(
-    instruction: &Instruction,
-    config: &ImageConfig,
-    args: &[(String, Option<String>)],
-    written: &str,
-) -> Option<String> {
-    let c = &config.config;
-    Some(match instruction {
-        Instruction::Onbuild(_) => return None,
-        Instruction::Env(kv) | Instruction::Label(kv) => {
-            let mut s = instruction.name().to_string();
-            for p in &kv.pairs {
-                s.push_str(&format!(" {}={}", p.key, p.value));
+/// Go's `strconv.Quote`: the string in double quotes with Go escapes.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            s
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
-        Instruction::Cmd(_) => format!("CMD {}", go_quoted_list(c.cmd.as_deref().unwrap_or(&[]))),
-        Instruction::Entrypoint(_) => format!(
-            "ENTRYPOINT {}",
-            go_quoted_list(c.entrypoint.as_deref().unwrap_or(&[]))
-        ),
-        Instruction::User(u) => format!("USER {u}"),
-        Instruction::Volume(v) => format!("VOLUME {}", go_list(v)),
-        Instruction::Stopsignal(s) => format!("STOPSIGNAL {s}"),
-        Instruction::Shell(sh) => format!("SHELL {}", go_list(sh)),
-        Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
-        Instruction::Healthcheck(_) => match &c.healthcheck {
-            Some(h) => format!("HEALTHCHECK {}", healthcheck(h)),
-            None => written.to_string(),
-        },
-        Instruction::Expose(ports) => {
-            // BuildKit sorts the ports as written, then expands each.
-            let mut sorted = ports.clone();
-            sorted.sort();
-            let keys: Vec<String> = sorted
-                .iter()
-                .flat_map(|p| exposed_ports(p).unwrap_or_default())
-                .collect();
-            format!("EXPOSE {}", go_list(&keys))
-        }
-        Instruction::Arg(_) => {
-            let parts: Vec<String> = args
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("{k}={v}"),
-                    None => k.clone(),
-                })
-                .collect();
-            format!("ARG {}", parts.join(" "))
-        }
-        _ => written.to_string(),
-    })
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of a `[]string`: `["a" "b"]`.
+fn go_quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `%v` of a `[]string`: `[a b]`.
+fn go_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
 }
 
 /// Go's `time.Duration.String()` of `nanos`: `0s`, `1.5s`, `1m30s`, `100ms`.
@@ -101,7 +80,7 @@ fn fraction(value: u64, per: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// Go's `%+v` of BuildKit's HealthcheckConfig (Dockerfile 1.24+).
+/// Go's `%+v` of BuildKit's HealthcheckConfig.
 fn healthcheck(h: &HealthConfig) -> String {
     format!(
         "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
@@ -112,6 +91,71 @@ fn healthcheck(h: &HealthConfig) -> String {
         go_duration(h.start_interval),
         h.retries
     )
+}
+
+/// `KEY=value ...` of ENV/LABEL pairs, unquoted.
+fn pairs(name: &str, kv: &crate::instructions::KeyValues) -> String {
+    let mut s = name.to_string();
+    for p in &kv.pairs {
+        s.push_str(&format!(" {}={}", p.key, p.value));
+    }
+    s
+}
+
+/// The `created_by` of a metadata instruction applied to `config` (the
+/// config after it); `None` for ONBUILD, which BuildKit leaves out of history.
+/// `args` are the stage's ARG declarations of this instruction.
+pub(super) fn metadata(
+    instruction: &Instruction,
+    config: &ImageConfig,
+    args: &[&ResolvedArg],
+) -> Option<String> {
+    let c = &config.config;
+    Some(match instruction {
+        Instruction::Env(kv) => pairs("ENV", kv),
+        Instruction::Label(kv) => pairs("LABEL", kv),
+        Instruction::Expose(ports) => {
+            // BuildKit's parser sorts the ports as written, then each expands.
+            let mut sorted = ports.clone();
+            sorted.sort();
+            let all: Vec<String> = sorted
+                .iter()
+                .flat_map(|p| exposed_ports(p).unwrap_or_default())
+                .collect();
+            format!("EXPOSE {}", go_list(&all))
+        }
+        Instruction::Volume(paths) => format!("VOLUME {}", go_list(paths)),
+        Instruction::User(u) => format!("USER {u}"),
+        Instruction::Stopsignal(s) => format!("STOPSIGNAL {s}"),
+        Instruction::Shell(sh) => format!("SHELL {}", go_list(sh)),
+        Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
+        Instruction::Cmd(_) => format!("CMD {}", go_quote_list(c.cmd.as_deref().unwrap_or(&[]))),
+        Instruction::Entrypoint(_) => format!(
+            "ENTRYPOINT {}",
+            go_quote_list(c.entrypoint.as_deref().unwrap_or(&[]))
+        ),
+        Instruction::Healthcheck(_) => match &c.healthcheck {
+            Some(h) => format!("HEALTHCHECK {}", healthcheck(h)),
+            None => "HEALTHCHECK".to_string(),
+        },
+        Instruction::Arg(_) => {
+            let decls: Vec<String> = args
+                .iter()
+                .map(|a| match &a.value {
+                    Some(v) => format!("{}={v}", a.name),
+                    None => a.name.clone(),
+                })
+                .collect();
+            format!("ARG {}", decls.join(" "))
+        }
+        Instruction::Onbuild(_) => return None,
+        // Lowered with their own vertices, which word their own history.
+        Instruction::Workdir(_)
+        | Instruction::From(_)
+        | Instruction::Run(_)
+        | Instruction::Copy(_)
+        | Instruction::Add(_) => return None,
+    })
 }
 
 /// The `created_by` of COPY/ADD: the name, `--parents`, `--chown`, `--chmod`,
@@ -193,55 +237,18 @@ pub(super) fn run_build_args(
     format!("|{} {} ", seen.len(), kv.join(" "))
 }
 
-/// Go's `%v` of a string slice: `[a b c]`.
-fn go_list(items: &[String]) -> String {
-    format!("[{}]", items.join(" "))
-}
-
-/// Go's `%q` of a string slice: `["a" "b c"]`.
-fn go_quoted_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
-    format!("[{}]", quoted.join(" "))
-}
-
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn go_formatting() {
-        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(go_list(&v(&["/a", "/b"])), "[/a /b]");
+    fn go_formats_match_buildkits_history() {
+        assert_eq!(go_quote("echo \"$HOME\"\n"), r#""echo \"$HOME\"\n""#);
         assert_eq!(
-            go_quoted_list(&v(&["/bin/sh", "-c", "echo \"hi\"\t\\ é\u{1}"])),
-            r#"["/bin/sh" "-c" "echo \"hi\"\t\\ é\x01"]"#
+            go_quote_list(&["/bin/sh".into(), "-c".into(), "a b".into()]),
+            r#"["/bin/sh" "-c" "a b"]"#
         );
+        assert_eq!(go_list(&["/data".into(), "/logs".into()]), "[/data /logs]");
         assert_eq!(go_duration(0), "0s");
         assert_eq!(go_duration(90_000_000_000), "1m30s");
         assert_eq!(go_duration(1_500_000_000), "1.5s");
@@ -249,7 +256,7 @@ mod tests {
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
         assert_eq!(go_duration(1_500), "1.5µs");
         let h = HealthConfig {
-            test: v(&["CMD", "/bin/true"]),
+            test: vec!["CMD".into(), "/bin/true".into()],
             interval: 5_000_000_000,
             retries: 3,
             ..Default::default()

@@ -509,8 +509,7 @@ impl Lowerer<'_> {
                 step += 1;
             }
             let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
-            let written = self.node(ri.node).original.trim().to_string();
-            self.lower_instruction(stage, &mut state, ri, &written, description)?;
+            self.lower_instruction(stage, &mut state, ri, description)?;
         }
         state.config.created = Some(self.created.clone());
         Ok(state)
@@ -596,7 +595,7 @@ impl Lowerer<'_> {
             env: RunEnv(std::sync::Arc::new(vars)),
             proxy_env: Vec::new(),
         };
-        self.lower_instruction(stage, state, &ri, trigger.trim(), description)
+        self.lower_instruction(stage, state, &ri, description)
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.
@@ -622,10 +621,8 @@ impl Lowerer<'_> {
         stage: &Stage,
         state: &mut StageState,
         ri: &ResolvedInstruction,
-        written: &str,
         description: String,
     ) -> Result<(), SourceError> {
-        let original = written.to_string();
         match &ri.instruction {
             Instruction::Run(run) => {
                 let created_by = self.lower_run(stage, state, ri, run, description)?;
@@ -673,14 +670,8 @@ impl Lowerer<'_> {
                 if matches!(other, Instruction::Cmd(_)) {
                     state.cmd_set = true;
                 }
-                let args: Vec<(String, Option<String>)> = stage
-                    .args
-                    .iter()
-                    .filter(|a| a.node == ri.node)
-                    .map(|a| (a.name.clone(), a.value.clone()))
-                    .collect();
-                let entry = history::created_by(other, &state.config, &args, &original);
-                if let Some(created_by) = entry {
+                let args: Vec<_> = stage.args.iter().filter(|a| a.node == ri.node).collect();
+                if let Some(created_by) = history::metadata(other, &state.config, &args) {
                     self.history(state, created_by, true);
                 }
             }

@@ -158,8 +158,11 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (0, 0);
     };
+    // Files first: in cache-mounts/ they are the records (`<key>.id`) of the directories.
+    let mut entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_type().is_ok_and(|t| t.is_dir()));
     let (mut count, mut bytes) = (0, 0);
-    for e in entries.flatten() {
+    for e in entries {
         if e.file_name() == crate::trash::TRASH {
             continue;
         }
