@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::plan::Step;
+use crate::executor::sweep::unescape;
 use crate::executor::ExecError;
 
 /// A mounted cgroup hierarchy.
@@ -48,27 +49,6 @@ fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
             })
         })
         .collect()
-}
-
-/// mountinfo escapes spaces and such as `\040`.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            match u8::from_str_radix(&code, 8) {
-                Ok(b) => out.push(b as char),
-                Err(_) => {
-                    out.push('\\');
-                    out.push_str(&code);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The directory of `id` under our own cgroup in each hierarchy of
