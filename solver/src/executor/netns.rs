@@ -111,9 +111,7 @@ impl SlirpNetwork {
             });
         }
         let child = cmd.spawn().map_err(|e| ExecError::Setup {
-            step: format!(
-                "starting {SLIRP4NETNS} (the default network; install it or use --network=none)"
-            ),
+            step: format!("starting {SLIRP4NETNS} for the default network of RUN steps"),
             source: e,
         })?;
         net.slirp = Some(child);
@@ -172,7 +170,9 @@ impl Drop for SlirpNetwork {
     fn drop(&mut self) {
         if let Some(mut child) = self.slirp.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            // Its exit tears down the tap device, which waits for the network
+            // stack (~10-20 ms): reaped in the background, off the step's path.
+            std::thread::spawn(move || child.wait());
         }
         if self.mounted {
             if let Ok(p) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {
