@@ -11,7 +11,7 @@ fn opts(args: &[(&str, &str)]) -> ResolveOptions {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        target_platform: Platform::parse("linux/arm64/v8").unwrap(),
+        target_platform: Platform::parse("linux/arm/v6").unwrap(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         ..ResolveOptions::default()
     }
@@ -88,7 +88,7 @@ fn automatic_platform_args() {
     let src = "FROM --platform=$BUILDPLATFORM golang AS build\nWORKDIR /x$TARGETARCH\nARG TARGETARCH\nARG TARGETVARIANT\nWORKDIR /$TARGETARCH-$TARGETVARIANT\n";
     let b = ok(src, &opts(&[]));
     assert_eq!(b.stages[0].platform.as_deref(), Some("linux/amd64"));
-    assert_eq!(workdirs(&b, 0), vec!["/x", "/arm64-v8"]);
+    assert_eq!(workdirs(&b, 0), vec!["/x", "/arm-v6"]);
 }
 
 #[test]
@@ -374,4 +374,67 @@ fn invalid_from_platform_is_an_error() {
     );
     assert_eq!((e.location.line, e.location.column), (1, 17));
     assert!(e.hint.is_some());
+}
+
+/// `ARG A1=${A0}${A0}...` ten copies per line, `depth` lines deep.
+fn exponential_args(depth: usize) -> String {
+    let mut s = format!("ARG A0={}\n", "a".repeat(64));
+    for i in 1..=depth {
+        s.push_str(&format!(
+            "ARG A{i}={}\n",
+            format!("${{A{}}}", i - 1).repeat(10)
+        ));
+    }
+    s
+}
+
+#[test]
+fn expansion_that_grows_without_bound_fails_at_its_line() {
+    let started = std::time::Instant::now();
+    // Global ARGs, then the same in a stage.
+    let global = format!("{}FROM scratch\n", exponential_args(10));
+    let e = err(&global, &opts(&[]));
+    assert_eq!(
+        (e.location.line, e.location.column),
+        (6, 1),
+        "{}",
+        e.render()
+    );
+    assert!(e.message.contains("too large"), "{}", e.message);
+    let staged = format!("FROM scratch\n{}RUN true\n", exponential_args(10));
+    let e = err(&staged, &opts(&[]));
+    assert_eq!(e.location.line, 7, "{}", e.render());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn the_expansion_budget_covers_many_large_values() {
+    // A failure without printing the (huge) build.
+    let fails = |src: &str| match build(src, &opts(&[])) {
+        Ok(_) => panic!("expected the budget to run out"),
+        Err(e) => e,
+    };
+    // Each value (640 kB) stays under the word limit; together they pass the budget.
+    let mut src = format!("FROM scratch\n{}", exponential_args(4));
+    for i in 0..200 {
+        src.push_str(&format!("ENV E{i}=$A4\n"));
+    }
+    let e = fails(&src);
+    assert!(e.message.contains("64 MiB"), "{}", e.message);
+    assert!(
+        e.location.line > 60 && e.location.line < 206,
+        "{}",
+        e.location
+    );
+    // So do RUNs, each of which gets a copy of the environment.
+    let mut src = format!("FROM scratch\n{}ENV BIG=$A4\n", exponential_args(4));
+    src.push_str(&"RUN true\n".repeat(200));
+    let e = fails(&src);
+    assert!(e.message.contains("64 MiB"), "{}", e.message);
+    // A few large values are fine.
+    let small = format!(
+        "FROM scratch\n{}ENV BIG=$A4\nRUN true\n",
+        exponential_args(4)
+    );
+    assert!(build(&small, &opts(&[])).is_ok());
 }

@@ -56,14 +56,28 @@ pub enum Error {
         /// The scope that was asked for (`repository:name:pull,push`).
         scope: String,
     },
-    /// A network error after all retries.
-    #[error("{context}: {source}")]
+    /// A network error after all retries; `cause` says what kind (refused, DNS, TLS, ...).
+    #[error("{context}: {cause}")]
     Http {
         /// What was being done.
         context: String,
+        /// The kind of failure, read off the source chain.
+        cause: NetCause,
         /// The underlying error.
         #[source]
         source: reqwest::Error,
+    },
+    /// The registry stopped sending data and the idle timeout ran out on every attempt.
+    #[error("no data from {registry} for {} s while {doing} (gave up after {attempts} attempts)", secs(.idle))]
+    Stalled {
+        /// Registry host.
+        registry: String,
+        /// The idle timeout that ran out.
+        idle: std::time::Duration,
+        /// What was being done (`downloading sha256:…`).
+        doing: String,
+        /// Attempts made.
+        attempts: u32,
     },
     /// Content did not match its digest or size; nothing was stored.
     #[error("{what}: content verification failed: expected {expected}, got {actual}")]
@@ -139,6 +153,132 @@ pub enum Error {
     },
 }
 
+/// What kind of network failure a `reqwest::Error` is, for the message and the retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetCause {
+    /// Nothing listens on the port (or a firewall rejected the connection).
+    Refused,
+    /// The host name did not resolve.
+    Dns(String),
+    /// The server's certificate is not trusted (unknown authority, expired, wrong name).
+    Certificate(String),
+    /// The server answered the TLS handshake with something else (it speaks plain HTTP).
+    NotTls(String),
+    /// The TLS handshake failed for another reason.
+    Tls(String),
+    /// The connection was reset or closed early.
+    Reset(String),
+    /// Connecting or reading timed out.
+    Timeout,
+    /// Anything else: the innermost message of the chain.
+    Other(String),
+}
+
+impl std::fmt::Display for NetCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetCause::Refused => f.write_str("connection refused"),
+            NetCause::Dns(d) => write!(f, "DNS lookup failed: {d}"),
+            NetCause::Certificate(d) => write!(f, "TLS certificate not trusted: {d}"),
+            NetCause::NotTls(d) => write!(
+                f,
+                "TLS handshake failed: {d} (the server seems to speak plain HTTP)"
+            ),
+            NetCause::Tls(d) => write!(f, "TLS handshake failed: {d}"),
+            NetCause::Reset(d) => write!(f, "connection broken: {d}"),
+            NetCause::Timeout => f.write_str("timed out"),
+            NetCause::Other(d) => f.write_str(d),
+        }
+    }
+}
+
+impl NetCause {
+    /// Reads the kind of failure off `e`'s source chain (reqwest only says "error sending
+    /// request"; the io, DNS and rustls errors underneath say what happened).
+    pub fn of(e: &reqwest::Error) -> NetCause {
+        let mut innermost = e.to_string();
+        let mut dns = false;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            // io::Error::source() skips the error it wraps, so look inside explicitly.
+            let mut inner = err;
+            while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return NetCause::Refused,
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof => return NetCause::Reset(io.to_string()),
+                    std::io::ErrorKind::TimedOut => return NetCause::Timeout,
+                    _ => {}
+                }
+                match io.get_ref() {
+                    Some(i) => inner = i,
+                    None => break,
+                }
+            }
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return tls_cause(tls);
+            }
+            // hyper-util's resolver error type is private; its message is stable.
+            dns |= err.to_string() == "dns error";
+            innermost = err.to_string();
+            next = err.source();
+        }
+        if dns {
+            NetCause::Dns(innermost)
+        } else if innermost.starts_with("connection closed before message completed") {
+            // hyper's IncompleteMessage: its type is not public through reqwest.
+            NetCause::Reset(innermost)
+        } else if e.is_timeout() {
+            NetCause::Timeout
+        } else {
+            NetCause::Other(innermost)
+        }
+    }
+
+    /// Whether trying again soon may help: not for refused connections, failed lookups or
+    /// certificates, which fail the same way until someone changes something.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NetCause::Refused
+            | NetCause::Certificate(_)
+            | NetCause::NotTls(_)
+            | NetCause::Tls(_) => false,
+            // "Temporary failure in name resolution" (EAI_AGAIN) is the one lookup worth retrying.
+            NetCause::Dns(d) => d.contains("Temporary failure"),
+            NetCause::Reset(_) | NetCause::Timeout | NetCause::Other(_) => true,
+        }
+    }
+}
+
+fn tls_cause(e: &rustls::Error) -> NetCause {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => NetCause::Certificate(match c {
+            C::UnknownIssuer => "certificate signed by unknown authority".to_string(),
+            C::Expired | C::ExpiredContext { .. } => "certificate has expired".to_string(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                format!("certificate is not valid for this host name ({e})")
+            }
+            _ => e.to_string(),
+        }),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            NetCause::NotTls(e.to_string())
+        }
+        _ => NetCause::Tls(e.to_string()),
+    }
+}
+
+fn secs(d: &std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
+}
+
 fn codes_suffix(errors: &[RegistryErrorEntry]) -> String {
     if errors.is_empty() {
         return String::new();
@@ -162,6 +302,42 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A network error, its kind read off the chain.
+    pub fn http(context: impl Into<String>, source: reqwest::Error) -> Self {
+        Error::Http {
+            context: context.into(),
+            cause: NetCause::of(&source),
+            source,
+        }
+    }
+
+    /// Names `what` (the reference being worked on) in errors that only named the registry.
+    pub fn about(self, what: &str) -> Self {
+        match self {
+            Error::Http {
+                context,
+                cause,
+                source,
+            } if !context.starts_with(what) => Error::Http {
+                context: format!("{what}: {context}"),
+                cause,
+                source,
+            },
+            Error::Registry {
+                registry,
+                status,
+                errors,
+                ..
+            } => Error::Registry {
+                reference: what.to_string(),
+                registry,
+                status,
+                errors,
+            },
+            e => e,
         }
     }
 

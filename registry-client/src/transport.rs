@@ -1,8 +1,9 @@
 //! HTTP transport: TLS with system roots plus per-registry CA files, plain HTTP for loopback and
 //! insecure registries, and retries with exponential backoff and jitter.
 
-use crate::error::{Error, Result};
-use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use crate::error::{Error, NetCause, Result};
+use crate::progress::{Notices, RetryNotice};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,10 @@ use std::time::Duration;
 pub const CERTS_DIR_ENV: &str = "KILN_CERTS_DIR";
 /// Environment variable with extra insecure registries (comma separated `host:port`).
 pub const INSECURE_ENV: &str = "KILN_INSECURE_REGISTRIES";
+/// Environment variable with the idle timeout in seconds (`30`, `1.5`, `30s`).
+pub const IDLE_TIMEOUT_ENV: &str = "KILN_REGISTRY_IDLE_TIMEOUT";
+/// How long a registry may send nothing before kiln gives up on the attempt.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to reach registries.
 #[derive(Debug, Clone)]
@@ -20,8 +25,13 @@ pub struct TransportOptions {
     pub insecure_registries: Vec<String>,
     /// Directories laid out like `/etc/docker/certs.d` (`<host:port>/*.crt`).
     pub certs_dirs: Vec<PathBuf>,
-    /// Attempts after the first on 429, 5xx and connection errors.
+    /// Attempts after the first on 429, 5xx, stalls and transient connection errors.
     pub max_retries: u32,
+    /// How long a response may bring no data (headers of a GET, or the next bytes of a
+    /// download) before the attempt counts as stalled.
+    pub idle_timeout: Duration,
+    /// Where "retrying GET … in 1.2 s" notices go.
+    pub notices: Notices,
     /// First backoff delay; doubles per attempt, with jitter.
     pub backoff_base: Duration,
     /// User-Agent header.
@@ -56,6 +66,11 @@ impl Default for TransportOptions {
             insecure_registries,
             certs_dirs,
             max_retries: 5,
+            idle_timeout: std::env::var(IDLE_TIMEOUT_ENV)
+                .ok()
+                .and_then(|v| parse_seconds(&v))
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            notices: Notices::default(),
             backoff_base: Duration::from_millis(200),
             user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
         }
@@ -178,10 +193,8 @@ impl Transport {
         if !verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        b.build().map_err(|e| Error::Http {
-            context: format!("TLS setup for {host}"),
-            source: e,
-        })
+        b.build()
+            .map_err(|e| Error::http(format!("TLS setup for {host}"), e))
     }
 
     /// The host handle for a registry, probing `/v2/` the first time to pick HTTPS or HTTP.
@@ -215,10 +228,10 @@ impl Transport {
                 probe_challenge: challenge,
             },
             Err(https_err) if may_use_http => {
-                let http_client = self.builder().build().map_err(|e| Error::Http {
-                    context: "HTTP client setup".into(),
-                    source: e,
-                })?;
+                let http_client = self
+                    .builder()
+                    .build()
+                    .map_err(|e| Error::http("HTTP client setup", e))?;
                 let http_base = parse_base("http", registry)?;
                 match self
                     .probe(&http_client, &http_base, registry, self.opts.max_retries)
@@ -230,7 +243,7 @@ impl Transport {
                         client: http_client,
                         probe_challenge: challenge,
                     },
-                    Err(_) => return Err(https_err),
+                    Err(http_err) => return Err(relevant_probe_error(https_err, http_err)),
                 }
             }
             Err(e) => return Err(e),
@@ -275,6 +288,13 @@ impl Transport {
         match resp.status() {
             StatusCode::OK => Ok(None),
             StatusCode::UNAUTHORIZED => Ok(challenge),
+            // Still failing after the retries: say so with the status, not "not a registry".
+            s if is_retryable_status(s) => Err(Error::Registry {
+                reference: registry.to_string(),
+                registry: registry.to_string(),
+                status: s.as_u16(),
+                errors: Vec::new(),
+            }),
             s => Err(Error::Protocol {
                 registry: registry.to_string(),
                 reason: format!("{base}v2/ answered {s}; not a registry endpoint"),
@@ -292,7 +312,8 @@ impl Transport {
         self.send_with(what, self.opts.max_retries, make).await
     }
 
-    /// [`Self::send`] with an explicit number of retries.
+    /// [`Self::send`] with an explicit number of retries. Refused connections, failed lookups
+    /// and untrusted certificates are not retried: they fail the same way until someone acts.
     pub async fn send_with(
         &self,
         what: &str,
@@ -301,25 +322,91 @@ impl Transport {
     ) -> Result<Response> {
         let mut attempt = 0u32;
         loop {
-            let result = make()?.send().await;
-            match result {
-                Ok(resp) if is_retryable_status(resp.status()) && attempt < max_retries => {
+            let (client, request) = make()?.build_split();
+            let request = request.map_err(|e| Error::http(what, e))?;
+            let method = request.method().clone();
+            let url = request.url().clone();
+            let (cause, wait) = match self.execute(client, request).await {
+                Sent::Response(resp)
+                    if is_retryable_status(resp.status()) && attempt < max_retries =>
+                {
                     let wait = retry_after(&resp).unwrap_or_else(|| self.backoff(attempt));
-                    tokio::time::sleep(wait).await;
+                    (resp.status().to_string(), wait)
                 }
-                Ok(resp) => return Ok(resp),
-                Err(e) if is_retryable_error(&e) && attempt < max_retries => {
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                Sent::Response(resp) => return Ok(resp),
+                Sent::Failed(e) => {
+                    let cause = NetCause::of(&e);
+                    if !cause.is_transient() || attempt >= max_retries {
+                        return Err(Error::Http {
+                            context: what.to_string(),
+                            cause,
+                            source: e,
+                        });
+                    }
+                    (cause.to_string(), self.backoff(attempt))
                 }
-                Err(e) => {
-                    return Err(Error::Http {
-                        context: what.to_string(),
-                        source: e,
+                Sent::Idle if attempt < max_retries => (
+                    format!(
+                        "no response for {:.1} s",
+                        self.opts.idle_timeout.as_secs_f64()
+                    ),
+                    self.backoff(attempt),
+                ),
+                Sent::Idle => {
+                    return Err(Error::Stalled {
+                        registry: host_port(&url),
+                        idle: self.opts.idle_timeout,
+                        doing: format!("waiting for the response to {method} {url}"),
+                        attempts: attempt + 1,
                     })
                 }
-            }
+            };
             attempt += 1;
+            self.notify_retry(&method, &url, wait, attempt + 1, max_retries + 1, cause);
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Sends one request; requests without a body must see their headers within the idle
+    /// timeout (uploads may legitimately take long before the registry answers).
+    async fn execute(&self, client: reqwest::Client, request: reqwest::Request) -> Sent {
+        let bodyless = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::DELETE
+        );
+        let fut = client.execute(request);
+        let result = if bodyless {
+            match tokio::time::timeout(self.opts.idle_timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => return Sent::Idle,
+            }
+        } else {
+            fut.await
+        };
+        match result {
+            Ok(resp) => Sent::Response(resp),
+            Err(e) => Sent::Failed(e),
+        }
+    }
+
+    /// Tells the user a retry is coming (attempt numbers are 1-based).
+    pub fn notify_retry(
+        &self,
+        method: &Method,
+        url: &Url,
+        wait: Duration,
+        attempt: u32,
+        attempts: u32,
+        cause: String,
+    ) {
+        self.opts.notices.retry(&RetryNotice {
+            method: method.to_string(),
+            url: url.to_string(),
+            wait,
+            attempt,
+            attempts,
+            cause,
+        });
     }
 
     /// Backoff before retry number `attempt` (0-based): base * 2^attempt, capped at 10 s, times
@@ -327,6 +414,50 @@ impl Transport {
     pub fn backoff(&self, attempt: u32) -> Duration {
         backoff(self.opts.backoff_base, attempt, rand::random::<f64>())
     }
+}
+
+/// What one attempt gave.
+enum Sent {
+    Response(Response),
+    Failed(reqwest::Error),
+    /// No response headers within the idle timeout.
+    Idle,
+}
+
+/// `host:port` of a URL, as references write registries.
+pub fn host_port(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => url.to_string(),
+    }
+}
+
+/// Where HTTPS failed and plain HTTP failed too, the error that tells the user something:
+/// the HTTPS one when the server speaks TLS (its certificate was refused, or it answered our
+/// plain request with 400), else the plain-HTTP one (e.g. the 503 of an HTTP-only registry).
+fn relevant_probe_error(https: Error, http: Error) -> Error {
+    let server_speaks_tls = matches!(
+        &https,
+        Error::Http {
+            cause: NetCause::Certificate(_) | NetCause::Tls(_),
+            ..
+        }
+    );
+    let plain_answered_400 =
+        matches!(&http, Error::Protocol { reason, .. } if reason.contains(" answered 400 "));
+    if server_speaks_tls || plain_answered_400 {
+        https
+    } else {
+        http
+    }
+}
+
+/// Seconds as `30`, `1.5` or `30s`; `None` for anything else (or zero, or over a day).
+pub fn parse_seconds(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let n: f64 = v.strip_suffix('s').unwrap_or(v).trim().parse().ok()?;
+    (n > 0.0 && n <= 86_400.0).then(|| Duration::from_secs_f64(n))
 }
 
 fn parse_base(scheme: &str, registry: &str) -> Result<Url> {
@@ -352,9 +483,10 @@ pub fn is_retryable_status(s: StatusCode) -> bool {
         || s == StatusCode::INTERNAL_SERVER_ERROR
 }
 
-/// Transport errors worth retrying (resets, timeouts, refused connections).
+/// Transport errors worth retrying: resets and timeouts, not refused connections, failed
+/// lookups or untrusted certificates.
 pub fn is_retryable_error(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    NetCause::of(e).is_transient()
 }
 
 /// `Retry-After` in seconds (HTTP dates are rare from registries; capped at 60 s).
@@ -394,6 +526,42 @@ mod tests {
         assert!(is_retryable_status(StatusCode::SERVICE_UNAVAILABLE));
         assert!(!is_retryable_status(StatusCode::NOT_FOUND));
         assert!(!is_retryable_status(StatusCode::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn idle_timeout_values() {
+        assert_eq!(parse_seconds("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_seconds(" 1.5s "), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds("0"), None);
+        assert_eq!(parse_seconds("-3"), None);
+        assert_eq!(parse_seconds("10m"), None);
+    }
+
+    #[test]
+    fn probe_error_of_the_scheme_the_server_speaks() {
+        let protocol = |status: &str| Error::Protocol {
+            registry: "h:1".into(),
+            reason: format!("http://h:1/v2/ answered {status}; not a registry endpoint"),
+        };
+        let unavailable = Error::Registry {
+            reference: "h:1".into(),
+            registry: "h:1".into(),
+            status: 503,
+            errors: vec![],
+        };
+        // A TLS server answers plain HTTP with 400: its HTTPS error is the one to show.
+        let https = Error::Protocol {
+            registry: "h:1".into(),
+            reason: "https".into(),
+        };
+        let picked = relevant_probe_error(https, protocol("400 Bad Request"));
+        assert!(picked.to_string().contains("https"), "{picked}");
+        // A plain-HTTP registry that is down: its 503, not the failed TLS handshake.
+        let https = Error::Protocol {
+            registry: "h:1".into(),
+            reason: "https".into(),
+        };
+        assert_eq!(relevant_probe_error(https, unavailable).status(), Some(503));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
 
+pub mod checks;
 pub mod export;
+pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
@@ -8,6 +10,7 @@ pub mod outputs;
 pub mod run;
 pub mod session;
 pub mod ssh_agent;
+pub mod validate;
 
 use crate::context::ContextSpec;
 use crate::export::output::OutputSpec;
@@ -48,6 +51,8 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `--executor`.
     pub executor: ExecutorKind,
+    /// `--max-layer-size` in bytes.
+    pub max_layer_size: Option<u64>,
     /// `--secret`s.
     pub secrets: Vec<String>,
     /// `--ssh`.

@@ -5,6 +5,7 @@
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
 use kiln_frontend::stages::{self, Platform, ResolveOptions};
+use miette::{IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
     /// Shorthand for `--call=check`.
-    #[arg(long, conflicts_with = "call")]
+    #[arg(long, conflicts_with = "call", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub check: bool,
     /// Output format of `--call` results (`text` or `json`).
     #[arg(long, value_name = "FORMAT")]
@@ -43,25 +44,25 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Shorthand for `--output=type=registry`.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub push: bool,
     /// Shorthand for `--output=type=docker` (kiln: into the local image store).
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
     /// Do not use the cache when building.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub no_cache: bool,
     /// Do not use the cache for these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Always look up base images in their registry.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub pull: bool,
     /// Progress output (`auto`, `tty`, `plain`, `rawjson`, `quiet`).
     #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: crate::progress::ProgressMode,
     /// Only print the image ID on success.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
@@ -98,6 +99,14 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
+    /// they unpack, each step's layer as it is kept. Default: no limit.
+    #[arg(
+        long = "max-layer-size",
+        value_name = "SIZE",
+        env = "KILN_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: Option<String>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
     #[arg(
         long,
@@ -112,6 +121,9 @@ pub struct Args {
     /// Registry settings.
     #[command(flatten)]
     pub registry: crate::registry_opts::RegistryArgs,
+    /// docker build's legacy flags, accepted and ignored.
+    #[command(flatten)]
+    pub legacy: super::legacy::LegacyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,18 +136,22 @@ enum Method {
 
 /// Runs `kiln build`.
 pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    for note in args.legacy.notes() {
+        eprintln!("{note}");
+    }
     let (method, json) = method(&args)?;
     if method == Method::Build {
         return build_image(args, root);
     }
-    let scratch =
-        tempfile::tempdir().map_err(|e| miette::miette!("creating a temporary directory: {e}"))?;
+    let scratch = tempfile::tempdir()
+        .into_diagnostic()
+        .wrap_err("creating a temporary directory")?;
     let ctx = BuildContext::load(
         &ContextSpec::parse(&args.context),
         args.file.as_deref(),
         scratch.path(),
     )
-    .map_err(|e| miette::miette!("{e}"))?;
+    .into_diagnostic()?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content)
@@ -159,10 +175,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
                     "warnings": report.warnings,
                     "error": report.failure_message(),
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", render::report_text(&report, ast.source()));
             }
@@ -180,7 +193,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&outline).map_err(|e| miette::miette!("{e}"))?
+                    serde_json::to_string_pretty(&outline).into_diagnostic()?
                 );
             } else {
                 print!("{}", outline_text(&outline));
@@ -199,10 +212,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             let targets = build.targets();
             if json {
                 let v = serde_json::json!({ "targets": targets });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", targets_text(&targets));
             }
@@ -220,17 +230,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let mut annotations = Vec::new();
-    for a in &args.annotations {
-        let a = a.strip_prefix("manifest:").unwrap_or(a);
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| miette::miette!("invalid --annotation {a:?}: expected KEY=VALUE"))?;
-        annotations.push((k.to_string(), v.to_string()));
-    }
+    let annotations = args
+        .annotations
+        .iter()
+        .map(|a| parse_annotation(a))
+        .collect::<miette::Result<Vec<_>>>()?;
     let print_graph = match args.print.as_deref() {
         None => false,
         Some("graph") => true,
@@ -241,10 +249,11 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             ))
         }
     };
+    check_flags(&args)?;
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
-            .map_err(|e| miette::miette!("{e}"))?;
-    let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+            .into_diagnostic()?;
+    let executor = args.executor.parse().into_diagnostic()?;
     if args.network == kiln_solver::llb::NetworkMode::Host
         && !args.allow.iter().any(|a| a == "network.host")
     {
@@ -270,6 +279,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
+    let max_layer_size = match args.max_layer_size.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+            miette::miette!(
+                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                "invalid --max-layer-size {v:?}"
+            )
+        })?),
+    };
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -299,6 +317,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .max(4)
         }),
         executor,
+        max_layer_size,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
@@ -338,7 +357,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
@@ -353,7 +373,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
@@ -369,11 +390,101 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .collect::<Vec<_>>());
     }
     if let Some(path) = metadata_file {
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+        let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
         std::fs::write(&path, text)
-            .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flags `build_image` reads itself, checked before anything is built
+/// (the request's own flags are checked by `build::validate`).
+fn check_flags(args: &Args) -> miette::Result<()> {
+    for t in &args.tags {
+        let parsed = kiln_registry::Reference::parse(t).map_err(|e| {
+            miette::miette!(
+                help = "a tag is [registry/]repository[:tag], the repository lowercase",
+                "invalid -t/--tag {t:?}: {e}"
+            )
+        })?;
+        if parsed.digest().is_some() {
+            return Err(miette::miette!(
+                help = "name the image by repository and tag, e.g. -t app:1",
+                "invalid -t/--tag {t:?}: a tag cannot name a digest"
+            ));
+        }
+    }
+    if args.jobs == Some(0) {
+        return Err(miette::miette!(
+            "invalid --jobs 0: at least one step must run"
+        ));
+    }
+    // Written after the build: a missing directory would waste the whole build.
+    for (flag, file) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        let Some(file) = file else { continue };
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(miette::miette!(
+                "invalid {flag} {}: its directory does not exist",
+                file.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--annotation [TYPE[,TYPE][PLATFORM]:]KEY=VALUE` as buildx spells it. kiln
+/// annotates the image manifests (type `manifest`, the default); the other
+/// types are refused rather than turned into a key such as `index:KEY`.
+fn parse_annotation(a: &str) -> miette::Result<(String, String)> {
+    let bad = |why: &str| miette::miette!("invalid --annotation {a:?}: {why}");
+    let (lhs, v) = a.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let key = match lhs.split_once(':') {
+        Some((prefix, key)) if is_annotation_prefix(prefix) => {
+            let (types, platform) = match prefix.split_once('[') {
+                Some((types, platform)) => (types, Some(platform.trim_end_matches(']'))),
+                None => (prefix, None),
+            };
+            for t in types.split(',') {
+                match t {
+                    "manifest" => {}
+                    "index" | "manifest-descriptor" | "index-descriptor" => {
+                        return Err(miette::miette!(
+                            help = "annotate the manifest: --annotation KEY=VALUE",
+                            "invalid --annotation {a:?}: kiln does not support {t} annotations yet"
+                        ))
+                    }
+                    other => return Err(bad(&format!("unknown annotation type {other:?}"))),
+                }
+            }
+            if let Some(p) = platform {
+                return Err(miette::miette!(
+                    help = "annotate every platform's manifest: --annotation KEY=VALUE",
+                    "invalid --annotation {a:?}: kiln does not support per-platform ({p}) annotations yet"
+                ));
+            }
+            key
+        }
+        _ => lhs,
+    };
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(bad("the key is empty or has spaces"));
+    }
+    Ok((key.to_string(), v.to_string()))
+}
+
+/// Whether `prefix` (before a `:`) names annotation types, as buildx reads it:
+/// lowercase words and dashes, comma-separated, with an optional `[platform]`.
+fn is_annotation_prefix(prefix: &str) -> bool {
+    let types = prefix.split_once('[').map_or(prefix, |(t, _)| t);
+    !types.is_empty()
+        && types
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-' || c == ',')
 }
 
 fn method(args: &Args) -> miette::Result<(Method, bool)> {
@@ -429,6 +540,11 @@ fn method(args: &Args) -> miette::Result<(Method, bool)> {
 fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
+        if a.is_empty() || a.starts_with('=') {
+            return Err(miette::miette!(
+                "invalid --build-arg {a:?}: expected KEY=VALUE or KEY"
+            ));
+        }
         match a.split_once('=') {
             Some((k, v)) => {
                 build_args.insert(k.to_string(), v.to_string());
@@ -444,8 +560,9 @@ fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let target_platform = match args.platform.iter().find(|p| !p.trim().is_empty()) {
         None => Platform::host(),
         Some(p) if p == "local" => Platform::host(),
-        Some(p) => Platform::parse(p)
-            .map_err(|e| miette::miette!(help = "e.g. --platform linux/arm64", "{e}"))?,
+        Some(p) => Platform::parse(p).map_err(|e| {
+            miette::miette!(help = "e.g. --platform linux/arm64", "--platform: {e}")
+        })?,
     };
     Ok(ResolveOptions {
         target: args.target.clone(),

@@ -115,7 +115,7 @@ fn scripted_build(until_ms: u64) -> Vec<ProgressEvent> {
             15,
             EventKind::Warning(Warning {
                 level: 1,
-                short: "JSONArgsRecommended: JSON arguments recommended for CMD".into(),
+                short: "JSONArgsRecommended: JSON arguments recommended for CMD (line 9)".into(),
                 detail: vec!["Use JSON arguments to avoid signal problems".into()],
                 url: Some(
                     "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/".into(),
@@ -168,6 +168,88 @@ fn scripted_build(until_ms: u64) -> Vec<ProgressEvent> {
         .into_iter()
         .filter(|e| e.at <= at(until_ms))
         .collect()
+}
+
+const MANIFEST: &str = "sha256:e943dbfec03cfca71ab14e451e96383305c28f64ef9763a14f21c38a30f53bcf";
+const CONFIG: &str = "sha256:e4b991d5d984396f0bd3bc12d6d670238aad53046cb07a28b4ef97a516503fe0";
+
+/// A successful build whose image is exported and pushed as the last step,
+/// with the phases buildx shows (`exporting layers` … `pushing manifest for`).
+fn export_build() -> Vec<ProgressEvent> {
+    let name = "127.0.0.1:5000/app:1";
+    vec![
+        reg("run", "[stage-0 2/2] RUN make", &[]),
+        reg("export", "exporting to image", &[]),
+        ev("run", 0, EventKind::Started),
+        ev("run", 400, EventKind::Completed),
+        ev("export", 410, EventKind::Started),
+        status("export", 410, "exporting layers", 0, None, false),
+        status("export", 650, "exporting layers", 0, None, true),
+        status(
+            "export",
+            660,
+            &format!("exporting manifest {MANIFEST}"),
+            0,
+            None,
+            true,
+        ),
+        status(
+            "export",
+            660,
+            &format!("exporting config {CONFIG}"),
+            0,
+            None,
+            true,
+        ),
+        status("export", 670, &format!("naming to {name}"), 0, None, true),
+        status("export", 680, "pushing layers", 0, None, false),
+        status(
+            "export",
+            900,
+            "pushing layers",
+            1_200_000,
+            Some(3_400_000),
+            false,
+        ),
+        status(
+            "export",
+            1900,
+            "pushing layers",
+            3_400_000,
+            Some(3_400_000),
+            false,
+        ),
+        status(
+            "export",
+            2000,
+            "pushing layers",
+            3_400_000,
+            Some(3_400_000),
+            true,
+        ),
+        status(
+            "export",
+            2050,
+            &format!("pushing manifest for {name}@{MANIFEST}"),
+            0,
+            None,
+            true,
+        ),
+        ev("export", 2060, EventKind::Completed),
+    ]
+}
+
+#[test]
+fn export_steps_golden() {
+    let events = export_build();
+    assert_golden("export.plain.txt", &plain_output(&events));
+    assert_golden("export.rawjson.jsonl", &rawjson_output(&events));
+    let mut state = BuildState::default();
+    for e in &events {
+        state.apply(e);
+    }
+    let frame = render_frame(&state, at(2100), 100, None, true);
+    assert_golden("export.tty-final.txt", &(frame.join("\n") + "\n"));
 }
 
 fn golden_path(name: &str) -> PathBuf {
@@ -548,8 +630,8 @@ fn tty_display_draws_live_then_leaves_the_final_frame() {
     expected.extend(
         [
             "",
-            "1 warning found:",
-            " - JSONArgsRecommended: JSON arguments recommended for CMD (Dockerfile:9:1)",
+            " 1 warning found (use kiln build --check to expand):",
+            " - JSONArgsRecommended: JSON arguments recommended for CMD (line 9)",
         ]
         .iter()
         .map(|l| format!("{l}\n")),
@@ -650,6 +732,6 @@ fn tty_final_frame_is_coloured_like_buildkit() {
     assert!(find("ERROR [stage-1 1/1]").starts_with("\x1b[31m => ERROR"));
     assert!(find("CACHED [build 2/4]").starts_with("\x1b[34m => CACHED"));
     assert!(find("CANCELED [build 4/4]").starts_with("\x1b[33m"));
-    assert!(find("1 warning found").starts_with("\x1b[33m"));
+    assert!(find(" 1 warning found").starts_with("\x1b[33m"));
     assert!(find("(7/7) ERROR").starts_with("\x1b[31m[+] Building"));
 }

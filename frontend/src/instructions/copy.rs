@@ -118,6 +118,16 @@ impl Copy {
         src.starts_with("<<") && !self.heredocs.is_empty()
     }
 
+    /// Expands the bodies of heredocs with an unquoted delimiter (`<<EOF`,
+    /// not `<<"EOF"`); `<<-` tabs are stripped first, as BuildKit does.
+    pub(crate) fn expand_heredocs(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
+        for h in self.heredocs.iter_mut().filter(|h| h.expand) {
+            h.content = ex(&h.chomped_content()).map_err(|m| cx.expansion_error(m))?;
+            h.chomp = false;
+        }
+        Ok(())
+    }
+
     pub(crate) fn expand(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
         let fail = |m: String| cx.expansion_error(m);
         if let Some(from) = &self.from {

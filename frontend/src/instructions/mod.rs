@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod duration;
+pub mod expose;
 pub mod flags;
 pub mod healthcheck;
 pub mod mount;
@@ -210,7 +211,10 @@ impl Ctx<'_> {
         ]
         .iter()
         .any(|k| message.contains(k));
-        let hint = if message.contains("--from") {
+        let too_large = message.contains("too large") || message.contains("grows past");
+        let hint = if too_large {
+            "a value that grows from line to line (an ARG or ENV doubling the one before) cannot be expanded; keep expanded values under 1 MiB"
+        } else if message.contains("--from") {
             "define a stage with FROM ${ARG} AS name and use --from=name"
         } else if syntax {
             "check the ${...} syntax: ${VAR}, ${VAR:-default}, ${VAR#pattern}, ${VAR/pattern/replacement}; write \\$ for a literal $"
@@ -489,7 +493,25 @@ impl Instruction {
                     p.value = ex(&p.value).map_err(fail)?;
                 }
             }
-            Instruction::Expose(v) | Instruction::Volume(v) => {
+            Instruction::Expose(v) => {
+                // As BuildKit (ProcessWords): one value may expand to several ports.
+                let mut ports = Vec::with_capacity(v.len());
+                for w in v.iter() {
+                    let expanded = ex(w).map_err(fail)?;
+                    ports.extend(expanded.split_whitespace().map(str::to_string));
+                }
+                for p in &ports {
+                    expose::exposed_ports(p).map_err(|e| {
+                        cx.error(
+                            ErrorKind::Instruction,
+                            e.to_string(),
+                            Some("write a port (0-65535) or range with an optional protocol: EXPOSE 80 53/udp 8000-8010/tcp".into()),
+                        )
+                    })?;
+                }
+                *v = ports;
+            }
+            Instruction::Volume(v) => {
                 for w in v.iter_mut() {
                     *w = ex(w).map_err(fail)?;
                 }
@@ -506,6 +528,16 @@ impl Instruction {
             | Instruction::Arg(_)
             | Instruction::Onbuild(_)
             | Instruction::Healthcheck(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Expands the bodies of COPY/ADD heredocs whose delimiter is unquoted,
+    /// with `ex` using [`crate::shell::Lexer::heredoc_body`] (BuildKit's
+    /// `ExpandRaw`). RUN heredocs are left to the shell, as in BuildKit.
+    pub(crate) fn expand_heredocs(&mut self, cx: &Ctx, ex: &mut Expand) -> Result<(), SourceError> {
+        if let Instruction::Add(c) | Instruction::Copy(c) = self {
+            c.expand_heredocs(cx, ex)?;
         }
         Ok(())
     }

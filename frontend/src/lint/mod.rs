@@ -1,5 +1,6 @@
 //! Build checks (`kiln build --check`): BuildKit's lint rules over the AST and the resolved stages.
 
+mod build;
 pub mod render;
 pub mod rules;
 

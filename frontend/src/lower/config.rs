@@ -1,6 +1,7 @@
 //! Metadata instructions: how ENV, LABEL, CMD, ... change the image config.
 
 use crate::image::{Empty, HealthConfig, ImageConfig};
+use crate::instructions::expose::exposed_ports;
 use crate::instructions::{CommandLine, Healthcheck, Instruction};
 
 /// The shell of shell-form commands when SHELL was never set.
@@ -43,21 +44,19 @@ pub fn join_workdir(current: &str, dir: &str) -> String {
     }
 }
 
-/// EXPOSE values as config keys: `80` → `80/tcp`, ranges expanded.
-fn exposed_ports(spec: &str) -> Vec<String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    let range = ports
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
-    match range {
-        Some((a, b)) if a <= b && b - a < 10_000 => {
-            (a..=b).map(|p| format!("{p}/{proto}")).collect()
-        }
-        _ => vec![format!("{ports}/{proto}")],
+/// The working directory after `WORKDIR dir`, as BuildKit records it: an
+/// absolute `dir` is kept as written (`/tmp/` stays `/tmp/`), a relative one
+/// is joined to the current directory (`/` when unset) and cleaned, an empty
+/// one keeps the current directory.
+pub fn normalize_workdir(current: &str, dir: &str) -> String {
+    let current = if current.is_empty() { "/" } else { current };
+    if dir.is_empty() {
+        return current.to_string();
     }
+    if dir.starts_with('/') {
+        return dir.to_string();
+    }
+    join_workdir(current, dir)
 }
 
 fn nanos(d: Option<std::time::Duration>) -> u64 {
@@ -65,8 +64,9 @@ fn nanos(d: Option<std::time::Duration>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Applies a metadata instruction to the config.
-pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
+/// Applies a metadata instruction to the config; `cmd_set` says whether the
+/// stage itself set CMD before (an ENTRYPOINT then keeps it).
+pub fn apply(config: &mut ImageConfig, instruction: &Instruction, cmd_set: bool) {
     let c = &mut config.config;
     match instruction {
         Instruction::Env(kv) => {
@@ -80,8 +80,9 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
             }
         }
         Instruction::Expose(ports) => {
+            // Validated when the instruction was expanded.
             for p in ports {
-                for key in exposed_ports(p) {
+                for key in exposed_ports(p).unwrap_or_default() {
                     c.exposed_ports.insert(key, Empty {});
                 }
             }
@@ -99,12 +100,20 @@ pub fn apply(config: &mut ImageConfig, instruction: &Instruction) {
         Instruction::Cmd(cmd) => {
             let args = argv(config, cmd);
             config.config.cmd = Some(args);
+            // As BuildKit's CMD (Docker's image spec field; OCI deprecates it).
+            config
+                .config
+                .extra
+                .insert("ArgsEscaped".to_string(), serde_json::Value::Bool(true));
         }
         Instruction::Entrypoint(ep) => {
             let args = argv(config, ep);
-            // Docker: a new ENTRYPOINT resets a CMD inherited from the base.
             config.config.entrypoint = Some(args);
-            config.config.cmd = None;
+            // As BuildKit: a new ENTRYPOINT resets only a CMD inherited from
+            // the base (image or stage), not one this stage set.
+            if !cmd_set {
+                config.config.cmd = None;
+            }
         }
         Instruction::Healthcheck(h) => {
             c.healthcheck = Some(match h {
@@ -156,12 +165,13 @@ mod tests {
     }
 
     #[test]
-    fn expose_defaults_to_tcp_and_expands_ranges() {
-        assert_eq!(exposed_ports("80"), ["80/tcp"]);
-        assert_eq!(exposed_ports("53/UDP"), ["53/udp"]);
-        assert_eq!(
-            exposed_ports("8000-8002"),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
+    fn workdir_keeps_absolute_paths_as_written_and_cleans_joined_ones() {
+        assert_eq!(normalize_workdir("", "/tmp/"), "/tmp/");
+        assert_eq!(normalize_workdir("/a", "/x/../y"), "/x/../y");
+        assert_eq!(normalize_workdir("", "app/"), "/app");
+        assert_eq!(normalize_workdir("/tmp/", "a/./b/.."), "/tmp/a");
+        assert_eq!(normalize_workdir("/a", "../../.."), "/");
+        assert_eq!(normalize_workdir("/w/", ""), "/w/");
+        assert_eq!(normalize_workdir("", ""), "/");
     }
 }

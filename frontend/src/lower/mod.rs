@@ -5,6 +5,7 @@
 
 mod config;
 mod copy;
+mod history;
 mod run;
 mod time;
 
@@ -12,7 +13,7 @@ use crate::error::{ErrorKind, SourceError};
 use crate::image::ImageConfig;
 use crate::instructions::Instruction;
 use crate::parser::{Ast, Node};
-use crate::stages::{Base, Build, ResolvedInstruction, Stage};
+use crate::stages::{Base, Build, ResolvedInstruction, RunEnv, Stage};
 use kiln_solver::llb::{
     ChownOpt, Definition, FileAction, FileOp, MkdirAction, Op, Platform, SourceLocation, SourceOp,
     UserSpec, VertexMetadata, VertexRef,
@@ -111,6 +112,20 @@ struct StageState {
     platform: Platform,
     /// History entries added by this build and the vertex each describes.
     stamps: Vec<(usize, Option<VertexRef>)>,
+    /// Whether this stage set CMD itself (then ENTRYPOINT keeps it).
+    cmd_set: bool,
+}
+
+/// Where an ONBUILD trigger comes from.
+#[derive(Debug, Clone, Copy)]
+enum TriggerOrigin<'a> {
+    /// A base image's config, by reference.
+    Image(&'a str),
+    /// A parent stage's ONBUILD instructions, with the parent's ARG values.
+    Stage {
+        name: &'a str,
+        args: &'a [(String, String)],
+    },
 }
 
 impl StageState {
@@ -126,6 +141,7 @@ impl StageState {
             ),
             platform: platform.clone(),
             stamps: Vec::new(),
+            cmd_set: false,
         }
     }
 }
@@ -178,6 +194,7 @@ pub fn lower_into(
             .stages
             .get(si)
             .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        tracing::debug!(stage = stage.index, name = ?stage.name, base = ?stage.base, platform = %opts.platform, "lowering stage");
         let state = l.lower_stage(stage)?;
         l.stages.insert(si, state);
     }
@@ -187,6 +204,7 @@ pub fn lower_into(
         .cloned()
         .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
     let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    tracing::debug!(vertices = l.def.len(), platform = %opts.platform, "lowered");
     Ok(Lowered {
         definition: l.def,
         target: target.vertex,
@@ -399,10 +417,36 @@ impl Lowerer<'_> {
                         None,
                     )
                 })?;
-                StageState {
+                let mut state = StageState {
                     platform: platform.clone(),
+                    cmd_set: false,
                     ..parent
+                };
+                // As BuildKit: the parent stage's own ONBUILD instructions run
+                // here, once; the child's config does not carry them on.
+                let triggers = std::mem::take(&mut state.config.config.on_build);
+                let parent_name = self.build.stages.get(*b).map(Stage::display_name);
+                let parent_name = parent_name.unwrap_or_default();
+                let args: Vec<(String, String)> = self
+                    .build
+                    .stages
+                    .get(*b)
+                    .map(|s| {
+                        s.args
+                            .iter()
+                            .filter_map(|a| Some((a.name.clone(), a.value.clone()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let origin = TriggerOrigin::Stage {
+                    name: &parent_name,
+                    args: &args,
+                };
+                for trigger in &triggers {
+                    let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
+                    self.run_trigger(stage, &mut state, origin, trigger, description)?;
                 }
+                state
             }
             Base::Image(written) => {
                 let named = self
@@ -439,12 +483,14 @@ impl Lowerer<'_> {
                         config,
                         platform: platform.clone(),
                         stamps: Vec::new(),
+                        cmd_set: false,
                     };
                     // The base's ONBUILD triggers run once, here, before the
                     // stage's own instructions; the result does not carry them.
                     for trigger in &triggers {
                         let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
-                        self.run_trigger(stage, &mut state, &reference, trigger, description)?;
+                        let origin = TriggerOrigin::Image(&reference);
+                        self.run_trigger(stage, &mut state, origin, trigger, description)?;
                     }
                     state
                 }
@@ -469,23 +515,33 @@ impl Lowerer<'_> {
         Ok(state)
     }
 
-    /// Lowers one ONBUILD trigger of a base image: parsed as a one-line
-    /// Dockerfile, expanded with the image's environment, attributed to the
+    /// Lowers one ONBUILD trigger of the base: parsed as a one-line
+    /// Dockerfile, expanded with the base's environment, attributed to the
     /// FROM line.
     fn run_trigger(
         &mut self,
         stage: &Stage,
         state: &mut StageState,
-        reference: &str,
+        origin: TriggerOrigin<'_>,
         trigger: &str,
         description: String,
     ) -> Result<(), SourceError> {
         let bad = |l: &Self, e: String| {
+            let (of, hint) = match origin {
+                TriggerOrigin::Image(reference) => (
+                    reference.to_string(),
+                    "the base image's ONBUILD instruction is invalid; use another base or fix its Dockerfile",
+                ),
+                TriggerOrigin::Stage { name, .. } => (
+                    format!("stage {name}"),
+                    "fix the ONBUILD instruction of the base stage",
+                ),
+            };
             l.err(
                 stage.node,
                 ErrorKind::Instruction,
-                format!("ONBUILD trigger {trigger:?} of {reference}: {e}"),
-                Some("the base image's ONBUILD instruction is invalid; use another base or fix its Dockerfile"),
+                format!("ONBUILD trigger {trigger:?} of {of}: {e}"),
+                Some(hint),
             )
         };
         let trigger_ast = crate::parse_named("ONBUILD", trigger.as_bytes())
@@ -504,7 +560,20 @@ impl Lowerer<'_> {
                 "FROM, ONBUILD and MAINTAINER are not allowed as triggers".to_string(),
             ));
         }
-        let env: BTreeMap<String, String> = state.config.config.env_pairs().into_iter().collect();
+        // A parent stage's ARGs are in scope (BuildKit's child inherits its
+        // base stage's build args); ENV wins over them.
+        let stage_args = match origin {
+            TriggerOrigin::Stage { args, .. } => args,
+            TriggerOrigin::Image(_) => &[][..],
+        };
+        let mut vars: Vec<(String, String)> = stage_args.to_vec();
+        for (k, v) in state.config.config.env_pairs() {
+            match vars.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 = v,
+                None => vars.push((k, v)),
+            }
+        }
+        let env: BTreeMap<String, String> = vars.iter().cloned().collect();
         let lexer = crate::shell::Lexer::new(trigger_ast.escape);
         let cx = crate::instructions::Ctx {
             ast: &trigger_ast,
@@ -514,11 +583,16 @@ impl Lowerer<'_> {
         instruction
             .expand(&cx, &mut expand)
             .map_err(|e| bad(self, e.message.clone()))?;
+        let body = crate::shell::Lexer::heredoc_body();
+        let mut expand_body = |w: &str| body.process_word(w, &env).map_err(|e| e.to_string());
+        instruction
+            .expand_heredocs(&cx, &mut expand_body)
+            .map_err(|e| bad(self, e.message.clone()))?;
         let ri = ResolvedInstruction {
             instruction,
             span: stage.span,
             node: stage.node,
-            env: Default::default(),
+            env: RunEnv(std::sync::Arc::new(vars)),
             proxy_env: Vec::new(),
         };
         self.lower_instruction(stage, state, &ri, description)
@@ -526,9 +600,7 @@ impl Lowerer<'_> {
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.
     fn display(&self, ri: &ResolvedInstruction) -> String {
-        let n = self.node(ri.node);
-        let first = n.original.lines().next().unwrap_or_default().trim();
-        first.to_string()
+        first_line(&self.node(ri.node).original)
     }
 
     fn history(&self, state: &mut StageState, created_by: String, empty_layer: bool) {
@@ -551,7 +623,6 @@ impl Lowerer<'_> {
         ri: &ResolvedInstruction,
         description: String,
     ) -> Result<(), SourceError> {
-        let original = self.node(ri.node).original.trim().to_string();
         match &ri.instruction {
             Instruction::Run(run) => {
                 let created_by = self.lower_run(stage, state, ri, run, description)?;
@@ -560,11 +631,18 @@ impl Lowerer<'_> {
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let is_add = matches!(ri.instruction, Instruction::Add(_));
                 self.lower_copy(stage, state, ri, c, is_add, description)?;
-                self.history(state, format!("{} # buildkit", self.display(ri)), false);
+                self.history(state, history::copy(c, is_add), false);
             }
             Instruction::Workdir(dir) => {
-                let path = config::join_workdir(&state.config.config.working_dir, dir);
+                let path = config::normalize_workdir(&state.config.config.working_dir, dir);
                 state.config.config.working_dir = path.clone();
+                // As BuildKit, history shows the resulting directory.
+                let created_by = format!("WORKDIR {path}");
+                // As BuildKit: the root needs no directory, so no layer.
+                if path == "/" {
+                    self.history(state, created_by, true);
+                    return Ok(());
+                }
                 let owner = chown_of(&state.config.config.user);
                 let action = FileAction::Mkdir(MkdirAction {
                     path,
@@ -585,15 +663,31 @@ impl Lowerer<'_> {
                 });
                 state.vertex =
                     Some(self.add(op, &state.platform.clone(), &inputs, meta, ri.node)?);
-                self.history(state, original, false);
+                self.history(state, created_by, false);
             }
             other => {
-                config::apply(&mut state.config, other);
-                self.history(state, original, true);
+                config::apply(&mut state.config, other, state.cmd_set);
+                if matches!(other, Instruction::Cmd(_)) {
+                    state.cmd_set = true;
+                }
+                let args: Vec<_> = stage.args.iter().filter(|a| a.node == ri.node).collect();
+                if let Some(created_by) = history::metadata(other, &state.config, &args) {
+                    self.history(state, created_by, true);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The first line of an instruction as written (heredoc bodies left out).
+fn first_line(written: &str) -> String {
+    written
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// `user[:group]` as a chown owner; empty means root (no chown).

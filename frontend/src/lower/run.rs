@@ -135,7 +135,8 @@ impl Lowerer<'_> {
         });
         let meta = self.metadata(description, ri.node, stage);
         state.vertex = Some(self.add(op, &platform, &inputs, meta, ri.node)?);
-        Ok(format!("RUN {} # buildkit", args.join(" ")))
+        let build_args = super::history::run_build_args(self.build, stage, ri.node, &env);
+        Ok(format!("RUN {build_args}{} # buildkit", args.join(" ")))
     }
 
     /// argv of a RUN, with BuildKit's heredoc rules: a RUN that is only a
@@ -248,6 +249,11 @@ impl Lowerer<'_> {
                         mode: m.mode.unwrap_or(0o755),
                         uid: m.uid.unwrap_or(0),
                         gid: m.gid.unwrap_or(0),
+                        // dockerfile2llb ignores them when a source is named.
+                        settings_given: (m.mode.is_some() || m.uid.is_some() || m.gid.is_some())
+                            && m.source
+                                .as_deref()
+                                .is_none_or(|s| s.trim_matches('/').is_empty()),
                     }),
                 });
             }

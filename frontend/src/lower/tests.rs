@@ -72,7 +72,11 @@ fn metadata_instructions_change_the_config_not_the_graph() {
     assert_eq!(c.user, "app");
     assert_eq!(c.working_dir, "/srv");
     assert_eq!(c.entrypoint.as_deref(), Some(&["/bin/app".to_string()][..]));
-    assert_eq!(c.cmd, None, "ENTRYPOINT resets the CMD");
+    assert_eq!(
+        c.cmd,
+        Some(vec!["run".to_string()]),
+        "ENTRYPOINT keeps a CMD the stage set itself"
+    );
     assert_eq!(c.healthcheck.as_ref().unwrap().interval, 5_000_000_000);
     assert!(
         c.on_build.is_empty(),
@@ -368,4 +372,191 @@ fn a_heredoc_run_with_a_shebang_executes_the_script_as_a_file() {
     };
     assert_eq!((mk.path.as_str(), mk.mode), ("/EOF", 0o755));
     assert_eq!(mk.data, b"#!/usr/bin/awk -f\nBEGIN { print 1 }\n");
+}
+
+#[test]
+fn a_parent_stages_onbuild_triggers_run_in_the_child_and_stop_there() {
+    let l = lower_text(
+        "FROM busybox AS parent\nARG V=from-arg\nONBUILD RUN echo trigger $V\nONBUILD ENV T=$V\nONBUILD LABEL l=x\nFROM parent AS child\nRUN echo mine\nFROM child\n",
+        None,
+    )
+    .unwrap();
+    let execs: Vec<Vec<String>> = l
+        .definition
+        .vertices()
+        .filter_map(|(_, v)| match v.op() {
+            Op::Exec(e) => Some(e.meta.args.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        execs
+            .iter()
+            .filter(|a| a.last().map(String::as_str) == Some("echo trigger $V"))
+            .count(),
+        1,
+        "the trigger runs once, in the child only: {execs:?}"
+    );
+    let c = &l.config.config;
+    assert_eq!(
+        c.env_var("T"),
+        Some("from-arg"),
+        "the parent's ARG is in scope"
+    );
+    assert_eq!(c.labels["l"], "x");
+    assert!(c.on_build.is_empty(), "triggers are not carried on");
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert!(
+        created_by.contains(&"ENV T=from-arg") && created_by.contains(&"LABEL l=x"),
+        "history names the trigger, not the FROM line: {created_by:?}"
+    );
+}
+
+#[test]
+fn a_parent_stages_config_keeps_its_own_triggers() {
+    let l = lower_text(
+        "FROM busybox AS parent\nONBUILD ENV T=1\nFROM parent AS child\nONBUILD ENV U=2\n",
+        Some("parent"),
+    )
+    .unwrap();
+    assert_eq!(l.config.config.on_build, ["ENV T=1"]);
+    let l = lower_text(
+        "FROM busybox AS parent\nONBUILD ENV T=1\nFROM parent AS child\nONBUILD ENV U=2\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(l.config.config.on_build, ["ENV U=2"]);
+    assert_eq!(l.config.config.env_var("T"), Some("1"));
+}
+
+#[test]
+fn entrypoint_resets_only_an_inherited_cmd() {
+    let own = lower_text("FROM busybox\nCMD [\"x\"]\nENTRYPOINT [\"/e\"]\n", None).unwrap();
+    assert_eq!(own.config.config.cmd, Some(vec!["x".to_string()]));
+    let inherited = lower_text("FROM busybox\nENTRYPOINT [\"/e\"]\n", None).unwrap();
+    assert_eq!(
+        inherited.config.config.cmd, None,
+        "the image's CMD is reset"
+    );
+    let from_stage = lower_text(
+        "FROM busybox AS p\nCMD [\"x\"]\nFROM p\nENTRYPOINT [\"/e\"]\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        from_stage.config.config.cmd, None,
+        "a CMD of the parent stage is inherited, so reset"
+    );
+    let after = lower_text("FROM busybox\nENTRYPOINT [\"/e\"]\nCMD [\"y\"]\n", None).unwrap();
+    assert_eq!(after.config.config.cmd, Some(vec!["y".to_string()]));
+}
+
+#[test]
+fn workdir_is_recorded_as_buildkit_does() {
+    let l = lower_text(
+        "FROM busybox\nENV D=sub\nWORKDIR /tmp/\nWORKDIR $D/\nWORKDIR /\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(l.config.config.working_dir, "/");
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert_eq!(
+        created_by[1..],
+        ["WORKDIR /tmp/", "WORKDIR /tmp/sub", "WORKDIR /"]
+    );
+    assert!(
+        l.config.history[3].empty_layer,
+        "WORKDIR / makes no directory"
+    );
+    let l = lower_text("FROM busybox\nWORKDIR /tmp/\n", None).unwrap();
+    assert_eq!(l.config.config.working_dir, "/tmp/", "kept as written");
+}
+
+#[test]
+fn history_is_worded_as_buildkit_words_it() {
+    let l = lower_text(
+        "ARG G=global\nFROM busybox AS b\nFROM busybox\nARG G\nARG A=1\nENV E=$A X=\"a b\"\n\
+         LABEL l=$E\nEXPOSE 80 53/udp 90-91\nVOLUME /v /w\nSHELL [\"/bin/sh\", \"-e\", \"-c\"]\n\
+         CMD echo \"$HOME\"\nENTRYPOINT [\"/e\"]\nONBUILD RUN x\nSTOPSIGNAL 9\nUSER app\n\
+         HEALTHCHECK --interval=90s --retries=2 CMD [\"/bin/true\"]\nRUN echo\n\
+         COPY --from=b --link --chown=1:2 --chmod=600 /x /y /d/\n",
+        None,
+    )
+    .unwrap();
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert_eq!(
+        created_by,
+        [
+            "ARG G=global",
+            "ARG A=1",
+            "ENV E=1 X=a b",
+            "LABEL l=1",
+            "EXPOSE [80/tcp 53/udp 90/tcp 91/tcp]",
+            "VOLUME [/v /w]",
+            "SHELL [/bin/sh -e -c]",
+            r#"CMD ["/bin/sh" "-e" "-c" "echo \"$HOME\""]"#,
+            r#"ENTRYPOINT ["/e"]"#,
+            "STOPSIGNAL 9",
+            "USER app",
+            "HEALTHCHECK {Test:[CMD /bin/true] Interval:1m30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:2}",
+            "RUN |2 G=global A=1 /bin/sh -e -c echo # buildkit",
+            "COPY --chown=1:2 --chmod=600 /x /y /d/ # buildkit",
+        ],
+        "no entry for ONBUILD"
+    );
+}
+
+/// The data of every mkfile action in the graph, by path.
+fn mkfiles(l: &Lowered) -> BTreeMap<String, String> {
+    l.definition
+        .vertices()
+        .filter_map(|(_, v)| match v.op() {
+            Op::File(f) => Some(f.actions.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            FileAction::Mkfile(m) => Some((m.path, String::from_utf8(m.data).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn copy_heredocs_expand_unless_the_delimiter_is_quoted() {
+    let l = lower_text(
+        "FROM busybox\nARG NAME=world\nENV GREETING=hello\nCOPY <<EOF /plain\n$GREETING ${NAME} \"$NAME\" '$NAME' \\$NAME\nEOF\nCOPY <<\"EOF\" /quoted\n$GREETING ${NAME}\nEOF\nADD <<'EOF' /single\n$NAME\nEOF\nCOPY <<-EOF /chomped\n\t${NAME:-x}\nEOF\nRUN <<EOF\necho $NAME > /run.txt\nEOF\n",
+        None,
+    )
+    .unwrap();
+    let files = mkfiles(&l);
+    assert_eq!(
+        files["/plain"], "hello world \"world\" 'world' $NAME\n",
+        "quotes are literal, a backslash escapes"
+    );
+    assert_eq!(files["/quoted"], "$GREETING ${NAME}\n");
+    assert_eq!(files["/single"], "$NAME\n");
+    assert_eq!(files["/chomped"], "world\n");
+    let run = l.definition.vertex(l.target.unwrap()).unwrap();
+    let Op::Exec(e) = run.op() else { panic!() };
+    assert!(
+        e.meta.args.last().unwrap().contains("echo $NAME"),
+        "RUN heredocs are left to the shell: {:?}",
+        e.meta.args
+    );
 }

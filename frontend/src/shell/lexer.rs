@@ -9,6 +9,10 @@ use super::vars::VarLookup;
 /// Nesting limit for `${a:-${b:-...}}` so adversarial input cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
+/// How much larger than the word as written its expansion may grow (1 MiB):
+/// values that double from ARG to ARG would otherwise exhaust memory.
+pub const MAX_WORD_GROWTH: usize = 1 << 20;
+
 /// Why a word could not be processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
@@ -46,17 +50,32 @@ pub enum ShellError {
     /// Substitutions nested too deeply.
     #[error("substitutions nested more than {MAX_DEPTH} levels deep")]
     TooDeep,
+    /// The expansion grew more than [`MAX_WORD_GROWTH`] bytes beyond the word.
+    #[error("the expanded value is too large (more than 1 MiB larger than the word as written)")]
+    TooLarge,
+    /// A `#`, `%` or `/` pattern would take too long to match against the value.
+    #[error("the pattern substitution is too large to compute (value or pattern too long)")]
+    TooExpensive,
 }
 
 /// A processing failure together with the word it happened in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process \"{word}\": {source}")]
+#[error("failed to process \"{}\": {source}", shorten(word))]
 pub struct WordError {
     /// The input word.
     pub word: String,
     /// The cause.
     #[source]
     pub source: ShellError,
+}
+
+/// The word for an error message: at most 200 characters.
+fn shorten(word: &str) -> String {
+    const MAX: usize = 200;
+    match word.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &word[..i]),
+        None => word.to_string(),
+    }
 }
 
 /// The outcome of processing one word.
@@ -102,6 +121,15 @@ impl Lexer {
             raw_escapes: false,
             skip_process_quotes: false,
             skip_unset_env: false,
+        }
+    }
+
+    /// The lexer of COPY/ADD heredoc bodies (BuildKit's `ExpandRaw`): `\`
+    /// escapes whatever the Dockerfile's escape is, quotes are literal.
+    pub fn heredoc_body() -> Self {
+        Lexer {
+            skip_process_quotes: true,
+            ..Lexer::new('\\')
         }
     }
 
@@ -158,6 +186,7 @@ impl Lexer {
             unmatched: BTreeSet::new(),
             depth: 0,
             want_words,
+            limit: word.len().saturating_add(MAX_WORD_GROWTH),
         };
         match sw.process_stop_on(None, self.raw_escapes) {
             Ok((result, words)) => Ok(Expansion {
@@ -241,6 +270,8 @@ struct ShellWord<'a> {
     unmatched: BTreeSet<String>,
     depth: usize,
     want_words: bool,
+    /// The largest result (bytes) the word may expand to.
+    limit: usize,
 }
 
 impl ShellWord<'_> {
@@ -271,6 +302,14 @@ impl ShellWord<'_> {
                 None
             }
         }
+    }
+
+    /// Fails once a (partial) result of `len` bytes passes the word's limit.
+    fn check_size(&self, len: usize) -> Result<(), ShellError> {
+        if len > self.limit {
+            return Err(ShellError::TooLarge);
+        }
+        Ok(())
     }
 
     /// Processes up to `stop` (consumed) or the end of input when `stop` is `None`.
@@ -305,6 +344,7 @@ impl ShellWord<'_> {
             let quotes = !self.lex.skip_process_quotes;
             if c == '$' {
                 let s = self.process_dollar()?;
+                self.check_size(result.len() + s.len())?;
                 result.push_str(&s);
                 words.add_string(&s);
             } else if quotes && c == '\'' {
@@ -313,6 +353,7 @@ impl ShellWord<'_> {
                 words.add_raw_string(&s);
             } else if quotes && c == '"' {
                 let s = self.process_double_quote()?;
+                self.check_size(result.len() + s.len())?;
                 result.push_str(&s);
                 words.add_raw_string(&s);
             } else {
@@ -380,6 +421,7 @@ impl ShellWord<'_> {
                 }
                 Some('$') => {
                     let v = self.process_dollar()?;
+                    self.check_size(result.len() + v.len())?;
                     result.push_str(&v);
                 }
                 Some(mut c) => {
@@ -487,11 +529,12 @@ impl ShellWord<'_> {
                             None => (word, false),
                         };
                         let pattern = compile(&pat)?;
-                        Ok(if ch == '%' {
+                        if ch == '%' {
                             pattern.trim_suffix(&value, longest)
                         } else {
                             pattern.trim_prefix(&value, longest)
-                        })
+                        }
+                        .ok_or(ShellError::TooExpensive)
                     }
                     _ => Err(ShellError::UnsupportedModifier(modifier)),
                 }
@@ -522,7 +565,10 @@ impl ShellWord<'_> {
                     }
                     return Ok(String::new());
                 };
-                Ok(compile(&pat)?.replace(&value, &replacement, all))
+                compile(&pat)?
+                    .replace(&value, &replacement, all, self.limit)
+                    .map_err(|_| ShellError::TooExpensive)?
+                    .ok_or(ShellError::TooLarge)
             }
             _ => Err(ShellError::UnsupportedModifier(modifier)),
         }
@@ -598,6 +644,25 @@ mod tests {
                 name: "U".into(),
                 message: "need U".into()
             }
+        );
+    }
+
+    #[test]
+    fn expansion_growth_is_bounded() {
+        let big = format!("A={}", "a".repeat(MAX_WORD_GROWTH / 2 + 100));
+        let env = [big.as_str()];
+        assert_eq!(word("$A", &env).unwrap().len(), MAX_WORD_GROWTH / 2 + 100);
+        for w in ["$A$A", "\"$A$A\"", "${A//a/aa}", "${A}x${A:-y}"] {
+            assert_eq!(
+                word(w, &env).unwrap_err().source,
+                ShellError::TooLarge,
+                "{w}"
+            );
+        }
+        let msg = word("$A$A", &env).unwrap_err().to_string();
+        assert!(
+            msg.len() < 400,
+            "the error does not repeat the value: {msg}"
         );
     }
 

@@ -11,6 +11,10 @@ enum Tok {
     Star,
 }
 
+/// Pattern steps (characters × pattern elements) one substitution may take:
+/// large values with `*` patterns would otherwise take hours.
+const MAX_STEPS: usize = 10_000_000;
+
 /// A compiled shell pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
@@ -63,17 +67,24 @@ impl Pattern {
         Pattern { toks }
     }
 
-    /// For each `k` in `0..=value.len()-start`, whether `value[start..start+k]` matches the whole pattern.
-    fn match_ends(&self, value: &[char], start: usize) -> Vec<bool> {
+    /// For each `k` in `0..=value.len()-start`, whether `value[start..start+k]` matches the
+    /// whole pattern; `None` once `steps` passes [`MAX_STEPS`].
+    fn match_ends(&self, value: &[char], start: usize, steps: &mut usize) -> Option<Vec<bool>> {
         let m = self.toks.len();
         let rest = value.get(start..).unwrap_or(&[]);
-        let mut out = vec![false; rest.len() + 1];
+        // Each start costs its state vectors even when it fails at once.
+        *steps += m + 1;
         let mut states = vec![false; m + 1];
         states[0] = true;
         self.close(&mut states);
-        out[0] = states[m];
+        // Grown as the scan goes: most starts fail after a character or two.
+        let mut out = vec![states[m]];
         let mut next = vec![false; m + 1];
-        for (k, &c) in rest.iter().enumerate() {
+        for &c in rest {
+            *steps += m + 1;
+            if *steps > MAX_STEPS {
+                return None;
+            }
             next.iter_mut().for_each(|s| *s = false);
             let mut any = false;
             for (i, tok) in self.toks.iter().enumerate() {
@@ -101,9 +112,9 @@ impl Pattern {
             }
             std::mem::swap(&mut states, &mut next);
             self.close(&mut states);
-            out[k + 1] = states[m];
+            out.push(states[m]);
         }
-        out
+        Some(out)
     }
 
     /// Epsilon closure: a `*` may match nothing.
@@ -115,39 +126,62 @@ impl Pattern {
         }
     }
 
-    /// `${v#p}` (shortest) / `${v##p}` (longest): `value` without the matching prefix.
-    pub fn trim_prefix(&self, value: &str, longest: bool) -> String {
+    /// `${v#p}` (shortest) / `${v##p}` (longest): `value` without the matching prefix;
+    /// `None` when matching takes more than [`MAX_STEPS`].
+    pub fn trim_prefix(&self, value: &str, longest: bool) -> Option<String> {
         let chars: Vec<char> = value.chars().collect();
-        match pick(&self.match_ends(&chars, 0), longest) {
+        let ends = self.match_ends(&chars, 0, &mut 0)?;
+        Some(match pick(&ends, longest) {
             Some(k) => chars[k..].iter().collect(),
             None => value.to_string(),
-        }
+        })
     }
 
-    /// `${v%p}` (shortest) / `${v%%p}` (longest): `value` without the matching suffix.
-    pub fn trim_suffix(&self, value: &str, longest: bool) -> String {
+    /// `${v%p}` (shortest) / `${v%%p}` (longest): `value` without the matching suffix;
+    /// `None` when matching takes more than [`MAX_STEPS`].
+    pub fn trim_suffix(&self, value: &str, longest: bool) -> Option<String> {
         let mut chars: Vec<char> = value.chars().collect();
         chars.reverse();
-        match pick(&self.reversed().match_ends(&chars, 0), longest) {
+        let ends = self.reversed().match_ends(&chars, 0, &mut 0)?;
+        Some(match pick(&ends, longest) {
             Some(k) => {
                 let keep = chars.len() - k;
                 value.chars().take(keep).collect()
             }
             None => value.to_string(),
-        }
+        })
     }
 
-    /// Leftmost-longest match at or after `from`: `(start, end)` in chars.
-    fn find(&self, chars: &[char], from: usize) -> Option<(usize, usize)> {
-        (from..=chars.len())
-            .find_map(|s| pick(&self.match_ends(chars, s), true).map(|k| (s, s + k)))
+    /// Leftmost-longest match at or after `from`: `(start, end)` in chars;
+    /// `Err` once `steps` passes [`MAX_STEPS`].
+    fn find(
+        &self,
+        chars: &[char],
+        from: usize,
+        steps: &mut usize,
+    ) -> Result<Option<(usize, usize)>, TooExpensive> {
+        for s in from..=chars.len() {
+            let ends = self.match_ends(chars, s, steps).ok_or(TooExpensive)?;
+            if let Some(k) = pick(&ends, true) {
+                return Ok(Some((s, s + k)));
+            }
+        }
+        Ok(None)
     }
 
     /// `${v/p/r}` (first) and `${v//p/r}` (all): replaces leftmost-longest matches of the pattern.
-    pub fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+    /// `Ok(None)` once the result would be longer than `max` bytes.
+    pub fn replace(
+        &self,
+        value: &str,
+        replacement: &str,
+        all: bool,
+        max: usize,
+    ) -> Result<Option<String>, TooExpensive> {
         let chars: Vec<char> = value.chars().collect();
+        let mut steps = 0;
         if !all {
-            return match self.find(&chars, 0) {
+            let out = match self.find(&chars, 0, &mut steps)? {
                 Some((s, e)) => {
                     let mut out: String = chars[..s].iter().collect();
                     out.push_str(replacement);
@@ -156,6 +190,7 @@ impl Pattern {
                 }
                 None => value.to_string(),
             };
+            return Ok((out.len() <= max).then_some(out));
         }
         // Successive non-overlapping matches; an empty match right after a match is skipped, and the
         // search always advances at least one character (Go regexp's ReplaceAll rules).
@@ -163,20 +198,27 @@ impl Pattern {
         let mut last_end = 0;
         let mut search = 0;
         while search <= chars.len() {
-            let Some((s, e)) = self.find(&chars, search) else {
+            let Some((s, e)) = self.find(&chars, search, &mut steps)? else {
                 break;
             };
             out.extend(&chars[last_end..s]);
             if e > last_end || s == 0 {
                 out.push_str(replacement);
             }
+            if out.len() > max {
+                return Ok(None);
+            }
             last_end = e;
             search = if search + 1 > e { search + 1 } else { e };
         }
         out.extend(chars.get(last_end..).unwrap_or(&[]));
-        out
+        Ok((out.len() <= max).then_some(out))
     }
 }
+
+/// Matching took more than [`MAX_STEPS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooExpensive;
 
 fn pick(ends: &[bool], longest: bool) -> Option<usize> {
     if longest {
@@ -197,29 +239,56 @@ mod tests {
     #[test]
     fn prefix_and_suffix() {
         assert_eq!(
-            p("*/").trim_prefix("/usr/local/bin", false),
+            p("*/").trim_prefix("/usr/local/bin", false).unwrap(),
             "usr/local/bin"
         );
-        assert_eq!(p("*/").trim_prefix("/usr/local/bin", true), "bin");
-        assert_eq!(p("/*").trim_suffix("/usr/local/bin", false), "/usr/local");
-        assert_eq!(p("/*").trim_suffix("/usr/local/bin", true), "");
-        assert_eq!(p("x").trim_prefix("abc", false), "abc");
-        assert_eq!(p("a?c").trim_prefix("abcd", false), "d");
-        assert_eq!(p("\\*").trim_prefix("*a", false), "a");
+        assert_eq!(p("*/").trim_prefix("/usr/local/bin", true).unwrap(), "bin");
+        assert_eq!(
+            p("/*").trim_suffix("/usr/local/bin", false).unwrap(),
+            "/usr/local"
+        );
+        assert_eq!(p("/*").trim_suffix("/usr/local/bin", true).unwrap(), "");
+        assert_eq!(p("x").trim_prefix("abc", false).unwrap(), "abc");
+        assert_eq!(p("a?c").trim_prefix("abcd", false).unwrap(), "d");
+        assert_eq!(p("\\*").trim_prefix("*a", false).unwrap(), "a");
     }
 
     #[test]
     fn replace_first_and_all() {
-        assert_eq!(p("o").replace("foo boo", "0", false), "f0o boo");
-        assert_eq!(p("o").replace("foo boo", "0", true), "f00 b00");
-        assert_eq!(p("o*").replace("foo boo", "X", false), "fX");
-        assert_eq!(p("").replace("ab", "-", true), "-a-b-");
+        assert_eq!(
+            p("o").replace("foo boo", "0", false, 99).unwrap().unwrap(),
+            "f0o boo"
+        );
+        assert_eq!(
+            p("o").replace("foo boo", "0", true, 99).unwrap().unwrap(),
+            "f00 b00"
+        );
+        assert_eq!(
+            p("o*").replace("foo boo", "X", false, 99).unwrap().unwrap(),
+            "fX"
+        );
+        assert_eq!(
+            p("").replace("ab", "-", true, 99).unwrap().unwrap(),
+            "-a-b-"
+        );
+        assert_eq!(
+            p("").replace("ab", "---", true, 8),
+            Ok(None),
+            "over the limit"
+        );
+        let long = "a".repeat(20_000);
+        assert_eq!(
+            p("a*x").replace(&long, "y", true, usize::MAX),
+            Err(TooExpensive),
+            "quadratic matching is cut off"
+        );
+        assert_eq!(p("*x").trim_prefix(&long, true).as_deref(), Some(&long[..]));
     }
 
     #[test]
     fn invalid_escape() {
         assert!(Pattern::compile("\\a").is_err());
         assert!(Pattern::compile("a\\").is_err());
-        assert_eq!(p("a\\}").trim_prefix("a}b", false), "b");
+        assert_eq!(p("a\\}").trim_prefix("a}b", false).unwrap(), "b");
     }
 }

@@ -4,6 +4,7 @@
 //! typed instructions, expanded with the ARG/ENV scope BuildKit uses at that point. The lowering
 //! (stages → build graph) consumes this; nothing here knows about the graph.
 
+mod budget;
 pub mod outline;
 pub mod platform;
 
@@ -13,6 +14,8 @@ use crate::error::{ErrorKind, SourceError};
 use crate::instructions::{self, Ctx, Instruction};
 use crate::parser::{Ast, Span};
 use crate::shell::{Lexer, VarLookup};
+pub use budget::EXPANSION_BUDGET;
+use budget::{env_size, Budget};
 pub use platform::{platform_args, Platform};
 
 /// Proxy build args: usable without an ARG, but kept out of history and cache keys unless declared.
@@ -306,6 +309,7 @@ type RawStage = (usize, instructions::From, Vec<(usize, Instruction)>);
 /// Resolves `ast` into stages (see the module docs).
 pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
     let lexer = Lexer::new(ast.escape);
+    let budget = Budget::new();
     let mut used_build_args: BTreeSet<String> = BTreeSet::new();
 
     // Built-in platform ARGs live in the global scope.
@@ -368,11 +372,15 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         for d in decls {
             global_declared.insert(d.name.clone());
             let expand_default = |scope: &Scope| -> Result<Option<String>, SourceError> {
+                let cx = Ctx { ast, node };
                 match &d.default {
-                    Some(raw) => lexer
-                        .process_word(raw, scope)
-                        .map(Some)
-                        .map_err(|e| Ctx { ast, node }.expansion_error(e.to_string())),
+                    Some(raw) => {
+                        let v = lexer
+                            .process_word(raw, scope)
+                            .map_err(|e| cx.expansion_error(e.to_string()))?;
+                        budget.grew(raw, &v, &cx)?;
+                        Ok(Some(v))
+                    }
                     None => Ok(None),
                 }
             };
@@ -415,6 +423,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
             let e = lexer
                 .expand(w, scope)
                 .map_err(|e| cx.expansion_error(e.to_string()))?;
+            budget.grew(w, &e.result, &cx)?;
             unmatched.extend(e.unmatched);
             matched.extend(e.matched);
             Ok(e.result)
@@ -609,6 +618,11 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         let mut image_env_known = false;
         match stages[si].base {
             Base::Stage(b) => {
+                let cx = Ctx {
+                    ast,
+                    node: &ast.children[stages[si].node],
+                };
+                budget.spend(env_size(&stages[b].env), &cx)?;
                 env.vars = stages[b].env.clone();
                 image_env_known = true;
             }
@@ -660,6 +674,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                                     },
                                 )
                                 .map_err(|e| cx.expansion_error(e.to_string()))?;
+                            budget.grew(raw, &e.result, &cx)?;
                             unmatched.extend(e.unmatched);
                             Some(e.result)
                         } else {
@@ -690,6 +705,7 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                                 let e = lexer
                                     .expand(w, &lookup)
                                     .map_err(|e| cx.expansion_error(e.to_string()))?;
+                                budget.grew(w, &e.result, &cx)?;
                                 unmatched.extend(e.unmatched);
                                 *w = e.result;
                             }
@@ -704,12 +720,16 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                         env: &env,
                         args: &args,
                     };
-                    let mut ex = |w: &str| -> Result<String, String> {
-                        let e = lexer.expand(w, &lookup).map_err(|e| e.to_string())?;
+                    let mut ex_with = |lex: Lexer, w: &str| -> Result<String, String> {
+                        let e = lex.expand(w, &lookup).map_err(|e| e.to_string())?;
+                        budget
+                            .grew(w, &e.result, &cx)
+                            .map_err(|e| e.message.clone())?;
                         unmatched.extend(e.unmatched);
                         Ok(e.result)
                     };
-                    other.expand(&cx, &mut ex)?;
+                    other.expand(&cx, &mut |w: &str| ex_with(lexer, w))?;
+                    other.expand_heredocs(&cx, &mut |w: &str| ex_with(Lexer::heredoc_body(), w))?;
                 }
             }
             for name in unmatched {
@@ -746,6 +766,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                         RunEnv(std::sync::Arc::new(vars))
                     })
                     .clone();
+                // Lowering copies the environment into every RUN.
+                budget.spend(env_size(&env_now), &cx)?;
                 let proxy: Vec<(String, String)> = PROXY_ARGS
                     .iter()
                     .filter(|p| !declared.contains(**p))

@@ -98,15 +98,15 @@ pub async fn fetch(
     if let Some(c) = creds {
         req = req.header(reqwest::header::AUTHORIZATION, c.basic_header());
     }
-    let resp = req.send().await.map_err(|e| Error::Http {
-        context: format!("token request to {realm}"),
-        source: e,
-    })?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Error::http(format!("token request to {realm}"), e))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| Error::Http {
-        context: format!("token reply from {realm}"),
-        source: e,
-    })?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Error::http(format!("token reply from {realm}"), e))?;
     if status.as_u16() == 401 || status.as_u16() == 403 {
         let who = creds
             .map(|c| format!("user {:?}", c.username))

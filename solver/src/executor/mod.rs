@@ -276,14 +276,19 @@ impl FromStr for ExecutorKind {
 /// Picks an executor. `Auto` takes the first OCI runtime on PATH that works on
 /// this host (crun, then runc), else the native one.
 pub fn select(kind: ExecutorKind, config: ExecutorConfig) -> Result<Box<dyn Executor>, ExecError> {
-    match kind {
-        ExecutorKind::Native => Ok(Box::new(native::NativeExecutor::new(config))),
-        ExecutorKind::Oci => Ok(Box::new(oci::OciExecutor::detect(config)?)),
+    let chosen: Box<dyn Executor> = match kind {
+        ExecutorKind::Native => Box::new(native::NativeExecutor::new(config)),
+        ExecutorKind::Oci => Box::new(oci::OciExecutor::detect(config)?),
         ExecutorKind::Auto => match oci::OciExecutor::detect(config.clone()) {
-            Ok(e) => Ok(Box::new(e)),
-            Err(_) => Ok(Box::new(native::NativeExecutor::new(config))),
+            Ok(e) => Box::new(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no working OCI runtime, falling back to native");
+                Box::new(native::NativeExecutor::new(config))
+            }
         },
-    }
+    };
+    tracing::debug!(asked = ?kind, executor = %chosen.name(), "executor selected");
+    Ok(chosen)
 }
 
 #[cfg(test)]

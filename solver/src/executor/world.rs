@@ -110,7 +110,9 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         return Err(ExecError::Invalid("empty argv".into()));
     }
     let id = unique_id();
-    let run_dir = config.runs_dir().join(&id);
+    // Runtimes resolve relative paths against their bundle: hand them absolute ones.
+    let run_dir = std::path::absolute(config.runs_dir().join(&id))
+        .map_err(ExecError::setup("resolving the run directory"))?;
     fs::create_dir_all(&run_dir)
         .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
     let mut guard = Guard::default();
@@ -194,11 +196,12 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
                     },
                 )
             }
+            // The mode is the mount point's, once resolved (below).
             MountSpec::Tmpfs { target, size } => (
                 target.clone(),
                 MountKind::Tmpfs {
                     size: *size,
-                    mode: 0o1777,
+                    mode: TMPFS_FRESH_MODE,
                 },
             ),
             MountSpec::Secret(s) => {
@@ -262,6 +265,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         };
         let target = absolute(&req.cwd, &target);
         let destination = resolve(&rootfs, &target)?;
+        let mut kind = kind;
+        if let MountKind::Tmpfs { mode, .. } = &mut kind {
+            *mode = tmpfs_mode(&host_path(&rootfs, &destination));
+        }
         user_mounts.push(ContainerMount { destination, kind });
     }
     sort_by_depth(&mut user_mounts);
@@ -297,6 +304,14 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         });
     }
 
+    for m in &mut mounts {
+        if let MountKind::Bind { source, .. } = &mut m.kind {
+            *source = std::path::absolute(&*source).map_err(ExecError::setup(format!(
+                "resolving mount source {}",
+                source.display()
+            )))?;
+        }
+    }
     for m in &mounts {
         create_stub(&rootfs, m)?;
     }
@@ -392,6 +407,18 @@ fn etc_files(config: &ExecutorConfig, files: &[(&str, String)]) -> Result<PathBu
         }
     }
     Ok(dir)
+}
+
+/// The root mode of a tmpfs over a mount point that did not exist (tmpfs' own default).
+const TMPFS_FRESH_MODE: u32 = 0o1777;
+
+/// The root mode of a tmpfs mounted at `host`: the mode of the directory it
+/// covers, as runc gives it (so BuildKit's tmpfs mounts), else tmpfs' default.
+fn tmpfs_mode(host: &Path) -> u32 {
+    match fs::metadata(host) {
+        Ok(md) if md.is_dir() => md.mode() & 0o7777,
+        _ => TMPFS_FRESH_MODE,
+    }
 }
 
 /// Makes a container path absolute against `cwd`.
@@ -529,6 +556,14 @@ fn syncfs(upper: &Path) -> Result<(), ExecError> {
 }
 
 impl Prepared {
+    /// Drops the host's view of the step's secrets: call once the step's mount
+    /// namespace has bound them (its process started), so they vanish with it.
+    pub fn release_secrets(&self) {
+        if let Some(s) = &self._guard.secrets {
+            let _ = s.release_host_view();
+        }
+    }
+
     /// Tears the world down now (the same happens on drop).
     pub fn finish(self) {
         drop(self)

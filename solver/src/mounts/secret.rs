@@ -1,10 +1,15 @@
 //! Secret files: written to a private tmpfs on the host and bind-mounted
 //! read-only at their targets, so they never touch a disk or the upper dir.
+//! Once the step's own mount namespace holds its binds, the host's view can go
+//! ([`SecretFiles::release_host_view`] for the native executor, [`release_hook`]
+//! for OCI runtimes): the files then live only as long as the step, even when
+//! kiln itself is killed.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::snapshot::overlay::{sys_mount, unmount};
 
@@ -12,7 +17,7 @@ use crate::snapshot::overlay::{sys_mount, unmount};
 #[derive(Debug)]
 pub struct SecretFiles {
     dir: PathBuf,
-    mounted: bool,
+    mounted: AtomicBool,
     count: usize,
 }
 
@@ -30,7 +35,7 @@ impl SecretFiles {
         )?;
         Ok(SecretFiles {
             dir: dir.to_path_buf(),
-            mounted: true,
+            mounted: AtomicBool::new(true),
             count: 0,
         })
     }
@@ -49,13 +54,52 @@ impl SecretFiles {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
         Ok(path)
     }
+
+    /// Unmounts the host's tmpfs (and removes its directory). Mounts a step's
+    /// namespace already made from it keep the files alive until that
+    /// namespace goes; idempotent.
+    pub fn release_host_view(&self) -> io::Result<()> {
+        if self.mounted.swap(false, Ordering::SeqCst) {
+            // An OCI runtime's hook may have unmounted it already; still mounted,
+            // the directory cannot be removed, which reports it.
+            let _ = unmount(&self.dir);
+            fs::remove_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// An OCI `poststart` hook that unmounts the host's view of the secrets tmpfs at
+/// `dir` once the step's process runs, in this process' mount namespace (the
+/// runtime may run in one of its own). None when `nsenter` or `umount` is missing:
+/// the view then goes when the step ends.
+pub fn release_hook(dir: &Path) -> Option<oci_spec::runtime::Hook> {
+    let find = |name: &str| {
+        ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    };
+    let (nsenter, umount) = (find("nsenter")?, find("umount")?);
+    let dir = dir.to_str()?;
+    let args = vec![
+        "nsenter".to_string(),
+        format!("--mount=/proc/{}/ns/mnt", std::process::id()),
+        "--".to_string(),
+        umount.to_str()?.to_string(),
+        "-l".to_string(),
+        dir.to_string(),
+    ];
+    oci_spec::runtime::HookBuilder::default()
+        .path(nsenter)
+        .args(args)
+        .timeout(10i64)
+        .build()
+        .ok()
 }
 
 impl Drop for SecretFiles {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = unmount(&self.dir);
-            let _ = fs::remove_dir(&self.dir);
-        }
+        let _ = self.release_host_view();
     }
 }

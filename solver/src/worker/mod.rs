@@ -133,6 +133,9 @@ pub struct LocalWorker {
     pub(crate) http_resolved: Mutex<HashMap<VertexDigest, Resolved>>,
     /// Set by [`crate::scheduler::Worker::cancel`]: nothing starts or is stored after it.
     canceled: AtomicBool,
+    /// Local directories as RUN mounts see them (`.dockerignore`d paths left out),
+    /// made once per build, by the directory's path.
+    pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
 }
 
 impl LocalWorker {
@@ -161,6 +164,7 @@ impl LocalWorker {
             http,
             http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
+            mount_views: Mutex::new(HashMap::new()),
         })
     }
 
@@ -185,6 +189,11 @@ impl LocalWorker {
         } else {
             Ok(())
         }
+    }
+
+    /// Refuses layers over `max` bytes unpacked (see [`LayerStore::with_max_size`]).
+    pub fn limit_layer_size(&mut self, max: Option<u64>) {
+        self.layers = self.layers.clone().with_max_size(max);
     }
 
     /// The layer store.

@@ -39,11 +39,27 @@ impl NativeExecutor {
         world: &World,
         output: OutputCallback<'_>,
     ) -> Result<ExecOutcome, ExecError> {
+        self.run_world_then(world, output, &|| {})
+    }
+
+    /// Runs a prepared world, calling `started` once the step's process runs.
+    fn run_world_then(
+        &self,
+        world: &World,
+        output: OutputCallback<'_>,
+        started: &dyn Fn(),
+    ) -> Result<ExecOutcome, ExecError> {
         // Created first and dropped last: removed once the step is gone.
         let cgroup = cgroup::StepCgroup::create(&world.id)?;
         let mut steps = cgroup.join_steps()?;
         steps.extend(plan::build_plan(world, last_cap())?);
-        let result = spawn::run(&steps, plan::clone_flags(world), &self.running, output);
+        let result = spawn::run(
+            &steps,
+            plan::clone_flags(world),
+            &self.running,
+            output,
+            started,
+        );
         drop(steps);
         drop(cgroup);
         let (exit, captured) = result?;
@@ -78,7 +94,9 @@ impl Executor for NativeExecutor {
             return Err(ExecError::Canceled);
         }
         let prepared = prepare(&self.config, req)?;
-        let result = self.run_world(&prepared.world, output);
+        // The child's mount namespace holds its own binds of the secrets once it
+        // runs: the host's tmpfs goes then, so a killed kiln leaves no secret behind.
+        let result = self.run_world_then(&prepared.world, output, &|| prepared.release_secrets());
         prepared.finish();
         let outcome = result?;
         super::world::sync_layer(&req.rootfs.upper)?;

@@ -37,6 +37,7 @@ pub fn run(
     flags: libc::c_int,
     running: &RunningSteps,
     output: OutputCallback<'_>,
+    started: &dyn Fn(),
 ) -> Result<(Exit, CapturedOutput), ExecError> {
     let setup = ExecError::setup;
     let (out_r, out_w) = pipe().map_err(setup("creating pipes"))?;
@@ -109,6 +110,8 @@ pub fn run(
         }
         return Err(failure(steps, index, errno));
     }
+    // execve succeeded: every mount of the plan is in place.
+    started();
     let captured = pump(out_r, err_r, output);
     let (exit, canceled) = reap(pid, tracked).map_err(setup("waiting for the step"))?;
     if canceled {

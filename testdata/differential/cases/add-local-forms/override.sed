@@ -1,0 +1,4 @@
+# BuildKit's Dockerfile frontend 1.7.0 (commit c7ce41a2f, "Add --chown and
+# --chmod to commitMessage for ADD/COPY command") records these flags in the
+# history's created_by; 20.10's frontend left them out.
+s,^L | buildkit.dockerfile.v0 | ADD f dir /b/ # buildkit$,L | buildkit.dockerfile.v0 | ADD --chown=1000:1000 f dir /b/ # buildkit,
