@@ -103,6 +103,8 @@ pub enum Step {
     LoopbackUp,
     /// Join a prepared network namespace (the default network's).
     JoinNetns(std::fs::File),
+    /// Join a cgroup: write 0 to its `cgroup.procs`.
+    JoinCgroup(std::fs::File),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot(CString),
     /// Change directory.
@@ -499,6 +501,8 @@ pub trait Sys {
     fn loopback_up(&mut self) -> Result<(), i32>;
     /// `setns(fd, CLONE_NEWNET)`.
     fn join_netns(&mut self, fd: i32) -> Result<(), i32>;
+    /// Move this process into the cgroup whose `cgroup.procs` is open as `fd`.
+    fn join_cgroup(&mut self, fd: i32) -> Result<(), i32>;
     /// `pivot_root` into `root`, detach the old root, `chdir("/")`.
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32>;
     /// `chdir(2)`.
@@ -602,6 +606,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::Sethostname(name) => sys.sethostname(name),
             Step::LoopbackUp => sys.loopback_up(),
             Step::JoinNetns(f) => sys.join_netns(std::os::fd::AsRawFd::as_raw_fd(f)),
+            Step::JoinCgroup(f) => sys.join_cgroup(std::os::fd::AsRawFd::as_raw_fd(f)),
             Step::PivotRoot(root) => sys.pivot_root(root),
             Step::Chdir(p) => sys.chdir(p),
             Step::DropBounding { keep, last_cap } => {
@@ -694,6 +699,7 @@ impl Step {
             Step::Sethostname(n) => format!("setting hostname {}", s(n)),
             Step::LoopbackUp => "bringing up lo".into(),
             Step::JoinNetns(_) => "joining the network namespace".into(),
+            Step::JoinCgroup(_) => "joining the step's cgroup".into(),
             Step::PivotRoot(r) => format!("pivot_root into {}", s(r)),
             Step::Chdir(p) => format!("changing to working directory {}", s(p)),
             Step::DropBounding { .. } => "dropping capabilities".into(),
@@ -804,6 +810,10 @@ mod tests {
         }
         fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
             self.calls.push(format!("setns {}", fd >= 0));
+            Ok(())
+        }
+        fn join_cgroup(&mut self, fd: i32) -> Result<(), i32> {
+            self.calls.push(format!("cgroup {}", fd >= 0));
             Ok(())
         }
         fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {
