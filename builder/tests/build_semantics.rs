@@ -275,3 +275,18 @@ fn build_checks_are_listed_after_the_build_as_buildx_does() {
     );
     assert!(!stderr.contains("COPY f /f"), "nothing ran: {stderr}");
 }
+
+#[test]
+fn a_scratch_stage_works_in_the_root_directory() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f rel\n");
+    b.write("f", "x");
+    b.build(&["-t", "kiln-test/semantics-scratch-workdir:1"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-scratch-workdir:1");
+    assert_eq!(
+        config["config"]["WorkingDir"], "/",
+        "as BuildKit's empty image"
+    );
+    let root = b.unpack("docker.io/kiln-test/semantics-scratch-workdir:1");
+    assert_eq!(std::fs::read_to_string(root.join("rel")).unwrap(), "x");
+}

@@ -196,7 +196,8 @@ pub struct ImageConfig {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ImageConfig {
-    /// The config of `FROM scratch` on `os/arch[/variant]`: only PATH set, as BuildKit does.
+    /// The config of `FROM scratch` on `os/arch[/variant]`: PATH and WorkingDir `/`,
+    /// as BuildKit's empty image.
     pub fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> ImageConfig {
         let mut c = ImageConfig {
             os: os.to_string(),
@@ -205,6 +206,7 @@ impl ImageConfig {
             ..Default::default()
         };
         c.config.env.push(format!("PATH={DEFAULT_PATH}"));
+        c.config.working_dir = "/".to_string();
         c
     }
 

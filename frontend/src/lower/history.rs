@@ -4,11 +4,11 @@
 
 use crate::image::ImageConfig;
 use crate::instructions::expose::exposed_ports;
-use crate::instructions::Instruction;
+use crate::instructions::{Copy, Instruction};
 
 /// The entry for `instruction`, applied to `config` already; `args` are the
 /// values in effect of an ARG's names. `None`: BuildKit adds no entry (ONBUILD);
-/// `written` is used where BuildKit's text is not reproduced (HEALTHCHECK).
+/// `written` is the fallback for instructions without an entry of their own.
 pub(super) fn created_by(
     instruction: &Instruction,
     config: &ImageConfig,
@@ -45,6 +45,18 @@ pub(super) fn created_by(
                 .collect();
             format!("EXPOSE {}", go_list(&keys))
         }
+        Instruction::Healthcheck(_) => {
+            let h = c.healthcheck.clone().unwrap_or_default();
+            format!(
+                "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                go_list(&h.test),
+                go_duration(h.interval),
+                go_duration(h.timeout),
+                go_duration(h.start_period),
+                go_duration(h.start_interval),
+                h.retries
+            )
+        }
         Instruction::Arg(_) => {
             let parts: Vec<String> = args
                 .iter()
@@ -57,6 +69,65 @@ pub(super) fn created_by(
         }
         _ => written.to_string(),
     })
+}
+
+/// The entry of COPY/ADD: flags BuildKit records (`--parents`, `--chown`,
+/// `--chmod`), the sources, heredocs as `<<NAME`, the destination.
+pub(super) fn copy_created_by(c: &Copy, is_add: bool) -> String {
+    let mut s = String::from(if is_add { "ADD" } else { "COPY" });
+    if c.parents {
+        s.push_str(" --parents");
+    }
+    if let Some(chown) = c.chown.as_deref().filter(|o| !o.is_empty()) {
+        s.push_str(&format!(" --chown={chown}"));
+    }
+    if let Some(chmod) = c.chmod_raw.as_deref().filter(|m| !m.is_empty()) {
+        s.push_str(&format!(" --chmod={chmod}"));
+    }
+    let (heredocs, paths): (Vec<&String>, Vec<&String>) =
+        c.sources.iter().partition(|src| c.is_heredoc_source(src));
+    for src in paths {
+        s.push_str(&format!(" {src}"));
+    }
+    for src in heredocs {
+        let name = src
+            .trim_start_matches("<<")
+            .trim_start_matches('-')
+            .trim_matches(['"', '\'']);
+        s.push_str(&format!(" <<{name}"));
+    }
+    s.push_str(&format!(" {} # buildkit", c.dest));
+    s
+}
+
+/// Go's `time.Duration` text: `0s`, `500ms`, `1.5s`, `1m30s`, `2h0m0s`.
+fn go_duration(nanos: u64) -> String {
+    /// `n / unit` with the fraction's trailing zeros dropped.
+    fn scaled(n: u64, unit: u64) -> String {
+        let (whole, frac) = (n / unit, n % unit);
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let digits = format!("{frac:0width$}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    }
+    const SECOND: u64 = 1_000_000_000;
+    match nanos {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", scaled(n, 1_000)),
+        n if n < SECOND => format!("{}ms", scaled(n, 1_000_000)),
+        n => {
+            let (h, m) = (n / (3600 * SECOND), n / (60 * SECOND) % 60);
+            let secs = scaled(n % (60 * SECOND), SECOND);
+            match (h, m) {
+                (0, 0) => format!("{secs}s"),
+                (0, m) => format!("{m}m{secs}s"),
+                (h, m) => format!("{h}h{m}m{secs}s"),
+            }
+        }
+    }
 }
 
 /// Go's `%v` of a string slice: `[a b c]`.
@@ -99,6 +170,18 @@ fn go_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        let s = 1_000_000_000;
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(500_000_000), "500ms");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(3 * s / 2), "1.5s");
+        assert_eq!(go_duration(90 * s), "1m30s");
+        assert_eq!(go_duration(300 * s), "5m0s");
+        assert_eq!(go_duration(7200 * s + 1), "2h0m0.000000001s");
+    }
 
     #[test]
     fn go_formatting() {

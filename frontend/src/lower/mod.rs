@@ -629,7 +629,7 @@ impl Lowerer<'_> {
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let is_add = matches!(ri.instruction, Instruction::Add(_));
                 self.lower_copy(stage, state, ri, c, is_add, description)?;
-                self.history(state, format!("{} # buildkit", first_line(written)), false);
+                self.history(state, history::copy_created_by(c, is_add), false);
             }
             Instruction::Workdir(dir) => {
                 let path = config::normalize_workdir(&state.config.config.working_dir, dir);

@@ -559,3 +559,50 @@ fn metadata_history_is_written_as_buildkit_writes_it() {
         "CMD sets ArgsEscaped as BuildKit does"
     );
 }
+
+#[test]
+fn copy_history_keeps_the_flags_buildkit_keeps() {
+    let l = lower_text(
+        "FROM busybox AS a\nFROM busybox\nARG U=1000\nCOPY --from=a --link --chown=$U:$U --chmod=0755 --exclude=*.log x y/ /d/\nADD --chmod=644 <<-EOF <<\"B\" /h/\nbody\nEOF\nb\nB\nCOPY --parents a/b ./\n",
+        None,
+    )
+    .unwrap();
+    let created_by: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .filter(|c| c.starts_with("COPY") || c.starts_with("ADD"))
+        .collect();
+    assert_eq!(
+        created_by,
+        [
+            "COPY --chown=1000:1000 --chmod=0755 x y/ /d/ # buildkit",
+            "ADD --chmod=644 <<EOF <<B /h/ # buildkit",
+            "COPY --parents a/b ./ # buildkit",
+        ]
+    );
+}
+
+#[test]
+fn run_history_names_the_build_args_in_scope() {
+    let l = lower_text(
+        "FROM busybox AS base\nARG P=parent\nFROM base\nRUN early\nARG A=1\nENV A=env\nARG B\nARG A\nRUN true\n",
+        None,
+    )
+    .unwrap();
+    let runs: Vec<&str> = l
+        .config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .filter(|c| c.starts_with("RUN"))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "RUN |1 P=parent /bin/sh -c early # buildkit",
+            "RUN |3 P=parent A=env B= /bin/sh -c true # buildkit",
+        ]
+    );
+}
