@@ -606,3 +606,22 @@ fn run_history_names_the_build_args_in_scope() {
         ]
     );
 }
+
+#[test]
+fn a_trigger_copying_from_a_stage_makes_it_needed() {
+    let src = "FROM busybox AS builder\nRUN echo built > /out\nFROM busybox AS parent\nONBUILD COPY --from=builder /out /got\nFROM parent\nRUN cat /got\n";
+    let ast = crate::parse_named("Dockerfile", src.as_bytes()).unwrap();
+    let build = resolve(&ast, &ResolveOptions::default()).unwrap();
+    assert_eq!(build.needed, [0, 1, 2], "builder is needed by the trigger");
+    let l = lower(&ast, &build, &mut FakeRegistry, &opts()).unwrap();
+    let copies = l
+        .definition
+        .vertices()
+        .filter(|(_, v)| {
+            v.metadata()
+                .description
+                .contains("ONBUILD COPY --from=builder")
+        })
+        .count();
+    assert_eq!(copies, 1);
+}

@@ -516,43 +516,38 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         bodies.push(body);
     }
 
-    // Stage references from COPY --from and RUN --mount from=.
-    for (si, body) in bodies.iter().enumerate() {
-        for (node_i, ins) in body {
-            let node = &ast.children[*node_i];
-            let mut refs: Vec<String> = Vec::new();
-            match ins {
-                Instruction::Copy(c) | Instruction::Add(c) => refs.extend(c.from.clone()),
-                Instruction::Run(r) => {
-                    for spec in &r.mount_specs {
-                        for field in instructions::mount::split_csv(spec).unwrap_or_default() {
-                            if let Some((k, v)) = field.split_once('=') {
-                                if k.trim().eq_ignore_ascii_case("from") {
-                                    refs.push(v.to_string());
-                                }
-                            }
-                        }
-                    }
+    // Stage references from COPY --from and RUN --mount from=, also those of
+    // the base stage's ONBUILD triggers, which run in this stage.
+    for si in 0..bodies.len() {
+        let mut refs: Vec<(usize, String)> = Vec::new();
+        for (node_i, ins) in &bodies[si] {
+            refs.extend(stage_refs(ins).into_iter().map(|r| (*node_i, r)));
+        }
+        if let Base::Stage(b) = stages[si].base {
+            for (_, ins) in bodies.get(b).into_iter().flatten() {
+                if let Instruction::Onbuild(o) = ins {
+                    let from = stages[si].node;
+                    refs.extend(stage_refs(&o.inner).into_iter().map(|r| (from, r)));
                 }
-                _ => {}
             }
-            for r in refs {
-                if r.contains('$') {
-                    continue; // reported when the instruction is expanded
+        }
+        for (node_i, r) in refs {
+            if r.contains('$') {
+                continue; // reported when the instruction is expanded
+            }
+            if let Some(dep) = find_stage(&stages, &r, stages.len()) {
+                if dep == si {
+                    let node = &ast.children[node_i];
+                    return Err(Ctx { ast, node }.error(
+                        ErrorKind::Stage,
+                        format!(
+                            "circular dependency detected on stage: {}",
+                            stages[si].display_name()
+                        ),
+                        Some("a stage cannot copy or mount from itself".into()),
+                    ));
                 }
-                if let Some(dep) = find_stage(&stages, &r, stages.len()) {
-                    if dep == si {
-                        return Err(Ctx { ast, node }.error(
-                            ErrorKind::Stage,
-                            format!(
-                                "circular dependency detected on stage: {}",
-                                stages[si].display_name()
-                            ),
-                            Some("a stage cannot copy or mount from itself".into()),
-                        ));
-                    }
-                    stages[si].deps.insert(dep);
-                }
+                stages[si].deps.insert(dep);
             }
         }
     }
@@ -814,6 +809,23 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         undefined_vars,
         invalid_default_from,
     })
+}
+
+/// The names an instruction takes files from: COPY/ADD `--from`, RUN `--mount from=`.
+fn stage_refs(ins: &Instruction) -> Vec<String> {
+    match ins {
+        Instruction::Copy(c) | Instruction::Add(c) => c.from.iter().cloned().collect(),
+        Instruction::Run(r) => r
+            .mount_specs
+            .iter()
+            .flat_map(|spec| instructions::mount::split_csv(spec).unwrap_or_default())
+            .filter_map(|field| {
+                let (k, v) = field.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("from").then(|| v.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The stages `target` needs, in order; `Err(stage)` on a dependency cycle.
