@@ -7,6 +7,7 @@ mod config;
 mod copy;
 mod history;
 mod run;
+mod steps;
 mod time;
 
 use crate::error::{ErrorKind, SourceError};
@@ -19,6 +20,7 @@ use kiln_solver::llb::{
     UserSpec, VertexMetadata, VertexRef,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use steps::Steps;
 
 pub use time::rfc3339;
 
@@ -381,26 +383,28 @@ impl Lowerer<'_> {
             })?,
             None => self.opts.platform.clone(),
         };
-        let mut label = stage
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        // BuildKit leaves the stage name out when the Dockerfile has one stage.
+        let mut label = if self.build.stages.len() == 1 {
+            String::new()
+        } else {
+            stage
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", stage.index))
+        };
         if self.opts.platform_in_descriptions {
-            label = format!("{platform} {label}");
+            label = format!("{platform} {label}").trim_end().to_string();
         }
-        let steps = 1 + stage
-            .instructions
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.instruction,
-                    Instruction::Run(_)
-                        | Instruction::Copy(_)
-                        | Instruction::Add(_)
-                        | Instruction::Workdir(_)
-                )
-            })
-            .count();
+        let from_step = usize::from(matches!(stage.base, Base::Image(_)));
+        let mut steps = Steps::new(
+            label,
+            from_step
+                + stage
+                    .instructions
+                    .iter()
+                    .filter(|i| makes_vertex(&i.instruction))
+                    .count(),
+        );
         let mut state = match &stage.base {
             Base::Scratch => StageState::empty(None, &platform),
             Base::Stage(b) => {
@@ -437,9 +441,9 @@ impl Lowerer<'_> {
                     name: &parent_name,
                     args: &args,
                 };
+                steps.add(triggers.len());
                 for trigger in &triggers {
-                    let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
-                    self.run_trigger(stage, &mut state, origin, trigger, description)?;
+                    self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
                 }
                 state
             }
@@ -453,11 +457,8 @@ impl Lowerer<'_> {
                     Some(NamedContext::Image(r)) => r.clone(),
                     _ => written.clone(),
                 };
-                let meta = self.metadata(
-                    format!("[{label} 1/{steps}] FROM {reference}"),
-                    stage.node,
-                    stage,
-                );
+                let meta =
+                    self.metadata(steps.next(&format!("FROM {reference}")), stage.node, stage);
                 if let Some(NamedContext::Local(local)) = named {
                     // A directory as the base: its files become the first layer.
                     let src = self.local(&local, &platform, stage.node)?;
@@ -482,28 +483,21 @@ impl Lowerer<'_> {
                     };
                     // The base's ONBUILD triggers run once, here, before the
                     // stage's own instructions; the result does not carry them.
+                    steps.add(triggers.len());
                     for trigger in &triggers {
-                        let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
                         let origin = TriggerOrigin::Image(&reference);
-                        self.run_trigger(stage, &mut state, origin, trigger, description)?;
+                        self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
                     }
                     state
                 }
             }
         };
-        let mut step = 1;
         for ri in &stage.instructions {
-            let makes_vertex = matches!(
-                ri.instruction,
-                Instruction::Run(_)
-                    | Instruction::Copy(_)
-                    | Instruction::Add(_)
-                    | Instruction::Workdir(_)
-            );
-            if makes_vertex {
-                step += 1;
-            }
-            let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
+            let description = if makes_vertex(&ri.instruction) {
+                steps.next(&self.display(ri))
+            } else {
+                String::new()
+            };
             let written = self.node(ri.node).original.trim().to_string();
             self.lower_instruction(stage, &mut state, ri, &written, description)?;
         }
@@ -520,7 +514,7 @@ impl Lowerer<'_> {
         state: &mut StageState,
         origin: TriggerOrigin<'_>,
         trigger: &str,
-        description: String,
+        steps: &mut Steps,
     ) -> Result<(), SourceError> {
         let bad = |l: &Self, e: String| {
             let (of, hint) = match origin {
@@ -584,6 +578,12 @@ impl Lowerer<'_> {
         instruction
             .expand_heredocs(&cx, &mut expand_body)
             .map_err(|e| bad(self, e.message.clone()))?;
+        // Every trigger counts in the total; only those that make a vertex take a number.
+        let description = if makes_vertex(&instruction) {
+            steps.next(&format!("ONBUILD {trigger}"))
+        } else {
+            String::new()
+        };
         let ri = ResolvedInstruction {
             instruction,
             span: stage.span,
@@ -682,6 +682,14 @@ impl Lowerer<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the instruction adds a vertex (and takes a step number).
+fn makes_vertex(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
 }
 
 /// The first line of an instruction as written (heredoc bodies left out).

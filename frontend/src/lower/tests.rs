@@ -119,7 +119,7 @@ fn run_gets_shell_env_workdir_user_and_mounts() {
         "the bind mount reads the context"
     );
     assert!(
-        v.metadata().description.starts_with("[stage-0 3/3] RUN"),
+        v.metadata().description.starts_with("[3/3] RUN"),
         "{}",
         v.metadata().description
     );
