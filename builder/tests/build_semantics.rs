@@ -290,3 +290,39 @@ fn a_scratch_stage_works_in_the_root_directory() {
     let root = b.unpack("docker.io/kiln-test/semantics-scratch-workdir:1");
     assert_eq!(std::fs::read_to_string(root.join("rel")).unwrap(), "x");
 }
+
+#[test]
+fn a_stage_built_on_another_sees_its_args() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest AS base\nARG GREETING=hi\nFROM base\nRUN echo \"$GREETING\" > /g\n",
+            env.registry()
+        ),
+    );
+    b.build(&[
+        "--build-arg",
+        "GREETING=hello",
+        "-t",
+        "kiln-test/semantics-args:1",
+    ]);
+    let root = b.unpack("docker.io/kiln-test/semantics-args:1");
+    assert_eq!(std::fs::read_to_string(root.join("g")).unwrap(), "hello\n");
+    let config = b.raw_config("docker.io/kiln-test/semantics-args:1");
+    let last = config["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["created_by"],
+        "RUN |1 GREETING=hello /bin/sh -c echo \"$GREETING\" > /g # buildkit"
+    );
+    assert!(
+        !config["config"]["Env"].to_string().contains("GREETING"),
+        "ARGs stay out of the image config"
+    );
+}

@@ -595,6 +595,9 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
 
     // Expand the stages' instructions in order.
     let mut undefined_vars = Vec::new();
+    // Each expanded stage's ARGs at its end: a stage built on it inherits them
+    // (values and declarations), as BuildKit's child stage does.
+    let mut final_args: Vec<Option<(Scope, BTreeSet<String>)>> = Vec::new();
     for (si, body) in bodies.into_iter().enumerate() {
         if !opts.all_stages && !needed.contains(&si) {
             stages[si].instructions = body
@@ -642,8 +645,17 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 }
             }
         }
-        let mut args = Scope::default();
-        let mut declared: BTreeSet<String> = BTreeSet::new();
+        let (mut args, mut declared) = match stages[si].base {
+            Base::Stage(b) => final_args.get(b).cloned().flatten().unwrap_or_default(),
+            _ => Default::default(),
+        };
+        if !args.vars.is_empty() {
+            let cx = Ctx {
+                ast,
+                node: &ast.children[stages[si].node],
+            };
+            budget.spend(env_size(&args.vars), &cx)?;
+        }
         let mut out = Vec::new();
         let mut stage_args = Vec::new();
         // The RUN environment, rebuilt only after an ARG or ENV.
@@ -785,6 +797,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         st.args = stage_args;
         st.env = env.vars;
         st.expanded = true;
+        final_args.resize(si, None);
+        final_args.push(Some((args, declared)));
     }
 
     let unused_build_args = opts
