@@ -120,7 +120,7 @@ struct StageState {
 enum TriggerOrigin<'a> {
     /// A base image's config, by reference.
     Image(&'a str),
-    /// A parent stage's ONBUILD instructions, with the parent's ARG values.
+    /// A parent stage's ONBUILD instructions, with the ARG values in effect at its end.
     Stage {
         name: &'a str,
         args: &'a [(String, String)],
@@ -426,17 +426,7 @@ impl Lowerer<'_> {
                 let triggers = std::mem::take(&mut state.config.config.on_build);
                 let parent_name = self.build.stages.get(*b).map(Stage::display_name);
                 let parent_name = parent_name.unwrap_or_default();
-                let args: Vec<(String, String)> = self
-                    .build
-                    .stages
-                    .get(*b)
-                    .map(|s| {
-                        s.args
-                            .iter()
-                            .filter_map(|a| Some((a.name.clone(), a.value.clone()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let args = self.args_at_end(*b);
                 let origin = TriggerOrigin::Stage {
                     name: &parent_name,
                     args: &args,
@@ -592,6 +582,34 @@ impl Lowerer<'_> {
             proxy_env: Vec::new(),
         };
         self.lower_instruction(stage, state, &ri, trigger.trim(), description)
+    }
+
+    /// The ARG values in effect at the end of stage `index`: those it
+    /// inherited from its base stages, then its own (later ones win).
+    fn args_at_end(&self, index: usize) -> Vec<(String, String)> {
+        let mut chain = Vec::new();
+        let mut cur = self.build.stages.get(index);
+        while let Some(st) = cur {
+            if chain.len() > self.build.stages.len() {
+                break;
+            }
+            chain.push(st);
+            cur = match st.base {
+                Base::Stage(b) => self.build.stages.get(b),
+                _ => None,
+            };
+        }
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for st in chain.iter().rev() {
+            for a in &st.args {
+                let Some(v) = &a.value else { continue };
+                match vars.iter_mut().find(|(k, _)| *k == a.name) {
+                    Some(e) => e.1 = v.clone(),
+                    None => vars.push((a.name.clone(), v.clone())),
+                }
+            }
+        }
+        vars
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.

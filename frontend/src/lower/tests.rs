@@ -625,3 +625,13 @@ fn a_trigger_copying_from_a_stage_makes_it_needed() {
         .count();
     assert_eq!(copies, 1);
 }
+
+#[test]
+fn triggers_see_the_args_the_parent_inherited() {
+    let l = lower_text(
+        "FROM busybox AS grand\nARG G=from-grand\nFROM grand AS parent\nONBUILD ENV T=$G\nFROM parent\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(l.config.config.env_var("T"), Some("from-grand"));
+}
