@@ -1,8 +1,12 @@
 //! Registry connection flags shared by the image commands.
 
+use kiln_registry::progress::Notices;
+use kiln_registry::transport::{parse_seconds, IDLE_TIMEOUT_ENV};
 use kiln_registry::{RegistryClient, TransportOptions};
+use miette::{IntoDiagnostic, WrapErr};
+use std::time::Duration;
 
-/// `--insecure-registry` and transfer concurrency.
+/// `--insecure-registry`, transfer concurrency and the stall timeout.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Registry (host:port) to reach over plain HTTP or unverified TLS. Repeatable.
@@ -16,17 +20,40 @@ pub struct RegistryArgs {
     /// Parallel blob transfers.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_concurrent_transfers: usize,
+    /// Seconds a registry may send nothing (no response, no next bytes of a download) before
+    /// the attempt is retried, and after the retries the command fails.
+    #[arg(
+        long = "registry-idle-timeout",
+        value_name = "SECONDS",
+        env = IDLE_TIMEOUT_ENV,
+        default_value = "30",
+        value_parser = idle_timeout
+    )]
+    pub idle_timeout: Duration,
+}
+
+fn idle_timeout(v: &str) -> Result<Duration, String> {
+    parse_seconds(v).ok_or_else(|| format!("{v:?} is not a number of seconds between 0 and 86400"))
 }
 
 impl RegistryArgs {
-    /// A client with these settings and credentials from Docker's config.json.
+    /// A client with these settings and credentials from Docker's config.json; retries are
+    /// announced on stderr.
     pub fn client(&self) -> RegistryClient {
+        self.client_with_notices(Notices::new(|n| eprintln!("{n}")))
+    }
+
+    /// [`Self::client`] announcing retries through `notices`.
+    pub fn client_with_notices(&self, notices: Notices) -> RegistryClient {
         let mut opts = TransportOptions::default();
         for r in &self.insecure_registries {
             if !opts.insecure_registries.contains(r) {
                 opts.insecure_registries.push(r.clone());
             }
         }
+        opts.idle_timeout = self.idle_timeout;
+        // Retries are announced so a slow command says why it waits.
+        opts.notices = notices;
         RegistryClient::new(opts)
     }
 
@@ -41,5 +68,66 @@ pub fn runtime() -> miette::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| miette::miette!("starting async runtime: {e}"))
+        .into_diagnostic()
+        .wrap_err("starting async runtime")
+}
+
+/// A registry error as the terminal shows it: its whole chain, plus a hint naming the
+/// flag or file that helps (the library does not know about flags).
+#[derive(Debug)]
+pub struct RegistryFailure {
+    error: kiln_registry::Error,
+    help: Option<String>,
+}
+
+impl std::fmt::Display for RegistryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RegistryFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl miette::Diagnostic for RegistryFailure {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+/// Wraps a registry error with the hint that fits it, for `map_err`.
+pub fn registry_failure(error: kiln_registry::Error) -> miette::Report {
+    use kiln_registry::error::NetCause;
+    let help = match &error {
+        kiln_registry::Error::Http { cause, source, .. } => {
+            let host = source
+                .url()
+                .map(kiln_registry::transport::host_port)
+                .unwrap_or_else(|| "<registry>".into());
+            match cause {
+                NetCause::Certificate(_) => Some(format!(
+                    "trust the registry's CA by saving it as {}/certs.d/{host}/ca.crt \
+                     (or /etc/docker/certs.d/{host}/ca.crt), or skip verification with \
+                     --insecure-registry {host}",
+                    kiln_registry::auth::config::config_dir().display()
+                )),
+                NetCause::NotTls(_) => Some(format!(
+                    "to reach it over plain HTTP, pass --insecure-registry {host}"
+                )),
+                _ => None,
+            }
+        }
+        kiln_registry::Error::Stalled { .. } => Some(format!(
+            "if the registry is only slow, allow it more time with --registry-idle-timeout \
+             or {}",
+            kiln_registry::transport::IDLE_TIMEOUT_ENV
+        )),
+        _ => None,
+    };
+    miette::Report::new(RegistryFailure { error, help })
 }

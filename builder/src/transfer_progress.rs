@@ -2,11 +2,12 @@
 //! otherwise ("<id>: Pull complete", "<id>: Pushed").
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_registry::progress::Notices;
 use kiln_registry::progress::{BlobStatus, Progress};
 use kiln_registry::Digest;
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Direction of the transfer, for the wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,16 @@ impl TransferProgress {
             multi,
             bars: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Retry notices on stderr, above the bars when there are bars (even with `quiet`: a
+    /// command that waits says why).
+    pub fn notices(self: &Arc<Self>) -> Notices {
+        let me = Arc::clone(self);
+        Notices::new(move |n| match &me.multi {
+            Some(m) => m.suspend(|| eprintln!("{n}")),
+            None => eprintln!("{n}"),
+        })
     }
 
     fn line(&self, s: &str) {

@@ -160,9 +160,16 @@ fn pull_each_platform_then_images_tag_inspect_rmi() {
             .unwrap()["digest"]
             .clone();
         assert_eq!(
-            inspected[0]["Id"], expected,
+            inspected[0]["Descriptor"]["digest"], expected,
             "{arch}: the tag points at that platform's manifest"
         );
+        // The image ID is the config digest (docker's, and buildx's --iidfile).
+        let manifest: serde_json::Value = serde_json::from_slice(&skopeo_raw(&format!(
+            "docker://{reg}/library/busybox@{}",
+            expected.as_str().unwrap()
+        )))
+        .unwrap();
+        assert_eq!(inspected[0]["Id"], manifest["config"]["digest"], "{arch}");
         let arch_out = k.ok(&["inspect", "--format", "{{.Architecture}}/{{.Os}}", &src]);
         assert_eq!(arch_out.trim(), format!("{arch}/linux"));
     }

@@ -199,8 +199,13 @@ fn secret_on_host(b: &Build, secret: &[u8]) -> Vec<PathBuf> {
 }
 
 fn start_build(b: &Build, executor: &str, secret: &Path) -> Child {
-    Command::new(kiln_bin())
-        .arg("--root")
+    let mut cmd = Command::new(kiln_bin());
+    if executor == "runc" {
+        // crun (in /usr/bin) comes first when it is on PATH: leave only runc's directory.
+        cmd.env("PATH", "/usr/sbin:/sbin");
+    }
+    let executor = if executor == "runc" { "oci" } else { executor };
+    cmd.arg("--root")
         .arg(b.root.path())
         .args([
             "build",
@@ -217,6 +222,21 @@ fn start_build(b: &Build, executor: &str, secret: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start kiln")
+}
+
+/// Even when the test fails: stops the step's processes and sweeps their mounts.
+struct StepCleanup<'a> {
+    b: &'a Build,
+    marker: String,
+}
+
+impl Drop for StepCleanup<'_> {
+    fn drop(&mut self) {
+        for pid in sleepers(&self.marker) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.b.kiln(&["images"]);
+    }
 }
 
 fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) {
@@ -236,6 +256,10 @@ fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) 
         ),
     );
     let mut child = start_build(&b, executor, &secret);
+    let _cleanup = StepCleanup {
+        b: &b,
+        marker: marker.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     while sleepers(&marker).is_empty() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -246,14 +270,14 @@ fn a_killed_build_leaves_no_secret_once_any_verb_ran(executor: &str, test: u32) 
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = secret_on_host(&b, value.as_bytes());
-    if executor == "native" {
-        // The step's own mount namespace holds the secret, the host's view went when it started.
-        assert_eq!(before, Vec::<PathBuf>::new());
-    } else {
-        // The runtime needs the host's tmpfs: there it is until the next verb.
-        assert_eq!(before.len(), 1, "{before:?}");
+    if executor == "runc" {
+        assert!(
+            b.root.path().join("executor/runc-state").is_dir(),
+            "runc ran the step"
+        );
     }
+    // The step's own mount namespace holds the secret; the host's view went when it started.
+    assert_eq!(secret_on_host(&b, value.as_bytes()), Vec::<PathBuf>::new());
     let out = b.kiln(&["images"]);
     assert!(
         out.status.success(),
@@ -284,4 +308,311 @@ fn a_killed_native_build_leaves_no_secret() {
 #[test]
 fn a_killed_oci_build_leaves_no_secret() {
     a_killed_build_leaves_no_secret_once_any_verb_ran("oci", 2);
+}
+
+#[test]
+fn a_killed_runc_build_leaves_no_secret() {
+    assert!(
+        Path::new("/usr/sbin/runc").is_file(),
+        "setup.sh installs runc"
+    );
+    a_killed_build_leaves_no_secret_once_any_verb_ran("runc", 3);
+}
+
+/// What a consistent store looks like: every blob hashes to its name, every layer
+/// record and every cached result's layer has its directory, skopeo reads every tag.
+fn check_store(root: &Path) {
+    let blobs = root.join("content/blobs/sha256");
+    let names: Vec<PathBuf> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    if !names.is_empty() {
+        let out = Command::new("sha256sum").args(&names).output().unwrap();
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let (sum, path) = line.split_once("  ").unwrap();
+            assert!(path.ends_with(sum), "blob {path} hashes to {sum}");
+        }
+    }
+    let layers = root.join("layers");
+    let cache = kiln_solver::cache::CacheStore::open(&root.join("meta.redb")).unwrap();
+    for rec in cache.layers().unwrap() {
+        assert!(
+            layers.join(rec.id.as_str()).is_dir(),
+            "layer record {} without its directory",
+            rec.id
+        );
+    }
+    for e in cache.entries().unwrap() {
+        for l in &e.result.snapshot.layers {
+            assert!(
+                layers.join(l.as_str()).is_dir(),
+                "cache result {:?} uses the missing layer {l}",
+                e.result.description
+            );
+        }
+    }
+    drop(cache);
+    let index: serde_json::Value = support::read_json(&root.join("content/index.json"));
+    let tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect();
+    assert!(!tags.is_empty());
+    for tag in tags {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:{tag}", root.join("content").display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A pseudo-random number below `n` (no rand crate for one test).
+fn random_below(n: u64, i: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(i);
+    h.finish() % n
+}
+
+/// The base image's unpacked layer (`sha256-<diffID>`) and how many entries its /bin has.
+fn base_layer(root: &Path) -> (PathBuf, usize) {
+    let dir = std::fs::read_dir(root.join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sha256-")
+        })
+        .expect("the base layer is unpacked");
+    let bin = std::fs::read_dir(dir.join("bin")).unwrap().count();
+    (dir, bin)
+}
+
+/// Waits until the layer at `dir` starts going (its /bin shrinks or it is gone), at most 10s.
+fn until_layer_goes(dir: &Path, bin: usize, prune: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && prune.try_wait().unwrap().is_none() {
+        let left = std::fs::read_dir(dir.join("bin"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left < bin {
+            return;
+        }
+    }
+}
+
+#[test]
+fn prune_killed_at_random_points_never_breaks_the_next_build() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let image = format!("{}/library/busybox:latest", env.registry());
+    let mut killed_midway = 0;
+    for i in 0..10u64 {
+        // Something to prune: a base layer and a layer of a few thousand files.
+        b.write(
+            "Dockerfile",
+            &format!("FROM {image}\nRUN mkdir /d && cd /d && seq 1 3000 | xargs touch && echo {i} > /i\n"),
+        );
+        b.build(&["--tag", &format!("store-prune:{i}")]);
+        let (base, bin) = base_layer(b.root.path());
+        let mut prune = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(b.root.path())
+            .args(["prune", "-a", "-f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if i % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(random_below(150, i)));
+        } else {
+            // The moment that used to leave a half-deleted base layer behind.
+            until_layer_goes(&base, bin, &mut prune);
+        }
+        if prune.try_wait().unwrap().is_none() {
+            prune.kill().unwrap();
+            killed_midway += 1;
+        }
+        prune.wait().unwrap();
+        check_store(b.root.path());
+        // A RUN on the base image: a half-deleted busybox layer would lack some of /bin.
+        b.write(
+            "Dockerfile",
+            &format!(
+                "FROM {image}\nRUN echo after {i} > /after && test $(ls /bin | wc -l) -eq {bin}\n"
+            ),
+        );
+        b.build(&["--tag", &format!("store-after:{i}")]);
+        check_store(b.root.path());
+    }
+    // Not vacuous: most prunes were still at work when killed.
+    assert!(
+        killed_midway >= 5,
+        "only {killed_midway} of 10 prunes were killed midway"
+    );
+}
+
+/// The digest of the (only) layer of the test registry's busybox for this host.
+fn busybox_layer(env: &TestEnv) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/library/busybox:latest",
+            env.registry()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{v}");
+    layers[0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn max_layer_size_refuses_a_large_base_layer_and_a_large_step_layer() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let image = format!("{}/library/busybox:latest", env.registry());
+    // busybox unpacks to about a megabyte.
+    b.write("Dockerfile", &format!("FROM {image}\nRUN echo hi > /hi\n"));
+    let err = b.build_fails(&["--max-layer-size", "100kB"]);
+    let layer = busybox_layer(&env);
+    assert!(
+        err.contains(&format!(
+            "layer {layer} unpacks to more than 100000 bytes, the layer size limit"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("--max-layer-size"),
+        "the hint names the flag: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(entries_of(&b.root.path().join("layers/.tmp")), 0);
+
+    // A step writing 8 MiB under a 5 MB limit; the base layer is within it.
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN dd if=/dev/zero of=/big bs=1M count=8\n"),
+    );
+    let err = b.build_fails(&["--max-layer-size", "5MB"]);
+    assert!(
+        err.contains(
+            "the step's layer holds 8388608 bytes, more than the layer size limit of 5000000 bytes"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert_eq!(entries_of(&b.root.path().join("layers/.tmp")), 0);
+    // Without the limit the same build works (the refusal was not cached).
+    b.build(&[]);
+    let out = b.kiln(&[
+        "build",
+        "--max-layer-size",
+        "lots",
+        b.ctx().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --max-layer-size \"lots\""));
+}
+
+fn entries_of(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs at {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_step_cleanly_and_the_state_stays_usable() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let root = b.path("small-state");
+    let _disk = SmallDisk::mount(&root, "24m");
+    let image = format!("{}/library/busybox:latest", env.registry());
+    let kiln = |args: &[&str]| {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("BUILDKIT_PROGRESS", "plain")
+            .output()
+            .unwrap()
+    };
+    let ctx = b.ctx();
+    let ctx = ctx.to_str().unwrap();
+    // A RUN filling the disk.
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN dd if=/dev/zero of=/big bs=1M count=64\n"),
+    );
+    let out = kiln(&["build", ctx]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // kiln itself running out of space (copying the context).
+    std::fs::write(ctx.to_string() + "/big", vec![7u8; 40 << 20]).unwrap();
+    b.write("Dockerfile", &format!("FROM {image}\nCOPY big /big\n"));
+    let out = kiln(&["build", ctx]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_file(ctx.to_string() + "/big").unwrap();
+    // Nothing half-made stays, and the state dir still builds.
+    assert_eq!(entries_of(&root.join("layers/.tmp")), 0);
+    b.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN echo fine > /fine\n"),
+    );
+    let out = kiln(&["build", "--tag", "store-full:1", ctx]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_store(&root);
 }

@@ -196,8 +196,8 @@ pub struct ImageConfig {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ImageConfig {
-    /// The config of `FROM scratch` on `os/arch[/variant]`: PATH and WorkingDir `/`,
-    /// as BuildKit's empty image.
+    /// The config of `FROM scratch` on `os/arch[/variant]`: PATH and the
+    /// working directory `/` set, as BuildKit's empty image has them.
     pub fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> ImageConfig {
         let mut c = ImageConfig {
             os: os.to_string(),

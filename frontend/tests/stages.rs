@@ -11,7 +11,7 @@ fn opts(args: &[(&str, &str)]) -> ResolveOptions {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        target_platform: Platform::parse("linux/arm64/v8").unwrap(),
+        target_platform: Platform::parse("linux/arm/v6").unwrap(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         ..ResolveOptions::default()
     }
@@ -88,7 +88,7 @@ fn automatic_platform_args() {
     let src = "FROM --platform=$BUILDPLATFORM golang AS build\nWORKDIR /x$TARGETARCH\nARG TARGETARCH\nARG TARGETVARIANT\nWORKDIR /$TARGETARCH-$TARGETVARIANT\n";
     let b = ok(src, &opts(&[]));
     assert_eq!(b.stages[0].platform.as_deref(), Some("linux/amd64"));
-    assert_eq!(workdirs(&b, 0), vec!["/x", "/arm64-v8"]);
+    assert_eq!(workdirs(&b, 0), vec!["/x", "/arm-v6"]);
 }
 
 #[test]

@@ -189,15 +189,26 @@ impl RegistryClient {
                 if let Some(t) = st.tokens.get(&key) {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let t = token::fetch(
+                // The exchange is small: a token server that stays silent this long is stalled.
+                let idle = self.inner.transport.options().idle_timeout;
+                let fetch = token::fetch(
                     &host.client,
                     &host.name,
                     &realm,
                     service.as_deref(),
                     &scope.0,
                     creds.as_ref(),
-                )
-                .await?;
+                );
+                let t = tokio::time::timeout(idle, fetch)
+                    .await
+                    .map_err(|_| Error::Stalled {
+                        registry: Url::parse(&realm)
+                            .map(|u| crate::transport::host_port(&u))
+                            .unwrap_or_else(|_| realm.clone()),
+                        idle,
+                        doing: format!("fetching a token for {} from {realm}", host.name),
+                        attempts: 1,
+                    })??;
                 let header = format!("Bearer {}", t.value);
                 st.tokens.put(&key, t);
                 Ok(Some(header))
@@ -341,6 +352,42 @@ impl RegistryClient {
         })
     }
 
+    /// Reads a small body (manifest, tag list) whole; a body that stops for the idle
+    /// timeout fails as stalled rather than waiting for the connection's read timeout.
+    async fn read_limited(
+        &self,
+        resp: Response,
+        limit: usize,
+        registry: &str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let idle = self.inner.transport.options().idle_timeout;
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(out),
+                Err(_) => {
+                    return Err(Error::Stalled {
+                        registry: registry.to_string(),
+                        idle,
+                        doing: format!("reading {what}"),
+                        attempts: 1,
+                    })
+                }
+            };
+            let c = chunk.map_err(|e| Error::http(format!("reading {what}"), e))?;
+            if out.len() + c.len() > limit {
+                return Err(Error::Protocol {
+                    registry: registry.to_string(),
+                    reason: format!("{what}: response larger than {limit} bytes"),
+                });
+            }
+            out.extend_from_slice(&c);
+        }
+    }
+
     /// Checks that the configured credentials work for `registry` (what `docker login` does):
     /// `/v2/` must answer 200 once authenticated.
     pub async fn check_login(&self, registry: &str) -> Result<()> {
@@ -370,7 +417,9 @@ impl RegistryClient {
             .await?;
         let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
-        let bytes = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let bytes = self
+            .read_limited(resp, MAX_MANIFEST, r.registry(), &what)
+            .await?;
         let digest = Digest::of(&bytes);
         if let Ok(expected) = Digest::parse(reference) {
             if expected != digest {
@@ -675,8 +724,18 @@ impl RegistryClient {
             {
                 Ok(()) => return Ok(UploadOutcome::Pushed),
                 Err(e) if restarts < max && is_transient(&e) => {
-                    tokio::time::sleep(self.inner.transport.backoff(restarts)).await;
+                    let wait = self.inner.transport.backoff(restarts);
                     restarts += 1;
+                    let host = self.inner.transport.host(r.api_host()).await?;
+                    self.inner.transport.notify_retry(
+                        &Method::POST,
+                        &host.url(&post)?,
+                        wait,
+                        restarts + 1,
+                        max + 1,
+                        e.to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -727,10 +786,12 @@ impl RegistryClient {
         let mut resumes = 0u32;
         let max = self.inner.transport.options().max_retries;
         let mut reported = 0u64;
+        let idle = self.inner.transport.options().idle_timeout;
         while offset < size {
             let auth = self.authorization(&host, scope, false).await?;
             let file = open_at(offset)?;
             let url = host.url(&location)?;
+            let patch_url = url.clone();
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut rb = host
                 .client
@@ -747,7 +808,34 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 rb = rb.header(AUTHORIZATION, a);
             }
-            let sent = rb.send().await;
+            let sent = match watch_upload(rb.send(), &counter, size - offset, idle).await {
+                Some(sent) => sent,
+                // The registry stopped taking data: ask where it stands and go on from there.
+                None if resumes < max => {
+                    resumes += 1;
+                    let wait = self.inner.transport.backoff(resumes);
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        format!("no data taken for {:.1} s", idle.as_secs_f64()),
+                    );
+                    tokio::time::sleep(wait).await;
+                    (location, offset) =
+                        self.upload_status(&host, r, scope, what, &location).await?;
+                    continue;
+                }
+                None => {
+                    return Err(Error::Stalled {
+                        registry: r.registry().to_string(),
+                        idle,
+                        doing: format!("uploading {} (it stopped reading)", desc.digest),
+                        attempts: resumes + 1,
+                    })
+                }
+            };
             let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
             let fresh = (offset + streamed).saturating_sub(reported);
             // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
@@ -777,21 +865,35 @@ impl RegistryClient {
                     if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
                 {
                     resumes += 1;
-                    tokio::time::sleep(
-                        crate::transport::retry_after(&resp)
-                            .unwrap_or_else(|| self.inner.transport.backoff(resumes)),
-                    )
-                    .await;
+                    let wait = crate::transport::retry_after(&resp)
+                        .unwrap_or_else(|| self.inner.transport.backoff(resumes));
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        resp.status().to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }
                 Ok(resp) => {
                     Self::expect(resp, r.registry(), what, &[]).await?;
                 }
-                Err(e) if resumes < max => {
-                    let _ = e;
+                Err(e) if resumes < max && NetCause::of(&e).is_transient() => {
                     resumes += 1;
-                    tokio::time::sleep(self.inner.transport.backoff(resumes)).await;
+                    let wait = self.inner.transport.backoff(resumes);
+                    self.inner.transport.notify_retry(
+                        &Method::PATCH,
+                        &patch_url,
+                        wait,
+                        resumes + 1,
+                        max + 1,
+                        NetCause::of(&e).to_string(),
+                    );
+                    tokio::time::sleep(wait).await;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
                 }
@@ -856,7 +958,9 @@ impl RegistryClient {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let body = read_limited(resp, MAX_MANIFEST, r.registry(), &what).await?;
+        let body = self
+            .read_limited(resp, MAX_MANIFEST, r.registry(), &what)
+            .await?;
         let t: Tags = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             registry: r.registry().to_string(),
             reason: format!("bad tag list: {e}"),
@@ -884,6 +988,36 @@ impl RegistryClient {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Sends an upload, giving up (`None`) when its body stops moving for `idle` before all of
+/// `body_len` bytes went out: a registry that stops reading would otherwise hold the upload
+/// forever (there is no write timeout). Once the body is out, the answer is awaited under
+/// the client's read timeout.
+async fn watch_upload(
+    send: impl std::future::Future<Output = reqwest::Result<Response>>,
+    counter: &std::sync::atomic::AtomicU64,
+    body_len: u64,
+    idle: std::time::Duration,
+) -> Option<reqwest::Result<Response>> {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(50)));
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => return Some(sent),
+            _ = tick.tick() => {
+                let now = counter.load(Ordering::Relaxed);
+                if now != last {
+                    (last, since) = (now, tokio::time::Instant::now());
+                } else if now < body_len && since.elapsed() >= idle {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -968,22 +1102,6 @@ fn parse_range_end(v: &str) -> Option<u64> {
     let v = v.trim().trim_start_matches("bytes=");
     let (_, end) = v.split_once('-')?;
     end.trim().parse().ok()
-}
-
-async fn read_limited(resp: Response, limit: usize, registry: &str, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let c = chunk.map_err(|e| Error::http(format!("reading {what}"), e))?;
-        if out.len() + c.len() > limit {
-            return Err(Error::Protocol {
-                registry: registry.to_string(),
-                reason: format!("{what}: response larger than {limit} bytes"),
-            });
-        }
-        out.extend_from_slice(&c);
-    }
-    Ok(out)
 }
 
 /// Streams a file in 1 MiB reads on the blocking pool; memory stays bounded whatever its size.

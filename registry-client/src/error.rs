@@ -227,6 +227,9 @@ impl NetCause {
         }
         if dns {
             NetCause::Dns(innermost)
+        } else if innermost.starts_with("connection closed before message completed") {
+            // hyper's IncompleteMessage: its type is not public through reqwest.
+            NetCause::Reset(innermost)
         } else if e.is_timeout() {
             NetCause::Timeout
         } else {

@@ -166,6 +166,22 @@ impl Platform {
         self
     }
 
+    /// The platform an image config declares (`os`, `architecture`, `variant`), normalised;
+    /// `None` when the config is not JSON or names no os or architecture.
+    pub fn from_config(config: &[u8]) -> Option<Platform> {
+        let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
+        Some(
+            Platform {
+                os: text("os")?.to_string(),
+                architecture: text("architecture")?.to_string(),
+                variant: text("variant").map(str::to_string),
+                ..Default::default()
+            }
+            .normalized(),
+        )
+    }
+
     /// Whether an index entry's platform satisfies this wanted platform.
     pub fn matches(&self, candidate: &Platform) -> bool {
         let want = self.clone().normalized();
@@ -230,6 +246,11 @@ impl ImageIndex {
             .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
     }
 
+    /// A platform listed by more than one entry (an index must name each once), if any.
+    pub fn duplicate_platform(&self) -> Option<Platform> {
+        duplicate_platform(self.manifests.iter().filter_map(|d| d.platform.as_ref()))
+    }
+
     /// Platforms listed, for error messages.
     pub fn platforms(&self) -> String {
         let v: Vec<String> = self
@@ -243,6 +264,24 @@ impl ImageIndex {
             v.join(", ")
         }
     }
+}
+
+/// The first platform that appears twice (after normalisation) among an index's entries.
+/// Attestation entries (`unknown/unknown`) are not images and may repeat.
+pub fn duplicate_platform<'a>(
+    platforms: impl IntoIterator<Item = &'a Platform>,
+) -> Option<Platform> {
+    let mut seen: Vec<Platform> = Vec::new();
+    for p in platforms {
+        if p.os == "unknown" && p.architecture == "unknown" {
+            continue;
+        }
+        if seen.iter().any(|s| s.matches(p)) {
+            return Some(p.clone().normalized());
+        }
+        seen.push(p.clone().normalized());
+    }
+    None
 }
 
 /// A parsed manifest of either kind.
@@ -330,6 +369,27 @@ mod tests {
             .select(&Platform::parse("linux/s390x").unwrap())
             .is_none());
         assert_eq!(idx.platforms(), "linux/amd64, linux/arm64/v8");
+    }
+
+    #[test]
+    fn platform_from_config_and_duplicates() {
+        let p = Platform::from_config(br#"{"os":"linux","architecture":"aarch64","variant":"v8"}"#);
+        assert_eq!(p.map(|p| p.to_string()).as_deref(), Some("linux/arm64"));
+        assert_eq!(Platform::from_config(br#"{"os":"linux"}"#), None);
+        assert_eq!(Platform::from_config(b"not json"), None);
+        let (m, _) = Manifest::parse("x", INDEX.as_bytes(), None).unwrap();
+        let Manifest::Index(mut idx) = m else {
+            panic!("not an index")
+        };
+        assert_eq!(idx.duplicate_platform(), None);
+        // arm64/v8 and arm64 are one platform.
+        let mut again = idx.manifests[1].clone();
+        again.platform = Some(Platform::parse("linux/arm64").unwrap());
+        idx.manifests.push(again);
+        assert_eq!(
+            idx.duplicate_platform().map(|p| p.to_string()).as_deref(),
+            Some("linux/arm64")
+        );
     }
 
     #[test]

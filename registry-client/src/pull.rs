@@ -61,6 +61,7 @@ pub async fn pull(
 ) -> Result<PulledImage> {
     let what = r.to_string();
     let fetched = client.get_manifest(r).await?;
+    tracing::debug!(reference = %r, digest = %fetched.digest, "manifest fetched");
     let (manifest, media_type) =
         Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())?;
     let root_desc = Descriptor {

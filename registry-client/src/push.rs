@@ -81,7 +81,9 @@ pub async fn push(
             }
         }
     }
-    client.put_manifest(target, &bytes, &media_type).await
+    let digest = client.put_manifest(target, &bytes, &media_type).await?;
+    tracing::debug!(target = %target, digest = %digest, media_type = %media_type, "manifest pushed");
+    Ok(digest)
 }
 
 /// Uploads the config and layers of one image.
@@ -136,6 +138,7 @@ pub async fn push_blob(
             progress.advance(&digest, n)
         })
         .await?;
+    tracing::debug!(target = %target, digest = %d.digest, size = d.size, outcome = ?outcome, "blob pushed");
     progress.done(
         &d.digest,
         match outcome {

@@ -435,3 +435,132 @@ fn full_disk_is_reported_as_such_with_the_path() {
     assert!(s.contains(&dest.display().to_string()), "{s}");
     assert!(!dest.exists(), "the partial blob is removed");
 }
+
+#[test]
+fn stalled_manifest_body_is_reported_as_stalled() {
+    let addr = serve(|req, w| {
+        if req.path == "/v2/" {
+            respond(w, "200 OK", &[], b"{}");
+            return true;
+        }
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 500\r\n\r\n{\"schemaVersion\":";
+        let _ = w.write_all(head.as_bytes());
+        let _ = w.flush();
+        std::thread::sleep(Duration::from_secs(20));
+        false
+    });
+    let (opts, _) = quick_opts(1, Duration::from_secs(1));
+    let client = RegistryClient::new(opts);
+    let r = Reference::parse(&format!("{addr}/registry-manifest-stall/x:1")).unwrap();
+    let started = Instant::now();
+    let err = rt().block_on(client.get_manifest(&r)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = err.to_string();
+    assert!(
+        s.starts_with(&format!("no data from {addr} for 1 s while reading {r}")),
+        "{s}"
+    );
+}
+
+#[test]
+fn silent_token_server_is_reported_as_stalled() {
+    let token_server = serve(|_, _| {
+        std::thread::sleep(Duration::from_secs(20));
+        false
+    });
+    let realm = format!("http://{token_server}/token");
+    let addr = serve(move |_, w| {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"kiln-test\"");
+        respond(
+            w,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            b"",
+        );
+        true
+    });
+    let (opts, _) = quick_opts(1, Duration::from_secs(1));
+    let client = RegistryClient::new(opts);
+    let r = Reference::parse(&format!("{addr}/registry-token-stall/x:1")).unwrap();
+    let started = Instant::now();
+    let err = rt().block_on(client.get_manifest(&r)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = err.to_string();
+    assert!(
+        s.starts_with(&format!(
+            "no data from {token_server} for 1 s while fetching a token for {addr}"
+        )),
+        "{s}"
+    );
+}
+
+#[test]
+fn registry_that_stops_reading_an_upload_is_reported_as_stalled() {
+    let patches = Arc::new(Mutex::new(0usize));
+    let seen = patches.clone();
+    let addr = serve(move |req, w| {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v2/") => respond(w, "200 OK", &[], b"{}"),
+            ("HEAD", _) => respond(w, "404 Not Found", &[], b""),
+            ("POST", _) => respond(
+                w,
+                "202 Accepted",
+                &[("Location", "/upload/1".to_string())],
+                b"",
+            ),
+            ("PATCH", _) => {
+                // Take the headers, then read nothing more: the client's writes back up.
+                *seen.lock().unwrap() += 1;
+                std::thread::sleep(Duration::from_secs(20));
+                return false;
+            }
+            // Upload status: nothing received.
+            ("GET", "/upload/1") => respond(
+                w,
+                "204 No Content",
+                &[("Location", "/upload/1".to_string())],
+                b"",
+            ),
+            _ => respond(w, "404 Not Found", &[], b""),
+        }
+        true
+    });
+    let data = blob_data(24 << 20);
+    let desc = Descriptor::of("application/octet-stream", &data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let (opts, notices) = quick_opts(1, Duration::from_secs(1));
+    let client = RegistryClient::new(opts);
+    let r = Reference::parse(&format!("{addr}/registry-upload-stall/x:1")).unwrap();
+    let open = move || std::fs::File::open(&path);
+    let started = Instant::now();
+    let err = rt()
+        .block_on(client.push_blob(&r, &desc, &open, None, &|_| {}))
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let s = err.to_string();
+    assert!(
+        s.starts_with(&format!(
+            "no data from {addr} for 1 s while uploading {}",
+            desc.digest
+        )),
+        "{s}"
+    );
+    assert!(
+        *patches.lock().unwrap() >= 2,
+        "the stalled upload was resumed once"
+    );
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("retrying PATCH") && n.ends_with("no data taken for 1.0 s")),
+        "{notices:?}"
+    );
+}

@@ -189,9 +189,14 @@ fn interrupted_upload_resumes_from_reported_range() {
     let path = dir.path().join("blob");
     std::fs::write(&path, &data).unwrap();
     let desc = Descriptor::of("application/octet-stream", &data);
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let sink = notices.clone();
     let client = RegistryClient::new(TransportOptions {
         backoff_base: std::time::Duration::from_millis(5),
         certs_dirs: vec![],
+        notices: kiln_registry::progress::Notices::new(move |n| {
+            sink.lock().unwrap().push(n.to_string())
+        }),
         ..TransportOptions::default()
     });
     let r = Reference::parse(&format!("{addr}/resume/test:x")).unwrap();
@@ -210,4 +215,11 @@ fn interrupted_upload_resumes_from_reported_range() {
     assert_eq!(st.posts, 1, "one upload session: resumed, not restarted");
     assert_eq!(st.patches, 2);
     assert_eq!(st.body_bytes, size as u64, "no byte sent twice");
+    let notices = notices.lock().unwrap();
+    assert_eq!(notices.len(), 1, "the resume is announced: {notices:?}");
+    assert!(
+        notices[0].starts_with(&format!("retrying PATCH http://{addr}/upload/1 in "))
+            && notices[0].contains("(attempt 2/6): connection broken"),
+        "{notices:?}"
+    );
 }

@@ -14,4 +14,5 @@ pub mod scheduler;
 pub mod snapshot;
 pub mod state;
 pub mod timestamp;
+pub mod trash;
 pub mod worker;

@@ -206,6 +206,12 @@ impl<W: Worker> Scheduler<W> {
             }
         }
         let needed = def.closure(targets);
+        tracing::debug!(
+            vertices = needed.len(),
+            targets = targets.len(),
+            jobs = self.jobs,
+            "solve"
+        );
         for r in &needed {
             if let Some(v) = def.vertex(*r) {
                 let inputs = v
@@ -447,11 +453,14 @@ async fn solve_vertex<W: Worker>(
         .zip(&input_keys)
         .any(|(i, k)| i.refreshed && matches!(k, InputKey::Key(_)));
     let ignore_cache = vertex.metadata().ignore_cache;
+    let name = vertex.summary();
+    tracing::debug!(vertex = %name, digest = %vertex.digest(), key = %key, "cache key");
     // Sources are pinned by their key (image digest, context content); a file op's
     // result follows from its inputs: only a RUN can come out different.
     let refreshed = input_refreshed || (ignore_cache && matches!(vertex.op(), Op::Exec(_)));
     if !ignore_cache && !input_refreshed {
         if let Some(output) = worker.cache_load(&key, vertex).await.map_err(fail)? {
+            tracing::debug!(vertex = %name, key = %key, "cache hit");
             progress.cached();
             return Ok(Solved {
                 key,
@@ -461,6 +470,12 @@ async fn solve_vertex<W: Worker>(
             });
         }
     }
+    let why = match (ignore_cache, input_refreshed) {
+        (true, _) => "the cache is off for this step",
+        (false, true) => "an input was rebuilt",
+        (false, false) => "no record under the key",
+    };
+    tracing::debug!(vertex = %name, key = %key, reason = why, "cache miss");
     let _permit = semaphore
         .acquire()
         .await
@@ -472,7 +487,9 @@ async fn solve_vertex<W: Worker>(
     progress.start();
     total.fetch_add(1, Ordering::SeqCst);
     let outputs: Vec<W::Output> = inputs.into_iter().map(|i| i.output).collect();
+    let started = std::time::Instant::now();
     let output = worker.execute(vertex, outputs).await.map_err(fail)?;
+    tracing::debug!(vertex = %name, elapsed = ?started.elapsed(), "executed");
     worker
         .cache_save(&key, vertex, &output)
         .await

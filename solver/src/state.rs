@@ -41,6 +41,15 @@ const PRIVATE_TREES: [&str; 6] = [
     "http",
 ];
 
+/// The directories whose entries are removed through a `.trash/` (see [`crate::trash`]).
+pub const TRASH_HOLDERS: [&str; 5] = [
+    "layers",
+    "layers/.tmp",
+    "cache-mounts",
+    "tmp",
+    "executor/runs",
+];
+
 /// Creates `dir` with mode 0700, or takes group and other permissions away from an existing one
 /// (through a symlink only when `follow`).
 fn private_dir(dir: &Path, follow: bool) -> Result<(), StateError> {
@@ -121,6 +130,10 @@ impl StateDir {
         crate::executor::sweep::sweep_runs(&crate::executor::ExecutorConfig {
             state_dir: root.clone(),
         });
+        // What a killed removal (prune, a failed build's scratch) left: trash only.
+        for dir in TRASH_HOLDERS {
+            crate::trash::empty(&root.join(dir));
+        }
         let content = ContentStore::open(root.join("content"))?;
         Ok(StateDir { root, content })
     }
@@ -201,6 +214,10 @@ mod tests {
         for p in [root.clone(), root.join("layers"), root.join("content")] {
             assert_eq!(mode(&p), 0o700, "{}", p.display());
         }
+        // What a killed prune left in a trash goes at the next open.
+        fs::create_dir_all(root.join("layers/.trash/sha256-x.1.0/bin")).unwrap();
+        StateDir::open(&root).unwrap();
+        assert!(!root.join("layers/.trash").exists());
         // A tree that is a symlink is refused, not followed.
         fs::remove_dir(root.join("http")).unwrap();
         let elsewhere = d.path().join("elsewhere");

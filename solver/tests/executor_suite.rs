@@ -378,6 +378,44 @@ fn sandbox_caps_and_no_new_privs(e: &Subject) {
     assert_eq!(stdout(e, &req), "CapEff:\t0000000000000000\n");
 }
 
+/// Docker's default seccomp profile: mode 2 (filter), namespaces and mounts
+/// denied even where capabilities would not stop them (an unprivileged user
+/// namespace), ordinary tools unaffected; `--security=insecure` unconfined.
+fn seccomp_default_profile(e: &Subject) {
+    let f = Fixture::new();
+    let probe = "grep '^Seccomp:' /proc/self/status; \
+                 unshare -U -r true 2>&1 && echo unshared; \
+                 unshare -U -r sh -c 'mkdir -p /tmp/m && mount -t tmpfs t /tmp/m && echo mounted'; \
+                 true";
+    let out = stdout(e, &f.sh("r", probe));
+    assert!(out.starts_with("Seccomp:\t2\n"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(
+        !out.contains("unshared") && !out.contains("mounted"),
+        "{out}"
+    );
+    let mut req = f.sh("u", probe);
+    req.user = "app".into();
+    let out = stdout(e, &req);
+    assert!(out.starts_with("Seccomp:\t2\n"), "{out}");
+    assert!(
+        !out.contains("unshared") && !out.contains("mounted"),
+        "{out}"
+    );
+    // Ordinary build work still runs under the filter (threads, pipes, forks).
+    let req = f.sh(
+        "w",
+        "cd /tmp && echo data > a && cp a b && tar -cf t.tar a b && mkdir x && tar -xf t.tar -C x \
+         && cat x/b && sleep 0.01 & wait; chown 1000:1000 /tmp/a && ls -ln /tmp/a | cut -c1-10",
+    );
+    assert_eq!(stdout(e, &req), "data\n-rw-r--r--\n");
+    let mut req = f.sh("i", probe);
+    req.security = SecurityMode::Insecure;
+    let out = stdout(e, &req);
+    assert!(out.starts_with("Seccomp:\t0\n"), "{out}");
+    assert!(out.contains("unshared\n"), "{out}");
+}
+
 fn stdout_or_err(e: &Subject, req: &ExecRequest) -> String {
     match run(e, req) {
         Ok(o) => o.output.to_string(),
@@ -396,33 +434,83 @@ fn minimal_dev_and_proc(e: &Subject) {
     assert_eq!(stdout(e, &req), "8\nproc\ndevpts\n");
 }
 
-fn network_none_cannot_reach_host(e: &Subject) {
-    let f = Fixture::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+/// Answers `pong` to every connection on `addr` (port 0: any), in the background.
+fn pong_server(addr: &str) -> u16 {
+    let listener = TcpListener::bind(addr).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        // Serve until the listener is dropped with the test process; answer each.
-        for conn in listener.incoming().take(2) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
             let Ok(mut c) = conn else { continue };
             let _ = c.write_all(b"pong\n");
         }
     });
-    let script = format!("nc -w 2 127.0.0.1 {port} </dev/null && echo reached || echo unreachable; ip link 2>/dev/null | grep -c LOOPBACK,UP || cat /sys/class/net/lo/operstate");
-    let mut req = f.sh("n", &script);
-    req.network = NetworkMode::None;
-    let out = stdout(e, &req);
-    assert!(out.starts_with("unreachable\n"), "{out}");
-    let mut req = f.sh("h", &script);
-    req.network = NetworkMode::Host;
-    let out = stdout(e, &req);
-    assert!(out.contains("pong\nreached\n"), "{out}");
-    let req = f.sh("d", &script);
-    let out = stdout(e, &req);
-    assert!(
-        out.contains("pong\nreached\n"),
-        "default is the host network for now: {out}"
+    port
+}
+
+/// An IPv4 address of this host other than loopback (the outbound target of
+/// the default network: traffic stays on the machine).
+fn host_global_ipv4() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string)
+        .expect("the host has a non-loopback IPv4 address")
+}
+
+fn reach(host: &str, port: u16) -> String {
+    format!("if nc -w 3 {host} {port} </dev/null; then echo reached; else echo unreachable; fi")
+}
+
+/// `none`: only lo. `host`: the host's loopback services. `default`: an own
+/// namespace with eth0 and a default route (slirp4netns), outbound access to
+/// the host's other addresses, but not its loopback (neither 127.0.0.1 nor
+/// slirp's gateway, which would forward there).
+fn network_modes(e: &Subject) {
+    let f = Fixture::new();
+    let lo_port = pong_server("127.0.0.1:0");
+    let ip = host_global_ipv4();
+    let out_port = pong_server(&format!("{ip}:0"));
+
+    let mut req = f.sh(
+        "n",
+        &format!("{}; ls /sys/class/net", reach("127.0.0.1", lo_port)),
     );
-    server.join().unwrap();
+    req.network = NetworkMode::None;
+    assert_eq!(stdout(e, &req), "unreachable\nlo\n");
+
+    let mut req = f.sh("h", &reach("127.0.0.1", lo_port));
+    req.network = NetworkMode::Host;
+    assert_eq!(stdout(e, &req), "pong\nreached\n");
+
+    let script = format!(
+        "{}; {}; {}; ls /sys/class/net | tr '\\n' ' '; echo; ip route | grep ^default; \
+         grep -c '^nameserver' /etc/resolv.conf; grep -c 'nameserver 127' /etc/resolv.conf; true",
+        reach("127.0.0.1", lo_port),
+        reach("10.0.2.2", lo_port),
+        reach(&ip, out_port),
+    );
+    let out = stdout(e, &f.sh("d", &script));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.get(..4),
+        Some(&["unreachable", "unreachable", "pong", "reached"][..]),
+        "{out}"
+    );
+    assert_eq!(lines.get(4), Some(&"eth0 lo "), "{out}");
+    assert!(
+        lines
+            .get(5)
+            .is_some_and(|l| l.starts_with("default via 10.0.2.2 dev eth0")),
+        "{out}"
+    );
+    assert_ne!(lines.get(6), Some(&"0"), "a nameserver: {out}");
+    assert_eq!(lines.get(7), Some(&"0"), "no loopback nameserver: {out}");
 }
 
 fn loopback_is_up_with_network_none(e: &Subject) {
@@ -957,8 +1045,9 @@ suite!(
     etc_files_and_mount_points_stay_out_of_the_layer,
     host_files_are_invisible,
     sandbox_caps_and_no_new_privs,
+    seccomp_default_profile,
     minimal_dev_and_proc,
-    network_none_cannot_reach_host,
+    network_modes,
     loopback_is_up_with_network_none,
     bind_mounts_ro_and_rw,
     cache_mount_persists_with_mode_and_owner,

@@ -129,6 +129,7 @@ proptest! {
         let opts = ApplyOptions {
             whiteouts: if overlay && nix::unistd::geteuid().is_root() { WhiteoutMode::Overlay } else { WhiteoutMode::Delete },
             same_owner: false,
+            max_size: None,
         };
         // Success or a clean error are both fine; a panic fails the test.
         let _ = apply_layer(&tar[..], &root, &opts);

@@ -100,6 +100,7 @@ pub fn export_image(
             source_date_epoch: if built { opts.source_date_epoch } else { None },
         };
         let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
+        tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
         if built && exported.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
             layers.push(None);
             continue;
@@ -126,6 +127,7 @@ pub fn export_image(
     let json = serde_json::to_vec(&config).map_err(|e| ExportError::Spec(e.to_string()))?;
     let (manifest, config_digest) =
         write_image(stores.content, &json, platform, &kept, &manifest_opts)?;
+    tracing::debug!(manifest = %manifest.digest(), config = %config_digest, layers = kept.len(), "image exported");
     Ok(ExportedImage {
         manifest,
         config,

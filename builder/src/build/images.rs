@@ -47,6 +47,25 @@ fn registry_platform(p: &llb::Platform) -> Platform {
     .normalized()
 }
 
+/// Refuses an image whose config declares another platform than the one wanted (as
+/// containerd does for a single manifest): building on it would give a wrong-architecture image.
+fn check_platform(what: &str, config: &ImageConfig, want: &Platform) -> Result<(), String> {
+    let have = Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+        ..Default::default()
+    };
+    if want.matches(&have) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: no image for platform {want} (it is a single image for {})",
+            have.normalized()
+        ))
+    }
+}
+
 impl BuildImages {
     /// A resolver over the local store and registry client.
     pub fn new(
@@ -89,12 +108,21 @@ impl BuildImages {
             .and_then(|m| m.get(pinned).cloned())
     }
 
-    /// The platform's manifest of a local tag, when the store has it.
-    fn local(&self, r: &Reference, platform: &Platform) -> Option<(Descriptor, ImageManifest)> {
+    /// The platform's manifest of a local tag: `None` when the store has no such tag,
+    /// `Err` (saying which platforms it has) when the tag has none for this platform.
+    fn local(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Option<Result<(Descriptor, ImageManifest), String>> {
         let image = self.store.find(&r.to_string()).ok()?;
-        self.store
-            .manifest_for(&image.descriptor, Some(platform))
-            .ok()
+        let all = self.store.platform_manifests(&image.descriptor).ok()?;
+        let have = crate::local_store::platforms_of(&all);
+        Some(
+            all.into_iter()
+                .find(|(d, _)| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .ok_or_else(|| format!("the local image is for {have}")),
+        )
     }
 
     /// The platform's manifest from the registry, and the tag's root (the index, or
@@ -167,6 +195,13 @@ impl BuildImages {
             .map_err(|e| e.to_string())?;
         let config = ImageConfig::from_json(&config_bytes)
             .map_err(|e| format!("image config {}: {e}", m.config.digest))?;
+        if desc.platform.is_none() {
+            check_platform(
+                &format!("{}{location}", oci_layout::SCHEME),
+                &config,
+                platform,
+            )?;
+        }
         let pinned = LayoutRef::pinned(&layout.path, &desc.digest);
         self.remember(&pinned, &m);
         Ok(ResolvedImage {
@@ -234,13 +269,33 @@ impl ImageResolver for Resolver {
                 None
             };
             let (desc, m, root) = match local {
-                Some((desc, m)) => (desc, m, None),
+                Some(Ok((desc, m))) => (desc, m, None),
+                // The store holds another platform only: as with --pull, ask the registry.
+                Some(Err(why)) => {
+                    let (desc, m, root) = self.remote(&r, &want).await.map_err(|e| {
+                        format!(
+                            "no image for platform {want}: {why}, and the registry has none ({e})"
+                        )
+                    })?;
+                    (desc, m, Some(root))
+                }
                 None => {
                     let (desc, m, root) = self.remote(&r, &want).await?;
                     (desc, m, Some(root))
                 }
             };
+            tracing::debug!(
+                reference,
+                platform = %platform,
+                digest = %desc.digest,
+                from = if root.is_some() { "registry" } else { "local store" },
+                "base image resolved"
+            );
             let config = self.config_of(&r, &m).await?;
+            // A single manifest (no index) names its platform only in its config.
+            if desc.platform.is_none() {
+                check_platform(&r.to_string(), &config, &want)?;
+            }
             let pinned = format!("{}@{}", r.name(), desc.digest);
             if let (Some(root), None) = (root, r.digest()) {
                 if let Ok(mut tags) = self.tags.lock() {

@@ -2,6 +2,7 @@
 
 pub mod checks;
 pub mod export;
+pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
@@ -9,6 +10,7 @@ pub mod outputs;
 pub mod run;
 pub mod session;
 pub mod ssh_agent;
+pub mod validate;
 
 use crate::context::ContextSpec;
 use crate::export::output::OutputSpec;
@@ -49,6 +51,8 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `--executor`.
     pub executor: ExecutorKind,
+    /// `--max-layer-size` in bytes.
+    pub max_layer_size: Option<u64>,
     /// `--secret`s.
     pub secrets: Vec<String>,
     /// `--ssh`.
@@ -57,6 +61,8 @@ pub struct BuildRequest {
     pub allow: Vec<String>,
     /// `--add-host`.
     pub add_hosts: Vec<String>,
+    /// `--network`: the default network of RUN steps.
+    pub network: kiln_solver::llb::NetworkMode,
     /// `--build-context name=value`.
     pub build_contexts: Vec<String>,
     /// `--annotation`s (`key=value`, for the manifest).

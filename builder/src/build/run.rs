@@ -4,6 +4,7 @@
 
 use super::checks::BuildChecks;
 use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
+use super::export_steps::ExportSteps;
 use super::images::{BuildImages, Resolver};
 use super::interrupt::{Interrupted, Interrupts};
 use super::outputs::write_outputs;
@@ -27,7 +28,7 @@ use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ struct PlatformTarget {
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
-fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
+pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
     let mut out: Vec<Platform> = Vec::new();
     for p in req
         .platforms
@@ -80,7 +81,7 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
             Platform::parse(p).map_err(|e| {
                 miette!(
                     help = "e.g. --platform linux/amd64,linux/arm64",
-                    "invalid --platform {p:?}: {e}"
+                    "--platform: {e}"
                 )
             })?
         };
@@ -97,18 +98,21 @@ fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
 /// Runs a build: every target platform is lowered into one graph (work that
 /// does not depend on the platform is one vertex) and solved at once.
 pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
+    // Bad flags fail here, before the state directory is even opened.
+    super::validate::check(&req)?;
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
     // removes what a running build uses.
     let _lock = state
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let store = Arc::new(LocalStore {
         content: state.content().clone(),
     });
     let scratch = state.root().join("tmp");
-    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch)
-        .map_err(|e| miette!("{e}"))?;
+    tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
+    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
+    tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let fail = |e: SourceError| report(e, &name, &source);
@@ -116,10 +120,12 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
 
     let platforms = target_platforms(&req)?;
     let multi = platforms.len() > 1 || req.multi_platform;
+    tracing::debug!(instructions = ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
-    let interrupts =
-        Interrupts::listen(&runtime).map_err(|e| miette!("listening for signals: {e}"))?;
+    let interrupts = Interrupts::listen(&runtime)
+        .into_diagnostic()
+        .wrap_err("listening for signals")?;
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
         req.registry.client(),
@@ -175,6 +181,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                 platform_in_descriptions: multi,
                 sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
                 cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
+                default_network: req.network,
             },
         )
         .map_err(fail)?;
@@ -207,7 +214,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let executor = LazyExecutor::new(
         req.executor,
         ExecutorConfig {
-            state_dir: state.root().to_path_buf(),
+            // Runtimes resolve relative paths against their bundle, not our cwd.
+            state_dir: std::path::absolute(state.root())
+                .into_diagnostic()
+                .wrap_err_with(|| format!("state directory {}", state.root().display()))?,
         },
     )
     .expecting_steps(
@@ -215,7 +225,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             .vertices()
             .any(|(_, v)| matches!(v.op(), llb::Op::Exec(_))),
     );
-    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?);
+    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
     let (tx, rx) = channel();
     let display = ProgressDisplay::start(req.progress, rx);
     if let Some(checks) = &checks {
@@ -226,18 +236,19 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             return Err(failure);
         }
     }
-    let worker = Arc::new(
-        LocalWorker::new(
-            &state,
-            Arc::clone(&cache),
-            Arc::new(executor),
-            images.clone(),
-            session,
-            tx.clone(),
-        )
-        .map_err(|e| miette!("{e}"))?,
-    );
+    let mut worker = LocalWorker::new(
+        &state,
+        Arc::clone(&cache),
+        Arc::new(executor),
+        images.clone(),
+        session,
+        tx.clone(),
+    )
+    .map_err(|e| miette!("{e}"))?;
+    worker.limit_layer_size(req.max_layer_size);
+    let worker = Arc::new(worker);
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
+    tracing::debug!(vertices = definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?no_cache, "solving");
     let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
         &definition,
@@ -271,6 +282,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
     };
     drop(armed);
+    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
     // A signal that came as the solve ended: stop before exporting anything.
     if let Some(signal) = interrupts.signal() {
         return Err(Interrupted { signal }.into());
@@ -287,6 +299,11 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             OutputKind::Image | OutputKind::Docker | OutputKind::Oci
         )
     });
+    let steps = ExportSteps::start(&tx, &req.outputs);
+    let image_step = steps.image_step(&req.outputs);
+    let layers_item = image_step
+        .filter(|_| needs_image)
+        .map(|s| s.item("exporting layers"));
     let mut platform_images = Vec::new();
     let mut results = Vec::new();
     for (t, snapshot) in targets.into_iter().zip(result.snapshots) {
@@ -308,13 +325,28 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
         if needs_image {
             let opts = export_options(&req)?;
-            platform_images
-                .push(export_image(&stores, &snapshot, config, &opts).map_err(|e| miette!("{e}"))?);
+            let exported = export_image(&stores, &snapshot, config, &opts)
+                .inspect_err(|e| {
+                    if let Some(step) = image_step {
+                        step.error(&e.to_string());
+                    }
+                })
+                .into_diagnostic()?;
+            platform_images.push(exported);
         }
         results.push(PlatformResult {
             platform: t.platform,
             snapshot,
         });
+    }
+    if let Some(item) = layers_item {
+        item.done();
+    }
+    if let Some(step) = image_step {
+        for image in &platform_images {
+            step.done_item(format!("exporting manifest {}", image.manifest.digest()));
+            step.done_item(format!("exporting config {}", image.config_digest));
+        }
     }
     let index = if needs_image && multi {
         let opts = export_options(&req)?;
@@ -328,11 +360,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
                     annotations: Default::default(),
                 },
             )
-            .map_err(|e| miette!("{e}"))?,
+            .into_diagnostic()?,
         )
     } else {
         None
     };
+    if let (Some(step), Some(index)) = (image_step, &index) {
+        step.done_item(format!("exporting manifest list {}", index.digest()));
+    }
     let image = if multi {
         None
     } else {
@@ -345,13 +380,15 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         executed: result.executed,
         cached: result.cached,
     };
-    // The display ends when every progress sender is gone, the worker's too.
+    // The outputs are written while the display still runs: they are its last steps.
     let layers = worker.layers().clone();
+    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome, &steps);
+    // The display ends when every progress sender is gone, the worker's too.
+    drop(steps);
     drop(tx);
     drop(worker);
-    // Outputs print their own lines (pushes): after the live display is done.
     let _ = display.finish();
-    write_outputs(&req, &runtime, &store, &layers, &results, &outcome)?;
+    written?;
     Ok(outcome)
 }
 
@@ -408,7 +445,7 @@ fn resolve_stages(
 }
 
 /// Refuses output settings that cannot hold several platforms, before any work.
-fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
+pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
     use crate::export::output::OutputKind;
     if !multi {
         return Ok(());
@@ -550,7 +587,7 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
         source: cause,
     } = &e
     else {
-        return miette!("{e}");
+        return miette::Report::from_err(e);
     };
     let location = def
         .find(digest)
@@ -574,12 +611,14 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             }
             report(err, name, source)
         }
-        None => miette!("{e}"),
+        None => miette::Report::from_err(e),
     }
 }
 
 fn hint_for(cause: &str) -> Option<&'static str> {
-    if cause.contains("did not complete successfully") {
+    if cause.contains("the layer size limit") {
+        Some("--max-layer-size sets the limit; leave it out for none")
+    } else if cause.contains("did not complete successfully") {
         Some("the command failed inside the build container; `--progress plain` shows its whole output")
     } else if cause.contains("not found") {
         Some("check the path against the build context and .dockerignore")

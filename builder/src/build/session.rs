@@ -8,7 +8,7 @@ use crate::context::BuildContext;
 use kiln_frontend::lower::NamedContext;
 use kiln_solver::executor::HostEntry;
 use kiln_solver::worker::{LocalDir, Session};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -47,9 +47,9 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
     };
     let data = match (kind.as_deref(), src, env) {
         (Some("env"), _, e) | (None, None, e @ Some(_)) => from_env(e.as_deref().unwrap_or(&id))?,
-        (Some("file") | None, Some(path), _) => {
-            std::fs::read(&path).map_err(|e| miette!("--secret {id}: reading {path}: {e}"))?
-        }
+        (Some("file") | None, Some(path), _) => std::fs::read(&path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("--secret {id}: reading {path}"))?,
         (None, None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
         (Some("file"), None, _) | (None, None, None) => {
             return Err(miette!(
@@ -172,6 +172,40 @@ pub fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
     Ok((name.clone(), NamedContext::Local(format!("context:{name}"))))
 }
 
+/// The directory of a `--build-context NAME=DIR`; it must exist.
+pub fn local_context_dir(spec: &str, name: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from(spec.split_once('=').map(|(_, v)| v).unwrap_or_default());
+    if !dir.is_dir() {
+        return Err(miette!(
+            help = "a build context is a directory, docker-image://REF or oci-layout://PATH",
+            "invalid --build-context {spec:?}: {} is not a directory (context {name})",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// A privilege `--allow` grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `network.host`: `RUN --network=host`.
+    NetworkHost,
+    /// `security.insecure`: `RUN --security=insecure`.
+    SecurityInsecure,
+}
+
+/// One `--allow` value.
+pub fn parse_allow(a: &str) -> Result<Entitlement> {
+    match a.trim() {
+        "network.host" => Ok(Entitlement::NetworkHost),
+        "security.insecure" => Ok(Entitlement::SecurityInsecure),
+        other => Err(miette!(
+            help = "kiln grants network.host and security.insecure",
+            "invalid --allow {other:?}: unknown entitlement"
+        )),
+    }
+}
+
 /// The session of a build request, and the SSH agents kiln serves for it
 /// (they stop when the returned list is dropped, so keep it for the build).
 pub fn session_from_flags(
@@ -191,13 +225,7 @@ pub fn session_from_flags(
     );
     for spec in &req.build_contexts {
         if let (name, NamedContext::Local(local)) = parse_build_context(spec)? {
-            let dir = PathBuf::from(spec.split_once('=').map(|(_, v)| v).unwrap_or_default());
-            if !dir.is_dir() {
-                return Err(miette!(
-                    "--build-context {name}: {} is not a directory",
-                    dir.display()
-                ));
-            }
+            let dir = local_context_dir(spec, &name)?;
             let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
                 Ok(text) => kiln_solver::pattern::parse_dockerignore(&text)
                     .map_err(|(line, e)| miette!("{}/.dockerignore:{line}: {e}", dir.display()))?,
@@ -223,7 +251,9 @@ pub fn session_from_flags(
         let socket = match source {
             SshSource::Socket(path) => path,
             SshSource::Keys(keys) => {
-                let agent = KeyAgent::start(&keys).map_err(|e| miette!("--ssh {id}: {e}"))?;
+                let agent = KeyAgent::start(&keys)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("--ssh {id}"))?;
                 let socket = agent.socket();
                 agents.push(agent);
                 socket
@@ -232,14 +262,9 @@ pub fn session_from_flags(
         session.ssh.insert(id, socket);
     }
     for a in &req.allow {
-        match a.as_str() {
-            "network.host" => session.allow_network_host = true,
-            "security.insecure" => session.allow_insecure = true,
-            other => {
-                return Err(miette!(
-                    "unknown --allow {other:?} (expected network.host or security.insecure)"
-                ))
-            }
+        match parse_allow(a)? {
+            Entitlement::NetworkHost => session.allow_network_host = true,
+            Entitlement::SecurityInsecure => session.allow_insecure = true,
         }
     }
     for h in &req.add_hosts {

@@ -5,6 +5,7 @@
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
 use kiln_frontend::stages::{self, Platform, ResolveOptions};
+use miette::{IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
     /// Shorthand for `--call=check`.
-    #[arg(long, conflicts_with = "call")]
+    #[arg(long, conflicts_with = "call", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub check: bool,
     /// Output format of `--call` results (`text` or `json`).
     #[arg(long, value_name = "FORMAT")]
@@ -43,25 +44,25 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Shorthand for `--output=type=registry`.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub push: bool,
     /// Shorthand for `--output=type=docker` (kiln: into the local image store).
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
     /// Do not use the cache when building.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub no_cache: bool,
     /// Do not use the cache for these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
     /// Always look up base images in their registry.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub pull: bool,
     /// Progress output (`auto`, `tty`, `plain`, `rawjson`, `quiet`).
     #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: crate::progress::ProgressMode,
     /// Only print the image ID on success.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
@@ -84,6 +85,10 @@ pub struct Args {
     /// Allow extra privileged entitlements (`network.host`, `security.insecure`).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Default network of RUN steps: `default` (an own namespace with outbound
+    /// access), `none` or `host` (needs `--allow network.host`).
+    #[arg(long, value_name = "MODE", default_value = "default", value_parser = parse_network)]
+    pub network: kiln_solver::llb::NetworkMode,
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
@@ -94,6 +99,14 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
+    /// they unpack, each step's layer as it is kept. Default: no limit.
+    #[arg(
+        long = "max-layer-size",
+        value_name = "SIZE",
+        env = "KILN_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: Option<String>,
     /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
     #[arg(
         long,
@@ -108,6 +121,9 @@ pub struct Args {
     /// Registry settings.
     #[command(flatten)]
     pub registry: crate::registry_opts::RegistryArgs,
+    /// docker build's legacy flags, accepted and ignored.
+    #[command(flatten)]
+    pub legacy: super::legacy::LegacyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,18 +136,22 @@ enum Method {
 
 /// Runs `kiln build`.
 pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    for note in args.legacy.notes() {
+        eprintln!("{note}");
+    }
     let (method, json) = method(&args)?;
     if method == Method::Build {
         return build_image(args, root);
     }
-    let scratch =
-        tempfile::tempdir().map_err(|e| miette::miette!("creating a temporary directory: {e}"))?;
+    let scratch = tempfile::tempdir()
+        .into_diagnostic()
+        .wrap_err("creating a temporary directory")?;
     let ctx = BuildContext::load(
         &ContextSpec::parse(&args.context),
         args.file.as_deref(),
         scratch.path(),
     )
-    .map_err(|e| miette::miette!("{e}"))?;
+    .into_diagnostic()?;
     let name = ctx.dockerfile.name.clone();
     let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
     let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content)
@@ -155,10 +175,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
                     "warnings": report.warnings,
                     "error": report.failure_message(),
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", render::report_text(&report, ast.source()));
             }
@@ -176,7 +193,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&outline).map_err(|e| miette::miette!("{e}"))?
+                    serde_json::to_string_pretty(&outline).into_diagnostic()?
                 );
             } else {
                 print!("{}", outline_text(&outline));
@@ -195,10 +212,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
             let targets = build.targets();
             if json {
                 let v = serde_json::json!({ "targets": targets });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| miette::miette!("{e}"))?
-                );
+                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             } else {
                 print!("{}", targets_text(&targets));
             }
@@ -237,10 +251,18 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             ))
         }
     };
+    check_flags(&args)?;
     let outputs =
         crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
-            .map_err(|e| miette::miette!("{e}"))?;
-    let executor = args.executor.parse().map_err(|e| miette::miette!("{e}"))?;
+            .into_diagnostic()?;
+    let executor = args.executor.parse().into_diagnostic()?;
+    if args.network == kiln_solver::llb::NetworkMode::Host
+        && !args.allow.iter().any(|a| a == "network.host")
+    {
+        return Err(miette::miette!(
+            "--network host needs the network.host entitlement: pass --allow network.host"
+        ));
+    }
     // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
     // buildx passes it on.
     let epoch = resolve
@@ -259,6 +281,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
+    let max_layer_size = match args.max_layer_size.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+            miette::miette!(
+                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                "invalid --max-layer-size {v:?}"
+            )
+        })?),
+    };
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let metadata_file = args.metadata_file.clone();
@@ -288,10 +319,12 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .max(4)
         }),
         executor,
+        max_layer_size,
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         allow: args.allow.clone(),
         add_hosts: args.add_hosts.clone(),
+        network: args.network,
         build_contexts: args.build_contexts.clone(),
         labels,
         annotations,
@@ -326,7 +359,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
@@ -341,7 +375,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         }
         if let Some(path) = &iidfile {
             std::fs::write(path, &id)
-                .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
@@ -357,11 +392,51 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .collect::<Vec<_>>());
     }
     if let Some(path) = metadata_file {
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| miette::miette!("{e}"))?;
+        let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
         std::fs::write(&path, text)
-            .map_err(|e| miette::miette!("writing {}: {e}", path.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flags `build_image` reads itself, checked before anything is built
+/// (the request's own flags are checked by `build::validate`).
+fn check_flags(args: &Args) -> miette::Result<()> {
+    for t in &args.tags {
+        let parsed = kiln_registry::Reference::parse(t).map_err(|e| {
+            miette::miette!(
+                help = "a tag is [registry/]repository[:tag], the repository lowercase",
+                "invalid -t/--tag {t:?}: {e}"
+            )
+        })?;
+        if parsed.digest().is_some() {
+            return Err(miette::miette!(
+                help = "name the image by repository and tag, e.g. -t app:1",
+                "invalid -t/--tag {t:?}: a tag cannot name a digest"
+            ));
+        }
+    }
+    if args.jobs == Some(0) {
+        return Err(miette::miette!(
+            "invalid --jobs 0: at least one step must run"
+        ));
+    }
+    // Written after the build: a missing directory would waste the whole build.
+    for (flag, file) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        let Some(file) = file else { continue };
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(miette::miette!(
+                "invalid {flag} {}: its directory does not exist",
+                file.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn method(args: &Args) -> miette::Result<(Method, bool)> {
@@ -432,8 +507,9 @@ fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let target_platform = match args.platform.iter().find(|p| !p.trim().is_empty()) {
         None => Platform::host(),
         Some(p) if p == "local" => Platform::host(),
-        Some(p) => Platform::parse(p)
-            .map_err(|e| miette::miette!(help = "e.g. --platform linux/arm64", "{e}"))?,
+        Some(p) => Platform::parse(p).map_err(|e| {
+            miette::miette!(help = "e.g. --platform linux/arm64", "--platform: {e}")
+        })?,
     };
     Ok(ResolveOptions {
         target: args.target.clone(),
@@ -505,4 +581,17 @@ fn targets_text(targets: &[stages::outline::Target]) -> String {
         rows.push(vec![name, t.description.clone().unwrap_or_default()]);
     }
     crate::table::columns(&rows, 3)
+}
+
+/// `--network` values, as buildx names them.
+fn parse_network(s: &str) -> Result<kiln_solver::llb::NetworkMode, String> {
+    use kiln_solver::llb::NetworkMode;
+    match s {
+        "default" => Ok(NetworkMode::Default),
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        other => Err(format!(
+            "unknown network mode {other:?} (expected default, none or host)"
+        )),
+    }
 }

@@ -1,5 +1,6 @@
 //! `kiln copy SRC DST`: copy images (all platforms) between registries, OCI layout directories
-//! (`oci:DIR[:TAG]`) and docker archives (`docker-archive:FILE[:REF]`).
+//! (`oci:DIR[:TAG]`), OCI layout tarballs (`oci-archive:FILE[:TAG]`) and docker archives
+//! (`docker-archive:FILE[:REF]`), with skopeo's transport names.
 
 use crate::export::{docker_archive, oci};
 use crate::registry_opts::{runtime, RegistryArgs};
@@ -8,16 +9,18 @@ use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobDir, BlobStore};
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `kiln copy`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source: a registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE`.
+    /// Source: a registry reference, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:REF]`.
     pub source: String,
-    /// Destination: a registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE[:REF]`.
+    /// Destination: a registry reference, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or
+    /// `docker-archive:FILE[:REF]`.
     pub destination: String,
     /// Print less.
     #[arg(short, long)]
@@ -29,6 +32,7 @@ pub struct Args {
 enum Location {
     Registry(Reference),
     Oci(PathBuf, Option<String>),
+    OciArchive(PathBuf, Option<String>),
     DockerArchive(PathBuf, Option<Reference>),
 }
 
@@ -47,20 +51,20 @@ fn parse_location(s: &str) -> Result<Location> {
         let (p, t) = split_path_tag(rest);
         return Ok(Location::Oci(p, t));
     }
+    if let Some(rest) = s.strip_prefix("oci-archive:") {
+        let (p, t) = split_path_tag(rest);
+        return Ok(Location::OciArchive(p, t));
+    }
     if let Some(rest) = s.strip_prefix("docker-archive:") {
         // FILE[:REF]: the reference part contains ':' itself, so split at the first ':' after the path.
         let (p, r) = match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => {
-                (p, Some(Reference::parse(r).map_err(|e| miette!("{e}"))?))
-            }
+            Some((p, r)) if !r.is_empty() => (p, Some(Reference::parse(r).into_diagnostic()?)),
             _ => (rest, None),
         };
         return Ok(Location::DockerArchive(PathBuf::from(p), r));
     }
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    Ok(Location::Registry(
-        Reference::parse(s).map_err(|e| miette!("{e}"))?,
-    ))
+    Ok(Location::Registry(Reference::parse(s).into_diagnostic()?))
 }
 
 /// Runs `kiln copy`.
@@ -70,7 +74,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let client = args.registry.client();
     let rt = runtime()?;
     let progress = TransferProgress::new(Direction::Push, args.quiet);
-    let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let staging = tempfile::tempdir().into_diagnostic()?;
     if let (Location::Registry(s), Location::Registry(d)) = (&src, &dst) {
         let digest = rt
             .block_on(kiln_registry::copy::copy(
@@ -81,14 +85,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 args.registry.concurrency(),
                 &progress,
             ))
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }
     // Stage the source as blobs + named roots.
     let (store, image): (Box<dyn BlobStore>, oci::NamedImage) = match &src {
         Location::Registry(r) => {
-            let store = BlobDir::new(staging.path()).map_err(|e| miette!("{e}"))?;
+            let store = BlobDir::new(staging.path()).into_diagnostic()?;
             let opts = PullOptions {
                 platforms: PlatformSelection::All,
                 concurrency: args.registry.concurrency(),
@@ -96,7 +100,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let pull_progress = TransferProgress::new(Direction::Pull, args.quiet);
             let pulled = rt
                 .block_on(pull(&client, r, &store, &opts, &pull_progress))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             (
                 Box::new(store),
                 oci::NamedImage {
@@ -106,53 +110,30 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             )
         }
         Location::Oci(dir, tag) => {
-            let images = oci::read_dir_images(dir, None)?;
-            let wanted = tag.clone();
-            let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
-            let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
-                .map_err(|e| miette!("{}: {e}", dir.display()))?;
-            let pick = match &wanted {
-                Some(t) => idx
-                    .manifests
-                    .iter()
-                    .find(|d| {
-                        d.annotations
-                            .as_ref()
-                            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
-                            .is_some_and(|n| n == t || n.ends_with(&format!(":{t}")))
-                    })
-                    .ok_or_else(|| miette!("{}: no image tagged {t}", dir.display()))?
-                    .digest
-                    .clone(),
-                None if images.len() == 1 => images[0].root.digest.clone(),
-                None => {
-                    return Err(miette!(
-                        "{}: several images; say which with oci:DIR:TAG",
-                        dir.display()
-                    ))
-                }
-            };
-            let img = images
-                .into_iter()
-                .find(|i| i.root.digest == pick)
-                .ok_or_else(|| miette!("{}: image not found", dir.display()))?;
+            let img = layout_image(dir, tag.as_deref(), &args.source)?;
             (Box::new(oci::LayoutBlobs { root: dir.clone() }), img)
         }
-        Location::DockerArchive(file, _) => {
-            let store = BlobDir::new(&staging.path().join("store")).map_err(|e| miette!("{e}"))?;
+        Location::OciArchive(file, tag) => {
             let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).map_err(|e| miette!("{e}"))?;
-            let f = std::fs::File::open(file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
-            let mut images = docker_archive::import(&unpacked, &store)?;
-            if images.len() != 1 {
-                return Err(miette!(
-                    "{}: expected one image, found {}",
-                    file.display(),
-                    images.len()
-                ));
-            }
-            let img = images.remove(0);
+            oci::verify_layout_blobs(&unpacked)?;
+            let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
+            (Box::new(oci::LayoutBlobs { root: unpacked }), img)
+        }
+        Location::DockerArchive(file, want) => {
+            let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
+            let unpacked = staging.path().join("unpacked");
+            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+            let f = std::fs::File::open(file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
+            oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
+            let images = docker_archive::import(&unpacked, &store)?;
+            let img = archive_image(images, want.as_ref(), &args.source)?;
             (Box::new(store), img)
         }
     };
@@ -171,25 +152,32 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     &opts,
                     &progress,
                 ))
-                .map_err(|e| miette!("{e}"))?;
+                .into_diagnostic()?;
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
-            let name = match (&tag, image.names.first()) {
-                (Some(t), Some(n)) => vec![n.with_tag(t)],
-                (Some(t), None) => vec![Reference::parse(&format!("localhost/image:{t}"))
-                    .map_err(|e| miette!("{e}"))?],
-                (None, _) => image.names.clone(),
-            };
             oci::write_dir(
                 &dir,
                 store.as_ref(),
                 &[oci::NamedImage {
-                    names: name,
+                    names: tagged_names(&image, tag.as_deref())?,
                     root: image.root.clone(),
                 }],
             )?;
             println!("{}@{}", dir.display(), image.root.digest);
+        }
+        Location::OciArchive(file, tag) => {
+            let images = [oci::NamedImage {
+                names: tagged_names(&image, tag.as_deref())?,
+                root: image.root.clone(),
+            }];
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
+            let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &[])?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
+            println!("{}@{}", file.display(), image.root.digest);
         }
         Location::DockerArchive(file, r) => {
             let names = match r {
@@ -201,12 +189,117 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 root: image.root.clone(),
             }];
             let extra = docker_archive::manifest_json(store.as_ref(), &images, &Platform::host())?;
-            let f = std::fs::File::create(&file).map_err(|e| miette!("{}: {e}", file.display()))?;
+            let f = std::fs::File::create(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", file.display()))?;
             let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &extra)?;
-            let f = w.into_inner().map_err(|e| miette!("{e}"))?;
-            f.sync_all().map_err(|e| miette!("{e}"))?;
+            let f = w.into_inner().into_diagnostic()?;
+            f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names an image gets in a layout written with an optional `:TAG`: the source's name
+/// with that tag (`localhost/image:TAG` for an unnamed source; the layout keeps the tag).
+fn tagged_names(image: &oci::NamedImage, tag: Option<&str>) -> Result<Vec<Reference>> {
+    Ok(match (tag, image.names.first()) {
+        (Some(t), Some(n)) => vec![n.with_tag(t)],
+        (Some(t), None) => {
+            vec![Reference::parse(&format!("localhost/image:{t}")).into_diagnostic()?]
+        }
+        (None, _) => image.names.clone(),
+    })
+}
+
+/// The image of a layout directory named by `tag` (its `org.opencontainers.image.ref.name`,
+/// or the tag of a full name there), or its only image.
+fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedImage> {
+    let images = oci::read_dir_images(dir, None)?;
+    let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
+    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{what}: index.json"))?;
+    let ref_name = |d: &kiln_registry::Descriptor| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
+            .cloned()
+    };
+    let pick = match tag {
+        Some(t) => idx
+            .manifests
+            .iter()
+            .find(|d| ref_name(d).is_some_and(|n| n == t || n.ends_with(&format!(":{t}"))))
+            .ok_or_else(|| {
+                let tags: Vec<String> = idx.manifests.iter().filter_map(ref_name).collect();
+                miette!(
+                    "{what}: no image tagged {t} (the layout has: {})",
+                    if tags.is_empty() {
+                        "no tags".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                )
+            })?
+            .digest
+            .clone(),
+        None if images.len() == 1 => images[0].root.digest.clone(),
+        None => {
+            return Err(miette!(
+                "{what}: {} images; say which with :TAG",
+                images.len()
+            ))
+        }
+    };
+    images
+        .into_iter()
+        .find(|i| i.root.digest == pick)
+        .ok_or_else(|| miette!("{what}: image not found"))
+}
+
+/// The image of a docker archive named `want` (any of its RepoTags), or its only image.
+fn archive_image(
+    images: Vec<oci::NamedImage>,
+    want: Option<&Reference>,
+    what: &str,
+) -> Result<oci::NamedImage> {
+    let names = || {
+        images
+            .iter()
+            .flat_map(|i| i.names.iter().map(|n| n.familiar()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match want {
+        Some(r) => {
+            let found = images
+                .iter()
+                .position(|i| i.names.contains(r))
+                .ok_or_else(|| {
+                    miette!(
+                        "{what}: no image named {} (the archive has: {})",
+                        r.familiar(),
+                        names()
+                    )
+                })?;
+            let mut img = images
+                .into_iter()
+                .nth(found)
+                .ok_or_else(|| miette!("{what}: image not found"))?;
+            // The copy goes by the name asked for.
+            img.names = vec![r.clone()];
+            Ok(img)
+        }
+        None if images.len() == 1 => images
+            .into_iter()
+            .next()
+            .ok_or_else(|| miette!("{what}: the archive has no image")),
+        None => Err(miette!(
+            "{what}: {} images ({}); say which with docker-archive:FILE:NAME",
+            images.len(),
+            names()
+        )),
+    }
 }

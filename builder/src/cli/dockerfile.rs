@@ -1,7 +1,7 @@
 //! `kiln dockerfile parse FILE|-`: prints a Dockerfile's AST as JSON or in BuildKit's dump format.
 
 use kiln_frontend::SourceError;
-use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
+use miette::{Diagnostic, IntoDiagnostic, LabeledSpan, NamedSource, SourceCode, WrapErr};
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
@@ -53,11 +53,13 @@ fn parse(args: ParseArgs) -> miette::Result<ExitCode> {
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
-            .map_err(|e| miette::miette!("reading standard input: {e}"))?;
+            .into_diagnostic()
+            .wrap_err("reading standard input")?;
         ("<stdin>".to_string(), buf)
     } else {
         let bytes = std::fs::read(&args.file)
-            .map_err(|e| miette::miette!("reading {}: {e}", args.file.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", args.file.display()))?;
         (args.file.display().to_string(), bytes)
     };
     let ast = kiln_frontend::parse_named(&name, &bytes)
@@ -66,7 +68,8 @@ fn parse(args: ParseArgs) -> miette::Result<ExitCode> {
         Format::Dump => println!("{}", ast.dump()),
         Format::Json => {
             let json = serde_json::to_string_pretty(&ast)
-                .map_err(|e| miette::miette!("encoding the AST as JSON: {e}"))?;
+                .into_diagnostic()
+                .wrap_err("encoding the AST as JSON")?;
             println!("{json}");
         }
     }

@@ -5,7 +5,7 @@ use kiln_solver::cache::prune::disk_usage;
 use kiln_solver::cache::{now_secs, CacheStore};
 use kiln_solver::content::LockMode;
 use kiln_solver::worker::layers::LayerStore;
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -46,10 +46,10 @@ fn ago(secs: u64, now: u64) -> String {
 /// Prints the usage table.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let state = open_state(root)?;
-    let _lock = state.lock(LockMode::Shared).map_err(|e| miette!("{e}"))?;
-    let cache = CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?;
-    let layers = LayerStore::open(state.layers_dir()).map_err(|e| miette!("{e}"))?;
-    let usage = disk_usage(&state, &cache, &layers).map_err(|e| miette!("{e}"))?;
+    let _lock = state.lock(LockMode::Shared).into_diagnostic()?;
+    let cache = CacheStore::open(&state.meta_db_path()).into_diagnostic()?;
+    let layers = LayerStore::open(state.layers_dir()).into_diagnostic()?;
+    let usage = disk_usage(&state, &cache, &layers).into_diagnostic()?;
     let now = now_secs();
     if args.verbose {
         for row in usage.rows.iter().rev() {

@@ -2,7 +2,7 @@
 
 use crate::local_store::LocalStore;
 use kiln_registry::Platform;
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -30,7 +30,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .as_deref()
         .map(Platform::parse)
         .transpose()
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let image = store.find(&args.image)?;
     let (_, m) = store.manifest_for(&image.descriptor, platform.as_ref())?;
     let cfg = store.config(&m)?;

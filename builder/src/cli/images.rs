@@ -3,7 +3,7 @@
 use crate::local_store::{LocalImage, LocalStore};
 use kiln_registry::manifest::is_index_type;
 use kiln_registry::Reference;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
@@ -74,7 +74,6 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     }
     let mut rows = Vec::new();
     for image in store.images()? {
-        // Every entry of the store is tagged, so nothing is dangling.
         if dangling == Some(true) {
             continue;
         }
@@ -90,7 +89,13 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         {
             continue;
         }
-        rows.push(row(&store, &image, &r, args.no_trunc)?);
+        rows.push(row(&store, &image, Some(&r), args.no_trunc)?);
+    }
+    // Untagged images (`<none>`) match no reference pattern, as in docker.
+    if dangling != Some(false) && patterns.is_empty() {
+        for image in store.untagged()? {
+            rows.push(row(&store, &image, None, args.no_trunc)?);
+        }
     }
     let format = args.format.as_deref().unwrap_or("table");
     if args.quiet {
@@ -105,7 +110,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     match format {
         "json" => {
             for r in &rows {
-                println!("{}", serde_json::to_string(r).map_err(|e| miette!("{e}"))?);
+                println!("{}", serde_json::to_string(r).into_diagnostic()?);
             }
         }
         "table" => {
@@ -136,7 +141,12 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(store: &LocalStore, image: &LocalImage, r: &Reference, no_trunc: bool) -> Result<Row> {
+fn row(
+    store: &LocalStore,
+    image: &LocalImage,
+    r: Option<&Reference>,
+    no_trunc: bool,
+) -> Result<Row> {
     let d = &image.descriptor;
     let manifests = store.platform_manifests(d).unwrap_or_default();
     let mut size = 0u64;
@@ -158,16 +168,16 @@ fn row(store: &LocalStore, image: &LocalImage, r: &Reference, no_trunc: bool) ->
     if is_index_type(&d.media_type) {
         size += d.size;
     }
-    let full_id = d.digest.to_string();
+    let full_id = image.id.to_string();
     let id = if no_trunc {
         full_id.clone()
     } else {
-        d.digest.short().to_string()
+        image.id.short().to_string()
     };
     Ok(Row {
-        repository: r.familiar_name(),
-        tag: r.tag().unwrap_or("<none>").to_string(),
-        digest: full_id.clone(),
+        repository: r.map_or_else(|| "<none>".to_string(), |r| r.familiar_name()),
+        tag: r.and_then(|r| r.tag()).unwrap_or("<none>").to_string(),
+        digest: d.digest.to_string(),
         id,
         created_since: created_since(&created),
         created_at: if created.is_empty() {
@@ -266,7 +276,7 @@ pub fn render_template(template: &str, value: &serde_json::Value) -> Result<Stri
         let v = lookup(value, path)
             .ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
         if json {
-            out.push_str(&serde_json::to_string(v).map_err(|e| miette!("{e}"))?);
+            out.push_str(&serde_json::to_string(v).into_diagnostic()?);
         } else {
             match v {
                 serde_json::Value::String(s) => out.push_str(s),

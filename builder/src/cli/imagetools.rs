@@ -8,7 +8,7 @@ use kiln_registry::manifest::{
 use kiln_registry::progress::NoProgress;
 use kiln_registry::store::BlobDir;
 use kiln_registry::{Digest, Reference, RegistryClient};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,20 +75,18 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn parse_ref(s: &str) -> Result<Reference> {
-    Reference::parse(s).map_err(|e| miette!("{e}"))
+    Reference::parse(s).into_diagnostic()
 }
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let r = parse_ref(&args.reference)?;
     let client = args.registry.client();
     let rt = runtime()?;
-    let fetched = rt
-        .block_on(client.get_manifest(&r))
-        .map_err(|e| miette!("{e}"))?;
+    let fetched = rt.block_on(client.get_manifest(&r)).into_diagnostic()?;
     if args.raw {
         use std::io::Write;
         let mut out = std::io::stdout();
-        out.write_all(&fetched.bytes).map_err(|e| miette!("{e}"))?;
+        out.write_all(&fetched.bytes).into_diagnostic()?;
         let _ = out.flush();
         return Ok(ExitCode::SUCCESS);
     }
@@ -97,10 +95,9 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         &fetched.bytes,
         fetched.content_type.as_deref(),
     )
-    .map_err(|e| miette!("{e}"))?;
+    .into_diagnostic()?;
     if let Some(f) = &args.format {
-        let raw: serde_json::Value =
-            serde_json::from_slice(&fetched.bytes).map_err(|e| miette!("{e}"))?;
+        let raw: serde_json::Value = serde_json::from_slice(&fetched.bytes).into_diagnostic()?;
         let doc = json!({
             "name": r.to_string(),
             "mediaType": mt,
@@ -117,10 +114,7 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 ))
             }
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| miette!("{e}"))?
-        );
+        println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<10} {}", "Name:", r);
@@ -166,15 +160,14 @@ async fn platform_of(
     r: &Reference,
     m: &kiln_registry::ImageManifest,
 ) -> Result<Option<Platform>> {
-    let tmp = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let tmp = tempfile::tempdir().into_diagnostic()?;
     let path = tmp.path().join("config");
     client
         .fetch_blob(r, &m.config, &path, &|_| {})
         .await
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette!("{e}"))?)
-            .map_err(|e| miette!("{e}"))?;
+        serde_json::from_slice(&std::fs::read(&path).into_diagnostic()?).into_diagnostic()?;
     let (Some(os), Some(arch)) = (cfg["os"].as_str(), cfg["architecture"].as_str()) else {
         return Ok(None);
     };
@@ -194,16 +187,16 @@ struct Entry {
 }
 
 async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -> Result<()> {
-    let f = client.get_manifest(r).await.map_err(|e| miette!("{e}"))?;
-    let (m, mt) = Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref())
-        .map_err(|e| miette!("{e}"))?;
+    let f = client.get_manifest(r).await.into_diagnostic()?;
+    let (m, mt) =
+        Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref()).into_diagnostic()?;
     match m {
         Manifest::Index(idx) => {
             for d in idx.manifests {
                 let c = client
                     .get_manifest_as(r, &d.digest.to_string())
                     .await
-                    .map_err(|e| miette!("{e}"))?;
+                    .into_diagnostic()?;
                 out.push(Entry {
                     source: r.clone(),
                     descriptor: d,
@@ -240,16 +233,16 @@ async fn copy_into(
         &e.bytes,
         Some(&e.descriptor.media_type),
     )
-    .map_err(|e| miette!("{e}"))?;
+    .into_diagnostic()?;
     let Manifest::Image(m) = m else {
         return Err(miette!("{}: nested indexes are not supported", e.source));
     };
-    let store = BlobDir::new(staging).map_err(|e| miette!("{e}"))?;
+    let store = BlobDir::new(staging).into_diagnostic()?;
     let same_registry = e.source.registry() == target.registry();
     if !same_registry {
         kiln_registry::pull::pull_image(client, &e.source, &store, &m, concurrency, &NoProgress)
             .await
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
     }
     let opts = kiln_registry::push::PushOptions {
         concurrency,
@@ -270,16 +263,16 @@ async fn copy_into(
             if outcome.is_err() {
                 kiln_registry::pull::pull_blob(&c2, &src, &store, d, &NoProgress)
                     .await
-                    .map_err(|e| miette!("{e}"))?;
+                    .into_diagnostic()?;
                 kiln_registry::push::push_blob(client, target, &store, d, None, &NoProgress)
                     .await
-                    .map_err(|e| miette!("{e}"))?;
+                    .into_diagnostic()?;
             }
         }
     } else {
         kiln_registry::push::push_image_blobs(client, target, &store, &m, &opts, &NoProgress)
             .await
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
     }
     client
         .put_manifest(
@@ -288,8 +281,33 @@ async fn copy_into(
             &mt,
         )
         .await
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     Ok(())
+}
+
+/// Refuses two entries for one platform: a client pulling the index would only ever get the first.
+fn check_unique_platforms(entries: &[Entry]) -> Result<()> {
+    let Some(dup) = kiln_registry::manifest::duplicate_platform(
+        entries
+            .iter()
+            .filter_map(|e| e.descriptor.platform.as_ref()),
+    ) else {
+        return Ok(());
+    };
+    let from: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            e.descriptor
+                .platform
+                .as_ref()
+                .is_some_and(|p| dup.matches(p))
+        })
+        .map(|e| format!("{} ({})", e.source, e.descriptor.digest))
+        .collect();
+    Err(miette!(
+        "two images for platform {dup}: {}; an index lists each platform once",
+        from.join(" and ")
+    ))
 }
 
 fn create(args: CreateArgs) -> Result<ExitCode> {
@@ -335,6 +353,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     // One entry per digest, first wins.
     let mut seen = std::collections::BTreeSet::<Digest>::new();
     entries.retain(|e| seen.insert(e.descriptor.digest.clone()));
+    check_unique_platforms(&entries)?;
     let all_docker = entries
         .iter()
         .all(|e| e.descriptor.media_type == DOCKER_MANIFEST);
@@ -355,12 +374,12 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         .media_type
         .clone()
         .unwrap_or_else(|| OCI_INDEX.to_string());
-    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| miette!("{e}"))?;
+    let bytes = serde_json::to_vec_pretty(&index).into_diagnostic()?;
     if args.dry_run {
         println!("{}", String::from_utf8_lossy(&bytes));
         return Ok(ExitCode::SUCCESS);
     }
-    let staging = tempfile::tempdir().map_err(|e| miette!("{e}"))?;
+    let staging = tempfile::tempdir().into_diagnostic()?;
     for t in &targets {
         for (i, e) in entries.iter().enumerate() {
             let dir = staging.path().join(format!("{i}"));
@@ -368,7 +387,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
         }
         let d = rt
             .block_on(client.put_manifest(t, &bytes, &media_type))
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
         println!("{t}@{d}");
     }
     debug_assert!(is_index_type(&media_type));

@@ -2,7 +2,7 @@
 
 use crate::local_store::LocalStore;
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,21 +29,20 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .as_deref()
         .map(Platform::parse)
         .transpose()
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let mut out = Vec::new();
     for what in &args.images {
         let image = store.find(what)?;
         let (desc, m) = store.manifest_for(&image.descriptor, platform.as_ref())?;
         let cfg = store.config(&m)?;
         let tags: Vec<String> = store
-            .images()?
+            .with_id(&image.id)?
             .into_iter()
-            .filter(|i| i.descriptor.digest == image.descriptor.digest)
             .filter_map(|i| Reference::parse(&i.name).ok().map(|r| r.familiar()))
             .collect();
         let size: u64 = m.layers.iter().map(|l| l.size).sum();
         out.push(json!({
-            "Id": image.descriptor.digest.to_string(),
+            "Id": image.id.to_string(),
             "RepoTags": tags,
             "Descriptor": image.descriptor,
             "Manifest": desc,
@@ -66,10 +65,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 println!("{}", super::images::render_template(t, v)?);
             }
         }
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&out).map_err(|e| miette!("{e}"))?
-        ),
+        None => println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?),
     }
     Ok(ExitCode::SUCCESS)
 }

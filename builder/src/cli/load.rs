@@ -2,7 +2,7 @@
 
 use crate::export::{docker_archive, oci};
 use crate::local_store::LocalStore;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,16 +24,21 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let _lock = store
         .content
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()?;
     let reader: Box<dyn std::io::Read> = match &args.input {
-        Some(p) => Box::new(std::fs::File::open(p).map_err(|e| miette!("{}: {e}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::open(p)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", p.display()))?,
+        ),
         None => Box::new(std::io::stdin()),
     };
     // Unpack next to the store so verified blobs are moved, not copied.
     let staging = tempfile::Builder::new()
         .prefix("load-")
         .tempdir_in(store.content.ingest_dir())
-        .map_err(|e| miette!("creating staging directory: {e}"))?;
+        .into_diagnostic()
+        .wrap_err("creating staging directory")?;
     oci::unpack(oci::open_maybe_gzip(reader)?, staging.path())?;
     let images = docker_archive::import(staging.path(), &store)?;
     if images.is_empty() {
@@ -41,11 +46,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     }
     for img in &images {
         if img.names.is_empty() {
-            // The store only keeps tagged images: name it by digest so it can be found.
-            println!(
-                "Loaded image ID: {} (unnamed; tag it with `kiln tag`)",
-                img.root.digest
-            );
+            // Kept untagged (docker's `<none>`), reachable by its ID.
+            store.keep_untagged(&img.root)?;
+            println!("Loaded image ID: {}", store.image_id(&img.root));
             continue;
         }
         for n in &img.names {

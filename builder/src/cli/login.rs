@@ -4,7 +4,7 @@ use crate::registry_opts::{runtime, RegistryArgs};
 use kiln_registry::auth::config::DockerConfig;
 use kiln_registry::auth::Credentials;
 use kiln_registry::{RegistryClient, TransportOptions};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -49,7 +49,8 @@ fn prompt(label: &str) -> Result<String> {
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| miette!("reading {label}: {e}"))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {label}"))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -74,7 +75,8 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     } else if args.password_stdin {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| miette!("reading password from stdin: {e}"))?;
+            .into_diagnostic()
+            .wrap_err("reading password from stdin")?;
         s.trim_end_matches(['\n', '\r']).to_string()
     } else {
         if !std::io::stdin().is_terminal() {
@@ -92,13 +94,16 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let mut opts = TransportOptions::default();
     opts.insecure_registries
         .extend(args.registry.insecure_registries.iter().cloned());
+    opts.idle_timeout = args.registry.idle_timeout;
+    opts.notices = kiln_registry::progress::Notices::new(|n| eprintln!("{n}"));
     let client =
         RegistryClient::with_credentials(opts, HashMap::from([(server.clone(), creds.clone())]));
     runtime()?
         .block_on(client.check_login(&server))
-        .map_err(|e| miette!("login to {server} failed: {e}"))?;
-    let mut cfg = DockerConfig::load_default().map_err(|e| miette!("{e}"))?;
-    cfg.store(&server, &creds).map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("login to {server} failed"))?;
+    let mut cfg = DockerConfig::load_default().into_diagnostic()?;
+    cfg.store(&server, &creds).into_diagnostic()?;
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }

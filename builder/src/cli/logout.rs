@@ -1,7 +1,7 @@
 //! `kiln logout`: remove stored credentials.
 
 use kiln_registry::auth::config::DockerConfig;
-use miette::{miette, Result};
+use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -15,8 +15,8 @@ pub struct Args {
 /// Runs `kiln logout`.
 pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     let server = super::login::server_name(args.server.as_deref());
-    let mut cfg = DockerConfig::load_default().map_err(|e| miette!("{e}"))?;
-    if cfg.erase(&server).map_err(|e| miette!("{e}"))? {
+    let mut cfg = DockerConfig::load_default().into_diagnostic()?;
+    if cfg.erase(&server).into_diagnostic()? {
         println!("Removing login credentials for {server}");
     } else {
         println!("Not logged in to {server}");

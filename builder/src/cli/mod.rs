@@ -8,6 +8,7 @@ mod history;
 mod images;
 mod imagetools;
 mod inspect;
+mod legacy;
 mod load;
 mod login;
 mod logout;
@@ -31,6 +32,23 @@ pub struct Cli {
     /// State directory (content store, layers, cache). Default: $XDG_DATA_HOME/kiln, /var/lib/kiln for root.
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// Print kiln's internal steps on stderr (context, frontend, each step's cache key and
+    /// hit or miss, export, push). Also KILN_DEBUG=1.
+    #[arg(
+        short = 'D',
+        long,
+        global = true,
+        env = "KILN_DEBUG",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_bool,
+        value_name = "BOOL"
+    )]
+    pub debug: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -80,9 +98,46 @@ pub enum Command {
     Dockerfile(dockerfile::Args),
 }
 
+/// Sends kiln's own `tracing` events (not those of the HTTP and TLS
+/// libraries underneath) at debug level to stderr, timed from the start.
+fn install_debug_log() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let targets = Targets::new()
+        .with_target("kiln", LevelFilter::DEBUG)
+        .with_target("kiln_solver", LevelFilter::DEBUG)
+        .with_target("kiln_frontend", LevelFilter::DEBUG)
+        .with_target("kiln_registry", LevelFilter::DEBUG)
+        .with_default(LevelFilter::WARN);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_timer(tracing_subscriber::fmt::time::uptime());
+    // A second subscriber cannot happen (one call, at start); ignore rather than panic.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(targets)
+        .try_init();
+}
+
+/// A boolean flag's value as Go's `strconv.ParseBool` reads it (buildx's
+/// `--push=true`, `--no-cache=0`, `--pull=False`).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (expected true or false, 1 or 0, t or f)"
+        )),
+    }
+}
+
 /// Parses the command line, runs the verb and renders any error.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if cli.debug {
+        install_debug_log();
+    }
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(*args, cli.root),
@@ -109,6 +164,24 @@ pub fn run() -> ExitCode {
         Err(err) => {
             eprintln!("{:?}", err);
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn booleans_read_as_go_reads_them() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        for bad in ["", "yes", "tRUE", "2", "on"] {
+            assert!(parse_bool(bad).is_err(), "{bad}");
         }
     }
 }

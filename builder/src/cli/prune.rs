@@ -6,7 +6,7 @@ use kiln_solver::cache::prune::{prune, PruneOptions};
 use kiln_solver::cache::{now_secs, CacheStore};
 use kiln_solver::content::LockMode;
 use kiln_solver::worker::layers::LayerStore;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -113,7 +113,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         std::io::stdin()
             .lock()
             .read_line(&mut answer)
-            .map_err(|e| miette!("{e}"))?;
+            .into_diagnostic()?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             return Ok(ExitCode::SUCCESS);
         }
@@ -122,17 +122,16 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let lock = state
         .content()
         .try_lock(LockMode::Exclusive)
-        .map_err(|e| miette!("{e}"))?
+        .into_diagnostic()?
         .ok_or_else(|| {
             miette!(
                 "another kiln command (a build, pull or load) is using the state directory {}; prune when it is done",
                 state.root().display()
             )
         })?;
-    let cache = CacheStore::open(&state.meta_db_path()).map_err(|e| miette!("{e}"))?;
-    let layers = LayerStore::open(state.layers_dir()).map_err(|e| miette!("{e}"))?;
-    let report =
-        prune(&state, &cache, &layers, &lock, &opts, now_secs()).map_err(|e| miette!("{e}"))?;
+    let cache = CacheStore::open(&state.meta_db_path()).into_diagnostic()?;
+    let layers = LayerStore::open(state.layers_dir()).into_diagnostic()?;
+    let report = prune(&state, &cache, &layers, &lock, &opts, now_secs()).into_diagnostic()?;
     println!("Deleted cache records:\t{}", report.results);
     println!("Deleted layers:\t\t{}", report.layers.len());
     println!("Deleted blobs:\t\t{}", report.blobs);

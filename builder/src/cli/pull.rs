@@ -1,14 +1,15 @@
 //! `kiln pull`: fetch an image (host platform, `--platform`, or `--all-platforms`) into the local store.
 
 use crate::local_store::LocalStore;
-use crate::registry_opts::{runtime, RegistryArgs};
+use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_registry::progress::Progress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::{Platform, Reference};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `kiln pull`.
 #[derive(Debug, clap::Args)]
@@ -34,11 +35,17 @@ pub struct Args {
 
 /// Runs `kiln pull`.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
-    let r = Reference::parse(&args.reference).map_err(|e| miette!("{e}"))?;
+    let r = Reference::parse(&args.reference).into_diagnostic()?;
+    let wanted = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .into_diagnostic()?;
     let platforms = if args.all_platforms {
         PlatformSelection::All
-    } else if let Some(p) = &args.platform {
-        PlatformSelection::One(Platform::parse(p).map_err(|e| miette!("{e}"))?)
+    } else if let Some(p) = &wanted {
+        PlatformSelection::One(p.clone())
     } else {
         PlatformSelection::Host
     };
@@ -47,9 +54,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let _lock = store
         .content
         .lock(kiln_solver::content::LockMode::Shared)
-        .map_err(|e| miette!("{e}"))?;
-    let client = args.registry.client();
-    let progress = TransferProgress::new(Direction::Pull, args.quiet);
+        .into_diagnostic()?;
+    let progress = Arc::new(TransferProgress::new(Direction::Pull, args.quiet));
+    let client = args.registry.client_with_notices(progress.notices());
     progress.message(&format!(
         "{}: Pulling from {}",
         r.tag()
@@ -63,8 +70,22 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         concurrency: args.registry.concurrency(),
     };
     let pulled = runtime()?
-        .block_on(pull(&client, &r, &store, &opts, &progress))
-        .map_err(|e| miette!("{e}"))?;
+        .block_on(pull(&client, &r, &store, &opts, &*progress))
+        .map_err(registry_failure)?;
+    // A single image (no index) says its platform only in its config: as docker does,
+    // refuse one that is not the platform asked for instead of tagging it.
+    if let (Some(want), false) = (&wanted, args.all_platforms) {
+        let have = store.platform_manifests(&pulled.root)?;
+        if !have
+            .iter()
+            .any(|(d, _)| d.platform.as_ref().is_some_and(|p| want.matches(p)))
+        {
+            return Err(miette!(
+                "{r} was found but does not match the platform asked for: wanted {want}, it is {}",
+                crate::local_store::platforms_of(&have)
+            ));
+        }
+    }
     store.tag(&r, &pulled.root)?;
     progress.message(&format!("Digest: {}", pulled.repo_digest));
     let status = if before.as_ref() == Some(&pulled.root.digest) {

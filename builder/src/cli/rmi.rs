@@ -5,7 +5,7 @@ use kiln_registry::manifest::Manifest;
 use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Reference};
 use kiln_solver::content::LockMode;
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{IntoDiagnostic, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,17 +38,20 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 continue;
             }
         };
-        let by_name = Reference::parse(what)
-            .map(|r| r.to_string() == image.name)
-            .unwrap_or(false);
+        let by_name = !image.name.is_empty()
+            && Reference::parse(what)
+                .map(|r| r.to_string() == image.name)
+                .unwrap_or(false);
+        // By ID: every image with that ID, tagged or not (one ID may have several roots,
+        // e.g. the same image with OCI and Docker media types).
+        let same_id = store.with_id(&image.id)?;
         let names: Vec<String> = if by_name {
             vec![image.name.clone()]
         } else {
-            let all: Vec<String> = store
-                .images()?
-                .into_iter()
-                .filter(|i| i.descriptor.digest == image.descriptor.digest)
-                .map(|i| i.name)
+            let all: Vec<String> = same_id
+                .iter()
+                .filter(|i| !i.name.is_empty())
+                .map(|i| i.name.clone())
                 .collect();
             if all.len() > 1 && !args.force {
                 eprintln!(
@@ -66,7 +69,18 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             let familiar = Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
             println!("Untagged: {familiar}");
         }
-        removed_roots.push(image.descriptor.digest.clone());
+        if by_name {
+            removed_roots.push(image.descriptor.digest.clone());
+        } else {
+            for i in &same_id {
+                let od = crate::local_store::to_oci(&i.descriptor)?;
+                store
+                    .content
+                    .remove_untagged(od.digest())
+                    .into_diagnostic()?;
+                removed_roots.push(i.descriptor.digest.clone());
+            }
+        }
     }
     if !args.no_prune && !removed_roots.is_empty() {
         // Only when no build holds the store: its blobs may not be tagged yet.
@@ -76,7 +90,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             .into_diagnostic()?
         {
             let mut keep = BTreeSet::new();
-            for i in store.images()? {
+            for i in store.images()?.into_iter().chain(store.untagged()?) {
                 reachable(&store, &i.descriptor.digest, &mut keep);
             }
             let mut gone = BTreeSet::new();
@@ -84,8 +98,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 reachable(&store, r, &mut gone);
             }
             for d in gone.difference(&keep) {
-                let od =
-                    oci_spec::image::Digest::try_from(d.to_string()).map_err(|e| miette!("{e}"))?;
+                let od = oci_spec::image::Digest::try_from(d.to_string()).into_diagnostic()?;
                 if store.content.delete(&od).into_diagnostic()? {
                     println!("Deleted: {d}");
                 }

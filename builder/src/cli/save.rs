@@ -3,7 +3,7 @@
 use crate::export::{docker_archive, oci};
 use crate::local_store::LocalStore;
 use kiln_registry::{Platform, Reference};
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,27 +29,31 @@ pub struct Args {
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     let store = LocalStore::open(root)?;
     let platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| miette!("{e}"))?,
+        Some(p) => Platform::parse(p).into_diagnostic()?,
         None => Platform::host(),
     };
     let mut images: Vec<oci::NamedImage> = Vec::new();
     for what in &args.images {
         let img = store.find(what)?;
-        let name = Reference::parse(&img.name).map_err(|e| miette!("{e}"))?;
         // Saving by ID keeps the image unnamed.
-        let by_name = Reference::parse(what)
-            .map(|r| r.to_string() == img.name)
-            .unwrap_or(false);
+        let name = Reference::parse(what)
+            .ok()
+            .filter(|r| r.to_string() == img.name);
         match images
             .iter_mut()
             .find(|i| i.root.digest == img.descriptor.digest)
         {
-            Some(i) if by_name => i.names.push(name),
-            Some(_) => {}
+            Some(i) => i.names.extend(name),
             None => images.push(oci::NamedImage {
-                names: if by_name { vec![name] } else { Vec::new() },
+                names: name.into_iter().collect(),
                 root: img.descriptor,
             }),
+        }
+    }
+    // An explicit platform must be there: never another one in its place.
+    if args.platform.is_some() {
+        for i in &images {
+            store.manifest_for(&i.root, Some(&platform))?;
         }
     }
     let extra = if args.format == "docker" {
@@ -64,15 +68,18 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
-                .map_err(|e| miette!("creating {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("creating {}", path.display()))?;
             let w = std::io::BufWriter::with_capacity(1 << 20, tmp);
             let w = oci::write_tar(w, &store, &images, &extra)?;
             let tmp = w
                 .into_inner()
-                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
             tmp.as_file().sync_all().into_diagnostic()?;
             tmp.persist(path)
-                .map_err(|e| miette!("writing {}: {e}", path.display()))?;
+                .into_diagnostic()
+                .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
         None => {
             use std::io::IsTerminal;

@@ -3,7 +3,7 @@
 //! platforms run under emulation.
 
 use kiln_solver::executor::emulation::{self, Registered, BINFMT_D, BINFMT_MISC};
-use miette::miette;
+use miette::{miette, IntoDiagnostic};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ));
     }
     let wanted: Vec<String> = args.platform.iter().map(|p| wanted_name(p)).collect();
-    emulation::ensure_mounted().map_err(|e| miette!("{e}"))?;
+    emulation::ensure_mounted().into_diagnostic()?;
     let dir = Path::new(BINFMT_MISC);
     let mut failed = false;
     let mut matched = 0;

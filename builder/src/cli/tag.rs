@@ -2,7 +2,7 @@
 
 use crate::local_store::LocalStore;
 use kiln_registry::Reference;
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Runs `kiln tag`.
 pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
-    let target = Reference::parse(&args.target).map_err(|e| miette!("{e}"))?;
+    let target = Reference::parse(&args.target).into_diagnostic()?;
     if target.digest().is_some() {
         return Err(miette!(
             "invalid tag {}: a tag cannot contain a digest",

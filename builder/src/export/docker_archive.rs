@@ -5,7 +5,7 @@ use super::oci::{self, NamedImage};
 use kiln_registry::manifest::{Descriptor, Manifest, DOCKER_CONFIG, DOCKER_MANIFEST};
 use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Platform, Reference};
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,9 +76,9 @@ pub fn platform_manifest(
     root: &Descriptor,
     platform: &Platform,
 ) -> Result<(kiln_registry::ImageManifest, Descriptor)> {
-    let bytes = store.read_blob(&root.digest).map_err(|e| miette!("{e}"))?;
+    let bytes = store.read_blob(&root.digest).into_diagnostic()?;
     match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
-        .map_err(|e| miette!("{e}"))?
+        .into_diagnostic()?
         .0
     {
         Manifest::Image(m) => Ok((*m, root.clone())),
@@ -115,8 +115,9 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
         let mut images = oci::read_dir_images(dir, None)?;
         // Names from manifest.json when index.json has none.
         if let Ok(bytes) = std::fs::read(&manifest_path) {
-            let entries: Vec<ArchiveEntry> =
-                serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
+            let entries: Vec<ArchiveEntry> = serde_json::from_slice(&bytes)
+                .into_diagnostic()
+                .wrap_err("manifest.json")?;
             let layout = oci::LayoutBlobs {
                 root: dir.to_path_buf(),
             };
@@ -145,8 +146,9 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
     let bytes = std::fs::read(&manifest_path).map_err(|_| {
         miette!("not an image archive: neither index.json + oci-layout nor manifest.json found")
     })?;
-    let entries: Vec<ArchiveEntry> =
-        serde_json::from_slice(&bytes).map_err(|e| miette!("manifest.json: {e}"))?;
+    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&bytes)
+        .into_diagnostic()
+        .wrap_err("manifest.json")?;
     let mut images = Vec::new();
     for e in entries {
         let config = store_file(dir, &e.config, store)?;
@@ -175,9 +177,7 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
         });
         let mb = serde_json::to_vec(&manifest).into_diagnostic()?;
         let d = Descriptor::of(DOCKER_MANIFEST, &mb);
-        store
-            .write_blob(&d.digest, &mb)
-            .map_err(|e| miette!("{e}"))?;
+        store.write_blob(&d.digest, &mb).into_diagnostic()?;
         images.push(NamedImage {
             names: e
                 .repo_tags
@@ -206,19 +206,18 @@ fn safe(rel: &str) -> Result<&Path> {
 fn store_file(dir: &Path, rel: &str, store: &dyn BlobStore) -> Result<(Digest, u64)> {
     let p = dir.join(safe(rel)?);
     let size = std::fs::metadata(&p)
-        .map_err(|e| miette!("archive file {rel}: {e}"))?
+        .into_diagnostic()
+        .wrap_err_with(|| format!("archive file {rel}"))?
         .len();
     let digest = oci::hash_file(&p)?;
     if !store.has_blob(&digest) {
         // A copy, since the same file may be listed twice (layers shared by images).
-        let tmp = store.temp_path().map_err(|e| miette!("{e}"))?;
-        std::fs::copy(&p, &tmp).map_err(|e| miette!("{e}"))?;
+        let tmp = store.temp_path().into_diagnostic()?;
+        std::fs::copy(&p, &tmp).into_diagnostic()?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .into_diagnostic()?;
-        store
-            .commit_blob(&digest, &tmp)
-            .map_err(|e| miette!("{e}"))?;
+        store.commit_blob(&digest, &tmp).into_diagnostic()?;
     }
     Ok((digest, size))
 }

@@ -24,6 +24,12 @@ pub enum ImageError {
     /// The store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// Two images of an index are for one platform (a consumer could only ever pick the first).
+    #[error(
+        "two images for platform {0} in one index: each platform's image must be built for it \
+         (does the final stage use `FROM --platform=` with a fixed platform or $BUILDPLATFORM?)"
+    )]
+    DuplicatePlatform(String),
     /// An OCI structure could not be built.
     #[error("building the image {what}: {message}")]
     Spec {
@@ -127,6 +133,15 @@ pub fn write_index(
     manifests: Vec<Descriptor>,
     opts: &ManifestOptions,
 ) -> Result<Descriptor, ImageError> {
+    let platforms: Vec<kiln_registry::Platform> = manifests
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    if let Some(p) = kiln_registry::manifest::duplicate_platform(&platforms) {
+        return Err(ImageError::DuplicatePlatform(p.to_string()));
+    }
     let index_type = if opts.docker_media_types {
         MediaType::Other(DOCKER_MANIFEST_LIST.to_string())
     } else {
@@ -215,5 +230,12 @@ mod tests {
         let idx = write_index(&store, vec![desc.clone()], &ManifestOptions::default()).unwrap();
         let index: ImageIndex = store.read_json(idx.digest()).unwrap();
         assert_eq!(index.manifests()[0].digest(), desc.digest());
+        // The Docker-typed image is another manifest for the same platform: refused.
+        let err =
+            write_index(&store, vec![desc.clone(), d2], &ManifestOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::DuplicatePlatform(p) if p == "linux/amd64"),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use kiln_registry::manifest::{Descriptor, Manifest};
 use kiln_registry::store::BlobStore;
 use kiln_registry::{Digest, Reference};
-use miette::{miette, IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,9 +36,9 @@ pub fn reachable_blobs(
         return Err(miette!("blob {} is missing from the store", root.digest));
     }
     out.insert(root.digest.clone(), root.size);
-    let bytes = store.read_blob(&root.digest).map_err(|e| miette!("{e}"))?;
+    let bytes = store.read_blob(&root.digest).into_diagnostic()?;
     match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
-        .map_err(|e| miette!("{e}"))?
+        .into_diagnostic()?
         .0
     {
         Manifest::Image(m) => {
@@ -65,8 +65,10 @@ pub fn reachable_blobs(
     Ok(())
 }
 
-/// index.json entries for the images: one per name (annotated), or one unnamed.
-pub fn index_entries(images: &[NamedImage], tag_only_ref_name: bool) -> Vec<Descriptor> {
+/// index.json entries for the images: one per name, or one unnamed. As containerd and
+/// BuildKit write them, `org.opencontainers.image.ref.name` is the tag (OCI's definition,
+/// what `skopeo oci-archive:FILE:TAG` looks up) and `io.containerd.image.name` the full name.
+pub fn index_entries(images: &[NamedImage]) -> Vec<Descriptor> {
     let mut out = Vec::new();
     for img in images {
         if img.names.is_empty() {
@@ -76,12 +78,10 @@ pub fn index_entries(images: &[NamedImage], tag_only_ref_name: bool) -> Vec<Desc
             let mut d = img.root.clone();
             let mut a = d.annotations.take().unwrap_or_default();
             a.insert(IMAGE_NAME_ANNOTATION.to_string(), n.to_string());
-            let ref_name = if tag_only_ref_name {
-                n.tag().unwrap_or("latest").to_string()
-            } else {
-                n.to_string()
-            };
-            a.insert(REF_NAME_ANNOTATION.to_string(), ref_name);
+            a.insert(
+                REF_NAME_ANNOTATION.to_string(),
+                n.tag().unwrap_or("latest").to_string(),
+            );
             d.annotations = Some(a);
             out.push(d);
         }
@@ -127,7 +127,7 @@ pub fn write_tar<W: Write>(
     dir(&mut tar, "blobs/")?;
     dir(&mut tar, "blobs/sha256/")?;
     for (digest, size) in &blobs {
-        let f = store.open_blob(digest).map_err(|e| miette!("{e}"))?;
+        let f = store.open_blob(digest).into_diagnostic()?;
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
@@ -138,13 +138,14 @@ pub fn write_tar<W: Write>(
             format!("blobs/sha256/{}", digest.hex()),
             f.take(*size),
         )
-        .map_err(|e| miette!("writing blob {digest}: {e}"))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("writing blob {digest}"))?;
     }
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
         (
             "index.json".to_string(),
-            index_json(&index_entries(images, false))?,
+            index_json(&index_entries(images))?,
         ),
     ];
     files.extend(extra.iter().cloned());
@@ -165,7 +166,8 @@ pub fn write_tar<W: Write>(
 pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Result<()> {
     let blobs_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs_dir)
-        .map_err(|e| miette!("creating {}: {e}", blobs_dir.display()))?;
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating {}", blobs_dir.display()))?;
     let mut blobs = BTreeMap::new();
     for i in images {
         reachable_blobs(store, &i.root, &mut blobs)?;
@@ -176,10 +178,13 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
             continue;
         }
         let tmp = blobs_dir.join(format!(".{}.tmp", digest.hex()));
-        let mut src = store.open_blob(digest).map_err(|e| miette!("{e}"))?;
-        let mut out =
-            std::fs::File::create(&tmp).map_err(|e| miette!("creating {}: {e}", tmp.display()))?;
-        std::io::copy(&mut src, &mut out).map_err(|e| miette!("writing {}: {e}", tmp.display()))?;
+        let mut src = store.open_blob(digest).into_diagnostic()?;
+        let mut out = std::fs::File::create(&tmp)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("creating {}", tmp.display()))?;
+        std::io::copy(&mut src, &mut out)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", tmp.display()))?;
         out.sync_all().into_diagnostic()?;
         std::fs::rename(&tmp, &dest).into_diagnostic()?;
     }
@@ -187,12 +192,13 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
     let mut entries: Vec<Descriptor> = match std::fs::read(&index_path) {
         Ok(b) => {
             serde_json::from_slice::<kiln_registry::ImageIndex>(&b)
-                .map_err(|e| miette!("{}: {e}", index_path.display()))?
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{}", index_path.display()))?
                 .manifests
         }
         Err(_) => Vec::new(),
     };
-    let new = index_entries(images, true);
+    let new = index_entries(images);
     let new_names: Vec<Option<String>> = new.iter().map(ref_name).collect();
     entries.retain(|d| {
         let n = ref_name(d);
@@ -213,8 +219,10 @@ fn ref_name(d: &Descriptor) -> Option<String> {
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("kiln-tmp");
-    kiln_registry::store::write_synced(&tmp, data).map_err(|e| miette!("{e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| miette!("writing {}: {e}", path.display()))
+    kiln_registry::store::write_synced(&tmp, data).into_diagnostic()?;
+    std::fs::rename(&tmp, path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("writing {}", path.display()))
 }
 
 /// Opens an archive, transparently gunzipping it.
@@ -237,20 +245,91 @@ pub fn open_maybe_gzip(mut r: Box<dyn Read>) -> Result<Box<dyn Read>> {
     }
 }
 
+/// Most symbolic links an archive may hold (docker's legacy `layer.tar` links, one per layer).
+const MAX_LINKS: usize = 10_000;
+
 /// Unpacks a tar stream into `dest` (entries outside it are refused by `unpack_in`).
+/// Symbolic links to files of the archive (legacy `docker save` writes `ID/layer.tar` as a
+/// link to a layer another image already holds) become copies of their target, resolved
+/// inside `dest` only; links that lead outside it or to nothing are left out.
 pub fn unpack(r: Box<dyn Read>, dest: &Path) -> Result<()> {
     let mut ar = tar::Archive::new(r);
-    for entry in ar.entries().map_err(|e| miette!("reading archive: {e}"))? {
-        let mut entry = entry.map_err(|e| miette!("reading archive: {e}"))?;
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for entry in ar.entries().into_diagnostic().wrap_err("reading archive")? {
+        let mut entry = entry.into_diagnostic().wrap_err("reading archive")?;
         let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let path = entry.path().into_diagnostic().wrap_err("reading archive")?;
+            let target = entry
+                .link_name()
+                .into_diagnostic()
+                .wrap_err("reading archive")?;
+            if let (Some(path), Some(target)) = (inside(Path::new("."), &path), target) {
+                if links.len() >= MAX_LINKS {
+                    return Err(miette!(
+                        "the archive has more than {MAX_LINKS} symbolic links"
+                    ));
+                }
+                let from = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if let Some(t) = inside(&from, &target) {
+                    links.push((path, t));
+                }
+            }
+            continue;
+        }
         if !(kind.is_file() || kind.is_dir()) {
             continue;
         }
         entry
             .unpack_in(dest)
-            .map_err(|e| miette!("unpacking archive: {e}"))?;
+            .into_diagnostic()
+            .wrap_err("unpacking archive")?;
+    }
+    // A link may point at another link: resolve in rounds, each making at least one copy.
+    while !links.is_empty() {
+        let before = links.len();
+        links.retain(|(path, target)| !copy_link(dest, path, target));
+        if links.len() == before {
+            break;
+        }
     }
     Ok(())
+}
+
+/// `base/rel` with `.` and `..` resolved lexically; `None` when it is absolute or leaves the root.
+fn inside(base: &Path, rel: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for c in base.components().chain(rel.components()) {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.is_empty()).then(|| out.iter().collect())
+}
+
+/// Copies the regular file `dest/target` to `dest/path` (a link's place); whether it was
+/// done. [`unpack`] never makes symbolic links, so both paths stay inside `dest`.
+fn copy_link(dest: &Path, path: &Path, target: &Path) -> bool {
+    let (from, to) = (dest.join(target), dest.join(path));
+    if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file())
+        || std::fs::symlink_metadata(&to).is_ok()
+    {
+        return false;
+    }
+    if let Some(parent) = to.parent() {
+        if std::fs::create_dir_all(parent).is_err() {
+            return false;
+        }
+    }
+    std::fs::hard_link(&from, &to)
+        .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+        .is_ok()
 }
 
 /// A read-only view of a layout's `blobs/sha256` directory as a blob store.
@@ -286,9 +365,12 @@ impl BlobStore for LayoutBlobs {
 /// else a full reference in `org.opencontainers.image.ref.name`, else `default_repo:<ref.name>`).
 pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<Vec<NamedImage>> {
     let p = dir.join("index.json");
-    let bytes = std::fs::read(&p).map_err(|e| miette!("{}: {e}", p.display()))?;
-    let idx: kiln_registry::ImageIndex =
-        serde_json::from_slice(&bytes).map_err(|e| miette!("{}: {e}", p.display()))?;
+    let bytes = std::fs::read(&p)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
+    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&bytes)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
     let mut out: Vec<NamedImage> = Vec::new();
     for mut d in idx.manifests {
         let ann = d.annotations.take().unwrap_or_default();
@@ -353,26 +435,109 @@ pub fn import_blobs(
             continue;
         }
         let src = layout.join("blobs/sha256").join(digest.hex());
-        store
-            .commit_blob(digest, &src)
-            .map_err(|e| miette!("{e}"))?;
+        store.commit_blob(digest, &src).into_diagnostic()?;
     }
     Ok(())
 }
 
 /// sha256 of a file, streaming.
 pub fn hash_file(p: &Path) -> Result<Digest> {
-    let mut f = std::fs::File::open(p).map_err(|e| miette!("{}: {e}", p.display()))?;
+    let mut f = std::fs::File::open(p)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", p.display()))?;
     let mut v = kiln_registry::digest::Verifier::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f
             .read(&mut buf)
-            .map_err(|e| miette!("{}: {e}", p.display()))?;
+            .into_diagnostic()
+            .wrap_err_with(|| format!("{}", p.display()))?;
         if n == 0 {
             break;
         }
         v.update(&buf[..n]);
     }
     Ok(v.finish().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(
+        b: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        data: &[u8],
+        link: &str,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    #[test]
+    fn unpack_turns_links_inside_the_archive_into_copies_and_drops_the_rest() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host file").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // A link before its target, and a link to a link.
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "b/layer.tar",
+            b"",
+            "../a/layer.tar",
+        );
+        add(
+            &mut b,
+            tar::EntryType::Regular,
+            "a/layer.tar",
+            b"layer bytes",
+            "",
+        );
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "c/layer.tar",
+            b"",
+            "../b/layer.tar",
+        );
+        let escape = format!("../../../../../../..{}/secret", outside.path().display());
+        add(&mut b, tar::EntryType::Symlink, "d/layer.tar", b"", &escape);
+        let absolute = format!("{}/secret", outside.path().display());
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "e/layer.tar",
+            b"",
+            &absolute,
+        );
+        add(
+            &mut b,
+            tar::EntryType::Symlink,
+            "f/layer.tar",
+            b"",
+            "../missing",
+        );
+        let bytes = b.into_inner().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        unpack(Box::new(std::io::Cursor::new(bytes)), dest.path()).unwrap();
+        for copy in ["a/layer.tar", "b/layer.tar", "c/layer.tar"] {
+            let p = dest.path().join(copy);
+            assert!(!p.is_symlink(), "{copy}");
+            assert_eq!(std::fs::read(&p).unwrap(), b"layer bytes", "{copy}");
+        }
+        for gone in ["d/layer.tar", "e/layer.tar", "f/layer.tar"] {
+            assert!(
+                std::fs::symlink_metadata(dest.path().join(gone)).is_err(),
+                "{gone}"
+            );
+        }
+    }
 }

@@ -381,13 +381,10 @@ fn apply_defaults(m: &mut Mount, ssh_index: usize) -> Result<(), MountError> {
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
             // No target means the working directory (BuildKit joins a relative or empty target
             // with the stage's WORKDIR).
-            if m.kind == MountType::Cache {
-                if m.id.is_none() {
-                    m.id = Some(m.target.clone().unwrap_or_default());
-                }
-                m.mode.get_or_insert(0o755);
-                m.uid.get_or_insert(0);
-                m.gid.get_or_insert(0);
+            // A cache's mode/uid/gid stay unset unless given: BuildKit keys the
+            // cache by whether they were (the lowering applies 0755/0/0).
+            if m.kind == MountType::Cache && m.id.is_none() {
+                m.id = Some(m.target.clone().unwrap_or_default());
             }
         }
         MountType::Secret => {
@@ -451,7 +448,7 @@ mod tests {
         let m = parse("type=cache,dst=/root/.cache,sharing=locked").unwrap();
         assert_eq!(m.id.as_deref(), Some("/root/.cache"));
         assert_eq!(m.sharing, Sharing::Locked);
-        assert_eq!(m.mode, Some(0o755));
+        assert_eq!((m.mode, m.uid, m.gid), (None, None, None));
         assert!(!m.read_only);
         let m = parse("type=cache,destination=$D,from=$X,id=x,uid=1000,mode=0700").unwrap();
         assert_eq!(m.target.as_deref(), Some("/data"));

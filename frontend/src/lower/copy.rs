@@ -221,7 +221,8 @@ impl Lowerer<'_> {
                 attempt_unpack,
                 create_dest_path: true,
                 allow_wildcard: true,
-                allow_empty_wildcard: false,
+                // BuildKit lets a wildcard match nothing (dockerfile2llb sets AllowEmptyWildcard).
+                allow_empty_wildcard: true,
                 timestamp: None,
                 include_patterns: Vec::new(),
                 exclude_patterns: c.exclude.clone(),

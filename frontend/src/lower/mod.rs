@@ -74,6 +74,9 @@ pub struct LowerOptions {
     pub sandbox_hostname: Option<String>,
     /// The `BUILDKIT_CACHE_MOUNT_NS` build arg: a namespace prefixed to cache mount ids.
     pub cache_mount_ns: Option<String>,
+    /// `--network`: the network of RUN steps without `--network` (and with
+    /// `--network=default`), as BuildKit's `force-network-mode`.
+    pub default_network: kiln_solver::llb::NetworkMode,
 }
 
 /// What a named context is.
@@ -193,6 +196,7 @@ pub fn lower_into(
             .stages
             .get(si)
             .ok_or_else(|| internal(ast, "a needed stage is missing"))?;
+        tracing::debug!(stage = stage.index, name = ?stage.name, base = ?stage.base, platform = %opts.platform, "lowering stage");
         let state = l.lower_stage(stage)?;
         l.stages.insert(si, state);
     }
@@ -202,6 +206,7 @@ pub fn lower_into(
         .cloned()
         .ok_or_else(|| internal(ast, "the target stage was not lowered"))?;
     let stage_vertices = l.stages.iter().map(|(i, s)| (*i, s.vertex)).collect();
+    tracing::debug!(vertices = l.def.len(), platform = %opts.platform, "lowered");
     Ok(Lowered {
         definition: l.def,
         target: target.vertex,
@@ -488,8 +493,7 @@ impl Lowerer<'_> {
             } else {
                 String::new()
             };
-            let written = self.node(ri.node).original.trim().to_string();
-            self.lower_instruction(stage, &mut state, ri, &written, description)?;
+            self.lower_instruction(stage, &mut state, ri, description)?;
         }
         state.config.created = Some(self.created.clone());
         Ok(state)
@@ -581,7 +585,7 @@ impl Lowerer<'_> {
             env: RunEnv(std::sync::Arc::new(vars)),
             proxy_env: Vec::new(),
         };
-        self.lower_instruction(stage, state, &ri, trigger.trim(), description)
+        self.lower_instruction(stage, state, &ri, description)
     }
 
     /// The ARG values in effect at the end of stage `index`: those it
@@ -635,10 +639,8 @@ impl Lowerer<'_> {
         stage: &Stage,
         state: &mut StageState,
         ri: &ResolvedInstruction,
-        written: &str,
         description: String,
     ) -> Result<(), SourceError> {
-        let original = written.to_string();
         match &ri.instruction {
             Instruction::Run(run) => {
                 let created_by = self.lower_run(stage, state, ri, run, description)?;
@@ -647,7 +649,7 @@ impl Lowerer<'_> {
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let is_add = matches!(ri.instruction, Instruction::Add(_));
                 self.lower_copy(stage, state, ri, c, is_add, description)?;
-                self.history(state, history::copy_created_by(c, is_add), false);
+                self.history(state, history::copy(c, is_add), false);
             }
             Instruction::Workdir(dir) => {
                 let path = config::normalize_workdir(&state.config.config.working_dir, dir);
@@ -686,14 +688,8 @@ impl Lowerer<'_> {
                 if matches!(other, Instruction::Cmd(_)) {
                     state.cmd_set = true;
                 }
-                let args: Vec<(String, Option<String>)> = stage
-                    .args
-                    .iter()
-                    .filter(|a| a.node == ri.node)
-                    .map(|a| (a.name.clone(), a.value.clone()))
-                    .collect();
-                let entry = history::created_by(other, &state.config, &args, &original);
-                if let Some(created_by) = entry {
+                let args: Vec<_> = stage.args.iter().filter(|a| a.node == ri.node).collect();
+                if let Some(created_by) = history::metadata(other, &state.config, &args) {
                     self.history(state, created_by, true);
                 }
             }

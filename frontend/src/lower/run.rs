@@ -123,7 +123,7 @@ impl Lowerer<'_> {
             },
             mounts,
             network: match run.network {
-                Network::Default => NetworkMode::Default,
+                Network::Default => self.opts.default_network,
                 Network::None => NetworkMode::None,
                 Network::Host => NetworkMode::Host,
             },
@@ -135,60 +135,8 @@ impl Lowerer<'_> {
         });
         let meta = self.metadata(description, ri.node, stage);
         state.vertex = Some(self.add(op, &platform, &inputs, meta, ri.node)?);
-        let build_args = self.run_build_args(stage, state, ri);
-        Ok(if build_args.is_empty() {
-            format!("RUN {} # buildkit", args.join(" "))
-        } else {
-            format!(
-                "RUN |{} {} {} # buildkit",
-                build_args.len(),
-                build_args.join(" "),
-                args.join(" ")
-            )
-        })
-    }
-
-    /// The build args a RUN's history names, as BuildKit's `|N K=V ...`: the
-    /// ARGs of the base stages, then those of this stage above the RUN, each
-    /// once, with the value the RUN sees.
-    fn run_build_args(
-        &self,
-        stage: &Stage,
-        state: &StageState,
-        ri: &ResolvedInstruction,
-    ) -> Vec<String> {
-        let mut chain = vec![stage];
-        let mut cur = stage;
-        while let crate::stages::Base::Stage(b) = cur.base {
-            match self.build.stages.get(b) {
-                Some(parent) if chain.len() <= self.build.stages.len() => {
-                    chain.push(parent);
-                    cur = parent;
-                }
-                _ => break,
-            }
-        }
-        let mut declared: Vec<&crate::stages::ResolvedArg> = Vec::new();
-        for st in chain.iter().rev() {
-            let own = st.index == stage.index;
-            declared.extend(st.args.iter().filter(|a| !own || a.node < ri.node));
-        }
-        let mut out: Vec<(String, String)> = Vec::new();
-        for a in declared {
-            let value = ri
-                .env
-                .iter()
-                .find(|(k, _)| *k == a.name)
-                .map(|(_, v)| v.clone())
-                .or_else(|| state.config.config.env_var(&a.name).map(str::to_string))
-                .or_else(|| a.value.clone())
-                .unwrap_or_default();
-            match out.iter_mut().find(|(k, _)| *k == a.name) {
-                Some(e) => e.1 = value,
-                None => out.push((a.name.clone(), value)),
-            }
-        }
-        out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+        let build_args = super::history::run_build_args(self.build, stage, ri.node, &env);
+        Ok(format!("RUN {build_args}{} # buildkit", args.join(" ")))
     }
 
     /// argv of a RUN, with BuildKit's heredoc rules: a RUN that is only a
@@ -301,6 +249,11 @@ impl Lowerer<'_> {
                         mode: m.mode.unwrap_or(0o755),
                         uid: m.uid.unwrap_or(0),
                         gid: m.gid.unwrap_or(0),
+                        // dockerfile2llb ignores them when a source is named.
+                        settings_given: (m.mode.is_some() || m.uid.is_some() || m.gid.is_some())
+                            && m.source
+                                .as_deref()
+                                .is_none_or(|s| s.trim_matches('/').is_empty()),
                     }),
                 });
             }

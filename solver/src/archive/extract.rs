@@ -52,7 +52,20 @@ pub fn extract_tar<R: Read + Send>(
         let path = entry.path().map_err(io_err)?.into_owned();
         // unpack_in refuses `..` components and writes through symlinks that
         // leave `dest`; it reports those as Ok(false).
-        if !entry.unpack_in(dest).map_err(io_err)? {
+        let unpacked = match entry.unpack_in(dest) {
+            // The tar crate replaces an existing file with a new file or symlink but not
+            // with a hard link; BuildKit (and tar) do: the same archive added twice, or
+            // two archives with the same link, must unpack.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && entry.header().entry_type().is_hard_link() =>
+            {
+                remove_for_link(dest, &path).map_err(io_err)?;
+                entry.unpack_in(dest)
+            }
+            r => r,
+        };
+        if !unpacked.map_err(io_err)? {
             return Err(ExtractError::Escape {
                 archive: archive.to_string(),
                 entry: path,
@@ -60,6 +73,41 @@ pub fn extract_tar<R: Read + Send>(
         }
     }
     Ok(())
+}
+
+/// Removes the non-directory at `entry` (a tar path, made relative as the tar crate
+/// makes it) under `dest` so a hard link can take its place; only when its
+/// directory really is inside `dest`.
+fn remove_for_link(dest: &Path, entry: &Path) -> std::io::Result<()> {
+    use std::path::Component;
+    let mut target = dest.to_path_buf();
+    for c in entry.components() {
+        match c {
+            Component::Normal(n) => target.push(n),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(std::io::Error::other("a link path with .. is refused"))
+            }
+        }
+    }
+    let parent = target.parent().unwrap_or(dest).canonicalize()?;
+    if !parent.starts_with(dest.canonicalize()?) {
+        return Err(std::io::Error::other(format!(
+            "{} leaves the destination",
+            entry.display()
+        )));
+    }
+    let Some(name) = target.file_name() else {
+        return Ok(());
+    };
+    let target = parent.join(name);
+    if std::fs::symlink_metadata(&target)?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("hard link {} would replace a directory", entry.display()),
+        ));
+    }
+    std::fs::remove_file(&target)
 }
 
 /// True when `head` (the first bytes of a file, after decompression) is a tar
@@ -165,6 +213,51 @@ mod tests {
         let err = extract_tar(raw.as_slice(), &dest, "evil.tar").unwrap_err();
         assert!(matches!(err, ExtractError::Escape { .. }), "{err}");
         assert!(!outer.path().join("evil.txt").exists());
+    }
+
+    /// `a` (with `data`) and `b`, a hard link to it.
+    fn tar_with_link(data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let header = |size: usize, kind| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(kind);
+            h
+        };
+        b.append_data(&mut header(data.len(), tar::EntryType::Regular), "a", data)
+            .unwrap();
+        b.append_link(&mut header(0, tar::EntryType::Link), "b", "a")
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_hard_link_replaces_an_existing_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = tar_with_link(b"one");
+        let second = tar_with_link(b"two");
+        // The same archive twice, then another with the same link.
+        for raw in [&first, &first, &second] {
+            extract_tar(raw.as_slice(), dir.path(), "links.tar").unwrap();
+        }
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        assert_eq!(std::fs::read(&b).unwrap(), b"two");
+        let (ma, mb) = (
+            std::fs::metadata(&a).unwrap(),
+            std::fs::metadata(&b).unwrap(),
+        );
+        assert_eq!(ma.ino(), mb.ino());
+        assert_eq!(ma.nlink(), 2);
+        // A file that was there before any archive is replaced too.
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::write(fresh.path().join("b"), "old").unwrap();
+        extract_tar(first.as_slice(), fresh.path(), "links.tar").unwrap();
+        assert_eq!(std::fs::read(fresh.path().join("b")).unwrap(), b"one");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{FileStat, StatCache};
+use crate::executor::rootfs_path::{host_path, resolve_in_root};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 
 /// A content checksum (sha256).
@@ -253,11 +254,7 @@ impl Walk<'_> {
         follow: bool,
         out: &mut Vec<Record>,
     ) -> Result<(), ContentHashError> {
-        let start = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
+        let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
         let missing = |out: &mut Vec<Record>| {
             out.push(Record {
                 rel: rel.to_string(),
@@ -274,10 +271,18 @@ impl Walk<'_> {
             Err(e) => return Err(io_err(&start)(e)),
         };
         let followed = follow && meta.file_type().is_symlink();
-        let meta = if followed {
-            fs::metadata(&start).map_err(io_err(&start))?
+        let (start, meta) = if followed {
+            let target = in_root(root, rel, true).map_err(io_err(&start))?;
+            match fs::symlink_metadata(&target) {
+                Ok(m) => (target, m),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing(out);
+                    return Ok(());
+                }
+                Err(e) => return Err(io_err(&target)(e)),
+            }
         } else {
-            meta
+            (start, meta)
         };
         let hidden = !rel.is_empty() && self.ignore.is_some_and(|m| m.excludes(rel));
         if hidden {
@@ -292,6 +297,22 @@ impl Walk<'_> {
             out.extend(self.children(&start, rel)?);
         }
         Ok(())
+    }
+}
+
+/// The host path of `rel` with the symlinks on the way resolved inside `root`, as the
+/// files would see them (a hostile link never leads the walk out of it); the final
+/// component's only when `follow`.
+fn in_root(root: &Path, rel: &str, follow: bool) -> std::io::Result<PathBuf> {
+    if rel.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    if follow {
+        return Ok(host_path(root, &resolve_in_root(root, rel)?));
+    }
+    match rel.rsplit_once('/') {
+        Some((parent, name)) => Ok(host_path(root, &resolve_in_root(root, parent)?).join(name)),
+        None => Ok(root.join(rel)),
     }
 }
 
@@ -567,6 +588,37 @@ mod tests {
         let missing = sum(d.path(), &["nope"], &o);
         fs::write(d.path().join("nope"), b"").unwrap();
         assert_ne!(sum(d.path(), &["nope"], &o), missing);
+    }
+
+    #[test]
+    fn links_out_of_the_root_resolve_inside_it() {
+        let d = tree();
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("secret"), b"host v1").unwrap();
+        std::os::unix::fs::symlink(host.path(), d.path().join("hostdir")).unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), d.path().join("hostfile")).unwrap();
+        let follow = ChecksumOptions {
+            follow_final_symlink: true,
+            ..Default::default()
+        };
+        let through_dir = sum(d.path(), &["hostdir/secret"], &ChecksumOptions::default());
+        let followed = sum(d.path(), &["hostfile"], &follow);
+        // The host file's bytes never count: the links name missing paths in the root.
+        fs::write(host.path().join("secret"), b"host v2").unwrap();
+        assert_eq!(
+            sum(d.path(), &["hostdir/secret"], &ChecksumOptions::default()),
+            through_dir
+        );
+        assert_eq!(sum(d.path(), &["hostfile"], &follow), followed);
+        // What the root holds at the link's target does.
+        let inside = d.path().join(host.path().strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        fs::write(inside.join("secret"), b"in root").unwrap();
+        assert_ne!(sum(d.path(), &["hostfile"], &follow), followed);
+        assert_ne!(
+            sum(d.path(), &["hostdir/secret"], &ChecksumOptions::default()),
+            through_dir
+        );
     }
 
     #[test]

@@ -173,7 +173,13 @@ pub fn input_selectors(op: &Op, index: usize) -> Option<Vec<Selector>> {
                     continue;
                 }
                 match (&m.kind, &m.selector, m.readonly) {
-                    (MountKind::Bind, Some(sel), true) => out.push(Selector::path(sel.clone())),
+                    // The mount shows a linked source's target: its content is what counts
+                    // (BuildKit follows links for mount selectors too).
+                    (MountKind::Bind, Some(sel), true) => out.push(Selector {
+                        path: sel.clone(),
+                        wildcards: false,
+                        follow_final_symlink: true,
+                    }),
                     _ => return None,
                 }
             }
@@ -242,6 +248,7 @@ mod tests {
                         mode: 0o755,
                         uid: 0,
                         gid: 0,
+                        settings_given: false,
                     }),
                 },
                 Mount {
@@ -327,7 +334,12 @@ mod tests {
         );
         assert_eq!(
             input_selectors(&op, 1),
-            Some(vec![Selector::path("go.mod")])
+            Some(vec![Selector {
+                path: "go.mod".into(),
+                wildcards: false,
+                follow_final_symlink: true,
+            }]),
+            "a bind mount shows its source's link target"
         );
         let copy = Op::File(FileOp {
             base: Some(0),

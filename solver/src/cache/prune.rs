@@ -158,8 +158,14 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (0, 0);
     };
+    // Files first: in cache-mounts/ they are the records (`<key>.id`) of the directories.
+    let mut entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_type().is_ok_and(|t| t.is_dir()));
     let (mut count, mut bytes) = (0, 0);
-    for e in entries.flatten() {
+    for e in entries {
+        if e.file_name() == crate::trash::TRASH {
+            continue;
+        }
         let path = e.path();
         // A killed build may leave a mount in its pending layer (a snapshot view):
         // unmount it first, and never recurse into what is still mounted.
@@ -170,12 +176,7 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
             continue;
         }
         let size = dir_size(&path);
-        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if removed.is_ok() {
+        if crate::trash::discard(&path).is_ok() {
             count += 1;
             bytes += size;
         }
@@ -248,21 +249,22 @@ pub fn prune(
         .into_iter()
         .flat_map(|e| e.result.snapshot.layers)
         .collect();
+    // Records go (committed) before what they point to: a kill midway leaves an
+    // unrecorded layer for the next prune, never a record of a missing layer.
     let mut w = cache.writer()?;
-    for (id, size) in &sizes {
-        if !live.contains(id) {
-            layers.remove(id)?;
-            w.remove_layer(id)?;
-            report.reclaimed += size;
-            report.layers.push(id.clone());
-        }
-    }
     for rec in cache.layers()? {
-        if !live.contains(&rec.id) && !sizes.contains_key(&rec.id) {
+        if !live.contains(&rec.id) {
             w.remove_layer(&rec.id)?;
         }
     }
     w.commit()?;
+    for (id, size) in &sizes {
+        if !live.contains(id) {
+            layers.remove(id)?;
+            report.reclaimed += size;
+            report.layers.push(id.clone());
+        }
+    }
     report.layers.sort();
 
     // Leftovers of interrupted builds: pending layers (`layers/.tmp/`), the worker's

@@ -366,6 +366,50 @@ impl ContentStore {
     }
 }
 
+impl ContentStore {
+    /// The unnamed entries of `index.json`: images kept without a tag (an untagged build,
+    /// an archive image without a name), reachable by ID and kept by garbage collection.
+    pub fn untagged(&self) -> Result<Vec<Descriptor>> {
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d).is_none())
+            .cloned()
+            .collect())
+    }
+
+    /// Keeps `descriptor` as an unnamed entry (once). The blob must already be in the store.
+    pub fn add_untagged(&self, descriptor: &Descriptor) -> Result<()> {
+        if !self.exists(descriptor.digest())? {
+            return Err(ContentError::NotFound(descriptor.digest().clone()));
+        }
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            if !manifests
+                .iter()
+                .any(|d| ref_name(d).is_none() && d.digest() == descriptor.digest())
+            {
+                manifests.push(descriptor.clone());
+            }
+            index.set_manifests(manifests);
+            Ok(())
+        })
+    }
+
+    /// Drops the unnamed entries for `digest`; returns whether there were any. Blobs are not touched.
+    pub fn remove_untagged(&self, digest: &Digest) -> Result<bool> {
+        self.update_index(|index| {
+            let mut manifests = index.manifests().clone();
+            let before = manifests.len();
+            manifests.retain(|d| ref_name(d).is_some() || d.digest() != digest);
+            let removed = manifests.len() != before;
+            index.set_manifests(manifests);
+            Ok(removed)
+        })
+    }
+}
+
 /// The `org.opencontainers.image.ref.name` of a descriptor.
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations()

@@ -253,3 +253,23 @@ fn re_tagging_to_the_same_target_writes_nothing() {
     assert_eq!(names, ["a:1", "b:1"]);
     assert_eq!(s.resolve("a:1").unwrap().unwrap().digest(), &m2.digest);
 }
+
+#[test]
+fn untagged_entries_are_kept_once_beside_tags_and_removed_alone() {
+    let (_d, s) = store();
+    let m = s.put_bytes(br#"{"schemaVersion":2}"#).unwrap();
+    let d = Descriptor::new(MediaType::ImageManifest, m.size, m.digest.clone());
+    s.add_untagged(&d).unwrap();
+    s.add_untagged(&d).unwrap();
+    s.set_tag("example.com/a:1", &d).unwrap();
+    assert_eq!(s.untagged().unwrap().len(), 1);
+    assert_eq!(s.tags().unwrap().len(), 1);
+    // An unnamed entry keeps its blobs from garbage collection.
+    assert!(s.remove_tag("example.com/a:1").unwrap());
+    assert!(s.reachable().unwrap().contains(&m.digest));
+    assert!(s.remove_untagged(&m.digest).unwrap());
+    assert!(!s.remove_untagged(&m.digest).unwrap());
+    assert!(s.index().unwrap().manifests().is_empty());
+    let missing = Descriptor::new(MediaType::ImageManifest, 1, sha256_digest(b"missing"));
+    assert!(s.add_untagged(&missing).is_err());
+}

@@ -12,6 +12,7 @@ pub mod env;
 pub mod hosts;
 pub mod lazy;
 pub mod native;
+pub mod netns;
 pub mod oci;
 pub mod oci_kill;
 pub mod oci_spec;
@@ -19,6 +20,7 @@ pub mod output;
 pub mod pump;
 pub mod rootfs_path;
 pub mod running;
+pub mod seccomp;
 pub mod sweep;
 pub mod user;
 pub mod world;
@@ -36,7 +38,8 @@ use user::UserError;
 /// `RUN --network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The sandbox default: the host network for now, other namespaces isolated.
+    /// The sandbox default: an own network namespace with outbound access
+    /// through slirp4netns (see [`netns`]); the host's loopback is out of reach.
     #[default]
     Default,
     /// An own network namespace with only `lo` up.
@@ -48,7 +51,7 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Whether the step gets its own network namespace.
     pub fn isolated(self) -> bool {
-        self == NetworkMode::None
+        self != NetworkMode::Host
     }
 }
 
@@ -192,6 +195,9 @@ pub enum ExecError {
         /// Its error message.
         message: String,
     },
+    /// The seccomp profile could not be compiled (native executor).
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::bpf::CompileError),
     /// The request itself is invalid.
     #[error("invalid exec request: {0}")]
     Invalid(String),
@@ -270,14 +276,19 @@ impl FromStr for ExecutorKind {
 /// Picks an executor. `Auto` takes the first OCI runtime on PATH that works on
 /// this host (crun, then runc), else the native one.
 pub fn select(kind: ExecutorKind, config: ExecutorConfig) -> Result<Box<dyn Executor>, ExecError> {
-    match kind {
-        ExecutorKind::Native => Ok(Box::new(native::NativeExecutor::new(config))),
-        ExecutorKind::Oci => Ok(Box::new(oci::OciExecutor::detect(config)?)),
+    let chosen: Box<dyn Executor> = match kind {
+        ExecutorKind::Native => Box::new(native::NativeExecutor::new(config)),
+        ExecutorKind::Oci => Box::new(oci::OciExecutor::detect(config)?),
         ExecutorKind::Auto => match oci::OciExecutor::detect(config.clone()) {
-            Ok(e) => Ok(Box::new(e)),
-            Err(_) => Ok(Box::new(native::NativeExecutor::new(config))),
+            Ok(e) => Box::new(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no working OCI runtime, falling back to native");
+                Box::new(native::NativeExecutor::new(config))
+            }
         },
-    }
+    };
+    tracing::debug!(asked = ?kind, executor = %chosen.name(), "executor selected");
+    Ok(chosen)
 }
 
 #[cfg(test)]

@@ -177,7 +177,8 @@ impl OciExecutor {
                 destination: "/proc".into(),
                 kind: MountKind::Proc,
             }],
-            network: NetworkMode::Default,
+            network: NetworkMode::None,
+            netns: None,
             security: SecurityMode::Sandbox,
         };
         let result = self.run_world(&world, &mut |_, _| {});
@@ -211,7 +212,9 @@ impl OciExecutor {
     ) -> Result<ExecOutcome, ExecError> {
         // The run dir is the bundle: one directory fewer to make and remove.
         let bundle = world.run_dir.clone();
-        write_bundle(&bundle, &build_spec(world)?)?;
+        let mut spec = build_spec(world)?;
+        release_secrets_after_start(&mut spec, world);
+        write_bundle(&bundle, &spec)?;
         let log = world.run_dir.join("runtime.log");
         let state_root = self.state_root();
         fs::create_dir_all(&state_root)
@@ -275,6 +278,23 @@ impl OciExecutor {
             output: captured,
         })
     }
+}
+
+/// Has the runtime drop the host's view of the step's secrets once its process
+/// runs: the container's own binds keep them as long as the step lives.
+fn release_secrets_after_start(spec: &mut oci_spec::runtime::Spec, world: &World) {
+    let secrets = world.run_dir.join("secrets");
+    if !secrets.is_dir() {
+        return;
+    }
+    let Some(hook) = crate::mounts::secret::release_hook(&secrets) else {
+        return;
+    };
+    let mut hooks = spec.hooks().clone().unwrap_or_default();
+    let mut poststart = hooks.poststart().clone().unwrap_or_default();
+    poststart.push(hook);
+    hooks.set_poststart(Some(poststart));
+    spec.set_hooks(Some(hooks));
 }
 
 /// The last `"level":"error"` message of a runtime's JSON log.

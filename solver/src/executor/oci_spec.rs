@@ -214,10 +214,13 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
     let namespaces = ns
         .into_iter()
         .map(|t| {
-            LinuxNamespaceBuilder::default()
-                .typ(t)
-                .build()
-                .map_err(invalid)
+            let b = LinuxNamespaceBuilder::default().typ(t);
+            match (&world.netns, t) {
+                (Some(path), LinuxNamespaceType::Network) => b.path(path.clone()),
+                _ => b,
+            }
+            .build()
+            .map_err(invalid)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
@@ -233,7 +236,12 @@ pub fn build_spec(world: &World) -> Result<Spec, ExecError> {
         .devices(device_rules(insecure)?)
         .build()
         .map_err(invalid)?;
-    let linux = linux.resources(resources).build().map_err(invalid)?;
+    linux = linux.resources(resources);
+    // Docker's default profile; `--security=insecure` runs unconfined.
+    if !insecure {
+        linux = linux.seccomp(super::seccomp::sandbox_profile().clone());
+    }
+    let linux = linux.build().map_err(invalid)?;
 
     let mut mounts = Vec::new();
     for m in &world.mounts {
@@ -298,13 +306,14 @@ mod tests {
                 },
             ],
             network,
+            netns: None,
             security,
         }
     }
 
     #[test]
     fn sandbox_spec_has_default_caps_nnp_and_no_netns() {
-        let spec = build_spec(&world(NetworkMode::Default, SecurityMode::Sandbox)).unwrap();
+        let spec = build_spec(&world(NetworkMode::Host, SecurityMode::Sandbox)).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let p = &json["process"];
         assert_eq!(p["user"]["uid"], 1000);
@@ -345,6 +354,23 @@ mod tests {
             &serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})
         ));
         assert_eq!(devices.len(), SANDBOX_DEVICES.len());
+        let seccomp = &json["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(seccomp["syscalls"][0]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("execve")));
+    }
+
+    #[test]
+    fn default_network_joins_the_prepared_namespace() {
+        let mut w = world(NetworkMode::Default, SecurityMode::Sandbox);
+        w.netns = Some("/run/t/netns".into());
+        let json = serde_json::to_value(build_spec(&w).unwrap()).unwrap();
+        assert!(json["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"type": "network", "path": "/run/t/netns"})));
     }
 
     #[test]
@@ -362,6 +388,7 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network"));
         assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert!(json["linux"]["seccomp"].is_null(), "insecure is unconfined");
         assert_eq!(
             json["linux"]["resources"]["devices"],
             serde_json::json!([{"allow": true, "type": "a", "access": "rwm"}])

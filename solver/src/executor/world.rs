@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
+use super::netns::SlirpNetwork;
 use super::rootfs_path::{host_path, resolve_in_root};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
@@ -49,6 +50,9 @@ pub struct World {
     pub mounts: Vec<ContainerMount>,
     /// Network mode.
     pub network: NetworkMode,
+    /// The network namespace to join (the default network's, see
+    /// [`super::netns`]); `None` with an isolated mode means a new empty one.
+    pub netns: Option<PathBuf>,
     /// Security mode.
     pub security: SecurityMode,
 }
@@ -82,6 +86,7 @@ struct Guard {
     caches: Vec<CacheLease>,
     secrets: Option<SecretFiles>,
     binds: Vec<ScratchBind>,
+    network: Option<SlirpNetwork>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +110,9 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         return Err(ExecError::Invalid("empty argv".into()));
     }
     let id = unique_id();
-    let run_dir = config.runs_dir().join(&id);
+    // Runtimes resolve relative paths against their bundle: hand them absolute ones.
+    let run_dir = std::path::absolute(config.runs_dir().join(&id))
+        .map_err(ExecError::setup("resolving the run directory"))?;
     fs::create_dir_all(&run_dir)
         .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
     let mut guard = Guard::default();
@@ -189,11 +196,12 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
                     },
                 )
             }
+            // The mode is the mount point's, once resolved (below).
             MountSpec::Tmpfs { target, size } => (
                 target.clone(),
                 MountKind::Tmpfs {
                     size: *size,
-                    mode: 0o1777,
+                    mode: TMPFS_FRESH_MODE,
                 },
             ),
             MountSpec::Secret(s) => {
@@ -257,6 +265,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         };
         let target = absolute(&req.cwd, &target);
         let destination = resolve(&rootfs, &target)?;
+        let mut kind = kind;
+        if let MountKind::Tmpfs { mode, .. } = &mut kind {
+            *mode = tmpfs_mode(&host_path(&rootfs, &destination));
+        }
         user_mounts.push(ContainerMount { destination, kind });
     }
     sort_by_depth(&mut user_mounts);
@@ -292,6 +304,14 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         });
     }
 
+    for m in &mut mounts {
+        if let MountKind::Bind { source, .. } = &mut m.kind {
+            *source = std::path::absolute(&*source).map_err(ExecError::setup(format!(
+                "resolving mount source {}",
+                source.display()
+            )))?;
+        }
+    }
     for m in &mounts {
         create_stub(&rootfs, m)?;
     }
@@ -328,6 +348,10 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
     }
 
     let env = process_env(&req.env, &user.home, &secret_env);
+    if req.network == NetworkMode::Default {
+        guard.network = Some(SlirpNetwork::start(&run_dir)?);
+    }
+    let netns = guard.network.as_ref().map(|n| n.path().to_path_buf());
     Ok(Prepared {
         world: World {
             id,
@@ -340,6 +364,7 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
             hostname,
             mounts,
             network: req.network,
+            netns,
             security: req.security,
         },
         _guard: guard,
@@ -382,6 +407,18 @@ fn etc_files(config: &ExecutorConfig, files: &[(&str, String)]) -> Result<PathBu
         }
     }
     Ok(dir)
+}
+
+/// The root mode of a tmpfs over a mount point that did not exist (tmpfs' own default).
+const TMPFS_FRESH_MODE: u32 = 0o1777;
+
+/// The root mode of a tmpfs mounted at `host`: the mode of the directory it
+/// covers, as runc gives it (so BuildKit's tmpfs mounts), else tmpfs' default.
+fn tmpfs_mode(host: &Path) -> u32 {
+    match fs::metadata(host) {
+        Ok(md) if md.is_dir() => md.mode() & 0o7777,
+        _ => TMPFS_FRESH_MODE,
+    }
 }
 
 /// Makes a container path absolute against `cwd`.
@@ -536,6 +573,8 @@ impl Prepared {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.agents.clear();
+        // Its namespace file is a mount point in the run dir.
+        self.network = None;
         let unmounted = match self.rootfs_mount.take() {
             Some(m) => m.unmount().is_ok(),
             None => true,

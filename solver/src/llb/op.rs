@@ -204,6 +204,11 @@ pub struct CacheOpt {
     pub uid: u32,
     /// Owner gid when created.
     pub gid: u32,
+    /// `mode`, `uid` or `gid` was given (without `source`): the directory is then
+    /// a different cache from the plain id's, as BuildKit seeds such a mount from a
+    /// `mkdir` with those settings and keys cache directories by their seed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settings_given: bool,
 }
 
 /// How concurrent builds share a cache mount.
@@ -271,7 +276,8 @@ pub struct SecretEnv {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// The sandbox default (host network, otherwise isolated).
+    /// The build's default (`kiln build --network`; else an own namespace
+    /// with outbound access).
     #[default]
     Default,
     /// Own network namespace with only `lo`.

@@ -17,35 +17,136 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-/// A platform string that is not `os/arch[/variant]`.
+/// A platform string that containerd's `platforms.Parse` would refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch[/variant]")]
+#[error("invalid platform {0:?}: expected os/arch[/variant] (e.g. linux/arm64), or a known os or architecture alone")]
 pub struct PlatformError(pub String);
 
+/// Operating systems Go knows (containerd's list): `linux` alone means linux on this machine's
+/// architecture.
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "nacl",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "windows",
+    "zos",
+];
+
+/// Architectures Go knows (containerd's list): `arm64` alone means linux/arm64.
+const KNOWN_ARCH: &[&str] = &[
+    "386",
+    "amd64",
+    "amd64p32",
+    "arm",
+    "armbe",
+    "arm64",
+    "arm64be",
+    "ppc64",
+    "ppc64le",
+    "loong64",
+    "mips",
+    "mipsle",
+    "mips64",
+    "mips64le",
+    "mips64p32",
+    "mips64p32le",
+    "ppc",
+    "riscv",
+    "riscv64",
+    "s390",
+    "s390x",
+    "sparc",
+    "sparc64",
+    "wasm",
+];
+
+/// containerd's architecture aliases and default variants: `aarch64` is `arm64`, `arm64/v8`
+/// is `arm64`, `arm` is `arm/v7`, `x86_64` is `amd64`, `amd64/v1` is `amd64`.
+fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
+    let (arch, variant) = (arch.to_lowercase(), variant.to_lowercase());
+    let (arch, variant) = match arch.as_str() {
+        "i386" => ("386", ""),
+        "x86_64" | "x86-64" | "amd64" => ("amd64", if variant == "v1" { "" } else { &variant }),
+        "aarch64" | "arm64" => (
+            "arm64",
+            match variant.as_str() {
+                "8" | "v8" | "v8.0" => "",
+                "9" | "9.0" | "v9.0" => "v9",
+                v => v,
+            },
+        ),
+        "armhf" => ("arm", "v7"),
+        "armel" => ("arm", "v6"),
+        "arm" => (
+            "arm",
+            match variant.as_str() {
+                "" | "7" => "v7",
+                "5" => "v5",
+                "6" => "v6",
+                "8" => "v8",
+                v => v,
+            },
+        ),
+        a => (a, variant.as_str()),
+    };
+    (arch.to_string(), variant.to_string())
+}
+
 impl Platform {
-    /// Parses `os/arch[/variant]`, or `arch` alone meaning linux (as buildx
-    /// does); components are lower-cased.
+    /// Parses a platform as buildx does (containerd's `platforms.Parse`, then `Normalize`):
+    /// `os/arch[/variant]`, or a known OS (this machine's architecture) or a known architecture
+    /// (linux) alone; components are lower-cased and aliases folded (`aarch64` → `arm64`,
+    /// `linux/arm64/v8` → `linux/arm64`, `linux/arm` → `linux/arm/v7`). An unknown single word
+    /// (`foo`) is an error, not `linux/foo`.
     pub fn parse(s: &str) -> Result<Platform, PlatformError> {
         let bad = || PlatformError(s.to_string());
-        let parts: Vec<String> = s.trim().split('/').map(str::to_lowercase).collect();
-        let (os, architecture, variant) = match parts.as_slice() {
-            [arch] => ("linux".to_string(), arch.clone(), None),
-            [os, arch] => (os.clone(), arch.clone(), None),
-            [os, arch, v] if !v.is_empty() => (os.clone(), arch.clone(), Some(v.clone())),
-            _ => return Err(bad()),
-        };
-        let word = |w: &str| {
+        let spec = s.trim();
+        let component = |w: &str, dot: bool| {
             !w.is_empty()
                 && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (dot && c == '.'))
         };
-        if !word(&os) || !word(&architecture) {
+        let parts: Vec<&str> = spec.splitn(4, '/').collect();
+        // The OS has no dots (containerd's `os(version)` form is not supported).
+        if !component(parts[0], false) || !parts[1..].iter().all(|p| component(p, true)) {
             return Err(bad());
         }
+        let os = match parts[0].to_lowercase().as_str() {
+            "macos" => "darwin".to_string(),
+            o => o.to_string(),
+        };
+        let (os, (architecture, variant)) = match parts.as_slice() {
+            [_] if KNOWN_OS.contains(&os.as_str()) => {
+                let host = Platform::host();
+                return Ok(Platform { os, ..host });
+            }
+            [word] => {
+                let arch = normalize_arch(word, "");
+                if !KNOWN_ARCH.contains(&arch.0.as_str()) {
+                    return Err(bad());
+                }
+                ("linux".to_string(), arch)
+            }
+            [_, arch] => (os, normalize_arch(arch, "")),
+            [_, arch, variant] => (os, normalize_arch(arch, variant)),
+            _ => return Err(bad()),
+        };
         Ok(Platform {
             os,
             architecture,
-            variant,
+            variant: (!variant.is_empty()).then_some(variant),
         })
     }
 
@@ -83,16 +184,42 @@ mod tests {
 
     #[test]
     fn parse_and_display() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v8"));
-        assert_eq!(p.to_string(), "linux/arm64/v8");
+        let p = Platform::parse("linux/arm/v6").unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v6"));
+        assert_eq!(p.to_string(), "linux/arm/v6");
         assert_eq!(
             Platform::parse("Linux/AMD64").unwrap().to_string(),
             "linux/amd64"
         );
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
+        // containerd's normalisation, as buildx applies it to --platform.
+        for (given, normal) in [
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm", "linux/arm/v7"),
+            ("armhf", "linux/arm/v7"),
+            ("linux/x86_64/v1", "linux/amd64"),
+            ("linux/amd64/v9", "linux/amd64/v9"),
+            ("linux/arm64/9.0", "linux/arm64/v9"),
+            ("macos/arm64", "darwin/arm64"),
+            ("s390x", "linux/s390x"),
+        ] {
+            assert_eq!(
+                Platform::parse(given).unwrap().to_string(),
+                normal,
+                "{given}"
+            );
+        }
+        let linux = Platform::parse("linux").unwrap();
+        assert_eq!(
+            (linux.os.as_str(), linux.architecture),
+            ("linux", Platform::host().architecture)
+        );
         for bad in [
             "",
+            "foo",
+            "linux/*",
+            "linux.x/amd64",
             "linux/",
             "/amd64",
             "a/b/c/d",

@@ -4,6 +4,7 @@
 
 pub mod bind;
 pub mod cache;
+pub mod pin;
 pub mod secret;
 pub mod ssh;
 

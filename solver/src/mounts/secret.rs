@@ -1,8 +1,9 @@
 //! Secret files: written to a private tmpfs on the host and bind-mounted
 //! read-only at their targets, so they never touch a disk or the upper dir.
 //! Once the step's own mount namespace holds its binds, the host's view can go
-//! ([`SecretFiles::release_host_view`]): the files then live only as long as
-//! the step, even when kiln itself is killed.
+//! ([`SecretFiles::release_host_view`] for the native executor, [`release_hook`]
+//! for OCI runtimes): the files then live only as long as the step, even when
+//! kiln itself is killed.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -59,11 +60,42 @@ impl SecretFiles {
     /// namespace goes; idempotent.
     pub fn release_host_view(&self) -> io::Result<()> {
         if self.mounted.swap(false, Ordering::SeqCst) {
-            unmount(&self.dir)?;
+            // An OCI runtime's hook may have unmounted it already; still mounted,
+            // the directory cannot be removed, which reports it.
+            let _ = unmount(&self.dir);
             fs::remove_dir(&self.dir)?;
         }
         Ok(())
     }
+}
+
+/// An OCI `poststart` hook that unmounts the host's view of the secrets tmpfs at
+/// `dir` once the step's process runs, in this process' mount namespace (the
+/// runtime may run in one of its own). None when `nsenter` or `umount` is missing:
+/// the view then goes when the step ends.
+pub fn release_hook(dir: &Path) -> Option<oci_spec::runtime::Hook> {
+    let find = |name: &str| {
+        ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    };
+    let (nsenter, umount) = (find("nsenter")?, find("umount")?);
+    let dir = dir.to_str()?;
+    let args = vec![
+        "nsenter".to_string(),
+        format!("--mount=/proc/{}/ns/mnt", std::process::id()),
+        "--".to_string(),
+        umount.to_str()?.to_string(),
+        "-l".to_string(),
+        dir.to_string(),
+    ];
+    oci_spec::runtime::HookBuilder::default()
+        .path(nsenter)
+        .args(args)
+        .timeout(10i64)
+        .build()
+        .ok()
 }
 
 impl Drop for SecretFiles {

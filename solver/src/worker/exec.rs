@@ -5,17 +5,34 @@ use super::rootfs::{overlay_for, SnapshotView};
 use super::{LocalWorker, Output};
 use crate::executor::{ExecRequest, HostEntry, NetworkMode, SecurityMode, Stream};
 use crate::llb::{self, ExecOp, MountKind, Vertex};
+use crate::mounts::pin::PinnedSources;
 use crate::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
 use crate::progress::LogStream;
 use crate::scheduler::WorkerError;
 use crate::snapshot::Snapshot;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// `source=` of a bind mount inside its input, kept inside it.
-fn sub_path(root: &std::path::Path, selector: Option<&str>) -> PathBuf {
-    match selector {
-        Some(s) => root.join(crate::cache::contenthash::clean_selector(s).trim_start_matches('/')),
-        None => root.to_path_buf(),
+/// `source=` of a mount inside its input `root`, resolved inside it (a symlink
+/// never leads out) and pinned; the whole input when there is no selector.
+fn source_path(
+    pins: &mut PinnedSources,
+    root: &Path,
+    selector: Option<&str>,
+) -> std::io::Result<PathBuf> {
+    match selector.map(crate::cache::contenthash::clean_selector) {
+        Some(s) if !s.is_empty() => pins.pin(root, &s),
+        // An executor may run in another directory: never hand it a relative path.
+        _ => std::path::absolute(root),
+    }
+}
+
+/// The error for a mount source that cannot be resolved in its input.
+fn source_error(dest: &str, selector: Option<&str>, e: std::io::Error) -> WorkerError {
+    let source = selector.unwrap_or("/");
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("mount {dest}: source {source} not found in its input").into()
+    } else {
+        format!("mount {dest}: resolving source {source}: {e}").into()
     }
 }
 
@@ -60,20 +77,24 @@ impl LocalWorker {
         };
         let pending = self.layers.begin()?;
         let mut views = Vec::new();
+        // Declared after the views: dropped first, as a pin may sit in a view.
+        let mut pins = PinnedSources::new(&self.scratch);
         let mut mounts = Vec::new();
         for m in op.mounts.iter().skip(1) {
             let spec = match &m.kind {
                 MountKind::Bind => {
+                    let sel = m.selector.as_deref();
                     let source = match m.input.and_then(|i| inputs.get(i)) {
-                        Some(Output::Dir(d)) => sub_path(&d.root, m.selector.as_deref()),
+                        Some(Output::Dir(d)) => source_path(&mut pins, &d.root, sel),
                         Some(Output::Snapshot(s)) => {
                             let view = SnapshotView::mount(&self.layers, s)?;
-                            let p = sub_path(view.path(), m.selector.as_deref());
+                            let p = source_path(&mut pins, view.path(), sel);
                             views.push(view);
                             p
                         }
                         None => return Err(format!("bind mount {} has no source", m.dest).into()),
-                    };
+                    }
+                    .map_err(|e| source_error(&m.dest, sel, e))?;
                     MountSpec::Bind {
                         source,
                         target: m.dest.clone(),
@@ -83,22 +104,36 @@ impl LocalWorker {
                 MountKind::Cache(c) => {
                     // `from=`: a new directory starts as the source; the id is keyed by
                     // that source (as BuildKit keys it by the source's ref).
+                    // A source missing from its input seeds nothing.
+                    let sel = m.selector.as_deref();
+                    let seed_of = |pins: &mut PinnedSources, root: &Path| match source_path(pins, root, sel) {
+                        Ok(p) => Ok(Some(p)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(source_error(&m.dest, sel, e)),
+                    };
                     let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
                         Some(Output::Dir(d)) => (
                             format!("{}:{}:{}", c.id, d.root.display(), m.selector.as_deref().unwrap_or("/")),
-                            Some(sub_path(&d.root, m.selector.as_deref())),
+                            seed_of(&mut pins, &d.root)?,
                         ),
                         Some(Output::Snapshot(s)) => {
                             let view = SnapshotView::mount(&self.layers, s)?;
-                            let p = sub_path(view.path(), m.selector.as_deref());
+                            let p = seed_of(&mut pins, view.path())?;
                             views.push(view);
                             let layers: Vec<String> = s.layers.iter().map(|l| l.to_string()).collect();
                             (
                                 format!("{}:{}:{}", c.id, layers.join(","), m.selector.as_deref().unwrap_or("/")),
-                                Some(p),
+                                p,
                             )
                         }
                         None => (c.id.clone(), None),
+                    };
+                    // BuildKit keys a cache by its seed; with mode/uid/gid that is a
+                    // `mkdir` made with them, so each setting is a cache of its own.
+                    let id = if c.settings_given {
+                        format!("{id}:mkdir:{:o}:{}:{}", c.mode, c.uid, c.gid)
+                    } else {
+                        id
                     };
                     MountSpec::Cache(CacheSpec {
                     id,
@@ -209,6 +244,7 @@ impl LocalWorker {
             progress.log(s, data.to_vec());
         };
         self.executor.run(&req, &mut on_output)?;
+        drop(pins);
         drop(views);
         // A step that ended after a cancel is thrown away, whatever its exit
         // status: the cancel may have cut it short.

@@ -30,6 +30,24 @@ pub enum LayerStoreError {
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// An image layer unpacks to more than the layer size limit.
+    #[error("layer {blob} unpacks to more than {limit} bytes, the layer size limit")]
+    TooLarge {
+        /// The layer blob's digest.
+        blob: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A step made a layer larger than the layer size limit.
+    #[error(
+        "the step's layer holds {size} bytes, more than the layer size limit of {limit} bytes"
+    )]
+    BuiltTooLarge {
+        /// The layer's size (bytes of its files).
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The blob's uncompressed content does not hash to the diffID its
     /// image config lists.
     #[error("layer {blob} unpacks to diffID {actual}, but the image config says {expected}")]
@@ -134,6 +152,7 @@ impl PendingLayer {
 #[derive(Debug, Clone)]
 pub struct LayerStore {
     dir: PathBuf,
+    max_size: Option<u64>,
 }
 
 impl LayerStore {
@@ -145,7 +164,17 @@ impl LayerStore {
         // Each pending layer in a block group of its own (see `topdir`); a placement hint,
         // so a filesystem without inode flags just does without.
         let _ = crate::snapshot::topdir::mark_topdir(&tmp);
-        Ok(LayerStore { dir })
+        Ok(LayerStore {
+            dir,
+            max_size: None,
+        })
+    }
+
+    /// Refuses layers larger than `max` bytes unpacked (image layers as they are
+    /// unpacked, a step's layer when it is kept); `None`: no limit, as Docker.
+    pub fn with_max_size(mut self, max: Option<u64>) -> LayerStore {
+        self.max_size = max;
+        self
     }
 
     /// The directory of a layer.
@@ -174,13 +203,21 @@ impl LayerStore {
         let file = content.open_blob(blob)?;
         let opts = ApplyOptions {
             whiteouts: WhiteoutMode::Overlay,
+            max_size: self.max_size,
             ..ApplyOptions::default()
         };
         let applied = apply_layer(
             std::io::BufReader::with_capacity(256 * 1024, file),
             &pending.upper(),
             &opts,
-        )?;
+        )
+        .map_err(|e| match e {
+            LayerError::TooLarge { limit } => LayerStoreError::TooLarge {
+                blob: blob.to_string(),
+                limit,
+            },
+            e => e.into(),
+        })?;
         if &applied.diff_id != diff_id {
             return Err(LayerStoreError::DiffIdMismatch {
                 blob: blob.to_string(),
@@ -207,6 +244,12 @@ impl LayerStore {
 
     /// Keeps the pending layer's upper dir under a fresh id.
     pub fn commit(&self, pending: PendingLayer) -> Result<LayerId, LayerStoreError> {
+        if let Some(limit) = self.max_size {
+            let size = crate::cache::prune::dir_size(&pending.upper());
+            if size > limit {
+                return Err(LayerStoreError::BuiltTooLarge { size, limit });
+            }
+        }
         self.commit_as(pending, LayerId::fresh())
     }
 
@@ -225,13 +268,11 @@ impl LayerStore {
         Ok(id)
     }
 
-    /// Removes a layer (garbage collection).
+    /// Removes a layer (garbage collection): its name goes at once (see [`crate::trash`]),
+    /// so a kill midway never leaves a half-deleted layer that `unpack` would reuse.
     pub fn remove(&self, id: &LayerId) -> Result<(), LayerStoreError> {
         let path = self.path(id);
-        match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-            _ => Ok(()),
-        }
+        crate::trash::discard(&path).map_err(io_err("remove", &path))
     }
 
     /// Every layer present.
@@ -296,6 +337,61 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn layers_over_the_size_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(dir.path().join("content")).unwrap();
+        let layers = LayerStore::open(dir.path().join("layers"))
+            .unwrap()
+            .with_max_size(Some(100 * 1024));
+        // A bomb: 10 MiB of zeros compress to a few kilobytes.
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("zeros"), vec![0u8; 10 << 20]).unwrap();
+        let blob = write_layer(&tree, &content, &DiffOptions::default()).unwrap();
+        assert!(blob.blob.size < 100 * 1024);
+        let err = layers
+            .unpack(&content, &blob.blob.digest, &blob.diff_id)
+            .unwrap_err();
+        assert!(
+            matches!(&err, LayerStoreError::TooLarge { blob: b, limit: 102400 } if *b == blob.blob.digest.to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains(blob.blob.digest.as_ref()), "{err}");
+        assert!(!layers.exists(&LayerId::for_diff_id(&blob.diff_id)));
+        assert_eq!(layers.list().unwrap(), vec![]);
+
+        // A step's layer: measured when kept.
+        let p = layers.begin().unwrap();
+        std::fs::write(p.upper().join("big"), vec![1u8; 200 * 1024]).unwrap();
+        let err = layers.commit(p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerStoreError::BuiltTooLarge {
+                    size: 204800,
+                    limit: 102400
+                }
+            ),
+            "{err}"
+        );
+        let p = layers.begin().unwrap();
+        std::fs::write(p.upper().join("small"), vec![1u8; 1024]).unwrap();
+        layers.commit(p).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("layers/.tmp"))
+                .unwrap()
+                .count(),
+            0,
+            "refused layers leave nothing behind"
+        );
+        // Without a limit the bomb unpacks.
+        let unlimited = LayerStore::open(dir.path().join("layers")).unwrap();
+        unlimited
+            .unpack(&content, &blob.blob.digest, &blob.diff_id)
+            .unwrap();
     }
 
     #[test]

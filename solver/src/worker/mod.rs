@@ -187,6 +187,11 @@ impl LocalWorker {
         }
     }
 
+    /// Refuses layers over `max` bytes unpacked (see [`LayerStore::with_max_size`]).
+    pub fn limit_layer_size(&mut self, max: Option<u64>) {
+        self.layers = self.layers.clone().with_max_size(max);
+    }
+
     /// The layer store.
     pub fn layers(&self) -> &LayerStore {
         &self.layers

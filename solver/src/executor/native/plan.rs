@@ -13,6 +13,7 @@ use crate::executor::caps::cap_mask;
 use crate::executor::env::path_of;
 use crate::executor::oci_spec::{MASKED_PATHS, READONLY_PATHS};
 use crate::executor::rootfs_path::host_path;
+use crate::executor::seccomp::bpf::{sandbox_program, BpfProgram};
 use crate::executor::world::World;
 use crate::executor::{ExecError, SecurityMode};
 use crate::mounts::MountKind;
@@ -92,6 +93,8 @@ pub enum Step {
     Sethostname(CString),
     /// Bring `lo` up in a fresh network namespace.
     LoopbackUp,
+    /// Join a prepared network namespace (the default network's).
+    JoinNetns(std::fs::File),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot(CString),
     /// Change directory.
@@ -113,6 +116,9 @@ pub enum Step {
     Capset(u64),
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
+    /// Install a seccomp filter (after no_new_privs, which it needs without
+    /// CAP_SYS_ADMIN; last before exec, as runc does).
+    Seccomp(&'static BpfProgram),
     /// Execute the program.
     Exec(ExecArgs),
 }
@@ -189,7 +195,7 @@ fn cp(p: &Path) -> Result<CString, ExecError> {
 pub fn clone_flags(world: &World) -> libc::c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if world.network.isolated() {
+    if world.network.isolated() && world.netns.is_none() {
         flags |= libc::CLONE_NEWNET;
     }
     flags
@@ -222,6 +228,12 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         Step::Umask(0),
         Step::MakeRslave,
     ];
+    // Before sysfs is mounted: it shows the interfaces of the mounter's namespace.
+    if let Some(path) = &world.netns {
+        let ns =
+            std::fs::File::open(path).map_err(ExecError::setup("opening the network namespace"))?;
+        steps.push(Step::JoinNetns(ns));
+    }
     if sandbox {
         steps.push(Step::RemountBind {
             target: cp(&world.rootfs)?,
@@ -382,7 +394,7 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         }
     }
     steps.push(Step::Sethostname(c(&world.hostname)?));
-    if world.network.isolated() {
+    if world.netns.is_none() && world.network.isolated() {
         steps.push(Step::LoopbackUp);
     }
     steps.push(Step::PivotRoot(cp(&world.rootfs)?));
@@ -403,6 +415,9 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
         steps.push(Step::NoNewPrivs);
     }
     steps.push(Step::Umask(0o022));
+    if sandbox {
+        steps.push(Step::Seccomp(sandbox_program()?));
+    }
     let program = world
         .args
         .first()
@@ -448,6 +463,8 @@ pub trait Sys {
     fn sethostname(&mut self, name: &CString) -> Result<(), i32>;
     /// Bring `lo` up.
     fn loopback_up(&mut self) -> Result<(), i32>;
+    /// `setns(fd, CLONE_NEWNET)`.
+    fn join_netns(&mut self, fd: i32) -> Result<(), i32>;
     /// `pivot_root` into `root`, detach the old root, `chdir("/")`.
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32>;
     /// `chdir(2)`.
@@ -464,6 +481,8 @@ pub trait Sys {
     fn capset(&mut self, mask: u64) -> Result<(), i32>;
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     fn no_new_privs(&mut self) -> Result<(), i32>;
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` with `program`.
+    fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32>;
     /// `umask(2)`.
     fn umask(&mut self, mask: u32);
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
@@ -542,6 +561,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             },
             Step::Sethostname(name) => sys.sethostname(name),
             Step::LoopbackUp => sys.loopback_up(),
+            Step::JoinNetns(f) => sys.join_netns(std::os::fd::AsRawFd::as_raw_fd(f)),
             Step::PivotRoot(root) => sys.pivot_root(root),
             Step::Chdir(p) => sys.chdir(p),
             Step::DropBounding { keep, last_cap } => {
@@ -561,6 +581,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::SetUid(u) => sys.setuid(*u),
             Step::Capset(m) => sys.capset(*m),
             Step::NoNewPrivs => sys.no_new_privs(),
+            Step::Seccomp(p) => sys.seccomp(p),
             Step::Exec(args) => {
                 // execvp semantics: skip candidates that do not exist, remember EACCES.
                 let mut err = libc::ENOENT;
@@ -630,6 +651,7 @@ impl Step {
             Step::ReadonlyPath { path } => format!("making {} read-only", s(path)),
             Step::Sethostname(n) => format!("setting hostname {}", s(n)),
             Step::LoopbackUp => "bringing up lo".into(),
+            Step::JoinNetns(_) => "joining the network namespace".into(),
             Step::PivotRoot(r) => format!("pivot_root into {}", s(r)),
             Step::Chdir(p) => format!("changing to working directory {}", s(p)),
             Step::DropBounding { .. } => "dropping capabilities".into(),
@@ -638,6 +660,7 @@ impl Step {
             Step::SetUid(u) => format!("setting uid {u}"),
             Step::Capset(_) => "setting capabilities".into(),
             Step::NoNewPrivs => "setting no_new_privs".into(),
+            Step::Seccomp(_) => "installing the seccomp filter".into(),
             Step::Exec(a) => format!("executing {}", a.args().first().map(s).unwrap_or_default()),
         }
     }
@@ -712,6 +735,10 @@ mod tests {
             self.calls.push("lo up".into());
             Ok(())
         }
+        fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
+            self.calls.push(format!("setns {}", fd >= 0));
+            Ok(())
+        }
         fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {
             self.calls.push(format!("pivot_root {}", s(root)));
             Ok(())
@@ -742,6 +769,11 @@ mod tests {
         }
         fn no_new_privs(&mut self) -> Result<(), i32> {
             self.calls.push("nnp".into());
+            Ok(())
+        }
+        fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32> {
+            let n = program.instructions().len();
+            self.calls.push(format!("seccomp {}", n.min(1)));
             Ok(())
         }
         fn umask(&mut self, mask: u32) {
@@ -791,6 +823,7 @@ mod tests {
                 },
             ],
             network,
+            netns: None,
             security,
         }
     }
@@ -823,6 +856,7 @@ mod tests {
             "capset",
             "chdir /src",
             "nnp",
+            "seccomp 1",
             "execve /usr/bin/sh",
             "execve /bin/sh",
         ]
@@ -839,11 +873,7 @@ mod tests {
 
     #[test]
     fn insecure_non_root_plan_keeps_caps_and_host_net() {
-        let plan = build_plan(
-            &world(1000, NetworkMode::Default, SecurityMode::Insecure),
-            40,
-        )
-        .unwrap();
+        let plan = build_plan(&world(1000, NetworkMode::Host, SecurityMode::Insecure), 40).unwrap();
         let mut rec = Recorder {
             exec_ok: vec!["/bin/sh".into()],
             ..Recorder::default()
@@ -853,11 +883,28 @@ mod tests {
         assert!(!calls.contains("capbset_drop"));
         assert!(!calls.contains("capset"));
         assert!(!calls.contains("nnp"));
+        assert!(!calls.contains("seccomp"), "insecure is unconfined");
         assert!(!calls.contains("lo up"));
         assert!(calls.contains("setgid 1000\nsetuid 1000"));
         assert!(!calls.contains("kcore"));
         assert!(calls.contains("mount - /r/rootfs/etc/hosts - 0x5021 -"));
         assert!(!calls.contains("mount - /r/rootfs - "), "{calls}");
+    }
+
+    #[test]
+    fn default_network_joins_the_prepared_namespace() {
+        let mut w = world(0, NetworkMode::Default, SecurityMode::Sandbox);
+        assert_ne!(clone_flags(&w) & libc::CLONE_NEWNET, 0, "no namespace yet");
+        w.netns = Some("/proc/self/ns/net".into());
+        assert_eq!(clone_flags(&w) & libc::CLONE_NEWNET, 0);
+        let mut rec = Recorder::default();
+        apply(&build_plan(&w, 40).unwrap(), &mut rec).unwrap_err();
+        let calls = rec.calls.join("\n");
+        assert!(
+            calls.contains("pdeathsig\numask 0\nmount - / - 0x84000 -\nsetns true\n"),
+            "{calls}"
+        );
+        assert!(!calls.contains("lo up"), "{calls}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::ffi::CString;
 
 use super::plan::{ExecArgs, PathKind, Sys};
+use crate::executor::seccomp::bpf::BpfProgram;
 
 /// Calls the kernel.
 pub struct LibcSys;
@@ -163,6 +164,10 @@ impl Sys for LibcSys {
         }
     }
 
+    fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
+        check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+    }
+
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {
         let dot = c".".as_ptr();
         check(unsafe { libc::chdir(root.as_ptr()) })?;
@@ -230,6 +235,22 @@ impl Sys for LibcSys {
 
     fn no_new_privs(&mut self) -> Result<(), i32> {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+
+    fn seccomp(&mut self, program: &BpfProgram) -> Result<(), i32> {
+        let insns = program.instructions();
+        let prog = libc::sock_fprog {
+            len: insns.len().min(u16::MAX as usize) as u16,
+            filter: insns.as_ptr() as *mut libc::sock_filter,
+        };
+        sys_result(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        })
     }
 
     fn umask(&mut self, mask: u32) {

@@ -57,7 +57,9 @@ fn lookup(root: &Path, file: &str, name: &str) -> Option<Vec<u32>> {
 }
 
 /// Resolves `opt` against `dest_root`: a user alone gets its primary group
-/// (a numeric user alone, the same number as gid).
+/// (a numeric user alone, the same number as gid). As BuildKit (readUser), a
+/// name missing from the files (or files missing) is not an error: an
+/// unknown user is 0 with group 0, an unknown group keeps the user's group.
 pub fn resolve_owner(dest_root: &Path, opt: &ChownOpt) -> Result<Owner, FileOpError> {
     let (uid, primary) = match &opt.user {
         UserSpec::Id(id) => (*id, *id),
@@ -67,7 +69,7 @@ pub fn resolve_owner(dest_root: &Path, opt: &ChownOpt) -> Result<Owner, FileOpEr
                 let fields = lookup(dest_root, "/etc/passwd", name).unwrap_or_default();
                 match (fields.first(), fields.get(1)) {
                     (Some(uid), Some(gid)) => (*uid, *gid),
-                    _ => return Err(FileOpError::UnknownUser { name: name.clone() }),
+                    _ => (0, 0),
                 }
             }
         },
@@ -79,7 +81,7 @@ pub fn resolve_owner(dest_root: &Path, opt: &ChownOpt) -> Result<Owner, FileOpEr
             Ok(id) => id,
             Err(_) => lookup(dest_root, "/etc/group", name)
                 .and_then(|f| f.first().copied())
-                .ok_or_else(|| FileOpError::UnknownGroup { name: name.clone() })?,
+                .unwrap_or(primary),
         },
     };
     Ok(Owner { uid, gid })
@@ -125,18 +127,21 @@ mod tests {
         assert_eq!(own(r, "55:staff").unwrap(), Owner { uid: 55, gid: 50 });
         assert_eq!(own(r, "app:7").unwrap(), Owner { uid: 1000, gid: 7 });
         assert_eq!(own(r, "10:11").unwrap(), Owner { uid: 10, gid: 11 });
-        assert!(matches!(
-            own(r, "nobody"),
-            Err(FileOpError::UnknownUser { .. })
-        ));
-        assert!(matches!(
-            own(r, "app:wheel"),
-            Err(FileOpError::UnknownGroup { .. })
-        ));
-        // Without /etc/passwd only numeric ids work.
+        // Unknown names are not errors (BuildKit): user 0, or the user's group.
+        assert_eq!(own(r, "nobody").unwrap(), Owner { uid: 0, gid: 0 });
+        assert_eq!(own(r, "nobody:staff").unwrap(), Owner { uid: 0, gid: 50 });
+        assert_eq!(
+            own(r, "app:wheel").unwrap(),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+        assert_eq!(own(r, "9:wheel").unwrap(), Owner { uid: 9, gid: 9 });
+        // Without /etc/passwd names are unknown, numeric ids work.
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(own(empty.path(), "1:2").unwrap(), Owner { uid: 1, gid: 2 });
-        assert!(own(empty.path(), "app").is_err());
+        assert_eq!(own(empty.path(), "app").unwrap(), Owner { uid: 0, gid: 0 });
     }
 
     #[test]

@@ -53,18 +53,6 @@ pub enum FileOpError {
         /// How many inputs there are.
         count: usize,
     },
-    /// A user name missing from the destination's /etc/passwd.
-    #[error("unable to find user {name}: no matching entries in passwd file")]
-    UnknownUser {
-        /// The name.
-        name: String,
-    },
-    /// A group name missing from the destination's /etc/group.
-    #[error("unable to find group {name}: no matching entries in group file")]
-    UnknownGroup {
-        /// The name.
-        name: String,
-    },
     /// A bad `--chmod` value.
     #[error(transparent)]
     Chmod(#[from] ChmodError),

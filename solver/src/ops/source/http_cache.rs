@@ -209,8 +209,9 @@ impl HttpCache {
                 .collect()
         };
         let mut removed = (0, 0);
+        // URL records before the content they name.
         let sub = if all {
-            &["content", "urls"][..]
+            &["urls", "content"][..]
         } else {
             &["content"][..]
         };

@@ -39,6 +39,8 @@ pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Restore owners from the tar (root only; otherwise files belong to the caller).
     pub same_owner: bool,
+    /// Fail with [`LayerError::TooLarge`] once the uncompressed tar exceeds this many bytes.
+    pub max_size: Option<u64>,
 }
 
 impl Default for ApplyOptions {
@@ -46,6 +48,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             whiteouts: WhiteoutMode::Delete,
             same_owner: nix::unistd::geteuid().is_root(),
+            max_size: None,
         }
     }
 }
@@ -67,9 +70,54 @@ pub fn apply_layer<R: Read>(
     dest: &Path,
     opts: &ApplyOptions,
 ) -> Result<AppliedLayer, LayerError> {
+    let exceeded = std::cell::Cell::new(false);
+    let limit = opts.max_size.unwrap_or(u64::MAX);
+    let result = apply_limited(reader, dest, opts, limit, &exceeded);
+    // The tar reader rewraps I/O errors: the flag says which one was the limit.
+    if exceeded.get() {
+        return Err(LayerError::TooLarge { limit });
+    }
+    result
+}
+
+/// A reader that fails once more than `left` bytes came through, raising `exceeded`.
+struct Limited<'a, R> {
+    inner: R,
+    left: u64,
+    exceeded: &'a std::cell::Cell<bool>,
+}
+
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(io::Error::other("layer size limit exceeded"))
+            }
+        }
+    }
+}
+
+fn apply_limited<R: Read>(
+    reader: R,
+    dest: &Path,
+    opts: &ApplyOptions,
+    limit: u64,
+    exceeded: &std::cell::Cell<bool>,
+) -> Result<AppliedLayer, LayerError> {
     fs::create_dir_all(dest).map_err(|e| LayerError::io("create", dest, e))?;
     let (compression, plain) =
         decompress(reader).map_err(|e| LayerError::io("read layer for", dest, e))?;
+    let plain = Limited {
+        inner: plain,
+        left: limit,
+        exceeded,
+    };
     let mut archive = tar::Archive::new(HashingReader::new(plain));
     let mut state = Applier {
         dest,

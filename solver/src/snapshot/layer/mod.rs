@@ -75,6 +75,12 @@ pub enum LayerError {
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// The uncompressed layer is over the size limit (a decompression bomb, say).
+    #[error("the layer unpacks to more than {limit} bytes, the layer size limit")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 impl LayerError {

@@ -171,6 +171,7 @@ fn apply_blob(
         &ApplyOptions {
             whiteouts: mode,
             same_owner: true,
+            max_size: None,
         },
     )
     .unwrap()

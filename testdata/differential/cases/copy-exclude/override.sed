@@ -4,5 +4,5 @@
 # the context root only (like .dockerignore patterns), so sub/c.log is copied.
 /^L | buildkit.dockerfile.v0 | COPY a \/c\/ /c\
 L | buildkit.dockerfile.v0 | COPY . /c/ # buildkit
-/^L | buildkit.dockerfile.v0 | COPY sub\/d /d
+/^L | buildkit.dockerfile.v0 | COPY sub\/c.log sub\/d /d
 s/^\(== tree .layers: \)3;/\12;/
