@@ -19,7 +19,7 @@ mod resolve;
 mod rm;
 mod symlink;
 mod unpack;
-mod wildcard;
+pub(crate) mod wildcard;
 
 use std::collections::HashMap;
 use std::path::Path;
