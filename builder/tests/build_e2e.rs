@@ -225,7 +225,7 @@ fn failing_run_reports_exit_code_and_location() {
     assert!(err.contains("before-failing"), "the output is shown: {err}");
     // Quiet progress still shows the failed step's last lines, as buildx does.
     let quiet = b.build_fails(&["--progress", "quiet"]);
-    assert!(quiet.contains(" > [stage-0 2/2] RUN"), "{quiet}");
+    assert!(quiet.contains(" > [2/2] RUN"), "{quiet}");
     assert!(quiet.contains("before-failing"), "{quiet}");
     assert!(err.contains("Dockerfile:2") || err.contains(":2:"), "{err}");
 }
