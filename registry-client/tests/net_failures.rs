@@ -5,63 +5,14 @@
 use kiln_registry::error::NetCause;
 use kiln_registry::progress::Notices;
 use kiln_registry::{Descriptor, Error, Reference, RegistryClient, TransportOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A request line and headers as the tiny servers see them.
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Some(Request {
-        method,
-        path,
-        headers,
-    })
-}
-
-fn respond(w: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut s = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        s.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.push_str("\r\n");
-    let _ = w.write_all(s.as_bytes());
-    let _ = w.write_all(body);
-}
+mod support;
+use support::{blob_data, read_request, respond, Request};
 
 /// Serves plain HTTP on an ephemeral loopback port until the test ends. A TLS handshake (the
 /// client tries HTTPS first on loopback) is closed at once. `handle` answers one request and
@@ -108,12 +59,6 @@ fn quick_opts(max_retries: u32, idle: Duration) -> (TransportOptions, Arc<Mutex<
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
-}
-
-fn blob_data(size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
 }
 
 fn env_var(key: &str) -> String {

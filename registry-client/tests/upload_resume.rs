@@ -3,9 +3,12 @@
 
 use kiln_registry::client::{RegistryClient, UploadOutcome};
 use kiln_registry::{Descriptor, Reference, TransportOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+
+mod support;
+use support::{blob_data, read_request, respond};
 
 #[derive(Default)]
 struct Upload {
@@ -15,56 +18,6 @@ struct Upload {
     body_bytes: u64,
     cut_done: bool,
     completed: Option<String>,
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Some(Request {
-        method,
-        path,
-        headers,
-    })
-}
-
-fn respond(w: &mut TcpStream, status: &str, headers: &[(&str, String)]) {
-    let mut s = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n");
-    for (k, v) in headers {
-        s.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.push_str("\r\n");
-    let _ = w.write_all(s.as_bytes());
 }
 
 /// Serves one connection; the first PATCH is cut after `cut_at` body bytes (data kept).
@@ -78,12 +31,12 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
             .unwrap_or(0);
         let mut st = state.lock().unwrap();
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v2/") => respond(&mut w, "200 OK", &[]),
+            ("GET", "/v2/") => respond(&mut w, "200 OK", &[], b""),
             ("HEAD", p) if p.contains("/blobs/sha256:") => {
                 if st.completed.is_some() {
-                    respond(&mut w, "200 OK", &[]);
+                    respond(&mut w, "200 OK", &[], b"");
                 } else {
-                    respond(&mut w, "404 Not Found", &[]);
+                    respond(&mut w, "404 Not Found", &[], b"");
                 }
             }
             ("POST", _) => {
@@ -93,6 +46,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
                     &mut w,
                     "202 Accepted",
                     &[("Location", "/upload/1".into()), ("Range", "0-0".into())],
+                    b"",
                 );
             }
             ("PATCH", "/upload/1") => {
@@ -104,7 +58,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(u64::MAX);
                     if start != st.data.len() as u64 {
-                        respond(&mut w, "416 Range Not Satisfiable", &[]);
+                        respond(&mut w, "416 Range Not Satisfiable", &[], b"");
                         return;
                     }
                 }
@@ -129,6 +83,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
                         ("Location", "/upload/1".into()),
                         ("Range", format!("0-{end}")),
                     ],
+                    b"",
                 );
             }
             ("GET", "/upload/1") => {
@@ -140,6 +95,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
                         ("Location", "/upload/1".into()),
                         ("Range", format!("0-{end}")),
                     ],
+                    b"",
                 );
             }
             ("PUT", p) if p.starts_with("/upload/1?") => {
@@ -147,12 +103,12 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
                 let actual = kiln_registry::Digest::of(&st.data).to_string();
                 if digest == actual {
                     st.completed = Some(digest);
-                    respond(&mut w, "201 Created", &[]);
+                    respond(&mut w, "201 Created", &[], b"");
                 } else {
-                    respond(&mut w, "400 Bad Request", &[]);
+                    respond(&mut w, "400 Bad Request", &[], b"");
                 }
             }
-            _ => respond(&mut w, "404 Not Found", &[]),
+            _ => respond(&mut w, "404 Not Found", &[], b""),
         }
     }
 }
@@ -172,9 +128,7 @@ fn read_fully(r: &mut impl Read, buf: &mut [u8]) -> usize {
 fn interrupted_upload_resumes_from_reported_range() {
     let size = 20 << 20;
     let cut_at = 7 << 20;
-    let data: Vec<u8> = (0..size)
-        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = blob_data(size);
     let state = Arc::new(Mutex::new(Upload::default()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
