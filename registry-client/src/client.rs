@@ -808,25 +808,17 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 rb = rb.header(AUTHORIZATION, a);
             }
-            let sent = match watch_upload(rb.send(), &counter, size - offset, idle).await {
-                Some(sent) => sent,
+            let sent = watch_upload(rb.send(), &counter, size - offset, idle).await;
+            let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
+            let fresh = (offset + streamed).saturating_sub(reported);
+            let stalled = sent.is_none();
+            // A retry waits the registry's Retry-After (if any) or the backoff, naming its cause.
+            let retry: Option<(Option<std::time::Duration>, String)> = match sent {
                 // The registry stopped taking data: ask where it stands and go on from there.
-                None if resumes < max => {
-                    resumes += 1;
-                    let wait = self.inner.transport.backoff(resumes);
-                    self.inner.transport.notify_retry(
-                        &Method::PATCH,
-                        &patch_url,
-                        wait,
-                        resumes + 1,
-                        max + 1,
-                        format!("no data taken for {:.1} s", idle.as_secs_f64()),
-                    );
-                    tokio::time::sleep(wait).await;
-                    (location, offset) =
-                        self.upload_status(&host, r, scope, what, &location).await?;
-                    continue;
-                }
+                None if resumes < max => Some((
+                    None,
+                    format!("no data taken for {:.1} s", idle.as_secs_f64()),
+                )),
                 None => {
                     return Err(Error::Stalled {
                         registry: r.registry().to_string(),
@@ -835,12 +827,8 @@ impl RegistryClient {
                         attempts: resumes + 1,
                     })
                 }
-            };
-            let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
-            let fresh = (offset + streamed).saturating_sub(reported);
-            // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
-            match sent {
-                Ok(resp)
+                // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
+                Some(Ok(resp))
                     if resp.status() == StatusCode::ACCEPTED
                         || resp.status() == StatusCode::NO_CONTENT =>
                 {
@@ -848,8 +836,9 @@ impl RegistryClient {
                     reported = size;
                     location = location_or(&resp, &location);
                     offset = size;
+                    None
                 }
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                Some(Ok(resp)) if resp.status() == StatusCode::UNAUTHORIZED => {
                     self.authorization(&host, scope, true).await?;
                     if resumes >= max {
                         return self
@@ -860,44 +849,42 @@ impl RegistryClient {
                     resumes += 1;
                     (location, offset) =
                         self.upload_status(&host, r, scope, what, &location).await?;
+                    None
                 }
-                Ok(resp)
+                Some(Ok(resp))
                     if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
                 {
-                    resumes += 1;
-                    let wait = crate::transport::retry_after(&resp)
-                        .unwrap_or_else(|| self.inner.transport.backoff(resumes));
-                    self.inner.transport.notify_retry(
-                        &Method::PATCH,
-                        &patch_url,
-                        wait,
-                        resumes + 1,
-                        max + 1,
+                    Some((
+                        crate::transport::retry_after(&resp),
                         resp.status().to_string(),
-                    );
-                    tokio::time::sleep(wait).await;
-                    (location, offset) =
-                        self.upload_status(&host, r, scope, what, &location).await?;
+                    ))
                 }
-                Ok(resp) => {
+                Some(Ok(resp)) => {
                     Self::expect(resp, r.registry(), what, &[]).await?;
+                    None
                 }
-                Err(e) if resumes < max && NetCause::of(&e).is_transient() => {
-                    resumes += 1;
-                    let wait = self.inner.transport.backoff(resumes);
-                    self.inner.transport.notify_retry(
-                        &Method::PATCH,
-                        &patch_url,
-                        wait,
-                        resumes + 1,
-                        max + 1,
-                        NetCause::of(&e).to_string(),
-                    );
-                    tokio::time::sleep(wait).await;
-                    (location, offset) =
-                        self.upload_status(&host, r, scope, what, &location).await?;
+                Some(Err(e)) if resumes < max && NetCause::of(&e).is_transient() => {
+                    Some((None, NetCause::of(&e).to_string()))
                 }
-                Err(e) => return Err(Error::http(format!("uploading {what}"), e)),
+                Some(Err(e)) => return Err(Error::http(format!("uploading {what}"), e)),
+            };
+            if let Some((after, cause)) = retry {
+                resumes += 1;
+                let wait = after.unwrap_or_else(|| self.inner.transport.backoff(resumes));
+                self.inner.transport.notify_retry(
+                    &Method::PATCH,
+                    &patch_url,
+                    wait,
+                    resumes + 1,
+                    max + 1,
+                    cause,
+                );
+                tokio::time::sleep(wait).await;
+                (location, offset) = self.upload_status(&host, r, scope, what, &location).await?;
+                // After a stall the confirmed offset is reported with the next PATCH, as before.
+                if stalled {
+                    continue;
+                }
             }
             if offset > reported && offset < size {
                 on_bytes(offset - reported);
