@@ -114,24 +114,14 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             (Box::new(oci::LayoutBlobs { root: dir.clone() }), img)
         }
         Location::OciArchive(file, tag) => {
-            let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
-            let f = std::fs::File::open(file)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{}", file.display()))?;
-            oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
+            let unpacked = unpack_archive(file, staging.path())?;
             oci::verify_layout_blobs(&unpacked)?;
             let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
             (Box::new(oci::LayoutBlobs { root: unpacked }), img)
         }
         Location::DockerArchive(file, want) => {
             let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
-            let unpacked = staging.path().join("unpacked");
-            std::fs::create_dir_all(&unpacked).into_diagnostic()?;
-            let f = std::fs::File::open(file)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{}", file.display()))?;
-            oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
+            let unpacked = unpack_archive(file, staging.path())?;
             let images = docker_archive::import(&unpacked, &store)?;
             let img = archive_image(images, want.as_ref(), &args.source)?;
             (Box::new(store), img)
@@ -199,6 +189,17 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unpacks the (maybe gzipped) tar `file` into `staging/unpacked`, returning that directory.
+fn unpack_archive(file: &Path, staging: &Path) -> Result<PathBuf> {
+    let unpacked = staging.join("unpacked");
+    std::fs::create_dir_all(&unpacked).into_diagnostic()?;
+    let f = std::fs::File::open(file)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}", file.display()))?;
+    oci::unpack(oci::open_maybe_gzip(Box::new(f))?, &unpacked)?;
+    Ok(unpacked)
 }
 
 /// The names an image gets in a layout written with an optional `:TAG`: the source's name
