@@ -6,58 +6,16 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use support::{Build, TestEnv};
-
-fn stdout(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
+use support::{sha256_hex, skopeo, stdout_ok, unique, Build, TestEnv};
 
 fn ok(b: &Build, args: &[&str]) -> String {
-    stdout(&b.kiln(args), &format!("kiln {args:?}"))
-}
-
-fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    stdout(&out, &format!("skopeo {args:?}"))
+    stdout_ok(&b.kiln(args), &format!("kiln {args:?}"))
 }
 
 fn skopeo_json(args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&skopeo(args)).unwrap()
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("platform-archives-{name}-{}-{nanos}", std::process::id())
+    serde_json::from_slice(&skopeo(args)).unwrap()
 }
 
 fn entry(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, data: &[u8], link: &str) {
@@ -91,7 +49,7 @@ fn layer(file: &str, content: &str) -> Vec<u8> {
 fn config(layers: &[&[u8]]) -> Vec<u8> {
     let diff_ids: Vec<String> = layers
         .iter()
-        .map(|l| format!("sha256:{}", sha256(l)))
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
         .collect();
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
@@ -141,7 +99,7 @@ fn legacy_multi_image_archive(path: &Path) -> (String, String) {
         "../1111/layer.tar",
     );
     entry(&mut b, tar::EntryType::Regular, "3333/layer.tar", &own, "");
-    let (ca, cb) = (sha256(&config_a), sha256(&config_b));
+    let (ca, cb) = (sha256_hex(&config_a), sha256_hex(&config_b));
     entry(
         &mut b,
         tar::EntryType::Regular,
@@ -205,15 +163,19 @@ fn load_reads_multi_image_docker_save_archives_with_linked_layers() {
     assert_eq!(
         layers,
         [
-            format!("sha256:{}", sha256(&shared)),
-            format!("sha256:{}", sha256(&own))
+            format!("sha256:{}", sha256_hex(&shared)),
+            format!("sha256:{}", sha256_hex(&own))
         ]
     );
     assert_eq!(std::fs::read(b.blob(&layers[0])).unwrap(), shared);
     assert_eq!(std::fs::read(b.blob(&layers[1])).unwrap(), own);
 
     // kiln copy takes one image of the archive by name, and skopeo reads the copy.
-    let dest = format!("{}/{}:1", env.registry(), unique("from-archive"));
+    let dest = format!(
+        "{}/{}:1",
+        env.registry(),
+        unique("platform-archives-from-archive")
+    );
     ok(
         &b,
         &[
@@ -346,7 +308,7 @@ fn oci_archives_name_the_tag_and_copy_both_ways() {
     }
 
     // oci-archive -> registry -> oci-archive, each read back by skopeo.
-    let repo = format!("{}/{}", env.registry(), unique("oci"));
+    let repo = format!("{}/{}", env.registry(), unique("platform-archives-oci"));
     ok(
         &b,
         &[

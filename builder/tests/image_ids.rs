@@ -6,21 +6,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
-use support::{read_json, Build, TestEnv};
-
-fn stdout(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
+use support::{read_json, stdout_ok, unique, Build, TestEnv};
 
 fn ok(b: &Build, args: &[&str]) -> String {
-    stdout(&b.kiln(args), &format!("kiln {args:?}"))
+    stdout_ok(&b.kiln(args), &format!("kiln {args:?}"))
 }
 
 fn skopeo_raw(target: &str) -> serde_json::Value {
@@ -28,14 +18,17 @@ fn skopeo_raw(target: &str) -> serde_json::Value {
         .args(["inspect", "--raw", "--tls-verify=false", target])
         .output()
         .expect("run skopeo");
-    serde_json::from_slice(stdout(&out, &format!("skopeo inspect {target}")).as_bytes()).unwrap()
+    serde_json::from_slice(stdout_ok(&out, &format!("skopeo inspect {target}")).as_bytes()).unwrap()
 }
 
 fn sha256_file(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     format!(
         "sha256:{}",
-        stdout(&out, "sha256sum").split_whitespace().next().unwrap()
+        stdout_ok(&out, "sha256sum")
+            .split_whitespace()
+            .next()
+            .unwrap()
     )
 }
 
@@ -46,7 +39,9 @@ fn build_quiet(b: &Build, extra: &[&str]) -> String {
     let mut args = vec!["build", "-q", "--iidfile", iid.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
-    let id = stdout(&b.kiln(&args), "kiln build -q").trim().to_string();
+    let id = stdout_ok(&b.kiln(&args), "kiln build -q")
+        .trim()
+        .to_string();
     assert_eq!(
         std::fs::read_to_string(&iid).unwrap(),
         id,
@@ -78,14 +73,6 @@ fn listing(b: &Build) -> Vec<(String, String, String)> {
         (f[0].to_string(), f[1].to_string(), f[2].to_string())
     })
     .collect()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("platform-ids-{name}-{}-{nanos}", std::process::id())
 }
 
 #[test]
@@ -127,7 +114,7 @@ fn untagged_build_id_is_accepted_everywhere_and_survives_prune() {
     let saved = skopeo_raw(&format!("docker-archive:{}", tar.display()));
     assert_eq!(saved["config"]["digest"], id.as_str());
 
-    let pushed = format!("{}/{}:1", env.registry(), unique("push"));
+    let pushed = format!("{}/{}:1", env.registry(), unique("platform-ids-push"));
     ok(&b, &["push", &hex[..12], &pushed]);
     let remote = skopeo_raw(&format!("docker://{pushed}"));
     assert_eq!(remote["config"]["digest"], id.as_str());

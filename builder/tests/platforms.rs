@@ -6,29 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
-use support::{read_json, Build, TestEnv};
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("platform-{name}-{}-{nanos}", std::process::id())
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use support::{read_json, skopeo, stdout_ok, unique, Build, TestEnv};
 
 /// `skopeo inspect FLAG docker://REF` (plain HTTP registry) as JSON.
 fn inspect(flag: &str, reference: &str) -> serde_json::Value {
@@ -43,16 +21,6 @@ fn flat(err: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .replace("/ ", "/")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The first diffID of the registry image for `arch`, as skopeo reads it.
@@ -87,7 +55,7 @@ fn load_amd64_busybox(b: &Build, reg: &str, name: &str) {
         &format!("docker://{reg}/library/busybox:latest"),
         &format!("docker-archive:{}:{name}", tar.display()),
     ]);
-    ok(b.kiln(&["load", "-i", tar.to_str().unwrap()]), "kiln load");
+    stdout_ok(&b.kiln(&["load", "-i", tar.to_str().unwrap()]), "kiln load");
     let index = read_json(&b.root.path().join("content/index.json"));
     let entry = index["manifests"]
         .as_array()
@@ -130,7 +98,7 @@ fn platformless_local_base_is_not_used_for_another_platform() {
     );
 
     // Both at once, pushed: one entry per platform, each image for its platform.
-    let pushed = format!("{reg}/{}:1", unique("multi"));
+    let pushed = format!("{reg}/{}:1", unique("platform-multi"));
     b.build(&[
         "--platform",
         "linux/amd64,linux/arm64",
@@ -161,7 +129,7 @@ fn local_only_base_for_another_platform_fails_naming_it() {
     let reg = env.registry();
     let b = Build::new();
     // A name the registry does not have.
-    let name = format!("{reg}/{}:1", unique("missing"));
+    let name = format!("{reg}/{}:1", unique("platform-missing"));
     load_amd64_busybox(&b, reg, &name);
     b.write("Dockerfile", &format!("FROM {name}\nENV A=1\n"));
     let err = flat(&b.build_fails(&["--platform", "linux/arm64"]));
@@ -199,7 +167,7 @@ fn one_platform_twice_is_refused_in_builds_and_imagetools() {
         "Dockerfile",
         &format!("FROM --platform=linux/amd64 {reg}/library/busybox:latest\nENV A=1\n"),
     );
-    let name = format!("{reg}/{}:1", unique("twice"));
+    let name = format!("{reg}/{}:1", unique("platform-twice"));
     let err = flat(&b.build_fails(&[
         "--platform",
         "linux/amd64,linux/arm64",
@@ -210,7 +178,7 @@ fn one_platform_twice_is_refused_in_builds_and_imagetools() {
     assert!(err.contains("two images for platform linux/amd64"), "{err}");
 
     // imagetools create over two different amd64 images.
-    let repo = format!("{reg}/{}", unique("tools"));
+    let repo = format!("{reg}/{}", unique("platform-tools"));
     b.write("Dockerfile", "FROM scratch\nLABEL v=a\n");
     b.build(&[
         "--platform",
@@ -245,7 +213,7 @@ fn single_platform_registry_image_is_refused_for_another_platform() {
     let env = TestEnv::load();
     let reg = env.registry();
     // A single amd64 manifest (no index) in the registry.
-    let single = format!("{reg}/{}:1", unique("single"));
+    let single = format!("{reg}/{}:1", unique("platform-single"));
     skopeo(&[
         "copy",
         "--src-tls-verify=false",

@@ -3,9 +3,12 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
 mod build;
+mod oracle;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use oracle::{sha256_hex, skopeo, stdout_ok, unique};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
