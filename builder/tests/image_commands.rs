@@ -1,9 +1,12 @@
 //! End-to-end tests of the image commands against the registries of testdata/env/setup.sh.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use support::{sha256_digest, skopeo, unique};
 
 fn env() -> HashMap<String, String> {
     let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
@@ -101,39 +104,8 @@ impl Kiln {
     }
 }
 
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("kiln-e2e/{name}-{}-{nanos}", std::process::id())
-}
-
 fn skopeo_raw(target: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", target])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn sha256(data: &[u8]) -> String {
-    use std::io::Read;
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let mut s = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
-    child.wait().unwrap();
-    format!("sha256:{}", s.split_whitespace().next().unwrap())
+    skopeo(&["inspect", "--raw", "--tls-verify=false", target])
 }
 
 #[test]
@@ -226,7 +198,7 @@ fn push_round_trip_matches_skopeo() {
         "-q",
         &format!("{reg}/library/busybox:latest"),
     ]);
-    let dst = format!("{reg}/{}:v1", unique("push"));
+    let dst = format!("{reg}/{}:v1", unique("kiln-e2e/push"));
     k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
     let out = k.ok(&["push", &dst]);
     assert!(out.contains("The push refers to repository"), "{out}");
@@ -238,7 +210,7 @@ fn push_round_trip_matches_skopeo() {
         .find(|l| l.starts_with("v1: digest: "))
         .unwrap_or_else(|| panic!("{out}"));
     let raw = skopeo_raw(&format!("docker://{dst}"));
-    assert!(line.contains(&sha256(&raw)), "{line}");
+    assert!(line.contains(&sha256_digest(&raw)), "{line}");
     assert!(line.ends_with(&format!("size: {}", raw.len())), "{line}");
     // Same bytes as the source index.
     assert_eq!(
@@ -311,7 +283,7 @@ fn login_tls_basic_auth_and_logout() {
     assert!(cfg.contains(&tls) && !cfg.contains(&pass), "{cfg}");
     let out = k.ok(&["pull", &format!("{tls}/library/busybox:latest")]);
     assert!(out.contains("Digest:"), "{out}");
-    let dst = format!("{tls}/{}:x", unique("tls"));
+    let dst = format!("{tls}/{}:x", unique("kiln-e2e/tls"));
     k.ok(&["tag", &format!("{tls}/library/busybox:latest"), &dst]);
     k.ok(&["push", &dst]);
     let out = k.ok(&["logout", &tls]);
@@ -342,7 +314,7 @@ fn token_auth_read_only_user_cannot_push() {
         String::from_utf8_lossy(&ro.stderr)
     );
     k.ok(&["pull", &format!("{reg}/library/busybox:latest")]);
-    let repo = unique("ro");
+    let repo = unique("kiln-e2e/ro");
     let dst = format!("{reg}/{repo}:x");
     k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
     let err = k.fails(&["push", &dst]);
@@ -397,7 +369,11 @@ fn save_load_round_trip_docker_and_oci() {
         &src,
     ]);
     let raw = skopeo_raw(&format!("oci-archive:{}", oci_tar.display()));
-    assert_eq!(sha256(&raw), id, "the OCI archive carries the index as is");
+    assert_eq!(
+        sha256_digest(&raw),
+        id,
+        "the OCI archive carries the index as is"
+    );
 
     // Load into a fresh store: plain tar, and gzip.
     let k2 = Kiln::new();
@@ -460,7 +436,7 @@ fn copy_between_registries_layouts_and_imagetools_create() {
     let src = format!("{reg}/library/busybox:latest");
     let raw = skopeo_raw(&format!("docker://{src}"));
     // Same registry: blobs are mounted.
-    let dst = format!("{reg}/{}:c", unique("copy"));
+    let dst = format!("{reg}/{}:c", unique("kiln-e2e/copy"));
     let out = k.ok(&["copy", &src, &dst]);
     assert!(
         out.contains("Mounted from source") || out.contains("already exists"),
@@ -471,7 +447,7 @@ fn copy_between_registries_layouts_and_imagetools_create() {
     let layout = k.path("layout");
     k.ok(&["copy", &src, &format!("oci:{}:v1", layout.display())]);
     assert_eq!(skopeo_raw(&format!("oci:{}:v1", layout.display())), raw);
-    let back = format!("{reg}/{}:fromoci", unique("copy"));
+    let back = format!("{reg}/{}:fromoci", unique("kiln-e2e/copy"));
     k.ok(&["copy", &format!("oci:{}:v1", layout.display()), &back]);
     assert_eq!(skopeo_raw(&format!("docker://{back}")), raw);
     // Registry -> docker-archive -> registry (the archive keeps the OCI index).
@@ -481,7 +457,7 @@ fn copy_between_registries_layouts_and_imagetools_create() {
         &src,
         &format!("docker-archive:{}", archive.display()),
     ]);
-    let back2 = format!("{reg}/{}:fromda", unique("copy"));
+    let back2 = format!("{reg}/{}:fromda", unique("kiln-e2e/copy"));
     k.ok(&[
         "copy",
         &format!("docker-archive:{}", archive.display()),
@@ -490,7 +466,7 @@ fn copy_between_registries_layouts_and_imagetools_create() {
     assert_eq!(skopeo_raw(&format!("docker://{back2}")), raw);
 
     // imagetools create: two single-platform tags (another repository) into one index.
-    let target = format!("{reg}/{}:multi", unique("create"));
+    let target = format!("{reg}/{}:multi", unique("kiln-e2e/create"));
     let dry = k.ok(&[
         "imagetools",
         "create",
@@ -639,14 +615,14 @@ fn legacy_docker_archive_loads_as_docker_v2_and_round_trips_through_a_registry()
     let mut layer = tar::Builder::new(Vec::new());
     tar_file(&mut layer, "hello.txt", b"hello from a legacy archive\n");
     let layer = layer.into_inner().unwrap();
-    let diff_id = sha256(&layer);
+    let diff_id = sha256_digest(&layer);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "COPY hello.txt /"}],
     });
     let config = serde_json::to_vec(&config).unwrap();
-    let name = format!("{reg}/{}:v1", unique("legacy"));
+    let name = format!("{reg}/{}:v1", unique("kiln-e2e/legacy"));
     let manifest = serde_json::json!([{"Config": "cfg.json", "RepoTags": [name.clone()], "Layers": ["abc/layer.tar"]}]);
     let mut ar = tar::Builder::new(Vec::new());
     tar_file(&mut ar, "cfg.json", &config);
@@ -705,7 +681,7 @@ fn imagetools_create_across_registries_copies_blobs() {
         "{}",
         String::from_utf8_lossy(&rw.stderr)
     );
-    let target = format!("{token}/{}:multi", unique("xreg"));
+    let target = format!("{token}/{}:multi", unique("kiln-e2e/xreg"));
     k.ok(&[
         "imagetools",
         "create",

@@ -10,21 +10,12 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{executed, Build, TestEnv};
+use support::{executed, sha256_hex, skopeo, unique, Build, TestEnv};
 
 /// `skopeo inspect <flag>` of a registry reference, as JSON.
 fn skopeo_inspect(flag: &str, reference: &str) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", flag])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {flag} {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let target = format!("docker://{reference}");
+    serde_json::from_slice(&skopeo(&["inspect", "--tls-verify=false", flag, &target])).unwrap()
 }
 
 /// `skopeo inspect --raw` of a registry reference: the manifest or index.
@@ -57,14 +48,6 @@ fn read(p: &Path) -> String {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .trim()
         .to_string()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
 }
 
 #[test]
@@ -140,31 +123,8 @@ fn emulated_arm64_run_and_pushed_index() {
 }
 
 fn skopeo_raw_bytes(reference: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--raw"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("run skopeo");
-    assert!(out.status.success());
-    out.stdout
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(bytes)?;
-            c.wait_with_output()
-        })
-        .expect("run sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    let target = format!("docker://{reference}");
+    skopeo(&["inspect", "--tls-verify=false", "--raw", &target])
 }
 
 #[test]

@@ -50,3 +50,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The `sha256:<hex>` digest of `data`, computed by `sha256sum`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
