@@ -5,33 +5,8 @@
 use crate::image::{HealthConfig, ImageConfig};
 use crate::instructions::expose::exposed_ports;
 use crate::instructions::{Copy, Instruction};
+use crate::parser::dump::go_quote;
 use crate::stages::{Base, Build, ResolvedArg, Stage};
-
-/// Go's `strconv.Quote`: the string in double quotes with Go escapes.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{b}' => out.push_str("\\v"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 fn go_quote_list(items: &[String]) -> String {
