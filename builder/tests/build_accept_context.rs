@@ -8,11 +8,7 @@ mod support;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::{kiln_bin, Build};
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
+use support::{kiln_bin, read, Build};
 
 /// Runs `kiln --root <state> ARGS` feeding `stdin`.
 fn kiln_stdin(b: &Build, args: &[&str], stdin: &[u8]) -> Output {

@@ -5,48 +5,17 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{executed, kiln_bin, read_json, Build, TestEnv};
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
+use support::{
+    busybox, executed, kiln_bin, read, read_json, sha256_digest, unique, Build, TestEnv,
+};
 
 fn text(out: &Output) -> String {
     format!(
         "stdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    format!(
-        "sha256:{}",
-        String::from_utf8_lossy(&out.stdout)
-            .split(' ')
-            .next()
-            .unwrap()
     )
 }
 
@@ -60,10 +29,6 @@ fn skopeo_store(b: &Build, args: &[&str], tag: &str) -> Vec<u8> {
         .unwrap();
     assert!(out.status.success(), "skopeo: {}", text(&out));
     out.stdout
-}
-
-fn busybox(env: &TestEnv) -> String {
-    format!("{}/library/busybox:latest", env.registry())
 }
 
 /// Sleeps until the wall clock's second changes (history times have second precision).
@@ -227,14 +192,14 @@ fn iidfile_and_metadata_file_match_what_skopeo_reads() {
     let config = skopeo_store(&b, &["--raw", "--config"], "docker.io/kiln-test/ids:1");
     assert_eq!(
         meta["containerimage.digest"].as_str().unwrap(),
-        sha256(&manifest)
+        sha256_digest(&manifest)
     );
     assert_eq!(
         meta["containerimage.config.digest"].as_str().unwrap(),
-        sha256(&config)
+        sha256_digest(&config)
     );
     // The image ID is the config digest, as buildx writes it.
-    assert_eq!(read(&iid), sha256(&config));
+    assert_eq!(read(&iid), sha256_digest(&config));
     // The names as given, comma-separated (BuildKit's `name=` attribute).
     assert_eq!(meta["image.name"], "kiln-test/ids:1,kiln-test/ids:2");
     let other = skopeo_store(&b, &["--raw"], "docker.io/kiln-test/ids:2");
@@ -242,7 +207,10 @@ fn iidfile_and_metadata_file_match_what_skopeo_reads() {
     // `-q` prints the same ID.
     let out = b.kiln(&["build", "-q", b.ctx().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha256(&config));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sha256_digest(&config)
+    );
 }
 
 fn du(b: &Build) -> String {
@@ -378,7 +346,7 @@ fn concurrent_builds_on_one_state_dir_both_succeed() {
             continue;
         }
         assert_eq!(
-            sha256(&std::fs::read(e.path()).unwrap()),
+            sha256_digest(&std::fs::read(e.path()).unwrap()),
             format!("sha256:{name}")
         );
     }

@@ -8,23 +8,7 @@ mod support;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{kiln_bin, Build, TestEnv};
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn busybox(env: &TestEnv) -> String {
-    format!("{}/library/busybox:latest", env.registry())
-}
-
-/// Builds with `--executor EXECUTOR` and a tag; returns the unpacked rootfs.
-fn build_with(b: &Build, executor: &str, tag: &str, extra: &[&str]) -> PathBuf {
-    let mut args = vec!["--executor", executor, "-t", tag];
-    args.extend_from_slice(extra);
-    b.build(&args);
-    b.unpack(&format!("docker.io/{tag}"))
-}
+use support::{build_with, busybox, kiln_bin, read, Build, TestEnv};
 
 /// Every path under `dir`, relative and sorted.
 fn tree(dir: &Path) -> Vec<String> {
@@ -379,18 +363,7 @@ RUN --mount=type=cache,target=/c,source=/,gid=7 ls /c > /saw7
     assert_eq!(saw(7), "", "gid=7 is another cache");
 }
 
-macro_rules! for_both_executors {
-    ($($name:ident),* $(,)?) => {
-        mod native {
-            $( #[test] fn $name() { super::$name("native") } )*
-        }
-        mod oci {
-            $( #[test] fn $name() { super::$name("oci") } )*
-        }
-    };
-}
-
-for_both_executors!(
+support::for_both_executors!(
     mount_sources_resolve_inside_their_input,
     mount_sources_missing_inside_their_input_fail,
     relative_context_and_state_paths,

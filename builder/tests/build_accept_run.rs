@@ -7,39 +7,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{Build, TestEnv};
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn busybox(env: &TestEnv) -> String {
-    format!("{}/library/busybox:latest", env.registry())
-}
-
-/// Builds with `--executor EXECUTOR` and a tag; returns the unpacked rootfs.
-fn build_with(b: &Build, executor: &str, tag: &str, extra: &[&str]) -> PathBuf {
-    let mut args = vec!["--executor", executor, "-t", tag];
-    args.extend_from_slice(extra);
-    b.build(&args);
-    b.unpack(&format!("docker.io/{tag}"))
-}
-
-/// Says `pong` to every connection on a loopback port, `count` times.
-fn pong_server(count: usize) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(count) {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.write_all(b"pong\n");
-        }
-    });
-    port
-}
+use support::{build_with, busybox, pong_server, read, Build, TestEnv};
 
 fn entitlements_are_required_and_grant_caps_and_host_network(executor: &str) {
     let env = TestEnv::load();
@@ -67,7 +36,7 @@ fn entitlements_are_required_and_grant_caps_and_host_network(executor: &str) {
 
     // `none` has its own network namespace; `host` reaches the host's loopback.
     // (nc, not wget: this static busybox's wget crashes in its resolver.)
-    let port = pong_server(1);
+    let port = pong_server("127.0.0.1:0", 1);
     let probe = |mode: &str| {
         format!(
             "RUN --network={mode} sh -c 'if nc -w 5 127.0.0.1 {port} < /dev/null > /got-{mode}; then echo reached; else echo blocked; fi > /{mode}'"
@@ -499,18 +468,7 @@ RUN echo \"$PATH|$FROM_ARG|$FROM_ENV|$(pwd)\" > /seen
     );
 }
 
-macro_rules! for_both_executors {
-    ($($name:ident),* $(,)?) => {
-        mod native {
-            $( #[test] fn $name() { super::$name("native") } )*
-        }
-        mod oci {
-            $( #[test] fn $name() { super::$name("oci") } )*
-        }
-    };
-}
-
-for_both_executors!(
+support::for_both_executors!(
     entitlements_are_required_and_grant_caps_and_host_network,
     users_by_name_and_id_and_unknown_names_fail_at_their_line,
     deletes_renames_and_replaced_dirs_become_whiteouts,

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{Build, TestEnv};
+use support::{busybox, Build, TestEnv};
 
 /// `(path, uid, gid)` of every entry of the image's last layer (GNU tar's listing).
 fn last_layer_entries(b: &Build, tag: &str) -> Vec<(String, u32, u32)> {
@@ -41,10 +41,6 @@ fn owner(p: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(p).unwrap();
     (m.uid(), m.gid())
-}
-
-fn busybox(env: &TestEnv) -> String {
-    format!("{}/library/busybox:latest", env.registry())
 }
 
 #[test]
