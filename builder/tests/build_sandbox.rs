@@ -6,13 +6,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use support::{Build, TestEnv};
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
+use support::{host_global_ipv4, pong_server, read, setup_binfmt, Build, TestEnv};
 
 /// Builds the context with a local output; returns its directory.
 fn build_local(b: &Build, executor: &str, extra: &[&str]) -> PathBuf {
@@ -67,12 +62,7 @@ fn seccomp_profile_applies_unless_insecure(executor: &str) {
 fn emulated_arm64_steps_run_under_the_profile(executor: &str) {
     let env = TestEnv::load();
     let b = Build::new();
-    let setup = b.kiln(&["setup-binfmt", "--platform", "linux/arm64"]);
-    assert!(
-        setup.status.success(),
-        "kiln setup-binfmt: {}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    setup_binfmt(&b, "linux/arm64");
     b.write(
         "Dockerfile",
         &format!(
@@ -87,39 +77,11 @@ fn emulated_arm64_steps_run_under_the_profile(executor: &str) {
     assert_eq!(read(&out.join("out/tools")), "data\n");
 }
 
-/// Says `pong` to each connection on `addr` (port 0: any), in the background.
-fn pong_server(addr: &str) -> u16 {
-    let listener = std::net::TcpListener::bind(addr).expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(32) {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.write_all(b"pong\n");
-        }
-    });
-    port
-}
-
-/// An IPv4 address of this host other than loopback.
-fn host_global_ipv4() -> String {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("ip (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .map(str::to_string)
-        .expect("the host has a non-loopback IPv4 address")
-}
-
 fn network_flag_sets_the_default_of_run_steps(executor: &str) {
     let env = TestEnv::load();
-    let lo = pong_server("127.0.0.1:0");
+    let lo = pong_server("127.0.0.1:0", 32);
     let ip = host_global_ipv4();
-    let out_port = pong_server(&format!("{ip}:0"));
+    let out_port = pong_server(&format!("{ip}:0"), 32);
     let probe = |flag: &str, host: &str, port: u16, file: &str| {
         format!(
             "RUN {flag} if nc -w 3 {host} {port} </dev/null >/dev/null; then echo reached; else echo blocked; fi > /out/{file}\n"
@@ -198,18 +160,7 @@ fn each_step_runs_in_a_cgroup_of_its_own(executor: &str) {
     assert_ne!(first, second, "one cgroup per step");
 }
 
-macro_rules! for_both_executors {
-    ($($name:ident),* $(,)?) => {
-        mod native {
-            $( #[test] fn $name() { super::$name("native") } )*
-        }
-        mod oci {
-            $( #[test] fn $name() { super::$name("oci") } )*
-        }
-    };
-}
-
-for_both_executors!(
+support::for_both_executors!(
     seccomp_profile_applies_unless_insecure,
     emulated_arm64_steps_run_under_the_profile,
     network_flag_sets_the_default_of_run_steps,

@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{executed, sha256_hex, skopeo, unique, Build, TestEnv};
+use support::{executed, setup_binfmt, sha256_hex, skopeo, unique, Build, TestEnv};
 
 /// `skopeo inspect <flag>` of a registry reference, as JSON.
 fn skopeo_inspect(flag: &str, reference: &str) -> serde_json::Value {
@@ -55,12 +55,7 @@ fn emulated_arm64_run_and_pushed_index() {
     let env = TestEnv::load();
     let reg = env.registry();
     let b = Build::new();
-    let setup = b.kiln(&["setup-binfmt", "--platform", "linux/arm64"]);
-    assert!(
-        setup.status.success(),
-        "kiln setup-binfmt: {}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    setup_binfmt(&b, "linux/arm64");
     b.write(
         "Dockerfile",
         &format!(

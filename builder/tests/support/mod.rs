@@ -3,12 +3,21 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
 mod build;
+mod executors;
+mod fixture;
+mod net;
 mod oracle;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
 #[allow(unused_imports)] // Each test file uses a different part.
-pub use oracle::{sha256_hex, skopeo, stdout_ok, unique};
+pub(crate) use executors::for_both_executors;
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use fixture::{build_with, busybox, read, setup_binfmt};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use net::{host_global_ipv4, pong_server};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use oracle::{sha256_digest, sha256_hex, skopeo, stdout_ok, unique};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
