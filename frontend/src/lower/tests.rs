@@ -41,6 +41,15 @@ fn opts() -> LowerOptions {
     }
 }
 
+/// The `created_by` of each history entry, in order.
+fn created_by(l: &Lowered) -> Vec<&str> {
+    l.config
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect()
+}
+
 fn lower_text(text: &str, target: Option<&str>) -> Result<Lowered, SourceError> {
     let ast = crate::parse_named("Dockerfile", text.as_bytes()).expect("parse");
     let build = resolve(
@@ -405,12 +414,7 @@ fn a_parent_stages_onbuild_triggers_run_in_the_child_and_stop_there() {
     );
     assert_eq!(c.labels["l"], "x");
     assert!(c.on_build.is_empty(), "triggers are not carried on");
-    let created_by: Vec<&str> = l
-        .config
-        .history
-        .iter()
-        .map(|h| h.created_by.as_str())
-        .collect();
+    let created_by = created_by(&l);
     assert!(
         created_by.contains(&"ENV T=from-arg") && created_by.contains(&"LABEL l=x"),
         "history names the trigger, not the FROM line: {created_by:?}"
@@ -464,12 +468,7 @@ fn workdir_is_recorded_as_buildkit_does() {
     )
     .unwrap();
     assert_eq!(l.config.config.working_dir, "/");
-    let created_by: Vec<&str> = l
-        .config
-        .history
-        .iter()
-        .map(|h| h.created_by.as_str())
-        .collect();
+    let created_by = created_by(&l);
     assert_eq!(
         created_by[1..],
         ["WORKDIR /tmp/", "WORKDIR /tmp/sub", "WORKDIR /"]
@@ -493,12 +492,7 @@ fn history_is_worded_as_buildkit_words_it() {
         None,
     )
     .unwrap();
-    let created_by: Vec<&str> = l
-        .config
-        .history
-        .iter()
-        .map(|h| h.created_by.as_str())
-        .collect();
+    let created_by = created_by(&l);
     assert_eq!(
         created_by,
         [
@@ -568,12 +562,7 @@ fn metadata_history_is_written_as_buildkit_writes_it() {
         None,
     )
     .unwrap();
-    let created_by: Vec<&str> = l
-        .config
-        .history
-        .iter()
-        .map(|h| h.created_by.as_str())
-        .collect();
+    let created_by = created_by(&l);
     assert_eq!(
         created_by,
         [
@@ -627,11 +616,8 @@ fn run_history_names_the_build_args_in_scope() {
         None,
     )
     .unwrap();
-    let runs: Vec<&str> = l
-        .config
-        .history
-        .iter()
-        .map(|h| h.created_by.as_str())
+    let runs: Vec<&str> = created_by(&l)
+        .into_iter()
         .filter(|c| c.starts_with("RUN"))
         .collect();
     assert_eq!(
