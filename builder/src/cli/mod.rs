@@ -120,6 +120,77 @@ fn install_debug_log() {
         .try_init();
 }
 
+impl Command {
+    /// Verbs that unpack, mount or delete layers: an unprivileged kiln runs them in
+    /// its user namespace, where files owned by other uids can exist.
+    fn needs_namespace(&self) -> bool {
+        matches!(
+            self,
+            Command::Build(_)
+                | Command::Load(_)
+                | Command::Copy(_)
+                | Command::Pull(_)
+                | Command::Rmi(_)
+                | Command::Du(_)
+                | Command::Prune(_)
+        )
+    }
+}
+
+/// Re-runs kiln in a user namespace when unprivileged (see [`crate::rootless`]);
+/// `Some(exit code)` of that run, or `None` to go on here.
+fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitCode>> {
+    use crate::rootless::RootlessError;
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(None);
+    }
+    let state = kiln_solver::state::StateDir::choose_root(root).map_err(miette::Report::msg)?;
+    crate::rootless::reexec_if_unprivileged(&state).map_err(|err| {
+        let help = match &err {
+            RootlessError::Missing { .. } => {
+                "as root: `apt-get install uidmap` (newuidmap, newgidmap); add ranges with \
+                 `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`; \
+                 `sysctl -w user.max_user_namespaces=15000` (and \
+                 kernel.unprivileged_userns_clone=1 where it exists). Or run kiln as root."
+            }
+            RootlessError::Unshare { .. } => {
+                "a seccomp or AppArmor profile (a container's default one) forbids unshare: \
+                 run kiln's container with seccomp and AppArmor Unconfined (see README, Rootless)"
+            }
+            RootlessError::Map { .. } => {
+                "newuidmap/newgidmap must be set-uid root (or have cap_setuid/cap_setgid) and \
+                 the ranges in /etc/subuid and /etc/subgid must not overlap the user's own id"
+            }
+            RootlessError::Io { .. } => "",
+        };
+        miette::Report::new(Hinted {
+            help: (!help.is_empty()).then_some(help),
+            inner: err,
+        })
+    })
+}
+
+/// A rootless error with the CLI's hint on fixing it.
+#[derive(Debug, miette::Diagnostic)]
+struct Hinted {
+    inner: crate::rootless::RootlessError,
+    #[help]
+    help: Option<&'static str>,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.inner)
+    }
+}
+
 /// A boolean flag's value as Go's `strconv.ParseBool` reads it (buildx's
 /// `--push=true`, `--no-cache=0`, `--pull=False`).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -137,6 +208,16 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     if cli.debug {
         install_debug_log();
+    }
+    if cli.command.needs_namespace() {
+        match enter_rootless(cli.root.as_deref()) {
+            Ok(None) => {}
+            Ok(Some(code)) => return code,
+            Err(err) => {
+                eprintln!("{:?}", err);
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let result = match cli.command {
         Command::Version(args) => version::run(args),
