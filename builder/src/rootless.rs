@@ -157,8 +157,16 @@ fn plan() -> Result<Plan, RootlessError> {
         }
     }
     for (name, path, forbids) in [
-        ("user.max_user_namespaces", "/proc/sys/user/max_user_namespaces", "0"),
-        ("kernel.unprivileged_userns_clone", "/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        (
+            "user.max_user_namespaces",
+            "/proc/sys/user/max_user_namespaces",
+            "0",
+        ),
+        (
+            "kernel.unprivileged_userns_clone",
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            "0",
+        ),
         (
             "kernel.apparmor_restrict_unprivileged_userns",
             "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
@@ -287,10 +295,7 @@ fn map_when_ready(
     })
 }
 
-fn spawn_mapped(
-    cmd: &mut Command,
-    plan: &Plan,
-) -> Result<std::process::ExitStatus, RootlessError> {
+fn spawn_mapped(cmd: &mut Command, plan: &Plan) -> Result<std::process::ExitStatus, RootlessError> {
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (ready_fd, go_fd) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
@@ -306,7 +311,11 @@ fn spawn_mapped(
     let mut child = match (spawned, mapped) {
         (Ok(child), _) => child,
         (Err(_), Err(map)) => return Err(map),
-        (Err(e), Ok(())) if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EINVAL) => {
+        (Err(e), Ok(()))
+            if e.raw_os_error() == Some(libc::EPERM)
+                || e.raw_os_error() == Some(libc::ENOSPC)
+                || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
             return Err(RootlessError::Unshare {
                 uid: plan.uid,
                 source: e,
@@ -404,7 +413,10 @@ mod tests {
             ],
         };
         let text = e.to_string();
-        assert!(text.contains("  - /etc/subuid has no range for user alice"), "{text}");
+        assert!(
+            text.contains("  - /etc/subuid has no range for user alice"),
+            "{text}"
+        );
         assert!(text.contains("  - newuidmap is not installed"), "{text}");
     }
 }

@@ -148,21 +148,18 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
     let state = kiln_solver::state::StateDir::choose_root(root).map_err(miette::Report::msg)?;
     crate::rootless::reexec_if_unprivileged(&state).map_err(|err| {
         let help = match &err {
-            RootlessError::Missing { .. } => {
-                "as root: `apt-get install uidmap` (newuidmap, newgidmap); add ranges with \
-                 `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`; \
-                 `sysctl -w user.max_user_namespaces=15000` (and \
-                 kernel.unprivileged_userns_clone=1 where it exists). Or run kiln as root."
-            }
+            RootlessError::Missing { missing, .. } => missing_help(missing),
             RootlessError::Unshare { .. } => {
-                "a seccomp or AppArmor profile (a container's default one) forbids unshare: \
-                 run kiln's container with seccomp and AppArmor Unconfined (see README, Rootless)"
+                "a seccomp or AppArmor profile (a container's default \
+                 one) forbids unshare(2): run kiln's container with seccomp and AppArmor \
+                 Unconfined (see README.md, Rootless), or run kiln as root"
+                    .into()
             }
-            RootlessError::Map { .. } => {
-                "newuidmap/newgidmap must be set-uid root (or have cap_setuid/cap_setgid) and \
-                 the ranges in /etc/subuid and /etc/subgid must not overlap the user's own id"
-            }
-            RootlessError::Io { .. } => "",
+            RootlessError::Map { .. } => "newuidmap/newgidmap must be set-uid root (or have \
+                 cap_setuid/cap_setgid), and the ranges in /etc/subuid and /etc/subgid must not \
+                 include the user's own id"
+                .into(),
+            RootlessError::Io { .. } => String::new(),
         };
         miette::Report::new(Hinted {
             help: (!help.is_empty()).then_some(help),
@@ -171,12 +168,38 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
     })
 }
 
+/// How to fix each missing prerequisite (as root), or run kiln as root.
+fn missing_help(missing: &[crate::rootless::Missing]) -> String {
+    use crate::rootless::Missing;
+    let mut fixes: Vec<String> = Vec::new();
+    for m in missing {
+        let fix = match m {
+            Missing::SubordinateRange { user, .. } => format!(
+                "`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` \
+                 (a range no other user has)"
+            ),
+            Missing::MapTool(_) => "`apt-get install uidmap`".into(),
+            Missing::Sysctl { name, .. } if name.contains("apparmor") => {
+                format!("`sysctl -w {name}=0`")
+            }
+            Missing::Sysctl { name, .. } if name.contains("max_user") => {
+                format!("`sysctl -w {name}=15000`")
+            }
+            Missing::Sysctl { name, .. } => format!("`sysctl -w {name}=1`"),
+        };
+        if !fixes.contains(&fix) {
+            fixes.push(fix);
+        }
+    }
+    format!("as root: {}; or run kiln as root", fixes.join("; "))
+}
+
 /// A rootless error with the CLI's hint on fixing it.
 #[derive(Debug, miette::Diagnostic)]
 struct Hinted {
     inner: crate::rootless::RootlessError,
     #[help]
-    help: Option<&'static str>,
+    help: Option<String>,
 }
 
 impl std::fmt::Display for Hinted {

@@ -173,3 +173,29 @@ pub fn executed(meta: &serde_json::Value) -> u64 {
         .as_u64()
         .expect("executed counter")
 }
+
+impl Build {
+    /// Runs `kiln ARGS` as the unprivileged `user` (rootless mode), with plain
+    /// progress, HOME the work directory and XDG_DATA_HOME the state directory, so
+    /// the state is the user's default `$XDG_DATA_HOME/kiln`. Both directories are
+    /// handed to the user (only themselves: what kiln stores keeps its owners).
+    pub fn kiln_as(&self, user: &str, args: &[&str]) -> Output {
+        for d in [self.root.path(), self.work.path()] {
+            let chown = Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(d)
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown {user}: {}", d.display());
+        }
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", self.work.path().display()))
+            .arg(format!("XDG_DATA_HOME={}", self.root.path().display()))
+            .arg("BUILDKIT_PROGRESS=plain")
+            .arg(kiln_bin())
+            .args(args)
+            .output()
+            .expect("run kiln through runuser")
+    }
+}

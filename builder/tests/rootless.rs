@@ -1,0 +1,184 @@
+//! Acceptance of issue 12 (rootless): `kiln build` run by an unprivileged user
+//! (`kiln-rootless`, made by testdata/env/setup.sh with subuid/subgid ranges)
+//! re-executes itself in a user namespace; COPY --chown, RUN with a cache mount
+//! and a secret work with both executors, files owned by other uids keep their
+//! ids in the image's layers (read with GNU tar), and a user without ranges gets
+//! an error naming what is missing.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::{Build, TestEnv};
+
+/// The unprivileged user setup.sh makes, with subordinate id ranges.
+const USER: &str = "kiln-rootless";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("JSON")
+}
+
+/// The layer blobs of the single image in the OCI layout at `dir`, base first.
+fn layers(dir: &Path) -> Vec<PathBuf> {
+    let blob = |d: &str| dir.join("blobs").join(d.replace(':', "/"));
+    let mut desc = json(&dir.join("index.json"))["manifests"][0].clone();
+    loop {
+        let doc = json(&blob(desc["digest"].as_str().expect("digest")));
+        match doc["manifests"].get(0) {
+            Some(inner) => desc = inner.clone(),
+            None => {
+                return doc["layers"]
+                    .as_array()
+                    .expect("layers")
+                    .iter()
+                    .map(|l| blob(l["digest"].as_str().expect("digest")))
+                    .collect()
+            }
+        }
+    }
+}
+
+fn tar(args: &[&str]) -> String {
+    let out = Command::new("tar").args(args).output().expect("run tar");
+    assert!(out.status.success(), "tar {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The topmost layer holding `name`.
+fn holder<'a>(layers: &'a [PathBuf], name: &str) -> &'a str {
+    let l = layers
+        .iter()
+        .rev()
+        .find(|l| {
+            tar(&["-tf", l.to_str().expect("utf-8")])
+                .lines()
+                .any(|x| x == name)
+        })
+        .unwrap_or_else(|| panic!("{name} is in no layer"));
+    l.to_str().expect("utf-8")
+}
+
+/// `uid/gid` of `name` in the topmost layer holding it, as GNU tar lists it.
+fn owner(layers: &[PathBuf], name: &str) -> String {
+    let listing = tar(&["--numeric-owner", "-tvf", holder(layers, name), name]);
+    listing
+        .split_whitespace()
+        .nth(1)
+        .expect("owner column")
+        .to_string()
+}
+
+/// The content of `name` in the topmost layer holding it.
+fn read(layers: &[PathBuf], name: &str) -> String {
+    tar(&["-xOf", holder(layers, name), name])
+}
+
+fn rootless_build(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\n\
+             COPY --chown=1000:1000 a /a\n\
+             RUN --mount=type=cache,target=/cache,id=rootless echo cached > /cache/x \
+             && echo b > /b && chown 123:456 /b && id -u > /uid\n\
+             RUN --mount=type=cache,target=/cache,id=rootless --mount=type=secret,id=s,target=/run/s \
+             cp /cache/x /from-cache && wc -c < /run/s > /secret-len\n",
+            env.registry()
+        ),
+    );
+    b.write("a", "a\n");
+    std::fs::write(b.path("s"), "SECRET\n").expect("secret file");
+    let oci = b.path("out.tar");
+    let out = b.kiln_as(
+        USER,
+        &[
+            "build",
+            "--executor",
+            executor,
+            "--secret",
+            &format!("id=s,src={}", b.path("s").display()),
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            b.ctx().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "rootless build failed:\n{}",
+        stderr(&out)
+    );
+    // The state is the user's default, and owned by the user.
+    let state = b.root.path().join("kiln");
+    assert!(
+        state.join("meta.redb").is_file(),
+        "no state in {}",
+        state.display()
+    );
+    let layout = b.path("layout");
+    std::fs::create_dir(&layout).expect("mkdir");
+    tar(&[
+        "-C",
+        layout.to_str().expect("utf-8"),
+        "-xf",
+        oci.to_str().expect("utf-8"),
+    ]);
+    let layers = layers(&layout);
+    assert_eq!(owner(&layers, "a"), "1000/1000", "COPY --chown");
+    assert_eq!(owner(&layers, "b"), "123/456", "RUN chown");
+    assert_eq!(owner(&layers, "uid"), "0/0");
+    assert_eq!(
+        read(&layers, "uid"),
+        "0\n",
+        "RUN is root in the user namespace"
+    );
+    assert_eq!(
+        read(&layers, "from-cache"),
+        "cached\n",
+        "the cache mount is shared"
+    );
+    assert_eq!(
+        read(&layers, "secret-len").trim(),
+        "7",
+        "the secret is mounted"
+    );
+}
+
+#[test]
+fn rootless_build_native_keeps_owners() {
+    rootless_build("native");
+}
+
+#[test]
+fn rootless_build_oci_keeps_owners() {
+    rootless_build("oci");
+}
+
+#[test]
+fn rootless_without_ranges_says_what_is_missing() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    // `nobody` has no /etc/subuid or /etc/subgid range.
+    let out = b.kiln_as("nobody", &["build", b.ctx().to_str().expect("utf-8")]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot create a user namespace"), "{err}");
+    assert!(
+        err.contains("/etc/subuid has no range for user nobody"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/etc/subgid has no range for user nobody"),
+        "{err}"
+    );
+    assert!(err.contains("usermod --add-subuids"), "{err}");
+    // Verbs that touch no layer still work without a namespace.
+    let images = b.kiln_as("nobody", &["images"]);
+    assert!(images.status.success(), "{}", stderr(&images));
+}
