@@ -63,7 +63,10 @@ const USERNS_OPTIONS: &[(&str, &str)] = &[
 const USERXATTR: &str = "userxattr";
 
 /// The fixed options and flags for this process's namespace.
-fn fixed() -> (&'static [(&'static str, &'static str)], &'static [&'static str]) {
+fn fixed() -> (
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+) {
     if crate::userns::inside() {
         (USERNS_OPTIONS, &[USERXATTR])
     } else {
