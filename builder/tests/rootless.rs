@@ -89,7 +89,8 @@ fn rootless_build(executor: &str) {
              RUN --mount=type=cache,target=/cache,id=rootless echo cached > /cache/x \
              && echo b > /b && chown 123:456 /b && id -u > /uid\n\
              RUN --mount=type=cache,target=/cache,id=rootless --mount=type=secret,id=s,target=/run/s \
-             cp /cache/x /from-cache && wc -c < /run/s > /secret-len\n",
+             cp /cache/x /from-cache && wc -c < /run/s > /secret-len\n\
+             RUN rm -rf /root /var && mkdir /var && echo new > /var/new\n",
             env.registry()
         ),
     );
@@ -148,6 +149,18 @@ fn rootless_build(executor: &str) {
         "7",
         "the secret is mounted"
     );
+    // Deletions in a RUN become OCI whiteouts (overlayfs' own in the namespace).
+    let top = tar(&[
+        "-tf",
+        layers.last().expect("a layer").to_str().expect("utf-8"),
+    ]);
+    let entries: Vec<&str> = top.lines().collect();
+    for want in [".wh.root", "var/.wh..wh..opq", "var/new"] {
+        assert!(
+            entries.contains(&want),
+            "{want} missing from the RUN layer: {entries:?}"
+        );
+    }
 }
 
 #[test]
