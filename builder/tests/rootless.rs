@@ -195,3 +195,20 @@ fn rootless_without_ranges_says_what_is_missing() {
     let images = b.kiln_as("nobody", &["images"]);
     assert!(images.status.success(), "{}", stderr(&images));
 }
+
+#[test]
+fn rootless_without_uidmap_tools_says_so() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    // The user has ranges, but newuidmap/newgidmap are not on this PATH.
+    let empty = b.path("empty-path");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let path = format!("PATH={}", empty.display());
+    let out = b.kiln_as_env(USER, &["build", b.ctx().to_str().expect("utf-8")], &[&path]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("newuidmap is not installed"), "{err}");
+    assert!(err.contains("newgidmap is not installed"), "{err}");
+    assert!(err.contains("apt-get install uidmap"), "{err}");
+    assert!(!err.contains("/etc/subuid"), "the ranges are there: {err}");
+}

@@ -180,6 +180,11 @@ impl Build {
     /// the state is the user's default `$XDG_DATA_HOME/kiln`. Both directories are
     /// handed to the user (only themselves: what kiln stores keeps its owners).
     pub fn kiln_as(&self, user: &str, args: &[&str]) -> Output {
+        self.kiln_as_env(user, args, &[])
+    }
+
+    /// [`Build::kiln_as`] with extra `KEY=VALUE` environment (`PATH=...`).
+    pub fn kiln_as_env(&self, user: &str, args: &[&str], env: &[&str]) -> Output {
         for d in [self.root.path(), self.work.path()] {
             let chown = Command::new("chown")
                 .arg(format!("{user}:"))
@@ -193,6 +198,7 @@ impl Build {
             .arg(format!("HOME={}", self.work.path().display()))
             .arg(format!("XDG_DATA_HOME={}", self.root.path().display()))
             .arg("BUILDKIT_PROGRESS=plain")
+            .args(env)
             .arg(kiln_bin())
             .args(args)
             .output()
