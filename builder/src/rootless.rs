@@ -21,6 +21,9 @@ pub enum Missing {
     SubordinateRange { file: &'static str, user: String },
     /// `newuidmap` or `newgidmap` is not on `PATH`.
     MapTool(&'static str),
+    /// The process runs with `no_new_privs` (Kubernetes' `allowPrivilegeEscalation:
+    /// false`, `setpriv --no-new-privs`): the set-uid map tools would gain nothing.
+    NoNewPrivs,
     /// A sysctl forbids unprivileged user namespaces.
     Sysctl { name: &'static str, value: String },
 }
@@ -32,6 +35,10 @@ impl std::fmt::Display for Missing {
                 write!(f, "{file} has no range for user {user}")
             }
             Missing::MapTool(tool) => write!(f, "{tool} is not installed (not found on PATH)"),
+            Missing::NoNewPrivs => write!(
+                f,
+                "kiln runs with no_new_privs, so the set-uid newuidmap/newgidmap cannot map ids"
+            ),
             Missing::Sysctl { name, value } => {
                 write!(f, "sysctl {name} is {value}, which forbids user namespaces")
             }
@@ -122,6 +129,14 @@ fn read_sysctl(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether `/proc/self/status` text says `NoNewPrivs: 1`.
+fn no_new_privs(status: &str) -> bool {
+    status.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, v)| k == "NoNewPrivs" && v.trim() == "1")
+    })
+}
+
 /// What entering the namespace needs, or everything that is missing.
 struct Plan {
     uid: u32,
@@ -155,6 +170,9 @@ fn plan() -> Result<Plan, RootlessError> {
         if found.is_none() {
             missing.push(Missing::MapTool(tool));
         }
+    }
+    if no_new_privs(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()) {
+        missing.push(Missing::NoNewPrivs);
     }
     for (name, path, forbids) in [
         (
@@ -398,6 +416,13 @@ mod tests {
         assert_eq!(find_range(text, "carol", 1001).unwrap().start, 200000);
         assert_eq!(find_range(text, "bob", 1002), None);
         assert_eq!(find_range("", "alice", 1000), None);
+    }
+
+    #[test]
+    fn no_new_privs_is_read_from_status() {
+        assert!(no_new_privs("Name:\tkiln\nNoNewPrivs:\t1\nSeccomp:\t0\n"));
+        assert!(!no_new_privs("Name:\tkiln\nNoNewPrivs:\t0\n"));
+        assert!(!no_new_privs(""));
     }
 
     #[test]

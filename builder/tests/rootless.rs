@@ -212,3 +212,19 @@ fn rootless_without_uidmap_tools_says_so() {
     assert!(err.contains("apt-get install uidmap"), "{err}");
     assert!(!err.contains("/etc/subuid"), "the ranges are there: {err}");
 }
+
+#[test]
+fn rootless_with_no_new_privs_says_so() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    // `env ... setpriv --no-new-privs kiln ...`: as Kubernetes' allowPrivilegeEscalation: false.
+    let out = b.kiln_as_env(
+        USER,
+        &["build", b.ctx().to_str().expect("utf-8")],
+        &["setpriv", "--no-new-privs"],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("kiln runs with no_new_privs"), "{err}");
+    assert!(err.contains("allowPrivilegeEscalation: true"), "{err}");
+}

@@ -168,30 +168,33 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
     })
 }
 
-/// How to fix each missing prerequisite (as root), or run kiln as root.
+/// How to fix each missing prerequisite, or run kiln as root.
 fn missing_help(missing: &[crate::rootless::Missing]) -> String {
     use crate::rootless::Missing;
     let mut fixes: Vec<String> = Vec::new();
     for m in missing {
         let fix = match m {
             Missing::SubordinateRange { user, .. } => format!(
-                "`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` \
-                 (a range no other user has)"
+                "as root, `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 \
+                 {user}` (a range no other user has)"
             ),
-            Missing::MapTool(_) => "`apt-get install uidmap`".into(),
+            Missing::MapTool(_) => "as root, `apt-get install uidmap`".into(),
+            Missing::NoNewPrivs => "start kiln without no_new_privs (Kubernetes: \
+                 `allowPrivilegeEscalation: true`)"
+                .into(),
             Missing::Sysctl { name, .. } if name.contains("apparmor") => {
-                format!("`sysctl -w {name}=0`")
+                format!("as root, `sysctl -w {name}=0`")
             }
             Missing::Sysctl { name, .. } if name.contains("max_user") => {
-                format!("`sysctl -w {name}=15000`")
+                format!("as root, `sysctl -w {name}=15000`")
             }
-            Missing::Sysctl { name, .. } => format!("`sysctl -w {name}=1`"),
+            Missing::Sysctl { name, .. } => format!("as root, `sysctl -w {name}=1`"),
         };
         if !fixes.contains(&fix) {
             fixes.push(fix);
         }
     }
-    format!("as root: {}; or run kiln as root", fixes.join("; "))
+    format!("{}; or run kiln as root", fixes.join("; "))
 }
 
 /// A rootless error with the CLI's hint on fixing it.
