@@ -120,20 +120,26 @@ fn install_debug_log() {
         .try_init();
 }
 
+/// Whether a verb runs in kiln's user namespace when unprivileged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Namespace {
+    /// It works on registries, archives and the content store only: as the user.
+    No,
+    /// It deletes or measures layer trees, which may hold files of the subordinate
+    /// ids: in the namespace when the user has one, else as the user (whose layers
+    /// then hold no such files).
+    Preferred,
+    /// It unpacks layers with their owners and mounts overlays (`build`).
+    Required,
+}
+
 impl Command {
-    /// Verbs that unpack, mount or delete layers: an unprivileged kiln runs them in
-    /// its user namespace, where files owned by other uids can exist.
-    fn needs_namespace(&self) -> bool {
-        matches!(
-            self,
-            Command::Build(_)
-                | Command::Load(_)
-                | Command::Copy(_)
-                | Command::Pull(_)
-                | Command::Rmi(_)
-                | Command::Du(_)
-                | Command::Prune(_)
-        )
+    fn namespace(&self) -> Namespace {
+        match self {
+            Command::Build(_) => Namespace::Required,
+            Command::Rmi(_) | Command::Du(_) | Command::Prune(_) => Namespace::Preferred,
+            _ => Namespace::No,
+        }
     }
 }
 
@@ -197,6 +203,12 @@ fn missing_help(missing: &[crate::rootless::Missing]) -> String {
     format!("{}; or run kiln as root", fixes.join("; "))
 }
 
+/// Whether `err` is a [`crate::rootless::RootlessError::Missing`] (nothing tried yet).
+fn is_missing(err: &miette::Report) -> bool {
+    err.downcast_ref::<Hinted>()
+        .is_some_and(|h| matches!(h.inner, crate::rootless::RootlessError::Missing { .. }))
+}
+
 /// A rootless error with the CLI's hint on fixing it.
 #[derive(Debug, miette::Diagnostic)]
 struct Hinted {
@@ -235,10 +247,14 @@ pub fn run() -> ExitCode {
     if cli.debug {
         install_debug_log();
     }
-    if cli.command.needs_namespace() {
+    let namespace = cli.command.namespace();
+    if namespace != Namespace::No {
         match enter_rootless(cli.root.as_deref()) {
             Ok(None) => {}
             Ok(Some(code)) => return code,
+            Err(err) if namespace == Namespace::Preferred && is_missing(&err) => {
+                tracing::debug!("no user namespace ({err}): running as the user")
+            }
             Err(err) => {
                 eprintln!("{:?}", err);
                 return ExitCode::FAILURE;
