@@ -78,9 +78,23 @@ fn read(layers: &[PathBuf], name: &str) -> String {
     tar(&["-xOf", holder(layers, name), name])
 }
 
-fn rootless_build(executor: &str) {
+/// Builds as [`USER`] with `--executor EXECUTOR`; `tools` (when given) are the only
+/// programs on PATH, to pick one OCI runtime; `selected` is the executor kiln must
+/// report using (`-D`).
+fn rootless_build(executor: &str, tools: &[&str], selected: &str) {
     let env = TestEnv::load();
     let b = Build::new();
+    let mut extra_env = Vec::new();
+    if !tools.is_empty() {
+        let bin = b.path("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for t in tools {
+            let path = which(t);
+            std::os::unix::fs::symlink(&path, bin.join(t)).expect("symlink");
+        }
+        extra_env.push(format!("PATH={}", bin.display()));
+    }
+    let extra_env: Vec<&str> = extra_env.iter().map(String::as_str).collect();
     b.write(
         "Dockerfile",
         &format!(
@@ -97,10 +111,11 @@ fn rootless_build(executor: &str) {
     b.write("a", "a\n");
     std::fs::write(b.path("s"), "SECRET\n").expect("secret file");
     let oci = b.path("out.tar");
-    let out = b.kiln_as(
+    let out = b.kiln_as_env(
         USER,
         &[
             "build",
+            "-D",
             "--executor",
             executor,
             "--secret",
@@ -109,11 +124,17 @@ fn rootless_build(executor: &str) {
             &format!("type=oci,dest={}", oci.display()),
             b.ctx().to_str().expect("utf-8"),
         ],
+        &extra_env,
     );
     assert!(
         out.status.success(),
         "rootless build failed:\n{}",
         stderr(&out)
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains("executor selected asked=") && log.contains(&format!("executor={selected}")),
+        "not run by {selected}:\n{log}"
     );
     // The state is the user's default, and owned by the user.
     let state = b.root.path().join("kiln");
@@ -171,12 +192,31 @@ fn rootless_build(executor: &str) {
 
 #[test]
 fn rootless_build_native_keeps_owners() {
-    rootless_build("native");
+    rootless_build("native", &[], "native");
 }
 
 #[test]
 fn rootless_build_oci_keeps_owners() {
-    rootless_build("oci");
+    rootless_build("oci", &[], "oci:crun");
+}
+
+#[test]
+fn rootless_build_runc_keeps_owners() {
+    // Only runc on PATH (crun is preferred when both are).
+    rootless_build(
+        "oci",
+        &["runc", "newuidmap", "newgidmap", "slirp4netns"],
+        "oci:runc",
+    );
+}
+
+/// The path of `tool` on this PATH.
+fn which(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").expect("PATH");
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is not on PATH (testdata/env/setup.sh installs it)"))
 }
 
 #[test]
