@@ -276,3 +276,36 @@ fn rootless_with_no_new_privs_says_so() {
     assert!(err.contains("kiln runs with no_new_privs"), "{err}");
     assert!(err.contains("allowPrivilegeEscalation: true"), "{err}");
 }
+
+#[test]
+fn rootless_run_under_a_masked_proc_says_to_unmask_it() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}/library/busybox:latest\nRUN true\n", env.registry()),
+    );
+    let kiln = b.kiln_as_command(
+        USER,
+        &[
+            "build",
+            "--executor",
+            "native",
+            b.ctx().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    // As container runtimes do: a mount over part of /proc, in a private mount namespace.
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o ro tmpfs /proc/sys/kernel && exec \"$@\"")
+        .arg("sh")
+        .arg(kiln.get_program())
+        .args(kiln.get_args())
+        .output()
+        .expect("run unshare");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("procMount: Unmasked"), "{err}");
+}

@@ -185,6 +185,13 @@ impl Build {
 
     /// [`Build::kiln_as`] with extra `KEY=VALUE` environment (`PATH=...`).
     pub fn kiln_as_env(&self, user: &str, args: &[&str], env: &[&str]) -> Output {
+        self.kiln_as_command(user, args, env)
+            .output()
+            .expect("run kiln through runuser")
+    }
+
+    /// The command [`Build::kiln_as_env`] runs, for a caller to wrap.
+    pub fn kiln_as_command(&self, user: &str, args: &[&str], env: &[&str]) -> Command {
         for d in [self.root.path(), self.work.path()] {
             let chown = Command::new("chown")
                 .arg(format!("{user}:"))
@@ -193,15 +200,14 @@ impl Build {
                 .expect("run chown");
             assert!(chown.success(), "chown {user}: {}", d.display());
         }
-        Command::new("runuser")
-            .args(["-u", user, "--", "env"])
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--", "env"])
             .arg(format!("HOME={}", self.work.path().display()))
             .arg(format!("XDG_DATA_HOME={}", self.root.path().display()))
             .arg("BUILDKIT_PROGRESS=plain")
             .args(env)
             .arg(kiln_bin())
-            .args(args)
-            .output()
-            .expect("run kiln through runuser")
+            .args(args);
+        cmd
     }
 }
