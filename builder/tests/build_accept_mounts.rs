@@ -159,6 +159,43 @@ fn mount_sources_missing_inside_their_input_fail(executor: &str) {
     assert_eq!(read(&root.join("listing")), "");
 }
 
+fn dockerignored_paths_are_not_in_context_mounts(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("kept.txt", "kept\n");
+    b.write("secret.txt", "SECRET\n");
+    b.write("private/key", "KEY\n");
+    b.write("private/public.txt", "public\n");
+    b.write(
+        ".dockerignore",
+        "secret.txt\nprivate\n!private/public.txt\n",
+    );
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN --mount=type=bind,target=/ctx cd /ctx && find . -type f | sort > /listing\nRUN --mount=type=bind,source=private,target=/p,rw ls /p > /private\n",
+            busybox(&env)
+        ),
+    );
+    let root = build_with(&b, executor, "kiln-test/solverfs-ignore:1", &[]);
+    // As COPY . sees the context (and BuildKit's context transfer).
+    assert_eq!(
+        read(&root.join("listing")),
+        "./.dockerignore\n./Dockerfile\n./kept.txt\n./private/public.txt\n"
+    );
+    assert_eq!(read(&root.join("private")), "public.txt\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN --mount=type=bind,source=secret.txt,target=/s cat /s\n",
+            busybox(&env)
+        ),
+    );
+    let err = b.build_fails(&["--executor", executor]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+}
+
 fn relative_context_and_state_paths(executor: &str) {
     let env = TestEnv::load();
     let b = Build::new();
@@ -214,6 +251,25 @@ fn wildcards_may_match_nothing_a_missing_plain_path_fails() {
     assert!(err.contains("Dockerfile:3"), "{err}");
 }
 
+#[test]
+fn a_wildcard_copy_through_a_linked_directory_sees_its_changes() {
+    let b = Build::new();
+    b.write("real/a.txt", "v1\n");
+    symlink("real", b.ctx().join("link")).unwrap();
+    b.write("Dockerfile", "FROM scratch\nCOPY link/*.txt /x/\n");
+    let dest = b.path("out");
+    let out = format!("type=local,dest={}", dest.display());
+    b.build(&["-o", &out]);
+    assert_eq!(read(&dest.join("x/a.txt")), "v1\n");
+    b.write("real/a.txt", "v2\n");
+    b.build(&["-o", &out]);
+    assert_eq!(
+        read(&dest.join("x/a.txt")),
+        "v2\n",
+        "the copy was not cached"
+    );
+}
+
 /// A tar of `a` (holding `data`) and `b`, a hard link to it, made by tar(1).
 fn linked_tar(b: &Build, name: &str, data: &str) {
     let src = b.path(&format!("src-{name}"));
@@ -267,15 +323,20 @@ fn tmpfs_mounts_take_the_mount_points_mode(executor: &str) {
     b.write(
         "Dockerfile",
         &format!(
-            "FROM {}\nRUN mkdir -m 700 /e700 && mkdir -m 2750 /e2750\nRUN --mount=type=tmpfs,target=/fresh --mount=type=tmpfs,target=/e700 --mount=type=tmpfs,target=/e2750,size=1m stat -c '%a %n' /fresh /e700 /e2750 > /modes\n",
+            "FROM {}\nRUN mkdir -m 700 /e700 && mkdir -m 2750 /e2750\nRUN --mount=type=tmpfs,target=/fresh --mount=type=tmpfs,target=/e700 --mount=type=tmpfs,target=/e2750,size=1m --mount=type=tmpfs,target=/fresh/sub --mount=type=cache,target=/fresh/c/deeper stat -c '%a %n' /fresh /e700 /e2750 /fresh/sub /fresh/c > /modes\n",
             busybox(&env)
         ),
     );
     let root = build_with(&b, executor, "kiln-test/solverfs-tmpfs:1", &[]);
-    // What docker 20.10's BuildKit (runc) gives for the same step.
-    assert_eq!(
-        read(&root.join("modes")),
-        "1777 /fresh\n700 /e700\n2750 /e2750\n"
+    // What docker 20.10's BuildKit (runc) gives for the same step; mount points
+    // inside a tmpfs are made there.
+    let modes = read(&root.join("modes"));
+    let (head, last) = modes.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(head, "1777 /fresh\n700 /e700\n2750 /e2750\n1777 /fresh/sub");
+    // runc makes the directory 755; crun keeps the sticky bit of the tmpfs above.
+    assert!(
+        last == "755 /fresh/c" || (executor == "oci" && last == "1755 /fresh/c"),
+        "{last}"
     );
 }
 
@@ -335,4 +396,5 @@ for_both_executors!(
     relative_context_and_state_paths,
     tmpfs_mounts_take_the_mount_points_mode,
     cache_mounts_are_keyed_by_id_and_settings,
+    dockerignored_paths_are_not_in_context_mounts,
 );

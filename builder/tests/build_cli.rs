@@ -141,6 +141,43 @@ fn session_flags_are_refused_before_building() {
 }
 
 #[test]
+fn a_missing_context_or_dockerfile_is_refused_before_building() {
+    refused(
+        &["-f", "/no/such/Dockerfile"],
+        &["/no/such/Dockerfile", "no such file"],
+    );
+    let b = Build::new();
+    let out = b.kiln(&["build", "/no/such/context"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        unwrapped(&err)
+            .iter()
+            .any(|e| e.contains("/no/such/context")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.root.path()).expect("state").count(),
+        0,
+        "{err}"
+    );
+    let b = Build::new();
+    b.write("a", "no Dockerfile here\n");
+    let err = b.build_fails(&[]);
+    assert!(
+        unwrapped(&err)
+            .iter()
+            .any(|e| e.contains("Dockerfile") && e.contains("no such file")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.root.path()).expect("state").count(),
+        0,
+        "{err}"
+    );
+}
+
+#[test]
 fn other_flags_are_refused_before_building() {
     refused(&["--jobs", "0"], &["--jobs"]);
     refused(
@@ -148,6 +185,20 @@ fn other_flags_are_refused_before_building() {
         &["--iidfile", "/no/such/dir/iid"],
     );
     refused(&["--label", "novalue"], &["--label", "novalue"]);
+    refused(&["--label", "=v"], &["--label", "\"=v\""]);
+    refused(&["--build-arg", "=v"], &["--build-arg", "\"=v\""]);
+    refused(
+        &["--annotation", "index:org.example.a=1"],
+        &["--annotation", "index:org.example.a=1", "index annotations"],
+    );
+    refused(
+        &["--annotation", "manifest[linux/amd64]:org.example.a=1"],
+        &["--annotation", "linux/amd64"],
+    );
+    refused(
+        &["--annotation", "floppy:org.example.a=1"],
+        &["--annotation", "unknown annotation type \"floppy\""],
+    );
     refused(&["--call", "frobnicate"], &["--call", "frobnicate"]);
     refused(&["--print", "tree"], &["--print", "tree"]);
     refused(&["--executor", "chroot"], &["chroot"]);
@@ -478,4 +529,20 @@ fn plain_progress_shows_the_export_and_the_push_as_steps() {
             .to_string()
     };
     assert_eq!(format!("sha256:{sha}"), digest);
+}
+
+#[test]
+fn manifest_annotations_keep_their_key() {
+    let b = project();
+    b.build(&[
+        "-t",
+        "cli-annotated:1",
+        "--annotation",
+        "manifest:org.example.typed=1",
+        "--annotation",
+        "org.example.plain=2",
+    ]);
+    let m = b.manifest("docker.io/library/cli-annotated:1");
+    assert_eq!(m["annotations"]["org.example.typed"], "1", "{m}");
+    assert_eq!(m["annotations"]["org.example.plain"], "2", "{m}");
 }

@@ -2,7 +2,7 @@
 //! executors: the default seccomp profile (also for emulated arm64 steps,
 //! whose qemu-user makes the host's syscalls) and `--network`, the default
 //! network of RUN steps, against servers on the host's loopback and on its
-//! other address.
+//! other address; each step in cgroups of its own.
 
 mod support;
 
@@ -168,6 +168,36 @@ fn network_flag_sets_the_default_of_run_steps(executor: &str) {
     assert!(err.contains("expected default, none or host"), "{err}");
 }
 
+/// Each RUN step is in a memory cgroup of its own (named for the step, not
+/// kiln's), removed after the step; two steps get two different ones.
+fn each_step_runs_in_a_cgroup_of_its_own(executor: &str) {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN mkdir /out && grep -E '^[0-9]+:memory:' /proc/self/cgroup > /out/first\nRUN grep -E '^[0-9]+:memory:' /proc/self/cgroup > /out/second\n",
+            env.registry()
+        ),
+    );
+    let out = build_local(&b, executor, &[]);
+    let mine = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroups");
+    let mine = mine
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("memory"))
+        .expect("a memory hierarchy on this host");
+    let first = read(&out.join("out/first"));
+    let second = read(&out.join("out/second"));
+    for step in [&first, &second] {
+        let path = step.trim().splitn(3, ':').nth(2).unwrap_or_default();
+        let leaf = path.rsplit('/').next().unwrap_or_default();
+        assert!(leaf.starts_with("kiln-"), "{step} (kiln: {mine})");
+        let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} is left after the build", dir.display());
+    }
+    assert_ne!(first, second, "one cgroup per step");
+}
+
 macro_rules! for_both_executors {
     ($($name:ident),* $(,)?) => {
         mod native {
@@ -183,4 +213,5 @@ for_both_executors!(
     seccomp_profile_applies_unless_insecure,
     emulated_arm64_steps_run_under_the_profile,
     network_flag_sets_the_default_of_run_steps,
+    each_step_runs_in_a_cgroup_of_its_own,
 );

@@ -275,3 +275,54 @@ fn build_checks_are_listed_after_the_build_as_buildx_does() {
     );
     assert!(!stderr.contains("COPY f /f"), "nothing ran: {stderr}");
 }
+
+#[test]
+fn a_scratch_stage_works_in_the_root_directory() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f rel\n");
+    b.write("f", "x");
+    b.build(&["-t", "kiln-test/semantics-scratch-workdir:1"]);
+    let config = b.raw_config("docker.io/kiln-test/semantics-scratch-workdir:1");
+    assert_eq!(
+        config["config"]["WorkingDir"], "/",
+        "as BuildKit's empty image"
+    );
+    let root = b.unpack("docker.io/kiln-test/semantics-scratch-workdir:1");
+    assert_eq!(std::fs::read_to_string(root.join("rel")).unwrap(), "x");
+}
+
+#[test]
+fn a_stage_built_on_another_sees_its_args() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest AS base\nARG GREETING=hi\nFROM base\nRUN echo \"$GREETING\" > /g\n",
+            env.registry()
+        ),
+    );
+    b.build(&[
+        "--build-arg",
+        "GREETING=hello",
+        "-t",
+        "kiln-test/semantics-args:1",
+    ]);
+    let root = b.unpack("docker.io/kiln-test/semantics-args:1");
+    assert_eq!(std::fs::read_to_string(root.join("g")).unwrap(), "hello\n");
+    let config = b.raw_config("docker.io/kiln-test/semantics-args:1");
+    let last = config["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["created_by"],
+        "RUN |1 GREETING=hello /bin/sh -c echo \"$GREETING\" > /g # buildkit"
+    );
+    assert!(
+        !config["config"]["Env"].to_string().contains("GREETING"),
+        "ARGs stay out of the image config"
+    );
+}

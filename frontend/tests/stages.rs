@@ -438,3 +438,35 @@ fn the_expansion_budget_covers_many_large_values() {
     );
     assert!(build(&small, &opts(&[])).is_ok());
 }
+
+#[test]
+fn a_stage_inherits_the_args_of_its_base_stage() {
+    let b = ok(
+        "FROM scratch AS base\nARG V=1\nARG U\nFROM base AS child\nENV W=$V\nRUN echo $V\nFROM scratch\nRUN echo $V\n",
+        &ResolveOptions {
+            all_stages: true,
+            ..opts(&[("U", "cli")])
+        },
+    );
+    let run_env = |i: usize| {
+        b.stages[i]
+            .instructions
+            .iter()
+            .find(|r| matches!(r.instruction, Instruction::Run(_)))
+            .map(|r| r.env.to_vec())
+            .unwrap()
+    };
+    let child = run_env(1);
+    assert!(child.contains(&("V".into(), "1".into())), "{child:?}");
+    assert!(child.contains(&("U".into(), "cli".into())), "{child:?}");
+    assert!(child.contains(&("W".into(), "1".into())), "{child:?}");
+    assert!(
+        !run_env(2).iter().any(|(k, _)| k == "V"),
+        "a stage not built on base does not see its ARGs"
+    );
+    assert!(
+        b.undefined_vars.iter().all(|v| v.node != 4),
+        "the inherited ARG is declared: {:?}",
+        b.undefined_vars
+    );
+}

@@ -416,6 +416,66 @@ fn seccomp_default_profile(e: &Subject) {
     assert!(out.contains("unshared\n"), "{out}");
 }
 
+/// `/proc/self/cgroup` as (hierarchy id, controllers, path) lines.
+fn cgroup_lines(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Each step runs in cgroups of its own (named for the step, in every v1
+/// hierarchy, or the v2 one on a pure v2 host), so limits and accounting
+/// apply to it alone; they are gone after the step. native and runc nest them
+/// under the executor's own cgroup; crun's cgroupfs manager puts them at the
+/// hierarchy's root.
+fn own_cgroup_per_step(e: &Subject) {
+    let f = Fixture::new();
+    let step = cgroup_lines(&stdout(e, &f.sh("r", "cat /proc/self/cgroup")));
+    let mine = cgroup_lines(&fs::read_to_string("/proc/self/cgroup").unwrap());
+    let v1 = step.iter().any(|(_, c, _)| !c.is_empty());
+    let checked: Vec<_> = step.iter().filter(|(_, c, _)| c.is_empty() != v1).collect();
+    assert!(!checked.is_empty(), "{step:?}");
+    let nests = e.name() != "oci:crun";
+    for (id, controllers, path) in &checked {
+        let Some((_, _, parent)) = mine.iter().find(|(i, c, _)| i == id && c == controllers) else {
+            panic!("hierarchy {id}:{controllers} unknown to the host");
+        };
+        let leaf = path.rsplit('/').next().unwrap_or_default();
+        assert!(
+            path != parent && leaf.starts_with("kiln-"),
+            "{}: {id}:{controllers}:{path} is not the step's own (kiln's is {parent})",
+            e.name()
+        );
+        if nests {
+            assert_eq!(
+                path.strip_suffix(leaf).map(|p| p.trim_end_matches('/')),
+                Some(parent.trim_end_matches('/')),
+                "{}: {path} is not a child of {parent}",
+                e.name()
+            );
+        }
+        // Removed after the step.
+        let mount = Path::new("/sys/fs/cgroup").join(if controllers.is_empty() {
+            "unified"
+        } else {
+            controllers.as_str()
+        });
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(
+            !mount.exists() || !dir.exists(),
+            "{} is left",
+            dir.display()
+        );
+    }
+}
+
 fn stdout_or_err(e: &Subject, req: &ExecRequest) -> String {
     match run(e, req) {
         Ok(o) => o.output.to_string(),
@@ -1046,6 +1106,7 @@ suite!(
     host_files_are_invisible,
     sandbox_caps_and_no_new_privs,
     seccomp_default_profile,
+    own_cgroup_per_step,
     minimal_dev_and_proc,
     network_modes,
     loopback_is_up_with_network_none,

@@ -16,10 +16,6 @@ use oci_spec::image::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
-/// diffID of a tar with no entries: a step that changed nothing.
-pub const EMPTY_LAYER_DIFF_ID: &str =
-    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
 /// Why an image could not be exported.
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -99,12 +95,10 @@ pub fn export_image(
             // Base layers keep their bytes (and so their diffIDs).
             source_date_epoch: if built { opts.source_date_epoch } else { None },
         };
+        // A step that changed nothing still gets its (empty) layer, as in
+        // BuildKit's images.
         let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
         tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
-        if built && exported.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
-            layers.push(None);
-            continue;
-        }
         let blob = layer_descriptor(
             exported.blob.digest.clone(),
             exported.blob.size,
@@ -172,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_layers_are_dropped_and_marked_in_history() {
+    fn empty_layers_are_kept_as_buildkit_keeps_them() {
         let d = tempfile::tempdir().unwrap();
         let content = ContentStore::open(d.path().join("content")).unwrap();
         let layers = LayerStore::open(d.path().join("layers")).unwrap();
@@ -204,9 +198,15 @@ mod tests {
             &ExportOptions::default(),
         )
         .unwrap();
-        assert_eq!(img.config.rootfs.diff_ids.len(), 2);
+        // The middle step changed nothing: its empty layer stays, as in BuildKit.
+        assert_eq!(img.config.rootfs.diff_ids.len(), 3);
+        assert_eq!(
+            img.config.rootfs.diff_ids[1],
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+            "the diffID of an empty tar"
+        );
         let flags: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
-        assert_eq!(flags, [false, true, true, false]);
+        assert_eq!(flags, [false, true, false, false]);
         // The same export again reuses the blobs: same manifest.
         let again = export_image(&stores, &snapshot, config, &ExportOptions::default()).unwrap();
         assert_eq!(again.config_digest, img.config_digest);

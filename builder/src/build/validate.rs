@@ -8,13 +8,16 @@ use super::session::{
     local_context_dir, parse_add_host, parse_allow, parse_build_context, parse_secret, parse_ssh,
 };
 use super::BuildRequest;
+use crate::context::ContextSpec;
 use crate::export::output::{Destination, OutputKind, OutputSpec};
 use kiln_frontend::lower::NamedContext;
 use kiln_registry::Reference;
 use miette::{miette, Result};
+use std::path::PathBuf;
 
 /// Checks the request's flags; nothing is read but the files they name.
 pub fn check(req: &BuildRequest) -> Result<()> {
+    check_local_context(req)?;
     let platforms = target_platforms(req)?;
     check_outputs(req, platforms.len() > 1 || req.multi_platform)?;
     for out in &req.outputs {
@@ -36,6 +39,35 @@ pub fn check(req: &BuildRequest) -> Result<()> {
     }
     for h in &req.add_hosts {
         parse_add_host(h)?;
+    }
+    Ok(())
+}
+
+/// A local context directory and its Dockerfile exist (other contexts are
+/// fetched first; their Dockerfile is checked once they are there).
+fn check_local_context(req: &BuildRequest) -> Result<()> {
+    let ContextSpec::Dir(dir) = &req.context else {
+        return Ok(());
+    };
+    if !dir.is_dir() {
+        return Err(miette!(
+            help = "the context is a directory, a tarball, a git or HTTP URL, or -",
+            "context {}: not a directory",
+            dir.display()
+        ));
+    }
+    // Like docker: -f is relative to the working directory for a local context.
+    let dockerfile = match req.file.as_deref() {
+        Some("-") => return Ok(()),
+        Some(f) => PathBuf::from(f),
+        None => dir.join("Dockerfile"),
+    };
+    if !dockerfile.is_file() {
+        return Err(miette!(
+            help = "name it with -f PATH (relative to the working directory), or - for stdin",
+            "Dockerfile {}: no such file",
+            dockerfile.display()
+        ));
     }
     Ok(())
 }

@@ -230,17 +230,15 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let mut annotations = Vec::new();
-    for a in &args.annotations {
-        let a = a.strip_prefix("manifest:").unwrap_or(a);
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| miette::miette!("invalid --annotation {a:?}: expected KEY=VALUE"))?;
-        annotations.push((k.to_string(), v.to_string()));
-    }
+    let annotations = args
+        .annotations
+        .iter()
+        .map(|a| parse_annotation(a))
+        .collect::<miette::Result<Vec<_>>>()?;
     let print_graph = match args.print.as_deref() {
         None => false,
         Some("graph") => true,
@@ -439,6 +437,56 @@ fn check_flags(args: &Args) -> miette::Result<()> {
     Ok(())
 }
 
+/// `--annotation [TYPE[,TYPE][PLATFORM]:]KEY=VALUE` as buildx spells it. kiln
+/// annotates the image manifests (type `manifest`, the default); the other
+/// types are refused rather than turned into a key such as `index:KEY`.
+fn parse_annotation(a: &str) -> miette::Result<(String, String)> {
+    let bad = |why: &str| miette::miette!("invalid --annotation {a:?}: {why}");
+    let (lhs, v) = a.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let key = match lhs.split_once(':') {
+        Some((prefix, key)) if is_annotation_prefix(prefix) => {
+            let (types, platform) = match prefix.split_once('[') {
+                Some((types, platform)) => (types, Some(platform.trim_end_matches(']'))),
+                None => (prefix, None),
+            };
+            for t in types.split(',') {
+                match t {
+                    "manifest" => {}
+                    "index" | "manifest-descriptor" | "index-descriptor" => {
+                        return Err(miette::miette!(
+                            help = "annotate the manifest: --annotation KEY=VALUE",
+                            "invalid --annotation {a:?}: kiln does not support {t} annotations yet"
+                        ))
+                    }
+                    other => return Err(bad(&format!("unknown annotation type {other:?}"))),
+                }
+            }
+            if let Some(p) = platform {
+                return Err(miette::miette!(
+                    help = "annotate every platform's manifest: --annotation KEY=VALUE",
+                    "invalid --annotation {a:?}: kiln does not support per-platform ({p}) annotations yet"
+                ));
+            }
+            key
+        }
+        _ => lhs,
+    };
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(bad("the key is empty or has spaces"));
+    }
+    Ok((key.to_string(), v.to_string()))
+}
+
+/// Whether `prefix` (before a `:`) names annotation types, as buildx reads it:
+/// lowercase words and dashes, comma-separated, with an optional `[platform]`.
+fn is_annotation_prefix(prefix: &str) -> bool {
+    let types = prefix.split_once('[').map_or(prefix, |(t, _)| t);
+    !types.is_empty()
+        && types
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-' || c == ',')
+}
+
 fn method(args: &Args) -> miette::Result<(Method, bool)> {
     let spec = if args.check {
         "check"
@@ -492,6 +540,11 @@ fn method(args: &Args) -> miette::Result<(Method, bool)> {
 fn resolve_options(args: &Args) -> miette::Result<ResolveOptions> {
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
+        if a.is_empty() || a.starts_with('=') {
+            return Err(miette::miette!(
+                "invalid --build-arg {a:?}: expected KEY=VALUE or KEY"
+            ));
+        }
         match a.split_once('=') {
             Some((k, v)) => {
                 build_args.insert(k.to_string(), v.to_string());

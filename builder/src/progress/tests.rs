@@ -170,6 +170,88 @@ fn scripted_build(until_ms: u64) -> Vec<ProgressEvent> {
         .collect()
 }
 
+const MANIFEST: &str = "sha256:e943dbfec03cfca71ab14e451e96383305c28f64ef9763a14f21c38a30f53bcf";
+const CONFIG: &str = "sha256:e4b991d5d984396f0bd3bc12d6d670238aad53046cb07a28b4ef97a516503fe0";
+
+/// A successful build whose image is exported and pushed as the last step,
+/// with the phases buildx shows (`exporting layers` … `pushing manifest for`).
+fn export_build() -> Vec<ProgressEvent> {
+    let name = "127.0.0.1:5000/app:1";
+    vec![
+        reg("run", "[stage-0 2/2] RUN make", &[]),
+        reg("export", "exporting to image", &[]),
+        ev("run", 0, EventKind::Started),
+        ev("run", 400, EventKind::Completed),
+        ev("export", 410, EventKind::Started),
+        status("export", 410, "exporting layers", 0, None, false),
+        status("export", 650, "exporting layers", 0, None, true),
+        status(
+            "export",
+            660,
+            &format!("exporting manifest {MANIFEST}"),
+            0,
+            None,
+            true,
+        ),
+        status(
+            "export",
+            660,
+            &format!("exporting config {CONFIG}"),
+            0,
+            None,
+            true,
+        ),
+        status("export", 670, &format!("naming to {name}"), 0, None, true),
+        status("export", 680, "pushing layers", 0, None, false),
+        status(
+            "export",
+            900,
+            "pushing layers",
+            1_200_000,
+            Some(3_400_000),
+            false,
+        ),
+        status(
+            "export",
+            1900,
+            "pushing layers",
+            3_400_000,
+            Some(3_400_000),
+            false,
+        ),
+        status(
+            "export",
+            2000,
+            "pushing layers",
+            3_400_000,
+            Some(3_400_000),
+            true,
+        ),
+        status(
+            "export",
+            2050,
+            &format!("pushing manifest for {name}@{MANIFEST}"),
+            0,
+            None,
+            true,
+        ),
+        ev("export", 2060, EventKind::Completed),
+    ]
+}
+
+#[test]
+fn export_steps_golden() {
+    let events = export_build();
+    assert_golden("export.plain.txt", &plain_output(&events));
+    assert_golden("export.rawjson.jsonl", &rawjson_output(&events));
+    let mut state = BuildState::default();
+    for e in &events {
+        state.apply(e);
+    }
+    let frame = render_frame(&state, at(2100), 100, None, true);
+    assert_golden("export.tty-final.txt", &(frame.join("\n") + "\n"));
+}
+
 fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/progress/testdata")

@@ -65,14 +65,6 @@ impl Lowerer<'_> {
                 joined
             }
         };
-        if c.sources.len() > 1 && !dest.ends_with('/') {
-            return Err(self.err(
-                ri.node,
-                ErrorKind::Instruction,
-                format!("When using {} with more than one source file, the destination must be a directory and end with a /", if is_add { "ADD" } else { "COPY" }),
-                Some("end the destination with /"),
-            ));
-        }
         let owner = c.chown.as_deref().and_then(chown_of);
         let mode = c.chmod.clone();
         // Inputs: the base (unless --link), then each source.

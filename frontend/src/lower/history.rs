@@ -115,7 +115,11 @@ pub(super) fn metadata(
         Instruction::Env(kv) => pairs("ENV", kv),
         Instruction::Label(kv) => pairs("LABEL", kv),
         Instruction::Expose(ports) => {
-            let all: Vec<String> = ports
+            // BuildKit sorts the ports as written before expanding each (its
+            // test: EXPOSE 2375 5000 1234/udp -> [1234/udp 2375/tcp 5000/tcp]).
+            let mut sorted = ports.clone();
+            sorted.sort();
+            let all: Vec<String> = sorted
                 .iter()
                 .flat_map(|p| exposed_ports(p).unwrap_or_default())
                 .collect();

@@ -7,6 +7,7 @@ mod config;
 mod copy;
 mod history;
 mod run;
+mod steps;
 mod time;
 
 use crate::error::{ErrorKind, SourceError};
@@ -19,6 +20,7 @@ use kiln_solver::llb::{
     UserSpec, VertexMetadata, VertexRef,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use steps::Steps;
 
 pub use time::rfc3339;
 
@@ -121,7 +123,7 @@ struct StageState {
 enum TriggerOrigin<'a> {
     /// A base image's config, by reference.
     Image(&'a str),
-    /// A parent stage's ONBUILD instructions, with the parent's ARG values.
+    /// A parent stage's ONBUILD instructions, with the ARG values in effect at its end.
     Stage {
         name: &'a str,
         args: &'a [(String, String)],
@@ -386,26 +388,28 @@ impl Lowerer<'_> {
             })?,
             None => self.opts.platform.clone(),
         };
-        let mut label = stage
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        // BuildKit leaves the stage name out when the Dockerfile has one stage.
+        let mut label = if self.build.stages.len() == 1 {
+            String::new()
+        } else {
+            stage
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", stage.index))
+        };
         if self.opts.platform_in_descriptions {
-            label = format!("{platform} {label}");
+            label = format!("{platform} {label}").trim_end().to_string();
         }
-        let steps = 1 + stage
-            .instructions
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.instruction,
-                    Instruction::Run(_)
-                        | Instruction::Copy(_)
-                        | Instruction::Add(_)
-                        | Instruction::Workdir(_)
-                )
-            })
-            .count();
+        let from_step = usize::from(matches!(stage.base, Base::Image(_)));
+        let mut steps = Steps::new(
+            label,
+            from_step
+                + stage
+                    .instructions
+                    .iter()
+                    .filter(|i| makes_vertex(&i.instruction))
+                    .count(),
+        );
         let mut state = match &stage.base {
             Base::Scratch => StageState::empty(None, &platform),
             Base::Stage(b) => {
@@ -427,24 +431,14 @@ impl Lowerer<'_> {
                 let triggers = std::mem::take(&mut state.config.config.on_build);
                 let parent_name = self.build.stages.get(*b).map(Stage::display_name);
                 let parent_name = parent_name.unwrap_or_default();
-                let args: Vec<(String, String)> = self
-                    .build
-                    .stages
-                    .get(*b)
-                    .map(|s| {
-                        s.args
-                            .iter()
-                            .filter_map(|a| Some((a.name.clone(), a.value.clone()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let args = self.args_at_end(*b);
                 let origin = TriggerOrigin::Stage {
                     name: &parent_name,
                     args: &args,
                 };
+                steps.add(triggers.len());
                 for trigger in &triggers {
-                    let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
-                    self.run_trigger(stage, &mut state, origin, trigger, description)?;
+                    self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
                 }
                 state
             }
@@ -458,11 +452,8 @@ impl Lowerer<'_> {
                     Some(NamedContext::Image(r)) => r.clone(),
                     _ => written.clone(),
                 };
-                let meta = self.metadata(
-                    format!("[{label} 1/{steps}] FROM {reference}"),
-                    stage.node,
-                    stage,
-                );
+                let meta =
+                    self.metadata(steps.next(&format!("FROM {reference}")), stage.node, stage);
                 if let Some(NamedContext::Local(local)) = named {
                     // A directory as the base: its files become the first layer.
                     let src = self.local(&local, &platform, stage.node)?;
@@ -487,28 +478,21 @@ impl Lowerer<'_> {
                     };
                     // The base's ONBUILD triggers run once, here, before the
                     // stage's own instructions; the result does not carry them.
+                    steps.add(triggers.len());
                     for trigger in &triggers {
-                        let description = format!("[{label} 1/{steps}] ONBUILD {trigger}");
                         let origin = TriggerOrigin::Image(&reference);
-                        self.run_trigger(stage, &mut state, origin, trigger, description)?;
+                        self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
                     }
                     state
                 }
             }
         };
-        let mut step = 1;
         for ri in &stage.instructions {
-            let makes_vertex = matches!(
-                ri.instruction,
-                Instruction::Run(_)
-                    | Instruction::Copy(_)
-                    | Instruction::Add(_)
-                    | Instruction::Workdir(_)
-            );
-            if makes_vertex {
-                step += 1;
-            }
-            let description = format!("[{label} {step}/{steps}] {}", self.display(ri));
+            let description = if makes_vertex(&ri.instruction) {
+                steps.next(&self.display(ri))
+            } else {
+                String::new()
+            };
             self.lower_instruction(stage, &mut state, ri, description)?;
         }
         state.config.created = Some(self.created.clone());
@@ -524,7 +508,7 @@ impl Lowerer<'_> {
         state: &mut StageState,
         origin: TriggerOrigin<'_>,
         trigger: &str,
-        description: String,
+        steps: &mut Steps,
     ) -> Result<(), SourceError> {
         let bad = |l: &Self, e: String| {
             let (of, hint) = match origin {
@@ -588,6 +572,12 @@ impl Lowerer<'_> {
         instruction
             .expand_heredocs(&cx, &mut expand_body)
             .map_err(|e| bad(self, e.message.clone()))?;
+        // Every trigger counts in the total; only those that make a vertex take a number.
+        let description = if makes_vertex(&instruction) {
+            steps.next(&format!("ONBUILD {trigger}"))
+        } else {
+            String::new()
+        };
         let ri = ResolvedInstruction {
             instruction,
             span: stage.span,
@@ -596,6 +586,34 @@ impl Lowerer<'_> {
             proxy_env: Vec::new(),
         };
         self.lower_instruction(stage, state, &ri, description)
+    }
+
+    /// The ARG values in effect at the end of stage `index`: those it
+    /// inherited from its base stages, then its own (later ones win).
+    fn args_at_end(&self, index: usize) -> Vec<(String, String)> {
+        let mut chain = Vec::new();
+        let mut cur = self.build.stages.get(index);
+        while let Some(st) = cur {
+            if chain.len() > self.build.stages.len() {
+                break;
+            }
+            chain.push(st);
+            cur = match st.base {
+                Base::Stage(b) => self.build.stages.get(b),
+                _ => None,
+            };
+        }
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for st in chain.iter().rev() {
+            for a in &st.args {
+                let Some(v) = &a.value else { continue };
+                match vars.iter_mut().find(|(k, _)| *k == a.name) {
+                    Some(e) => e.1 = v.clone(),
+                    None => vars.push((a.name.clone(), v.clone())),
+                }
+            }
+        }
+        vars
     }
 
     /// The instruction as progress shows it: the original line, heredoc bodies left out.
@@ -678,6 +696,14 @@ impl Lowerer<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the instruction adds a vertex (and takes a step number).
+fn makes_vertex(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
 }
 
 /// The first line of an instruction as written (heredoc bodies left out).

@@ -156,9 +156,11 @@ impl Lowerer<'_> {
             if let Some(h) = run.heredocs.first() {
                 let body = h.chomped_content();
                 if body.starts_with("#!") {
-                    // A shebang picks the interpreter: the script is a file the
-                    // kernel executes (mounted by `lower_run`, as BuildKit does).
-                    return vec![format!("{PIPES_DIR}{}", h.name)];
+                    // A shebang picks the interpreter: the script is a file
+                    // (mounted by `lower_run`) that the shell runs, as
+                    // BuildKit runs it (and names it in history).
+                    shell.push(format!("{PIPES_DIR}{}", h.name));
+                    return shell;
                 }
                 shell.push(body);
                 return shell;

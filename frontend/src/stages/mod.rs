@@ -516,43 +516,38 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         bodies.push(body);
     }
 
-    // Stage references from COPY --from and RUN --mount from=.
-    for (si, body) in bodies.iter().enumerate() {
-        for (node_i, ins) in body {
-            let node = &ast.children[*node_i];
-            let mut refs: Vec<String> = Vec::new();
-            match ins {
-                Instruction::Copy(c) | Instruction::Add(c) => refs.extend(c.from.clone()),
-                Instruction::Run(r) => {
-                    for spec in &r.mount_specs {
-                        for field in instructions::mount::split_csv(spec).unwrap_or_default() {
-                            if let Some((k, v)) = field.split_once('=') {
-                                if k.trim().eq_ignore_ascii_case("from") {
-                                    refs.push(v.to_string());
-                                }
-                            }
-                        }
-                    }
+    // Stage references from COPY --from and RUN --mount from=, also those of
+    // the base stage's ONBUILD triggers, which run in this stage.
+    for si in 0..bodies.len() {
+        let mut refs: Vec<(usize, String)> = Vec::new();
+        for (node_i, ins) in &bodies[si] {
+            refs.extend(stage_refs(ins).into_iter().map(|r| (*node_i, r)));
+        }
+        if let Base::Stage(b) = stages[si].base {
+            for (_, ins) in bodies.get(b).into_iter().flatten() {
+                if let Instruction::Onbuild(o) = ins {
+                    let from = stages[si].node;
+                    refs.extend(stage_refs(&o.inner).into_iter().map(|r| (from, r)));
                 }
-                _ => {}
             }
-            for r in refs {
-                if r.contains('$') {
-                    continue; // reported when the instruction is expanded
+        }
+        for (node_i, r) in refs {
+            if r.contains('$') {
+                continue; // reported when the instruction is expanded
+            }
+            if let Some(dep) = find_stage(&stages, &r, stages.len()) {
+                if dep == si {
+                    let node = &ast.children[node_i];
+                    return Err(Ctx { ast, node }.error(
+                        ErrorKind::Stage,
+                        format!(
+                            "circular dependency detected on stage: {}",
+                            stages[si].display_name()
+                        ),
+                        Some("a stage cannot copy or mount from itself".into()),
+                    ));
                 }
-                if let Some(dep) = find_stage(&stages, &r, stages.len()) {
-                    if dep == si {
-                        return Err(Ctx { ast, node }.error(
-                            ErrorKind::Stage,
-                            format!(
-                                "circular dependency detected on stage: {}",
-                                stages[si].display_name()
-                            ),
-                            Some("a stage cannot copy or mount from itself".into()),
-                        ));
-                    }
-                    stages[si].deps.insert(dep);
-                }
+                stages[si].deps.insert(dep);
             }
         }
     }
@@ -600,6 +595,9 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
 
     // Expand the stages' instructions in order.
     let mut undefined_vars = Vec::new();
+    // Each expanded stage's ARGs at its end: a stage built on it inherits them
+    // (values and declarations), as BuildKit's child stage does.
+    let mut final_args: Vec<Option<(Scope, BTreeSet<String>)>> = Vec::new();
     for (si, body) in bodies.into_iter().enumerate() {
         if !opts.all_stages && !needed.contains(&si) {
             stages[si].instructions = body
@@ -647,8 +645,17 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
                 }
             }
         }
-        let mut args = Scope::default();
-        let mut declared: BTreeSet<String> = BTreeSet::new();
+        let (mut args, mut declared) = match stages[si].base {
+            Base::Stage(b) => final_args.get(b).cloned().flatten().unwrap_or_default(),
+            _ => Default::default(),
+        };
+        if !args.vars.is_empty() {
+            let cx = Ctx {
+                ast,
+                node: &ast.children[stages[si].node],
+            };
+            budget.spend(env_size(&args.vars), &cx)?;
+        }
         let mut out = Vec::new();
         let mut stage_args = Vec::new();
         // The RUN environment, rebuilt only after an ARG or ENV.
@@ -790,6 +797,8 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         st.args = stage_args;
         st.env = env.vars;
         st.expanded = true;
+        final_args.resize(si, None);
+        final_args.push(Some((args, declared)));
     }
 
     let unused_build_args = opts
@@ -814,6 +823,23 @@ pub fn resolve(ast: &Ast, opts: &ResolveOptions) -> Result<Build, SourceError> {
         undefined_vars,
         invalid_default_from,
     })
+}
+
+/// The names an instruction takes files from: COPY/ADD `--from`, RUN `--mount from=`.
+fn stage_refs(ins: &Instruction) -> Vec<String> {
+    match ins {
+        Instruction::Copy(c) | Instruction::Add(c) => c.from.iter().cloned().collect(),
+        Instruction::Run(r) => r
+            .mount_specs
+            .iter()
+            .flat_map(|spec| instructions::mount::split_csv(spec).unwrap_or_default())
+            .filter_map(|field| {
+                let (k, v) = field.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("from").then(|| v.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The stages `target` needs, in order; `Err(stage)` on a dependency cycle.

@@ -316,32 +316,23 @@ fn in_root(root: &Path, rel: &str, follow: bool) -> std::io::Result<PathBuf> {
     }
 }
 
-/// Paths under `root` that a wildcard selector matches (relative, sorted).
+/// Paths under `root` that a wildcard selector matches (relative, sorted): the same
+/// expansion as the copy's, so links in the literal part resolve inside the root here too.
 fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, ContentHashError> {
-    let glob =
-        Glob::new(pattern, GlobFlavor::FilepathMatch).map_err(|e| ContentHashError::Pattern {
-            pattern: pattern.to_string(),
-            message: e.to_string(),
-        })?;
-    let depth = pattern.split('/').count();
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(root)
-        .min_depth(depth)
-        .max_depth(depth)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| ContentHashError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
-        })?;
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel = rel.to_string_lossy();
-        if glob.matches(&rel) {
-            out.push(rel.into_owned());
+    Glob::new(pattern, GlobFlavor::FilepathMatch).map_err(|e| ContentHashError::Pattern {
+        pattern: pattern.to_string(),
+        message: e.to_string(),
+    })?;
+    let matches = crate::ops::file::wildcard::expand(root, pattern, None).map_err(|e| {
+        ContentHashError::Io {
+            path: root.join(pattern),
+            source: std::io::Error::other(e.to_string()),
         }
-    }
-    Ok(out)
+    })?;
+    Ok(matches
+        .into_iter()
+        .map(|m| m.trim_start_matches('/').to_string())
+        .collect())
 }
 
 fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
@@ -619,6 +610,19 @@ mod tests {
             sum(d.path(), &["hostdir/secret"], &ChecksumOptions::default()),
             through_dir
         );
+    }
+
+    #[test]
+    fn wildcards_through_a_linked_directory_count_its_files() {
+        let d = tree();
+        std::os::unix::fs::symlink("src", d.path().join("srclink")).unwrap();
+        let o = ChecksumOptions {
+            wildcards: true,
+            ..Default::default()
+        };
+        let before = sum(d.path(), &["srclink/*.go"], &o);
+        fs::write(d.path().join("src/main.go"), b"package main // v2").unwrap();
+        assert_ne!(sum(d.path(), &["srclink/*.go"], &o), before);
     }
 
     #[test]

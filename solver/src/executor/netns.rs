@@ -9,12 +9,13 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::native::spawn::pipe;
 use super::ExecError;
 
 /// The program providing outbound access.
@@ -35,14 +36,6 @@ pub struct SlirpNetwork {
     slirp: Option<Child>,
     /// Held open: slirp4netns exits when this closes (also when kiln dies).
     _exit_w: Option<OwnedFd>,
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Makes a new network namespace with `lo` up and bind-mounts it on `path`.
@@ -118,9 +111,7 @@ impl SlirpNetwork {
             });
         }
         let child = cmd.spawn().map_err(|e| ExecError::Setup {
-            step: format!(
-                "starting {SLIRP4NETNS} (the default network; install it or use --network=none)"
-            ),
+            step: format!("starting {SLIRP4NETNS} for the default network of RUN steps"),
             source: e,
         })?;
         net.slirp = Some(child);
@@ -179,7 +170,9 @@ impl Drop for SlirpNetwork {
     fn drop(&mut self) {
         if let Some(mut child) = self.slirp.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            // Its exit tears down the tap device, which waits for the network
+            // stack (~10-20 ms): reaped in the background, off the step's path.
+            std::thread::spawn(move || child.wait());
         }
         if self.mounted {
             if let Ok(p) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {

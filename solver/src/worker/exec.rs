@@ -2,15 +2,18 @@
 //! input with a fresh layer on top; that layer is the result.
 
 use super::rootfs::{overlay_for, SnapshotView};
-use super::{LocalWorker, Output};
+use super::{LocalDir, LocalWorker, Output};
 use crate::executor::{ExecRequest, HostEntry, NetworkMode, SecurityMode, Stream};
 use crate::llb::{self, ExecOp, MountKind, Vertex};
+use crate::llb::{CopyAction, FileAction};
 use crate::mounts::pin::PinnedSources;
 use crate::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
+use crate::ops::file::{apply_file_actions, SourceRoot};
 use crate::progress::LogStream;
 use crate::scheduler::WorkerError;
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `source=` of a mount inside its input `root`, resolved inside it (a symlink
 /// never leads out) and pinned; the whole input when there is no selector.
@@ -30,13 +33,47 @@ fn source_path(
 fn source_error(dest: &str, selector: Option<&str>, e: std::io::Error) -> WorkerError {
     let source = selector.unwrap_or("/");
     if e.kind() == std::io::ErrorKind::NotFound {
-        format!("mount {dest}: source {source} not found in its input").into()
+        format!(
+            "mount {dest}: source {source:?} not found in the context or stage it is taken from \
+             (symbolic links in it resolve inside it, never on the host)"
+        )
+        .into()
     } else {
         format!("mount {dest}: resolving source {source}: {e}").into()
     }
 }
 
 impl LocalWorker {
+    /// The directory a RUN mount of `dir` shows: `dir` itself, or with a
+    /// `.dockerignore` a copy without the paths it hides (BuildKit's context
+    /// never holds them), made at the first use in the build.
+    fn mount_view(&self, dir: &LocalDir) -> Result<PathBuf, WorkerError> {
+        if dir.ignore.is_empty() {
+            return Ok(dir.root.clone());
+        }
+        let mut views = self
+            .mount_views
+            .lock()
+            .map_err(|_| "mount views lock poisoned")?;
+        if let Some(v) = views.get(&dir.root) {
+            return Ok(v.path().to_path_buf());
+        }
+        let view = tempfile::Builder::new()
+            .prefix("context-view-")
+            .tempdir_in(&self.scratch)?;
+        let source = SourceRoot {
+            path: &dir.root,
+            ignore: Some(&dir.ignore),
+        };
+        let copy = FileAction::Copy(CopyAction::whole_tree(0));
+        apply_file_actions(view.path(), &[source], &[copy]).map_err(|e| -> WorkerError {
+            format!("preparing {} for a RUN mount: {e}", dir.root.display()).into()
+        })?;
+        let path = view.path().to_path_buf();
+        views.insert(dir.root.clone(), Arc::new(view));
+        Ok(path)
+    }
+
     pub(super) fn exec(
         &self,
         vertex: &Vertex,
@@ -85,7 +122,7 @@ impl LocalWorker {
                 MountKind::Bind => {
                     let sel = m.selector.as_deref();
                     let source = match m.input.and_then(|i| inputs.get(i)) {
-                        Some(Output::Dir(d)) => source_path(&mut pins, &d.root, sel),
+                        Some(Output::Dir(d)) => source_path(&mut pins, &self.mount_view(d)?, sel),
                         Some(Output::Snapshot(s)) => {
                             let view = SnapshotView::mount(&self.layers, s)?;
                             let p = source_path(&mut pins, view.path(), sel);
@@ -114,7 +151,7 @@ impl LocalWorker {
                     let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
                         Some(Output::Dir(d)) => (
                             format!("{}:{}:{}", c.id, d.root.display(), m.selector.as_deref().unwrap_or("/")),
-                            seed_of(&mut pins, &d.root)?,
+                            seed_of(&mut pins, &self.mount_view(d)?)?,
                         ),
                         Some(Output::Snapshot(s)) => {
                             let view = SnapshotView::mount(&self.layers, s)?;

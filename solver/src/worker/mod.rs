@@ -133,6 +133,9 @@ pub struct LocalWorker {
     pub(crate) http_resolved: Mutex<HashMap<VertexDigest, Resolved>>,
     /// Set by [`crate::scheduler::Worker::cancel`]: nothing starts or is stored after it.
     canceled: AtomicBool,
+    /// Local directories as RUN mounts see them (`.dockerignore`d paths left out),
+    /// made once per build, by the directory's path.
+    pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
 }
 
 impl LocalWorker {
@@ -161,6 +164,7 @@ impl LocalWorker {
             http,
             http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
+            mount_views: Mutex::new(HashMap::new()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! pid, ipc, uts, and net for `--network=none`), a private /dev and /proc,
 //! pivot_root, Docker's default capabilities and no_new_privs.
 
+pub mod cgroup;
 pub mod plan;
 pub mod spawn;
 pub mod sys;
@@ -48,14 +49,20 @@ impl NativeExecutor {
         output: OutputCallback<'_>,
         started: &dyn Fn(),
     ) -> Result<ExecOutcome, ExecError> {
-        let steps = plan::build_plan(world, last_cap())?;
-        let (exit, captured) = spawn::run(
+        // Created first and dropped last: removed once the step is gone.
+        let cgroup = cgroup::StepCgroup::create(&world.id)?;
+        let mut steps = cgroup.join_steps()?;
+        steps.extend(plan::build_plan(world, last_cap())?);
+        let result = spawn::run(
             &steps,
             plan::clone_flags(world),
             &self.running,
             output,
             started,
-        )?;
+        );
+        drop(steps);
+        drop(cgroup);
+        let (exit, captured) = result?;
         match exit {
             Exit::Code(0) => Ok(ExecOutcome { output: captured }),
             Exit::Code(code) => Err(ExecError::NonZeroExit {

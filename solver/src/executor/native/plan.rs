@@ -16,7 +16,7 @@ use crate::executor::rootfs_path::host_path;
 use crate::executor::seccomp::bpf::{sandbox_program, BpfProgram};
 use crate::executor::world::World;
 use crate::executor::{ExecError, SecurityMode};
-use crate::mounts::MountKind;
+use crate::mounts::{ContainerMount, MountKind};
 
 /// One thing the child does. Paths are host paths until [`Step::PivotRoot`].
 #[derive(Debug)]
@@ -67,6 +67,14 @@ pub enum Step {
         /// Permission bits.
         mode: u32,
     },
+    /// Create a mount point inside an earlier mount unless something is there
+    /// already (left as it is, as runc does): a directory (0755) or an empty file.
+    MountPoint {
+        /// Path.
+        path: CString,
+        /// An empty file rather than a directory.
+        file: bool,
+    },
     /// Create an empty file (a mount point for a file bind) unless it exists.
     Touch {
         /// Path.
@@ -95,6 +103,8 @@ pub enum Step {
     LoopbackUp,
     /// Join a prepared network namespace (the default network's).
     JoinNetns(std::fs::File),
+    /// Join a cgroup: write 0 to its `cgroup.procs`.
+    JoinCgroup(std::fs::File),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot(CString),
     /// Change directory.
@@ -258,6 +268,20 @@ pub fn build_plan(world: &World, last_cap: u32) -> Result<Vec<Step>, ExecError> 
                         mode: 0o755,
                     });
                 }
+            }
+        }
+        // Mount points inside an earlier mount (a tmpfs, a bind, a cache) are made
+        // there: the stub world::create_stub made in the rootfs is hidden by it.
+        if let Some(parent) = covering_mount(&world.mounts, m) {
+            let mut dir = host_path(&world.rootfs, parent);
+            let rest = m.destination[parent.len()..].trim_start_matches('/');
+            let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+            for (i, part) in parts.iter().enumerate() {
+                dir.push(part);
+                steps.push(Step::MountPoint {
+                    path: cp(&dir)?,
+                    file: i + 1 == parts.len() && m.needs_file_stub(),
+                });
             }
         }
         match &m.kind {
@@ -437,6 +461,18 @@ pub enum PathKind {
     Other,
 }
 
+/// The destination of the deepest user mount before `m` that `m` lies inside
+/// (/dev's mount points are made with /dev itself).
+fn covering_mount<'a>(mounts: &'a [ContainerMount], m: &ContainerMount) -> Option<&'a str> {
+    mounts
+        .iter()
+        .take_while(|o| !std::ptr::eq(*o, m))
+        .filter(|o| matches!(o.kind, MountKind::Bind { .. } | MountKind::Tmpfs { .. }))
+        .map(|o| o.destination.as_str())
+        .filter(|d| Path::new(&m.destination).starts_with(d) && *d != m.destination)
+        .max_by_key(|d| d.len())
+}
+
 /// The privileged calls the child makes. Errors are raw errno values; the real
 /// implementation must not allocate (it runs between clone and exec).
 pub trait Sys {
@@ -465,6 +501,8 @@ pub trait Sys {
     fn loopback_up(&mut self) -> Result<(), i32>;
     /// `setns(fd, CLONE_NEWNET)`.
     fn join_netns(&mut self, fd: i32) -> Result<(), i32>;
+    /// Move this process into the cgroup whose `cgroup.procs` is open as `fd`.
+    fn join_cgroup(&mut self, fd: i32) -> Result<(), i32>;
     /// `pivot_root` into `root`, detach the old root, `chdir("/")`.
     fn pivot_root(&mut self, root: &CString) -> Result<(), i32>;
     /// `chdir(2)`.
@@ -536,6 +574,12 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
             Step::Symlink { target, link } => sys.symlink(target, link),
             Step::Touch { path } => sys.touch(path),
+            Step::MountPoint { path, file } => match sys.path_kind(path) {
+                Ok(PathKind::Missing) if *file => sys.touch(path),
+                Ok(PathKind::Missing) => sys.mkdir(path, 0o755),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
             Step::Mask { path } => match sys.path_kind(path) {
                 Ok(PathKind::Missing) => Ok(()),
                 Ok(PathKind::Dir) => {
@@ -562,6 +606,7 @@ pub fn apply<S: Sys>(steps: &[Step], sys: &mut S) -> Result<(), (usize, i32)> {
             Step::Sethostname(name) => sys.sethostname(name),
             Step::LoopbackUp => sys.loopback_up(),
             Step::JoinNetns(f) => sys.join_netns(std::os::fd::AsRawFd::as_raw_fd(f)),
+            Step::JoinCgroup(f) => sys.join_cgroup(std::os::fd::AsRawFd::as_raw_fd(f)),
             Step::PivotRoot(root) => sys.pivot_root(root),
             Step::Chdir(p) => sys.chdir(p),
             Step::DropBounding { keep, last_cap } => {
@@ -646,12 +691,15 @@ impl Step {
             Step::Mknod { path, .. } => format!("creating device {}", s(path)),
             Step::Mkdir { path, .. } => format!("creating {}", s(path)),
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
-            Step::Touch { path } => format!("creating {}", s(path)),
+            Step::Touch { path } | Step::MountPoint { path, .. } => {
+                format!("creating {}", s(path))
+            }
             Step::Mask { path } => format!("masking {}", s(path)),
             Step::ReadonlyPath { path } => format!("making {} read-only", s(path)),
             Step::Sethostname(n) => format!("setting hostname {}", s(n)),
             Step::LoopbackUp => "bringing up lo".into(),
             Step::JoinNetns(_) => "joining the network namespace".into(),
+            Step::JoinCgroup(_) => "joining the step's cgroup".into(),
             Step::PivotRoot(r) => format!("pivot_root into {}", s(r)),
             Step::Chdir(p) => format!("changing to working directory {}", s(p)),
             Step::DropBounding { .. } => "dropping capabilities".into(),
@@ -671,7 +719,32 @@ mod tests {
     use super::*;
     use crate::executor::user::ResolvedUser;
     use crate::executor::NetworkMode;
-    use crate::mounts::ContainerMount;
+
+    #[test]
+    fn mount_points_go_in_the_deepest_earlier_mount() {
+        let m = |d: &str, kind: MountKind| ContainerMount {
+            destination: d.into(),
+            kind,
+        };
+        let tmpfs = || MountKind::Tmpfs {
+            size: None,
+            mode: 0o1777,
+        };
+        let mounts = vec![
+            m("/dev", MountKind::Dev),
+            m("/t", tmpfs()),
+            m("/tx", tmpfs()),
+            m("/t/a", tmpfs()),
+            m("/t/a/b/c", tmpfs()),
+            m("/dev/x", tmpfs()),
+        ];
+        let parent = |i: usize| covering_mount(&mounts, &mounts[i]);
+        assert_eq!(parent(1), None);
+        assert_eq!(parent(2), None, "/tx is not inside /t");
+        assert_eq!(parent(3), Some("/t"));
+        assert_eq!(parent(4), Some("/t/a"));
+        assert_eq!(parent(5), None, "/dev makes its own");
+    }
 
     #[derive(Default)]
     struct Recorder {
@@ -737,6 +810,10 @@ mod tests {
         }
         fn join_netns(&mut self, fd: i32) -> Result<(), i32> {
             self.calls.push(format!("setns {}", fd >= 0));
+            Ok(())
+        }
+        fn join_cgroup(&mut self, fd: i32) -> Result<(), i32> {
+            self.calls.push(format!("cgroup {}", fd >= 0));
             Ok(())
         }
         fn pivot_root(&mut self, root: &CString) -> Result<(), i32> {

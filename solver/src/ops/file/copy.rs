@@ -110,14 +110,6 @@ pub(crate) fn apply_copy(
             pattern: action.src.clone(),
         });
     }
-    if matches.len() > 1 && !dest_names_dir(dest) {
-        let d = resolve_in_root(dest_root, dest, true).map_err(FileOpError::io("stat", dest))?;
-        if !d.host.is_dir() {
-            return Err(FileOpError::MultipleSourcesNeedDir {
-                dest: dest.to_string(),
-            });
-        }
-    }
 
     let include = if includes.is_empty() {
         None

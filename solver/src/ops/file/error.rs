@@ -26,13 +26,6 @@ pub enum FileOpError {
         /// The pattern as written.
         pattern: String,
     },
-    /// Several sources (or a wildcard with several matches) into a path that
-    /// is not a directory.
-    #[error("when using COPY with more than one source file, the destination must be a directory and end with a /: {dest}")]
-    MultipleSourcesNeedDir {
-        /// The destination as written.
-        dest: String,
-    },
     /// `--parents` without wildcards names a path that does not exist.
     #[error("required path {path} not found")]
     RequiredPathMissing {

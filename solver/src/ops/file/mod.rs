@@ -19,9 +19,8 @@ mod resolve;
 mod rm;
 mod symlink;
 mod unpack;
-mod wildcard;
+pub(crate) mod wildcard;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 pub use chmod::{parse_chmod, Chmod, ChmodError};
@@ -81,8 +80,8 @@ pub fn apply_file_actions_with(
     opts: &FileOpOptions<'_>,
 ) -> Result<(), FileOpError> {
     let users_root = opts.users_root.unwrap_or(dest_root);
-    // dest as written -> whether it was a directory before the first copy.
-    let mut copy_dests: HashMap<&str, bool> = HashMap::new();
+    // As BuildKit, several sources into one path that is not a directory are
+    // copied in turn (a later file replaces an earlier one); no error.
     for action in actions {
         match action {
             FileAction::Copy(c) => {
@@ -90,22 +89,6 @@ pub fn apply_file_actions_with(
                     index: c.src_input,
                     count: inputs.len(),
                 })?;
-                if !copy::dest_names_dir(&c.dest) {
-                    let was_dir = match copy_dests.get(c.dest.as_str()) {
-                        Some(was_dir) => {
-                            if !*was_dir {
-                                return Err(FileOpError::MultipleSourcesNeedDir {
-                                    dest: c.dest.clone(),
-                                });
-                            }
-                            true
-                        }
-                        None => resolve_in_root(dest_root, &c.dest, true)
-                            .map(|r| r.host.is_dir())
-                            .unwrap_or(false),
-                    };
-                    copy_dests.insert(&c.dest, was_dir);
-                }
                 copy::apply_copy(dest_root, users_root, source, c)?;
             }
             FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, users_root, a)?,
