@@ -309,3 +309,42 @@ fn rootless_run_under_a_masked_proc_says_to_unmask_it() {
     assert!(err.contains("Operation not permitted"), "{err}");
     assert!(err.contains("procMount: Unmasked"), "{err}");
 }
+
+#[test]
+fn rootless_local_output_is_owned_by_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\n\
+             COPY --chown=1000:1000 a /a\n\
+             RUN chown 123:456 /a && chmod 4755 /a\n",
+            env.registry()
+        ),
+    );
+    b.write("a", "a\n");
+    let dest = b.path("local");
+    let out = b.kiln_as(
+        USER,
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", dest.display()),
+            b.ctx().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // As buildx writes a local output: every file the caller's, modes kept.
+    let user = Command::new("id").args(["-u", USER]).output().expect("id");
+    let uid: u32 = String::from_utf8_lossy(&user.stdout)
+        .trim()
+        .parse()
+        .expect("uid");
+    let meta = std::fs::symlink_metadata(dest.join("a")).expect("a");
+    assert_eq!(meta.uid(), uid, "owner of a");
+    assert_eq!(meta.mode() & 0o7777, 0o4755, "mode of a");
+    let etc = std::fs::symlink_metadata(dest.join("etc")).expect("etc");
+    assert_eq!(etc.uid(), uid, "owner of etc");
+}
