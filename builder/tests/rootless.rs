@@ -348,3 +348,64 @@ fn rootless_local_output_is_owned_by_the_user() {
     let etc = std::fs::symlink_metadata(dest.join("etc")).expect("etc");
     assert_eq!(etc.uid(), uid, "owner of etc");
 }
+
+#[test]
+fn rootless_sigterm_reaches_the_build_in_the_namespace() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\nRUN echo started && sleep 60\n",
+            env.registry()
+        ),
+    );
+    let log = b.path("log");
+    let mut kiln = b.kiln_as_command(
+        USER,
+        &[
+            "build",
+            "--no-cache",
+            "--executor",
+            "native",
+            b.ctx().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let file = std::fs::File::create(&log).expect("log");
+    let mut child = kiln
+        .stderr(file.try_clone().expect("dup"))
+        .stdout(file)
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("started")
+    {
+        assert!(started.elapsed().as_secs() < 60, "the step never started");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "kiln ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // runuser passes SIGTERM to kiln, which passes it into its namespace.
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let canceled = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(canceled.elapsed().as_secs() < 30, "kiln did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&log).expect("log");
+    assert!(!status.success(), "{out}");
+    assert!(
+        canceled.elapsed().as_secs() < 20,
+        "SIGTERM did not stop the step: {out}"
+    );
+    assert!(out.contains("build canceled by SIGTERM"), "{out}");
+}
