@@ -137,6 +137,34 @@ fn no_new_privs(status: &str) -> bool {
     })
 }
 
+/// The sysctls (read through `read`, by /proc path) that forbid user namespaces.
+fn sysctl_blocks(read: impl Fn(&str) -> Option<String>) -> Vec<Missing> {
+    const SWITCHES: [(&str, &str, &str); 3] = [
+        (
+            "user.max_user_namespaces",
+            "/proc/sys/user/max_user_namespaces",
+            "0",
+        ),
+        (
+            "kernel.unprivileged_userns_clone",
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            "0",
+        ),
+        (
+            "kernel.apparmor_restrict_unprivileged_userns",
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+        ),
+    ];
+    SWITCHES
+        .iter()
+        .filter_map(|&(name, path, forbids)| {
+            let value = read(path).filter(|v| v == forbids)?;
+            Some(Missing::Sysctl { name, value })
+        })
+        .collect()
+}
+
 /// What entering the namespace needs, or everything that is missing.
 struct Plan {
     uid: u32,
@@ -174,27 +202,7 @@ fn plan() -> Result<Plan, RootlessError> {
     if no_new_privs(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()) {
         missing.push(Missing::NoNewPrivs);
     }
-    for (name, path, forbids) in [
-        (
-            "user.max_user_namespaces",
-            "/proc/sys/user/max_user_namespaces",
-            "0",
-        ),
-        (
-            "kernel.unprivileged_userns_clone",
-            "/proc/sys/kernel/unprivileged_userns_clone",
-            "0",
-        ),
-        (
-            "kernel.apparmor_restrict_unprivileged_userns",
-            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
-            "1",
-        ),
-    ] {
-        if let Some(value) = read_sysctl(path).filter(|v| v == forbids) {
-            missing.push(Missing::Sysctl { name, value });
-        }
-    }
+    missing.extend(sysctl_blocks(read_sysctl));
     match (uids, gids, newuidmap, newgidmap) {
         (Some(uids), Some(gids), Some(newuidmap), Some(newgidmap)) if missing.is_empty() => {
             Ok(Plan {
@@ -416,6 +424,38 @@ mod tests {
         assert_eq!(find_range(text, "carol", 1001).unwrap().start, 200000);
         assert_eq!(find_range(text, "bob", 1002), None);
         assert_eq!(find_range("", "alice", 1000), None);
+    }
+
+    #[test]
+    fn only_forbidding_sysctl_values_are_missing() {
+        let host = |zero: &'static str| {
+            move |path: &str| match path {
+                p if p.ends_with(zero) => Some("0".to_string()),
+                p if p.ends_with("apparmor_restrict_unprivileged_userns") => Some("0".into()),
+                p if p.ends_with("max_user_namespaces") => Some("15000".into()),
+                _ => None, // unprivileged_userns_clone: not on this kernel
+            }
+        };
+        assert_eq!(sysctl_blocks(host("none")), vec![]);
+        assert_eq!(
+            sysctl_blocks(host("max_user_namespaces")),
+            vec![Missing::Sysctl {
+                name: "user.max_user_namespaces",
+                value: "0".into()
+            }]
+        );
+        assert_eq!(
+            sysctl_blocks(host("unprivileged_userns_clone")),
+            vec![Missing::Sysctl {
+                name: "kernel.unprivileged_userns_clone",
+                value: "0".into()
+            }]
+        );
+        let apparmor = |p: &str| {
+            p.ends_with("apparmor_restrict_unprivileged_userns")
+                .then(|| "1".into())
+        };
+        assert_eq!(sysctl_blocks(apparmor).len(), 1);
     }
 
     #[test]

@@ -296,6 +296,41 @@ mod tests {
     use super::parse_bool;
 
     #[test]
+    fn each_missing_prerequisite_gets_its_fix() {
+        use crate::rootless::Missing;
+        let help = super::missing_help(&[
+            Missing::SubordinateRange {
+                file: "/etc/subuid",
+                user: "ci".into(),
+            },
+            Missing::SubordinateRange {
+                file: "/etc/subgid",
+                user: "ci".into(),
+            },
+            Missing::MapTool("newuidmap"),
+            Missing::MapTool("newgidmap"),
+            Missing::Sysctl {
+                name: "user.max_user_namespaces",
+                value: "0".into(),
+            },
+            Missing::Sysctl {
+                name: "kernel.unprivileged_userns_clone",
+                value: "0".into(),
+            },
+            Missing::NoNewPrivs,
+        ]);
+        for fix in [
+            "--add-subgids 100000-165535 ci`",
+            "`apt-get install uidmap`",
+            "`sysctl -w user.max_user_namespaces=15000`",
+            "`sysctl -w kernel.unprivileged_userns_clone=1`",
+            "allowPrivilegeEscalation: true",
+        ] {
+            assert_eq!(help.matches(fix).count(), 1, "{fix} once in: {help}");
+        }
+    }
+
+    #[test]
     fn booleans_read_as_go_reads_them() {
         for t in ["1", "t", "T", "TRUE", "true", "True"] {
             assert_eq!(parse_bool(t), Ok(true), "{t}");
