@@ -14,8 +14,13 @@ use support::{Build, TestEnv};
 /// The unprivileged user setup.sh makes, with subordinate id ranges.
 const USER: &str = "kiln-rootless";
 
+/// kiln's stderr with miette's line wrapping and gutters undone, for phrase matching.
 fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "│" | "╰─▶" | "├─▶"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn json(p: &Path) -> serde_json::Value {
@@ -408,4 +413,34 @@ fn rootless_sigterm_reaches_the_build_in_the_namespace() {
         "SIGTERM did not stop the step: {out}"
     );
     assert!(out.contains("build canceled by SIGTERM"), "{out}");
+}
+
+#[test]
+fn rootless_where_the_kernel_refuses_a_namespace_says_why() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    let kiln = b.kiln_as_command(USER, &["build", b.ctx().to_str().expect("utf-8")], &[]);
+    // In a chroot the kernel refuses CLONE_NEWUSER (EPERM), as a container's
+    // default seccomp profile does: the same path is seen through a bind of /.
+    let jail = b.path("jail");
+    std::fs::create_dir(&jail).expect("mkdir");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --rbind / \"$0\" && exec chroot \"$0\" \"$@\"")
+        .arg(&jail)
+        .arg(kiln.get_program())
+        .args(kiln.get_args())
+        .output()
+        .expect("run unshare");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the kernel refused a new user namespace"),
+        "{err}"
+    );
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(
+        err.contains("unshare(2)") && err.contains("Unconfined"),
+        "{err}"
+    );
 }

@@ -157,8 +157,8 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
             RootlessError::Missing { missing, .. } => missing_help(missing),
             RootlessError::Unshare { .. } => {
                 "a seccomp or AppArmor profile (a container's default \
-                 one) forbids unshare(2): run kiln's container with seccomp and AppArmor \
-                 Unconfined (see README.md, Rootless), or run kiln as root"
+                 one), or a chroot, forbids unshare(2): run kiln's container with seccomp and \
+                 AppArmor Unconfined, outside a chroot (see docs/rootless.md), or run kiln as root"
                     .into()
             }
             RootlessError::Map { .. } => "newuidmap/newgidmap must be set-uid root (or have \
