@@ -444,3 +444,71 @@ fn rootless_where_the_kernel_refuses_a_namespace_says_why() {
         "{err}"
     );
 }
+
+#[test]
+fn rootless_and_root_builds_make_the_same_layers() {
+    let env = TestEnv::load();
+    let root = Build::new();
+    root.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/library/busybox:latest\n\
+             COPY --chown=1000:1000 a /a\n\
+             COPY --chown=123:456 d /d\n",
+            env.registry()
+        ),
+    );
+    root.write("a", "a\n");
+    root.write("d/x", "x\n");
+    let rootless = Build::new();
+    // The same context, mtimes included.
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(root.ctx())
+        .arg(rootless.ctx())
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    let digests = |b: &Build, out: &std::process::Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        let layout = b.path("layout");
+        std::fs::create_dir(&layout).expect("mkdir");
+        let oci = b.path("out.tar");
+        tar(&[
+            "-C",
+            layout.to_str().expect("utf-8"),
+            "-xf",
+            oci.to_str().expect("utf-8"),
+        ]);
+        layers(&layout)
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .expect("digest")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let args = |b: &Build| {
+        vec![
+            "build".to_string(),
+            "--output".into(),
+            format!("type=oci,dest={}", b.path("out.tar").display()),
+            b.ctx().display().to_string(),
+        ]
+    };
+    let root_args = args(&root);
+    let root_out = root.kiln(&root_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let rootless_args = args(&rootless);
+    let rootless_out = rootless.kiln_as(
+        USER,
+        &rootless_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let (want, got) = (digests(&root, &root_out), digests(&rootless, &rootless_out));
+    assert_eq!(want.len(), 3, "{want:?}");
+    assert_eq!(
+        got, want,
+        "the layers of a rootless build differ from root's"
+    );
+}
