@@ -1,9 +1,11 @@
 //! Acceptance of issue 12 (rootless): `kiln build` run by an unprivileged user
 //! (`kiln-rootless`, made by testdata/env/setup.sh with subuid/subgid ranges)
-//! re-executes itself in a user namespace; COPY --chown, RUN with a cache mount
-//! and a secret work with both executors, files owned by other uids keep their
-//! ids in the image's layers (read with GNU tar), and a user without ranges gets
-//! an error naming what is missing.
+//! re-executes itself in a user namespace. COPY --chown, RUN chown, cache mounts,
+//! secrets and whiteouts work with native, crun and runc; owners are read back
+//! from the image's layers with GNU tar, and the layers equal a root build's. The
+//! errors for what is missing (ranges, uidmap, no_new_privs, a refused namespace,
+//! a masked /proc) each say what to do; `type=local` output is the user's, and
+//! SIGTERM reaches the build inside.
 
 mod support;
 
