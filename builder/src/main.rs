@@ -8,6 +8,7 @@ mod local_store;
 #[allow(dead_code)] // some display pieces (summary, transfers) are not wired into every verb yet
 mod progress;
 mod registry_opts;
+mod rootless;
 mod table;
 mod transfer_progress;
 

@@ -350,7 +350,7 @@ fn debug_prints_the_internal_steps() {
         "cache key",
         "cache miss",
         "executor selected",
-        "executed vertex=[stage-0 2/2] RUN echo debug > /d",
+        "executed vertex=[2/2] RUN echo debug > /d",
         "layer exported",
         "image exported",
         "writing output",
@@ -491,7 +491,7 @@ fn plain_progress_shows_the_export_and_the_push_as_steps() {
                 let n = l.split(' ').next().unwrap_or_default();
                 lines
                     .iter()
-                    .any(|h| *h == format!("{n} [stage-0 2/2] RUN echo export > /e"))
+                    .any(|h| *h == format!("{n} [2/2] RUN echo export > /e"))
             }
         })
         .expect("the RUN step's DONE");

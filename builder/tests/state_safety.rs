@@ -198,11 +198,24 @@ fn secret_on_host(b: &Build, secret: &[u8]) -> Vec<PathBuf> {
     found
 }
 
+/// A PATH on which the oci executor finds runc, not crun (which it prefers), and
+/// still every other tool a step needs (slirp4netns, nsenter, umount in /usr/bin).
+fn path_without_crun(b: &Build) -> PathBuf {
+    let bin = b.path("bin-without-crun");
+    std::fs::create_dir_all(&bin).unwrap();
+    for e in std::fs::read_dir("/usr/bin").unwrap().flatten() {
+        if e.file_name() != "crun" {
+            let _ = std::os::unix::fs::symlink(e.path(), bin.join(e.file_name()));
+        }
+    }
+    let path = format!("{}:/usr/sbin:/sbin", bin.display());
+    PathBuf::from(path)
+}
+
 fn start_build(b: &Build, executor: &str, secret: &Path) -> Child {
     let mut cmd = Command::new(kiln_bin());
     if executor == "runc" {
-        // crun (in /usr/bin) comes first when it is on PATH: leave only runc's directory.
-        cmd.env("PATH", "/usr/sbin:/sbin");
+        cmd.env("PATH", path_without_crun(b));
     }
     let executor = if executor == "runc" { "oci" } else { executor };
     cmd.arg("--root")

@@ -15,4 +15,5 @@ pub mod snapshot;
 pub mod state;
 pub mod timestamp;
 pub mod trash;
+pub mod userns;
 pub mod worker;

@@ -35,7 +35,7 @@ TOKEN_ISSUER=kiln-test-token-issuer
 SOURCE_DATE_EPOCH=0
 PACKAGES=(docker-registry crun runc busybox-static skopeo umoci qemu-user-static git jq curl
           openssl apache2-utils file iproute2 ca-certificates python3 openssh-client
-          libseccomp-dev slirp4netns)
+          libseccomp-dev pkg-config slirp4netns uidmap)
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -51,6 +51,20 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The unprivileged user of the rootless tests: subordinate id ranges for its
+# user namespace (newuidmap/newgidmap from uidmap), and /dev/net/tun open to
+# all (udev's usual 0666; slirp4netns opens it inside that namespace).
+ROOTLESS_USER=kiln-rootless
+ROOTLESS_RANGE=200000-265535
+rootless_user() {
+  [ "$(id -u)" = 0 ] || { log "not root: skipping the rootless test user"; return 0; }
+  id -u "$ROOTLESS_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$ROOTLESS_USER"
+  grep -q "^$ROOTLESS_USER:" /etc/subuid 2>/dev/null || usermod --add-subuids "$ROOTLESS_RANGE" "$ROOTLESS_USER"
+  grep -q "^$ROOTLESS_USER:" /etc/subgid 2>/dev/null || usermod --add-subgids "$ROOTLESS_RANGE" "$ROOTLESS_USER"
+  [ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
+  return 0
 }
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -275,6 +289,7 @@ ENV
 
 start() {
   install_packages
+  rootless_user
   mkdir -p "$KILN_TESTENV"
   make_certs
   # skopeo wants the CA of a --dest-cert-dir as *.crt.

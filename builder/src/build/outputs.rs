@@ -13,7 +13,7 @@ use crate::local_store::{from_oci, LocalStore};
 use kiln_registry::progress::{NoProgress, Progress};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::{Platform, Reference};
-use kiln_solver::archive::extract_tar;
+use kiln_solver::archive::{extract_tar, extract_tar_as_caller};
 use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::layers::LayerStore;
@@ -326,7 +326,14 @@ fn filesystem_output_to(
             w.finish();
         })
     });
-    extract_tar(reader, dest, &dest.display().to_string()).into_diagnostic()?;
+    // Rootless, the image's owners would be subordinate ids on the host, which the
+    // user could not change: the files are the user's, as BuildKit's client makes them.
+    let unpacked = if kiln_solver::userns::inside() {
+        extract_tar_as_caller(reader, dest, &dest.display().to_string())
+    } else {
+        extract_tar(reader, dest, &dest.display().to_string())
+    };
+    unpacked.into_diagnostic()?;
     producer
         .join()
         .map_err(|_| miette!("internal error: the tar writer panicked"))?

@@ -120,6 +120,115 @@ fn install_debug_log() {
         .try_init();
 }
 
+/// Whether a verb runs in kiln's user namespace when unprivileged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Namespace {
+    /// It works on registries, archives and the content store only: as the user.
+    No,
+    /// It deletes or measures layer trees, which may hold files of the subordinate
+    /// ids: in the namespace when the user has one, else as the user (whose layers
+    /// then hold no such files).
+    Preferred,
+    /// It unpacks layers with their owners and mounts overlays (`build`).
+    Required,
+}
+
+impl Command {
+    fn namespace(&self) -> Namespace {
+        match self {
+            Command::Build(_) => Namespace::Required,
+            Command::Rmi(_) | Command::Du(_) | Command::Prune(_) => Namespace::Preferred,
+            _ => Namespace::No,
+        }
+    }
+}
+
+/// Re-runs kiln in a user namespace when unprivileged (see [`crate::rootless`]);
+/// `Some(exit code)` of that run, or `None` to go on here.
+fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitCode>> {
+    use crate::rootless::RootlessError;
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(None);
+    }
+    let state = kiln_solver::state::StateDir::choose_root(root).map_err(miette::Report::msg)?;
+    crate::rootless::reexec_if_unprivileged(&state).map_err(|err| {
+        let help = match &err {
+            RootlessError::Missing { missing, .. } => missing_help(missing),
+            RootlessError::Unshare { .. } => {
+                "a seccomp or AppArmor profile (a container's default \
+                 one), or a chroot, forbids unshare(2): run kiln's container with seccomp and \
+                 AppArmor Unconfined, outside a chroot (see docs/rootless.md), or run kiln as root"
+                    .into()
+            }
+            RootlessError::Map { .. } => "newuidmap/newgidmap must be set-uid root (or have \
+                 cap_setuid/cap_setgid), and the ranges in /etc/subuid and /etc/subgid must not \
+                 include the user's own id"
+                .into(),
+            RootlessError::Io { .. } => String::new(),
+        };
+        miette::Report::new(Hinted {
+            help: (!help.is_empty()).then_some(help),
+            inner: err,
+        })
+    })
+}
+
+/// How to fix each missing prerequisite, or run kiln as root.
+fn missing_help(missing: &[crate::rootless::Missing]) -> String {
+    use crate::rootless::Missing;
+    let mut fixes: Vec<String> = Vec::new();
+    for m in missing {
+        let fix = match m {
+            Missing::SubordinateRange { user, .. } => format!(
+                "as root, `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 \
+                 {user}` (a range no other user has)"
+            ),
+            Missing::MapTool(_) => "as root, `apt-get install uidmap`".into(),
+            Missing::NoNewPrivs => "start kiln without no_new_privs (Kubernetes: \
+                 `allowPrivilegeEscalation: true`)"
+                .into(),
+            Missing::Sysctl { name, .. } if name.contains("apparmor") => {
+                format!("as root, `sysctl -w {name}=0`")
+            }
+            Missing::Sysctl { name, .. } if name.contains("max_user") => {
+                format!("as root, `sysctl -w {name}=15000`")
+            }
+            Missing::Sysctl { name, .. } => format!("as root, `sysctl -w {name}=1`"),
+        };
+        if !fixes.contains(&fix) {
+            fixes.push(fix);
+        }
+    }
+    format!("{}; or run kiln as root", fixes.join("; "))
+}
+
+/// Whether `err` is a [`crate::rootless::RootlessError::Missing`] (nothing tried yet).
+fn is_missing(err: &miette::Report) -> bool {
+    err.downcast_ref::<Hinted>()
+        .is_some_and(|h| matches!(h.inner, crate::rootless::RootlessError::Missing { .. }))
+}
+
+/// A rootless error with the CLI's hint on fixing it.
+#[derive(Debug, miette::Diagnostic)]
+struct Hinted {
+    inner: crate::rootless::RootlessError,
+    #[help]
+    help: Option<String>,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.inner)
+    }
+}
+
 /// A boolean flag's value as Go's `strconv.ParseBool` reads it (buildx's
 /// `--push=true`, `--no-cache=0`, `--pull=False`).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -137,6 +246,20 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     if cli.debug {
         install_debug_log();
+    }
+    let namespace = cli.command.namespace();
+    if namespace != Namespace::No {
+        match enter_rootless(cli.root.as_deref()) {
+            Ok(None) => {}
+            Ok(Some(code)) => return code,
+            Err(err) if namespace == Namespace::Preferred && is_missing(&err) => {
+                tracing::debug!("no user namespace ({err}): running as the user")
+            }
+            Err(err) => {
+                eprintln!("{:?}", err);
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let result = match cli.command {
         Command::Version(args) => version::run(args),
@@ -171,6 +294,41 @@ pub fn run() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::parse_bool;
+
+    #[test]
+    fn each_missing_prerequisite_gets_its_fix() {
+        use crate::rootless::Missing;
+        let help = super::missing_help(&[
+            Missing::SubordinateRange {
+                file: "/etc/subuid",
+                user: "ci".into(),
+            },
+            Missing::SubordinateRange {
+                file: "/etc/subgid",
+                user: "ci".into(),
+            },
+            Missing::MapTool("newuidmap"),
+            Missing::MapTool("newgidmap"),
+            Missing::Sysctl {
+                name: "user.max_user_namespaces",
+                value: "0".into(),
+            },
+            Missing::Sysctl {
+                name: "kernel.unprivileged_userns_clone",
+                value: "0".into(),
+            },
+            Missing::NoNewPrivs,
+        ]);
+        for fix in [
+            "--add-subgids 100000-165535 ci`",
+            "`apt-get install uidmap`",
+            "`sysctl -w user.max_user_namespaces=15000`",
+            "`sysctl -w kernel.unprivileged_userns_clone=1`",
+            "allowPrivilegeEscalation: true",
+        ] {
+            assert_eq!(help.matches(fix).count(), 1, "{fix} once in: {help}");
+        }
+    }
 
     #[test]
     fn booleans_read_as_go_reads_them() {

@@ -173,3 +173,41 @@ pub fn executed(meta: &serde_json::Value) -> u64 {
         .as_u64()
         .expect("executed counter")
 }
+
+impl Build {
+    /// Runs `kiln ARGS` as the unprivileged `user` (rootless mode), with plain
+    /// progress, HOME the work directory and XDG_DATA_HOME the state directory, so
+    /// the state is the user's default `$XDG_DATA_HOME/kiln`. Both directories are
+    /// handed to the user (only themselves: what kiln stores keeps its owners).
+    pub fn kiln_as(&self, user: &str, args: &[&str]) -> Output {
+        self.kiln_as_env(user, args, &[])
+    }
+
+    /// [`Build::kiln_as`] with extra `KEY=VALUE` environment (`PATH=...`).
+    pub fn kiln_as_env(&self, user: &str, args: &[&str], env: &[&str]) -> Output {
+        self.kiln_as_command(user, args, env)
+            .output()
+            .expect("run kiln through runuser")
+    }
+
+    /// The command [`Build::kiln_as_env`] runs, for a caller to wrap.
+    pub fn kiln_as_command(&self, user: &str, args: &[&str], env: &[&str]) -> Command {
+        for d in [self.root.path(), self.work.path()] {
+            let chown = Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(d)
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown {user}: {}", d.display());
+        }
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", self.work.path().display()))
+            .arg(format!("XDG_DATA_HOME={}", self.root.path().display()))
+            .arg("BUILDKIT_PROGRESS=plain")
+            .args(env)
+            .arg(kiln_bin())
+            .args(args);
+        cmd
+    }
+}

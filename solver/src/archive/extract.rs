@@ -35,6 +35,25 @@ pub fn extract_tar<R: Read + Send>(
     dest: &Path,
     archive: &str,
 ) -> Result<(), ExtractError> {
+    extract_tar_with(reader, dest, archive, nix::unistd::geteuid().is_root())
+}
+
+/// [`extract_tar`] leaving every file owned by the caller: files handed to a
+/// rootless user (`type=local` output) stay theirs, as BuildKit's client writes them.
+pub fn extract_tar_as_caller<R: Read + Send>(
+    reader: R,
+    dest: &Path,
+    archive: &str,
+) -> Result<(), ExtractError> {
+    extract_tar_with(reader, dest, archive, false)
+}
+
+fn extract_tar_with<R: Read + Send>(
+    reader: R,
+    dest: &Path,
+    archive: &str,
+    preserve_owners: bool,
+) -> Result<(), ExtractError> {
     let io_err = |source| ExtractError::Io {
         archive: archive.to_string(),
         source,
@@ -44,7 +63,7 @@ pub fn extract_tar<R: Read + Send>(
     tar.set_preserve_permissions(true);
     tar.set_preserve_mtime(true);
     tar.set_unpack_xattrs(true);
-    tar.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    tar.set_preserve_ownerships(preserve_owners);
     tar.set_overwrite(true);
     std::fs::create_dir_all(dest).map_err(io_err)?;
     for entry in tar.entries().map_err(io_err)? {

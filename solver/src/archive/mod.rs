@@ -6,4 +6,4 @@ mod compression;
 mod extract;
 
 pub use compression::{decompress, detect, Compression};
-pub use extract::{extract_tar, is_tar, ExtractError};
+pub use extract::{extract_tar, extract_tar_as_caller, is_tar, ExtractError};

@@ -51,6 +51,29 @@ const FIXED_OPTIONS: &[(&str, &str)] = &[
     ("metacopy", "off"),
 ];
 
+/// The same inside a user namespace (rootless): overlayfs there keeps its xattrs
+/// under `user.overlay.` (`userxattr`), which refuses to follow redirects.
+const USERNS_OPTIONS: &[(&str, &str)] = &[
+    ("index", "off"),
+    ("redirect_dir", "nofollow"),
+    ("metacopy", "off"),
+];
+
+/// The flag (option without value) selecting `user.overlay.` xattrs.
+const USERXATTR: &str = "userxattr";
+
+/// The fixed options and flags for this process's namespace.
+fn fixed() -> (
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+) {
+    if crate::userns::inside() {
+        (USERNS_OPTIONS, &[USERXATTR])
+    } else {
+        (FIXED_OPTIONS, &[])
+    }
+}
+
 /// `volatile` skips the syncfs of the whole upper filesystem at unmount and
 /// makes fsync in the step a no-op (as Buildah does for build containers): a
 /// step's upper dir is thrown away when the step fails, and a successful one
@@ -82,12 +105,13 @@ impl Overlay {
             self.upper.display(),
             self.work.display()
         );
-        for (k, v) in FIXED_OPTIONS {
+        let (options, flags) = fixed();
+        for (k, v) in options {
             opts.push_str(&format!(",{k}={v}"));
         }
-        if volatile {
+        for flag in flags.iter().chain(volatile.then_some(&VOLATILE)) {
             opts.push(',');
-            opts.push_str(VOLATILE);
+            opts.push_str(flag);
         }
         Ok(opts)
     }
@@ -178,11 +202,12 @@ impl Overlay {
         }
         set("upperdir", &self.upper)?;
         set("workdir", &self.work)?;
-        for (k, v) in FIXED_OPTIONS {
+        let (options, flags) = fixed();
+        for (k, v) in options {
             set(k, Path::new(v))?;
         }
-        if volatile {
-            let k = cstr(VOLATILE.as_bytes())?;
+        for flag in flags.iter().chain(volatile.then_some(&VOLATILE)) {
+            let k = cstr(flag.as_bytes())?;
             let r = unsafe {
                 libc::syscall(
                     libc::SYS_fsconfig,

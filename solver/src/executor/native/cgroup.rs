@@ -112,7 +112,8 @@ pub struct StepCgroup {
 
 impl StepCgroup {
     /// Creates `id`'s cgroups. A read-only cgroup filesystem (no cgroups
-    /// delegated here) is skipped; any other failure is an error.
+    /// delegated here), or in a user namespace one the user may not write, is
+    /// skipped; any other failure is an error.
     pub fn create(id: &str) -> Result<Self, ExecError> {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -122,6 +123,14 @@ impl StepCgroup {
             match fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EROFS) => continue,
+                // Rootless (as runc's rootless mode): a hierarchy not delegated to
+                // the user is skipped too.
+                Err(e)
+                    if crate::userns::inside()
+                        && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     return Err(ExecError::Setup {
                         step: what(),

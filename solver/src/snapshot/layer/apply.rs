@@ -485,7 +485,7 @@ impl Applier<'_> {
 
     fn opaque(&mut self, dir: &Path) -> Result<(), LayerError> {
         match self.opts.whiteouts {
-            WhiteoutMode::Overlay => xattr::set(dir, "trusted.overlay.opaque", b"y")
+            WhiteoutMode::Overlay => xattr::set(dir, crate::userns::opaque_xattr(), b"y")
                 .map_err(|e| LayerError::io("mark opaque", dir, e)),
             WhiteoutMode::Delete => {
                 let entries =
