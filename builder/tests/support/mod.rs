@@ -3,9 +3,15 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
 mod build;
+mod proxy;
+mod store;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
+#[allow(unused_imports)]
+pub use proxy::{run_bounded, FaultProxy};
+#[allow(unused_imports)]
+pub use store::check_store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
