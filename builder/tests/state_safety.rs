@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{check_store, kiln_bin, Build, TestEnv};
+use support::{check_store, files_holding, kiln_bin, Build, TestEnv};
 
 /// Every path below `dir` (not `dir` itself), not following symlinks.
 fn paths_under(dir: &Path) -> Vec<PathBuf> {
@@ -143,32 +143,6 @@ fn sleepers(marker: &str) -> Vec<i32> {
         {
             if let Ok(pid) = p.file_name().to_string_lossy().parse() {
                 found.push(pid);
-            }
-        }
-    }
-    found
-}
-
-/// Regular files under `dir` holding `needle`; does not cross into `skip`.
-fn files_holding(dir: &Path, needle: &[u8], skip: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if d.starts_with(skip) {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() && e.metadata().is_ok_and(|m| m.len() < 64 << 20) {
-                let bytes = std::fs::read(e.path()).unwrap_or_default();
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    found.push(e.path());
-                }
             }
         }
     }

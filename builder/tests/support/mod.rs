@@ -11,7 +11,7 @@ pub use build::{executed, read_json, Build};
 #[allow(unused_imports)]
 pub use proxy::{run_bounded, FaultProxy};
 #[allow(unused_imports)]
-pub use store::check_store;
+pub use store::{check_store, files_holding};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
