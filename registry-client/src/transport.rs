@@ -479,7 +479,7 @@ pub fn backoff(base: Duration, attempt: u32, jitter: f64) -> Duration {
 
 /// Request bodies up to this size are sent at once, so their answer is bounded by the
 /// idle timeout like a GET's (a manifest is well below it).
-const SMALL_BODY: usize = 4 << 20;
+const SMALL_BODY: usize = 1 << 20;
 
 /// Statuses worth retrying.
 pub fn is_retryable_status(s: StatusCode) -> bool {
