@@ -9,8 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds=${1:-3}
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
-export KILN_FAULTS_KILLS=25    # 25 rounds x 4 verbs
-export KILN_FAULTS_HOSTILE=150 # (13 + 150) layers x 2 paths
+export KILN_FAULTS_KILLS=${KILN_FAULTS_KILLS:-25}       # rounds of 4 verbs: 100 kills
+export KILN_FAULTS_HOSTILE=${KILN_FAULTS_HOSTILE:-150} # (13 + N) layers x 2 paths
 row() { printf '%-12s %8s %9s %7s\n' "$@"; }
 hangs=0 aborts=0
 
@@ -34,7 +34,7 @@ run_class() {
 
 cargo build --release -q --locked -p kiln --tests
 row class tried survived failed
-run_class corruptions faults_kill 100 1
+run_class corruptions faults_kill $((KILN_FAULTS_KILLS * 4)) 1
 run_class escapes faults_hostile $(((13 + KILN_FAULTS_HOSTILE) * 2 + 7)) 1
 run_class registry faults_registry 22 "$rounds"
 run_class sandbox faults_sandbox 6 1
