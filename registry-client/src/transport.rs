@@ -367,15 +367,18 @@ impl Transport {
         }
     }
 
-    /// Sends one request; requests without a body must see their headers within the idle
-    /// timeout (uploads may legitimately take long before the registry answers).
+    /// Sends one request; requests without a body or with a small one (starting or
+    /// mounting an upload, a manifest) must see their headers within the idle timeout
+    /// (large uploads may legitimately take long before the registry answers).
     async fn execute(&self, client: reqwest::Client, request: reqwest::Request) -> Sent {
-        let bodyless = matches!(
+        let quick = matches!(
             *request.method(),
             Method::GET | Method::HEAD | Method::DELETE
-        );
+        ) || request
+            .body()
+            .is_none_or(|b| b.as_bytes().is_some_and(|b| b.len() <= SMALL_BODY));
         let fut = client.execute(request);
-        let result = if bodyless {
+        let result = if quick {
             match tokio::time::timeout(self.opts.idle_timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => return Sent::Idle,
@@ -473,6 +476,10 @@ pub fn backoff(base: Duration, attempt: u32, jitter: f64) -> Duration {
     let capped = exp.min(Duration::from_secs(10));
     capped.mul_f64(0.5 + jitter.clamp(0.0, 1.0))
 }
+
+/// Request bodies up to this size are sent at once, so their answer is bounded by the
+/// idle timeout like a GET's (a manifest is well below it).
+const SMALL_BODY: usize = 1 << 20;
 
 /// Statuses worth retrying.
 pub fn is_retryable_status(s: StatusCode) -> bool {

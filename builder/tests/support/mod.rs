@@ -7,6 +7,8 @@ mod executors;
 mod fixture;
 mod net;
 mod oracle;
+mod proxy;
+mod store;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
@@ -18,6 +20,10 @@ pub use fixture::{build_with, busybox, read, setup_binfmt};
 pub use net::{host_global_ipv4, pong_server};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use oracle::{sha256_digest, sha256_hex, skopeo, stdout_ok, unique};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use proxy::{run_bounded, FaultProxy};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use store::{check_store, files_holding};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,426 @@
+//! Hostile layers and contexts, table-driven: generated layer tars (`../` traversal,
+//! absolute paths, symlink then write-through, hard links out, device nodes, set-uid,
+//! whiteouts of `..` and of host paths, a gzip bomb under --max-layer-size) fed through a
+//! registry pull into FROM, COPY --from, bind and cache mounts, and ADD of the tar from
+//! the context; plus a context whose symlinks point out. Each build ends in success or a
+//! clear error (exit 1, no panic), and a canary directory on the host is untouched: nothing
+//! created, deleted, linked or overwritten there, and its content is in no output.
+//! `KILN_FAULTS_HOSTILE=N` adds N random mixes of the same entries (bench/faults.sh).
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{files_holding, kiln_bin, run_bounded, Build, TestEnv};
+
+/// One entry of a hostile layer; `{C}` in names and targets is the canary directory.
+#[derive(Clone, Debug)]
+enum Entry {
+    File(&'static str, u32),
+    Symlink(&'static str, &'static str),
+    Hardlink(&'static str, &'static str),
+    CharDev(&'static str),
+    /// A file of this many zero bytes (compressed to almost nothing).
+    Zeros(&'static str, u64),
+}
+
+const UP: &str = "../../../../../../../../../..";
+
+/// The fixed table: a name and the entries of its layer.
+fn table() -> Vec<(&'static str, Vec<Entry>)> {
+    use Entry::*;
+    vec![
+        (
+            "traversal",
+            vec![File("../../../../../../../../../..{C}/pwned", 0o644)],
+        ),
+        ("absolute", vec![File("{C}/pwned", 0o644)]),
+        (
+            "symlink-abs-write",
+            vec![Symlink("l", "{C}"), File("l/pwned", 0o644)],
+        ),
+        (
+            "symlink-rel-write",
+            vec![Symlink("l", "UP{C}"), File("l/pwned", 0o644)],
+        ),
+        (
+            "symlink-chain",
+            vec![
+                Symlink("a", "b"),
+                Symlink("b", "UP{C}"),
+                File("a/pwned", 0o644),
+            ],
+        ),
+        ("hardlink-abs", vec![Hardlink("h", "{C}/canary")]),
+        ("hardlink-rel", vec![Hardlink("h", "UP{C}/canary")]),
+        (
+            "hardlink-via-symlink",
+            vec![Symlink("l", "{C}"), Hardlink("h", "l/canary")],
+        ),
+        ("device", vec![CharDev("dev/kmsg2"), File("ok", 0o644)]),
+        (
+            "setuid",
+            vec![File("bin/su2", 0o4755), File("bin/sg2", 0o2755)],
+        ),
+        (
+            "whiteout-dotdot",
+            vec![File("d/x", 0o644), File("d/.wh...", 0o644)],
+        ),
+        (
+            "whiteout-host",
+            vec![
+                File("UP{C}/.wh.canary", 0o644),
+                File("{C}/.wh..wh..opq", 0o644),
+            ],
+        ),
+        ("gzip-bomb", vec![Zeros("bomb", 64 << 20)]),
+    ]
+}
+
+/// A raw ustar header: the tar crate's safe setters refuse `..`, so write the fields
+/// directly (as solver/tests/layer_hostile.rs does).
+fn header(name: &str, kind: tar::EntryType, link: &str, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_old();
+    let old = h.as_old_mut();
+    old.name[..name.len()].copy_from_slice(name.as_bytes());
+    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    h
+}
+
+/// The layer tar of `entries`, with `{C}` and `UP` replaced.
+fn layer(entries: &[Entry], canary: &Path) -> Vec<u8> {
+    let c = canary.to_str().unwrap();
+    let fill = |s: &str| s.replace("UP", UP).replace("{C}", c);
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            Entry::File(p, mode) => {
+                let h = header(&fill(p), tar::EntryType::Regular, "", 6, *mode);
+                b.append(&h, &b"owned\n"[..]).unwrap();
+            }
+            Entry::Symlink(p, t) => {
+                let h = header(&fill(p), tar::EntryType::Symlink, &fill(t), 0, 0o777);
+                b.append(&h, &b""[..]).unwrap();
+            }
+            Entry::Hardlink(p, t) => {
+                let h = header(&fill(p), tar::EntryType::Link, &fill(t), 0, 0o644);
+                b.append(&h, &b""[..]).unwrap();
+            }
+            Entry::CharDev(p) => {
+                // Device numbers need a ustar header (the name is tame).
+                let mut h = tar::Header::new_ustar();
+                h.set_path(fill(p)).unwrap();
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_size(0);
+                h.set_mode(0o600);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(11).unwrap();
+                h.set_cksum();
+                b.append(&h, &b""[..]).unwrap();
+            }
+            Entry::Zeros(p, n) => {
+                let h = header(&fill(p), tar::EntryType::Regular, "", *n, 0o644);
+                b.append(&h, std::io::repeat(0).take_n(*n)).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// `Read::take` on a `Repeat` (a helper so the match arm stays one line).
+trait TakeN: std::io::Read + Sized {
+    fn take_n(self, n: u64) -> std::io::Take<Self> {
+        std::io::Read::take(self, n)
+    }
+}
+impl<R: std::io::Read> TakeN for R {}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Pushes a one-layer image of `layer_tar` to the plain test registry with skopeo (an
+/// independent client: kiln's pull is what is under test).
+fn push_image(b: &Build, env: &TestEnv, name: &str, layer_tar: &[u8]) -> String {
+    let dir = b.path(&format!("archive-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("layer.tar"), layer_tar).unwrap();
+    let diff_id = sha256_of(&dir.join("layer.tar"));
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let reference = format!(
+        "{}/faults-hostile-{name}-{}:1",
+        env.registry(),
+        std::process::id()
+    );
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [reference.clone()],
+        "Layers": ["layer.tar"],
+    }]);
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let archive = b.path(&format!("archive-{name}.tar"));
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference
+}
+
+/// A canary directory on the host that hostile entries aim at.
+struct Canary {
+    dir: PathBuf,
+    content: String,
+}
+
+impl Canary {
+    fn new(tag: &str) -> Canary {
+        let dir = PathBuf::from(format!("/tmp/faults-canary-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let content = format!("canary-content-{}-{tag}", std::process::id());
+        std::fs::write(dir.join("canary"), &content).unwrap();
+        Canary { dir, content }
+    }
+
+    /// Asserts nothing happened to the canary directory.
+    fn intact(&self, label: &str) {
+        let names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["canary".to_string()],
+            "{label}: the canary dir changed"
+        );
+        let path = self.dir.join("canary");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            self.content,
+            "{label}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().nlink(),
+            1,
+            "{label}: canary hard-linked"
+        );
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds with a bound; asserts success or a clear failure and returns the output.
+fn build(b: &Build, label: &str, dockerfile: &str, extra: &[&str]) -> Output {
+    b.write("Dockerfile", dockerfile);
+    let dest = b.path(&format!("out-{label}"));
+    let out = run_bounded(
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(b.root.path())
+            .args(["build", "--progress", "plain"])
+            .arg("--output")
+            .arg(format!("type=local,dest={}", dest.display()))
+            .args(extra)
+            .arg(b.ctx()),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains('×'))
+        .unwrap_or("ok");
+    println!("{label}: {last}");
+    if std::env::var("FAULTS_VERBOSE").is_ok() {
+        println!("{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{label}: {stderr}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{label}: {:?} {stderr}",
+        out.status
+    );
+    if !out.status.success() {
+        assert!(
+            stderr.contains("error") || stderr.contains("×"),
+            "{label}: unclear: {stderr}"
+        );
+    }
+    out
+}
+
+/// Feeds one hostile layer through every path and checks the canary after each.
+fn run_case(env: &TestEnv, b: &Build, name: &str, entries: &[Entry]) -> u32 {
+    let canary = Canary::new(name);
+    let tar = layer(entries, &canary.dir);
+    let base = format!("{}/library/busybox:latest", env.registry());
+    let evil = push_image(b, env, name, &tar);
+    let bomb = entries.iter().any(|e| matches!(e, Entry::Zeros(..)));
+    let limit: &[&str] = if bomb {
+        &["--max-layer-size", "10MB"]
+    } else {
+        &[]
+    };
+    let mut failed = 0;
+    // Pull into FROM, COPY --from, and the image as bind and cache mount sources.
+    let df = format!(
+        "FROM {evil} AS evil\nFROM {base}\nCOPY --from=evil / /c/\n\
+         RUN --mount=type=bind,from=evil,target=/m ls -laR /m > /m-ls; cat /m/l/canary /m/h > /read 2>/dev/null; true\n\
+         RUN --mount=type=cache,from=evil,source=/,target=/k,id=faults-{name} ls -laR /k > /k-ls; true\n"
+    );
+    let label = format!("{name}/pull");
+    let out = build(b, &label, &df, limit);
+    failed += !out.status.success() as u32;
+    canary.intact(&label);
+    // ADD of the same layer as a tar from the context (gzip: the bomb stays small).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    std::fs::create_dir_all(b.ctx()).unwrap();
+    std::fs::write(b.ctx().join("evil.tar.gz"), gz.finish().unwrap()).unwrap();
+    let label = format!("{name}/add");
+    let out = build(
+        b,
+        &label,
+        &format!("FROM {base}\nADD evil.tar.gz /a/\n"),
+        limit,
+    );
+    failed += !out.status.success() as u32;
+    canary.intact(&label);
+    std::fs::remove_file(b.ctx().join("evil.tar.gz")).unwrap();
+    if bomb {
+        assert!(failed == 2, "the bomb passed the layer size limit");
+    }
+    if name == "setuid" {
+        use std::os::unix::fs::PermissionsExt;
+        let su = std::fs::metadata(b.path("out-setuid/pull/c/bin/su2")).unwrap();
+        assert_eq!(
+            su.permissions().mode() & 0o7777,
+            0o4755,
+            "set-uid kept in the image"
+        );
+    }
+    if name == "absolute" {
+        // Not refused: the absolute path lands inside the image, as with BuildKit.
+        let inner = canary.dir.strip_prefix("/").unwrap().join("pwned");
+        assert_eq!(failed, 0, "{name}");
+        assert!(b.path(&format!("out-{name}/pull/c")).join(&inner).is_file());
+        assert!(b.path(&format!("out-{name}/add/a")).join(&inner).is_file());
+    }
+    // The canary's content is in no output, log or state file.
+    let leaks = files_holding(
+        b.work.path(),
+        canary.content.as_bytes(),
+        Path::new("/nonexistent"),
+    );
+    assert_eq!(leaks, Vec::<PathBuf>::new(), "{name}: the canary was read");
+    let leaks = files_holding(
+        b.root.path(),
+        canary.content.as_bytes(),
+        Path::new("/nonexistent"),
+    );
+    assert_eq!(leaks, Vec::<PathBuf>::new(), "{name}: the canary was read");
+    failed
+}
+
+#[test]
+fn hostile_layers_through_pull_copy_mounts_and_add_stay_in_their_root() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let mut cases = table();
+    let extra: usize = std::env::var("KILN_FAULTS_HOSTILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pool: Vec<Entry> = cases
+        .iter()
+        .filter(|(n, _)| *n != "gzip-bomb")
+        .flat_map(|(_, e)| e.clone())
+        .collect();
+    for i in 0..extra {
+        // A deterministic mix of 2 to 5 entries of the pool.
+        let n = 2 + i % 4;
+        let mix = (0..n)
+            .map(|k| pool[(i * 7 + k * 13 + i / 3) % pool.len()].clone())
+            .collect();
+        cases.push((Box::leak(format!("mix{i}").into_boxed_str()), mix));
+    }
+    let mut tried = 0;
+    for (name, entries) in &cases {
+        run_case(&env, &b, name, entries);
+        tried += 2;
+    }
+    println!("hostile inputs tried: {tried}");
+}
+
+#[test]
+fn a_context_with_symlinks_out_never_reads_the_host() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let canary = Canary::new("ctx");
+    std::fs::create_dir_all(b.ctx()).unwrap();
+    std::os::unix::fs::symlink(&canary.dir, b.ctx().join("l")).unwrap();
+    std::os::unix::fs::symlink(canary.dir.join("canary"), b.ctx().join("f")).unwrap();
+    std::os::unix::fs::symlink(format!("{UP}{}", canary.dir.display()), b.ctx().join("r")).unwrap();
+    let base = format!("{}/library/busybox:latest", env.registry());
+    for (i, step) in [
+        "COPY l/canary /x",
+        "COPY r/canary /x",
+        "COPY f /x",
+        "COPY . /all/",
+        "ADD l/canary /x",
+        "RUN --mount=type=bind,source=l,target=/m cat /m/canary > /x; true",
+        "RUN --mount=type=bind,source=f,target=/m cat /m > /x; true",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let label = format!("ctx{i}");
+        build(&b, &label, &format!("FROM {base}\n{step}\n"), &[]);
+        canary.intact(&label);
+        let leaks = files_holding(
+            b.work.path(),
+            canary.content.as_bytes(),
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(leaks, Vec::<PathBuf>::new(), "{step}: the canary was read");
+    }
+}
