@@ -34,6 +34,9 @@ pub struct BuildImages {
     tags: Mutex<HashMap<String, (Reference, Descriptor)>>,
     /// Becomes true when the build is canceled: fetches in progress stop.
     canceled: tokio::sync::watch::Sender<bool>,
+    /// Fetches running on the runtime from a step's thread: the runtime must outlive them
+    /// (a download polled after its timers shut down panics).
+    fetching: std::sync::atomic::AtomicUsize,
 }
 
 fn registry_platform(p: &llb::Platform) -> Platform {
@@ -85,6 +88,18 @@ impl BuildImages {
             resolved: Mutex::new(HashMap::new()),
             tags: Mutex::new(HashMap::new()),
             canceled: tokio::sync::watch::Sender::new(false),
+            fetching: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits, at most `timeout`, until no fetch runs any more: called after a cancel and
+    /// before the runtime shuts down.
+    pub fn wait_for_fetches(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.fetching.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -347,8 +362,13 @@ impl ImageFetcher for BuildImages {
         };
         // A canceled build drops the pull: blobs land under their digest only
         // once complete, so what it leaves is garbage for GC, never a bad blob.
-        self.runtime.block_on(async {
+        self.fetching
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pulled = self.runtime.block_on(async {
+            // The cancel first: once it is set, the download is not polled again.
             tokio::select! {
+                biased;
+                () = self.until_canceled() => Err("canceled".into()),
                 pulled = pull_image(
                     &self.client,
                     &r,
@@ -357,9 +377,11 @@ impl ImageFetcher for BuildImages {
                     self.concurrency,
                     &NoProgress,
                 ) => pulled.map_err(WorkerError::from),
-                () = self.until_canceled() => Err("canceled".into()),
             }
-        })?;
+        });
+        self.fetching
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        pulled?;
         let tag = self.tags.lock().ok().and_then(|mut t| t.remove(reference));
         if let Some((name, root)) = tag {
             self.store

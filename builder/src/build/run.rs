@@ -267,7 +267,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             // The display ends when the last step's thread has let go of the
             // worker, i.e. once the steps the cancel killed have been torn down.
             let failed = display.finish().failed;
-            // Then whatever else the cancel stopped (image pulls) winds down.
+            // Then whatever else the cancel stopped (image pulls) winds down: a pull
+            // still running on a step's thread must end before the runtime's timers do.
+            images.wait_for_fetches(CLEANUP_TIMEOUT);
             runtime.shutdown_timeout(CLEANUP_TIMEOUT);
             drop(armed);
             if let Some(signal) = interrupts.signal() {
