@@ -4,7 +4,7 @@ use crate::local_store::open_state;
 use kiln_solver::cache::prune::disk_usage;
 use kiln_solver::cache::{now_secs, CacheStore};
 use kiln_solver::content::LockMode;
-use kiln_solver::worker::layers::LayerStore;
+use kiln_solver::snapshot::layers::LayerStore;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

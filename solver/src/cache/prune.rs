@@ -9,9 +9,9 @@ use oci_spec::image::Digest;
 
 use super::store::{CacheEntry, CacheStore, CacheStoreError};
 use crate::content::{ContentError, LockMode, StoreLock};
+use crate::snapshot::layers::{dir_size, LayerStore, LayerStoreError};
 use crate::snapshot::LayerId;
 use crate::state::StateDir;
-use crate::worker::layers::{LayerStore, LayerStoreError};
 
 /// Errors of prune and du.
 #[derive(Debug, thiserror::Error)]
@@ -84,18 +84,6 @@ pub struct DiskUsage {
     pub cache_mounts_bytes: u64,
     /// Bytes of `ADD <url>` downloads kept for revalidation.
     pub downloads_bytes: u64,
-}
-
-/// Bytes of the files under `dir` (not following symlinks).
-pub fn dir_size(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 fn layer_sizes(layers: &LayerStore) -> Result<Vec<(LayerId, u64)>, PruneError> {

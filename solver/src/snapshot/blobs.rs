@@ -7,10 +7,10 @@ use std::io::Read;
 use oci_spec::image::Digest;
 
 use super::layer::{compression_name, write_layer, Compression, DiffOptions, LayerError};
+use super::layers::{LayerStore, LayerStoreError};
 use super::{BlobRecord, LayerId, LayerRecord};
 use crate::cache::{now_secs, CacheStore, CacheStoreError};
 use crate::content::{ContentError, ContentStore};
-use crate::worker::layers::{LayerStore, LayerStoreError};
 
 /// Errors while importing or exporting layer blobs.
 #[derive(Debug, thiserror::Error)]

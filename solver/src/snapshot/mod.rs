@@ -1,17 +1,18 @@
 //! Snapshots: immutable chains of layers, and the conversion between directories and layer tars.
-//! Layers are the unpacked directories of [`crate::worker::layers`], named by [`LayerId`]; a
+//! Layers are the unpacked directories of [`layers`], named by [`LayerId`]; a
 //! layer a build made gets its diffID and blobs only when it is exported (see [`blobs`]).
 
 pub mod blobs;
 pub mod layer;
+pub mod layers;
 pub mod overlay;
 pub mod topdir;
 
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
-pub use crate::worker::layers::LayerId;
 use layer::Compression;
+pub use layers::LayerId;
 
 /// A filesystem state: an ordered chain of layers, bottom first.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

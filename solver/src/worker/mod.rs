@@ -5,7 +5,6 @@
 mod exec;
 mod file;
 mod http;
-pub mod layers;
 pub mod rootfs;
 mod source;
 
@@ -20,8 +19,8 @@ use crate::ops::source::http_cache::{HttpCache, Resolved};
 use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
+use crate::snapshot::layers::LayerStore;
 use crate::snapshot::Snapshot;
-use layers::LayerStore;
 use oci_spec::image::{Descriptor, Digest};
 use rootfs::SnapshotView;
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,7 @@
 //! read-only-ish (a throwaway upper dir) for reading a stage's files, or
 //! with a pending layer's upper dir to receive a step's changes.
 
-use super::layers::{LayerStore, PendingLayer};
+use crate::snapshot::layers::{LayerStore, PendingLayer};
 use crate::snapshot::overlay::{Overlay, OverlayError, OverlayMount};
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
