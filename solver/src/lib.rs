@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod cache;
 pub mod content;
 pub mod executor;
+pub mod gc;
 pub mod llb;
 pub mod mounts;
 pub mod ops;

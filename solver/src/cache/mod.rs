@@ -2,7 +2,6 @@
 
 pub mod contenthash;
 pub mod key;
-pub mod prune;
 pub mod statcache;
 pub mod store;
 

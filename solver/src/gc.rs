@@ -1,4 +1,4 @@
-//! `prune` and `du`: cache results are removed by age, by a storage budget (least recently
+//! Garbage collection across every store (`prune` and `du`): cache results are removed by age, by a storage budget (least recently
 //! used first) or all at once; then layers no remaining result uses, then content blobs that
 //! no tag reaches and no remaining layer record remembers.
 
@@ -7,7 +7,7 @@ use std::path::Path;
 
 use oci_spec::image::Digest;
 
-use super::store::{CacheEntry, CacheStore, CacheStoreError};
+use crate::cache::{CacheEntry, CacheStore, CacheStoreError};
 use crate::content::{ContentError, LockMode, StoreLock};
 use crate::snapshot::layers::{dir_size, LayerStore, LayerStoreError};
 use crate::snapshot::LayerId;
@@ -226,9 +226,9 @@ pub fn prune(
     w.commit()?;
     if opts.all {
         // The context stat cache is only a shortcut; --all leaves nothing behind.
-        super::statcache::clear(cache)?;
+        crate::cache::statcache::clear(cache)?;
     } else {
-        super::statcache::forget_missing(cache)?;
+        crate::cache::statcache::forget_missing(cache)?;
     }
 
     // Layers: with the exclusive lock no build is running, so a layer no result uses is garbage.
