@@ -1,6 +1,7 @@
-//! Garbage collection across every store (`prune` and `du`): cache results are removed by age, by a storage budget (least recently
-//! used first) or all at once; then layers no remaining result uses, then content blobs that
-//! no tag reaches and no remaining layer record remembers.
+//! Garbage collection across every store (`prune` and `du`): cache results are removed by
+//! age, by a storage budget (least recently used first) or all at once; then layers no
+//! remaining result uses, then content blobs that no tag reaches and no remaining layer
+//! record remembers.
 
 use std::collections::HashSet;
 use std::path::Path;
