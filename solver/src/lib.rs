@@ -11,6 +11,7 @@ pub mod mounts;
 pub mod ops;
 pub mod pattern;
 pub mod progress;
+pub mod rootfs_path;
 pub mod scheduler;
 pub mod snapshot;
 pub mod state;

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{FileStat, StatCache};
-use crate::executor::rootfs_path::{host_path, resolve_in_root};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
+use crate::rootfs_path::{host_path, resolve_in_root};
 
 /// A content checksum (sha256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
