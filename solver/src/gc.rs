@@ -158,10 +158,10 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
         let path = e.path();
         // A killed build may leave a mount in its pending layer (a snapshot view):
         // unmount it first, and never recurse into what is still mounted.
-        for m in crate::executor::sweep::mounts_under(&path) {
-            let _ = crate::snapshot::overlay::unmount(&m);
+        for m in crate::sysmount::mounts_under(&path) {
+            let _ = crate::sysmount::unmount(&m);
         }
-        if !crate::executor::sweep::mounts_under(&path).is_empty() {
+        if !crate::sysmount::mounts_under(&path).is_empty() {
             continue;
         }
         let size = dir_size(&path);
@@ -544,7 +544,7 @@ mod tests {
         let pending = env.layers.begin().unwrap();
         let view = pending.scratch("view");
         fs::create_dir_all(&view).unwrap();
-        crate::snapshot::overlay::sys_mount(
+        crate::sysmount::sys_mount(
             Some(&env.layers.path(&precious)),
             &view,
             None,
@@ -555,7 +555,7 @@ mod tests {
         // The killed build never dropped it.
         std::mem::forget(pending);
         let tmp = env.state.layers_dir().join(".tmp");
-        assert_eq!(crate::executor::sweep::mounts_under(&tmp).len(), 1);
+        assert_eq!(crate::sysmount::mounts_under(&tmp).len(), 1);
         let lock = env.state.lock(LockMode::Exclusive).unwrap();
         prune(
             &env.state,
@@ -566,7 +566,7 @@ mod tests {
             100,
         )
         .unwrap();
-        assert!(crate::executor::sweep::mounts_under(&tmp).is_empty());
+        assert!(crate::sysmount::mounts_under(&tmp).is_empty());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(
             fs::read_to_string(env.layers.path(&precious).join("keep")).unwrap(),

@@ -15,6 +15,7 @@ pub mod rootfs_path;
 pub mod scheduler;
 pub mod snapshot;
 pub mod state;
+pub mod sysmount;
 pub mod timestamp;
 pub mod trash;
 pub mod userns;

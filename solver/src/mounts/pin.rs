@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
 use crate::rootfs_path::{host_path, resolve_in_root};
-use crate::snapshot::overlay::{sys_mount, unmount};
+use crate::sysmount::{sys_mount, unmount};
 
 /// How often a resolution is retried when the tree changes under it.
 const MAX_ATTEMPTS: usize = 10;
