@@ -8,8 +8,9 @@ use std::path::Path;
 
 use oci_spec::image::Digest;
 
-use crate::cache::{CacheEntry, CacheStore, CacheStoreError};
+use crate::cache::{CacheEntry, CacheStore};
 use crate::content::{ContentError, LockMode, StoreLock};
+use crate::meta::MetaError;
 use crate::snapshot::layers::{dir_size, LayerStore, LayerStoreError};
 use crate::snapshot::LayerId;
 use crate::state::StateDir;
@@ -19,7 +20,7 @@ use crate::state::StateDir;
 pub enum PruneError {
     /// The cache database failed.
     #[error(transparent)]
-    Cache(#[from] CacheStoreError),
+    Cache(#[from] MetaError),
     /// The layer store failed.
     #[error(transparent)]
     Layers(#[from] LayerStoreError),
@@ -227,9 +228,9 @@ pub fn prune(
     w.commit()?;
     if opts.all {
         // The context stat cache is only a shortcut; --all leaves nothing behind.
-        crate::cache::statcache::clear(cache)?;
+        crate::cache::statcache::clear(cache.meta())?;
     } else {
-        crate::cache::statcache::forget_missing(cache)?;
+        crate::cache::statcache::forget_missing(cache.meta())?;
     }
 
     // Layers: with the exclusive lock no build is running, so a layer no result uses is garbage.
@@ -241,7 +242,7 @@ pub fn prune(
     // Records go (committed) before what they point to: a kill midway leaves an
     // unrecorded layer for the next prune, never a record of a missing layer.
     let mut w = cache.writer()?;
-    for rec in cache.layers()? {
+    for rec in cache.meta().layers()? {
         if !live.contains(&rec.id) {
             w.remove_layer(&rec.id)?;
         }
@@ -289,6 +290,7 @@ pub fn prune(
 
     // Blobs: keep what tags reach and what remaining layer records remember.
     let keep: HashSet<Digest> = cache
+        .meta()
         .layers()?
         .into_iter()
         .flat_map(|r| r.blobs.into_iter().map(|b| b.digest))
@@ -429,7 +431,7 @@ mod tests {
         let blob = export_layer(
             &env.layers,
             env.state.content(),
-            &env.cache,
+            env.cache.meta(),
             &c,
             &DiffOptions::default(),
         )
@@ -497,11 +499,11 @@ mod tests {
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("f"), b"f").unwrap();
         let meta = fs::metadata(ctx.join("f")).unwrap();
-        let stats = crate::cache::StatCache::begin(&env.cache, &ctx).unwrap();
+        let stats = crate::cache::StatCache::begin(env.cache.meta(), &ctx).unwrap();
         stats.record("f", crate::cache::FileStat::of(&meta), [1; 32], None);
         stats.persist().unwrap();
         let remembered = || {
-            crate::cache::StatCache::begin(&env.cache, &ctx)
+            crate::cache::StatCache::begin(env.cache.meta(), &ctx)
                 .unwrap()
                 .entry("f")
                 .is_some()
@@ -522,7 +524,7 @@ mod tests {
         .unwrap();
         assert_eq!((r.results, r.layers.clone(), r.blobs), (1, vec![c], 1));
         assert!(r.reclaimed >= 4000);
-        assert!(env.cache.layers().unwrap().is_empty());
+        assert!(env.cache.meta().layers().unwrap().is_empty());
         assert!(env.layers.list().unwrap().is_empty());
         assert!(env.state.content().list_blobs().unwrap().is_empty());
         assert!(!remembered(), "prune --all forgets the stat cache");

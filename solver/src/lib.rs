@@ -7,6 +7,7 @@ pub mod content;
 pub mod executor;
 pub mod gc;
 pub mod llb;
+pub mod meta;
 pub mod mounts;
 pub mod ops;
 pub mod pattern;

@@ -14,4 +14,4 @@ pub use key::{
     InputKey,
 };
 pub use statcache::{FileStat, StatCache};
-pub use store::{now_secs, CacheEntry, CacheResult, CacheStore, CacheStoreError, CacheWriter};
+pub use store::{CacheEntry, CacheResult, CacheStore};
