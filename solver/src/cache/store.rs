@@ -79,7 +79,7 @@ impl CacheStore {
         }
     }
 
-    /// Starts an atomic batch of changes; nothing is visible until [`CacheWriter::commit`].
+    /// Starts an atomic batch of changes; nothing is visible until [`MetaWriter::commit`].
     /// Uses recorded by [`CacheStore::lookup`] so far ride along.
     pub fn writer(&self) -> Result<MetaWriter, MetaError> {
         let mut w = self.meta.writer()?;

@@ -191,3 +191,78 @@ impl MetaWriter {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::try_from(format!("sha256:{}", hex::encode([n; 32]))).unwrap()
+    }
+
+    fn lid(n: u8) -> LayerId {
+        LayerId::for_diff_id(&digest(n))
+    }
+
+    fn layer(n: u8) -> LayerRecord {
+        LayerRecord {
+            id: lid(n),
+            diff_id: Some(digest(n)),
+            size: Some(1000 + u64::from(n)),
+            blobs: vec![BlobRecord {
+                digest: digest(100 + n),
+                size: 500,
+                compression: Compression::Gzip,
+            }],
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, MetaDb) {
+        let d = tempfile::tempdir().unwrap();
+        let s = MetaDb::open(&d.path().join("meta.redb")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn a_layer_is_compressed_once_per_compression() {
+        let (_d, s) = open();
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 1).unwrap();
+        let zstd = BlobRecord {
+            digest: digest(201),
+            size: 400,
+            compression: Compression::Zstd,
+        };
+        w.add_blob(&lid(1), &digest(1), &zstd, 2).unwrap();
+        // Adding the same blob again changes nothing.
+        w.add_blob(&lid(1), &digest(1), &zstd, 3).unwrap();
+        w.commit().unwrap();
+        let rec = s.layer(&lid(1)).unwrap().unwrap();
+        assert_eq!(rec.blobs.len(), 2);
+        assert_eq!(rec.blob(Compression::Zstd), Some(&zstd));
+        assert_eq!(rec.blob(Compression::Gzip).unwrap().digest, digest(101));
+        assert_eq!(s.layer_of_blob(&digest(201)).unwrap(), Some(lid(1)));
+        let mut w = s.writer().unwrap();
+        assert!(matches!(
+            w.add_blob(&lid(7), &digest(7), &zstd, 1),
+            Err(MetaError::MissingLayer(_))
+        ));
+    }
+
+    #[test]
+    fn a_removed_record_takes_its_blob_mappings_along() {
+        let (_d, s) = open();
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 1).unwrap();
+        w.put_layer(&layer(2), 1).unwrap();
+        w.commit().unwrap();
+        let mut w = s.writer().unwrap();
+        assert_eq!(w.remove_layer_record(&lid(1)).unwrap(), Some(layer(1)));
+        assert_eq!(w.remove_layer_record(&lid(1)).unwrap(), None);
+        w.commit().unwrap();
+        assert_eq!(s.layer(&lid(1)).unwrap(), None);
+        assert_eq!(s.layer_of_blob(&digest(101)).unwrap(), None);
+        assert_eq!(s.layer_of_blob(&digest(102)).unwrap(), Some(lid(2)));
+        assert_eq!(s.layers().unwrap(), vec![layer(2)]);
+    }
+}

@@ -70,32 +70,6 @@ fn results_and_layers_round_trip_and_lookups_update_last_use() {
 }
 
 #[test]
-fn a_layer_is_compressed_once_per_compression() {
-    let (_d, s) = open();
-    let mut w = s.writer().unwrap();
-    w.put_layer(&layer(1), 1).unwrap();
-    let zstd = BlobRecord {
-        digest: digest(201),
-        size: 400,
-        compression: Compression::Zstd,
-    };
-    w.add_blob(&lid(1), &digest(1), &zstd, 2).unwrap();
-    // Adding the same blob again changes nothing.
-    w.add_blob(&lid(1), &digest(1), &zstd, 3).unwrap();
-    w.commit().unwrap();
-    let rec = s.meta().layer(&lid(1)).unwrap().unwrap();
-    assert_eq!(rec.blobs.len(), 2);
-    assert_eq!(rec.blob(Compression::Zstd), Some(&zstd));
-    assert_eq!(rec.blob(Compression::Gzip).unwrap().digest, digest(101));
-    assert_eq!(s.meta().layer_of_blob(&digest(201)).unwrap(), Some(lid(1)));
-    let mut w = s.writer().unwrap();
-    assert!(matches!(
-        w.add_blob(&lid(7), &digest(7), &zstd, 1),
-        Err(MetaError::MissingLayer(_))
-    ));
-}
-
-#[test]
 fn a_result_cannot_refer_to_an_unknown_layer() {
     let (_d, s) = open();
     let mut w = s.writer().unwrap();
