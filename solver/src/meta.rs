@@ -44,7 +44,7 @@ pub enum MetaError {
         message: String,
     },
     /// A cache result or a blob refers to a layer that has no record.
-    #[error("cache result refers to unknown layer {0}")]
+    #[error("unknown layer {0}: it has no layer record")]
     MissingLayer(String),
 }
 
