@@ -203,10 +203,7 @@ impl MetaWriter {
         let mut used = self.txn.open_table(RESULT_USED).map_err(dberr)?;
         used.insert(&key.0[..], now).map_err(dberr)?;
         drop(used);
-        for l in &result.snapshot.layers {
-            self.touch_layer(l, now)?;
-        }
-        Ok(())
+        self.touch_layers(&result.snapshot.layers, now)
     }
 
     /// Removes a cache result; returns whether it existed.

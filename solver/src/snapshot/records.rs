@@ -140,13 +140,19 @@ impl MetaWriter {
             blobs.insert(b.digest.as_ref(), key).map_err(dberr)?;
         }
         drop(blobs);
-        self.touch_layer(&record.id, now)
+        self.touch_layers([&record.id], now)
     }
 
-    /// Records a use of a layer at `now`.
-    pub fn touch_layer(&mut self, id: &LayerId, now: u64) -> Result<(), MetaError> {
+    /// Records a use of these layers at `now`.
+    pub fn touch_layers<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a LayerId>,
+        now: u64,
+    ) -> Result<(), MetaError> {
         let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-        used.insert(id.as_str(), now).map_err(dberr)?;
+        for id in ids {
+            used.insert(id.as_str(), now).map_err(dberr)?;
+        }
         Ok(())
     }
 
