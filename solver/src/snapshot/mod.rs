@@ -8,6 +8,7 @@ pub mod layers;
 pub mod overlay;
 pub mod records;
 pub mod topdir;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,6 @@
 mod exec;
 mod file;
 mod http;
-pub mod rootfs;
 mod source;
 
 use crate::cache::{
@@ -20,9 +19,9 @@ use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
 use crate::snapshot::layers::LayerStore;
+use crate::snapshot::view::SnapshotView;
 use crate::snapshot::Snapshot;
 use oci_spec::image::{Descriptor, Digest};
-use rootfs::SnapshotView;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

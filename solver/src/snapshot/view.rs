@@ -2,9 +2,9 @@
 //! read-only-ish (a throwaway upper dir) for reading a stage's files, or
 //! with a pending layer's upper dir to receive a step's changes.
 
-use crate::snapshot::layers::{LayerStore, PendingLayer};
-use crate::snapshot::overlay::{Overlay, OverlayError, OverlayMount};
-use crate::snapshot::Snapshot;
+use super::layers::{LayerStore, PendingLayer};
+use super::overlay::{Overlay, OverlayError, OverlayMount};
+use super::Snapshot;
 use std::path::{Path, PathBuf};
 
 /// The overlay of `snapshot` with `pending` receiving changes.
