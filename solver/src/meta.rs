@@ -23,7 +23,8 @@ pub(crate) const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("la
 pub(crate) const LAYER_USED: TableDefinition<&str, u64> = TableDefinition::new("layer_last_used");
 /// Blob digest → layer id (owned by [`crate::snapshot::records`]).
 pub(crate) const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob_layers");
-/// Context stat cache (owned by [`crate::cache::statcache`]).
+/// Context stat cache: `root \0 relative path` → encoded stat entry (owned by
+/// [`crate::cache::statcache`]).
 pub(crate) const STAT_DIGESTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("contenthash_stat");
 

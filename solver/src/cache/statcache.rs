@@ -20,7 +20,6 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::meta::{dberr, MetaDb, MetaError, STAT_DIGESTS};
 
-/// `root \0 relative path` → encoded [`StatEntry`].
 /// How much older than the recorded read a file's timestamps must be for its entry to be
 /// trusted. Linux stamps files from a coarse clock (a few ms behind the precise one), and
 /// some filesystems keep 1-2 s resolution (FAT, some network filesystems): 2 s covers both.
