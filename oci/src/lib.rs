@@ -14,6 +14,7 @@ pub mod media_type;
 pub mod platform;
 pub mod reference;
 pub mod store;
+pub mod tarball;
 pub mod walk;
 
 pub use config::ImageConfig;
