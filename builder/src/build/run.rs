@@ -3,16 +3,15 @@
 //! exported to every requested output.
 
 use super::checks::BuildChecks;
-use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
+use super::commit::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::export_steps::ExportSteps;
 use super::images::{BuildImages, Resolver};
 use super::interrupt::{Interrupted, Interrupts};
-use super::outputs::write_outputs;
 use super::session::{parse_build_context, session_from_flags};
 use super::BuildRequest;
+use crate::build::assemble::{write_index, ManifestOptions};
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
-use crate::export::image::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
@@ -296,7 +295,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         cache: &cache,
     };
     let needs_image = req.outputs.iter().any(|o| {
-        use crate::export::output::OutputKind;
+        use crate::export::spec::OutputKind;
         matches!(
             o.kind,
             OutputKind::Image | OutputKind::Docker | OutputKind::Oci
@@ -385,7 +384,15 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     };
     // The outputs are written while the display still runs: they are its last steps.
     let layers = worker.layers().clone();
-    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome, &steps);
+    let result = crate::export::BuildResult {
+        req: &req,
+        runtime: &runtime,
+        store: &store,
+        layers: &layers,
+        results: &results,
+        outcome: &outcome,
+    };
+    let written = crate::export::write_outputs(&result, &steps);
     // The display ends when every progress sender is gone, the worker's too.
     drop(steps);
     drop(tx);
@@ -449,7 +456,7 @@ fn resolve_stages(
 
 /// Refuses output settings that cannot hold several platforms, before any work.
 pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
-    use crate::export::output::OutputKind;
+    use crate::export::spec::OutputKind;
     if !multi {
         return Ok(());
     }
@@ -468,7 +475,7 @@ pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
 /// (`compression=`, `compression-level=`, `force-compression=`,
 /// `oci-mediatypes=`, `annotation.*`).
 fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
-    use crate::export::output::OutputKind;
+    use crate::export::spec::OutputKind;
     use kiln_solver::snapshot::layer::Compression;
     let mut opts = ExportOptions {
         source_date_epoch: req.source_date_epoch,

@@ -252,7 +252,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     };
     check_flags(&args)?;
     let outputs =
-        crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
+        crate::export::spec::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .into_diagnostic()?;
     let executor = args.executor.parse().into_diagnostic()?;
     if args.network == kiln_solver::llb::NetworkMode::Host
