@@ -580,68 +580,35 @@ impl RegistryClient {
         tx: &tokio::sync::mpsc::Sender<SinkMsg>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        let sink_gone = || {
-            Error::io(
-                format!("writing blob {what}"),
-                std::io::Error::other("writer stopped"),
-            )
-        };
         let opts = self.inner.transport.options();
         let (max, idle) = (opts.max_retries, opts.idle_timeout);
         let most_attempts = (max + 1).saturating_mul(4);
-        let mut received = 0u64;
+        let mut dl = Download {
+            desc,
+            what,
+            tx,
+            on_bytes,
+            received: 0,
+        };
         let (mut fruitless, mut attempts) = (0u32, 0u32);
         loop {
-            let offset = received;
+            let offset = dl.received;
             attempts += 1;
-            let resp = self
-                .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
-                    let mut rb = h.client.get(h.url(path)?);
-                    if offset > 0 {
-                        rb = rb.header(RANGE, format!("bytes={offset}-"));
-                    }
-                    Ok(rb)
-                })
-                .await?;
-            let resp = Self::expect(
-                resp,
-                r.registry(),
-                what,
-                &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
-            )
-            .await?;
+            let resp = self.get_blob_from(r, what, path, offset).await?;
             let url = resp.url().clone();
             if offset > 0 && resp.status() == StatusCode::OK {
                 // The server ignored Range: start over.
-                tx.send(SinkMsg::Reset).await.map_err(|_| sink_gone())?;
-                received = 0;
+                tx.send(SinkMsg::Reset).await.map_err(|_| dl.sink_gone())?;
+                dl.received = 0;
             }
-            let mut stream = resp.bytes_stream();
-            let broken = loop {
-                let chunk = match tokio::time::timeout(idle, stream.next()).await {
-                    Err(_) => break Some(Broken::Idle),
-                    Ok(None) => break None,
-                    Ok(Some(Err(e))) => break Some(Broken::Net(e)),
-                    Ok(Some(Ok(c))) => c,
-                };
-                if received + chunk.len() as u64 > desc.size {
-                    return Err(Error::Verification {
-                        what: format!("blob {what}"),
-                        expected: format!("{} bytes", desc.size),
-                        actual: "more bytes".into(),
-                    });
-                }
-                let n = chunk.len() as u64;
-                received += n;
-                tx.send(SinkMsg::Data(chunk))
-                    .await
-                    .map_err(|_| sink_gone())?;
-                on_bytes(n);
-            };
-            let Some(broken) = broken else {
+            let Some(broken) = dl.stream(resp, idle).await? else {
                 return Ok(());
             };
-            fruitless = if received > offset { 0 } else { fruitless + 1 };
+            fruitless = if dl.received > offset {
+                0
+            } else {
+                fruitless + 1
+            };
             let cause = match &broken {
                 Broken::Idle => format!("no data for {:.1} s", idle.as_secs_f64()),
                 Broken::Net(e) => NetCause::of(e).to_string(),
@@ -674,6 +641,32 @@ impl RegistryClient {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// GETs a blob from byte `offset` on (a `Range` request past the start).
+    async fn get_blob_from(
+        &self,
+        r: &Reference,
+        what: &str,
+        path: &str,
+        offset: u64,
+    ) -> Result<Response> {
+        let resp = self
+            .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
+                let mut rb = h.client.get(h.url(path)?);
+                if offset > 0 {
+                    rb = rb.header(RANGE, format!("bytes={offset}-"));
+                }
+                Ok(rb)
+            })
+            .await?;
+        Self::expect(
+            resp,
+            r.registry(),
+            what,
+            &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
+        )
+        .await
     }
 
     /// Pushes one blob read from `open()` (a fresh handle per attempt): HEAD first, then a
@@ -1095,6 +1088,58 @@ async fn watch_upload(
                     return None;
                 }
             }
+        }
+    }
+}
+
+/// A blob download's sink: where its bytes go and what they must add up to.
+struct Download<'a> {
+    desc: &'a Descriptor,
+    what: &'a str,
+    tx: &'a tokio::sync::mpsc::Sender<SinkMsg>,
+    on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+    /// Bytes sent to the sink so far.
+    received: u64,
+}
+
+impl Download<'_> {
+    /// The error when the writer has stopped taking data.
+    fn sink_gone(&self) -> Error {
+        Error::io(
+            format!("writing blob {}", self.what),
+            std::io::Error::other("writer stopped"),
+        )
+    }
+
+    /// Sends a response's body to the sink until it ends (`None`) or breaks; more bytes
+    /// than the descriptor's size is an error.
+    async fn stream(
+        &mut self,
+        resp: Response,
+        idle: std::time::Duration,
+    ) -> Result<Option<Broken>> {
+        let mut stream = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return Ok(Some(Broken::Idle)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Ok(Some(Broken::Net(e))),
+                Ok(Some(Ok(c))) => c,
+            };
+            if self.received + chunk.len() as u64 > self.desc.size {
+                return Err(Error::Verification {
+                    what: format!("blob {}", self.what),
+                    expected: format!("{} bytes", self.desc.size),
+                    actual: "more bytes".into(),
+                });
+            }
+            let n = chunk.len() as u64;
+            self.received += n;
+            self.tx
+                .send(SinkMsg::Data(chunk))
+                .await
+                .map_err(|_| self.sink_gone())?;
+            (self.on_bytes)(n);
         }
     }
 }
