@@ -1,8 +1,8 @@
 //! Where pulled blobs go and pushed blobs come from. The CLI adapts kiln's content store to
 //! [`BlobStore`]; [`BlobDir`] is a plain `blobs/sha256/` directory used to stage copies.
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use kiln_oci::Digest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,11 +32,11 @@ pub trait BlobStore: Send + Sync {
     fn write_blob(&self, digest: &Digest, data: &[u8]) -> Result<()> {
         let actual = Digest::of(data);
         if &actual != digest {
-            return Err(Error::Verification {
+            return Err(Error::Oci(kiln_oci::Error::Verification {
                 what: "blob".into(),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
-            });
+            }));
         }
         if self.has_blob(digest) {
             return Ok(());

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::mounts_under;
 
+use kiln_oci::Platform;
 use kiln_solver::cache::{CacheKey, CacheStore};
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::{Executor, ExecutorConfig};
 use kiln_solver::llb::{
-    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, Platform, SecurityMode, SourceOp, Vertex,
+    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, SecurityMode, SourceOp, Vertex,
     VertexMetadata,
 };
 use kiln_solver::progress::ProgressSender;

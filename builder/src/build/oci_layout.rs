@@ -7,9 +7,9 @@
 
 use crate::export::oci::{LayoutBlobs, REF_NAME_ANNOTATION};
 use crate::local_store::LocalStore;
-use kiln_registry::manifest::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_oci::Digest;
+use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
 use kiln_registry::store::BlobStore;
-use kiln_registry::Digest;
 use std::path::{Path, PathBuf};
 
 /// The scheme prefix of layout references and source identifiers.
@@ -83,7 +83,7 @@ impl LayoutRef {
         let index_path = self.path.join("index.json");
         let bytes = std::fs::read(&index_path)
             .map_err(|e| format!("reading {}: {e}", index_path.display()))?;
-        let index: kiln_registry::ImageIndex =
+        let index: kiln_oci::ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", index_path.display()))?;
         let root = match (&self.digest, &self.tag) {
             (Some(d), _) => match index.manifests.iter().find(|m| m.digest == *d) {
@@ -189,7 +189,7 @@ impl LayoutRef {
         let src = self.path.join("blobs/sha256").join(d.digest.hex());
         let mut file =
             std::fs::File::open(&src).map_err(|e| format!("opening {}: {e}", src.display()))?;
-        let digest: oci_spec::image::Digest = d
+        let digest: kiln_oci::Digest = d
             .digest
             .to_string()
             .parse()

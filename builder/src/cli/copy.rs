@@ -5,10 +5,10 @@
 use crate::export::{docker_archive, oci};
 use crate::registry_opts::{runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_oci::{Platform, Reference};
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobDir, BlobStore};
-use kiln_registry::{Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -219,10 +219,10 @@ fn tagged_names(image: &oci::NamedImage, tag: Option<&str>) -> Result<Vec<Refere
 fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedImage> {
     let images = oci::read_dir_images(dir, None)?;
     let layout_index = std::fs::read(dir.join("index.json")).unwrap_or_default();
-    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&layout_index)
+    let idx: kiln_oci::ImageIndex = serde_json::from_slice(&layout_index)
         .into_diagnostic()
         .wrap_err_with(|| format!("{what}: index.json"))?;
-    let ref_name = |d: &kiln_registry::Descriptor| {
+    let ref_name = |d: &kiln_oci::Descriptor| {
         d.annotations
             .as_ref()
             .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))

@@ -1,9 +1,9 @@
 //! `kiln rmi`: untag local images and delete the blobs no other tag uses.
 
 use crate::local_store::LocalStore;
-use kiln_registry::manifest::Manifest;
+use kiln_oci::Manifest;
+use kiln_oci::{Digest, Reference};
 use kiln_registry::store::BlobStore;
-use kiln_registry::{Digest, Reference};
 use kiln_solver::content::LockMode;
 use miette::{IntoDiagnostic, Result};
 use std::collections::BTreeSet;
@@ -73,10 +73,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             removed_roots.push(image.descriptor.digest.clone());
         } else {
             for i in &same_id {
-                let od = crate::local_store::to_oci(&i.descriptor)?;
                 store
                     .content
-                    .remove_untagged(od.digest())
+                    .remove_untagged(&i.descriptor.digest)
                     .into_diagnostic()?;
                 removed_roots.push(i.descriptor.digest.clone());
             }
@@ -98,8 +97,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 reachable(&store, r, &mut gone);
             }
             for d in gone.difference(&keep) {
-                let od = oci_spec::image::Digest::try_from(d.to_string()).into_diagnostic()?;
-                if store.content.delete(&od).into_diagnostic()? {
+                if store.content.delete(d).into_diagnostic()? {
                     println!("Deleted: {d}");
                 }
             }

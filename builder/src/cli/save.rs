@@ -2,7 +2,7 @@
 
 use crate::export::{docker_archive, oci};
 use crate::local_store::LocalStore;
-use kiln_registry::{Platform, Reference};
+use kiln_oci::{Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 use std::path::{Path, PathBuf};

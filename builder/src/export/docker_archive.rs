@@ -2,9 +2,10 @@
 //! alongside). kiln writes both so `docker load` (old and new) and OCI tools accept the file.
 
 use super::oci::{self, NamedImage};
-use kiln_registry::manifest::{Descriptor, Manifest, DOCKER_CONFIG, DOCKER_MANIFEST};
+use kiln_oci::media_type::{DOCKER_CONFIG, DOCKER_MANIFEST};
+use kiln_oci::{Descriptor, Manifest};
+use kiln_oci::{Digest, Platform, Reference};
 use kiln_registry::store::BlobStore;
-use kiln_registry::{Digest, Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -75,9 +76,9 @@ pub fn platform_manifest(
     store: &dyn BlobStore,
     root: &Descriptor,
     platform: &Platform,
-) -> Result<(kiln_registry::ImageManifest, Descriptor)> {
+) -> Result<(kiln_oci::ImageManifest, Descriptor)> {
     let bytes = store.read_blob(&root.digest).into_diagnostic()?;
-    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
+    match Manifest::parse(root.digest.as_ref(), &bytes, Some(&root.media_type))
         .into_diagnostic()?
         .0
     {

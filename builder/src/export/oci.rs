@@ -1,9 +1,9 @@
 //! OCI image layouts as tarballs or directories: writing images (with their names) from a blob
 //! store, and reading them back (also Docker's `docker save` archives, see `docker_archive`).
 
-use kiln_registry::manifest::{Descriptor, Manifest};
+use kiln_oci::{Descriptor, Manifest};
+use kiln_oci::{Digest, Reference};
 use kiln_registry::store::BlobStore;
-use kiln_registry::{Digest, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -37,7 +37,7 @@ pub fn reachable_blobs(
     }
     out.insert(root.digest.clone(), root.size);
     let bytes = store.read_blob(&root.digest).into_diagnostic()?;
-    match Manifest::parse(&root.digest.to_string(), &bytes, Some(&root.media_type))
+    match Manifest::parse(root.digest.as_ref(), &bytes, Some(&root.media_type))
         .into_diagnostic()?
         .0
     {
@@ -90,12 +90,7 @@ pub fn index_entries(images: &[NamedImage]) -> Vec<Descriptor> {
 }
 
 fn index_json(entries: &[Descriptor]) -> Result<Vec<u8>> {
-    let idx = kiln_registry::ImageIndex {
-        schema_version: 2,
-        media_type: Some(kiln_registry::manifest::OCI_INDEX.to_string()),
-        manifests: entries.to_vec(),
-        annotations: None,
-    };
+    let idx = kiln_oci::ImageIndex::new(kiln_oci::media_type::OCI_INDEX, entries.to_vec());
     serde_json::to_vec(&idx).into_diagnostic()
 }
 
@@ -191,7 +186,7 @@ pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Re
     let index_path = dir.join("index.json");
     let mut entries: Vec<Descriptor> = match std::fs::read(&index_path) {
         Ok(b) => {
-            serde_json::from_slice::<kiln_registry::ImageIndex>(&b)
+            serde_json::from_slice::<kiln_oci::ImageIndex>(&b)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", index_path.display()))?
                 .manifests
@@ -368,7 +363,7 @@ pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<V
     let bytes = std::fs::read(&p)
         .into_diagnostic()
         .wrap_err_with(|| format!("{}", p.display()))?;
-    let idx: kiln_registry::ImageIndex = serde_json::from_slice(&bytes)
+    let idx: kiln_oci::ImageIndex = serde_json::from_slice(&bytes)
         .into_diagnostic()
         .wrap_err_with(|| format!("{}", p.display()))?;
     let mut out: Vec<NamedImage> = Vec::new();
@@ -445,7 +440,7 @@ pub fn hash_file(p: &Path) -> Result<Digest> {
     let mut f = std::fs::File::open(p)
         .into_diagnostic()
         .wrap_err_with(|| format!("{}", p.display()))?;
-    let mut v = kiln_registry::digest::Verifier::new();
+    let mut v = kiln_oci::digest::Verifier::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f

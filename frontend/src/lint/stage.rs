@@ -4,7 +4,7 @@
 use super::{clean_context_path, is_secret_name, is_windows_abs, rules, CheckOptions, Linter};
 use crate::instructions::{CommandLine, Copy, Instruction, KeyValues};
 use crate::parser::Node;
-use crate::stages::{self, Base, Build, ResolvedInstruction, Stage};
+use crate::stages::{Base, Build, ResolvedInstruction, Stage};
 
 /// Rules about what resolution found: undeclared or undefined variables, invalid default
 /// base names, secret-like global ARGs.
@@ -156,7 +156,7 @@ fn from_rules(l: &mut Linter, st: &Stage, from_node: &Node) {
         );
     } else if !raw.contains('$') {
         let name = st.name.as_deref().unwrap_or("").to_lowercase();
-        let named_for_it = stages::Platform::parse(raw).is_ok_and(|p| {
+        let named_for_it = kiln_oci::Platform::parse(raw).is_ok_and(|p| {
             !name.is_empty() && (name.contains(&p.architecture) || name.contains(&p.os))
         });
         if !named_for_it {

@@ -7,9 +7,10 @@ use super::{chown_of, Lowerer, StageState};
 use crate::error::{ErrorKind, SourceError};
 use crate::instructions::Copy;
 use crate::stages::{ResolvedInstruction, Stage};
+use kiln_oci::Platform;
 use kiln_solver::llb::{
     ChmodOpt, ChownOpt, CopyAction, FileAction, FileOp, MergeOp, MkdirAction, MkfileAction, Op,
-    Platform, SourceOp, UserSpec, VertexRef,
+    SourceOp, UserSpec, VertexRef,
 };
 use kiln_solver::ops::file::Chmod;
 

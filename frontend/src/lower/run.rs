@@ -146,7 +146,7 @@ impl Lowerer<'_> {
         &mut self,
         stage: &Stage,
         ri: &ResolvedInstruction,
-        platform: &kiln_solver::llb::Platform,
+        platform: &kiln_oci::Platform,
         parts: &mut ExecParts,
         name: String,
         body: String,
@@ -219,7 +219,7 @@ impl Lowerer<'_> {
         ri: &ResolvedInstruction,
         m: &RunMount,
         workdir: &str,
-        platform: &kiln_solver::llb::Platform,
+        platform: &kiln_oci::Platform,
         parts: &mut ExecParts,
     ) -> Result<(), SourceError> {
         let target = m.target.as_deref().map(|t| join_workdir(workdir, t));
@@ -294,7 +294,7 @@ impl Lowerer<'_> {
         &mut self,
         ri: &ResolvedInstruction,
         from: Option<&str>,
-        platform: &kiln_solver::llb::Platform,
+        platform: &kiln_oci::Platform,
         parts: &mut ExecParts,
     ) -> Result<Option<usize>, SourceError> {
         let v = match from {

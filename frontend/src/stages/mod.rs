@@ -16,7 +16,8 @@ use crate::instructions::{self, Instruction};
 use crate::parser::{Ast, Span};
 use crate::shell::VarLookup;
 pub use budget::EXPANSION_BUDGET;
-pub use platform::{platform_args, Platform};
+use kiln_oci::Platform;
+pub use platform::platform_args;
 use resolver::Resolver;
 
 /// Proxy build args: usable without an ARG, but kept out of history and cache keys unless declared.

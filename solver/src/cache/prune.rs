@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::store::{CacheEntry, CacheStore, CacheStoreError};
 use crate::content::{ContentError, LockMode, StoreLock};

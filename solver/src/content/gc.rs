@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::error::{ContentError, Result};
 use super::lock::{LockMode, StoreLock};
@@ -60,9 +60,9 @@ impl ContentStore {
         let index = self.index()?;
         let mut seen: HashSet<Digest> = HashSet::new();
         let mut stack: Vec<(Digest, bool)> = index
-            .manifests()
+            .manifests
             .iter()
-            .map(|d| (d.digest().clone(), may_refer(d.media_type().as_ref())))
+            .map(|d| (d.digest.clone(), may_refer(&d.media_type)))
             .collect();
         while let Some((digest, follow)) = stack.pop() {
             if !seen.insert(digest.clone()) {
@@ -141,7 +141,7 @@ impl ContentStore {
 
 #[cfg(test)]
 mod tests {
-    use oci_spec::image::MediaType;
+    use kiln_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
     use serde_json::json;
 
     use super::*;
@@ -159,13 +159,13 @@ mod tests {
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest.to_string(), "size": config.size},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest.to_string(), "size": layer.size}]
         });
-        let m = s.put_json(MediaType::ImageManifest, &manifest).unwrap();
+        let m = s.put_json(OCI_MANIFEST, &manifest).unwrap();
         let index = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.digest().to_string(), "size": m.size()}]
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.digest.to_string(), "size": m.size}]
         });
-        let i = s.put_json(MediaType::ImageIndex, &index).unwrap();
+        let i = s.put_json(OCI_INDEX, &index).unwrap();
         s.set_tag("docker.io/library/app:1", &i).unwrap();
         let orphan = s.put_bytes(b"orphan").unwrap();
         let kept = s.put_bytes(b"a cached layer blob").unwrap();
@@ -200,8 +200,8 @@ mod tests {
         for live in [
             &layer.digest,
             &config.digest,
-            m.digest(),
-            i.digest(),
+            &m.digest,
+            &i.digest,
             &kept.digest,
         ] {
             assert!(s.exists(live).unwrap(), "{live} must stay");

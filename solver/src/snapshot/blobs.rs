@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::layer::{compression_name, write_layer, Compression, DiffOptions, LayerError};
 use super::{BlobRecord, LayerId, LayerRecord};

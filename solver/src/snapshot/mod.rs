@@ -7,7 +7,7 @@ pub mod layer;
 pub mod overlay;
 pub mod topdir;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
 
 pub use crate::worker::layers::LayerId;

@@ -6,7 +6,7 @@
 
 use crate::content::{ContentError, ContentStore};
 use crate::snapshot::layer::{apply_layer, ApplyOptions, LayerError, WhiteoutMode};
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -81,7 +81,7 @@ pub struct LayerId(String);
 impl LayerId {
     /// The id of an image layer with this diffID.
     pub fn for_diff_id(diff_id: &Digest) -> LayerId {
-        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.digest()))
+        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.hex()))
     }
 
     /// A fresh id for a layer a build makes.

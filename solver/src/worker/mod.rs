@@ -15,14 +15,15 @@ use crate::cache::{
 };
 use crate::content::ContentStore;
 use crate::executor::Executor;
-use crate::llb::{Op, Platform, Vertex, VertexDigest};
+use crate::llb::{Op, Vertex, VertexDigest};
 use crate::ops::source::http_cache::{HttpCache, Resolved};
 use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
 use crate::snapshot::Snapshot;
+use kiln_oci::Platform;
+use kiln_oci::{Descriptor, Digest};
 use layers::LayerStore;
-use oci_spec::image::{Descriptor, Digest};
 use rootfs::SnapshotView;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ impl LocalWorker {
                         &self.layers,
                         &self.content,
                         &self.cache,
-                        blob.digest(),
+                        &blob.digest,
                         diff_id,
                     )?;
                     snapshot.layers.push(record.id);
