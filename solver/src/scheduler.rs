@@ -453,6 +453,8 @@ struct InputState<O> {
     selects_by_content: bool,
 }
 
+/// Solves one vertex: its cache key from its inputs, then the cache, else an execution
+/// under the job limit (saved to the cache).
 async fn solve_vertex<W: Worker>(
     worker: &W,
     vertex: &Vertex,
@@ -468,27 +470,7 @@ async fn solve_vertex<W: Worker>(
         source,
     };
     let pin = worker.pin(vertex).await.map_err(fail)?;
-    let mut input_keys = Vec::with_capacity(inputs.len());
-    for (index, input) in inputs.iter().enumerate() {
-        let selectors = input_selectors(vertex.op(), index);
-        let ik = match selectors {
-            Some(sel)
-                if input.selects_by_content
-                    || input.content_keyed
-                    || reads_only_users(vertex.op(), index) =>
-            {
-                InputKey::Content(worker.checksum(&input.output, &sel).await.map_err(fail)?)
-            }
-            _ if input.content_keyed => InputKey::Content(
-                worker
-                    .checksum(&input.output, &[Selector::path("")])
-                    .await
-                    .map_err(fail)?,
-            ),
-            _ => InputKey::Key(input.key),
-        };
-        input_keys.push(ik);
-    }
+    let input_keys = input_keys(worker, vertex, &inputs).await.map_err(fail)?;
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
     // An input run afresh under an unchanged key (a RUN of a stage not to use the
     // cache) may differ from what this vertex's record was made from, unless this
@@ -546,6 +528,36 @@ async fn solve_vertex<W: Worker>(
         executed: true,
         refreshed,
     })
+}
+
+/// What each input contributes to the vertex's cache key: the checksum of the content it
+/// reads (selected paths, or the whole input when it is content-keyed), else its key.
+async fn input_keys<W: Worker>(
+    worker: &W,
+    vertex: &Vertex,
+    inputs: &[InputState<W::Output>],
+) -> Result<Vec<InputKey>, WorkerError> {
+    let mut input_keys = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter().enumerate() {
+        let selectors = input_selectors(vertex.op(), index);
+        let ik = match selectors {
+            Some(sel)
+                if input.selects_by_content
+                    || input.content_keyed
+                    || reads_only_users(vertex.op(), index) =>
+            {
+                InputKey::Content(worker.checksum(&input.output, &sel).await?)
+            }
+            _ if input.content_keyed => InputKey::Content(
+                worker
+                    .checksum(&input.output, &[Selector::path("")])
+                    .await?,
+            ),
+            _ => InputKey::Key(input.key),
+        };
+        input_keys.push(ik);
+    }
+    Ok(input_keys)
 }
 
 #[cfg(test)]
