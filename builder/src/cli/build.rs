@@ -160,34 +160,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
     let resolve = resolve_options(&args)?;
     let fail = |e| super::dockerfile::report(e, &name, &source);
     match method {
-        Method::Check => {
-            let ignore = &ctx.ignore;
-            let is_ignored = |p: &str| ignore.excludes(p);
-            let report = lint::check(
-                &ast,
-                &CheckOptions {
-                    resolve,
-                    ignored: Some(&is_ignored),
-                },
-            )
-            .map_err(fail)?;
-            if json {
-                let v = serde_json::json!({
-                    "warnings": report.warnings,
-                    "error": report.failure_message(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
-            } else {
-                print!("{}", render::report_text(&report, ast.source()));
-            }
-            if let Some(msg) = report.failure_message() {
-                if !json {
-                    eprintln!("ERROR: {msg}");
-                }
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Method::Check => call_check(&ast, &ctx, resolve, json, &fail),
         Method::Outline => {
             let build = stages::resolve(&ast, &resolve).map_err(fail)?;
             let outline = build.outline();
@@ -221,6 +194,42 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
         }
         Method::Build => Ok(ExitCode::FAILURE),
     }
+}
+
+/// `--call check`: the build checks, as text or JSON; fails when they are configured to.
+fn call_check(
+    ast: &kiln_frontend::parser::Ast,
+    ctx: &BuildContext,
+    resolve: ResolveOptions,
+    json: bool,
+    fail: &dyn Fn(kiln_frontend::error::SourceError) -> miette::Report,
+) -> miette::Result<ExitCode> {
+    let ignore = &ctx.ignore;
+    let is_ignored = |p: &str| ignore.excludes(p);
+    let report = lint::check(
+        ast,
+        &CheckOptions {
+            resolve,
+            ignored: Some(&is_ignored),
+        },
+    )
+    .map_err(fail)?;
+    if json {
+        let v = serde_json::json!({
+            "warnings": report.warnings,
+            "error": report.failure_message(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
+    } else {
+        print!("{}", render::report_text(&report, ast.source()));
+    }
+    if let Some(msg) = report.failure_message() {
+        if !json {
+            eprintln!("ERROR: {msg}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The build itself: flags into a request, the request run, results reported.
