@@ -39,6 +39,48 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A blob a descriptor points at is not in the source.
+    #[error("blob {digest} ({what}) is missing")]
+    Missing {
+        /// The missing blob.
+        digest: crate::Digest,
+        /// What it is (`layer of sha256:…`, `config of sha256:…`).
+        what: String,
+    },
+    /// A manifest, index or config larger than kiln reads into memory.
+    #[error("{what} {digest} is {size} bytes, more than the {limit} bytes a manifest or config may have")]
+    TooLarge {
+        /// What it is.
+        what: String,
+        /// Its digest.
+        digest: crate::Digest,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A source or sink failed (a file, an archive, a registry).
+    #[error("{context}")]
+    Store {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A source's or sink's own failure, with what it was doing.
+    pub fn store(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Store {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Result with [`Error`].

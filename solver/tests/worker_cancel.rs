@@ -19,9 +19,9 @@ use kiln_solver::llb::{
 };
 use kiln_solver::progress::ProgressSender;
 use kiln_solver::scheduler::{Worker, WorkerError};
+use kiln_solver::snapshot::layers::LayerId;
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::state::StateDir;
-use kiln_solver::worker::layers::LayerId;
 use kiln_solver::worker::{FetchedImage, ImageFetcher, LocalWorker, Output, Session};
 
 struct NoImages;

@@ -11,8 +11,8 @@ use kiln_solver::cache::CacheStore;
 use kiln_solver::content::ContentStore;
 use kiln_solver::snapshot::blobs::{export_layer, BlobError};
 use kiln_solver::snapshot::layer::{Compression, DiffOptions};
+use kiln_solver::snapshot::layers::LayerStore;
 use kiln_solver::snapshot::Snapshot;
-use kiln_solver::worker::layers::LayerStore;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -81,7 +81,7 @@ pub fn export_image(
         // A base layer keeps the blob it came with unless recompression is forced.
         let compression = match (
             built || opts.force_compression,
-            stores.cache.layer(id).map_err(BlobError::from)?,
+            stores.cache.meta().layer(id).map_err(BlobError::from)?,
         ) {
             (false, Some(rec)) => rec
                 .blobs
@@ -97,7 +97,13 @@ pub fn export_image(
         };
         // A step that changed nothing still gets its (empty) layer, as in
         // BuildKit's images.
-        let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
+        let exported = export_layer(
+            stores.layers,
+            stores.content,
+            stores.cache.meta(),
+            id,
+            &diff,
+        )?;
         tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
         let blob = layer_descriptor(
             exported.blob.digest.clone(),

@@ -15,9 +15,9 @@ use kiln_registry::progress::{NoProgress, Progress};
 use kiln_registry::push::{push, PushOptions};
 use kiln_solver::archive::{extract_tar, extract_tar_as_caller};
 use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
+use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::snapshot::view::SnapshotView;
 use kiln_solver::snapshot::Snapshot;
-use kiln_solver::worker::layers::LayerStore;
-use kiln_solver::worker::rootfs::SnapshotView;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 

@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
 use super::netns::SlirpNetwork;
-use super::rootfs_path::{host_path, resolve_in_root};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
 use crate::mounts::bind::ScratchBind;
@@ -25,6 +24,7 @@ use crate::mounts::cache::{CacheLease, CacheMounts};
 use crate::mounts::secret::SecretFiles;
 use crate::mounts::ssh::AgentForward;
 use crate::mounts::{sort_by_depth, ContainerMount, MountKind, MountSpec};
+use crate::rootfs_path::{host_path, resolve_in_root};
 use crate::snapshot::overlay::OverlayMount;
 
 /// Everything an executor needs to start the process.

@@ -24,7 +24,7 @@ impl LocalWorker {
                     let record = import_layer(
                         &self.layers,
                         &self.content,
-                        &self.cache,
+                        self.cache.meta(),
                         &blob.digest,
                         diff_id,
                     )?;

@@ -245,7 +245,7 @@ impl LayerStore {
     /// Keeps the pending layer's upper dir under a fresh id.
     pub fn commit(&self, pending: PendingLayer) -> Result<LayerId, LayerStoreError> {
         if let Some(limit) = self.max_size {
-            let size = crate::cache::prune::dir_size(&pending.upper());
+            let size = dir_size(&pending.upper());
             if size > limit {
                 return Err(LayerStoreError::BuiltTooLarge { size, limit });
             }
@@ -287,6 +287,18 @@ impl LayerStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// Bytes of the files under `dir` (not following symlinks).
+pub fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[cfg(test)]
