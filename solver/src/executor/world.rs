@@ -11,12 +11,13 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
-use super::netns::SlirpNetwork;
+use super::netns::{NetworkLease, NetworkPool};
 use super::rootfs_path::{host_path, resolve_in_root};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
@@ -86,12 +87,14 @@ struct Guard {
     caches: Vec<CacheLease>,
     secrets: Option<SecretFiles>,
     binds: Vec<ScratchBind>,
-    network: Option<SlirpNetwork>,
+    network: Option<NetworkLease>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn unique_id() -> String {
+/// A new id for a step or a network, unique on this host (`kiln-<pid>-…`,
+/// which [`super::sweep`] reads to clean up after a dead kiln).
+pub(crate) fn unique_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -104,8 +107,12 @@ fn unique_id() -> String {
     )
 }
 
-/// Prepares the world for `req`.
-pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, ExecError> {
+/// Prepares the world for `req`; the default network comes from `networks`.
+pub fn prepare(
+    config: &ExecutorConfig,
+    req: &ExecRequest,
+    networks: &Arc<NetworkPool>,
+) -> Result<Prepared, ExecError> {
     if req.args.is_empty() {
         return Err(ExecError::Invalid("empty argv".into()));
     }
@@ -349,7 +356,11 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
 
     let env = process_env(&req.env, &user.home, &secret_env);
     if req.network == NetworkMode::Default {
-        guard.network = Some(SlirpNetwork::start(&run_dir)?);
+        let mut lease = networks.take()?;
+        if req.security == SecurityMode::Insecure {
+            lease.discard();
+        }
+        guard.network = Some(lease);
     }
     let netns = guard.network.as_ref().map(|n| n.path().to_path_buf());
     Ok(Prepared {
@@ -573,7 +584,7 @@ impl Prepared {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.agents.clear();
-        // Its namespace file is a mount point in the run dir.
+        // The step's processes are gone: the next step may have the network.
         self.network = None;
         let unmounted = match self.rootfs_mount.take() {
             Some(m) => m.unmount().is_ok(),
