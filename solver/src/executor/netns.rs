@@ -220,7 +220,7 @@ impl NetworkPool {
 
     /// A ready network for one step: an idle one, else a new one.
     pub fn take(self: &Arc<Self>) -> Result<NetworkLease, ExecError> {
-        let net = match self.take_idle() {
+        let net = match self.take_idle().or_else(|| self.take_prestarted()) {
             Some(net) => net,
             None => start_in(&self.runs_dir)?,
         };
@@ -248,6 +248,19 @@ impl NetworkPool {
         };
         drop(dead);
         found
+    }
+
+    /// The network [`Self::prestart`] is making, once it is ready (sooner
+    /// than starting another one, and no work twice).
+    fn take_prestarted(&self) -> Option<SlirpNetwork> {
+        let warming = self
+            .warming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Bounded: slirp4netns gets READY_TIMEOUT.
+        warming?.join().ok()?;
+        self.take_idle()
     }
 
     /// Keeps `net` for a later step, unless enough are idle already.
@@ -433,9 +446,13 @@ mod tests {
         drop(pool.take().unwrap());
         assert_eq!(mounted_under(&runs), 0);
 
+        // The first step waits for the network started ahead rather than
+        // starting a second one.
         let pool = NetworkPool::new(runs.clone());
-        pool.take().unwrap();
         pool.prestart();
+        let lease = pool.take().unwrap();
+        assert_eq!(mounted_under(&runs), 1, "one network made");
+        drop(lease);
         drop(pool);
         assert_eq!(mounted_under(&runs), 0, "nothing stays mounted");
         assert_eq!(fs::read_dir(&runs).unwrap().count(), 0, "nor left behind");
