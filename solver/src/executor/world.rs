@@ -205,6 +205,9 @@ fn system_mounts(security: SecurityMode) -> Vec<ContainerMount> {
     ]
 }
 
+/// Secrets given as environment variables: (name, value).
+type SecretEnv = Vec<(String, String)>;
+
 /// The RUN mounts with their sources ready, parents before children, and
 /// the secrets given as environment variables.
 fn run_mounts(
@@ -213,7 +216,7 @@ fn run_mounts(
     run_dir: &Path,
     rootfs: &Path,
     guard: &mut Guard,
-) -> Result<(Vec<ContainerMount>, Vec<(String, String)>), ExecError> {
+) -> Result<(Vec<ContainerMount>, SecretEnv), ExecError> {
     let mut mounts = Vec::new();
     let mut secret_env = Vec::new();
     let mut ssh_index = 0usize;
