@@ -1,9 +1,11 @@
 //! The local image store (the content store of the state directory) as the registry client sees
 //! it, plus lookups of local images by reference or ID.
 
-use kiln_registry::manifest::{is_index_type, Descriptor, ImageManifest, Manifest, Platform};
+use kiln_oci::media_type::is_index;
+
+use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_oci::{Digest, Reference};
 use kiln_registry::store::BlobStore;
-use kiln_registry::{Digest, Reference};
 use kiln_solver::content::ContentStore;
 use kiln_solver::state::StateDir;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
@@ -23,21 +25,13 @@ pub struct LocalStore {
     pub content: ContentStore,
 }
 
-fn oci_digest(d: &Digest) -> kiln_registry::Result<oci_spec::image::Digest> {
-    oci_spec::image::Digest::try_from(d.to_string())
-        .map_err(|_| kiln_registry::Error::InvalidDigest(d.to_string()))
-}
-
 fn store_err(e: kiln_solver::content::ContentError) -> kiln_registry::Error {
     kiln_registry::Error::io("local store", std::io::Error::other(e.to_string()))
 }
 
 impl BlobStore for LocalStore {
     fn has_blob(&self, digest: &Digest) -> bool {
-        oci_digest(digest)
-            .ok()
-            .and_then(|d| self.content.exists(&d).ok())
-            .unwrap_or(false)
+        self.content.exists(digest).unwrap_or(false)
     }
 
     fn temp_path(&self) -> kiln_registry::Result<PathBuf> {
@@ -53,26 +47,12 @@ impl BlobStore for LocalStore {
     }
 
     fn commit_blob(&self, digest: &Digest, tmp: &Path) -> kiln_registry::Result<()> {
-        self.content
-            .commit_file(&oci_digest(digest)?, tmp)
-            .map_err(store_err)
+        self.content.commit_file(digest, tmp).map_err(store_err)
     }
 
     fn open_blob(&self, digest: &Digest) -> kiln_registry::Result<std::fs::File> {
-        self.content
-            .open_blob(&oci_digest(digest)?)
-            .map_err(store_err)
+        self.content.open_blob(digest).map_err(store_err)
     }
-}
-
-/// Converts between the registry client's and oci-spec's descriptor types (same JSON).
-pub fn to_oci(d: &Descriptor) -> Result<oci_spec::image::Descriptor> {
-    serde_json::from_value(serde_json::to_value(d).into_diagnostic()?).into_diagnostic()
-}
-
-/// Converts an oci-spec descriptor into the registry client's type.
-pub fn from_oci(d: &oci_spec::image::Descriptor) -> Result<Descriptor> {
-    serde_json::from_value(serde_json::to_value(d).into_diagnostic()?).into_diagnostic()
 }
 
 /// A local image: a tag of the store, or an untagged image kept by ID.
@@ -99,7 +79,7 @@ impl LocalStore {
     /// one config).
     pub fn image_id(&self, d: &Descriptor) -> Digest {
         match self.manifest(d) {
-            Ok(Manifest::Image(m)) if !is_index_type(&d.media_type) => m.config.digest,
+            Ok(Manifest::Image(m)) if !is_index(&d.media_type) => m.config.digest,
             _ => d.digest.clone(),
         }
     }
@@ -109,9 +89,9 @@ impl LocalStore {
         let tags = self.content.tags().into_diagnostic()?;
         tags.iter()
             .map(|t| {
-                let mut d = from_oci(&t.descriptor)?;
+                let mut d = t.descriptor.clone();
                 if let Some(a) = d.annotations.as_mut() {
-                    a.remove(kiln_solver::content::REF_NAME_ANNOTATION);
+                    a.remove(kiln_oci::media_type::ANNOTATION_REF_NAME);
                 }
                 if d.annotations.as_ref().is_some_and(|a| a.is_empty()) {
                     d.annotations = None;
@@ -135,7 +115,7 @@ impl LocalStore {
             .collect();
         let mut out: Vec<LocalImage> = Vec::new();
         for d in self.content.untagged().into_diagnostic()? {
-            let d = from_oci(&d)?;
+            let d = d.clone();
             if tagged.contains(&d.digest) || out.iter().any(|i| i.descriptor.digest == d.digest) {
                 continue;
             }
@@ -207,7 +187,7 @@ impl LocalStore {
     /// archive image).
     pub fn keep_untagged(&self, d: &Descriptor) -> Result<()> {
         self.content
-            .add_untagged(&to_oci(d)?)
+            .add_untagged(&d.clone())
             .into_diagnostic()
             .wrap_err_with(|| format!("keeping image {}", d.digest))
     }
@@ -215,12 +195,12 @@ impl LocalStore {
     /// Stores a tag.
     pub fn tag(&self, name: &Reference, d: &Descriptor) -> Result<()> {
         self.content
-            .set_tag(&name.to_string(), &to_oci(d)?)
+            .set_tag(&name.to_string(), &d.clone())
             .into_diagnostic()
             .wrap_err_with(|| format!("tagging {name}"))?;
         // A tagged image is no longer `<none>`, as in docker.
         self.content
-            .remove_untagged(&to_oci(d)?.digest().clone())
+            .remove_untagged(&d.clone().digest.clone())
             .into_diagnostic()
             .wrap_err_with(|| format!("tagging {name}"))?;
         Ok(())
@@ -229,7 +209,7 @@ impl LocalStore {
     /// Parses the manifest a descriptor points to.
     pub fn manifest(&self, d: &Descriptor) -> Result<Manifest> {
         let bytes = self.read_blob(&d.digest).into_diagnostic()?;
-        Manifest::parse(&d.digest.to_string(), &bytes, Some(&d.media_type))
+        Manifest::parse(d.digest.as_ref(), &bytes, Some(&d.media_type))
             .map(|(m, _)| m)
             .into_diagnostic()
     }

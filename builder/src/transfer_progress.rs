@@ -2,9 +2,9 @@
 //! otherwise ("<id>: Pull complete", "<id>: Pushed").
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_oci::Digest;
 use kiln_registry::progress::Notices;
 use kiln_registry::progress::{BlobStatus, Progress};
-use kiln_registry::Digest;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};

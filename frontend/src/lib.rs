@@ -8,7 +8,7 @@ pub mod suggest;
 
 pub use error::{ErrorKind, Location, SourceError};
 pub use parser::{parse, parse_named, Ast, Heredoc, Node};
-pub mod image;
+
 pub mod instructions;
 pub mod lint;
 pub mod lower;

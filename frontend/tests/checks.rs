@@ -4,7 +4,8 @@
 //! is the context's ignore file.
 
 use kiln_frontend::lint::{check, render, rules, CheckOptions, CheckReport};
-use kiln_frontend::stages::{Platform, ResolveOptions};
+use kiln_frontend::stages::ResolveOptions;
+use kiln_oci::Platform;
 use std::path::{Path, PathBuf};
 
 fn dir() -> PathBuf {

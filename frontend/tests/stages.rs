@@ -2,8 +2,9 @@
 
 use kiln_frontend::instructions::mount::MountType;
 use kiln_frontend::instructions::{CommandLine, Instruction};
-use kiln_frontend::stages::{resolve, Base, Build, Platform, ResolveOptions};
+use kiln_frontend::stages::{resolve, Base, Build, ResolveOptions};
 use kiln_frontend::{parse, SourceError};
+use kiln_oci::Platform;
 
 fn opts(args: &[(&str, &str)]) -> ResolveOptions {
     ResolveOptions {

@@ -5,12 +5,13 @@ use crate::auth::challenge::{self, Challenge};
 use crate::auth::config::DockerConfig;
 use crate::auth::token::{self, TokenCache};
 use crate::auth::Credentials;
-use crate::digest::{Digest, Verifier};
 use crate::error::{parse_error_body, Error, NetCause, Result};
-use crate::manifest::{Descriptor, MANIFEST_ACCEPT};
-use crate::reference::Reference;
 use crate::transport::{Host, Transport, TransportOptions};
 use futures_util::StreamExt;
+use kiln_oci::media_type::MANIFEST_ACCEPT;
+use kiln_oci::Descriptor;
+use kiln_oci::Reference;
+use kiln_oci::{Digest, Verifier};
 use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE,
 };
@@ -133,8 +134,8 @@ impl RegistryClient {
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
-        let hub = crate::reference::DOCKER_HUB;
-        let alias = if registry == crate::reference::DOCKER_HUB_API {
+        let hub = kiln_oci::reference::DOCKER_HUB;
+        let alias = if registry == kiln_oci::reference::DOCKER_HUB_API {
             Some(hub)
         } else {
             None
@@ -391,7 +392,7 @@ impl RegistryClient {
     /// Checks that the configured credentials work for `registry` (what `docker login` does):
     /// `/v2/` must answer 200 once authenticated.
     pub async fn check_login(&self, registry: &str) -> Result<()> {
-        let host = crate::reference::api_host(registry);
+        let host = kiln_oci::reference::api_host(registry);
         let resp = self
             .request(host, registry, &Scope(Vec::new()), |h| {
                 Ok(h.client.get(h.url("/v2/")?))
@@ -423,11 +424,11 @@ impl RegistryClient {
         let digest = Digest::of(&bytes);
         if let Ok(expected) = Digest::parse(reference) {
             if expected != digest {
-                return Err(Error::Verification {
+                return Err(Error::Oci(kiln_oci::Error::Verification {
                     what: format!("manifest {what}"),
                     expected: expected.to_string(),
                     actual: digest.to_string(),
-                });
+                }));
             }
         }
         Ok(FetchedManifest {
@@ -565,7 +566,7 @@ impl RegistryClient {
             (Err(e), Ok(_)) => return Err(e),
             (Ok(()), Ok(v)) => v,
         };
-        verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))
+        Ok(verifier.verify(&format!("blob {what}"), &desc.digest, Some(desc.size))?)
     }
 
     /// Streams the blob into the sink, resuming with `Range` after a broken or stalled
@@ -625,11 +626,11 @@ impl RegistryClient {
                     Ok(Some(Ok(c))) => c,
                 };
                 if received + chunk.len() as u64 > desc.size {
-                    return Err(Error::Verification {
+                    return Err(Error::Oci(kiln_oci::Error::Verification {
                         what: format!("blob {what}"),
                         expected: format!("{} bytes", desc.size),
                         actual: "more bytes".into(),
-                    });
+                    }));
                 }
                 let n = chunk.len() as u64;
                 received += n;
@@ -1079,8 +1080,7 @@ fn location_or(resp: &Response, old: &str) -> String {
 }
 
 fn with_digest(mut url: Url, digest: &Digest) -> Url {
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
+    url.query_pairs_mut().append_pair("digest", digest.as_ref());
     url
 }
 

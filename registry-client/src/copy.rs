@@ -2,13 +2,13 @@
 //! stays bounded, mounting blobs when source and destination share a registry.
 
 use crate::client::RegistryClient;
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::pull::{self, PlatformSelection, PullOptions};
 use crate::push::{self, PushOptions};
-use crate::reference::Reference;
 use crate::store::BlobDir;
+use kiln_oci::Digest;
+use kiln_oci::Reference;
 
 /// Copies `src` to `dst` with every platform; returns the pushed root digest.
 pub async fn copy(
@@ -53,16 +53,16 @@ async fn pull_manifests_only(
     client: &RegistryClient,
     src: &Reference,
     store: &BlobDir,
-) -> Result<crate::manifest::Descriptor> {
-    use crate::manifest::{Descriptor, Manifest};
+) -> Result<kiln_oci::Descriptor> {
     use crate::store::BlobStore;
+    use kiln_oci::{Descriptor, Manifest};
     let what = src.to_string();
     let f = client.get_manifest(src).await?;
     let (m, mt) = Manifest::parse(&what, &f.bytes, f.content_type.as_deref())?;
     store.write_blob(&f.digest, &f.bytes)?;
     if let Manifest::Index(idx) = m {
         for d in &idx.manifests {
-            let c = client.get_manifest_as(src, &d.digest.to_string()).await?;
+            let c = client.get_manifest_as(src, d.digest.as_ref()).await?;
             store.write_blob(&c.digest, &c.bytes)?;
         }
     }
@@ -82,13 +82,13 @@ async fn push_mounting(
     client: &RegistryClient,
     src: &Reference,
     dst: &Reference,
-    root: &crate::manifest::Descriptor,
+    root: &kiln_oci::Descriptor,
     store: &BlobDir,
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<Digest> {
-    use crate::manifest::Manifest;
     use crate::store::BlobStore;
+    use kiln_oci::Manifest;
     let what = dst.to_string();
     let bytes = store.read_blob(&root.digest)?;
     let (m, mt) = Manifest::parse(&what, &bytes, Some(&root.media_type))?;

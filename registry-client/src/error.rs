@@ -16,20 +16,6 @@ pub struct RegistryErrorEntry {
 /// Everything that can go wrong talking to a registry or reading credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The image reference does not follow Docker's grammar.
-    #[error("invalid reference {input:?}: {reason}")]
-    InvalidReference {
-        /// What the user wrote.
-        input: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A digest string is malformed or uses an unsupported algorithm.
-    #[error("invalid digest {0:?}: expected sha256:<64 hex digits>")]
-    InvalidDigest(String),
-    /// A platform string such as `linux/arm64/v8` is malformed.
-    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
-    InvalidPlatform(String),
     /// The registry answered with an error status.
     #[error("{reference}: {status} from registry {registry}{}", codes_suffix(.errors))]
     Registry {
@@ -79,27 +65,10 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
-    /// Content did not match its digest or size; nothing was stored.
-    #[error("{what}: content verification failed: expected {expected}, got {actual}")]
-    Verification {
-        /// Which blob or manifest.
-        what: String,
-        /// Expected digest or size.
-        expected: String,
-        /// What was received.
-        actual: String,
-    },
-    /// Docker schema 1 manifests are not supported.
-    #[error("{0}: Docker schema 1 manifests are deprecated and not supported; push the image again with a current tool")]
-    Schema1(String),
-    /// The manifest has a media type or shape we cannot use.
-    #[error("{reference}: unsupported or malformed manifest: {reason}")]
-    BadManifest {
-        /// Reference being worked on.
-        reference: String,
-        /// Why it was refused.
-        reason: String,
-    },
+    /// A malformed reference, digest, platform or manifest, or content that failed
+    /// verification (nothing was stored).
+    #[error(transparent)]
+    Oci(#[from] kiln_oci::Error),
     /// No manifest of an index matches the requested platform.
     #[error("{reference}: no manifest for platform {platform} (available: {available})")]
     NoMatchingPlatform {

@@ -7,19 +7,13 @@
 pub mod auth;
 pub mod client;
 pub mod copy;
-pub mod digest;
 pub mod error;
-pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
-pub mod reference;
 pub mod store;
 pub mod transport;
 
 pub use client::RegistryClient;
-pub use digest::Digest;
 pub use error::{Error, Result};
-pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, Platform};
-pub use reference::Reference;
 pub use transport::TransportOptions;

@@ -1,6 +1,6 @@
 //! Transfer progress events, rendered by the CLI (bars on a terminal, plain lines otherwise).
 
-use crate::digest::Digest;
+use kiln_oci::Digest;
 
 /// What became of one blob or manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

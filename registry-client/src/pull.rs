@@ -2,13 +2,13 @@
 //! while streaming; blobs already in the store are skipped.
 
 use crate::client::RegistryClient;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{Descriptor, ImageManifest, Manifest, Platform};
 use crate::progress::{BlobStatus, Progress};
-use crate::reference::Reference;
 use crate::store::BlobStore;
 use futures_util::TryStreamExt;
+use kiln_oci::Digest;
+use kiln_oci::Reference;
+use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
 use std::collections::BTreeSet;
 
 /// Which images of an index to pull.
@@ -101,7 +101,7 @@ pub async fn pull(
             };
             let mut images = Vec::new();
             for d in &chosen {
-                let child = client.get_manifest_as(r, &d.digest.to_string()).await?;
+                let child = client.get_manifest_as(r, d.digest.as_ref()).await?;
                 let (m, _) = Manifest::parse(
                     &format!("{}@{}", r.name(), d.digest),
                     &child.bytes,
@@ -114,10 +114,10 @@ pub async fn pull(
                         images.push((d.clone(), *m));
                     }
                     Manifest::Index(_) => {
-                        return Err(Error::BadManifest {
+                        return Err(Error::Oci(kiln_oci::Error::BadManifest {
                             reference: what.clone(),
                             reason: "nested indexes are not supported".into(),
-                        })
+                        }))
                     }
                 }
             }
@@ -125,13 +125,12 @@ pub async fn pull(
                 store.write_blob(&fetched.digest, &fetched.bytes)?;
                 root_desc
             } else {
-                let mut d = chosen
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::BadManifest {
+                let mut d = chosen.into_iter().next().ok_or_else(|| {
+                    Error::Oci(kiln_oci::Error::BadManifest {
                         reference: what.clone(),
                         reason: "empty index".into(),
-                    })?;
+                    })
+                })?;
                 d.annotations = None;
                 d
             };

@@ -2,13 +2,13 @@
 //! manifest after its blobs, the index last.
 
 use crate::client::{RegistryClient, UploadOutcome};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{Descriptor, ImageManifest, Manifest};
 use crate::progress::{BlobStatus, Progress};
-use crate::reference::Reference;
 use crate::store::BlobStore;
 use futures_util::TryStreamExt;
+use kiln_oci::Digest;
+use kiln_oci::Reference;
+use kiln_oci::{Descriptor, ImageManifest, Manifest};
 use std::collections::BTreeSet;
 
 /// Push settings.
@@ -49,14 +49,14 @@ pub async fn push(
         Manifest::Index(idx) => {
             for child in &idx.manifests {
                 if !store.has_blob(&child.digest) {
-                    return Err(Error::BadManifest {
+                    return Err(Error::Oci(kiln_oci::Error::BadManifest {
                         reference: what.clone(),
                         reason: format!(
                             "index entry {} ({}) is not in the local store; pull with --all-platforms first",
                             child.digest,
                             child.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()
                         ),
-                    });
+                    }));
                 }
                 let child_bytes = store.read_blob(&child.digest)?;
                 let (cm, cmt) = Manifest::parse(
@@ -65,10 +65,10 @@ pub async fn push(
                     Some(&child.media_type),
                 )?;
                 let Manifest::Image(cm) = cm else {
-                    return Err(Error::BadManifest {
+                    return Err(Error::Oci(kiln_oci::Error::BadManifest {
                         reference: what.clone(),
                         reason: "nested indexes are not supported".into(),
-                    });
+                    }));
                 };
                 push_image_blobs(client, target, store, &cm, opts, progress).await?;
                 client

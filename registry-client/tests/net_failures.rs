@@ -2,9 +2,10 @@
 //! 503s, stalled downloads and full disks, against the real test registries and tiny
 //! in-test servers on ephemeral loopback ports.
 
+use kiln_oci::{Descriptor, Reference};
 use kiln_registry::error::NetCause;
 use kiln_registry::progress::Notices;
-use kiln_registry::{Descriptor, Error, Reference, RegistryClient, TransportOptions};
+use kiln_registry::{Error, RegistryClient, TransportOptions};
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

@@ -1,13 +1,14 @@
 //! Pull/push/auth against the real registries of testdata/env/setup.sh.
 
+use kiln_oci::{Descriptor, Digest, Reference};
+use kiln_oci::{Manifest, Platform};
 use kiln_registry::auth::Credentials;
 use kiln_registry::client::RegistryClient;
-use kiln_registry::manifest::{Manifest, Platform};
 use kiln_registry::progress::NoProgress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobDir, BlobStore};
-use kiln_registry::{Descriptor, Digest, Error, Reference, TransportOptions};
+use kiln_registry::{Error, TransportOptions};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -541,7 +542,10 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
     let err = rt()
         .block_on(client.fetch_blob(&direct, &lie, &bad, &|_| {}))
         .unwrap_err();
-    assert!(matches!(err, Error::Verification { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Oci(kiln_oci::Error::Verification { .. })),
+        "{err:?}"
+    );
     assert!(!bad.exists(), "rejected download removed");
     // A byte flipped on the wire: the digest check refuses it and nothing is stored.
     let tamper = tampering_proxy(reg.clone(), 3 << 20);
@@ -555,7 +559,10 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
         &NoProgress,
     ));
     let err = pulled.unwrap_err();
-    assert!(matches!(err, Error::Verification { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Oci(kiln_oci::Error::Verification { .. })),
+        "{err:?}"
+    );
     assert_eq!(tamper.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(
         !fresh.has_blob(&desc.digest),

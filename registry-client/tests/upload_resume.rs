@@ -1,8 +1,9 @@
 //! Resuming an interrupted upload from the registry's reported range, against a minimal
 //! in-process registry that (unlike distribution 2.8) keeps partially received data.
 
+use kiln_oci::{Descriptor, Reference};
 use kiln_registry::client::{RegistryClient, UploadOutcome};
-use kiln_registry::{Descriptor, Reference, TransportOptions};
+use kiln_registry::TransportOptions;
 use std::io::{BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -100,7 +101,7 @@ fn serve(stream: TcpStream, state: Arc<Mutex<Upload>>, cut_at: u64) {
             }
             ("PUT", p) if p.starts_with("/upload/1?") => {
                 let digest = p.split("digest=").nth(1).unwrap_or("").replace("%3A", ":");
-                let actual = kiln_registry::Digest::of(&st.data).to_string();
+                let actual = kiln_oci::Digest::of(&st.data).to_string();
                 if digest == actual {
                     st.completed = Some(digest);
                     respond(&mut w, "201 Created", &[], b"");

@@ -14,7 +14,7 @@ use kiln_solver::content::ContentStore;
 use kiln_solver::llb::{CopyAction, FileAction};
 use kiln_solver::ops::file::{apply_file_actions, SourceRoot};
 use kiln_solver::snapshot::layer::{write_layer, write_tar, Compression, DiffOptions};
-use kiln_solver::worker::layers::LayerStore;
+use kiln_solver::snapshot::layers::LayerStore;
 
 fn copy_into(ctx: &Path, dest: &Path) {
     let action = FileAction::Copy(CopyAction {

@@ -1,6 +1,7 @@
 //! The state directory: `content/` (OCI layout), `layers/<diffid>/` (unpacked layers),
-//! `cache-mounts/<id>/` (persistent cache mounts), `meta.redb` (cache metadata) and a lock
-//! file that lets concurrent builds share the directory while garbage collection excludes them.
+//! `cache-mounts/<id>/` (persistent cache mounts), `meta.redb` (cache results and layer
+//! records, see [`crate::meta`]) and a lock file that lets concurrent builds share the
+//! directory while garbage collection excludes them.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -84,10 +84,10 @@ fn remove(path: &Path) -> io::Result<()> {
         Ok(m) if m.is_dir() => {
             // A mount inside (a killed step's view of a layer) is unmounted first; a
             // recursive delete never goes through one.
-            for m in crate::executor::sweep::mounts_under(path) {
-                let _ = crate::snapshot::overlay::unmount(&m);
+            for m in crate::sysmount::mounts_under(path) {
+                let _ = crate::sysmount::unmount(&m);
             }
-            if !crate::executor::sweep::mounts_under(path).is_empty() {
+            if !crate::sysmount::mounts_under(path).is_empty() {
                 return Err(io::Error::other(format!(
                     "{} still has mounts inside",
                     path.display()
@@ -146,10 +146,9 @@ mod tests {
         fs::write(precious.join("keep"), "layer data").unwrap();
         let view = d.path().join(TRASH).join("run.1.0/rootfs");
         fs::create_dir_all(&view).unwrap();
-        crate::snapshot::overlay::sys_mount(Some(&precious), &view, None, libc::MS_BIND, None)
-            .unwrap();
+        crate::sysmount::sys_mount(Some(&precious), &view, None, libc::MS_BIND, None).unwrap();
         assert_eq!(empty(d.path()), 1);
-        assert!(crate::executor::sweep::mounts_under(d.path()).is_empty());
+        assert!(crate::sysmount::mounts_under(d.path()).is_empty());
         assert!(!d.path().join(TRASH).exists());
         assert_eq!(
             fs::read_to_string(precious.join("keep")).unwrap(),

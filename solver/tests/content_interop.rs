@@ -4,11 +4,23 @@ use std::io::Write;
 use std::process::Command;
 
 use flate2::write::GzEncoder;
-use kiln_solver::content::{sha256_digest, ContentStore, Expected};
+use kiln_oci::Digest;
+use kiln_solver::content::{ContentStore, Expected};
 use oci_spec::image::{
     ConfigBuilder, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
     RootFsBuilder,
 };
+
+/// The oci-spec form of a store descriptor: the test builds its documents with oci-spec, an
+/// implementation independent of kiln's vocabulary.
+fn spec_desc(d: &kiln_oci::Descriptor) -> Descriptor {
+    serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap()
+}
+
+/// The oci-spec form of a digest.
+fn spec_digest(d: &kiln_oci::Digest) -> oci_spec::image::Digest {
+    d.to_string().parse().unwrap()
+}
 
 fn tool(name: &str) -> Command {
     let found = Command::new("sh")
@@ -34,7 +46,7 @@ fn write_image(store: &ContentStore, name: &str) -> String {
     h.set_cksum();
     tar.append_data(&mut h, "hello.txt", &body[..]).unwrap();
     let tar_bytes = tar.into_inner().unwrap();
-    let diff_id = sha256_digest(&tar_bytes);
+    let diff_id = Digest::of(&tar_bytes);
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar_bytes).unwrap();
     let gz_bytes = gz.finish().unwrap();
@@ -42,7 +54,7 @@ fn write_image(store: &ContentStore, name: &str) -> String {
     // Stream the layer through an ingest to exercise the writer path.
     let mut ingest = store
         .ingest(Expected::exact(
-            sha256_digest(&gz_bytes),
+            Digest::of(&gz_bytes),
             gz_bytes.len() as u64,
         ))
         .unwrap();
@@ -67,21 +79,25 @@ fn write_image(store: &ContentStore, name: &str) -> String {
         )
         .build()
         .unwrap();
-    let config_desc = store.put_json(MediaType::ImageConfig, &config).unwrap();
+    let config_desc = store
+        .put_json(MediaType::ImageConfig.to_string().as_str(), &config)
+        .unwrap();
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(config_desc)
+        .config(spec_desc(&config_desc))
         .layers(vec![Descriptor::new(
             MediaType::ImageLayerGzip,
             layer.size,
-            layer.digest,
+            spec_digest(&layer.digest),
         )])
         .build()
         .unwrap();
-    let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest).unwrap();
+    let manifest_desc = store
+        .put_json(MediaType::ImageManifest.to_string().as_str(), &manifest)
+        .unwrap();
     store.set_tag(name, &manifest_desc).unwrap();
-    manifest_desc.digest().to_string()
+    manifest_desc.digest.to_string()
 }
 
 #[test]
@@ -161,7 +177,7 @@ fn skopeo_copies_an_image_into_the_store_and_we_resolve_it() {
         .resolve("copied")
         .unwrap()
         .expect("tag written by skopeo");
-    assert_eq!(resolved.digest().to_string(), digest);
-    let manifest: oci_spec::image::ImageManifest = dst_store.read_json(resolved.digest()).unwrap();
+    assert_eq!(resolved.digest.to_string(), digest);
+    let manifest: oci_spec::image::ImageManifest = dst_store.read_json(&resolved.digest).unwrap();
     assert_eq!(manifest.layers().len(), 1);
 }

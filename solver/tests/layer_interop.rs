@@ -13,6 +13,17 @@ use oci_spec::image::{
     Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
 
+/// The oci-spec form of a store descriptor: the test builds its documents with oci-spec, an
+/// implementation independent of kiln's vocabulary.
+fn spec_desc(d: &kiln_oci::Descriptor) -> Descriptor {
+    serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap()
+}
+
+/// The oci-spec form of a digest.
+fn spec_digest(d: &kiln_oci::Digest) -> oci_spec::image::Digest {
+    d.to_string().parse().unwrap()
+}
+
 fn umoci() -> Command {
     let found = Command::new("sh")
         .arg("-c")
@@ -90,11 +101,13 @@ fn umoci_unpacks_kiln_layers_with_whiteouts_and_opaque_dirs() {
         )
         .build()
         .unwrap();
-    let config = store.put_json(MediaType::ImageConfig, &config).unwrap();
+    let config = store
+        .put_json(MediaType::ImageConfig.to_string().as_str(), &config)
+        .unwrap();
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(config)
+        .config(spec_desc(&config))
         .layers(
             layers
                 .iter()
@@ -102,14 +115,16 @@ fn umoci_unpacks_kiln_layers_with_whiteouts_and_opaque_dirs() {
                     Descriptor::new(
                         MediaType::ImageLayerGzip,
                         l.blob.size,
-                        l.blob.digest.clone(),
+                        spec_digest(&l.blob.digest),
                     )
                 })
                 .collect::<Vec<_>>(),
         )
         .build()
         .unwrap();
-    let manifest = store.put_json(MediaType::ImageManifest, &manifest).unwrap();
+    let manifest = store
+        .put_json(MediaType::ImageManifest.to_string().as_str(), &manifest)
+        .unwrap();
     store.set_tag("layered", &manifest).unwrap();
 
     let bundle = work.path().join("bundle");

@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::mounts_under;
 
+use kiln_oci::Platform;
 use kiln_solver::cache::{CacheKey, CacheStore};
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::{Executor, ExecutorConfig};
 use kiln_solver::llb::{
-    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, Platform, SecurityMode, SourceOp, Vertex,
+    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, SecurityMode, SourceOp, Vertex,
     VertexMetadata,
 };
 use kiln_solver::progress::ProgressSender;
 use kiln_solver::scheduler::{Worker, WorkerError};
+use kiln_solver::snapshot::layers::LayerId;
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::state::StateDir;
-use kiln_solver::worker::layers::LayerId;
 use kiln_solver::worker::{FetchedImage, ImageFetcher, LocalWorker, Output, Session};
 
 struct NoImages;

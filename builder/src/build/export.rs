@@ -5,15 +5,15 @@
 use crate::export::image::{
     layer_descriptor, write_image, ImageError, ImageLayer, ManifestOptions,
 };
-use kiln_frontend::image::{History, ImageConfig};
+use kiln_oci::config::{History, ImageConfig};
+use kiln_oci::{Descriptor, Digest};
 use kiln_solver::cache::CacheStore;
 use kiln_solver::content::ContentStore;
 use kiln_solver::snapshot::blobs::{export_layer, BlobError};
 use kiln_solver::snapshot::layer::{Compression, DiffOptions};
+use kiln_solver::snapshot::layers::LayerStore;
 use kiln_solver::snapshot::Snapshot;
-use kiln_solver::worker::layers::LayerStore;
-use oci_spec::image::{Descriptor, Digest};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Why an image could not be exported.
@@ -44,7 +44,7 @@ pub struct ExportOptions {
     /// Clamp file times in new layers (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<u64>,
     /// Manifest annotations.
-    pub annotations: HashMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The stores an export reads and writes.
@@ -81,7 +81,7 @@ pub fn export_image(
         // A base layer keeps the blob it came with unless recompression is forced.
         let compression = match (
             built || opts.force_compression,
-            stores.cache.layer(id).map_err(BlobError::from)?,
+            stores.cache.meta().layer(id).map_err(BlobError::from)?,
         ) {
             (false, Some(rec)) => rec
                 .blobs
@@ -97,13 +97,19 @@ pub fn export_image(
         };
         // A step that changed nothing still gets its (empty) layer, as in
         // BuildKit's images.
-        let exported = export_layer(stores.layers, stores.content, stores.cache, id, &diff)?;
+        let exported = export_layer(
+            stores.layers,
+            stores.content,
+            stores.cache.meta(),
+            id,
+            &diff,
+        )?;
         tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
         let blob = layer_descriptor(
             exported.blob.digest.clone(),
             exported.blob.size,
             exported.blob.compression,
-        )?;
+        );
         layers.push(Some(ImageLayer {
             diff_id: exported.diff_id,
             blob,
@@ -117,11 +123,11 @@ pub fn export_image(
         annotations: opts.annotations.clone(),
     };
     let platform =
-        crate::export::image::platform(&config.os, &config.architecture, config.variant.as_deref());
+        kiln_oci::Platform::new(&config.os, &config.architecture, config.variant.as_deref());
     let json = serde_json::to_vec(&config).map_err(|e| ExportError::Spec(e.to_string()))?;
     let (manifest, config_digest) =
         write_image(stores.content, &json, platform, &kept, &manifest_opts)?;
-    tracing::debug!(manifest = %manifest.digest(), config = %config_digest, layers = kept.len(), "image exported");
+    tracing::debug!(manifest = %manifest.digest, config = %config_digest, layers = kept.len(), "image exported");
     Ok(ExportedImage {
         manifest,
         config,

@@ -6,8 +6,8 @@
 //! instead of a silent pause after the last step.
 
 use crate::export::output::{OutputKind, OutputSpec};
+use kiln_oci::Digest;
 use kiln_registry::progress::{BlobStatus, Progress};
-use kiln_registry::Digest;
 use kiln_solver::progress::{synthetic_digest, ProgressSender, StatusProgress, VertexProgress};
 use std::collections::HashMap;
 use std::io::Write;

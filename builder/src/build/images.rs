@@ -4,14 +4,14 @@
 
 use super::oci_layout::{self, LayoutRef};
 use crate::local_store::LocalStore;
-use kiln_frontend::image::ImageConfig;
 use kiln_frontend::lower::{ImageResolver, ResolvedImage};
-use kiln_registry::manifest::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_oci::config::ImageConfig;
+use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
+use kiln_oci::{Digest, Reference};
 use kiln_registry::progress::NoProgress;
 use kiln_registry::pull::pull_image;
 use kiln_registry::store::BlobStore;
-use kiln_registry::{Digest, Reference, RegistryClient};
-use kiln_solver::llb;
+use kiln_registry::RegistryClient;
 use kiln_solver::scheduler::WorkerError;
 use kiln_solver::worker::{FetchedImage, ImageFetcher};
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ pub struct BuildImages {
     fetching: std::sync::atomic::AtomicUsize,
 }
 
-fn registry_platform(p: &llb::Platform) -> Platform {
+fn registry_platform(p: &kiln_oci::Platform) -> Platform {
     Platform {
         architecture: p.architecture.clone(),
         os: p.os.clone(),
@@ -171,7 +171,7 @@ impl BuildImages {
                 })?;
                 let child = self
                     .client
-                    .get_manifest_as(r, &d.digest.to_string())
+                    .get_manifest_as(r, d.digest.as_ref())
                     .await
                     .map_err(|e| e.to_string())?;
                 match Manifest::parse(
@@ -260,7 +260,7 @@ impl ImageResolver for Resolver {
     fn resolve(
         &mut self,
         reference: &str,
-        platform: &llb::Platform,
+        platform: &kiln_oci::Platform,
     ) -> Result<ResolvedImage, String> {
         let key = (reference.to_string(), platform.to_string());
         if let Some(done) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned()) {
@@ -338,7 +338,7 @@ impl ImageFetcher for BuildImages {
     fn fetch(
         &self,
         reference: &str,
-        _platform: Option<&llb::Platform>,
+        _platform: Option<&kiln_oci::Platform>,
     ) -> Result<FetchedImage, WorkerError> {
         if let Some(location) = reference.strip_prefix(oci_layout::SCHEME) {
             return self.fetch_layout(reference, location);
@@ -436,10 +436,9 @@ impl BuildImages {
         }
         let mut layers = Vec::new();
         for (d, diff) in m.layers.iter().zip(&config.rootfs.diff_ids) {
-            let desc = crate::local_store::to_oci(d).map_err(|e| e.to_string())?;
-            let diff_id: oci_spec::image::Digest =
+            let diff_id: kiln_oci::Digest =
                 diff.parse().map_err(|_| format!("bad diffID {diff}"))?;
-            layers.push((desc, diff_id));
+            layers.push((d.clone(), diff_id));
         }
         Ok(FetchedImage { layers })
     }

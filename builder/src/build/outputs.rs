@@ -9,15 +9,15 @@ use super::BuildRequest;
 use crate::export::docker_archive;
 use crate::export::oci::{self, NamedImage};
 use crate::export::output::{Destination, OutputKind, OutputSpec};
-use crate::local_store::{from_oci, LocalStore};
+use crate::local_store::LocalStore;
+use kiln_oci::{Platform, Reference};
 use kiln_registry::progress::{NoProgress, Progress};
 use kiln_registry::push::{push, PushOptions};
-use kiln_registry::{Platform, Reference};
 use kiln_solver::archive::{extract_tar, extract_tar_as_caller};
 use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
+use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::snapshot::view::SnapshotView;
 use kiln_solver::snapshot::Snapshot;
-use kiln_solver::worker::layers::LayerStore;
-use kiln_solver::worker::rootfs::SnapshotView;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::io::Write;
 
@@ -141,7 +141,7 @@ fn write_output(t: &Targets<'_>, out: &OutputSpec, step: Option<&ExportStep>) ->
 }
 
 /// buildx's directory name of a platform under `platform-split`: `linux_arm_v7`.
-pub fn platform_dir(p: &kiln_solver::llb::Platform) -> String {
+pub fn platform_dir(p: &kiln_oci::Platform) -> String {
     p.to_string().replace('/', "_")
 }
 
@@ -161,10 +161,10 @@ fn image_output(
     runtime: &tokio::runtime::Runtime,
     store: &LocalStore,
     out: &OutputSpec,
-    root: &oci_spec::image::Descriptor,
+    root: &kiln_oci::Descriptor,
     step: Option<&ExportStep>,
 ) -> Result<()> {
-    let mut root = from_oci(root)?;
+    let mut root = root.clone();
     root.platform = None;
     let names = names(out)?;
     let by_digest = out.flag("push-by-digest", false);
@@ -252,11 +252,11 @@ fn open_dest(out: &OutputSpec, what: &str) -> Result<Box<dyn Write>> {
 fn archive_output(
     store: &LocalStore,
     out: &OutputSpec,
-    root: &oci_spec::image::Descriptor,
+    root: &kiln_oci::Descriptor,
     docker: Option<&ExportedImage>,
     step: Option<&ExportStep>,
 ) -> Result<()> {
-    let mut root = from_oci(root)?;
+    let mut root = root.clone();
     root.platform = None;
     let images = vec![NamedImage {
         names: names(out)?,
@@ -270,7 +270,7 @@ fn archive_output(
             os_features: None,
             variant: image.config.variant.clone(),
         };
-        docker_archive::manifest_json(store, &images, &platform)?
+        docker_archive::manifest_json(&store.content, &images, &platform)?
     } else {
         Vec::new()
     };
@@ -278,7 +278,7 @@ fn archive_output(
         open_dest(out, "tarball")?,
         step.map(|s| s.item("sending tarball")),
     );
-    let w = oci::write_tar(w, store, &images, &extra)?;
+    let w = oci::write_tar(w, &store.content, &images, &extra)?;
     w.finish().flush().into_diagnostic()
 }
 

@@ -19,7 +19,9 @@ use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
     lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
 };
-use kiln_frontend::stages::{self, Base, Platform, ResolveOptions};
+use kiln_frontend::stages::{self, Base, ResolveOptions};
+use kiln_oci::Descriptor;
+use kiln_oci::Platform;
 use kiln_solver::cache::CacheStore;
 use kiln_solver::executor::lazy::LazyExecutor;
 use kiln_solver::executor::ExecutorConfig;
@@ -29,7 +31,6 @@ use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::{LocalWorker, Output};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
-use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -60,9 +61,9 @@ impl BuildOutcome {
 
 /// One target platform's part of the shared graph.
 struct PlatformTarget {
-    platform: llb::Platform,
+    platform: kiln_oci::Platform,
     target: Option<VertexRef>,
-    config: kiln_frontend::image::ImageConfig,
+    config: kiln_oci::config::ImageConfig,
     history_vertices: Vec<(usize, Option<VertexRef>)>,
 }
 
@@ -346,7 +347,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     }
     if let Some(step) = image_step {
         for image in &platform_images {
-            step.done_item(format!("exporting manifest {}", image.manifest.digest()));
+            step.done_item(format!("exporting manifest {}", image.manifest.digest));
             step.done_item(format!("exporting config {}", image.config_digest));
         }
     }
@@ -368,7 +369,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         None
     };
     if let (Some(step), Some(index)) = (image_step, &index) {
-        step.done_item(format!("exporting manifest list {}", index.digest()));
+        step.done_item(format!("exporting manifest list {}", index.digest));
     }
     let image = if multi {
         None
@@ -505,7 +506,7 @@ fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
 /// One platform's solved filesystem.
 pub struct PlatformResult {
     /// The target platform.
-    pub platform: llb::Platform,
+    pub platform: kiln_oci::Platform,
     /// Its final filesystem.
     pub snapshot: Snapshot,
 }

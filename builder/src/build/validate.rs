@@ -11,7 +11,7 @@ use super::BuildRequest;
 use crate::context::ContextSpec;
 use crate::export::output::{Destination, OutputKind, OutputSpec};
 use kiln_frontend::lower::NamedContext;
-use kiln_registry::Reference;
+use kiln_oci::Reference;
 use miette::{miette, Result};
 use std::path::PathBuf;
 

@@ -4,7 +4,8 @@
 
 use crate::context::{BuildContext, ContextSpec};
 use kiln_frontend::lint::{self, render, CheckOptions};
-use kiln_frontend::stages::{self, Platform, ResolveOptions};
+use kiln_frontend::stages::{self, ResolveOptions};
+use kiln_oci::Platform;
 use miette::{IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -360,14 +361,14 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
                 .into_diagnostic()
                 .wrap_err_with(|| format!("writing {}", path.display()))?;
         }
-        meta["containerimage.digest"] = serde_json::json!(image.manifest.digest().to_string());
+        meta["containerimage.digest"] = serde_json::json!(image.manifest.digest.to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
         meta["image.name"] = serde_json::json!(names.join(","));
     }
     if let Some(index) = &outcome.index {
         // For an index the image ID is the index digest, as buildx reports it.
-        let id = index.digest().to_string();
+        let id = index.digest.to_string();
         if quiet {
             println!("{id}");
         }
@@ -383,8 +384,8 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             .platform_images
             .iter()
             .map(|i| serde_json::json!({
-                "platform": i.manifest.platform(),
-                "digest": i.manifest.digest().to_string(),
+                "platform": i.manifest.platform,
+                "digest": i.manifest.digest.to_string(),
                 "config.digest": i.config_digest.to_string(),
             }))
             .collect::<Vec<_>>());
@@ -402,7 +403,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
 /// (the request's own flags are checked by `build::validate`).
 fn check_flags(args: &Args) -> miette::Result<()> {
     for t in &args.tags {
-        let parsed = kiln_registry::Reference::parse(t).map_err(|e| {
+        let parsed = kiln_oci::Reference::parse(t).map_err(|e| {
             miette::miette!(
                 help = "a tag is [registry/]repository[:tag], the repository lowercase",
                 "invalid -t/--tag {t:?}: {e}"

@@ -1,10 +1,11 @@
 //! `kiln du`: what the build cache, the layers and the content store take on disk.
 
 use crate::local_store::open_state;
-use kiln_solver::cache::prune::disk_usage;
-use kiln_solver::cache::{now_secs, CacheStore};
+use kiln_solver::cache::CacheStore;
 use kiln_solver::content::LockMode;
-use kiln_solver::worker::layers::LayerStore;
+use kiln_solver::gc::disk_usage;
+use kiln_solver::meta::now_secs;
+use kiln_solver::snapshot::layers::LayerStore;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! `kiln history`: the steps that made an image, from its config's history.
 
 use crate::local_store::LocalStore;
-use kiln_registry::Platform;
+use kiln_oci::Platform;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

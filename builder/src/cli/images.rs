@@ -1,8 +1,8 @@
 //! `kiln images` (alias `ls`): list local images.
 
 use crate::local_store::{LocalImage, LocalStore};
-use kiln_registry::manifest::is_index_type;
-use kiln_registry::Reference;
+use kiln_oci::media_type::is_index;
+use kiln_oci::Reference;
 use miette::{miette, IntoDiagnostic, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -165,7 +165,7 @@ fn row(
             platforms.push(p.to_string());
         }
     }
-    if is_index_type(&d.media_type) {
+    if is_index(&d.media_type) {
         size += d.size;
     }
     let full_id = image.id.to_string();

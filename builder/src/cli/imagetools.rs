@@ -1,13 +1,12 @@
 //! `kiln imagetools inspect|create`: look at remote manifests and merge them into indexes.
 
 use crate::registry_opts::{runtime, RegistryArgs};
-use kiln_registry::manifest::{
-    is_index_type, Descriptor, ImageIndex, Manifest, Platform, DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST, OCI_INDEX,
-};
+use kiln_oci::media_type::{is_index, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX};
+use kiln_oci::{Descriptor, ImageIndex, Manifest, Platform};
+use kiln_oci::{Digest, Reference};
 use kiln_registry::progress::NoProgress;
 use kiln_registry::store::BlobDir;
-use kiln_registry::{Digest, Reference, RegistryClient};
+use kiln_registry::RegistryClient;
 use miette::{miette, IntoDiagnostic, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -158,7 +157,7 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
 async fn platform_of(
     client: &RegistryClient,
     r: &Reference,
-    m: &kiln_registry::ImageManifest,
+    m: &kiln_oci::ImageManifest,
 ) -> Result<Option<Platform>> {
     let tmp = tempfile::tempdir().into_diagnostic()?;
     let path = tmp.path().join("config");
@@ -194,7 +193,7 @@ async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -
         Manifest::Index(idx) => {
             for d in idx.manifests {
                 let c = client
-                    .get_manifest_as(r, &d.digest.to_string())
+                    .get_manifest_as(r, d.digest.as_ref())
                     .await
                     .into_diagnostic()?;
                 out.push(Entry {
@@ -287,7 +286,7 @@ async fn copy_into(
 
 /// Refuses two entries for one platform: a client pulling the index would only ever get the first.
 fn check_unique_platforms(entries: &[Entry]) -> Result<()> {
-    let Some(dup) = kiln_registry::manifest::duplicate_platform(
+    let Some(dup) = kiln_oci::manifest::duplicate_platform(
         entries
             .iter()
             .filter_map(|e| e.descriptor.platform.as_ref()),
@@ -357,18 +356,17 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     let all_docker = entries
         .iter()
         .all(|e| e.descriptor.media_type == DOCKER_MANIFEST);
+    let index_type = if all_docker && index_annotations.is_empty() {
+        DOCKER_MANIFEST_LIST
+    } else {
+        OCI_INDEX
+    };
     let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(
-            if all_docker && index_annotations.is_empty() {
-                DOCKER_MANIFEST_LIST
-            } else {
-                OCI_INDEX
-            }
-            .to_string(),
-        ),
-        manifests: entries.iter().map(|e| e.descriptor.clone()).collect(),
         annotations: (!index_annotations.is_empty()).then_some(index_annotations),
+        ..ImageIndex::new(
+            index_type,
+            entries.iter().map(|e| e.descriptor.clone()).collect(),
+        )
     };
     let media_type = index
         .media_type
@@ -390,6 +388,6 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
             .into_diagnostic()?;
         println!("{t}@{d}");
     }
-    debug_assert!(is_index_type(&media_type));
+    debug_assert!(is_index(&media_type));
     Ok(ExitCode::SUCCESS)
 }

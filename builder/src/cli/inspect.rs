@@ -1,7 +1,7 @@
 //! `kiln inspect`: docker-style JSON about local images.
 
 use crate::local_store::LocalStore;
-use kiln_registry::{Platform, Reference};
+use kiln_oci::{Platform, Reference};
 use miette::{IntoDiagnostic, Result};
 use serde_json::json;
 use std::path::Path;

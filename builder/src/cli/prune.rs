@@ -2,10 +2,11 @@
 
 use super::du::human_size;
 use crate::local_store::open_state;
-use kiln_solver::cache::prune::{prune, PruneOptions};
-use kiln_solver::cache::{now_secs, CacheStore};
+use kiln_solver::cache::CacheStore;
 use kiln_solver::content::LockMode;
-use kiln_solver::worker::layers::LayerStore;
+use kiln_solver::gc::{prune, PruneOptions};
+use kiln_solver::meta::now_secs;
+use kiln_solver::snapshot::layers::LayerStore;
 use miette::{miette, IntoDiagnostic, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;

@@ -3,9 +3,9 @@
 use crate::local_store::LocalStore;
 use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_oci::{Platform, Reference};
 use kiln_registry::progress::Progress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
-use kiln_registry::{Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

@@ -3,9 +3,9 @@
 use crate::local_store::LocalStore;
 use crate::registry_opts::{registry_failure, runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_oci::Reference;
 use kiln_registry::progress::Progress;
 use kiln_registry::push::{push, PushOptions};
-use kiln_registry::Reference;
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! `kiln tag SOURCE TARGET`: another name for a local image.
 
 use crate::local_store::LocalStore;
-use kiln_registry::Reference;
+use kiln_oci::Reference;
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;

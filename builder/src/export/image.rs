@@ -2,21 +2,15 @@
 //! over the layer blobs, and (for several platforms) the index, all written
 //! into the content store.
 
+use kiln_oci::manifest::duplicate_platform;
+use kiln_oci::media_type::{
+    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
+use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 use kiln_solver::content::{ContentError, ContentStore};
 use kiln_solver::snapshot::layer::Compression;
-use oci_spec::image::{
-    Descriptor, DescriptorBuilder, Digest, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, Platform, SCHEMA_VERSION,
-};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use thiserror::Error;
-
-/// Docker's manifest media type (`oci-mediatypes=false`).
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker's manifest-list media type.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Docker's image-config media type.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Why an image could not be written.
 #[derive(Debug, Error)]
@@ -30,21 +24,6 @@ pub enum ImageError {
          (does the final stage use `FROM --platform=` with a fixed platform or $BUILDPLATFORM?)"
     )]
     DuplicatePlatform(String),
-    /// An OCI structure could not be built.
-    #[error("building the image {what}: {message}")]
-    Spec {
-        /// Which structure.
-        what: &'static str,
-        /// oci-spec's words.
-        message: String,
-    },
-}
-
-fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError {
-    move |e| ImageError::Spec {
-        what,
-        message: e.to_string(),
-    }
 }
 
 /// One layer of an image: its blob and the diffID the config lists.
@@ -62,16 +41,13 @@ pub struct ManifestOptions {
     /// Docker v2 media types instead of OCI ones (`oci-mediatypes=false`).
     pub docker_media_types: bool,
     /// Manifest annotations.
-    pub annotations: HashMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
-/// An OCI platform value.
-pub fn platform(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
-    let mut p = Platform::default();
-    p.set_os(os.into());
-    p.set_architecture(architecture.into());
-    p.set_variant(variant.map(str::to_string));
-    p
+impl ManifestOptions {
+    fn annotations(&self) -> Option<BTreeMap<String, String>> {
+        (!self.annotations.is_empty()).then(|| self.annotations.clone())
+    }
 }
 
 /// Writes the config (`config_json`, already serialised) and the manifest of
@@ -85,45 +61,40 @@ pub fn write_image(
     opts: &ManifestOptions,
 ) -> Result<(Descriptor, Digest), ImageError> {
     let config_type = if opts.docker_media_types {
-        MediaType::Other(DOCKER_CONFIG.to_string())
+        DOCKER_CONFIG
     } else {
-        MediaType::ImageConfig
+        OCI_CONFIG
     };
     let info = store.put_bytes(config_json)?;
-    let config_desc = Descriptor::new(config_type, info.size, info.digest.clone());
+    let config_desc = Descriptor::new(config_type, info.digest.clone(), info.size);
     let layer_descs: Vec<Descriptor> = layers
         .iter()
         .map(|l| {
             let mut d = l.blob.clone();
             // Layers from a base image keep their blob, but their media type
             // follows the manifest's flavour.
-            if let Some(c) = Compression::from_media_type(d.media_type()) {
-                d.set_media_type(if opts.docker_media_types {
+            if let Some(c) = Compression::from_media_type(&d.media_type) {
+                d.media_type = if opts.docker_media_types {
                     c.docker_media_type()
                 } else {
                     c.oci_media_type()
-                });
+                }
+                .to_string();
             }
             d
         })
         .collect();
     let manifest_type = if opts.docker_media_types {
-        MediaType::Other(DOCKER_MANIFEST.to_string())
+        DOCKER_MANIFEST
     } else {
-        MediaType::ImageManifest
+        OCI_MANIFEST
     };
-    let mut builder = ImageManifestBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(manifest_type.clone())
-        .config(config_desc)
-        .layers(layer_descs);
-    if !opts.annotations.is_empty() {
-        builder = builder.annotations(opts.annotations.clone());
-    }
-    let manifest: ImageManifest = builder.build().map_err(spec_err("manifest"))?;
-    let mut desc = store.put_json(manifest_type, &manifest)?;
-    desc.set_platform(Some(platform));
-    Ok((desc, info.digest))
+    let manifest = ImageManifest {
+        annotations: opts.annotations(),
+        ..ImageManifest::new(manifest_type, config_desc, layer_descs)
+    };
+    let desc = store.put_json(manifest_type, &manifest)?;
+    Ok((desc.with_platform(platform), info.digest))
 }
 
 /// Writes an index over per-platform manifests (their descriptors carry the
@@ -133,43 +104,24 @@ pub fn write_index(
     manifests: Vec<Descriptor>,
     opts: &ManifestOptions,
 ) -> Result<Descriptor, ImageError> {
-    let platforms: Vec<kiln_registry::Platform> = manifests
-        .iter()
-        .filter_map(|d| d.platform().as_ref())
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect();
-    if let Some(p) = kiln_registry::manifest::duplicate_platform(&platforms) {
+    if let Some(p) = duplicate_platform(manifests.iter().filter_map(|d| d.platform.as_ref())) {
         return Err(ImageError::DuplicatePlatform(p.to_string()));
     }
     let index_type = if opts.docker_media_types {
-        MediaType::Other(DOCKER_MANIFEST_LIST.to_string())
+        DOCKER_MANIFEST_LIST
     } else {
-        MediaType::ImageIndex
+        OCI_INDEX
     };
-    let mut builder = ImageIndexBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(index_type.clone())
-        .manifests(manifests);
-    if !opts.annotations.is_empty() {
-        builder = builder.annotations(opts.annotations.clone());
-    }
-    let index: ImageIndex = builder.build().map_err(spec_err("index"))?;
+    let index = ImageIndex {
+        annotations: opts.annotations(),
+        ..ImageIndex::new(index_type, manifests)
+    };
     Ok(store.put_json(index_type, &index)?)
 }
 
 /// A descriptor for a layer blob of the given compression.
-pub fn layer_descriptor(
-    digest: Digest,
-    size: u64,
-    compression: Compression,
-) -> Result<Descriptor, ImageError> {
-    DescriptorBuilder::default()
-        .media_type(compression.oci_media_type())
-        .digest(digest)
-        .size(size)
-        .build()
-        .map_err(spec_err("layer descriptor"))
+pub fn layer_descriptor(digest: Digest, size: u64, compression: Compression) -> Descriptor {
+    Descriptor::new(compression.oci_media_type(), digest, size)
 }
 
 #[cfg(test)]
@@ -187,14 +139,13 @@ mod tests {
         let blob = write_layer(&tree, &store, &DiffOptions::default()).unwrap();
         let layer = ImageLayer {
             diff_id: blob.diff_id.clone(),
-            blob: layer_descriptor(blob.blob.digest.clone(), blob.blob.size, blob.compression)
-                .unwrap(),
+            blob: layer_descriptor(blob.blob.digest.clone(), blob.blob.size, blob.compression),
         };
         let config = format!(
             r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
             blob.diff_id
         );
-        let plat = platform("linux", "amd64", None);
+        let plat = Platform::new("linux", "amd64", None);
         let (desc, config_digest) = write_image(
             &store,
             config.as_bytes(),
@@ -203,16 +154,14 @@ mod tests {
             &ManifestOptions::default(),
         )
         .unwrap();
-        assert_eq!(desc.media_type(), &MediaType::ImageManifest);
+        assert_eq!(desc.media_type, OCI_MANIFEST);
         assert_eq!(
-            desc.platform()
-                .as_ref()
-                .map(|p| p.architecture().to_string()),
-            Some("amd64".into())
+            desc.platform.as_ref().map(|p| p.architecture.as_str()),
+            Some("amd64")
         );
-        let manifest: ImageManifest = store.read_json(desc.digest()).unwrap();
-        assert_eq!(manifest.layers()[0].digest(), &blob.blob.digest);
-        assert_eq!(manifest.config().digest(), &config_digest);
+        let manifest: ImageManifest = store.read_json(&desc.digest).unwrap();
+        assert_eq!(manifest.layers[0].digest, blob.blob.digest);
+        assert_eq!(manifest.config.digest, config_digest);
         assert_eq!(store.read_blob(&config_digest).unwrap(), config.as_bytes());
 
         let docker = ManifestOptions {
@@ -220,16 +169,16 @@ mod tests {
             ..Default::default()
         };
         let (d2, _) = write_image(&store, config.as_bytes(), plat, &[layer], &docker).unwrap();
-        let m2: ImageManifest = store.read_json(d2.digest()).unwrap();
+        let m2: ImageManifest = store.read_json(&d2.digest).unwrap();
         assert_eq!(
-            m2.layers()[0].media_type().to_string(),
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            m2.layers[0].media_type,
+            kiln_oci::media_type::DOCKER_LAYER_GZIP
         );
-        assert_ne!(d2.digest(), desc.digest());
+        assert_ne!(d2.digest, desc.digest);
 
         let idx = write_index(&store, vec![desc.clone()], &ManifestOptions::default()).unwrap();
-        let index: ImageIndex = store.read_json(idx.digest()).unwrap();
-        assert_eq!(index.manifests()[0].digest(), desc.digest());
+        let index: ImageIndex = store.read_json(&idx.digest).unwrap();
+        assert_eq!(index.manifests[0].digest, desc.digest);
         // The Docker-typed image is another manifest for the same platform: refused.
         let err =
             write_index(&store, vec![desc.clone(), d2], &ManifestOptions::default()).unwrap_err();

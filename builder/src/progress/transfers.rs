@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use kiln_oci::Digest;
 use kiln_registry::progress::{BlobStatus, Progress};
-use kiln_registry::Digest;
 use kiln_solver::progress::VertexProgress;
 
 /// Intermediate byte counts of one blob are reported at most this often.

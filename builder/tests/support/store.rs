@@ -52,7 +52,7 @@ fn check_records(root: &Path) {
     let layers = root.join("layers");
     let cache =
         kiln_solver::cache::CacheStore::open(&root.join("meta.redb")).expect("open meta.redb");
-    for rec in cache.layers().expect("layer records") {
+    for rec in cache.meta().layers().expect("layer records") {
         assert!(
             layers.join(rec.id.as_str()).is_dir(),
             "layer record {} without its directory",

@@ -366,7 +366,7 @@ fn stage_rules(l: &mut Linter, build: &Build, opts: &CheckOptions) {
                 );
             } else if !raw.contains('$') {
                 let name = st.name.as_deref().unwrap_or("").to_lowercase();
-                let named_for_it = stages::Platform::parse(raw).is_ok_and(|p| {
+                let named_for_it = kiln_oci::Platform::parse(raw).is_ok_and(|p| {
                     !name.is_empty() && (name.contains(&p.architecture) || name.contains(&p.os))
                 });
                 if !named_for_it {

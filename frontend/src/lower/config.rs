@@ -1,8 +1,8 @@
 //! Metadata instructions: how ENV, LABEL, CMD, ... change the image config.
 
-use crate::image::{Empty, HealthConfig, ImageConfig};
 use crate::instructions::expose::exposed_ports;
 use crate::instructions::{CommandLine, Healthcheck, Instruction};
+use kiln_oci::config::{Empty, HealthConfig, ImageConfig};
 
 /// The shell of shell-form commands when SHELL was never set.
 pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];

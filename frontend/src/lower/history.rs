@@ -2,11 +2,11 @@
 //! it (what `docker history` shows): expanded values, Go's `%q`/`%v`
 //! formatting of lists, no entry for ONBUILD, COPY without `--from`/`--link`.
 
-use crate::image::{HealthConfig, ImageConfig};
 use crate::instructions::expose::exposed_ports;
 use crate::instructions::{Copy, Instruction};
 use crate::parser::dump::go_quote;
 use crate::stages::{Base, Build, ResolvedArg, Stage};
+use kiln_oci::config::{HealthConfig, ImageConfig};
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 fn go_quote_list(items: &[String]) -> String {

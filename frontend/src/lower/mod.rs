@@ -11,13 +11,14 @@ mod steps;
 mod time;
 
 use crate::error::{ErrorKind, SourceError};
-use crate::image::ImageConfig;
 use crate::instructions::Instruction;
 use crate::parser::{Ast, Node};
 use crate::stages::{Base, Build, ResolvedInstruction, RunEnv, Stage};
+use kiln_oci::config::ImageConfig;
+use kiln_oci::Platform;
 use kiln_solver::llb::{
-    ChownOpt, Definition, FileAction, FileOp, MkdirAction, Op, Platform, SourceLocation, SourceOp,
-    UserSpec, VertexMetadata, VertexRef,
+    ChownOpt, Definition, FileAction, FileOp, MkdirAction, Op, SourceLocation, SourceOp, UserSpec,
+    VertexMetadata, VertexRef,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use steps::Steps;
@@ -625,7 +626,7 @@ impl Lowerer<'_> {
         state
             .stamps
             .push((state.config.history.len(), state.vertex));
-        state.config.history.push(crate::image::History {
+        state.config.history.push(kiln_oci::config::History {
             created: Some(self.created.clone()),
             created_by,
             comment: "buildkit.dockerfile.v0".to_string(),

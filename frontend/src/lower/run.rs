@@ -182,7 +182,7 @@ impl Lowerer<'_> {
         ri: &ResolvedInstruction,
         m: &RunMount,
         workdir: &str,
-        platform: &kiln_solver::llb::Platform,
+        platform: &kiln_oci::Platform,
         inputs: &mut Vec<VertexRef>,
         mounts: &mut Vec<Mount>,
         secret_env: &mut Vec<SecretEnv>,

@@ -265,11 +265,11 @@ fn equal_work_is_one_vertex_and_errors_have_locations() {
 fn platforms_lowered_into_one_graph_share_buildplatform_stages() {
     let text = "FROM --platform=$BUILDPLATFORM busybox AS build\nRUN make all\nFROM busybox\nARG TARGETARCH\nCOPY --from=build /out/$TARGETARCH /app\n";
     let ast = crate::parse_named("Dockerfile", text.as_bytes()).expect("parse");
-    let build_platform = crate::stages::Platform::parse("linux/amd64").unwrap();
+    let build_platform = kiln_oci::Platform::parse("linux/amd64").unwrap();
     let mut def = Definition::new();
     let mut targets = Vec::new();
     for target in ["linux/amd64", "linux/arm64"] {
-        let target_platform = crate::stages::Platform::parse(target).unwrap();
+        let target_platform = kiln_oci::Platform::parse(target).unwrap();
         let build = resolve(
             &ast,
             &ResolveOptions {

@@ -16,7 +16,8 @@ use crate::parser::{Ast, Span};
 use crate::shell::{Lexer, VarLookup};
 pub use budget::EXPANSION_BUDGET;
 use budget::{env_size, Budget};
-pub use platform::{platform_args, Platform};
+use kiln_oci::Platform;
+pub use platform::platform_args;
 
 /// Proxy build args: usable without an ARG, but kept out of history and cache keys unless declared.
 pub const PROXY_ARGS: [&str; 10] = [

@@ -1,7 +1,7 @@
 //! The automatic platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, ...) derived
 //! from the build graph's platform type.
 
-pub use kiln_solver::llb::Platform;
+use kiln_oci::Platform;
 
 /// The automatic ARGs for `p` with `prefix` `TARGET` or `BUILD`.
 pub fn platform_args(p: &Platform, prefix: &str) -> Vec<(String, String)> {

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{FileStat, StatCache};
-use crate::executor::rootfs_path::{host_path, resolve_in_root};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
+use crate::rootfs_path::{host_path, resolve_in_root};
 
 /// A content checksum (sha256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -684,7 +684,7 @@ mod ignore_tests {
 mod stat_cache_tests {
     use super::*;
     use crate::cache::statcache::RACY_SLACK_NS;
-    use crate::cache::CacheStore;
+    use crate::meta::MetaDb;
 
     /// As if the entries were read an hour after the files last changed.
     const SETTLED: i64 = -3_600_000_000_000;
@@ -692,7 +692,7 @@ mod stat_cache_tests {
     struct Env {
         _d: tempfile::TempDir,
         root: PathBuf,
-        store: CacheStore,
+        store: MetaDb,
     }
 
     fn env() -> Env {
@@ -702,7 +702,7 @@ mod stat_cache_tests {
         fs::write(root.join("src/a.txt"), b"alpha").unwrap();
         fs::write(root.join("src/b.txt"), b"bravo").unwrap();
         fs::write(root.join("Dockerfile"), b"FROM scratch").unwrap();
-        let store = CacheStore::open(&d.path().join("meta.redb")).unwrap();
+        let store = MetaDb::open(&d.path().join("meta.redb")).unwrap();
         Env { root, store, _d: d }
     }
 

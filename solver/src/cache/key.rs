@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::contenthash::{ContentChecksum, Selector};
-use crate::llb::{FileAction, MountKind, Op, Platform, Vertex};
+use crate::llb::{FileAction, MountKind, Op, Vertex};
+use kiln_oci::Platform;
 
 /// A cache key (sha256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

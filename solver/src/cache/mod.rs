@@ -2,7 +2,6 @@
 
 pub mod contenthash;
 pub mod key;
-pub mod prune;
 pub mod statcache;
 pub mod store;
 
@@ -15,4 +14,4 @@ pub use key::{
     InputKey,
 };
 pub use statcache::{FileStat, StatCache};
-pub use store::{now_secs, CacheEntry, CacheResult, CacheStore, CacheStoreError, CacheWriter};
+pub use store::{CacheEntry, CacheResult, CacheStore};

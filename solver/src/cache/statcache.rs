@@ -16,13 +16,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::store::{CacheStore, CacheStoreError};
-
-/// `root \0 relative path` → encoded [`StatEntry`].
-pub(crate) const STAT_DIGESTS: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("contenthash_stat");
+use crate::meta::{dberr, MetaDb, MetaError, STAT_DIGESTS};
 
 /// How much older than the recorded read a file's timestamps must be for its entry to be
 /// trusted. Linux stamps files from a coarse clock (a few ms behind the precise one), and
@@ -167,7 +163,7 @@ pub fn now_ns() -> i64 {
 /// snapshot of the store taken when the pass began, new digests are collected and written
 /// by [`StatCache::persist`] in one transaction (none when nothing changed).
 pub struct StatCache<'a> {
-    store: &'a CacheStore,
+    store: &'a MetaDb,
     table: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
     prefix: Vec<u8>,
     started_ns: i64,
@@ -185,14 +181,14 @@ impl std::fmt::Debug for StatCache<'_> {
 
 impl<'a> StatCache<'a> {
     /// Begins a pass over the tree at `root` (absolute; made so when it is not).
-    pub fn begin(store: &'a CacheStore, root: &Path) -> Result<StatCache<'a>, CacheStoreError> {
+    pub fn begin(store: &'a MetaDb, root: &Path) -> Result<StatCache<'a>, MetaError> {
         // Taken before any file is stat'ed: a file changed after this instant gets a
         // timestamp no older than this minus the clock's coarseness.
         let started_ns = now_ns();
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let mut prefix = root.as_os_str().as_bytes().to_vec();
         prefix.push(0);
-        let txn = store.db().begin_read().map_err(dberr)?;
+        let txn = store.read()?;
         let table = match txn.open_table(STAT_DIGESTS) {
             Ok(t) => Some(t),
             // A store made before this table existed: everything is a miss.
@@ -250,7 +246,7 @@ impl<'a> StatCache<'a> {
 
     /// Writes the digests read in this pass. Nothing is written (no transaction, no fsync)
     /// when every file was a hit.
-    pub fn persist(self) -> Result<(), CacheStoreError> {
+    pub fn persist(self) -> Result<(), MetaError> {
         let mut fresh = self
             .fresh
             .into_inner()
@@ -268,7 +264,7 @@ impl<'a> StatCache<'a> {
             return Ok(());
         }
         drop(self.table);
-        let txn = self.store.db().begin_write().map_err(dberr)?;
+        let txn = self.store.writer()?.txn;
         {
             let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
             for (rel, entry) in &fresh {
@@ -283,15 +279,11 @@ impl<'a> StatCache<'a> {
     }
 }
 
-fn dberr<E: Into<redb::Error>>(e: E) -> CacheStoreError {
-    CacheStoreError::Db(e.into())
-}
-
 /// Drops the entries of files that no longer exist (prune calls it: entries are only
 /// written, never removed, by builds). Returns how many went.
-pub fn forget_missing(store: &CacheStore) -> Result<usize, CacheStoreError> {
+pub fn forget_missing(store: &MetaDb) -> Result<usize, MetaError> {
     let gone: Vec<Vec<u8>> = {
-        let txn = store.db().begin_read().map_err(dberr)?;
+        let txn = store.read()?;
         let table = match txn.open_table(STAT_DIGESTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
@@ -319,7 +311,7 @@ pub fn forget_missing(store: &CacheStore) -> Result<usize, CacheStoreError> {
     if gone.is_empty() {
         return Ok(0);
     }
-    let txn = store.db().begin_write().map_err(dberr)?;
+    let txn = store.writer()?.txn;
     {
         let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
         for k in &gone {
@@ -331,8 +323,8 @@ pub fn forget_missing(store: &CacheStore) -> Result<usize, CacheStoreError> {
 }
 
 /// Drops every remembered digest (they are only a shortcut; `prune --all` clears them).
-pub fn clear(store: &CacheStore) -> Result<usize, CacheStoreError> {
-    let txn = store.db().begin_write().map_err(dberr)?;
+pub fn clear(store: &MetaDb) -> Result<usize, MetaError> {
+    let txn = store.writer()?.txn;
     let removed = {
         let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
         let n = table.len().map_err(dberr)?;

@@ -1,57 +1,16 @@
-//! The persistent cache store in `meta.redb`: cache key → result, layer records
-//! (layer id → diffID and blobs per compression), blob → layer id, and last-use times for
-//! prune and du. Every change happens in one redb write transaction: a crash or a dropped
-//! [`CacheWriter`] leaves the previous committed state.
+//! The persistent cache store in `meta.redb`: cache key → result, and the last use of each
+//! result for prune and du. Layer records live beside it in the same database
+//! ([`crate::snapshot::records`]), so one [`MetaWriter`] changes a result and the layers it
+//! needs at once.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use oci_spec::image::Digest;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
-use super::statcache::STAT_DIGESTS;
-use crate::snapshot::{BlobRecord, LayerId, LayerRecord, Snapshot};
-
-const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cache_results");
-const RESULT_USED: TableDefinition<&[u8], u64> = TableDefinition::new("cache_result_last_used");
-const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
-const LAYER_USED: TableDefinition<&str, u64> = TableDefinition::new("layer_last_used");
-const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob_layers");
-
-/// Errors of the cache store.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheStoreError {
-    /// The database failed.
-    #[error("cache database: {0}")]
-    Db(#[from] redb::Error),
-    /// A stored record does not decode.
-    #[error("corrupt {table} record {key}: {message}")]
-    Corrupt {
-        /// Table name.
-        table: &'static str,
-        /// Record key.
-        key: String,
-        /// Decoder message.
-        message: String,
-    },
-    /// A result refers to a layer that has no record.
-    #[error("cache result refers to unknown layer {0}")]
-    MissingLayer(LayerId),
-}
-
-fn dberr<E: Into<redb::Error>>(e: E) -> CacheStoreError {
-    CacheStoreError::Db(e.into())
-}
-
-/// Seconds since the epoch, for last-use times.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::meta::{dberr, decode, encode, MetaDb, MetaError, MetaWriter, RESULTS, RESULT_USED};
+use crate::snapshot::{LayerId, LayerRecord, Snapshot};
 
 /// What a cached step produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +38,7 @@ pub struct CacheEntry {
 
 /// The cache store.
 pub struct CacheStore {
-    db: redb::Database,
+    meta: MetaDb,
     /// Uses seen by [`CacheStore::lookup`] and not yet written: a fully cached build records
     /// them in one transaction (one fsync) instead of one per step.
     uses: std::sync::Mutex<Vec<(CacheKey, CacheResult, u64)>>,
@@ -98,72 +57,19 @@ impl std::fmt::Debug for CacheStore {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
-    table: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, CacheStoreError> {
-    serde_json::from_slice(bytes).map_err(|e| CacheStoreError::Corrupt {
-        table,
-        key: key.to_string(),
-        message: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Plain data structures always serialise.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
 impl CacheStore {
     /// Opens or creates the database; several kiln processes may have it open at once.
-    pub fn open(path: &Path) -> Result<Self, CacheStoreError> {
-        let db = redb::Database::builder()
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(dberr)?;
-        // Create the tables so readers never see "table does not exist" (a write and its
-        // fsync only when one is missing: every build opens the store).
-        if !Self::has_tables(&db)? {
-            let txn = db.begin_write().map_err(dberr)?;
-            {
-                txn.open_table(RESULTS).map_err(dberr)?;
-                txn.open_table(RESULT_USED).map_err(dberr)?;
-                txn.open_table(LAYERS).map_err(dberr)?;
-                txn.open_table(LAYER_USED).map_err(dberr)?;
-                txn.open_table(BLOBS).map_err(dberr)?;
-                txn.open_table(STAT_DIGESTS).map_err(dberr)?;
-            }
-            txn.commit().map_err(dberr)?;
-        }
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
         Ok(CacheStore {
-            db,
+            meta: MetaDb::open(path)?,
             uses: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    fn has_tables(db: &redb::Database) -> Result<bool, CacheStoreError> {
-        let txn = db.begin_read().map_err(dberr)?;
-        let names: std::collections::HashSet<String> = txn
-            .list_tables()
-            .map_err(dberr)?
-            .map(|t| t.name().to_string())
-            .collect();
-        Ok([
-            RESULTS.name(),
-            RESULT_USED.name(),
-            LAYERS.name(),
-            LAYER_USED.name(),
-            BLOBS.name(),
-            STAT_DIGESTS.name(),
-        ]
-        .iter()
-        .all(|n| names.contains(*n)))
-    }
-
-    /// The database, for the other tables of `meta.redb` (the stat cache).
-    pub(crate) fn db(&self) -> &redb::Database {
-        &self.db
+    /// The whole metadata database, for the other tables of `meta.redb` (layer records,
+    /// the stat cache).
+    pub fn meta(&self) -> &MetaDb {
+        &self.meta
     }
 
     fn take_uses(&self) -> Vec<(CacheKey, CacheResult, u64)> {
@@ -173,36 +79,32 @@ impl CacheStore {
         }
     }
 
-    /// Starts an atomic batch of changes; nothing is visible until [`CacheWriter::commit`].
+    /// Starts an atomic batch of changes; nothing is visible until [`MetaWriter::commit`].
     /// Uses recorded by [`CacheStore::lookup`] so far ride along.
-    pub fn writer(&self) -> Result<CacheWriter, CacheStoreError> {
-        let mut w = CacheWriter {
-            txn: self.db.begin_write().map_err(dberr)?,
-        };
+    pub fn writer(&self) -> Result<MetaWriter, MetaError> {
+        let mut w = self.meta.writer()?;
         for (key, result, now) in self.take_uses() {
-            w.touch(&key, &result, now)?;
+            w.touch_result(&key, &result, now)?;
         }
         Ok(w)
     }
 
     /// Writes the uses recorded by [`CacheStore::lookup`] (nothing when there are none).
-    pub fn flush_uses(&self) -> Result<(), CacheStoreError> {
+    pub fn flush_uses(&self) -> Result<(), MetaError> {
         let uses = self.take_uses();
         if uses.is_empty() {
             return Ok(());
         }
-        let mut w = CacheWriter {
-            txn: self.db.begin_write().map_err(dberr)?,
-        };
+        let mut w = self.meta.writer()?;
         for (key, result, now) in &uses {
-            w.touch(key, result, *now)?;
+            w.touch_result(key, result, *now)?;
         }
         w.commit()
     }
 
     /// The result stored under `key`, without touching its last-use time.
-    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheResult>, CacheStoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheResult>, MetaError> {
+        let txn = self.meta.read()?;
         let table = txn.open_table(RESULTS).map_err(dberr)?;
         match table.get(&key.0[..]).map_err(dberr)? {
             Some(v) => Ok(Some(decode("cache_results", &key.to_string(), v.value())?)),
@@ -213,7 +115,7 @@ impl CacheStore {
     /// Looks `key` up and, on a hit, records the use at `now` (for prune's LRU order). The
     /// use is written with the next write transaction, by [`CacheStore::flush_uses`], or
     /// when the store is dropped.
-    pub fn lookup(&self, key: &CacheKey, now: u64) -> Result<Option<CacheResult>, CacheStoreError> {
+    pub fn lookup(&self, key: &CacheKey, now: u64) -> Result<Option<CacheResult>, MetaError> {
         let Some(result) = self.get(key)? else {
             return Ok(None);
         };
@@ -224,44 +126,16 @@ impl CacheStore {
         Ok(Some(result))
     }
 
-    /// The record of a layer.
-    pub fn layer(&self, id: &LayerId) -> Result<Option<LayerRecord>, CacheStoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(LAYERS).map_err(dberr)?;
-        match table.get(id.as_str()).map_err(dberr)? {
-            Some(v) => Ok(Some(decode("layers", id.as_str(), v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The layer a blob we have seen (pulled or made) belongs to.
-    pub fn layer_of_blob(&self, blob: &Digest) -> Result<Option<LayerId>, CacheStoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(BLOBS).map_err(dberr)?;
-        match table.get(blob.as_ref()).map_err(dberr)? {
-            Some(v) => {
-                LayerId::parse(v.value())
-                    .map(Some)
-                    .ok_or_else(|| CacheStoreError::Corrupt {
-                        table: "blob_layers",
-                        key: blob.to_string(),
-                        message: format!("{:?} is not a layer id", v.value()),
-                    })
-            }
-            None => Ok(None),
-        }
-    }
-
     /// Every cache entry with its last use, oldest use first (for `du` and `prune`).
-    pub fn entries(&self) -> Result<Vec<CacheEntry>, CacheStoreError> {
+    pub fn entries(&self) -> Result<Vec<CacheEntry>, MetaError> {
         self.flush_uses()?;
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.meta.read()?;
         let results = txn.open_table(RESULTS).map_err(dberr)?;
         let used = txn.open_table(RESULT_USED).map_err(dberr)?;
         let mut out = Vec::new();
         for row in results.iter().map_err(dberr)? {
             let (k, v) = row.map_err(dberr)?;
-            let key = CacheKey(k.value().try_into().map_err(|_| CacheStoreError::Corrupt {
+            let key = CacheKey(k.value().try_into().map_err(|_| MetaError::Corrupt {
                 table: "cache_results",
                 key: hex::encode(k.value()),
                 message: "key is not 32 bytes".into(),
@@ -282,25 +156,14 @@ impl CacheStore {
         Ok(out)
     }
 
-    /// Every layer record.
-    pub fn layers(&self) -> Result<Vec<LayerRecord>, CacheStoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(LAYERS).map_err(dberr)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(dberr)? {
-            let (k, v) = row.map_err(dberr)?;
-            out.push(decode("layers", k.value(), v.value())?);
-        }
-        Ok(out)
-    }
-
     /// Layers no cache result refers to (candidates for garbage collection).
-    pub fn unreferenced_layers(&self) -> Result<Vec<LayerRecord>, CacheStoreError> {
+    pub fn unreferenced_layers(&self) -> Result<Vec<LayerRecord>, MetaError> {
         let mut referenced = std::collections::HashSet::new();
         for e in self.entries()? {
             referenced.extend(e.result.snapshot.layers);
         }
         Ok(self
+            .meta
             .layers()?
             .into_iter()
             .filter(|l| !referenced.contains(&l.id))
@@ -308,12 +171,7 @@ impl CacheStore {
     }
 }
 
-/// An open write transaction. Dropping it without [`CacheWriter::commit`] discards every change.
-pub struct CacheWriter {
-    txn: redb::WriteTransaction,
-}
-
-impl CacheWriter {
+impl MetaWriter {
     /// Stores `result` under `key`. Every layer of its snapshot must have a record (written
     /// before, or earlier in this transaction).
     pub fn put_result(
@@ -321,13 +179,10 @@ impl CacheWriter {
         key: &CacheKey,
         result: &CacheResult,
         now: u64,
-    ) -> Result<(), CacheStoreError> {
-        {
-            let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-            for l in &result.snapshot.layers {
-                if layers.get(l.as_str()).map_err(dberr)?.is_none() {
-                    return Err(CacheStoreError::MissingLayer(l.clone()));
-                }
+    ) -> Result<(), MetaError> {
+        for l in &result.snapshot.layers {
+            if !self.has_layer(l)? {
+                return Err(MetaError::MissingLayer(l.to_string()));
             }
         }
         let mut results = self.txn.open_table(RESULTS).map_err(dberr)?;
@@ -335,74 +190,24 @@ impl CacheWriter {
             .insert(&key.0[..], encode(result).as_slice())
             .map_err(dberr)?;
         drop(results);
-        self.touch(key, result, now)
+        self.touch_result(key, result, now)
     }
 
     /// Records a use of `key` (and its layers) at `now`.
-    pub fn touch(
+    pub fn touch_result(
         &mut self,
         key: &CacheKey,
         result: &CacheResult,
         now: u64,
-    ) -> Result<(), CacheStoreError> {
+    ) -> Result<(), MetaError> {
         let mut used = self.txn.open_table(RESULT_USED).map_err(dberr)?;
         used.insert(&key.0[..], now).map_err(dberr)?;
-        let mut layer_used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-        for l in &result.snapshot.layers {
-            layer_used.insert(l.as_str(), now).map_err(dberr)?;
-        }
-        Ok(())
-    }
-
-    /// Adds or updates a layer record: what `record` knows is merged into what is stored
-    /// (a diffID once known stays, blobs accumulate).
-    pub fn put_layer(&mut self, record: &LayerRecord, now: u64) -> Result<(), CacheStoreError> {
-        let key = record.id.as_str();
-        let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-        let merged = match layers.get(key).map_err(dberr)? {
-            Some(old) => {
-                let mut old: LayerRecord = decode("layers", key, old.value())?;
-                old.merge(record);
-                old
-            }
-            None => record.clone(),
-        };
-        layers
-            .insert(key, encode(&merged).as_slice())
-            .map_err(dberr)?;
-        drop(layers);
-        let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
-        for b in &merged.blobs {
-            blobs.insert(b.digest.as_ref(), key).map_err(dberr)?;
-        }
-        drop(blobs);
-        let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-        used.insert(key, now).map_err(dberr)?;
-        Ok(())
-    }
-
-    /// Remembers the diffID and a compressed form of a recorded layer.
-    pub fn add_blob(
-        &mut self,
-        id: &LayerId,
-        diff_id: &Digest,
-        blob: &BlobRecord,
-        now: u64,
-    ) -> Result<(), CacheStoreError> {
-        {
-            let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-            if layers.get(id.as_str()).map_err(dberr)?.is_none() {
-                return Err(CacheStoreError::MissingLayer(id.clone()));
-            }
-        }
-        let mut record = LayerRecord::new(id.clone());
-        record.diff_id = Some(diff_id.clone());
-        record.blobs.push(blob.clone());
-        self.put_layer(&record, now)
+        drop(used);
+        self.touch_layers(&result.snapshot.layers, now)
     }
 
     /// Removes a cache result; returns whether it existed.
-    pub fn remove_result(&mut self, key: &CacheKey) -> Result<bool, CacheStoreError> {
+    pub fn remove_result(&mut self, key: &CacheKey) -> Result<bool, MetaError> {
         let mut results = self.txn.open_table(RESULTS).map_err(dberr)?;
         let existed = results.remove(&key.0[..]).map_err(dberr)?.is_some();
         drop(results);
@@ -413,7 +218,7 @@ impl CacheWriter {
 
     /// Removes a layer record and its blob mappings; refused (`None`) while a result refers
     /// to it.
-    pub fn remove_layer(&mut self, id: &LayerId) -> Result<Option<LayerRecord>, CacheStoreError> {
+    pub fn remove_layer(&mut self, id: &LayerId) -> Result<Option<LayerRecord>, MetaError> {
         {
             let results = self.txn.open_table(RESULTS).map_err(dberr)?;
             for row in results.iter().map_err(dberr)? {
@@ -424,27 +229,7 @@ impl CacheWriter {
                 }
             }
         }
-        let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
-        let removed = match layers.remove(id.as_str()).map_err(dberr)? {
-            Some(v) => Some(decode::<LayerRecord>("layers", id.as_str(), v.value())?),
-            None => None,
-        };
-        drop(layers);
-        if let Some(r) = &removed {
-            let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
-            for b in &r.blobs {
-                blobs.remove(b.digest.as_ref()).map_err(dberr)?;
-            }
-            drop(blobs);
-            let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
-            used.remove(id.as_str()).map_err(dberr)?;
-        }
-        Ok(removed)
-    }
-
-    /// Makes every change durable and visible at once.
-    pub fn commit(self) -> Result<(), CacheStoreError> {
-        self.txn.commit().map_err(dberr)
+        self.remove_layer_record(id)
     }
 }
 

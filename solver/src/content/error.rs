@@ -2,11 +2,20 @@
 
 use std::path::PathBuf;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 /// What can go wrong while reading or writing the content store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
+    /// Following the references of the store's images failed.
+    #[error("walking the images of {}", root.display())]
+    Walk {
+        /// The store.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<kiln_oci::Error>,
+    },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -39,9 +48,6 @@ pub enum ContentError {
         /// The number of bytes written.
         actual: u64,
     },
-    /// Only sha256 digests are stored.
-    #[error("unsupported digest algorithm in {0} (only sha256 is supported)")]
-    UnsupportedDigest(Digest),
     /// A JSON document in the store (index.json, oci-layout, a manifest) did not parse.
     #[error("invalid JSON in {path}: {message}")]
     Json {

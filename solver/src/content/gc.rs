@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::error::{ContentError, Result};
 use super::lock::{LockMode, StoreLock};
@@ -23,78 +23,14 @@ pub struct GcReport {
     pub reclaimed: u64,
 }
 
-/// The digests a JSON manifest or index refers to (config, layers, manifests, subject).
-fn children(bytes: &[u8]) -> Vec<Digest> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut push = |d: &serde_json::Value| {
-        if let Some(s) = d.get("digest").and_then(|x| x.as_str()) {
-            if let Ok(d) = Digest::try_from(s) {
-                out.push(d);
-            }
-        }
-    };
-    for key in ["manifests", "layers", "blobs"] {
-        if let Some(arr) = v.get(key).and_then(|x| x.as_array()) {
-            arr.iter().for_each(&mut push);
-        }
-    }
-    for key in ["config", "subject"] {
-        if let Some(d) = v.get(key) {
-            push(d);
-        }
-    }
-    out
-}
-
-/// Whether a descriptor's blob may refer to other blobs (manifests, indexes, artifacts).
-fn may_refer(media_type: &str) -> bool {
-    media_type.contains("manifest") || media_type.contains("index") || media_type.is_empty()
-}
-
 impl ContentStore {
     /// Every blob reachable from the tags of `index.json` (entries without a name count too).
     pub fn reachable(&self) -> Result<HashSet<Digest>> {
         let index = self.index()?;
-        let mut seen: HashSet<Digest> = HashSet::new();
-        let mut stack: Vec<(Digest, bool)> = index
-            .manifests()
-            .iter()
-            .map(|d| (d.digest().clone(), may_refer(d.media_type().as_ref())))
-            .collect();
-        while let Some((digest, follow)) = stack.pop() {
-            if !seen.insert(digest.clone()) {
-                continue;
-            }
-            // Layers are never parsed: only small JSON documents can refer to blobs.
-            if !follow || !self.exists(&digest)? {
-                continue;
-            }
-            if self.size(&digest)?.unwrap_or(0) > 4 * 1024 * 1024 {
-                continue;
-            }
-            let bytes = self.read_blob(&digest)?;
-            let v: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-            let layer_digests: HashSet<String> = v
-                .as_ref()
-                .and_then(|v| v.get("layers"))
-                .and_then(|l| l.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| {
-                            d.get("digest").and_then(|x| x.as_str()).map(str::to_string)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for child in children(&bytes) {
-                let is_layer = layer_digests.contains(child.as_ref());
-                stack.push((child, !is_layer));
-            }
-        }
-        Ok(seen)
+        kiln_oci::walk::reachable(self, index.manifests).map_err(|e| ContentError::Walk {
+            root: self.root().to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Removes every blob that is neither reachable from a tag nor in `keep`, and leftover
@@ -141,7 +77,7 @@ impl ContentStore {
 
 #[cfg(test)]
 mod tests {
-    use oci_spec::image::MediaType;
+    use kiln_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
     use serde_json::json;
 
     use super::*;
@@ -159,13 +95,13 @@ mod tests {
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest.to_string(), "size": config.size},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest.to_string(), "size": layer.size}]
         });
-        let m = s.put_json(MediaType::ImageManifest, &manifest).unwrap();
+        let m = s.put_json(OCI_MANIFEST, &manifest).unwrap();
         let index = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.digest().to_string(), "size": m.size()}]
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.digest.to_string(), "size": m.size}]
         });
-        let i = s.put_json(MediaType::ImageIndex, &index).unwrap();
+        let i = s.put_json(OCI_INDEX, &index).unwrap();
         s.set_tag("docker.io/library/app:1", &i).unwrap();
         let orphan = s.put_bytes(b"orphan").unwrap();
         let kept = s.put_bytes(b"a cached layer blob").unwrap();
@@ -200,8 +136,8 @@ mod tests {
         for live in [
             &layer.digest,
             &config.digest,
-            m.digest(),
-            i.digest(),
+            &m.digest,
+            &i.digest,
             &kept.digest,
         ] {
             assert!(s.exists(live).unwrap(), "{live} must stay");

@@ -5,12 +5,12 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use tempfile::NamedTempFile;
 
-use super::digest::{sha256_hex, HashingWriter};
 use super::error::{ContentError, Result};
 use crate::atomic_file::sync_parent;
+use kiln_oci::HashingWriter;
 
 /// Digest and size of a stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +49,6 @@ pub struct Ingest {
 
 impl Ingest {
     pub(crate) fn new(tmp: NamedTempFile, blobs_dir: PathBuf, expected: Expected) -> Result<Self> {
-        if let Some(d) = &expected.digest {
-            sha256_hex(d)?;
-        }
         Ok(Ingest {
             writer: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
             blobs_dir,
@@ -88,8 +85,7 @@ impl Ingest {
                 });
             }
         }
-        let hex = sha256_hex(&digest)?;
-        let target = self.blobs_dir.join(hex);
+        let target = self.blobs_dir.join(digest.hex());
         if target.exists() {
             return Ok(BlobInfo { digest, size });
         }

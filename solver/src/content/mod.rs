@@ -6,23 +6,22 @@
 //! kiln's own bookkeeping lives in the hidden `.kiln/` directory of the layout: temporary
 //! ingest files (same filesystem, so renames are atomic) and the lock files.
 
-mod digest;
 mod error;
 mod gc;
+mod image_store;
 mod ingest;
 mod lock;
 mod threaded;
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageIndexBuilder, MediaType, OciLayout};
+use kiln_oci::media_type::{ANNOTATION_REF_NAME, OCI_INDEX};
+use kiln_oci::{Descriptor, Digest, ImageIndex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use digest::{digest_from_hasher, sha256_digest, sha256_hex, HashingReader, HashingWriter};
 pub use error::{ContentError, Result};
 pub use gc::GcReport;
 pub use ingest::{BlobInfo, Expected, Ingest};
@@ -31,8 +30,6 @@ pub use threaded::ThreadedWriter;
 
 use crate::atomic_file::write_atomic;
 
-/// The annotation naming a tagged image in `index.json`.
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// The image-layout version we write.
 pub const LAYOUT_VERSION: &str = "1.0.0";
 
@@ -61,17 +58,11 @@ impl ContentStore {
         }
         let layout_path = store.root.join("oci-layout");
         if layout_path.exists() {
-            let layout = OciLayout::from_file(&layout_path).map_err(|e| ContentError::Json {
-                path: layout_path.clone(),
-                message: e.to_string(),
-            })?;
-            if !layout.image_layout_version().starts_with("1.") {
+            let version = read_layout_version(&layout_path)?;
+            if !version.starts_with("1.") {
                 return Err(ContentError::InvalidLayout {
                     path: store.root.clone(),
-                    reason: format!(
-                        "unsupported imageLayoutVersion {}",
-                        layout.image_layout_version()
-                    ),
+                    reason: format!("unsupported imageLayoutVersion {version}"),
                 });
             }
         } else {
@@ -83,7 +74,7 @@ impl ContentStore {
         if !index_path.exists() {
             let _guard = store.lock_index()?;
             if !index_path.exists() {
-                store.write_index(&empty_index()?)?;
+                store.write_index(&empty_index())?;
             }
         }
         Ok(store)
@@ -108,7 +99,7 @@ impl ContentStore {
 
     /// Where the blob with `digest` lives (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
-        Ok(self.blobs_dir().join(sha256_hex(digest)?))
+        Ok(self.blobs_dir().join(digest.hex()))
     }
 
     /// Whether the blob is present.
@@ -168,7 +159,7 @@ impl ContentStore {
 
     /// Stores `bytes` and returns their digest and size.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
-        let digest = sha256_digest(bytes);
+        let digest = Digest::of(bytes);
         if self.exists(&digest)? {
             return Ok(BlobInfo {
                 digest,
@@ -183,13 +174,13 @@ impl ContentStore {
     }
 
     /// Serialises `value` as JSON, stores it and returns a descriptor with `media_type`.
-    pub fn put_json<T: Serialize>(&self, media_type: MediaType, value: &T) -> Result<Descriptor> {
+    pub fn put_json<T: Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor> {
         let bytes = serde_json::to_vec(value).map_err(|e| ContentError::Json {
             path: self.root.clone(),
             message: e.to_string(),
         })?;
         let info = self.put_bytes(&bytes)?;
-        Ok(Descriptor::new(media_type, info.size, info.digest))
+        Ok(Descriptor::new(media_type, info.digest, info.size))
     }
 
     /// A directory on the store's filesystem for callers that download into a file of their
@@ -303,7 +294,7 @@ impl ContentStore {
     pub fn tags(&self) -> Result<Vec<TaggedImage>> {
         let index = self.index()?;
         let mut out: Vec<TaggedImage> = index
-            .manifests()
+            .manifests
             .iter()
             .filter_map(|d| {
                 ref_name(d).map(|name| TaggedImage {
@@ -320,7 +311,7 @@ impl ContentStore {
     pub fn resolve(&self, name: &str) -> Result<Option<Descriptor>> {
         let index = self.index()?;
         Ok(index
-            .manifests()
+            .manifests
             .iter()
             .find(|d| ref_name(d) == Some(name))
             .cloned())
@@ -329,15 +320,14 @@ impl ContentStore {
     /// Points tag `name` at `descriptor` (replacing any previous target). The descriptor's
     /// blob must already be in the store.
     pub fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
-        if !self.exists(descriptor.digest())? {
-            return Err(ContentError::NotFound(descriptor.digest().clone()));
+        if !self.exists(&descriptor.digest)? {
+            return Err(ContentError::NotFound(descriptor.digest.clone()));
         }
-        let mut entry = descriptor.clone();
-        let mut annotations = entry.annotations().clone().unwrap_or_default();
-        annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
-        entry.set_annotations(Some(annotations));
+        let entry = descriptor
+            .clone()
+            .with_annotation(ANNOTATION_REF_NAME, name);
         self.update_index(|index| {
-            let mut manifests = index.manifests().clone();
+            let manifests = &mut index.manifests;
             // A re-pointed tag keeps its place, so setting it to what it was changes nothing.
             match manifests.iter().position(|d| ref_name(d) == Some(name)) {
                 Some(at) => {
@@ -348,7 +338,6 @@ impl ContentStore {
                 }
                 None => manifests.push(entry),
             }
-            index.set_manifests(manifests);
             Ok(())
         })
     }
@@ -356,11 +345,10 @@ impl ContentStore {
     /// Removes tag `name`; returns whether it existed. Blobs are not touched.
     pub fn remove_tag(&self, name: &str) -> Result<bool> {
         self.update_index(|index| {
-            let mut manifests = index.manifests().clone();
+            let manifests = &mut index.manifests;
             let before = manifests.len();
             manifests.retain(|d| ref_name(d) != Some(name));
             let removed = manifests.len() != before;
-            index.set_manifests(manifests);
             Ok(removed)
         })
     }
@@ -372,7 +360,7 @@ impl ContentStore {
     pub fn untagged(&self) -> Result<Vec<Descriptor>> {
         Ok(self
             .index()?
-            .manifests()
+            .manifests
             .iter()
             .filter(|d| ref_name(d).is_none())
             .cloned()
@@ -381,18 +369,17 @@ impl ContentStore {
 
     /// Keeps `descriptor` as an unnamed entry (once). The blob must already be in the store.
     pub fn add_untagged(&self, descriptor: &Descriptor) -> Result<()> {
-        if !self.exists(descriptor.digest())? {
-            return Err(ContentError::NotFound(descriptor.digest().clone()));
+        if !self.exists(&descriptor.digest)? {
+            return Err(ContentError::NotFound(descriptor.digest.clone()));
         }
         self.update_index(|index| {
-            let mut manifests = index.manifests().clone();
+            let manifests = &mut index.manifests;
             if !manifests
                 .iter()
-                .any(|d| ref_name(d).is_none() && d.digest() == descriptor.digest())
+                .any(|d| ref_name(d).is_none() && d.digest == descriptor.digest)
             {
                 manifests.push(descriptor.clone());
             }
-            index.set_manifests(manifests);
             Ok(())
         })
     }
@@ -400,11 +387,10 @@ impl ContentStore {
     /// Drops the unnamed entries for `digest`; returns whether there were any. Blobs are not touched.
     pub fn remove_untagged(&self, digest: &Digest) -> Result<bool> {
         self.update_index(|index| {
-            let mut manifests = index.manifests().clone();
+            let manifests = &mut index.manifests;
             let before = manifests.len();
-            manifests.retain(|d| ref_name(d).is_some() || d.digest() != digest);
+            manifests.retain(|d| ref_name(d).is_some() || &d.digest != digest);
             let removed = manifests.len() != before;
-            index.set_manifests(manifests);
             Ok(removed)
         })
     }
@@ -412,22 +398,26 @@ impl ContentStore {
 
 /// The `org.opencontainers.image.ref.name` of a descriptor.
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations()
-        .as_ref()
-        .and_then(|a: &HashMap<String, String>| a.get(REF_NAME_ANNOTATION))
-        .map(String::as_str)
+    d.annotation(ANNOTATION_REF_NAME)
 }
 
-fn empty_index() -> Result<ImageIndex> {
-    ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(Vec::new())
-        .build()
-        .map_err(|e| ContentError::Json {
-            path: PathBuf::from("index.json"),
-            message: e.to_string(),
-        })
+fn empty_index() -> ImageIndex {
+    ImageIndex::new(OCI_INDEX, Vec::new())
+}
+
+/// The `imageLayoutVersion` of an `oci-layout` file.
+fn read_layout_version(path: &Path) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Layout {
+        image_layout_version: String,
+    }
+    let bytes = fs::read(path).map_err(|e| ContentError::io("read", path, e))?;
+    let layout: Layout = serde_json::from_slice(&bytes).map_err(|e| ContentError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(layout.image_layout_version)
 }
 
 #[cfg(test)]

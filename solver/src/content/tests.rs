@@ -1,6 +1,7 @@
 use std::io::Write;
 
-use oci_spec::image::{Descriptor, MediaType};
+use kiln_oci::media_type::{OCI_CONFIG, OCI_MANIFEST};
+use kiln_oci::Descriptor;
 
 use super::*;
 
@@ -21,8 +22,8 @@ fn open_creates_an_oci_layout_and_reopens_it() {
         serde_json::from_slice(&fs::read(s.root().join("oci-layout")).unwrap()).unwrap();
     assert_eq!(layout["imageLayoutVersion"], "1.0.0");
     let index = s.index().unwrap();
-    assert_eq!(index.schema_version(), 2);
-    assert!(index.manifests().is_empty());
+    assert_eq!(index.schema_version, 2);
+    assert!(index.manifests.is_empty());
     assert!(s.root().join("blobs/sha256").is_dir());
     let info = s.put_bytes(b"x").unwrap();
     let again = ContentStore::open(s.root()).unwrap();
@@ -46,12 +47,12 @@ fn put_read_size_list_delete() {
     let (_d, s) = store();
     let a = s.put_bytes(b"hello").unwrap();
     let b = s.put_bytes(b"world!").unwrap();
-    assert_eq!(a.digest, sha256_digest(b"hello"));
+    assert_eq!(a.digest, Digest::of(b"hello"));
     assert_eq!(a.size, 5);
     assert_eq!(s.read_blob(&a.digest).unwrap(), b"hello");
     assert_eq!(s.size(&b.digest).unwrap(), Some(6));
     assert_eq!(
-        fs::read(s.root().join("blobs/sha256").join(a.digest.digest())).unwrap(),
+        fs::read(s.root().join("blobs/sha256").join(a.digest.hex())).unwrap(),
         b"hello"
     );
     let listed: Vec<_> = s
@@ -78,7 +79,7 @@ fn put_read_size_list_delete() {
 fn streaming_ingest_verifies_and_commits() {
     let (_d, s) = store();
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let expected = Expected::exact(sha256_digest(&data), data.len() as u64);
+    let expected = Expected::exact(Digest::of(&data), data.len() as u64);
     let mut w = s.ingest(expected).unwrap();
     for chunk in data.chunks(7919) {
         w.write_all(chunk).unwrap();
@@ -92,7 +93,7 @@ fn streaming_ingest_verifies_and_commits() {
 #[test]
 fn digest_mismatch_leaves_nothing_under_either_digest() {
     let (_d, s) = store();
-    let wrong = sha256_digest(b"something else");
+    let wrong = Digest::of(b"something else");
     let mut w = s
         .ingest(Expected {
             digest: Some(wrong.clone()),
@@ -103,7 +104,7 @@ fn digest_mismatch_leaves_nothing_under_either_digest() {
     let err = w.commit().unwrap_err();
     assert!(matches!(err, ContentError::DigestMismatch { .. }), "{err}");
     assert!(!s.exists(&wrong).unwrap());
-    assert!(!s.exists(&sha256_digest(b"payload")).unwrap());
+    assert!(!s.exists(&Digest::of(b"payload")).unwrap());
     assert_eq!(ingest_leftovers(&s), 0);
 }
 
@@ -153,23 +154,23 @@ fn tags_set_resolve_replace_remove() {
     let (_d, s) = store();
     let m1 = s.put_bytes(br#"{"schemaVersion":2}"#).unwrap();
     let m2 = s.put_bytes(br#"{"schemaVersion":2,"x":1}"#).unwrap();
-    let d1 = Descriptor::new(MediaType::ImageManifest, m1.size, m1.digest.clone());
-    let d2 = Descriptor::new(MediaType::ImageManifest, m2.size, m2.digest.clone());
+    let d1 = Descriptor::new(OCI_MANIFEST, m1.digest.clone(), m1.size);
+    let d2 = Descriptor::new(OCI_MANIFEST, m2.digest.clone(), m2.size);
     let name = "docker.io/library/busybox:latest";
     assert_eq!(s.resolve(name).unwrap(), None);
     s.set_tag(name, &d1).unwrap();
     s.set_tag("example.com/a/b:v1", &d1).unwrap();
     let got = s.resolve(name).unwrap().unwrap();
-    assert_eq!(got.digest(), &m1.digest);
+    assert_eq!(got.digest, m1.digest);
     assert_eq!(ref_name(&got), Some(name));
     s.set_tag(name, &d2).unwrap();
-    assert_eq!(s.resolve(name).unwrap().unwrap().digest(), &m2.digest);
+    assert_eq!(s.resolve(name).unwrap().unwrap().digest, m2.digest);
     let names: Vec<_> = s.tags().unwrap().into_iter().map(|t| t.name).collect();
     assert_eq!(
         names,
         vec![name.to_string(), "example.com/a/b:v1".to_string()]
     );
-    assert_eq!(s.index().unwrap().manifests().len(), 2);
+    assert_eq!(s.index().unwrap().manifests.len(), 2);
     assert!(s.remove_tag(name).unwrap());
     assert!(!s.remove_tag(name).unwrap());
     assert_eq!(s.resolve(name).unwrap(), None);
@@ -179,7 +180,7 @@ fn tags_set_resolve_replace_remove() {
 #[test]
 fn tagging_a_missing_blob_is_refused() {
     let (_d, s) = store();
-    let d = Descriptor::new(MediaType::ImageManifest, 3, sha256_digest(b"nope"));
+    let d = Descriptor::new(OCI_MANIFEST, Digest::of(b"nope"), 3);
     assert!(matches!(
         s.set_tag("a:b", &d),
         Err(ContentError::NotFound(_))
@@ -191,7 +192,7 @@ fn tagging_a_missing_blob_is_refused() {
 fn concurrent_tag_updates_are_not_lost() {
     let (_d, s) = store();
     let m = s.put_bytes(b"{}").unwrap();
-    let desc = Descriptor::new(MediaType::ImageManifest, m.size, m.digest);
+    let desc = Descriptor::new(OCI_MANIFEST, m.digest, m.size);
     std::thread::scope(|scope| {
         for t in 0..4 {
             let s = ContentStore::open(s.root()).unwrap();
@@ -211,12 +212,9 @@ fn concurrent_tag_updates_are_not_lost() {
 fn json_round_trip() {
     let (_d, s) = store();
     let desc = s
-        .put_json(
-            MediaType::ImageConfig,
-            &serde_json::json!({"architecture": "amd64"}),
-        )
+        .put_json(OCI_CONFIG, &serde_json::json!({"architecture": "amd64"}))
         .unwrap();
-    let v: serde_json::Value = s.read_json(desc.digest()).unwrap();
+    let v: serde_json::Value = s.read_json(&desc.digest).unwrap();
     assert_eq!(v["architecture"], "amd64");
     let bad = s.put_bytes(b"not json").unwrap();
     assert!(matches!(
@@ -231,8 +229,8 @@ fn re_tagging_to_the_same_target_writes_nothing() {
     let (_d, s) = store();
     let m1 = s.put_bytes(br#"{"schemaVersion":2}"#).unwrap();
     let m2 = s.put_bytes(br#"{"schemaVersion":2,"y":1}"#).unwrap();
-    let d1 = Descriptor::new(MediaType::ImageManifest, m1.size, m1.digest.clone());
-    let d2 = Descriptor::new(MediaType::ImageManifest, m2.size, m2.digest.clone());
+    let d1 = Descriptor::new(OCI_MANIFEST, m1.digest.clone(), m1.size);
+    let d2 = Descriptor::new(OCI_MANIFEST, m2.digest.clone(), m2.size);
     s.set_tag("a:1", &d1).unwrap();
     s.set_tag("b:1", &d1).unwrap();
     let index = s.root().join("index.json");
@@ -246,19 +244,19 @@ fn re_tagging_to_the_same_target_writes_nothing() {
     let names: Vec<_> = s
         .index()
         .unwrap()
-        .manifests()
+        .manifests
         .iter()
         .filter_map(|d| ref_name(d).map(str::to_string))
         .collect();
     assert_eq!(names, ["a:1", "b:1"]);
-    assert_eq!(s.resolve("a:1").unwrap().unwrap().digest(), &m2.digest);
+    assert_eq!(s.resolve("a:1").unwrap().unwrap().digest, m2.digest);
 }
 
 #[test]
 fn untagged_entries_are_kept_once_beside_tags_and_removed_alone() {
     let (_d, s) = store();
     let m = s.put_bytes(br#"{"schemaVersion":2}"#).unwrap();
-    let d = Descriptor::new(MediaType::ImageManifest, m.size, m.digest.clone());
+    let d = Descriptor::new(OCI_MANIFEST, m.digest.clone(), m.size);
     s.add_untagged(&d).unwrap();
     s.add_untagged(&d).unwrap();
     s.set_tag("example.com/a:1", &d).unwrap();
@@ -269,7 +267,7 @@ fn untagged_entries_are_kept_once_beside_tags_and_removed_alone() {
     assert!(s.reachable().unwrap().contains(&m.digest));
     assert!(s.remove_untagged(&m.digest).unwrap());
     assert!(!s.remove_untagged(&m.digest).unwrap());
-    assert!(s.index().unwrap().manifests().is_empty());
-    let missing = Descriptor::new(MediaType::ImageManifest, 1, sha256_digest(b"missing"));
+    assert!(s.index().unwrap().manifests.is_empty());
+    let missing = Descriptor::new(OCI_MANIFEST, Digest::of(b"missing"), 1);
     assert!(s.add_untagged(&missing).is_err());
 }

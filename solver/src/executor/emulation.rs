@@ -7,7 +7,7 @@
 //! sandbox whose root filesystem has no QEMU in it, and the executor needs
 //! no change beyond [`check_can_run`].
 
-use crate::llb::Platform;
+use kiln_oci::Platform;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -405,15 +405,7 @@ mod tests {
         };
         let qemu = qemu_name(&p(foreign).architecture).unwrap();
         // Native platforms never need a handler.
-        check_can_run_in(
-            d.path(),
-            &Platform {
-                os: "linux".into(),
-                architecture: host_architecture().into(),
-                variant: None,
-            },
-        )
-        .unwrap();
+        check_can_run_in(d.path(), &Platform::new("linux", host_architecture(), None)).unwrap();
         let e = check_can_run_in(d.path(), &p(foreign))
             .unwrap_err()
             .to_string();

@@ -18,7 +18,6 @@ pub mod oci_kill;
 pub mod oci_spec;
 pub mod output;
 pub mod pump;
-pub mod rootfs_path;
 pub mod running;
 pub mod seccomp;
 pub mod sweep;

@@ -5,11 +5,12 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use super::oci::OciRuntime;
 use super::ExecutorConfig;
+use crate::sysmount::mounts_under;
 
 /// The pid a run directory or container id was made by (`kiln-<pid>-…`, `probe-<rt>-<pid>`).
 pub fn owner_pid(name: &str) -> Option<i32> {
@@ -30,48 +31,6 @@ fn alive(pid: i32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Mount points at or below `dir`, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).and_then(|d| {
-            std::str::from_utf8(d)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (b.get(i), octal) {
-            (Some(b'\\'), Some(c)) => {
-                out.push(c);
-                i += 4;
-            }
-            (Some(c), _) => {
-                out.push(*c);
-                i += 1;
-            }
-            (None, _) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Unmounts and removes the run directories of dead kiln processes; returns how
 /// many were cleaned.
 pub fn sweep_runs(config: &ExecutorConfig) -> usize {
@@ -89,7 +48,7 @@ pub fn sweep_runs(config: &ExecutorConfig) -> usize {
         }
         let dir = entry.path();
         for m in mounts_under(&dir) {
-            let _ = crate::snapshot::overlay::unmount(&m);
+            let _ = crate::sysmount::unmount(&m);
         }
         // Never recurse into something that is still mounted.
         if mounts_under(&dir).is_empty() && fs::remove_dir_all(&dir).is_ok() {
@@ -141,6 +100,7 @@ pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
 mod tests {
     use super::*;
     use crate::snapshot::overlay::Overlay;
+    use crate::sysmount::unescape;
     use std::process::Command;
 
     #[test]

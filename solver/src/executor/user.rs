@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::rootfs_path::{host_path, resolve_in_root};
+use crate::rootfs_path::{host_path, resolve_in_root};
 
 /// The credentials a step runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
 use super::netns::{NetworkLease, NetworkPool};
-use super::rootfs_path::{host_path, resolve_in_root};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
 use crate::mounts::bind::ScratchBind;
@@ -28,6 +27,7 @@ use crate::mounts::ssh::AgentForward;
 use crate::mounts::{
     sort_by_depth, CacheSpec, ContainerMount, MountKind, MountSpec, SecretSpec, SshSpec,
 };
+use crate::rootfs_path::{host_path, resolve_in_root};
 use crate::snapshot::overlay::OverlayMount;
 
 /// Everything an executor needs to start the process.

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::digest::{vertex_digest, VertexDigest};
 use super::op::{FileAction, Op};
-use super::platform::Platform;
 use super::vertex::{Vertex, VertexMetadata, VertexRef};
+use kiln_oci::Platform;
 
 /// Errors while building a graph.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

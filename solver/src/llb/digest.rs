@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::op::Op;
-use super::platform::Platform;
+use kiln_oci::Platform;
 
 /// A sha256 vertex digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,8 +60,17 @@ impl<'de> Deserialize<'de> for VertexDigest {
 #[derive(Serialize)]
 struct Identity<'a> {
     op: &'a Op,
-    platform: &'a Option<Platform>,
+    platform: Option<PlatformIdentity<'a>>,
     inputs: &'a [VertexDigest],
+}
+
+/// The part of a platform a vertex digest covers, in its pinned encoding (every field, in
+/// this order), so cache keys do not move when the platform type gains fields.
+#[derive(Serialize)]
+struct PlatformIdentity<'a> {
+    os: &'a str,
+    architecture: &'a str,
+    variant: &'a Option<String>,
 }
 
 /// The canonical bytes of a vertex: JSON with fields in declaration order and sorted maps.
@@ -72,7 +81,11 @@ pub fn canonical_encoding(
 ) -> Vec<u8> {
     let identity = Identity {
         op,
-        platform,
+        platform: platform.as_ref().map(|p| PlatformIdentity {
+            os: &p.os,
+            architecture: &p.architecture,
+            variant: &p.variant,
+        }),
         inputs,
     };
     // Serialising plain data (strings, numbers, vectors, BTreeMaps) cannot fail.

@@ -3,13 +3,12 @@
 mod definition;
 mod digest;
 mod op;
-mod platform;
 mod vertex;
 
 pub use definition::{Definition, GraphError};
 pub use digest::{canonical_encoding, vertex_digest, VertexDigest};
 pub use op::*;
-pub use platform::{Platform, PlatformError};
+
 pub use vertex::{SourceLocation, Vertex, VertexMetadata, VertexRef};
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use kiln_oci::Platform;
 
 fn busybox() -> Op {
     Op::Source(SourceOp::image("docker.io/library/busybox:latest"))

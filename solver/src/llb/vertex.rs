@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::VertexDigest;
 use super::op::Op;
-use super::platform::Platform;
+use kiln_oci::Platform;
 
 /// Where in a Dockerfile (or other source) a vertex comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

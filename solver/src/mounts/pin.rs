@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
-use crate::executor::rootfs_path::{host_path, resolve_in_root};
-use crate::snapshot::overlay::{sys_mount, unmount};
+use crate::rootfs_path::{host_path, resolve_in_root};
+use crate::sysmount::{sys_mount, unmount};
 
 /// How often a resolution is retried when the tree changes under it.
 const MAX_ATTEMPTS: usize = 10;

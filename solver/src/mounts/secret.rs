@@ -11,7 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::snapshot::overlay::{sys_mount, unmount};
+use crate::sysmount::{sys_mount, unmount};
 
 /// The secrets of one step, held on a tmpfs that is unmounted on drop.
 #[derive(Debug)]

@@ -1,16 +1,16 @@
 //! Layer blobs: a pulled blob is unpacked once, a layer is compressed once per compression.
-//! The pairs (layer, diffID, blob, compression) are remembered in the cache store, so an
+//! The pairs (layer, diffID, blob, compression) are remembered in the layer records, so an
 //! export reuses a blob made by an earlier build or pulled from a registry.
 
 use std::io::Read;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::layer::{compression_name, write_layer, Compression, DiffOptions, LayerError};
+use super::layers::{LayerStore, LayerStoreError};
 use super::{BlobRecord, LayerId, LayerRecord};
-use crate::cache::{now_secs, CacheStore, CacheStoreError};
 use crate::content::{ContentError, ContentStore};
-use crate::worker::layers::{LayerStore, LayerStoreError};
+use crate::meta::{now_secs, MetaDb, MetaError};
 
 /// Errors while importing or exporting layer blobs.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +21,9 @@ pub enum BlobError {
     /// The layer store failed (unpack, verification).
     #[error(transparent)]
     LayerStore(#[from] LayerStoreError),
-    /// The cache database failed.
+    /// The metadata database failed.
     #[error(transparent)]
-    Cache(#[from] CacheStoreError),
+    Meta(#[from] MetaError),
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
@@ -74,7 +74,7 @@ fn detect_compression(content: &ContentStore, blob: &Digest) -> Result<Compressi
 pub fn import_layer(
     layers: &LayerStore,
     content: &ContentStore,
-    cache: &CacheStore,
+    meta: &MetaDb,
     blob: &Digest,
     diff_id: &Digest,
 ) -> Result<LayerRecord, BlobError> {
@@ -92,10 +92,10 @@ pub fn import_layer(
             compression: detect_compression(content, blob)?,
         }],
     };
-    let mut w = cache.writer()?;
+    let mut w = meta.writer()?;
     w.put_layer(&record, now_secs())?;
     w.commit()?;
-    Ok(cache.layer(&id)?.unwrap_or(record))
+    Ok(meta.layer(&id)?.unwrap_or(record))
 }
 
 /// The blob of a layer in the requested compression: a remembered one whose blob is still
@@ -104,11 +104,11 @@ pub fn import_layer(
 pub fn export_layer(
     layers: &LayerStore,
     content: &ContentStore,
-    cache: &CacheStore,
+    meta: &MetaDb,
     id: &LayerId,
     opts: &DiffOptions,
 ) -> Result<ExportedLayer, BlobError> {
-    let known = cache.layer(id)?;
+    let known = meta.layer(id)?;
     if let (Some(rec), None) = (&known, opts.source_date_epoch) {
         if let Some(diff_id) = &rec.diff_id {
             for b in rec
@@ -142,7 +142,7 @@ pub fn export_layer(
             size: Some(made.uncompressed_size),
             blobs: vec![blob.clone()],
         });
-        let mut w = cache.writer()?;
+        let mut w = meta.writer()?;
         w.put_layer(&record, now_secs())?;
         w.commit()?;
     }
@@ -163,18 +163,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let content = ContentStore::open(d.path().join("content")).unwrap();
         let layers = LayerStore::open(d.path().join("layers")).unwrap();
-        let cache = CacheStore::open(&d.path().join("meta.redb")).unwrap();
+        let meta = MetaDb::open(&d.path().join("meta.redb")).unwrap();
 
         let pending = layers.begin().unwrap();
         fs::create_dir(pending.upper().join("etc")).unwrap();
         fs::write(pending.upper().join("etc/hostname"), b"kiln\n").unwrap();
         let id = layers.commit(pending).unwrap();
-        let mut w = cache.writer().unwrap();
+        let mut w = meta.writer().unwrap();
         w.put_layer(&LayerRecord::new(id.clone()), 1).unwrap();
         w.commit().unwrap();
 
-        let gz = export_layer(&layers, &content, &cache, &id, &DiffOptions::default()).unwrap();
-        let rec = cache.layer(&id).unwrap().unwrap();
+        let gz = export_layer(&layers, &content, &meta, &id, &DiffOptions::default()).unwrap();
+        let rec = meta.layer(&id).unwrap().unwrap();
         assert_eq!(rec.diff_id.as_ref(), Some(&gz.diff_id));
         assert_eq!(rec.blob(Compression::Gzip), Some(&gz.blob));
         // Deleting the directory proves the second export does not tar it again.
@@ -182,7 +182,7 @@ mod tests {
         let saved = d.path().join("saved");
         fs::rename(&dir, &saved).unwrap();
         assert_eq!(
-            export_layer(&layers, &content, &cache, &id, &DiffOptions::default()).unwrap(),
+            export_layer(&layers, &content, &meta, &id, &DiffOptions::default()).unwrap(),
             gz
         );
         let zopts = DiffOptions {
@@ -190,15 +190,15 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            export_layer(&layers, &content, &cache, &id, &zopts),
+            export_layer(&layers, &content, &meta, &id, &zopts),
             Err(BlobError::UnknownLayer(_))
         ));
         fs::rename(&saved, &dir).unwrap();
-        let z = export_layer(&layers, &content, &cache, &id, &zopts).unwrap();
+        let z = export_layer(&layers, &content, &meta, &id, &zopts).unwrap();
         assert_eq!(z.diff_id, gz.diff_id, "same tar, other compression");
-        assert_eq!(cache.layer(&id).unwrap().unwrap().blobs.len(), 2);
+        assert_eq!(meta.layer(&id).unwrap().unwrap().blobs.len(), 2);
         assert_eq!(
-            cache.layer_of_blob(&z.blob.digest).unwrap(),
+            meta.layer_of_blob(&z.blob.digest).unwrap(),
             Some(id.clone())
         );
 
@@ -206,12 +206,12 @@ mod tests {
         let d2 = tempfile::tempdir().unwrap();
         let content2 = ContentStore::open(d2.path().join("content")).unwrap();
         let layers2 = LayerStore::open(d2.path().join("layers")).unwrap();
-        let cache2 = CacheStore::open(&d2.path().join("meta.redb")).unwrap();
+        let meta2 = MetaDb::open(&d2.path().join("meta.redb")).unwrap();
         content2
             .put_bytes(&content.read_blob(&z.blob.digest).unwrap())
             .unwrap();
         let imported =
-            import_layer(&layers2, &content2, &cache2, &z.blob.digest, &z.diff_id).unwrap();
+            import_layer(&layers2, &content2, &meta2, &z.blob.digest, &z.diff_id).unwrap();
         assert_eq!(imported.diff_id.as_ref(), Some(&z.diff_id));
         assert_eq!(imported.blobs, vec![z.blob.clone()]);
         assert_eq!(
@@ -219,7 +219,7 @@ mod tests {
             b"kiln\n"
         );
         // Exporting it as zstd reuses the pulled blob.
-        let again = export_layer(&layers2, &content2, &cache2, &imported.id, &zopts).unwrap();
+        let again = export_layer(&layers2, &content2, &meta2, &imported.id, &zopts).unwrap();
         assert_eq!(again.blob, z.blob);
     }
 
@@ -228,18 +228,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let content = ContentStore::open(d.path().join("content")).unwrap();
         let layers = LayerStore::open(d.path().join("layers")).unwrap();
-        let cache = CacheStore::open(&d.path().join("meta.redb")).unwrap();
+        let meta = MetaDb::open(&d.path().join("meta.redb")).unwrap();
         let pending = layers.begin().unwrap();
         fs::write(pending.upper().join("f"), b"x").unwrap();
         let id = layers.commit(pending).unwrap();
-        let plain = export_layer(&layers, &content, &cache, &id, &DiffOptions::default()).unwrap();
+        let plain = export_layer(&layers, &content, &meta, &id, &DiffOptions::default()).unwrap();
         let clamped = DiffOptions {
             source_date_epoch: Some(0),
             ..Default::default()
         };
-        let c = export_layer(&layers, &content, &cache, &id, &clamped).unwrap();
+        let c = export_layer(&layers, &content, &meta, &id, &clamped).unwrap();
         assert_ne!(c.diff_id, plain.diff_id);
-        let rec = cache.layer(&id).unwrap().unwrap();
+        let rec = meta.layer(&id).unwrap().unwrap();
         assert_eq!(rec.blobs, vec![plain.blob]);
     }
 }

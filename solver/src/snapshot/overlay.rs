@@ -1,10 +1,11 @@
 //! Mounting a snapshot chain with overlayfs: the layers as lower dirs, a fresh
 //! upper dir that becomes the new layer, and a work dir.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use crate::sysmount::{cstr, sys_mount, unmount};
 
 /// Errors while mounting or unmounting an overlay.
 #[derive(Debug, thiserror::Error)]
@@ -303,50 +304,6 @@ impl Drop for OverlayMount {
             let _ = unmount(&self.target);
         }
     }
-}
-
-/// Unmounts `target`, detaching it if it is still busy.
-pub fn unmount(target: &Path) -> io::Result<()> {
-    let t = cstr(target.as_os_str().as_bytes())?;
-    if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    Err(io::Error::last_os_error())
-}
-
-/// A thin `mount(2)` wrapper used by the host-side mounts.
-pub fn sys_mount(
-    source: Option<&Path>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let src = source.map(|s| cstr(s.as_os_str().as_bytes())).transpose()?;
-    let tgt = cstr(target.as_os_str().as_bytes())?;
-    let fst = fstype.map(|s| cstr(s.as_bytes())).transpose()?;
-    let dat = data.map(|s| cstr(s.as_bytes())).transpose()?;
-    let r = unsafe {
-        libc::mount(
-            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            tgt.as_ptr(),
-            fst.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            dat.as_ref()
-                .map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn cstr(b: &[u8]) -> io::Result<CString> {
-    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn check_path(p: &Path) -> Result<(), OverlayError> {

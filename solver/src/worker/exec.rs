@@ -1,7 +1,6 @@
 //! Exec ops (RUN): the executor runs the process on an overlay of the root
 //! input with a fresh layer on top; that layer is the result.
 
-use super::rootfs::{overlay_for, SnapshotView};
 use super::{LocalDir, LocalWorker, Output};
 use crate::executor::{ExecRequest, HostEntry, NetworkMode, SecurityMode, Stream};
 use crate::llb::{self, ExecOp, MountKind, Vertex};
@@ -11,6 +10,7 @@ use crate::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
 use crate::ops::file::{apply_file_actions, SourceRoot};
 use crate::progress::LogStream;
 use crate::scheduler::WorkerError;
+use crate::snapshot::view::{overlay_for, SnapshotView};
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

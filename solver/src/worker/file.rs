@@ -2,11 +2,11 @@
 //! an overlay of the base with a fresh layer on top, or on an empty layer
 //! when there is no base (`FROM scratch`, `COPY --link`).
 
-use super::rootfs::{overlay_for, SnapshotView};
 use super::{LocalWorker, Output};
 use crate::llb::FileOp;
 use crate::ops::file::{apply_file_actions_with, FileOpOptions, SourceRoot};
 use crate::scheduler::WorkerError;
+use crate::snapshot::view::{overlay_for, SnapshotView};
 use crate::snapshot::Snapshot;
 
 impl LocalWorker {

@@ -5,8 +5,6 @@
 mod exec;
 mod file;
 mod http;
-pub mod layers;
-pub mod rootfs;
 mod source;
 
 use crate::cache::{
@@ -15,15 +13,16 @@ use crate::cache::{
 };
 use crate::content::ContentStore;
 use crate::executor::Executor;
-use crate::llb::{Op, Platform, Vertex, VertexDigest};
+use crate::llb::{Op, Vertex, VertexDigest};
 use crate::ops::source::http_cache::{HttpCache, Resolved};
 use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
+use crate::snapshot::layers::LayerStore;
+use crate::snapshot::view::SnapshotView;
 use crate::snapshot::Snapshot;
-use layers::LayerStore;
-use oci_spec::image::{Descriptor, Digest};
-use rootfs::SnapshotView;
+use kiln_oci::Platform;
+use kiln_oci::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,7 +259,7 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
                             Some(&dir.ignore),
                         )?);
                     }
-                    let stats = StatCache::begin(&cache, &dir.root)?;
+                    let stats = StatCache::begin(cache.meta(), &dir.root)?;
                     let sum = checksum_paths_cached(
                         &dir.root,
                         &selectors,
@@ -316,7 +315,7 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         if vertex.metadata().ignore_cache {
             return Ok(None);
         }
-        let Some(found) = self.cache.lookup(key, crate::cache::now_secs())? else {
+        let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? else {
             return Ok(None);
         };
         // A record whose layers were pruned is a miss.
@@ -339,10 +338,10 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         // After a cancel nothing becomes a cache record, so no step that a
         // cancel cut short can ever look complete.
         self.check_canceled()?;
-        let now = crate::cache::now_secs();
+        let now = crate::meta::now_secs();
         let mut w = self.cache.writer()?;
         for id in &snapshot.layers {
-            if self.cache.layer(id)?.is_none() {
+            if self.cache.meta().layer(id)?.is_none() {
                 w.put_layer(
                     &crate::snapshot::LayerRecord {
                         id: id.clone(),

@@ -24,8 +24,8 @@ impl LocalWorker {
                     let record = import_layer(
                         &self.layers,
                         &self.content,
-                        &self.cache,
-                        blob.digest(),
+                        self.cache.meta(),
+                        &blob.digest,
                         diff_id,
                     )?;
                     snapshot.layers.push(record.id);

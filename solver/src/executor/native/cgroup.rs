@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::plan::Step;
-use crate::executor::sweep::unescape;
 use crate::executor::ExecError;
+use crate::sysmount::unescape;
 
 /// A mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,11 +12,11 @@ use std::path::Path;
 use crate::executor::caps::cap_mask;
 use crate::executor::env::path_of;
 use crate::executor::oci_spec::{MASKED_PATHS, READONLY_PATHS};
-use crate::executor::rootfs_path::host_path;
 use crate::executor::seccomp::bpf::{sandbox_program, BpfProgram};
 use crate::executor::world::World;
 use crate::executor::{ExecError, SecurityMode};
 use crate::mounts::{ContainerMount, MountKind};
+use crate::rootfs_path::host_path;
 
 /// One thing the child does. Paths are host paths until [`Step::PivotRoot`].
 #[derive(Debug)]

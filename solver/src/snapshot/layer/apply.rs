@@ -12,15 +12,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use kiln_oci::Digest;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
-use oci_spec::image::Digest;
 
 use super::compression::{decompress, Compression};
 use super::pax::XATTR_PREFIX;
 use super::{is_overlay_xattr, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::content::HashingReader;
+use kiln_oci::HashingReader;
 
 /// What to do with whiteouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

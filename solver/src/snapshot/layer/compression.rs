@@ -2,7 +2,9 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use oci_spec::image::MediaType;
+use kiln_oci::media_type::{
+    DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
+};
 
 use crate::archive;
 
@@ -26,30 +28,25 @@ pub enum Compression {
 
 impl Compression {
     /// The OCI media type of a layer with this compression.
-    pub fn oci_media_type(self) -> MediaType {
+    pub fn oci_media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => MediaType::ImageLayerGzip,
-            Compression::Zstd => MediaType::ImageLayerZstd,
-            Compression::None => MediaType::ImageLayer,
+            Compression::Gzip => OCI_LAYER_GZIP,
+            Compression::Zstd => OCI_LAYER_ZSTD,
+            Compression::None => OCI_LAYER_TAR,
         }
     }
 
     /// The Docker v2 media type (zstd has none; the OCI one is returned).
-    pub fn docker_media_type(self) -> MediaType {
+    pub fn docker_media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => {
-                MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into())
-            }
-            Compression::None => {
-                MediaType::Other("application/vnd.docker.image.rootfs.diff.tar".into())
-            }
-            Compression::Zstd => MediaType::ImageLayerZstd,
+            Compression::Gzip => DOCKER_LAYER_GZIP,
+            Compression::None => DOCKER_LAYER_TAR,
+            Compression::Zstd => OCI_LAYER_ZSTD,
         }
     }
 
     /// The compression a layer media type announces, if it is a layer type we know.
-    pub fn from_media_type(media_type: &MediaType) -> Option<Self> {
-        let s = media_type.to_string();
+    pub fn from_media_type(s: &str) -> Option<Self> {
         if s.ends_with("+gzip") || s.ends_with(".tar.gzip") {
             Some(Compression::Gzip)
         } else if s.ends_with("+zstd") || s.ends_with(".tar.zstd") {
@@ -236,12 +233,12 @@ mod tests {
     #[test]
     fn media_types_map_back() {
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            assert_eq!(Compression::from_media_type(&c.oci_media_type()), Some(c));
-            assert_eq!(
-                Compression::from_media_type(&c.docker_media_type()),
-                Some(c)
-            );
+            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(c));
+            assert_eq!(Compression::from_media_type(c.docker_media_type()), Some(c));
         }
-        assert_eq!(Compression::from_media_type(&MediaType::ImageConfig), None);
+        assert_eq!(
+            Compression::from_media_type(kiln_oci::media_type::OCI_CONFIG),
+            None
+        );
     }
 }

@@ -10,12 +10,13 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
 use super::compression::{Compression, Encoder};
 use super::pax;
 use super::{is_overlay_xattr, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::content::{BlobInfo, ContentStore, Expected, HashingWriter, ThreadedWriter};
+use crate::content::{BlobInfo, ContentStore, Expected, ThreadedWriter};
+use kiln_oci::HashingWriter;
 
 /// How to write a layer.
 #[derive(Debug, Clone, Default)]

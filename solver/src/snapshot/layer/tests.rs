@@ -527,7 +527,7 @@ fn applied_diff_id_is_the_sha256_of_the_whole_tar() {
     let bytes = b.into_inner().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let applied = apply_plain(bytes.clone(), dir.path()).unwrap();
-    assert_eq!(applied.diff_id, crate::content::sha256_digest(&bytes));
+    assert_eq!(applied.diff_id, kiln_oci::Digest::of(&bytes));
     let mut r = &bytes[..];
     let mut sink = Vec::new();
     r.read_to_end(&mut sink).unwrap();

@@ -1,24 +1,26 @@
-//! `prune` and `du`: cache results are removed by age, by a storage budget (least recently
-//! used first) or all at once; then layers no remaining result uses, then content blobs that
-//! no tag reaches and no remaining layer record remembers.
+//! Garbage collection across every store (`prune` and `du`): cache results are removed by
+//! age, by a storage budget (least recently used first) or all at once; then layers no
+//! remaining result uses, then content blobs that no tag reaches and no remaining layer
+//! record remembers.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 
-use super::store::{CacheEntry, CacheStore, CacheStoreError};
+use crate::cache::{CacheEntry, CacheStore};
 use crate::content::{ContentError, LockMode, StoreLock};
+use crate::meta::MetaError;
+use crate::snapshot::layers::{dir_size, LayerStore, LayerStoreError};
 use crate::snapshot::LayerId;
 use crate::state::StateDir;
-use crate::worker::layers::{LayerStore, LayerStoreError};
 
 /// Errors of prune and du.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
     /// The cache database failed.
     #[error(transparent)]
-    Cache(#[from] CacheStoreError),
+    Cache(#[from] MetaError),
     /// The layer store failed.
     #[error(transparent)]
     Layers(#[from] LayerStoreError),
@@ -84,18 +86,6 @@ pub struct DiskUsage {
     pub cache_mounts_bytes: u64,
     /// Bytes of `ADD <url>` downloads kept for revalidation.
     pub downloads_bytes: u64,
-}
-
-/// Bytes of the files under `dir` (not following symlinks).
-pub fn dir_size(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 fn layer_sizes(layers: &LayerStore) -> Result<Vec<(LayerId, u64)>, PruneError> {
@@ -169,10 +159,10 @@ fn empty_dir(dir: &Path) -> (usize, u64) {
         let path = e.path();
         // A killed build may leave a mount in its pending layer (a snapshot view):
         // unmount it first, and never recurse into what is still mounted.
-        for m in crate::executor::sweep::mounts_under(&path) {
-            let _ = crate::snapshot::overlay::unmount(&m);
+        for m in crate::sysmount::mounts_under(&path) {
+            let _ = crate::sysmount::unmount(&m);
         }
-        if !crate::executor::sweep::mounts_under(&path).is_empty() {
+        if !crate::sysmount::mounts_under(&path).is_empty() {
             continue;
         }
         let size = dir_size(&path);
@@ -238,9 +228,9 @@ pub fn prune(
     w.commit()?;
     if opts.all {
         // The context stat cache is only a shortcut; --all leaves nothing behind.
-        super::statcache::clear(cache)?;
+        crate::cache::statcache::clear(cache.meta())?;
     } else {
-        super::statcache::forget_missing(cache)?;
+        crate::cache::statcache::forget_missing(cache.meta())?;
     }
 
     // Layers: with the exclusive lock no build is running, so a layer no result uses is garbage.
@@ -252,7 +242,7 @@ pub fn prune(
     // Records go (committed) before what they point to: a kill midway leaves an
     // unrecorded layer for the next prune, never a record of a missing layer.
     let mut w = cache.writer()?;
-    for rec in cache.layers()? {
+    for rec in cache.meta().layers()? {
         if !live.contains(&rec.id) {
             w.remove_layer(&rec.id)?;
         }
@@ -300,6 +290,7 @@ pub fn prune(
 
     // Blobs: keep what tags reach and what remaining layer records remember.
     let keep: HashSet<Digest> = cache
+        .meta()
         .layers()?
         .into_iter()
         .flat_map(|r| r.blobs.into_iter().map(|b| b.digest))
@@ -440,7 +431,7 @@ mod tests {
         let blob = export_layer(
             &env.layers,
             env.state.content(),
-            &env.cache,
+            env.cache.meta(),
             &c,
             &DiffOptions::default(),
         )
@@ -508,11 +499,11 @@ mod tests {
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("f"), b"f").unwrap();
         let meta = fs::metadata(ctx.join("f")).unwrap();
-        let stats = crate::cache::StatCache::begin(&env.cache, &ctx).unwrap();
+        let stats = crate::cache::StatCache::begin(env.cache.meta(), &ctx).unwrap();
         stats.record("f", crate::cache::FileStat::of(&meta), [1; 32], None);
         stats.persist().unwrap();
         let remembered = || {
-            crate::cache::StatCache::begin(&env.cache, &ctx)
+            crate::cache::StatCache::begin(env.cache.meta(), &ctx)
                 .unwrap()
                 .entry("f")
                 .is_some()
@@ -533,7 +524,7 @@ mod tests {
         .unwrap();
         assert_eq!((r.results, r.layers.clone(), r.blobs), (1, vec![c], 1));
         assert!(r.reclaimed >= 4000);
-        assert!(env.cache.layers().unwrap().is_empty());
+        assert!(env.cache.meta().layers().unwrap().is_empty());
         assert!(env.layers.list().unwrap().is_empty());
         assert!(env.state.content().list_blobs().unwrap().is_empty());
         assert!(!remembered(), "prune --all forgets the stat cache");
@@ -555,7 +546,7 @@ mod tests {
         let pending = env.layers.begin().unwrap();
         let view = pending.scratch("view");
         fs::create_dir_all(&view).unwrap();
-        crate::snapshot::overlay::sys_mount(
+        crate::sysmount::sys_mount(
             Some(&env.layers.path(&precious)),
             &view,
             None,
@@ -566,7 +557,7 @@ mod tests {
         // The killed build never dropped it.
         std::mem::forget(pending);
         let tmp = env.state.layers_dir().join(".tmp");
-        assert_eq!(crate::executor::sweep::mounts_under(&tmp).len(), 1);
+        assert_eq!(crate::sysmount::mounts_under(&tmp).len(), 1);
         let lock = env.state.lock(LockMode::Exclusive).unwrap();
         prune(
             &env.state,
@@ -577,7 +568,7 @@ mod tests {
             100,
         )
         .unwrap();
-        assert!(crate::executor::sweep::mounts_under(&tmp).is_empty());
+        assert!(crate::sysmount::mounts_under(&tmp).is_empty());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(
             fs::read_to_string(env.layers.path(&precious).join("keep")).unwrap(),

@@ -1,26 +1,38 @@
-//! Target platforms (`linux/amd64`, `linux/arm64/v8`): the one platform type
-//! of the build graph, the frontend (TARGETPLATFORM, `FROM --platform`) and
-//! the build driver.
+//! Platforms (`linux/amd64`, `linux/arm64/v8`): the one platform type of the workspace —
+//! of `--platform`, the build graph, index entries and image configs — parsed and normalised
+//! as containerd's `platforms.Parse` + `Normalize` (what buildx applies).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// An OS/architecture[/variant] triple.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+use crate::error::{Error, Result};
+
+/// An OS/architecture[/variant] triple, with the OS version and features Windows images carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Platform {
-    /// `linux`, `windows`, ...
-    pub os: String,
     /// `amd64`, `arm64`, ...
     pub architecture: String,
+    /// `linux`, `windows`, ...
+    pub os: String,
+    /// `os.version` (Windows).
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    /// `os.features` (Windows).
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_features: Option<Vec<String>>,
     /// `v7`, `v8`, ... when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
-
-/// A platform string that containerd's `platforms.Parse` would refuse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch[/variant] (e.g. linux/arm64), or a known os or architecture alone")]
-pub struct PlatformError(pub String);
 
 /// Operating systems Go knows (containerd's list): `linux` alone means linux on this machine's
 /// architecture.
@@ -74,7 +86,7 @@ const KNOWN_ARCH: &[&str] = &[
 
 /// containerd's architecture aliases and default variants: `aarch64` is `arm64`, `arm64/v8`
 /// is `arm64`, `arm` is `arm/v7`, `x86_64` is `amd64`, `amd64/v1` is `amd64`.
-fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
+fn normalize_arch(arch: &str, variant: &str) -> (String, Option<String>) {
     let (arch, variant) = (arch.to_lowercase(), variant.to_lowercase());
     let (arch, variant) = match arch.as_str() {
         "i386" => ("386", ""),
@@ -101,17 +113,30 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
         ),
         a => (a, variant.as_str()),
     };
-    (arch.to_string(), variant.to_string())
+    (
+        arch.to_string(),
+        (!variant.is_empty()).then(|| variant.to_string()),
+    )
 }
 
 impl Platform {
+    /// `os/architecture[/variant]` as given (not normalised).
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
+        Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
     /// Parses a platform as buildx does (containerd's `platforms.Parse`, then `Normalize`):
     /// `os/arch[/variant]`, or a known OS (this machine's architecture) or a known architecture
     /// (linux) alone; components are lower-cased and aliases folded (`aarch64` → `arm64`,
     /// `linux/arm64/v8` → `linux/arm64`, `linux/arm` → `linux/arm/v7`). An unknown single word
     /// (`foo`) is an error, not `linux/foo`.
-    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
-        let bad = || PlatformError(s.to_string());
+    pub fn parse(s: &str) -> Result<Platform> {
+        let bad = || Error::InvalidPlatform(s.to_string());
         let spec = s.trim();
         let component = |w: &str, dot: bool| {
             !w.is_empty()
@@ -129,8 +154,10 @@ impl Platform {
         };
         let (os, (architecture, variant)) = match parts.as_slice() {
             [_] if KNOWN_OS.contains(&os.as_str()) => {
-                let host = Platform::host();
-                return Ok(Platform { os, ..host });
+                return Ok(Platform {
+                    os,
+                    ..Platform::host()
+                })
             }
             [word] => {
                 let arch = normalize_arch(word, "");
@@ -146,7 +173,8 @@ impl Platform {
         Ok(Platform {
             os,
             architecture,
-            variant: (!variant.is_empty()).then_some(variant),
+            variant,
+            ..Default::default()
         })
     }
 
@@ -155,16 +183,45 @@ impl Platform {
         let (architecture, variant) = match std::env::consts::ARCH {
             "x86_64" => ("amd64", None),
             "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7".to_string())),
+            "arm" => ("arm", Some("v7")),
             "x86" => ("386", None),
             "powerpc64" => ("ppc64le", None),
             other => (other, None),
         };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: architecture.to_string(),
-            variant,
-        }
+        Platform::new(std::env::consts::OS, architecture, variant)
+    }
+
+    /// This platform with containerd's aliases folded (`aarch64` → `arm64`, `arm64/v8` →
+    /// `arm64`, `arm` → `arm/v7`) and the OS lower-cased.
+    pub fn normalized(mut self) -> Self {
+        let (architecture, variant) =
+            normalize_arch(&self.architecture, self.variant.as_deref().unwrap_or(""));
+        self.os = self.os.to_lowercase();
+        self.architecture = architecture;
+        self.variant = variant;
+        self
+    }
+
+    /// The platform an image config declares (`os`, `architecture`, `variant`), normalised;
+    /// `None` when the config is not JSON or lacks os or architecture.
+    pub fn from_config(config: &[u8]) -> Option<Platform> {
+        let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
+        Some(Platform::new(text("os")?, text("architecture")?, text("variant")).normalized())
+    }
+
+    /// Whether `candidate` is this platform once both are normalised (os, architecture and
+    /// variant; an index entry's OS version and features do not take part).
+    pub fn matches(&self, candidate: &Platform) -> bool {
+        let want = self.clone().normalized();
+        let have = candidate.clone().normalized();
+        want.os == have.os && want.architecture == have.architecture && want.variant == have.variant
+    }
+
+    /// The platform without OS version and features, normalised: the key two index entries
+    /// must not share.
+    pub fn key(&self) -> Platform {
+        Platform::new(&self.os, &self.architecture, self.variant.as_deref()).normalized()
     }
 }
 
@@ -175,6 +232,13 @@ impl fmt::Display for Platform {
             write!(f, "/{v}")?;
         }
         Ok(())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Platform::parse(s)
     }
 }
 
@@ -225,11 +289,12 @@ mod tests {
             "a/b/c/d",
             "linux/arm64/",
             "linux/am d64",
+            "linux//x",
         ] {
-            assert_eq!(
-                Platform::parse(bad),
-                Err(PlatformError(bad.to_string())),
-                "{bad:?}"
+            let err = Platform::parse(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidPlatform(s) if s == bad),
+                "{bad:?}: {err}"
             );
         }
     }
@@ -237,6 +302,19 @@ mod tests {
     #[test]
     fn host_is_a_valid_platform() {
         let h = Platform::host();
-        assert_eq!(Platform::parse(&h.to_string()), Ok(h));
+        assert_eq!(Platform::parse(&h.to_string()).unwrap(), h);
+    }
+
+    #[test]
+    fn from_config_and_matching() {
+        let p = Platform::from_config(br#"{"os":"linux","architecture":"aarch64","variant":"v8"}"#);
+        assert_eq!(p.map(|p| p.to_string()).as_deref(), Some("linux/arm64"));
+        assert_eq!(Platform::from_config(br#"{"os":"linux"}"#), None);
+        assert_eq!(Platform::from_config(b"not json"), None);
+        let v8 = Platform::new("linux", "arm64", Some("v8"));
+        assert!(Platform::parse("linux/arm64").unwrap().matches(&v8));
+        assert!(!Platform::parse("linux/arm/v6")
+            .unwrap()
+            .matches(&Platform::new("linux", "arm", None)));
     }
 }

@@ -3,8 +3,8 @@
 //! with a pending layer's upper dir to receive a step's changes.
 
 use super::layers::{LayerStore, PendingLayer};
-use crate::snapshot::overlay::{Overlay, OverlayError, OverlayMount};
-use crate::snapshot::Snapshot;
+use super::overlay::{Overlay, OverlayError, OverlayMount};
+use super::Snapshot;
 use std::path::{Path, PathBuf};
 
 /// The overlay of `snapshot` with `pending` receiving changes.

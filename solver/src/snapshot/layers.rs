@@ -6,7 +6,7 @@
 
 use crate::content::{ContentError, ContentStore};
 use crate::snapshot::layer::{apply_layer, ApplyOptions, LayerError, WhiteoutMode};
-use oci_spec::image::Digest;
+use kiln_oci::Digest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -81,7 +81,7 @@ pub struct LayerId(String);
 impl LayerId {
     /// The id of an image layer with this diffID.
     pub fn for_diff_id(diff_id: &Digest) -> LayerId {
-        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.digest()))
+        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.hex()))
     }
 
     /// A fresh id for a layer a build makes.
@@ -245,7 +245,7 @@ impl LayerStore {
     /// Keeps the pending layer's upper dir under a fresh id.
     pub fn commit(&self, pending: PendingLayer) -> Result<LayerId, LayerStoreError> {
         if let Some(limit) = self.max_size {
-            let size = crate::cache::prune::dir_size(&pending.upper());
+            let size = dir_size(&pending.upper());
             if size > limit {
                 return Err(LayerStoreError::BuiltTooLarge { size, limit });
             }
@@ -287,6 +287,18 @@ impl LayerStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// Bytes of the files under `dir` (not following symlinks).
+pub fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[cfg(test)]
