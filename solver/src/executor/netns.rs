@@ -401,7 +401,7 @@ mod tests {
     use super::*;
 
     fn mounted_under(dir: &Path) -> usize {
-        crate::executor::sweep::mounts_under(dir).len()
+        crate::sysmount::mounts_under(dir).len()
     }
 
     /// Needs root and slirp4netns (testdata/env/setup.sh installs it).
