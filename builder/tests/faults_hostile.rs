@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{files_holding, kiln_bin, run_bounded, Build, TestEnv};
+use support::{files_holding, kiln_bin, run_bounded, Build, Tally, TestEnv};
 
 /// One entry of a hostile layer; `{C}` in names and targets is the canary directory.
 #[derive(Clone, Debug)]
@@ -288,77 +288,86 @@ fn build(b: &Build, label: &str, dockerfile: &str, extra: &[&str]) -> Output {
     out
 }
 
-/// Feeds one hostile layer through every path and checks the canary after each.
-fn run_case(env: &TestEnv, b: &Build, name: &str, entries: &[Entry]) -> u32 {
+/// Asserts the canary's content is in no output, log or state file; then drops the case's
+/// output (the work dir would otherwise grow with every case the scan reads again).
+fn no_leak(b: &Build, canary: &Canary, label: &str) {
+    let none = Path::new("/nonexistent");
+    let leaks = files_holding(b.work.path(), canary.content.as_bytes(), none);
+    assert_eq!(leaks, Vec::<PathBuf>::new(), "{label}: the canary was read");
+    let leaks = files_holding(b.root.path(), canary.content.as_bytes(), none);
+    assert_eq!(leaks, Vec::<PathBuf>::new(), "{label}: the canary was read");
+    let _ = std::fs::remove_dir_all(b.path(&format!("out-{label}")));
+}
+
+/// Feeds one hostile layer through every path, a case each, and checks the canary after
+/// each.
+fn run_case(env: &TestEnv, b: &Build, name: &str, entries: &[Entry], t: &mut Tally) {
     let canary = Canary::new(name);
     let tar = layer(entries, &canary.dir);
     let base = format!("{}/library/busybox:latest", env.registry());
-    let evil = push_image(b, env, name, &tar);
     let bomb = entries.iter().any(|e| matches!(e, Entry::Zeros(..)));
     let limit: &[&str] = if bomb {
         &["--max-layer-size", "10MB"]
     } else {
         &[]
     };
-    let mut failed = 0;
+    // Not refused: an absolute path lands inside the image, as with BuildKit.
+    let inner = canary.dir.strip_prefix("/").unwrap().join("pwned");
     // Pull into FROM, COPY --from, and the image as bind and cache mount sources.
-    let df = format!(
-        "FROM {evil} AS evil\nFROM {base}\nCOPY --from=evil / /c/\n\
-         RUN --mount=type=bind,from=evil,target=/m ls -laR /m > /m-ls; cat /m/l/canary /m/h > /read 2>/dev/null; true\n\
-         RUN --mount=type=cache,from=evil,source=/,target=/k,id=faults-{name} ls -laR /k > /k-ls; true\n"
-    );
     let label = format!("{name}/pull");
-    let out = build(b, &label, &df, limit);
-    failed += !out.status.success() as u32;
-    canary.intact(&label);
-    // ADD of the same layer as a tar from the context (gzip: the bomb stays small).
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    std::fs::create_dir_all(b.ctx()).unwrap();
-    std::fs::write(b.ctx().join("evil.tar.gz"), gz.finish().unwrap()).unwrap();
-    let label = format!("{name}/add");
-    let out = build(
-        b,
-        &label,
-        &format!("FROM {base}\nADD evil.tar.gz /a/\n"),
-        limit,
-    );
-    failed += !out.status.success() as u32;
-    canary.intact(&label);
-    std::fs::remove_file(b.ctx().join("evil.tar.gz")).unwrap();
-    if bomb {
-        assert!(failed == 2, "the bomb passed the layer size limit");
-    }
-    if name == "setuid" {
-        use std::os::unix::fs::PermissionsExt;
-        let su = std::fs::metadata(b.path("out-setuid/pull/c/bin/su2")).unwrap();
-        assert_eq!(
-            su.permissions().mode() & 0o7777,
-            0o4755,
-            "set-uid kept in the image"
+    t.case(&label, || {
+        let evil = push_image(b, env, name, &tar);
+        let df = format!(
+            "FROM {evil} AS evil\nFROM {base}\nCOPY --from=evil / /c/\n\
+             RUN --mount=type=bind,from=evil,target=/m ls -laR /m > /m-ls; cat /m/l/canary /m/h > /read 2>/dev/null; true\n\
+             RUN --mount=type=cache,from=evil,source=/,target=/k,id=faults-{name} ls -laR /k > /k-ls; true\n"
         );
-    }
-    if name == "absolute" {
-        // Not refused: the absolute path lands inside the image, as with BuildKit.
-        let inner = canary.dir.strip_prefix("/").unwrap().join("pwned");
-        assert_eq!(failed, 0, "{name}");
-        assert!(b.path(&format!("out-{name}/pull/c")).join(&inner).is_file());
-        assert!(b.path(&format!("out-{name}/add/a")).join(&inner).is_file());
-    }
-    // The canary's content is in no output, log or state file.
-    let leaks = files_holding(
-        b.work.path(),
-        canary.content.as_bytes(),
-        Path::new("/nonexistent"),
-    );
-    assert_eq!(leaks, Vec::<PathBuf>::new(), "{name}: the canary was read");
-    let leaks = files_holding(
-        b.root.path(),
-        canary.content.as_bytes(),
-        Path::new("/nonexistent"),
-    );
-    assert_eq!(leaks, Vec::<PathBuf>::new(), "{name}: the canary was read");
-    failed
+        let out = build(b, &label, &df, limit);
+        canary.intact(&label);
+        assert!(
+            !bomb || !out.status.success(),
+            "the bomb passed the layer size limit"
+        );
+        if name == "setuid" {
+            use std::os::unix::fs::PermissionsExt;
+            let su = std::fs::metadata(b.path("out-setuid/pull/c/bin/su2")).unwrap();
+            assert_eq!(
+                su.permissions().mode() & 0o7777,
+                0o4755,
+                "set-uid kept in the image"
+            );
+        }
+        if name == "absolute" {
+            assert!(out.status.success(), "{label}");
+            assert!(b.path("out-absolute/pull/c").join(&inner).is_file());
+        }
+        no_leak(b, &canary, &label);
+    });
+    // ADD of the same layer as a tar from the context (gzip: the bomb stays small).
+    let label = format!("{name}/add");
+    t.case(&label, || {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        std::fs::create_dir_all(b.ctx()).unwrap();
+        std::fs::write(b.ctx().join("evil.tar.gz"), gz.finish().unwrap()).unwrap();
+        let out = build(
+            b,
+            &label,
+            &format!("FROM {base}\nADD evil.tar.gz /a/\n"),
+            limit,
+        );
+        std::fs::remove_file(b.ctx().join("evil.tar.gz")).unwrap();
+        canary.intact(&label);
+        assert!(
+            !bomb || !out.status.success(),
+            "the bomb passed the layer size limit"
+        );
+        if name == "absolute" {
+            assert!(out.status.success(), "{label}");
+            assert!(b.path("out-absolute/add/a").join(&inner).is_file());
+        }
+        no_leak(b, &canary, &label);
+    });
 }
 
 #[test]
@@ -383,12 +392,11 @@ fn hostile_layers_through_pull_copy_mounts_and_add_stay_in_their_root() {
             .collect();
         cases.push((Box::leak(format!("mix{i}").into_boxed_str()), mix));
     }
-    let mut tried = 0;
+    let mut t = Tally::new("escapes", 2 * cases.len());
     for (name, entries) in &cases {
-        run_case(&env, &b, name, entries);
-        tried += 2;
+        run_case(&env, &b, name, entries, &mut t);
     }
-    println!("hostile inputs tried: {tried}");
+    t.finish();
 }
 
 #[test]
@@ -401,7 +409,7 @@ fn a_context_with_symlinks_out_never_reads_the_host() {
     std::os::unix::fs::symlink(canary.dir.join("canary"), b.ctx().join("f")).unwrap();
     std::os::unix::fs::symlink(format!("{UP}{}", canary.dir.display()), b.ctx().join("r")).unwrap();
     let base = format!("{}/library/busybox:latest", env.registry());
-    for (i, step) in [
+    let steps = [
         "COPY l/canary /x",
         "COPY r/canary /x",
         "COPY f /x",
@@ -409,18 +417,20 @@ fn a_context_with_symlinks_out_never_reads_the_host() {
         "ADD l/canary /x",
         "RUN --mount=type=bind,source=l,target=/m cat /m/canary > /x; true",
         "RUN --mount=type=bind,source=f,target=/m cat /m > /x; true",
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    let mut t = Tally::new("escapes", steps.len());
+    for (i, step) in steps.iter().enumerate() {
         let label = format!("ctx{i}");
-        build(&b, &label, &format!("FROM {base}\n{step}\n"), &[]);
-        canary.intact(&label);
-        let leaks = files_holding(
-            b.work.path(),
-            canary.content.as_bytes(),
-            Path::new("/nonexistent"),
-        );
-        assert_eq!(leaks, Vec::<PathBuf>::new(), "{step}: the canary was read");
+        t.case(&label, || {
+            build(&b, &label, &format!("FROM {base}\n{step}\n"), &[]);
+            canary.intact(&label);
+            let leaks = files_holding(
+                b.work.path(),
+                canary.content.as_bytes(),
+                Path::new("/nonexistent"),
+            );
+            assert_eq!(leaks, Vec::<PathBuf>::new(), "{step}: the canary was read");
+        });
     }
+    t.finish();
 }

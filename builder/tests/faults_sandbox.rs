@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use support::{Build, TestEnv};
+use support::{Build, Tally, TestEnv};
 
 /// Docker's default capability set (CAP_CHOWN … CAP_AUDIT_WRITE, 14 of them).
 const DOCKER_CAPS: &str = "00000000a80425fb";
@@ -47,7 +47,39 @@ fn probe(executor: &str, extra: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The probe under each network mode, a case each.
 fn sandbox_at_dockers_defaults(executor: &str) {
+    let mut t = Tally::new("sandbox", 3);
+    t.case(&format!("{executor} default network"), || {
+        default_network(executor)
+    });
+    t.case(&format!("{executor} --network none"), || {
+        let none = probe(executor, &["--network", "none"]);
+        assert_eq!(none["ifaces"], "lo ");
+        assert_eq!(none["capeff"], DOCKER_CAPS);
+    });
+    t.case(&format!("{executor} --network host"), || {
+        let host = probe(executor, &["--network", "host"]);
+        let host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for i in &host_ifaces {
+            assert!(
+                host["ifaces"].split(' ').any(|s| s == i),
+                "{i} in {:?}",
+                host["ifaces"]
+            );
+        }
+        assert_eq!(host["seccomp"], "2", "host network keeps the profile");
+    });
+    t.finish();
+}
+
+/// Under the default network: Docker's capabilities, seccomp in filter mode, masked and
+/// read-only paths, the denied escapes, and a namespace of its own.
+fn default_network(executor: &str) {
     let r = probe(executor, &[]);
     let get = |k: &str| {
         r.get(k)
@@ -87,24 +119,6 @@ fn sandbox_at_dockers_defaults(executor: &str) {
         "eth0 lo ",
         "the default network: its own namespace"
     );
-
-    let none = probe(executor, &["--network", "none"]);
-    assert_eq!(none["ifaces"], "lo ");
-    assert_eq!(none["capeff"], DOCKER_CAPS);
-    let host = probe(executor, &["--network", "host"]);
-    let host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    for i in &host_ifaces {
-        assert!(
-            host["ifaces"].split(' ').any(|s| s == i),
-            "{i} in {:?}",
-            host["ifaces"]
-        );
-    }
-    assert_eq!(host["seccomp"], "2", "host network keeps the profile");
 }
 
 #[test]
