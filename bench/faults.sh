@@ -54,6 +54,6 @@ run_class corruptions faults_kill $((KILN_FAULTS_KILLS * 4 + 1)) 1
 run_class escapes faults_hostile $(((13 + KILN_FAULTS_HOSTILE) * 2 + 7)) 1
 run_class registry faults_registry 22 "$rounds"
 run_class sandbox faults_sandbox 6 1
-run_class secrets faults_secrets 5 "$rounds"
+run_class secrets faults_secrets 6 "$rounds"
 row hangs - - "$hangs"
 row aborts - - "$aborts"

@@ -92,3 +92,43 @@ fn a_secret_leaves_no_trace_in_state_outputs_logs_or_metadata() {
     });
     t.finish();
 }
+
+/// Many steps that read a secret and exit at once, under an OCI runtime: each has a
+/// poststart hook dropping the host's view of its secrets, and crun used to lose that
+/// hook's exit to the step's when the step ended first on a loaded machine, failing the
+/// step with "timeout expired for `/usr/bin/nsenter`" after 10 s (the faults_secrets
+/// flake of the long run; 3 of 3 such builds failed at load 9 before the fix).
+#[test]
+fn short_secret_steps_under_an_oci_runtime_all_pass() {
+    let steps = 24;
+    let mut t = Tally::new("secrets", 1);
+    let env = TestEnv::load();
+    let b = Build::new();
+    let secret = b.path("secret");
+    std::fs::write(&secret, "short").unwrap();
+    let mut df = format!("FROM {}/library/busybox:latest\n", env.registry());
+    for i in 0..steps {
+        df.push_str(&format!(
+            "RUN --mount=type=secret,id=s cat /run/secrets/s > /s{i}\n"
+        ));
+    }
+    b.write("Dockerfile", &df);
+    t.case(&format!("{steps} short secret steps"), || {
+        let out = run_bounded(
+            Command::new(kiln_bin())
+                .arg("--root")
+                .arg(b.root.path())
+                .args(["build", "--executor", "oci", "--progress", "plain"])
+                .arg("--secret")
+                .arg(format!("id=s,src={}", secret.display()))
+                .arg(b.ctx()),
+            Duration::from_secs(600),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    t.finish();
+}
