@@ -51,7 +51,7 @@ run_class() {
 cargo build --release -q --locked -p kiln --tests
 row class tried survived failed
 run_class corruptions faults_kill $((KILN_FAULTS_KILLS * 4 + 1)) 1
-run_class escapes faults_hostile $(((13 + KILN_FAULTS_HOSTILE) * 2 + 7)) 1
+run_class escapes faults_hostile $(((13 + KILN_FAULTS_HOSTILE) * 2 + 7 + 9 + 2)) 1
 run_class registry faults_registry 22 "$rounds"
 run_class sandbox faults_sandbox 6 1
 run_class secrets faults_secrets 6 "$rounds"

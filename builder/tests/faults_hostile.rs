@@ -2,7 +2,9 @@
 //! absolute paths, symlink then write-through, hard links out, device nodes, set-uid,
 //! whiteouts of `..` and of host paths, a gzip bomb under --max-layer-size) fed through a
 //! registry pull into FROM, COPY --from, bind and cache mounts, and ADD of the tar from
-//! the context; plus a context whose symlinks point out. Each build ends in success or a
+//! the context; plus a context whose symlinks point out, `kiln load` of hostile archives
+//! (escaping entries, a manifest.json naming paths outside the archive) and a sparse-file
+//! bomb under --max-layer-size. Each build ends in success or a
 //! clear error (exit 1, no panic), and a canary directory on the host is untouched: nothing
 //! created, deleted, linked or overwritten there, and its content is in no output.
 //! `KILN_FAULTS_HOSTILE=N` adds N random mixes of the same entries (bench/faults.sh).
@@ -399,6 +401,73 @@ fn hostile_layers_through_pull_copy_mounts_and_add_stay_in_their_root() {
     t.finish();
 }
 
+/// A sparse-file bomb: GNU tar (an independent writer) stores a 1 GiB file of holes in a
+/// 10 KiB layer; `--max-layer-size` refuses it through pull and ADD before it is written
+/// out (it counts files at their full size, not the tar's). 1 GiB, not the 8:
+/// enough to pass the limit, small enough if a regression writes it to a shared disk.
+#[test]
+fn a_sparse_file_bomb_is_refused_by_max_layer_size() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let mut t = Tally::new("escapes", 2);
+    let src = b.path("sparse");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::File::create(src.join("bomb"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["--sparse", "-cf", "-", "bomb"])
+        .output()
+        .expect("run GNU tar");
+    assert!(out.status.success());
+    std::fs::remove_dir_all(&src).unwrap();
+    let tar = out.stdout;
+    assert!(tar.len() < 64 << 10, "a sparse tar: {} bytes", tar.len());
+    let limit = ["--max-layer-size", "10MB"];
+    let refused = |label: &str, out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{label}: the bomb passed the limit");
+        assert!(stderr.contains("layer size limit"), "{label}: {stderr}");
+        let used = Command::new("du")
+            .args(["-sk"])
+            .arg(b.root.path())
+            .output()
+            .unwrap();
+        let kib: u64 = String::from_utf8_lossy(&used.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|k| k.parse().ok())
+            .unwrap();
+        assert!(kib < 100 << 10, "{label}: the state dir holds {kib} KiB");
+    };
+    let base = format!("{}/library/busybox:latest", env.registry());
+    t.case("sparse-bomb/pull", || {
+        let evil = push_image(&b, &env, "sparse-bomb", &tar);
+        let out = build(
+            &b,
+            "sparse-bomb/pull",
+            &format!("FROM {evil}\nRUN [\"/x\"]\n"),
+            &limit,
+        );
+        refused("sparse-bomb/pull", &out);
+    });
+    t.case("sparse-bomb/add", || {
+        std::fs::create_dir_all(b.ctx()).unwrap();
+        std::fs::write(b.ctx().join("bomb.tar"), &tar).unwrap();
+        let out = build(
+            &b,
+            "sparse-bomb/add",
+            &format!("FROM {base}\nADD bomb.tar /a/\n"),
+            &limit,
+        );
+        refused("sparse-bomb/add", &out);
+    });
+    t.finish();
+}
+
 #[test]
 fn a_context_with_symlinks_out_never_reads_the_host() {
     let env = TestEnv::load();
@@ -430,6 +499,195 @@ fn a_context_with_symlinks_out_never_reads_the_host() {
                 Path::new("/nonexistent"),
             );
             assert_eq!(leaks, Vec::<PathBuf>::new(), "{step}: the canary was read");
+        });
+    }
+    t.finish();
+}
+
+/// One entry of a hostile `docker save` archive (`{C}`: the canary directory).
+enum ArchiveEntry {
+    File(&'static str, Vec<u8>),
+    Symlink(&'static str, &'static str),
+    Hardlink(&'static str, &'static str),
+}
+
+/// A docker-archive tar of `entries` (raw headers: `..` and absolute names kept).
+fn archive(entries: &[ArchiveEntry], canary: &Path) -> Vec<u8> {
+    let fill = |s: &str| s.replace("UP", UP).replace("{C}", canary.to_str().unwrap());
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let (h, data) = match e {
+            ArchiveEntry::File(p, data) => (
+                header(
+                    &fill(p),
+                    tar::EntryType::Regular,
+                    "",
+                    data.len() as u64,
+                    0o644,
+                ),
+                data.as_slice(),
+            ),
+            ArchiveEntry::Symlink(p, t) => (
+                header(&fill(p), tar::EntryType::Symlink, &fill(t), 0, 0o777),
+                &b""[..],
+            ),
+            ArchiveEntry::Hardlink(p, t) => (
+                header(&fill(p), tar::EntryType::Link, &fill(t), 0, 0o644),
+                &b""[..],
+            ),
+        };
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The hostile archives for `kiln load`: a valid one-layer image plus escaping entries,
+/// or a manifest.json naming paths outside the archive (directly, or through links).
+fn load_table(canary: &Path) -> Vec<(&'static str, Vec<ArchiveEntry>)> {
+    use ArchiveEntry::*;
+    let layer = layer(&[Entry::File("ok", 0o644)], canary);
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", support::sha256_hex(&layer))]},
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = |config: &str, layer: &str| {
+        let m = serde_json::json!([{
+            "Config": config.replace("UP", UP).replace("{C}", canary.to_str().unwrap()),
+            "RepoTags": ["faults-load:1"],
+            "Layers": [layer.replace("UP", UP).replace("{C}", canary.to_str().unwrap())],
+        }]);
+        File("manifest.json", m.to_string().into_bytes())
+    };
+    let image = || {
+        vec![
+            File("config.json", config.clone()),
+            File("layer.tar", layer.clone()),
+        ]
+    };
+    let with = |mut v: Vec<ArchiveEntry>, extra: Vec<ArchiveEntry>| {
+        v.extend(extra);
+        v
+    };
+    vec![
+        (
+            "traversal",
+            with(
+                image(),
+                vec![
+                    File("UP{C}/pwned", b"owned\n".to_vec()),
+                    manifest("config.json", "layer.tar"),
+                ],
+            ),
+        ),
+        (
+            "absolute",
+            with(
+                image(),
+                vec![
+                    File("{C}/pwned", b"owned\n".to_vec()),
+                    manifest("config.json", "layer.tar"),
+                ],
+            ),
+        ),
+        (
+            "symlink-write",
+            with(
+                image(),
+                vec![
+                    Symlink("l", "{C}"),
+                    File("l/pwned", b"owned\n".to_vec()),
+                    manifest("config.json", "layer.tar"),
+                ],
+            ),
+        ),
+        (
+            "manifest-config-absolute",
+            with(image(), vec![manifest("{C}/canary", "layer.tar")]),
+        ),
+        (
+            "manifest-config-up",
+            with(image(), vec![manifest("UP{C}/canary", "layer.tar")]),
+        ),
+        (
+            "manifest-layer-absolute",
+            with(image(), vec![manifest("config.json", "{C}/canary")]),
+        ),
+        (
+            "manifest-through-symlink",
+            with(
+                image(),
+                vec![Symlink("c", "{C}/canary"), manifest("c", "layer.tar")],
+            ),
+        ),
+        (
+            "manifest-through-dir-symlink",
+            with(
+                image(),
+                vec![Symlink("d", "{C}"), manifest("config.json", "d/canary")],
+            ),
+        ),
+        (
+            "manifest-through-hardlink",
+            with(
+                image(),
+                vec![Hardlink("h", "{C}/canary"), manifest("h", "layer.tar")],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn kiln_load_of_hostile_archives_stays_inside_the_archive() {
+    let canary = Canary::new("load");
+    let cases = load_table(&canary.dir);
+    let mut t = Tally::new("escapes", cases.len());
+    for (name, entries) in &cases {
+        let label = format!("load/{name}");
+        t.case(&label, || {
+            let b = Build::new();
+            let path = b.path("archive.tar");
+            std::fs::write(&path, archive(entries, &canary.dir)).unwrap();
+            let out = run_bounded(
+                Command::new(kiln_bin())
+                    .arg("--root")
+                    .arg(b.root.path())
+                    .arg("load")
+                    .arg("--input")
+                    .arg(&path),
+                Duration::from_secs(60),
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            println!("{label}: {:?} {}", out.status.code(), stderr.trim());
+            assert!(!stderr.contains("panicked"), "{label}: {stderr}");
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{label}: {:?} {stderr}",
+                out.status
+            );
+            if !out.status.success() {
+                assert!(!stderr.trim().is_empty(), "{label}: failed silently");
+            }
+            canary.intact(&label);
+            let none = Path::new("/nonexistent");
+            let leaks = files_holding(b.root.path(), canary.content.as_bytes(), none);
+            assert_eq!(leaks, Vec::<PathBuf>::new(), "{label}: the canary was read");
+            // What loaded is listed (not `check_store`: skopeo's oci: transport skips the
+            // Docker media types a docker-archive's manifest keeps in the index).
+            if out.status.success() {
+                let images = run_bounded(
+                    Command::new(kiln_bin())
+                        .arg("--root")
+                        .arg(b.root.path())
+                        .arg("images"),
+                    Duration::from_secs(60),
+                );
+                let listed = String::from_utf8_lossy(&images.stdout);
+                assert!(listed.contains("faults-load"), "{label}: {listed}");
+            }
         });
     }
     t.finish();
