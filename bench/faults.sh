@@ -48,7 +48,8 @@ run_class() {
     row "$class" "$tried" "$ok" "$bad"
 }
 
-cargo build --release -q --locked -p kiln --tests
+cargo build --release -q --locked -p kiln --test faults_kill --test faults_hostile --test faults_registry \
+    --test faults_sandbox --test faults_secrets
 row class tried survived failed
 run_class corruptions faults_kill $((KILN_FAULTS_KILLS * 4 + 1)) 1
 run_class escapes faults_hostile $(((13 + KILN_FAULTS_HOSTILE) * 2 + 7 + 9 + 2)) 1
