@@ -22,7 +22,7 @@ pub fn owner_pid(name: &str) -> Option<i32> {
 }
 
 /// Whether a process with this pid exists.
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
