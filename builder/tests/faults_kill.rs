@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{check_store, kiln_bin, run_bounded, Build, FaultProxy, TestEnv};
+use support::{check_store, kiln_bin, run_bounded, Build, FaultProxy, Tally, TestEnv};
 
 /// Kills per verb (the long loop is `bench/faults.sh`).
 fn kills() -> u64 {
@@ -77,39 +77,52 @@ fn after_kill(root: &Path, finish: &[&str]) {
 #[test]
 fn kill_9_during_pull_push_build_and_rmi_leaves_a_whole_store() {
     let env = TestEnv::load();
+    let n = kills();
+    // Each kill is a case, and so is the check that some landed midway.
+    let mut t = Tally::new("corruptions", 4 * n as usize + 1);
     let proxy = FaultProxy::start(env.registry());
     proxy.set("slow", -1, "all");
     let source = format!("{}/library/busybox:latest", proxy.addr());
     let mut killed = 0;
-    let n = kills();
     for i in 0..n {
         let b = Build::new();
         let root = b.root.path();
         // pull: the slow proxy spreads each blob over about 2 s.
-        killed += kill_midway(root, &["pull", &source], 3000, i) as u32;
-        after_kill(root, &["pull", &source]);
+        t.case(&format!("pull {i}"), || {
+            killed += kill_midway(root, &["pull", &source], 3000, i) as u32;
+            after_kill(root, &["pull", &source]);
+        });
         // push of a fresh repository (every blob is sent again).
         let target = format!("{}/faults-kill-{}-{i}:1", proxy.addr(), std::process::id());
-        kiln_ok(root, &["tag", &source, &target]);
-        killed += kill_midway(root, &["push", &target], 3000, i + 100) as u32;
-        after_kill(root, &["push", &target]);
+        t.case(&format!("push {i}"), || {
+            kiln_ok(root, &["tag", &source, &target]);
+            killed += kill_midway(root, &["push", &target], 3000, i + 100) as u32;
+            after_kill(root, &["push", &target]);
+        });
         // build: a step writing a few thousand files.
-        b.write(
-            "Dockerfile",
-            &format!("FROM {source}\nRUN mkdir /d && cd /d && seq 1 2000 | xargs touch && echo {i} > /i\n"),
-        );
-        let ctx = b.ctx();
-        let ctx = ctx.to_str().unwrap();
         let tag = format!("faults-kill:{i}");
-        killed += kill_midway(root, &["build", "--tag", &tag, ctx], 4000, i + 200) as u32;
-        after_kill(root, &["build", "--tag", &tag, ctx]);
+        t.case(&format!("build {i}"), || {
+            b.write(
+                "Dockerfile",
+                &format!("FROM {source}\nRUN mkdir /d && cd /d && seq 1 2000 | xargs touch && echo {i} > /i\n"),
+            );
+            let ctx = b.ctx();
+            let ctx = ctx.to_str().unwrap();
+            killed += kill_midway(root, &["build", "--tag", &tag, ctx], 4000, i + 200) as u32;
+            after_kill(root, &["build", "--tag", &tag, ctx]);
+        });
         // rmi of the built image and of the base.
-        killed += kill_midway(root, &["rmi", &tag, &target], 60, i + 300) as u32;
-        kiln_ok(root, &["images"]);
-        check_store(root);
+        t.case(&format!("rmi {i}"), || {
+            killed += kill_midway(root, &["rmi", &tag, &target], 60, i + 300) as u32;
+            kiln_ok(root, &["images"]);
+            check_store(root);
+        });
     }
     // Not vacuous: some verbs were still at work when killed (how many depends on the
     // machine's speed and load: on a loaded 2-core CI machine about a third).
-    assert!(killed >= 1, "none of the {} verbs was killed midway", 4 * n);
+    t.case("some kills landed midway", || {
+        assert!(killed >= 1, "none of the {} verbs was killed midway", 4 * n);
+    });
     eprintln!("{killed} of {} verbs killed midway", 4 * n);
+    t.finish();
 }

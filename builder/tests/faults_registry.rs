@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{check_store, kiln_bin, run_bounded, FaultProxy, TestEnv};
+use support::{check_store, kiln_bin, run_bounded, FaultProxy, Tally, TestEnv};
 
 /// What a case must end in.
 enum Expect {
@@ -117,24 +117,28 @@ fn pull_through_every_fault_ends_in_success_or_a_clear_error() {
             Expect::Fails("content verification failed"),
         ),
     ];
+    let mut t = Tally::new("registry", cases.len());
     for (i, c) in cases.iter().enumerate() {
         let label = format!("pull {} x{} on {}", c.mode, c.times, c.what);
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        proxy.set(c.mode, c.times, c.what);
-        let out = kiln(&root, &["pull", "--registry-idle-timeout", "1", &reference]);
-        assert!(proxy.injected() > 0, "{label}: the fault was never hit");
-        judge(&label, c, &out, &root);
-        // The same state dir then pulls whole: nothing kept from the faulty attempt.
-        proxy.set("pass", 0, "all");
-        let again = kiln(&root, &["pull", &reference]);
-        assert!(
-            again.status.success(),
-            "case {i} {label}, pull after: {}",
-            String::from_utf8_lossy(&again.stderr)
-        );
-        assert_eq!(check_store(&root), 1, "{label}");
+        t.case(&label, || {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            proxy.set(c.mode, c.times, c.what);
+            let out = kiln(&root, &["pull", "--registry-idle-timeout", "1", &reference]);
+            assert!(proxy.injected() > 0, "{label}: the fault was never hit");
+            judge(&label, c, &out, &root);
+            // The same state dir then pulls whole: nothing kept from the faulty attempt.
+            proxy.set("pass", 0, "all");
+            let again = kiln(&root, &["pull", &reference]);
+            assert!(
+                again.status.success(),
+                "case {i} {label}, pull after: {}",
+                String::from_utf8_lossy(&again.stderr)
+            );
+            assert_eq!(check_store(&root), 1, "{label}");
+        });
     }
+    t.finish();
 }
 
 #[test]
@@ -164,36 +168,40 @@ fn push_through_every_fault_ends_in_success_or_a_clear_error() {
         case("stall", -1, "uploads", Expect::Fails("no data from")),
         case("html", -1, "uploads", Expect::Fails("faults-push")),
     ];
+    let mut t = Tally::new("registry", cases.len());
     for (i, c) in cases.iter().enumerate() {
         let label = format!("push {} x{} on {}", c.mode, c.times, c.what);
-        // A fresh repository per case, so every blob is uploaded (or mounted) again.
-        let target = format!(
-            "{}/faults-push-{}-{i}-{}:1",
-            proxy.addr(),
-            c.mode,
-            std::process::id()
-        );
-        let tagged = kiln(&root, &["tag", &source, &target]);
-        assert!(
-            tagged.status.success(),
-            "{}",
-            String::from_utf8_lossy(&tagged.stderr)
-        );
-        proxy.set(c.mode, c.times, c.what);
-        let out = kiln(&root, &["push", "--registry-idle-timeout", "1", &target]);
-        assert!(proxy.injected() > 0, "{label}: the fault was never hit");
-        judge(&label, c, &out, &root);
-        // What a successful push stored reads back whole, straight from the registry.
-        if out.status.success() {
-            proxy.set("pass", 0, "all");
-            let back = tempfile::tempdir().unwrap();
-            let pulled = kiln(&back.path().join("root"), &["pull", &target]);
-            assert!(
-                pulled.status.success(),
-                "{label}, pull back: {}",
-                String::from_utf8_lossy(&pulled.stderr)
+        t.case(&label, || {
+            // A fresh repository per case, so every blob is uploaded (or mounted) again.
+            let target = format!(
+                "{}/faults-push-{}-{i}-{}:1",
+                proxy.addr(),
+                c.mode,
+                std::process::id()
             );
-            assert_eq!(check_store(&back.path().join("root")), 1);
-        }
+            let tagged = kiln(&root, &["tag", &source, &target]);
+            assert!(
+                tagged.status.success(),
+                "{}",
+                String::from_utf8_lossy(&tagged.stderr)
+            );
+            proxy.set(c.mode, c.times, c.what);
+            let out = kiln(&root, &["push", "--registry-idle-timeout", "1", &target]);
+            assert!(proxy.injected() > 0, "{label}: the fault was never hit");
+            judge(&label, c, &out, &root);
+            // What a successful push stored reads back whole, straight from the registry.
+            if out.status.success() {
+                proxy.set("pass", 0, "all");
+                let back = tempfile::tempdir().unwrap();
+                let pulled = kiln(&back.path().join("root"), &["pull", &target]);
+                assert!(
+                    pulled.status.success(),
+                    "{label}, pull back: {}",
+                    String::from_utf8_lossy(&pulled.stderr)
+                );
+                assert_eq!(check_store(&back.path().join("root")), 1);
+            }
+        });
     }
+    t.finish();
 }

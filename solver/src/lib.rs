@@ -11,6 +11,7 @@ pub mod meta;
 pub mod mounts;
 pub mod ops;
 pub mod pattern;
+pub mod pid;
 pub mod progress;
 pub mod rootfs_path;
 pub mod scheduler;

@@ -95,6 +95,7 @@ impl std::fmt::Debug for MetaDb {
 impl MetaDb {
     /// Opens or creates the database; several kiln processes may have it open at once.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        create_whole(path)?;
         let db = redb::Database::builder()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(path)
@@ -161,5 +162,38 @@ impl MetaWriter {
     /// Makes every change durable and visible at once.
     pub fn commit(self) -> Result<(), MetaError> {
         self.txn.commit().map_err(dberr)
+    }
+}
+
+/// Makes a new database file under another name and links it into place whole: redb
+/// sizes a new file before it writes the magic number, so a kill -9 in between would
+/// leave a file no later open accepts ("Not a redb database"). A concurrent creator's
+/// file wins (a link never replaces); what killed creators left is removed here.
+fn create_whole(path: &Path) -> Result<(), MetaError> {
+    let io = |e: std::io::Error| dberr(redb::StorageError::Io(e));
+    if path.exists() {
+        return Ok(());
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!(".{}.new-", name.to_string_lossy());
+    for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let file = e.file_name();
+        let pid = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix)?.parse().ok());
+        if pid.is_some_and(|pid| !crate::pid::alive(pid)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    drop(redb::Database::create(&tmp).map_err(dberr)?);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(e)),
+        _ => Ok(()),
     }
 }

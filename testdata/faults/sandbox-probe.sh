@@ -1,8 +1,9 @@
 #!/bin/sh
 # sandbox-probe.sh - what a RUN step sees of its sandbox, one "key=value" a line:
 # effective capabilities, seccomp mode, masked and read-only paths, whether mount,
-# unshare and chroot-style escapes are denied, and its network interfaces.
-# Used by builder/tests/faults_sandbox.rs (busybox only).
+# unshare and chroot-style escapes are denied, what ptrace may do (the static
+# /ptrace-probe, given $1: the pid of a process outside the step), and its network
+# interfaces. Used by builder/tests/faults_sandbox.rs (busybox only).
 status() { grep "^$1:" /proc/self/status | cut -f2; }
 echo "capeff=$(status CapEff)"
 echo "capbnd=$(status CapBnd)"
@@ -21,4 +22,5 @@ if mount -t tmpfs probe /tmp/probe-mnt 2>/dev/null; then echo "mount=allowed"; u
 if unshare -U -r true 2>/dev/null; then echo "unshare-user=allowed"; else echo "unshare-user=denied"; fi
 if unshare -m true 2>/dev/null; then echo "unshare-mount=allowed"; else echo "unshare-mount=denied"; fi
 if mknod /tmp/probe-sda b 8 0 2>/dev/null && head -c 1 /tmp/probe-sda >/dev/null 2>&1; then echo "blockdev=readable"; else echo "blockdev=denied"; fi
+[ -x /ptrace-probe ] && /ptrace-probe "$1"
 echo "ifaces=$(ls /sys/class/net | tr '\n' ' ')"

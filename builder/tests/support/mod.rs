@@ -8,6 +8,7 @@ mod fixture;
 mod net;
 mod oracle;
 mod proxy;
+mod report;
 mod store;
 
 #[allow(unused_imports)] // Each test file uses a different part.
@@ -22,6 +23,8 @@ pub use net::{host_global_ipv4, pong_server};
 pub use oracle::{sha256_digest, sha256_hex, skopeo, stdout_ok, unique};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use proxy::{run_bounded, FaultProxy};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use report::Tally;
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use store::{check_store, files_holding};
 

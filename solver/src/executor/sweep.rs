@@ -4,7 +4,6 @@
 //! delete reach into a layer, so it is unmounted first.
 
 use std::fs;
-use std::io;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -22,15 +21,6 @@ pub fn owner_pid(name: &str) -> Option<i32> {
     }
 }
 
-/// Whether a process with this pid exists.
-fn alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// Unmounts and removes the run directories of dead kiln processes; returns how
 /// many were cleaned.
 pub fn sweep_runs(config: &ExecutorConfig) -> usize {
@@ -43,7 +33,7 @@ pub fn sweep_runs(config: &ExecutorConfig) -> usize {
         let Some(pid) = owner_pid(&name) else {
             continue;
         };
-        if alive(pid) {
+        if crate::pid::alive(pid) {
             continue;
         }
         let dir = entry.path();
@@ -77,7 +67,7 @@ pub fn sweep_containers(runtime: &OciRuntime, state_root: &Path) -> usize {
     };
     let mut cleaned = 0;
     for id in String::from_utf8_lossy(&out.stdout).lines() {
-        let dead = owner_pid(id).is_some_and(|pid| !alive(pid));
+        let dead = owner_pid(id).is_some_and(|pid| !crate::pid::alive(pid));
         if !dead {
             continue;
         }

@@ -71,8 +71,13 @@ impl SecretFiles {
 
 /// An OCI `poststart` hook that unmounts the host's view of the secrets tmpfs at
 /// `dir` once the step's process runs, in this process' mount namespace (the
-/// runtime may run in one of its own). None when `nsenter` or `umount` is missing:
-/// the view then goes when the step ends.
+/// runtime may run in one of its own). None when `timeout`, `nsenter` or `umount`
+/// is missing: the view then goes when the step ends.
+///
+/// The bound is coreutils' `timeout`, not the hook's own `timeout` field: with
+/// that field crun waits for the hook's SIGCHLD, which merges with the step's
+/// when a short step exits first on a loaded machine, and crun then fails the
+/// step with "timeout expired" although the hook is done.
 pub fn release_hook(dir: &Path) -> Option<oci_spec::runtime::Hook> {
     let find = |name: &str| {
         ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
@@ -80,10 +85,12 @@ pub fn release_hook(dir: &Path) -> Option<oci_spec::runtime::Hook> {
             .map(|d| Path::new(d).join(name))
             .find(|p| p.is_file())
     };
-    let (nsenter, umount) = (find("nsenter")?, find("umount")?);
+    let (timeout, nsenter, umount) = (find("timeout")?, find("nsenter")?, find("umount")?);
     let dir = dir.to_str()?;
     let args = vec![
-        "nsenter".to_string(),
+        "timeout".to_string(),
+        "10".to_string(),
+        nsenter.to_str()?.to_string(),
         format!("--mount=/proc/{}/ns/mnt", std::process::id()),
         "--".to_string(),
         umount.to_str()?.to_string(),
@@ -91,9 +98,8 @@ pub fn release_hook(dir: &Path) -> Option<oci_spec::runtime::Hook> {
         dir.to_string(),
     ];
     oci_spec::runtime::HookBuilder::default()
-        .path(nsenter)
+        .path(timeout)
         .args(args)
-        .timeout(10i64)
         .build()
         .ok()
 }

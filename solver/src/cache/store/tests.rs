@@ -230,3 +230,54 @@ fn lookups_are_written_together_and_survive_a_reopen() {
     let e = s.entries().unwrap();
     assert_eq!(e.last().map(|e| (e.key, e.last_used)), Some((keys[0], 60)));
 }
+
+const CREATE_ENV: &str = "KILN_TEST_CREATE_DB";
+
+/// Helper for the kill test: run in a child process, it creates the database, then waits
+/// to be killed.
+#[test]
+#[ignore = "run by a_kill_while_creating_the_db_never_leaves_it_unopenable in a child process"]
+fn create_child() {
+    let Some(path) = std::env::var_os(CREATE_ENV) else {
+        return;
+    };
+    CacheStore::open(std::path::Path::new(&path)).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn a_kill_while_creating_the_db_never_leaves_it_unopenable() {
+    // redb sizes a new file before it writes its magic number: a kill -9 in between
+    // left a meta.redb that no later open accepted (found by bench/faults.sh).
+    let d = tempfile::tempdir().unwrap();
+    let mut landed = 0;
+    for i in 0..30u64 {
+        let path = d.path().join(format!("meta-{i}.redb"));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cache::store::tests::create_child", "--ignored"])
+            .env(CREATE_ENV, &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the child's start and its creation of the file.
+        std::thread::sleep(std::time::Duration::from_micros(i * 1000 % 25_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Killed before the database took its name.
+        landed += usize::from(!path.exists());
+        let s = CacheStore::open(&path).unwrap_or_else(|e| panic!("kill {i}: {e}"));
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 1).unwrap();
+        w.commit().unwrap();
+    }
+    assert!(landed > 0, "every kill came after the creation");
+    // What killed creators left under another name is gone once a later open ran.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.len() <= 1, "{left:?}");
+}

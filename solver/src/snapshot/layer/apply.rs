@@ -39,7 +39,8 @@ pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Restore owners from the tar (root only; otherwise files belong to the caller).
     pub same_owner: bool,
-    /// Fail with [`LayerError::TooLarge`] once the uncompressed tar exceeds this many bytes.
+    /// Fail with [`LayerError::TooLarge`] once the uncompressed tar, or the files it
+    /// holds (sparse ones at their full size), exceed this many bytes.
     pub max_size: Option<u64>,
 }
 
@@ -124,6 +125,7 @@ fn apply_limited<R: Read>(
         opts,
         created: HashSet::new(),
         dirs: Vec::new(),
+        written: 0,
     };
     let entries = archive
         .entries()
@@ -158,6 +160,9 @@ struct Applier<'a> {
     created: HashSet<PathBuf>,
     /// Directories and their mtimes, applied at the end.
     dirs: Vec<(PathBuf, i64)>,
+    /// Bytes of the files written so far: a sparse entry's holes count too, so a
+    /// small tar of a huge sparse file meets the size limit before it is written out.
+    written: u64,
 }
 
 /// Splits a tar path into checked components (`.` and empty dropped, `..` refused).
@@ -335,6 +340,12 @@ impl Applier<'_> {
                 self.dirs.push((target.clone(), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                // The entry's size is the file's, holes included (the tar crate reads them
+                // as zeros).
+                self.written = self.written.saturating_add(entry.size());
+                if let Some(limit) = self.opts.max_size.filter(|l| self.written > *l) {
+                    return Err(LayerError::TooLarge { limit });
+                }
                 remove_any(&target)?;
                 let mut f = OpenOptions::new()
                     .write(true)

@@ -533,3 +533,34 @@ fn applied_diff_id_is_the_sha256_of_the_whole_tar() {
     r.read_to_end(&mut sink).unwrap();
     assert_eq!(applied.uncompressed_size, sink.len() as u64);
 }
+
+#[test]
+fn a_sparse_file_bomb_meets_the_size_limit_before_it_is_written() {
+    // GNU tar (an independent writer) stores 1 GiB of holes in a 10 KiB tar.
+    let work = tempfile::tempdir().unwrap();
+    let bomb = work.path().join("bomb");
+    fs::File::create(&bomb).unwrap().set_len(1 << 30).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(work.path())
+        .args(["--sparse", "-cf", "-", "bomb"])
+        .output()
+        .expect("run GNU tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.len() < 64 << 10, "a sparse tar");
+    let dest = work.path().join("root");
+    let opts = ApplyOptions {
+        max_size: Some(10 << 20),
+        ..ApplyOptions::default()
+    };
+    let err = apply_layer(&out.stdout[..], &dest, &opts).unwrap_err();
+    assert!(
+        matches!(err, LayerError::TooLarge { limit } if limit == 10 << 20),
+        "{err}"
+    );
+    assert!(!dest.join("bomb").exists(), "the bomb was written");
+}
