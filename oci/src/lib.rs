@@ -9,6 +9,7 @@ pub mod copy;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod layout;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;
