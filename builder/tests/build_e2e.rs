@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{executed, Build, TestEnv};
+use support::{executed, validate_archive, Build, TestEnv};
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
@@ -63,6 +63,7 @@ fn scratch_image_with_copy_workdir_and_config() {
         history.iter().filter(|h| h["empty_layer"] != true).count(),
         3
     );
+    b.validate_image("docker.io/kiln-test/scratch:1");
 }
 
 #[test]
@@ -125,6 +126,8 @@ fn busybox_multistage_with_run_and_cache() {
         std::fs::read_to_string(root.join("result/upper.txt")).unwrap(),
         "CHANGED\n"
     );
+    b.validate_image("docker.io/kiln-test/multi:1");
+    b.validate();
 }
 
 #[test]
@@ -162,6 +165,8 @@ fn docker_and_oci_archives_are_read_by_skopeo() {
         "skopeo oci-archive: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    validate_archive(&docker);
+    validate_archive(&oci);
 }
 
 #[test]
@@ -429,6 +434,10 @@ fn compression_media_types_and_annotations_follow_the_output() {
         m["layers"][0]["mediaType"],
         "application/vnd.docker.image.rootfs.diff.tar.gzip"
     );
+    // Both images (zstd in OCI, gzip in Docker media types) hold together.
+    b.validate_image("docker.io/kiln-test/zstd:1");
+    b.validate_image("docker.io/kiln-test/docker:1");
+    assert_eq!(b.validate().iter().map(|r| r.images).sum::<usize>(), 2);
 }
 
 #[test]
@@ -637,5 +646,31 @@ fn buildkit_sandbox_hostname_names_the_run_sandbox() {
     assert!(
         !root.join("etc/hostname").exists(),
         "the sandbox's /etc/hostname is not part of the layer"
+    );
+}
+
+#[test]
+fn the_validate_oracle_catches_a_tampered_layer() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "oracle");
+    b.build(&["-t", "kiln-test/validate-oracle:1"]);
+    let name = "docker.io/kiln-test/validate-oracle:1";
+    assert_eq!(b.validate_image(name).layers, 1);
+    // Flip one byte of the layer: same size, another digest.
+    let layer = b.manifest(name)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = b.blob(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let caught = std::panic::catch_unwind(|| b.validate_image(name)).unwrap_err();
+    let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains(&layer) && message.contains("corrupt"),
+        "{message}"
     );
 }

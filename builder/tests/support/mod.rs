@@ -9,6 +9,7 @@ mod net;
 mod oracle;
 mod proxy;
 mod store;
+mod validate;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
@@ -24,6 +25,8 @@ pub use oracle::{sha256_digest, sha256_hex, skopeo, stdout_ok, unique};
 pub use proxy::{run_bounded, FaultProxy};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use store::{check_store, files_holding};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use validate::{validate_archive, validate_layout, validate_named, validate_store};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
