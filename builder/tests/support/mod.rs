@@ -26,7 +26,9 @@ pub use proxy::{run_bounded, FaultProxy};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use store::{check_store, files_holding};
 #[allow(unused_imports)] // Each test file uses a different part.
-pub use validate::{validate_archive, validate_layout, validate_named, validate_store};
+pub use validate::{
+    validate_archive, validate_layout, validate_named, validate_remote, validate_store,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

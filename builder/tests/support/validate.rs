@@ -2,12 +2,14 @@
 //! copy, save or load leaves (in a state dir's store, an OCI layout dir or tar, a Docker
 //! archive) must pass `kiln_oci::validate`.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use kiln_oci::layout::LayoutDir;
 use kiln_oci::store::ImageSource;
 use kiln_oci::validate::{validate, Options, Report};
 use kiln_oci::walk::Partial;
+use kiln_oci::{Descriptor, Digest, Manifest};
 
 /// Validates every image `index.json` of the OCI layout `dir` names; panics listing every
 /// problem. Returns the reports, one per image (root).
@@ -107,4 +109,69 @@ pub fn validate_named(dir: &Path, name: &str, partial: Partial) -> Report {
             dir.display()
         )
     })
+}
+
+/// Validates an image of the plain-HTTP test registry (`host:port/repo:tag` or `@digest`)
+/// whole: skopeo (an independent client) copies it, every image of an index and digests
+/// preserved, into a temporary `dir:` layout (which, unlike skopeo's OCI layouts, keeps
+/// Docker manifest lists), which is validated.
+pub fn validate_remote(reference: &str) -> Report {
+    let dir = tempfile::tempdir().expect("temp dir");
+    super::skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("dir:{}", dir.path().display()),
+    ]);
+    let source = SkopeoDir(dir.path().to_path_buf());
+    let root = source.resolve("").expect("the copied root manifest");
+    validate(&source, &root, Options::default())
+        .unwrap_or_else(|problems| panic!("{reference} ({}) is invalid: {problems}", root.digest))
+}
+
+/// skopeo's `dir:` layout: the root manifest in `manifest.json`, an index's manifests in
+/// `<hex>.manifest.json`, every other blob in `<hex>`.
+struct SkopeoDir(PathBuf);
+
+impl SkopeoDir {
+    fn path(&self, digest: &Digest) -> Option<PathBuf> {
+        let root = self.0.join("manifest.json");
+        [
+            self.0.join(digest.hex()),
+            self.0.join(format!("{}.manifest.json", digest.hex())),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or_else(|| {
+            let bytes = std::fs::read(&root).ok()?;
+            (Digest::of(&bytes) == *digest).then_some(root)
+        })
+    }
+}
+
+impl ImageSource for SkopeoDir {
+    fn resolve(&self, _name: &str) -> kiln_oci::Result<Descriptor> {
+        let path = self.0.join("manifest.json");
+        let bytes = std::fs::read(&path).map_err(|e| kiln_oci::Error::store("manifest.json", e))?;
+        let (_, media_type) = Manifest::parse("manifest.json", &bytes, None)?;
+        Ok(Descriptor::of(&media_type, &bytes))
+    }
+
+    fn has_blob(&self, digest: &Digest) -> kiln_oci::Result<bool> {
+        Ok(self.path(digest).is_some())
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> kiln_oci::Result<Box<dyn Read + '_>> {
+        let path = self
+            .path(&desc.digest)
+            .ok_or_else(|| kiln_oci::Error::Missing {
+                digest: desc.digest.clone(),
+                what: desc.media_type.clone(),
+            })?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| kiln_oci::Error::store(path.display().to_string(), e))?;
+        Ok(Box::new(file))
+    }
 }
