@@ -674,3 +674,54 @@ fn the_validate_oracle_catches_a_tampered_layer() {
         "{message}"
     );
 }
+
+#[test]
+fn layer_media_types_and_diff_ids_hold_for_every_base_and_output() {
+    // A Docker-typed base (skopeo writes it, v2s2) and an OCI one, each built into every
+    // output form: the base's layers take the output's media types (and zstd forces OCI),
+    // and every diff_id stays the digest of the uncompressed layer.
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let docker_base = format!("{reg}/{}:1", support::unique("validate-v2s2"));
+    support::skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--override-arch",
+        "amd64",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest"),
+        &format!("docker://{docker_base}"),
+    ]);
+    let oci_base = format!("{reg}/library/busybox:latest");
+    let outputs = [
+        "",
+        ",oci-mediatypes=false",
+        ",compression=zstd",
+        ",compression=zstd,force-compression=true",
+        ",compression=uncompressed",
+        ",compression=uncompressed,force-compression=true,oci-mediatypes=false",
+    ];
+    let b = Build::new();
+    b.write("f", "media types\n");
+    for (i, base) in [docker_base, oci_base].iter().enumerate() {
+        b.write(
+            "Dockerfile",
+            &format!("FROM --platform=linux/amd64 {base}\nCOPY f /f\n"),
+        );
+        for (j, out) in outputs.iter().enumerate() {
+            let name = format!("docker.io/validate-mt/b{i}:{j}");
+            b.build(&["-o", &format!("type=image,name={name}{out}")]);
+            let report = b.validate_image(&name);
+            assert_eq!(report.layers, 2, "{base} {out}");
+        }
+    }
+    b.validate();
+    // A Docker manifest cannot list zstd layers: refused, as BuildKit refuses it.
+    let err = b.build_fails(&[
+        "-o",
+        "type=image,name=validate-mt/zstd-docker,compression=zstd,oci-mediatypes=false",
+    ]);
+    assert!(err.contains("oci-mediatypes=true"), "{err}");
+}
