@@ -731,3 +731,37 @@ fn imagetools_create_across_registries_copies_blobs() {
         assert_eq!(v[0]["Architecture"], arch);
     }
 }
+
+#[test]
+fn imagetools_create_of_docker_and_oci_images_holds_together() {
+    // buildx's rule: a Docker manifest list when every source is Docker-typed, else an OCI
+    // index (which may list Docker manifests). Either way the result validates.
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    let v2s2 = format!("{reg}/{}:arm64", unique("validate-imagetools/v2s2"));
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest-arm64"),
+        &format!("docker://{v2s2}"),
+    ]);
+    let mixed = format!("{reg}/{}:mixed", unique("validate-imagetools/create"));
+    k.ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &mixed,
+        &format!("{reg}/library/busybox:latest-amd64"),
+        &v2s2,
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("docker://{mixed}"))).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(validate_remote(&mixed).images, 2);
+}

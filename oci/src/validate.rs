@@ -354,12 +354,14 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if docker != (entry.media_type.contains(".docker.")) {
+            // An OCI index may list Docker manifests (buildx's imagetools create makes one
+            // from mixed sources); a Docker manifest list holds Docker manifests only.
+            if docker && !entry.media_type.starts_with("application/vnd.docker.") {
                 self.media_type(
                     &what,
                     &entry.digest,
                     &entry.media_type,
-                    format!("{media_type} lists manifests of its own family"),
+                    format!("{media_type} lists Docker manifests only"),
                 );
             }
             if let Some(p) = &entry.platform {
@@ -1136,7 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn index_entries_are_of_its_family() {
+    fn docker_manifest_lists_hold_docker_manifests() {
         let mem = Mem::default();
         let oci = Parts::new(false, "linux/amd64").store(&mem);
         let docker = Parts::new(true, "linux/amd64").store(&mem);
@@ -1145,6 +1147,13 @@ mod tests {
             &index(&mem, mt::DOCKER_MANIFEST_LIST, &[(&docker, "linux/amd64")])
         )
         .is_ok());
+        let arm = Parts::new(true, "linux/arm64").store(&mem);
+        let mixed = index(
+            &mem,
+            mt::OCI_INDEX,
+            &[(&oci, "linux/amd64"), (&arm, "linux/arm64")],
+        );
+        assert!(check(&mem, &mixed).is_ok());
         let bad = index(&mem, mt::DOCKER_MANIFEST_LIST, &[(&oci, "linux/amd64")]);
         let p = problems(&mem, &bad);
         assert!(
