@@ -725,3 +725,32 @@ fn layer_media_types_and_diff_ids_hold_for_every_base_and_output() {
     ]);
     assert!(err.contains("oci-mediatypes=true"), "{err}");
 }
+
+#[test]
+fn images_stay_whole_after_rmi_and_prune_of_what_they_share() {
+    // An image built on a base shares the base's blobs: removing the base's tag and pruning
+    // the cache must leave the built image whole; so must an image with no layer at all.
+    let env = TestEnv::load();
+    let b = Build::new();
+    let base = format!("{}/library/busybox:latest", env.registry());
+    b.write(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo built > /built\nRUN true\n"),
+    );
+    b.build(&["-t", "validate-shared/app:1"]);
+    let app = "docker.io/validate-shared/app:1";
+    // RUN true changed nothing: its empty layer is kept, as BuildKit keeps it.
+    assert_eq!(b.validate_image(app).layers, 3);
+    let out = b.kiln(&["rmi", &base]);
+    support::stdout_ok(&out, "kiln rmi");
+    let out = b.kiln(&["prune", "--all", "--force"]);
+    support::stdout_ok(&out, "kiln prune");
+    assert_eq!(b.validate_image(app).layers, 3);
+    b.write("Dockerfile", "FROM scratch\nENV A=1\nLABEL x=y\n");
+    b.build(&["-t", "validate-shared/empty:1"]);
+    assert_eq!(
+        b.validate_image("docker.io/validate-shared/empty:1").layers,
+        0
+    );
+    b.validate();
+}
