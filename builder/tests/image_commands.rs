@@ -733,7 +733,7 @@ fn imagetools_create_across_registries_copies_blobs() {
 }
 
 #[test]
-fn imagetools_create_of_docker_and_oci_images_holds_together() {
+fn docker_typed_images_hold_together_through_imagetools_pull_and_copy() {
     // buildx's rule: a Docker manifest list when every source is Docker-typed, else an OCI
     // index (which may list Docker manifests). Either way the result validates.
     let k = Kiln::new();
@@ -764,4 +764,27 @@ fn imagetools_create_of_docker_and_oci_images_holds_together() {
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(validate_remote(&mixed).images, 2);
+
+    // A Docker manifest list, pulled one platform at a time, and copied whole.
+    let list = format!("{reg}/{}:list", unique("validate-imagetools/list"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest"),
+        &format!("docker://{list}"),
+    ]);
+    let k2 = Kiln::new();
+    k2.ok(&["pull", "--platform", "linux/arm64", &list]);
+    let reports = validate_store(&k2.path("root"), Partial::SkipMissingImages);
+    assert_eq!(reports.iter().map(|r| r.images).sum::<usize>(), 1);
+    let layout = k2.path("list-layout");
+    k2.ok(&["copy", &list, &format!("oci:{}:v1", layout.display())]);
+    assert_eq!(validate_named(&layout, "v1", Partial::Refuse).images, 2);
+    let copied = format!("{reg}/{}:copied", unique("validate-imagetools/list"));
+    k2.ok(&["copy", &list, &copied]);
+    assert_eq!(validate_remote(&copied).images, 2);
 }
