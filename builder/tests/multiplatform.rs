@@ -371,3 +371,22 @@ fn foreign_run_without_a_handler_names_the_fix() {
         "the error points at the RUN: {err}"
     );
 }
+
+#[test]
+fn platforms_with_variants_name_each_image_as_its_config_does() {
+    // arm/v6 and arm/v7 are two platforms; arm64/v8 is arm64 (containerd's normalisation).
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nARG TARGETPLATFORM\nCOPY f /f\nLABEL p=$TARGETPLATFORM\n",
+    );
+    b.write("f", "variants\n");
+    b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm/v7,linux/arm64/v8,linux/arm/v6,linux/386",
+        "-t",
+        "validate-mp/variants:1",
+    ]);
+    let report = b.validate_image("validate-mp/variants:1");
+    assert_eq!((report.indexes, report.images, report.layers), (1, 5, 5));
+}
