@@ -718,6 +718,13 @@ fn layer_media_types_and_diff_ids_hold_for_every_base_and_output() {
         }
     }
     b.validate();
+    // Pushed: the registry holds the same whole image (zstd layers, one re-tarred base layer).
+    let pushed = format!("{reg}/{}:zstd", support::unique("validate-mt/push"));
+    b.build(&[
+        "-o",
+        &format!("type=image,name={pushed},push=true,compression=zstd,force-compression=true"),
+    ]);
+    assert_eq!(support::validate_remote(&pushed).layers, 2);
     // A Docker manifest cannot list zstd layers: refused, as BuildKit refuses it.
     let err = b.build_fails(&[
         "-o",
