@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::manifest::ImageIndex;
 use crate::media_type::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OCI_INDEX};
 use crate::reference::Reference;
-use crate::store::{io_to_error, ImageSink, ImageSource, MAX_DOCUMENT_SIZE};
+use crate::store::{write_file_from, ImageSink, ImageSource, MAX_DOCUMENT_SIZE};
 
 /// The `oci-layout` file kiln writes.
 pub const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -74,7 +74,8 @@ impl LayoutDir {
         &self.root
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    /// Where the blob `digest` is (or would be) stored.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
@@ -221,15 +222,7 @@ impl ImageSink for LayoutDir {
         let dest = self.blob_path(&desc.digest);
         let tmp = dest.with_file_name(format!(".{}.kiln-tmp", desc.digest.hex()));
         let context = format!("writing {}", dest.display());
-        let mut copy = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            std::io::copy(data, &mut f)?;
-            f.sync_all()
-        };
-        if let Err(e) = copy() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_to_error(e, &context));
-        }
+        write_file_from(&tmp, data, &context)?;
         fs::rename(&tmp, &dest).map_err(io(context))
     }
 

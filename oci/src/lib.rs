@@ -15,6 +15,7 @@ pub mod media_type;
 pub mod platform;
 pub mod reference;
 pub mod store;
+pub mod tarball;
 pub mod validate;
 pub mod walk;
 
