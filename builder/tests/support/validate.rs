@@ -10,13 +10,42 @@ use kiln_oci::store::ImageSource;
 use kiln_oci::validate::{validate, Options, Report};
 use kiln_oci::walk::Partial;
 use kiln_oci::{Descriptor, Digest, Manifest};
+use kiln_solver::content::ContentStore;
 
 /// Validates every image `index.json` of the OCI layout `dir` names; panics listing every
 /// problem. Returns the reports, one per image (root).
 pub fn validate_layout(dir: &Path, partial: Partial) -> Vec<Report> {
-    let layout = LayoutDir::open(dir)
-        .unwrap_or_else(|e| panic!("{}: not an OCI layout: {e}", dir.display()));
-    let images = layout
+    let layout = open_layout(dir);
+    validate_roots(&layout, dir, partial)
+}
+
+/// Validates every image of the state dir `root`'s content store (an OCI layout at
+/// `<root>/content`, read through kiln's own `ContentStore` source); panics listing every
+/// problem, or when the store holds no image. Pulls keep a whole index but only the images
+/// of the platforms pulled: pass [`Partial::SkipMissingImages`] for them,
+/// [`Partial::Refuse`] after builds and loads.
+pub fn validate_store(root: &Path, partial: Partial) -> Vec<Report> {
+    let dir = root.join("content");
+    let reports = validate_roots(&content_store(&dir), &dir, partial);
+    assert!(
+        reports.iter().any(|r| r.images > 0),
+        "{}: the store holds no image to validate",
+        root.display()
+    );
+    reports
+}
+
+fn open_layout(dir: &Path) -> LayoutDir {
+    LayoutDir::open(dir).unwrap_or_else(|e| panic!("{}: not an OCI layout: {e}", dir.display()))
+}
+
+fn content_store(dir: &Path) -> ContentStore {
+    ContentStore::open(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// Validates, in `source`, every root the `index.json` of the layout `dir` lists.
+fn validate_roots(source: &dyn ImageSource, dir: &Path, partial: Partial) -> Vec<Report> {
+    let images = open_layout(dir)
         .images()
         .unwrap_or_else(|e| panic!("{}: index.json: {e}", dir.display()));
     let options = Options {
@@ -26,35 +55,17 @@ pub fn validate_layout(dir: &Path, partial: Partial) -> Vec<Report> {
     images
         .iter()
         .map(|image| {
-            validate(&layout, &image.root, options).unwrap_or_else(|problems| {
+            validate(source, &image.root, options).unwrap_or_else(|problems| {
+                let names: Vec<String> = image.names.iter().map(|n| n.to_string()).collect();
                 panic!(
-                    "{} (names {:?} {:?}) in {} is invalid: {problems}",
+                    "{} (names {names:?} {:?}) in {} is invalid: {problems}",
                     image.root.digest,
-                    image
-                        .names
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>(),
                     image.tags,
                     dir.display()
                 )
             })
         })
         .collect()
-}
-
-/// Validates every image of the state dir `root`'s content store (an OCI layout at
-/// `<root>/content`); panics listing every problem, or when the store holds no image.
-/// Pulls keep a whole index but only the images of the platforms pulled: pass
-/// [`Partial::SkipMissingImages`] for them, [`Partial::Refuse`] after builds and loads.
-pub fn validate_store(root: &Path, partial: Partial) -> Vec<Report> {
-    let reports = validate_layout(&root.join("content"), partial);
-    assert!(
-        reports.iter().any(|r| r.images > 0),
-        "{}: the store holds no image to validate",
-        root.display()
-    );
-    reports
 }
 
 /// Validates every image of an OCI layout tar, or of a Docker archive with an OCI layout
@@ -84,25 +95,33 @@ impl super::Build {
         validate_store(self.root.path(), Partial::SkipMissingImages)
     }
 
-    /// Validates the image of the state dir named `name` (a full reference or a tag) whole,
-    /// every image of an index included; panics listing every problem.
+    /// Validates the image of the state dir named `name` (as kiln names images: `app:1` is
+    /// `docker.io/library/app:1`) whole, every image of an index included; panics listing
+    /// every problem.
     pub fn validate_image(&self, name: &str) -> Report {
-        validate_named(&self.root.path().join("content"), name, Partial::Refuse)
+        let dir = self.root.path().join("content");
+        // The store names images by their full normalised reference.
+        let full = kiln_oci::Reference::parse(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_string();
+        validate_resolved(&content_store(&dir), &dir, &full, Partial::Refuse)
     }
 }
 
 /// Validates the image of the OCI layout `dir` named `name`; panics listing every problem.
 pub fn validate_named(dir: &Path, name: &str, partial: Partial) -> Report {
-    let layout = LayoutDir::open(dir)
-        .unwrap_or_else(|e| panic!("{}: not an OCI layout: {e}", dir.display()));
-    let root = layout
+    validate_resolved(&open_layout(dir), dir, name, partial)
+}
+
+fn validate_resolved(source: &dyn ImageSource, dir: &Path, name: &str, partial: Partial) -> Report {
+    let root = source
         .resolve(name)
-        .unwrap_or_else(|e| panic!("{}: {name}: {e}", dir.display()));
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}: {:?}", dir.display(), e));
     let options = Options {
         partial,
         ..Options::default()
     };
-    validate(&layout, &root, options).unwrap_or_else(|problems| {
+    validate(source, &root, options).unwrap_or_else(|problems| {
         panic!(
             "{name} ({}) in {} is invalid: {problems}",
             root.digest,
