@@ -129,6 +129,10 @@ fn pull_each_platform_then_images_tag_inspect_rmi() {
         // The store keeps the whole index, and the images of the platforms pulled so far.
         let reports = validate_store(&k.path("root"), Partial::SkipMissingImages);
         assert_eq!(reports.iter().map(|r| r.images).sum::<usize>(), 1);
+        // A save of what was pulled holds that platform's image whole.
+        let saved = k.path(&format!("{arch}.tar"));
+        k.ok(&["save", "-o", saved.to_str().unwrap(), &src]);
+        assert_eq!(validate_archive(&saved)[0].images, 1);
         let inspected: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &src])).unwrap();
         assert_eq!(inspected[0]["Architecture"], arch);
         let expected = index["manifests"]
