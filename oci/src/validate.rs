@@ -234,14 +234,9 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    /// Checks a manifest or index; returns the parsed image manifest and config when `desc`
-    /// is an image whose config could be read (for the index's platform check).
-    fn document(
-        &mut self,
-        desc: &Descriptor,
-        what: &str,
-        depth: usize,
-    ) -> Option<(Box<ImageManifest>, Option<ImageConfig>)> {
+    /// Checks a manifest or index; returns the image's config when `desc` is an image whose
+    /// config could be read (for the index's platform check).
+    fn document(&mut self, desc: &Descriptor, what: &str, depth: usize) -> Option<ImageConfig> {
         let bytes = self.read_document(desc, what)?;
         let parsed = Manifest::parse(desc.digest.as_ref(), &bytes, Some(&desc.media_type));
         let (manifest, declared) = match parsed {
@@ -271,14 +266,8 @@ impl Validator<'_> {
                 }
                 None
             }
-            Manifest::Image(image) => {
-                let config = if first {
-                    self.image(desc, &declared, &image)
-                } else {
-                    self.read_config(&image.config)
-                };
-                Some((image, config))
-            }
+            Manifest::Image(image) if first => self.image(desc, &declared, &image),
+            Manifest::Image(image) => self.read_config(&image.config),
         }
     }
 
@@ -385,7 +374,7 @@ impl Validator<'_> {
                 continue;
             }
             let checked = self.document(entry, &what, depth + 1);
-            if let (Some(want), Some((_, Some(config)))) = (&entry.platform, checked) {
+            if let (Some(want), Some(config)) = (&entry.platform, checked) {
                 self.platform(desc, entry, want, &config);
             }
         }
