@@ -8,7 +8,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{sha256_hex, skopeo, stdout_ok, unique, Build, TestEnv};
+use support::{
+    sha256_hex, skopeo, stdout_ok, unique, validate_archive, validate_remote, Build, TestEnv,
+};
 
 fn ok(b: &Build, args: &[&str]) -> String {
     stdout_ok(&b.kiln(args), &format!("kiln {args:?}"))
@@ -169,6 +171,10 @@ fn load_reads_multi_image_docker_save_archives_with_linked_layers() {
     );
     assert_eq!(std::fs::read(b.blob(&layers[0])).unwrap(), shared);
     assert_eq!(std::fs::read(b.blob(&layers[1])).unwrap(), own);
+    // What load stored holds together (a legacy archive has no layout to validate itself).
+    let reports = b.validate();
+    assert_eq!(reports.iter().map(|r| r.images).sum::<usize>(), 2);
+    b.validate_image("platform-b:1");
 
     // kiln copy takes one image of the archive by name, and skopeo reads the copy.
     let dest = format!(
@@ -198,6 +204,7 @@ fn load_reads_multi_image_docker_save_archives_with_linked_layers() {
         &format!("docker://{dest}"),
     ]);
     assert_eq!(raw["config"]["digest"], id_b.as_str());
+    assert_eq!(validate_remote(&dest).layers, 2);
     // Without a name, several images are an error that lists them.
     let err = b.kiln(&["copy", &format!("docker-archive:{}", tar.display()), &dest]);
     assert!(!err.status.success());
@@ -243,6 +250,7 @@ fn load_takes_every_name_of_a_skopeo_archive() {
             "{name}"
         );
     }
+    b.validate_image("platform-main:1");
 }
 
 #[test]
@@ -305,6 +313,7 @@ fn oci_archives_name_the_tag_and_copy_both_ways() {
             config["rootfs"]["diff_ids"].as_array().map(Vec::len),
             Some(1)
         );
+        validate_archive(tar);
     }
 
     // oci-archive -> registry -> oci-archive, each read back by skopeo.
@@ -329,6 +338,7 @@ fn oci_archives_name_the_tag_and_copy_both_ways() {
         &format!("oci-archive:{}:1", saved.display()),
     ]);
     assert_eq!(pushed, local, "the registry has the archive's manifest");
+    validate_remote(&format!("{repo}:1"));
     let back = b.path("back.tar");
     ok(
         &b,
@@ -344,6 +354,7 @@ fn oci_archives_name_the_tag_and_copy_both_ways() {
         &format!("oci-archive:{}:v2", back.display()),
     ]);
     assert_eq!(again, local);
+    validate_archive(&back);
     // A tag the archive lacks is named in the error.
     let err = b.kiln(&[
         "copy",
@@ -379,4 +390,6 @@ fn oci_archives_name_the_tag_and_copy_both_ways() {
         &format!("docker-archive:{}", docker.display()),
     ]);
     assert_eq!(raw["config"]["digest"], local["config"]["digest"]);
+    validate_archive(&docker);
+    b.validate_image("platform-app:1");
 }

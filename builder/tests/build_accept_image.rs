@@ -157,6 +157,10 @@ fn source_date_epoch_makes_builds_reproducible_across_state_dirs() {
         let mtime = std::fs::symlink_metadata(root.join(f)).unwrap().mtime();
         assert!(mtime <= 1_700_000_000, "{f}: mtime {mtime}");
     }
+    // Clamped layers are new tars: their diff_ids must be of those tars.
+    for b in [&b1, &b2] {
+        assert_eq!(b.validate_image("docker.io/kiln-test/sde:1").layers, 3);
+    }
 
     // Without it, the history records when each build ran.
     let third = b1.build(&["-t", "kiln-test/sde:2"]);
@@ -172,6 +176,11 @@ fn source_date_epoch_makes_builds_reproducible_across_state_dirs() {
         h3.as_array().unwrap().last().unwrap()["created"],
         h4.as_array().unwrap().last().unwrap()["created"]
     );
+    // The same layers, clamped for one image and not for the other, in one store.
+    for b in [&b1, &b2] {
+        b.validate_image("docker.io/kiln-test/sde:2");
+        b.validate();
+    }
 }
 
 #[test]
@@ -286,6 +295,7 @@ fn prune_keep_storage_until_and_all_after_builds() {
                 .len() as usize,
             if name == "a" { 100_000 } else { 200_000 }
         );
+        b.validate_image(&format!("docker.io/kiln-test/prune:{name}"));
     }
     let out = b.kiln(&["prune", "--force", "--filter", "label=x"]);
     assert!(!out.status.success());
@@ -361,6 +371,10 @@ fn concurrent_builds_on_one_state_dir_both_succeed() {
     let two = b.unpack("docker.io/kiln-test/conc:two");
     assert_eq!(read(&two.join("two")), "two\n");
     assert_eq!(read(&two.join("g")), "g\n");
+    for (_, tag) in runs {
+        b.validate_image(&format!("docker.io/{tag}"));
+    }
+    b.validate();
     // The cache the three wrote is whole: a rebuild of each context is all cached.
     for dir in ["one", "two"] {
         let meta = b.path("meta.json");
@@ -516,4 +530,5 @@ fn prune_never_removes_what_a_running_build_uses() {
         read(&b.unpack("docker.io/kiln-test/busy:1").join("g")),
         "kept\n"
     );
+    b.validate_image("docker.io/kiln-test/busy:1");
 }

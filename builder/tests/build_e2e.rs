@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{executed, Build, TestEnv};
+use support::{executed, validate_archive, Build, TestEnv};
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
@@ -63,6 +63,7 @@ fn scratch_image_with_copy_workdir_and_config() {
         history.iter().filter(|h| h["empty_layer"] != true).count(),
         3
     );
+    b.validate_image("docker.io/kiln-test/scratch:1");
 }
 
 #[test]
@@ -125,6 +126,8 @@ fn busybox_multistage_with_run_and_cache() {
         std::fs::read_to_string(root.join("result/upper.txt")).unwrap(),
         "CHANGED\n"
     );
+    b.validate_image("docker.io/kiln-test/multi:1");
+    b.validate();
 }
 
 #[test]
@@ -162,6 +165,8 @@ fn docker_and_oci_archives_are_read_by_skopeo() {
         "skopeo oci-archive: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    validate_archive(&docker);
+    validate_archive(&oci);
 }
 
 #[test]
@@ -429,6 +434,10 @@ fn compression_media_types_and_annotations_follow_the_output() {
         m["layers"][0]["mediaType"],
         "application/vnd.docker.image.rootfs.diff.tar.gzip"
     );
+    // Both images (zstd in OCI, gzip in Docker media types) hold together.
+    b.validate_image("docker.io/kiln-test/zstd:1");
+    b.validate_image("docker.io/kiln-test/docker:1");
+    assert_eq!(b.validate().iter().map(|r| r.images).sum::<usize>(), 2);
 }
 
 #[test]
@@ -638,4 +647,117 @@ fn buildkit_sandbox_hostname_names_the_run_sandbox() {
         !root.join("etc/hostname").exists(),
         "the sandbox's /etc/hostname is not part of the layer"
     );
+}
+
+#[test]
+fn the_validate_oracle_catches_a_tampered_layer() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "oracle");
+    b.build(&["-t", "kiln-test/validate-oracle:1"]);
+    let name = "docker.io/kiln-test/validate-oracle:1";
+    assert_eq!(b.validate_image(name).layers, 1);
+    // Flip one byte of the layer: same size, another digest.
+    let layer = b.manifest(name)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = b.blob(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let caught = std::panic::catch_unwind(|| b.validate_image(name)).unwrap_err();
+    let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains(&layer) && message.contains("corrupt"),
+        "{message}"
+    );
+}
+
+#[test]
+fn layer_media_types_and_diff_ids_hold_for_every_base_and_output() {
+    // A Docker-typed base (skopeo writes it, v2s2) and an OCI one, each built into every
+    // output form: the base's layers take the output's media types (and zstd forces OCI),
+    // and every diff_id stays the digest of the uncompressed layer.
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let docker_base = format!("{reg}/{}:1", support::unique("validate-v2s2"));
+    support::skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--override-arch",
+        "amd64",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest"),
+        &format!("docker://{docker_base}"),
+    ]);
+    let oci_base = format!("{reg}/library/busybox:latest");
+    let outputs = [
+        "",
+        ",oci-mediatypes=false",
+        ",compression=zstd",
+        ",compression=zstd,force-compression=true",
+        ",compression=uncompressed",
+        ",compression=uncompressed,force-compression=true,oci-mediatypes=false",
+    ];
+    let b = Build::new();
+    b.write("f", "media types\n");
+    for (i, base) in [docker_base, oci_base].iter().enumerate() {
+        b.write(
+            "Dockerfile",
+            &format!("FROM --platform=linux/amd64 {base}\nCOPY f /f\n"),
+        );
+        for (j, out) in outputs.iter().enumerate() {
+            let name = format!("docker.io/validate-mt/b{i}:{j}");
+            b.build(&["-o", &format!("type=image,name={name}{out}")]);
+            let report = b.validate_image(&name);
+            assert_eq!(report.layers, 2, "{base} {out}");
+        }
+    }
+    b.validate();
+    // Pushed: the registry holds the same whole image (zstd layers, one re-tarred base layer).
+    let pushed = format!("{reg}/{}:zstd", support::unique("validate-mt/push"));
+    b.build(&[
+        "-o",
+        &format!("type=image,name={pushed},push=true,compression=zstd,force-compression=true"),
+    ]);
+    assert_eq!(support::validate_remote(&pushed).layers, 2);
+    // A Docker manifest cannot list zstd layers: refused, as BuildKit refuses it.
+    let err = b.build_fails(&[
+        "-o",
+        "type=image,name=validate-mt/zstd-docker,compression=zstd,oci-mediatypes=false",
+    ]);
+    assert!(err.contains("oci-mediatypes=true"), "{err}");
+}
+
+#[test]
+fn images_stay_whole_after_rmi_and_prune_of_what_they_share() {
+    // An image built on a base shares the base's blobs: removing the base's tag and pruning
+    // the cache must leave the built image whole; so must an image with no layer at all.
+    let env = TestEnv::load();
+    let b = Build::new();
+    let base = format!("{}/library/busybox:latest", env.registry());
+    b.write(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo built > /built\nRUN true\n"),
+    );
+    b.build(&["-t", "validate-shared/app:1"]);
+    let app = "docker.io/validate-shared/app:1";
+    // RUN true changed nothing: its empty layer is kept, as BuildKit keeps it.
+    assert_eq!(b.validate_image(app).layers, 3);
+    let out = b.kiln(&["rmi", &base]);
+    support::stdout_ok(&out, "kiln rmi");
+    let out = b.kiln(&["prune", "--all", "--force"]);
+    support::stdout_ok(&out, "kiln prune");
+    assert_eq!(b.validate_image(app).layers, 3);
+    b.write("Dockerfile", "FROM scratch\nENV A=1\nLABEL x=y\n");
+    b.build(&["-t", "validate-shared/empty:1"]);
+    assert_eq!(
+        b.validate_image("docker.io/validate-shared/empty:1").layers,
+        0
+    );
+    b.validate();
 }

@@ -100,6 +100,10 @@ fn copy_link_chown_names_resolve_in_the_stage_below() {
     let entries = last_layer_entries(&b, "docker.io/kiln-test/link-chown:unknown");
     let run_sh = entries.iter().find(|(p, _, _)| p == "opt/app/run.sh");
     assert_eq!(run_sh.map(|e| (e.1, e.2)), Some((0, 0)), "{entries:?}");
+    // Linked layers rebased on another RUN are real layers of their images.
+    for tag in ["1", "2", "unknown"] {
+        b.validate_image(&format!("docker.io/kiln-test/link-chown:{tag}"));
+    }
 }
 
 /// A file server for ADD: serves `/data.txt` with an ETag (the content's
@@ -421,6 +425,9 @@ fn oci_layout_contexts_by_tag_and_digest_in_from_and_copy_from() {
         serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(amd64)).unwrap())
             .unwrap();
     assert_eq!(layers[0]["digest"], base["layers"][0]["digest"]);
+    // The layout itself, and the image built on it.
+    support::validate_layout(&layout, kiln_oci::walk::Partial::Refuse);
+    b.validate_image("docker.io/kiln-test/layout:1");
 
     // RUN --mount from= a layout context.
     b.build(&[
@@ -437,6 +444,7 @@ fn oci_layout_contexts_by_tag_and_digest_in_from_and_copy_from() {
     assert!(std::fs::read_to_string(root.join("passwd.copy"))
         .unwrap()
         .contains("app:x:1000:1000"));
+    b.validate_image("docker.io/kiln-test/layout:2");
 
     // Built again: the layout's image is cached like a pinned registry image.
     let meta = b.build(&[

@@ -2,11 +2,15 @@
 
 mod support;
 
+use kiln_oci::walk::Partial;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{sha256_digest, skopeo, unique};
+use support::{
+    sha256_digest, skopeo, unique, validate_archive, validate_named, validate_remote,
+    validate_store,
+};
 
 fn env() -> HashMap<String, String> {
     let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
@@ -122,6 +126,13 @@ fn pull_each_platform_then_images_tag_inspect_rmi() {
             "{out}"
         );
         assert!(out.contains("Digest: sha256:"), "{out}");
+        // The store keeps the whole index, and the images of the platforms pulled so far.
+        let reports = validate_store(&k.path("root"), Partial::SkipMissingImages);
+        assert_eq!(reports.iter().map(|r| r.images).sum::<usize>(), 1);
+        // A save of what was pulled holds that platform's image whole.
+        let saved = k.path(&format!("{arch}.tar"));
+        k.ok(&["save", "-o", saved.to_str().unwrap(), &src]);
+        assert_eq!(validate_archive(&saved)[0].images, 1);
         let inspected: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &src])).unwrap();
         assert_eq!(inspected[0]["Architecture"], arch);
         let expected = index["manifests"]
@@ -198,6 +209,10 @@ fn push_round_trip_matches_skopeo() {
         "-q",
         &format!("{reg}/library/busybox:latest"),
     ]);
+    assert_eq!(
+        validate_store(&k.path("root"), Partial::Refuse)[0].images,
+        2
+    );
     let dst = format!("{reg}/{}:v1", unique("kiln-e2e/push"));
     k.ok(&["tag", &format!("{reg}/library/busybox:latest"), &dst]);
     let out = k.ok(&["push", &dst]);
@@ -234,6 +249,7 @@ fn push_round_trip_matches_skopeo() {
     // A second push finds the layers present.
     let again = k.ok(&["push", &dst]);
     assert!(again.contains("Layer already exists"), "{again}");
+    assert_eq!(validate_remote(&dst).images, 2);
 }
 
 #[test]
@@ -344,6 +360,7 @@ fn save_load_round_trip_docker_and_oci() {
     let reg = k.reg().to_string();
     let src = format!("{reg}/library/busybox:latest");
     k.ok(&["pull", "-a", &src]);
+    validate_store(&k.path("root"), Partial::Refuse);
     let id = k.ok(&["images", "-q", "--no-trunc"]).trim().to_string();
     let docker_tar = k.path("bb.tar");
     k.ok(&["save", "-o", docker_tar.to_str().unwrap(), &src]);
@@ -374,12 +391,15 @@ fn save_load_round_trip_docker_and_oci() {
         id,
         "the OCI archive carries the index as is"
     );
+    assert_eq!(validate_archive(&oci_tar)[0].images, 2);
+    assert_eq!(validate_archive(&docker_tar)[0].images, 2);
 
     // Load into a fresh store: plain tar, and gzip.
     let k2 = Kiln::new();
     let out = k2.ok(&["load", "-i", docker_tar.to_str().unwrap()]);
     assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
     assert_eq!(k2.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    validate_store(&k2.path("root"), Partial::Refuse);
 
     // Several images in one file.
     k.ok(&[
@@ -400,6 +420,8 @@ fn save_load_round_trip_docker_and_oci() {
     let out = k5.ok(&["load", "-i", two.to_str().unwrap()]);
     assert_eq!(out.matches("Loaded image: ").count(), 2, "{out}");
     assert_eq!(k5.ok(&["images", "-q"]).lines().count(), 2);
+    validate_archive(&two);
+    validate_store(&k5.path("root"), Partial::Refuse);
     let gz = k.path("bb-oci.tar.gz");
     let status = Command::new("sh")
         .arg("-c")
@@ -410,6 +432,7 @@ fn save_load_round_trip_docker_and_oci() {
     let k3 = Kiln::new();
     k3.ok(&["load", "-i", gz.to_str().unwrap()]);
     assert_eq!(k3.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    validate_store(&k3.path("root"), Partial::Refuse);
     let inspected: serde_json::Value =
         serde_json::from_str(&k3.ok(&["inspect", "--platform", "linux/arm64", &src])).unwrap();
     assert_eq!(inspected[0]["Architecture"], "arm64");
@@ -443,10 +466,12 @@ fn copy_between_registries_layouts_and_imagetools_create() {
         "{out}"
     );
     assert_eq!(skopeo_raw(&format!("docker://{dst}")), raw);
+    assert_eq!(validate_remote(&dst).images, 2);
     // Registry -> OCI dir -> registry.
     let layout = k.path("layout");
     k.ok(&["copy", &src, &format!("oci:{}:v1", layout.display())]);
     assert_eq!(skopeo_raw(&format!("oci:{}:v1", layout.display())), raw);
+    assert_eq!(validate_named(&layout, "v1", Partial::Refuse).images, 2);
     let back = format!("{reg}/{}:fromoci", unique("kiln-e2e/copy"));
     k.ok(&["copy", &format!("oci:{}:v1", layout.display()), &back]);
     assert_eq!(skopeo_raw(&format!("docker://{back}")), raw);
@@ -464,6 +489,8 @@ fn copy_between_registries_layouts_and_imagetools_create() {
         &back2,
     ]);
     assert_eq!(skopeo_raw(&format!("docker://{back2}")), raw);
+    validate_archive(&archive);
+    assert_eq!(validate_remote(&back2).images, 2);
 
     // imagetools create: two single-platform tags (another repository) into one index.
     let target = format!("{reg}/{}:multi", unique("kiln-e2e/create"));
@@ -520,6 +547,7 @@ fn copy_between_registries_layouts_and_imagetools_create() {
     let made: serde_json::Value =
         serde_json::from_slice(&skopeo_raw(&format!("docker://{target}"))).unwrap();
     assert_eq!(made["manifests"].as_array().unwrap().len(), 2, "{made}");
+    assert_eq!(validate_remote(&target).images, 2);
     // Each child is pullable from the new repository.
     for arch in ["amd64", "arm64"] {
         k.ok(&["pull", "--platform", &format!("linux/{arch}"), &target]);
@@ -643,6 +671,7 @@ fn legacy_docker_archive_loads_as_docker_v2_and_round_trips_through_a_registry()
         "application/vnd.docker.distribution.manifest.v2+json"
     );
     assert_eq!(inspected[0]["RootFS"]["Layers"][0], diff_id.as_str());
+    validate_store(&k.path("root"), Partial::Refuse);
     k.ok(&["push", &name]);
     let raw: serde_json::Value =
         serde_json::from_slice(&skopeo_raw(&format!("docker://{name}"))).unwrap();
@@ -659,6 +688,8 @@ fn legacy_docker_archive_loads_as_docker_v2_and_round_trips_through_a_registry()
     k2.ok(&["pull", &name]);
     let history = k2.ok(&["history", &name]);
     assert!(history.contains("COPY hello.txt /"), "{history}");
+    assert_eq!(validate_remote(&name).layers, 1);
+    validate_store(&k2.path("root"), Partial::Refuse);
 }
 
 #[test]
@@ -703,4 +734,61 @@ fn imagetools_create_across_registries_copies_blobs() {
         let v: serde_json::Value = serde_json::from_str(&k2.ok(&["inspect", &target])).unwrap();
         assert_eq!(v[0]["Architecture"], arch);
     }
+}
+
+#[test]
+fn docker_typed_images_hold_together_through_imagetools_pull_and_copy() {
+    // buildx's rule: a Docker manifest list when every source is Docker-typed, else an OCI
+    // index (which may list Docker manifests). Either way the result validates.
+    let k = Kiln::new();
+    let reg = k.reg().to_string();
+    let v2s2 = format!("{reg}/{}:arm64", unique("validate-imagetools/v2s2"));
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest-arm64"),
+        &format!("docker://{v2s2}"),
+    ]);
+    let mixed = format!("{reg}/{}:mixed", unique("validate-imagetools/create"));
+    k.ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &mixed,
+        &format!("{reg}/library/busybox:latest-amd64"),
+        &v2s2,
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("docker://{mixed}"))).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(validate_remote(&mixed).images, 2);
+
+    // A Docker manifest list, pulled one platform at a time, and copied whole.
+    let list = format!("{reg}/{}:list", unique("validate-imagetools/list"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reg}/library/busybox:latest"),
+        &format!("docker://{list}"),
+    ]);
+    let k2 = Kiln::new();
+    k2.ok(&["pull", "--platform", "linux/arm64", &list]);
+    let reports = validate_store(&k2.path("root"), Partial::SkipMissingImages);
+    assert_eq!(reports.iter().map(|r| r.images).sum::<usize>(), 1);
+    let layout = k2.path("list-layout");
+    k2.ok(&["copy", &list, &format!("oci:{}:v1", layout.display())]);
+    assert_eq!(validate_named(&layout, "v1", Partial::Refuse).images, 2);
+    let copied = format!("{reg}/{}:copied", unique("validate-imagetools/list"));
+    k2.ok(&["copy", &list, &copied]);
+    assert_eq!(validate_remote(&copied).images, 2);
 }

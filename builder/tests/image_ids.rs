@@ -113,11 +113,15 @@ fn untagged_build_id_is_accepted_everywhere_and_survives_prune() {
     ok(&b, &["save", "-o", tar.to_str().unwrap(), &hex[..12]]);
     let saved = skopeo_raw(&format!("docker-archive:{}", tar.display()));
     assert_eq!(saved["config"]["digest"], id.as_str());
+    // The unnamed image, after the prune, in the store and in the archive.
+    assert_eq!(b.validate()[0].images, 1);
+    support::validate_archive(&tar);
 
     let pushed = format!("{}/{}:1", env.registry(), unique("platform-ids-push"));
     ok(&b, &["push", &hex[..12], &pushed]);
     let remote = skopeo_raw(&format!("docker://{pushed}"));
     assert_eq!(remote["config"]["digest"], id.as_str());
+    support::validate_remote(&pushed);
     // Without a destination an ID names no repository.
     let out = b.kiln(&["push", &id]);
     assert!(!out.status.success());
@@ -181,4 +185,6 @@ fn multi_platform_build_id_is_the_index_digest() {
     );
     assert_eq!(arch.trim(), "arm64");
     assert_eq!(inspect_id(&b, &hex[..12]), id);
+    let reports = support::validate_store(b.root.path(), kiln_oci::walk::Partial::Refuse);
+    assert_eq!((reports[0].indexes, reports[0].images), (1, 2));
 }

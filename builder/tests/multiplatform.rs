@@ -10,7 +10,10 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::{executed, setup_binfmt, sha256_hex, skopeo, unique, Build, TestEnv};
+use support::{
+    executed, setup_binfmt, sha256_hex, skopeo, unique, validate_archive, validate_remote, Build,
+    TestEnv,
+};
 
 /// `skopeo inspect <flag>` of a registry reference, as JSON.
 fn skopeo_inspect(flag: &str, reference: &str) -> serde_json::Value {
@@ -97,6 +100,8 @@ fn emulated_arm64_run_and_pushed_index() {
         assert_eq!(config["architecture"].as_str(), Some(arch.as_str()));
         assert_eq!(config["os"].as_str(), Some("linux"));
     }
+    // The pushed index holds together: both images whole, platforms as their configs say.
+    assert_eq!(validate_remote(&name).images, 2);
 
     // Docker media types: a manifest list over Docker manifests.
     let docker_name = format!("{reg}/mp/{}:v1", unique("docker-types"));
@@ -115,6 +120,7 @@ fn emulated_arm64_run_and_pushed_index() {
         list["manifests"][1]["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
+    assert_eq!(validate_remote(&docker_name).images, 2);
 }
 
 fn skopeo_raw_bytes(reference: &str) -> Vec<u8> {
@@ -216,6 +222,8 @@ fn index_outputs_to_store_and_oci_and_docker_refused() {
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(entry["digest"], meta["containerimage.digest"]);
+    let report = b.validate_image("mp/store:1");
+    assert_eq!((report.indexes, report.images), (1, 2));
 
     // type=oci: the tarball's root is the index, and skopeo reads each platform from it.
     let tar = b.path("image.tar");
@@ -239,6 +247,7 @@ fn index_outputs_to_store_and_oci_and_docker_refused() {
         let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(config["architecture"], arch);
     }
+    assert_eq!(validate_archive(&tar)[0].images, 2);
 
     // BUILDKIT_MULTI_PLATFORM=1: an index even for one platform.
     let one = b.build_env(
@@ -270,6 +279,9 @@ fn index_outputs_to_store_and_oci_and_docker_refused() {
     ]);
     assert!(err.contains("type=docker"), "{err}");
     assert!(err.contains("type=oci"), "{err}");
+    b.validate_image("mp/one:1");
+    b.validate_image("mp/local:1");
+    b.validate();
 }
 
 #[test]
@@ -329,6 +341,7 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
             ("arm64".to_string(), digests[1].clone())
         ]
     );
+    assert_eq!(validate_remote(&target).images, 2);
 }
 
 #[test]
@@ -357,4 +370,23 @@ fn foreign_run_without_a_handler_names_the_fix() {
         err.contains("Dockerfile:2"),
         "the error points at the RUN: {err}"
     );
+}
+
+#[test]
+fn platforms_with_variants_name_each_image_as_its_config_does() {
+    // arm/v6 and arm/v7 are two platforms; arm64/v8 is arm64 (containerd's normalisation).
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM scratch\nARG TARGETPLATFORM\nCOPY f /f\nLABEL p=$TARGETPLATFORM\n",
+    );
+    b.write("f", "variants\n");
+    b.build(&[
+        "--platform",
+        "linux/amd64,linux/arm/v7,linux/arm64/v8,linux/arm/v6,linux/386",
+        "-t",
+        "validate-mp/variants:1",
+    ]);
+    let report = b.validate_image("validate-mp/variants:1");
+    assert_eq!((report.indexes, report.images, report.layers), (1, 5, 5));
 }

@@ -158,6 +158,8 @@ fn rootless_build(executor: &str, tools: &[&str], selected: &str) {
         "-xf",
         oci.to_str().expect("utf-8"),
     ]);
+    // Layers made in the user namespace (whiteouts, subordinate owners) hold together.
+    support::validate_layout(&layout, kiln_oci::walk::Partial::Refuse);
     let layers = layers(&layout);
     assert_eq!(owner(&layers, "a"), "1000/1000", "COPY --chown");
     assert_eq!(owner(&layers, "b"), "123/456", "RUN chown");

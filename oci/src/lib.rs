@@ -1,7 +1,8 @@
 //! kiln's OCI image vocabulary, at the bottom of the workspace: digests, descriptors, media
 //! types, manifests, indexes, image configs, platforms and references — one type per concept,
 //! used by every other crate — and images as sources and sinks of that vocabulary (`store`),
-//! with one reachable-blob walk (`walk`) and one verified copy (`copy`).
+//! with one reachable-blob walk (`walk`), one verified copy (`copy`) and an invariant checker
+//! of images (`validate`).
 
 pub mod config;
 pub mod copy;
@@ -15,6 +16,7 @@ pub mod platform;
 pub mod reference;
 pub mod store;
 pub mod tarball;
+pub mod validate;
 pub mod walk;
 
 pub use config::ImageConfig;

@@ -299,6 +299,20 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec, OutputError> {
                 reason: "expected gzip, zstd or uncompressed".to_string(),
             });
         }
+        // A Docker manifest cannot list zstd layers: refused as BuildKit refuses it (its
+        // docker exporter defaults to Docker media types, so type=docker needs them asked).
+        let oci_types = match attrs.get("oci-mediatypes").map(String::as_str) {
+            Some(v) => matches!(v, "" | "true" | "1"),
+            None => kind != OutputKind::Docker,
+        };
+        if c == "zstd" && !oci_types {
+            return Err(OutputError::BadValue {
+                spec: spec.to_string(),
+                key: "compression".to_string(),
+                value: c.clone(),
+                reason: "zstd layers need OCI media types: add oci-mediatypes=true".to_string(),
+            });
+        }
     }
     if let Some(l) = attrs.get("compression-level") {
         let max = if attrs.get("compression").map(String::as_str) == Some("zstd") {
@@ -489,6 +503,24 @@ mod tests {
         ));
         let e = parse_output("type=floppy").unwrap_err().to_string();
         assert!(e.contains("floppy") && e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn zstd_needs_oci_media_types() {
+        for spec in [
+            "type=image,name=a,compression=zstd,oci-mediatypes=false",
+            "type=docker,dest=a.tar,compression=zstd",
+        ] {
+            let err = parse_output(spec).unwrap_err().to_string();
+            assert!(err.contains("oci-mediatypes=true"), "{spec}: {err}");
+        }
+        for spec in [
+            "type=image,name=a,compression=zstd",
+            "type=docker,dest=a.tar,compression=zstd,oci-mediatypes=true",
+            "type=oci,dest=a.tar,compression=zstd",
+        ] {
+            assert!(parse_output(spec).is_ok(), "{spec}");
+        }
     }
 
     #[test]

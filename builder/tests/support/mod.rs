@@ -10,6 +10,7 @@ mod oracle;
 mod proxy;
 mod report;
 mod store;
+mod validate;
 
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use build::{executed, read_json, Build};
@@ -27,6 +28,10 @@ pub use proxy::{run_bounded, FaultProxy};
 pub use report::Tally;
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use store::{check_store, files_holding};
+#[allow(unused_imports)] // Each test file uses a different part.
+pub use validate::{
+    validate_archive, validate_layout, validate_named, validate_remote, validate_store,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -134,7 +134,14 @@ pub fn export_layer(
         size: made.blob.size,
         compression: made.compression,
     };
-    if opts.source_date_epoch.is_none() {
+    // A pulled layer tarred again from its directory is not byte for byte the tar it came
+    // as: its diffID differs, and the record (keyed by the first diffID) must not pair that
+    // diffID with this blob, or a later export lists a blob its config's diffID does not match.
+    let same_tar = known
+        .as_ref()
+        .and_then(|r| r.diff_id.as_ref())
+        .is_none_or(|d| *d == made.diff_id);
+    if opts.source_date_epoch.is_none() && same_tar {
         let mut record = known.unwrap_or_else(|| LayerRecord::new(id.clone()));
         record.merge(&LayerRecord {
             id: id.clone(),
@@ -221,6 +228,38 @@ mod tests {
         // Exporting it as zstd reuses the pulled blob.
         let again = export_layer(&layers2, &content2, &meta2, &imported.id, &zopts).unwrap();
         assert_eq!(again.blob, z.blob);
+    }
+
+    #[test]
+    fn a_blob_of_another_tar_is_not_paired_with_the_recorded_diff_id() {
+        // A pulled layer's record holds the registry tar's diffID; tarring its directory
+        // again (force-compression) gives another tar, whose blob must not join the record.
+        let d = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(d.path().join("content")).unwrap();
+        let layers = LayerStore::open(d.path().join("layers")).unwrap();
+        let meta = MetaDb::open(&d.path().join("meta.redb")).unwrap();
+        let pending = layers.begin().unwrap();
+        fs::write(pending.upper().join("f"), b"x").unwrap();
+        let id = layers.commit(pending).unwrap();
+        let pulled = Digest::of(b"the registry's tar");
+        let mut record = LayerRecord::new(id.clone());
+        record.diff_id = Some(pulled.clone());
+        let mut w = meta.writer().unwrap();
+        w.put_layer(&record, 1).unwrap();
+        w.commit().unwrap();
+        let zopts = DiffOptions {
+            compression: Compression::Zstd,
+            ..Default::default()
+        };
+        let first = export_layer(&layers, &content, &meta, &id, &zopts).unwrap();
+        assert_ne!(first.diff_id, pulled);
+        let rec = meta.layer(&id).unwrap().unwrap();
+        assert_eq!((rec.diff_id, rec.blobs), (Some(pulled), vec![]));
+        // The next export pairs the blob with its own diffID again.
+        assert_eq!(
+            export_layer(&layers, &content, &meta, &id, &zopts).unwrap(),
+            first
+        );
     }
 
     #[test]
