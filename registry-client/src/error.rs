@@ -41,6 +41,8 @@ pub enum Error {
         message: String,
         /// The scope that was asked for (`repository:name:pull,push`).
         scope: String,
+        /// Whether no credentials were offered (logging in may help).
+        anonymous: bool,
     },
     /// A network error after all retries; `cause` says what kind (refused, DNS, TLS, ...).
     #[error("{context}: {cause}")]

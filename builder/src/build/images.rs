@@ -12,7 +12,7 @@ use kiln_registry::progress::NoProgress;
 use kiln_registry::pull::pull_image;
 use kiln_registry::store::BlobStore;
 use kiln_registry::RegistryClient;
-use kiln_solver::scheduler::WorkerError;
+use kiln_solver::scheduler::{BoxError, WorkerError};
 use kiln_solver::worker::{FetchedImage, ImageFetcher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -340,6 +340,19 @@ impl ImageFetcher for BuildImages {
         reference: &str,
         _platform: Option<&kiln_oci::Platform>,
     ) -> Result<FetchedImage, WorkerError> {
+        self.fetch_image(reference).map_err(|e| {
+            if *self.canceled.borrow() {
+                WorkerError::Canceled
+            } else {
+                WorkerError::image_fetch(e)
+            }
+        })
+    }
+}
+
+impl BuildImages {
+    /// [`ImageFetcher::fetch`], failing with the cause (a registry error, say).
+    fn fetch_image(&self, reference: &str) -> Result<FetchedImage, BoxError> {
         if let Some(location) = reference.strip_prefix(oci_layout::SCHEME) {
             return self.fetch_layout(reference, location);
         }
@@ -376,7 +389,7 @@ impl ImageFetcher for BuildImages {
                     &m,
                     self.concurrency,
                     &NoProgress,
-                ) => pulled.map_err(WorkerError::from),
+                ) => pulled.map_err(BoxError::from),
             }
         });
         self.fetching
@@ -384,17 +397,13 @@ impl ImageFetcher for BuildImages {
         pulled?;
         let tag = self.tags.lock().ok().and_then(|mut t| t.remove(reference));
         if let Some((name, root)) = tag {
-            self.store
-                .tag(&name, &root)
-                .map_err(|e| WorkerError::from(e.to_string()))?;
+            self.store.tag(&name, &root)?;
         }
         self.fetched_layers(reference, &m)
     }
-}
 
-impl BuildImages {
     /// The layers of a layout image pinned by `oci-layout://PATH@DIGEST`, copied into the store.
-    fn fetch_layout(&self, reference: &str, location: &str) -> Result<FetchedImage, WorkerError> {
+    fn fetch_layout(&self, reference: &str, location: &str) -> Result<FetchedImage, BoxError> {
         let layout = LayoutRef::parse(location)?;
         let digest = layout
             .digest
@@ -419,11 +428,7 @@ impl BuildImages {
     }
 
     /// Pairs the manifest's layer blobs (in the store) with the config's diffIDs.
-    fn fetched_layers(
-        &self,
-        reference: &str,
-        m: &ImageManifest,
-    ) -> Result<FetchedImage, WorkerError> {
+    fn fetched_layers(&self, reference: &str, m: &ImageManifest) -> Result<FetchedImage, BoxError> {
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)?;
         if config.rootfs.diff_ids.len() != m.layers.len() {

@@ -31,15 +31,15 @@ fn source_path(
 
 /// The error for a mount source that cannot be resolved in its input.
 fn source_error(dest: &str, selector: Option<&str>, e: std::io::Error) -> WorkerError {
-    let source = selector.unwrap_or("/");
+    let path = selector.unwrap_or("/");
     if e.kind() == std::io::ErrorKind::NotFound {
-        format!(
-            "mount {dest}: source {source:?} not found in the context or stage it is taken from \
-             (symbolic links in it resolve inside it, never on the host)"
-        )
-        .into()
+        WorkerError::MountSourceNotFound {
+            dest: dest.to_string(),
+            path: path.to_string(),
+            source: e,
+        }
     } else {
-        format!("mount {dest}: resolving source {source}: {e}").into()
+        WorkerError::other(format!("mount {dest}: resolving source {path}: {e}"))
     }
 }
 
@@ -84,7 +84,7 @@ impl LocalWorker {
         let root_mount = op.mounts.first().ok_or("exec op without a root mount")?;
         // A foreign platform runs through QEMU's binfmt_misc handler: say how to get one.
         if let Some(p) = vertex.platform() {
-            crate::executor::emulation::check_can_run(p).map_err(|e| e.to_string())?;
+            crate::executor::emulation::check_can_run(p)?;
         }
         let base = match root_mount.input {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or("exec root input missing")?)?,
@@ -95,7 +95,10 @@ impl LocalWorker {
             llb::NetworkMode::None => NetworkMode::None,
             llb::NetworkMode::Host => {
                 if !self.session.allow_network_host {
-                    return Err("RUN --network=host needs the network.host entitlement: pass --allow network.host".into());
+                    return Err(WorkerError::NotEntitled {
+                        entitlement: "network.host",
+                        option: "--network=host",
+                    });
                 }
                 NetworkMode::Host
             }
@@ -104,10 +107,10 @@ impl LocalWorker {
             llb::SecurityMode::Sandbox => SecurityMode::Sandbox,
             llb::SecurityMode::Insecure => {
                 if !self.session.allow_insecure {
-                    return Err(
-                        "RUN --security=insecure needs the security.insecure entitlement: pass --allow security.insecure"
-                            .into(),
-                    );
+                    return Err(WorkerError::NotEntitled {
+                        entitlement: "security.insecure",
+                        option: "--security=insecure",
+                    });
                 }
                 SecurityMode::Insecure
             }
@@ -143,23 +146,36 @@ impl LocalWorker {
                     // that source (as BuildKit keys it by the source's ref).
                     // A source missing from its input seeds nothing.
                     let sel = m.selector.as_deref();
-                    let seed_of = |pins: &mut PinnedSources, root: &Path| match source_path(pins, root, sel) {
+                    let seed_of = |pins: &mut PinnedSources, root: &Path| match source_path(
+                        pins, root, sel,
+                    ) {
                         Ok(p) => Ok(Some(p)),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                         Err(e) => Err(source_error(&m.dest, sel, e)),
                     };
                     let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
                         Some(Output::Dir(d)) => (
-                            format!("{}:{}:{}", c.id, d.root.display(), m.selector.as_deref().unwrap_or("/")),
+                            format!(
+                                "{}:{}:{}",
+                                c.id,
+                                d.root.display(),
+                                m.selector.as_deref().unwrap_or("/")
+                            ),
                             seed_of(&mut pins, &self.mount_view(d)?)?,
                         ),
                         Some(Output::Snapshot(s)) => {
                             let view = SnapshotView::mount(&self.layers, s)?;
                             let p = seed_of(&mut pins, view.path())?;
                             views.push(view);
-                            let layers: Vec<String> = s.layers.iter().map(|l| l.to_string()).collect();
+                            let layers: Vec<String> =
+                                s.layers.iter().map(|l| l.to_string()).collect();
                             (
-                                format!("{}:{}:{}", c.id, layers.join(","), m.selector.as_deref().unwrap_or("/")),
+                                format!(
+                                    "{}:{}:{}",
+                                    c.id,
+                                    layers.join(","),
+                                    m.selector.as_deref().unwrap_or("/")
+                                ),
                                 p,
                             )
                         }
@@ -173,19 +189,19 @@ impl LocalWorker {
                         id
                     };
                     MountSpec::Cache(CacheSpec {
-                    id,
-                    target: m.dest.clone(),
-                    sharing: match c.sharing {
-                        llb::CacheSharing::Shared => CacheSharing::Shared,
-                        llb::CacheSharing::Private => CacheSharing::Private,
-                        llb::CacheSharing::Locked => CacheSharing::Locked,
-                    },
-                    mode: c.mode,
-                    uid: c.uid,
-                    gid: c.gid,
-                    readonly: m.readonly,
-                    seed,
-                })
+                        id,
+                        target: m.dest.clone(),
+                        sharing: match c.sharing {
+                            llb::CacheSharing::Shared => CacheSharing::Shared,
+                            llb::CacheSharing::Private => CacheSharing::Private,
+                            llb::CacheSharing::Locked => CacheSharing::Locked,
+                        },
+                        mode: c.mode,
+                        uid: c.uid,
+                        gid: c.gid,
+                        readonly: m.readonly,
+                        seed,
+                    })
                 }
                 MountKind::Tmpfs(t) => MountSpec::Tmpfs {
                     target: m.dest.clone(),
@@ -203,11 +219,10 @@ impl LocalWorker {
                     }),
                     None if s.optional => continue,
                     None => {
-                        return Err(format!(
-                            "secret {} not found: pass it with --secret id={},src=<file> or --secret id={},env=<VAR>",
-                            s.id, s.id, s.id
-                        )
-                        .into())
+                        return Err(WorkerError::SecretNotFound {
+                            id: s.id.clone(),
+                            env: false,
+                        })
                     }
                 },
                 MountKind::Ssh(s) => match self.session.ssh.get(&s.id) {
@@ -220,9 +235,7 @@ impl LocalWorker {
                         gid: s.gid,
                     }),
                     None if s.optional => continue,
-                    None => {
-                        return Err(format!("ssh agent {} not found: pass it with --ssh {}=<socket or key>", s.id, s.id).into())
-                    }
+                    None => return Err(WorkerError::SshNotFound { id: s.id.clone() }),
                 },
             };
             mounts.push(spec);
@@ -240,11 +253,10 @@ impl LocalWorker {
                 })),
                 None if se.optional => {}
                 None => {
-                    return Err(format!(
-                        "secret {} not found: pass it with --secret id={}",
-                        se.id, se.id
-                    )
-                    .into())
+                    return Err(WorkerError::SecretNotFound {
+                        id: se.id.clone(),
+                        env: true,
+                    })
                 }
             }
         }
