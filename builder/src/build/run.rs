@@ -430,13 +430,18 @@ fn resolve_stages(
             };
             let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
                 let node = &ast.children[stage.node];
-                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(
-                    if reference.starts_with(super::oci_layout::SCHEME) {
-                        "check the layout's path and tags (`skopeo inspect oci:PATH:TAG` lists what it holds)"
-                    } else {
-                        "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)"
-                    },
-                ))
+                let hint = e
+                    .downcast_ref()
+                    .and_then(crate::hints::for_registry)
+                    .unwrap_or_else(|| {
+                        if reference.starts_with(super::oci_layout::SCHEME) {
+                            "check the layout's path and tags (`skopeo inspect oci:PATH:TAG` lists what it holds)"
+                        } else {
+                            "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)"
+                        }
+                        .into()
+                    });
+                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(hint))
             })?;
             resolve_opts
                 .base_env
