@@ -245,7 +245,8 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         session,
         tx.clone(),
     )
-    .map_err(|e| miette!("{e}"))?;
+    .into_diagnostic()
+    .wrap_err("opening the build's worker")?;
     worker.limit_layer_size(req.max_layer_size);
     let worker = Arc::new(worker);
     let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();

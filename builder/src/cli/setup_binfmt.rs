@@ -30,12 +30,12 @@ fn wanted_name(spec: &str) -> String {
 
 /// Runs `kiln setup-binfmt`.
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let regs = emulation::available(&args.from).map_err(|e| {
-        miette!(
-            help = "install the interpreters with `apt-get install qemu-user-static`",
-            "{e}"
-        )
-    })?;
+    let regs = emulation::available(&args.from)
+        .into_diagnostic()
+        .map_err(|e| {
+            let help = "install the interpreters with `apt-get install qemu-user-static`";
+            crate::hints::with_help(e, Some(help.into()))
+        })?;
     if regs.is_empty() {
         return Err(miette!(
             help = "install the interpreters with `apt-get install qemu-user-static`",
@@ -44,7 +44,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ));
     }
     let wanted: Vec<String> = args.platform.iter().map(|p| wanted_name(p)).collect();
-    emulation::ensure_mounted().into_diagnostic()?;
+    emulation::ensure_mounted().into_diagnostic().map_err(|e| {
+        crate::hints::with_help(e, Some("kiln setup-binfmt must run as root".into()))
+    })?;
     let dir = Path::new(BINFMT_MISC);
     let mut failed = false;
     let mut matched = 0;
