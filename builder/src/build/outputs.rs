@@ -270,7 +270,7 @@ fn archive_output(
             os_features: None,
             variant: image.config.variant.clone(),
         };
-        docker_archive::manifest_json(store, &images, &platform)?
+        docker_archive::manifest_json(&store.content, &images, &platform)?
     } else {
         Vec::new()
     };
@@ -278,7 +278,7 @@ fn archive_output(
         open_dest(out, "tarball")?,
         step.map(|s| s.item("sending tarball")),
     );
-    let w = oci::write_tar(w, store, &images, &extra)?;
+    let w = oci::write_tar(w, &store.content, &images, &extra)?;
     w.finish().flush().into_diagnostic()
 }
 

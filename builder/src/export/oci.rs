@@ -1,18 +1,14 @@
 //! OCI image layouts as tarballs or directories: writing images (with their names) from a blob
 //! store, and reading them back (also Docker's `docker save` archives, see `docker_archive`).
 
-use kiln_oci::{Descriptor, Manifest};
-use kiln_oci::{Digest, Reference};
-use kiln_registry::store::BlobStore;
+use kiln_oci::copy::copy_images;
+use kiln_oci::layout::LayoutDir;
+use kiln_oci::tarball::TarSink;
+use kiln_oci::walk::Partial;
+use kiln_oci::{Descriptor, Digest, ImageSink, ImageSource, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
-/// Annotation with the full image name (containerd, Docker 25+).
-pub const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
-/// Annotation with the tag (OCI).
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 /// An image (or index) and the names it goes by.
 #[derive(Debug, Clone)]
@@ -23,201 +19,59 @@ pub struct NamedImage {
     pub root: Descriptor,
 }
 
-/// Every blob reachable from `root` that `store` has (the root included), in a stable order.
-pub fn reachable_blobs(
-    store: &dyn BlobStore,
-    root: &Descriptor,
-    out: &mut BTreeMap<Digest, u64>,
-) -> Result<()> {
-    if out.contains_key(&root.digest) {
-        return Ok(());
-    }
-    if !store.has_blob(&root.digest) {
-        return Err(miette!("blob {} is missing from the store", root.digest));
-    }
-    out.insert(root.digest.clone(), root.size);
-    let bytes = store.read_blob(&root.digest).into_diagnostic()?;
-    match Manifest::parse(root.digest.as_ref(), &bytes, Some(&root.media_type))
-        .into_diagnostic()?
-        .0
-    {
-        Manifest::Image(m) => {
-            for d in std::iter::once(&m.config).chain(m.layers.iter()) {
-                if !store.has_blob(&d.digest) {
-                    return Err(miette!(
-                        "layer {} of {} is missing from the store",
-                        d.digest,
-                        root.digest
-                    ));
-                }
-                out.insert(d.digest.clone(), d.size);
-            }
-        }
-        Manifest::Index(idx) => {
-            for c in &idx.manifests {
-                // Indexes may list platforms that were not pulled; only whole images are exported.
-                if store.has_blob(&c.digest) {
-                    reachable_blobs(store, c, out)?;
-                }
-            }
-        }
-    }
-    Ok(())
+/// The roots and names of `images` as a copy takes them.
+fn roots(images: &[NamedImage]) -> Vec<(Descriptor, Vec<String>)> {
+    images
+        .iter()
+        .map(|i| {
+            (
+                i.root.clone(),
+                i.names.iter().map(|n| n.to_string()).collect(),
+            )
+        })
+        .collect()
 }
 
-/// index.json entries for the images: one per name, or one unnamed. As containerd and
-/// BuildKit write them, `org.opencontainers.image.ref.name` is the tag (OCI's definition,
-/// what `skopeo oci-archive:FILE:TAG` looks up) and `io.containerd.image.name` the full name.
-pub fn index_entries(images: &[NamedImage]) -> Vec<Descriptor> {
-    let mut out = Vec::new();
-    for img in images {
-        if img.names.is_empty() {
-            out.push(img.root.clone());
-        }
-        for n in &img.names {
-            let mut d = img.root.clone();
-            let mut a = d.annotations.take().unwrap_or_default();
-            a.insert(IMAGE_NAME_ANNOTATION.to_string(), n.to_string());
-            a.insert(
-                REF_NAME_ANNOTATION.to_string(),
-                n.tag().unwrap_or("latest").to_string(),
-            );
-            d.annotations = Some(a);
-            out.push(d);
-        }
-    }
-    out
-}
-
-fn index_json(entries: &[Descriptor]) -> Result<Vec<u8>> {
-    let idx = kiln_oci::ImageIndex::new(kiln_oci::media_type::OCI_INDEX, entries.to_vec());
-    serde_json::to_vec(&idx).into_diagnostic()
-}
-
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-
-/// Writes an OCI layout tar (plus `extra` files such as Docker's manifest.json) to `w`,
-/// streaming blobs from the store.
+/// Writes images (every blob reachable from them that `source` holds: an index's images that
+/// were not pulled are left out) as an OCI layout tar, with the names as containerd and
+/// BuildKit write them, plus `extra` files.
 pub fn write_tar<W: Write>(
     w: W,
-    store: &dyn BlobStore,
+    source: &dyn ImageSource,
     images: &[NamedImage],
     extra: &[(String, Vec<u8>)],
 ) -> Result<W> {
-    let mut blobs = BTreeMap::new();
-    for i in images {
-        reachable_blobs(store, &i.root, &mut blobs)?;
+    let sink = TarSink::new(w).into_diagnostic()?;
+    copy_images(source, &roots(images), &sink, Partial::SkipMissingImages).into_diagnostic()?;
+    for i in images.iter().filter(|i| i.names.is_empty()) {
+        sink.add_unnamed(&i.root);
     }
-    let mut tar = tar::Builder::new(w);
-    tar.mode(tar::HeaderMode::Deterministic);
-    let dir = |tar: &mut tar::Builder<W>, name: &str| -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        h.set_mtime(0);
-        tar.append_data(&mut h, name, std::io::empty())
-            .into_diagnostic()
-    };
-    dir(&mut tar, "blobs/")?;
-    dir(&mut tar, "blobs/sha256/")?;
-    for (digest, size) in &blobs {
-        let f = store.open_blob(digest).into_diagnostic()?;
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(*size);
-        h.set_mtime(0);
-        tar.append_data(
-            &mut h,
-            format!("blobs/sha256/{}", digest.hex()),
-            f.take(*size),
-        )
-        .into_diagnostic()
-        .wrap_err_with(|| format!("writing blob {digest}"))?;
-    }
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
-        (
-            "index.json".to_string(),
-            index_json(&index_entries(images))?,
-        ),
-    ];
-    files.extend(extra.iter().cloned());
-    for (name, data) in files {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        h.set_mtime(0);
-        tar.append_data(&mut h, &name, data.as_slice())
-            .into_diagnostic()?;
-    }
-    tar.into_inner().into_diagnostic()
+    sink.finish(extra).into_diagnostic()
 }
 
 /// Writes images into an OCI layout directory (skopeo's `oci:DIR:TAG`), replacing entries of
-/// the same tag and keeping the others. Blob files are written atomically.
-pub fn write_dir(dir: &Path, store: &dyn BlobStore, images: &[NamedImage]) -> Result<()> {
-    let blobs_dir = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs_dir)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("creating {}", blobs_dir.display()))?;
-    let mut blobs = BTreeMap::new();
-    for i in images {
-        reachable_blobs(store, &i.root, &mut blobs)?;
+/// the same tag and keeping the others.
+pub fn write_dir(dir: &Path, source: &dyn ImageSource, images: &[NamedImage]) -> Result<()> {
+    let sink = LayoutDir::create(dir).into_diagnostic()?;
+    copy_images(source, &roots(images), &sink, Partial::SkipMissingImages).into_diagnostic()?;
+    for i in images.iter().filter(|i| i.names.is_empty()) {
+        sink.add_unnamed(&i.root).into_diagnostic()?;
     }
-    for digest in blobs.keys() {
-        let dest = blobs_dir.join(digest.hex());
-        if dest.exists() {
-            continue;
-        }
-        let tmp = blobs_dir.join(format!(".{}.tmp", digest.hex()));
-        let mut src = store.open_blob(digest).into_diagnostic()?;
-        let mut out = std::fs::File::create(&tmp)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("creating {}", tmp.display()))?;
-        std::io::copy(&mut src, &mut out)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("writing {}", tmp.display()))?;
-        out.sync_all().into_diagnostic()?;
-        std::fs::rename(&tmp, &dest).into_diagnostic()?;
-    }
-    let index_path = dir.join("index.json");
-    let mut entries: Vec<Descriptor> = match std::fs::read(&index_path) {
-        Ok(b) => {
-            serde_json::from_slice::<kiln_oci::ImageIndex>(&b)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{}", index_path.display()))?
-                .manifests
-        }
-        Err(_) => Vec::new(),
-    };
-    let new = index_entries(images);
-    let new_names: Vec<Option<String>> = new.iter().map(ref_name).collect();
-    entries.retain(|d| {
-        let n = ref_name(d);
-        n.is_none() || !new_names.contains(&n)
-    });
-    entries.extend(new);
-    write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
-    write_atomic(&index_path, &index_json(&entries)?)?;
     Ok(())
 }
 
-fn ref_name(d: &Descriptor) -> Option<String> {
-    d.annotations
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME_ANNOTATION))
-        .cloned()
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("kiln-tmp");
-    kiln_registry::store::write_synced(&tmp, data).into_diagnostic()?;
-    std::fs::rename(&tmp, path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("writing {}", path.display()))
+/// Copies images from `source` into `sink` (a load or an import into the local store).
+pub fn import_images(
+    source: &dyn ImageSource,
+    images: &[NamedImage],
+    sink: &dyn ImageSink,
+) -> Result<()> {
+    let roots: Vec<_> = images
+        .iter()
+        .map(|i| (i.root.clone(), Vec::new()))
+        .collect();
+    copy_images(source, &roots, sink, Partial::SkipMissingImages).into_diagnostic()?;
+    Ok(())
 }
 
 /// Opens an archive, transparently gunzipping it.
@@ -327,72 +181,27 @@ fn copy_link(dest: &Path, path: &Path, target: &Path) -> bool {
         .is_ok()
 }
 
-/// A read-only view of a layout's `blobs/sha256` directory as a blob store.
-pub struct LayoutBlobs {
-    /// The layout directory.
-    pub root: PathBuf,
-}
-
-impl BlobStore for LayoutBlobs {
-    fn has_blob(&self, digest: &Digest) -> bool {
-        self.root.join("blobs/sha256").join(digest.hex()).is_file()
-    }
-    fn temp_path(&self) -> kiln_registry::Result<PathBuf> {
-        Err(kiln_registry::Error::io(
-            "layout",
-            std::io::Error::other("read-only layout"),
-        ))
-    }
-    fn commit_blob(&self, _: &Digest, _: &Path) -> kiln_registry::Result<()> {
-        Err(kiln_registry::Error::io(
-            "layout",
-            std::io::Error::other("read-only layout"),
-        ))
-    }
-    fn open_blob(&self, digest: &Digest) -> kiln_registry::Result<std::fs::File> {
-        let p = self.root.join("blobs/sha256").join(digest.hex());
-        std::fs::File::open(&p)
-            .map_err(|e| kiln_registry::Error::io(format!("opening {}", p.display()), e))
-    }
-}
-
 /// Reads the images of an OCI layout directory with their names (from `io.containerd.image.name`,
 /// else a full reference in `org.opencontainers.image.ref.name`, else `default_repo:<ref.name>`).
 pub fn read_dir_images(dir: &Path, default_repo: Option<&Reference>) -> Result<Vec<NamedImage>> {
-    let p = dir.join("index.json");
-    let bytes = std::fs::read(&p)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("{}", p.display()))?;
-    let idx: kiln_oci::ImageIndex = serde_json::from_slice(&bytes)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("{}", p.display()))?;
-    let mut out: Vec<NamedImage> = Vec::new();
-    for mut d in idx.manifests {
-        let ann = d.annotations.take().unwrap_or_default();
-        let name = ann
-            .get(IMAGE_NAME_ANNOTATION)
-            .and_then(|n| Reference::parse(n).ok())
-            .or_else(|| {
-                let rn = ann.get(REF_NAME_ANNOTATION)?;
-                if rn.contains('/') || rn.contains(':') {
-                    Reference::parse(rn).ok()
-                } else {
-                    default_repo.map(|r| r.with_tag(rn))
-                }
-            });
-        let mut rest: BTreeMap<String, String> = ann;
-        rest.remove(IMAGE_NAME_ANNOTATION);
-        rest.remove(REF_NAME_ANNOTATION);
-        d.annotations = (!rest.is_empty()).then_some(rest);
-        match out.iter_mut().find(|i| i.root.digest == d.digest) {
-            Some(i) => i.names.extend(name),
-            None => out.push(NamedImage {
-                names: name.into_iter().collect(),
-                root: d,
-            }),
-        }
-    }
-    Ok(out)
+    let layout = LayoutDir::open(dir).into_diagnostic()?;
+    Ok(layout
+        .images()
+        .into_diagnostic()?
+        .into_iter()
+        .map(|i| NamedImage {
+            names: i
+                .names
+                .into_iter()
+                .chain(
+                    i.tags
+                        .iter()
+                        .filter_map(|t| default_repo.map(|r| r.with_tag(t))),
+                )
+                .collect(),
+            root: i.root,
+        })
+        .collect())
 }
 
 /// Hashes every file of `blobs/sha256/` and refuses the layout if one does not match its name.
@@ -415,22 +224,6 @@ pub fn verify_layout_blobs(layout: &Path) -> Result<()> {
                 "archive blob {expected} is corrupt: its content hashes to {actual}"
             ));
         }
-    }
-    Ok(())
-}
-
-/// Moves blob files of a layout (verified by [`verify_layout_blobs`]) into `store`.
-pub fn import_blobs(
-    layout: &Path,
-    store: &dyn BlobStore,
-    blobs: &BTreeMap<Digest, u64>,
-) -> Result<()> {
-    for digest in blobs.keys() {
-        if store.has_blob(digest) {
-            continue;
-        }
-        let src = layout.join("blobs/sha256").join(digest.hex());
-        store.commit_blob(digest, &src).into_diagnostic()?;
     }
     Ok(())
 }
