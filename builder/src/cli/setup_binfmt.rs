@@ -30,12 +30,13 @@ fn wanted_name(spec: &str) -> String {
 
 /// Runs `kiln setup-binfmt`.
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let regs = emulation::available(&args.from)
-        .into_diagnostic()
-        .map_err(|e| {
-            let help = "install the interpreters with `apt-get install qemu-user-static`";
-            crate::hints::with_help(e, Some(help.into()))
-        })?;
+    // The error's message already says its cause (`{path}: {source}`): a chain would repeat it.
+    let regs = emulation::available(&args.from).map_err(|e| {
+        miette!(
+            help = "install the interpreters with `apt-get install qemu-user-static`",
+            "{e}"
+        )
+    })?;
     if regs.is_empty() {
         return Err(miette!(
             help = "install the interpreters with `apt-get install qemu-user-static`",
