@@ -2,7 +2,7 @@
 //! (`oci:DIR[:TAG]`), OCI layout tarballs (`oci-archive:FILE[:TAG]`) and docker archives
 //! (`docker-archive:FILE[:REF]`), with skopeo's transport names.
 
-use crate::export::{docker_archive, oci};
+use crate::archive::{docker, oci};
 use crate::registry_opts::{runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_oci::layout::LayoutDir;
@@ -124,7 +124,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         Location::DockerArchive(file, want) => {
             let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
             let unpacked = unpack_archive(file, staging.path())?;
-            let images = docker_archive::import(&unpacked, &Blobs(&store))?;
+            let images = docker::import(&unpacked, &Blobs(&store))?;
             let img = archive_image(images, want.as_ref(), &args.source)?;
             (Box::new(store), img)
         }
@@ -185,8 +185,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 names,
                 root: image.root.clone(),
             }];
-            let extra =
-                docker_archive::manifest_json(&Blobs(store.as_ref()), &images, &Platform::host())?;
+            let extra = docker::manifest_json(&Blobs(store.as_ref()), &images, &Platform::host())?;
             let f = std::fs::File::create(&file)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", file.display()))?;

@@ -1,6 +1,6 @@
 //! `kiln save`: write images to a tar (`docker load` compatible, or `--format oci`).
 
-use crate::export::{docker_archive, oci};
+use crate::archive::{docker, oci};
 use crate::local_store::LocalStore;
 use kiln_oci::{Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
@@ -57,7 +57,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         }
     }
     let extra = if args.format == "docker" {
-        docker_archive::manifest_json(&store.content, &images, &platform)?
+        docker::manifest_json(&store.content, &images, &platform)?
     } else {
         Vec::new()
     };
