@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod context;
 mod export;
+mod hints;
 mod local_store;
 #[allow(dead_code)] // some display pieces (summary, transfers) are not wired into every verb yet
 mod progress;

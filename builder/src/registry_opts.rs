@@ -102,32 +102,6 @@ impl miette::Diagnostic for RegistryFailure {
 
 /// Wraps a registry error with the hint that fits it, for `map_err`.
 pub fn registry_failure(error: kiln_registry::Error) -> miette::Report {
-    use kiln_registry::error::NetCause;
-    let help = match &error {
-        kiln_registry::Error::Http { cause, source, .. } => {
-            let host = source
-                .url()
-                .map(kiln_registry::transport::host_port)
-                .unwrap_or_else(|| "<registry>".into());
-            match cause {
-                NetCause::Certificate(_) => Some(format!(
-                    "trust the registry's CA by saving it as {}/certs.d/{host}/ca.crt \
-                     (or /etc/docker/certs.d/{host}/ca.crt), or skip verification with \
-                     --insecure-registry {host}",
-                    kiln_registry::auth::config::config_dir().display()
-                )),
-                NetCause::NotTls(_) => Some(format!(
-                    "to reach it over plain HTTP, pass --insecure-registry {host}"
-                )),
-                _ => None,
-            }
-        }
-        kiln_registry::Error::Stalled { .. } => Some(format!(
-            "if the registry is only slow, allow it more time with --registry-idle-timeout \
-             or {}",
-            kiln_registry::transport::IDLE_TIMEOUT_ENV
-        )),
-        _ => None,
-    };
+    let help = crate::hints::for_registry(&error);
     miette::Report::new(RegistryFailure { error, help })
 }

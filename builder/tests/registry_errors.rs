@@ -197,3 +197,33 @@ fn pull_from_an_untrusted_registry_names_the_certificate_and_the_fix() {
         "the hint names the flag: {stderr}"
     );
 }
+
+#[test]
+fn a_build_from_a_registry_wanting_a_login_names_kiln_login_once() {
+    let env = support::TestEnv::load();
+    let tls = env.registry_tls();
+    let b = support::Build::new();
+    // Trusts the registry's CA, but holds no credentials for it.
+    let docker = b.path("docker");
+    let certs = docker.join("certs.d").join(tls);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(env.ca_cert(), certs.join("ca.crt")).unwrap();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {tls}/registry-cli-login/x:1\nRUN true\n"),
+    );
+    let out = b.kiln_env(
+        &["build", b.ctx().to_str().unwrap()],
+        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("UNAUTHORIZED"), "{stderr}");
+    assert!(stderr.contains("Dockerfile:1"), "{stderr}");
+    // The hint is the CLI's, given once; the registry's message no longer says it.
+    assert!(
+        stderr.contains(&format!("help: run `kiln login {tls}`")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("kiln login").count(), 1, "{stderr}");
+}

@@ -318,12 +318,16 @@ impl RegistryClient {
             .ok()
             .flatten()
             .map(|c| c.username);
-        let message = match (had_auth, user) {
-            (false, _) => format!("authentication required; run `kiln login {}`", host.name),
-            (true, Some(u)) => format!(
-                "access denied for user {u:?} (wrong password, or the scope was not granted)"
+        // How to log in is the CLI's to say (it knows its own commands): `anonymous` tells it.
+        let (message, anonymous) = match (had_auth, user) {
+            (false, _) => ("authentication required".to_string(), true),
+            (true, Some(u)) => (
+                format!(
+                    "access denied for user {u:?} (wrong password, or the scope was not granted)"
+                ),
+                false,
             ),
-            (true, None) => format!("anonymous access denied; run `kiln login {}`", host.name),
+            (true, None) => ("anonymous access denied".to_string(), true),
         };
         Err(Error::Auth {
             reference: what.to_string(),
@@ -331,6 +335,7 @@ impl RegistryClient {
             code,
             message,
             scope: scope.to_string(),
+            anonymous,
         })
     }
 

@@ -41,6 +41,8 @@ pub enum Error {
         message: String,
         /// The scope that was asked for (`repository:name:pull,push`).
         scope: String,
+        /// Whether no credentials were offered (logging in may help).
+        anonymous: bool,
     },
     /// A network error after all retries; `cause` says what kind (refused, DNS, TLS, ...).
     #[error("{context}: {cause}")]
@@ -96,12 +98,13 @@ pub enum Error {
         reason: String,
     },
     /// A TLS certificate file could not be used.
-    #[error("certificate {path}: {reason}")]
+    #[error("certificate {path}: {source}")]
     Certificate {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (reading it, parsing it).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A local file operation failed.
     #[error("{context}: {source}")]

@@ -170,12 +170,12 @@ impl Transport {
             for f in files {
                 let pem = std::fs::read(&f).map_err(|e| Error::Certificate {
                     path: f.clone(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     Error::Certificate {
                         path: f.clone(),
-                        reason: e.to_string(),
+                        source: e.into(),
                     }
                 })?;
                 out.extend(certs);

@@ -242,7 +242,16 @@ fn tls_basic_auth_pull_and_wrong_password() {
         opts_with_ca(&env, tmp.path()),
     );
     let err = rt().block_on(bad.get_manifest(&r)).unwrap_err();
-    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Auth {
+                anonymous: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let s = err.to_string();
     assert!(s.contains("UNAUTHORIZED") && s.contains("kiln"), "{s}");
 
@@ -334,10 +343,20 @@ fn bearer_token_pull_push_and_read_only_denied() {
     );
     assert!(s.contains("reader"), "{s}");
 
-    // Anonymous is refused with a hint to log in.
+    // Anonymous is refused, and says so: the CLI's hint to log in follows from it.
     let anon = client_with(&[], TransportOptions::default());
     let err = rt().block_on(anon.get_manifest(&r)).unwrap_err();
-    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Auth {
+                anonymous: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("kiln login"), "{err}");
 }
 
 #[test]

@@ -44,6 +44,17 @@ pub enum MetaError {
         /// Decoder message.
         message: String,
     },
+    /// A stored record is not the JSON of its type.
+    #[error("corrupt {table} record {key}: {source}")]
+    Undecodable {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A cache result or a blob refers to a layer that has no record.
     #[error("unknown layer {0}: it has no layer record")]
     MissingLayer(String),
@@ -60,10 +71,10 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     key: &str,
     bytes: &[u8],
 ) -> Result<T, MetaError> {
-    serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|source| MetaError::Undecodable {
         table,
         key: key.to_string(),
-        message: e.to_string(),
+        source,
     })
 }
 

@@ -23,8 +23,8 @@ use crate::cache::{
 use crate::llb::{Definition, Op, Vertex, VertexDigest, VertexRef};
 use crate::progress::{ProgressSender, VertexProgress};
 
-/// Errors a worker reports.
-pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
+mod worker_error;
+pub use worker_error::{BoxError, WorkerError};
 
 /// What executes ops and stores their results.
 pub trait Worker: Send + Sync + 'static {

@@ -12,7 +12,7 @@ use kiln_registry::progress::NoProgress;
 use kiln_registry::pull::pull_image;
 use kiln_registry::store::BlobStore;
 use kiln_registry::RegistryClient;
-use kiln_solver::scheduler::WorkerError;
+use kiln_solver::scheduler::{BoxError, WorkerError};
 use kiln_solver::worker::{FetchedImage, ImageFetcher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -146,68 +146,51 @@ impl BuildImages {
         &self,
         r: &Reference,
         platform: &Platform,
-    ) -> Result<(Descriptor, ImageManifest, Descriptor), String> {
+    ) -> Result<(Descriptor, ImageManifest, Descriptor), BoxError> {
         let what = r.to_string();
-        let fetched = self
-            .client
-            .get_manifest(r)
-            .await
-            .map_err(|e| e.to_string())?;
+        let fetched = self.client.get_manifest(r).await?;
         let (manifest, media_type) =
-            Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())
-                .map_err(|e| e.to_string())?;
+            Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())?;
         let root = Descriptor::of(&media_type, &fetched.bytes);
         let (desc, bytes, m) = match manifest {
             Manifest::Image(m) => (root.clone(), fetched.bytes, *m),
             Manifest::Index(idx) => {
-                self.store
-                    .write_blob(&root.digest, &fetched.bytes)
-                    .map_err(|e| e.to_string())?;
+                self.store.write_blob(&root.digest, &fetched.bytes)?;
                 let d = idx.select(platform).cloned().ok_or_else(|| {
                     format!(
                         "no image for platform {platform} in the index (it has {})",
                         idx.platforms()
                     )
                 })?;
-                let child = self
-                    .client
-                    .get_manifest_as(r, d.digest.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let child = self.client.get_manifest_as(r, d.digest.as_ref()).await?;
                 match Manifest::parse(
                     &format!("{}@{}", r.name(), d.digest),
                     &child.bytes,
                     Some(&d.media_type),
-                )
-                .map_err(|e| e.to_string())?
+                )?
                 .0
                 {
                     Manifest::Image(m) => (d, child.bytes, *m),
-                    Manifest::Index(_) => {
-                        return Err("nested indexes are not supported".to_string())
-                    }
+                    Manifest::Index(_) => return Err("nested indexes are not supported".into()),
                 }
             }
         };
-        self.store
-            .write_blob(&desc.digest, &bytes)
-            .map_err(|e| e.to_string())?;
+        self.store.write_blob(&desc.digest, &bytes)?;
         Ok((desc, m, root))
     }
 
     /// An image of a local OCI layout (`oci-layout://PATH[:TAG|@DIGEST]`): the manifest
     /// and config land in the store now, the layers when the solver fetches them.
-    fn resolve_layout(&self, location: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve_layout(
+        &self,
+        location: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, BoxError> {
         let layout = LayoutRef::parse(location)?.canonical()?;
         let (desc, bytes, m) = layout.select(platform)?;
-        self.store
-            .write_blob(&desc.digest, &bytes)
-            .map_err(|e| e.to_string())?;
+        self.store.write_blob(&desc.digest, &bytes)?;
         layout.import_blob(&self.store, &m.config)?;
-        let config_bytes = self
-            .store
-            .read_blob(&m.config.digest)
-            .map_err(|e| e.to_string())?;
+        let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)
             .map_err(|e| format!("image config {}: {e}", m.config.digest))?;
         if desc.platform.is_none() {
@@ -225,7 +208,7 @@ impl BuildImages {
         })
     }
 
-    async fn config_of(&self, r: &Reference, m: &ImageManifest) -> Result<ImageConfig, String> {
+    async fn config_of(&self, r: &Reference, m: &ImageManifest) -> Result<ImageConfig, BoxError> {
         if !self.store.has_blob(&m.config.digest) {
             kiln_registry::pull::pull_blob(
                 &self.client,
@@ -234,14 +217,11 @@ impl BuildImages {
                 &m.config,
                 &NoProgress,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
-        let bytes = self
-            .store
-            .read_blob(&m.config.digest)
-            .map_err(|e| e.to_string())?;
-        ImageConfig::from_json(&bytes).map_err(|e| format!("image config {}: {e}", m.config.digest))
+        let bytes = self.store.read_blob(&m.config.digest)?;
+        Ok(ImageConfig::from_json(&bytes)
+            .map_err(|e| format!("image config {}: {e}", m.config.digest))?)
     }
 }
 
@@ -261,7 +241,7 @@ impl ImageResolver for Resolver {
         &mut self,
         reference: &str,
         platform: &kiln_oci::Platform,
-    ) -> Result<ResolvedImage, String> {
+    ) -> Result<ResolvedImage, BoxError> {
         let key = (reference.to_string(), platform.to_string());
         if let Some(done) = self.resolved.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(done);
@@ -274,7 +254,7 @@ impl ImageResolver for Resolver {
             }
             return Ok(resolved);
         }
-        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let r = Reference::parse(reference)?;
         let runtime = self.runtime.clone();
         runtime.block_on(async {
             // A digest reference is immutable: the store's copy is as good as the registry's.
@@ -340,6 +320,19 @@ impl ImageFetcher for BuildImages {
         reference: &str,
         _platform: Option<&kiln_oci::Platform>,
     ) -> Result<FetchedImage, WorkerError> {
+        self.fetch_image(reference).map_err(|e| {
+            if *self.canceled.borrow() {
+                WorkerError::Canceled
+            } else {
+                WorkerError::image_fetch(e)
+            }
+        })
+    }
+}
+
+impl BuildImages {
+    /// [`ImageFetcher::fetch`], failing with the cause (a registry error, say).
+    fn fetch_image(&self, reference: &str) -> Result<FetchedImage, BoxError> {
         if let Some(location) = reference.strip_prefix(oci_layout::SCHEME) {
             return self.fetch_layout(reference, location);
         }
@@ -376,7 +369,7 @@ impl ImageFetcher for BuildImages {
                     &m,
                     self.concurrency,
                     &NoProgress,
-                ) => pulled.map_err(WorkerError::from),
+                ) => pulled.map_err(BoxError::from),
             }
         });
         self.fetching
@@ -384,17 +377,13 @@ impl ImageFetcher for BuildImages {
         pulled?;
         let tag = self.tags.lock().ok().and_then(|mut t| t.remove(reference));
         if let Some((name, root)) = tag {
-            self.store
-                .tag(&name, &root)
-                .map_err(|e| WorkerError::from(e.to_string()))?;
+            self.store.tag(&name, &root)?;
         }
         self.fetched_layers(reference, &m)
     }
-}
 
-impl BuildImages {
     /// The layers of a layout image pinned by `oci-layout://PATH@DIGEST`, copied into the store.
-    fn fetch_layout(&self, reference: &str, location: &str) -> Result<FetchedImage, WorkerError> {
+    fn fetch_layout(&self, reference: &str, location: &str) -> Result<FetchedImage, BoxError> {
         let layout = LayoutRef::parse(location)?;
         let digest = layout
             .digest
@@ -419,11 +408,7 @@ impl BuildImages {
     }
 
     /// Pairs the manifest's layer blobs (in the store) with the config's diffIDs.
-    fn fetched_layers(
-        &self,
-        reference: &str,
-        m: &ImageManifest,
-    ) -> Result<FetchedImage, WorkerError> {
+    fn fetched_layers(&self, reference: &str, m: &ImageManifest) -> Result<FetchedImage, BoxError> {
         let config_bytes = self.store.read_blob(&m.config.digest)?;
         let config = ImageConfig::from_json(&config_bytes)?;
         if config.rootfs.diff_ids.len() != m.layers.len() {

@@ -358,7 +358,8 @@ impl Machinery {
             session,
             tx.clone(),
         )
-        .map_err(|e| miette!("{e}"))?;
+        .into_diagnostic()
+        .wrap_err("opening the build's worker")?;
         worker.limit_layer_size(req.max_layer_size);
         Ok(Machinery {
             images: Arc::clone(images),
@@ -604,13 +605,18 @@ fn resolve_stages(
             };
             let resolved = resolver.resolve(reference, &stage_platform).map_err(|e| {
                 let node = &ast.children[stage.node];
-                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(
-                    if reference.starts_with(super::oci_layout::SCHEME) {
-                        "check the layout's path and tags (`skopeo inspect oci:PATH:TAG` lists what it holds)"
-                    } else {
-                        "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)"
-                    },
-                ))
+                let hint = e
+                    .downcast_ref()
+                    .and_then(crate::hints::for_registry)
+                    .unwrap_or_else(|| {
+                        if reference.starts_with(super::oci_layout::SCHEME) {
+                            "check the layout's path and tags (`skopeo inspect oci:PATH:TAG` lists what it holds)"
+                        } else {
+                            "check the image name and tag, and that its registry is reachable (`kiln pull` shows the details)"
+                        }
+                        .into()
+                    });
+                fail(ast.error_at(node, ErrorKind::Stage, format!("{reference}: {e}")).with_hint(hint))
             })?;
             resolve_opts
                 .base_env
@@ -783,56 +789,14 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
                 Location::new(name, loc.start_line as usize, col, line_text.trim().len()),
             )
             .with_source_line(line_text);
-            if let Some(hint) = hint_for(&cause.to_string()) {
+            if let Some(hint) = crate::hints::for_worker(cause) {
                 err = err.with_hint(hint);
             }
             report(err, name, source)
         }
-        None => miette::Report::from_err(e),
-    }
-}
-
-/// Whether an executor failed to mount a step's /proc for lack of permission (the
-/// native executor's, crun's and runc's wording).
-fn masked_proc(cause: &str) -> bool {
-    let c = cause.to_lowercase();
-    c.contains("operation not permitted")
-        && ["mounting proc", "mount `proc`", "mounting \"proc\""]
-            .iter()
-            .any(|p| c.contains(p))
-}
-
-fn hint_for(cause: &str) -> Option<&'static str> {
-    if masked_proc(cause) {
-        Some(
-            "RUN mounts a fresh /proc, which the kernel refuses while paths of kiln's own /proc \
-             are masked (a container's default): run kiln's container with procMount: Unmasked \
-             (docker run --security-opt systempaths=unconfined); see docs/rootless.md",
-        )
-    } else if cause.contains("the layer size limit") {
-        Some("--max-layer-size sets the limit; leave it out for none")
-    } else if cause.contains("did not complete successfully") {
-        Some("the command failed inside the build container; `--progress plain` shows its whole output")
-    } else if cause.contains("not found") {
-        Some("check the path against the build context and .dockerignore")
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_executors_proc_refusal_gets_the_unmask_hint() {
-        for cause in [
-            "setting up the sandbox: mounting proc (proc) at /r/proc: Operation not permitted (os error 1)",
-            "crun cannot start containers here: mount `proc` to `proc`: Operation not permitted",
-            "error mounting \"proc\" to rootfs at \"/proc\": mount proc:/proc (via /proc/self/fd/6), flags: 0xe: operation not permitted",
-        ] {
-            assert!(super::hint_for(cause).is_some_and(|h| h.contains("procMount")), "{cause}");
+        None => {
+            let hint = crate::hints::for_worker(cause);
+            crate::hints::with_help(miette::Report::from_err(e), hint)
         }
-        assert!(!super::masked_proc(
-            "mounting proc (proc) at /r/proc: No such device"
-        ));
     }
 }

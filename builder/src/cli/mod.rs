@@ -285,7 +285,7 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("{:?}", err);
+            eprintln!("{:?}", crate::hints::with_fallback(err));
             ExitCode::FAILURE
         }
     }

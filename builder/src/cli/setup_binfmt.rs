@@ -30,6 +30,7 @@ fn wanted_name(spec: &str) -> String {
 
 /// Runs `kiln setup-binfmt`.
 pub fn run(args: Args) -> miette::Result<ExitCode> {
+    // The error's message already says its cause (`{path}: {source}`): a chain would repeat it.
     let regs = emulation::available(&args.from).map_err(|e| {
         miette!(
             help = "install the interpreters with `apt-get install qemu-user-static`",
@@ -44,7 +45,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ));
     }
     let wanted: Vec<String> = args.platform.iter().map(|p| wanted_name(p)).collect();
-    emulation::ensure_mounted().into_diagnostic()?;
+    emulation::ensure_mounted().into_diagnostic().map_err(|e| {
+        crate::hints::with_help(e, Some("kiln setup-binfmt must run as root".into()))
+    })?;
     let dir = Path::new(BINFMT_MISC);
     let mut failed = false;
     let mut matched = 0;

@@ -37,7 +37,12 @@ pub struct ResolvedImage {
 /// Resolves image references (the builder asks the local store or a registry).
 pub trait ImageResolver {
     /// Resolves `reference` (as written, expanded) for `platform`; the error is shown to the user.
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+    /// The error keeps its cause (a registry's, say) so the caller can pick a hint by it.
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Which stages ignore the cache.

@@ -7,9 +7,13 @@ use kiln_solver::llb::{FileAction, MountKind, Vertex};
 struct FakeRegistry;
 
 impl ImageResolver for FakeRegistry {
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
         if reference.contains("missing") {
-            return Err("manifest unknown".to_string());
+            return Err("manifest unknown".into());
         }
         let mut config = ImageConfig::scratch(&platform.os, &platform.architecture, None);
         config.config.set_env("PATH", "/usr/bin:/bin");

@@ -40,12 +40,13 @@ pub enum ShellError {
     #[error("unexpected end of statement while looking for matching {0}")]
     Unterminated(&'static str),
     /// A bad `#`/`%`/`/` pattern.
-    #[error("invalid pattern ({pattern}) in substitution: {reason}")]
+    #[error("invalid pattern ({pattern}) in substitution: {source}")]
     InvalidPattern {
         /// The pattern text.
         pattern: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: super::pattern::InvalidPattern,
     },
     /// Substitutions nested too deeply.
     #[error("substitutions nested more than {MAX_DEPTH} levels deep")]
@@ -619,9 +620,9 @@ fn or_default(word: String, default: &str) -> String {
 }
 
 fn compile(pat: &str) -> Result<Pattern, ShellError> {
-    Pattern::compile(pat).map_err(|e| ShellError::InvalidPattern {
+    Pattern::compile(pat).map_err(|source| ShellError::InvalidPattern {
         pattern: pat.to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -37,6 +37,8 @@ impl fmt::Display for InvalidPattern {
     }
 }
 
+impl std::error::Error for InvalidPattern {}
+
 impl Pattern {
     /// Compiles `raw`, which still holds its backslash escapes.
     pub fn compile(raw: &str) -> Result<Self, InvalidPattern> {

@@ -117,6 +117,7 @@ pub async fn fetch(
             code: "UNAUTHORIZED".into(),
             message: format!("token server {realm} refused {who} (wrong username or password?)"),
             scope: scopes.join(" "),
+            anonymous: creds.is_none(),
         });
     }
     if !status.is_success() {

@@ -47,12 +47,13 @@ pub enum ContentHashError {
         source: std::io::Error,
     },
     /// A wildcard selector does not compile.
-    #[error("invalid pattern {pattern:?}: {message}")]
+    #[error("invalid pattern {pattern:?}: {source}")]
     Pattern {
         /// The selector.
         pattern: String,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        #[source]
+        source: crate::pattern::GlobError,
     },
 }
 
@@ -321,12 +322,12 @@ fn in_root(root: &Path, rel: &str, follow: bool) -> std::io::Result<PathBuf> {
 fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, ContentHashError> {
     Glob::new(pattern, GlobFlavor::FilepathMatch).map_err(|e| ContentHashError::Pattern {
         pattern: pattern.to_string(),
-        message: e.to_string(),
+        source: e,
     })?;
     let matches = crate::ops::file::wildcard::expand(root, pattern, None).map_err(|e| {
         ContentHashError::Io {
             path: root.join(pattern),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         }
     })?;
     Ok(matches

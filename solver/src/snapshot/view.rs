@@ -2,7 +2,7 @@
 //! read-only-ish (a throwaway upper dir) for reading a stage's files, or
 //! with a pending layer's upper dir to receive a step's changes.
 
-use super::layers::{LayerStore, PendingLayer};
+use super::layers::{LayerStore, LayerStoreError, PendingLayer};
 use super::overlay::{Overlay, OverlayError, OverlayMount};
 use super::Snapshot;
 use std::path::{Path, PathBuf};
@@ -42,12 +42,12 @@ impl SnapshotView {
                 _pending: None,
             });
         }
-        let pending = layers
-            .begin()
-            .map_err(|e| ViewError::Layer(e.to_string()))?;
+        let pending = layers.begin()?;
         let target = pending.scratch("view");
-        std::fs::create_dir_all(&target)
-            .map_err(|e| ViewError::Layer(format!("create {}: {e}", target.display())))?;
+        std::fs::create_dir_all(&target).map_err(|source| ViewError::Create {
+            path: target.clone(),
+            source,
+        })?;
         if snapshot.layers.is_empty() {
             return Ok(SnapshotView {
                 root: target,
@@ -76,6 +76,15 @@ pub enum ViewError {
     #[error(transparent)]
     Overlay(#[from] OverlayError),
     /// The layer store failed.
-    #[error("{0}")]
-    Layer(String),
+    #[error(transparent)]
+    Layer(#[from] LayerStoreError),
+    /// The view's directory could not be made.
+    #[error("create {}: {source}", path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }

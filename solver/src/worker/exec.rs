@@ -31,15 +31,15 @@ fn source_path(
 
 /// The error for a mount source that cannot be resolved in its input.
 fn source_error(dest: &str, selector: Option<&str>, e: std::io::Error) -> WorkerError {
-    let source = selector.unwrap_or("/");
+    let path = selector.unwrap_or("/");
     if e.kind() == std::io::ErrorKind::NotFound {
-        format!(
-            "mount {dest}: source {source:?} not found in the context or stage it is taken from \
-             (symbolic links in it resolve inside it, never on the host)"
-        )
-        .into()
+        WorkerError::MountSourceNotFound {
+            dest: dest.to_string(),
+            path: path.to_string(),
+            source: e,
+        }
     } else {
-        format!("mount {dest}: resolving source {source}: {e}").into()
+        WorkerError::other(format!("mount {dest}: resolving source {path}: {e}"))
     }
 }
 
@@ -84,7 +84,7 @@ impl LocalWorker {
         let root_mount = op.mounts.first().ok_or("exec op without a root mount")?;
         // A foreign platform runs through QEMU's binfmt_misc handler: say how to get one.
         if let Some(p) = vertex.platform() {
-            crate::executor::emulation::check_can_run(p).map_err(|e| e.to_string())?;
+            crate::executor::emulation::check_can_run(p)?;
         }
         let base = match root_mount.input {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or("exec root input missing")?)?,
@@ -134,7 +134,10 @@ impl LocalWorker {
             llb::NetworkMode::None => NetworkMode::None,
             llb::NetworkMode::Host => {
                 if !self.session.allow_network_host {
-                    return Err("RUN --network=host needs the network.host entitlement: pass --allow network.host".into());
+                    return Err(WorkerError::NotEntitled {
+                        entitlement: "network.host",
+                        option: "--network=host",
+                    });
                 }
                 NetworkMode::Host
             }
@@ -147,10 +150,10 @@ impl LocalWorker {
             llb::SecurityMode::Sandbox => SecurityMode::Sandbox,
             llb::SecurityMode::Insecure => {
                 if !self.session.allow_insecure {
-                    return Err(
-                        "RUN --security=insecure needs the security.insecure entitlement: pass --allow security.insecure"
-                            .into(),
-                    );
+                    return Err(WorkerError::NotEntitled {
+                        entitlement: "security.insecure",
+                        option: "--security=insecure",
+                    });
                 }
                 SecurityMode::Insecure
             }
@@ -185,11 +188,10 @@ impl LocalWorker {
                 }),
                 None if s.optional => return Ok(None),
                 None => {
-                    return Err(format!(
-                        "secret {} not found: pass it with --secret id={},src=<file> or --secret id={},env=<VAR>",
-                        s.id, s.id, s.id
-                    )
-                    .into())
+                    return Err(WorkerError::SecretNotFound {
+                        id: s.id.clone(),
+                        env: false,
+                    })
                 }
             },
             MountKind::Ssh(s) => match self.session.ssh.get(&s.id) {
@@ -202,9 +204,7 @@ impl LocalWorker {
                     gid: s.gid,
                 }),
                 None if s.optional => return Ok(None),
-                None => {
-                    return Err(format!("ssh agent {} not found: pass it with --ssh {}=<socket or key>", s.id, s.id).into())
-                }
+                None => return Err(WorkerError::SshNotFound { id: s.id.clone() }),
             },
         }))
     }
@@ -308,11 +308,10 @@ impl LocalWorker {
                 })),
                 None if se.optional => {}
                 None => {
-                    return Err(format!(
-                        "secret {} not found: pass it with --secret id={}",
-                        se.id, se.id
-                    )
-                    .into())
+                    return Err(WorkerError::SecretNotFound {
+                        id: se.id.clone(),
+                        env: true,
+                    })
                 }
             }
         }
