@@ -100,8 +100,9 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
-    /// they unpack, each step's layer as it is kept. Default: no limit.
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`; 1024-based as docker reads
+    /// sizes): base-image layers as they unpack, each step's layer as it is kept. Default: no
+    /// limit.
     #[arg(
         long = "max-layer-size",
         value_name = "SIZE",
@@ -282,7 +283,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         .unwrap_or(false);
     let max_layer_size = match args.max_layer_size.as_deref() {
         None | Some("") => None,
-        Some(v) => Some(super::prune::parse_size(v).ok_or_else(|| {
+        Some(v) => Some(kiln_solver::units::parse_ram_size(v).map_err(|_| {
             miette::miette!(
                 help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
                 "invalid --max-layer-size {v:?}"

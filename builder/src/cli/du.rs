@@ -6,6 +6,7 @@ use kiln_solver::content::LockMode;
 use kiln_solver::gc::disk_usage;
 use kiln_solver::meta::now_secs;
 use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::units::human_size;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,22 +17,6 @@ pub struct Args {
     /// One row per cache record.
     #[arg(long)]
     pub verbose: bool,
-}
-
-/// `1.5MB`-style sizes, as docker prints them.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}{}", UNITS[unit]).replace(".000", "")
-    }
 }
 
 fn ago(secs: u64, now: u64) -> String {
@@ -112,7 +97,8 @@ mod tests {
     #[test]
     fn sizes_read_like_docker() {
         assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1_500_000), "1.500MB");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human_size(1_089_000), "1.089MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
         assert_eq!(ago(100, 130), "30 seconds ago");
         assert_eq!(ago(0, 7200), "2 hours ago");

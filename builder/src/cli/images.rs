@@ -233,24 +233,9 @@ fn created_since(ts: &str) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-/// Docker-style sizes (decimal units).
+/// `docker images` sizes: decimal, 3 significant digits (`4.26MB`).
 pub fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{:.3}", v)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[i]
-    }
+    kiln_solver::units::human_size_with_precision(n, 3)
 }
 
 /// Prints left-aligned columns separated by three spaces, like docker.
