@@ -6,6 +6,7 @@ use kiln_solver::content::LockMode;
 use kiln_solver::gc::disk_usage;
 use kiln_solver::meta::now_secs;
 use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::timestamp::human_duration;
 use kiln_solver::units::human_size;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
@@ -19,14 +20,9 @@ pub struct Args {
     pub verbose: bool,
 }
 
+/// How long ago `secs` was, as buildx prints it (`2 hours ago`).
 fn ago(secs: u64, now: u64) -> String {
-    let d = now.saturating_sub(secs);
-    match d {
-        0..=59 => format!("{d} seconds ago"),
-        60..=3599 => format!("{} minutes ago", d / 60),
-        3600..=86_399 => format!("{} hours ago", d / 3600),
-        _ => format!("{} days ago", d / 86_400),
-    }
+    human_duration(now.saturating_sub(secs)) + " ago"
 }
 
 /// Prints the usage table.

@@ -3,6 +3,7 @@
 use crate::local_store::{LocalImage, LocalStore};
 use kiln_oci::media_type::is_index;
 use kiln_oci::Reference;
+use kiln_solver::timestamp;
 use miette::{miette, IntoDiagnostic, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -191,46 +192,12 @@ fn row(
     })
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC-ish timestamp (`2024-05-01T12:00:00Z`,
-/// fractions and offsets ignored: this is for "3 days ago").
-fn epoch_seconds(ts: &str) -> Option<i64> {
-    let date = ts.get(0..10)?;
-    let time = ts.get(11..19)?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Docker's "About an hour ago" style age.
+/// Docker's "2 hours ago" age of an RFC 3339 time, `N/A` when it has none.
 fn created_since(ts: &str) -> String {
-    let Some(then) = epoch_seconds(ts) else {
+    let Some(then) = timestamp::parse_rfc3339(ts) else {
         return "N/A".to_string();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let s = (now - then).max(0);
-    let (n, unit) = match s {
-        s if s < 60 => return "Less than a minute ago".to_string(),
-        s if s < 3600 => (s / 60, "minute"),
-        s if s < 86400 => (s / 3600, "hour"),
-        s if s < 86400 * 14 => (s / 86400, "day"),
-        s if s < 86400 * 60 => (s / (86400 * 7), "week"),
-        s if s < 86400 * 365 * 2 => (s / (86400 * 30), "month"),
-        s => (s / (86400 * 365), "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    timestamp::human_duration(timestamp::now_secs().saturating_sub(then).max(0) as u64) + " ago"
 }
 
 /// `docker images` sizes: decimal, 3 significant digits (`4.26MB`).
@@ -331,9 +298,6 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(epoch_seconds("2024-03-01T12:30:15.123Z"), Some(1709296215));
-        assert_eq!(epoch_seconds("garbage"), None);
         assert!(created_since("1970-01-01T00:00:00Z").ends_with("years ago"));
         assert_eq!(created_since(""), "N/A");
     }
