@@ -10,6 +10,7 @@ mod progress;
 mod registry_opts;
 mod rootless;
 mod table;
+mod template;
 mod transfer_progress;
 
 use std::process::ExitCode;

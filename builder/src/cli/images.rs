@@ -1,6 +1,7 @@
 //! `kiln images` (alias `ls`): list local images.
 
 use crate::local_store::{LocalImage, LocalStore};
+use crate::template::{GoTemplate, JsonStyle};
 use kiln_oci::media_type::is_index;
 use kiln_oci::Reference;
 use kiln_solver::timestamp;
@@ -133,9 +134,12 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         }
         template => {
             let template = template.strip_prefix("table ").unwrap_or(template);
-            let value = |r: &Row| serde_json::to_value(r).unwrap_or_default();
+            let template = GoTemplate::parse(template, JsonStyle::Compact)?;
             for r in &rows {
-                println!("{}", render_template(template, &value(r))?);
+                println!(
+                    "{}",
+                    template.render(&serde_json::to_value(r).into_diagnostic()?)?
+                );
             }
         }
     }
@@ -193,7 +197,7 @@ fn row(
 }
 
 /// Docker's "2 hours ago" age of an RFC 3339 time, `N/A` when it has none.
-fn created_since(ts: &str) -> String {
+pub fn created_since(ts: &str) -> String {
     let Some(then) = timestamp::parse_rfc3339(ts) else {
         return "N/A".to_string();
     };
@@ -208,49 +212,6 @@ pub fn human_size(n: u64) -> String {
 /// Prints left-aligned columns separated by three spaces, like docker.
 pub fn print_table(rows: &[Vec<String>]) {
     print!("{}", crate::table::columns(rows, 3));
-}
-
-/// A small subset of Go templates: `{{.Field}}`, `{{json .}}`, `{{json .Field}}`, `\t`, `\n`.
-pub fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| miette!("template {template:?}: unclosed {{{{"))?;
-        let expr = after[..end].trim();
-        let (json, path) = match expr.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, expr),
-        };
-        let v = lookup(value, path)
-            .ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
-        if json {
-            out.push_str(&serde_json::to_string(v).into_diagnostic()?);
-        } else {
-            match v {
-                serde_json::Value::String(s) => out.push_str(s),
-                serde_json::Value::Null => out.push_str("<no value>"),
-                other => out.push_str(&other.to_string()),
-            }
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
-}
-
-fn lookup<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    if path == "." {
-        return Some(value);
-    }
-    let mut v = value;
-    for part in path.trim_start_matches('.').split('.') {
-        v = v.get(part)?;
-    }
-    Some(v)
 }
 
 /// Docker's `reference=` filter: shell-style glob on `name` or `name:tag`, where `*` stops at '/'.
@@ -303,16 +264,9 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_templates() {
+    fn sizes() {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(4_260_000), "4.26MB");
-        let v = serde_json::json!({"Repository":"busybox","Tag":"latest"});
-        assert_eq!(
-            render_template("{{.Repository}}:{{.Tag}}", &v).unwrap(),
-            "busybox:latest"
-        );
-        assert_eq!(render_template("{{json .Tag}}", &v).unwrap(), "\"latest\"");
-        assert!(render_template("{{.Nope}}", &v).is_err());
-        assert!(render_template("{{.Tag", &v).is_err());
+        assert_eq!(human_size(1_089_000), "1.09MB");
     }
 }
