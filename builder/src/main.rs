@@ -1,5 +1,6 @@
 //! kiln: container image builder and registry toolkit.
 
+mod archive;
 mod build;
 mod cli;
 mod context;

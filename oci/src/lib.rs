@@ -8,11 +8,13 @@ pub mod copy;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod layout;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
 pub mod store;
+pub mod tarball;
 pub mod walk;
 
 pub use config::ImageConfig;

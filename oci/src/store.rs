@@ -113,3 +113,17 @@ pub fn io_to_error(e: std::io::Error, context: &str) -> Error {
     }
     Error::store(context, e)
 }
+
+/// Writes `data` to a new file at `path` and syncs it; on any error (a verification failure
+/// at the end of `data` included) the file is removed and the error returned with `context`.
+pub fn write_file_from(path: &std::path::Path, data: &mut dyn Read, context: &str) -> Result<()> {
+    let mut copy = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        std::io::copy(data, &mut f)?;
+        f.sync_all()
+    };
+    copy().map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        io_to_error(e, context)
+    })
+}

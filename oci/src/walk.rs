@@ -2,13 +2,14 @@
 //! reachable from a root, children before their parents (the order a sink must receive them).
 
 use std::collections::HashSet;
+use std::io::Read;
 
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::media_type::{is_index, is_manifest};
-use crate::store::{read_verified, ImageSource};
+use crate::store::{read_verified, ImageSource, MAX_DOCUMENT_SIZE};
 
 /// The descriptors a manifest or index document refers to: an image's config and layers, an
 /// index's manifests, and the subject of either. `desc` is the document's own descriptor
@@ -107,4 +108,66 @@ fn visit(
     }
     out.push(desc.clone());
     Ok(())
+}
+
+/// The digests a JSON document refers to, read leniently (any `config`, `subject`, and entries
+/// of `layers`, `manifests`, `blobs`), each with whether it may itself refer to others (layers
+/// never do). For garbage collection, which must keep whatever might be referenced, also by
+/// documents kiln cannot copy (artifacts, unknown media types).
+pub fn referenced(bytes: &[u8]) -> Vec<(Digest, bool)> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    let digest = |d: &serde_json::Value| {
+        d.get("digest")
+            .and_then(|x| x.as_str())
+            .and_then(|s| Digest::parse(s).ok())
+    };
+    let mut out = Vec::new();
+    for (key, may_refer) in [("manifests", true), ("layers", false), ("blobs", true)] {
+        for d in v.get(key).and_then(|x| x.as_array()).into_iter().flatten() {
+            out.extend(digest(d).map(|d| (d, may_refer)));
+        }
+    }
+    for key in ["config", "subject"] {
+        out.extend(v.get(key).and_then(digest).map(|d| (d, true)));
+    }
+    out
+}
+
+/// Every digest reachable from `roots` through [`referenced`], present in `source` or not
+/// (a missing blob is kept in the set and not followed; documents over
+/// [`MAX_DOCUMENT_SIZE`] are not read).
+pub fn reachable(
+    source: &dyn ImageSource,
+    roots: impl IntoIterator<Item = Descriptor>,
+) -> Result<HashSet<Digest>> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(Descriptor, bool)> = roots
+        .into_iter()
+        .map(|d| {
+            let follow = d.media_type.is_empty()
+                || d.media_type.contains("manifest")
+                || d.media_type.contains("index");
+            (d, follow)
+        })
+        .collect();
+    while let Some((desc, follow)) = stack.pop() {
+        if !seen.insert(desc.digest.clone()) || !follow || !source.has_blob(&desc.digest)? {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        source
+            .open_blob(&desc)?
+            .take(MAX_DOCUMENT_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| crate::Error::store(format!("reading {}", desc.digest), e))?;
+        if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+            continue;
+        }
+        for (digest, may_refer) in referenced(&bytes) {
+            stack.push((Descriptor::new("", digest, 0), may_refer));
+        }
+    }
+    Ok(seen)
 }

@@ -581,68 +581,35 @@ impl RegistryClient {
         tx: &tokio::sync::mpsc::Sender<SinkMsg>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        let sink_gone = || {
-            Error::io(
-                format!("writing blob {what}"),
-                std::io::Error::other("writer stopped"),
-            )
-        };
         let opts = self.inner.transport.options();
         let (max, idle) = (opts.max_retries, opts.idle_timeout);
         let most_attempts = (max + 1).saturating_mul(4);
-        let mut received = 0u64;
+        let mut dl = Download {
+            desc,
+            what,
+            tx,
+            on_bytes,
+            received: 0,
+        };
         let (mut fruitless, mut attempts) = (0u32, 0u32);
         loop {
-            let offset = received;
+            let offset = dl.received;
             attempts += 1;
-            let resp = self
-                .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
-                    let mut rb = h.client.get(h.url(path)?);
-                    if offset > 0 {
-                        rb = rb.header(RANGE, format!("bytes={offset}-"));
-                    }
-                    Ok(rb)
-                })
-                .await?;
-            let resp = Self::expect(
-                resp,
-                r.registry(),
-                what,
-                &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
-            )
-            .await?;
+            let resp = self.get_blob_from(r, what, path, offset).await?;
             let url = resp.url().clone();
             if offset > 0 && resp.status() == StatusCode::OK {
                 // The server ignored Range: start over.
-                tx.send(SinkMsg::Reset).await.map_err(|_| sink_gone())?;
-                received = 0;
+                tx.send(SinkMsg::Reset).await.map_err(|_| dl.sink_gone())?;
+                dl.received = 0;
             }
-            let mut stream = resp.bytes_stream();
-            let broken = loop {
-                let chunk = match tokio::time::timeout(idle, stream.next()).await {
-                    Err(_) => break Some(Broken::Idle),
-                    Ok(None) => break None,
-                    Ok(Some(Err(e))) => break Some(Broken::Net(e)),
-                    Ok(Some(Ok(c))) => c,
-                };
-                if received + chunk.len() as u64 > desc.size {
-                    return Err(Error::Oci(kiln_oci::Error::Verification {
-                        what: format!("blob {what}"),
-                        expected: format!("{} bytes", desc.size),
-                        actual: "more bytes".into(),
-                    }));
-                }
-                let n = chunk.len() as u64;
-                received += n;
-                tx.send(SinkMsg::Data(chunk))
-                    .await
-                    .map_err(|_| sink_gone())?;
-                on_bytes(n);
-            };
-            let Some(broken) = broken else {
+            let Some(broken) = dl.stream(resp, idle).await? else {
                 return Ok(());
             };
-            fruitless = if received > offset { 0 } else { fruitless + 1 };
+            fruitless = if dl.received > offset {
+                0
+            } else {
+                fruitless + 1
+            };
             let cause = match &broken {
                 Broken::Idle => format!("no data for {:.1} s", idle.as_secs_f64()),
                 Broken::Net(e) => NetCause::of(e).to_string(),
@@ -675,6 +642,32 @@ impl RegistryClient {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// GETs a blob from byte `offset` on (a `Range` request past the start).
+    async fn get_blob_from(
+        &self,
+        r: &Reference,
+        what: &str,
+        path: &str,
+        offset: u64,
+    ) -> Result<Response> {
+        let resp = self
+            .request(r.api_host(), what, &Scope::pull(r.repository()), |h| {
+                let mut rb = h.client.get(h.url(path)?);
+                if offset > 0 {
+                    rb = rb.header(RANGE, format!("bytes={offset}-"));
+                }
+                Ok(rb)
+            })
+            .await?;
+        Self::expect(
+            resp,
+            r.registry(),
+            what,
+            &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
+        )
+        .await
     }
 
     /// Pushes one blob read from `open()` (a fresh handle per attempt): HEAD first, then a
@@ -751,148 +744,30 @@ impl RegistryClient {
         open: &(dyn Fn() -> std::io::Result<std::fs::File> + Send + Sync),
         scope: &Scope,
         what: &str,
-        mut location: String,
+        location: String,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
         let host = self.inner.transport.host(r.api_host()).await?;
-        let size = desc.size;
-        let open_at = |offset: u64| -> Result<std::fs::File> {
-            let mut f =
-                open().map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
-            Ok(f)
+        let mut up = BlobUpload {
+            r,
+            desc,
+            open,
+            scope,
+            what,
+            host: &host,
+            on_bytes,
+            location,
+            offset: 0,
+            reported: 0,
+            resumes: 0,
         };
-        if size <= MONOLITHIC_MAX {
-            let mut data = Vec::with_capacity(size as usize);
-            open_at(0)?
-                .read_to_end(&mut data)
-                .map_err(|e| Error::io(format!("reading blob {}", desc.digest), e))?;
-            let body = bytes::Bytes::from(data);
-            let url = with_digest(host.url(&location)?, &desc.digest);
-            let resp = self
-                .request(r.api_host(), what, scope, |_| {
-                    Ok(host
-                        .client
-                        .put(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .body(body.clone()))
-                })
-                .await?;
-            Self::expect(resp, r.registry(), what, &[StatusCode::CREATED]).await?;
-            on_bytes(size);
+        if desc.size <= MONOLITHIC_MAX {
+            return self.upload_whole(&up).await;
+        }
+        if !self.upload_patches(&mut up).await? {
             return Ok(());
         }
-        let mut offset = 0u64;
-        let mut resumes = 0u32;
-        let max = self.inner.transport.options().max_retries;
-        let mut reported = 0u64;
-        let idle = self.inner.transport.options().idle_timeout;
-        while offset < size {
-            let auth = self.authorization(&host, scope, false).await?;
-            let file = open_at(offset)?;
-            let url = host.url(&location)?;
-            let patch_url = url.clone();
-            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let mut rb = host
-                .client
-                .patch(url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, (size - offset).to_string())
-                .body(reqwest::Body::wrap_stream(file_stream(
-                    file,
-                    counter.clone(),
-                )));
-            if offset > 0 {
-                rb = rb.header("Content-Range", format!("{}-{}", offset, size - 1));
-            }
-            if let Some(a) = &auth {
-                rb = rb.header(AUTHORIZATION, a);
-            }
-            let sent = watch_upload(rb.send(), &counter, size - offset, idle).await;
-            let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
-            let fresh = (offset + streamed).saturating_sub(reported);
-            let stalled = sent.is_none();
-            // A retry waits the registry's Retry-After (if any) or the backoff, naming its cause.
-            let retry: Option<(Option<std::time::Duration>, String)> = match sent {
-                // The registry stopped taking data: ask where it stands and go on from there.
-                None if resumes < max => Some((
-                    None,
-                    format!("no data taken for {:.1} s", idle.as_secs_f64()),
-                )),
-                None => {
-                    return Err(Error::Stalled {
-                        registry: r.registry().to_string(),
-                        idle,
-                        doing: format!("uploading {} (it stopped reading)", desc.digest),
-                        attempts: resumes + 1,
-                    })
-                }
-                // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
-                Some(Ok(resp))
-                    if resp.status() == StatusCode::ACCEPTED
-                        || resp.status() == StatusCode::NO_CONTENT =>
-                {
-                    on_bytes(fresh.min(size - reported));
-                    reported = size;
-                    location = location_or(&resp, &location);
-                    offset = size;
-                    None
-                }
-                Some(Ok(resp)) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    self.authorization(&host, scope, true).await?;
-                    if resumes >= max {
-                        return self
-                            .auth_error(resp, &host, what, scope, true)
-                            .await
-                            .map(|_| ());
-                    }
-                    resumes += 1;
-                    (location, offset) =
-                        self.upload_status(&host, r, scope, what, &location).await?;
-                    None
-                }
-                Some(Ok(resp))
-                    if crate::transport::is_retryable_status(resp.status()) && resumes < max =>
-                {
-                    Some((
-                        crate::transport::retry_after(&resp),
-                        resp.status().to_string(),
-                    ))
-                }
-                Some(Ok(resp)) => {
-                    Self::expect(resp, r.registry(), what, &[]).await?;
-                    None
-                }
-                Some(Err(e)) if resumes < max && NetCause::of(&e).is_transient() => {
-                    Some((None, NetCause::of(&e).to_string()))
-                }
-                Some(Err(e)) => return Err(Error::http(format!("uploading {what}"), e)),
-            };
-            if let Some((after, cause)) = retry {
-                resumes += 1;
-                let wait = after.unwrap_or_else(|| self.inner.transport.backoff(resumes));
-                self.inner.transport.notify_retry(
-                    &Method::PATCH,
-                    &patch_url,
-                    wait,
-                    resumes + 1,
-                    max + 1,
-                    cause,
-                );
-                tokio::time::sleep(wait).await;
-                (location, offset) = self.upload_status(&host, r, scope, what, &location).await?;
-                // After a stall the confirmed offset is reported with the next PATCH, as before.
-                if stalled {
-                    continue;
-                }
-            }
-            if offset > reported && offset < size {
-                on_bytes(offset - reported);
-                reported = offset;
-            }
-        }
-        let url = with_digest(host.url(&location)?, &desc.digest);
+        let url = with_digest(host.url(&up.location)?, &desc.digest);
         let resp = self
             .request(r.api_host(), what, scope, |_| {
                 Ok(host.client.put(url.clone()).header(CONTENT_LENGTH, "0"))
@@ -900,6 +775,173 @@ impl RegistryClient {
             .await?;
         Self::expect(resp, r.registry(), what, &[StatusCode::CREATED]).await?;
         Ok(())
+    }
+
+    /// A small blob: read whole and sent in the closing PUT.
+    async fn upload_whole(&self, up: &BlobUpload<'_>) -> Result<()> {
+        let (r, host, size) = (up.r, up.host, up.desc.size);
+        let mut data = Vec::with_capacity(size as usize);
+        up.open_at(0)?
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io(format!("reading blob {}", up.desc.digest), e))?;
+        let body = bytes::Bytes::from(data);
+        let url = with_digest(host.url(&up.location)?, &up.desc.digest);
+        let resp = self
+            .request(r.api_host(), up.what, up.scope, |_| {
+                Ok(host
+                    .client
+                    .put(url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone()))
+            })
+            .await?;
+        Self::expect(resp, r.registry(), up.what, &[StatusCode::CREATED]).await?;
+        (up.on_bytes)(size);
+        Ok(())
+    }
+
+    /// A large blob: streamed in PATCH requests, each resuming from the offset the registry
+    /// confirms after a stall, a transient failure or an expired token. False when the
+    /// upload ended without the closing PUT.
+    async fn upload_patches(&self, up: &mut BlobUpload<'_>) -> Result<bool> {
+        let size = up.desc.size;
+        while up.offset < size {
+            let (sent, streamed, patch_url) = self.send_patch(up).await?;
+            let fresh = (up.offset + streamed).saturating_sub(up.reported);
+            let stalled = sent.is_none();
+            let retry = match self.patch_outcome(up, sent, fresh).await? {
+                PatchOutcome::Next => None,
+                PatchOutcome::Retry(after, cause) => Some((after, cause)),
+                PatchOutcome::Stop => return Ok(false),
+            };
+            if let Some((after, cause)) = retry {
+                up.resumes += 1;
+                let wait = after.unwrap_or_else(|| self.inner.transport.backoff(up.resumes));
+                self.inner.transport.notify_retry(
+                    &Method::PATCH,
+                    &patch_url,
+                    wait,
+                    up.resumes + 1,
+                    self.inner.transport.options().max_retries + 1,
+                    cause,
+                );
+                tokio::time::sleep(wait).await;
+                (up.location, up.offset) = self
+                    .upload_status(up.host, up.r, up.scope, up.what, &up.location)
+                    .await?;
+                // After a stall the confirmed offset is reported with the next PATCH, as before.
+                if stalled {
+                    continue;
+                }
+            }
+            if up.offset > up.reported && up.offset < size {
+                (up.on_bytes)(up.offset - up.reported);
+                up.reported = up.offset;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends the blob from the upload's offset in one PATCH, watched for stalls: the
+    /// response (none when the registry stopped taking data), the bytes streamed and the URL.
+    async fn send_patch(
+        &self,
+        up: &BlobUpload<'_>,
+    ) -> Result<(Option<reqwest::Result<Response>>, u64, Url)> {
+        let (size, offset) = (up.desc.size, up.offset);
+        let idle = self.inner.transport.options().idle_timeout;
+        let auth = self.authorization(up.host, up.scope, false).await?;
+        let file = up.open_at(offset)?;
+        let url = up.host.url(&up.location)?;
+        let patch_url = url.clone();
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut rb = up
+            .host
+            .client
+            .patch(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, (size - offset).to_string())
+            .body(reqwest::Body::wrap_stream(file_stream(
+                file,
+                counter.clone(),
+            )));
+        if offset > 0 {
+            rb = rb.header("Content-Range", format!("{}-{}", offset, size - 1));
+        }
+        if let Some(a) = &auth {
+            rb = rb.header(AUTHORIZATION, a);
+        }
+        let sent = watch_upload(rb.send(), &counter, size - offset, idle).await;
+        let streamed = counter.load(std::sync::atomic::Ordering::Relaxed);
+        Ok((sent, streamed, patch_url))
+    }
+
+    /// What one PATCH's response means for the upload; `fresh` is what it streamed beyond
+    /// what was reported. A retry waits the registry's Retry-After (if any) or the backoff,
+    /// naming its cause.
+    async fn patch_outcome(
+        &self,
+        up: &mut BlobUpload<'_>,
+        sent: Option<reqwest::Result<Response>>,
+        fresh: u64,
+    ) -> Result<PatchOutcome> {
+        let (r, size, what) = (up.r, up.desc.size, up.what);
+        let max = self.inner.transport.options().max_retries;
+        let idle = self.inner.transport.options().idle_timeout;
+        Ok(match sent {
+            // The registry stopped taking data: ask where it stands and go on from there.
+            None if up.resumes < max => PatchOutcome::Retry(
+                None,
+                format!("no data taken for {:.1} s", idle.as_secs_f64()),
+            ),
+            None => {
+                return Err(Error::Stalled {
+                    registry: r.registry().to_string(),
+                    idle,
+                    doing: format!("uploading {} (it stopped reading)", up.desc.digest),
+                    attempts: up.resumes + 1,
+                })
+            }
+            // Report progress as the registry confirms it; bytes sent into a broken connection are re-sent.
+            Some(Ok(resp))
+                if resp.status() == StatusCode::ACCEPTED
+                    || resp.status() == StatusCode::NO_CONTENT =>
+            {
+                (up.on_bytes)(fresh.min(size - up.reported));
+                up.reported = size;
+                up.location = location_or(&resp, &up.location);
+                up.offset = size;
+                PatchOutcome::Next
+            }
+            Some(Ok(resp)) if resp.status() == StatusCode::UNAUTHORIZED => {
+                self.authorization(up.host, up.scope, true).await?;
+                if up.resumes >= max {
+                    self.auth_error(resp, up.host, what, up.scope, true).await?;
+                    return Ok(PatchOutcome::Stop);
+                }
+                up.resumes += 1;
+                (up.location, up.offset) = self
+                    .upload_status(up.host, r, up.scope, what, &up.location)
+                    .await?;
+                PatchOutcome::Next
+            }
+            Some(Ok(resp))
+                if crate::transport::is_retryable_status(resp.status()) && up.resumes < max =>
+            {
+                PatchOutcome::Retry(
+                    crate::transport::retry_after(&resp),
+                    resp.status().to_string(),
+                )
+            }
+            Some(Ok(resp)) => {
+                Self::expect(resp, r.registry(), what, &[]).await?;
+                PatchOutcome::Next
+            }
+            Some(Err(e)) if up.resumes < max && NetCause::of(&e).is_transient() => {
+                PatchOutcome::Retry(None, NetCause::of(&e).to_string())
+            }
+            Some(Err(e)) => return Err(Error::http(format!("uploading {what}"), e)),
+        })
     }
 
     /// Asks where an upload stands: the new location and the next offset to send.
@@ -979,6 +1021,48 @@ impl RegistryClient {
     }
 }
 
+/// One blob upload session: where it goes, where the registry has it, what was reported.
+struct BlobUpload<'a> {
+    r: &'a Reference,
+    desc: &'a Descriptor,
+    /// Opens the blob's file.
+    open: &'a (dyn Fn() -> std::io::Result<std::fs::File> + Send + Sync),
+    scope: &'a Scope,
+    what: &'a str,
+    host: &'a Host,
+    on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+    /// The session's URL, as the registry last gave it.
+    location: String,
+    /// The next byte to send.
+    offset: u64,
+    /// Bytes reported through `on_bytes` so far.
+    reported: u64,
+    /// Resumes so far (bounded by `max_retries`).
+    resumes: u32,
+}
+
+impl BlobUpload<'_> {
+    /// The blob's file, positioned at `offset`.
+    fn open_at(&self, offset: u64) -> Result<std::fs::File> {
+        let mut f = (self.open)()
+            .map_err(|e| Error::io(format!("reading blob {}", self.desc.digest), e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(format!("reading blob {}", self.desc.digest), e))?;
+        Ok(f)
+    }
+}
+
+/// What to do after one PATCH of an upload.
+enum PatchOutcome {
+    /// Go on from the upload's (updated) offset.
+    Next,
+    /// Wait (the registry's Retry-After, else the backoff), ask where the upload stands,
+    /// go on from there; the cause names why.
+    Retry(Option<std::time::Duration>, String),
+    /// End the upload without the closing PUT (what `auth_error` lets through).
+    Stop,
+}
+
 /// Sends an upload, giving up (`None`) when its body stops moving for `idle` before all of
 /// `body_len` bytes went out: a registry that stops reading would otherwise hold the upload
 /// forever (there is no write timeout). Once the body is out, the answer is awaited under
@@ -1005,6 +1089,58 @@ async fn watch_upload(
                     return None;
                 }
             }
+        }
+    }
+}
+
+/// A blob download's sink: where its bytes go and what they must add up to.
+struct Download<'a> {
+    desc: &'a Descriptor,
+    what: &'a str,
+    tx: &'a tokio::sync::mpsc::Sender<SinkMsg>,
+    on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+    /// Bytes sent to the sink so far.
+    received: u64,
+}
+
+impl Download<'_> {
+    /// The error when the writer has stopped taking data.
+    fn sink_gone(&self) -> Error {
+        Error::io(
+            format!("writing blob {}", self.what),
+            std::io::Error::other("writer stopped"),
+        )
+    }
+
+    /// Sends a response's body to the sink until it ends (`None`) or breaks; more bytes
+    /// than the descriptor's size is an error.
+    async fn stream(
+        &mut self,
+        resp: Response,
+        idle: std::time::Duration,
+    ) -> Result<Option<Broken>> {
+        let mut stream = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return Ok(Some(Broken::Idle)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Ok(Some(Broken::Net(e))),
+                Ok(Some(Ok(c))) => c,
+            };
+            if self.received + chunk.len() as u64 > self.desc.size {
+                return Err(Error::Oci(kiln_oci::Error::Verification {
+                    what: format!("blob {}", self.what),
+                    expected: format!("{} bytes", self.desc.size),
+                    actual: "more bytes".into(),
+                }));
+            }
+            let n = chunk.len() as u64;
+            self.received += n;
+            self.tx
+                .send(SinkMsg::Data(chunk))
+                .await
+                .map_err(|_| self.sink_gone())?;
+            (self.on_bytes)(n);
         }
     }
 }

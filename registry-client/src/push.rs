@@ -4,8 +4,10 @@
 use crate::client::{RegistryClient, UploadOutcome};
 use crate::error::{Error, Result};
 use crate::progress::{BlobStatus, Progress};
-use crate::store::BlobStore;
+use crate::store::{BlobStore, Blobs};
 use futures_util::TryStreamExt;
+use kiln_oci::store::read_verified;
+use kiln_oci::walk::{may_refer, walk, Partial};
 use kiln_oci::Digest;
 use kiln_oci::Reference;
 use kiln_oci::{Descriptor, ImageManifest, Manifest};
@@ -29,8 +31,10 @@ impl Default for PushOptions {
     }
 }
 
-/// Pushes the image or index `root` from `store` to `target` (its tag, or by digest).
-/// Returns the digest of the root manifest.
+/// Pushes the image or index `root` from `store` to `target` (its tag, or by digest): every
+/// blob reachable from it (the one walk of `kiln_oci::walk`, which reads and verifies each
+/// manifest) in parallel, then each manifest after its blobs, children by digest, the root
+/// last. Returns the digest of the root manifest.
 pub async fn push(
     client: &RegistryClient,
     target: &Reference,
@@ -39,51 +43,30 @@ pub async fn push(
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<Digest> {
-    let what = target.to_string();
-    let bytes = store.read_blob(&root.digest)?;
-    let (manifest, media_type) = Manifest::parse(&what, &bytes, Some(&root.media_type))?;
-    match manifest {
-        Manifest::Image(m) => {
-            push_image_blobs(client, target, store, &m, opts, progress).await?;
-        }
-        Manifest::Index(idx) => {
-            for child in &idx.manifests {
-                if !store.has_blob(&child.digest) {
-                    return Err(Error::Oci(kiln_oci::Error::BadManifest {
-                        reference: what.clone(),
-                        reason: format!(
-                            "index entry {} ({}) is not in the local store; pull with --all-platforms first",
-                            child.digest,
-                            child.platform.as_ref().map(|p| p.to_string()).unwrap_or_default()
-                        ),
-                    }));
-                }
-                let child_bytes = store.read_blob(&child.digest)?;
-                let (cm, cmt) = Manifest::parse(
-                    &format!("{}@{}", target.name(), child.digest),
-                    &child_bytes,
-                    Some(&child.media_type),
-                )?;
-                let Manifest::Image(cm) = cm else {
-                    return Err(Error::Oci(kiln_oci::Error::BadManifest {
-                        reference: what.clone(),
-                        reason: "nested indexes are not supported".into(),
-                    }));
-                };
-                push_image_blobs(client, target, store, &cm, opts, progress).await?;
-                client
-                    .put_manifest(
-                        &target.with_digest(child.digest.clone()),
-                        &child_bytes,
-                        &cmt,
-                    )
-                    .await?;
-            }
+    let source = Blobs(store);
+    let all = walk(&source, root, Partial::Refuse)?;
+    let (manifests, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) =
+        all.iter().partition(|d| may_refer(d));
+    push_blobs(client, target, store, &blobs, opts, progress).await?;
+    for m in &manifests {
+        let bytes = read_verified(&source, m, "manifest")?;
+        let (_, media_type) = Manifest::parse(m.digest.as_ref(), &bytes, Some(&m.media_type))?;
+        let to = if m.digest == root.digest {
+            target.clone()
+        } else {
+            target.with_digest(m.digest.clone())
+        };
+        let digest = client.put_manifest(&to, &bytes, &media_type).await?;
+        tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
+        if m.digest == root.digest {
+            return Ok(digest);
         }
     }
-    let digest = client.put_manifest(target, &bytes, &media_type).await?;
-    tracing::debug!(target = %target, digest = %digest, media_type = %media_type, "manifest pushed");
-    Ok(digest)
+    // The walk ends with the root.
+    Err(Error::Oci(kiln_oci::Error::Missing {
+        digest: root.digest.clone(),
+        what: "root manifest".into(),
+    }))
 }
 
 /// Uploads the config and layers of one image.
@@ -95,11 +78,23 @@ pub async fn push_image_blobs(
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let blobs: Vec<&Descriptor> = m.layers.iter().chain(std::iter::once(&m.config)).collect();
+    push_blobs(client, target, store, &blobs, opts, progress).await
+}
+
+/// Uploads blobs (each once) in parallel.
+async fn push_blobs(
+    client: &RegistryClient,
+    target: &Reference,
+    store: &dyn BlobStore,
+    blobs: &[&Descriptor],
+    opts: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
-    let blobs: Vec<&Descriptor> = m
-        .layers
+    let blobs: Vec<&Descriptor> = blobs
         .iter()
-        .chain(std::iter::once(&m.config))
+        .copied()
         .filter(|d| seen.insert(d.digest.clone()))
         .collect();
     futures_util::stream::iter(blobs.into_iter().map(Ok::<_, Error>))

@@ -47,6 +47,95 @@ pub trait BlobStore: Send + Sync {
     }
 }
 
+/// A [`BlobStore`] seen as an image source and sink of the vocabulary (`kiln_oci`), so the
+/// stores pulls write into are read and written by the same walk and copy as every other
+/// image store. It holds no names: `resolve` fails, `tag` does nothing.
+pub struct Blobs<'a>(pub &'a dyn BlobStore);
+
+impl kiln_oci::ImageSource for Blobs<'_> {
+    fn resolve(&self, name: &str) -> kiln_oci::Result<kiln_oci::Descriptor> {
+        Err(kiln_oci::Error::store(
+            format!("looking up {name}"),
+            "a blob store has no names",
+        ))
+    }
+
+    fn has_blob(&self, digest: &Digest) -> kiln_oci::Result<bool> {
+        Ok(self.0.has_blob(digest))
+    }
+
+    fn open_blob(
+        &self,
+        desc: &kiln_oci::Descriptor,
+    ) -> kiln_oci::Result<Box<dyn std::io::Read + '_>> {
+        if !self.0.has_blob(&desc.digest) {
+            return Err(kiln_oci::Error::Missing {
+                digest: desc.digest.clone(),
+                what: desc.media_type.clone(),
+            });
+        }
+        let f = self
+            .0
+            .open_blob(&desc.digest)
+            .map_err(|e| kiln_oci::Error::store(format!("opening blob {}", desc.digest), e))?;
+        Ok(Box::new(f))
+    }
+}
+
+impl kiln_oci::ImageSink for Blobs<'_> {
+    fn has_blob(&self, digest: &Digest) -> kiln_oci::Result<bool> {
+        Ok(self.0.has_blob(digest))
+    }
+
+    fn write_blob(
+        &self,
+        desc: &kiln_oci::Descriptor,
+        data: &mut dyn std::io::Read,
+    ) -> kiln_oci::Result<()> {
+        let context = format!("storing blob {}", desc.digest);
+        let tmp = self
+            .0
+            .temp_path()
+            .map_err(|e| kiln_oci::Error::store(context.clone(), e))?;
+        kiln_oci::store::write_file_from(&tmp, data, &context)?;
+        self.0
+            .commit_blob(&desc.digest, &tmp)
+            .map_err(|e| kiln_oci::Error::store(context, e))
+    }
+
+    fn tag(&self, _name: &str, _root: &kiln_oci::Descriptor) -> kiln_oci::Result<()> {
+        Ok(())
+    }
+}
+
+/// An OCI layout directory as a blob store, so pushes and pulls use layouts directly.
+impl BlobStore for kiln_oci::layout::LayoutDir {
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    fn temp_path(&self) -> Result<PathBuf> {
+        let dir = self.root().join("blobs/sha256");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.join(format!(".pull-{}-{n}.kiln-tmp", std::process::id())))
+    }
+
+    fn commit_blob(&self, digest: &Digest, tmp: &Path) -> Result<()> {
+        let dest = self.blob_path(digest);
+        std::fs::rename(tmp, &dest).map_err(|e| Error::io(format!("storing {}", dest.display()), e))
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<std::fs::File> {
+        let p = self.blob_path(digest);
+        std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {}", p.display()), e))
+    }
+}
+
+/// Numbers the temporary files of layout directories.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// Writes a file and fsyncs it.
 pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(path)

@@ -9,12 +9,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_solver::executor::native::NativeExecutor;
+use kiln_solver::executor::netns::NetworkPool;
 use kiln_solver::executor::oci::{OciExecutor, OciRuntime};
 use kiln_solver::executor::world::{prepare, sync_layer};
 use kiln_solver::executor::{ExecRequest, Executor, ExecutorConfig};
 use kiln_solver::snapshot::overlay::Overlay;
 
-const RUNS: usize = 50;
+/// Runs per executor (`KILN_BENCH_RUNS` overrides, e.g. for profiling a few).
+fn runs() -> usize {
+    std::env::var("KILN_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(50)
+}
+
+/// Whether `name` is measured (`KILN_BENCH_ONLY=native,oci-crun` picks some).
+fn wanted(name: &str) -> bool {
+    std::env::var("KILN_BENCH_ONLY")
+        .map(|only| only.split(',').any(|o| o == name))
+        .unwrap_or(true)
+}
 
 /// CPU time (user + system) of this process and its reaped descendants.
 fn cpu_time() -> Duration {
@@ -44,9 +59,13 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 }
 
 fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
-    let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
+    if !wanted(name) {
+        return;
+    }
+    let runs = runs();
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
     let mut cpu = Duration::ZERO;
-    for i in 0..RUNS + 3 {
+    for i in 0..runs + 3 {
         let d = scratch.join(format!("{name}-{i}"));
         fs::create_dir_all(d.join("upper")).expect("mkdir");
         fs::create_dir_all(d.join("work")).expect("mkdir");
@@ -81,11 +100,11 @@ fn measure(name: &str, exec: &dyn Executor, base: &Path, scratch: &Path) {
             .unwrap_or_default()
     };
     println!(
-        "| {name:<12} | {RUNS:>4} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
+        "| {name:<12} | {runs:>4} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
         ms(times.first().copied().unwrap_or_default()),
         ms(pct(50)),
         mean,
-        ms(cpu) / RUNS as f64,
+        ms(cpu) / runs as f64,
         ms(pct(90)),
         ms(times.last().copied().unwrap_or_default())
     );
@@ -104,12 +123,17 @@ struct Phases {
 fn measure_phases(
     name: &str,
     config: &ExecutorConfig,
+    networks: &std::sync::Arc<NetworkPool>,
     run_world: &dyn Fn(&kiln_solver::executor::world::World) -> bool,
     base: &Path,
     scratch: &Path,
 ) {
-    let mut all: Vec<Phases> = Vec::with_capacity(RUNS);
-    for i in 0..RUNS + 3 {
+    if !wanted(name) {
+        return;
+    }
+    let runs = runs();
+    let mut all: Vec<Phases> = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
         let d = scratch.join(format!("{name}-phases-{i}"));
         fs::create_dir_all(d.join("upper")).expect("mkdir");
         fs::create_dir_all(d.join("work")).expect("mkdir");
@@ -122,7 +146,7 @@ fn measure_phases(
             vec!["/bin/sh".into(), "-c".into(), "true".into()],
         );
         let t0 = Instant::now();
-        let prepared = match prepare(config, &req) {
+        let prepared = match prepare(config, &req, networks) {
             Ok(p) => p,
             Err(e) => {
                 println!("| {name:<12} | prepare failed: {e} |");
@@ -208,6 +232,9 @@ fn main() {
     measure("native", &native, &base, dir.path());
     let mut oci = Vec::new();
     for rt in ["runc", "crun"] {
+        if !wanted(&format!("oci-{rt}")) {
+            continue;
+        }
         match OciRuntime::find(rt).map(|r| OciExecutor::with_runtime(config.clone(), r)) {
             Some(Ok(e)) => {
                 measure(&format!("oci-{rt}"), &e, &base, dir.path());
@@ -246,9 +273,12 @@ fn main() {
     );
     println!("| executor     | prepare       | run           | teardown      | sync          | syncfs        |");
     println!("|--------------|---------------|---------------|---------------|---------------|---------------|");
+    // One pool for the phases, as an executor keeps one for its steps.
+    let networks = NetworkPool::new(config.runs_dir());
     measure_phases(
         "native",
         &config,
+        &networks,
         &|w| native.run_world(w, &mut |_, _| {}).is_ok(),
         &base,
         dir.path(),
@@ -257,6 +287,7 @@ fn main() {
         measure_phases(
             &format!("oci-{rt}"),
             &config,
+            &networks,
             &|w| e.run_world(w, &mut |_, _| {}).is_ok(),
             &base,
             dir.path(),

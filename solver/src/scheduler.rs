@@ -212,7 +212,56 @@ impl<W: Worker> Scheduler<W> {
             jobs = self.jobs,
             "solve"
         );
-        for r in &needed {
+        self.register(def, &needed);
+        let mut st = SolveState::new(def, &needed, self.jobs);
+        loop {
+            self.spawn_ready(def, &mut st);
+            // A stop wins over results ready at the same moment.
+            let joined = tokio::select! {
+                biased;
+                () = &mut stop => {
+                    self.cancel_all(&st.canceled, &mut st.tasks, &st.in_flight).await;
+                    return Err(SolveError::Canceled);
+                }
+                joined = st.tasks.join_next() => joined,
+            };
+            let Some(joined) = joined else {
+                break;
+            };
+            let outcome = match joined {
+                Ok((r, outcome)) => {
+                    st.in_flight.remove(&r);
+                    outcome.map(|s| (r, s))
+                }
+                Err(e) => Err(SolveError::Internal(e.to_string())),
+            };
+            match outcome {
+                Ok((r, solved)) => st.record(r, solved),
+                Err(e) => {
+                    // First failure: stop what the worker runs, drop everything else.
+                    self.cancel_all(&st.canceled, &mut st.tasks, &st.in_flight)
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        if st.results.len() != needed.len() {
+            return Err(SolveError::Internal(format!(
+                "solved {} of {} vertices",
+                st.results.len(),
+                needed.len()
+            )));
+        }
+        Ok(SolveOutcome {
+            results: st.results,
+            executed: st.executed,
+            cached: st.cached,
+        })
+    }
+
+    /// Announces the vertices of the solve, with their inputs, on the progress channel.
+    fn register(&self, def: &Definition, needed: &[VertexRef]) {
+        for r in needed {
             if let Some(v) = def.vertex(*r) {
                 let inputs = v
                     .inputs()
@@ -223,100 +272,21 @@ impl<W: Worker> Scheduler<W> {
                     .vertex_with_inputs(v.digest(), v.summary(), inputs);
             }
         }
-        // Pending input counts (distinct inputs) and reverse edges within the closure.
-        let mut pending: HashMap<VertexRef, usize> = HashMap::new();
-        let mut users: HashMap<VertexRef, Vec<VertexRef>> = HashMap::new();
-        for r in &needed {
-            let Some(v) = def.vertex(*r) else { continue };
-            let mut inputs: Vec<VertexRef> = v.inputs().to_vec();
-            inputs.sort();
-            inputs.dedup();
-            pending.insert(*r, inputs.len());
-            for i in inputs {
-                users.entry(i).or_default().push(*r);
+    }
+
+    /// Spawns a task for every vertex whose inputs are all solved.
+    fn spawn_ready(&self, def: &Definition, st: &mut SolveState<W::Output>) {
+        for r in std::mem::take(&mut st.ready) {
+            let started = Arc::new(AtomicBool::new(false));
+            if let Some(v) = def.vertex(r) {
+                st.in_flight.insert(r, (v.digest(), Arc::clone(&started)));
             }
+            let flags = TaskFlags {
+                started,
+                canceled: Arc::clone(&st.canceled),
+            };
+            self.spawn_vertex(def, r, &st.results, &st.semaphore, flags, &mut st.tasks);
         }
-        let semaphore = Arc::new(Semaphore::new(self.jobs));
-        let mut results: HashMap<VertexRef, Solved<W::Output>> = HashMap::new();
-        let mut tasks: Tasks<W::Output> = JoinSet::new();
-        let mut ready: Vec<VertexRef> = needed
-            .iter()
-            .copied()
-            .filter(|r| pending.get(r) == Some(&0))
-            .collect();
-        let (mut executed, mut cached) = (0, 0);
-        // Set once the solve fails or stops: vertices failing after it were
-        // canceled, not failed, and are reported so.
-        let canceled = Arc::new(AtomicBool::new(false));
-        // Spawned vertices not finished yet, with whether they started executing:
-        // those that did are reported canceled if the solve fails.
-        let mut in_flight: HashMap<VertexRef, (VertexDigest, Arc<AtomicBool>)> = HashMap::new();
-        loop {
-            for r in ready.drain(..) {
-                let started = Arc::new(AtomicBool::new(false));
-                if let Some(v) = def.vertex(r) {
-                    in_flight.insert(r, (v.digest(), Arc::clone(&started)));
-                }
-                let flags = TaskFlags {
-                    started,
-                    canceled: Arc::clone(&canceled),
-                };
-                self.spawn_vertex(def, r, &results, &semaphore, flags, &mut tasks);
-            }
-            // A stop wins over results ready at the same moment.
-            let joined = tokio::select! {
-                biased;
-                () = &mut stop => {
-                    self.cancel_all(&canceled, &mut tasks, &in_flight).await;
-                    return Err(SolveError::Canceled);
-                }
-                joined = tasks.join_next() => joined,
-            };
-            let Some(joined) = joined else {
-                break;
-            };
-            let outcome = match joined {
-                Ok((r, outcome)) => {
-                    in_flight.remove(&r);
-                    outcome.map(|s| (r, s))
-                }
-                Err(e) => Err(SolveError::Internal(e.to_string())),
-            };
-            let (r, solved) = match outcome {
-                Ok(x) => x,
-                Err(e) => {
-                    // First failure: stop what the worker runs, drop everything else.
-                    self.cancel_all(&canceled, &mut tasks, &in_flight).await;
-                    return Err(e);
-                }
-            };
-            if solved.executed {
-                executed += 1;
-            } else {
-                cached += 1;
-            }
-            results.insert(r, solved);
-            for u in users.get(&r).cloned().unwrap_or_default() {
-                if let Some(n) = pending.get_mut(&u) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        ready.push(u);
-                    }
-                }
-            }
-        }
-        if results.len() != needed.len() {
-            return Err(SolveError::Internal(format!(
-                "solved {} of {} vertices",
-                results.len(),
-                needed.len()
-            )));
-        }
-        Ok(SolveOutcome {
-            results,
-            executed,
-            cached,
-        })
     }
 
     /// Stops the solve: later failures count as cancellations, the worker stops
@@ -391,6 +361,81 @@ impl<W: Worker> Scheduler<W> {
     }
 }
 
+/// The state of one solve between task completions.
+struct SolveState<O> {
+    /// Distinct inputs not solved yet, per vertex.
+    pending: HashMap<VertexRef, usize>,
+    /// The vertices using each vertex, within the closure.
+    users: HashMap<VertexRef, Vec<VertexRef>>,
+    semaphore: Arc<Semaphore>,
+    results: HashMap<VertexRef, Solved<O>>,
+    tasks: Tasks<O>,
+    /// Vertices whose inputs are all solved, to spawn.
+    ready: Vec<VertexRef>,
+    executed: usize,
+    cached: usize,
+    /// Set once the solve fails or stops: vertices failing after it were
+    /// canceled, not failed, and are reported so.
+    canceled: Arc<AtomicBool>,
+    /// Spawned vertices not finished yet, with whether they started executing:
+    /// those that did are reported canceled if the solve fails.
+    in_flight: HashMap<VertexRef, (VertexDigest, Arc<AtomicBool>)>,
+}
+
+impl<O: Send + 'static> SolveState<O> {
+    /// The state before anything ran: input counts and reverse edges within `needed`,
+    /// and the vertices without inputs ready.
+    fn new(def: &Definition, needed: &[VertexRef], jobs: usize) -> Self {
+        let mut pending: HashMap<VertexRef, usize> = HashMap::new();
+        let mut users: HashMap<VertexRef, Vec<VertexRef>> = HashMap::new();
+        for r in needed {
+            let Some(v) = def.vertex(*r) else { continue };
+            let mut inputs: Vec<VertexRef> = v.inputs().to_vec();
+            inputs.sort();
+            inputs.dedup();
+            pending.insert(*r, inputs.len());
+            for i in inputs {
+                users.entry(i).or_default().push(*r);
+            }
+        }
+        let ready = needed
+            .iter()
+            .copied()
+            .filter(|r| pending.get(r) == Some(&0))
+            .collect();
+        SolveState {
+            pending,
+            users,
+            semaphore: Arc::new(Semaphore::new(jobs)),
+            results: HashMap::new(),
+            tasks: JoinSet::new(),
+            ready,
+            executed: 0,
+            cached: 0,
+            canceled: Arc::new(AtomicBool::new(false)),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Records a solved vertex and readies the users it was the last input of.
+    fn record(&mut self, r: VertexRef, solved: Solved<O>) {
+        if solved.executed {
+            self.executed += 1;
+        } else {
+            self.cached += 1;
+        }
+        self.results.insert(r, solved);
+        for u in self.users.get(&r).cloned().unwrap_or_default() {
+            if let Some(n) = self.pending.get_mut(&u) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.ready.push(u);
+                }
+            }
+        }
+    }
+}
+
 /// A vertex task's view of the solve's state.
 struct TaskFlags {
     /// Set when the vertex starts executing.
@@ -408,6 +453,8 @@ struct InputState<O> {
     selects_by_content: bool,
 }
 
+/// Solves one vertex: its cache key from its inputs, then the cache, else an execution
+/// under the job limit (saved to the cache).
 async fn solve_vertex<W: Worker>(
     worker: &W,
     vertex: &Vertex,
@@ -423,27 +470,7 @@ async fn solve_vertex<W: Worker>(
         source,
     };
     let pin = worker.pin(vertex).await.map_err(fail)?;
-    let mut input_keys = Vec::with_capacity(inputs.len());
-    for (index, input) in inputs.iter().enumerate() {
-        let selectors = input_selectors(vertex.op(), index);
-        let ik = match selectors {
-            Some(sel)
-                if input.selects_by_content
-                    || input.content_keyed
-                    || reads_only_users(vertex.op(), index) =>
-            {
-                InputKey::Content(worker.checksum(&input.output, &sel).await.map_err(fail)?)
-            }
-            _ if input.content_keyed => InputKey::Content(
-                worker
-                    .checksum(&input.output, &[Selector::path("")])
-                    .await
-                    .map_err(fail)?,
-            ),
-            _ => InputKey::Key(input.key),
-        };
-        input_keys.push(ik);
-    }
+    let input_keys = input_keys(worker, vertex, &inputs).await.map_err(fail)?;
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
     // An input run afresh under an unchanged key (a RUN of a stage not to use the
     // cache) may differ from what this vertex's record was made from, unless this
@@ -501,6 +528,36 @@ async fn solve_vertex<W: Worker>(
         executed: true,
         refreshed,
     })
+}
+
+/// What each input contributes to the vertex's cache key: the checksum of the content it
+/// reads (selected paths, or the whole input when it is content-keyed), else its key.
+async fn input_keys<W: Worker>(
+    worker: &W,
+    vertex: &Vertex,
+    inputs: &[InputState<W::Output>],
+) -> Result<Vec<InputKey>, WorkerError> {
+    let mut input_keys = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter().enumerate() {
+        let selectors = input_selectors(vertex.op(), index);
+        let ik = match selectors {
+            Some(sel)
+                if input.selects_by_content
+                    || input.content_keyed
+                    || reads_only_users(vertex.op(), index) =>
+            {
+                InputKey::Content(worker.checksum(&input.output, &sel).await?)
+            }
+            _ if input.content_keyed => InputKey::Content(
+                worker
+                    .checksum(&input.output, &[Selector::path("")])
+                    .await?,
+            ),
+            _ => InputKey::Key(input.key),
+        };
+        input_keys.push(ik);
+    }
+    Ok(input_keys)
 }
 
 #[cfg(test)]

@@ -573,6 +573,48 @@ fn network_modes(e: &Subject) {
     assert_eq!(lines.get(7), Some(&"0"), "no loopback nameserver: {out}");
 }
 
+/// Steps take turns on the executor's default networks: a sandboxed step's
+/// network serves the next step (it cannot change it: no CAP_NET_ADMIN),
+/// still with outbound access; one a `--security=insecure` step used (it may
+/// have changed it) is never handed on.
+fn default_network_is_reused_only_after_sandboxed_steps(e: &Subject) {
+    let f = Fixture::new();
+    let ip = host_global_ipv4();
+    let port = pong_server(&format!("{ip}:0"));
+    let ns = "readlink /proc/self/ns/net";
+    let tamper = "ip addr add 10.9.9.9/32 dev lo 2>/dev/null && echo changed || echo denied";
+    let first = stdout(e, &f.sh("a", &format!("{ns}; {tamper}")));
+    let second = stdout(e, &f.sh("b", &format!("{ns}; {}", reach(&ip, port))));
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        (first.lines().collect(), second.lines().collect());
+    assert_eq!(first.get(1), Some(&"denied"), "{first:?}");
+    assert_eq!(
+        first.first(),
+        second.first(),
+        "the second step reuses the network"
+    );
+    assert_eq!(
+        second.get(1..),
+        Some(&["pong", "reached"][..]),
+        "{second:?}"
+    );
+
+    let mut insecure = f.sh("c", tamper);
+    insecure.security = SecurityMode::Insecure;
+    assert_eq!(stdout(e, &insecure), "changed\n");
+    let after = stdout(
+        e,
+        &f.sh(
+            "d",
+            &format!("ip addr show lo | grep -c 10.9.9.9; {}", reach(&ip, port)),
+        ),
+    );
+    assert_eq!(
+        after, "0\npong\nreached\n",
+        "a fresh network after an insecure step"
+    );
+}
+
 fn loopback_is_up_with_network_none(e: &Subject) {
     let f = Fixture::new();
     let mut req = f.sh(
@@ -1109,6 +1151,7 @@ suite!(
     own_cgroup_per_step,
     minimal_dev_and_proc,
     network_modes,
+    default_network_is_reused_only_after_sandboxed_steps,
     loopback_is_up_with_network_none,
     bind_mounts_ro_and_rw,
     cache_mount_persists_with_mode_and_owner,

@@ -5,7 +5,7 @@
 //! `naming to …`, `pushing layers 3.2MB / 3.2MB`, `pushing manifest for …`),
 //! instead of a silent pause after the last step.
 
-use crate::export::output::{OutputKind, OutputSpec};
+use crate::export::spec::{OutputKind, OutputSpec};
 use kiln_oci::Digest;
 use kiln_registry::progress::{BlobStatus, Progress};
 use kiln_solver::progress::{synthetic_digest, ProgressSender, StatusProgress, VertexProgress};

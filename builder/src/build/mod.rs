@@ -1,19 +1,19 @@
 //! `kiln build`'s machinery: from a context and a Dockerfile to images.
 
+pub mod assemble;
 pub mod checks;
-pub mod export;
+pub mod commit;
 pub mod export_steps;
 pub mod images;
 pub mod interrupt;
 pub mod oci_layout;
-pub mod outputs;
 pub mod run;
 pub mod session;
 pub mod ssh_agent;
 pub mod validate;
 
 use crate::context::ContextSpec;
-use crate::export::output::OutputSpec;
+use crate::export::spec::OutputSpec;
 use crate::progress::ProgressMode;
 use crate::registry_opts::RegistryArgs;
 use kiln_solver::executor::ExecutorKind;

@@ -5,11 +5,12 @@
 //! In the graph such an image is an `oci-layout://PATH@DIGEST` source pinned to its
 //! platform manifest, like a registry image pinned by digest.
 
-use crate::export::oci::{LayoutBlobs, REF_NAME_ANNOTATION};
 use crate::local_store::LocalStore;
+use kiln_oci::layout::LayoutDir;
+use kiln_oci::media_type::ANNOTATION_REF_NAME;
+use kiln_oci::store::verifying;
 use kiln_oci::Digest;
-use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
-use kiln_registry::store::BlobStore;
+use kiln_oci::{Descriptor, ImageManifest, ImageSink, ImageSource, Manifest, Platform};
 use std::path::{Path, PathBuf};
 
 /// The scheme prefix of layout references and source identifiers.
@@ -69,10 +70,8 @@ impl LayoutRef {
         })
     }
 
-    fn blobs(&self) -> LayoutBlobs {
-        LayoutBlobs {
-            root: self.path.clone(),
-        }
+    fn blobs(&self) -> Result<LayoutDir, String> {
+        LayoutDir::open(&self.path).map_err(|e| e.to_string())
     }
 
     /// The image of the layout for `platform`: its manifest's descriptor, bytes and parsed form.
@@ -89,15 +88,9 @@ impl LayoutRef {
             (Some(d), _) => match index.manifests.iter().find(|m| m.digest == *d) {
                 Some(m) => m.clone(),
                 // Any manifest blob of the layout may be named by digest.
-                None if self.blobs().has_blob(d) => Descriptor {
-                    media_type: String::new(),
-                    digest: d.clone(),
-                    size: 0,
-                    platform: None,
-                    annotations: None,
-                    urls: None,
-                    artifact_type: None,
-                },
+                None if ImageSource::has_blob(&self.blobs()?, d).unwrap_or(false) => {
+                    Descriptor::new("", d.clone(), 0)
+                }
                 None => {
                     return Err(format!(
                         "{}: no image with digest {d} in the layout",
@@ -110,7 +103,7 @@ impl LayoutRef {
                 let name = |m: &Descriptor| {
                     m.annotations
                         .as_ref()
-                        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                        .and_then(|a| a.get(ANNOTATION_REF_NAME))
                         .cloned()
                 };
                 index
@@ -154,20 +147,17 @@ impl LayoutRef {
         }
     }
 
-    /// Reads and verifies a manifest or index blob of the layout.
+    /// Reads and verifies a manifest or index blob of the layout (its size may be unknown:
+    /// a manifest named by digest alone).
     fn read_manifest(&self, d: &Descriptor) -> Result<(Descriptor, Vec<u8>, Manifest), String> {
-        let bytes = self
-            .blobs()
-            .read_blob(&d.digest)
-            .map_err(|e| e.to_string())?;
-        let actual = Digest::of(&bytes);
-        if actual != d.digest {
-            return Err(format!(
-                "{}: blob {} is corrupt (its content hashes to {actual})",
-                self.path.display(),
-                d.digest
-            ));
-        }
+        let layout = self.blobs()?;
+        let size = match d.size {
+            0 => std::fs::metadata(layout.blob_path(&d.digest)).map_or(0, |m| m.len()),
+            n => n,
+        };
+        let sized = Descriptor { size, ..d.clone() };
+        let bytes = kiln_oci::store::read_verified(&layout, &sized, "manifest")
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let media_type = (!d.media_type.is_empty()).then_some(d.media_type.as_str());
         let what = format!("{SCHEME}{}@{}", self.path.display(), d.digest);
         let (manifest, media_type) =
@@ -180,30 +170,17 @@ impl LayoutRef {
         Ok((desc, bytes, manifest))
     }
 
-    /// Copies a blob of the layout into the store (verified against its digest
-    /// and size; written under a temporary name, then renamed).
+    /// Copies a blob of the layout into the store, verified against its digest and size.
     pub fn import_blob(&self, store: &LocalStore, d: &Descriptor) -> Result<(), String> {
-        if store.has_blob(&d.digest) {
+        if ImageSink::has_blob(&store.content, &d.digest).map_err(|e| e.to_string())? {
             return Ok(());
         }
-        let src = self.path.join("blobs/sha256").join(d.digest.hex());
-        let mut file =
-            std::fs::File::open(&src).map_err(|e| format!("opening {}: {e}", src.display()))?;
-        let digest: kiln_oci::Digest = d
-            .digest
-            .to_string()
-            .parse()
-            .map_err(|_| format!("bad digest {}", d.digest))?;
-        let mut ingest = store
+        let layout = self.blobs()?;
+        let mut data = verifying(layout.open_blob(d).map_err(|e| e.to_string())?, d, "blob");
+        store
             .content
-            .ingest(kiln_solver::content::Expected::exact(digest, d.size))
-            .map_err(|e| e.to_string())?;
-        std::io::copy(&mut file, &mut ingest)
-            .map_err(|e| format!("copying {}: {e}", src.display()))?;
-        ingest
-            .commit()
-            .map_err(|e| format!("{}: {e}", src.display()))?;
-        Ok(())
+            .write_blob(d, &mut data)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
     /// The pinned form used in the graph: `oci-layout://PATH@DIGEST`.

@@ -3,22 +3,23 @@
 //! exported to every requested output.
 
 use super::checks::BuildChecks;
-use super::export::{export_image, ExportOptions, ExportStores, ExportedImage};
+use super::commit::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::export_steps::ExportSteps;
 use super::images::{BuildImages, Resolver};
-use super::interrupt::{Interrupted, Interrupts};
-use super::outputs::write_outputs;
+use super::interrupt::{Armed, Interrupted, Interrupts};
 use super::session::{parse_build_context, session_from_flags};
+use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
+use crate::build::assemble::{write_index, ManifestOptions};
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
-use crate::export::image::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
     lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
 };
+use kiln_frontend::parser::Ast;
 use kiln_frontend::stages::{self, Base, ResolveOptions};
 use kiln_oci::Descriptor;
 use kiln_oci::Platform;
@@ -29,6 +30,7 @@ use kiln_solver::llb::{self, Definition, VertexRef};
 use kiln_solver::progress::{channel, ProgressSender};
 use kiln_solver::scheduler::{Scheduler, SolveError};
 use kiln_solver::snapshot::Snapshot;
+use kiln_solver::state::StateDir;
 use kiln_solver::worker::{LocalWorker, Output};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::collections::BTreeMap;
@@ -110,18 +112,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let store = Arc::new(LocalStore {
         content: state.content().clone(),
     });
-    let scratch = state.root().join("tmp");
-    tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
-    let ctx = BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
-    tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
-    let name = ctx.dockerfile.name.clone();
-    let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
-    let fail = |e: SourceError| report(e, &name, &source);
-    let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content).map_err(fail)?;
-
+    let df = Dockerfile::load(&req, &state)?;
     let platforms = target_platforms(&req)?;
     let multi = platforms.len() > 1 || req.multi_platform;
-    tracing::debug!(instructions = ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
+    tracing::debug!(instructions = df.ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
     let runtime = crate::registry_opts::runtime()?;
     let interrupts = Interrupts::listen(&runtime)
@@ -134,7 +128,102 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         req.pull,
         req.registry.concurrency(),
     ));
-    let no_cache = if req.no_cache {
+    let graph = lower_platforms(&req, &df, &platforms, multi, &images)?;
+    if req.print_graph {
+        return Ok(print_graph(&graph));
+    }
+    let m = Machinery::start(&req, &state, &df, &graph, &images)?;
+    let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
+    tracing::debug!(vertices = graph.definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?graph.no_cache, "solving");
+    let armed = interrupts.arm();
+    let solved = runtime.block_on(solve(
+        &graph.definition,
+        &wanted,
+        &m.cache,
+        m.worker.clone(),
+        req.jobs,
+        &m.tx,
+        interrupts.received(),
+    ));
+    let result = match solved {
+        Ok(r) => r,
+        Err(e) => return Err(m.fail(e, runtime, armed, &interrupts, &graph, &df)),
+    };
+    drop(armed);
+    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
+    // A signal that came as the solve ended: stop before exporting anything.
+    if let Some(signal) = interrupts.signal() {
+        return Err(Interrupted { signal }.into());
+    }
+    let steps = ExportSteps::start(&m.tx, &req.outputs);
+    let (outcome, results) = export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
+    // The outputs are written while the display still runs: they are its last steps.
+    let layers = m.worker.layers().clone();
+    let result = crate::export::BuildResult {
+        req: &req,
+        runtime: &runtime,
+        store: &store,
+        layers: &layers,
+        results: &results,
+        outcome: &outcome,
+    };
+    let written = crate::export::write_outputs(&result, &steps);
+    // The display ends when every progress sender is gone, the worker's too.
+    drop(steps);
+    m.finish();
+    written?;
+    Ok(outcome)
+}
+
+/// A build's Dockerfile, loaded from its context and parsed.
+struct Dockerfile {
+    ctx: BuildContext,
+    /// Its name, for errors.
+    name: String,
+    /// Its text, for the excerpts of errors.
+    source: String,
+    ast: Ast,
+}
+
+impl Dockerfile {
+    /// Phase 1: loads the context (staged under the state directory) and parses the Dockerfile.
+    fn load(req: &BuildRequest, state: &StateDir) -> Result<Dockerfile> {
+        let scratch = state.root().join("tmp");
+        tracing::debug!(context = ?req.context, file = ?req.file, "loading the context");
+        let ctx =
+            BuildContext::load(&req.context, req.file.as_deref(), &scratch).into_diagnostic()?;
+        tracing::debug!(root = %ctx.root.display(), dockerfile = %ctx.dockerfile.name, bytes = ctx.dockerfile.content.len(), "context loaded");
+        let name = ctx.dockerfile.name.clone();
+        let source = String::from_utf8_lossy(&ctx.dockerfile.content).into_owned();
+        let ast = kiln_frontend::parse_named(&name, &ctx.dockerfile.content)
+            .map_err(|e| report(e, &name, &source))?;
+        Ok(Dockerfile {
+            ctx,
+            name,
+            source,
+            ast,
+        })
+    }
+
+    /// A Dockerfile error, rendered with its excerpt.
+    fn fail(&self, e: SourceError) -> miette::Report {
+        report(e, &self.name, &self.source)
+    }
+}
+
+/// Every target platform lowered into one graph.
+struct PlatformGraph {
+    definition: Definition,
+    /// Each platform's part, in `--platform` order.
+    targets: Vec<PlatformTarget>,
+    /// The build checks (run on the first platform's stages).
+    checks: Option<BuildChecks>,
+    no_cache: NoCache,
+}
+
+/// `--no-cache` and `--no-cache-filter` as the lowering's cache policy.
+fn no_cache_policy(req: &BuildRequest) -> NoCache {
+    if req.no_cache {
         NoCache::All
     } else if !req.no_cache_filter.is_empty() {
         NoCache::Stages(
@@ -145,47 +234,55 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         )
     } else {
         NoCache::None
-    };
+    }
+}
+
+/// Phase 2: resolves each target platform's stages against their base images and lowers
+/// them into one graph; runs the build checks once.
+fn lower_platforms(
+    req: &BuildRequest,
+    df: &Dockerfile,
+    platforms: &[Platform],
+    multi: bool,
+    images: &Arc<BuildImages>,
+) -> Result<PlatformGraph> {
+    let no_cache = no_cache_policy(req);
     let named_contexts: BTreeMap<String, NamedContext> = req
         .build_contexts
         .iter()
         .map(|spec| parse_build_context(spec))
         .collect::<Result<_>>()?;
-    let mut resolver = Resolver(Arc::clone(&images));
+    let fail = |e: SourceError| df.fail(e);
+    let mut resolver = Resolver(Arc::clone(images));
     let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
     let mut checks = None;
-    for target_platform in &platforms {
+    for target_platform in platforms {
         let platform = target_platform.clone();
         let (build, resolve_opts) = resolve_stages(
-            &ast,
-            &req,
+            &df.ast,
+            req,
             target_platform,
             &named_contexts,
             &mut resolver,
             &fail,
         )?;
         if checks.is_none() {
-            checks = Some(BuildChecks::run(&ast, &ctx, &resolve_opts, &build));
+            checks = Some(BuildChecks::run(&df.ast, &df.ctx, &resolve_opts, &build));
         }
-        let lowered = lower_into(
-            definition,
-            &ast,
-            &build,
-            &mut resolver,
-            &LowerOptions {
-                platform: platform.clone(),
-                context: "context".to_string(),
-                no_cache: no_cache.clone(),
-                source_date_epoch: req.source_date_epoch.map(|s| s as i64),
-                named_contexts: named_contexts.clone(),
-                platform_in_descriptions: multi,
-                sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
-                cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
-                default_network: req.network,
-            },
-        )
-        .map_err(fail)?;
+        let opts = LowerOptions {
+            platform: platform.clone(),
+            context: "context".to_string(),
+            no_cache: no_cache.clone(),
+            source_date_epoch: req.source_date_epoch.map(|s| s as i64),
+            named_contexts: named_contexts.clone(),
+            platform_in_descriptions: multi,
+            sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
+            cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
+            default_network: req.network,
+        };
+        let lowered =
+            lower_into(definition, &df.ast, &build, &mut resolver, &opts).map_err(fail)?;
         definition = lowered.definition;
         let mut config = lowered.config;
         for (k, v) in &req.labels {
@@ -198,21 +295,138 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
             history_vertices: lowered.history_vertices,
         });
     }
-    if req.print_graph {
-        let refs: Vec<VertexRef> = targets.iter().filter_map(|t| t.target).collect();
-        print!("{}", definition.to_dot(&refs));
-        return Ok(BuildOutcome {
-            image: None,
-            index: None,
-            platform_images: Vec::new(),
-            executed: 0,
-            cached: 0,
-        });
+    Ok(PlatformGraph {
+        definition,
+        targets,
+        checks,
+        no_cache,
+    })
+}
+
+/// `--print-graph`: prints the graph (DOT) instead of building it.
+fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
+    let refs: Vec<VertexRef> = graph.targets.iter().filter_map(|t| t.target).collect();
+    print!("{}", graph.definition.to_dot(&refs));
+    BuildOutcome {
+        image: None,
+        index: None,
+        platform_images: Vec::new(),
+        executed: 0,
+        cached: 0,
+    }
+}
+
+/// What runs the steps and shows their progress, kept until the outputs are written.
+struct Machinery {
+    images: Arc<BuildImages>,
+    cache: Arc<CacheStore>,
+    worker: Arc<LocalWorker>,
+    display: ProgressDisplay,
+    tx: ProgressSender,
+    /// The `--ssh` agents, serving until the build ends.
+    _ssh_agents: Vec<KeyAgent>,
+}
+
+impl Machinery {
+    /// Phase 3: the session, executor, cache, progress display and worker. The checks are
+    /// reported first, and fail the build there when configured to.
+    fn start(
+        req: &BuildRequest,
+        state: &StateDir,
+        df: &Dockerfile,
+        graph: &PlatformGraph,
+        images: &Arc<BuildImages>,
+    ) -> Result<Machinery> {
+        let (session, ssh_agents) = session_from_flags(req, &df.ctx)?;
+        let executor = executor(req, state, &graph.definition)?;
+        let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
+        let (tx, rx) = channel();
+        let display = ProgressDisplay::start(req.progress, rx);
+        if let Some(checks) = &graph.checks {
+            checks.report(&tx, &df.name);
+            if let Some(failure) = checks.failure() {
+                drop(tx);
+                let _ = display.finish();
+                return Err(failure);
+            }
+        }
+        let mut worker = LocalWorker::new(
+            state,
+            Arc::clone(&cache),
+            Arc::new(executor),
+            images.clone(),
+            session,
+            tx.clone(),
+        )
+        .map_err(|e| miette!("{e}"))?;
+        worker.limit_layer_size(req.max_layer_size);
+        Ok(Machinery {
+            images: Arc::clone(images),
+            cache,
+            worker: Arc::new(worker),
+            display,
+            tx,
+            _ssh_agents: ssh_agents,
+        })
     }
 
-    let (session, _ssh_agents) = session_from_flags(&req, &ctx)?;
-    // Chosen when a step first runs: a fully cached build never probes the runtimes.
-    let executor = LazyExecutor::new(
+    /// Phase 4's failure: tears the build down in order and gives its error (the signal
+    /// when one stopped it).
+    fn fail(
+        self,
+        e: SolveError,
+        runtime: tokio::runtime::Runtime,
+        armed: Armed,
+        interrupts: &Interrupts,
+        graph: &PlatformGraph,
+        df: &Dockerfile,
+    ) -> miette::Report {
+        let Machinery {
+            tx,
+            worker,
+            display,
+            images,
+            ..
+        } = self;
+        drop(tx);
+        drop(worker);
+        // The display ends when the last step's thread has let go of the
+        // worker, i.e. once the steps the cancel killed have been torn down.
+        let failed = display.finish().failed;
+        // Then whatever else the cancel stopped (image pulls) winds down: a pull
+        // still running on a step's thread must end before the runtime's timers do.
+        images.wait_for_fetches(CLEANUP_TIMEOUT);
+        runtime.shutdown_timeout(CLEANUP_TIMEOUT);
+        drop(armed);
+        if let Some(signal) = interrupts.signal() {
+            return Interrupted { signal }.into();
+        }
+        // buildx's block with the failed step's last output lines, in
+        // every progress mode (quiet and tty showed none of it).
+        for failed in failed {
+            eprintln!("{failed}");
+        }
+        solve_error(e, &graph.definition, &df.name, &df.source)
+    }
+
+    /// Phase 6's end: the display ends once every progress sender is gone, the worker's too.
+    fn finish(self) {
+        let Machinery {
+            tx,
+            worker,
+            display,
+            ..
+        } = self;
+        drop(tx);
+        drop(worker);
+        let _ = display.finish();
+    }
+}
+
+/// The executor, chosen when a step first runs: a fully cached build never probes the
+/// runtimes.
+fn executor(req: &BuildRequest, state: &StateDir, def: &Definition) -> Result<LazyExecutor> {
+    Ok(LazyExecutor::new(
         req.executor,
         ExecutorConfig {
             // Runtimes resolve relative paths against their bundle, not our cwd.
@@ -222,87 +436,39 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         },
     )
     .expecting_steps(
-        definition
-            .vertices()
+        def.vertices()
             .any(|(_, v)| matches!(v.op(), llb::Op::Exec(_))),
-    );
-    let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
-    let (tx, rx) = channel();
-    let display = ProgressDisplay::start(req.progress, rx);
-    if let Some(checks) = &checks {
-        checks.report(&tx, &name);
-        if let Some(failure) = checks.failure() {
-            drop(tx);
-            let _ = display.finish();
-            return Err(failure);
-        }
-    }
-    let mut worker = LocalWorker::new(
-        &state,
-        Arc::clone(&cache),
-        Arc::new(executor),
-        images.clone(),
-        session,
-        tx.clone(),
-    )
-    .map_err(|e| miette!("{e}"))?;
-    worker.limit_layer_size(req.max_layer_size);
-    let worker = Arc::new(worker);
-    let wanted: Vec<Option<VertexRef>> = targets.iter().map(|t| t.target).collect();
-    tracing::debug!(vertices = definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?no_cache, "solving");
-    let armed = interrupts.arm();
-    let solved = runtime.block_on(solve(
-        &definition,
-        &wanted,
-        &cache,
-        worker.clone(),
-        req.jobs,
-        &tx,
-        interrupts.received(),
-    ));
-    let result = match solved {
-        Ok(r) => r,
-        Err(e) => {
-            drop(tx);
-            drop(worker);
-            // The display ends when the last step's thread has let go of the
-            // worker, i.e. once the steps the cancel killed have been torn down.
-            let failed = display.finish().failed;
-            // Then whatever else the cancel stopped (image pulls) winds down: a pull
-            // still running on a step's thread must end before the runtime's timers do.
-            images.wait_for_fetches(CLEANUP_TIMEOUT);
-            runtime.shutdown_timeout(CLEANUP_TIMEOUT);
-            drop(armed);
-            if let Some(signal) = interrupts.signal() {
-                return Err(Interrupted { signal }.into());
-            }
-            // buildx's block with the failed step's last output lines, in
-            // every progress mode (quiet and tty showed none of it).
-            for failed in failed {
-                eprintln!("{failed}");
-            }
-            return Err(solve_error(e, &definition, &name, &source));
-        }
-    };
-    drop(armed);
-    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
-    // A signal that came as the solve ended: stop before exporting anything.
-    if let Some(signal) = interrupts.signal() {
-        return Err(Interrupted { signal }.into());
-    }
-    let stores = ExportStores {
-        layers: worker.layers(),
-        content: state.content(),
-        cache: &cache,
-    };
-    let needs_image = req.outputs.iter().any(|o| {
-        use crate::export::output::OutputKind;
+    ))
+}
+
+/// Whether an output needs an image (not only a filesystem).
+fn needs_image(req: &BuildRequest) -> bool {
+    use crate::export::spec::OutputKind;
+    req.outputs.iter().any(|o| {
         matches!(
             o.kind,
             OutputKind::Image | OutputKind::Docker | OutputKind::Oci
         )
-    });
-    let steps = ExportSteps::start(&tx, &req.outputs);
+    })
+}
+
+/// Phase 5: each platform's image when an output needs one (its history dated by when
+/// each result was made) and the index over them for a multi-platform build.
+fn export_images(
+    req: &BuildRequest,
+    state: &StateDir,
+    m: &Machinery,
+    targets: Vec<PlatformTarget>,
+    result: Solved,
+    steps: &ExportSteps,
+    multi: bool,
+) -> Result<(BuildOutcome, Vec<PlatformResult>)> {
+    let stores = ExportStores {
+        layers: m.worker.layers(),
+        content: state.content(),
+        cache: &m.cache,
+    };
+    let needs_image = needs_image(req);
     let image_step = steps.image_step(&req.outputs);
     let layers_item = image_step
         .filter(|_| needs_image)
@@ -314,20 +480,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         // A result's history entries carry the time that result was made, so a
         // rebuild from the cache gives the same image (SOURCE_DATE_EPOCH wins).
         if req.source_date_epoch.is_none() {
-            let mut newest = None;
-            for (index, vertex) in &t.history_vertices {
-                let made = vertex.and_then(|v| result.made_at.get(&v).copied());
-                if let (Some(time), Some(h)) = (made, config.history.get_mut(*index)) {
-                    h.created = Some(rfc3339(time as i64));
-                    newest = newest.max(Some(time));
-                }
-            }
-            if let Some(time) = newest {
-                config.created = Some(rfc3339(time as i64));
-            }
+            date_history(&mut config, &t.history_vertices, &result.made_at);
         }
         if needs_image {
-            let opts = export_options(&req)?;
+            let opts = export_options(req)?;
             let exported = export_image(&stores, &snapshot, config, &opts)
                 .inspect_err(|e| {
                     if let Some(step) = image_step {
@@ -352,19 +508,7 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         }
     }
     let index = if needs_image && multi {
-        let opts = export_options(&req)?;
-        let manifests = platform_images.iter().map(|i| i.manifest.clone()).collect();
-        Some(
-            write_index(
-                state.content(),
-                manifests,
-                &ManifestOptions {
-                    docker_media_types: opts.docker_media_types,
-                    annotations: Default::default(),
-                },
-            )
-            .into_diagnostic()?,
-        )
+        Some(write_platform_index(req, state, &platform_images)?)
     } else {
         None
     };
@@ -383,16 +527,46 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         executed: result.executed,
         cached: result.cached,
     };
-    // The outputs are written while the display still runs: they are its last steps.
-    let layers = worker.layers().clone();
-    let written = write_outputs(&req, &runtime, &store, &layers, &results, &outcome, &steps);
-    // The display ends when every progress sender is gone, the worker's too.
-    drop(steps);
-    drop(tx);
-    drop(worker);
-    let _ = display.finish();
-    written?;
-    Ok(outcome)
+    Ok((outcome, results))
+}
+
+/// Dates each history entry by when the result it describes was made, and the image by
+/// the newest of them.
+fn date_history(
+    config: &mut kiln_oci::config::ImageConfig,
+    history_vertices: &[(usize, Option<VertexRef>)],
+    made_at: &std::collections::HashMap<VertexRef, u64>,
+) {
+    let mut newest = None;
+    for (index, vertex) in history_vertices {
+        let made = vertex.and_then(|v| made_at.get(&v).copied());
+        if let (Some(time), Some(h)) = (made, config.history.get_mut(*index)) {
+            h.created = Some(rfc3339(time as i64));
+            newest = newest.max(Some(time));
+        }
+    }
+    if let Some(time) = newest {
+        config.created = Some(rfc3339(time as i64));
+    }
+}
+
+/// The index over every platform's image, written to the content store.
+fn write_platform_index(
+    req: &BuildRequest,
+    state: &StateDir,
+    platform_images: &[ExportedImage],
+) -> Result<Descriptor> {
+    let opts = export_options(req)?;
+    let manifests = platform_images.iter().map(|i| i.manifest.clone()).collect();
+    write_index(
+        state.content(),
+        manifests,
+        &ManifestOptions {
+            docker_media_types: opts.docker_media_types,
+            annotations: Default::default(),
+        },
+    )
+    .into_diagnostic()
 }
 
 /// Resolves the stages for one target platform: once to learn the base
@@ -449,7 +623,7 @@ fn resolve_stages(
 
 /// Refuses output settings that cannot hold several platforms, before any work.
 pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
-    use crate::export::output::OutputKind;
+    use crate::export::spec::OutputKind;
     if !multi {
         return Ok(());
     }
@@ -468,7 +642,7 @@ pub(super) fn check_outputs(req: &BuildRequest, multi: bool) -> Result<()> {
 /// (`compression=`, `compression-level=`, `force-compression=`,
 /// `oci-mediatypes=`, `annotation.*`).
 fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
-    use crate::export::output::OutputKind;
+    use crate::export::spec::OutputKind;
     use kiln_solver::snapshot::layer::Compression;
     let mut opts = ExportOptions {
         source_date_epoch: req.source_date_epoch,

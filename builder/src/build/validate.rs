@@ -9,7 +9,7 @@ use super::session::{
 };
 use super::BuildRequest;
 use crate::context::ContextSpec;
-use crate::export::output::{Destination, OutputKind, OutputSpec};
+use crate::export::spec::{Destination, OutputKind, OutputSpec};
 use kiln_frontend::lower::NamedContext;
 use kiln_oci::Reference;
 use miette::{miette, Result};

@@ -161,34 +161,7 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
     let resolve = resolve_options(&args)?;
     let fail = |e| super::dockerfile::report(e, &name, &source);
     match method {
-        Method::Check => {
-            let ignore = &ctx.ignore;
-            let is_ignored = |p: &str| ignore.excludes(p);
-            let report = lint::check(
-                &ast,
-                &CheckOptions {
-                    resolve,
-                    ignored: Some(&is_ignored),
-                },
-            )
-            .map_err(fail)?;
-            if json {
-                let v = serde_json::json!({
-                    "warnings": report.warnings,
-                    "error": report.failure_message(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
-            } else {
-                print!("{}", render::report_text(&report, ast.source()));
-            }
-            if let Some(msg) = report.failure_message() {
-                if !json {
-                    eprintln!("ERROR: {msg}");
-                }
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Method::Check => call_check(&ast, &ctx, resolve, json, &fail),
         Method::Outline => {
             let build = stages::resolve(&ast, &resolve).map_err(fail)?;
             let outline = build.outline();
@@ -224,36 +197,84 @@ pub fn run(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitC
     }
 }
 
+/// `--call check`: the build checks, as text or JSON; fails when they are configured to.
+fn call_check(
+    ast: &kiln_frontend::parser::Ast,
+    ctx: &BuildContext,
+    resolve: ResolveOptions,
+    json: bool,
+    fail: &dyn Fn(kiln_frontend::error::SourceError) -> miette::Report,
+) -> miette::Result<ExitCode> {
+    let ignore = &ctx.ignore;
+    let is_ignored = |p: &str| ignore.excludes(p);
+    let report = lint::check(
+        ast,
+        &CheckOptions {
+            resolve,
+            ignored: Some(&is_ignored),
+        },
+    )
+    .map_err(fail)?;
+    if json {
+        let v = serde_json::json!({
+            "warnings": report.warnings,
+            "error": report.failure_message(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
+    } else {
+        print!("{}", render::report_text(&report, ast.source()));
+    }
+    if let Some(msg) = report.failure_message() {
+        if !json {
+            eprintln!("ERROR: {msg}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The build itself: flags into a request, the request run, results reported.
 fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
-    use crate::build::{run::run as run_build, BuildRequest};
-    let resolve = resolve_options(&args)?;
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = l
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
+    use crate::build::run::run as run_build;
+    let req = build_request(&args, root)?;
+    let names: Vec<String> = req
+        .outputs
+        .iter()
+        .flat_map(|o| o.names.iter().cloned())
+        .collect();
+    let outcome = match run_build(req) {
+        Ok(outcome) => outcome,
+        // A signal ends the build with the shell's 128 + signal status.
+        Err(e) => match e.downcast_ref::<crate::build::interrupt::Interrupted>() {
+            Some(i) => {
+                let code = i.signal.exit_code();
+                eprintln!("{e:?}");
+                return Ok(ExitCode::from(code));
+            }
+            None => return Err(e),
+        },
+    };
+    report_outcome(&args, &outcome, &names)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flags as a build request; the flags `build_image` reads itself are checked here,
+/// before anything is built.
+fn build_request(
+    args: &Args,
+    root: Option<std::path::PathBuf>,
+) -> miette::Result<crate::build::BuildRequest> {
+    let resolve = resolve_options(args)?;
+    let labels = parse_labels(&args.labels)?;
     let annotations = args
         .annotations
         .iter()
         .map(|a| parse_annotation(a))
         .collect::<miette::Result<Vec<_>>>()?;
-    let print_graph = match args.print.as_deref() {
-        None => false,
-        Some("graph") => true,
-        Some(other) => {
-            return Err(miette::miette!(
-                help = "--print=graph prints the build graph as DOT",
-                "unknown --print {other:?}"
-            ))
-        }
-    };
-    check_flags(&args)?;
+    let print_graph = print_graph_flag(args.print.as_deref())?;
+    check_flags(args)?;
     let outputs =
-        crate::export::output::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
+        crate::export::spec::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .into_diagnostic()?;
     let executor = args.executor.parse().into_diagnostic()?;
     if args.network == kiln_solver::llb::NetworkMode::Host
@@ -263,37 +284,13 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             "--network host needs the network.host entitlement: pass --allow network.host"
         ));
     }
-    // `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the environment, as
-    // buildx passes it on.
-    let epoch = resolve
-        .build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
-    let source_date_epoch =
-        match epoch {
-            Some(v) if !v.is_empty() => Some(v.parse::<u64>().map_err(|_| {
-                miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-            })?),
-            _ => None,
-        };
+    let source_date_epoch = source_date_epoch(&resolve.build_args)?;
     // BUILDKIT_MULTI_PLATFORM=1 makes an index even for one platform, as buildx does.
     let multi_platform = std::env::var("BUILDKIT_MULTI_PLATFORM")
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
-    let max_layer_size = match args.max_layer_size.as_deref() {
-        None | Some("") => None,
-        Some(v) => Some(kiln_solver::units::parse_ram_size(v).map_err(|_| {
-            miette::miette!(
-                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
-                "invalid --max-layer-size {v:?}"
-            )
-        })?),
-    };
-    let quiet = args.quiet;
-    let iidfile = args.iidfile.clone();
-    let metadata_file = args.metadata_file.clone();
-    let req = BuildRequest {
+    let max_layer_size = max_layer_size(args.max_layer_size.as_deref())?;
+    Ok(crate::build::BuildRequest {
         root,
         context: ContextSpec::parse(&args.context),
         file: args.file.clone(),
@@ -301,23 +298,16 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         build_args: resolve.build_args,
         platforms: args.platform.clone(),
         multi_platform,
-        outputs: outputs.clone(),
+        outputs,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
-        progress: if quiet {
+        progress: if args.quiet {
             crate::progress::ProgressMode::Quiet
         } else {
             args.progress
         },
-        // Steps wait on I/O and sleeps as much as they compute: like BuildKit,
-        // let more run than there are cores.
-        jobs: args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() * 2)
-                .unwrap_or(2)
-                .max(4)
-        }),
+        jobs: args.jobs.unwrap_or_else(default_jobs),
         executor,
         max_layer_size,
         secrets: args.secrets.clone(),
@@ -331,37 +321,89 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
         source_date_epoch,
         print_graph,
         registry: args.registry.clone(),
-    };
-    let outcome = match run_build(req) {
-        Ok(outcome) => outcome,
-        // A signal ends the build with the shell's 128 + signal status.
-        Err(e) => match e.downcast_ref::<crate::build::interrupt::Interrupted>() {
-            Some(i) => {
-                let code = i.signal.exit_code();
-                eprintln!("{e:?}");
-                return Ok(ExitCode::from(code));
-            }
-            None => return Err(e),
-        },
-    };
+    })
+}
+
+/// `--label KEY=VALUE` values.
+fn parse_labels(labels: &[String]) -> miette::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| miette::miette!("invalid --label {l:?}: expected KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--print`: only `graph` (print the build graph instead of building).
+fn print_graph_flag(print: Option<&str>) -> miette::Result<bool> {
+    match print {
+        None => Ok(false),
+        Some("graph") => Ok(true),
+        Some(other) => Err(miette::miette!(
+            help = "--print=graph prints the build graph as DOT",
+            "unknown --print {other:?}"
+        )),
+    }
+}
+
+/// SOURCE_DATE_EPOCH: `--build-arg SOURCE_DATE_EPOCH=` as BuildKit reads it; else the
+/// environment, as buildx passes it on. Empty means unset.
+fn source_date_epoch(build_args: &BTreeMap<String, String>) -> miette::Result<Option<u64>> {
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    match epoch {
+        Some(v) if !v.is_empty() => {
+            Ok(Some(v.parse::<u64>().map_err(|_| {
+                miette::miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `--max-layer-size`: a size, or none when empty or absent.
+fn max_layer_size(v: Option<&str>) -> miette::Result<Option<u64>> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(v) => Ok(Some(kiln_solver::units::parse_ram_size(v).map_err(
+            |_| {
+                miette::miette!(
+                    help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                    "invalid --max-layer-size {v:?}"
+                )
+            },
+        )?)),
+    }
+}
+
+/// The default of `--jobs`. Steps wait on I/O and sleeps as much as they compute: like
+/// BuildKit, let more run than there are cores.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(2)
+        .max(4)
+}
+
+/// What a finished build reports: the image ID (`--quiet`, `--iidfile`) and the
+/// `--metadata-file`, as buildx writes them.
+fn report_outcome(
+    args: &Args,
+    outcome: &crate::build::run::BuildOutcome,
+    names: &[String],
+) -> miette::Result<()> {
     let mut meta = serde_json::json!({
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
     });
-    let names: Vec<String> = outputs
-        .iter()
-        .flat_map(|o| o.names.iter().cloned())
-        .collect();
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
-        if quiet {
-            println!("{id}");
-        }
-        if let Some(path) = &iidfile {
-            std::fs::write(path, &id)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("writing {}", path.display()))?;
-        }
+        write_image_id(args, &id)?;
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest.to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
@@ -370,14 +412,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     if let Some(index) = &outcome.index {
         // For an index the image ID is the index digest, as buildx reports it.
         let id = index.digest.to_string();
-        if quiet {
-            println!("{id}");
-        }
-        if let Some(path) = &iidfile {
-            std::fs::write(path, &id)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("writing {}", path.display()))?;
-        }
+        write_image_id(args, &id)?;
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
         meta["image.name"] = serde_json::json!(names.join(","));
@@ -391,13 +426,26 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
             }))
             .collect::<Vec<_>>());
     }
-    if let Some(path) = metadata_file {
+    if let Some(path) = &args.metadata_file {
         let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
-        std::fs::write(&path, text)
+        std::fs::write(path, text)
             .into_diagnostic()
             .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The image ID on stdout with `--quiet`, and in the `--iidfile`.
+fn write_image_id(args: &Args, id: &str) -> miette::Result<()> {
+    if args.quiet {
+        println!("{id}");
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, id)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The flags `build_image` reads itself, checked before anything is built

@@ -2,13 +2,15 @@
 //! (`oci:DIR[:TAG]`), OCI layout tarballs (`oci-archive:FILE[:TAG]`) and docker archives
 //! (`docker-archive:FILE[:REF]`), with skopeo's transport names.
 
-use crate::export::{docker_archive, oci};
+use crate::archive::{docker, oci};
 use crate::registry_opts::{runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
+use kiln_oci::layout::LayoutDir;
+use kiln_oci::media_type::ANNOTATION_REF_NAME;
 use kiln_oci::{Platform, Reference};
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
-use kiln_registry::store::{BlobDir, BlobStore};
+use kiln_registry::store::{BlobDir, BlobStore, Blobs};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,18 +113,18 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         }
         Location::Oci(dir, tag) => {
             let img = layout_image(dir, tag.as_deref(), &args.source)?;
-            (Box::new(oci::LayoutBlobs { root: dir.clone() }), img)
+            (Box::new(LayoutDir::open(dir).into_diagnostic()?), img)
         }
         Location::OciArchive(file, tag) => {
             let unpacked = unpack_archive(file, staging.path())?;
             oci::verify_layout_blobs(&unpacked)?;
             let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
-            (Box::new(oci::LayoutBlobs { root: unpacked }), img)
+            (Box::new(LayoutDir::open(&unpacked).into_diagnostic()?), img)
         }
         Location::DockerArchive(file, want) => {
             let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
             let unpacked = unpack_archive(file, staging.path())?;
-            let images = docker_archive::import(&unpacked, &store)?;
+            let images = docker::import(&unpacked, &Blobs(&store))?;
             let img = archive_image(images, want.as_ref(), &args.source)?;
             (Box::new(store), img)
         }
@@ -148,7 +150,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         Location::Oci(dir, tag) => {
             oci::write_dir(
                 &dir,
-                store.as_ref(),
+                &Blobs(store.as_ref()),
                 &[oci::NamedImage {
                     names: tagged_names(&image, tag.as_deref())?,
                     root: image.root.clone(),
@@ -164,7 +166,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let f = std::fs::File::create(&file)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", file.display()))?;
-            let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &[])?;
+            let w = oci::write_tar(
+                std::io::BufWriter::new(f),
+                &Blobs(store.as_ref()),
+                &images,
+                &[],
+            )?;
             let f = w.into_inner().into_diagnostic()?;
             f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
@@ -178,11 +185,16 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 names,
                 root: image.root.clone(),
             }];
-            let extra = docker_archive::manifest_json(store.as_ref(), &images, &Platform::host())?;
+            let extra = docker::manifest_json(&Blobs(store.as_ref()), &images, &Platform::host())?;
             let f = std::fs::File::create(&file)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", file.display()))?;
-            let w = oci::write_tar(std::io::BufWriter::new(f), store.as_ref(), &images, &extra)?;
+            let w = oci::write_tar(
+                std::io::BufWriter::new(f),
+                &Blobs(store.as_ref()),
+                &images,
+                &extra,
+            )?;
             let f = w.into_inner().into_diagnostic()?;
             f.sync_all().into_diagnostic()?;
             println!("{}@{}", file.display(), image.root.digest);
@@ -225,7 +237,7 @@ fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedI
     let ref_name = |d: &kiln_oci::Descriptor| {
         d.annotations
             .as_ref()
-            .and_then(|a| a.get(oci::REF_NAME_ANNOTATION))
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
             .cloned()
     };
     let pick = match tag {

@@ -1,6 +1,6 @@
 //! `kiln load`: read a docker-archive or OCI tar (gzip-compressed too) into the local store.
 
-use crate::export::{docker_archive, oci};
+use crate::archive::{docker, oci};
 use crate::local_store::LocalStore;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .into_diagnostic()
         .wrap_err("creating staging directory")?;
     oci::unpack(oci::open_maybe_gzip(reader)?, staging.path())?;
-    let images = docker_archive::import(staging.path(), &store)?;
+    let images = docker::import(staging.path(), &store.content)?;
     if images.is_empty() {
         return Err(miette!("the archive contains no images"));
     }

@@ -1,9 +1,9 @@
 //! `kiln rmi`: untag local images and delete the blobs no other tag uses.
 
 use crate::local_store::LocalStore;
-use kiln_oci::Manifest;
+use kiln_oci::walk::reachable;
+use kiln_oci::Descriptor;
 use kiln_oci::{Digest, Reference};
-use kiln_registry::store::BlobStore;
 use kiln_solver::content::LockMode;
 use miette::{IntoDiagnostic, Result};
 use std::collections::BTreeSet;
@@ -88,14 +88,16 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             .try_lock(LockMode::Exclusive)
             .into_diagnostic()?
         {
-            let mut keep = BTreeSet::new();
-            for i in store.images()?.into_iter().chain(store.untagged()?) {
-                reachable(&store, &i.descriptor.digest, &mut keep);
-            }
-            let mut gone = BTreeSet::new();
-            for r in &removed_roots {
-                reachable(&store, r, &mut gone);
-            }
+            let roots = |digests: Vec<Digest>| -> Result<BTreeSet<Digest>> {
+                let roots = digests.into_iter().map(|d| Descriptor::new("", d, 0));
+                Ok(reachable(&store.content, roots)
+                    .into_diagnostic()?
+                    .into_iter()
+                    .collect())
+            };
+            let kept = store.images()?.into_iter().chain(store.untagged()?);
+            let keep = roots(kept.map(|i| i.descriptor.digest).collect())?;
+            let gone = roots(removed_roots)?;
             for d in gone.difference(&keep) {
                 if store.content.delete(d).into_diagnostic()? {
                     println!("Deleted: {d}");
@@ -108,29 +110,4 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Collects the digests reachable from a manifest or index that are present locally.
-fn reachable(store: &LocalStore, root: &Digest, out: &mut BTreeSet<Digest>) {
-    if !store.has_blob(root) || !out.insert(root.clone()) {
-        return;
-    }
-    let Ok(bytes) = store.read_blob(root) else {
-        return;
-    };
-    match Manifest::parse("", &bytes, None) {
-        Ok((Manifest::Image(m), _)) => {
-            for d in std::iter::once(&m.config).chain(m.layers.iter()) {
-                if store.has_blob(&d.digest) {
-                    out.insert(d.digest.clone());
-                }
-            }
-        }
-        Ok((Manifest::Index(idx), _)) => {
-            for c in &idx.manifests {
-                reachable(store, &c.digest, out);
-            }
-        }
-        Err(_) => {}
-    }
 }

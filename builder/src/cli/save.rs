@@ -1,6 +1,6 @@
 //! `kiln save`: write images to a tar (`docker load` compatible, or `--format oci`).
 
-use crate::export::{docker_archive, oci};
+use crate::archive::{docker, oci};
 use crate::local_store::LocalStore;
 use kiln_oci::{Platform, Reference};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
@@ -57,7 +57,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         }
     }
     let extra = if args.format == "docker" {
-        docker_archive::manifest_json(&store, &images, &platform)?
+        docker::manifest_json(&store.content, &images, &platform)?
     } else {
         Vec::new()
     };
@@ -71,7 +71,7 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 .into_diagnostic()
                 .wrap_err_with(|| format!("creating {}", path.display()))?;
             let w = std::io::BufWriter::with_capacity(1 << 20, tmp);
-            let w = oci::write_tar(w, &store, &images, &extra)?;
+            let w = oci::write_tar(w, &store.content, &images, &extra)?;
             let tmp = w
                 .into_inner()
                 .into_diagnostic()
@@ -89,7 +89,12 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
                 ));
             }
             let out = std::io::stdout().lock();
-            let mut w = oci::write_tar(std::io::BufWriter::new(out), &store, &images, &extra)?;
+            let mut w = oci::write_tar(
+                std::io::BufWriter::new(out),
+                &store.content,
+                &images,
+                &extra,
+            )?;
             w.flush().into_diagnostic()?;
         }
     }

@@ -258,45 +258,174 @@ impl Ctx<'_> {
     }
 }
 
+/// FROM: `image [AS name]` with `--platform`; the stage name checked.
+fn parse_from(cx: &Ctx) -> Result<From, SourceError> {
+    let fl = cx.flags(&[("platform", FlagKind::String)])?;
+    let a = &cx.node.args;
+    let (image, name, as_keyword) = match a.len() {
+        1 => (a[0].clone(), None, None),
+        3 if a[1].eq_ignore_ascii_case("as") => {
+            (a[0].clone(), Some(a[2].clone()), Some(a[1].clone()))
+        }
+        _ => {
+            return Err(cx.error(
+                ErrorKind::Instruction,
+                "FROM requires either one or three arguments",
+                Some("write FROM <image> [AS <name>]".into()),
+            ))
+        }
+    };
+    if let Some(n) = &name {
+        if !valid_stage_name(n) {
+            return Err(cx.error_at_text(
+                n,
+                ErrorKind::Instruction,
+                format!("invalid name for build stage: {n:?}, name can't start with a number or contain symbols"),
+                Some("use letters, digits, '-', '_' and '.', starting with a letter".into()),
+            ));
+        }
+    }
+    Ok(From {
+        image,
+        name,
+        as_keyword,
+        platform: fl.string("platform"),
+    })
+}
+
+/// SHELL: a non-empty JSON array.
+fn parse_shell(cx: &Ctx) -> Result<Vec<String>, SourceError> {
+    if !cx.node.json {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            "SHELL requires the arguments to be in JSON form",
+            Some(r#"write SHELL ["/bin/sh", "-c"]"#.into()),
+        ));
+    }
+    if cx.node.args.is_empty() {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            "SHELL requires at least one argument",
+            None,
+        ));
+    }
+    Ok(cx.node.args.clone())
+}
+
+/// ENV or LABEL: at least one pair; `legacy` when one is written `KEY value`.
+fn parse_key_values(cx: &Ctx) -> Result<KeyValues, SourceError> {
+    let node = cx.node;
+    let mut pairs = Vec::new();
+    let mut legacy = false;
+    for (k, v, sep) in node.key_values() {
+        legacy |= sep.is_empty();
+        pairs.push(KeyValue {
+            key: k.to_string(),
+            value: v.to_string(),
+        });
+    }
+    if pairs.is_empty() {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            format!(
+                "{} requires at least one argument",
+                node.value.to_uppercase()
+            ),
+            Some(format!("write {} key=value", node.value.to_uppercase())),
+        ));
+    }
+    Ok(KeyValues { pairs, legacy })
+}
+
+/// ARG: one or more `name[=default]`, no name blank.
+fn parse_arg(cx: &Ctx) -> Result<Vec<ArgDecl>, SourceError> {
+    let node = cx.node;
+    if node.args.is_empty() {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            "ARG requires at least one argument",
+            Some("write ARG NAME or ARG NAME=default".into()),
+        ));
+    }
+    let decls = node
+        .args
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((n, d)) => ArgDecl {
+                name: n.to_string(),
+                default: Some(d.to_string()),
+            },
+            None => ArgDecl {
+                name: a.clone(),
+                default: None,
+            },
+        })
+        .collect::<Vec<_>>();
+    if let Some(bad) = decls.iter().find(|d| d.name.is_empty()) {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            format!(
+                "ARG names can not be blank: {:?}",
+                bad.default.as_deref().unwrap_or("")
+            ),
+            None,
+        ));
+    }
+    Ok(decls)
+}
+
+/// ONBUILD: the trigger parsed now (not ONBUILD, FROM or MAINTAINER), and its text.
+fn parse_onbuild(cx: &Ctx) -> Result<Onbuild, SourceError> {
+    let node = cx.node;
+    let Some(sub) = &node.sub else {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            "ONBUILD requires at least one argument",
+            None,
+        ));
+    };
+    if matches!(sub.value.as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(cx.error(
+            ErrorKind::Instruction,
+            format!(
+                "{} isn't allowed as an ONBUILD trigger",
+                sub.value.to_uppercase()
+            ),
+            None,
+        ));
+    }
+    let inner = Instruction::parse(cx.ast, sub)?;
+    let expression = node
+        .original
+        .trim_start()
+        .get(node.keyword.len()..)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok(Onbuild {
+        expression,
+        inner: Box::new(inner),
+    })
+}
+
+/// The error for an unknown keyword, suggesting the closest one.
+fn unknown_instruction(cx: &Ctx, other: &str) -> SourceError {
+    let hint = crate::suggest::closest(other, KEYWORDS, false)
+        .map(|s| format!("did you mean {}?", s.to_uppercase()));
+    cx.error(
+        ErrorKind::Instruction,
+        format!("unknown instruction: {}", cx.node.keyword),
+        hint.or_else(|| Some("instructions are FROM, RUN, COPY, ADD, ENV, ARG, ...".into())),
+    )
+}
+
 impl Instruction {
     /// Builds the typed instruction for `node` of `ast` (no variable expansion yet).
     pub fn parse(ast: &Ast, node: &Node) -> Result<Instruction, SourceError> {
         let cx = Ctx { ast, node };
         let no_flags = |cx: &Ctx| cx.flags(&[]).map(|_| ());
         Ok(match node.value.as_str() {
-            "from" => {
-                let fl = cx.flags(&[("platform", FlagKind::String)])?;
-                let a = &node.args;
-                let (image, name, as_keyword) = match a.len() {
-                    1 => (a[0].clone(), None, None),
-                    3 if a[1].eq_ignore_ascii_case("as") => {
-                        (a[0].clone(), Some(a[2].clone()), Some(a[1].clone()))
-                    }
-                    _ => {
-                        return Err(cx.error(
-                            ErrorKind::Instruction,
-                            "FROM requires either one or three arguments",
-                            Some("write FROM <image> [AS <name>]".into()),
-                        ))
-                    }
-                };
-                if let Some(n) = &name {
-                    if !valid_stage_name(n) {
-                        return Err(cx.error_at_text(
-                            n,
-                            ErrorKind::Instruction,
-                            format!("invalid name for build stage: {n:?}, name can't start with a number or contain symbols"),
-                            Some("use letters, digits, '-', '_' and '.', starting with a letter".into()),
-                        ));
-                    }
-                }
-                Instruction::From(From {
-                    image,
-                    name,
-                    as_keyword,
-                    platform: fl.string("platform"),
-                })
-            }
+            "from" => Instruction::From(parse_from(&cx)?),
             "run" => Instruction::Run(run::parse(&cx)?),
             "cmd" | "entrypoint" => {
                 no_flags(&cx)?;
@@ -309,44 +438,11 @@ impl Instruction {
             }
             "shell" => {
                 no_flags(&cx)?;
-                if !node.json {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        "SHELL requires the arguments to be in JSON form",
-                        Some(r#"write SHELL ["/bin/sh", "-c"]"#.into()),
-                    ));
-                }
-                if node.args.is_empty() {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        "SHELL requires at least one argument",
-                        None,
-                    ));
-                }
-                Instruction::Shell(node.args.clone())
+                Instruction::Shell(parse_shell(&cx)?)
             }
             "env" | "label" => {
                 no_flags(&cx)?;
-                let mut pairs = Vec::new();
-                let mut legacy = false;
-                for (k, v, sep) in node.key_values() {
-                    legacy |= sep.is_empty();
-                    pairs.push(KeyValue {
-                        key: k.to_string(),
-                        value: v.to_string(),
-                    });
-                }
-                if pairs.is_empty() {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        format!(
-                            "{} requires at least one argument",
-                            node.value.to_uppercase()
-                        ),
-                        Some(format!("write {} key=value", node.value.to_uppercase())),
-                    ));
-                }
-                let kv = KeyValues { pairs, legacy };
+                let kv = parse_key_values(&cx)?;
                 if node.value == "env" {
                     Instruction::Env(kv)
                 } else {
@@ -395,83 +491,14 @@ impl Instruction {
             }
             "arg" => {
                 no_flags(&cx)?;
-                if node.args.is_empty() {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        "ARG requires at least one argument",
-                        Some("write ARG NAME or ARG NAME=default".into()),
-                    ));
-                }
-                let decls = node
-                    .args
-                    .iter()
-                    .map(|a| match a.split_once('=') {
-                        Some((n, d)) => ArgDecl {
-                            name: n.to_string(),
-                            default: Some(d.to_string()),
-                        },
-                        None => ArgDecl {
-                            name: a.clone(),
-                            default: None,
-                        },
-                    })
-                    .collect::<Vec<_>>();
-                if let Some(bad) = decls.iter().find(|d| d.name.is_empty()) {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        format!(
-                            "ARG names can not be blank: {:?}",
-                            bad.default.as_deref().unwrap_or("")
-                        ),
-                        None,
-                    ));
-                }
-                Instruction::Arg(decls)
+                Instruction::Arg(parse_arg(&cx)?)
             }
             "onbuild" => {
                 no_flags(&cx)?;
-                let Some(sub) = &node.sub else {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        "ONBUILD requires at least one argument",
-                        None,
-                    ));
-                };
-                if matches!(sub.value.as_str(), "onbuild" | "from" | "maintainer") {
-                    return Err(cx.error(
-                        ErrorKind::Instruction,
-                        format!(
-                            "{} isn't allowed as an ONBUILD trigger",
-                            sub.value.to_uppercase()
-                        ),
-                        None,
-                    ));
-                }
-                let inner = Instruction::parse(ast, sub)?;
-                let expression = node
-                    .original
-                    .trim_start()
-                    .get(node.keyword.len()..)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                Instruction::Onbuild(Onbuild {
-                    expression,
-                    inner: Box::new(inner),
-                })
+                Instruction::Onbuild(parse_onbuild(&cx)?)
             }
             "healthcheck" => Instruction::Healthcheck(healthcheck::parse(&cx)?),
-            other => {
-                let hint = crate::suggest::closest(other, KEYWORDS, false)
-                    .map(|s| format!("did you mean {}?", s.to_uppercase()));
-                return Err(cx.error(
-                    ErrorKind::Instruction,
-                    format!("unknown instruction: {}", node.keyword),
-                    hint.or_else(|| {
-                        Some("instructions are FROM, RUN, COPY, ADD, ENV, ARG, ...".into())
-                    }),
-                ));
-            }
+            other => return Err(unknown_instruction(&cx, other)),
         })
     }
 

@@ -177,23 +177,7 @@ pub fn parse_mount(
 ) -> Result<Mount, MountError> {
     let fields = split_csv(spec)?;
     // The type decides which keys are valid, so find it first.
-    let mut kind = MountType::Bind;
-    for f in &fields {
-        if let Some((k, v)) = f.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("type") {
-                let v = expand(v).map_err(|e| err(e, None))?;
-                kind = MountType::parse(&v).ok_or_else(|| {
-                    err(
-                        format!(
-                            "unsupported mount type {v:?}{}",
-                            crate::suggest::did_you_mean(&v, MountType::NAMES)
-                        ),
-                        Some("type is one of bind, cache, tmpfs, secret, ssh".into()),
-                    )
-                })?;
-            }
-        }
-    }
+    let kind = mount_type(&fields, expand)?;
     let mut m = Mount {
         kind,
         target: None,
@@ -209,145 +193,184 @@ pub fn parse_mount(
         required: false,
         env: None,
     };
-    let mut read_only_set = false;
     for field in fields {
         if field.is_empty() {
             continue;
         }
-        let (key, value) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
-            None => (field.trim().to_ascii_lowercase(), None),
-        };
-        // Bare boolean keys.
-        let as_bool = |v: Option<&str>| -> Result<bool, MountError> {
-            match v {
-                None => Ok(true),
-                Some(v) => super::flags::parse_go_bool(v).ok_or_else(|| {
+        set_field(&mut m, &field, expand)?;
+    }
+    apply_defaults(&mut m, ssh_index)?;
+    Ok(m)
+}
+
+/// The mount's `type=` (the last one given; bind when none).
+fn mount_type(
+    fields: &[Cow<'_, str>],
+    expand: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<MountType, MountError> {
+    let mut kind = MountType::Bind;
+    for f in fields {
+        if let Some((k, v)) = f.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("type") {
+                let v = expand(v).map_err(|e| err(e, None))?;
+                kind = MountType::parse(&v).ok_or_else(|| {
                     err(
-                        format!("invalid value for {key}: {v}"),
-                        Some("use true or false".into()),
+                        format!(
+                            "unsupported mount type {v:?}{}",
+                            crate::suggest::did_you_mean(&v, MountType::NAMES)
+                        ),
+                        Some("type is one of bind, cache, tmpfs, secret, ssh".into()),
                     )
-                }),
-            }
-        };
-        match key.as_str() {
-            "ro" | "readonly" => {
-                m.read_only = as_bool(value)?;
-                read_only_set = true;
-                continue;
-            }
-            "rw" | "readwrite" => {
-                m.read_only = !as_bool(value)?;
-                read_only_set = true;
-                continue;
-            }
-            "required" => {
-                m.required = as_bool(value)?;
-                continue;
-            }
-            _ => {}
-        }
-        let Some(raw) = value else {
-            return Err(err(
-                format!("invalid field '{field}' must be a key=value pair"),
-                Some("write key=value, e.g. target=/cache".into()),
-            ));
-        };
-        let value = if key == "from" {
-            raw.to_string()
-        } else {
-            expand(raw).map_err(|e| err(e, None))?
-        };
-        let not_for = |what: &str| {
-            err(
-                format!("{what} is not allowed for {kind} mounts"),
-                Some(format!("remove {what} from the --mount={kind} options")),
-            )
-        };
-        match key.as_str() {
-            "type" => {}
-            "target" | "dst" | "destination" => m.target = Some(value),
-            "source" | "src" => {
-                if matches!(kind, MountType::Tmpfs | MountType::Ssh) {
-                    return Err(not_for("source"));
-                }
-                m.source = Some(value)
-            }
-            "from" => {
-                if !matches!(kind, MountType::Bind | MountType::Cache) {
-                    return Err(not_for("from"));
-                }
-                m.from = Some(value)
-            }
-            "id" => m.id = Some(value),
-            "sharing" => {
-                if kind != MountType::Cache {
-                    return Err(err(
-                        "invalid cache sharing set for non-cache mount".into(),
-                        Some("sharing only applies to type=cache".into()),
-                    ));
-                }
-                m.sharing = match value.to_ascii_lowercase().as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    _ => {
-                        return Err(err(
-                            format!("unsupported sharing value {value:?}"),
-                            Some("sharing is one of shared, private, locked".into()),
-                        ))
-                    }
-                }
-            }
-            "mode" => {
-                m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
-                    err(
-                        format!("invalid mode {value:?}: not an octal number"),
-                        Some("e.g. mode=0755".into()),
-                    )
-                })?)
-            }
-            "uid" | "gid" => {
-                let n: u32 = value
-                    .parse()
-                    .map_err(|_| err(format!("invalid {key} {value:?}: not a number"), None))?;
-                if key == "uid" {
-                    m.uid = Some(n)
-                } else {
-                    m.gid = Some(n)
-                }
-            }
-            "size" => {
-                if kind != MountType::Tmpfs {
-                    return Err(not_for("size"));
-                }
-                m.size = Some(kiln_solver::units::parse_ram_size(&value).map_err(|_| {
-                    err(
-                        format!("invalid size {value:?}"),
-                        Some("e.g. size=64m".into()),
-                    )
-                })?)
-            }
-            "env" => {
-                if kind != MountType::Secret {
-                    return Err(not_for("env"));
-                }
-                m.env = Some(value)
-            }
-            other => {
-                return Err(err(
-                    format!(
-                        "unexpected key '{other}' in '{field}'{}",
-                        crate::suggest::did_you_mean(other, KEYS.iter().copied().chain(["env"]))
-                    ),
-                    None,
-                ))
+                })?;
             }
         }
     }
-    let _ = read_only_set;
-    apply_defaults(&mut m, ssh_index)?;
-    Ok(m)
+    Ok(kind)
+}
+
+/// Applies one field: a boolean key (bare or `=bool`) or a `key=value` pair, its value
+/// expanded (except `from`).
+fn set_field(
+    m: &mut Mount,
+    field: &str,
+    expand: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<(), MountError> {
+    let (key, value) = match field.split_once('=') {
+        Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
+        None => (field.trim().to_ascii_lowercase(), None),
+    };
+    // Bare boolean keys.
+    let as_bool = |v: Option<&str>| -> Result<bool, MountError> {
+        match v {
+            None => Ok(true),
+            Some(v) => super::flags::parse_go_bool(v).ok_or_else(|| {
+                err(
+                    format!("invalid value for {key}: {v}"),
+                    Some("use true or false".into()),
+                )
+            }),
+        }
+    };
+    match key.as_str() {
+        "ro" | "readonly" => {
+            m.read_only = as_bool(value)?;
+            return Ok(());
+        }
+        "rw" | "readwrite" => {
+            m.read_only = !as_bool(value)?;
+            return Ok(());
+        }
+        "required" => {
+            m.required = as_bool(value)?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let Some(raw) = value else {
+        return Err(err(
+            format!("invalid field '{field}' must be a key=value pair"),
+            Some("write key=value, e.g. target=/cache".into()),
+        ));
+    };
+    let value = if key == "from" {
+        raw.to_string()
+    } else {
+        expand(raw).map_err(|e| err(e, None))?
+    };
+    set_value(m, &key, value, field)
+}
+
+/// Sets the option `key` (lower-case) to its expanded `value`, if the mount's type takes it.
+fn set_value(m: &mut Mount, key: &str, value: String, field: &str) -> Result<(), MountError> {
+    let kind = m.kind;
+    let not_for = |what: &str| {
+        err(
+            format!("{what} is not allowed for {kind} mounts"),
+            Some(format!("remove {what} from the --mount={kind} options")),
+        )
+    };
+    match key {
+        "type" => {}
+        "target" | "dst" | "destination" => m.target = Some(value),
+        "source" | "src" => {
+            if matches!(kind, MountType::Tmpfs | MountType::Ssh) {
+                return Err(not_for("source"));
+            }
+            m.source = Some(value)
+        }
+        "from" => {
+            if !matches!(kind, MountType::Bind | MountType::Cache) {
+                return Err(not_for("from"));
+            }
+            m.from = Some(value)
+        }
+        "id" => m.id = Some(value),
+        "sharing" => m.sharing = parse_sharing(kind, &value)?,
+        "mode" => {
+            m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
+                err(
+                    format!("invalid mode {value:?}: not an octal number"),
+                    Some("e.g. mode=0755".into()),
+                )
+            })?)
+        }
+        "uid" | "gid" => {
+            let n: u32 = value
+                .parse()
+                .map_err(|_| err(format!("invalid {key} {value:?}: not a number"), None))?;
+            if key == "uid" {
+                m.uid = Some(n)
+            } else {
+                m.gid = Some(n)
+            }
+        }
+        "size" => {
+            if kind != MountType::Tmpfs {
+                return Err(not_for("size"));
+            }
+            m.size = Some(kiln_solver::units::parse_ram_size(&value).map_err(|_| {
+                err(
+                    format!("invalid size {value:?}"),
+                    Some("e.g. size=64m".into()),
+                )
+            })?)
+        }
+        "env" => {
+            if kind != MountType::Secret {
+                return Err(not_for("env"));
+            }
+            m.env = Some(value)
+        }
+        other => {
+            return Err(err(
+                format!(
+                    "unexpected key '{other}' in '{field}'{}",
+                    crate::suggest::did_you_mean(other, KEYS.iter().copied().chain(["env"]))
+                ),
+                None,
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A cache mount's `sharing=` value.
+fn parse_sharing(kind: MountType, value: &str) -> Result<Sharing, MountError> {
+    if kind != MountType::Cache {
+        return Err(err(
+            "invalid cache sharing set for non-cache mount".into(),
+            Some("sharing only applies to type=cache".into()),
+        ));
+    }
+    match value.to_ascii_lowercase().as_str() {
+        "shared" => Ok(Sharing::Shared),
+        "private" => Ok(Sharing::Private),
+        "locked" => Ok(Sharing::Locked),
+        _ => Err(err(
+            format!("unsupported sharing value {value:?}"),
+            Some("sharing is one of shared, private, locked".into()),
+        )),
+    }
 }
 
 fn apply_defaults(m: &mut Mount, ssh_index: usize) -> Result<(), MountError> {

@@ -377,6 +377,7 @@ impl Lowerer<'_> {
         self.image(name, platform, node, meta).map(|(v, _)| Some(v))
     }
 
+    /// Lowers one stage: its platform and step names, its base, then its instructions.
     fn lower_stage(&mut self, stage: &Stage) -> Result<StageState, SourceError> {
         let platform = match &stage.platform {
             Some(p) => Platform::parse(p).map_err(|e| {
@@ -389,6 +390,27 @@ impl Lowerer<'_> {
             })?,
             None => self.opts.platform.clone(),
         };
+        let mut steps = self.stage_steps(stage, &platform);
+        let mut state = match &stage.base {
+            Base::Scratch => StageState::empty(None, &platform),
+            Base::Stage(b) => self.base_stage(stage, *b, &platform, &mut steps)?,
+            Base::Image(written) => self.base_image(stage, written, &platform, &mut steps)?,
+        };
+        for ri in &stage.instructions {
+            let description = if makes_vertex(&ri.instruction) {
+                steps.next(&self.display(ri))
+            } else {
+                String::new()
+            };
+            self.lower_instruction(stage, &mut state, ri, description)?;
+        }
+        state.config.created = Some(self.created.clone());
+        Ok(state)
+    }
+
+    /// The step names of a stage (`[label n/total]`): FROM an image and every instruction
+    /// that makes a vertex count.
+    fn stage_steps(&self, stage: &Stage, platform: &Platform) -> Steps {
         // BuildKit leaves the stage name out when the Dockerfile has one stage.
         let mut label = if self.build.stages.len() == 1 {
             String::new()
@@ -402,7 +424,7 @@ impl Lowerer<'_> {
             label = format!("{platform} {label}").trim_end().to_string();
         }
         let from_step = usize::from(matches!(stage.base, Base::Image(_)));
-        let mut steps = Steps::new(
+        Steps::new(
             label,
             from_step
                 + stage
@@ -410,93 +432,95 @@ impl Lowerer<'_> {
                     .iter()
                     .filter(|i| makes_vertex(&i.instruction))
                     .count(),
-        );
-        let mut state = match &stage.base {
-            Base::Scratch => StageState::empty(None, &platform),
-            Base::Stage(b) => {
-                let parent = self.stages.get(b).cloned().ok_or_else(|| {
-                    self.err(
-                        stage.node,
-                        ErrorKind::Stage,
-                        "the base stage was not built",
-                        None,
-                    )
-                })?;
-                let mut state = StageState {
-                    platform: platform.clone(),
-                    cmd_set: false,
-                    ..parent
-                };
-                // As BuildKit: the parent stage's own ONBUILD instructions run
-                // here, once; the child's config does not carry them on.
-                let triggers = std::mem::take(&mut state.config.config.on_build);
-                let parent_name = self.build.stages.get(*b).map(Stage::display_name);
-                let parent_name = parent_name.unwrap_or_default();
-                let args = self.args_at_end(*b);
-                let origin = TriggerOrigin::Stage {
-                    name: &parent_name,
-                    args: &args,
-                };
-                steps.add(triggers.len());
-                for trigger in &triggers {
-                    self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
-                }
-                state
-            }
-            Base::Image(written) => {
-                let named = self
-                    .opts
-                    .named_contexts
-                    .get(&written.to_ascii_lowercase())
-                    .cloned();
-                let reference = match &named {
-                    Some(NamedContext::Image(r)) => r.clone(),
-                    _ => written.clone(),
-                };
-                let meta =
-                    self.metadata(steps.next(&format!("FROM {reference}")), stage.node, stage);
-                if let Some(NamedContext::Local(local)) = named {
-                    // A directory as the base: its files become the first layer.
-                    let src = self.local(&local, &platform, stage.node)?;
-                    let copy = FileAction::Copy(kiln_solver::llb::CopyAction::whole_tree(0));
-                    let op = Op::File(FileOp {
-                        base: None,
-                        users: None,
-                        actions: vec![copy],
-                    });
-                    let v = self.add(op, &platform, &[src], meta, stage.node)?;
-                    StageState::empty(Some(v), &platform)
-                } else {
-                    let (v, mut config) = self.image(&reference, &platform, stage.node, meta)?;
-                    config.created = None;
-                    let triggers = std::mem::take(&mut config.config.on_build);
-                    let mut state = StageState {
-                        vertex: Some(v),
-                        config,
-                        platform: platform.clone(),
-                        stamps: Vec::new(),
-                        cmd_set: false,
-                    };
-                    // The base's ONBUILD triggers run once, here, before the
-                    // stage's own instructions; the result does not carry them.
-                    steps.add(triggers.len());
-                    for trigger in &triggers {
-                        let origin = TriggerOrigin::Image(&reference);
-                        self.run_trigger(stage, &mut state, origin, trigger, &mut steps)?;
-                    }
-                    state
-                }
-            }
+        )
+    }
+
+    /// A stage built on stage `b`: its state, after the parent's own ONBUILD triggers.
+    fn base_stage(
+        &mut self,
+        stage: &Stage,
+        b: usize,
+        platform: &Platform,
+        steps: &mut Steps,
+    ) -> Result<StageState, SourceError> {
+        let parent = self.stages.get(&b).cloned().ok_or_else(|| {
+            self.err(
+                stage.node,
+                ErrorKind::Stage,
+                "the base stage was not built",
+                None,
+            )
+        })?;
+        let mut state = StageState {
+            platform: platform.clone(),
+            cmd_set: false,
+            ..parent
         };
-        for ri in &stage.instructions {
-            let description = if makes_vertex(&ri.instruction) {
-                steps.next(&self.display(ri))
-            } else {
-                String::new()
-            };
-            self.lower_instruction(stage, &mut state, ri, description)?;
+        // As BuildKit: the parent stage's own ONBUILD instructions run
+        // here, once; the child's config does not carry them on.
+        let triggers = std::mem::take(&mut state.config.config.on_build);
+        let parent_name = self.build.stages.get(b).map(Stage::display_name);
+        let parent_name = parent_name.unwrap_or_default();
+        let args = self.args_at_end(b);
+        let origin = TriggerOrigin::Stage {
+            name: &parent_name,
+            args: &args,
+        };
+        steps.add(triggers.len());
+        for trigger in &triggers {
+            self.run_trigger(stage, &mut state, origin, trigger, steps)?;
         }
-        state.config.created = Some(self.created.clone());
+        Ok(state)
+    }
+
+    /// A stage on an image (or a named context in its place): the FROM step, then the
+    /// image's ONBUILD triggers.
+    fn base_image(
+        &mut self,
+        stage: &Stage,
+        written: &str,
+        platform: &Platform,
+        steps: &mut Steps,
+    ) -> Result<StageState, SourceError> {
+        let named = self
+            .opts
+            .named_contexts
+            .get(&written.to_ascii_lowercase())
+            .cloned();
+        let reference = match &named {
+            Some(NamedContext::Image(r)) => r.clone(),
+            _ => written.to_string(),
+        };
+        let meta = self.metadata(steps.next(&format!("FROM {reference}")), stage.node, stage);
+        if let Some(NamedContext::Local(local)) = named {
+            // A directory as the base: its files become the first layer.
+            let src = self.local(&local, platform, stage.node)?;
+            let copy = FileAction::Copy(kiln_solver::llb::CopyAction::whole_tree(0));
+            let op = Op::File(FileOp {
+                base: None,
+                users: None,
+                actions: vec![copy],
+            });
+            let v = self.add(op, platform, &[src], meta, stage.node)?;
+            return Ok(StageState::empty(Some(v), platform));
+        }
+        let (v, mut config) = self.image(&reference, platform, stage.node, meta)?;
+        config.created = None;
+        let triggers = std::mem::take(&mut config.config.on_build);
+        let mut state = StageState {
+            vertex: Some(v),
+            config,
+            platform: platform.clone(),
+            stamps: Vec::new(),
+            cmd_set: false,
+        };
+        // The base's ONBUILD triggers run once, here, before the
+        // stage's own instructions; the result does not carry them.
+        steps.add(triggers.len());
+        for trigger in &triggers {
+            let origin = TriggerOrigin::Image(&reference);
+            self.run_trigger(stage, &mut state, origin, trigger, steps)?;
+        }
         Ok(state)
     }
 

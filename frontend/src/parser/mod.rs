@@ -89,113 +89,144 @@ impl<'a> Parser<'a> {
                 Err(e) => return Err(self.directive_error(e, line_no, trimmed)),
             }
             let first = if is_comment { "" } else { trimmed };
-            let start_line = line_no;
             let column = scanner::leading_columns(scanner::trim_newline(raw)) + 1;
-            let (first_part, mut end_of_line) = scanner::trim_continuation(first, self.escape);
-            if end_of_line && first_part.is_empty() {
+            let Some((buf, span)) = self.logical_line(first, line_no, column, &mut warnings)?
+            else {
                 continue;
-            }
-            let mut buf = first_part.to_string();
-            let mut empty_continuation = false;
-            while !end_of_line {
-                let Some(next) = self.lines.next_line() else {
-                    break;
-                };
-                let next = scanner::trim_newline(next);
-                let content = next.trim_start();
-                if content.starts_with('#') {
-                    continue;
-                }
-                if content.is_empty() {
-                    empty_continuation = true;
-                    continue;
-                }
-                let (part, eol) = scanner::trim_continuation(next, self.escape);
-                buf.push_str(part);
-                end_of_line = eol;
-            }
-            let end_line = self.lines.current();
-            if empty_continuation {
-                warnings.push(Warning {
-                    short: format!("Empty continuation line found in: {first_part}"),
-                    detail: "Empty continuation lines will become errors in a future release"
-                        .into(),
-                    url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
-                    rule: "NoEmptyContinuation".into(),
-                    line: end_line,
-                });
-            }
-
-            if buf.trim().is_empty() {
-                // BuildKit records an instruction with an empty keyword here and fails later
-                // with "unknown instruction"; failing now points at the cause.
-                let text = self.lines.line_text(start_line).unwrap_or("");
-                let location =
-                    Location::new(self.file, start_line, column, text.trim().chars().count())
-                        .with_end_line(end_line);
-                return Err(self
-                    .error(
-                        ErrorKind::Syntax,
-                        "line continuation without an instruction".into(),
-                        location,
-                    )
-                    .with_hint(format!(
-                        "remove the trailing `{}` or put an instruction before it",
-                        self.escape
-                    )));
-            }
-            let span = Span {
-                start_line,
-                end_line,
-                column,
             };
             let mut node = self
                 .node_from_line(&buf, span)
-                .map_err(|e| self.argument_error(e, start_line, end_line, column))?;
-
+                .map_err(|e| self.argument_error(e, span.start_line, span.end_line, column))?;
             if can_contain_heredoc(&node) && buf.contains("<<") {
-                for mut doc in heredoc::heredocs_from_line(&buf) {
-                    let mut terminated = false;
-                    while let Some(body) = self.lines.next_line() {
-                        let mut candidate = scanner::trim_newline(body);
-                        if doc.chomp {
-                            candidate = candidate.trim_start_matches('\t');
-                        }
-                        if candidate == doc.name {
-                            terminated = true;
-                            break;
-                        }
-                        doc.content.push_str(body);
-                    }
-                    if !terminated {
-                        let first_text = self.lines.line_text(start_line).unwrap_or("");
-                        let (col, len) = heredoc_column(first_text, &doc.name);
-                        let location = Location::new(self.file, start_line, col, len)
-                            .with_end_line(self.lines.current());
-                        return Err(self
-                            .error(
-                                ErrorKind::Heredoc,
-                                format!("unterminated heredoc {:?}", doc.name),
-                                location,
-                            )
-                            .with_hint(format!(
-                                "end the heredoc with a line containing only `{}`{}",
-                                doc.name,
-                                if doc.chomp {
-                                    " (leading tabs allowed)"
-                                } else {
-                                    ""
-                                }
-                            )));
-                    }
-                    node.heredocs.push(doc);
-                }
-                node.span.end_line = self.lines.current();
+                self.read_heredocs(&mut node, &buf)?;
             }
             node.prev_comment = std::mem::take(&mut comments);
             children.push(node);
         }
+        self.finish(children, warnings)
+    }
 
+    /// One instruction's text: `first` (its first physical line) joined with the lines its
+    /// continuations take, comment lines and empty lines skipped (the latter warned about).
+    /// `None` for a lone continuation with nothing before it.
+    fn logical_line(
+        &mut self,
+        first: &str,
+        start_line: usize,
+        column: usize,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<(String, Span)>, SourceError> {
+        let (first_part, mut end_of_line) = scanner::trim_continuation(first, self.escape);
+        if end_of_line && first_part.is_empty() {
+            return Ok(None);
+        }
+        let mut buf = first_part.to_string();
+        let mut empty_continuation = false;
+        while !end_of_line {
+            let Some(next) = self.lines.next_line() else {
+                break;
+            };
+            let next = scanner::trim_newline(next);
+            let content = next.trim_start();
+            if content.starts_with('#') {
+                continue;
+            }
+            if content.is_empty() {
+                empty_continuation = true;
+                continue;
+            }
+            let (part, eol) = scanner::trim_continuation(next, self.escape);
+            buf.push_str(part);
+            end_of_line = eol;
+        }
+        let end_line = self.lines.current();
+        if empty_continuation {
+            warnings.push(Warning {
+                short: format!("Empty continuation line found in: {first_part}"),
+                detail: "Empty continuation lines will become errors in a future release".into(),
+                url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
+                rule: "NoEmptyContinuation".into(),
+                line: end_line,
+            });
+        }
+        if buf.trim().is_empty() {
+            return Err(self.lone_continuation(start_line, end_line, column));
+        }
+        let span = Span {
+            start_line,
+            end_line,
+            column,
+        };
+        Ok(Some((buf, span)))
+    }
+
+    /// A continuation whose lines hold no instruction. BuildKit records an instruction with
+    /// an empty keyword here and fails later with "unknown instruction"; failing now points
+    /// at the cause.
+    fn lone_continuation(&self, start_line: usize, end_line: usize, column: usize) -> SourceError {
+        let text = self.lines.line_text(start_line).unwrap_or("");
+        let location = Location::new(self.file, start_line, column, text.trim().chars().count())
+            .with_end_line(end_line);
+        self.error(
+            ErrorKind::Syntax,
+            "line continuation without an instruction".into(),
+            location,
+        )
+        .with_hint(format!(
+            "remove the trailing `{}` or put an instruction before it",
+            self.escape
+        ))
+    }
+
+    /// Reads the bodies of the heredocs `line` opens, from the lines after it, into `node`.
+    fn read_heredocs(&mut self, node: &mut Node, line: &str) -> Result<(), SourceError> {
+        let start_line = node.span.start_line;
+        for mut doc in heredoc::heredocs_from_line(line) {
+            let mut terminated = false;
+            while let Some(body) = self.lines.next_line() {
+                let mut candidate = scanner::trim_newline(body);
+                if doc.chomp {
+                    candidate = candidate.trim_start_matches('\t');
+                }
+                if candidate == doc.name {
+                    terminated = true;
+                    break;
+                }
+                doc.content.push_str(body);
+            }
+            if !terminated {
+                return Err(self.unterminated_heredoc(&doc, start_line));
+            }
+            node.heredocs.push(doc);
+        }
+        node.span.end_line = self.lines.current();
+        Ok(())
+    }
+
+    /// The error for a heredoc the file ends inside.
+    fn unterminated_heredoc(&self, doc: &Heredoc, start_line: usize) -> SourceError {
+        let first_text = self.lines.line_text(start_line).unwrap_or("");
+        let (col, len) = heredoc_column(first_text, &doc.name);
+        let location =
+            Location::new(self.file, start_line, col, len).with_end_line(self.lines.current());
+        self.error(
+            ErrorKind::Heredoc,
+            format!("unterminated heredoc {:?}", doc.name),
+            location,
+        )
+        .with_hint(format!(
+            "end the heredoc with a line containing only `{}`{}",
+            doc.name,
+            if doc.chomp {
+                " (leading tabs allowed)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// The tree of `children`; an error when there are none.
+    fn finish(self, children: Vec<Node>, warnings: Vec<Warning>) -> Result<Ast, SourceError> {
         let (Some(first), Some(last)) = (children.first(), children.last()) else {
             let line = self.lines.current().max(1);
             return Err(self

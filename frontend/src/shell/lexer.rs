@@ -447,6 +447,7 @@ impl ShellWord<'_> {
         }
     }
 
+    /// Expands the `$name` or `${...}` at the cursor (on the `$`).
     fn process_dollar(&mut self) -> Result<String, ShellError> {
         self.pos += 1; // the `$`
         if self.peek() != Some('{') {
@@ -467,111 +468,104 @@ impl ShellWord<'_> {
             Some(_) => {}
         }
         let name = self.process_name();
-        let Some(mut ch) = self.next() else {
+        let Some(ch) = self.next() else {
             return Err(ShellError::MissingBrace);
         };
-        let mut modifier = ch.to_string();
         match ch {
             '}' => Ok(match self.get_env(&name) {
                 Some(v) => v,
                 None if self.lex.skip_unset_env => format!("${{{name}}}"),
                 None => String::new(),
             }),
-            ':' | '+' | '-' | '?' | '#' | '%' => {
-                let null_is_unset = ch == ':';
-                if null_is_unset {
-                    match self.next() {
-                        Some(c) => {
-                            ch = c;
-                            modifier.push(c);
-                        }
-                        None => return Err(ShellError::MissingBrace),
-                    }
+            ':' | '+' | '-' | '?' | '#' | '%' => self.process_modifier(name, ch),
+            '/' => self.process_replace(name),
+            _ => Err(ShellError::UnsupportedModifier(ch.to_string())),
+        }
+    }
+
+    /// `${name<op>word}` after the operator's first character `ch`: `:-` `-` `:+` `+` `:?`
+    /// `?` and the prefix/suffix trims `#` `##` `%` `%%`.
+    fn process_modifier(&mut self, name: String, mut ch: char) -> Result<String, ShellError> {
+        let mut modifier = ch.to_string();
+        let null_is_unset = ch == ':';
+        if null_is_unset {
+            match self.next() {
+                Some(c) => {
+                    ch = c;
+                    modifier.push(c);
                 }
-                let raw = ch == '#' || ch == '%';
-                let word = match self.process_stop_on(Some('}'), raw) {
-                    Ok((w, _)) => w,
-                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
-                        return Err(ShellError::MissingBrace)
-                    }
-                    Err(e) => return Err(e),
-                };
-                let value = self.get_env(&name);
-                if self.lex.skip_unset_env && value.is_none() {
-                    return Ok(format!("${{{name}{modifier}{word}}}"));
-                }
-                let empty = value
-                    .as_deref()
-                    .is_none_or(|v| null_is_unset && v.is_empty());
-                match ch {
-                    '-' => Ok(if empty {
-                        word
-                    } else {
-                        value.unwrap_or_default()
-                    }),
-                    '+' => Ok(if empty { String::new() } else { word }),
-                    '?' => match value {
-                        None => Err(ShellError::Required {
-                            name,
-                            message: or_default(word, "is not allowed to be unset"),
-                        }),
-                        Some(v) if null_is_unset && v.is_empty() => Err(ShellError::Required {
-                            name,
-                            message: or_default(word, "is not allowed to be empty"),
-                        }),
-                        Some(v) => Ok(v),
-                    },
-                    '#' | '%' => {
-                        let value = value.unwrap_or_default();
-                        // A doubled operator (`##`, `%%`) selects the longest match.
-                        let (pat, longest) = match word.strip_prefix(ch) {
-                            Some(rest) => (rest.to_string(), true),
-                            None => (word, false),
-                        };
-                        let pattern = compile(&pat)?;
-                        if ch == '%' {
-                            pattern.trim_suffix(&value, longest)
-                        } else {
-                            pattern.trim_prefix(&value, longest)
-                        }
-                        .ok_or(ShellError::TooExpensive)
-                    }
-                    _ => Err(ShellError::UnsupportedModifier(modifier)),
-                }
+                None => return Err(ShellError::MissingBrace),
             }
-            '/' => {
-                let all = self.peek() == Some('/');
-                if all {
-                    self.pos += 1;
-                }
-                let pat = match self.process_stop_on(Some('/'), true) {
-                    Ok((w, _)) => w,
-                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
-                        return Err(ShellError::MissingSlash)
-                    }
-                    Err(e) => return Err(e),
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((w, _)) => w,
-                    Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
-                        return Err(ShellError::MissingBrace)
-                    }
-                    Err(e) => return Err(e),
-                };
-                let value = self.get_env(&name);
-                let Some(value) = value else {
-                    if self.lex.skip_unset_env {
-                        return Ok(format!("${{{name}/{pat}/{replacement}}}"));
-                    }
-                    return Ok(String::new());
-                };
-                compile(&pat)?
-                    .replace(&value, &replacement, all, self.limit)
-                    .map_err(|_| ShellError::TooExpensive)?
-                    .ok_or(ShellError::TooLarge)
+        }
+        let raw = ch == '#' || ch == '%';
+        let word = match self.process_stop_on(Some('}'), raw) {
+            Ok((w, _)) => w,
+            Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                return Err(ShellError::MissingBrace)
             }
+            Err(e) => return Err(e),
+        };
+        let value = self.get_env(&name);
+        if self.lex.skip_unset_env && value.is_none() {
+            return Ok(format!("${{{name}{modifier}{word}}}"));
+        }
+        let empty = value
+            .as_deref()
+            .is_none_or(|v| null_is_unset && v.is_empty());
+        match ch {
+            '-' => Ok(if empty {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
+            '+' => Ok(if empty { String::new() } else { word }),
+            '?' => match value {
+                None => Err(ShellError::Required {
+                    name,
+                    message: or_default(word, "is not allowed to be unset"),
+                }),
+                Some(v) if null_is_unset && v.is_empty() => Err(ShellError::Required {
+                    name,
+                    message: or_default(word, "is not allowed to be empty"),
+                }),
+                Some(v) => Ok(v),
+            },
+            '#' | '%' => trim_affix(ch, word, value.unwrap_or_default()),
             _ => Err(ShellError::UnsupportedModifier(modifier)),
         }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}` (every match).
+    fn process_replace(&mut self, name: String) -> Result<String, ShellError> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.pos += 1;
+        }
+        let pat = match self.process_stop_on(Some('/'), true) {
+            Ok((w, _)) => w,
+            Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                return Err(ShellError::MissingSlash)
+            }
+            Err(e) => return Err(e),
+        };
+        let replacement = match self.process_stop_on(Some('}'), true) {
+            Ok((w, _)) => w,
+            Err(ShellError::Unterminated(_)) if self.peek().is_none() => {
+                return Err(ShellError::MissingBrace)
+            }
+            Err(e) => return Err(e),
+        };
+        let value = self.get_env(&name);
+        let Some(value) = value else {
+            if self.lex.skip_unset_env {
+                return Ok(format!("${{{name}/{pat}/{replacement}}}"));
+            }
+            return Ok(String::new());
+        };
+        compile(&pat)?
+            .replace(&value, &replacement, all, self.limit)
+            .map_err(|_| ShellError::TooExpensive)?
+            .ok_or(ShellError::TooLarge)
     }
 
     /// Reads a variable name: letters, digits and `_`; a leading digit run is a positional
@@ -598,6 +592,22 @@ impl ShellWord<'_> {
         }
         name
     }
+}
+
+/// `${name#pat}` / `##` (prefix) or `%` / `%%` (suffix) trimmed from `value`; a doubled
+/// operator selects the longest match.
+fn trim_affix(ch: char, word: String, value: String) -> Result<String, ShellError> {
+    let (pat, longest) = match word.strip_prefix(ch) {
+        Some(rest) => (rest.to_string(), true),
+        None => (word, false),
+    };
+    let pattern = compile(&pat)?;
+    if ch == '%' {
+        pattern.trim_suffix(&value, longest)
+    } else {
+        pattern.trim_prefix(&value, longest)
+    }
+    .ok_or(ShellError::TooExpensive)
 }
 
 fn or_default(word: String, default: &str) -> String {

@@ -7,6 +7,15 @@ use kiln_oci::Digest;
 /// What can go wrong while reading or writing the content store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
+    /// Following the references of the store's images failed.
+    #[error("walking the images of {}", root.display())]
+    Walk {
+        /// The store.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<kiln_oci::Error>,
+    },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {

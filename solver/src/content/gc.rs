@@ -23,78 +23,14 @@ pub struct GcReport {
     pub reclaimed: u64,
 }
 
-/// The digests a JSON manifest or index refers to (config, layers, manifests, subject).
-fn children(bytes: &[u8]) -> Vec<Digest> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut push = |d: &serde_json::Value| {
-        if let Some(s) = d.get("digest").and_then(|x| x.as_str()) {
-            if let Ok(d) = Digest::try_from(s) {
-                out.push(d);
-            }
-        }
-    };
-    for key in ["manifests", "layers", "blobs"] {
-        if let Some(arr) = v.get(key).and_then(|x| x.as_array()) {
-            arr.iter().for_each(&mut push);
-        }
-    }
-    for key in ["config", "subject"] {
-        if let Some(d) = v.get(key) {
-            push(d);
-        }
-    }
-    out
-}
-
-/// Whether a descriptor's blob may refer to other blobs (manifests, indexes, artifacts).
-fn may_refer(media_type: &str) -> bool {
-    media_type.contains("manifest") || media_type.contains("index") || media_type.is_empty()
-}
-
 impl ContentStore {
     /// Every blob reachable from the tags of `index.json` (entries without a name count too).
     pub fn reachable(&self) -> Result<HashSet<Digest>> {
         let index = self.index()?;
-        let mut seen: HashSet<Digest> = HashSet::new();
-        let mut stack: Vec<(Digest, bool)> = index
-            .manifests
-            .iter()
-            .map(|d| (d.digest.clone(), may_refer(&d.media_type)))
-            .collect();
-        while let Some((digest, follow)) = stack.pop() {
-            if !seen.insert(digest.clone()) {
-                continue;
-            }
-            // Layers are never parsed: only small JSON documents can refer to blobs.
-            if !follow || !self.exists(&digest)? {
-                continue;
-            }
-            if self.size(&digest)?.unwrap_or(0) > 4 * 1024 * 1024 {
-                continue;
-            }
-            let bytes = self.read_blob(&digest)?;
-            let v: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-            let layer_digests: HashSet<String> = v
-                .as_ref()
-                .and_then(|v| v.get("layers"))
-                .and_then(|l| l.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| {
-                            d.get("digest").and_then(|x| x.as_str()).map(str::to_string)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for child in children(&bytes) {
-                let is_layer = layer_digests.contains(child.as_ref());
-                stack.push((child, !is_layer));
-            }
-        }
-        Ok(seen)
+        kiln_oci::walk::reachable(self, index.manifests).map_err(|e| ContentError::Walk {
+            root: self.root().to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Removes every blob that is neither reachable from a tag nor in `keep`, and leftover

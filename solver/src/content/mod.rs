@@ -8,6 +8,7 @@
 
 mod error;
 mod gc;
+mod image_store;
 mod ingest;
 mod lock;
 mod threaded;

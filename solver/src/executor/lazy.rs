@@ -116,7 +116,11 @@ impl Executor for LazyExecutor {
         *warming = std::thread::Builder::new()
             .name("kiln-executor-select".into())
             .spawn(move || {
-                chosen.get_or_init(|| select(kind, config).map_err(|e| e.to_string()));
+                let chosen = chosen.get_or_init(|| select(kind, config).map_err(|e| e.to_string()));
+                // Then what its first step needs (a network).
+                if let Ok(e) = chosen {
+                    e.warm_up();
+                }
             })
             .ok();
     }

@@ -8,11 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use super::cgroup_view;
+use super::netns::NetworkPool;
 use super::oci_kill::ContainerKill;
 use super::oci_spec::{build_spec, write_bundle};
 use super::output::OutputCallback;
 use super::pump::pump;
 use super::running::RunningSteps;
+use super::seccomp::bpf::sandbox_program;
 use super::user::ResolvedUser;
 use super::world::{prepare, World};
 use super::{
@@ -86,6 +88,7 @@ pub struct OciExecutor {
     config: ExecutorConfig,
     runtime: OciRuntime,
     running: Arc<RunningSteps>,
+    networks: Arc<NetworkPool>,
 }
 
 impl OciExecutor {
@@ -109,6 +112,7 @@ impl OciExecutor {
     /// Uses `runtime` after checking that it can start a container.
     pub fn with_runtime(config: ExecutorConfig, runtime: OciRuntime) -> Result<Self, ExecError> {
         let e = OciExecutor {
+            networks: NetworkPool::new(config.runs_dir()),
             config,
             runtime,
             running: Arc::default(),
@@ -214,6 +218,9 @@ impl OciExecutor {
         let bundle = world.run_dir.clone();
         let mut spec = build_spec(world)?;
         release_secrets_after_start(&mut spec, world);
+        if self.runtime.name == "crun" {
+            precompiled_seccomp(&mut spec, world)?;
+        }
         write_bundle(&bundle, &spec)?;
         let log = world.run_dir.join("runtime.log");
         let state_root = self.state_root();
@@ -297,6 +304,36 @@ fn release_secrets_after_start(spec: &mut oci_spec::runtime::Spec, world: &World
     spec.set_hooks(Some(hooks));
 }
 
+/// crun's annotation for a filter compiled ahead: the sandbox profile as
+/// this process compiled it once ([`sandbox_program`], the same libseccomp
+/// compilation crun would make of the spec's profile), which spares crun
+/// compiling it again for every step (~10 ms of CPU). crun then ignores
+/// `linux.seccomp`, which stays in the spec as the profile's statement.
+pub const SECCOMP_BPF_ANNOTATION: &str = "run.oci.seccomp_bpf_data";
+
+fn precompiled_seccomp(spec: &mut oci_spec::runtime::Spec, world: &World) -> Result<(), ExecError> {
+    if world.security != SecurityMode::Sandbox {
+        return Ok(());
+    }
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(
+        SECCOMP_BPF_ANNOTATION.to_string(),
+        seccomp_bpf_data()?.to_string(),
+    );
+    spec.set_annotations(Some(annotations));
+    Ok(())
+}
+
+/// [`sandbox_program`] in base64, encoded once per process.
+fn seccomp_bpf_data() -> Result<&'static str, ExecError> {
+    static ENCODED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(e) = ENCODED.get() {
+        return Ok(e);
+    }
+    let encoded = sandbox_program()?.to_base64();
+    Ok(ENCODED.get_or_init(|| encoded))
+}
+
 /// The last `"level":"error"` message of a runtime's JSON log.
 fn last_error(log: &str) -> Option<String> {
     log.split_inclusive('}')
@@ -315,7 +352,7 @@ impl Executor for OciExecutor {
         if self.running.is_canceled() {
             return Err(ExecError::Canceled);
         }
-        let prepared = prepare(&self.config, req)?;
+        let prepared = prepare(&self.config, req, &self.networks)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
         let outcome = result?;
@@ -325,12 +362,31 @@ impl Executor for OciExecutor {
 
     fn cancel(&self) {
         self.running.cancel();
+        self.networks.close();
+    }
+
+    fn warm_up(&self) {
+        self.networks.prestart();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crun_gets_the_compiled_sandbox_filter() {
+        use base64::Engine;
+        let data = seccomp_bpf_data().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        let program: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(program, sandbox_program().unwrap().instructions());
+    }
 
     #[test]
     fn last_error_of_json_log() {

@@ -11,19 +11,22 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::env::process_env;
 use super::hosts::{hosts_file, resolv_conf, DEFAULT_HOSTNAME};
-use super::netns::SlirpNetwork;
+use super::netns::{NetworkLease, NetworkPool};
 use super::user::{ResolvedUser, UserDb};
 use super::{ExecError, ExecRequest, ExecutorConfig, NetworkMode, SecurityMode};
 use crate::mounts::bind::ScratchBind;
 use crate::mounts::cache::{CacheLease, CacheMounts};
 use crate::mounts::secret::SecretFiles;
 use crate::mounts::ssh::AgentForward;
-use crate::mounts::{sort_by_depth, ContainerMount, MountKind, MountSpec};
+use crate::mounts::{
+    sort_by_depth, CacheSpec, ContainerMount, MountKind, MountSpec, SecretSpec, SshSpec,
+};
 use crate::rootfs_path::{host_path, resolve_in_root};
 use crate::snapshot::overlay::OverlayMount;
 
@@ -86,12 +89,14 @@ struct Guard {
     caches: Vec<CacheLease>,
     secrets: Option<SecretFiles>,
     binds: Vec<ScratchBind>,
-    network: Option<SlirpNetwork>,
+    network: Option<NetworkLease>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn unique_id() -> String {
+/// A new id for a step or a network, unique on this host (`kiln-<pid>-…`,
+/// which [`super::sweep`] reads to clean up after a dead kiln).
+pub(crate) fn unique_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -104,252 +109,39 @@ fn unique_id() -> String {
     )
 }
 
-/// Prepares the world for `req`.
-pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, ExecError> {
+/// Prepares the world for `req`; the default network comes from `networks`.
+pub fn prepare(
+    config: &ExecutorConfig,
+    req: &ExecRequest,
+    networks: &Arc<NetworkPool>,
+) -> Result<Prepared, ExecError> {
     if req.args.is_empty() {
         return Err(ExecError::Invalid("empty argv".into()));
     }
     let id = unique_id();
-    // Runtimes resolve relative paths against their bundle: hand them absolute ones.
-    let run_dir = std::path::absolute(config.runs_dir().join(&id))
-        .map_err(ExecError::setup("resolving the run directory"))?;
-    fs::create_dir_all(&run_dir)
-        .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
+    let run_dir = make_run_dir(config, &id)?;
     let mut guard = Guard::default();
     guard.run_dir = run_dir.clone();
     guard.upper = req.rootfs.upper.clone();
-    let rootfs = run_dir.join("rootfs");
-    fs::create_dir(&rootfs).map_err(ExecError::setup("creating the rootfs mount point"))?;
-    guard.rootfs_mount = Some(req.rootfs.mount_volatile(&rootfs)?);
-
+    let rootfs = mount_rootfs(req, &run_dir, &mut guard)?;
     let user = UserDb::read(&rootfs).resolve(&req.user)?;
     let before = walk(&req.rootfs.upper);
 
-    let mut mounts = vec![
-        ContainerMount {
-            destination: "/proc".into(),
-            kind: MountKind::Proc,
-        },
-        ContainerMount {
-            destination: "/dev".into(),
-            kind: MountKind::Dev,
-        },
-        ContainerMount {
-            destination: "/sys".into(),
-            kind: MountKind::Sysfs {
-                readonly: req.security == SecurityMode::Sandbox,
-            },
-        },
-    ];
-    let mut user_mounts = Vec::new();
-    let mut secret_env = Vec::new();
-    let mut ssh_index = 0usize;
-    for (n, spec) in req.mounts.iter().enumerate() {
-        let (target, kind) = match spec {
-            MountSpec::Bind {
-                source,
-                target,
-                readonly,
-            } => {
-                if !source.exists() {
-                    return Err(ExecError::Invalid(format!(
-                        "bind mount source {} does not exist",
-                        source.display()
-                    )));
-                }
-                let source = if *readonly {
-                    source.clone()
-                } else {
-                    let scratch = ScratchBind::new(source, &run_dir.join(format!("bind-{n}")))
-                        .map_err(ExecError::setup(format!(
-                            "preparing a writable view of {}",
-                            source.display()
-                        )))?;
-                    let s = scratch.source().to_path_buf();
-                    guard.binds.push(scratch);
-                    s
-                };
-                (
-                    target.clone(),
-                    MountKind::Bind {
-                        source,
-                        readonly: *readonly,
-                    },
-                )
-            }
-            MountSpec::Cache(c) => {
-                let caches = CacheMounts::new(config.cache_mounts_dir())
-                    .map_err(ExecError::setup("opening cache-mounts"))?;
-                let lease = caches
-                    .acquire_seeded(&c.id, c.sharing, c.mode, c.uid, c.gid, c.seed.as_deref())
-                    .map_err(ExecError::setup(format!(
-                        "acquiring cache mount {:?}",
-                        c.id
-                    )))?;
-                let source = lease.dir().to_path_buf();
-                guard.caches.push(lease);
-                (
-                    c.target.clone(),
-                    MountKind::Bind {
-                        source,
-                        readonly: c.readonly,
-                    },
-                )
-            }
-            // The mode is the mount point's, once resolved (below).
-            MountSpec::Tmpfs { target, size } => (
-                target.clone(),
-                MountKind::Tmpfs {
-                    size: *size,
-                    mode: TMPFS_FRESH_MODE,
-                },
-            ),
-            MountSpec::Secret(s) => {
-                if let Some(var) = &s.env {
-                    let value = String::from_utf8(s.data.clone()).map_err(|_| {
-                        ExecError::Invalid(format!(
-                            "secret {:?} is not UTF-8 and cannot be an environment variable",
-                            s.id
-                        ))
-                    })?;
-                    secret_env.push((var.clone(), value));
-                }
-                let Some(target) = s.file_target() else {
-                    continue;
-                };
-                if guard.secrets.is_none() {
-                    guard.secrets = Some(
-                        SecretFiles::new(&run_dir.join("secrets"))
-                            .map_err(ExecError::setup("mounting the secrets tmpfs"))?,
-                    );
-                }
-                let files = guard
-                    .secrets
-                    .as_mut()
-                    .ok_or_else(|| ExecError::Invalid("secrets tmpfs missing".into()))?;
-                let source = files
-                    .add(&s.data, s.mode, s.uid, s.gid)
-                    .map_err(ExecError::setup(format!("writing secret {:?}", s.id)))?;
-                (
-                    target,
-                    MountKind::Bind {
-                        source,
-                        readonly: true,
-                    },
-                )
-            }
-            MountSpec::Ssh(s) => {
-                let target = s
-                    .target
-                    .clone()
-                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
-                ssh_index += 1;
-                let forward = AgentForward::start(
-                    &s.agent_socket,
-                    &run_dir.join(format!("ssh-{n}.sock")),
-                    s.mode,
-                    s.uid,
-                    s.gid,
-                )
-                .map_err(ExecError::setup(format!("forwarding ssh agent {:?}", s.id)))?;
-                let source = forward.socket().to_path_buf();
-                guard.agents.push(forward);
-                (
-                    target,
-                    MountKind::Bind {
-                        source,
-                        readonly: false,
-                    },
-                )
-            }
-        };
-        let target = absolute(&req.cwd, &target);
-        let destination = resolve(&rootfs, &target)?;
-        let mut kind = kind;
-        if let MountKind::Tmpfs { mode, .. } = &mut kind {
-            *mode = tmpfs_mode(&host_path(&rootfs, &destination));
-        }
-        user_mounts.push(ContainerMount { destination, kind });
-    }
-    sort_by_depth(&mut user_mounts);
-    mounts.extend(user_mounts);
-
+    let mut mounts = system_mounts(req.security);
+    let (run_mounts, secret_env) = run_mounts(config, req, &run_dir, &rootfs, &mut guard)?;
+    mounts.extend(run_mounts);
     let hostname = req
         .hostname
         .clone()
         .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
-    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let etc_dir = etc_files(
-        config,
-        &[
-            ("hosts", hosts_file(&hostname, &req.extra_hosts)),
-            (
-                "resolv.conf",
-                resolv_conf(&host_resolv, req.network.isolated()),
-            ),
-            ("hostname", format!("{hostname}\n")),
-        ],
-    )?;
-    for name in ["hosts", "resolv.conf", "hostname"] {
-        let target = format!("/etc/{name}");
-        if mounts.iter().any(|m| m.destination == target) {
-            continue;
-        }
-        mounts.push(ContainerMount {
-            destination: resolve(&rootfs, &target)?,
-            kind: MountKind::Bind {
-                source: etc_dir.join(name),
-                readonly: true,
-            },
-        });
-    }
-
-    for m in &mut mounts {
-        if let MountKind::Bind { source, .. } = &mut m.kind {
-            *source = std::path::absolute(&*source).map_err(ExecError::setup(format!(
-                "resolving mount source {}",
-                source.display()
-            )))?;
-        }
-    }
-    for m in &mounts {
-        create_stub(&rootfs, m)?;
-    }
-    for path in walk(&req.rootfs.upper).difference(&before) {
-        if let Ok(meta) = fs::symlink_metadata(req.rootfs.upper.join(path)) {
-            guard.stubs.insert(
-                path.clone(),
-                Stub {
-                    is_dir: meta.is_dir(),
-                    mode: meta.mode(),
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                },
-            );
-        }
-    }
-
-    // The working directory stays in the layer, as BuildKit leaves it.
-    let cwd = resolve(&rootfs, &absolute("/", &req.cwd))?;
-    let cwd_host = host_path(&rootfs, &cwd);
-    if !cwd_host.is_dir() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&cwd_host)
-            .map_err(ExecError::setup(format!(
-                "creating working directory {cwd}"
-            )))?;
-    }
-    let mut p = PathBuf::from(cwd.trim_start_matches('/'));
-    while !p.as_os_str().is_empty() {
-        guard.keep.insert(p.clone());
-        p = p.parent().map(Path::to_path_buf).unwrap_or_default();
-    }
+    etc_mounts(config, req, &hostname, &rootfs, &mut mounts)?;
+    absolute_sources(&mut mounts)?;
+    make_mount_points(&rootfs, &mounts, &before, &mut guard)?;
+    let cwd = working_dir(&rootfs, &req.cwd, &mut guard)?;
 
     let env = process_env(&req.env, &user.home, &secret_env);
     if req.network == NetworkMode::Default {
-        guard.network = Some(SlirpNetwork::start(&run_dir)?);
+        guard.network = Some(default_network(req, networks)?);
     }
     let netns = guard.network.as_ref().map(|n| n.path().to_path_buf());
     Ok(Prepared {
@@ -369,6 +161,342 @@ pub fn prepare(config: &ExecutorConfig, req: &ExecRequest) -> Result<Prepared, E
         },
         _guard: guard,
     })
+}
+
+/// The step's scratch directory, `runs/<id>`, as an absolute path: runtimes
+/// resolve relative paths against their bundle.
+fn make_run_dir(config: &ExecutorConfig, id: &str) -> Result<PathBuf, ExecError> {
+    let run_dir = std::path::absolute(config.runs_dir().join(id))
+        .map_err(ExecError::setup("resolving the run directory"))?;
+    fs::create_dir_all(&run_dir)
+        .map_err(ExecError::setup(format!("creating {}", run_dir.display())))?;
+    Ok(run_dir)
+}
+
+/// Mounts the step's overlay at `run_dir/rootfs`.
+fn mount_rootfs(
+    req: &ExecRequest,
+    run_dir: &Path,
+    guard: &mut Guard,
+) -> Result<PathBuf, ExecError> {
+    let rootfs = run_dir.join("rootfs");
+    fs::create_dir(&rootfs).map_err(ExecError::setup("creating the rootfs mount point"))?;
+    guard.rootfs_mount = Some(req.rootfs.mount_volatile(&rootfs)?);
+    Ok(rootfs)
+}
+
+/// /proc, /dev and /sys, first of all mounts.
+fn system_mounts(security: SecurityMode) -> Vec<ContainerMount> {
+    vec![
+        ContainerMount {
+            destination: "/proc".into(),
+            kind: MountKind::Proc,
+        },
+        ContainerMount {
+            destination: "/dev".into(),
+            kind: MountKind::Dev,
+        },
+        ContainerMount {
+            destination: "/sys".into(),
+            kind: MountKind::Sysfs {
+                readonly: security == SecurityMode::Sandbox,
+            },
+        },
+    ]
+}
+
+/// Secrets given as environment variables: (name, value).
+type SecretEnv = Vec<(String, String)>;
+
+/// The RUN mounts with their sources ready, parents before children, and
+/// the secrets given as environment variables.
+fn run_mounts(
+    config: &ExecutorConfig,
+    req: &ExecRequest,
+    run_dir: &Path,
+    rootfs: &Path,
+    guard: &mut Guard,
+) -> Result<(Vec<ContainerMount>, SecretEnv), ExecError> {
+    let mut mounts = Vec::new();
+    let mut secret_env = Vec::new();
+    let mut ssh_index = 0usize;
+    for (n, spec) in req.mounts.iter().enumerate() {
+        let (target, kind) = match spec {
+            MountSpec::Bind {
+                source,
+                target,
+                readonly,
+            } => bind_source(
+                source,
+                target,
+                *readonly,
+                &run_dir.join(format!("bind-{n}")),
+                guard,
+            )?,
+            MountSpec::Cache(c) => cache_source(config, c, guard)?,
+            // The mode is the mount point's, once resolved (below).
+            MountSpec::Tmpfs { target, size } => (
+                target.clone(),
+                MountKind::Tmpfs {
+                    size: *size,
+                    mode: TMPFS_FRESH_MODE,
+                },
+            ),
+            MountSpec::Secret(s) => {
+                if let Some(var) = &s.env {
+                    secret_env.push((var.clone(), secret_env_value(s)?));
+                }
+                match secret_source(s, run_dir, guard)? {
+                    Some(m) => m,
+                    None => continue,
+                }
+            }
+            MountSpec::Ssh(s) => {
+                let target = s
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                ssh_source(s, target, &run_dir.join(format!("ssh-{n}.sock")), guard)?
+            }
+        };
+        let target = absolute(&req.cwd, &target);
+        let destination = resolve(rootfs, &target)?;
+        let mut kind = kind;
+        if let MountKind::Tmpfs { mode, .. } = &mut kind {
+            *mode = tmpfs_mode(&host_path(rootfs, &destination));
+        }
+        mounts.push(ContainerMount { destination, kind });
+    }
+    sort_by_depth(&mut mounts);
+    Ok((mounts, secret_env))
+}
+
+/// A bind mount: the source itself read-only, else a writable scratch view
+/// of it (`scratch`) whose writes are thrown away.
+fn bind_source(
+    source: &Path,
+    target: &str,
+    readonly: bool,
+    scratch: &Path,
+    guard: &mut Guard,
+) -> Result<(String, MountKind), ExecError> {
+    if !source.exists() {
+        return Err(ExecError::Invalid(format!(
+            "bind mount source {} does not exist",
+            source.display()
+        )));
+    }
+    let source = if readonly {
+        source.to_path_buf()
+    } else {
+        let view = ScratchBind::new(source, scratch).map_err(ExecError::setup(format!(
+            "preparing a writable view of {}",
+            source.display()
+        )))?;
+        let s = view.source().to_path_buf();
+        guard.binds.push(view);
+        s
+    };
+    Ok((target.to_string(), MountKind::Bind { source, readonly }))
+}
+
+/// A cache mount: its directory, leased for the step.
+fn cache_source(
+    config: &ExecutorConfig,
+    c: &CacheSpec,
+    guard: &mut Guard,
+) -> Result<(String, MountKind), ExecError> {
+    let caches = CacheMounts::new(config.cache_mounts_dir())
+        .map_err(ExecError::setup("opening cache-mounts"))?;
+    let lease = caches
+        .acquire_seeded(&c.id, c.sharing, c.mode, c.uid, c.gid, c.seed.as_deref())
+        .map_err(ExecError::setup(format!(
+            "acquiring cache mount {:?}",
+            c.id
+        )))?;
+    let source = lease.dir().to_path_buf();
+    guard.caches.push(lease);
+    Ok((
+        c.target.clone(),
+        MountKind::Bind {
+            source,
+            readonly: c.readonly,
+        },
+    ))
+}
+
+/// A secret's value as an environment variable.
+fn secret_env_value(s: &SecretSpec) -> Result<String, ExecError> {
+    String::from_utf8(s.data.clone()).map_err(|_| {
+        ExecError::Invalid(format!(
+            "secret {:?} is not UTF-8 and cannot be an environment variable",
+            s.id
+        ))
+    })
+}
+
+/// A secret file: written to the step's secrets tmpfs (made on first use)
+/// and bound read-only; `None` for a secret given only as a variable.
+fn secret_source(
+    s: &SecretSpec,
+    run_dir: &Path,
+    guard: &mut Guard,
+) -> Result<Option<(String, MountKind)>, ExecError> {
+    let Some(target) = s.file_target() else {
+        return Ok(None);
+    };
+    if guard.secrets.is_none() {
+        guard.secrets = Some(
+            SecretFiles::new(&run_dir.join("secrets"))
+                .map_err(ExecError::setup("mounting the secrets tmpfs"))?,
+        );
+    }
+    let files = guard
+        .secrets
+        .as_mut()
+        .ok_or_else(|| ExecError::Invalid("secrets tmpfs missing".into()))?;
+    let source = files
+        .add(&s.data, s.mode, s.uid, s.gid)
+        .map_err(ExecError::setup(format!("writing secret {:?}", s.id)))?;
+    Ok(Some((
+        target,
+        MountKind::Bind {
+            source,
+            readonly: true,
+        },
+    )))
+}
+
+/// An ssh agent: a socket at `socket` forwarding to the agent, bound at `target`.
+fn ssh_source(
+    s: &SshSpec,
+    target: String,
+    socket: &Path,
+    guard: &mut Guard,
+) -> Result<(String, MountKind), ExecError> {
+    let forward = AgentForward::start(&s.agent_socket, socket, s.mode, s.uid, s.gid)
+        .map_err(ExecError::setup(format!("forwarding ssh agent {:?}", s.id)))?;
+    let source = forward.socket().to_path_buf();
+    guard.agents.push(forward);
+    Ok((
+        target,
+        MountKind::Bind {
+            source,
+            readonly: false,
+        },
+    ))
+}
+
+/// /etc/hosts, resolv.conf and hostname, unless a RUN mount covers them.
+fn etc_mounts(
+    config: &ExecutorConfig,
+    req: &ExecRequest,
+    hostname: &str,
+    rootfs: &Path,
+    mounts: &mut Vec<ContainerMount>,
+) -> Result<(), ExecError> {
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let etc_dir = etc_files(
+        config,
+        &[
+            ("hosts", hosts_file(hostname, &req.extra_hosts)),
+            (
+                "resolv.conf",
+                resolv_conf(&host_resolv, req.network.isolated()),
+            ),
+            ("hostname", format!("{hostname}\n")),
+        ],
+    )?;
+    for name in ["hosts", "resolv.conf", "hostname"] {
+        let target = format!("/etc/{name}");
+        if mounts.iter().any(|m| m.destination == target) {
+            continue;
+        }
+        mounts.push(ContainerMount {
+            destination: resolve(rootfs, &target)?,
+            kind: MountKind::Bind {
+                source: etc_dir.join(name),
+                readonly: true,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Makes every bind source absolute (runtimes resolve them against the bundle).
+fn absolute_sources(mounts: &mut [ContainerMount]) -> Result<(), ExecError> {
+    for m in mounts {
+        if let MountKind::Bind { source, .. } = &mut m.kind {
+            *source = std::path::absolute(&*source).map_err(ExecError::setup(format!(
+                "resolving mount source {}",
+                source.display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the missing mount points and records what appeared in the upper
+/// dir since `before` as stubs to remove after the step.
+fn make_mount_points(
+    rootfs: &Path,
+    mounts: &[ContainerMount],
+    before: &BTreeSet<PathBuf>,
+    guard: &mut Guard,
+) -> Result<(), ExecError> {
+    for m in mounts {
+        create_stub(rootfs, m)?;
+    }
+    for path in walk(&guard.upper).difference(before) {
+        if let Ok(meta) = fs::symlink_metadata(guard.upper.join(path)) {
+            guard.stubs.insert(
+                path.clone(),
+                Stub {
+                    is_dir: meta.is_dir(),
+                    mode: meta.mode(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Resolves and creates the working directory; it and its parents stay in
+/// the layer, as BuildKit leaves them.
+fn working_dir(rootfs: &Path, cwd: &str, guard: &mut Guard) -> Result<String, ExecError> {
+    let cwd = resolve(rootfs, &absolute("/", cwd))?;
+    let cwd_host = host_path(rootfs, &cwd);
+    if !cwd_host.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&cwd_host)
+            .map_err(ExecError::setup(format!(
+                "creating working directory {cwd}"
+            )))?;
+    }
+    let mut p = PathBuf::from(cwd.trim_start_matches('/'));
+    while !p.as_os_str().is_empty() {
+        guard.keep.insert(p.clone());
+        p = p.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    Ok(cwd)
+}
+
+/// The default network for the step, from the executor's pool (see
+/// [`super::netns`]); not handed on after an insecure step.
+fn default_network(
+    req: &ExecRequest,
+    networks: &Arc<NetworkPool>,
+) -> Result<NetworkLease, ExecError> {
+    let mut lease = networks.take()?;
+    if req.security == SecurityMode::Insecure {
+        lease.discard();
+    }
+    Ok(lease)
 }
 
 /// The /etc files of a step, shared by every step with the same contents: they
@@ -573,7 +701,7 @@ impl Prepared {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.agents.clear();
-        // Its namespace file is a mount point in the run dir.
+        // The step's processes are gone: the next step may have the network.
         self.network = None;
         let unmounted = match self.rootfs_mount.take() {
             Some(m) => m.unmount().is_ok(),

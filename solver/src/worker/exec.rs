@@ -90,7 +90,46 @@ impl LocalWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or("exec root input missing")?)?,
             None => Snapshot::scratch(),
         };
-        let network = match op.network {
+        let network = self.network_mode(op.network)?;
+        let security = self.security_mode(op.security)?;
+        let pending = self.layers.begin()?;
+        let mut views = Vec::new();
+        // Declared after the views: dropped first, as a pin may sit in a view.
+        let mut pins = PinnedSources::new(&self.scratch);
+        let mut mounts = Vec::new();
+        for m in op.mounts.iter().skip(1) {
+            if let Some(spec) = self.run_mount(m, inputs, &mut pins, &mut views)? {
+                mounts.push(spec);
+            }
+        }
+        mounts.extend(self.secret_env_mounts(op)?);
+        let mut env = op.meta.env.clone();
+        env.extend(op.meta.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let req = ExecRequest {
+            rootfs: overlay_for(&self.layers, &base, &pending),
+            args: op.meta.args.clone(),
+            env,
+            cwd: op.meta.cwd.clone(),
+            user: op.meta.user.clone(),
+            hostname: op.meta.hostname.clone(),
+            extra_hosts: self.extra_hosts(op)?,
+            network,
+            security,
+            mounts,
+        };
+        self.run_step(vertex, &req)?;
+        drop(pins);
+        drop(views);
+        // A step that ended after a cancel is thrown away, whatever its exit
+        // status: the cancel may have cut it short.
+        self.check_canceled()?;
+        let id = self.layers.commit(pending)?;
+        Ok(Output::Snapshot(base.with_layer(id)))
+    }
+
+    /// `RUN --network`; host needs its entitlement.
+    fn network_mode(&self, mode: llb::NetworkMode) -> Result<NetworkMode, WorkerError> {
+        Ok(match mode {
             llb::NetworkMode::Default => NetworkMode::Default,
             llb::NetworkMode::None => NetworkMode::None,
             llb::NetworkMode::Host => {
@@ -99,8 +138,12 @@ impl LocalWorker {
                 }
                 NetworkMode::Host
             }
-        };
-        let security = match op.security {
+        })
+    }
+
+    /// `RUN --security`; insecure needs its entitlement.
+    fn security_mode(&self, mode: llb::SecurityMode) -> Result<SecurityMode, WorkerError> {
+        Ok(match mode {
             llb::SecurityMode::Sandbox => SecurityMode::Sandbox,
             llb::SecurityMode::Insecure => {
                 if !self.session.allow_insecure {
@@ -111,122 +154,147 @@ impl LocalWorker {
                 }
                 SecurityMode::Insecure
             }
-        };
-        let pending = self.layers.begin()?;
-        let mut views = Vec::new();
-        // Declared after the views: dropped first, as a pin may sit in a view.
-        let mut pins = PinnedSources::new(&self.scratch);
-        let mut mounts = Vec::new();
-        for m in op.mounts.iter().skip(1) {
-            let spec = match &m.kind {
-                MountKind::Bind => {
-                    let sel = m.selector.as_deref();
-                    let source = match m.input.and_then(|i| inputs.get(i)) {
-                        Some(Output::Dir(d)) => source_path(&mut pins, &self.mount_view(d)?, sel),
-                        Some(Output::Snapshot(s)) => {
-                            let view = SnapshotView::mount(&self.layers, s)?;
-                            let p = source_path(&mut pins, view.path(), sel);
-                            views.push(view);
-                            p
-                        }
-                        None => return Err(format!("bind mount {} has no source", m.dest).into()),
-                    }
-                    .map_err(|e| source_error(&m.dest, sel, e))?;
-                    MountSpec::Bind {
-                        source,
-                        target: m.dest.clone(),
-                        readonly: m.readonly,
-                    }
+        })
+    }
+
+    /// The executor's view of one RUN mount; `None` for an optional secret or
+    /// ssh agent that was not given. Snapshot sources are mounted into `views`.
+    fn run_mount(
+        &self,
+        m: &llb::Mount,
+        inputs: &[Output],
+        pins: &mut PinnedSources,
+        views: &mut Vec<SnapshotView>,
+    ) -> Result<Option<MountSpec>, WorkerError> {
+        Ok(Some(match &m.kind {
+            MountKind::Bind => self.bind_mount(m, inputs, pins, views)?,
+            MountKind::Cache(c) => self.cache_mount(m, c, inputs, pins, views)?,
+            MountKind::Tmpfs(t) => MountSpec::Tmpfs {
+                target: m.dest.clone(),
+                size: (t.size > 0).then_some(t.size),
+            },
+            MountKind::Secret(s) => match self.session.secrets.get(&s.id) {
+                Some(data) => MountSpec::Secret(SecretSpec {
+                    id: s.id.clone(),
+                    data: data.clone(),
+                    target: Some(m.dest.clone()),
+                    env: None,
+                    mode: s.mode,
+                    uid: s.uid,
+                    gid: s.gid,
+                }),
+                None if s.optional => return Ok(None),
+                None => {
+                    return Err(format!(
+                        "secret {} not found: pass it with --secret id={},src=<file> or --secret id={},env=<VAR>",
+                        s.id, s.id, s.id
+                    )
+                    .into())
                 }
-                MountKind::Cache(c) => {
-                    // `from=`: a new directory starts as the source; the id is keyed by
-                    // that source (as BuildKit keys it by the source's ref).
-                    // A source missing from its input seeds nothing.
-                    let sel = m.selector.as_deref();
-                    let seed_of = |pins: &mut PinnedSources, root: &Path| match source_path(pins, root, sel) {
-                        Ok(p) => Ok(Some(p)),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                        Err(e) => Err(source_error(&m.dest, sel, e)),
-                    };
-                    let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
-                        Some(Output::Dir(d)) => (
-                            format!("{}:{}:{}", c.id, d.root.display(), m.selector.as_deref().unwrap_or("/")),
-                            seed_of(&mut pins, &self.mount_view(d)?)?,
-                        ),
-                        Some(Output::Snapshot(s)) => {
-                            let view = SnapshotView::mount(&self.layers, s)?;
-                            let p = seed_of(&mut pins, view.path())?;
-                            views.push(view);
-                            let layers: Vec<String> = s.layers.iter().map(|l| l.to_string()).collect();
-                            (
-                                format!("{}:{}:{}", c.id, layers.join(","), m.selector.as_deref().unwrap_or("/")),
-                                p,
-                            )
-                        }
-                        None => (c.id.clone(), None),
-                    };
-                    // BuildKit keys a cache by its seed; with mode/uid/gid that is a
-                    // `mkdir` made with them, so each setting is a cache of its own.
-                    let id = if c.settings_given {
-                        format!("{id}:mkdir:{:o}:{}:{}", c.mode, c.uid, c.gid)
-                    } else {
-                        id
-                    };
-                    MountSpec::Cache(CacheSpec {
-                    id,
-                    target: m.dest.clone(),
-                    sharing: match c.sharing {
-                        llb::CacheSharing::Shared => CacheSharing::Shared,
-                        llb::CacheSharing::Private => CacheSharing::Private,
-                        llb::CacheSharing::Locked => CacheSharing::Locked,
-                    },
-                    mode: c.mode,
-                    uid: c.uid,
-                    gid: c.gid,
-                    readonly: m.readonly,
-                    seed,
-                })
+            },
+            MountKind::Ssh(s) => match self.session.ssh.get(&s.id) {
+                Some(socket) => MountSpec::Ssh(SshSpec {
+                    id: s.id.clone(),
+                    agent_socket: socket.clone(),
+                    target: Some(m.dest.clone()),
+                    mode: s.mode,
+                    uid: s.uid,
+                    gid: s.gid,
+                }),
+                None if s.optional => return Ok(None),
+                None => {
+                    return Err(format!("ssh agent {} not found: pass it with --ssh {}=<socket or key>", s.id, s.id).into())
                 }
-                MountKind::Tmpfs(t) => MountSpec::Tmpfs {
-                    target: m.dest.clone(),
-                    size: (t.size > 0).then_some(t.size),
-                },
-                MountKind::Secret(s) => match self.session.secrets.get(&s.id) {
-                    Some(data) => MountSpec::Secret(SecretSpec {
-                        id: s.id.clone(),
-                        data: data.clone(),
-                        target: Some(m.dest.clone()),
-                        env: None,
-                        mode: s.mode,
-                        uid: s.uid,
-                        gid: s.gid,
-                    }),
-                    None if s.optional => continue,
-                    None => {
-                        return Err(format!(
-                            "secret {} not found: pass it with --secret id={},src=<file> or --secret id={},env=<VAR>",
-                            s.id, s.id, s.id
-                        )
-                        .into())
-                    }
-                },
-                MountKind::Ssh(s) => match self.session.ssh.get(&s.id) {
-                    Some(socket) => MountSpec::Ssh(SshSpec {
-                        id: s.id.clone(),
-                        agent_socket: socket.clone(),
-                        target: Some(m.dest.clone()),
-                        mode: s.mode,
-                        uid: s.uid,
-                        gid: s.gid,
-                    }),
-                    None if s.optional => continue,
-                    None => {
-                        return Err(format!("ssh agent {} not found: pass it with --ssh {}=<socket or key>", s.id, s.id).into())
-                    }
-                },
-            };
-            mounts.push(spec);
+            },
+        }))
+    }
+
+    /// A bind mount of a context or stage, its `source=` pinned.
+    fn bind_mount(
+        &self,
+        m: &llb::Mount,
+        inputs: &[Output],
+        pins: &mut PinnedSources,
+        views: &mut Vec<SnapshotView>,
+    ) -> Result<MountSpec, WorkerError> {
+        let sel = m.selector.as_deref();
+        let source = match m.input.and_then(|i| inputs.get(i)) {
+            Some(Output::Dir(d)) => source_path(pins, &self.mount_view(d)?, sel),
+            Some(Output::Snapshot(s)) => {
+                let view = SnapshotView::mount(&self.layers, s)?;
+                let p = source_path(pins, view.path(), sel);
+                views.push(view);
+                p
+            }
+            None => return Err(format!("bind mount {} has no source", m.dest).into()),
         }
+        .map_err(|e| source_error(&m.dest, sel, e))?;
+        Ok(MountSpec::Bind {
+            source,
+            target: m.dest.clone(),
+            readonly: m.readonly,
+        })
+    }
+
+    /// A cache mount, its id keyed by its `from=` seed as BuildKit keys it.
+    fn cache_mount(
+        &self,
+        m: &llb::Mount,
+        c: &llb::CacheOpt,
+        inputs: &[Output],
+        pins: &mut PinnedSources,
+        views: &mut Vec<SnapshotView>,
+    ) -> Result<MountSpec, WorkerError> {
+        // `from=`: a new directory starts as the source; the id is keyed by
+        // that source (as BuildKit keys it by the source's ref).
+        // A source missing from its input seeds nothing.
+        let sel = m.selector.as_deref();
+        let seed_of = |pins: &mut PinnedSources, root: &Path| match source_path(pins, root, sel) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(&m.dest, sel, e)),
+        };
+        let selector = sel.unwrap_or("/");
+        let (id, seed) = match m.input.and_then(|i| inputs.get(i)) {
+            Some(Output::Dir(d)) => (
+                format!("{}:{}:{selector}", c.id, d.root.display()),
+                seed_of(pins, &self.mount_view(d)?)?,
+            ),
+            Some(Output::Snapshot(s)) => {
+                let view = SnapshotView::mount(&self.layers, s)?;
+                let p = seed_of(pins, view.path())?;
+                views.push(view);
+                let layers: Vec<String> = s.layers.iter().map(|l| l.to_string()).collect();
+                (format!("{}:{}:{selector}", c.id, layers.join(",")), p)
+            }
+            None => (c.id.clone(), None),
+        };
+        // BuildKit keys a cache by its seed; with mode/uid/gid that is a
+        // `mkdir` made with them, so each setting is a cache of its own.
+        let id = if c.settings_given {
+            format!("{id}:mkdir:{:o}:{}:{}", c.mode, c.uid, c.gid)
+        } else {
+            id
+        };
+        Ok(MountSpec::Cache(CacheSpec {
+            id,
+            target: m.dest.clone(),
+            sharing: match c.sharing {
+                llb::CacheSharing::Shared => CacheSharing::Shared,
+                llb::CacheSharing::Private => CacheSharing::Private,
+                llb::CacheSharing::Locked => CacheSharing::Locked,
+            },
+            mode: c.mode,
+            uid: c.uid,
+            gid: c.gid,
+            readonly: m.readonly,
+            seed,
+        }))
+    }
+
+    /// Secrets given as environment variables (`--mount=type=secret,env=`).
+    fn secret_env_mounts(&self, op: &ExecOp) -> Result<Vec<MountSpec>, WorkerError> {
+        let mut mounts = Vec::new();
         for se in &op.secret_env {
             match self.session.secrets.get(&se.id) {
                 Some(data) => mounts.push(MountSpec::Secret(SecretSpec {
@@ -248,8 +316,11 @@ impl LocalWorker {
                 }
             }
         }
-        let mut env = op.meta.env.clone();
-        env.extend(op.meta.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+        Ok(mounts)
+    }
+
+    /// The session's `--add-host` entries, then the step's own.
+    fn extra_hosts(&self, op: &ExecOp) -> Result<Vec<HostEntry>, WorkerError> {
         let mut extra_hosts = self.session.extra_hosts.clone();
         for h in &op.meta.extra_hosts {
             let ip = h.ip.parse().map_err(|_| -> WorkerError {
@@ -260,18 +331,11 @@ impl LocalWorker {
                 ip,
             });
         }
-        let req = ExecRequest {
-            rootfs: overlay_for(&self.layers, &base, &pending),
-            args: op.meta.args.clone(),
-            env,
-            cwd: op.meta.cwd.clone(),
-            user: op.meta.user.clone(),
-            hostname: op.meta.hostname.clone(),
-            extra_hosts,
-            network,
-            security,
-            mounts,
-        };
+        Ok(extra_hosts)
+    }
+
+    /// Runs the step, its output streamed to the vertex's progress log.
+    fn run_step(&self, vertex: &Vertex, req: &ExecRequest) -> Result<(), WorkerError> {
         let progress = self.progress.handle(vertex.digest());
         let mut on_output = |stream: Stream, data: &[u8]| {
             let s = match stream {
@@ -280,13 +344,7 @@ impl LocalWorker {
             };
             progress.log(s, data.to_vec());
         };
-        self.executor.run(&req, &mut on_output)?;
-        drop(pins);
-        drop(views);
-        // A step that ended after a cancel is thrown away, whatever its exit
-        // status: the cancel may have cut it short.
-        self.check_canceled()?;
-        let id = self.layers.commit(pending)?;
-        Ok(Output::Snapshot(base.with_layer(id)))
+        self.executor.run(req, &mut on_output)?;
+        Ok(())
     }
 }

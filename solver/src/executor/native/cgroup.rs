@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::plan::Step;
@@ -87,6 +88,18 @@ fn step_dirs(own: &str, mounts: &[Hierarchy], id: &str) -> Vec<(PathBuf, bool)> 
     dirs
 }
 
+/// Our own cgroup in each mounted hierarchy (see [`step_dirs`]), read once
+/// per process: kiln does not move itself between cgroups, and parsing
+/// mountinfo for every step showed in profiles.
+fn parent_dirs() -> &'static [(PathBuf, bool)] {
+    static DIRS: OnceLock<Vec<(PathBuf, bool)>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        step_dirs(&own, &hierarchies(&mountinfo), "")
+    })
+}
+
 /// A new v1 cpuset cgroup has no CPUs or memory nodes, and joining it fails:
 /// it gets its parent's, as runc does.
 fn inherit_cpuset(dir: &Path) -> io::Result<()> {
@@ -115,10 +128,9 @@ impl StepCgroup {
     /// delegated here), or in a user namespace one the user may not write, is
     /// skipped; any other failure is an error.
     pub fn create(id: &str) -> Result<Self, ExecError> {
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut cg = StepCgroup::default();
-        for (dir, cpuset) in step_dirs(&own, &hierarchies(&mountinfo), id) {
+        for (parent, cpuset) in parent_dirs().iter().cloned() {
+            let dir = parent.join(id);
             let what = || format!("creating the step's cgroup {}", dir.display());
             match fs::create_dir(&dir) {
                 Ok(()) => {}

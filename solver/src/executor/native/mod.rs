@@ -8,6 +8,7 @@ pub mod spawn;
 pub mod sys;
 
 use super::caps::last_cap;
+use super::netns::NetworkPool;
 use super::output::OutputCallback;
 use super::running::RunningSteps;
 use super::world::{prepare, World};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub struct NativeExecutor {
     config: ExecutorConfig,
     running: Arc<RunningSteps>,
+    networks: Arc<NetworkPool>,
 }
 
 impl NativeExecutor {
@@ -28,6 +30,7 @@ impl NativeExecutor {
     pub fn new(config: ExecutorConfig) -> Self {
         super::sweep::sweep_runs(&config);
         NativeExecutor {
+            networks: NetworkPool::new(config.runs_dir()),
             config,
             running: Arc::default(),
         }
@@ -93,7 +96,7 @@ impl Executor for NativeExecutor {
         if self.running.is_canceled() {
             return Err(ExecError::Canceled);
         }
-        let prepared = prepare(&self.config, req)?;
+        let prepared = prepare(&self.config, req, &self.networks)?;
         // The child's mount namespace holds its own binds of the secrets once it
         // runs: the host's tmpfs goes then, so a killed kiln leaves no secret behind.
         let result = self.run_world_then(&prepared.world, output, &|| prepared.release_secrets());
@@ -105,5 +108,10 @@ impl Executor for NativeExecutor {
 
     fn cancel(&self) {
         self.running.cancel();
+        self.networks.close();
+    }
+
+    fn warm_up(&self) {
+        self.networks.prestart();
     }
 }

@@ -21,6 +21,14 @@ impl BpfProgram {
     pub fn instructions(&self) -> &[u64] {
         &self.0
     }
+
+    /// The program as `seccomp(SECCOMP_SET_MODE_FILTER)` reads it, in base64
+    /// (crun's `run.oci.seccomp_bpf_data` annotation).
+    pub fn to_base64(&self) -> String {
+        use base64::Engine;
+        let bytes: Vec<u8> = self.0.iter().flat_map(|i| i.to_ne_bytes()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
 }
 
 /// Why a profile could not be compiled.

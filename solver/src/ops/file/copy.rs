@@ -57,46 +57,11 @@ pub(crate) fn apply_copy(
         chmod: action.mode.as_ref().map(Chmod::from_opt).transpose()?,
         timestamp: action.timestamp,
     };
-
-    // `--parents`: `dir/./rest` keeps `rest` under the destination; without a
-    // pivot the whole path is kept. The lowering may already have done this
-    // (then include_patterns is set and src is the pivot).
-    let mut src = action.src.clone();
-    let mut includes = action.include_patterns.clone();
-    let mut copy_contents = action.dir_copy_contents;
-    if action.parents && includes.is_empty() {
-        let (pivot, rest) = match src.split_once("/./") {
-            Some((p, r)) => (p.to_string(), r.to_string()),
-            None => ("/".to_string(), src.clone()),
-        };
-        let rest = clean_abs(&rest).trim_start_matches('/').to_string();
-        if !has_wildcard(&pivot) && !has_wildcard(&rest) {
-            let required = resolve_in_root(source.path, &format!("{pivot}/{rest}"), true)
-                .map_err(FileOpError::io("stat", &action.src))?;
-            if fs::symlink_metadata(&required.host).is_err() {
-                return Err(FileOpError::RequiredPathMissing {
-                    path: action.src.clone(),
-                });
-            }
-        }
-        src = pivot;
-        includes = vec![rest];
-        copy_contents = true;
-    }
-
+    let (src, includes, copy_contents) = copy_parents(source, action)?;
     let dest = action.dest.as_str();
     if !action.create_dest_path {
-        if let Some((parent, _)) = split_last(dest) {
-            let p =
-                resolve_in_root(dest_root, &parent, true).map_err(FileOpError::io("stat", dest))?;
-            if !p.host.is_dir() {
-                return Err(FileOpError::DestParentMissing {
-                    path: dest.to_string(),
-                });
-            }
-        }
+        check_dest_parent(dest_root, dest)?;
     }
-
     let matches = if action.allow_wildcard {
         expand(source.path, &src, source.ignore)?
     } else {
@@ -110,62 +75,52 @@ pub(crate) fn apply_copy(
             pattern: action.src.clone(),
         });
     }
-
-    let include = if includes.is_empty() {
-        None
-    } else {
-        Some(IncludeMatcher::new(&includes)?)
-    };
-    let exclude = if action.exclude_patterns.is_empty() {
-        None
-    } else {
-        Some(PatternMatcher::new(&action.exclude_patterns)?)
-    };
-    let mut walker = Walker {
-        dest_root,
-        policy,
-        include,
-        exclude,
-        ignore: source.ignore,
-        always_replace: action.always_replace_existing_dest_paths,
-        inodes: HashMap::new(),
-        pending: Vec::new(),
-        jobs: Vec::new(),
-        dir_meta: Vec::new(),
-    };
-
+    let mut walker = Walker::new(dest_root, policy, source, action, &includes)?;
     for m in &matches {
-        let shown_src = if action.allow_wildcard && has_wildcard(&action.src) {
-            m.as_str()
-        } else {
-            action.src.as_str()
-        };
-        let resolved = resolve_in_root(source.path, m, action.follow_symlinks)
-            .map_err(FileOpError::io("stat", shown_src))?;
-        let md = match fs::symlink_metadata(&resolved.host) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(FileOpError::SourceNotFound {
-                    path: shown_src.to_string(),
-                    origin: origin(source),
-                })
-            }
-            Err(e) => return Err(FileOpError::io("stat", shown_src)(e)),
-        };
-        let rel = resolved.rel_str();
-        if let Some(ig) = source.ignore {
-            if !rel.is_empty() && ig.excludes(&rel) && !(md.is_dir() && ig.has_exclusions()) {
-                return Err(FileOpError::SourceNotFound {
-                    path: shown_src.to_string(),
-                    origin: origin(source),
-                });
-            }
+        walker.copy_match(source, action, m, copy_contents)?;
+    }
+    Ok(())
+}
+
+/// The source path, include patterns and whether a directory's contents are copied, after
+/// `--parents`: `dir/./rest` keeps `rest` under the destination; without a pivot the whole
+/// path is kept. The lowering may already have done this (then include_patterns is set
+/// and src is the pivot).
+fn copy_parents(
+    source: &SourceRoot<'_>,
+    action: &CopyAction,
+) -> Result<(String, Vec<String>, bool), FileOpError> {
+    let src = action.src.clone();
+    let includes = action.include_patterns.clone();
+    if !action.parents || !includes.is_empty() {
+        return Ok((src, includes, action.dir_copy_contents));
+    }
+    let (pivot, rest) = match src.split_once("/./") {
+        Some((p, r)) => (p.to_string(), r.to_string()),
+        None => ("/".to_string(), src.clone()),
+    };
+    let rest = clean_abs(&rest).trim_start_matches('/').to_string();
+    if !has_wildcard(&pivot) && !has_wildcard(&rest) {
+        let required = resolve_in_root(source.path, &format!("{pivot}/{rest}"), true)
+            .map_err(FileOpError::io("stat", &action.src))?;
+        if fs::symlink_metadata(&required.host).is_err() {
+            return Err(FileOpError::RequiredPathMissing {
+                path: action.src.clone(),
+            });
         }
-        if action.attempt_unpack && md.is_file() && is_archive(&resolved.host) {
-            unpack(dest_root, &resolved.host, shown_src, dest, &walker.policy)?;
-            continue;
+    }
+    Ok((pivot, vec![rest], true))
+}
+
+/// Without `create_dest_path`, the destination's parent must be a directory already.
+fn check_dest_parent(dest_root: &Path, dest: &str) -> Result<(), FileOpError> {
+    if let Some((parent, _)) = split_last(dest) {
+        let p = resolve_in_root(dest_root, &parent, true).map_err(FileOpError::io("stat", dest))?;
+        if !p.host.is_dir() {
+            return Err(FileOpError::DestParentMissing {
+                path: dest.to_string(),
+            });
         }
-        walker.copy_top(&resolved, &md, m, dest, copy_contents)?;
     }
     Ok(())
 }
@@ -221,6 +176,108 @@ struct DirMeta {
 enum Decision {
     Skip,
     Copy { deferred: bool, skip_include: bool },
+}
+
+/// One path of the walk: the source, its path below the copied root (what include and
+/// exclude patterns match), its path below the source root, and where it lands.
+struct WalkPath<'p> {
+    src: &'p Path,
+    comps: &'p str,
+    src_rel: &'p str,
+    target: &'p Path,
+}
+
+/// How a directory is copied.
+struct DirCopy {
+    /// Give it the source's full metadata even if it already existed (nested directories).
+    overwrite_meta: bool,
+    /// Made only once something inside it is copied.
+    deferred: bool,
+    /// Its entries are included without matching the include patterns.
+    skip_include: bool,
+}
+
+impl<'a> Walker<'a> {
+    /// A walker copying into `dest_root` with the action's patterns.
+    fn new(
+        dest_root: &'a Path,
+        policy: MetaPolicy,
+        source: &SourceRoot<'a>,
+        action: &CopyAction,
+        includes: &[String],
+    ) -> Result<Self, FileOpError> {
+        let include = if includes.is_empty() {
+            None
+        } else {
+            Some(IncludeMatcher::new(includes)?)
+        };
+        let exclude = if action.exclude_patterns.is_empty() {
+            None
+        } else {
+            Some(PatternMatcher::new(&action.exclude_patterns)?)
+        };
+        Ok(Walker {
+            dest_root,
+            policy,
+            include,
+            exclude,
+            ignore: source.ignore,
+            always_replace: action.always_replace_existing_dest_paths,
+            inodes: HashMap::new(),
+            pending: Vec::new(),
+            jobs: Vec::new(),
+            dir_meta: Vec::new(),
+        })
+    }
+
+    /// Copies (or unpacks) one match of the source path; errors name the source as written
+    /// unless it was a wildcard.
+    fn copy_match(
+        &mut self,
+        source: &SourceRoot<'_>,
+        action: &CopyAction,
+        m: &str,
+        copy_contents: bool,
+    ) -> Result<(), FileOpError> {
+        let dest = action.dest.as_str();
+        let shown_src = if action.allow_wildcard && has_wildcard(&action.src) {
+            m
+        } else {
+            action.src.as_str()
+        };
+        let resolved = resolve_in_root(source.path, m, action.follow_symlinks)
+            .map_err(FileOpError::io("stat", shown_src))?;
+        let md = match fs::symlink_metadata(&resolved.host) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(FileOpError::SourceNotFound {
+                    path: shown_src.to_string(),
+                    origin: origin(source),
+                })
+            }
+            Err(e) => return Err(FileOpError::io("stat", shown_src)(e)),
+        };
+        let rel = resolved.rel_str();
+        if let Some(ig) = source.ignore {
+            if !rel.is_empty() && ig.excludes(&rel) && !(md.is_dir() && ig.has_exclusions()) {
+                return Err(FileOpError::SourceNotFound {
+                    path: shown_src.to_string(),
+                    origin: origin(source),
+                });
+            }
+        }
+        if action.attempt_unpack && md.is_file() && is_archive(&resolved.host) {
+            unpack(
+                self.dest_root,
+                &resolved.host,
+                shown_src,
+                dest,
+                &self.policy,
+            )?;
+            return Ok(());
+        }
+        self.copy_top(&resolved, &md, m, dest, copy_contents)
+    }
 }
 
 impl Walker<'_> {
@@ -371,6 +428,7 @@ impl Walker<'_> {
         }
     }
 
+    /// Copies `src` (and what is below it) to `target`, as the patterns decide.
     fn copy(
         &mut self,
         src: &Path,
@@ -388,66 +446,100 @@ impl Walker<'_> {
                 skip_include,
             } => (deferred, skip_include),
         };
+        let path = WalkPath {
+            src,
+            comps,
+            src_rel,
+            target,
+        };
         if md.is_dir() {
-            let made = if deferred {
-                self.pending.push(Pending {
-                    target: target.to_path_buf(),
-                    made: None,
-                });
-                None
-            } else {
-                self.flush()?;
-                Some(self.make_dir(target)?)
+            let how = DirCopy {
+                overwrite_meta,
+                deferred,
+                skip_include,
             };
-            let mut names: Vec<_> = fs::read_dir(src)
-                .map_err(FileOpError::io("read", src_rel))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(FileOpError::io("read", src_rel))?;
-            names.sort();
-            for name in names {
-                let n = name.to_string_lossy();
-                let child_comps = if comps.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{comps}/{n}")
-                };
-                let child_rel = if src_rel.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{src_rel}/{n}")
-                };
-                self.copy(
-                    &src.join(&name),
-                    &child_comps,
-                    &child_rel,
-                    &target.join(&name),
-                    true,
-                    skip_include,
-                )?;
-            }
-            let made = if deferred {
-                self.pending.pop().and_then(|p| p.made)
-            } else {
-                made
-            };
-            // A directory gets the source's metadata when it was created
-            // here, or when it is nested (not the destination itself).
-            // The destination directory itself, when it already existed,
-            // only takes the source's times (fsutil restores them).
-            if let Some(created) = made {
-                self.dir_meta.push(DirMeta {
-                    src: src.to_path_buf(),
-                    shown: self.shown(target),
-                    md,
-                    target: target.to_path_buf(),
-                    full: created || overwrite_meta,
-                });
-            }
-            return Ok(());
+            return self.copy_dir(path, md, how);
         }
-
         self.flush()?;
+        self.copy_entry(path, md)
+    }
+
+    /// Copies a directory: made now (or when something inside is copied, if deferred), its
+    /// entries in name order, its metadata queued for after its contents.
+    fn copy_dir(&mut self, p: WalkPath<'_>, md: Metadata, how: DirCopy) -> Result<(), FileOpError> {
+        let WalkPath {
+            src,
+            comps,
+            src_rel,
+            target,
+        } = p;
+        let made = if how.deferred {
+            self.pending.push(Pending {
+                target: target.to_path_buf(),
+                made: None,
+            });
+            None
+        } else {
+            self.flush()?;
+            Some(self.make_dir(target)?)
+        };
+        let mut names: Vec<_> = fs::read_dir(src)
+            .map_err(FileOpError::io("read", src_rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(FileOpError::io("read", src_rel))?;
+        names.sort();
+        for name in names {
+            let n = name.to_string_lossy();
+            let child_comps = if comps.is_empty() {
+                n.to_string()
+            } else {
+                format!("{comps}/{n}")
+            };
+            let child_rel = if src_rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{src_rel}/{n}")
+            };
+            self.copy(
+                &src.join(&name),
+                &child_comps,
+                &child_rel,
+                &target.join(&name),
+                true,
+                how.skip_include,
+            )?;
+        }
+        let made = if how.deferred {
+            self.pending.pop().and_then(|p| p.made)
+        } else {
+            made
+        };
+        // A directory gets the source's metadata when it was created
+        // here, or when it is nested (not the destination itself).
+        // The destination directory itself, when it already existed,
+        // only takes the source's times (fsutil restores them).
+        if let Some(created) = made {
+            self.dir_meta.push(DirMeta {
+                src: src.to_path_buf(),
+                shown: self.shown(target),
+                md,
+                target: target.to_path_buf(),
+                full: created || how.overwrite_meta,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies a non-directory: a singly linked file is queued for the parallel batch, the
+    /// first of several links copied now (the others link to it), anything else made here.
+    fn copy_entry(&mut self, p: WalkPath<'_>, md: Metadata) -> Result<(), FileOpError> {
+        let WalkPath {
+            src,
+            src_rel,
+            target,
+            ..
+        } = p;
         let shown = self.shown(target);
         let ft = md.file_type();
         let key = (md.dev(), md.ino());

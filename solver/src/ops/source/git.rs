@@ -294,82 +294,16 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
     git.run(&["init", "-q"])?;
     git.run(&["remote", "add", "origin", &source.remote])?;
     let want = source.reference.as_deref().unwrap_or("HEAD");
-    let shallow = git.run(&[
-        "fetch",
-        "-q",
-        "--depth=1",
-        "--no-tags",
-        "--recurse-submodules=no",
-        "origin",
-        want,
-    ]);
-    // Dumb HTTP servers cannot do shallow fetches; try a full one.
-    let shallow = shallow.or_else(|_| {
-        git.run(&[
-            "fetch",
-            "-q",
-            "--no-tags",
-            "--recurse-submodules=no",
-            "origin",
-            want,
-        ])
-    });
-    let rev = match shallow {
-        Ok(_) => "FETCH_HEAD".to_string(),
-        // Servers may refuse a commit id as a want: fetch everything.
-        Err(_) if looks_like_commit(want) => {
-            git.run(&[
-                "fetch",
-                "-q",
-                "--recurse-submodules=no",
-                "origin",
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ])?;
-            want.to_string()
-        }
-        Err(e) => return Err(e),
-    };
+    let rev = fetch(&git, want)?;
     let object = git.run(&["rev-parse", "--verify", &rev])?;
     let commit = git.run(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])?;
-    if let Some(expected) = &source.checksum {
-        let expected_lc = expected.to_ascii_lowercase();
-        if expected_lc.is_empty()
-            || !(commit.starts_with(&expected_lc) || object.starts_with(&expected_lc))
-        {
-            return Err(GitError::ChecksumMismatch {
-                remote: source.remote.clone(),
-                reference: want.to_string(),
-                expected: expected.clone(),
-                actual: commit,
-            });
-        }
-    }
+    verify_checksum(source, want, &object, &commit)?;
     let commit_time = if source.mtime_from_commit {
-        let secs = git.run(&["log", "-1", "--format=%ct", &commit])?;
-        Some(secs.parse::<i64>().map_err(|_| GitError::Command {
-            remote: source.remote.clone(),
-            args: "log -1 --format=%ct".to_string(),
-            stderr: format!("unexpected commit time {secs:?}"),
-        })?)
+        Some(commit_time(&git, source, &commit)?)
     } else {
         None
     };
-    git.run(&["checkout", "-q", "--detach", &commit])?;
-    if source.submodules && repo.join(".gitmodules").exists() {
-        git.run(&[
-            "submodule",
-            "update",
-            "-q",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ])?;
-    }
-    if !source.keep_git_dir {
-        let dot_git = repo.join(".git");
-        fs::remove_dir_all(&dot_git).map_err(io_err("remove", &dot_git))?;
-    }
+    check_out(&git, source, &commit)?;
     normalize_modes(&repo)?;
     if let Some(secs) = commit_time {
         set_times(&repo, secs)?;
@@ -395,6 +329,101 @@ pub fn checkout(source: &GitSource, dest: &Path) -> Result<Checkout, GitError> {
     fs::rename(&result, dest).map_err(io_err("rename", dest))?;
     crate::atomic_file::sync_parent(dest).map_err(io_err("fsync", dest))?;
     Ok(Checkout { commit })
+}
+
+/// Fetches `want` (a ref, `HEAD` or a commit id); returns the revision to check out.
+fn fetch(git: &Git, want: &str) -> Result<String, GitError> {
+    let shallow = git.run(&[
+        "fetch",
+        "-q",
+        "--depth=1",
+        "--no-tags",
+        "--recurse-submodules=no",
+        "origin",
+        want,
+    ]);
+    // Dumb HTTP servers cannot do shallow fetches; try a full one.
+    let shallow = shallow.or_else(|_| {
+        git.run(&[
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--recurse-submodules=no",
+            "origin",
+            want,
+        ])
+    });
+    match shallow {
+        Ok(_) => Ok("FETCH_HEAD".to_string()),
+        // Servers may refuse a commit id as a want: fetch everything.
+        Err(_) if looks_like_commit(want) => {
+            git.run(&[
+                "fetch",
+                "-q",
+                "--recurse-submodules=no",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ])?;
+            Ok(want.to_string())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `checksum=`: a prefix of the commit or of the fetched object (an annotated tag).
+fn verify_checksum(
+    source: &GitSource,
+    want: &str,
+    object: &str,
+    commit: &str,
+) -> Result<(), GitError> {
+    let Some(expected) = &source.checksum else {
+        return Ok(());
+    };
+    let expected_lc = expected.to_ascii_lowercase();
+    if expected_lc.is_empty()
+        || !(commit.starts_with(&expected_lc) || object.starts_with(&expected_lc))
+    {
+        return Err(GitError::ChecksumMismatch {
+            remote: source.remote.clone(),
+            reference: want.to_string(),
+            expected: expected.clone(),
+            actual: commit.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The commit's time (seconds since the epoch), for `mtime_from_commit`.
+fn commit_time(git: &Git, source: &GitSource, commit: &str) -> Result<i64, GitError> {
+    let secs = git.run(&["log", "-1", "--format=%ct", commit])?;
+    secs.parse::<i64>().map_err(|_| GitError::Command {
+        remote: source.remote.clone(),
+        args: "log -1 --format=%ct".to_string(),
+        stderr: format!("unexpected commit time {secs:?}"),
+    })
+}
+
+/// Checks `commit` out in the work tree, with submodules when asked, and drops `.git`
+/// unless it is kept.
+fn check_out(git: &Git, source: &GitSource, commit: &str) -> Result<(), GitError> {
+    git.run(&["checkout", "-q", "--detach", commit])?;
+    if source.submodules && git.repo.join(".gitmodules").exists() {
+        git.run(&[
+            "submodule",
+            "update",
+            "-q",
+            "--init",
+            "--recursive",
+            "--depth=1",
+        ])?;
+    }
+    if !source.keep_git_dir {
+        let dot_git = git.repo.join(".git");
+        fs::remove_dir_all(&dot_git).map_err(io_err("remove", &dot_git))?;
+    }
+    Ok(())
 }
 
 /// Sets every path's atime and mtime to `secs` (children before their

@@ -100,24 +100,7 @@ impl HttpCache {
         let previous = if use_cache { self.record(url) } else { None };
         if let (true, Some(sum)) = (use_cache, &source.checksum) {
             if self.content_path(sum).is_file() {
-                // Known content: the name and mtime of its last download from this URL
-                // if there was one.
-                let file = match previous.filter(|r| r.file.digest == *sum) {
-                    Some(r) => CachedFile {
-                        file_name: source.filename.clone().unwrap_or(r.file.file_name),
-                        ..r.file
-                    },
-                    None => CachedFile {
-                        digest: sum.clone(),
-                        file_name: source.filename.clone().unwrap_or_else(|| url_name(url)),
-                        last_modified: None,
-                    },
-                };
-                return Ok(Resolved {
-                    file,
-                    downloaded: false,
-                    requested: false,
-                });
+                return Ok(known_content(source, previous, sum));
             }
         }
         let mut conditional: Vec<(&str, &str)> = Vec::new();
@@ -133,22 +116,7 @@ impl HttpCache {
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && !conditional.is_empty() {
             if let Some(r) = previous {
-                let file = CachedFile {
-                    file_name: source.filename.clone().unwrap_or(r.file.file_name),
-                    ..r.file
-                };
-                if source.checksum.as_ref().is_some_and(|s| *s != file.digest) {
-                    return Err(HttpError::ChecksumMismatch {
-                        url: url.to_string(),
-                        expected: source.checksum.clone().unwrap_or_default(),
-                        actual: file.digest,
-                    });
-                }
-                return Ok(Resolved {
-                    file,
-                    downloaded: false,
-                    requested: true,
-                });
+                return not_modified(source, r);
             }
         }
         if !status.is_success() {
@@ -157,6 +125,17 @@ impl HttpCache {
                 status: status.as_u16(),
             });
         }
+        self.store(source, resp).await
+    }
+
+    /// Downloads the response's body into the content store and records the URL's
+    /// validators (ETag, Last-Modified) for the next conditional request.
+    async fn store(
+        &self,
+        source: &HttpSource,
+        resp: reqwest::Response,
+    ) -> Result<Resolved, HttpError> {
+        let url = source.url.as_str();
         let etag = header(&resp, "etag");
         let last_modified_header = header(&resp, "last-modified");
         let last_modified = last_modified_header.as_deref().and_then(parse_http_date);
@@ -253,6 +232,48 @@ impl HttpCache {
         set_file_meta(source, &out, &to, file.last_modified)?;
         Ok(to)
     }
+}
+
+/// A checksum whose content is already here: no request; the name and mtime of its last
+/// download from this URL if there was one.
+fn known_content(source: &HttpSource, previous: Option<UrlRecord>, sum: &str) -> Resolved {
+    let url = source.url.as_str();
+    let file = match previous.filter(|r| r.file.digest == *sum) {
+        Some(r) => CachedFile {
+            file_name: source.filename.clone().unwrap_or(r.file.file_name),
+            ..r.file
+        },
+        None => CachedFile {
+            digest: sum.to_string(),
+            file_name: source.filename.clone().unwrap_or_else(|| url_name(url)),
+            last_modified: None,
+        },
+    };
+    Resolved {
+        file,
+        downloaded: false,
+        requested: false,
+    }
+}
+
+/// A 304 to a conditional request: the previous download, if it still has the checksum.
+fn not_modified(source: &HttpSource, previous: UrlRecord) -> Result<Resolved, HttpError> {
+    let file = CachedFile {
+        file_name: source.filename.clone().unwrap_or(previous.file.file_name),
+        ..previous.file
+    };
+    if source.checksum.as_ref().is_some_and(|s| *s != file.digest) {
+        return Err(HttpError::ChecksumMismatch {
+            url: source.url.clone(),
+            expected: source.checksum.clone().unwrap_or_default(),
+            actual: file.digest,
+        });
+    }
+    Ok(Resolved {
+        file,
+        downloaded: false,
+        requested: true,
+    })
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! alongside). kiln writes both so `docker load` (old and new) and OCI tools accept the file.
 
 use super::oci::{self, NamedImage};
+use kiln_oci::layout::LayoutDir;
 use kiln_oci::media_type::{DOCKER_CONFIG, DOCKER_MANIFEST};
+use kiln_oci::store::read_verified;
 use kiln_oci::{Descriptor, Manifest};
 use kiln_oci::{Digest, Platform, Reference};
-use kiln_registry::store::BlobStore;
+use kiln_oci::{ImageSink, ImageSource};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ pub struct ArchiveEntry {
 
 /// manifest.json (and `repositories`) for the images: the platform manifest of each.
 pub fn manifest_json(
-    store: &dyn BlobStore,
+    store: &dyn ImageSource,
     images: &[NamedImage],
     platform: &Platform,
 ) -> Result<Vec<(String, Vec<u8>)>> {
@@ -73,11 +75,11 @@ pub fn manifest_json(
 
 /// The image manifest of `root` for `platform` (the only one when `root` is a manifest).
 pub fn platform_manifest(
-    store: &dyn BlobStore,
+    store: &dyn ImageSource,
     root: &Descriptor,
     platform: &Platform,
 ) -> Result<(kiln_oci::ImageManifest, Descriptor)> {
-    let bytes = store.read_blob(&root.digest).into_diagnostic()?;
+    let bytes = read_verified(store, root, "manifest").into_diagnostic()?;
     match Manifest::parse(root.digest.as_ref(), &bytes, Some(&root.media_type))
         .into_diagnostic()?
         .0
@@ -88,10 +90,14 @@ pub fn platform_manifest(
                 .manifests
                 .iter()
                 .find(|d| {
-                    store.has_blob(&d.digest)
+                    store.has_blob(&d.digest).unwrap_or(false)
                         && d.platform.as_ref().is_some_and(|p| platform.matches(p))
                 })
-                .or_else(|| idx.manifests.iter().find(|d| store.has_blob(&d.digest)))
+                .or_else(|| {
+                    idx.manifests
+                        .iter()
+                        .find(|d| store.has_blob(&d.digest).unwrap_or(false))
+                })
                 .ok_or_else(|| {
                     miette!(
                         "index {} has no image for {platform} in the store",
@@ -107,7 +113,7 @@ pub fn platform_manifest(
 /// Turns an unpacked `docker save` archive into stored images. If it carries an OCI layout the
 /// original manifests are kept; else (the legacy format) Docker v2 manifests are built over its
 /// config and layer files.
-pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
+pub fn import(dir: &Path, store: &dyn ImageSink) -> Result<Vec<NamedImage>> {
     // Check every blob against its name before anything is parsed or stored.
     oci::verify_layout_blobs(dir)?;
     let has_layout = dir.join("index.json").is_file() && dir.join("oci-layout").is_file();
@@ -119,9 +125,7 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
             let entries: Vec<ArchiveEntry> = serde_json::from_slice(&bytes)
                 .into_diagnostic()
                 .wrap_err("manifest.json")?;
-            let layout = oci::LayoutBlobs {
-                root: dir.to_path_buf(),
-            };
+            let layout = LayoutDir::open(dir).into_diagnostic()?;
             for img in images.iter_mut().filter(|i| i.names.is_empty()) {
                 let Ok((m, _)) = platform_manifest(&layout, &img.root, &Platform::host()) else {
                     continue;
@@ -134,14 +138,8 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
                 }
             }
         }
-        let layout = oci::LayoutBlobs {
-            root: dir.to_path_buf(),
-        };
-        let mut blobs = BTreeMap::new();
-        for i in &images {
-            oci::reachable_blobs(&layout, &i.root, &mut blobs)?;
-        }
-        oci::import_blobs(dir, store, &blobs)?;
+        let layout = LayoutDir::open(dir).into_diagnostic()?;
+        oci::import_images(&layout, &images, store)?;
         return Ok(images);
     }
     let bytes = std::fs::read(&manifest_path).map_err(|_| {
@@ -178,7 +176,9 @@ pub fn import(dir: &Path, store: &dyn BlobStore) -> Result<Vec<NamedImage>> {
         });
         let mb = serde_json::to_vec(&manifest).into_diagnostic()?;
         let d = Descriptor::of(DOCKER_MANIFEST, &mb);
-        store.write_blob(&d.digest, &mb).into_diagnostic()?;
+        if !store.has_blob(&d.digest).into_diagnostic()? {
+            store.write_blob(&d, &mut mb.as_slice()).into_diagnostic()?;
+        }
         images.push(NamedImage {
             names: e
                 .repo_tags
@@ -203,22 +203,20 @@ fn safe(rel: &str) -> Result<&Path> {
     Ok(p)
 }
 
-/// Hashes a file of the unpacked archive and moves it into the store.
-fn store_file(dir: &Path, rel: &str, store: &dyn BlobStore) -> Result<(Digest, u64)> {
+/// Hashes a file of the unpacked archive and copies it into the store.
+fn store_file(dir: &Path, rel: &str, store: &dyn ImageSink) -> Result<(Digest, u64)> {
     let p = dir.join(safe(rel)?);
     let size = std::fs::metadata(&p)
         .into_diagnostic()
         .wrap_err_with(|| format!("archive file {rel}"))?
         .len();
     let digest = oci::hash_file(&p)?;
-    if !store.has_blob(&digest) {
-        // A copy, since the same file may be listed twice (layers shared by images).
-        let tmp = store.temp_path().into_diagnostic()?;
-        std::fs::copy(&p, &tmp).into_diagnostic()?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .into_diagnostic()?;
-        store.commit_blob(&digest, &tmp).into_diagnostic()?;
+    if !store.has_blob(&digest).into_diagnostic()? {
+        // Verified again while it is copied: the file may change after it was hashed.
+        let desc = Descriptor::new("application/octet-stream", digest.clone(), size);
+        let f = std::fs::File::open(&p).into_diagnostic()?;
+        let mut data = kiln_oci::store::verifying(Box::new(f), &desc, "archive file");
+        store.write_blob(&desc, &mut data).into_diagnostic()?;
     }
     Ok((digest, size))
 }
