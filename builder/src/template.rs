@@ -102,6 +102,36 @@ impl GoTemplate {
     }
 }
 
+/// Renders one line per row for a `--format` value. `table <template>` (docker's form) puts a
+/// header first, rendered from `header` (each field's column title), and aligns the cells the
+/// template separates with tabs; any other template renders each row as it is.
+pub fn render_rows(
+    format: &str,
+    header: &serde_json::Value,
+    rows: &[serde_json::Value],
+) -> Result<String, TemplateError> {
+    let (table, text) = match format.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, format),
+    };
+    let template = GoTemplate::parse(text, JsonStyle::Compact)?;
+    let mut lines = Vec::with_capacity(rows.len() + 1);
+    if table {
+        lines.push(template.render(header)?);
+    }
+    for row in rows {
+        lines.push(template.render(row)?);
+    }
+    if !table {
+        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+    }
+    let cells: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect();
+    Ok(crate::table::columns(&cells, 3))
+}
+
 /// Whether an action starts with `define`, `template` or `block` (trim markers allowed).
 fn calls_templates(text: &str) -> bool {
     text.match_indices("{{").any(|(i, _)| {
@@ -332,6 +362,23 @@ mod tests {
             .render(&v)
             .unwrap();
         assert_eq!(doc, "{\n  \"Labels\": {\n    \"a\": \"1\"\n  }\n}");
+    }
+
+    #[test]
+    fn table_formats_get_a_header_and_aligned_columns() {
+        let header = json!({"Repository": "REPOSITORY", "Tag": "TAG"});
+        let rows = [
+            json!({"Repository": "busybox", "Tag": "latest"}),
+            json!({"Repository": "a", "Tag": "1"}),
+        ];
+        assert_eq!(
+            render_rows(r"table {{.Repository}}\t{{.Tag}}", &header, &rows).unwrap(),
+            "REPOSITORY   TAG\nbusybox      latest\na            1\n"
+        );
+        assert_eq!(
+            render_rows("{{.Repository}}:{{.Tag}}", &header, &rows).unwrap(),
+            "busybox:latest\na:1\n"
+        );
     }
 
     #[test]

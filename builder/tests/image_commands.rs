@@ -184,6 +184,14 @@ fn pull_each_platform_then_images_tag_inspect_rmi() {
         "reference=localhost/*",
     ]);
     assert_eq!(out.trim(), "LOCALHOST/MINE\tv2");
+    let out = k.ok(&[
+        "images",
+        "--format",
+        r"table {{.Repository}}\t{{.Tag}}",
+        "--filter",
+        "reference=localhost/*",
+    ]);
+    assert_eq!(out, "REPOSITORY       TAG\nlocalhost/mine   v2\n");
     let cmd = k.ok(&[
         "inspect",
         "--format",

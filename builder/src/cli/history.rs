@@ -1,7 +1,7 @@
 //! `kiln history`: the steps that made an image, from its config's history.
 
 use crate::local_store::LocalStore;
-use crate::template::{GoTemplate, JsonStyle};
+use crate::template;
 use kiln_oci::{Digest, Platform};
 use miette::{IntoDiagnostic, Result};
 use serde::Serialize;
@@ -74,14 +74,20 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         .collect();
     if args.format != "table" {
         // Any other format is a Go template over docker's history fields.
-        let format = args.format.strip_prefix("table ").unwrap_or(&args.format);
-        let template = GoTemplate::parse(format, JsonStyle::Compact)?;
-        for r in &rows {
-            println!(
-                "{}",
-                template.render(&serde_json::to_value(r).into_diagnostic()?)?
-            );
-        }
+        let header = serde_json::json!({
+            "ID": "IMAGE",
+            "CreatedAt": "CREATED AT",
+            "CreatedSince": "CREATED",
+            "CreatedBy": "CREATED BY",
+            "Size": "SIZE",
+            "Comment": "COMMENT",
+        });
+        let rows = rows
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .into_diagnostic()?;
+        print!("{}", template::render_rows(&args.format, &header, &rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = vec![vec![

@@ -1,7 +1,7 @@
 //! `kiln images` (alias `ls`): list local images.
 
 use crate::local_store::{LocalImage, LocalStore};
-use crate::template::{GoTemplate, JsonStyle};
+use crate::template;
 use kiln_oci::media_type::is_index;
 use kiln_oci::Reference;
 use kiln_solver::timestamp;
@@ -132,15 +132,23 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             }
             print_table(&table);
         }
-        template => {
-            let template = template.strip_prefix("table ").unwrap_or(template);
-            let template = GoTemplate::parse(template, JsonStyle::Compact)?;
-            for r in &rows {
-                println!(
-                    "{}",
-                    template.render(&serde_json::to_value(r).into_diagnostic()?)?
-                );
-            }
+        format => {
+            let header = serde_json::json!({
+                "Repository": "REPOSITORY",
+                "Tag": "TAG",
+                "Digest": "DIGEST",
+                "ID": "IMAGE ID",
+                "CreatedAt": "CREATED AT",
+                "CreatedSince": "CREATED",
+                "Size": "SIZE",
+                "Platforms": "PLATFORMS",
+            });
+            let rows = rows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .into_diagnostic()?;
+            print!("{}", template::render_rows(format, &header, &rows)?);
         }
     }
     Ok(ExitCode::SUCCESS)
