@@ -51,7 +51,7 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
 /// `Less than a second`, `30 seconds`, `About a minute`, `About an hour`, `2 hours`, `3 days`,
 /// `2 weeks`, `3 months`, `5 years`.
 pub fn human_duration(secs: u64) -> String {
-    let hours = (secs + 1800) / 3600; // rounded, as go-units does from the minute on
+    let hours = secs.saturating_add(1800) / 3600; // rounded, as go-units does from the minute on
     match secs {
         0 => "Less than a second".to_string(),
         1 => "1 second".to_string(),

@@ -45,9 +45,9 @@ fn scale(mut value: f64) -> (f64, &'static str) {
     (value, DECIMAL[i])
 }
 
-/// Go's `%.{precision}g` for values in `[0, 1000]` or so: `precision` significant digits,
-/// no trailing zeros, never an exponent (the exponent stays below `precision` here except
-/// with a precision under 4 at 1000 and above, where Go's exponent form is kept too).
+/// Go's `%.{precision}g`: `precision` significant digits, trailing zeros dropped, and the
+/// exponent form when the exponent is below -4 or at least `precision` (with 3 digits, 999.5
+/// is `1e+03`, as in Go).
 fn significant(value: f64, precision: usize) -> String {
     if value == 0.0 {
         return "0".to_string();
