@@ -3,10 +3,11 @@
 //! Dockerfile to read, and the `.dockerignore` that filters the context.
 
 use kiln_solver::archive::{decompress, extract_tar, is_tar};
+use kiln_solver::ops::source::git::{self, GitError, GitSource};
+use kiln_solver::ops::source::http::{self, HttpError, HttpSource};
 use kiln_solver::pattern::{parse_dockerignore, PatternMatcher};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 use tempfile::TempDir;
 use thiserror::Error;
 
@@ -26,21 +27,23 @@ pub enum ContextError {
     /// Unpacking a tarball context failed.
     #[error(transparent)]
     Extract(#[from] kiln_solver::archive::ExtractError),
-    /// `git` failed to fetch a git context.
-    #[error("git context {url}: {message}")]
+    /// Fetching a git context failed (the solver's git source, as for `ADD <git URL>`).
+    #[error("git context {url}")]
     Git {
         /// The URL as given.
         url: String,
-        /// git's own words.
-        message: String,
+        /// What git or the checkout said.
+        #[source]
+        source: Box<GitError>,
     },
-    /// Downloading a URL context failed.
-    #[error("URL context {url}: {message}")]
+    /// Downloading a URL context failed (the solver's HTTP source, as for `ADD <URL>`).
+    #[error("URL context {url}")]
     Http {
         /// The URL.
         url: String,
         /// What went wrong, with the HTTP status where there was one.
-        message: String,
+        #[source]
+        source: Box<HttpError>,
     },
     /// The `.dockerignore` has a pattern that does not compile.
     #[error("{path}:{line}: {source}")]
@@ -207,7 +210,7 @@ impl BuildContext {
                 std::io::stdin()
                     .read_to_end(&mut bytes)
                     .map_err(io("context", Path::new("stdin")))?;
-                if looks_like_tar(&bytes) {
+                if looks_like_tar(bytes.as_slice()) {
                     extract_tar(bytes.as_slice(), temp.path(), "stdin")?;
                 } else {
                     // `kiln build - < Dockerfile`: the Dockerfile alone, no context.
@@ -221,25 +224,33 @@ impl BuildContext {
                 subdir,
             } => {
                 let temp = temp_dir(scratch)?;
-                fetch_git(url, reference.as_deref(), temp.path())?;
-                let root = match subdir {
-                    Some(s) => inside(temp.path(), s).ok_or_else(|| ContextError::Git {
-                        url: url.clone(),
-                        message: format!("subdirectory {s} escapes the repository"),
-                    })?,
-                    None => temp.path().to_path_buf(),
-                };
+                let root = temp.path().join("context");
+                let mut source = GitSource::new(url);
+                source.reference = reference.clone();
+                source.subdir = subdir.clone();
+                git::checkout(&source, &root).map_err(|e| ContextError::Git {
+                    url: url.clone(),
+                    source: Box::new(e),
+                })?;
                 (root, Some(temp), false)
             }
             ContextSpec::Url(url) => {
                 let temp = temp_dir(scratch)?;
-                let bytes = download(url)?;
-                if looks_like_tar(&bytes) {
-                    extract_tar(bytes.as_slice(), temp.path(), url)?;
+                let root = temp.path().join("context");
+                let file = download(url, &temp.path().join("download"))?;
+                let looks_tar = {
+                    let f = std::fs::File::open(&file).map_err(io("context", &file))?;
+                    looks_like_tar(f)
+                };
+                if looks_tar {
+                    let f = std::fs::File::open(&file).map_err(io("context", &file))?;
+                    std::fs::create_dir(&root).map_err(io("context", &root))?;
+                    extract_tar(f, &root, url)?;
                 } else {
-                    stdin_dockerfile = Some(bytes);
+                    stdin_dockerfile = Some(std::fs::read(&file).map_err(io("context", &file))?);
+                    std::fs::create_dir(&root).map_err(io("context", &root))?;
                 }
-                (temp.path().to_path_buf(), Some(temp), false)
+                (root, Some(temp), false)
             }
         };
 
@@ -353,8 +364,9 @@ fn inside(base: &Path, rel: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-fn looks_like_tar(bytes: &[u8]) -> bool {
-    let Ok((_, mut reader)) = decompress(bytes) else {
+/// Whether `input` starts with a tar header, compressed or not.
+fn looks_like_tar(input: impl Read + Send) -> bool {
+    let Ok((_, mut reader)) = decompress(input) else {
         return false;
     };
     let mut head = vec![0u8; 512];
@@ -379,87 +391,40 @@ fn temp_dir(scratch: &Path) -> Result<TempDir, ContextError> {
         })
 }
 
-fn fetch_git(url: &str, reference: Option<&str>, dest: &Path) -> Result<(), ContextError> {
-    let git = |args: &[&str]| -> Result<(), ContextError> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dest)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|e| ContextError::Git {
-                url: url.to_string(),
-                message: format!("cannot run git: {e}"),
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(ContextError::Git {
-                url: url.to_string(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
-        }
-    };
-    git(&["init", "-q"])?;
-    let want = reference.unwrap_or("HEAD");
-    // A shallow fetch of the ref; a commit id the server will not serve
-    // shallowly falls back to a full fetch.
-    if git(&["fetch", "-q", "--depth", "1", "--", url, want]).is_err() {
-        git(&[
-            "fetch",
-            "-q",
-            "--",
-            url,
-            "+refs/heads/*:refs/remotes/origin/*",
-            "+refs/tags/*:refs/tags/*",
-        ])?;
-        git(&["-c", "advice.detachedHead=false", "checkout", "-q", want])?;
-    } else {
-        git(&[
-            "-c",
-            "advice.detachedHead=false",
-            "checkout",
-            "-q",
-            "FETCH_HEAD",
-        ])?;
-    }
-    git(&[
-        "submodule",
-        "update",
-        "-q",
-        "--init",
-        "--recursive",
-        "--depth",
-        "1",
-    ])?;
-    std::fs::remove_dir_all(dest.join(".git")).map_err(|source| ContextError::Io {
-        what: "git metadata of",
-        path: dest.display().to_string(),
-        source,
-    })
-}
-
-fn download(url: &str) -> Result<Vec<u8>, ContextError> {
-    let err = |message: String| ContextError::Http {
+/// Downloads `url` into `dir` with the solver's HTTP source and returns the file's path.
+fn download(url: &str, dir: &Path) -> Result<PathBuf, ContextError> {
+    let err = |e: HttpError| ContextError::Http {
         url: url.to_string(),
-        message,
+        source: Box::new(e),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| err(e.to_string()))?;
-    runtime.block_on(async {
-        let resp = reqwest::get(url).await.map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(err(format!("HTTP {status}")));
-        }
-        Ok(resp.bytes().await.map_err(|e| err(e.to_string()))?.to_vec())
-    })
+        .map_err(|source| ContextError::Io {
+            what: "async runtime to download",
+            path: url.to_string(),
+            source,
+        })?;
+    let mut source = HttpSource::new(url);
+    // A fixed name: the context is read from the file, whatever the server calls it.
+    source.filename = Some("context".to_string());
+    let got = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError::Request {
+                url: url.to_string(),
+                source: e,
+            })?;
+        http::download(&client, &source, dir).await
+    });
+    Ok(dir.join(got.map_err(err)?.file_name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn classifies_context_arguments() {

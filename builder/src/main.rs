@@ -12,6 +12,7 @@ mod progress;
 mod registry_opts;
 mod rootless;
 mod table;
+mod template;
 mod transfer_progress;
 
 use std::process::ExitCode;

@@ -1,10 +1,11 @@
 //! Progress of blob transfers: per-blob bars (indicatif) on a terminal, docker-like plain lines
 //! otherwise ("<id>: Pull complete", "<id>: Pushed").
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use kiln_oci::Digest;
 use kiln_registry::progress::Notices;
 use kiln_registry::progress::{BlobStatus, Progress};
+use kiln_solver::units::human_size;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -66,11 +67,21 @@ impl Progress for TransferProgress {
     fn start(&self, digest: &Digest, size: u64) {
         let Some(m) = &self.multi else { return };
         let bar = m.add(ProgressBar::new(size));
-        let style = ProgressStyle::with_template(
-            "{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        // Sizes as docker's pull/push bars print them (go-units HumanSize), not indicatif's
+        // binary `{bytes}`.
+        let style = ProgressStyle::with_template("{prefix}: {msg:12} [{bar:30}] {amount} {rate}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "amount",
+                |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let total = s.len().map(human_size).unwrap_or_default();
+                    let _ = write!(w, "{}/{total}", human_size(s.pos()));
+                },
+            )
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", human_size(s.per_sec() as u64));
+            })
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(digest.short().to_string());
         bar.set_message(match self.direction {

@@ -232,6 +232,24 @@ fn git_repository_with_ref_and_subdir_and_url_tarball_contexts() {
     ]));
     let root = b.unpack("docker.io/kiln-test/url:1");
     assert_eq!(read(&root.join("served.txt")), "over http\n");
+
+    // A URL to a plain Dockerfile builds with no context, as in docker.
+    let base = serve(b"FROM scratch\nLABEL from=url\n".to_vec(), 1);
+    ok(&b.kiln(&[
+        "build",
+        "-t",
+        "kiln-test/url:2",
+        &format!("{base}/Dockerfile"),
+    ]));
+    let config = b.config("docker.io/kiln-test/url:2");
+    assert_eq!(config["config"]["Labels"]["from"], "url", "{config}");
+    // Fetch failures name the context.
+    let missing = format!("file://{}#no-such-branch", bare.display());
+    let out = b.kiln(&["build", &missing]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("git context file://"), "{err}");
+    assert!(err.contains("no-such-branch"), "{err}");
 }
 
 #[test]

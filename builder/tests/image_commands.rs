@@ -172,6 +172,57 @@ fn pull_each_platform_then_images_tag_inspect_rmi() {
         "reference=localhost/*",
     ]);
     assert_eq!(listing.trim(), "localhost/mine:v2");
+    // Go templates: json of the row, pipelines, range over a config list, docker's functions.
+    let row: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "images",
+        "--format",
+        "{{json .}}",
+        "--filter",
+        "reference=localhost/*",
+    ]))
+    .unwrap();
+    assert_eq!(row["Repository"], "localhost/mine");
+    assert!(row["Size"].as_str().unwrap().ends_with('B'), "{row}");
+    assert!(
+        row["CreatedSince"].as_str().unwrap().ends_with(" ago"),
+        "{row}"
+    );
+    let out = k.ok(&[
+        "images",
+        "--format",
+        r#"{{.Repository | upper}}\t{{printf "%.3s" .Tag}}"#,
+        "--filter",
+        "reference=localhost/*",
+    ]);
+    assert_eq!(out.trim(), "LOCALHOST/MINE\tv2");
+    let out = k.ok(&[
+        "images",
+        "--format",
+        r"table {{.Repository}}\t{{.Tag}}",
+        "--filter",
+        "reference=localhost/*",
+    ]);
+    assert_eq!(out, "REPOSITORY       TAG\nlocalhost/mine   v2\n");
+    let cmd = k.ok(&[
+        "inspect",
+        "--format",
+        r#"{{range .Config.Cmd}}[{{.}}]{{end}} {{len .RootFS.Layers}} {{if .Variant}}v{{else}}-{{end}}"#,
+        &src,
+    ]);
+    assert_eq!(cmd.trim(), "[sh] 1 -", "{cmd}");
+    let err = k.fails(&["inspect", "--format", "{{.Nope}}", &src]);
+    assert!(err.contains("--format template \"{{.Nope}}\""), "{err}");
+    let steps = k.ok(&[
+        "history",
+        "--format",
+        "{{.ID}}|{{.CreatedSince}}|{{.Size}}",
+        "localhost/mine:v2",
+    ]);
+    let first: Vec<&str> = steps.lines().next().unwrap().split('|').collect();
+    assert!(
+        first[0].len() == 12 && first[1].ends_with(" ago"),
+        "{steps}"
+    );
     let ids = k.ok(&["images", "-q"]);
     assert_eq!(ids.lines().count(), 1, "two tags, one image: {ids}");
     assert!(k.ok(&["images", "-f", "dangling=true"]).lines().count() <= 1);
@@ -246,6 +297,23 @@ fn push_round_trip_matches_skopeo() {
     let json: serde_json::Value =
         serde_json::from_str(&k.ok(&["imagetools", "inspect", "--format", "json", &dst])).unwrap();
     assert_eq!(json["manifest"]["manifests"].as_array().unwrap().len(), 2);
+    let manifest: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "imagetools",
+        "inspect",
+        "--format",
+        "{{json .Manifest}}",
+        &dst,
+    ]))
+    .unwrap();
+    assert_eq!(manifest, json["manifest"]);
+    let platforms = k.ok(&[
+        "imagetools",
+        "inspect",
+        "--format",
+        "{{range .Manifest.manifests}}{{.platform.architecture}} {{end}}",
+        &dst,
+    ]);
+    assert_eq!(platforms.trim(), "amd64 arm64", "{platforms}");
     // A second push finds the layers present.
     let again = k.ok(&["push", &dst]);
     assert!(again.contains("Layer already exists"), "{again}");

@@ -427,7 +427,7 @@ fn max_layer_size_refuses_a_large_base_layer_and_a_large_step_layer() {
     let layer = busybox_layer(&env);
     assert!(
         err.contains(&format!(
-            "layer {layer} unpacks to more than 100000 bytes, the layer size limit"
+            "layer {layer} unpacks to more than 102400 bytes, the layer size limit"
         )),
         "{err}"
     );
@@ -438,7 +438,8 @@ fn max_layer_size_refuses_a_large_base_layer_and_a_large_step_layer() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(entries_of(&b.root.path().join("layers/.tmp")), 0);
 
-    // A step writing 8 MiB under a 5 MB limit; the base layer is within it.
+    // A step writing 8 MiB under a 5 MiB limit (sizes are 1024-based, as docker reads them);
+    // the base layer is within it.
     b.write(
         "Dockerfile",
         &format!("FROM {image}\nRUN dd if=/dev/zero of=/big bs=1M count=8\n"),
@@ -446,7 +447,7 @@ fn max_layer_size_refuses_a_large_base_layer_and_a_large_step_layer() {
     let err = b.build_fails(&["--max-layer-size", "5MB"]);
     assert!(
         err.contains(
-            "the step's layer holds 8388608 bytes, more than the layer size limit of 5000000 bytes"
+            "the step's layer holds 8388608 bytes, more than the layer size limit of 5242880 bytes"
         ),
         "{err}"
     );

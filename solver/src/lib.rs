@@ -20,5 +20,6 @@ pub mod state;
 pub mod sysmount;
 pub mod timestamp;
 pub mod trash;
+pub mod units;
 pub mod userns;
 pub mod worker;

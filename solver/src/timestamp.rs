@@ -1,6 +1,9 @@
-//! RFC 3339 timestamps in UTC without a date library: image history and
-//! config times, and progress events (Go's `time.RFC3339Nano`).
+//! Dates in UTC through `jiff`: RFC 3339 for image history and config times and progress
+//! events (Go's `time.RFC3339Nano`), HTTP dates, and docker's "2 hours" ages for tables.
 
+use jiff::fmt::strtime;
+use jiff::tz::Offset;
+use jiff::Timestamp;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch now.
@@ -11,47 +14,57 @@ pub fn now_secs() -> i64 {
         .unwrap_or_default()
 }
 
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`; seconds outside years -9999..=9999
+/// clamp to those bounds.
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let secs = secs.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+    Timestamp::from_second(secs)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 /// `t` as `2024-05-01T12:00:00.5Z` (trailing zeros of the fraction trimmed);
 /// times before 1970 clamp to the epoch.
 pub fn rfc3339_nano(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mut out = rfc3339(since.as_secs() as i64);
-    let nanos = since.subsec_nanos();
-    if nanos > 0 {
-        out.pop(); // the `Z`
-        let frac = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-        out.push('Z');
-    }
-    out
+    let secs = (since.as_secs() as i64).min(Timestamp::MAX.as_second());
+    Timestamp::new(secs, since.subsec_nanos() as i32)
+        .unwrap_or(Timestamp::MAX)
+        .to_string()
 }
 
-/// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// Seconds since the epoch of an RFC 3339 time with its offset (`2024-03-01T12:30:15.123Z`,
+/// `…+02:00`); the fraction is dropped. `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    text.parse::<Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// Seconds since the epoch of an HTTP date in the IMF-fixdate form servers must send
+/// (RFC 9110 §5.6.7: `Sun, 06 Nov 1994 08:49:37 GMT`), or `None` for anything else.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let parsed = strtime::parse("%a, %d %b %Y %H:%M:%S GMT", text.trim()).ok()?;
+    let time = Offset::UTC.to_timestamp(parsed.to_datetime().ok()?).ok()?;
+    Some(time.as_second())
+}
+
+/// An age in words as docker prints it (go-units `HumanDuration`; tables add " ago"):
+/// `Less than a second`, `30 seconds`, `About a minute`, `About an hour`, `2 hours`, `3 days`,
+/// `2 weeks`, `3 months`, `5 years`.
+pub fn human_duration(secs: u64) -> String {
+    let hours = secs.saturating_add(1800) / 3600; // rounded, as go-units does from the minute on
+    match secs {
+        0 => "Less than a second".to_string(),
+        1 => "1 second".to_string(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".to_string(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        _ if hours == 1 => "About an hour".to_string(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
 }
 
 #[cfg(test)]
@@ -65,10 +78,78 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_796_083_200), "2026-12-01T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        // Hostile epochs clamp to jiff's bounds instead of wrapping.
+        assert!(
+            rfc3339(i64::MAX).starts_with("9999-12-"),
+            "{}",
+            rfc3339(i64::MAX)
+        );
+        assert!(
+            rfc3339(i64::MIN).starts_with("-009999-01-"),
+            "{}",
+            rfc3339(i64::MIN)
+        );
         assert_eq!(
             rfc3339_nano(UNIX_EPOCH + Duration::new(1_714_564_800, 500_000_000)),
             "2024-05-01T12:00:00.5Z"
         );
         assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_nano(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_reads_offsets() {
+        for secs in [0, 951_782_400, 1_796_083_200, -1] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339("2024-03-01T12:30:15.123Z"),
+            Some(1_709_296_215)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T14:30:15+02:00"),
+            Some(1_709_296_215)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339("2024-02-30T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn imf_fixdate() {
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 +0000"), None);
+        assert_eq!(parse_http_date("Sun, 32 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("garbage"), None);
+    }
+
+    #[test]
+    fn ages_like_go_units() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(30), "30 seconds");
+        assert_eq!(human_duration(60), "About a minute");
+        assert_eq!(human_duration(47 * 60), "47 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(2 * 3600), "2 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration(15 * 86_400), "2 weeks");
+        assert_eq!(human_duration(90 * 86_400), "3 months");
+        assert_eq!(human_duration(3 * 365 * 86_400), "3 years");
     }
 }

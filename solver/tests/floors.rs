@@ -14,6 +14,7 @@ const FLOORS: &[&[&str]] = &[
     &[
         "atomic_file",
         "timestamp",
+        "units",
         "userns",
         "rootfs_path",
         "sysmount",

@@ -100,8 +100,9 @@ pub struct Args {
     /// Maximum steps run at once (default: twice the number of cores, at least 4).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`): base-image layers as
-    /// they unpack, each step's layer as it is kept. Default: no limit.
+    /// Refuse layers larger than SIZE unpacked (`10GB`, `512MB`; 1024-based as docker reads
+    /// sizes): base-image layers as they unpack, each step's layer as it is kept. Default: no
+    /// limit.
     #[arg(
         long = "max-layer-size",
         value_name = "SIZE",
@@ -369,12 +370,14 @@ fn source_date_epoch(build_args: &BTreeMap<String, String>) -> miette::Result<Op
 fn max_layer_size(v: Option<&str>) -> miette::Result<Option<u64>> {
     match v {
         None | Some("") => Ok(None),
-        Some(v) => Ok(Some(super::prune::parse_size(v).ok_or_else(|| {
-            miette::miette!(
-                help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
-                "invalid --max-layer-size {v:?}"
-            )
-        })?)),
+        Some(v) => Ok(Some(kiln_solver::units::parse_ram_size(v).map_err(
+            |_| {
+                miette::miette!(
+                    help = "a size such as 10GB, 512MB or 1073741824 (bytes)",
+                    "invalid --max-layer-size {v:?}"
+                )
+            },
+        )?)),
     }
 }
 

@@ -6,6 +6,8 @@ use kiln_solver::content::LockMode;
 use kiln_solver::gc::disk_usage;
 use kiln_solver::meta::now_secs;
 use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::timestamp::human_duration;
+use kiln_solver::units::human_size;
 use miette::{IntoDiagnostic, Result};
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,30 +20,9 @@ pub struct Args {
     pub verbose: bool,
 }
 
-/// `1.5MB`-style sizes, as docker prints them.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}{}", UNITS[unit]).replace(".000", "")
-    }
-}
-
+/// How long ago `secs` was, as buildx prints it (`2 hours ago`).
 fn ago(secs: u64, now: u64) -> String {
-    let d = now.saturating_sub(secs);
-    match d {
-        0..=59 => format!("{d} seconds ago"),
-        60..=3599 => format!("{} minutes ago", d / 60),
-        3600..=86_399 => format!("{} hours ago", d / 3600),
-        _ => format!("{} days ago", d / 86_400),
-    }
+    human_duration(now.saturating_sub(secs)) + " ago"
 }
 
 /// Prints the usage table.
@@ -112,7 +93,8 @@ mod tests {
     #[test]
     fn sizes_read_like_docker() {
         assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1_500_000), "1.500MB");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human_size(1_089_000), "1.089MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
         assert_eq!(ago(100, 130), "30 seconds ago");
         assert_eq!(ago(0, 7200), "2 hours ago");

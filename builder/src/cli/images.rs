@@ -1,8 +1,10 @@
 //! `kiln images` (alias `ls`): list local images.
 
 use crate::local_store::{LocalImage, LocalStore};
+use crate::template;
 use kiln_oci::media_type::is_index;
 use kiln_oci::Reference;
+use kiln_solver::timestamp;
 use miette::{miette, IntoDiagnostic, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -130,12 +132,23 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
             }
             print_table(&table);
         }
-        template => {
-            let template = template.strip_prefix("table ").unwrap_or(template);
-            let value = |r: &Row| serde_json::to_value(r).unwrap_or_default();
-            for r in &rows {
-                println!("{}", render_template(template, &value(r))?);
-            }
+        format => {
+            let header = serde_json::json!({
+                "Repository": "REPOSITORY",
+                "Tag": "TAG",
+                "Digest": "DIGEST",
+                "ID": "IMAGE ID",
+                "CreatedAt": "CREATED AT",
+                "CreatedSince": "CREATED",
+                "Size": "SIZE",
+                "Platforms": "PLATFORMS",
+            });
+            let rows = rows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .into_diagnostic()?;
+            print!("{}", template::render_rows(format, &header, &rows)?);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -191,114 +204,22 @@ fn row(
     })
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC-ish timestamp (`2024-05-01T12:00:00Z`,
-/// fractions and offsets ignored: this is for "3 days ago").
-fn epoch_seconds(ts: &str) -> Option<i64> {
-    let date = ts.get(0..10)?;
-    let time = ts.get(11..19)?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Docker's "About an hour ago" style age.
-fn created_since(ts: &str) -> String {
-    let Some(then) = epoch_seconds(ts) else {
+/// Docker's "2 hours ago" age of an RFC 3339 time, `N/A` when it has none.
+pub fn created_since(ts: &str) -> String {
+    let Some(then) = timestamp::parse_rfc3339(ts) else {
         return "N/A".to_string();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let s = (now - then).max(0);
-    let (n, unit) = match s {
-        s if s < 60 => return "Less than a minute ago".to_string(),
-        s if s < 3600 => (s / 60, "minute"),
-        s if s < 86400 => (s / 3600, "hour"),
-        s if s < 86400 * 14 => (s / 86400, "day"),
-        s if s < 86400 * 60 => (s / (86400 * 7), "week"),
-        s if s < 86400 * 365 * 2 => (s / (86400 * 30), "month"),
-        s => (s / (86400 * 365), "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    timestamp::human_duration(timestamp::now_secs().saturating_sub(then).max(0) as u64) + " ago"
 }
 
-/// Docker-style sizes (decimal units).
+/// `docker images` sizes: decimal, 3 significant digits (`4.26MB`).
 pub fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{:.3}", v)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[i]
-    }
+    kiln_solver::units::human_size_with_precision(n, 3)
 }
 
 /// Prints left-aligned columns separated by three spaces, like docker.
 pub fn print_table(rows: &[Vec<String>]) {
     print!("{}", crate::table::columns(rows, 3));
-}
-
-/// A small subset of Go templates: `{{.Field}}`, `{{json .}}`, `{{json .Field}}`, `\t`, `\n`.
-pub fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| miette!("template {template:?}: unclosed {{{{"))?;
-        let expr = after[..end].trim();
-        let (json, path) = match expr.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, expr),
-        };
-        let v = lookup(value, path)
-            .ok_or_else(|| miette!("template {template:?}: unknown field {path}"))?;
-        if json {
-            out.push_str(&serde_json::to_string(v).into_diagnostic()?);
-        } else {
-            match v {
-                serde_json::Value::String(s) => out.push_str(s),
-                serde_json::Value::Null => out.push_str("<no value>"),
-                other => out.push_str(&other.to_string()),
-            }
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
-}
-
-fn lookup<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    if path == "." {
-        return Some(value);
-    }
-    let mut v = value;
-    for part in path.trim_start_matches('.').split('.') {
-        v = v.get(part)?;
-    }
-    Some(v)
 }
 
 /// Docker's `reference=` filter: shell-style glob on `name` or `name:tag`, where `*` stops at '/'.
@@ -346,24 +267,14 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(epoch_seconds("2024-03-01T12:30:15.123Z"), Some(1709296215));
-        assert_eq!(epoch_seconds("garbage"), None);
         assert!(created_since("1970-01-01T00:00:00Z").ends_with("years ago"));
         assert_eq!(created_since(""), "N/A");
     }
 
     #[test]
-    fn sizes_and_templates() {
+    fn sizes() {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(4_260_000), "4.26MB");
-        let v = serde_json::json!({"Repository":"busybox","Tag":"latest"});
-        assert_eq!(
-            render_template("{{.Repository}}:{{.Tag}}", &v).unwrap(),
-            "busybox:latest"
-        );
-        assert_eq!(render_template("{{json .Tag}}", &v).unwrap(), "\"latest\"");
-        assert!(render_template("{{.Nope}}", &v).is_err());
-        assert!(render_template("{{.Tag", &v).is_err());
+        assert_eq!(human_size(1_089_000), "1.09MB");
     }
 }

@@ -1,6 +1,7 @@
 //! `kiln imagetools inspect|create`: look at remote manifests and merge them into indexes.
 
 use crate::registry_opts::{runtime, RegistryArgs};
+use crate::template::{GoTemplate, JsonStyle};
 use kiln_oci::media_type::{is_index, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX};
 use kiln_oci::{Descriptor, ImageIndex, Manifest, Platform};
 use kiln_oci::{Digest, Reference};
@@ -37,7 +38,8 @@ pub struct InspectArgs {
     /// Print the manifest bytes as served.
     #[arg(long)]
     pub raw: bool,
-    /// `json` (or `{{json .}}`, `{{json .Manifest}}`) instead of the summary.
+    /// `json` (or `{{json .}}`) for the whole document, or a Go template over `Name`,
+    /// `MediaType`, `Digest`, `Size` and `Manifest` (`{{json .Manifest}}`).
     #[arg(long)]
     pub format: Option<String>,
     #[command(flatten)]
@@ -104,16 +106,21 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "size": fetched.bytes.len(),
             "manifest": raw,
         });
-        let v = match f.as_str() {
-            "json" | "{{json .}}" => doc,
-            "{{json .Manifest}}" | "{{json .manifest}}" => doc["manifest"].clone(),
-            other => {
-                return Err(miette!(
-                    "unsupported --format {other:?} (json, {{{{json .}}}}, {{{{json .Manifest}}}})"
-                ))
-            }
-        };
-        println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
+        if matches!(f.as_str(), "json" | "{{json .}}") {
+            println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Other formats are Go templates over buildx's fields (`{{json .Manifest}}`,
+        // `{{.Name}}`), with buildx's indented `json`.
+        let fields = json!({
+            "Name": doc["name"],
+            "MediaType": doc["mediaType"],
+            "Digest": doc["digest"],
+            "Size": doc["size"],
+            "Manifest": doc["manifest"],
+        });
+        let template = GoTemplate::parse(f, JsonStyle::Indented)?;
+        println!("{}", template.render(&fields)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<10} {}", "Name:", r);

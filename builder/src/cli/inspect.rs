@@ -1,6 +1,7 @@
 //! `kiln inspect`: docker-style JSON about local images.
 
 use crate::local_store::LocalStore;
+use crate::template::{GoTemplate, JsonStyle};
 use kiln_oci::{Platform, Reference};
 use miette::{IntoDiagnostic, Result};
 use serde_json::json;
@@ -16,7 +17,7 @@ pub struct Args {
     /// Platform of a multi-platform image (default: this machine's).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Go-template-like format (`{{.Architecture}}`, `{{json .Config}}`).
+    /// Go template (`{{.Architecture}}`, `{{json .Config}}`).
     #[arg(short, long)]
     pub format: Option<String>,
 }
@@ -61,8 +62,9 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
     }
     match &args.format {
         Some(t) => {
+            let template = GoTemplate::parse(t, JsonStyle::Compact)?;
             for v in &out {
-                println!("{}", super::images::render_template(t, v)?);
+                println!("{}", template.render(v)?);
             }
         }
         None => println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?),

@@ -1,12 +1,12 @@
 //! `kiln prune`: remove build cache (and the layers and blobs only it kept).
 
-use super::du::human_size;
 use crate::local_store::open_state;
 use kiln_solver::cache::CacheStore;
 use kiln_solver::content::LockMode;
 use kiln_solver::gc::{prune, PruneOptions};
 use kiln_solver::meta::now_secs;
 use kiln_solver::snapshot::layers::LayerStore;
+use kiln_solver::units::{human_size, parse_ram_size};
 use miette::{miette, IntoDiagnostic, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -18,7 +18,8 @@ pub struct Args {
     /// Remove all build cache, not just what is old.
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Keep the most recently used cache within this size (`10GB`, `512MB`).
+    /// Keep the most recently used cache within this size (`10GB`, `512MB`; 1024-based, as
+    /// buildx reads it).
     #[arg(long = "keep-storage", value_name = "SIZE")]
     pub keep_storage: Option<String>,
     /// Filters: `until=DURATION` (`24h`, `30m`, `90s`).
@@ -27,28 +28,6 @@ pub struct Args {
     /// Do not ask for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
-}
-
-/// `10GB`, `512MB`, `100kB`, `1024` (bytes); binary suffixes (`GiB`) too.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
 }
 
 /// `24h`, `30m`, `90s`, `2h30m`.
@@ -83,10 +62,10 @@ pub fn run(args: Args, root: Option<&Path>) -> Result<ExitCode> {
         ..PruneOptions::default()
     };
     if let Some(k) = &args.keep_storage {
-        opts.keep_bytes =
-            Some(parse_size(k).ok_or_else(|| {
-                miette!("invalid --keep-storage {k:?}: expected a size like 10GB")
-            })?);
+        opts.keep_bytes = Some(
+            parse_ram_size(k)
+                .map_err(|_| miette!("invalid --keep-storage {k:?}: expected a size like 10GB"))?,
+        );
     }
     for f in &args.filters {
         match f.split_once('=') {
@@ -148,11 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
-        assert_eq!(parse_size("512mib"), Some(512 * 1024 * 1024));
-        assert_eq!(parse_size("1024"), Some(1024));
-        assert_eq!(parse_size("lots"), None);
+    fn durations() {
         assert_eq!(parse_duration("24h"), Some(86_400));
         assert_eq!(parse_duration("2h30m"), Some(9_000));
         assert_eq!(parse_duration("10"), None);

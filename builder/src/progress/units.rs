@@ -1,24 +1,8 @@
-//! Human-readable sizes and durations as BuildKit prints them (`1.05MB`, `0.3s`).
+//! Progress amounts and durations as BuildKit prints them (`1.05MB / 2.10MB`, `0.3s`); the
+//! size format itself is `kiln_solver::units::progress_size`.
 
+use kiln_solver::units::progress_size as bytes;
 use std::time::{Duration, SystemTime};
-
-/// Decimal byte size with two decimals above 1000 bytes: `512B`, `1.05MB`, `2.10GB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
-    if n < 1000 {
-        return format!("{n}B");
-    }
-    let mut value = n as f64 / 1000.0;
-    let mut unit = "kB";
-    for next in UNITS.iter().skip(1) {
-        if value < 1000.0 {
-            break;
-        }
-        value /= 1000.0;
-        unit = next;
-    }
-    format!("{value:.2}{unit}")
-}
 
 /// `current / total` when the total is known, else just `current`; empty when both are zero.
 pub fn progress(current: u64, total: Option<u64>) -> String {
@@ -39,16 +23,6 @@ pub fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(0), "0B");
-        assert_eq!(bytes(999), "999B");
-        assert_eq!(bytes(1000), "1.00kB");
-        assert_eq!(bytes(1_050_000), "1.05MB");
-        assert_eq!(bytes(2_100_000_000), "2.10GB");
-        assert_eq!(bytes(u64::MAX), "18.45EB");
-    }
 
     #[test]
     fn progress_text() {

@@ -168,32 +168,6 @@ pub fn split_csv(s: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
     Ok(fields)
 }
 
-/// Go-units `RAMInBytes`: `1024`, `64m`, `1.5g`, `512KiB`, ...
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
-}
-
 /// Parses one `--mount` value. `expand` is applied to every value except `from`; `ssh_index`
 /// numbers ssh mounts for their default target.
 pub fn parse_mount(
@@ -354,7 +328,7 @@ fn set_value(m: &mut Mount, key: &str, value: String, field: &str) -> Result<(),
             if kind != MountType::Tmpfs {
                 return Err(not_for("size"));
             }
-            m.size = Some(parse_size(&value).ok_or_else(|| {
+            m.size = Some(kiln_solver::units::parse_ram_size(&value).map_err(|_| {
                 err(
                     format!("invalid size {value:?}"),
                     Some("e.g. size=64m".into()),

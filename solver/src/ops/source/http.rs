@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::http_date::parse_http_date;
 use crate::llb::SourceOp;
+use crate::timestamp::parse_http_date;
 
 /// Why a download failed.
 #[derive(Debug, Error)]

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::http::{
     file_name_of, header, io_err, receive, send, set_file_meta, url_name, HttpError, HttpSource,
 };
-use super::http_date::parse_http_date;
+use crate::timestamp::parse_http_date;
 
 /// Content of an HTTP source as the cache holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,4 +3,3 @@
 pub mod git;
 pub mod http;
 pub mod http_cache;
-mod http_date;
