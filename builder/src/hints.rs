@@ -72,6 +72,16 @@ pub fn for_registry(error: &kiln_registry::Error) -> Option<String> {
                 _ => None,
             }
         }
+        // A push of an index whose images were not all pulled (a pull keeps the whole index).
+        kiln_registry::Error::Oci(kiln_oci::Error::Missing { what, .. })
+            if kiln_oci::media_type::is_manifest(what) =>
+        {
+            Some(
+                "the index lists images that are not in the local store: pull it with \
+                 --all-platforms first"
+                    .to_string(),
+            )
+        }
         kiln_registry::Error::Stalled { .. } => Some(format!(
             "if the registry is only slow, allow it more time with --registry-idle-timeout \
              or {}",
@@ -219,6 +229,22 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         };
         assert!(for_worker(&WorkerError::from(enodev)).is_none());
+    }
+
+    #[test]
+    fn a_push_missing_an_index_image_names_all_platforms() {
+        let missing = |what: &str| {
+            kiln_registry::Error::Oci(kiln_oci::Error::Missing {
+                digest: kiln_oci::Digest::of(b"x"),
+                what: what.into(),
+            })
+        };
+        let hint = for_registry(&missing(kiln_oci::media_type::OCI_MANIFEST));
+        assert!(hint.is_some_and(|h| h.contains("--all-platforms")));
+        assert_eq!(
+            for_registry(&missing(kiln_oci::media_type::OCI_LAYER_GZIP)),
+            None
+        );
     }
 
     #[test]

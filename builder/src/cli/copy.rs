@@ -3,6 +3,7 @@
 //! (`docker-archive:FILE[:REF]`), with skopeo's transport names.
 
 use crate::archive::{docker, oci};
+use crate::registry_opts::registry_failure;
 use crate::registry_opts::{runtime, RegistryArgs};
 use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_oci::layout::LayoutDir;
@@ -87,7 +88,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 args.registry.concurrency(),
                 &progress,
             ))
-            .into_diagnostic()?;
+            .map_err(registry_failure)?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -102,7 +103,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let pull_progress = TransferProgress::new(Direction::Pull, args.quiet);
             let pulled = rt
                 .block_on(pull(&client, r, &store, &opts, &pull_progress))
-                .into_diagnostic()?;
+                .map_err(registry_failure)?;
             (
                 Box::new(store),
                 oci::NamedImage {
@@ -144,7 +145,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     &opts,
                     &progress,
                 ))
-                .into_diagnostic()?;
+                .map_err(registry_failure)?;
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {

@@ -1,5 +1,6 @@
 //! `kiln imagetools inspect|create`: look at remote manifests and merge them into indexes.
 
+use crate::registry_opts::registry_failure;
 use crate::registry_opts::{runtime, RegistryArgs};
 use crate::template::{GoTemplate, JsonStyle};
 use kiln_oci::media_type::{is_index, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX};
@@ -83,7 +84,9 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let r = parse_ref(&args.reference)?;
     let client = args.registry.client();
     let rt = runtime()?;
-    let fetched = rt.block_on(client.get_manifest(&r)).into_diagnostic()?;
+    let fetched = rt
+        .block_on(client.get_manifest(&r))
+        .map_err(registry_failure)?;
     if args.raw {
         use std::io::Write;
         let mut out = std::io::stdout();
@@ -193,7 +196,7 @@ struct Entry {
 }
 
 async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -> Result<()> {
-    let f = client.get_manifest(r).await.into_diagnostic()?;
+    let f = client.get_manifest(r).await.map_err(registry_failure)?;
     let (m, mt) =
         Manifest::parse(&r.to_string(), &f.bytes, f.content_type.as_deref()).into_diagnostic()?;
     match m {
@@ -202,7 +205,7 @@ async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -
                 let c = client
                     .get_manifest_as(r, d.digest.as_ref())
                     .await
-                    .into_diagnostic()?;
+                    .map_err(registry_failure)?;
                 out.push(Entry {
                     source: r.clone(),
                     descriptor: d,
@@ -248,7 +251,7 @@ async fn copy_into(
     if !same_registry {
         kiln_registry::pull::pull_image(client, &e.source, &store, &m, concurrency, &NoProgress)
             .await
-            .into_diagnostic()?;
+            .map_err(registry_failure)?;
     }
     let opts = kiln_registry::push::PushOptions {
         concurrency,
@@ -269,16 +272,16 @@ async fn copy_into(
             if outcome.is_err() {
                 kiln_registry::pull::pull_blob(&c2, &src, &store, d, &NoProgress)
                     .await
-                    .into_diagnostic()?;
+                    .map_err(registry_failure)?;
                 kiln_registry::push::push_blob(client, target, &store, d, None, &NoProgress)
                     .await
-                    .into_diagnostic()?;
+                    .map_err(registry_failure)?;
             }
         }
     } else {
         kiln_registry::push::push_image_blobs(client, target, &store, &m, &opts, &NoProgress)
             .await
-            .into_diagnostic()?;
+            .map_err(registry_failure)?;
     }
     client
         .put_manifest(
@@ -287,7 +290,7 @@ async fn copy_into(
             &mt,
         )
         .await
-        .into_diagnostic()?;
+        .map_err(registry_failure)?;
     Ok(())
 }
 
