@@ -1,9 +1,9 @@
 //! kiln: container image builder and registry toolkit.
 
 mod archive;
-mod build;
 mod cli;
 mod context;
+mod driver;
 mod export;
 mod hints;
 mod local_store;

@@ -235,7 +235,7 @@ fn call_check(
 
 /// The build itself: flags into a request, the request run, results reported.
 fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
-    use crate::build::run::run as run_build;
+    use crate::driver::run::run as run_build;
     let req = build_request(&args, root)?;
     let names: Vec<String> = req
         .outputs
@@ -245,7 +245,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     let outcome = match run_build(req) {
         Ok(outcome) => outcome,
         // A signal ends the build with the shell's 128 + signal status.
-        Err(e) => match e.downcast_ref::<crate::build::interrupt::Interrupted>() {
+        Err(e) => match e.downcast_ref::<crate::driver::interrupt::Interrupted>() {
             Some(i) => {
                 let code = i.signal.exit_code();
                 eprintln!("{e:?}");
@@ -263,7 +263,7 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
 fn build_request(
     args: &Args,
     root: Option<std::path::PathBuf>,
-) -> miette::Result<crate::build::BuildRequest> {
+) -> miette::Result<crate::driver::BuildRequest> {
     let resolve = resolve_options(args)?;
     let labels = parse_labels(&args.labels)?;
     let annotations = args
@@ -290,7 +290,7 @@ fn build_request(
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
     let max_layer_size = max_layer_size(args.max_layer_size.as_deref())?;
-    Ok(crate::build::BuildRequest {
+    Ok(crate::driver::BuildRequest {
         root,
         context: ContextSpec::parse(&args.context),
         file: args.file.clone(),
@@ -394,7 +394,7 @@ fn default_jobs() -> usize {
 /// `--metadata-file`, as buildx writes them.
 fn report_outcome(
     args: &Args,
-    outcome: &crate::build::run::BuildOutcome,
+    outcome: &crate::driver::run::BuildOutcome,
     names: &[String],
 ) -> miette::Result<()> {
     let mut meta = serde_json::json!({

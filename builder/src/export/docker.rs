@@ -5,7 +5,7 @@ use super::oci::write_archive;
 use super::{names, BuildResult, Exporter};
 use crate::archive::docker::manifest_json;
 use crate::archive::oci::NamedImage;
-use crate::build::export_steps::ExportStep;
+use crate::driver::export_steps::ExportStep;
 use crate::export::spec::OutputSpec;
 use kiln_oci::Platform;
 use miette::{miette, Result};

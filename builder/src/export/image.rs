@@ -2,7 +2,7 @@
 //! `push=true`, pushed to each name's registry.
 
 use super::{names, BuildResult, Exporter};
-use crate::build::export_steps::{ExportStep, PushProgress};
+use crate::driver::export_steps::{ExportStep, PushProgress};
 use crate::export::spec::OutputSpec;
 use kiln_registry::progress::{NoProgress, Progress};
 use kiln_registry::push::{push, PushOptions};

@@ -2,7 +2,7 @@
 //! `platform-split` of a multi-platform build, else platforms written over each other in order).
 
 use super::{BuildResult, Exporter};
-use crate::build::export_steps::{Counted, ExportStep};
+use crate::driver::export_steps::{Counted, ExportStep};
 use crate::export::spec::{Destination, OutputSpec};
 use kiln_solver::archive::{extract_tar, extract_tar_as_caller};
 use kiln_solver::snapshot::layer::{write_tar, DiffOptions};

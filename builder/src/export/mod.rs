@@ -9,9 +9,9 @@ mod oci;
 pub mod spec;
 mod tar;
 
-use crate::build::export_steps::{ExportStep, ExportSteps};
-use crate::build::run::{BuildOutcome, PlatformResult};
-use crate::build::BuildRequest;
+use crate::driver::export_steps::{ExportStep, ExportSteps};
+use crate::driver::run::{BuildOutcome, PlatformResult};
+use crate::driver::BuildRequest;
 use crate::local_store::LocalStore;
 use kiln_solver::snapshot::layers::LayerStore;
 use miette::{miette, Result};

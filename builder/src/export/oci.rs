@@ -3,7 +3,7 @@
 use super::dest::open_dest;
 use super::{names, BuildResult, Exporter};
 use crate::archive::oci::{write_tar, NamedImage};
-use crate::build::export_steps::{Counted, ExportStep};
+use crate::driver::export_steps::{Counted, ExportStep};
 use crate::export::spec::OutputSpec;
 use miette::{IntoDiagnostic, Result};
 use std::io::Write;

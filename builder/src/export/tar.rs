@@ -4,7 +4,7 @@
 use super::dest::open_dest;
 use super::local::{platform_dir, split, write_dir};
 use super::{BuildResult, Exporter};
-use crate::build::export_steps::{Counted, ExportStep};
+use crate::driver::export_steps::{Counted, ExportStep};
 use crate::export::spec::OutputSpec;
 use kiln_solver::snapshot::layer::{write_tar, DiffOptions};
 use kiln_solver::snapshot::view::SnapshotView;

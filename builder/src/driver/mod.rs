@@ -1,4 +1,5 @@
-//! `kiln build`'s machinery: from a context and a Dockerfile to images.
+//! The build driver (`kiln build`'s machinery): from a context and a Dockerfile, through the
+//! frontend and the solver, to images in the store and the outputs the exporters write.
 
 pub mod assemble;
 pub mod checks;

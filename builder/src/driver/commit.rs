@@ -2,7 +2,7 @@
 //! store: layer blobs (made once, remembered), the config with its
 //! rootfs and history made consistent, and the manifest.
 
-use crate::build::assemble::{
+use crate::driver::assemble::{
     layer_descriptor, write_image, ImageError, ImageLayer, ManifestOptions,
 };
 use kiln_oci::config::{History, ImageConfig};
