@@ -4,9 +4,10 @@
 
 mod support;
 
+use kiln_oci::walk::Partial;
 use std::path::Path;
 use std::process::Command;
-use support::{executed, validate_archive, Build, TestEnv};
+use support::{executed, validate_archive, validate_layout, Build, TestEnv};
 
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
@@ -167,6 +168,46 @@ fn docker_and_oci_archives_are_read_by_skopeo() {
     );
     validate_archive(&docker);
     validate_archive(&oci);
+}
+
+#[test]
+fn tar_false_writes_layout_directories_skopeo_reads() {
+    // BuildKit's `tar=false`: the OCI (and docker) exporters write a layout directory.
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    b.write("f", "x");
+    let oci = b.work.path().join("oci-dir");
+    let docker = b.work.path().join("docker-dir");
+    b.build(&[
+        "-t",
+        "kiln-test/dir:1",
+        "-o",
+        &format!("type=oci,tar=false,dest={}", oci.display()),
+        "-o",
+        &format!("type=docker,tar=false,dest={}", docker.display()),
+    ]);
+    assert!(oci.join("index.json").is_file() && oci.join("oci-layout").is_file());
+    assert!(
+        docker.join("manifest.json").is_file(),
+        "docker's manifest.json beside the layout"
+    );
+    for dir in [&oci, &docker] {
+        let out = Command::new("skopeo")
+            .args(["inspect", &format!("oci:{}:1", dir.display())])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo oci:{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
+        assert_eq!(validate_layout(dir, Partial::Refuse).len(), 1);
+    }
+    let err = b.build_fails(&["-o", "type=oci,tar=false"]);
+    assert!(err.contains("tar=false needs dest"), "{err}");
 }
 
 #[test]
