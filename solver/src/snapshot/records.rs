@@ -198,19 +198,23 @@ impl MetaWriter {
     }
 }
 
+/// Records numbered `n` for the tests of this module and of the cache store.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn digest(n: u8) -> Digest {
+    /// A digest made of the byte `n`.
+    pub fn digest(n: u8) -> Digest {
         Digest::try_from(format!("sha256:{}", hex::encode([n; 32]))).unwrap()
     }
 
-    fn lid(n: u8) -> LayerId {
+    /// The id of layer `n`.
+    pub fn lid(n: u8) -> LayerId {
         LayerId::for_diff_id(&digest(n))
     }
 
-    fn layer(n: u8) -> LayerRecord {
+    /// Layer `n` with one gzip blob.
+    pub fn layer(n: u8) -> LayerRecord {
         LayerRecord {
             id: lid(n),
             diff_id: Some(digest(n)),
@@ -222,6 +226,12 @@ mod tests {
             }],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{digest, layer, lid};
+    use super::*;
 
     fn open() -> (tempfile::TempDir, MetaDb) {
         let d = tempfile::tempdir().unwrap();

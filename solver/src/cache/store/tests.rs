@@ -1,29 +1,5 @@
-use kiln_oci::Digest;
-
 use super::*;
-use crate::snapshot::layer::Compression;
-use crate::snapshot::BlobRecord;
-
-fn digest(n: u8) -> Digest {
-    Digest::try_from(format!("sha256:{}", hex::encode([n; 32]))).unwrap()
-}
-
-fn lid(n: u8) -> LayerId {
-    LayerId::for_diff_id(&digest(n))
-}
-
-fn layer(n: u8) -> LayerRecord {
-    LayerRecord {
-        id: lid(n),
-        diff_id: Some(digest(n)),
-        size: Some(1000 + u64::from(n)),
-        blobs: vec![BlobRecord {
-            digest: digest(100 + n),
-            size: 500,
-            compression: Compression::Gzip,
-        }],
-    }
-}
+use crate::snapshot::records::fixtures::{digest, layer, lid};
 
 fn result(layers: &[u8], created: u64) -> CacheResult {
     CacheResult {
