@@ -31,6 +31,10 @@ pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar
 pub const DOCKER_FOREIGN_LAYER_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
+/// A remote build cache's config blob (BuildKit's media type, so registries that take
+/// BuildKit's cache take kiln's; the content is kiln's own, see `docs/remote-cache.md`).
+pub const BUILDKIT_CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
+
 /// The Accept header for manifests: indexes first, schema 1 last (so a registry converting
 /// old images still answers, and kiln can say why it refuses).
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1";
@@ -43,6 +47,12 @@ pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 /// Annotation: when the image was created.
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+
+/// Annotation: a layer blob's diffID (the digest of its uncompressed tar), as containerd and
+/// BuildKit's cache write it.
+pub const ANNOTATION_UNCOMPRESSED: &str = "containerd.io/uncompressed";
+/// Image config key holding an inline build cache (`--cache-to type=inline`), BuildKit's.
+pub const CONFIG_KEY_INLINE_CACHE: &str = "moby.buildkit.cache.v0";
 
 /// Whether `media_type` is an index (OCI index or Docker manifest list).
 pub fn is_index(media_type: &str) -> bool {

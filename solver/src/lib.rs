@@ -13,6 +13,7 @@ pub mod ops;
 pub mod pattern;
 pub mod pid;
 pub mod progress;
+pub mod remote_cache;
 pub mod rootfs_path;
 pub mod scheduler;
 pub mod snapshot;

@@ -29,7 +29,7 @@ const FLOORS: &[&[&str]] = &[
     &["ops"],
     &["cache"],
     &["mounts"],
-    &["executor"],
+    &["executor", "remote_cache"],
     &["state", "scheduler"],
     &["worker", "gc"],
 ];

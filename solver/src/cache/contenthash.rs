@@ -28,6 +28,27 @@ impl fmt::Display for ContentChecksum {
     }
 }
 
+impl ContentChecksum {
+    /// Parses `sha256:<hex>`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let bytes = hex::decode(s.strip_prefix("sha256:")?).ok()?;
+        Some(ContentChecksum(bytes.try_into().ok()?))
+    }
+}
+
+impl serde::Serialize for ContentChecksum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ContentChecksum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentChecksum::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid checksum"))
+    }
+}
+
 impl fmt::Debug for ContentChecksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ContentChecksum({})", &hex::encode(self.0)[..12])

@@ -56,12 +56,34 @@ impl<'de> Deserialize<'de> for CacheKey {
 }
 
 /// What one input contributes to a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InputKey {
     /// The input's cache key (the op may read all of it).
     Key(CacheKey),
     /// The checksum of the selected paths (see [`input_selectors`]).
     Content(ContentChecksum),
+}
+
+/// What a cache key was made of. Exported with remote-cache records, so that a step that
+/// misses an imported cache can say which part differed (the command, the environment and
+/// build args, the base image, the files an input provides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyParts {
+    /// [`op_cache_digest`] of the op and its platform, hex.
+    pub op: String,
+    /// For a RUN: the digest of its command line, hex (told apart from `env` so a miss can
+    /// say which changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// For a RUN: the digest of its environment (ENV and build args), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The pin of a moving source (an image's resolved digest, an HTTP file's digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// One entry per input, in input order.
+    pub inputs: Vec<InputKey>,
 }
 
 /// The op with fields that must not influence caching cleared.

@@ -11,7 +11,7 @@ pub use contenthash::{
 };
 pub use key::{
     cache_key, input_selectors, op_cache_digest, reads_only_users, vertex_cache_key, CacheKey,
-    InputKey,
+    InputKey, KeyParts,
 };
 pub use statcache::{FileStat, StatCache};
 pub use store::{CacheEntry, CacheResult, CacheStore};
