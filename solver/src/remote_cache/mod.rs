@@ -17,7 +17,9 @@ pub mod format;
 pub mod import;
 pub mod mounts;
 
-pub use export::{export_cache, CacheImage, CacheMode, ExportOptions, ExportRecord};
+pub use export::{
+    export_cache, inline_config, CacheImage, CacheMode, ExportOptions, ExportRecord, ExportStores,
+};
 pub use format::{CacheBlob, CacheConfig, CacheMountRecord, CacheRecord, SelectionChecksum};
 pub use import::{BlobFetcher, ImportedCache, ImportedRecord};
 
