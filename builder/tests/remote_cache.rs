@@ -61,7 +61,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// The diffIDs of a stored image: equal for two runners iff their layers are the same bytes.
 fn diff_ids(b: &Build, tag: &str) -> serde_json::Value {
-    b.raw_config(tag)["rootfs"]["diff_ids"].clone()
+    b.raw_config(&format!("docker.io/library/{tag}"))["rootfs"]["diff_ids"].clone()
 }
 
 /// `kiln.cache.exported` of a metadata file, the one export.
@@ -115,7 +115,6 @@ fn two_runners(to: &str, from: &str, env: &TestEnv, mount_id: &str) {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn registry_cache_max_with_cache_mounts_moves_between_runners() {
     let env = TestEnv::load();
     let cache = format!("{}/{}:cache", env.registry(), unique("cbuilder-max"));
@@ -128,7 +127,6 @@ fn registry_cache_max_with_cache_mounts_moves_between_runners() {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn local_cache_max_with_cache_mounts_moves_between_runners() {
     let env = TestEnv::load();
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +147,6 @@ fn local_cache_max_with_cache_mounts_moves_between_runners() {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn local_cache_min_carries_the_final_stage() {
     let env = TestEnv::load();
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +177,6 @@ fn local_cache_min_carries_the_final_stage() {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn inline_cache_is_read_from_the_pushed_image() {
     let env = TestEnv::load();
     let image = format!("{}/{}:1", env.registry(), unique("cbuilder-inline"));
@@ -207,7 +203,6 @@ fn inline_cache_is_read_from_the_pushed_image() {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn re_exporting_an_unchanged_cache_uploads_no_blob() {
     let env = TestEnv::load();
     let cache = format!("{}/{}:cache", env.registry(), unique("cbuilder-again"));
@@ -241,7 +236,6 @@ fn re_exporting_an_unchanged_cache_uploads_no_blob() {
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn an_authenticated_registry_holds_the_cache() {
     let env = TestEnv::load();
     let tls = env.registry_tls();
@@ -456,7 +450,6 @@ fn tampered_local_cache(env: &TestEnv, what: &str) -> (Build, tempfile::TempDir)
 }
 
 #[test]
-#[ignore = "needs h5-csolver's worker API (issue 14): run once it is merged"]
 fn a_corrupt_local_cache_is_refused_and_never_gives_a_wrong_image() {
     let env = TestEnv::load();
     // A tampered config: found at import.

@@ -15,7 +15,6 @@ use crate::context::BuildContext;
 use crate::driver::assemble::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
-use crate::remote_cache::worker::CacheWorker as _;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
     lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,

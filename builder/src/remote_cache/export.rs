@@ -25,7 +25,6 @@ use thiserror::Error;
 
 use super::import::Imported;
 use super::spec::{CacheLocation, CacheTo};
-use super::worker::CacheWorker as _;
 use crate::driver::export_steps::{ExportStep, PushProgress};
 use crate::local_store::LocalStore;
 

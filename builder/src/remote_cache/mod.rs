@@ -6,7 +6,6 @@
 pub mod export;
 pub mod import;
 pub mod spec;
-pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use miette::{IntoDiagnostic, WrapErr};
 use self::export::{ExportContext, ExportReport};
 use self::import::Imported;
 use self::spec::{CacheFrom, CacheLocation, CacheTo};
-use self::worker::CacheWorker as _;
 use crate::driver::export_steps::ExportStep;
 use crate::local_store::LocalStore;
 
