@@ -466,3 +466,69 @@ fn cache_mount_ids_are_the_store_ids_of_the_unseeded_cache_mounts_each_once() {
     );
     assert!(cache_mount_ids(&Definition::new()).is_empty());
 }
+
+#[test]
+fn an_unchanged_restored_mount_re_exports_the_imported_blob_without_a_new_tar() {
+    let a = machine();
+    fill(&a, "c");
+    // Another level gives other bytes: only the remembered blob can be this one.
+    let fast = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, Some(9))
+        .unwrap()
+        .unwrap();
+    fill(&a, "same files");
+    let default = export_mount(&a.mounts, "same files", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(default.diff_id, fast.diff_id);
+    assert_ne!(default.digest, fast.digest, "levels 9 and default differ");
+    let b = machine();
+    carry(&a, &b, &fast);
+    assert!(restore_mount(&b.mounts, "c", &b.content, &fast).unwrap());
+    let again = export_mount(&b.mounts, "c", &b.content, Compression::Gzip, None);
+    assert_eq!(again.unwrap().as_ref(), Some(&fast));
+    // Another compression is made (and remembered beside the first).
+    let z = export_mount(&b.mounts, "c", &b.content, Compression::Zstd, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(z.diff_id, fast.diff_id, "the same tar");
+    assert_ne!(z.digest, fast.digest);
+    let gz = export_mount(&b.mounts, "c", &b.content, Compression::Gzip, None);
+    assert_eq!(gz.unwrap().as_ref(), Some(&fast));
+    // A blob gone from the content store is made again.
+    b.content.delete(&z.digest).unwrap();
+    let z2 = export_mount(&b.mounts, "c", &b.content, Compression::Zstd, None);
+    assert_eq!(z2.unwrap().as_ref(), Some(&z));
+    assert!(b.content.exists(&z.digest).unwrap());
+}
+
+#[test]
+fn any_change_to_the_mount_makes_a_new_blob_even_with_size_and_mtime_kept() {
+    let a = machine();
+    let dir = fill(&a, "c");
+    let first = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    // Same size, mtime set back: only the ctime tells.
+    let f = dir.join("pkgs/a/index.json");
+    fs::write(&f, b"{\"v\":2}").unwrap();
+    set_mtime(&f, 1_600_000_000);
+    let second = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.diff_id, first.diff_id);
+    // A mode change alone too.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    let third = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    assert_ne!(third.diff_id, second.diff_id);
+    // A file removed and another of the same name, size and mtime put back.
+    fs::remove_file(dir.join("pkgs/a/tool")).unwrap();
+    fs::write(dir.join("pkgs/a/tool"), b"#!/bin/bash").unwrap();
+    fs::remove_file(dir.join("pkgs/a/tool")).unwrap();
+    fs::write(dir.join("pkgs/a/tool"), b"#!/bin/sh\n").unwrap();
+    let fourth = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    assert_ne!(fourth.diff_id, third.diff_id, "the hard link is gone");
+}
