@@ -532,3 +532,42 @@ fn any_change_to_the_mount_makes_a_new_blob_even_with_size_and_mtime_kept() {
         .unwrap();
     assert_ne!(fourth.diff_id, third.diff_id, "the hard link is gone");
 }
+
+#[test]
+fn export_waits_for_a_locked_user_and_restore_for_any_user() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let a = machine();
+    fill(&a, "c");
+    let blob = export_mount(&a.mounts, "c", &a.content, Compression::Gzip, None)
+        .unwrap()
+        .unwrap();
+    let writer = a.mounts.acquire("c", Sharing::Locked, 0o755, 0, 0).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (mounts, content) = (a.mounts.clone(), a.content.clone());
+    let t = std::thread::spawn(move || {
+        let r = export_mount(&mounts, "c", &content, Compression::Gzip, None);
+        tx.send(r.unwrap()).unwrap();
+    });
+    // Not a timing assertion: the export must not read while the locked user holds it.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    drop(writer);
+    assert_eq!(rx.recv().unwrap(), Some(blob.clone()));
+    t.join().unwrap();
+
+    let b = machine();
+    carry(&a, &b, &blob);
+    let reader = b.mounts.acquire("c", Sharing::Shared, 0o755, 0, 0).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (mounts, content, blob2) = (b.mounts.clone(), b.content.clone(), blob.clone());
+    let t = std::thread::spawn(move || {
+        tx.send(restore_mount(&mounts, "c", &content, &blob2).unwrap())
+            .unwrap();
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    // The user saw the mount empty and left it so: the restore then fills it.
+    assert!(is_empty_or_missing(reader.dir()).unwrap());
+    drop(reader);
+    assert!(rx.recv().unwrap());
+    t.join().unwrap();
+}
