@@ -187,6 +187,7 @@ fn inline_cache_is_read_from_the_pushed_image() {
     let config: serde_json::Value = serde_json::from_slice(&support::skopeo(&[
         "inspect",
         "--config",
+        "--raw",
         "--tls-verify=false",
         &format!("docker://{image}"),
     ]))
