@@ -30,6 +30,10 @@ pub fn for_worker(e: &WorkerError) -> Option<String> {
             "--max-layer-size sets the limit; leave it out for none".into()
         }
         WorkerError::ImageFetch(e) => for_registry(e.downcast_ref()?)?,
+        WorkerError::CacheBlob { .. } => "a --cache-from source holds a blob that cannot be \
+             fetched or is corrupt: add ignore-error=true to its value to build without it, or \
+             export that cache again"
+            .into(),
         _ => return None,
     })
 }

@@ -100,9 +100,65 @@ pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
     Ok(out)
 }
 
+/// A blob of a `--cache-from` source with `ignore-error=true` turned out unusable once the
+/// build relied on it (a layer is fetched only when needed): the build starts again without
+/// that source.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+struct DropCacheSource {
+    /// The source's position in `--cache-from`.
+    index: usize,
+    /// What went wrong.
+    message: String,
+}
+
+/// The source of a [`WorkerError::CacheBlob`] when that source may be ignored.
+fn ignorable_cache_blob(
+    req: &BuildRequest,
+    e: &kiln_solver::scheduler::WorkerError,
+) -> Option<DropCacheSource> {
+    match e {
+        kiln_solver::scheduler::WorkerError::CacheBlob { source_index, .. }
+            if req
+                .cache_from
+                .get(*source_index)
+                .is_some_and(|s| s.ignore_error) =>
+        {
+            Some(DropCacheSource {
+                index: *source_index,
+                message: crate::remote_cache::chain_text(e),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Runs a build: every target platform is lowered into one graph (work that
-/// does not depend on the platform is one vertex) and solved at once.
-pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
+/// does not depend on the platform is one vertex) and solved at once. A `--cache-from`
+/// source with `ignore-error=true` whose blob proves unusable is dropped and the build run
+/// again (at most once per source).
+pub fn run(mut req: BuildRequest) -> Result<BuildOutcome> {
+    loop {
+        match run_once(req.clone()) {
+            Err(e) => match e.downcast::<DropCacheSource>() {
+                Ok(drop) if drop.index < req.cache_from.len() => {
+                    let source = req.cache_from.remove(drop.index);
+                    eprintln!(
+                        "WARNING: --cache-from {}: {} (ignored: ignore-error=true; building again without this cache)",
+                        source.location.describe(),
+                        drop.message
+                    );
+                }
+                Ok(drop) => return Err(miette!("{drop}")),
+                Err(e) => return Err(e),
+            },
+            ok => return ok,
+        }
+    }
+}
+
+/// One attempt of [`run`].
+fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // Bad flags fail here, before the state directory is even opened.
     super::validate::check(&req)?;
     let state = open_state(req.root.as_deref())?;
@@ -157,7 +213,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     ));
     let result = match solved {
         Ok(r) => r,
-        Err(e) => return Err(m.fail(e, runtime, armed, &interrupts, &graph, &df)),
+        Err(e) => {
+            let drop = match &e {
+                SolveError::Vertex { source, .. } => ignorable_cache_blob(&req, source),
+                _ => None,
+            };
+            let report = m.fail(e, runtime, armed, &interrupts, &graph, &df);
+            return Err(drop.map_or(report, miette::Report::new));
+        }
     };
     drop(armed);
     tracing::debug!(executed = result.executed, cached = result.cached, "solved");
@@ -535,7 +598,15 @@ fn export_images(
         if needs_image {
             let opts = export_options(req)?;
             if m.imported.is_some() {
-                m.worker.fetch_lazy_blobs(&snapshot).into_diagnostic()?;
+                m.worker.fetch_lazy_blobs(&snapshot).map_err(|e| {
+                    match ignorable_cache_blob(req, &e) {
+                        Some(drop) => miette::Report::new(drop),
+                        None => {
+                            let hint = crate::hints::for_worker(&e);
+                            crate::hints::with_help(miette::Report::from_err(e), hint)
+                        }
+                    }
+                })?;
             }
             let keys = |layers: &[(Descriptor, kiln_oci::Digest)]| match &inline {
                 Some(records) => crate::remote_cache::inline_key(records, &snapshot, layers),
