@@ -456,7 +456,7 @@ impl Machinery {
         .wrap_err("opening the build's worker")?;
         worker.limit_layer_size(req.max_layer_size);
         if let Some(imported) = &imported {
-            crate::remote_cache::warn_skipped(&tx, imported);
+            crate::remote_cache::report_import(&tx, imported);
             crate::remote_cache::attach(&mut worker, imported, &graph.definition)?;
         }
         Ok(Machinery {

@@ -91,8 +91,9 @@ pub struct Imported {
     pub repositories: Vec<(usize, Reference)>,
     /// How many sources were read.
     pub loaded: usize,
-    /// Sources skipped with `ignore-error=true`, with why.
-    pub skipped: Vec<ImportError>,
+    /// Each source, in order: what it is called and, when it was skipped with
+    /// `ignore-error=true`, why.
+    pub outcomes: Vec<(String, Option<ImportError>)>,
 }
 
 /// Fetches blobs of the imported sources; blocking (it is called from step threads).
@@ -146,7 +147,7 @@ pub fn import(
     let mut cache = ImportedCache::default();
     let mut origins = Vec::with_capacity(sources.len());
     let mut repositories = Vec::new();
-    let mut skipped = Vec::new();
+    let mut outcomes = Vec::new();
     let mut has_mounts = false;
     for (index, source) in sources.iter().enumerate() {
         let read = runtime.block_on(read_source(source, store, client, platform));
@@ -159,10 +160,11 @@ pub fn import(
                     repositories.push((index, r.clone()));
                 }
                 origins.push(Some(origin));
+                outcomes.push((source.location.describe(), None));
             }
             Err(e) if source.ignore_error => {
                 tracing::debug!(error = %e, "cache source skipped");
-                skipped.push(e);
+                outcomes.push((source.location.describe(), Some(e)));
                 origins.push(None);
             }
             Err(e) => return Err(e),
@@ -177,9 +179,9 @@ pub fn import(
             origins,
         }),
         has_mounts,
-        loaded: sources.len() - skipped.len(),
+        loaded: outcomes.iter().filter(|(_, e)| e.is_none()).count(),
         repositories,
-        skipped,
+        outcomes,
     })
 }
 

@@ -98,17 +98,24 @@ pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The sources skipped with `ignore-error=true`, as warnings.
-pub fn warn_skipped(tx: &ProgressSender, imported: &Imported) {
-    for e in &imported.skipped {
-        warn(
-            tx,
-            "importing cache manifest",
-            format!(
-                "{} (ignored: ignore-error=true; building without this cache)",
-                chain_text(e)
-            ),
-        );
+/// Each source as a build step (`importing cache manifest from …`, as BuildKit shows it), a
+/// skipped one with its warning (in the summary at the end too).
+pub fn report_import(tx: &ProgressSender, imported: &Imported) {
+    for (i, (location, skipped)) in imported.outcomes.iter().enumerate() {
+        let name = format!("importing cache manifest from {location}");
+        let v = tx.vertex(synthetic_digest(&format!("cache import {i} {name}")), name);
+        v.start();
+        if let Some(e) = skipped {
+            v.warn(Warning {
+                level: 1,
+                short: format!(
+                    "{} (ignored: ignore-error=true; building without this cache)",
+                    chain_text(e)
+                ),
+                ..Warning::default()
+            });
+        }
+        v.done();
     }
 }
 
