@@ -87,6 +87,8 @@ fn two_runners(to: &str, from: &str, env: &TestEnv, mount_id: &str) {
     let warm = b.build(&["-t", "cache-e2e:b", "--cache-from", from]);
     assert_eq!(executed(&warm), 0, "runner B executed steps: {warm}");
     assert_eq!(diff_ids(&b, "cache-e2e:b"), diff_ids(&a, "cache-e2e:a"));
+    // The same image, history dates included.
+    assert_eq!(warm["containerimage.digest"], cold["containerimage.digest"]);
     b.validate_image("cache-e2e:b");
     let rootfs = b.unpack("docker.io/library/cache-e2e:b");
     assert_eq!(read(&rootfs.join("out.txt")), "v1");
@@ -508,4 +510,52 @@ fn a_corrupt_local_cache_is_refused_and_never_gives_a_wrong_image() {
         read(&b.unpack("docker.io/library/tamper:b").join("out.txt")),
         "v1"
     );
+}
+
+#[test]
+fn a_multi_platform_build_exports_every_platform_into_one_cache() {
+    let env = TestEnv::load();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("cache");
+    let dest = dest.to_str().unwrap();
+    let a = Build::new();
+    a.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nARG TARGETARCH\nCOPY app.txt /app-$TARGETARCH.txt\n",
+            busybox(&env)
+        ),
+    );
+    a.write("app.txt", "v1");
+    let platforms = "linux/amd64,linux/arm64";
+    let cold = a.build(&[
+        "--platform",
+        platforms,
+        "-t",
+        "multi:a",
+        "--cache-to",
+        &format!("type=local,dest={dest}"),
+    ]);
+    let b = runner_b(&a);
+    let warm = b.build(&[
+        "--platform",
+        platforms,
+        "-t",
+        "multi:b",
+        "--cache-from",
+        &format!("type=local,src={dest}"),
+    ]);
+    assert_eq!(executed(&warm), 0, "{warm}");
+    b.validate_image("multi:b");
+    // Both platforms' images are runner A's.
+    let digests = |m: &serde_json::Value| {
+        m["kiln.platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["digest"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(digests(&warm).len(), 2, "{warm}");
+    assert_eq!(digests(&warm), digests(&cold));
 }
