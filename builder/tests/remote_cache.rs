@@ -559,3 +559,21 @@ fn a_multi_platform_build_exports_every_platform_into_one_cache() {
     assert_eq!(digests(&warm).len(), 2, "{warm}");
     assert_eq!(digests(&warm), digests(&cold));
 }
+
+#[test]
+fn the_cache_mounts_the_pushed_images_layers_instead_of_uploading_them() {
+    let env = TestEnv::load();
+    let repo = unique("cbuilder-mount");
+    let image = format!("{}/{repo}:1", env.registry());
+    let cache = format!("{}/{repo}-cache:c", env.registry());
+    let a = Build::new();
+    single_stage(&a, &env);
+    let meta = a.build(&["-t", &image, "--push", "--cache-to", &cache]);
+    let report = exported(&meta);
+    // The final image's layers were just pushed to the image's repository: mounted from
+    // there; only the cache config is uploaded.
+    let layers = a.manifest(&image)["layers"].as_array().unwrap().len() as u64;
+    assert_eq!(report["mounted"].as_u64().unwrap(), layers, "{report}");
+    assert_eq!(report["uploaded"], 1, "{report}");
+    support::validate_remote(&cache);
+}

@@ -966,6 +966,13 @@ fn export_cache(
     }
     let finals: Vec<Snapshot> = results.iter().map(|r| r.snapshot.clone()).collect();
     let mount_ids = kiln_solver::remote_cache::mounts::cache_mount_ids(def);
+    let pushed: Vec<kiln_oci::Reference> = req
+        .outputs
+        .iter()
+        .filter(|o| o.kind == crate::export::spec::OutputKind::Image && o.push())
+        .flat_map(|o| &o.names)
+        .filter_map(|n| kiln_oci::Reference::parse(n).ok())
+        .collect();
     let ctx = crate::remote_cache::export::ExportContext {
         state,
         worker: &m.worker,
@@ -978,6 +985,7 @@ fn export_cache(
         finals: &finals,
         mount_ids: &mount_ids,
         imported: m.imported.as_ref(),
+        pushed: &pushed,
     };
     crate::remote_cache::export_all(&ctx, &req.cache_to, &m.tx)
 }

@@ -127,6 +127,8 @@ pub struct ExportContext<'a> {
     pub mount_ids: &'a [String],
     /// What `--cache-from` imported.
     pub imported: Option<&'a Imported>,
+    /// The images the build pushed (their repositories hold the final image's layers).
+    pub pushed: &'a [Reference],
 }
 
 /// Writes the cache to one `--cache-to` destination (`registry` or `local`).
@@ -266,13 +268,15 @@ fn push_image(
     step: Option<&ExportStep>,
     report: &mut ExportReport,
 ) -> Result<(), Box<kiln_registry::Error>> {
-    let mount_from = ctx.imported.and_then(|i| {
-        i.repositories
-            .iter()
-            .map(|(_, r)| r)
-            .find(|r| r.registry() == target.registry() && r.repository() != target.repository())
-            .map(|r| r.repository().to_string())
-    });
+    // A repository of the same registry that holds the blobs: an imported cache's, else
+    // the pushed image's (its layers are the cache's final ones).
+    let imported = ctx.imported.map(|i| i.repositories.iter().map(|(_, r)| r));
+    let mount_from = imported
+        .into_iter()
+        .flatten()
+        .chain(ctx.pushed)
+        .find(|r| r.registry() == target.registry() && r.repository() != target.repository())
+        .map(|r| r.repository().to_string());
     let opts = PushOptions {
         concurrency: ctx.concurrency,
         mount_from,
