@@ -577,3 +577,33 @@ fn the_cache_mounts_the_pushed_images_layers_instead_of_uploading_them() {
     assert_eq!(report["uploaded"], 1, "{report}");
     support::validate_remote(&cache);
 }
+
+#[test]
+fn a_push_only_build_from_the_cache_downloads_no_layer() {
+    let env = TestEnv::load();
+    let repo = unique("cbuilder-lazy");
+    let cache = format!("{}/{repo}-cache:c", env.registry());
+    let a = Build::new();
+    single_stage(&a, &env);
+    let cold = a.build(&["-t", "lazy:a", "--cache-to", &cache]);
+    // Runner B only pushes the image (store=false) to the cache's registry: its layers are
+    // mounted from the cache repository, never downloaded.
+    let b = runner_b(&a);
+    let image = format!("{}/{repo}:b", env.registry());
+    let warm = b.build(&[
+        "--cache-from",
+        &cache,
+        "-o",
+        &format!("type=image,name={image},push=true,store=false"),
+    ]);
+    assert_eq!(executed(&warm), 0, "{warm}");
+    assert_eq!(warm["containerimage.digest"], cold["containerimage.digest"]);
+    let layers = a.manifest("docker.io/library/lazy:a")["layers"].clone();
+    for l in layers.as_array().unwrap() {
+        let digest = l["digest"].as_str().unwrap();
+        assert!(!b.blob(digest).exists(), "runner B downloaded {digest}");
+    }
+    // The pushed image is whole.
+    let report = support::validate_remote(&image);
+    assert_eq!(report.images, 1);
+}

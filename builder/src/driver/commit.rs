@@ -55,6 +55,10 @@ pub struct ExportStores<'a> {
     pub content: &'a ContentStore,
     /// Layer records.
     pub cache: &'a CacheStore,
+    /// Blobs of lazily imported layers that need not be here (the image is only pushed to a
+    /// registry that mounts them); a layer without its directory or blob is listed with its
+    /// imported blob when that blob is one of these.
+    pub remote_blobs: Option<&'a std::collections::BTreeSet<Digest>>,
 }
 
 /// An image written into the content store.
@@ -102,6 +106,10 @@ pub fn export_image(
             // Base layers keep their bytes (and so their diffIDs).
             source_date_epoch: if built { opts.source_date_epoch } else { None },
         };
+        if let Some(layer) = remote_layer(stores, id, compression)? {
+            layers.push(Some(layer));
+            continue;
+        }
         // A step that changed nothing still gets its (empty) layer, as in
         // BuildKit's images.
         let exported = export_layer(
@@ -145,6 +153,34 @@ pub fn export_image(
         config,
         config_digest,
     })
+}
+
+/// A lazily imported layer (no directory here) listed with its imported blob of
+/// `compression`, when that blob is one of `stores.remote_blobs` and not in the store.
+fn remote_layer(
+    stores: &ExportStores<'_>,
+    id: &kiln_solver::snapshot::LayerId,
+    compression: Compression,
+) -> Result<Option<ImageLayer>, BlobError> {
+    let Some(remote) = stores.remote_blobs else {
+        return Ok(None);
+    };
+    if stores.layers.exists(id) {
+        return Ok(None);
+    }
+    let Some(rec) = stores.cache.meta().layer(id)? else {
+        return Ok(None);
+    };
+    let (Some(diff_id), Some(b)) = (&rec.diff_id, rec.blob(compression)) else {
+        return Ok(None);
+    };
+    if !remote.contains(&b.digest) || stores.content.exists(&b.digest)? {
+        return Ok(None);
+    }
+    Ok(Some(ImageLayer {
+        diff_id: diff_id.clone(),
+        blob: layer_descriptor(b.digest.clone(), b.size, b.compression),
+    }))
 }
 
 /// Makes history agree with the layers: each entry that made a layer takes
@@ -208,6 +244,7 @@ mod tests {
             layers: &layers,
             content: &content,
             cache: &cache,
+            remote_blobs: None,
         };
         let img = export_image(
             &stores,

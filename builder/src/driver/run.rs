@@ -234,6 +234,12 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
+    // An image push mounts what the imported caches of its registry hold.
+    let mount_from: Vec<kiln_oci::Reference> = m
+        .imported
+        .iter()
+        .flat_map(|i| i.repositories.iter().map(|(_, r)| r.clone()))
+        .collect();
     let result = crate::export::BuildResult {
         req: &req,
         runtime: &runtime,
@@ -241,6 +247,8 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         layers: &layers,
         results: &results,
         outcome: &outcome,
+        mount_from: &mount_from,
+        remote_blobs: m.remote_blobs.as_ref(),
     };
     let written = crate::export::write_outputs(&result, &steps);
     drop(steps);
@@ -418,6 +426,8 @@ struct Machinery {
     _ssh_agents: Vec<KeyAgent>,
     /// What `--cache-from` imported.
     imported: Option<crate::remote_cache::import::Imported>,
+    /// Imported blobs the image may list without having them (see [`remote_blobs`]).
+    remote_blobs: Option<std::collections::BTreeSet<kiln_oci::Digest>>,
 }
 
 impl Machinery {
@@ -459,6 +469,7 @@ impl Machinery {
             crate::remote_cache::report_import(&tx, imported);
             crate::remote_cache::attach(&mut worker, imported, &graph.definition)?;
         }
+        let remote_blobs = remote_blobs(req, imported.as_ref(), &worker);
         Ok(Machinery {
             images: Arc::clone(images),
             cache,
@@ -467,6 +478,7 @@ impl Machinery {
             tx,
             _ssh_agents: ssh_agents,
             imported,
+            remote_blobs,
         })
     }
 
@@ -567,6 +579,7 @@ fn export_images(
         layers: m.worker.layers(),
         content: state.content(),
         cache: &m.cache,
+        remote_blobs: m.remote_blobs.as_ref(),
     };
     let needs_image = needs_image(req);
     let image_step = steps.image_step(&req.outputs);
@@ -597,7 +610,7 @@ fn export_images(
         }
         if needs_image {
             let opts = export_options(req)?;
-            if m.imported.is_some() {
+            if m.imported.is_some() && m.remote_blobs.is_none() {
                 m.worker.fetch_lazy_blobs(&snapshot).map_err(|e| {
                     match ignorable_cache_blob(req, &e) {
                         Some(drop) => miette::Report::new(drop),
@@ -657,6 +670,39 @@ fn export_images(
         cache_exports: Vec::new(),
     };
     Ok((outcome, results))
+}
+
+/// The blobs of lazily imported layers an image may list without having them here: when
+/// every output only pushes (`store=false`) to the registry of an imported cache, whose
+/// repository the push mounts them from (issue 14: a cache hit downloads nothing).
+fn remote_blobs(
+    req: &BuildRequest,
+    imported: Option<&crate::remote_cache::import::Imported>,
+    worker: &LocalWorker,
+) -> Option<std::collections::BTreeSet<kiln_oci::Digest>> {
+    use crate::export::spec::OutputKind;
+    let imported = imported?;
+    // Every source a registry: a layout's blobs cannot be mounted.
+    if imported.repositories.is_empty() || imported.repositories.len() != imported.loaded {
+        return None;
+    }
+    let mountable = |name: &String| {
+        kiln_oci::Reference::parse(name).is_ok_and(|r| {
+            imported
+                .repositories
+                .iter()
+                .any(|(_, s)| s.registry() == r.registry())
+        })
+    };
+    let push_only = !req.outputs.is_empty()
+        && req.outputs.iter().all(|o| {
+            o.kind == OutputKind::Image
+                && o.push()
+                && !o.flag("store", true)
+                && !o.flag("force-compression", false)
+                && o.names.iter().all(mountable)
+        });
+    push_only.then(|| worker.imported_blobs().into_iter().collect())
 }
 
 /// Dates each history entry by when the result it describes was made, and the image by

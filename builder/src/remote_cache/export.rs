@@ -384,11 +384,13 @@ impl Progress for Counting<'_> {
     }
 }
 
-/// The local store, claiming the blobs the target repository is known to hold (they may
-/// not be here: lazily imported), so the push's walk accepts them.
-struct KnownBlobs<'a> {
-    inner: &'a LocalStore,
-    known: &'a BTreeSet<Digest>,
+/// The local store, claiming the blobs the target repository is known to hold or can mount
+/// (they may not be here: lazily imported), so the push's walk accepts them.
+pub struct KnownBlobs<'a> {
+    /// The local store.
+    pub inner: &'a LocalStore,
+    /// The blobs claimed.
+    pub known: &'a BTreeSet<Digest>,
 }
 
 impl BlobStore for KnownBlobs<'_> {
