@@ -64,6 +64,19 @@ fn diff_ids(b: &Build, tag: &str) -> serde_json::Value {
     b.raw_config(&format!("docker.io/library/{tag}"))["rootfs"]["diff_ids"].clone()
 }
 
+/// Builds the context (plain progress); returns the metadata and the log.
+fn build_logged(b: &Build, extra: &[&str]) -> (serde_json::Value, String) {
+    let meta = b.path("meta.json");
+    let ctx = b.ctx();
+    let mut args = vec!["build", "--metadata-file", meta.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = b.kiln(&args);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    support::stdout_ok(&out, "kiln build");
+    (read_json(&meta), log)
+}
+
 /// `kiln.cache.exported` of a metadata file, the one export.
 fn exported(meta: &serde_json::Value) -> &serde_json::Value {
     let list = meta["kiln.cache.exported"]
@@ -98,7 +111,12 @@ fn two_runners(to: &str, from: &str, env: &TestEnv, mount_id: &str) {
         r.write("app.txt", "v2");
     }
     let a_edit = a.build(&["-t", "cache-e2e:a"]);
-    let b_edit = b.build(&["-t", "cache-e2e:b", "--cache-from", from]);
+    let (b_edit, log) = build_logged(&b, &["-t", "cache-e2e:b", "--cache-from", from]);
+    // The miss is explained (plain progress): which input changed.
+    assert!(
+        log.contains("cache miss: the files COPY reads from"),
+        "no explanation of the miss: {log}"
+    );
     assert!(executed(&a_edit) > 0, "{a_edit}");
     assert_eq!(
         executed(&b_edit),
