@@ -95,36 +95,6 @@ pub fn for_registry(error: &kiln_registry::Error) -> Option<String> {
     }
 }
 
-/// The hint for a bad `--cache-to` / `--cache-from` value: the forms the flag takes.
-pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<String> {
-    Some(match e.flag {
-        "--cache-to" => "e.g. --cache-to type=registry,ref=registry:5000/app:cache,mode=max, \
-             --cache-to type=local,dest=DIR, or --cache-to type=inline"
-            .into(),
-        _ => "e.g. --cache-from registry:5000/app:cache, or --cache-from type=local,src=DIR".into(),
-    })
-}
-
-/// The hint for a `--cache-from` source that could not be read.
-pub fn for_cache_import(e: &crate::remote_cache::import::ImportError) -> String {
-    let skip = "add ignore-error=true to the --cache-from value to build without this cache \
-                when it cannot be read";
-    match e.registry().and_then(for_registry) {
-        Some(h) => format!("{h}; or {skip}"),
-        None => skip.to_string(),
-    }
-}
-
-/// The hint for a `--cache-to` export that failed.
-pub fn for_cache_export(e: &crate::remote_cache::export::ExportError) -> String {
-    let skip = "add ignore-error=true to the --cache-to value to keep the build when the \
-                cache cannot be exported";
-    match e.registry().and_then(for_registry) {
-        Some(h) => format!("{h}; or {skip}"),
-        None => skip.to_string(),
-    }
-}
-
 /// The hint for an error the command left without one: the first error in its chain
 /// that [`for_registry`] or [`for_emulation`] knows.
 pub fn for_chain(report: &miette::Report) -> Option<String> {
@@ -231,6 +201,36 @@ fn masked_proc(e: &ExecError) -> bool {
         }
         ExecError::Runtime { message, .. } | ExecError::Unavailable(message) => refused(message),
         _ => false,
+    }
+}
+
+/// The hint for a bad `--cache-to` / `--cache-from` value: the forms the flag takes.
+pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<String> {
+    Some(match e.flag {
+        "--cache-to" => "e.g. --cache-to type=registry,ref=registry:5000/app:cache,mode=max, \
+             --cache-to type=local,dest=DIR, or --cache-to type=inline"
+            .into(),
+        _ => "e.g. --cache-from registry:5000/app:cache, or --cache-from type=local,src=DIR".into(),
+    })
+}
+
+/// The hint for a `--cache-from` source that could not be read.
+pub fn for_cache_import(e: &crate::remote_cache::import::ImportError) -> String {
+    let skip = "add ignore-error=true to the --cache-from value to build without this cache \
+                when it cannot be read";
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
+    }
+}
+
+/// The hint for a `--cache-to` export that failed.
+pub fn for_cache_export(e: &crate::remote_cache::export::ExportError) -> String {
+    let skip = "add ignore-error=true to the --cache-to value to keep the build when the \
+                cache cannot be exported";
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
     }
 }
 
