@@ -625,3 +625,54 @@ fn a_push_only_build_from_the_cache_downloads_no_layer() {
     let report = support::validate_remote(&image);
     assert_eq!(report.images, 1);
 }
+
+#[test]
+fn buildkits_older_index_form_round_trips() {
+    let env = TestEnv::load();
+    let cache = format!("{}/{}:cache", env.registry(), unique("cbuilder-index"));
+    let a = Build::new();
+    single_stage(&a, &env);
+    a.build(&[
+        "--cache-to",
+        &format!("type=registry,ref={cache},image-manifest=false,oci-mediatypes=false"),
+    ]);
+    // A Docker manifest list whose entries are the layers and the cache config.
+    let raw: serde_json::Value = serde_json::from_slice(&support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache}"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json",
+        "{raw}"
+    );
+    assert!(
+        raw["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"),
+        "{raw}"
+    );
+    let b = runner_b(&a);
+    let warm = b.build(&["-t", "index:b", "--cache-from", &cache]);
+    assert_eq!(executed(&warm), 0, "{warm}");
+    b.validate_image("index:b");
+}
+
+#[test]
+fn an_image_without_a_cache_is_not_a_cache_source() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    single_stage(&b, &env);
+    let stderr = fails(&b, &["--cache-from", &busybox(&env)]);
+    assert!(stderr.contains("not a build cache"), "{stderr}");
+    assert!(stderr.contains("--cache-to type=inline"), "{stderr}");
+    let meta = b.build(&[
+        "--cache-from",
+        &format!("type=registry,ref={},ignore-error=true", busybox(&env)),
+    ]);
+    assert!(executed(&meta) > 0, "{meta}");
+}
