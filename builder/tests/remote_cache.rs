@@ -676,3 +676,39 @@ fn an_image_without_a_cache_is_not_a_cache_source() {
     ]);
     assert!(executed(&meta) > 0, "{meta}");
 }
+
+#[test]
+fn a_multi_platform_inline_cache_is_read_from_every_platforms_image() {
+    let env = TestEnv::load();
+    let image = format!("{}/{}:1", env.registry(), unique("cbuilder-inline-multi"));
+    let a = Build::new();
+    a.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nARG TARGETARCH\nCOPY app.txt /app-$TARGETARCH.txt\n",
+            busybox(&env)
+        ),
+    );
+    a.write("app.txt", "v1");
+    let platforms = "linux/amd64,linux/arm64";
+    a.build(&[
+        "--platform",
+        platforms,
+        "-t",
+        &image,
+        "--push",
+        "--cache-to",
+        "type=inline",
+    ]);
+    let b = runner_b(&a);
+    let warm = b.build(&[
+        "--platform",
+        platforms,
+        "-t",
+        "inline-multi:b",
+        "--cache-from",
+        &image,
+    ]);
+    assert_eq!(executed(&warm), 0, "{warm}");
+    b.validate_image("inline-multi:b");
+}

@@ -196,7 +196,7 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         &store,
         &client,
         runtime.handle(),
-        &platforms[0],
+        &platforms,
     )?;
     let m = Machinery::start(&req, &state, &df, &graph, &images, imported)?;
     let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();

@@ -142,7 +142,7 @@ pub fn import(
     store: &Arc<LocalStore>,
     client: &RegistryClient,
     runtime: &tokio::runtime::Handle,
-    platform: &Platform,
+    platforms: &[Platform],
 ) -> Result<Imported, ImportError> {
     let mut cache = ImportedCache::default();
     let mut origins = Vec::with_capacity(sources.len());
@@ -150,12 +150,14 @@ pub fn import(
     let mut outcomes = Vec::new();
     let mut has_mounts = false;
     for (index, source) in sources.iter().enumerate() {
-        let read = runtime.block_on(read_source(source, store, client, platform));
+        let read = runtime.block_on(read_source(source, store, client, platforms));
         match read {
-            Ok((config, origin)) => {
-                tracing::debug!(source = %source.location.describe(), records = config.kiln.records.len(), blobs = config.kiln.blobs.len(), mounts = config.kiln.mounts.len(), "cache imported");
-                has_mounts |= !config.kiln.mounts.is_empty();
-                cache.add(index, &config);
+            Ok((configs, origin)) => {
+                for config in &configs {
+                    tracing::debug!(source = %source.location.describe(), records = config.kiln.records.len(), blobs = config.kiln.blobs.len(), mounts = config.kiln.mounts.len(), "cache imported");
+                    has_mounts |= !config.kiln.mounts.is_empty();
+                    cache.add(index, config);
+                }
                 if let Origin::Registry(r) = &origin {
                     repositories.push((index, r.clone()));
                 }
@@ -185,13 +187,14 @@ pub fn import(
     })
 }
 
-/// One source's cache config and where its blobs are.
+/// One source's cache configs (several: an image index's inline caches, one per platform)
+/// and where its blobs are.
 async fn read_source(
     source: &CacheFrom,
     store: &Arc<LocalStore>,
     client: &RegistryClient,
-    platform: &Platform,
-) -> Result<(CacheConfig, Origin), ImportError> {
+    platforms: &[Platform],
+) -> Result<(Vec<CacheConfig>, Origin), ImportError> {
     let location = source.location.describe();
     match &source.location {
         CacheLocation::Registry(r) => {
@@ -202,7 +205,7 @@ async fn read_source(
             let fetched = client.get_manifest(r).await.map_err(reg)?;
             let root = root_descriptor(&location, &fetched.bytes, fetched.content_type.as_deref())?;
             let reader = RegistryReader { client, r, store };
-            let config = read_config(&location, &reader, &root, &fetched.bytes, platform).await?;
+            let config = read_config(&location, &reader, &root, &fetched.bytes, platforms).await?;
             Ok((config, Origin::Registry(r.clone())))
         }
         CacheLocation::Local { dir, tag, digest } => {
@@ -228,7 +231,7 @@ async fn read_source(
             };
             let bytes = read_verified(&layout, &root, "cache manifest").map_err(oci)?;
             let reader = LayoutReader(&layout);
-            let config = read_config(&location, &reader, &root, &bytes, platform).await?;
+            let config = read_config(&location, &reader, &root, &bytes, platforms).await?;
             Ok((config, Origin::Layout(layout)))
         }
         CacheLocation::Inline => Err(ImportError::NotACache {
@@ -312,16 +315,16 @@ impl DocReader for LayoutReader<'_> {
     }
 }
 
-/// The cache config a root leads to: a cache manifest's config; an index listing the
-/// cache config; or an image (of an index, the build platform's) whose config carries an
+/// The cache configs a root leads to: a cache manifest's config; an index listing the
+/// cache config; or an image (of an index, each build platform's) whose config carries an
 /// inline cache.
 async fn read_config(
     location: &str,
     reader: &impl DocReader,
     root: &Descriptor,
     bytes: &[u8],
-    platform: &Platform,
-) -> Result<CacheConfig, ImportError> {
+    platforms: &[Platform],
+) -> Result<Vec<CacheConfig>, ImportError> {
     let oci = |e: kiln_oci::Error| ImportError::Oci {
         location: location.to_string(),
         source: e,
@@ -330,15 +333,9 @@ async fn read_config(
         location: location.to_string(),
         reason,
     };
-    let parse = |what: &str, bytes: &[u8]| {
-        CacheConfig::parse(what, bytes).map_err(|e| ImportError::Config {
-            location: location.to_string(),
-            source: e,
-        })
-    };
     let (manifest, _) = Manifest::parse(location, bytes, Some(&root.media_type)).map_err(oci)?;
-    let image = match manifest {
-        Manifest::Image(m) => *m,
+    let images = match manifest {
+        Manifest::Image(m) => vec![*m],
         Manifest::Index(idx) => {
             // BuildKit's index form lists the blobs and the config themselves.
             if let Some(c) = idx
@@ -347,33 +344,65 @@ async fn read_config(
                 .find(|d| d.media_type == BUILDKIT_CACHE_CONFIG)
             {
                 let config = reader.read(c, "cache config").await?;
-                return parse(c.digest.as_ref(), &config);
+                return Ok(vec![parse_config(location, c.digest.as_ref(), &config)?]);
             }
-            let d = idx.select(platform).ok_or_else(|| {
-                not_cache(format!(
-                    "an index without a cache config, and no image for {platform} (it has {})",
+            let mut chosen: Vec<&Descriptor> = Vec::new();
+            for p in platforms {
+                if let Some(d) = idx.select(p) {
+                    if !chosen.iter().any(|c| c.digest == d.digest) {
+                        chosen.push(d);
+                    }
+                }
+            }
+            if chosen.is_empty() {
+                let wanted: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+                return Err(not_cache(format!(
+                    "an index without a cache config, and no image for {} (it has {})",
+                    wanted.join(", "),
                     idx.platforms()
-                ))
-            })?;
-            let child = reader.read(d, "manifest").await?;
-            match Manifest::parse(d.digest.as_ref(), &child, Some(&d.media_type))
-                .map_err(oci)?
-                .0
-            {
-                Manifest::Image(m) => *m,
-                Manifest::Index(_) => return Err(not_cache("nested indexes".into())),
+                )));
             }
+            let mut images = Vec::with_capacity(chosen.len());
+            for d in chosen {
+                let child = reader.read(d, "manifest").await?;
+                match Manifest::parse(d.digest.as_ref(), &child, Some(&d.media_type))
+                    .map_err(oci)?
+                    .0
+                {
+                    Manifest::Image(m) => images.push(*m),
+                    Manifest::Index(_) => return Err(not_cache("nested indexes".into())),
+                }
+            }
+            images
         }
     };
-    let config = reader.read(&image.config, "config").await?;
-    if image.config.media_type == BUILDKIT_CACHE_CONFIG {
-        return parse(image.config.digest.as_ref(), &config);
+    let mut configs = Vec::with_capacity(images.len());
+    for image in images {
+        let config = reader.read(&image.config, "config").await?;
+        if image.config.media_type == BUILDKIT_CACHE_CONFIG {
+            configs.push(parse_config(
+                location,
+                image.config.digest.as_ref(),
+                &config,
+            )?);
+        } else if let Some(inline) = inline_config(location, &config) {
+            configs.push(inline?);
+        }
     }
-    inline_config(location, &config).ok_or_else(|| {
-        not_cache(format!(
+    if configs.is_empty() {
+        return Err(not_cache(format!(
             "an image without an inline cache (its config has no {CONFIG_KEY_INLINE_CACHE}; build it with --cache-to type=inline)"
-        ))
-    })?
+        )));
+    }
+    Ok(configs)
+}
+
+/// A cache config blob, parsed.
+fn parse_config(location: &str, what: &str, bytes: &[u8]) -> Result<CacheConfig, ImportError> {
+    CacheConfig::parse(what, bytes).map_err(|e| ImportError::Config {
+        location: location.to_string(),
+        source: e,
+    })
 }
 
 /// The inline cache of an image config (`moby.buildkit.cache.v0`: base64 of the JSON);

@@ -34,12 +34,12 @@ pub fn import(
     store: &Arc<LocalStore>,
     client: &RegistryClient,
     runtime: &tokio::runtime::Handle,
-    platform: &Platform,
+    platforms: &[Platform],
 ) -> miette::Result<Option<Imported>> {
     if sources.is_empty() {
         return Ok(None);
     }
-    match import::import(sources, store, client, runtime, platform) {
+    match import::import(sources, store, client, runtime, platforms) {
         Ok(imported) => Ok(Some(imported)),
         Err(e) => {
             let hint = crate::hints::for_cache_import(&e);
