@@ -712,3 +712,39 @@ fn a_multi_platform_inline_cache_is_read_from_every_platforms_image() {
     assert_eq!(executed(&warm), 0, "{warm}");
     b.validate_image("inline-multi:b");
 }
+
+#[test]
+fn a_cache_copied_to_another_repository_of_the_registry_is_mounted_not_downloaded() {
+    let env = TestEnv::load();
+    let repo = unique("cbuilder-copy");
+    let first = format!("{}/{repo}-a:c", env.registry());
+    let second = format!("{}/{repo}-b:c", env.registry());
+    let a = Build::new();
+    single_stage(&a, &env);
+    a.build(&[
+        "-t",
+        "copy:a",
+        "--cache-to",
+        &format!("type=registry,ref={first},mode=max"),
+    ]);
+    let b = runner_b(&a);
+    let meta = b.build(&[
+        "--cache-from",
+        &first,
+        "--cache-to",
+        &format!("type=registry,ref={second},mode=max"),
+        "-o",
+        "type=cacheonly",
+    ]);
+    assert_eq!(executed(&meta), 0, "{meta}");
+    let report = exported(&meta);
+    assert_eq!(report["uploaded"], 0, "{report}");
+    assert!(report["mounted"].as_u64().unwrap() > 0, "{report}");
+    // Runner B never downloaded the layers it exported.
+    let layers = a.manifest("docker.io/library/copy:a")["layers"].clone();
+    for l in layers.as_array().unwrap() {
+        let digest = l["digest"].as_str().unwrap();
+        assert!(!b.blob(digest).exists(), "runner B downloaded {digest}");
+    }
+    support::validate_remote(&second);
+}

@@ -139,14 +139,17 @@ pub fn export(
 ) -> Result<ExportReport, ExportError> {
     let location = to.location.describe();
     let records = ctx.worker.export_records(ctx.solved);
-    let known = known_blobs(ctx, &to.location);
-    // A layer imported lazily is exported as the blob it came as: a registry repository
-    // that listed it has it; anywhere else needs its bytes here.
-    if known.is_empty() {
+    let remote = remote_blobs(ctx, &to.location);
+    // A layer imported lazily is exported as the blob it came as: a repository of the
+    // target's registry that listed it has it (or mounts it); anywhere else needs its bytes.
+    let fetch = || {
         fetch_lazy(ctx, &records).map_err(|source| ExportError::Fetch {
             location: location.clone(),
             source,
-        })?;
+        })
+    };
+    if remote.mountable.is_empty() {
+        fetch()?;
     }
     let image = write_image(ctx, to, &records, step).map_err(|source| ExportError::Write {
         location: location.clone(),
@@ -162,11 +165,20 @@ pub fn export(
     match &to.location {
         CacheLocation::Registry(r) => {
             report.kind = "registry";
-            push_image(ctx, r, &image, &known, step, &mut report).map_err(|source| {
-                ExportError::Push {
-                    location: location.clone(),
-                    source,
-                }
+            let mut pushed = push_image(ctx, r, &image, &remote, step, &mut report);
+            if pushed.is_err() && remote.mountable != remote.known {
+                // A registry that would not mount: the bytes are needed after all.
+                tracing::debug!(error = ?pushed, "cache push without the lazy blobs failed; fetching them");
+                fetch()?;
+                let known = RemoteBlobs {
+                    mountable: remote.known.clone(),
+                    known: remote.known.clone(),
+                };
+                pushed = push_image(ctx, r, &image, &known, step, &mut report);
+            }
+            pushed.map_err(|source| ExportError::Push {
+                location: location.clone(),
+                source,
             })?;
         }
         CacheLocation::Local { dir, tag, .. } => {
@@ -183,21 +195,41 @@ pub fn export(
     Ok(report)
 }
 
-/// The blobs listed by a cache imported from `location`'s own repository.
-fn known_blobs(ctx: &ExportContext<'_>, location: &CacheLocation) -> BTreeSet<Digest> {
+/// Lazily imported blobs a push to a registry need not have here.
+#[derive(Debug, Default)]
+struct RemoteBlobs {
+    /// Listed by a cache imported from the target repository itself: not checked at all.
+    known: BTreeSet<Digest>,
+    /// In repositories of the target's registry: checked, mounted when absent (`known`
+    /// included).
+    mountable: BTreeSet<Digest>,
+}
+
+/// The imported blobs a push to `location` can do without: every source must be a
+/// repository of the target's registry (the digests are not told apart by source).
+fn remote_blobs(ctx: &ExportContext<'_>, location: &CacheLocation) -> RemoteBlobs {
     let (Some(imported), CacheLocation::Registry(target)) = (ctx.imported, location) else {
-        return BTreeSet::new();
+        return RemoteBlobs::default();
     };
-    let same_repo =
-        |r: &Reference| r.registry() == target.registry() && r.repository() == target.repository();
-    // Only when every source is that repository: the digests are not told apart by source.
-    if imported.repositories.is_empty()
-        || !imported.repositories.iter().all(|(_, r)| same_repo(r))
-        || imported.repositories.len() != imported.loaded
+    let repos = &imported.repositories;
+    if repos.is_empty()
+        || repos.len() != imported.loaded
+        || !repos.iter().all(|(_, r)| r.registry() == target.registry())
     {
-        return BTreeSet::new();
+        return RemoteBlobs::default();
     }
-    ctx.worker.imported_blobs().into_iter().collect()
+    let blobs: BTreeSet<Digest> = ctx.worker.imported_blobs().into_iter().collect();
+    let same_repo = repos
+        .iter()
+        .all(|(_, r)| r.repository() == target.repository());
+    RemoteBlobs {
+        known: if same_repo {
+            blobs.clone()
+        } else {
+            BTreeSet::new()
+        },
+        mountable: blobs,
+    }
 }
 
 /// Fetches the lazily imported layers of every record.
@@ -264,10 +296,11 @@ fn push_image(
     ctx: &ExportContext<'_>,
     target: &Reference,
     image: &CacheImage,
-    known: &BTreeSet<Digest>,
+    remote: &RemoteBlobs,
     step: Option<&ExportStep>,
     report: &mut ExportReport,
 ) -> Result<(), Box<kiln_registry::Error>> {
+    let known = &remote.known;
     // A repository of the same registry that holds the blobs: an imported cache's, else
     // the pushed image's (its layers are the cache's final ones).
     let imported = ctx.imported.map(|i| i.repositories.iter().map(|(_, r)| r));
@@ -292,7 +325,7 @@ fn push_image(
     };
     let store = KnownBlobs {
         inner: ctx.store.as_ref(),
-        known,
+        known: &remote.mountable,
     };
     let pushed = ctx.runtime.block_on(push_skipping(
         ctx.client,
