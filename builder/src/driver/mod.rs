@@ -2,6 +2,7 @@
 //! frontend and the solver, to images in the store and the outputs the exporters write.
 
 pub mod assemble;
+pub mod cache;
 pub mod checks;
 pub mod commit;
 pub mod export_steps;

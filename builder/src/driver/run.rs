@@ -2,6 +2,7 @@
 //! their base images, lowered to a graph, solved with the cache, and
 //! exported to every requested output.
 
+use super::cache::{ignorable_cache_blob, remote_blobs, DropCacheSource};
 use super::checks::BuildChecks;
 use super::commit::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::export_steps::ExportSteps;
@@ -98,39 +99,6 @@ pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
         out.push(Platform::host());
     }
     Ok(out)
-}
-
-/// A blob of a `--cache-from` source with `ignore-error=true` turned out unusable once the
-/// build relied on it (a layer is fetched only when needed): the build starts again without
-/// that source.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("{message}")]
-struct DropCacheSource {
-    /// The source's position in `--cache-from`.
-    index: usize,
-    /// What went wrong.
-    message: String,
-}
-
-/// The source of a [`WorkerError::CacheBlob`] when that source may be ignored.
-fn ignorable_cache_blob(
-    req: &BuildRequest,
-    e: &kiln_solver::scheduler::WorkerError,
-) -> Option<DropCacheSource> {
-    match e {
-        kiln_solver::scheduler::WorkerError::CacheBlob { source_index, .. }
-            if req
-                .cache_from
-                .get(*source_index)
-                .is_some_and(|s| s.ignore_error) =>
-        {
-            Some(DropCacheSource {
-                index: *source_index,
-                message: crate::remote_cache::chain_text(e),
-            })
-        }
-        _ => None,
-    }
 }
 
 /// Runs a build: every target platform is lowered into one graph (work that
@@ -670,39 +638,6 @@ fn export_images(
         cache_exports: Vec::new(),
     };
     Ok((outcome, results))
-}
-
-/// The blobs of lazily imported layers an image may list without having them here: when
-/// every output only pushes (`store=false`) to the registry of an imported cache, whose
-/// repository the push mounts them from (issue 14: a cache hit downloads nothing).
-fn remote_blobs(
-    req: &BuildRequest,
-    imported: Option<&crate::remote_cache::import::Imported>,
-    worker: &LocalWorker,
-) -> Option<std::collections::BTreeSet<kiln_oci::Digest>> {
-    use crate::export::spec::OutputKind;
-    let imported = imported?;
-    // Every source a registry: a layout's blobs cannot be mounted.
-    if imported.repositories.is_empty() || imported.repositories.len() != imported.loaded {
-        return None;
-    }
-    let mountable = |name: &String| {
-        kiln_oci::Reference::parse(name).is_ok_and(|r| {
-            imported
-                .repositories
-                .iter()
-                .any(|(_, s)| s.registry() == r.registry())
-        })
-    };
-    let push_only = !req.outputs.is_empty()
-        && req.outputs.iter().all(|o| {
-            o.kind == OutputKind::Image
-                && o.push()
-                && !o.flag("store", true)
-                && !o.flag("force-compression", false)
-                && o.names.iter().all(mountable)
-        });
-    push_only.then(|| worker.imported_blobs().into_iter().collect())
 }
 
 /// Dates each history entry by when the result it describes was made, and the image by
