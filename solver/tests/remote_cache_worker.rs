@@ -13,10 +13,12 @@ use kiln_solver::content::ContentStore;
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::{Executor, ExecutorConfig};
 use kiln_solver::llb::{
-    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, SecurityMode, SourceOp, VertexMetadata,
-    VertexRef,
+    CacheOpt, CacheSharing, Definition, ExecMeta, ExecOp, Mount, MountKind, NetworkMode, Op,
+    SecurityMode, SourceOp, VertexMetadata, VertexRef,
 };
+use kiln_solver::mounts::cache::CacheMounts;
 use kiln_solver::progress::{self, EventKind, ProgressSender};
+use kiln_solver::remote_cache::mounts::cache_mount_ids;
 use kiln_solver::remote_cache::{
     export_cache, BlobFetcher, CacheConfig, CacheMode, ExportOptions, ExportStores, ImportedCache,
 };
@@ -143,6 +145,11 @@ impl Runner {
 /// FROM busybox; RUN `scripts`… one after the other. Returns the definition and the
 /// vertices, base first.
 fn build(scripts: &[&str]) -> (Definition, Vec<VertexRef>) {
+    build_with(scripts, &[])
+}
+
+/// [`build`] with `mounts` on every RUN besides its root.
+fn build_with(scripts: &[&str], mounts: &[Mount]) -> (Definition, Vec<VertexRef>) {
     let mut d = Definition::new();
     let mut refs = vec![d
         .add(
@@ -162,7 +169,7 @@ fn build(scripts: &[&str]) -> (Definition, Vec<VertexRef>) {
                         cwd: "/".into(),
                         ..Default::default()
                     },
-                    mounts: vec![Mount::root()],
+                    mounts: [Mount::root()].into_iter().chain(mounts.to_vec()).collect(),
                     network: NetworkMode::None,
                     security: SecurityMode::Sandbox,
                     secret_env: vec![],
@@ -408,4 +415,70 @@ async fn a_blob_that_does_not_verify_or_cannot_be_fetched_fails_the_step() {
     let text = err.to_string();
     assert!(text.contains("imported cache blob sha256:"), "{text}");
     assert!(text.contains("connection refused"), "{text}");
+}
+
+/// `RUN --mount=type=cache,id=pkg,target=/cache`.
+fn pkg_cache() -> Mount {
+    Mount {
+        input: None,
+        selector: None,
+        dest: "/cache".into(),
+        output: false,
+        readonly: false,
+        kind: MountKind::Cache(CacheOpt {
+            id: "pkg".into(),
+            sharing: CacheSharing::Shared,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            settings_given: false,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_mounts_are_restored_where_the_local_mount_is_empty() {
+    let a = Runner::new();
+    let (tx, rx) = progress::channel();
+    let images = Arc::new(Busybox::new(a.state.content().clone()));
+    let worker = Arc::new(a.worker(images, tx.clone()));
+    let (def, refs) = build_with(&["echo downloaded > /cache/pkg.tar"], &[pkg_cache()]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    let ids = cache_mount_ids(&def);
+    assert_eq!(ids, ["pkg"]);
+    let layers = a.layers();
+    let mounts = CacheMounts::new(a.state.cache_mounts_dir()).unwrap();
+    let stores = ExportStores {
+        layers: &layers,
+        content: a.state.content(),
+        meta: a.cache.meta(),
+        mounts: Some(&mounts),
+    };
+    let opts = ExportOptions {
+        cache_mounts: ids.clone(),
+        ..Default::default()
+    };
+    let finals = [out.snapshots[1].clone()];
+    let records = worker.export_records(&out.solved);
+    let image = export_cache(&stores, &records, &finals, &opts).unwrap();
+    assert_eq!(image.config.kiln.mounts.len(), 1);
+
+    let b = Runner::new();
+    let (tx, rx) = progress::channel();
+    let (worker, fetcher) = runner_b(&a, &b, &image.config, false, tx.clone());
+    assert_eq!(worker.restore_cache_mounts(&ids).unwrap(), ids);
+    assert_eq!(fetcher.fetched.lock().unwrap().len(), 1);
+    // Runner B's step reads runner A's files from the mount.
+    let (def, refs) = build_with(&["cp /cache/pkg.tar /got"], &[pkg_cache()]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    assert_eq!(out.executed, 1, "the RUN (its base from the cache)");
+    let top = b.layers().path(&out.snapshots[1].layers[1]);
+    assert_eq!(
+        std::fs::read_to_string(top.join("got")).unwrap(),
+        "downloaded\n"
+    );
+    // The mount has content now: not restored, not even downloaded again.
+    fetcher.fetched.lock().unwrap().clear();
+    assert!(worker.restore_cache_mounts(&ids).unwrap().is_empty());
+    assert!(fetcher.fetched.lock().unwrap().is_empty());
 }

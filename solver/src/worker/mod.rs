@@ -196,6 +196,7 @@ impl LocalWorker {
     /// Refuses layers over `max` bytes unpacked (see [`LayerStore::with_max_size`]).
     pub fn limit_layer_size(&mut self, max: Option<u64>) {
         self.layers = self.layers.clone().with_max_size(max);
+        self.remote.restore_limit = max;
     }
 
     /// The layer store.

@@ -49,6 +49,8 @@ pub(crate) struct RemoteState {
     checksums: Mutex<HashMap<(Vec<LayerId>, String), ContentChecksum>>,
     /// The cache-mount store (restored from an import).
     cache_mounts_dir: PathBuf,
+    /// The most bytes a restored cache mount may unpack to (the layer size limit).
+    pub(crate) restore_limit: Option<u64>,
 }
 
 impl RemoteState {
@@ -61,6 +63,7 @@ impl RemoteState {
             parts: Mutex::default(),
             checksums: Mutex::default(),
             cache_mounts_dir,
+            restore_limit: None,
         }
     }
 }
@@ -108,19 +111,26 @@ impl LocalWorker {
         let Some(imported) = &self.remote.imported else {
             return Ok(Vec::new());
         };
+        let mounts = CacheMounts::new(&self.remote.cache_mounts_dir)?
+            .with_restore_limit(self.remote.restore_limit);
         let mut restored = Vec::new();
-        let mut mounts = None;
         for id in ids {
             let Some((source, blob)) = imported.cache.mount(id) else {
                 continue;
             };
+            // A mount with content here is newer than any import: not even downloaded
+            // (`restore_mount` checks again under the mount's lock).
+            let dir = mounts.root().join(CacheMounts::key(id));
+            if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+                continue;
+            }
             self.fetch_blob(source, &blob_descriptor(blob))?;
-            let mounts = match &mut mounts {
-                Some(m) => m,
-                None => mounts.insert(CacheMounts::new(&self.remote.cache_mounts_dir)?),
-            };
-            let done = crate::remote_cache::mounts::restore_mount(mounts, id, &self.content, blob)
-                .map_err(WorkerError::other)?;
+            let done = crate::remote_cache::mounts::restore_mount(&mounts, id, &self.content, blob)
+                .map_err(|e| WorkerError::CacheBlob {
+                    digest: blob.digest.to_string(),
+                    source_index: source,
+                    error: e.into(),
+                })?;
             if done {
                 restored.push(id.clone());
             }
