@@ -331,20 +331,24 @@ async fn a_hit_downloads_nothing_until_an_exporter_needs_the_blobs() {
     assert_eq!(last.layers.len(), 3);
     assert!(last.layers.iter().all(|l| !b.layers().exists(l)), "lazy");
     assert!(worker.imported_blobs().len() >= 3);
-    // An exporter asks for the bytes: fetched once each, unpacked and verified.
+    // An exporter asks for the bytes: fetched once each and verified, not unpacked.
     worker.fetch_lazy_blobs(last).unwrap();
     worker.fetch_lazy_blobs(last).unwrap();
-    assert_eq!(fetcher.fetched.lock().unwrap().len(), 3);
-    let top = b.layers().path(&last.layers[2]);
-    assert_eq!(
-        std::fs::read_to_string(top.join("b")).unwrap(),
-        "a
-b
-"
-    );
+    let fetched = fetcher.fetched.lock().unwrap().clone();
+    assert_eq!(fetched.len(), 3);
+    assert!(fetched.iter().all(|d| b.state.content().exists(d).unwrap()));
+    assert!(last.layers.iter().all(|l| !b.layers().exists(l)));
     // Re-exported from B, the records carry the parts A computed.
     let records = worker.export_records(&out.solved);
     assert!(records.iter().all(|r| r.parts.is_some()));
+    // A step on top unpacks them without fetching again.
+    let (tx, rx) = progress::channel();
+    let (def, refs) = build(&[STEPS[0], STEPS[1], "cp /b /c"]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    assert_eq!(out.executed, 1);
+    assert_eq!(fetcher.fetched.lock().unwrap().len(), 3);
+    let top = b.layers().path(&out.snapshots[3].layers[3]);
+    assert_eq!(std::fs::read_to_string(top.join("c")).unwrap(), "a\nb\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,11 +367,7 @@ async fn a_step_on_an_imported_result_fetches_and_unpacks_it_and_a_miss_says_why
         "the base and step 0"
     );
     let top = b.layers().path(&out.snapshots[2].layers[2]);
-    assert_eq!(
-        std::fs::read_to_string(top.join("c")).unwrap(),
-        "a
-"
-    );
+    assert_eq!(std::fs::read_to_string(top.join("c")).unwrap(), "a\n");
     let log = &out.logs["[3/3] RUN step 1"];
     assert!(log.contains("cache miss: the command changed"), "{log:?}");
 }
@@ -404,6 +404,13 @@ async fn a_blob_that_does_not_verify_or_cannot_be_fetched_fails_the_step() {
     let text = format!("{source} {:?}", std::error::Error::source(source));
     assert!(text.contains(blob_digest.as_ref()), "{text}");
     assert!(text.contains("diffID"), "{text}");
+    // An exporter asking for the blob finds the same.
+    let (tx, rx) = progress::channel();
+    let (worker, _) = runner_b(&a, &Runner::new(), &config, false, tx.clone());
+    let (def, refs) = build(&[]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    let err = worker.fetch_lazy_blobs(&out.snapshots[0]).unwrap_err();
+    assert!(matches!(err, WorkerError::CacheBlob { .. }), "{err:?}");
 
     // A source that cannot be reached: the same kind of error, naming the blob.
     let (_, config) = runner_a().await;

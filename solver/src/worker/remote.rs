@@ -34,6 +34,9 @@ struct LazyLayer {
     source: usize,
     blob: Descriptor,
     diff_id: Digest,
+    /// Its blob is in the content store and decompresses to `diff_id` (checked for an
+    /// exporter, which needs the blob but not the files).
+    verified: bool,
 }
 
 /// The remote-cache state of one build.
@@ -98,11 +101,70 @@ impl LocalWorker {
             .unwrap_or_default()
     }
 
-    /// Makes every layer of `snapshot` that came lazily from an imported cache present:
-    /// its blob in the content store (verified by digest) and unpacked (verified against
-    /// its diffID). Called before exporting an image or a cache. Blocking.
+    /// Brings the blob of every layer of `snapshot` that came lazily from an imported
+    /// cache into the content store, verified by digest and by the diffID it decompresses
+    /// to (not unpacked: an exporter needs the blob, not the files; a step on the layer
+    /// unpacks it later). Called before exporting an image or a cache. Blocking.
     pub fn fetch_lazy_blobs(&self, snapshot: &Snapshot) -> Result<(), WorkerError> {
-        self.materialize(snapshot)
+        for id in &snapshot.layers {
+            let pending = |l: &LazyLayer| !l.verified;
+            let Some(layer) = lock(&self.remote.lazy)
+                .get(id)
+                .filter(|l| pending(l))
+                .cloned()
+            else {
+                continue;
+            };
+            self.check_canceled()?;
+            let held = self.blob_lock(&layer.blob.digest);
+            let _guard = lock(&held);
+            if !lock(&self.remote.lazy).get(id).is_some_and(pending) {
+                continue; // verified or unpacked meanwhile
+            }
+            self.fetch_blob_locked(layer.source, &layer.blob)?;
+            self.verify_lazy_blob(&layer)
+                .map_err(|error| WorkerError::CacheBlob {
+                    digest: layer.blob.digest.to_string(),
+                    source_index: layer.source,
+                    error,
+                })?;
+            if let Some(l) = lock(&self.remote.lazy).get_mut(id) {
+                l.verified = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that a fetched lazy layer's blob is compressed as its media type says and
+    /// decompresses to its diffID, reading at most the layer size limit (64 GiB without).
+    fn verify_lazy_blob(&self, layer: &LazyLayer) -> Result<(), crate::scheduler::BoxError> {
+        use std::io::Read as _;
+        let file = self.content.open_blob(&layer.blob.digest)?;
+        let (found, reader) = crate::snapshot::layer::decompress(file)?;
+        if Compression::from_media_type(&layer.blob.media_type) != Some(found) {
+            return Err(format!(
+                "the blob is {} but listed as {}",
+                found.oci_media_type(),
+                layer.blob.media_type
+            )
+            .into());
+        }
+        let limit = self.remote.restore_limit.unwrap_or(64 << 30);
+        let mut hashing = kiln_oci::HashingWriter::new(std::io::sink());
+        let copied = std::io::copy(&mut reader.take(limit.saturating_add(1)), &mut hashing)?;
+        if copied > limit {
+            return Err(format!("the layer unpacks to more than {limit} bytes").into());
+        }
+        let (_, diff_id, _) = hashing.finish();
+        if diff_id != layer.diff_id {
+            return Err(crate::snapshot::layers::LayerStoreError::DiffIdMismatch {
+                blob: layer.blob.digest.to_string(),
+                expected: layer.diff_id.to_string(),
+                actual: diff_id.to_string(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Fills the build's cache mounts `ids` from the imported caches; returns the ids
@@ -258,6 +320,7 @@ impl LocalWorker {
                         source: record.source,
                         blob: blob.clone(),
                         diff_id: diff_id.clone(),
+                        verified: false,
                     },
                 ));
             }
