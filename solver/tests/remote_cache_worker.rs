@@ -13,8 +13,8 @@ use kiln_solver::content::ContentStore;
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::{Executor, ExecutorConfig};
 use kiln_solver::llb::{
-    CacheOpt, CacheSharing, Definition, ExecMeta, ExecOp, Mount, MountKind, NetworkMode, Op,
-    SecurityMode, SourceOp, VertexMetadata, VertexRef,
+    CacheOpt, CacheSharing, CopyAction, Definition, ExecMeta, ExecOp, FileAction, FileOp, Mount,
+    MountKind, NetworkMode, Op, SecurityMode, SourceOp, VertexMetadata, VertexRef,
 };
 use kiln_solver::mounts::cache::CacheMounts;
 use kiln_solver::progress::{self, EventKind, ProgressSender};
@@ -490,4 +490,88 @@ async fn cache_mounts_are_restored_where_the_local_mount_is_empty() {
     fetcher.fetched.lock().unwrap().clear();
     assert!(worker.restore_cache_mounts(&ids).unwrap().is_empty());
     assert!(fetcher.fetched.lock().unwrap().is_empty());
+}
+
+/// A RUN of `script` on `below`.
+fn run_on(d: &mut Definition, below: VertexRef, script: &str) -> VertexRef {
+    let op = Op::Exec(ExecOp {
+        meta: ExecMeta {
+            args: vec!["/bin/sh".into(), "-c".into(), script.to_string()],
+            cwd: "/".into(),
+            ..Default::default()
+        },
+        mounts: vec![Mount::root()],
+        network: NetworkMode::None,
+        security: SecurityMode::Sandbox,
+        secret_env: vec![],
+    });
+    let meta = VertexMetadata::described(format!("RUN {script}"));
+    d.add(op, None, &[below], meta).unwrap()
+}
+
+/// builder: FROM busybox, RUN make /out; final: FROM busybox, COPY --from=builder /out,
+/// RUN. Returns the definition and the final vertex.
+fn two_stages() -> (Definition, VertexRef) {
+    let (mut d, refs) = build(&[]);
+    let base = refs[0];
+    let make = run_on(&mut d, base, "echo built > /out");
+    let copy = Op::File(FileOp {
+        base: Some(0),
+        users: None,
+        actions: vec![FileAction::Copy(CopyAction {
+            src_input: 1,
+            src: "/out".into(),
+            dest: "/out".into(),
+            ..Default::default()
+        })],
+    });
+    let meta = VertexMetadata::described("COPY --from=builder /out /out");
+    let copied = d.add(copy, None, &[base, make], meta).unwrap();
+    let fin = run_on(&mut d, copied, "cat /out > /final");
+    (d, fin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_cache_of_a_multi_stage_build_runs_nothing_on_another_runner() {
+    let a = Runner::new();
+    let (tx, rx) = progress::channel();
+    let images = Arc::new(Busybox::new(a.state.content().clone()));
+    let worker = Arc::new(a.worker(images, tx.clone()));
+    let (def, fin) = two_stages();
+    let out = solve(&worker, (tx, rx), &def, &[fin]).await.unwrap();
+    assert_eq!(
+        out.executed, 4,
+        "the base (shared), make, the copy, the final RUN"
+    );
+    let records = worker.export_records(&out.solved);
+    let layers = a.layers();
+    let stores = ExportStores {
+        layers: &layers,
+        content: a.state.content(),
+        meta: a.cache.meta(),
+        mounts: None,
+    };
+    let image = export_cache(&stores, &records, &out.snapshots, &ExportOptions::default()).unwrap();
+    let kept: Vec<&str> = image
+        .config
+        .kiln
+        .records
+        .iter()
+        .map(|r| r.description.as_str())
+        .collect();
+    assert_eq!(kept.len(), 3, "min: the final stage only: {kept:?}");
+    assert!(!kept.contains(&"RUN echo built > /out"));
+
+    let b = Runner::new();
+    let (tx, rx) = progress::channel();
+    let (worker, fetcher) = runner_b(&a, &b, &image.config, false, tx.clone());
+    let out = solve(&worker, (tx, rx), &def, &[fin]).await.unwrap();
+    assert_eq!(out.executed, 0, "the builder stage is not needed");
+    assert!(fetcher.fetched.lock().unwrap().is_empty());
+    assert!(!out.solved.iter().any(|(_, _, d)| d.contains("echo built")));
+    // The image's bytes are there for an exporter: its three layers.
+    worker.fetch_lazy_blobs(&out.snapshots[0]).unwrap();
+    let fetched = fetcher.fetched.lock().unwrap().clone();
+    assert_eq!(fetched.len(), 3);
+    assert!(fetched.iter().all(|d| b.state.content().exists(d).unwrap()));
 }

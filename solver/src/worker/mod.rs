@@ -363,6 +363,27 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         Ok(())
     }
 
+    /// With an imported cache, records may hold a stage but not what it copies from.
+    fn looks_ahead(&self) -> bool {
+        self.has_imported_cache()
+    }
+
+    fn has_record(&self, key: &CacheKey, vertex: &Vertex) -> bool {
+        // As `cache_load` finds results: images and steps, from here or an import.
+        let cached_kind = match vertex.op() {
+            Op::Source(s) => matches!(s.scheme(), "docker-image" | "oci-layout"),
+            _ => true,
+        };
+        if !cached_kind || vertex.metadata().ignore_cache {
+            return false;
+        }
+        let local = self.cache.get(key).ok().flatten().is_some_and(|found| {
+            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
+            found.snapshot.layers.iter().all(present)
+        });
+        local || self.can_load_imported(key)
+    }
+
     fn key_computed(&self, _vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {
         self.remember_parts(key, parts);
     }

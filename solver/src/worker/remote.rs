@@ -271,6 +271,26 @@ impl LocalWorker {
         ))
     }
 
+    /// Whether an imported cache with records is set.
+    pub(crate) fn has_imported_cache(&self) -> bool {
+        self.remote
+            .imported
+            .as_ref()
+            .is_some_and(|i| !i.cache.is_empty())
+    }
+
+    /// Whether [`Self::load_imported`] would find `key`.
+    pub(crate) fn can_load_imported(&self, key: &CacheKey) -> bool {
+        let Some(imported) = &self.remote.imported else {
+            return false;
+        };
+        imported.cache.lookup(key).is_some_and(|r| {
+            r.layers
+                .iter()
+                .all(|(blob, _)| Compression::from_media_type(&blob.media_type).is_some())
+        })
+    }
+
     /// Whether `id` is known by its imported blob only.
     pub(crate) fn is_lazy(&self, id: &LayerId) -> bool {
         lock(&self.remote.lazy).contains_key(id)
