@@ -245,7 +245,12 @@ impl<W: Worker> Scheduler<W> {
         }
         let needed = def.closure(targets);
         let plan = match self.worker.looks_ahead() {
-            true => lookahead::plan(&*self.worker, def, targets, &needed).await,
+            // Before anything runs: a stop needs nothing canceled.
+            true => tokio::select! {
+                biased;
+                () = &mut stop => return Err(SolveError::Canceled),
+                plan = lookahead::plan(&*self.worker, def, targets, &needed) => plan,
+            },
             false => lookahead::Plan::all(needed),
         };
         let needed = plan.solve.clone();
