@@ -13,10 +13,12 @@ use kiln_solver::content::ContentStore;
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::{Executor, ExecutorConfig};
 use kiln_solver::llb::{
-    Definition, ExecMeta, ExecOp, Mount, NetworkMode, Op, SecurityMode, SourceOp, VertexMetadata,
-    VertexRef,
+    CacheOpt, CacheSharing, CopyAction, Definition, ExecMeta, ExecOp, FileAction, FileOp, Mount,
+    MountKind, NetworkMode, Op, SecurityMode, SourceOp, VertexMetadata, VertexRef,
 };
+use kiln_solver::mounts::cache::CacheMounts;
 use kiln_solver::progress::{self, EventKind, ProgressSender};
+use kiln_solver::remote_cache::mounts::cache_mount_ids;
 use kiln_solver::remote_cache::{
     export_cache, BlobFetcher, CacheConfig, CacheMode, ExportOptions, ExportStores, ImportedCache,
 };
@@ -143,6 +145,11 @@ impl Runner {
 /// FROM busybox; RUN `scripts`… one after the other. Returns the definition and the
 /// vertices, base first.
 fn build(scripts: &[&str]) -> (Definition, Vec<VertexRef>) {
+    build_with(scripts, &[])
+}
+
+/// [`build`] with `mounts` on every RUN besides its root.
+fn build_with(scripts: &[&str], mounts: &[Mount]) -> (Definition, Vec<VertexRef>) {
     let mut d = Definition::new();
     let mut refs = vec![d
         .add(
@@ -162,14 +169,14 @@ fn build(scripts: &[&str]) -> (Definition, Vec<VertexRef>) {
                         cwd: "/".into(),
                         ..Default::default()
                     },
-                    mounts: vec![Mount::root()],
+                    mounts: [Mount::root()].into_iter().chain(mounts.to_vec()).collect(),
                     network: NetworkMode::None,
                     security: SecurityMode::Sandbox,
                     secret_env: vec![],
                 }),
                 None,
                 &[below],
-                VertexMetadata::described(format!("[{}/3] RUN step {i}", i + 2)),
+                VertexMetadata::described(format!("[{}/3] RUN {script}", i + 2)),
             )
             .unwrap();
         refs.push(r);
@@ -324,20 +331,24 @@ async fn a_hit_downloads_nothing_until_an_exporter_needs_the_blobs() {
     assert_eq!(last.layers.len(), 3);
     assert!(last.layers.iter().all(|l| !b.layers().exists(l)), "lazy");
     assert!(worker.imported_blobs().len() >= 3);
-    // An exporter asks for the bytes: fetched once each, unpacked and verified.
+    // An exporter asks for the bytes: fetched once each and verified, not unpacked.
     worker.fetch_lazy_blobs(last).unwrap();
     worker.fetch_lazy_blobs(last).unwrap();
-    assert_eq!(fetcher.fetched.lock().unwrap().len(), 3);
-    let top = b.layers().path(&last.layers[2]);
-    assert_eq!(
-        std::fs::read_to_string(top.join("b")).unwrap(),
-        "a
-b
-"
-    );
+    let fetched = fetcher.fetched.lock().unwrap().clone();
+    assert_eq!(fetched.len(), 3);
+    assert!(fetched.iter().all(|d| b.state.content().exists(d).unwrap()));
+    assert!(last.layers.iter().all(|l| !b.layers().exists(l)));
     // Re-exported from B, the records carry the parts A computed.
     let records = worker.export_records(&out.solved);
     assert!(records.iter().all(|r| r.parts.is_some()));
+    // A step on top unpacks them without fetching again.
+    let (tx, rx) = progress::channel();
+    let (def, refs) = build(&[STEPS[0], STEPS[1], "cp /b /c"]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    assert_eq!(out.executed, 1);
+    assert_eq!(fetcher.fetched.lock().unwrap().len(), 3);
+    let top = b.layers().path(&out.snapshots[3].layers[3]);
+    assert_eq!(std::fs::read_to_string(top.join("c")).unwrap(), "a\nb\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,12 +367,10 @@ async fn a_step_on_an_imported_result_fetches_and_unpacks_it_and_a_miss_says_why
         "the base and step 0"
     );
     let top = b.layers().path(&out.snapshots[2].layers[2]);
-    assert_eq!(
-        std::fs::read_to_string(top.join("c")).unwrap(),
-        "a
-"
-    );
-    let log = &out.logs["[3/3] RUN step 1"];
+    assert_eq!(std::fs::read_to_string(top.join("c")).unwrap(), "a\n");
+    // Its description changed with its command: it is compared with the imported step
+    // on the same input.
+    let log = &out.logs["[3/3] RUN cat /a > /c"];
     assert!(log.contains("cache miss: the command changed"), "{log:?}");
 }
 
@@ -397,6 +406,13 @@ async fn a_blob_that_does_not_verify_or_cannot_be_fetched_fails_the_step() {
     let text = format!("{source} {:?}", std::error::Error::source(source));
     assert!(text.contains(blob_digest.as_ref()), "{text}");
     assert!(text.contains("diffID"), "{text}");
+    // An exporter asking for the blob finds the same.
+    let (tx, rx) = progress::channel();
+    let (worker, _) = runner_b(&a, &Runner::new(), &config, false, tx.clone());
+    let (def, refs) = build(&[]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    let err = worker.fetch_lazy_blobs(&out.snapshots[0]).unwrap_err();
+    assert!(matches!(err, WorkerError::CacheBlob { .. }), "{err:?}");
 
     // A source that cannot be reached: the same kind of error, naming the blob.
     let (_, config) = runner_a().await;
@@ -408,4 +424,154 @@ async fn a_blob_that_does_not_verify_or_cannot_be_fetched_fails_the_step() {
     let text = err.to_string();
     assert!(text.contains("imported cache blob sha256:"), "{text}");
     assert!(text.contains("connection refused"), "{text}");
+}
+
+/// `RUN --mount=type=cache,id=pkg,target=/cache`.
+fn pkg_cache() -> Mount {
+    Mount {
+        input: None,
+        selector: None,
+        dest: "/cache".into(),
+        output: false,
+        readonly: false,
+        kind: MountKind::Cache(CacheOpt {
+            id: "pkg".into(),
+            sharing: CacheSharing::Shared,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            settings_given: false,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_mounts_are_restored_where_the_local_mount_is_empty() {
+    let a = Runner::new();
+    let (tx, rx) = progress::channel();
+    let images = Arc::new(Busybox::new(a.state.content().clone()));
+    let worker = Arc::new(a.worker(images, tx.clone()));
+    let (def, refs) = build_with(&["echo downloaded > /cache/pkg.tar"], &[pkg_cache()]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    let ids = cache_mount_ids(&def);
+    assert_eq!(ids, ["pkg"]);
+    let layers = a.layers();
+    let mounts = CacheMounts::new(a.state.cache_mounts_dir()).unwrap();
+    let stores = ExportStores {
+        layers: &layers,
+        content: a.state.content(),
+        meta: a.cache.meta(),
+        mounts: Some(&mounts),
+    };
+    let opts = ExportOptions {
+        cache_mounts: ids.clone(),
+        ..Default::default()
+    };
+    let finals = [out.snapshots[1].clone()];
+    let records = worker.export_records(&out.solved);
+    let image = export_cache(&stores, &records, &finals, &opts).unwrap();
+    assert_eq!(image.config.kiln.mounts.len(), 1);
+
+    let b = Runner::new();
+    let (tx, rx) = progress::channel();
+    let (worker, fetcher) = runner_b(&a, &b, &image.config, false, tx.clone());
+    assert_eq!(worker.restore_cache_mounts(&ids).unwrap(), ids);
+    assert_eq!(fetcher.fetched.lock().unwrap().len(), 1);
+    // Runner B's step reads runner A's files from the mount.
+    let (def, refs) = build_with(&["cp /cache/pkg.tar /got"], &[pkg_cache()]);
+    let out = solve(&worker, (tx, rx), &def, &refs).await.unwrap();
+    assert_eq!(out.executed, 1, "the RUN (its base from the cache)");
+    let top = b.layers().path(&out.snapshots[1].layers[1]);
+    assert_eq!(
+        std::fs::read_to_string(top.join("got")).unwrap(),
+        "downloaded\n"
+    );
+    // The mount has content now: not restored, not even downloaded again.
+    fetcher.fetched.lock().unwrap().clear();
+    assert!(worker.restore_cache_mounts(&ids).unwrap().is_empty());
+    assert!(fetcher.fetched.lock().unwrap().is_empty());
+}
+
+/// A RUN of `script` on `below`.
+fn run_on(d: &mut Definition, below: VertexRef, script: &str) -> VertexRef {
+    let op = Op::Exec(ExecOp {
+        meta: ExecMeta {
+            args: vec!["/bin/sh".into(), "-c".into(), script.to_string()],
+            cwd: "/".into(),
+            ..Default::default()
+        },
+        mounts: vec![Mount::root()],
+        network: NetworkMode::None,
+        security: SecurityMode::Sandbox,
+        secret_env: vec![],
+    });
+    let meta = VertexMetadata::described(format!("RUN {script}"));
+    d.add(op, None, &[below], meta).unwrap()
+}
+
+/// builder: FROM busybox, RUN make /out; final: FROM busybox, COPY --from=builder /out,
+/// RUN. Returns the definition and the final vertex.
+fn two_stages() -> (Definition, VertexRef) {
+    let (mut d, refs) = build(&[]);
+    let base = refs[0];
+    let make = run_on(&mut d, base, "echo built > /out");
+    let copy = Op::File(FileOp {
+        base: Some(0),
+        users: None,
+        actions: vec![FileAction::Copy(CopyAction {
+            src_input: 1,
+            src: "/out".into(),
+            dest: "/out".into(),
+            ..Default::default()
+        })],
+    });
+    let meta = VertexMetadata::described("COPY --from=builder /out /out");
+    let copied = d.add(copy, None, &[base, make], meta).unwrap();
+    let fin = run_on(&mut d, copied, "cat /out > /final");
+    (d, fin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_cache_of_a_multi_stage_build_runs_nothing_on_another_runner() {
+    let a = Runner::new();
+    let (tx, rx) = progress::channel();
+    let images = Arc::new(Busybox::new(a.state.content().clone()));
+    let worker = Arc::new(a.worker(images, tx.clone()));
+    let (def, fin) = two_stages();
+    let out = solve(&worker, (tx, rx), &def, &[fin]).await.unwrap();
+    assert_eq!(
+        out.executed, 4,
+        "the base (shared), make, the copy, the final RUN"
+    );
+    let records = worker.export_records(&out.solved);
+    let layers = a.layers();
+    let stores = ExportStores {
+        layers: &layers,
+        content: a.state.content(),
+        meta: a.cache.meta(),
+        mounts: None,
+    };
+    let image = export_cache(&stores, &records, &out.snapshots, &ExportOptions::default()).unwrap();
+    let kept: Vec<&str> = image
+        .config
+        .kiln
+        .records
+        .iter()
+        .map(|r| r.description.as_str())
+        .collect();
+    assert_eq!(kept.len(), 3, "min: the final stage only: {kept:?}");
+    assert!(!kept.contains(&"RUN echo built > /out"));
+
+    let b = Runner::new();
+    let (tx, rx) = progress::channel();
+    let (worker, fetcher) = runner_b(&a, &b, &image.config, false, tx.clone());
+    let out = solve(&worker, (tx, rx), &def, &[fin]).await.unwrap();
+    assert_eq!(out.executed, 0, "the builder stage is not needed");
+    assert!(fetcher.fetched.lock().unwrap().is_empty());
+    assert!(!out.solved.iter().any(|(_, _, d)| d.contains("echo built")));
+    // The image's bytes are there for an exporter: its three layers.
+    worker.fetch_lazy_blobs(&out.snapshots[0]).unwrap();
+    let fetched = fetcher.fetched.lock().unwrap().clone();
+    assert_eq!(fetched.len(), 3);
+    assert!(fetched.iter().all(|d| b.state.content().exists(d).unwrap()));
 }

@@ -23,7 +23,7 @@ pub struct Step<'a> {
 /// Why `step` found no record in `imported`: the differences from the closest imported
 /// record of the same step, or that there is none.
 pub fn explain_miss(step: &Step<'_>, imported: &ImportedCache) -> String {
-    let candidates = imported.candidates(step.description, &step.parts.op);
+    let candidates = imported.candidates(step.description, step.parts);
     let closest = candidates
         .iter()
         .filter_map(|r| r.parts.as_ref())
@@ -78,7 +78,7 @@ fn differences(step: &Step<'_>, old: &KeyParts) -> Vec<String> {
         let input = step
             .inputs
             .get(i)
-            .map_or_else(|| format!("input {i}"), String::clone);
+            .map_or_else(|| format!("input {i}"), |d| input_name(d));
         out.push(match (n, o) {
             (InputKey::Content(_), InputKey::Content(_)) => {
                 format!("the files {} reads from {input} changed", reader(step.op))
@@ -88,6 +88,16 @@ fn differences(step: &Step<'_>, old: &KeyParts) -> Vec<String> {
         });
     }
     out
+}
+
+/// An input as a sentence names it: the build context by that name, a step by its
+/// description.
+fn input_name(description: &str) -> String {
+    match description.strip_prefix("[internal] load build context") {
+        Some("") => "the build context".into(),
+        Some(name) => format!("the build context{name}"),
+        None => description.to_string(),
+    }
 }
 
 /// What reads selected files of an input, as the Dockerfile says it.
@@ -141,7 +151,10 @@ mod tests {
     }
 
     fn explain(description: &str, op: &Op, now: &KeyParts, cache: &ImportedCache) -> String {
-        let inputs = ["[base 1/1] FROM alpine".to_string(), "context".to_string()];
+        let inputs = [
+            "[base 1/1] FROM alpine".to_string(),
+            "[internal] load build context".to_string(),
+        ];
         let step = Step {
             description,
             op,
@@ -197,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             e("COPY src /src", &copy, parts(2, 0, 0, None, vec![K1, C2])),
-            "the files COPY reads from context changed"
+            "the files COPY reads from the build context changed"
         );
         assert_eq!(
             e(
@@ -208,8 +221,18 @@ mod tests {
             "the base image changed from sha256:aaa to sha256:bbb"
         );
         assert_eq!(
-            e("RUN other", &run, parts(7, 1, 1, None, vec![K1])),
+            e("RUN other", &run, parts(7, 1, 1, None, vec![K2])),
             "no record of this step in the imported cache"
+        );
+        // A new step where the imported build had another: compared with that one.
+        assert_eq!(
+            e("RUN other", &run, parts(7, 3, 1, None, vec![K1])),
+            "the command changed"
+        );
+        // A RUN whose command changed is described otherwise: found by its inputs.
+        assert_eq!(
+            e("RUN make -j4", &run, parts(9, 2, 1, None, vec![K1])),
+            "the command changed"
         );
         // Another description but the same op: compared all the same.
         assert_eq!(

@@ -42,9 +42,11 @@ pub struct ImportedRecord {
 #[derive(Debug, Clone, Default)]
 pub struct ImportedCache {
     records: HashMap<CacheKey, ImportedRecord>,
-    /// Every record (of every source) by description, then by op digest, in the order
-    /// added: what a step that missed is compared with.
+    /// Every record (of every source) by description, by inputs (JSON of the parts'
+    /// inputs) and by op digest, in the order added: what a step that missed is compared
+    /// with.
     by_description: HashMap<String, Vec<ImportedRecord>>,
+    by_inputs: HashMap<String, Vec<ImportedRecord>>,
     by_op: HashMap<String, Vec<ImportedRecord>>,
     /// Checksums of selected paths by (the result's diffIDs, selectors digest).
     checksums: HashMap<(Vec<Digest>, String), ContentChecksum>,
@@ -93,6 +95,12 @@ impl ImportedCache {
                 .or_default()
                 .push(record.clone());
             if let Some(p) = &record.parts {
+                if let Some(inputs) = inputs_index(p) {
+                    self.by_inputs
+                        .entry(inputs)
+                        .or_default()
+                        .push(record.clone());
+                }
                 self.by_op
                     .entry(p.op.clone())
                     .or_default()
@@ -119,13 +127,17 @@ impl ImportedCache {
         self.records.is_empty() && self.mounts.is_empty()
     }
 
-    /// The imported records of the step described `description` (every source's), else
-    /// those of the same op digest: what a step that missed is compared with.
-    pub fn candidates(&self, description: &str, op: &str) -> &[ImportedRecord] {
-        match self.by_description.get(description) {
-            Some(v) if !v.is_empty() => v,
-            _ => self.by_op.get(op).map_or(&[], Vec::as_slice),
-        }
+    /// The imported records a step that missed is compared with (every source's): those
+    /// described `description`, then those on the same inputs as `parts` (the same place
+    /// in the build: a RUN whose command changed is described otherwise), then those of
+    /// the same op.
+    pub fn candidates(&self, description: &str, parts: &KeyParts) -> Vec<&ImportedRecord> {
+        let by_inputs = inputs_index(parts).and_then(|i| self.by_inputs.get(&i));
+        list(self.by_description.get(description))
+            .iter()
+            .chain(list(by_inputs))
+            .chain(list(self.by_op.get(&parts.op)))
+            .collect()
     }
 
     /// The checksum of the paths `selectors` (a [`super::format::selectors_digest`]) select
@@ -145,6 +157,17 @@ impl ImportedCache {
     pub fn blobs(&self) -> &HashSet<Digest> {
         &self.blobs
     }
+}
+
+/// The records of a list, none when it is absent.
+fn list(v: Option<&Vec<ImportedRecord>>) -> &[ImportedRecord] {
+    v.map_or(&[], Vec::as_slice)
+}
+
+/// The index of a record by what its inputs contribute; none for a step without inputs
+/// (every source would share it).
+fn inputs_index(parts: &KeyParts) -> Option<String> {
+    (!parts.inputs.is_empty()).then(|| serde_json::to_string(&parts.inputs).unwrap_or_default())
 }
 
 /// The descriptor of a cache blob (its diffID annotated as BuildKit's cache annotates it),
@@ -216,8 +239,15 @@ mod tests {
         assert_eq!(r.layers[0].1, Digest::of(&[1, 1]));
         assert_eq!(c.lookup(&CacheKey([2; 32])).unwrap().source, 1);
         assert!(c.lookup(&CacheKey([3; 32])).is_none());
-        assert_eq!(c.candidates("RUN a", "").len(), 2);
-        assert_eq!(c.candidates("RUN z", "").len(), 0);
+        let parts = KeyParts {
+            op: "op".into(),
+            args: None,
+            env: None,
+            pin: None,
+            inputs: vec![],
+        };
+        assert_eq!(c.candidates("RUN a", &parts).len(), 2);
+        assert_eq!(c.candidates("RUN z", &parts).len(), 0);
         assert_eq!(
             c.checksum(&[Digest::of(&[1, 1])], "sel"),
             Some(ContentChecksum([7; 32]))

@@ -37,6 +37,8 @@ struct FakeWorker {
     keys: Mutex<Vec<(String, CacheKey, KeyParts)>>,
     /// Every miss explained: the vertex's description and its inputs' descriptions.
     misses: Mutex<Vec<(String, Vec<String>)>>,
+    /// Compute keys ahead (records are the cache's).
+    looks_ahead: bool,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -64,6 +66,7 @@ impl FakeWorker {
             killed_returned: AtomicBool::new(false),
             keys: Mutex::default(),
             misses: Mutex::default(),
+            looks_ahead: false,
         }
     }
 
@@ -107,6 +110,14 @@ impl Worker for FakeWorker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn looks_ahead(&self) -> bool {
+        self.looks_ahead
+    }
+
+    fn has_record(&self, key: &CacheKey, _vertex: &Vertex) -> bool {
+        self.cache.lock().unwrap().contains_key(key)
     }
 
     fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &KeyParts) {
@@ -839,4 +850,100 @@ async fn keys_are_reported_with_their_parts_and_misses_explained_in_the_vertex_l
         .unwrap();
     let misses = worker.misses.lock().unwrap().clone();
     assert_eq!(misses, vec![("context".to_string(), vec![])]);
+}
+
+/// builder: base -> RUN build; final: base -> COPY --from=builder -> RUN final.
+fn two_stages() -> (Definition, VertexRef, VertexRef) {
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("docker.io/library/busybox:latest")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let build = d.add(run("build"), None, &[base], meta("build")).unwrap();
+    let copy = d
+        .add(copy("/ran/", "/app"), None, &[base, build], meta("copy"))
+        .unwrap();
+    let fin = d.add(run("final"), None, &[copy], meta("final")).unwrap();
+    (d, fin, build)
+}
+
+#[tokio::test]
+async fn looking_ahead_a_cached_step_needs_no_input_the_cache_lacks() {
+    let (def, fin, build) = two_stages();
+    let cold = Arc::new(FakeWorker::default());
+    let out = Scheduler::new(Arc::clone(&cold), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(out.executed, 4);
+    let want = out.results[&fin].output.clone();
+    // Another runner imports a mode=min cache: the final stage's records, not the builder's.
+    let build_key = out.results[&build].key;
+    let mut records = cold.cache.lock().unwrap().clone();
+    records.remove(&build_key);
+    let warm = Arc::new(FakeWorker {
+        looks_ahead: true,
+        ..FakeWorker::default()
+    });
+    *warm.cache.lock().unwrap() = records.clone();
+    let (tx, rx) = crate::progress::channel();
+    let out = Scheduler::new(Arc::clone(&warm), 2)
+        .with_progress(tx)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(out.executed, 0, "executed {:?}", warm.executed());
+    assert_eq!(out.results[&fin].output, want);
+    assert!(
+        !out.results.contains_key(&build),
+        "the builder stage is not solved"
+    );
+    // Only what was solved is on the progress; each of it ends cached.
+    let finals = final_events(rx);
+    assert_eq!(finals.len(), 3);
+    assert!(
+        finals.values().all(|k| *k == EventKind::Cached),
+        "{finals:?}"
+    );
+
+    // Without looking ahead, the builder stage runs again (the old behaviour).
+    let plain = Arc::new(FakeWorker::default());
+    *plain.cache.lock().unwrap() = records;
+    let out = Scheduler::new(Arc::clone(&plain), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(plain.executed(), ["build"]);
+    assert_eq!(out.executed, 1);
+}
+
+#[tokio::test]
+async fn looking_ahead_solves_everything_below_a_step_the_cache_lacks() {
+    let (def, fin, build) = two_stages();
+    let cold = Arc::new(FakeWorker::default());
+    let out = Scheduler::new(Arc::clone(&cold), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    // The final RUN is missing: it runs on the COPY, loaded from the cache without the
+    // builder stage.
+    let mut records = cold.cache.lock().unwrap().clone();
+    records.remove(&out.results[&fin].key);
+    records.remove(&out.results[&build].key);
+    let warm = Arc::new(FakeWorker {
+        looks_ahead: true,
+        ..FakeWorker::default()
+    });
+    *warm.cache.lock().unwrap() = records;
+    let again = Scheduler::new(Arc::clone(&warm), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(warm.executed(), ["final"]);
+    assert_eq!(again.results[&fin].output, out.results[&fin].output);
+    assert_eq!(again.results[&fin].key, out.results[&fin].key);
 }

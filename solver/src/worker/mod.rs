@@ -196,6 +196,7 @@ impl LocalWorker {
     /// Refuses layers over `max` bytes unpacked (see [`LayerStore::with_max_size`]).
     pub fn limit_layer_size(&mut self, max: Option<u64>) {
         self.layers = self.layers.clone().with_max_size(max);
+        self.remote.restore_limit = max;
     }
 
     /// The layer store.
@@ -360,6 +361,27 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         w.put_result(key, &result, now)?;
         w.commit()?;
         Ok(())
+    }
+
+    /// With an imported cache, records may hold a stage but not what it copies from.
+    fn looks_ahead(&self) -> bool {
+        self.has_imported_cache()
+    }
+
+    fn has_record(&self, key: &CacheKey, vertex: &Vertex) -> bool {
+        // As `cache_load` finds results: images and steps, from here or an import.
+        let cached_kind = match vertex.op() {
+            Op::Source(s) => matches!(s.scheme(), "docker-image" | "oci-layout"),
+            _ => true,
+        };
+        if !cached_kind || vertex.metadata().ignore_cache {
+            return false;
+        }
+        let local = self.cache.get(key).ok().flatten().is_some_and(|found| {
+            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
+            found.snapshot.layers.iter().all(present)
+        });
+        local || self.can_load_imported(key)
     }
 
     fn key_computed(&self, _vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {

@@ -34,6 +34,9 @@ struct LazyLayer {
     source: usize,
     blob: Descriptor,
     diff_id: Digest,
+    /// Its blob is in the content store and decompresses to `diff_id` (checked for an
+    /// exporter, which needs the blob but not the files).
+    verified: bool,
 }
 
 /// The remote-cache state of one build.
@@ -49,6 +52,8 @@ pub(crate) struct RemoteState {
     checksums: Mutex<HashMap<(Vec<LayerId>, String), ContentChecksum>>,
     /// The cache-mount store (restored from an import).
     cache_mounts_dir: PathBuf,
+    /// The most bytes a restored cache mount may unpack to (the layer size limit).
+    pub(crate) restore_limit: Option<u64>,
 }
 
 impl RemoteState {
@@ -61,6 +66,7 @@ impl RemoteState {
             parts: Mutex::default(),
             checksums: Mutex::default(),
             cache_mounts_dir,
+            restore_limit: None,
         }
     }
 }
@@ -95,11 +101,70 @@ impl LocalWorker {
             .unwrap_or_default()
     }
 
-    /// Makes every layer of `snapshot` that came lazily from an imported cache present:
-    /// its blob in the content store (verified by digest) and unpacked (verified against
-    /// its diffID). Called before exporting an image or a cache. Blocking.
+    /// Brings the blob of every layer of `snapshot` that came lazily from an imported
+    /// cache into the content store, verified by digest and by the diffID it decompresses
+    /// to (not unpacked: an exporter needs the blob, not the files; a step on the layer
+    /// unpacks it later). Called before exporting an image or a cache. Blocking.
     pub fn fetch_lazy_blobs(&self, snapshot: &Snapshot) -> Result<(), WorkerError> {
-        self.materialize(snapshot)
+        for id in &snapshot.layers {
+            let pending = |l: &LazyLayer| !l.verified;
+            let Some(layer) = lock(&self.remote.lazy)
+                .get(id)
+                .filter(|l| pending(l))
+                .cloned()
+            else {
+                continue;
+            };
+            self.check_canceled()?;
+            let held = self.blob_lock(&layer.blob.digest);
+            let _guard = lock(&held);
+            if !lock(&self.remote.lazy).get(id).is_some_and(pending) {
+                continue; // verified or unpacked meanwhile
+            }
+            self.fetch_blob_locked(layer.source, &layer.blob)?;
+            self.verify_lazy_blob(&layer)
+                .map_err(|error| WorkerError::CacheBlob {
+                    digest: layer.blob.digest.to_string(),
+                    source_index: layer.source,
+                    error,
+                })?;
+            if let Some(l) = lock(&self.remote.lazy).get_mut(id) {
+                l.verified = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that a fetched lazy layer's blob is compressed as its media type says and
+    /// decompresses to its diffID, reading at most the layer size limit (64 GiB without).
+    fn verify_lazy_blob(&self, layer: &LazyLayer) -> Result<(), crate::scheduler::BoxError> {
+        use std::io::Read as _;
+        let file = self.content.open_blob(&layer.blob.digest)?;
+        let (found, reader) = crate::snapshot::layer::decompress(file)?;
+        if Compression::from_media_type(&layer.blob.media_type) != Some(found) {
+            return Err(format!(
+                "the blob is {} but listed as {}",
+                found.oci_media_type(),
+                layer.blob.media_type
+            )
+            .into());
+        }
+        let limit = self.remote.restore_limit.unwrap_or(64 << 30);
+        let mut hashing = kiln_oci::HashingWriter::new(std::io::sink());
+        let copied = std::io::copy(&mut reader.take(limit.saturating_add(1)), &mut hashing)?;
+        if copied > limit {
+            return Err(format!("the layer unpacks to more than {limit} bytes").into());
+        }
+        let (_, diff_id, _) = hashing.finish();
+        if diff_id != layer.diff_id {
+            return Err(crate::snapshot::layers::LayerStoreError::DiffIdMismatch {
+                blob: layer.blob.digest.to_string(),
+                expected: layer.diff_id.to_string(),
+                actual: diff_id.to_string(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Fills the build's cache mounts `ids` from the imported caches; returns the ids
@@ -108,19 +173,26 @@ impl LocalWorker {
         let Some(imported) = &self.remote.imported else {
             return Ok(Vec::new());
         };
+        let mounts = CacheMounts::new(&self.remote.cache_mounts_dir)?
+            .with_restore_limit(self.remote.restore_limit);
         let mut restored = Vec::new();
-        let mut mounts = None;
         for id in ids {
             let Some((source, blob)) = imported.cache.mount(id) else {
                 continue;
             };
+            // A mount with content here is newer than any import: not even downloaded
+            // (`restore_mount` checks again under the mount's lock).
+            let dir = mounts.root().join(CacheMounts::key(id));
+            if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+                continue;
+            }
             self.fetch_blob(source, &blob_descriptor(blob))?;
-            let mounts = match &mut mounts {
-                Some(m) => m,
-                None => mounts.insert(CacheMounts::new(&self.remote.cache_mounts_dir)?),
-            };
-            let done = crate::remote_cache::mounts::restore_mount(mounts, id, &self.content, blob)
-                .map_err(WorkerError::other)?;
+            let done = crate::remote_cache::mounts::restore_mount(&mounts, id, &self.content, blob)
+                .map_err(|e| WorkerError::CacheBlob {
+                    digest: blob.digest.to_string(),
+                    source_index: source,
+                    error: e.into(),
+                })?;
             if done {
                 restored.push(id.clone());
             }
@@ -199,6 +271,26 @@ impl LocalWorker {
         ))
     }
 
+    /// Whether an imported cache with records is set.
+    pub(crate) fn has_imported_cache(&self) -> bool {
+        self.remote
+            .imported
+            .as_ref()
+            .is_some_and(|i| !i.cache.is_empty())
+    }
+
+    /// Whether [`Self::load_imported`] would find `key`.
+    pub(crate) fn can_load_imported(&self, key: &CacheKey) -> bool {
+        let Some(imported) = &self.remote.imported else {
+            return false;
+        };
+        imported.cache.lookup(key).is_some_and(|r| {
+            r.layers
+                .iter()
+                .all(|(blob, _)| Compression::from_media_type(&blob.media_type).is_some())
+        })
+    }
+
     /// Whether `id` is known by its imported blob only.
     pub(crate) fn is_lazy(&self, id: &LayerId) -> bool {
         lock(&self.remote.lazy).contains_key(id)
@@ -248,6 +340,7 @@ impl LocalWorker {
                         source: record.source,
                         blob: blob.clone(),
                         diff_id: diff_id.clone(),
+                        verified: false,
                     },
                 ));
             }
