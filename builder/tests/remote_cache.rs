@@ -147,6 +147,20 @@ fn registry_cache_max_with_cache_mounts_moves_between_runners() {
 }
 
 #[test]
+fn registry_cache_min_of_a_multi_stage_build_moves_between_runners() {
+    // mode=min holds the final stage's steps only: runner B does not run the first stage
+    // either (its keys are known without its results, as in BuildKit).
+    let env = TestEnv::load();
+    let cache = format!("{}/{}:cache", env.registry(), unique("cbuilder-min"));
+    two_runners(
+        &format!("type=registry,ref={cache},cache-mounts=true"),
+        &cache,
+        &env,
+        &unique("cbuilder-pkgs"),
+    );
+}
+
+#[test]
 fn local_cache_max_with_cache_mounts_moves_between_runners() {
     let env = TestEnv::load();
     let dir = tempfile::tempdir().unwrap();
