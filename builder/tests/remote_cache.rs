@@ -762,3 +762,39 @@ fn a_cache_copied_to_another_repository_of_the_registry_is_mounted_not_downloade
     }
     support::validate_remote(&second);
 }
+
+#[test]
+fn a_local_cache_updated_in_place_copies_nothing_it_holds() {
+    // The CI pattern of a cache directory kept between jobs: import from it, export to it.
+    let env = TestEnv::load();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let a = Build::new();
+    single_stage(&a, &env);
+    a.build(&[
+        "-t",
+        "inplace:a",
+        "--cache-to",
+        &format!("type=local,dest={cache},mode=max"),
+    ]);
+    let b = runner_b(&a);
+    let meta = b.build(&[
+        "-o",
+        "type=cacheonly",
+        "--cache-from",
+        &format!("type=local,src={cache}"),
+        "--cache-to",
+        &format!("type=local,dest={cache},mode=max"),
+    ]);
+    assert_eq!(executed(&meta), 0, "{meta}");
+    let report = exported(&meta);
+    assert_eq!(report["uploaded"], 0, "{report}");
+    // Runner B never copied the layers into its store.
+    let layers = a.manifest("docker.io/library/inplace:a")["layers"].clone();
+    for l in layers.as_array().unwrap() {
+        let digest = l["digest"].as_str().unwrap();
+        assert!(!b.blob(digest).exists(), "runner B copied {digest}");
+    }
+    support::validate_layout(&dir.path().join("cache"), kiln_oci::walk::Partial::Refuse);
+}

@@ -183,11 +183,17 @@ pub fn export(
         }
         CacheLocation::Local { dir, tag, .. } => {
             report.kind = "local";
-            write_layout(ctx, dir, tag, &image, step, &mut report).map_err(|source| {
-                ExportError::Layout {
-                    location: location.clone(),
-                    source,
-                }
+            let mut written = write_layout(ctx, dir, tag, &image, &remote, step, &mut report);
+            if written.is_err() && !remote.known.is_empty() {
+                // The directory lost a blob it listed: the bytes are needed after all.
+                tracing::debug!(error = ?written, "cache copy without the lazy blobs failed; fetching them");
+                fetch()?;
+                let none = RemoteBlobs::default();
+                written = write_layout(ctx, dir, tag, &image, &none, step, &mut report);
+            }
+            written.map_err(|source| ExportError::Layout {
+                location: location.clone(),
+                source,
             })?;
         }
         CacheLocation::Inline => {}
@@ -205,11 +211,30 @@ struct RemoteBlobs {
     mountable: BTreeSet<Digest>,
 }
 
-/// The imported blobs a push to `location` can do without: every source must be a
-/// repository of the target's registry (the digests are not told apart by source).
+/// The imported blobs an export to `location` can do without: every source must be a
+/// repository of the target's registry, or the target layout directory itself (the digests
+/// are not told apart by source).
 fn remote_blobs(ctx: &ExportContext<'_>, location: &CacheLocation) -> RemoteBlobs {
-    let (Some(imported), CacheLocation::Registry(target)) = (ctx.imported, location) else {
+    let Some(imported) = ctx.imported else {
         return RemoteBlobs::default();
+    };
+    let target = match location {
+        CacheLocation::Registry(target) => target,
+        CacheLocation::Local { dir, .. } => {
+            let dir = std::fs::canonicalize(dir).unwrap_or(dir.clone());
+            let same_dir = !imported.layouts.is_empty()
+                && imported.layouts.len() == imported.loaded
+                && imported.layouts.iter().all(|(_, l)| *l == dir);
+            if !same_dir {
+                return RemoteBlobs::default();
+            }
+            let blobs: BTreeSet<Digest> = ctx.worker.imported_blobs().into_iter().collect();
+            return RemoteBlobs {
+                known: blobs.clone(),
+                mountable: blobs,
+            };
+        }
+        CacheLocation::Inline => return RemoteBlobs::default(),
     };
     let repos = &imported.repositories;
     if repos.is_empty()
@@ -361,11 +386,17 @@ fn write_layout(
     dir: &std::path::Path,
     tag: &str,
     image: &CacheImage,
+    remote: &RemoteBlobs,
     step: Option<&ExportStep>,
     report: &mut ExportReport,
 ) -> Result<(), kiln_oci::Error> {
     let layout = LayoutDir::create(dir)?;
-    let source = Blobs(ctx.store.as_ref());
+    // The blobs the layout itself listed need not be here: the copy skips what it holds.
+    let store = KnownBlobs {
+        inner: ctx.store.as_ref(),
+        known: &remote.known,
+    };
+    let source = Blobs(&store);
     let copied = kiln_oci::copy::copy_images(
         &source,
         &[(image.root.clone(), vec![tag.to_string()])],

@@ -89,6 +89,9 @@ pub struct Imported {
     /// The registry repositories read (source index, reference): an export to the same
     /// repository need not check their blobs again, one on the same registry mounts them.
     pub repositories: Vec<(usize, Reference)>,
+    /// The layout directories read (source index, canonical path): an export to the same
+    /// directory need not have their blobs here.
+    pub layouts: Vec<(usize, std::path::PathBuf)>,
     /// How many sources were read.
     pub loaded: usize,
     /// Each source, in order: what it is called and, when it was skipped with
@@ -147,6 +150,7 @@ pub fn import(
     let mut cache = ImportedCache::default();
     let mut origins = Vec::with_capacity(sources.len());
     let mut repositories = Vec::new();
+    let mut layouts = Vec::new();
     let mut outcomes = Vec::new();
     let mut has_mounts = false;
     for (index, source) in sources.iter().enumerate() {
@@ -158,8 +162,12 @@ pub fn import(
                     has_mounts |= !config.kiln.mounts.is_empty();
                     cache.add(index, config);
                 }
-                if let Origin::Registry(r) = &origin {
-                    repositories.push((index, r.clone()));
+                match &origin {
+                    Origin::Registry(r) => repositories.push((index, r.clone())),
+                    Origin::Layout(l) => {
+                        let dir = std::fs::canonicalize(l.root()).unwrap_or(l.root().into());
+                        layouts.push((index, dir));
+                    }
                 }
                 origins.push(Some(origin));
                 outcomes.push((source.location.describe(), None));
@@ -183,6 +191,7 @@ pub fn import(
         has_mounts,
         loaded: outcomes.iter().filter(|(_, e)| e.is_none()).count(),
         repositories,
+        layouts,
         outcomes,
     })
 }
