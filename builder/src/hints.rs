@@ -218,6 +218,12 @@ pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<S
 pub fn for_cache_import(e: &crate::remote_cache::import::ImportError) -> String {
     let skip = "add ignore-error=true to the --cache-from value to build without this cache \
                 when it cannot be read";
+    if let crate::remote_cache::import::ImportError::Config { .. } = e {
+        return format!(
+            "kiln reads caches kiln exported (a BuildKit cache holds BuildKit's records, not \
+             kiln's): export one with kiln build --cache-to, or {skip}"
+        );
+    }
     match e.registry().and_then(for_registry) {
         Some(h) => format!("{h}; or {skip}"),
         None => skip.to_string(),

@@ -798,3 +798,41 @@ fn a_local_cache_updated_in_place_copies_nothing_it_holds() {
     }
     support::validate_layout(&dir.path().join("cache"), kiln_oci::walk::Partial::Refuse);
 }
+
+#[test]
+fn a_buildkit_cache_is_refused_with_a_hint() {
+    // BuildKit's shape with BuildKit's records (and no kiln part), in an OCI layout.
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = support::sha256_digest(bytes);
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).unwrap();
+        serde_json::json!({"digest": digest, "size": bytes.len()})
+    };
+    let config = put(br#"{"layers":[],"records":[{"digest":"sha256:0000"}]}"#);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                   "digest": config["digest"], "size": config["size"]},
+        "layers": [],
+    });
+    let m = put(manifest.to_string().as_bytes());
+    std::fs::write(
+        dir.path().join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": m["digest"], "size": m["size"],
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    let src = format!("type=local,src={}", dir.path().display());
+    let stderr = fails(&b, &["--cache-from", &src]);
+    assert!(stderr.contains("not a kiln cache config"), "{stderr}");
+    assert!(stderr.contains("BuildKit's records"), "the hint: {stderr}");
+    b.build(&["--cache-from", &format!("{src},ignore-error=true")]);
+}
