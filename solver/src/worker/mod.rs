@@ -322,7 +322,14 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
                 return Ok(Some(Output::Snapshot(found.snapshot)));
             }
         }
-        Ok(self.load_imported(key, vertex)?.map(Output::Snapshot))
+        if !self.has_imported_cache() {
+            return Ok(None);
+        }
+        // Recording an imported hit writes the database: off the async threads.
+        let (worker, key, vertex) = (Arc::clone(self), *key, vertex.clone());
+        blocking(move || worker.load_imported(&key, &vertex))
+            .await
+            .map(|found| found.map(Output::Snapshot))
     }
 
     async fn cache_save(
