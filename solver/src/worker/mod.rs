@@ -459,7 +459,7 @@ impl LocalWorker {
             // A step runs on its inputs' files: layers imported lazily are fetched now.
             Op::Exec(op) => {
                 blocking(move || {
-                    worker.materialize_inputs(&inputs)?;
+                    worker.materialize_inputs(&vertex, &inputs)?;
                     worker.exec(&vertex, &op, &inputs)
                 })
                 .await
@@ -467,7 +467,7 @@ impl LocalWorker {
             Op::File(op) => {
                 blocking(move || {
                     worker.check_canceled()?;
-                    worker.materialize_inputs(&inputs)?;
+                    worker.materialize_inputs(&vertex, &inputs)?;
                     worker.file(&op, &inputs)
                 })
                 .await
