@@ -193,6 +193,8 @@ struct Outcome {
     solved: Vec<(kiln_solver::cache::CacheKey, Snapshot, String)>,
     /// Each vertex's stderr log by its name.
     logs: HashMap<String, String>,
+    /// The status items (transfers) each vertex completed, by its name.
+    transfers: HashMap<String, Vec<String>>,
 }
 
 /// Solves `refs` of `def` on `worker` (whose progress goes to `progress`, drained here).
@@ -208,10 +210,19 @@ async fn solve(
     drop(scheduler);
     let mut names = HashMap::new();
     let mut logs: HashMap<String, String> = HashMap::new();
+    let mut transfers: HashMap<String, Vec<String>> = HashMap::new();
     while let progress::Received::Event(e) = rx.try_recv() {
         match e.kind {
             EventKind::Registered { name, .. } => {
                 names.insert(e.vertex, name);
+            }
+            EventKind::Status {
+                id,
+                completed: true,
+                ..
+            } => {
+                let name = names.get(&e.vertex).cloned().unwrap_or_default();
+                transfers.entry(name).or_default().push(id);
             }
             EventKind::Log { data, .. } => {
                 let name = names.get(&e.vertex).cloned().unwrap_or_default();
@@ -246,6 +257,7 @@ async fn solve(
             .collect(),
         solved,
         logs,
+        transfers,
     })
 }
 
@@ -371,6 +383,12 @@ async fn a_step_on_an_imported_result_fetches_and_unpacks_it_and_a_miss_says_why
     // Its description changed with its command: it is compared with the imported step
     // on the same input.
     let log = &out.logs["[3/3] RUN cat /a > /c"];
+    let fetched = fetcher.fetched.lock().unwrap().clone();
+    let shown: Vec<String> = fetched.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        out.transfers["[3/3] RUN cat /a > /c"], shown,
+        "fetches are shown"
+    );
     assert!(log.contains("cache miss: the command changed"), "{log:?}");
 }
 

@@ -254,16 +254,28 @@ fn layer_blob(
         }
         .to_string()
     };
-    // A lazily imported layer has no directory: it is exported as the blob it came as.
-    if !stores.layers.exists(id) {
-        if let Some(r) = &record {
-            if let (Some(diff_id), Some(b)) = (&r.diff_id, r.blob(compression)) {
+    // A lazily imported layer has no directory: it is exported as the blob it came as;
+    // in another compression, from its files, unpacked from that blob if it was fetched.
+    if let (false, Some(r)) = (stores.layers.exists(id), &record) {
+        if let Some(diff_id) = &r.diff_id {
+            if let Some(b) = r.blob(compression) {
                 return Ok(CacheBlob {
                     digest: b.digest.clone(),
                     size: b.size,
                     media_type: media_type(b.compression),
                     diff_id: diff_id.clone(),
                 });
+            }
+            if LayerId::for_diff_id(diff_id) == *id {
+                for b in &r.blobs {
+                    if stores.content.exists(&b.digest)? {
+                        stores
+                            .layers
+                            .unpack(stores.content, &b.digest, diff_id)
+                            .map_err(crate::snapshot::blobs::BlobError::from)?;
+                        break;
+                    }
+                }
             }
         }
     }

@@ -322,7 +322,14 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
                 return Ok(Some(Output::Snapshot(found.snapshot)));
             }
         }
-        Ok(self.load_imported(key, vertex)?.map(Output::Snapshot))
+        if !self.has_imported_cache() {
+            return Ok(None);
+        }
+        // Recording an imported hit writes the database: off the async threads.
+        let (worker, key, vertex) = (Arc::clone(self), *key, vertex.clone());
+        blocking(move || worker.load_imported(&key, &vertex))
+            .await
+            .map(|found| found.map(Output::Snapshot))
     }
 
     async fn cache_save(
@@ -452,7 +459,7 @@ impl LocalWorker {
             // A step runs on its inputs' files: layers imported lazily are fetched now.
             Op::Exec(op) => {
                 blocking(move || {
-                    worker.materialize_inputs(&inputs)?;
+                    worker.materialize_inputs(&vertex, &inputs)?;
                     worker.exec(&vertex, &op, &inputs)
                 })
                 .await
@@ -460,7 +467,7 @@ impl LocalWorker {
             Op::File(op) => {
                 blocking(move || {
                     worker.check_canceled()?;
-                    worker.materialize_inputs(&inputs)?;
+                    worker.materialize_inputs(&vertex, &inputs)?;
                     worker.file(&op, &inputs)
                 })
                 .await

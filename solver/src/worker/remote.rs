@@ -359,18 +359,29 @@ impl LocalWorker {
         Ok(Some(snapshot))
     }
 
-    /// Makes the lazy layers of every snapshot input present (before a step runs on them).
-    pub(crate) fn materialize_inputs(&self, inputs: &[Output]) -> Result<(), WorkerError> {
+    /// Makes the lazy layers of every snapshot input present (before `vertex` runs on
+    /// them), each fetch shown on the vertex's progress.
+    pub(crate) fn materialize_inputs(
+        &self,
+        vertex: &Vertex,
+        inputs: &[Output],
+    ) -> Result<(), WorkerError> {
+        let progress = self.progress.handle(vertex.digest());
         for i in inputs {
             if let Output::Snapshot(s) = i {
-                self.materialize(s)?;
+                self.materialize(s, Some(&progress))?;
             }
         }
         Ok(())
     }
 
-    /// Fetches and unpacks the lazy layers of `snapshot`.
-    fn materialize(&self, snapshot: &Snapshot) -> Result<(), WorkerError> {
+    /// Fetches and unpacks the lazy layers of `snapshot`, each a status item of
+    /// `progress` when given.
+    fn materialize(
+        &self,
+        snapshot: &Snapshot,
+        progress: Option<&crate::progress::VertexProgress>,
+    ) -> Result<(), WorkerError> {
         for id in &snapshot.layers {
             let Some(layer) = lock(&self.remote.lazy).get(id).cloned() else {
                 continue;
@@ -380,6 +391,11 @@ impl LocalWorker {
             let _guard = lock(&held);
             if !self.is_lazy(id) {
                 continue; // another step made it present meanwhile
+            }
+            let size = layer.blob.size;
+            let status = progress.map(|p| p.status(layer.blob.digest.to_string()));
+            if let Some(s) = &status {
+                s.update(0, Some(size));
             }
             self.fetch_blob_locked(layer.source, &layer.blob)?;
             import_layer(
@@ -395,6 +411,9 @@ impl LocalWorker {
                 error: e.into(),
             })?;
             lock(&self.remote.lazy).remove(id);
+            if let Some(s) = status {
+                s.complete(size, Some(size));
+            }
         }
         Ok(())
     }
@@ -456,7 +475,7 @@ impl LocalWorker {
         let sum = match known {
             Some(c) => c,
             None => {
-                self.materialize(snapshot)?;
+                self.materialize(snapshot, None)?;
                 let view = crate::snapshot::view::SnapshotView::mount(&self.layers, snapshot)?;
                 crate::cache::checksum_paths_filtered(view.path(), selectors, None)?
             }

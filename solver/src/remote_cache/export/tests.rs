@@ -326,3 +326,56 @@ fn the_oracle_catches_a_cache_layer_whose_annotated_diff_id_is_wrong() {
     let problems = validate(&s.content, &bad, Options::default()).unwrap_err();
     assert!(problems.to_string().contains("says diff_id"), "{problems}");
 }
+
+#[test]
+fn forcing_another_compression_on_a_lazy_layer_unpacks_its_fetched_blob() {
+    let s = Stores::new();
+    let (records, final_image) = graph(&s);
+    let first = export_cache(
+        &s.export(),
+        &records,
+        std::slice::from_ref(&final_image),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    // Another state holds the pulled (zstd) layer lazily: recorded, its blob fetched, no
+    // directory.
+    let other = Stores::new();
+    let base = &first.config.kiln.blobs[0];
+    let id = LayerId::for_diff_id(&base.diff_id);
+    other
+        .content
+        .put_bytes(&s.content.read_blob(&base.digest).unwrap())
+        .unwrap();
+    let mut w = other.meta.writer().unwrap();
+    w.put_layer(
+        &LayerRecord {
+            id: id.clone(),
+            diff_id: Some(base.diff_id.clone()),
+            size: None,
+            blobs: vec![BlobRecord {
+                digest: base.digest.clone(),
+                size: base.size,
+                compression: Compression::Zstd,
+            }],
+        },
+        1,
+    )
+    .unwrap();
+    w.commit().unwrap();
+    let r = record(9, &[&id], "FROM base");
+    let opts = ExportOptions {
+        force_compression: true,
+        ..Default::default()
+    };
+    let image = export_cache(
+        &other.export(),
+        std::slice::from_ref(&r),
+        std::slice::from_ref(&r.snapshot),
+        &opts,
+    )
+    .unwrap();
+    ok(&other, &image);
+    assert_eq!(image.config.kiln.blobs[0].media_type, mt::OCI_LAYER_GZIP);
+    assert!(other.layers.exists(&id));
+}
