@@ -578,28 +578,16 @@ fn export_images(
         }
         if needs_image {
             let opts = export_options(req)?;
-            if m.imported.is_some() && m.remote_blobs.is_none() {
-                m.worker.fetch_lazy_blobs(&snapshot).map_err(|e| {
-                    match ignorable_cache_blob(req, &e) {
-                        Some(drop) => miette::Report::new(drop),
-                        None => {
-                            let hint = crate::hints::for_worker(&e);
-                            crate::hints::with_help(miette::Report::from_err(e), hint)
-                        }
-                    }
-                })?;
-            }
             let keys = |layers: &[(Descriptor, kiln_oci::Digest)]| match &inline {
                 Some(records) => crate::remote_cache::inline_key(records, &snapshot, layers),
                 None => BTreeMap::new(),
             };
-            let exported = export_image(&stores, &snapshot, config, &opts, &keys)
+            let exported = platform_image(req, m, &stores, &snapshot, config, &opts, &keys)
                 .inspect_err(|e| {
                     if let Some(step) = image_step {
                         step.error(&e.to_string());
                     }
-                })
-                .into_diagnostic()?;
+                })?;
             platform_images.push(exported);
         }
         results.push(PlatformResult {
@@ -638,6 +626,50 @@ fn export_images(
         cache_exports: Vec::new(),
     };
     Ok((outcome, results))
+}
+
+/// One platform's image. Lazily imported layers are fetched first, unless the image may
+/// list them without their bytes (pushed only, see [`remote_blobs`]); when it cannot after
+/// all (a layer wanted in another compression), they are fetched and the image made again.
+fn platform_image(
+    req: &BuildRequest,
+    m: &Machinery,
+    stores: &ExportStores<'_>,
+    snapshot: &Snapshot,
+    config: kiln_oci::config::ImageConfig,
+    opts: &ExportOptions,
+    keys: super::commit::ConfigKeys<'_>,
+) -> Result<ExportedImage> {
+    let fetch = || {
+        m.worker
+            .fetch_lazy_blobs(snapshot)
+            .map_err(|e| match ignorable_cache_blob(req, &e) {
+                Some(drop) => miette::Report::new(drop),
+                None => {
+                    let hint = crate::hints::for_worker(&e);
+                    crate::hints::with_help(miette::Report::from_err(e), hint)
+                }
+            })
+    };
+    if m.imported.is_none() {
+        return export_image(stores, snapshot, config, opts, keys).into_diagnostic();
+    }
+    if stores.remote_blobs.is_none() {
+        fetch()?;
+        return export_image(stores, snapshot, config, opts, keys).into_diagnostic();
+    }
+    match export_image(stores, snapshot, config.clone(), opts, keys) {
+        Ok(image) => Ok(image),
+        Err(e) => {
+            tracing::debug!(error = %e, "image without the lazy blobs failed; fetching them");
+            fetch()?;
+            let local = ExportStores {
+                remote_blobs: None,
+                ..*stores
+            };
+            export_image(&local, snapshot, config, opts, keys).into_diagnostic()
+        }
+    }
 }
 
 /// Dates each history entry by when the result it describes was made, and the image by
