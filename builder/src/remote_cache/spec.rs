@@ -313,7 +313,15 @@ impl Parsed {
 pub fn parse_cache_to(spec: &str) -> Result<CacheTo, CacheSpecError> {
     let p = Parsed::new("--cache-to", true, spec)?;
     let location = match p.kind.as_str() {
-        "registry" => CacheLocation::Registry(p.reference()?),
+        "registry" => {
+            let r = p.reference()?;
+            if r.digest().is_some() {
+                return Err(p.err(format!(
+                    "ref={r}: the cache is pushed under a tag, not a digest"
+                )));
+            }
+            CacheLocation::Registry(r)
+        }
         "local" => CacheLocation::Local {
             dir: PathBuf::from(p.required("dest")?),
             tag: p.tag()?,
@@ -477,6 +485,10 @@ mod tests {
             (reason(parse_cache_to("type=registry,ref=a,ignore-error=maybe")), "true or false"),
             (reason(parse_cache_to("type=registry,ref=A/B")), "ref=\"A/B\""),
             (reason(parse_cache_to("mode=max")), "type= is required"),
+            (
+                reason(parse_cache_to(&format!("r/c@sha256:{}", "a".repeat(64)))),
+                "not a digest",
+            ),
             (reason(parse_cache_to("type=local,dest=\"x")), "quote"),
             (
                 reason(parse_cache_to("type=registry,ref=a,oci-mediatypes=false,image-manifest=true")),
