@@ -836,3 +836,59 @@ fn a_buildkit_cache_is_refused_with_a_hint() {
     assert!(stderr.contains("BuildKit's records"), "the hint: {stderr}");
     b.build(&["--cache-from", &format!("{src},ignore-error=true")]);
 }
+
+#[test]
+fn a_corrupt_cache_mount_blob_is_refused_or_with_ignore_error_skipped() {
+    let env = TestEnv::load();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("cache");
+    let a = Build::new();
+    multistage(&a, &env, &unique("cbuilder-pkgs"));
+    a.build(&[
+        "--cache-to",
+        &format!(
+            "type=local,dest={},mode=max,cache-mounts=true",
+            dest.display()
+        ),
+    ]);
+    // The cache mount's blob, rewritten.
+    let blob = |d: &str| {
+        dest.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = read_json(&dest.join("index.json"));
+    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let config = read_json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+    let at = config["kiln"]["mounts"][0]["blob"]
+        .as_u64()
+        .expect("a mount") as usize;
+    let victim = blob(config["kiln"]["blobs"][at]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let src = format!("type=local,src={}", dest.display());
+    let b = runner_b(&a);
+    let stderr = fails(&b, &["--cache-from", &src]);
+    assert!(stderr.contains("content verification failed"), "{stderr}");
+    let out = b.kiln(&[
+        "build",
+        "-t",
+        "mount:b",
+        "--cache-from",
+        &format!("{src},ignore-error=true"),
+        b.ctx().to_str().unwrap(),
+    ]);
+    let stderr =
+        support::stdout_ok(&out, "build with ignore-error") + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("building again without this cache"),
+        "{stderr}"
+    );
+    b.validate_image("mount:b");
+    assert_eq!(
+        read(&b.unpack("docker.io/library/mount:b").join("out.txt")),
+        "v1"
+    );
+}

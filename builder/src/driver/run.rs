@@ -435,7 +435,19 @@ impl Machinery {
         worker.limit_layer_size(req.max_layer_size);
         if let Some(imported) = &imported {
             crate::remote_cache::report_import(&tx, imported);
-            crate::remote_cache::attach(&mut worker, imported, &graph.definition)?;
+            if let Err(e) = crate::remote_cache::attach(&mut worker, imported, &graph.definition) {
+                drop(tx);
+                drop(worker);
+                let _ = display.finish();
+                return Err(match ignorable_cache_blob(req, &e) {
+                    Some(drop) => miette::Report::new(drop),
+                    None => {
+                        let hint = crate::hints::for_worker(&e);
+                        crate::hints::with_help(miette::Report::from_err(e), hint)
+                            .wrap_err("restoring cache mounts from --cache-from")
+                    }
+                });
+            }
         }
         let remote_blobs = remote_blobs(req, imported.as_ref(), &worker);
         Ok(Machinery {

@@ -19,7 +19,6 @@ use kiln_solver::progress::{synthetic_digest, ProgressSender, Warning};
 use kiln_solver::remote_cache::{inline_config, mounts::cache_mount_ids, ExportRecord};
 use kiln_solver::snapshot::Snapshot;
 use kiln_solver::worker::LocalWorker;
-use miette::{IntoDiagnostic, WrapErr};
 
 use self::export::{ExportContext, ExportReport};
 use self::import::Imported;
@@ -56,13 +55,10 @@ pub fn attach(
     worker: &mut LocalWorker,
     imported: &Imported,
     def: &Definition,
-) -> miette::Result<()> {
+) -> Result<(), kiln_solver::scheduler::WorkerError> {
     worker.set_imported_cache(Arc::new(imported.cache.clone()), imported.fetcher.clone());
     if imported.has_mounts {
-        let restored = worker
-            .restore_cache_mounts(&cache_mount_ids(def))
-            .into_diagnostic()
-            .wrap_err("restoring cache mounts from --cache-from")?;
+        let restored = worker.restore_cache_mounts(&cache_mount_ids(def))?;
         tracing::debug!(?restored, "cache mounts restored");
     }
     Ok(())
