@@ -639,8 +639,11 @@ async fn ignore_cache_reexecutes_and_unknown_targets_are_errors() {
         .unwrap();
     let s = Scheduler::new(Arc::clone(&worker), 1);
     s.solve(&d, &[r]).await.unwrap();
+    worker.misses.lock().unwrap().clear();
     let second = s.solve(&d, &[r]).await.unwrap();
     assert_eq!((second.executed, second.cached), (1, 1));
+    // A step the cache is off for did not miss: nothing to explain.
+    assert!(worker.misses.lock().unwrap().is_empty());
     let mut other = Definition::new();
     for i in 0..3 {
         other
