@@ -116,7 +116,7 @@ trap 'exit 130' INT TERM
 
 # ---- timing and log reading ----------------------------------------------------------
 us_now() { local t=${EPOCHREALTIME}; echo "${t/./}"; }
-SECS=""
+SECS="" FAILED_WHY=""
 # timed LOGNAME CMD... -> sets SECS (wall seconds), returns CMD's status; output in the log.
 timed() {
   local lf=$WORK/logs/$1.log t0 t1 rc; shift
@@ -125,7 +125,12 @@ timed() {
   timeout "$STEP_TIMEOUT" "$@" > "$lf" 2>&1; rc=$?
   t1=$(us_now)
   SECS=$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f", d / 1e6 }')
-  if [ "$rc" -ne 0 ]; then log "FAILED ($rc): $* (log $lf)"; tail -5 "$lf" >&2; fi
+  if [ "$rc" -ne 0 ]; then
+    log "FAILED ($rc): $* (log $lf)"; tail -5 "$lf" >&2
+    # the table's reason: the log's last line that says what went wrong
+    FAILED_WHY=$(grep -v '^\s*$' "$lf" | grep -iE 'error|fail|unsupported|not ' | tail -1 | cut -c1-90)
+    [ "$rc" -eq 124 ] && FAILED_WHY="timed out after ${STEP_TIMEOUT}s"
+  fi
   return "$rc"
 }
 # vertex_secs LOG REGEX -> seconds of the plain-progress steps whose name matches, or "-".
@@ -287,7 +292,8 @@ for name in $CONTEXTS; do
     for b in $BUILDERS; do
       [ -z "${NA[$b]:-}" ] || continue
       log "$name $b run $rep"
-      "bench_$b" "$name" "$ctx" "$rep" || RES[$name:$b:failed]=1
+      FAILED_WHY=""
+      "bench_$b" "$name" "$ctx" "$rep" || RES[$name:$b:failed]=${FAILED_WHY:-see the logs}
     done
   done
 done
@@ -308,7 +314,7 @@ for name in $CONTEXTS; do
   for b in $BUILDERS; do
     if [ -n "${NA[$b]:-}" ]; then printf '%-11s %-9s %s\n' "$name" "$b" "${NA[$b]}"; continue; fi
     if [ -n "${RES[$name:$b:failed]:-}" ] && [ -z "${RES[$name:$b:b]:-}" ]; then
-      printf '%-11s %-9s %s\n' "$name" "$b" "failed (logs: $WORK/logs/$name-$b-*; KEEP=1 keeps them)"; continue; fi
+      printf '%-11s %-9s failed: %s\n' "$name" "$b" "${RES[$name:$b:failed]}"; continue; fi
     kb=$(cell "$name:$b:b")
     ratio=$(awk -v a="$kb" -v b="$bk" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }')
     printf '%-11s %-9s %14s %8s %5s %5s %8s %14s %11s\n' "$name" "$b" \
@@ -316,6 +322,10 @@ for name in $CONTEXTS; do
       "$(distinct <<<"${RES[$name:$b:same]:-}")" "$ratio" "$(cell "$name:$b:reexport")$(step_of "$name:$b")" "$(distinct <<<"${RES[$name:$b:reqs]:-}")"
   done
 done
+for name in $CONTEXTS; do for b in $BUILDERS; do
+  [ -n "${RES[$name:$b:failed]:-}" ] && [ -n "${RES[$name:$b:b]:-}" ] && echo "$name $b: a run failed: ${RES[$name:$b:failed]}"
+done; done
+[ -n "${KEEP:-}" ] && echo "logs: $WORK/logs"
 echo "(seconds, median of $RUNS. A: fresh runner, build + cache export + image push (the export part"
 echo " in parentheses). B: another fresh runner, import + build with --cache-from; run = steps B ran,"
 echo " same = B's image is A's. re-export: extra time of exporting the unchanged cache again from B"
