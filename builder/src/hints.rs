@@ -91,6 +91,16 @@ pub fn for_registry(error: &kiln_registry::Error) -> Option<String> {
     }
 }
 
+/// The hint for a bad `--cache-to` / `--cache-from` value: the forms the flag takes.
+pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<String> {
+    Some(match e.flag {
+        "--cache-to" => "e.g. --cache-to type=registry,ref=registry:5000/app:cache,mode=max, \
+             --cache-to type=local,dest=DIR, or --cache-to type=inline"
+            .into(),
+        _ => "e.g. --cache-from registry:5000/app:cache, or --cache-from type=local,src=DIR".into(),
+    })
+}
+
 /// The hint for an error the command left without one: the first error in its chain
 /// that [`for_registry`] or [`for_emulation`] knows.
 pub fn for_chain(report: &miette::Report) -> Option<String> {
