@@ -167,7 +167,7 @@ prepare_context() { # name -> path
 }
 
 # ---- kiln -----------------------------------------------------------------------------
-kiln_has_cache_flags() { "$KILN" build --help 2>/dev/null | grep -q -- '--cache-to'; }
+kiln_has_cache_flags() { local h; h=$("$KILN" build --help 2>/dev/null); grep -q -- '--cache-to' <<<"$h"; }
 kiln_md() { jq -r "$2 // \"-\"" "$1" 2>/dev/null || echo -; } # metadata-file field
 bench_kiln() { # name ctx rep
   local name=$1 ctx=$2 rep=$3 k=$1:kiln pre=$WORK/logs/$1-kiln-$3
@@ -280,7 +280,7 @@ for b in $BUILDERS; do
     buildkit) need_docker || NA[buildkit]="n/a (no dockerd: $PEERS_DIR/install.sh, docker.sh start)" ;;
     buildah)
       if ! command -v buildah >/dev/null; then NA[buildah]="n/a (buildah not installed)"
-      elif ! buildah bud --help 2>/dev/null | grep -q -- '--cache-to'; then
+      elif ! grep -q -- '--cache-to' <<<"$(buildah bud --help 2>/dev/null)"; then
         NA[buildah]="n/a (buildah $(buildah --version | awk '{print $3}') has no --cache-to)"; fi ;;
     *) die "unknown builder $b (kiln, buildkit, buildah)" ;;
   esac
