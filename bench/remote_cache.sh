@@ -5,9 +5,9 @@
 #
 #   bench/remote_cache.sh
 #   env: RUNS=1 (repetitions; the table shows medians)   CONTEXTS="multistage bigcontext"
-#        BUILDERS="kiln buildkit buildah"   KILN=path (default target/release/kiln)
+#        BUILDERS="kiln buildkit buildah"   KILN=path (default: cargo build --release, its kiln)
 #        PORT=5102 (scratch registry)   BASE=127.0.0.1:5000/library/busybox:latest
-#        PEERS_DIR=/work/shared/peers (docker.sh, common.sh)   BUILDAH_JOBS=1
+#        PEERS_DIR=../shared/peers (its docker.sh)   BUILDAH_JOBS=1
 #        WORK=scratch dir (default a new /var/tmp/kiln-bench-rcache.*; removed unless KEEP=1)
 #        STEP_TIMEOUT=900 (seconds per command)
 #
@@ -34,11 +34,10 @@ REPO=$PWD
 RUNS=${RUNS:-1}
 CONTEXTS=${CONTEXTS:-multistage bigcontext}
 BUILDERS=${BUILDERS:-kiln buildkit buildah}
-KILN=${KILN:-$REPO/target/release/kiln}
 PORT=${PORT:-5102}
 REG=127.0.0.1:$PORT
 BASE=${BASE:-127.0.0.1:5000/library/busybox:latest}
-PEERS_DIR=${PEERS_DIR:-/work/shared/peers}
+PEERS_DIR=${PEERS_DIR:-$( [ -d ../shared/peers ] && cd ../shared/peers && pwd || echo /work/shared/peers)}
 BUILDAH_JOBS=${BUILDAH_JOBS:-1}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900}
 WORK=${WORK:-$(mktemp -d /var/tmp/kiln-bench-rcache.XXXXXX)}
@@ -50,7 +49,11 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 command -v docker-registry >/dev/null || die "docker-registry is required (testdata/env/setup.sh installs it)"
 curl -fs "http://${BASE%%/*}/v2/" >/dev/null || die "no registry for $BASE: bash testdata/env/setup.sh start"
-[ -x "$KILN" ] || { log "building $KILN"; cargo build --release --locked -p kiln >&2 || die "cargo build failed"; }
+if [ -z "${KILN:-}" ]; then   # this tree's kiln, rebuilt if the sources changed
+  cargo build -q --release --locked -p kiln >&2 || die "cargo build --release -p kiln failed"
+  KILN=$REPO/target/release/kiln
+fi
+[ -x "$KILN" ] || die "no kiln binary at $KILN"
 
 # ---- scratch registry (distribution, info log: one line per request) ---------------
 REGPID=""
@@ -99,7 +102,8 @@ need_docker() {
   [ -x "$PEERS_DIR/docker.sh" ] || [ -f "$PEERS_DIR/docker.sh" ] || return 1
   [ -x /usr/sbin/dockerd ] || return 1
   log "starting dockerd ($PEERS_DIR/docker.sh start)"
-  bash "$PEERS_DIR/docker.sh" start >/dev/null 2>&1 || return 1
+  # docker.sh keeps its state under its own WORK (/tmp/peers), not this script's
+  env -u WORK bash "$PEERS_DIR/docker.sh" start >/dev/null 2>&1 || return 1
   STARTED_DOCKER=1
   docker_up
 }
@@ -108,7 +112,7 @@ cleanup() {
   stop_registry
   # buildah's overlay mounts of our own storage roots
   grep -o " $WORK/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-  [ -n "$STARTED_DOCKER" ] && bash "$PEERS_DIR/docker.sh" stop >/dev/null 2>&1
+  [ -n "$STARTED_DOCKER" ] && env -u WORK bash "$PEERS_DIR/docker.sh" stop >/dev/null 2>&1
   if [ -n "${KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
