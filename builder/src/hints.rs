@@ -101,6 +101,26 @@ pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<S
     })
 }
 
+/// The hint for a `--cache-from` source that could not be read.
+pub fn for_cache_import(e: &crate::remote_cache::import::ImportError) -> String {
+    let skip = "add ignore-error=true to the --cache-from value to build without this cache \
+                when it cannot be read";
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
+    }
+}
+
+/// The hint for a `--cache-to` export that failed.
+pub fn for_cache_export(e: &crate::remote_cache::export::ExportError) -> String {
+    let skip = "add ignore-error=true to the --cache-to value to keep the build when the \
+                cache cannot be exported";
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
+    }
+}
+
 /// The hint for an error the command left without one: the first error in its chain
 /// that [`for_registry`] or [`for_emulation`] knows.
 pub fn for_chain(report: &miette::Report) -> Option<String> {

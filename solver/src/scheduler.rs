@@ -18,10 +18,10 @@ use tokio::task::JoinSet;
 
 use crate::cache::{
     input_selectors, reads_only_users, vertex_cache_key, CacheKey, ContentChecksum, InputKey,
-    Selector,
+    KeyParts, Selector,
 };
 use crate::llb::{Definition, Op, Vertex, VertexDigest, VertexRef};
-use crate::progress::{ProgressSender, VertexProgress};
+use crate::progress::{LogStream, ProgressSender, VertexProgress};
 
 mod worker_error;
 pub use worker_error::{BoxError, WorkerError};
@@ -79,6 +79,27 @@ pub trait Worker: Send + Sync + 'static {
         vertex: &Vertex,
         output: &Self::Output,
     ) -> impl Future<Output = Result<(), WorkerError>> + Send;
+
+    /// Called with every key the solve computes and what it was made of (for a remote-cache
+    /// export, which records the parts so an importer can explain its misses).
+    fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &KeyParts) {
+        let _ = (vertex, key, parts);
+    }
+
+    /// Called when `vertex` found no cached result under `key` (and the cache was not
+    /// turned off for it): why, if the worker knows (an imported cache held a record of
+    /// the same step made of other parts). `inputs` describe its inputs, in input order.
+    /// The answer is shown in the vertex's log as `cache miss: …`.
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        key: &CacheKey,
+        parts: &KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        let _ = (vertex, key, parts, inputs);
+        None
+    }
 
     /// Called when a solve fails or is stopped, before the other vertices' futures are
     /// dropped: work that dropping cannot stop (a process started from a blocking thread)
@@ -333,6 +354,7 @@ impl<W: Worker> Scheduler<W> {
                 return;
             };
             inputs.push(InputState {
+                name: iv.summary(),
                 output: solved.output.clone(),
                 key: solved.key,
                 refreshed: solved.refreshed,
@@ -446,6 +468,8 @@ struct TaskFlags {
 
 /// What a vertex needs from one solved input.
 struct InputState<O> {
+    /// Its description (for explanations of misses).
+    name: String,
     output: O,
     key: CacheKey,
     refreshed: bool,
@@ -472,6 +496,8 @@ async fn solve_vertex<W: Worker>(
     let pin = worker.pin(vertex).await.map_err(fail)?;
     let input_keys = input_keys(worker, vertex, &inputs).await.map_err(fail)?;
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
+    let parts = KeyParts::of(vertex, pin.as_deref(), &input_keys);
+    worker.key_computed(vertex, &key, &parts);
     // An input run afresh under an unchanged key (a RUN of a stage not to use the
     // cache) may differ from what this vertex's record was made from, unless this
     // vertex is keyed by that input's content.
@@ -503,6 +529,14 @@ async fn solve_vertex<W: Worker>(
         (false, false) => "no record under the key",
     };
     tracing::debug!(vertex = %name, key = %key, reason = why, "cache miss");
+    // Only a step that could have come from the cache has a miss to explain.
+    let explanation = match (ignore_cache, input_refreshed) {
+        (false, false) => {
+            let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+            worker.explain_miss(vertex, &key, &parts, &names)
+        }
+        _ => None,
+    };
     let _permit = semaphore
         .acquire()
         .await
@@ -512,6 +546,10 @@ async fn solve_vertex<W: Worker>(
     }
     flags.started.store(true, Ordering::SeqCst);
     progress.start();
+    if let Some(why) = explanation {
+        tracing::debug!(vertex = %name, key = %key, "cache miss: {why}");
+        progress.log(LogStream::Stderr, format!("cache miss: {why}\n"));
+    }
     total.fetch_add(1, Ordering::SeqCst);
     let outputs: Vec<W::Output> = inputs.into_iter().map(|i| i.output).collect();
     let started = std::time::Instant::now();

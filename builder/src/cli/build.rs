@@ -420,6 +420,9 @@ fn report_outcome(
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
     });
+    if !outcome.cache_exports.is_empty() {
+        meta["kiln.cache.exported"] = serde_json::json!(outcome.cache_exports);
+    }
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
         write_image_id(args, &id)?;

@@ -68,12 +68,19 @@ pub struct ExportedImage {
     pub config_digest: Digest,
 }
 
-/// Writes the image of `snapshot` with `config` (its history as lowered).
+/// Config keys made from the image's layers (blob and diffID, bottom first).
+pub type ConfigKeys<'a> =
+    &'a dyn Fn(&[(Descriptor, Digest)]) -> BTreeMap<String, serde_json::Value>;
+
+/// Writes the image of `snapshot` with `config` (its history as lowered), the config getting
+/// the keys `keys` makes from the image's layers (the inline cache, which names the image's
+/// own blobs).
 pub fn export_image(
     stores: &ExportStores<'_>,
     snapshot: &Snapshot,
     mut config: ImageConfig,
     opts: &ExportOptions,
+    keys: ConfigKeys<'_>,
 ) -> Result<ExportedImage, ExportError> {
     let mut layers: Vec<Option<ImageLayer>> = Vec::with_capacity(snapshot.layers.len());
     for id in &snapshot.layers {
@@ -118,6 +125,11 @@ pub fn export_image(
     reconcile_history(&mut config.history, &layers);
     let kept: Vec<ImageLayer> = layers.into_iter().flatten().collect();
     config.rootfs.diff_ids = kept.iter().map(|l| l.diff_id.to_string()).collect();
+    let pairs: Vec<(Descriptor, Digest)> = kept
+        .iter()
+        .map(|l| (l.blob.clone(), l.diff_id.clone()))
+        .collect();
+    config.extra.extend(keys(&pairs));
     let manifest_opts = ManifestOptions {
         docker_media_types: opts.docker_media_types,
         annotations: opts.annotations.clone(),
@@ -202,6 +214,7 @@ mod tests {
             &snapshot,
             config.clone(),
             &ExportOptions::default(),
+            &|_| BTreeMap::new(),
         )
         .unwrap();
         // The middle step changed nothing: its empty layer stays, as in BuildKit.
@@ -214,7 +227,14 @@ mod tests {
         let flags: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
         assert_eq!(flags, [false, true, false, false]);
         // The same export again reuses the blobs: same manifest.
-        let again = export_image(&stores, &snapshot, config, &ExportOptions::default()).unwrap();
+        let again = export_image(
+            &stores,
+            &snapshot,
+            config,
+            &ExportOptions::default(),
+            &|_| BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(again.config_digest, img.config_digest);
     }
 }

@@ -15,6 +15,7 @@ use crate::context::BuildContext;
 use crate::driver::assemble::{write_index, ManifestOptions};
 use crate::local_store::{open_state, LocalStore};
 use crate::progress::ProgressDisplay;
+use crate::remote_cache::worker::CacheWorker as _;
 use kiln_frontend::error::{ErrorKind, Location, SourceError};
 use kiln_frontend::lower::{
     lower_into, rfc3339, ImageResolver, LowerOptions, NamedContext, NoCache,
@@ -50,6 +51,8 @@ pub struct BuildOutcome {
     pub executed: usize,
     /// Vertices whose result came from the cache.
     pub cached: usize,
+    /// What each `--cache-to type=registry|local` wrote.
+    pub cache_exports: Vec<crate::remote_cache::export::ExportReport>,
 }
 
 impl BuildOutcome {
@@ -121,9 +124,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let interrupts = Interrupts::listen(&runtime)
         .into_diagnostic()
         .wrap_err("listening for signals")?;
+    let client = req.registry.client();
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
-        req.registry.client(),
+        client.clone(),
         runtime.handle().clone(),
         req.pull,
         req.registry.concurrency(),
@@ -132,7 +136,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     if req.print_graph {
         return Ok(print_graph(&graph));
     }
-    let m = Machinery::start(&req, &state, &df, &graph, &images)?;
+    let imported = crate::remote_cache::import(
+        &req.cache_from,
+        &store,
+        &client,
+        runtime.handle(),
+        &platforms[0],
+    )?;
+    let m = Machinery::start(&req, &state, &df, &graph, &images, imported)?;
     let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
     tracing::debug!(vertices = graph.definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?graph.no_cache, "solving");
     let armed = interrupts.arm();
@@ -156,7 +167,9 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         return Err(Interrupted { signal }.into());
     }
     let steps = ExportSteps::start(&m.tx, &req.outputs);
-    let (outcome, results) = export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
+    let solved = result.records.clone();
+    let (mut outcome, results) =
+        export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
     let result = crate::export::BuildResult {
@@ -168,10 +181,25 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         outcome: &outcome,
     };
     let written = crate::export::write_outputs(&result, &steps);
-    // The display ends when every progress sender is gone, the worker's too.
     drop(steps);
+    // The cache goes after the outputs, and only when they were written.
+    let cache_exports = match written {
+        Ok(()) => export_cache(
+            &req,
+            &state,
+            &m,
+            &store,
+            &client,
+            &runtime,
+            &graph.definition,
+            &solved,
+            &results,
+        ),
+        Err(e) => Err(e),
+    };
+    // The display ends when every progress sender is gone, the worker's too.
     m.finish();
-    written?;
+    outcome.cache_exports = cache_exports?;
     Ok(outcome)
 }
 
@@ -313,6 +341,7 @@ fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
         platform_images: Vec::new(),
         executed: 0,
         cached: 0,
+        cache_exports: Vec::new(),
     }
 }
 
@@ -325,6 +354,8 @@ struct Machinery {
     tx: ProgressSender,
     /// The `--ssh` agents, serving until the build ends.
     _ssh_agents: Vec<KeyAgent>,
+    /// What `--cache-from` imported.
+    imported: Option<crate::remote_cache::import::Imported>,
 }
 
 impl Machinery {
@@ -336,6 +367,7 @@ impl Machinery {
         df: &Dockerfile,
         graph: &PlatformGraph,
         images: &Arc<BuildImages>,
+        imported: Option<crate::remote_cache::import::Imported>,
     ) -> Result<Machinery> {
         let (session, ssh_agents) = session_from_flags(req, &df.ctx)?;
         let executor = executor(req, state, &graph.definition)?;
@@ -361,6 +393,10 @@ impl Machinery {
         .into_diagnostic()
         .wrap_err("opening the build's worker")?;
         worker.limit_layer_size(req.max_layer_size);
+        if let Some(imported) = &imported {
+            crate::remote_cache::warn_skipped(&tx, imported);
+            crate::remote_cache::attach(&mut worker, imported, &graph.definition)?;
+        }
         Ok(Machinery {
             images: Arc::clone(images),
             cache,
@@ -368,6 +404,7 @@ impl Machinery {
             display,
             tx,
             _ssh_agents: ssh_agents,
+            imported,
         })
     }
 
@@ -476,6 +513,19 @@ fn export_images(
         .map(|s| s.item("exporting layers"));
     let mut platform_images = Vec::new();
     let mut results = Vec::new();
+    // `--cache-to type=inline`: the records go into each image's config.
+    let inline = req
+        .cache_to
+        .iter()
+        .any(|t| t.location == crate::remote_cache::spec::CacheLocation::Inline)
+        .then(|| m.worker.export_records(&result.records));
+    if inline.is_some() && !needs_image {
+        crate::remote_cache::warn(
+            &m.tx,
+            "exporting cache inline",
+            "--cache-to type=inline: no output makes an image to carry it; nothing exported".into(),
+        );
+    }
     for (t, snapshot) in targets.into_iter().zip(result.snapshots) {
         let mut config = t.config;
         // A result's history entries carry the time that result was made, so a
@@ -485,7 +535,14 @@ fn export_images(
         }
         if needs_image {
             let opts = export_options(req)?;
-            let exported = export_image(&stores, &snapshot, config, &opts)
+            if m.imported.is_some() {
+                m.worker.fetch_lazy_blobs(&snapshot).into_diagnostic()?;
+            }
+            let keys = |layers: &[(Descriptor, kiln_oci::Digest)]| match &inline {
+                Some(records) => crate::remote_cache::inline_key(records, &snapshot, layers),
+                None => BTreeMap::new(),
+            };
+            let exported = export_image(&stores, &snapshot, config, &opts, &keys)
                 .inspect_err(|e| {
                     if let Some(step) = image_step {
                         step.error(&e.to_string());
@@ -527,6 +584,7 @@ fn export_images(
         platform_images,
         executed: result.executed,
         cached: result.cached,
+        cache_exports: Vec::new(),
     };
     Ok((outcome, results))
 }
@@ -696,6 +754,8 @@ struct Solved {
     snapshots: Vec<Snapshot>,
     /// When each solved vertex's result was made (seconds since the epoch).
     made_at: std::collections::HashMap<VertexRef, u64>,
+    /// Every solved filesystem result: key, snapshot, description (for the cache export).
+    records: Vec<(kiln_solver::cache::CacheKey, Snapshot, String)>,
     executed: usize,
     cached: usize,
 }
@@ -722,6 +782,7 @@ async fn solve(
         return Ok(Solved {
             snapshots: targets.iter().map(|_| Snapshot::scratch()).collect(),
             made_at: Default::default(),
+            records: Vec::new(),
             executed: 0,
             cached: 0,
         });
@@ -754,9 +815,25 @@ async fn solve(
         .iter()
         .filter_map(|(r, s)| Some((*r, cache.get(&s.key).ok()??.created_at)))
         .collect();
+    let mut records: Vec<_> = outcome
+        .results
+        .iter()
+        .filter_map(|(r, s)| match &s.output {
+            Output::Snapshot(snapshot) => Some((
+                s.key,
+                snapshot.clone(),
+                def.vertex(*r)
+                    .map(|v| v.metadata().description.clone())
+                    .unwrap_or_default(),
+            )),
+            Output::Dir(_) => None,
+        })
+        .collect();
+    records.sort_by_key(|r| r.0);
     Ok(Solved {
         snapshots,
         made_at,
+        records,
         executed: outcome.executed,
         cached: outcome.cached,
     })
@@ -799,4 +876,38 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             crate::hints::with_help(miette::Report::from_err(e), hint)
         }
     }
+}
+
+/// Phase 7: the build's cache to every `--cache-to type=registry|local`.
+#[allow(clippy::too_many_arguments)]
+fn export_cache(
+    req: &BuildRequest,
+    state: &StateDir,
+    m: &Machinery,
+    store: &Arc<LocalStore>,
+    client: &kiln_registry::RegistryClient,
+    runtime: &tokio::runtime::Runtime,
+    def: &Definition,
+    solved: &[(kiln_solver::cache::CacheKey, Snapshot, String)],
+    results: &[PlatformResult],
+) -> Result<Vec<crate::remote_cache::export::ExportReport>> {
+    if req.cache_to.is_empty() {
+        return Ok(Vec::new());
+    }
+    let finals: Vec<Snapshot> = results.iter().map(|r| r.snapshot.clone()).collect();
+    let mount_ids = kiln_solver::remote_cache::mounts::cache_mount_ids(def);
+    let ctx = crate::remote_cache::export::ExportContext {
+        state,
+        worker: &m.worker,
+        cache: &m.cache,
+        store,
+        client,
+        runtime: runtime.handle(),
+        concurrency: req.registry.concurrency(),
+        solved,
+        finals: &finals,
+        mount_ids: &mount_ids,
+        imported: m.imported.as_ref(),
+    };
+    crate::remote_cache::export_all(&ctx, &req.cache_to, &m.tx)
 }

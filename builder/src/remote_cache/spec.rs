@@ -148,9 +148,16 @@ impl Parsed {
                 ("ref".to_string(), spec.trim().to_string()),
             ])
         };
-        let kind = attrs
-            .remove("type")
-            .ok_or_else(|| err("type= is required (registry, local or inline)".into()))?;
+        let kind = attrs.remove("type").ok_or_else(|| {
+            err(format!(
+                "type= is required ({})",
+                if to {
+                    "registry, local or inline"
+                } else {
+                    "registry or local"
+                }
+            ))
+        })?;
         let kind = kind.trim().to_ascii_lowercase();
         match kind.as_str() {
             "registry" | "local" => {}

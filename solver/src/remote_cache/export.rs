@@ -7,15 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kiln_oci::media_type::{
-    ANNOTATION_UNCOMPRESSED, BUILDKIT_CACHE_CONFIG, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
-};
+use kiln_oci::media_type::{BUILDKIT_CACHE_CONFIG, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest};
 
 use super::format::{
     CacheBlob, CacheConfig, CacheMountRecord, CacheRecord, KilnCache, SelectionChecksum,
     FORMAT_VERSION,
 };
+use super::import::blob_descriptor;
 use super::RemoteCacheError;
 use crate::cache::{CacheKey, KeyParts};
 use crate::content::ContentStore;
@@ -312,12 +311,6 @@ fn write_cache_image(
         config,
         blobs,
     })
-}
-
-/// A cache blob's descriptor, its diffID annotated as BuildKit's cache annotates it.
-fn blob_descriptor(b: &CacheBlob) -> Descriptor {
-    Descriptor::new(&b.media_type, b.digest.clone(), b.size)
-        .with_annotation(ANNOTATION_UNCOMPRESSED, b.diff_id.as_ref())
 }
 
 /// The config of an inline cache (`--cache-to type=inline`): the records of `records` whose

@@ -33,6 +33,10 @@ struct FakeWorker {
     started: tokio::sync::Notify,
     /// Set when a `killable` execution has returned its error.
     killed_returned: AtomicBool,
+    /// Every key computed: the vertex's description, the key and its parts.
+    keys: Mutex<Vec<(String, CacheKey, KeyParts)>>,
+    /// Every miss explained: the vertex's description and its inputs' descriptions.
+    misses: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -58,6 +62,8 @@ impl FakeWorker {
             cancelled: AtomicBool::new(false),
             started: tokio::sync::Notify::new(),
             killed_returned: AtomicBool::new(false),
+            keys: Mutex::default(),
+            misses: Mutex::default(),
         }
     }
 
@@ -101,6 +107,23 @@ impl Worker for FakeWorker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &KeyParts) {
+        let name = vertex.metadata().description.clone();
+        self.keys.lock().unwrap().push((name, *key, parts.clone()));
+    }
+
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        _key: &CacheKey,
+        parts: &KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        let name = vertex.metadata().description.clone();
+        self.misses.lock().unwrap().push((name, inputs.to_vec()));
+        Some(format!("{} inputs differ", parts.inputs.len()))
     }
 
     fn selects_by_content(&self, input: &Vertex) -> bool {
@@ -752,4 +775,68 @@ async fn copies_from_a_stage_use_its_key_unless_the_worker_checksums_snapshots()
         .unwrap();
     assert_eq!(worker.executed(), vec!["stage run".to_string()]);
     assert!(worker.snapshot_checksums.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn keys_are_reported_with_their_parts_and_misses_explained_in_the_vertex_log() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.set_local("context", &[("src/main.c", "int main;")]);
+    let g = graph();
+    let (tx, rx) = crate::progress::channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_progress(tx);
+    s.solve(&g.def, &[g.target]).await.unwrap();
+    drop(s);
+
+    let keys = worker.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 6, "one per vertex solved");
+    for (name, key, parts) in &keys {
+        // The parts are exactly what the key was made of.
+        let op = hex::decode(&parts.op).unwrap().try_into().unwrap();
+        assert_eq!(
+            crate::cache::cache_key(&op, parts.pin.as_deref(), &parts.inputs),
+            *key,
+            "{name}"
+        );
+    }
+    let parts = |n: &str| keys.iter().find(|k| k.0 == n).unwrap().2.clone();
+    let copy = parts("copy src");
+    assert!(matches!(
+        copy.inputs[..],
+        [InputKey::Key(_), InputKey::Content(_)]
+    ));
+    assert_eq!((copy.args, copy.env), (None, None));
+    let (a, b) = (parts("run a"), parts("run b"));
+    assert!(a.args.is_some() && a.args != b.args && a.env == b.env);
+
+    // Every vertex missed (a cold cache): each explanation names its inputs and is
+    // logged on the vertex once it starts.
+    let misses = worker.misses.lock().unwrap().clone();
+    assert!(misses.contains(&("merge".to_string(), vec!["run a".into(), "run b".into()])));
+    assert!(misses.contains(&(
+        "copy src".to_string(),
+        vec!["merge".into(), "context".into()]
+    )));
+    let merge = g.def.vertex(g.target).unwrap().inputs()[0];
+    let merge = g.def.vertex(merge).unwrap().digest();
+    let events: Vec<EventKind> = rx.filter(|e| e.vertex == merge).map(|e| e.kind).collect();
+    let started = events
+        .iter()
+        .position(|k| *k == EventKind::Started)
+        .unwrap();
+    let log = events
+        .iter()
+        .position(|k| {
+            matches!(k, EventKind::Log { data, .. } if data == b"cache miss: 2 inputs differ\n")
+        })
+        .expect("the explanation is logged");
+    assert!(started < log);
+
+    // A rebuild hits: nothing to explain (the local context is never cached here).
+    worker.misses.lock().unwrap().clear();
+    Scheduler::new(Arc::clone(&worker), 4)
+        .solve(&g.def, &[g.target])
+        .await
+        .unwrap();
+    let misses = worker.misses.lock().unwrap().clone();
+    assert_eq!(misses, vec![("context".to_string(), vec![])]);
 }

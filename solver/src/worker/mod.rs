@@ -5,6 +5,7 @@
 mod exec;
 mod file;
 mod http;
+mod remote;
 mod source;
 
 use crate::cache::{
@@ -19,8 +20,7 @@ use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
 use crate::snapshot::layers::LayerStore;
-use crate::snapshot::view::SnapshotView;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{LayerId, Snapshot};
 use kiln_oci::Platform;
 use kiln_oci::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
@@ -135,6 +135,8 @@ pub struct LocalWorker {
     /// Local directories as RUN mounts see them (`.dockerignore`d paths left out),
     /// made once per build, by the directory's path.
     pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
+    /// The imported build caches, lazy layers, and what this build learnt for an export.
+    pub(crate) remote: remote::RemoteState,
 }
 
 impl LocalWorker {
@@ -164,6 +166,7 @@ impl LocalWorker {
             http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
             mount_views: Mutex::new(HashMap::new()),
+            remote: remote::RemoteState::new(state.cache_mounts_dir()),
         })
     }
 
@@ -274,12 +277,8 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
             // What a COPY --from selects, by content: a stage rebuilt to the same
             // files keeps the steps after it cached.
             Output::Snapshot(s) => {
-                let (layers, snapshot) = (self.layers.clone(), s.clone());
-                blocking(move || {
-                    let view = SnapshotView::mount(&layers, &snapshot)?;
-                    Ok(checksum_paths_filtered(view.path(), &selectors, None)?)
-                })
-                .await
+                let (worker, snapshot) = (Arc::clone(self), s.clone());
+                blocking(move || worker.snapshot_checksum(&snapshot, &selectors)).await
             }
         }
     }
@@ -315,15 +314,14 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         if vertex.metadata().ignore_cache {
             return Ok(None);
         }
-        let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? else {
-            return Ok(None);
-        };
-        // A record whose layers were pruned is a miss.
-        if found.snapshot.layers.iter().all(|l| self.layers.exists(l)) {
-            Ok(Some(Output::Snapshot(found.snapshot)))
-        } else {
-            Ok(None)
+        if let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? {
+            // A record whose layers were pruned is a miss (unless an import has them).
+            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
+            if found.snapshot.layers.iter().all(present) {
+                return Ok(Some(Output::Snapshot(found.snapshot)));
+            }
         }
+        Ok(self.load_imported(key, vertex)?.map(Output::Snapshot))
     }
 
     async fn cache_save(
@@ -362,6 +360,20 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         w.put_result(key, &result, now)?;
         w.commit()?;
         Ok(())
+    }
+
+    fn key_computed(&self, _vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {
+        self.remember_parts(key, parts);
+    }
+
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        _key: &CacheKey,
+        parts: &crate::cache::KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        self.explain_imported_miss(vertex, parts, inputs)
     }
 
     fn cancel(&self) {
@@ -415,10 +427,18 @@ impl LocalWorker {
                 })
                 .await
             }
-            Op::Exec(op) => blocking(move || worker.exec(&vertex, &op, &inputs)).await,
+            // A step runs on its inputs' files: layers imported lazily are fetched now.
+            Op::Exec(op) => {
+                blocking(move || {
+                    worker.materialize_inputs(&inputs)?;
+                    worker.exec(&vertex, &op, &inputs)
+                })
+                .await
+            }
             Op::File(op) => {
                 blocking(move || {
                     worker.check_canceled()?;
+                    worker.materialize_inputs(&inputs)?;
                     worker.file(&op, &inputs)
                 })
                 .await
