@@ -32,7 +32,7 @@
 # $PEERS_DIR/install.sh once (dockerd is started here when it is not running, and then
 # stopped at the end); buildah.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 REPO=$PWD
 RUNS=${RUNS:-1}
 CONTEXTS=${CONTEXTS:-multistage bigcontext}
@@ -339,7 +339,7 @@ echo " same = B's image is A's. re-export: extra time of exporting the unchanged
 echo " (kiln's own export step in parentheses; BuildKit: the push of the image carrying the inline"
 echo " cache); reqs: blob HEADs / blob uploads / manifest PUTs it made. BuildKit: dockerd 20.10.)"
 for name in $CONTEXTS; do
-  [ -z "${NA[kiln]:-}" ] && [ -n "${RES[$name:kiln:b]:-}" ] && [ -n "${RES[$name:buildkit:b]:-}" ] || continue
+  if [ -n "${NA[kiln]:-}" ] || [ -z "${RES[$name:kiln:b]:-}" ] || [ -z "${RES[$name:buildkit:b]:-}" ]; then continue; fi
   awk -v n="$name" -v k="$(cell "$name:kiln:b")" -v b="$(cell "$name:buildkit:b")" 'BEGIN {
     printf "target %s: kiln B %.2f s <= 0.5 x BuildKit %.2f s: %s\n", n, k, b, (k <= 0.5 * b ? "met" : "NOT met") }'
 done
