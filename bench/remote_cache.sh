@@ -25,9 +25,9 @@
 #             the unchanged image), and the registry requests it made (blob HEADs, blob
 #             uploads, manifest PUTs) from the scratch registry's log.
 # Targets (issue 14): kiln runner B <= 0.5x BuildKit's; re-export <= 0.1 s + the manifest.
-# Measured 2026-12-03 (2 vCPU, load 6-13 from parallel compiles; seconds, 1 run):
-#   multistage  kiln A 2.29 (export 0.20)  B 0.67 (0.43x BuildKit's 1.56)  re-export 0.00 s, 0 uploads
-#   bigcontext  kiln A 8.32 (export 1.10)  B 4.04 (0.23x BuildKit's 17.85) re-export 0.00 s, 0 uploads
+# Measured 2026-12-03 (2 vCPU, load 11-13 from parallel compiles; seconds, median of 3):
+#   multistage  kiln A 2.61 (export 0.40)  B 0.80 (0.32x BuildKit's 2.48)  re-export 0.00 s, 0 uploads
+#   bigcontext  kiln A 11.17 (export 1.20) B 7.20 (0.23x BuildKit's 31.34) re-export 0.00 s, 0 uploads
 # Needs: bash testdata/env/setup.sh start (base image); docker-registry; for the peers
 # $PEERS_DIR/install.sh once (dockerd is started here when it is not running, and then
 # stopped at the end); buildah.
