@@ -802,6 +802,36 @@ fn a_local_cache_updated_in_place_copies_nothing_it_holds() {
 #[test]
 fn a_buildkit_cache_is_refused_with_a_hint() {
     // BuildKit's shape with BuildKit's records (and no kiln part), in an OCI layout.
+    let dir = layout_with_cache_config(br#"{"layers":[],"records":[{"digest":"sha256:0000"}]}"#);
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    let src = format!("type=local,src={}", dir.path().display());
+    let stderr = fails(&b, &["--cache-from", &src]);
+    assert!(stderr.contains("not a kiln cache config"), "{stderr}");
+    assert!(stderr.contains("BuildKit's records"), "the hint: {stderr}");
+    b.build(&["--cache-from", &format!("{src},ignore-error=true")]);
+}
+
+#[test]
+fn a_cache_of_another_format_version_is_a_miss_with_a_warning() {
+    // An older or newer kiln wrote it (CI runners upgrade at different times): the build
+    // goes on without it, even without ignore-error, and says why.
+    let dir = layout_with_cache_config(
+        br#"{"layers":[],"records":[],"kiln":{"version":2,"blobs":[],"records":[]}}"#,
+    );
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    let src = format!("type=local,src={}", dir.path().display());
+    let (meta, log) = build_logged(&b, &["--progress", "plain", "--cache-from", &src]);
+    assert!(
+        log.contains("format version 2 (this kiln reads version 1)"),
+        "{log}"
+    );
+    assert_eq!(meta["kiln.vertices.executed"], 1, "{meta}");
+}
+
+/// An OCI layout tagged `latest` holding a cache image whose config is `config`.
+fn layout_with_cache_config(config: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let blobs = dir.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -810,7 +840,7 @@ fn a_buildkit_cache_is_refused_with_a_hint() {
         std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).unwrap();
         serde_json::json!({"digest": digest, "size": bytes.len()})
     };
-    let config = put(br#"{"layers":[],"records":[{"digest":"sha256:0000"}]}"#);
+    let config = put(config);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -828,13 +858,7 @@ fn a_buildkit_cache_is_refused_with_a_hint() {
         .to_string(),
     )
     .unwrap();
-    let b = Build::new();
-    b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
-    let src = format!("type=local,src={}", dir.path().display());
-    let stderr = fails(&b, &["--cache-from", &src]);
-    assert!(stderr.contains("not a kiln cache config"), "{stderr}");
-    assert!(stderr.contains("BuildKit's records"), "the hint: {stderr}");
-    b.build(&["--cache-from", &format!("{src},ignore-error=true")]);
+    dir
 }
 
 #[test]

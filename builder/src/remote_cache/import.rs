@@ -60,6 +60,18 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// Whether the source holds a cache of another format version: skipped with a warning
+    /// even without `ignore-error` (a miss, not damage).
+    pub fn is_other_version(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Config {
+                source: RemoteCacheError::OtherVersion { .. },
+                ..
+            }
+        )
+    }
+
     /// The registry's HTTP status, when a registry answered.
     pub fn registry(&self) -> Option<&kiln_registry::Error> {
         match self {
@@ -172,7 +184,7 @@ pub fn import(
                 origins.push(Some(origin));
                 outcomes.push((source.location.describe(), None));
             }
-            Err(e) if source.ignore_error => {
+            Err(e) if source.ignore_error || e.is_other_version() => {
                 tracing::debug!(error = %e, "cache source skipped");
                 outcomes.push((source.location.describe(), Some(e)));
                 origins.push(None);
