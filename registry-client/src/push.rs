@@ -10,7 +10,7 @@ use kiln_oci::store::read_verified;
 use kiln_oci::walk::{may_refer, walk, Partial};
 use kiln_oci::Digest;
 use kiln_oci::Reference;
-use kiln_oci::{Descriptor, ImageManifest, Manifest};
+use kiln_oci::{Descriptor, Manifest};
 use std::collections::BTreeSet;
 
 /// Push settings.
@@ -50,14 +50,7 @@ pub async fn push(
     push_blobs(client, target, store, &blobs, opts, progress).await?;
     for m in &manifests {
         let bytes = read_verified(&source, m, "manifest")?;
-        let (_, media_type) = Manifest::parse(m.digest.as_ref(), &bytes, Some(&m.media_type))?;
-        let to = if m.digest == root.digest {
-            target.clone()
-        } else {
-            target.with_digest(m.digest.clone())
-        };
-        let digest = client.put_manifest(&to, &bytes, &media_type).await?;
-        tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
+        let digest = put_walked(client, target, root, m, &bytes).await?;
         if m.digest == root.digest {
             return Ok(digest);
         }
@@ -69,17 +62,24 @@ pub async fn push(
     }))
 }
 
-/// Uploads the config and layers of one image.
-pub async fn push_image_blobs(
+/// PUTs one manifest of a walk: the root under `target` (its tag or digest), the others by
+/// digest. Returns the digest.
+pub(crate) async fn put_walked(
     client: &RegistryClient,
     target: &Reference,
-    store: &dyn BlobStore,
-    m: &ImageManifest,
-    opts: &PushOptions,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let blobs: Vec<&Descriptor> = m.layers.iter().chain(std::iter::once(&m.config)).collect();
-    push_blobs(client, target, store, &blobs, opts, progress).await
+    root: &Descriptor,
+    m: &Descriptor,
+    bytes: &[u8],
+) -> Result<Digest> {
+    let (_, media_type) = Manifest::parse(m.digest.as_ref(), bytes, Some(&m.media_type))?;
+    let to = if m.digest == root.digest {
+        target.clone()
+    } else {
+        target.with_digest(m.digest.clone())
+    };
+    let digest = client.put_manifest(&to, bytes, &media_type).await?;
+    tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
+    Ok(digest)
 }
 
 /// Uploads blobs (each once) in parallel.
