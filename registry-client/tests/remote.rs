@@ -10,32 +10,10 @@ use kiln_oci::walk::{walk, Partial};
 use kiln_oci::{Digest, Manifest, Reference};
 use kiln_registry::remote::Remote;
 use kiln_registry::{RegistryClient, TransportOptions};
-use std::collections::HashMap;
-use std::path::Path;
 use std::process::Command;
+use support::{env, unique};
 
-fn env() -> HashMap<String, String> {
-    let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
-    let path = Path::new(&dir).join("env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "test environment missing ({}: {e}); run `bash testdata/env/setup.sh start` first",
-            path.display()
-        )
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("h5-registry/{name}-{}-{nanos}", std::process::id())
-}
+mod support;
 
 /// The manifest bytes skopeo reads at `reference`, or `None` when there is none.
 fn skopeo_raw(reference: &str) -> Option<Vec<u8>> {
@@ -90,7 +68,7 @@ fn a_repository_is_a_source_and_a_sink_of_the_one_copy() {
     assert_eq!(layout.resolve("v1").unwrap().digest, root.digest);
 
     // Layout -> another repository: skopeo reads back the same index and each image.
-    let target = format!("{reg}/{}", unique("remote-sink"));
+    let target = format!("{reg}/{}", unique("h5-registry-remote-sink"));
     let sink = remote(&rt, &target);
     let report = copy_images(
         &layout,
@@ -144,7 +122,7 @@ fn a_tampered_blob_never_reaches_the_registry() {
     data[100] ^= 0xff;
     std::fs::write(layout.blob_path(&layer.digest), data).unwrap();
 
-    let target = format!("{reg}/{}", unique("remote-tampered"));
+    let target = format!("{reg}/{}", unique("h5-registry-remote-tampered"));
     let sink = remote(&rt, &target);
     let err = copy_images(
         &layout,
