@@ -6,7 +6,7 @@
 use crate::client::{RegistryClient, Scope, UploadOutcome};
 use crate::error::{Error, Result};
 use crate::progress::{BlobStatus, Progress};
-use crate::push::put_walked;
+use crate::push::put_manifests;
 use crate::remote::Remote;
 use futures_util::TryStreamExt;
 use kiln_oci::walk::{may_refer, Partial};
@@ -62,18 +62,11 @@ pub async fn copy_root(
             Ok(())
         })
         .await?;
+    let mut docs = Vec::with_capacity(manifests.len());
     for m in manifests {
-        let bytes = source.manifest(m).await?;
-        let digest = put_walked(client, dst, root, m, &bytes).await?;
-        if m.digest == root.digest {
-            return Ok(digest);
-        }
+        docs.push((m, source.manifest(m).await?));
     }
-    // The walk ends with the root.
-    Err(Error::Oci(kiln_oci::Error::Missing {
-        digest: root.digest.clone(),
-        what: "root manifest".into(),
-    }))
+    put_manifests(client, dst, root, docs).await
 }
 
 /// Moves one blob from `src` to `dst`: a cross-repository mount on one registry, else (or

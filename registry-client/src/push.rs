@@ -48,9 +48,31 @@ pub async fn push(
     let (manifests, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) =
         all.iter().partition(|d| may_refer(d));
     push_blobs(client, target, store, &blobs, opts, progress).await?;
-    for m in &manifests {
-        let bytes = read_verified(&source, m, "manifest")?;
-        let digest = put_walked(client, target, root, m, &bytes).await?;
+    let docs = manifests
+        .into_iter()
+        .map(|m| Ok((m, read_verified(&source, m, "manifest")?)))
+        .collect::<Result<Vec<_>>>()?;
+    put_manifests(client, target, root, docs).await
+}
+
+/// PUTs the manifests of a walk in its order (each after its blobs): the root under `target`
+/// (its tag or digest), the others by digest. Returns the root's digest.
+pub(crate) async fn put_manifests<B: AsRef<[u8]>>(
+    client: &RegistryClient,
+    target: &Reference,
+    root: &Descriptor,
+    docs: Vec<(&Descriptor, B)>,
+) -> Result<Digest> {
+    for (m, bytes) in docs {
+        let bytes = bytes.as_ref();
+        let (_, media_type) = Manifest::parse(m.digest.as_ref(), bytes, Some(&m.media_type))?;
+        let to = if m.digest == root.digest {
+            target.clone()
+        } else {
+            target.with_digest(m.digest.clone())
+        };
+        let digest = client.put_manifest(&to, bytes, &media_type).await?;
+        tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
         if m.digest == root.digest {
             return Ok(digest);
         }
@@ -60,26 +82,6 @@ pub async fn push(
         digest: root.digest.clone(),
         what: "root manifest".into(),
     }))
-}
-
-/// PUTs one manifest of a walk: the root under `target` (its tag or digest), the others by
-/// digest. Returns the digest.
-pub(crate) async fn put_walked(
-    client: &RegistryClient,
-    target: &Reference,
-    root: &Descriptor,
-    m: &Descriptor,
-    bytes: &[u8],
-) -> Result<Digest> {
-    let (_, media_type) = Manifest::parse(m.digest.as_ref(), bytes, Some(&m.media_type))?;
-    let to = if m.digest == root.digest {
-        target.clone()
-    } else {
-        target.with_digest(m.digest.clone())
-    };
-    let digest = client.put_manifest(&to, bytes, &media_type).await?;
-    tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
-    Ok(digest)
 }
 
 /// Uploads blobs (each once) in parallel.
