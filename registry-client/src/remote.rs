@@ -150,12 +150,21 @@ impl Remote {
 
     /// Every blob reachable from `root` (`kiln_oci::walk::walk`, children before parents,
     /// manifests read and verified), for async callers: the walk runs on a blocking thread.
+    /// A blob the repository lacks is reported as the registry answered: 404 for it.
     pub async fn walk(&self, root: &Descriptor, partial: Partial) -> Result<Vec<Descriptor>> {
         let (me, root) = (self.clone(), root.clone());
-        tokio::task::spawn_blocking(move || kiln_oci::walk::walk(&me, &root, partial))
+        let walked = tokio::task::spawn_blocking(move || kiln_oci::walk::walk(&me, &root, partial))
             .await
-            .map_err(|e| Error::io("walking the image", std::io::Error::other(e)))?
-            .map_err(from_oci)
+            .map_err(|e| Error::io("walking the image", std::io::Error::other(e)))?;
+        walked.map_err(|e| match e {
+            kiln_oci::Error::Missing { digest, .. } => Error::Registry {
+                reference: format!("{}@{digest}", self.repo.name()),
+                registry: self.repo.registry().to_string(),
+                status: 404,
+                errors: Vec::new(),
+            },
+            other => from_oci(other),
+        })
     }
 
     /// The reference `name` gives in this repository: a digest, a tag, or a full reference

@@ -139,3 +139,62 @@ fn a_tampered_blob_never_reaches_the_registry() {
         "nothing is tagged"
     );
 }
+
+#[test]
+fn a_blob_the_repository_lost_fails_the_pull_before_anything_is_stored() {
+    use kiln_registry::progress::NoProgress;
+    use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
+    let env = env();
+    let reg = &env["KILN_TEST_REGISTRY"];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = RegistryClient::new(TransportOptions::default());
+    let src = Reference::parse(&format!("{reg}/library/busybox:latest-amd64")).unwrap();
+    let dst = Reference::parse(&format!("{reg}/{}:v1", unique("h5-registry-lost"))).unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    rt.block_on(kiln_registry::copy::copy(
+        &client,
+        &src,
+        &dst,
+        staging.path(),
+        4,
+        &NoProgress,
+    ))
+    .unwrap();
+    let raw = skopeo_raw(&dst.to_string()).unwrap();
+    let (Manifest::Image(image), _) = Manifest::parse("m", &raw, None).unwrap() else {
+        panic!("busybox:latest-amd64 is not an image")
+    };
+    // The registry (delete enabled) unlinks the layer from the repository.
+    let layer = &image.layers[0].digest;
+    let url = format!("http://{reg}/v2/{}/blobs/{layer}", dst.repository());
+    let deleted = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "-X", "DELETE", &url])
+        .status()
+        .unwrap();
+    assert!(deleted.success(), "DELETE {url}");
+
+    let store = tempfile::tempdir().unwrap();
+    let layout = LayoutDir::create(store.path()).unwrap();
+    let err = rt
+        .block_on(pull(
+            &client,
+            &dst,
+            &layout,
+            &PullOptions {
+                platforms: PlatformSelection::All,
+                concurrency: 4,
+            },
+            &NoProgress,
+        ))
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("{}@{layer}", dst.name())),
+        "names the repository and blob: {shown}"
+    );
+    let stored = std::fs::read_dir(store.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 0, "the walk fails before any download");
+}
