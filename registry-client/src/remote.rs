@@ -203,7 +203,7 @@ impl Remote {
             .map_err(|e| Error::io(format!("opening {}", tmp.path().display()), e))
     }
 
-    /// PUTs a manifest read from `data` by its digest.
+    /// PUTs the manifest `bytes` by its digest, and keeps it.
     async fn put_document(&self, desc: &Descriptor, bytes: Vec<u8>) -> Result<()> {
         let (_, media_type) =
             Manifest::parse(desc.digest.as_ref(), &bytes, Some(&desc.media_type))?;
