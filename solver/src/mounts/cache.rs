@@ -31,6 +31,38 @@ pub enum CacheSharing {
 #[derive(Debug, Clone)]
 pub struct CacheMounts {
     root: PathBuf,
+    restore_limit: Option<u64>,
+}
+
+/// The mode of a new cache directory when `mode=` is not given (BuildKit's).
+const DEFAULT_MODE: u32 = 0o755;
+
+/// The store id of a cache mount without a `from=` source: the llb id, followed by the
+/// settings when `mode`/`uid`/`gid` were given (BuildKit keys such a cache by the `mkdir`
+/// that seeds it, so each setting is a cache of its own). The worker names a mount with a
+/// source by that source too, which is local to the machine.
+pub fn store_id(id: &str, settings: Option<(u32, u32, u32)>) -> String {
+    match settings {
+        Some((mode, uid, gid)) => format!("{id}:mkdir:{mode:o}:{uid}:{gid}"),
+        None => id.to_string(),
+    }
+}
+
+/// The `(mode, uid, gid)` the directory of store id `id` is made with on first use: the
+/// settings of its [`store_id`] suffix, else `0755` and root.
+pub fn settings_of(id: &str) -> (u32, u32, u32) {
+    let mut parts = id.rsplitn(5, ':');
+    let (gid, uid, mode, mkdir) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let parsed = (mkdir == Some("mkdir") && parts.next().is_some())
+        .then(|| {
+            Some((
+                u32::from_str_radix(mode?, 8).ok()?,
+                uid?.parse().ok()?,
+                gid?.parse().ok()?,
+            ))
+        })
+        .flatten();
+    parsed.unwrap_or((DEFAULT_MODE, 0, 0))
 }
 
 /// A cache directory held for the duration of a step; the lock is released on drop.
@@ -52,7 +84,68 @@ impl CacheMounts {
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
-        Ok(CacheMounts { root })
+        Ok(CacheMounts {
+            root,
+            restore_limit: None,
+        })
+    }
+
+    /// Refuses restores (from a remote cache) that unpack to more than `max` bytes, as the
+    /// layer store refuses such layers.
+    pub fn with_restore_limit(mut self, max: Option<u64>) -> Self {
+        self.restore_limit = max;
+        self
+    }
+
+    /// The limit set by [`CacheMounts::with_restore_limit`].
+    pub fn restore_limit(&self) -> Option<u64> {
+        self.restore_limit
+    }
+
+    /// The area's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the lock of `id`'s main directory (the one `shared` and `locked` users get,
+    /// and `private` users first try) without creating the directory: shared to read it
+    /// while `shared` users may run, exclusive to replace it. The lease's directory may
+    /// not exist.
+    pub fn hold(&self, id: &str, exclusive: bool) -> io::Result<CacheLease> {
+        let name = Self::key(id);
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        let lock = self.lock(&name, op)?;
+        Ok(CacheLease {
+            dir: self.root.join(name),
+            _lock: lock,
+        })
+    }
+
+    /// Puts `filled` (a directory under [`CacheMounts::root`]) in place as the main
+    /// directory of `id`, which `lease` (from [`CacheMounts::hold`], exclusive) holds and
+    /// which is missing or empty. The new directory gets the mode and owner the empty one
+    /// had, else those a first use would give it ([`settings_of`]).
+    pub fn install(&self, lease: &CacheLease, id: &str, filled: &Path) -> io::Result<()> {
+        let (mode, uid, gid) = match fs::symlink_metadata(lease.dir()) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                (m.mode() & 0o7777, m.uid(), m.gid())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => settings_of(id),
+            Err(e) => return Err(e),
+        };
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(filled, Some(uid), Some(gid))?;
+        }
+        fs::set_permissions(filled, fs::Permissions::from_mode(mode))?;
+        let name = Self::key(id);
+        fs::write(self.root.join(format!("{name}.id")), id)?;
+        // rename(2) replaces an empty directory atomically: a user never sees it half-filled.
+        fs::rename(filled, lease.dir())
     }
 
     /// The directory name for a cache id: ids are arbitrary strings (often
@@ -114,7 +207,7 @@ impl CacheMounts {
         }
     }
 
-    fn take(&self, name: &str, op: libc::c_int, new: &NewDir<'_>) -> io::Result<CacheLease> {
+    fn lock(&self, name: &str, op: libc::c_int) -> io::Result<File> {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -122,13 +215,17 @@ impl CacheMounts {
             .open(self.root.join(format!("{name}.lock")))?;
         loop {
             if unsafe { libc::flock(lock.as_raw_fd(), op) } == 0 {
-                break;
+                return Ok(lock);
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
+    }
+
+    fn take(&self, name: &str, op: libc::c_int, new: &NewDir<'_>) -> io::Result<CacheLease> {
+        let lock = self.lock(name, op)?;
         let dir = self.root.join(name);
         if !dir.is_dir() {
             self.create(&dir, name, new)?;
@@ -222,6 +319,43 @@ mod tests {
             !again.dir().join("sub/f").exists(),
             "an existing directory is not re-seeded"
         );
+    }
+
+    #[test]
+    fn a_store_id_carries_the_settings_a_new_directory_is_made_with() {
+        assert_eq!(store_id("go", None), "go");
+        let id = store_id("ns/go", Some((0o700, 1000, 1001)));
+        assert_eq!(id, "ns/go:mkdir:700:1000:1001");
+        assert_eq!(settings_of(&id), (0o700, 1000, 1001));
+        assert_eq!(settings_of("go"), (0o755, 0, 0));
+        assert_eq!(settings_of(":mkdir:700:1:1"), (0o700, 1, 1));
+        for odd in [
+            "mkdir:700:1:1",
+            "a:mkdir:9:1:1",
+            "a:mkdir:700:x:1",
+            "a:b:c:d",
+        ] {
+            assert_eq!(settings_of(odd), (0o755, 0, 0), "{odd}");
+        }
+    }
+
+    #[test]
+    fn hold_takes_the_lock_without_creating_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(root.path()).unwrap();
+        let held = c.hold("h", true).unwrap();
+        assert!(!held.dir().exists());
+        let (tx, rx) = mpsc::channel();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            let lease = c2.acquire("h", CacheSharing::Shared, 0o755, 0, 0).unwrap();
+            tx.send(lease.dir().to_path_buf()).unwrap();
+        });
+        // Not a timing assertion: the user must not have got the lock while we hold it.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(held);
+        assert!(rx.recv().unwrap().is_dir());
+        t.join().unwrap();
     }
 
     #[test]
