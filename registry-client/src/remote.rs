@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 /// Manifests kept in memory per [`Remote`] (beyond this they are fetched again when needed).
 const MAX_CACHED: usize = 64 * 1024 * 1024;
 
-/// Blobs asked about at once.
-const HEAD_CONCURRENCY: usize = 8;
+/// Blobs asked about at once (HEAD requests: a 50-layer image is asked about in 4 rounds).
+const HEAD_CONCURRENCY: usize = 16;
 
 /// One repository of a registry, read and written as an image store. Cheap to clone (clones
 /// share the manifests fetched or written so far).
