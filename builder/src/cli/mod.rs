@@ -151,7 +151,8 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
     if unsafe { libc::geteuid() } == 0 {
         return Ok(None);
     }
-    let state = kiln_solver::state::StateDir::choose_root(root).map_err(miette::Report::msg)?;
+    let state =
+        kiln_solver::state::StateDir::choose_root(root).map_err(crate::hints::state_failure)?;
     crate::rootless::reexec_if_unprivileged(&state).map_err(|err| {
         let help = match &err {
             RootlessError::Missing { missing, .. } => missing_help(missing),
