@@ -255,3 +255,83 @@ fn a_file_instead_of_a_directory_is_an_error() {
         "{err}"
     );
 }
+
+/// A uvarint-length-prefixed string, as the Go linker writes build info.
+fn go_string(s: &[u8], out: &mut Vec<u8>) {
+    let mut n = s.len();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(s);
+}
+
+/// Compiles a C program whose ELF sections hold the given bytes (gcc, from setup.sh).
+fn elf_with_sections(dir: &Path, sections: &[(&str, Vec<u8>)]) -> PathBuf {
+    let mut c = String::new();
+    for (i, (name, bytes)) in sections.iter().enumerate() {
+        let body: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+        c.push_str(&format!(
+            "__attribute__((used, section(\"{name}\"))) const unsigned char s{i}[] = {{{}}};\n",
+            body.join(",")
+        ));
+    }
+    c.push_str("int main(void) { return 0; }\n");
+    let src = dir.join("prog.c");
+    std::fs::write(&src, c).expect("write C");
+    let bin = dir.join("root/usr/local/bin/prog");
+    std::fs::create_dir_all(bin.parent().expect("parent")).expect("mkdir");
+    let out = Command::new("gcc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+#[test]
+fn binaries_with_go_build_info_and_cargo_auditable_data() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    // Go 1.18+ build info: header, then the Go version and the module info inline.
+    let modinfo = "path\texample.com/hello\nmod\texample.com/hello\tv1.0.0\t\ndep\tgolang.org/x/text\tv0.14.0\th1:abc=\nbuild\t-compiler=gc\n";
+    let mut sentinelled = vec![0x30u8; 16];
+    sentinelled.extend_from_slice(modinfo.as_bytes());
+    sentinelled.extend_from_slice(&[0x31u8; 16]);
+    let mut buildinfo = b"\xff Go buildinf:\x08\x02".to_vec();
+    buildinfo.resize(32, 0);
+    go_string(b"go1.21.5", &mut buildinfo);
+    go_string(&sentinelled, &mut buildinfo);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(br#"{"packages":[{"name":"hello","version":"0.1.0","source":"local","root":true},{"name":"libc","version":"0.2.150","source":"crates.io"}]}"#)
+        .expect("zlib");
+    elf_with_sections(
+        dir.path(),
+        &[
+            (".go.buildinfo", buildinfo),
+            (".dep-v0", z.finish().expect("zlib")),
+        ],
+    );
+    let doc = scan(&dir.path().join("root"), &ScanOptions::new("bin")).expect("scan");
+    let purls: Vec<&str> = doc.packages.iter().map(|p| p.purl.as_str()).collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:cargo/hello@0.1.0",
+            "pkg:cargo/libc@0.2.150",
+            "pkg:golang/example.com/hello@v1.0.0",
+            "pkg:golang/golang.org/x/text@v0.14.0"
+        ]
+    );
+    assert!(doc
+        .packages
+        .iter()
+        .all(|p| p.locations == ["/usr/local/bin/prog"]));
+}
