@@ -327,7 +327,8 @@ fn binaries_with_go_build_info_and_cargo_auditable_data() {
             "pkg:cargo/hello@0.1.0",
             "pkg:cargo/libc@0.2.150",
             "pkg:golang/example.com/hello@v1.0.0",
-            "pkg:golang/golang.org/x/text@v0.14.0"
+            "pkg:golang/golang.org/x/text@v0.14.0",
+            "pkg:golang/stdlib@1.21.5"
         ]
     );
     assert!(doc

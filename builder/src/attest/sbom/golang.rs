@@ -105,11 +105,14 @@ pub fn parse_buildinfo(data: &[u8], location: &str) -> Vec<Package> {
         return Vec::new();
     }
     let rest = &data[BUILDINFO_HEADER..];
-    let Some((_go_version, rest)) = varint_string(rest) else {
+    let Some((go_version, rest)) = varint_string(rest) else {
         return Vec::new();
     };
+    let mut out: Vec<Package> = stdlib(&String::from_utf8_lossy(go_version), location)
+        .into_iter()
+        .collect();
     let Some((modinfo, _)) = varint_string(rest) else {
-        return Vec::new();
+        return out;
     };
     // runtime/debug wraps module info in 16-byte sentinels.
     let modinfo = if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
@@ -117,7 +120,31 @@ pub fn parse_buildinfo(data: &[u8], location: &str) -> Vec<Package> {
     } else {
         modinfo
     };
-    parse_modinfo(&String::from_utf8_lossy(modinfo), location)
+    out.extend(parse_modinfo(&String::from_utf8_lossy(modinfo), location));
+    out
+}
+
+/// The Go standard library linked into a binary, as syft lists it (name
+/// `stdlib`, version `go1.21.5`, purl `pkg:golang/stdlib@1.21.5`): what
+/// vulnerability scanners match Go's own advisories against. Binaries built
+/// without modules (Debian's) have it even though they list no module.
+fn stdlib(go_version: &str, location: &str) -> Option<Package> {
+    // "go1.21.5 X:loopvar" carries experiments after the version.
+    let version = go_version.split_whitespace().next()?;
+    let bare = version.strip_prefix("go")?;
+    if bare.is_empty() || !bare.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(Package {
+        kind: PackageKind::Go,
+        name: "stdlib".to_string(),
+        version: version.to_string(),
+        purl: purl("golang", None, "stdlib", bare, &[]),
+        license: Some("BSD-3-Clause".to_string()),
+        supplier: None,
+        originator: None,
+        locations: vec![location.to_string()],
+    })
 }
 
 /// `mod`/`dep` lines of module info, each `dep` replaced by a following `=>` line.
@@ -204,6 +231,7 @@ mod tests {
         assert_eq!(
             purls,
             [
+                "pkg:golang/stdlib@1.21.5",
                 "pkg:golang/golang.org/x/text@v0.14.0",
                 "pkg:golang/example.com/fork/quote@v1.5.3"
             ]
