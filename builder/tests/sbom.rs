@@ -336,3 +336,25 @@ fn binaries_with_go_build_info_and_cargo_auditable_data() {
         .iter()
         .all(|p| p.locations == ["/usr/local/bin/prog"]));
 }
+
+#[test]
+fn a_status_of_tiny_stanzas_is_bounded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).expect("mkdir");
+    let status: String = (0..50_000)
+        .map(|i| format!("Package: p{i}\nVersion: 1\n\n"))
+        .collect();
+    std::fs::write(root.join("var/lib/dpkg/status"), status).expect("write");
+    let mut opts = ScanOptions::new("tiny");
+    opts.limits.max_packages = 1000;
+    let doc = scan(root, &opts).expect("scan");
+    assert_eq!(doc.packages.len(), 1000);
+    assert!(
+        doc.warnings
+            .iter()
+            .any(|w| w.contains("lists 50000 packages")),
+        "{:#?}",
+        doc.warnings
+    );
+}

@@ -21,7 +21,12 @@ const MAX_STATUS_D_FILES: usize = 50_000;
 const MAX_COPYRIGHT: u64 = 2 * 1024 * 1024;
 
 /// The Debian packages of the image (none when it has no dpkg database).
-pub fn scan(image: &ImageRoot, distro: Option<&Distro>, warnings: &mut Vec<String>) -> Found {
+pub fn scan(
+    image: &ImageRoot,
+    distro: Option<&Distro>,
+    max_packages: usize,
+    warnings: &mut Vec<String>,
+) -> Found {
     let mut packages = Vec::new();
     match image.read(STATUS, MAX_STATUS) {
         Ok(bytes) => packages.extend(parse_status(&bytes, STATUS, distro)),
@@ -37,6 +42,14 @@ pub fn scan(image: &ImageRoot, distro: Option<&Distro>, warnings: &mut Vec<Strin
             Ok(bytes) => packages.extend(parse_status(&bytes, &path, distro)),
             Err(e) => warnings.push(error_chain(&e)),
         }
+    }
+    // Bound the copyright look-ups a hostile status of tiny stanzas could multiply.
+    if packages.len() > max_packages {
+        warnings.push(format!(
+            "the dpkg database lists {} packages; only the first {max_packages} are kept",
+            packages.len()
+        ));
+        packages.truncate(max_packages);
     }
     packages
         .par_iter_mut()

@@ -169,7 +169,12 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<SbomDocument, ScanError> 
     let distro = distro::read(&image);
     let mut warnings = Vec::new();
     let mut found: Vec<Found> = vec![
-        dpkg::scan(&image, distro.as_ref(), &mut warnings),
+        dpkg::scan(
+            &image,
+            distro.as_ref(),
+            opts.limits.max_packages,
+            &mut warnings,
+        ),
         apk::scan(&image, distro.as_ref()),
     ];
     let candidates = walk::walk(&image, &opts.limits, &mut warnings);
