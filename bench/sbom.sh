@@ -70,7 +70,7 @@ row() { # label dir target-ms
   done
   median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
   verdict=$(awk -v m="$median" -v t="$target" 'BEGIN { print (m <= t) ? "ok" : "SLOW" }')
-  printf '| %-16s | %7s | %7s | %8s | %9s | %8s | %-4s |\n' "$label" "$size" "$files" "$pkgs" "$median" "$target" "$verdict"
+  printf '| %-16s | %7s | %7s | %8s | %9s | %9s | %-4s |\n' "$label" "$size" "$files" "$pkgs" "$median" "$target" "$verdict"
 }
 
 make_big_root "$work/big"
