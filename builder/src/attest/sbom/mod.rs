@@ -5,6 +5,11 @@
 //! The root is hostile: every file is read through [`root::ImageRoot`] (paths
 //! resolve inside the root, regular files only, size caps), the walk is bounded
 //! in depth and entries, and garbage in one file is a warning, never a failure.
+//!
+//! Use: `scan(rootfs, &opts)?.to_spdx_json()` with `opts.name` the image
+//! reference and `opts.created` the build's `SOURCE_DATE_EPOCH` when set; the
+//! JSON is the predicate of the in-toto statement whose predicate type is
+//! `https://spdx.dev/Document` (as BuildKit attaches syft's output).
 
 mod apk;
 mod cargo;
