@@ -1,6 +1,7 @@
 //! kiln: container image builder and registry toolkit.
 
 mod archive;
+mod bake;
 mod cli;
 mod context;
 mod driver;

@@ -1,0 +1,211 @@
+//! Compose files: each service with a `build:` section is a target (buildx's compose
+//! support), its `x-bake` extension holding bake attributes compose has no field for.
+
+use super::error::{definition, BakeError};
+use super::eval::set_attribute;
+use super::target::{Config, Target};
+use serde_norway::Value as Y;
+use std::collections::BTreeMap;
+
+/// Reads a compose file's services into targets.
+pub fn parse(name: &str, text: &str) -> Result<Config, BakeError> {
+    let doc: Y = serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        BakeError::Syntax {
+            file: name.to_string(),
+            line,
+            column,
+            message: e.to_string(),
+        }
+    })?;
+    let fail = |what: &str, msg: String| definition(format!("{name}: {what}: {msg}"));
+    let secrets = doc.get("secrets").and_then(Y::as_mapping);
+    let mut config = Config::default();
+    let Some(services) = doc.get("services").and_then(Y::as_mapping) else {
+        return Ok(config);
+    };
+    for (svc, def) in services {
+        let svc = scalar(svc)
+            .ok_or_else(|| fail("services", "a service name must be a string".into()))?;
+        let what = format!("service {svc:?}");
+        let Some(build) = def.get("build") else {
+            continue;
+        };
+        let mut t = Target::default();
+        let build = match build {
+            Y::String(ctx) => {
+                t.context = Some(ctx.clone());
+                None
+            }
+            Y::Mapping(_) => Some(build),
+            _ => return Err(fail(&what, "build must be a path or a mapping".into())),
+        };
+        if let Some(b) = build {
+            read_build(&mut t, b, secrets).map_err(|m| fail(&what, m))?;
+        }
+        if let Some(image) = def.get("image").and_then(scalar) {
+            t.tags.get_or_insert_with(Vec::new).insert(0, image);
+        }
+        if let Some(x) = build
+            .and_then(|b| b.get("x-bake"))
+            .or_else(|| def.get("x-bake"))
+        {
+            let json: serde_json::Value =
+                serde_norway::from_value(x.clone()).map_err(|e| fail(&what, e.to_string()))?;
+            let Some(obj) = json.as_object() else {
+                return Err(fail(&what, "x-bake must be a mapping".into()));
+            };
+            for (k, v) in obj {
+                let v = hcl::to_value(v).map_err(|e| fail(&what, e.to_string()))?;
+                set_attribute(&mut t, k, &v).map_err(|m| fail(&format!("{what} x-bake"), m))?;
+            }
+        }
+        // Compose names may hold characters a target name may not.
+        let tname: String = svc
+            .chars()
+            .map(|c| if c == '.' { '_' } else { c })
+            .collect();
+        config.add_target(tname, t);
+    }
+    Ok(config)
+}
+
+fn scalar(v: &Y) -> Option<String> {
+    match v {
+        Y::String(s) => Some(s.clone()),
+        Y::Number(n) => Some(n.to_string()),
+        Y::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A list of strings, or a single string.
+fn list(v: &Y) -> Result<Vec<String>, String> {
+    match v {
+        Y::Sequence(items) => items
+            .iter()
+            .map(|i| scalar(i).ok_or_else(|| "expected a list of strings".to_string()))
+            .collect(),
+        other => scalar(other)
+            .map(|s| vec![s])
+            .ok_or_else(|| "expected a list of strings".into()),
+    }
+}
+
+/// A mapping, or a list of `KEY=VALUE` (a bare `KEY` has no value and is left out).
+fn dict(v: &Y) -> Result<BTreeMap<String, String>, String> {
+    match v {
+        Y::Mapping(m) => m
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                Ok((
+                    scalar(k).ok_or("a key must be a string")?,
+                    scalar(v).ok_or("a value must be a string")?,
+                ))
+            })
+            .collect(),
+        Y::Sequence(_) => Ok(list(v)?
+            .into_iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()),
+        _ => Err("expected a mapping or a list of KEY=VALUE".into()),
+    }
+}
+
+fn read_build(
+    t: &mut Target,
+    b: &Y,
+    secrets: Option<&serde_norway::Mapping>,
+) -> Result<(), String> {
+    let get = |k: &str| b.get(k).filter(|v| !v.is_null());
+    let one = |k: &str| -> Result<Option<String>, String> {
+        get(k)
+            .map(|v| scalar(v).ok_or_else(|| format!("{k} must be a string")))
+            .transpose()
+    };
+    t.context = one("context")?.or(Some(".".into()));
+    t.dockerfile = one("dockerfile")?;
+    t.dockerfile_inline = one("dockerfile_inline")?;
+    t.target = one("target")?;
+    t.network = one("network")?;
+    t.shm_size = one("shm_size")?;
+    if let Some(v) = get("args") {
+        t.args = Some(dict(v).map_err(|e| format!("args: {e}"))?);
+    }
+    if let Some(v) = get("labels") {
+        t.labels = Some(dict(v).map_err(|e| format!("labels: {e}"))?);
+    }
+    if let Some(v) = get("additional_contexts") {
+        t.contexts = Some(dict(v).map_err(|e| format!("additional_contexts: {e}"))?);
+    }
+    if let Some(v) = get("extra_hosts") {
+        t.extra_hosts = Some(dict(v).map_err(|e| format!("extra_hosts: {e}"))?);
+    }
+    for (k, field) in [
+        ("tags", &mut t.tags),
+        ("cache_from", &mut t.cache_from),
+        ("cache_to", &mut t.cache_to),
+        ("platforms", &mut t.platforms),
+        ("ssh", &mut t.ssh),
+    ] {
+        if let Some(v) = get(k) {
+            *field = Some(list(v).map_err(|e| format!("{k}: {e}"))?);
+        }
+    }
+    for (k, field) in [("no_cache", &mut t.no_cache), ("pull", &mut t.pull)] {
+        if let Some(v) = get(k) {
+            *field = Some(
+                v.as_bool()
+                    .ok_or_else(|| format!("{k} must be true or false"))?,
+            );
+        }
+    }
+    if let Some(v) = get("secrets") {
+        let mut out = Vec::new();
+        for id in list(v).map_err(|e| format!("secrets: {e}"))? {
+            let def = secrets
+                .and_then(|s| s.get(id.as_str()))
+                .ok_or_else(|| format!("secret {id:?} is not defined in the top-level secrets"))?;
+            if let Some(f) = def.get("file").and_then(scalar) {
+                out.push(format!("id={id},src={f}"));
+            } else if let Some(e) = def.get("environment").and_then(scalar) {
+                out.push(format!("id={id},env={e}"));
+            } else {
+                return Err(format!("secret {id:?} has neither file nor environment"));
+            }
+        }
+        t.secret = Some(out);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn services_with_build_become_targets() {
+        let c = super::parse(
+            "compose.yaml",
+            "services:\n  web:\n    image: example/web:1\n    build:\n      context: ./web\n      args:\n        - A=1\n      x-bake:\n        platforms: [linux/amd64, linux/arm64]\n  db:\n    image: postgres\n",
+        )
+        .unwrap();
+        assert_eq!(c.targets.len(), 1);
+        let web = &c.targets["web"];
+        assert_eq!(web.context.as_deref(), Some("./web"));
+        assert_eq!(
+            web.tags.as_deref(),
+            Some(&["example/web:1".to_string()][..])
+        );
+        assert_eq!(web.args.as_ref().unwrap()["A"], "1");
+        assert_eq!(web.platforms.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let e = super::parse("compose.yaml", "services:\n  web: [\n").unwrap_err();
+        assert!(e.to_string().starts_with("compose.yaml:"), "{e}");
+    }
+}
