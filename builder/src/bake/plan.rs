@@ -8,6 +8,9 @@ use super::resolve::Definition;
 use super::target::Target;
 use std::path::{Path, PathBuf};
 
+/// The tag a linked target's image has in its OCI layout.
+const LINK_TAG: &str = "bake-link";
+
 /// Options of `kiln bake` that reach every build.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
@@ -26,8 +29,6 @@ pub struct Job {
     pub name: String,
     /// `kiln build`'s arguments (after `build`).
     pub args: Vec<String>,
-    /// The directory its OCI layout goes to when other targets use it (`target:`).
-    pub layout: Option<PathBuf>,
     /// Where the build writes its metadata.
     pub metadata: PathBuf,
     /// The targets that must finish first.
@@ -155,9 +156,13 @@ fn job(
         }
     }
     if let Some(p) = &layout {
+        // Named, so that the dependent picks the image by tag (`oci-layout://DIR:TAG`).
         flag(
             "--output",
-            &format!("type=oci,dest={},tar=false", p.display()),
+            &format!(
+                "type=oci,dest={},tar=false,name=kiln-bake/{name}:{LINK_TAG}",
+                p.display()
+            ),
         );
     }
     if let Some(p) = t.platforms.as_ref().filter(|p| !p.is_empty()) {
@@ -204,7 +209,7 @@ fn job(
     for (k, v) in t.contexts.iter().flatten() {
         let v = match v.strip_prefix("target:") {
             Some(dep) => match layouts.iter().find(|(n, _)| n == dep) {
-                Some((_, p)) => format!("oci-layout://{}", p.display()),
+                Some((_, p)) => format!("oci-layout://{}:{LINK_TAG}", p.display()),
                 None => continue,
             },
             None => v.strip_prefix("cwd://").unwrap_or(v).to_string(),
@@ -239,7 +244,6 @@ fn job(
     Ok(Job {
         name: name.to_string(),
         args: a,
-        layout,
         metadata,
         needs: Vec::new(),
         ignored,

@@ -121,6 +121,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
 }
 
 fn spawn(job: &Job, opts: &RunOptions) -> std::io::Result<Running> {
+    tracing::debug!(target = %job.name, args = ?job.args, "bake: starting kiln build");
     let mut cmd = Command::new(&opts.kiln);
     if let Some(root) = &opts.root {
         cmd.arg("--root").arg(root);
