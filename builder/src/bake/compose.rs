@@ -43,22 +43,24 @@ pub fn parse(name: &str, text: &str) -> Result<Config, BakeError> {
         if let Some(b) = build {
             read_build(&mut t, b, secrets).map_err(|m| fail(&what, m))?;
         }
-        if let Some(image) = def.get("image").and_then(scalar) {
-            t.tags.get_or_insert_with(Vec::new).insert(0, image);
+        // The image name is the tag when the build section has none (buildx).
+        if t.tags.as_ref().is_none_or(Vec::is_empty) {
+            if let Some(image) = def.get("image").and_then(scalar) {
+                t.tags = Some(vec![image]);
+            }
         }
-        if let Some(x) = build
-            .and_then(|b| b.get("x-bake"))
-            .or_else(|| def.get("x-bake"))
-        {
+        if let Some(x) = build.and_then(|b| b.get("x-bake")) {
             let json: serde_json::Value =
                 serde_norway::from_value(x.clone()).map_err(|e| fail(&what, e.to_string()))?;
             let Some(obj) = json.as_object() else {
                 return Err(fail(&what, "x-bake must be a mapping".into()));
             };
+            let mut ext = Target::default();
             for (k, v) in obj {
                 let v = hcl::to_value(v).map_err(|e| fail(&what, e.to_string()))?;
-                set_attribute(&mut t, k, &v).map_err(|m| fail(&format!("{what} x-bake"), m))?;
+                set_attribute(&mut ext, k, &v).map_err(|m| fail(&format!("{what} x-bake"), m))?;
             }
+            merge_extension(&mut t, ext);
         }
         // Compose names may hold characters a target name may not.
         let tname: String = svc
@@ -68,6 +70,30 @@ pub fn parse(name: &str, text: &str) -> Result<Config, BakeError> {
         config.add_target(tname, t);
     }
     Ok(config)
+}
+
+/// Lays `x-bake` over the compose build: its lists add to compose's (without duplicates),
+/// its other attributes replace (buildx's `composeExtTarget`).
+fn merge_extension(t: &mut Target, ext: Target) {
+    fn add(dst: &mut Option<Vec<String>>, src: Option<Vec<String>>) {
+        if let Some(src) = src.filter(|s| !s.is_empty()) {
+            let d = dst.get_or_insert_with(Vec::new);
+            for v in src {
+                if !d.contains(&v) {
+                    d.push(v);
+                }
+            }
+        }
+    }
+    let mut ext = ext;
+    add(&mut t.tags, ext.tags.take());
+    add(&mut t.cache_from, ext.cache_from.take());
+    add(&mut t.cache_to, ext.cache_to.take());
+    add(&mut t.secret, ext.secret.take());
+    add(&mut t.ssh, ext.ssh.take());
+    add(&mut t.platforms, ext.platforms.take());
+    add(&mut t.output, ext.output.take());
+    t.merge(&ext);
 }
 
 fn scalar(v: &Y) -> Option<String> {

@@ -102,8 +102,10 @@ fn collect_positions(
                 out.insert(format!("{prefix}{}", attr.key.as_str()), span.start);
             }
         } else if let Some(block) = s.as_block() {
-            let label = block.labels.first().map(|l| l.as_str()).unwrap_or("");
-            let key = format!("{prefix}{}/{label}", block.ident.as_str());
+            let key = match block.labels.first() {
+                Some(l) => format!("{prefix}{}/{}", block.ident.as_str(), l.as_str()),
+                None => format!("{prefix}{}", block.ident.as_str()),
+            };
             if let Some(span) = block.span() {
                 out.entry(key.clone()).or_insert(span.start);
             }
@@ -683,7 +685,10 @@ fn validate_variables(
                 Value::Bool(true) => {}
                 Value::Bool(false) => {
                     let message = match msg {
-                        Some(m) => m.evaluate(ctx).map_err(|e| err(e.to_string()))?.to_string(),
+                        Some(m) => {
+                            let v = m.evaluate(ctx).map_err(|e| err(e.to_string()))?;
+                            text(&v).unwrap_or_else(|_| v.to_string())
+                        }
                         None => "This check failed, but has an invalid error message.".into(),
                     };
                     return Err(err(format!("validation failed: {message}")));
