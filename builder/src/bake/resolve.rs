@@ -62,9 +62,9 @@ pub fn resolve(
             def.groups.insert(g.clone(), config.groups[&g].clone());
         }
         for t in targets {
-            if !def.targets.contains_key(&t) {
-                let resolved = resolve_target(config, &t, overrides)?;
-                def.targets.insert(t, resolved);
+            if let std::collections::btree_map::Entry::Vacant(e) = def.targets.entry(t) {
+                let resolved = resolve_target(config, e.key(), overrides)?;
+                e.insert(resolved);
             }
         }
     }
