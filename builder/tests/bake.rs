@@ -248,7 +248,8 @@ fn errors_name_file_line_and_column_or_the_definition() {
 }
 
 /// A bake file of three targets: `base` (only used by `app` through `target:base`),
-/// `app` and `tool`, pushed to a fresh repository of the test registry.
+/// `app` and `tool`, pushed to a fresh repository of the test registry (`app` by its
+/// output, `tool` by `--push`).
 fn release_bake(reg: &str, repo: &str) -> String {
     format!(
         r#"
@@ -271,7 +272,6 @@ target "app" {{
 target "tool" {{
   dockerfile-inline = "FROM {reg}/library/busybox:latest\nRUN echo tool > /tool.txt\n"
   tags = ["${{REPO}}/tool:1"]
-  output = ["type=registry"]
 }}
 "#
     )
@@ -293,6 +293,7 @@ fn builds_targets_in_dependency_order_and_pushes_them() {
             meta.to_str().unwrap(),
             "--insecure-registry",
             reg,
+            "--push",
         ],
         &[],
     );

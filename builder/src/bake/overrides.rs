@@ -164,20 +164,92 @@ pub fn apply(t: &mut Target, name: &str, overrides: &[Override]) -> Result<(), B
             "attest" => t.attest.get_or_insert_with(Vec::new).push(value),
             "entitlements" => t.entitlements.get_or_insert_with(Vec::new).push(value),
             "annotations" => t.annotations.get_or_insert_with(Vec::new).push(value),
-            "push" | "load" => {
-                if bool_of(&value)? {
-                    let out = if key == "push" {
-                        "type=registry"
-                    } else {
-                        "type=docker"
-                    };
-                    t.output.get_or_insert_with(Vec::new).push(out.into());
-                }
-            }
+            "push" => set_push(&mut t.output, bool_of(&value)?),
+            "load" => set_load(&mut t.output, bool_of(&value)?),
             other => return Err(definition(format!("--set: unknown key {other:?}"))),
         }
     }
     Ok(())
+}
+
+/// An output's fields: `type=…,k=v` (a bare path is a local directory, `-` a tarball).
+fn output_fields(s: &str) -> Vec<(String, String)> {
+    if !s.contains('=') {
+        let kind = if s == "-" { "tar" } else { "local" };
+        return vec![("type".into(), kind.into()), ("dest".into(), s.into())];
+    }
+    kiln_frontend::instructions::mount::split_csv(s)
+        .map(|f| {
+            f.iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv.to_string(), String::new()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn output_type(s: &str) -> String {
+    output_fields(s)
+        .into_iter()
+        .find(|(k, _)| k == "type")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// The output with `push` set to `value`.
+fn with_push(s: &str, value: bool) -> String {
+    let mut fields: Vec<String> = output_fields(s)
+        .into_iter()
+        .filter(|(k, _)| k != "push")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    fields.push(format!("push={value}"));
+    fields.join(",")
+}
+
+/// `--push` / `*.push=BOOL` as buildx applies it: image outputs push (or stop pushing,
+/// registry outputs dropped); with no output but `docker` ones, a pushing image output is
+/// added.
+fn set_push(outputs: &mut Option<Vec<String>>, push: bool) {
+    let list = outputs.get_or_insert_with(Vec::new);
+    if !push {
+        list.retain(|o| output_type(o) != "registry");
+        for o in list.iter_mut().filter(|o| output_type(o) == "image") {
+            *o = with_push(o, false);
+        }
+        return;
+    }
+    let mut add = true;
+    for o in list.iter_mut() {
+        let kind = output_type(o);
+        add &= kind == "docker";
+        if kind == "image" {
+            *o = with_push(o, true);
+        }
+    }
+    if add {
+        list.push("type=image,push=true".into());
+    }
+}
+
+/// `--load` / `*.load=true` as buildx applies it: a `docker` output is added unless one
+/// exists or an output other than image, registry or oci does.
+fn set_load(outputs: &mut Option<Vec<String>>, load: bool) {
+    if !load {
+        return;
+    }
+    let list = outputs.get_or_insert_with(Vec::new);
+    for o in list.iter() {
+        let f = output_fields(o);
+        match output_type(o).as_str() {
+            "docker" if !f.iter().any(|(k, _)| k == "dest") => return,
+            "image" | "registry" | "oci" => {}
+            _ => return,
+        }
+    }
+    list.push("type=docker".into());
 }
 
 #[cfg(test)]
@@ -207,6 +279,33 @@ mod tests {
         let mut other = Target::default();
         apply(&mut other, "web", &sets).unwrap();
         assert_eq!(other.args, None);
+    }
+
+    #[test]
+    fn push_and_load_as_buildx_applies_them() {
+        let push = parse(&["*.push=true".into()]).unwrap();
+        let mut t = Target::default();
+        apply(&mut t, "a", &push).unwrap();
+        assert_eq!(t.output, Some(vec!["type=image,push=true".to_string()]));
+        let mut t = Target {
+            output: Some(vec!["type=image,name=x".into()]),
+            ..Target::default()
+        };
+        apply(&mut t, "a", &push).unwrap();
+        assert_eq!(
+            t.output,
+            Some(vec!["type=image,name=x,push=true".to_string()])
+        );
+        let load = parse(&["*.load=true".into()]).unwrap();
+        let mut t = Target {
+            output: Some(vec!["type=local,dest=out".into()]),
+            ..Target::default()
+        };
+        apply(&mut t, "a", &load).unwrap();
+        assert_eq!(t.output.as_ref().map(Vec::len), Some(1));
+        let mut t = Target::default();
+        apply(&mut t, "a", &load).unwrap();
+        assert_eq!(t.output, Some(vec!["type=docker".to_string()]));
     }
 
     #[test]

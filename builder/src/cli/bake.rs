@@ -25,10 +25,10 @@ pub struct Args {
     /// Override a target attribute (`PATTERN.KEY=VALUE`, `+=` appends; `*` matches names).
     #[arg(long = "set", value_name = "PATTERN.KEY=VALUE")]
     pub set: Vec<String>,
-    /// Shorthand for `--set=*.output=type=registry`.
+    /// Shorthand for `--set=*.push=true` (image outputs push; else a pushing one is added).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub push: bool,
-    /// Shorthand for `--set=*.output=type=docker` (kiln: into the local image store).
+    /// Shorthand for `--set=*.load=true` (a `docker` output: kiln's local image store).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
     /// Do not use the cache when building.
