@@ -423,3 +423,57 @@ target "good" {{
         "{err}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_running_builds_and_exits_143() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    // A sleep length no other test uses, to find the step's process.
+    let secs = 7919;
+    let bake = format!(
+        "target \"default\" {{\n  dockerfile-inline = \"FROM {reg}/library/busybox:latest\\nRUN sleep {secs}\\n\"\n}}\n"
+    );
+    let b = Build::new();
+    let dir = bake_file("docker-bake.hcl", &bake);
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(b.root.path())
+        .args(["bake", "--progress", "plain"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("sleep {secs}")])
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    let start = Instant::now();
+    while !running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the RUN step never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kiln bake did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert!(!running(), "the build's RUN step outlived kiln bake");
+}

@@ -7,7 +7,47 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The number of the first SIGINT or SIGTERM kiln bake receives (0: none yet), so that the
+/// runner passes it on to the builds and waits for their cleanup instead of dying first.
+fn watch_signals() -> Arc<AtomicI32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let flag = Arc::new(AtomicI32::new(0));
+    let set = flag.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            let _ = ready_tx.send(());
+            return;
+        };
+        rt.block_on(async move {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                let _ = ready_tx.send(());
+                return;
+            };
+            let _ = ready_tx.send(());
+            loop {
+                let sig = tokio::select! {
+                    _ = int.recv() => libc::SIGINT,
+                    _ = term.recv() => libc::SIGTERM,
+                };
+                set.store(sig, Ordering::SeqCst);
+            }
+        });
+    });
+    // The handlers are in place before any build starts (bounded: the thread answers at once).
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    flag
+}
 
 /// How to run the plan.
 #[derive(Debug, Clone)]
@@ -35,6 +75,8 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// Each built target's metadata (`--metadata-file` of its build).
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// SIGINT or SIGTERM stopped the bake (passed on to the running builds).
+    pub signal: Option<i32>,
 }
 
 struct Running {
@@ -49,7 +91,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
     let mut running: Vec<Running> = Vec::new();
     let mut out = Outcome::default();
     let mut stopping = false;
+    let signal = watch_signals();
     loop {
+        let sig = signal.load(Ordering::SeqCst);
+        if sig != 0 && out.signal.is_none() {
+            out.signal = Some(sig);
+            stopping = true;
+            stop(&mut running, &mut out, sig);
+        }
         // Jobs whose dependency failed or was skipped will not run.
         let mut i = 0;
         while i < pending.len() {
@@ -114,7 +163,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
         }
         running = still;
         if stopping {
-            stop(&mut running, &mut out);
+            stop(&mut running, &mut out, libc::SIGTERM);
         }
     }
     out
@@ -146,12 +195,12 @@ fn spawn(job: &Job, opts: &RunOptions) -> std::io::Result<Running> {
     })
 }
 
-/// Stops running builds (SIGTERM: they cancel and clean up), waiting for each.
-fn stop(running: &mut Vec<Running>, out: &mut Outcome) {
+/// Stops running builds (with `sig`: they cancel and clean up), waiting for each.
+fn stop(running: &mut Vec<Running>, out: &mut Outcome, sig: i32) {
     for r in running.iter() {
         // SAFETY: a signal to our own child, whose id we hold until it is reaped.
         unsafe {
-            libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(r.child.id() as libc::pid_t, sig);
         }
     }
     for mut r in running.drain(..) {

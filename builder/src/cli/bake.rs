@@ -271,6 +271,13 @@ fn build(
             .into_diagnostic()
             .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
+    if let Some(sig) = outcome.signal {
+        eprintln!(
+            "kiln bake: stopped by signal {sig}; not built: {}",
+            outcome.skipped.join(", ")
+        );
+        return Ok(ExitCode::from(128 + sig as u8));
+    }
     if outcome.failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
