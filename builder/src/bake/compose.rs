@@ -7,9 +7,13 @@ use super::target::{Config, Target};
 use serde_norway::Value as Y;
 use std::collections::BTreeMap;
 
-/// Reads a compose file's services into targets.
-pub fn parse(name: &str, text: &str) -> Result<Config, BakeError> {
-    let doc: Y = serde_norway::from_str(text).map_err(|e| {
+/// Reads a compose file's services into targets, `${VAR}` interpolated from `env`.
+pub fn parse(
+    name: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, BakeError> {
+    let mut doc: Y = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         BakeError::Syntax {
             file: name.to_string(),
@@ -19,6 +23,7 @@ pub fn parse(name: &str, text: &str) -> Result<Config, BakeError> {
         }
     })?;
     let fail = |what: &str, msg: String| definition(format!("{name}: {what}: {msg}"));
+    interpolate_all(&mut doc, env).map_err(|m| fail("interpolation", m))?;
     let secrets = doc.get("secrets").and_then(Y::as_mapping);
     let mut config = Config::default();
     let Some(services) = doc.get("services").and_then(Y::as_mapping) else {
@@ -209,13 +214,143 @@ fn read_build(
     Ok(())
 }
 
+/// Compose's variable interpolation in a string: `$VAR`, `${VAR}`, `${VAR:-default}`
+/// (unset or empty), `${VAR-default}` (unset), `${VAR:?message}` / `${VAR?message}`
+/// (an error), and `$$` for a literal `$`.
+fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+            out.push_str(&expand(&body[..end], env)?);
+            rest = &body[end + 1..];
+        } else {
+            let len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            if len == 0 {
+                out.push('$');
+            } else {
+                out.push_str(&env(&after[..len]).unwrap_or_default());
+            }
+            rest = &after[len..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One `${…}`: a name and an optional modifier.
+fn expand(expr: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let name_len = expr
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(expr.len());
+    let (name, op) = expr.split_at(name_len);
+    if name.is_empty() {
+        return Err(format!("invalid interpolation ${{{expr}}}"));
+    }
+    let value = env(name);
+    let set_non_empty = value.as_deref().is_some_and(|v| !v.is_empty());
+    let fallback = |arg: &str, ok: bool| -> Result<String, String> {
+        if ok {
+            Ok(value.clone().unwrap_or_default())
+        } else {
+            interpolate(arg, env)
+        }
+    };
+    match op {
+        "" => Ok(value.unwrap_or_default()),
+        _ if op.starts_with(":-") => fallback(&op[2..], set_non_empty),
+        _ if op.starts_with('-') => fallback(&op[1..], value.is_some()),
+        _ if op.starts_with(":+") => Ok(if set_non_empty {
+            interpolate(&op[2..], env)?
+        } else {
+            String::new()
+        }),
+        _ if op.starts_with('+') => Ok(if value.is_some() {
+            interpolate(&op[1..], env)?
+        } else {
+            String::new()
+        }),
+        _ if op.starts_with(":?") || op.starts_with('?') => {
+            let ok = if op.starts_with(':') {
+                set_non_empty
+            } else {
+                value.is_some()
+            };
+            if ok {
+                Ok(value.unwrap_or_default())
+            } else {
+                let msg = op.trim_start_matches(':').trim_start_matches('?');
+                Err(format!(
+                    "required variable {name} is missing a value: {msg}"
+                ))
+            }
+        }
+        _ => Err(format!("invalid interpolation ${{{expr}}}")),
+    }
+}
+
+/// Interpolates every string of the document (keys too, as compose does for values only:
+/// keys are left alone).
+fn interpolate_all(v: &mut Y, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    match v {
+        Y::String(s) => *s = interpolate(s, env)?,
+        Y::Sequence(items) => {
+            for i in items {
+                interpolate_all(i, env)?;
+            }
+        }
+        Y::Mapping(m) => {
+            for (_, val) in m.iter_mut() {
+                interpolate_all(val, env)?;
+            }
+        }
+        Y::Tagged(t) => interpolate_all(&mut t.value, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn interpolation_as_compose_reads_it() {
+        let env = |n: &str| match n {
+            "TAG" => Some("1.2".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let i = |s: &str| super::interpolate(s, &env);
+        assert_eq!(i("app:${TAG}").unwrap(), "app:1.2");
+        assert_eq!(i("app:$TAG-x").unwrap(), "app:1.2-x");
+        assert_eq!(
+            i("${EMPTY:-def}/${EMPTY-def}/${NOPE-def}").unwrap(),
+            "def//def"
+        );
+        assert_eq!(i("$$TAG ${TAG:+set}").unwrap(), "$TAG set");
+        assert!(i("${NOPE:?needed}").unwrap_err().contains("needed"));
+        assert!(i("${TAG").is_err());
+    }
+
     #[test]
     fn services_with_build_become_targets() {
         let c = super::parse(
             "compose.yaml",
             "services:\n  web:\n    image: example/web:1\n    build:\n      context: ./web\n      args:\n        - A=1\n      x-bake:\n        platforms: [linux/amd64, linux/arm64]\n  db:\n    image: postgres\n",
+            &no_env,
         )
         .unwrap();
         assert_eq!(c.targets.len(), 1);
@@ -227,11 +362,25 @@ mod tests {
         );
         assert_eq!(web.args.as_ref().unwrap()["A"], "1");
         assert_eq!(web.platforms.as_ref().map(Vec::len), Some(2));
+        // x-bake lists add to compose's; the image is the tag only when there is none.
+        let c = super::parse(
+            "compose.yaml",
+            "services:\n  web:\n    image: example/web:1\n    build:\n      tags: [example/web:2]\n      x-bake:\n        tags: [example/web:3]\n",
+            &no_env,
+        )
+        .unwrap();
+        let tags: Vec<&str> = c.targets["web"]
+            .tags
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(tags, ["example/web:2", "example/web:3"]);
     }
 
     #[test]
     fn syntax_errors_have_a_position() {
-        let e = super::parse("compose.yaml", "services:\n  web: [\n").unwrap_err();
+        let e = super::parse("compose.yaml", "services:\n  web: [\n", &no_env).unwrap_err();
         assert!(e.to_string().starts_with("compose.yaml:"), "{e}");
     }
 }

@@ -65,7 +65,10 @@ pub fn load(names: &[String], dir: &Path, inputs: &Inputs<'_>) -> Result<Loaded,
     let mut hcl = Vec::new();
     for (name, text) in files {
         match format_of(&name, &text) {
-            Format::Compose => merge(&mut config, super::compose::parse(&name, &text)?),
+            Format::Compose => merge(
+                &mut config,
+                super::compose::parse(&name, &text, inputs.env)?,
+            ),
             Format::Json => hcl.push(HclFile::from_json(&name, text)?),
             Format::Hcl => hcl.push(HclFile::parse(&name, text)?),
         }
