@@ -23,6 +23,7 @@ fn bake_in(dir: &Path, root: Option<&Path>, args: &[&str], env: &[(&str, &str)])
         cmd.arg("--root").arg(root);
     }
     for v in [
+        "WEB_TAG",
         "TAG",
         "PUSH",
         "JOBS",
