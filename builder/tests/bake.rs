@@ -158,6 +158,11 @@ fn print_default_files_merged_override_last() {
 }
 
 #[test]
+fn print_attributes_of_other_targets() {
+    assert_print("references", &["bar", "app"], &[], "expected.json");
+}
+
+#[test]
 fn print_json_bake_file_with_interpolation() {
     assert_print("json", &[], &[], "expected.json");
 }

@@ -329,18 +329,70 @@ pub fn evaluate(files: &[HclFile], inputs: &Inputs<'_>) -> Result<Evaluated, Bak
         })
         .collect();
     let mut config = Config::default();
+    let mut targets = Vec::new();
     for (fi, b) in blocks {
         let file = &files[fi];
-        match b.identifier.as_str() {
-            "group" => {
-                let name = label(file, b)?;
-                let g = read_group(file, &name, b, &ctx)?;
-                config.add_group(name, g);
-            }
-            _ => read_targets(file, b, &ctx, &mut config)?,
+        if b.identifier.as_str() == "group" {
+            let name = label(file, b)?;
+            let g = read_group(file, &name, b, &ctx)?;
+            config.add_group(name, g);
+        } else {
+            targets.push((fi, b));
         }
     }
+    read_all_targets(files, targets, &ctx, &mut config)?;
     Ok(Evaluated { config, variables })
+}
+
+/// Evaluates the target blocks; a block whose attributes refer to other targets
+/// (`target.NAME.ATTR`) waits for a later round, when those are known (at most one round
+/// per block).
+fn read_all_targets(
+    files: &[HclFile],
+    mut pending: Vec<(usize, &hcl::Block)>,
+    ctx: &Context<'static>,
+    config: &mut Config,
+) -> Result<(), BakeError> {
+    let mut values = hcl::Map::new();
+    while !pending.is_empty() {
+        let mut c = ctx.clone();
+        c.declare_var("target", Value::Object(values.clone()));
+        let mut deferred = Vec::new();
+        let mut first_error = None;
+        for (fi, b) in pending.iter().copied() {
+            let mut scratch = Config::default();
+            let mut vals = hcl::Map::new();
+            match read_targets(&files[fi], b, &c, &mut scratch, &mut vals) {
+                Ok(()) => {
+                    for (name, g) in scratch.groups {
+                        config.add_group(name, g);
+                    }
+                    for (name, t) in scratch.targets {
+                        config.add_target(name, t);
+                    }
+                    values.extend(vals);
+                }
+                Err(e) if refers_to_targets(b) => {
+                    first_error.get_or_insert(e);
+                    deferred.push((fi, b));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if deferred.len() == pending.len() {
+            // No progress: the references cannot be resolved (unknown target or a cycle).
+            return Err(first_error.unwrap_or_else(|| definition("target references")));
+        }
+        pending = deferred;
+    }
+    Ok(())
+}
+
+/// Whether a target block's attributes mention `target.` (another target's attributes).
+fn refers_to_targets(b: &hcl::Block) -> bool {
+    b.body.attributes().any(|a| {
+        hcl::format::to_string(&a.expr).is_ok_and(|t| t.contains("target."))
+    })
 }
 
 fn first_label(b: &hcl::Block) -> &str {
@@ -777,6 +829,7 @@ fn read_targets(
     b: &hcl::Block,
     ctx: &Context<'static>,
     config: &mut Config,
+    values: &mut hcl::Map<String, Value>,
 ) -> Result<(), BakeError> {
     let label = label(file, b)?;
     let key = format!("target/{label}");
@@ -796,7 +849,8 @@ fn read_targets(
                 format!("invalid target name {label:?}: letters, digits, '_', '-' and '.' only"),
             ));
         }
-        let t = read_target(file, &key, &label, b, ctx)?;
+        let (t, v) = read_target(file, &key, &label, b, ctx)?;
+        values.insert(label.clone(), named(v, &label));
         config.add_target(label, t);
         return Ok(());
     };
@@ -838,7 +892,8 @@ fn read_targets(
                 format!("duplicate name {name:?} (the name template must use the matrix values)"),
             ));
         }
-        let t = read_target(file, &key, &label, b, &c)?;
+        let (t, v) = read_target(file, &key, &label, b, &c)?;
+        values.insert(name.clone(), named(v, &name));
         config.add_target(name.clone(), t);
         names.push(name);
     }
@@ -860,8 +915,9 @@ fn read_target(
     label: &str,
     b: &hcl::Block,
     ctx: &Context<'_>,
-) -> Result<Target, BakeError> {
+) -> Result<(Target, hcl::Map<String, Value>), BakeError> {
     let mut t = Target::default();
+    let mut values = hcl::Map::new();
     if let Some(inner) = b.body.blocks().next() {
         return Err(BakeError::Eval {
             at: file.at(key),
@@ -884,8 +940,15 @@ fn read_target(
         };
         let v = a.expr.evaluate(ctx).map_err(|e| fail(e.to_string()))?;
         set_attribute(&mut t, k, &v).map_err(fail)?;
+        values.insert(k.to_string(), v);
     }
-    Ok(t)
+    Ok((t, values))
+}
+
+/// A target's attribute values as other targets see them (`target.NAME.ATTR`), with its name.
+fn named(mut values: hcl::Map<String, Value>, name: &str) -> Value {
+    values.insert("name".into(), name.into());
+    Value::Object(values)
 }
 
 /// Sets one target attribute from its evaluated value (null leaves it unset).
