@@ -390,9 +390,9 @@ fn read_all_targets(
 
 /// Whether a target block's attributes mention `target.` (another target's attributes).
 fn refers_to_targets(b: &hcl::Block) -> bool {
-    b.body.attributes().any(|a| {
-        hcl::format::to_string(&a.expr).is_ok_and(|t| t.contains("target."))
-    })
+    b.body
+        .attributes()
+        .any(|a| hcl::format::to_string(&a.expr).is_ok_and(|t| t.contains("target.")))
 }
 
 fn first_label(b: &hcl::Block) -> &str {
