@@ -483,3 +483,39 @@ fn sigterm_stops_the_running_builds_and_exits_143() {
     assert_eq!(status.code(), Some(143));
     assert!(!running(), "the build's RUN step outlived kiln bake");
 }
+
+#[test]
+fn call_check_runs_the_checks_of_every_target_and_names_the_failing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // `clean` passes; `sloppy` breaks a check that its Dockerfile makes an error.
+    std::fs::write(
+        dir.path().join("clean.Dockerfile"),
+        "FROM scratch AS base\nCOPY a /a\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sloppy.Dockerfile"),
+        "# check=error=true\nfrom scratch as base\nCOPY a /a\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("a"), "a").unwrap();
+    std::fs::write(
+        dir.path().join("docker-bake.hcl"),
+        "group \"default\" {\n  targets = [\"clean\", \"sloppy\"]\n}\ntarget \"clean\" {\n  dockerfile = \"clean.Dockerfile\"\n}\ntarget \"sloppy\" {\n  dockerfile = \"sloppy.Dockerfile\"\n}\n",
+    )
+    .unwrap();
+    let b = Build::new();
+    let out = bake_in(dir.path(), Some(b.root.path()), &["--call", "check"], &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("ERROR: target sloppy failed"), "{stderr}");
+    assert!(stdout.contains("ConsistentInstructionCasing"), "{stdout}");
+    // Only the clean one: success.
+    let out = bake_in(dir.path(), Some(b.root.path()), &["--check", "clean"], &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

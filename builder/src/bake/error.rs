@@ -49,7 +49,7 @@ pub fn definition(msg: impl Into<String>) -> BakeError {
 
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let upto = &text[..offset.min(text.len())];
+    let upto = text.get(..offset).unwrap_or(text);
     let line = upto.matches('\n').count() + 1;
     let column = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)

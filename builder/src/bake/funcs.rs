@@ -574,7 +574,7 @@ fn substr(a: FuncArgs) -> R {
     let end = if length < 0 {
         s.len()
     } else {
-        (start + length as usize).min(s.len())
+        start.saturating_add(length as usize).min(s.len())
     };
     Ok(s[start..end].iter().collect::<String>().into())
 }
@@ -640,6 +640,10 @@ mod tests {
             Ok(Value::Array(vec!["12".into()]))
         );
         assert_eq!(eval(r#"substr("hello", 1, 3)"#), Ok("ell".into()));
+        assert_eq!(
+            eval(r#"substr("hello", 1, 9007199254740991)"#),
+            Ok("ello".into())
+        );
     }
 
     #[test]

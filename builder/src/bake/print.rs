@@ -20,7 +20,7 @@ struct PrintTarget<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<&'a Vec<String>>,
+    annotations: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attest: Option<Vec<Entry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,7 +100,7 @@ fn print_target(t: &Target) -> PrintTarget<'_> {
     };
     PrintTarget {
         description: t.description.as_deref(),
-        annotations: non_empty(&t.annotations),
+        annotations: non_empty(&t.annotations).map(|a| a.iter().map(|s| escape(s)).collect()),
         attest: entries(&t.attest, Kind::Attest),
         context: t.context.as_deref(),
         contexts: t.contexts.as_ref().filter(|m| !m.is_empty()),

@@ -231,7 +231,14 @@ fn build(
     let scratch = tempfile::tempdir()
         .into_diagnostic()
         .wrap_err("creating a temporary directory")?;
-    let several = def.targets.len() > 1 && args.max_parallel > 1;
+    // `--call check|outline|targets` print their results on stdout: one target at a time,
+    // so that each target's result stays in one piece.
+    let calls = def
+        .targets
+        .values()
+        .any(|t| t.call.as_deref().is_some_and(|c| c != "build"));
+    let parallel = if calls { 1 } else { args.max_parallel.max(1) };
+    let several = def.targets.len() > 1 && parallel > 1;
     let progress = match args.progress {
         // Several live views would overwrite each other: plain lines, prefixed.
         crate::progress::ProgressMode::Auto | crate::progress::ProgressMode::Tty if several => {
@@ -261,7 +268,7 @@ fn build(
         kiln: std::env::current_exe().into_diagnostic()?,
         root,
         keep_going: args.keep_going,
-        parallel: args.max_parallel.max(1),
+        parallel,
         prefix: several,
     };
     let outcome = run::run(&plan, &opts);
