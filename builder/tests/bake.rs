@@ -230,6 +230,11 @@ fn errors_name_file_line_and_column_or_the_definition() {
         "target \"a\" {\n  contexts = { x = \"target:b\" }\n}\ntarget \"b\" {\n  contexts = { y = \"target:a\" }\n}\n",
     );
     fails_with(d.path(), &["--print", "a"], "infinite loop");
+    let d = bake_file(
+        "docker-bake.hcl",
+        "target \"b\" {\n  platforms = [\"linux/amd64\", \"linux/arm64\"]\n}\ntarget \"a\" {\n  contexts = { b = \"target:b\" }\n  platforms = [\"linux/amd64\", \"linux/s390x\"]\n}\n",
+    );
+    fails_with(d.path(), &["--print", "a"], "are not a subset of");
     let d = bake_file("docker-bake.hcl", "target \"a\" {}\n");
     fails_with(
         d.path(),

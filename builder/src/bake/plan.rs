@@ -103,6 +103,16 @@ fn scratch_layouts(
         .collect()
 }
 
+/// A `cwd://PATH` (relative to where kiln bake runs; `BAKE_CMD_CONTEXT` is `cwd://`) as a
+/// path, the empty one being the working directory.
+fn local_path(p: &str) -> &str {
+    match p.strip_prefix("cwd://") {
+        Some("") => ".",
+        Some(rest) => rest,
+        None => p,
+    }
+}
+
 fn job(
     name: &str,
     t: &Target,
@@ -115,7 +125,7 @@ fn job(
     let mut a: Vec<String> = Vec::new();
     let mut flag = |k: &str, v: &str| a.push(format!("{k}={v}"));
     let context = t.context.as_deref().unwrap_or(".");
-    let context = context.strip_prefix("cwd://").unwrap_or(context);
+    let context = local_path(context);
     let dockerfile = t.dockerfile.as_deref().unwrap_or("Dockerfile");
     if let Some(inline) = &t.dockerfile_inline {
         let p = dir.join("Dockerfile");
@@ -125,7 +135,7 @@ fn job(
         })?;
         flag("--file", &p.display().to_string());
     } else {
-        let dockerfile = dockerfile.strip_prefix("cwd://").unwrap_or(dockerfile);
+        let dockerfile = local_path(dockerfile);
         // A bake file's dockerfile is relative to the target's context (buildx); build's -f
         // is relative to the working directory.
         let is_remote = context.contains("://") || context.starts_with("git@");
@@ -212,7 +222,8 @@ fn job(
                 Some((_, p)) => format!("oci-layout://{}:{LINK_TAG}", p.display()),
                 None => continue,
             },
-            None => v.strip_prefix("cwd://").unwrap_or(v).to_string(),
+            None if v.starts_with("cwd://") => local_path(v).to_string(),
+            None => v.clone(),
         };
         flag("--build-context", &format!("{k}={v}"));
     }

@@ -223,6 +223,21 @@ fn load_links(
             if l == name {
                 return Err(definition(format!("target {name} cannot link to itself")));
             }
+            let platforms = |t: &Target| t.platforms.clone().unwrap_or_default();
+            if let Some(dep) = def
+                .targets
+                .get(&l)
+                .cloned()
+                .or_else(|| resolve_target(config, &l, overrides).ok())
+            {
+                let (mine, theirs) = (platforms(&def.targets[&name]), platforms(&dep));
+                // A multi-platform target needs each of its platforms from a multi-platform link.
+                if mine.len() > 1 && theirs.len() > 1 && !mine.iter().all(|p| theirs.contains(p)) {
+                    return Err(definition(format!(
+                        "target {l} can't be used by {name} because its platforms {mine:?} are not a subset of {theirs:?}"
+                    )));
+                }
+            }
             if !def.targets.contains_key(&l) {
                 let mut t = resolve_target(config, &l, overrides)?;
                 t.output = Some(vec!["type=cacheonly".into()]);
