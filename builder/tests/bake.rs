@@ -131,6 +131,8 @@ fn print_target_context_adds_the_linked_target() {
 #[test]
 fn print_compose_file_with_two_services() {
     assert_print("compose", &["web", "worker"], &[], "expected.json");
+    // Without names: the services with a build section are the default group.
+    assert_print("compose", &[], &[], "expected.json");
 }
 
 #[test]

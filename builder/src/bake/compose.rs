@@ -29,6 +29,7 @@ pub fn parse(
     let Some(services) = doc.get("services").and_then(Y::as_mapping) else {
         return Ok(config);
     };
+    let mut default = Vec::new();
     for (svc, def) in services {
         let svc = scalar(svc)
             .ok_or_else(|| fail("services", "a service name must be a string".into()))?;
@@ -72,8 +73,17 @@ pub fn parse(
             .chars()
             .map(|c| if c == '.' { '_' } else { c })
             .collect();
+        default.push(tname.clone());
         config.add_target(tname, t);
     }
+    // The services make the `default` group, as buildx makes it.
+    config.add_group(
+        "default".into(),
+        super::target::Group {
+            description: None,
+            targets: default,
+        },
+    );
     Ok(config)
 }
 
