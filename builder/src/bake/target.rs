@@ -93,11 +93,16 @@ impl Config {
         }
     }
 
-    /// Adds a group; a later declaration replaces the target list of an earlier one.
+    /// Adds a group; a later declaration adds its targets to an earlier one's (buildx's
+    /// `mergeConfig`).
     pub fn add_group(&mut self, name: String, g: Group) {
         match self.groups.get_mut(&name) {
             Some(existing) => {
-                existing.targets = g.targets;
+                for t in g.targets {
+                    if !existing.targets.contains(&t) {
+                        existing.targets.push(t);
+                    }
+                }
                 if g.description.is_some() {
                     existing.description = g.description;
                 }
