@@ -406,10 +406,245 @@ pub fn declare(ctx: &mut Context<'_>) {
                 super::time::formatdate(&text(&a[0])?, &text(&a[1])?).map(Value::from)
             }),
         ),
+        (
+            "formattimestamp",
+            fixed(&[S, Any], |a| {
+                let spec = text(&a[0])?;
+                let ts = match &a[1] {
+                    Value::Number(n) => {
+                        let secs = n
+                            .as_i64()
+                            .ok_or("formattimestamp: not a whole number of seconds")?;
+                        jiff::Timestamp::from_second(secs)
+                            .map_err(|e| e.to_string())?
+                            .to_string()
+                    }
+                    other => text(other)?,
+                };
+                if spec == "X" {
+                    let t: jiff::Timestamp =
+                        ts.parse().map_err(|e| format!("formattimestamp: {e}"))?;
+                    return Ok(Value::from(t.as_second()));
+                }
+                super::time::formatdate(&spec, &ts).map(Value::from)
+            }),
+        ),
+        (
+            "basename",
+            fixed(&[S], |a| {
+                map_str(a, |s| {
+                    s.trim_end_matches('/')
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+            }),
+        ),
+        (
+            "dirname",
+            fixed(&[S], |a| {
+                map_str(a, |s| match s.trim_end_matches('/').rsplit_once('/') {
+                    Some(("", _)) => "/".into(),
+                    Some((d, _)) => d.into(),
+                    None => ".".into(),
+                })
+            }),
+        ),
+        (
+            "indexof",
+            fixed(&[Any, Any], |a| {
+                list(&a[0])?
+                    .iter()
+                    .position(|v| *v == a[1])
+                    .map(|i| Value::from(i as u64))
+                    .ok_or_else(|| "indexof: value not in the list".into())
+            }),
+        ),
+        (
+            "hasindex",
+            fixed(&[Any, Any], |a| {
+                Ok(match &a[0] {
+                    Value::Array(l) => int(&a[1]).is_ok_and(|i| i >= 0 && (i as usize) < l.len()),
+                    Value::Object(m) => text(&a[1]).is_ok_and(|k| m.contains_key(&k)),
+                    _ => false,
+                }
+                .into())
+            }),
+        ),
+        (
+            "range",
+            variadic(&[], ParamType::Number, |a| {
+                let n: Vec<f64> = a.iter().map(num_of).collect::<Result<_, _>>()?;
+                let (start, end, step) = match n.as_slice() {
+                    [e] => (0.0, *e, 1.0),
+                    [s, e] => (*s, *e, if e >= s { 1.0 } else { -1.0 }),
+                    [s, e, st] => (*s, *e, *st),
+                    _ => return Err("range: one to three numbers".into()),
+                };
+                if step == 0.0 || (end - start) / step > 1024.0 * 1024.0 {
+                    return Err("range: a zero step or more than 1048576 values".into());
+                }
+                let mut out = Vec::new();
+                let mut v = start;
+                while (step > 0.0 && v < end) || (step < 0.0 && v > end) {
+                    out.push(num(v)?);
+                    v += step;
+                }
+                Ok(Value::Array(out))
+            }),
+        ),
+        (
+            "regexall",
+            fixed(&[S, S], |a| {
+                let re = regex(&text(&a[0])?)?;
+                let s = text(&a[1])?;
+                Ok(Value::Array(
+                    re.captures_iter(&s)
+                        .map(|c| {
+                            if c.len() == 1 {
+                                Value::from(c[0].to_string())
+                            } else {
+                                Value::Array(
+                                    c.iter()
+                                        .skip(1)
+                                        .map(|g| g.map(|g| g.as_str()).unwrap_or("").into())
+                                        .collect(),
+                                )
+                            }
+                        })
+                        .collect(),
+                ))
+            }),
+        ),
+        (
+            "modulo",
+            fixed(&[ParamType::Number, ParamType::Number], |a| {
+                let d = num_of(&a[1])?;
+                if d == 0.0 {
+                    return Err("modulo: division by zero".into());
+                }
+                num(num_of(&a[0])? % d)
+            }),
+        ),
+        (
+            "pow",
+            fixed(&[ParamType::Number, ParamType::Number], |a| {
+                arith(a, f64::powf)
+            }),
+        ),
+        (
+            "negate",
+            fixed(&[ParamType::Number], |a| num(-num_of(&a[0])?)),
+        ),
+        (
+            "signum",
+            fixed(&[ParamType::Number], |a| num(num_of(&a[0])?.signum())),
+        ),
+        (
+            "int",
+            fixed(&[ParamType::Number], |a| num(num_of(&a[0])?.trunc())),
+        ),
+        (
+            "parseint",
+            fixed(&[S, ParamType::Number], |a| {
+                let base = int(&a[1])?;
+                if !(2..=36).contains(&base) {
+                    return Err("parseint: the base must be 2 to 36".into());
+                }
+                let v = i64::from_str_radix(&text(&a[0])?, base as u32)
+                    .map_err(|e| format!("parseint: {e}"))?;
+                Ok(Value::from(v))
+            }),
+        ),
+        (
+            "greaterthanorequalto",
+            fixed(&[ParamType::Number, ParamType::Number], |a| {
+                Ok((num_of(&a[0])? >= num_of(&a[1])?).into())
+            }),
+        ),
+        (
+            "lessthanorequalto",
+            fixed(&[ParamType::Number, ParamType::Number], |a| {
+                Ok((num_of(&a[0])? <= num_of(&a[1])?).into())
+            }),
+        ),
+        (
+            "reverselist",
+            fixed(&[Any], |a| {
+                Ok(Value::Array(list(&a[0])?.iter().rev().cloned().collect()))
+            }),
+        ),
+        (
+            "zipmap",
+            fixed(&[Any, Any], |a| {
+                let (k, v) = (list(&a[0])?, list(&a[1])?);
+                if k.len() != v.len() {
+                    return Err("zipmap: the lists differ in length".into());
+                }
+                let mut m = Map::new();
+                for (k, v) in k.iter().zip(v) {
+                    m.insert(text(k)?, v.clone());
+                }
+                Ok(Value::Object(m))
+            }),
+        ),
+        (
+            "chunklist",
+            fixed(&[Any, ParamType::Number], |a| {
+                let l = list(&a[0])?;
+                let n = int(&a[1])?;
+                if n < 0 {
+                    return Err("chunklist: a negative size".into());
+                }
+                if n == 0 {
+                    return Ok(Value::Array(vec![Value::Array(l.clone())]));
+                }
+                Ok(Value::Array(
+                    l.chunks(n as usize)
+                        .map(|c| Value::Array(c.to_vec()))
+                        .collect(),
+                ))
+            }),
+        ),
+        (
+            "indent",
+            fixed(&[ParamType::Number, S], |a| {
+                let pad = " ".repeat(int(&a[0])?.clamp(0, 1024) as usize);
+                let s = text(&a[1])?;
+                Ok(s.replace('\n', &format!("\n{pad}")).into())
+            }),
+        ),
+        (
+            "sha256",
+            fixed(&[S], |a| {
+                use sha2::Digest;
+                Ok(hex(&sha2::Sha256::digest(text(&a[0])?.as_bytes())).into())
+            }),
+        ),
+        (
+            "sha512",
+            fixed(&[S], |a| {
+                use sha2::Digest;
+                Ok(hex(&sha2::Sha512::digest(text(&a[0])?.as_bytes())).into())
+            }),
+        ),
+        (
+            "homedir",
+            fixed(&[], |_| {
+                std::env::var("HOME")
+                    .map(Value::from)
+                    .map_err(|_| "homedir: HOME is not set".into())
+            }),
+        ),
     ];
     for (name, def) in defs {
         ctx.declare_func(name, def);
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A primitive as a string, as HCL converts it.
@@ -640,6 +875,22 @@ mod tests {
             Ok(Value::Array(vec!["12".into()]))
         );
         assert_eq!(eval(r#"substr("hello", 1, 3)"#), Ok("ell".into()));
+        assert_eq!(eval(r#"basename("a/b/c.txt")"#), Ok("c.txt".into()));
+        assert_eq!(eval(r#"dirname("a/b/c.txt")"#), Ok("a/b".into()));
+        assert_eq!(eval(r#"length(range(3))"#), Ok(Value::from(3u64)));
+        assert_eq!(eval(r#"parseint("ff", 16)"#), Ok(Value::from(255i64)));
+        assert_eq!(
+            eval(r#"formattimestamp("X", "2024-01-01T00:00:00Z")"#),
+            Ok(Value::from(1704067200i64))
+        );
+        assert_eq!(
+            eval(r#"sha256("abc")"#),
+            Ok("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into())
+        );
+        assert_eq!(
+            eval(r#"zipmap(["a"], [1])"#).map(|v| serde_json::to_string(&v).unwrap()),
+            Ok(r#"{"a":1}"#.into())
+        );
         assert_eq!(
             eval(r#"substr("hello", 1, 9007199254740991)"#),
             Ok("ello".into())
@@ -652,5 +903,8 @@ mod tests {
         assert!(eval(r#"slice([1], 0, 5)"#).is_err());
         assert!(eval(r#"regex_replace("a", "(", "")"#).is_err());
         assert!(eval(r#"format("%s")"#).is_err());
+        assert!(eval(r#"range(0, 1e9)"#).is_err());
+        assert!(eval(r#"modulo(1, 0)"#).is_err());
+        assert!(eval(r#"parseint("1", 99)"#).is_err());
     }
 }
