@@ -526,3 +526,49 @@ fn call_check_runs_the_checks_of_every_target_and_names_the_failing_one() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn files_given_with_f_merge_in_order_and_stdin_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("base.json"),
+        r#"{"target": {"app": {"tags": ["a:1"], "args": {"X": "json"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ci.hcl"),
+        "target \"app\" {\n  tags = [\"a:ci\"]\n}\n",
+    )
+    .unwrap();
+    let out = bake_in(
+        dir.path(),
+        None,
+        &["-f", "base.json", "-f", "ci.hcl", "--print", "app"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["target"]["app"]["tags"], serde_json::json!(["a:ci"]));
+    assert_eq!(v["target"]["app"]["args"]["X"], "json");
+    // The default files are not read when -f is given.
+    std::fs::write(dir.path().join("docker-bake.hcl"), "target \"other\" {}\n").unwrap();
+    let mut child = Command::new(kiln_bin())
+        .args(["bake", "-f", "-", "--list=targets,format=json"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"target \"piped\" {}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([{ "name": "piped" }]));
+}
