@@ -572,3 +572,47 @@ fn files_given_with_f_merge_in_order_and_stdin_is_read() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, serde_json::json!([{ "name": "piped" }]));
 }
+
+#[test]
+fn cache_to_and_cache_from_reach_the_build() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    let dir = bake_file(
+        "docker-bake.hcl",
+        &format!(
+            "target \"default\" {{\n  dockerfile-inline = \"FROM {reg}/library/busybox:latest\\nRUN echo cached > /c.txt\\n\"\n  cache-to = [\"type=local,dest=cache\"]\n}}\n"
+        ),
+    );
+    let out = bake_in(dir.path(), Some(b.root.path()), &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("WARNING"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The cache is an OCI layout; a fresh state dir importing it runs no step.
+    let cache = dir.path().join("cache");
+    assert!(cache.join("index.json").is_file());
+    let fresh = Build::new();
+    let meta = dir.path().join("meta.json");
+    let out = bake_in(
+        dir.path(),
+        Some(fresh.root.path()),
+        &[
+            "--set",
+            "*.cache-from=type=local,src=cache",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(
+        support::executed(&meta["default"]),
+        0,
+        "the RUN step came from the imported cache: {meta}"
+    );
+}

@@ -178,6 +178,12 @@ fn job(
     if let Some(p) = t.platforms.as_ref().filter(|p| !p.is_empty()) {
         flag("--platform", &p.join(","));
     }
+    for c in t.cache_from.iter().flatten() {
+        flag("--cache-from", c);
+    }
+    for c in t.cache_to.iter().flatten() {
+        flag("--cache-to", c);
+    }
     for s in t.secret.iter().flatten() {
         flag("--secret", s);
     }
@@ -236,14 +242,6 @@ fn job(
     a.push(context.to_string());
     let mut ignored = Vec::new();
     for (set, what) in [
-        (
-            t.cache_from.as_ref().is_some_and(|v| !v.is_empty()),
-            "cache-from",
-        ),
-        (
-            t.cache_to.as_ref().is_some_and(|v| !v.is_empty()),
-            "cache-to",
-        ),
         (t.attest.as_ref().is_some_and(|v| !v.is_empty()), "attest"),
         (t.shm_size.is_some(), "shm-size"),
         (t.ulimits.as_ref().is_some_and(|v| !v.is_empty()), "ulimits"),
