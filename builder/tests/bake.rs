@@ -616,3 +616,30 @@ fn cache_to_and_cache_from_reach_the_build() {
         "the RUN step came from the imported cache: {meta}"
     );
 }
+
+#[test]
+fn print_escapes_templates_so_the_output_reads_back_the_same() {
+    // `$${` is a literal `${` in HCL; --print writes it escaped again, as buildx does.
+    let d = bake_file(
+        "docker-bake.hcl",
+        "target \"default\" {\n  args = { A = \"$${HOME}\" }\n  labels = { L = \"x$${y}\" }\n  dockerfile-inline = \"FROM scratch\\nENV X=$${Y}\\n\"\n}\n",
+    );
+    let out = bake_in(d.path(), None, &["--print"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &v["target"]["default"];
+    assert_eq!(t["args"]["A"], "$${HOME}");
+    assert_eq!(t["labels"]["L"], "x$${y}");
+    assert_eq!(t["dockerfile-inline"], "FROM scratch\nENV X=$${Y}\n");
+    // Read back as a JSON bake file, the printed definition means the same.
+    std::fs::write(
+        d.path().join("printed.json"),
+        serde_json::to_string(&v["target"])
+            .map(|t| format!("{{\"target\": {t}}}"))
+            .unwrap(),
+    )
+    .unwrap();
+    let again = bake_in(d.path(), None, &["-f", "printed.json", "--print"], &[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), text(&out.stdout));
+}

@@ -127,10 +127,8 @@ fn json_expr(v: &serde_json::Value) -> Expression {
             .map(Expression::Number)
             .unwrap_or(Expression::Null),
         J::String(s) if s.contains("${") || s.contains("%{") => {
-            let raw = s
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+            // The template is taken as it is (hcl-rs reads no escapes in it).
+            let raw = s.clone();
             Expression::TemplateExpr(Box::new(hcl::expr::TemplateExpr::QuotedString(raw)))
         }
         J::String(s) => Expression::String(s.clone()),

@@ -32,7 +32,7 @@ struct PrintTarget<'a> {
     #[serde(rename = "dockerfile-inline", skip_serializing_if = "Option::is_none")]
     dockerfile_inline: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<&'a BTreeMap<String, String>>,
+    args: Option<BTreeMap<&'a str, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     labels: Option<BTreeMap<&'a str, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ struct PrintTarget<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     entitlements: Option<&'a Vec<String>>,
     #[serde(rename = "extra-hosts", skip_serializing_if = "Option::is_none")]
-    extra_hosts: Option<&'a BTreeMap<String, String>>,
+    extra_hosts: Option<BTreeMap<&'a str, String>>,
 }
 
 /// The definition as buildx's `--print` JSON (two-space indented).
@@ -90,6 +90,13 @@ fn escape(s: &str) -> String {
     s.replace("${", "$${").replace("%{", "%%{")
 }
 
+/// A map's values escaped as text (`args`, `extra-hosts`), none when empty.
+fn escaped_map(m: &Option<BTreeMap<String, String>>) -> Option<BTreeMap<&str, String>> {
+    m.as_ref()
+        .filter(|m| !m.is_empty())
+        .map(|m| m.iter().map(|(k, v)| (k.as_str(), escape(v))).collect())
+}
+
 fn non_empty<T>(v: &Option<Vec<T>>) -> Option<&Vec<T>> {
     v.as_ref().filter(|v| !v.is_empty())
 }
@@ -106,12 +113,8 @@ fn print_target(t: &Target) -> PrintTarget<'_> {
         contexts: t.contexts.as_ref().filter(|m| !m.is_empty()),
         dockerfile: t.dockerfile.as_deref(),
         dockerfile_inline: t.dockerfile_inline.as_deref().map(escape),
-        args: t.args.as_ref().filter(|m| !m.is_empty()),
-        labels: t
-            .labels
-            .as_ref()
-            .filter(|m| !m.is_empty())
-            .map(|m| m.iter().map(|(k, v)| (k.as_str(), escape(v))).collect()),
+        args: escaped_map(&t.args),
+        labels: escaped_map(&t.labels),
         tags: non_empty(&t.tags),
         cache_from: entries(&t.cache_from, Kind::Cache),
         cache_to: entries(&t.cache_to, Kind::Cache),
@@ -128,7 +131,7 @@ fn print_target(t: &Target) -> PrintTarget<'_> {
         ulimits: non_empty(&t.ulimits),
         call: t.call.as_deref(),
         entitlements: non_empty(&t.entitlements),
-        extra_hosts: t.extra_hosts.as_ref().filter(|m| !m.is_empty()),
+        extra_hosts: escaped_map(&t.extra_hosts),
     }
 }
 
