@@ -1,5 +1,6 @@
 //! Command-line interface: one module per verb.
 
+mod bake;
 pub mod build;
 mod copy;
 pub mod dockerfile;
@@ -61,6 +62,8 @@ pub enum Command {
     Version(version::Args),
     /// Build an image from a Dockerfile.
     Build(Box<build::Args>),
+    /// Build several targets from a bake file (HCL, JSON or compose).
+    Bake(Box<bake::Args>),
     /// Save images to a tar archive (docker-archive or OCI).
     Save(save::Args),
     /// Load images from a tar archive.
@@ -265,6 +268,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(*args, cli.root),
+        Command::Bake(args) => bake::run(*args, cli.root),
         Command::Save(args) => save::run(args, cli.root.as_deref()),
         Command::Load(args) => load::run(args, cli.root.as_deref()),
         Command::Copy(args) => copy::run(args, cli.root.as_deref()),
