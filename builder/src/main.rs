@@ -1,13 +1,10 @@
 //! kiln: container image builder and registry toolkit.
 
 mod archive;
-<<<<<<< HEAD
 #[allow(dead_code)]
 // the scanner is called by the attestation exporters (issue 15), wired separately
 mod attest;
-=======
 mod bake;
->>>>>>> h5-bake
 mod cli;
 mod context;
 mod driver;
