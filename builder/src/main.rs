@@ -11,6 +11,7 @@ mod local_store;
 mod progress;
 mod registry_opts;
 mod rootless;
+mod signature;
 mod table;
 mod template;
 mod transfer_progress;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod store;
 pub mod transport;
 
