@@ -234,7 +234,8 @@ fn bad(path: &Path, reason: impl Into<String>) -> SignError {
     }
 }
 
-/// Reads a private key: PKCS#8 PEM, or cosign's encrypted PEM opened with `password`.
+/// Reads a private key: PKCS#8 PEM, or cosign's encrypted PEM opened with `password` (none:
+/// the empty password).
 pub fn load_private(path: &Path, password: Option<&str>) -> Result<SigningKey, SignError> {
     let text = read_small(path)?;
     let (label, body) = pem_rfc7468::decode_vec(text.trim().as_bytes())
@@ -252,10 +253,19 @@ pub fn load_private(path: &Path, password: Option<&str>) -> Result<SigningKey, S
             ),
         ));
     }
-    let password = password.ok_or_else(|| SignError::PasswordNeeded {
-        path: path.to_path_buf(),
-    })?;
-    let der = open_sealed(path, &body, password)?;
+    let der = match password {
+        Some(p) => open_sealed(path, &body, p)?,
+        // cosign seals keys made with an empty password too: try that before asking.
+        None => match open_sealed(path, &body, "") {
+            Ok(der) => der,
+            Err(SignError::WrongPassword { .. }) => {
+                return Err(SignError::PasswordNeeded {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(e),
+        },
+    };
     SigningKey::from_pkcs8_der(&der)
         .map_err(|e| bad(path, format!("the decrypted key is not ECDSA P-256: {e}")))
 }
@@ -333,6 +343,16 @@ mod tests {
             load_private(&paths.private, None),
             Err(SignError::PasswordNeeded { .. })
         ));
+    }
+
+    #[test]
+    fn a_key_sealed_with_the_empty_password_opens_without_one() {
+        // cosign seals keys even when its password is empty.
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::random(&mut OsRng);
+        let path = dir.path().join("c.key");
+        std::fs::write(&path, private_pem(&key, Some("")).unwrap()).unwrap();
+        assert_eq!(load_private(&path, None).unwrap(), key);
     }
 
     #[test]
