@@ -59,7 +59,15 @@ impl RegistryClient {
                 Ok(h.client.get(h.url(&path)?).header(ACCEPT, OCI_INDEX))
             })
             .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        // The spec's answer without the API is 404; some registries route the unknown path
+        // to a 400, 405 or 501 instead.
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND
+                | StatusCode::BAD_REQUEST
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::NOT_IMPLEMENTED
+        ) {
             return Ok(None);
         }
         let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;

@@ -44,7 +44,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map_err(registry_failure)?;
     eprintln!("Signed {pinned}");
     eprintln!("  signature tag: {}", attached.tag);
-    eprintln!("  referrer: {}@{}", r.name(), attached.referrer);
+    match attached.referrer {
+        Ok(d) => eprintln!("  referrer: {}@{d}", r.name()),
+        Err(e) => eprintln!(
+            "warning: the registry did not take the signature as an OCI referrer (the .sig tag holds it): {e}"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

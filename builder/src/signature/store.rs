@@ -39,8 +39,9 @@ pub async fn resolve(client: &RegistryClient, r: &Reference) -> Result<Option<De
 pub struct Attached {
     /// `repo:sha256-<hex>.sig`.
     pub tag: Reference,
-    /// The referrer manifest's digest.
-    pub referrer: Digest,
+    /// The referrer manifest's digest, or why the registry would not take it (the `.sig`
+    /// signature, which cosign and `kiln verify` read, is stored either way).
+    pub referrer: std::result::Result<Digest, Error>,
 }
 
 /// Stores `signature` (base64 DER) of `payload_bytes` for `subject` in `r`'s repository:
@@ -57,7 +58,7 @@ pub async fn attach(
     push_small_blob(client, r, &layer, payload_bytes).await?;
     let tag = r.with_tag(&signature_tag(&subject.digest));
     append_to_sig_manifest(client, &tag, layer.clone()).await?;
-    let referrer = push_referrer(client, r, subject, layer).await?;
+    let referrer = push_referrer(client, r, subject, layer).await;
     Ok(Attached { tag, referrer })
 }
 
@@ -152,7 +153,8 @@ pub async fn find(client: &RegistryClient, r: &Reference, subject: &Digest) -> R
         Err(e) if e.status() == Some(404) => {}
         Err(e) => return Err(e),
     }
-    for referrer in client.referrers(r, subject, Some(ARTIFACT_TYPE)).await? {
+    let referrers = client.referrers(r, subject, Some(ARTIFACT_TYPE)).await?;
+    for referrer in referrers.into_iter().take(MAX_SIGNATURES) {
         let at = r.with_digest(referrer.digest.clone());
         layers.extend(get_parsed(client, &at).await?.layers);
         if layers.len() > MAX_SIGNATURES {
