@@ -258,6 +258,38 @@ fn sign_then_verify_and_openssl_checks_the_stored_signature() {
         );
         assert_eq!(out.lines().count(), 1, "{k}: {out}");
     }
+
+    // The referrers alone carry the signatures: delete the `.sig` manifest.
+    let raw = tool(
+        Command::new("curl").args([
+            "-sSf",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!(
+                "http://{}/v2/{repo}/manifests/sha256-{hex}.sig",
+                env.registry()
+            ),
+        ]),
+        "curl .sig",
+    );
+    let sig_digest = sha256_digest(&raw);
+    tool(
+        Command::new("curl").args([
+            "-sSf",
+            "-X",
+            "DELETE",
+            &format!("http://{}/v2/{repo}/manifests/{sig_digest}", env.registry()),
+        ]),
+        "curl DELETE .sig",
+    );
+    for k in ["k.pub", "second.pub"] {
+        let out = ok(
+            &b,
+            &["verify", "--key", b.path(k).to_str().unwrap(), &image],
+            &[],
+        );
+        assert_eq!(out.lines().count(), 1, "{k} via referrers: {out}");
+    }
 }
 
 #[test]
