@@ -399,13 +399,7 @@ fn encrypted_key_needs_its_password_on_the_authenticated_registry() {
     let image = format!("{tls}/{}:1", unique("h5-sign/auth"));
     // Credentials as `kiln login` stores them, the CA as certs.d holds it.
     let docker = b.path("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"auths":{{"{tls}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    docker_config(&docker, tls, user, pass);
     let certs = b.path("certs.d").join(tls);
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(env.ca_cert(), certs.join("ca.crt")).unwrap();
@@ -497,4 +491,85 @@ fn encrypted_key_needs_its_password_on_the_authenticated_registry() {
         claims["critical"]["image"]["docker-manifest-digest"],
         digest.as_str()
     );
+}
+
+/// A Docker config.json holding `user:pass` for `registry`, as `kiln login` writes it.
+fn docker_config(dir: &Path, registry: &str, user: &str, pass: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+fn bearer_registry_reader_verifies_but_cannot_sign() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let reg = env.registry_token();
+    let (user, pass) = (
+        env.get("KILN_TEST_TOKEN_USER"),
+        env.get("KILN_TEST_TOKEN_PASS"),
+    );
+    let image = format!("{reg}/{}:1", unique("h5-sign/bearer"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{user}:{pass}"),
+        &format!("docker://{}/library/busybox:latest", env.registry()),
+        &format!("docker://{image}"),
+    ]);
+    let writer = b.path("writer");
+    let reader = b.path("reader");
+    docker_config(&writer, reg, user, pass);
+    docker_config(
+        &reader,
+        reg,
+        env.get("KILN_TEST_TOKEN_RO_USER"),
+        env.get("KILN_TEST_TOKEN_RO_PASS"),
+    );
+    let as_writer = [("DOCKER_CONFIG", writer.to_str().unwrap())];
+    let as_reader = [("DOCKER_CONFIG", reader.to_str().unwrap())];
+    keygen(&b, &b.path("k"), &[]);
+    let key = b.path("k.key");
+    let public = b.path("k.pub");
+
+    let err = fails(
+        &b,
+        &["sign", "--key", key.to_str().unwrap(), &image],
+        &as_reader,
+    );
+    assert!(err.contains("reader") && err.contains("pull,push"), "{err}");
+    let err = fails(
+        &b,
+        &["verify", "--key", public.to_str().unwrap(), &image],
+        &as_reader,
+    );
+    assert!(err.contains("no signatures found"), "{err}");
+
+    ok(
+        &b,
+        &["sign", "--key", key.to_str().unwrap(), &image],
+        &as_writer,
+    );
+    let out = ok(
+        &b,
+        &["verify", "--key", public.to_str().unwrap(), &image],
+        &as_reader,
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // Signing what does not exist says so.
+    let missing = format!("{reg}/{}:none", unique("h5-sign/bearer-missing"));
+    let err = fails(
+        &b,
+        &["sign", "--key", key.to_str().unwrap(), &missing],
+        &as_writer,
+    );
+    assert!(err.contains("nothing to sign"), "{err}");
 }
