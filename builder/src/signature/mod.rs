@@ -5,6 +5,7 @@
 pub mod keys;
 pub mod payload;
 pub mod store;
+pub mod transfer;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -57,7 +57,7 @@ pub async fn attach(
         .with_annotation(SIGNATURE_ANNOTATION, signature);
     push_small_blob(client, r, &layer, payload_bytes).await?;
     let tag = r.with_tag(&signature_tag(&subject.digest));
-    append_to_sig_manifest(client, &tag, layer.clone()).await?;
+    append_to_sig_manifest(client, &tag, vec![layer.clone()]).await?;
     let referrer = push_referrer(client, r, subject, layer).await;
     Ok(Attached { tag, referrer })
 }
@@ -79,19 +79,23 @@ async fn push_small_blob(
     Ok(())
 }
 
-/// Reads the `.sig` manifest (none yet is an empty one), adds `layer` and writes it back
-/// with a config listing every layer, as cosign's does.
-async fn append_to_sig_manifest(
+/// Reads the `.sig` manifest (none yet is an empty one), adds the `new` layers it lacks and
+/// writes it back with a config listing every layer, as cosign's does.
+pub(super) async fn append_to_sig_manifest(
     client: &RegistryClient,
     tag: &Reference,
-    layer: Descriptor,
+    new: Vec<Descriptor>,
 ) -> Result<()> {
     let mut layers = match get_parsed(client, tag).await {
         Ok(m) => m.layers,
         Err(e) if e.status() == Some(404) => Vec::new(),
         Err(e) => return Err(e),
     };
-    layers.push(layer);
+    for layer in new {
+        if !layers.contains(&layer) {
+            layers.push(layer);
+        }
+    }
     let config = serde_json::json!({
         "architecture": "",
         "created": ZERO_TIME,
@@ -194,7 +198,7 @@ pub async fn find(client: &RegistryClient, r: &Reference, subject: &Digest) -> R
 }
 
 /// A signature or referrer manifest; the error says which one is not.
-async fn get_parsed(client: &RegistryClient, at: &Reference) -> Result<ImageManifest> {
+pub(super) async fn get_parsed(client: &RegistryClient, at: &Reference) -> Result<ImageManifest> {
     let m = client.get_manifest(at).await?;
     serde_json::from_slice(&m.bytes).map_err(|e| Error::Protocol {
         registry: at.registry().to_string(),
