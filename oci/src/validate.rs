@@ -331,6 +331,21 @@ impl Validator<'_> {
             return;
         }
         let docker = media_type == mt::DOCKER_MANIFEST_LIST;
+        // BuildKit's older cache shape: an index of the cache's layer blobs and its config.
+        if let Some(config) = index
+            .manifests
+            .iter()
+            .find(|d| d.media_type == mt::BUILDKIT_CACHE_CONFIG)
+        {
+            let layers: Vec<Descriptor> = index
+                .manifests
+                .iter()
+                .filter(|d| d.media_type != mt::BUILDKIT_CACHE_CONFIG)
+                .cloned()
+                .collect();
+            self.cache_blobs(desc, docker, config, &layers);
+            return;
+        }
         let mut platforms: HashMap<Platform, Digest> = HashMap::new();
         for (i, entry) in index.manifests.iter().enumerate() {
             let what = format!("entry {i} of index {}", desc.digest);
@@ -412,6 +427,10 @@ impl Validator<'_> {
     ) -> Option<ImageConfig> {
         self.report.images += 1;
         let docker = media_type == mt::DOCKER_MANIFEST;
+        if image.config.media_type == mt::BUILDKIT_CACHE_CONFIG {
+            self.cache_blobs(desc, docker, &image.config, &image.layers);
+            return None;
+        }
         // Artifacts (OCI 1.1) carry any config and layers: only their blobs are checked.
         let artifact = image.artifact_type.is_some();
         let config_what = format!("config of {}", desc.digest);
@@ -442,6 +461,44 @@ impl Validator<'_> {
             self.check_diff_ids(image, c, &diff_ids);
         }
         config
+    }
+
+    /// A build cache image (BuildKit's shape): its config is present and verified, and each
+    /// layer blob decompresses to the diff_id its `containerd.io/uncompressed` annotation
+    /// gives (a cache config lists no rootfs).
+    fn cache_blobs(
+        &mut self,
+        desc: &Descriptor,
+        docker: bool,
+        config: &Descriptor,
+        layers: &[Descriptor],
+    ) {
+        let _ = self.read_document(config, &format!("cache config of {}", desc.digest));
+        for (i, layer) in layers.iter().enumerate() {
+            let what = format!("layer {i} of {}", desc.digest);
+            if let Some(reason) = layer_media_type_problem(docker, &layer.media_type) {
+                self.media_type(&what, &layer.digest, &layer.media_type, reason);
+            }
+            if !self.present(layer, &what) {
+                continue;
+            }
+            match diff_id(self.source, layer, &what, self.options.max_uncompressed) {
+                Ok(actual) => {
+                    self.report.layers += 1;
+                    let expected = layer.annotation(mt::ANNOTATION_UNCOMPRESSED);
+                    if let Some(expected) = expected.filter(|e| *e != actual.as_ref()) {
+                        self.problems.push(Problem::DiffId {
+                            index: i,
+                            layer: layer.digest.clone(),
+                            config: config.digest.clone(),
+                            expected: expected.to_string(),
+                            actual,
+                        });
+                    }
+                }
+                Err(p) => self.problems.push(*p),
+            }
+        }
     }
 
     /// The config: present, verified, parsed; its rootfs and history agree with the layers.

@@ -18,11 +18,12 @@ use tokio::task::JoinSet;
 
 use crate::cache::{
     input_selectors, reads_only_users, vertex_cache_key, CacheKey, ContentChecksum, InputKey,
-    Selector,
+    KeyParts, Selector,
 };
 use crate::llb::{Definition, Op, Vertex, VertexDigest, VertexRef};
-use crate::progress::{ProgressSender, VertexProgress};
+use crate::progress::{LogStream, ProgressSender, VertexProgress};
 
+mod lookahead;
 mod worker_error;
 pub use worker_error::{BoxError, WorkerError};
 
@@ -79,6 +80,43 @@ pub trait Worker: Send + Sync + 'static {
         vertex: &Vertex,
         output: &Self::Output,
     ) -> impl Future<Output = Result<(), WorkerError>> + Send;
+
+    /// Whether the solve should compute every key before running anything, so that a
+    /// step found in the cache does not need the steps below it ([`Worker::has_record`]):
+    /// worth it when records may exist for a step but not for what it was made from (an
+    /// imported `mode=min` cache holds the final stage but not the stages it copies from).
+    fn looks_ahead(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Worker::cache_load`] would find a result for `key` (asked when
+    /// [`Worker::looks_ahead`]). A vertex with a record whose inputs have none is loaded
+    /// without solving them.
+    fn has_record(&self, key: &CacheKey, vertex: &Vertex) -> bool {
+        let _ = (key, vertex);
+        false
+    }
+
+    /// Called with every key the solve computes and what it was made of (for a remote-cache
+    /// export, which records the parts so an importer can explain its misses).
+    fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &KeyParts) {
+        let _ = (vertex, key, parts);
+    }
+
+    /// Called when `vertex` found no cached result under `key` (and the cache was not
+    /// turned off for it): why, if the worker knows (an imported cache held a record of
+    /// the same step made of other parts). `inputs` describe its inputs, in input order.
+    /// The answer is shown in the vertex's log as `cache miss: …`.
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        key: &CacheKey,
+        parts: &KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        let _ = (vertex, key, parts, inputs);
+        None
+    }
 
     /// Called when a solve fails or is stopped, before the other vertices' futures are
     /// dropped: work that dropping cannot stop (a process started from a blocking thread)
@@ -206,6 +244,16 @@ impl<W: Worker> Scheduler<W> {
             }
         }
         let needed = def.closure(targets);
+        let plan = match self.worker.looks_ahead() {
+            // Before anything runs: a stop needs nothing canceled.
+            true => tokio::select! {
+                biased;
+                () = &mut stop => return Err(SolveError::Canceled),
+                plan = lookahead::plan(&*self.worker, def, targets, &needed) => plan,
+            },
+            false => lookahead::Plan::all(needed),
+        };
+        let needed = plan.solve.clone();
         tracing::debug!(
             vertices = needed.len(),
             targets = targets.len(),
@@ -213,7 +261,7 @@ impl<W: Worker> Scheduler<W> {
             "solve"
         );
         self.register(def, &needed);
-        let mut st = SolveState::new(def, &needed, self.jobs);
+        let mut st = SolveState::new(def, plan, self.jobs);
         loop {
             self.spawn_ready(def, &mut st);
             // A stop wins over results ready at the same moment.
@@ -282,10 +330,11 @@ impl<W: Worker> Scheduler<W> {
                 st.in_flight.insert(r, (v.digest(), Arc::clone(&started)));
             }
             let flags = TaskFlags {
+                semaphore: Arc::clone(&st.semaphore),
                 started,
                 canceled: Arc::clone(&st.canceled),
             };
-            self.spawn_vertex(def, r, &st.results, &st.semaphore, flags, &mut st.tasks);
+            self.spawn_vertex(def, r, &st.results, &st.plan, flags, &mut st.tasks);
         }
     }
 
@@ -308,18 +357,46 @@ impl<W: Worker> Scheduler<W> {
         }
     }
 
+    /// Spawns the load of a vertex the cache holds while not holding all of its inputs:
+    /// by the key computed ahead, without them.
+    fn spawn_alone(
+        &self,
+        vertex: Vertex,
+        r: VertexRef,
+        ahead: Option<lookahead::Ahead>,
+        flags: TaskFlags,
+        tasks: &mut Tasks<W::Output>,
+    ) {
+        let worker = Arc::clone(&self.worker);
+        let progress = self.progress.handle(vertex.digest());
+        tasks.spawn(async move {
+            let out = load_alone(&*worker, &vertex, ahead, &progress).await;
+            if let Err(e) = &out {
+                if !flags.canceled.load(Ordering::SeqCst) {
+                    progress.error(e.to_string());
+                }
+            }
+            (r, out)
+        });
+    }
+
     fn spawn_vertex(
         &self,
         def: &Definition,
         r: VertexRef,
         results: &HashMap<VertexRef, Solved<W::Output>>,
-        semaphore: &Arc<Semaphore>,
+        plan: &lookahead::Plan,
         flags: TaskFlags,
         tasks: &mut Tasks<W::Output>,
     ) {
         let Some(vertex) = def.vertex(r).cloned() else {
             return;
         };
+        let ahead = plan.ahead.get(&r).cloned();
+        if plan.alone.contains(&r) {
+            self.spawn_alone(vertex, r, ahead, flags, tasks);
+            return;
+        }
         // Inputs in order with their results, keys and whether they are content-keyed.
         let mut inputs = Vec::with_capacity(vertex.inputs().len());
         for i in vertex.inputs() {
@@ -333,6 +410,7 @@ impl<W: Worker> Scheduler<W> {
                 return;
             };
             inputs.push(InputState {
+                name: iv.summary(),
                 output: solved.output.clone(),
                 key: solved.key,
                 refreshed: solved.refreshed,
@@ -341,14 +419,11 @@ impl<W: Worker> Scheduler<W> {
             });
         }
         let worker = Arc::clone(&self.worker);
-        let semaphore = Arc::clone(semaphore);
         let progress = self.progress.handle(vertex.digest());
         let total = Arc::clone(&self.executed_total);
         tasks.spawn(async move {
-            let out = solve_vertex(
-                &*worker, &vertex, inputs, &semaphore, &progress, &total, &flags,
-            )
-            .await;
+            let out =
+                solve_vertex(&*worker, &vertex, inputs, ahead, &progress, &total, &flags).await;
             // A failure after the cancel is the cancel's doing: the solve
             // reports this vertex canceled.
             if let Err(e) = &out {
@@ -363,6 +438,8 @@ impl<W: Worker> Scheduler<W> {
 
 /// The state of one solve between task completions.
 struct SolveState<O> {
+    /// What is solved, and how.
+    plan: lookahead::Plan,
     /// Distinct inputs not solved yet, per vertex.
     pending: HashMap<VertexRef, usize>,
     /// The vertices using each vertex, within the closure.
@@ -385,12 +462,17 @@ struct SolveState<O> {
 impl<O: Send + 'static> SolveState<O> {
     /// The state before anything ran: input counts and reverse edges within `needed`,
     /// and the vertices without inputs ready.
-    fn new(def: &Definition, needed: &[VertexRef], jobs: usize) -> Self {
+    fn new(def: &Definition, plan: lookahead::Plan, jobs: usize) -> Self {
         let mut pending: HashMap<VertexRef, usize> = HashMap::new();
         let mut users: HashMap<VertexRef, Vec<VertexRef>> = HashMap::new();
+        let needed = &plan.solve;
         for r in needed {
             let Some(v) = def.vertex(*r) else { continue };
-            let mut inputs: Vec<VertexRef> = v.inputs().to_vec();
+            // Loaded alone: it waits for none of its inputs.
+            let mut inputs: Vec<VertexRef> = match plan.alone.contains(r) {
+                true => Vec::new(),
+                false => v.inputs().to_vec(),
+            };
             inputs.sort();
             inputs.dedup();
             pending.insert(*r, inputs.len());
@@ -404,6 +486,7 @@ impl<O: Send + 'static> SolveState<O> {
             .filter(|r| pending.get(r) == Some(&0))
             .collect();
         SolveState {
+            plan,
             pending,
             users,
             semaphore: Arc::new(Semaphore::new(jobs)),
@@ -438,6 +521,8 @@ impl<O: Send + 'static> SolveState<O> {
 
 /// A vertex task's view of the solve's state.
 struct TaskFlags {
+    /// The job limit.
+    semaphore: Arc<Semaphore>,
     /// Set when the vertex starts executing.
     started: Arc<AtomicBool>,
     /// Set when the solve is canceled.
@@ -446,6 +531,8 @@ struct TaskFlags {
 
 /// What a vertex needs from one solved input.
 struct InputState<O> {
+    /// Its description (for explanations of misses).
+    name: String,
     output: O,
     key: CacheKey,
     refreshed: bool,
@@ -459,7 +546,7 @@ async fn solve_vertex<W: Worker>(
     worker: &W,
     vertex: &Vertex,
     inputs: Vec<InputState<W::Output>>,
-    semaphore: &Semaphore,
+    ahead: Option<lookahead::Ahead>,
     progress: &VertexProgress,
     total: &AtomicUsize,
     flags: &TaskFlags,
@@ -469,9 +556,20 @@ async fn solve_vertex<W: Worker>(
         description: vertex.summary(),
         source,
     };
-    let pin = worker.pin(vertex).await.map_err(fail)?;
-    let input_keys = input_keys(worker, vertex, &inputs).await.map_err(fail)?;
+    // Keys computed ahead were made from the same inputs: not computed twice.
+    let (pin, input_keys) = match ahead {
+        Some(a) => (a.pin, a.input_keys),
+        None => {
+            let pin = worker.pin(vertex).await.map_err(fail)?;
+            (
+                pin,
+                input_keys(worker, vertex, &inputs).await.map_err(fail)?,
+            )
+        }
+    };
     let key = vertex_cache_key(vertex, pin.as_deref(), &input_keys);
+    let parts = KeyParts::of(vertex, pin.as_deref(), &input_keys);
+    worker.key_computed(vertex, &key, &parts);
     // An input run afresh under an unchanged key (a RUN of a stage not to use the
     // cache) may differ from what this vertex's record was made from, unless this
     // vertex is keyed by that input's content.
@@ -503,7 +601,16 @@ async fn solve_vertex<W: Worker>(
         (false, false) => "no record under the key",
     };
     tracing::debug!(vertex = %name, key = %key, reason = why, "cache miss");
-    let _permit = semaphore
+    // Only a step that could have come from the cache has a miss to explain.
+    let explanation = match (ignore_cache, input_refreshed) {
+        (false, false) => {
+            let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+            worker.explain_miss(vertex, &key, &parts, &names)
+        }
+        _ => None,
+    };
+    let _permit = flags
+        .semaphore
         .acquire()
         .await
         .map_err(|e| SolveError::Internal(e.to_string()))?;
@@ -512,6 +619,10 @@ async fn solve_vertex<W: Worker>(
     }
     flags.started.store(true, Ordering::SeqCst);
     progress.start();
+    if let Some(why) = explanation {
+        tracing::debug!(vertex = %name, key = %key, "cache miss: {why}");
+        progress.log(LogStream::Stderr, format!("cache miss: {why}\n"));
+    }
     total.fetch_add(1, Ordering::SeqCst);
     let outputs: Vec<W::Output> = inputs.into_iter().map(|i| i.output).collect();
     let started = std::time::Instant::now();
@@ -528,6 +639,45 @@ async fn solve_vertex<W: Worker>(
         executed: true,
         refreshed,
     })
+}
+
+/// Loads a vertex the cache holds by the key computed ahead, its inputs unsolved.
+async fn load_alone<W: Worker>(
+    worker: &W,
+    vertex: &Vertex,
+    ahead: Option<lookahead::Ahead>,
+    progress: &VertexProgress,
+) -> Result<Solved<W::Output>, SolveError> {
+    let fail = |source: WorkerError| SolveError::Vertex {
+        digest: vertex.digest(),
+        description: vertex.summary(),
+        source,
+    };
+    let Some(a) = ahead else {
+        return Err(SolveError::Internal(format!(
+            "{}: loaded from the cache without a key",
+            vertex.summary()
+        )));
+    };
+    let parts = KeyParts::of(vertex, a.pin.as_deref(), &a.input_keys);
+    worker.key_computed(vertex, &a.key, &parts);
+    match worker.cache_load(&a.key, vertex).await.map_err(fail)? {
+        Some(output) => {
+            tracing::debug!(vertex = %vertex.summary(), key = %a.key, "cache hit (inputs not needed)");
+            progress.cached();
+            Ok(Solved {
+                key: a.key,
+                output,
+                executed: false,
+                refreshed: false,
+            })
+        }
+        // Its inputs were left unsolved: it cannot run. Only a prune during the build
+        // removes a record the plan saw.
+        None => Err(fail(WorkerError::other(
+            "its cache record disappeared during the build (pruned?); build again",
+        ))),
+    }
 }
 
 /// What each input contributes to the vertex's cache key: the checksum of the content it

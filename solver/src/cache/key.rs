@@ -86,6 +86,34 @@ pub struct KeyParts {
     pub inputs: Vec<InputKey>,
 }
 
+impl KeyParts {
+    /// The parts of `vertex`'s key given its pin and what its inputs contribute. An image
+    /// source's digest (in its identifier, `…@sha256:…`) is its pin here, so a miss can
+    /// name the base image that changed.
+    pub fn of(vertex: &Vertex, pin: Option<&str>, inputs: &[InputKey]) -> KeyParts {
+        // Plain string lists always serialise.
+        let digest =
+            |v: &[String]| hex::encode(Sha256::digest(serde_json::to_vec(v).unwrap_or_default()));
+        let (args, env) = match vertex.op() {
+            Op::Exec(e) => (Some(digest(&e.meta.args)), Some(digest(&e.meta.env))),
+            _ => (None, None),
+        };
+        let image_digest = match vertex.op() {
+            Op::Source(s) if matches!(s.scheme(), "docker-image" | "oci-layout") => {
+                s.identifier.rsplit_once('@').map(|(_, d)| d.to_string())
+            }
+            _ => None,
+        };
+        KeyParts {
+            op: hex::encode(op_cache_digest(vertex.op(), vertex.platform())),
+            args,
+            env,
+            pin: pin.map(str::to_string).or(image_digest),
+            inputs: inputs.to_vec(),
+        }
+    }
+}
+
 /// The op with fields that must not influence caching cleared.
 pub fn cache_relevant_op(op: &Op) -> Op {
     let mut op = op.clone();

@@ -104,12 +104,7 @@ impl CacheStore {
 
     /// The result stored under `key`, without touching its last-use time.
     pub fn get(&self, key: &CacheKey) -> Result<Option<CacheResult>, MetaError> {
-        let txn = self.meta.read()?;
-        let table = txn.open_table(RESULTS).map_err(dberr)?;
-        match table.get(&key.0[..]).map_err(dberr)? {
-            Some(v) => Ok(Some(decode("cache_results", &key.to_string(), v.value())?)),
-            None => Ok(None),
-        }
+        self.meta.cache_result(key)
     }
 
     /// Looks `key` up and, on a hit, records the use at `now` (for prune's LRU order). The
@@ -168,6 +163,19 @@ impl CacheStore {
             .into_iter()
             .filter(|l| !referenced.contains(&l.id))
             .collect())
+    }
+}
+
+impl MetaDb {
+    /// The cache result stored under `key` (for readers holding the database only, such as
+    /// the remote-cache export).
+    pub fn cache_result(&self, key: &CacheKey) -> Result<Option<CacheResult>, MetaError> {
+        let txn = self.read()?;
+        let table = txn.open_table(RESULTS).map_err(dberr)?;
+        match table.get(&key.0[..]).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("cache_results", &key.to_string(), v.value())?)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub enum RemoteCacheError {
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
+    /// `image-manifest=true` with Docker media types: a Docker manifest cannot carry the
+    /// cache config (buildx refuses the combination too).
+    #[error("a cache written as an image manifest needs OCI media types")]
+    ImageManifestNeedsOci,
     /// Reading or writing a cache mount failed.
     #[error("cache mount {id:?}: {source}")]
     Mount {

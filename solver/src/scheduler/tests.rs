@@ -33,6 +33,12 @@ struct FakeWorker {
     started: tokio::sync::Notify,
     /// Set when a `killable` execution has returned its error.
     killed_returned: AtomicBool,
+    /// Every key computed: the vertex's description, the key and its parts.
+    keys: Mutex<Vec<(String, CacheKey, KeyParts)>>,
+    /// Every miss explained: the vertex's description and its inputs' descriptions.
+    misses: Mutex<Vec<(String, Vec<String>)>>,
+    /// Compute keys ahead (records are the cache's).
+    looks_ahead: bool,
 }
 
 type Fs = BTreeMap<String, String>;
@@ -58,6 +64,9 @@ impl FakeWorker {
             cancelled: AtomicBool::new(false),
             started: tokio::sync::Notify::new(),
             killed_returned: AtomicBool::new(false),
+            keys: Mutex::default(),
+            misses: Mutex::default(),
+            looks_ahead: false,
         }
     }
 
@@ -101,6 +110,31 @@ impl Worker for FakeWorker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn looks_ahead(&self) -> bool {
+        self.looks_ahead
+    }
+
+    fn has_record(&self, key: &CacheKey, _vertex: &Vertex) -> bool {
+        self.cache.lock().unwrap().contains_key(key)
+    }
+
+    fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &KeyParts) {
+        let name = vertex.metadata().description.clone();
+        self.keys.lock().unwrap().push((name, *key, parts.clone()));
+    }
+
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        _key: &CacheKey,
+        parts: &KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        let name = vertex.metadata().description.clone();
+        self.misses.lock().unwrap().push((name, inputs.to_vec()));
+        Some(format!("{} inputs differ", parts.inputs.len()))
     }
 
     fn selects_by_content(&self, input: &Vertex) -> bool {
@@ -605,8 +639,11 @@ async fn ignore_cache_reexecutes_and_unknown_targets_are_errors() {
         .unwrap();
     let s = Scheduler::new(Arc::clone(&worker), 1);
     s.solve(&d, &[r]).await.unwrap();
+    worker.misses.lock().unwrap().clear();
     let second = s.solve(&d, &[r]).await.unwrap();
     assert_eq!((second.executed, second.cached), (1, 1));
+    // A step the cache is off for did not miss: nothing to explain.
+    assert!(worker.misses.lock().unwrap().is_empty());
     let mut other = Definition::new();
     for i in 0..3 {
         other
@@ -752,4 +789,164 @@ async fn copies_from_a_stage_use_its_key_unless_the_worker_checksums_snapshots()
         .unwrap();
     assert_eq!(worker.executed(), vec!["stage run".to_string()]);
     assert!(worker.snapshot_checksums.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn keys_are_reported_with_their_parts_and_misses_explained_in_the_vertex_log() {
+    let worker = Arc::new(FakeWorker::default());
+    worker.set_local("context", &[("src/main.c", "int main;")]);
+    let g = graph();
+    let (tx, rx) = crate::progress::channel();
+    let s = Scheduler::new(Arc::clone(&worker), 4).with_progress(tx);
+    s.solve(&g.def, &[g.target]).await.unwrap();
+    drop(s);
+
+    let keys = worker.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 6, "one per vertex solved");
+    for (name, key, parts) in &keys {
+        // The parts are exactly what the key was made of.
+        let op = hex::decode(&parts.op).unwrap().try_into().unwrap();
+        assert_eq!(
+            crate::cache::cache_key(&op, parts.pin.as_deref(), &parts.inputs),
+            *key,
+            "{name}"
+        );
+    }
+    let parts = |n: &str| keys.iter().find(|k| k.0 == n).unwrap().2.clone();
+    let copy = parts("copy src");
+    assert!(matches!(
+        copy.inputs[..],
+        [InputKey::Key(_), InputKey::Content(_)]
+    ));
+    assert_eq!((copy.args, copy.env), (None, None));
+    let (a, b) = (parts("run a"), parts("run b"));
+    assert!(a.args.is_some() && a.args != b.args && a.env == b.env);
+
+    // Every vertex missed (a cold cache): each explanation names its inputs and is
+    // logged on the vertex once it starts.
+    let misses = worker.misses.lock().unwrap().clone();
+    assert!(misses.contains(&("merge".to_string(), vec!["run a".into(), "run b".into()])));
+    assert!(misses.contains(&(
+        "copy src".to_string(),
+        vec!["merge".into(), "context".into()]
+    )));
+    let merge = g.def.vertex(g.target).unwrap().inputs()[0];
+    let merge = g.def.vertex(merge).unwrap().digest();
+    let events: Vec<EventKind> = rx.filter(|e| e.vertex == merge).map(|e| e.kind).collect();
+    let started = events
+        .iter()
+        .position(|k| *k == EventKind::Started)
+        .unwrap();
+    let log = events
+        .iter()
+        .position(|k| {
+            matches!(k, EventKind::Log { data, .. } if data == b"cache miss: 2 inputs differ\n")
+        })
+        .expect("the explanation is logged");
+    assert!(started < log);
+
+    // A rebuild hits: nothing to explain (the local context is never cached here).
+    worker.misses.lock().unwrap().clear();
+    Scheduler::new(Arc::clone(&worker), 4)
+        .solve(&g.def, &[g.target])
+        .await
+        .unwrap();
+    let misses = worker.misses.lock().unwrap().clone();
+    assert_eq!(misses, vec![("context".to_string(), vec![])]);
+}
+
+/// builder: base -> RUN build; final: base -> COPY --from=builder -> RUN final.
+fn two_stages() -> (Definition, VertexRef, VertexRef) {
+    let mut d = Definition::new();
+    let base = d
+        .add(
+            Op::Source(SourceOp::image("docker.io/library/busybox:latest")),
+            None,
+            &[],
+            meta("base"),
+        )
+        .unwrap();
+    let build = d.add(run("build"), None, &[base], meta("build")).unwrap();
+    let copy = d
+        .add(copy("/ran/", "/app"), None, &[base, build], meta("copy"))
+        .unwrap();
+    let fin = d.add(run("final"), None, &[copy], meta("final")).unwrap();
+    (d, fin, build)
+}
+
+#[tokio::test]
+async fn looking_ahead_a_cached_step_needs_no_input_the_cache_lacks() {
+    let (def, fin, build) = two_stages();
+    let cold = Arc::new(FakeWorker::default());
+    let out = Scheduler::new(Arc::clone(&cold), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(out.executed, 4);
+    let want = out.results[&fin].output.clone();
+    // Another runner imports a mode=min cache: the final stage's records, not the builder's.
+    let build_key = out.results[&build].key;
+    let mut records = cold.cache.lock().unwrap().clone();
+    records.remove(&build_key);
+    let warm = Arc::new(FakeWorker {
+        looks_ahead: true,
+        ..FakeWorker::default()
+    });
+    *warm.cache.lock().unwrap() = records.clone();
+    let (tx, rx) = crate::progress::channel();
+    let out = Scheduler::new(Arc::clone(&warm), 2)
+        .with_progress(tx)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(out.executed, 0, "executed {:?}", warm.executed());
+    assert_eq!(out.results[&fin].output, want);
+    assert!(
+        !out.results.contains_key(&build),
+        "the builder stage is not solved"
+    );
+    // Only what was solved is on the progress; each of it ends cached.
+    let finals = final_events(rx);
+    assert_eq!(finals.len(), 3);
+    assert!(
+        finals.values().all(|k| *k == EventKind::Cached),
+        "{finals:?}"
+    );
+
+    // Without looking ahead, the builder stage runs again (the old behaviour).
+    let plain = Arc::new(FakeWorker::default());
+    *plain.cache.lock().unwrap() = records;
+    let out = Scheduler::new(Arc::clone(&plain), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(plain.executed(), ["build"]);
+    assert_eq!(out.executed, 1);
+}
+
+#[tokio::test]
+async fn looking_ahead_solves_everything_below_a_step_the_cache_lacks() {
+    let (def, fin, build) = two_stages();
+    let cold = Arc::new(FakeWorker::default());
+    let out = Scheduler::new(Arc::clone(&cold), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    // The final RUN is missing: it runs on the COPY, loaded from the cache without the
+    // builder stage.
+    let mut records = cold.cache.lock().unwrap().clone();
+    records.remove(&out.results[&fin].key);
+    records.remove(&out.results[&build].key);
+    let warm = Arc::new(FakeWorker {
+        looks_ahead: true,
+        ..FakeWorker::default()
+    });
+    *warm.cache.lock().unwrap() = records;
+    let again = Scheduler::new(Arc::clone(&warm), 2)
+        .solve(&def, &[fin])
+        .await
+        .unwrap();
+    assert_eq!(warm.executed(), ["final"]);
+    assert_eq!(again.results[&fin].output, out.results[&fin].output);
+    assert_eq!(again.results[&fin].key, out.results[&fin].key);
 }

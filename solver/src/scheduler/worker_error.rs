@@ -74,6 +74,18 @@ pub enum WorkerError {
     /// An image could not be fetched (the [`crate::worker::ImageFetcher`]'s error).
     #[error(transparent)]
     ImageFetch(BoxError),
+    /// A blob of an imported build cache could not be fetched, or did not verify (its
+    /// digest, or the diffID its layer unpacks to). Never a wrong result: the step fails.
+    #[error("imported cache blob {digest} (cache source {source_index}): {error}")]
+    CacheBlob {
+        /// The blob.
+        digest: String,
+        /// The import source it comes from (its position in the import list, from 0).
+        source_index: usize,
+        /// Why.
+        #[source]
+        error: BoxError,
+    },
     /// The build was canceled.
     #[error("canceled")]
     Canceled,
@@ -182,6 +194,7 @@ other_from!(
     std::io::Error,
     reqwest::Error,
     crate::meta::MetaError,
+    crate::content::ContentError,
     crate::cache::contenthash::ContentHashError,
     crate::snapshot::view::ViewError,
     crate::snapshot::overlay::OverlayError,

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 
 /// The overlay of `snapshot` with `pending` receiving changes.
 pub fn overlay_for(layers: &LayerStore, snapshot: &Snapshot, pending: &PendingLayer) -> Overlay {
+    // A layer may appear twice (two steps that changed nothing have the same empty
+    // layer once imported by diffID), which overlayfs refuses (ELOOP). The lower copy is
+    // shadowed entry for entry by the upper one, so only the topmost is kept.
+    let mut seen = std::collections::HashSet::new();
     Overlay {
         // overlayfs lists the topmost lower dir first.
         lowers: snapshot
             .layers
             .iter()
             .rev()
+            .filter(|id| seen.insert(*id))
             .map(|id| layers.path(id))
             .collect(),
         upper: pending.upper(),
@@ -87,4 +92,35 @@ pub enum ViewError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_listed_twice_mounts_once_as_its_topmost_copy() {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (mounts)"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let layers = LayerStore::open(d.path().join("layers")).unwrap();
+        let make = |name: &str, data: &str| {
+            let p = layers.begin().unwrap();
+            std::fs::write(p.upper().join(name), data).unwrap();
+            layers.commit(p).unwrap()
+        };
+        let (a, b) = (make("a", "1"), make("b", "2"));
+        let snapshot = Snapshot {
+            layers: vec![a.clone(), b.clone(), a.clone()],
+        };
+        let pending = layers.begin().unwrap();
+        let overlay = overlay_for(&layers, &snapshot, &pending);
+        assert_eq!(overlay.lowers, [layers.path(&a), layers.path(&b)]);
+        let view = SnapshotView::mount(&layers, &snapshot).unwrap();
+        assert_eq!(std::fs::read_to_string(view.path().join("a")).unwrap(), "1");
+        assert_eq!(std::fs::read_to_string(view.path().join("b")).unwrap(), "2");
+    }
 }

@@ -5,6 +5,7 @@
 mod exec;
 mod file;
 mod http;
+mod remote;
 mod source;
 
 use crate::cache::{
@@ -19,8 +20,7 @@ use crate::pattern::PatternMatcher;
 use crate::progress::ProgressSender;
 use crate::scheduler::WorkerError;
 use crate::snapshot::layers::LayerStore;
-use crate::snapshot::view::SnapshotView;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{LayerId, Snapshot};
 use kiln_oci::Platform;
 use kiln_oci::{Descriptor, Digest};
 use std::collections::{BTreeMap, HashMap};
@@ -135,6 +135,8 @@ pub struct LocalWorker {
     /// Local directories as RUN mounts see them (`.dockerignore`d paths left out),
     /// made once per build, by the directory's path.
     pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
+    /// The imported build caches, lazy layers, and what this build learnt for an export.
+    pub(crate) remote: remote::RemoteState,
 }
 
 impl LocalWorker {
@@ -164,6 +166,7 @@ impl LocalWorker {
             http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
             mount_views: Mutex::new(HashMap::new()),
+            remote: remote::RemoteState::new(state.cache_mounts_dir()),
         })
     }
 
@@ -193,6 +196,7 @@ impl LocalWorker {
     /// Refuses layers over `max` bytes unpacked (see [`LayerStore::with_max_size`]).
     pub fn limit_layer_size(&mut self, max: Option<u64>) {
         self.layers = self.layers.clone().with_max_size(max);
+        self.remote.restore_limit = max;
     }
 
     /// The layer store.
@@ -274,12 +278,8 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
             // What a COPY --from selects, by content: a stage rebuilt to the same
             // files keeps the steps after it cached.
             Output::Snapshot(s) => {
-                let (layers, snapshot) = (self.layers.clone(), s.clone());
-                blocking(move || {
-                    let view = SnapshotView::mount(&layers, &snapshot)?;
-                    Ok(checksum_paths_filtered(view.path(), &selectors, None)?)
-                })
-                .await
+                let (worker, snapshot) = (Arc::clone(self), s.clone());
+                blocking(move || worker.snapshot_checksum(&snapshot, &selectors)).await
             }
         }
     }
@@ -315,15 +315,21 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         if vertex.metadata().ignore_cache {
             return Ok(None);
         }
-        let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? else {
-            return Ok(None);
-        };
-        // A record whose layers were pruned is a miss.
-        if found.snapshot.layers.iter().all(|l| self.layers.exists(l)) {
-            Ok(Some(Output::Snapshot(found.snapshot)))
-        } else {
-            Ok(None)
+        if let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? {
+            // A record whose layers were pruned is a miss (unless an import has them).
+            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
+            if found.snapshot.layers.iter().all(present) {
+                return Ok(Some(Output::Snapshot(found.snapshot)));
+            }
         }
+        if !self.has_imported_cache() {
+            return Ok(None);
+        }
+        // Recording an imported hit writes the database: off the async threads.
+        let (worker, key, vertex) = (Arc::clone(self), *key, vertex.clone());
+        blocking(move || worker.load_imported(&key, &vertex))
+            .await
+            .map(|found| found.map(Output::Snapshot))
     }
 
     async fn cache_save(
@@ -362,6 +368,41 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         w.put_result(key, &result, now)?;
         w.commit()?;
         Ok(())
+    }
+
+    /// With an imported cache, records may hold a stage but not what it copies from.
+    fn looks_ahead(&self) -> bool {
+        self.has_imported_cache()
+    }
+
+    fn has_record(&self, key: &CacheKey, vertex: &Vertex) -> bool {
+        // As `cache_load` finds results: images and steps, from here or an import.
+        let cached_kind = match vertex.op() {
+            Op::Source(s) => matches!(s.scheme(), "docker-image" | "oci-layout"),
+            _ => true,
+        };
+        if !cached_kind || vertex.metadata().ignore_cache {
+            return false;
+        }
+        let local = self.cache.get(key).ok().flatten().is_some_and(|found| {
+            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
+            found.snapshot.layers.iter().all(present)
+        });
+        local || self.can_load_imported(key)
+    }
+
+    fn key_computed(&self, _vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {
+        self.remember_parts(key, parts);
+    }
+
+    fn explain_miss(
+        &self,
+        vertex: &Vertex,
+        _key: &CacheKey,
+        parts: &crate::cache::KeyParts,
+        inputs: &[String],
+    ) -> Option<String> {
+        self.explain_imported_miss(vertex, parts, inputs)
     }
 
     fn cancel(&self) {
@@ -415,10 +456,18 @@ impl LocalWorker {
                 })
                 .await
             }
-            Op::Exec(op) => blocking(move || worker.exec(&vertex, &op, &inputs)).await,
+            // A step runs on its inputs' files: layers imported lazily are fetched now.
+            Op::Exec(op) => {
+                blocking(move || {
+                    worker.materialize_inputs(&vertex, &inputs)?;
+                    worker.exec(&vertex, &op, &inputs)
+                })
+                .await
+            }
             Op::File(op) => {
                 blocking(move || {
                     worker.check_canceled()?;
+                    worker.materialize_inputs(&vertex, &inputs)?;
                     worker.file(&op, &inputs)
                 })
                 .await
