@@ -355,6 +355,35 @@ mod tests {
         assert_eq!(load_private(&path, None).unwrap(), key);
     }
 
+    /// A key `cosign generate-key-pair` sealed with an empty password (N=2^16), from
+    /// sigstore-rs's test data (tests/data/keys/cosign_generated_encrypted_empty_private.key,
+    /// Apache-2.0): cosign's format as cosign writes it, not as kiln does.
+    const COSIGN_EMPTY_PASSWORD_KEY: &str = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
+eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjo2NTUzNiwiciI6
+OCwicCI6MX0sInNhbHQiOiJFY3pJR3Z0bnpFcCsxaEpudERnbGI1UnoxN3gwQVMy
+YklvWGRNcDQrU1NJPSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
+Iiwibm9uY2UiOiJtSVVKbG1OMzNINExvZ0dhaG5MamdmK3R4SmJwci93MCJ9LCJj
+aXBoZXJ0ZXh0IjoiM3FtS2FidXRuYm1WT1IvTkZGM2NDaUErTXp1WWQ5L0VERDVI
+MVlUSGhQVzZsSzAvdjVqdDZCQzlsME12NGV5am9qZkl0d3B6a2JJOXQrZGx5VXZ3
+VUgvMWZjbkFZT2dEdXRLQzkvSkNiOE02SVY2VHpVaDF5c0ZFWDFzeG9xb1FzeUpL
+bjM0UVlldFNlaVdDaGtmUHUyZXByQjFEV0pwekdzTGZIakxNVTkzOEdmNk1xM1A0
+N0ZSd2syZzY1cFZnSGMwVWV1L1N1OUs0Zmc9PSJ9
+-----END ENCRYPTED SIGSTORE PRIVATE KEY-----
+";
+
+    #[test]
+    fn reads_a_key_cosign_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosign.key");
+        std::fs::write(&path, COSIGN_EMPTY_PASSWORD_KEY).unwrap();
+        let key = load_private(&path, None).unwrap();
+        assert_eq!(load_private(&path, Some("")).unwrap(), key);
+        assert!(matches!(
+            load_private(&path, Some("not-it")),
+            Err(SignError::WrongPassword { .. })
+        ));
+    }
+
     #[test]
     fn hostile_scrypt_cost_is_refused() {
         let dir = tempfile::tempdir().unwrap();
