@@ -30,6 +30,10 @@ pub fn for_worker(e: &WorkerError) -> Option<String> {
             "--max-layer-size sets the limit; leave it out for none".into()
         }
         WorkerError::ImageFetch(e) => for_registry(e.downcast_ref()?)?,
+        WorkerError::CacheBlob { .. } => "a --cache-from source holds a blob that cannot be \
+             fetched or is corrupt: add ignore-error=true to its value to build without it, or \
+             export that cache again"
+            .into(),
         _ => return None,
     })
 }
@@ -197,6 +201,42 @@ fn masked_proc(e: &ExecError) -> bool {
         }
         ExecError::Runtime { message, .. } | ExecError::Unavailable(message) => refused(message),
         _ => false,
+    }
+}
+
+/// The hint for a bad `--cache-to` / `--cache-from` value: the forms the flag takes.
+pub fn for_cache_spec(e: &crate::remote_cache::spec::CacheSpecError) -> Option<String> {
+    Some(match e.flag {
+        "--cache-to" => "e.g. --cache-to type=registry,ref=registry:5000/app:cache,mode=max, \
+             --cache-to type=local,dest=DIR, or --cache-to type=inline"
+            .into(),
+        _ => "e.g. --cache-from registry:5000/app:cache, or --cache-from type=local,src=DIR".into(),
+    })
+}
+
+/// The hint for a `--cache-from` source that could not be read.
+pub fn for_cache_import(e: &crate::remote_cache::import::ImportError) -> String {
+    let skip = "add ignore-error=true to the --cache-from value to build without this cache \
+                when it cannot be read";
+    if let crate::remote_cache::import::ImportError::Config { .. } = e {
+        return format!(
+            "kiln reads caches kiln exported (a BuildKit cache holds BuildKit's records, not \
+             kiln's): export one with kiln build --cache-to, or {skip}"
+        );
+    }
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
+    }
+}
+
+/// The hint for a `--cache-to` export that failed.
+pub fn for_cache_export(e: &crate::remote_cache::export::ExportError) -> String {
+    let skip = "add ignore-error=true to the --cache-to value to keep the build when the \
+                cache cannot be exported";
+    match e.registry().and_then(for_registry) {
+        Some(h) => format!("{h}; or {skip}"),
+        None => skip.to_string(),
     }
 }
 

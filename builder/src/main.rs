@@ -10,6 +10,7 @@ mod local_store;
 #[allow(dead_code)] // some display pieces (summary, transfers) are not wired into every verb yet
 mod progress;
 mod registry_opts;
+mod remote_cache;
 mod rootless;
 mod signature;
 mod table;

@@ -43,10 +43,38 @@ pub async fn push(
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<Digest> {
+    push_skipping(
+        client,
+        target,
+        root,
+        store,
+        opts,
+        &BTreeSet::new(),
+        progress,
+    )
+    .await
+}
+
+/// [`push`], except for the blobs in `known`: listed by a manifest read from the target
+/// repository, they are neither checked nor uploaded (nor read: `store` may lack them, as
+/// long as its `has_blob` says it has them).
+pub async fn push_skipping(
+    client: &RegistryClient,
+    target: &Reference,
+    root: &Descriptor,
+    store: &dyn BlobStore,
+    opts: &PushOptions,
+    known: &BTreeSet<Digest>,
+    progress: &dyn Progress,
+) -> Result<Digest> {
     let source = Blobs(store);
     let all = walk(&source, root, Partial::Refuse)?;
     let (manifests, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) =
         all.iter().partition(|d| may_refer(d));
+    let blobs: Vec<&Descriptor> = blobs
+        .into_iter()
+        .filter(|d| !known.contains(&d.digest))
+        .collect();
     push_blobs(client, target, store, &blobs, opts, progress).await?;
     for m in &manifests {
         let bytes = read_verified(&source, m, "manifest")?;

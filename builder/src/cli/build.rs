@@ -50,6 +50,16 @@ pub struct Args {
     /// Shorthand for `--output=type=docker` (kiln: into the local image store).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub load: bool,
+    /// Export the build cache (`type=registry,ref=REF`, `type=local,dest=DIR`, `type=inline`,
+    /// with `mode=min|max`, `cache-mounts=true`, `ignore-error=true`, …; a bare value is a
+    /// registry reference). Repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache (`type=registry,ref=REF` — a cache image, or an image with an
+    /// inline cache —, `type=local,src=DIR`; a bare value is a registry reference). Repeatable:
+    /// the sources are merged, the first holding a step wins.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Do not use the cache when building.
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub no_cache: bool,
@@ -276,6 +286,13 @@ fn build_request(
     let outputs =
         crate::export::spec::outputs_from_flags(&args.outputs, &args.tags, args.push, args.load)
             .into_diagnostic()?;
+    let (cache_to, cache_from) =
+        crate::remote_cache::spec::from_flags(&args.cache_to, &args.cache_from).map_err(|e| {
+            crate::hints::with_help(
+                miette::Report::from_err(e.clone()),
+                crate::hints::for_cache_spec(&e),
+            )
+        })?;
     let executor = args.executor.parse().into_diagnostic()?;
     if args.network == kiln_solver::llb::NetworkMode::Host
         && !args.allow.iter().any(|a| a == "network.host")
@@ -299,6 +316,8 @@ fn build_request(
         platforms: args.platform.clone(),
         multi_platform,
         outputs,
+        cache_to,
+        cache_from,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
@@ -401,6 +420,9 @@ fn report_outcome(
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
     });
+    if !outcome.cache_exports.is_empty() {
+        meta["kiln.cache.exported"] = serde_json::json!(outcome.cache_exports);
+    }
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
         write_image_id(args, &id)?;

@@ -55,6 +55,10 @@ pub struct ExportStores<'a> {
     pub content: &'a ContentStore,
     /// Layer records.
     pub cache: &'a CacheStore,
+    /// Blobs of lazily imported layers that need not be here (the image is only pushed to a
+    /// registry that mounts them); a layer without its directory or blob is listed with its
+    /// imported blob when that blob is one of these.
+    pub remote_blobs: Option<&'a std::collections::BTreeSet<Digest>>,
 }
 
 /// An image written into the content store.
@@ -68,12 +72,19 @@ pub struct ExportedImage {
     pub config_digest: Digest,
 }
 
-/// Writes the image of `snapshot` with `config` (its history as lowered).
+/// Config keys made from the image's layers (blob and diffID, bottom first).
+pub type ConfigKeys<'a> =
+    &'a dyn Fn(&[(Descriptor, Digest)]) -> BTreeMap<String, serde_json::Value>;
+
+/// Writes the image of `snapshot` with `config` (its history as lowered), the config getting
+/// the keys `keys` makes from the image's layers (the inline cache, which names the image's
+/// own blobs).
 pub fn export_image(
     stores: &ExportStores<'_>,
     snapshot: &Snapshot,
     mut config: ImageConfig,
     opts: &ExportOptions,
+    keys: ConfigKeys<'_>,
 ) -> Result<ExportedImage, ExportError> {
     let mut layers: Vec<Option<ImageLayer>> = Vec::with_capacity(snapshot.layers.len());
     for id in &snapshot.layers {
@@ -95,6 +106,10 @@ pub fn export_image(
             // Base layers keep their bytes (and so their diffIDs).
             source_date_epoch: if built { opts.source_date_epoch } else { None },
         };
+        if let Some(layer) = remote_layer(stores, id, compression)? {
+            layers.push(Some(layer));
+            continue;
+        }
         // A step that changed nothing still gets its (empty) layer, as in
         // BuildKit's images.
         let exported = export_layer(
@@ -118,6 +133,11 @@ pub fn export_image(
     reconcile_history(&mut config.history, &layers);
     let kept: Vec<ImageLayer> = layers.into_iter().flatten().collect();
     config.rootfs.diff_ids = kept.iter().map(|l| l.diff_id.to_string()).collect();
+    let pairs: Vec<(Descriptor, Digest)> = kept
+        .iter()
+        .map(|l| (l.blob.clone(), l.diff_id.clone()))
+        .collect();
+    config.extra.extend(keys(&pairs));
     let manifest_opts = ManifestOptions {
         docker_media_types: opts.docker_media_types,
         annotations: opts.annotations.clone(),
@@ -133,6 +153,34 @@ pub fn export_image(
         config,
         config_digest,
     })
+}
+
+/// A lazily imported layer (no directory here) listed with its imported blob of
+/// `compression`, when that blob is one of `stores.remote_blobs` and not in the store.
+fn remote_layer(
+    stores: &ExportStores<'_>,
+    id: &kiln_solver::snapshot::LayerId,
+    compression: Compression,
+) -> Result<Option<ImageLayer>, BlobError> {
+    let Some(remote) = stores.remote_blobs else {
+        return Ok(None);
+    };
+    if stores.layers.exists(id) {
+        return Ok(None);
+    }
+    let Some(rec) = stores.cache.meta().layer(id)? else {
+        return Ok(None);
+    };
+    let (Some(diff_id), Some(b)) = (&rec.diff_id, rec.blob(compression)) else {
+        return Ok(None);
+    };
+    if !remote.contains(&b.digest) || stores.content.exists(&b.digest)? {
+        return Ok(None);
+    }
+    Ok(Some(ImageLayer {
+        diff_id: diff_id.clone(),
+        blob: layer_descriptor(b.digest.clone(), b.size, b.compression),
+    }))
 }
 
 /// Makes history agree with the layers: each entry that made a layer takes
@@ -196,12 +244,14 @@ mod tests {
             layers: &layers,
             content: &content,
             cache: &cache,
+            remote_blobs: None,
         };
         let img = export_image(
             &stores,
             &snapshot,
             config.clone(),
             &ExportOptions::default(),
+            &|_| BTreeMap::new(),
         )
         .unwrap();
         // The middle step changed nothing: its empty layer stays, as in BuildKit.
@@ -214,7 +264,14 @@ mod tests {
         let flags: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
         assert_eq!(flags, [false, true, false, false]);
         // The same export again reuses the blobs: same manifest.
-        let again = export_image(&stores, &snapshot, config, &ExportOptions::default()).unwrap();
+        let again = export_image(
+            &stores,
+            &snapshot,
+            config,
+            &ExportOptions::default(),
+            &|_| BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(again.config_digest, img.config_digest);
     }
 }

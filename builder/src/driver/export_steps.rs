@@ -40,7 +40,8 @@ pub struct ExportStep {
 }
 
 impl ExportStep {
-    fn new(tx: &ProgressSender, index: usize, name: &'static str) -> ExportStep {
+    /// The step `name`, numbered `index` (distinct steps of one name need distinct numbers).
+    pub fn new(tx: &ProgressSender, index: usize, name: &'static str) -> ExportStep {
         ExportStep {
             tx: tx.clone(),
             digest: synthetic_digest(&format!("export {index} {name}")),
@@ -77,6 +78,15 @@ impl ExportStep {
     /// The step succeeded.
     pub fn done(&self) {
         self.vertex().done();
+    }
+
+    /// A warning on the step (also in the summary at the end).
+    pub fn warn(&self, message: String) {
+        self.vertex().warn(kiln_solver::progress::Warning {
+            level: 1,
+            short: message,
+            ..Default::default()
+        });
     }
 
     /// The step failed with `message`.

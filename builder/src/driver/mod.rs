@@ -2,6 +2,7 @@
 //! frontend and the solver, to images in the store and the outputs the exporters write.
 
 pub mod assemble;
+pub mod cache;
 pub mod checks;
 pub mod commit;
 pub mod export_steps;
@@ -40,6 +41,10 @@ pub struct BuildRequest {
     pub multi_platform: bool,
     /// Outputs (from `-o`, `--push`, `--load`, `-t`).
     pub outputs: Vec<OutputSpec>,
+    /// `--cache-to`s.
+    pub cache_to: Vec<crate::remote_cache::spec::CacheTo>,
+    /// `--cache-from`s, in order (a source's index is its position).
+    pub cache_from: Vec<crate::remote_cache::spec::CacheFrom>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter`.

@@ -2,6 +2,7 @@
 //! their base images, lowered to a graph, solved with the cache, and
 //! exported to every requested output.
 
+use super::cache::{ignorable_cache_blob, remote_blobs, DropCacheSource};
 use super::checks::BuildChecks;
 use super::commit::{export_image, ExportOptions, ExportStores, ExportedImage};
 use super::export_steps::ExportSteps;
@@ -50,6 +51,8 @@ pub struct BuildOutcome {
     pub executed: usize,
     /// Vertices whose result came from the cache.
     pub cached: usize,
+    /// What each `--cache-to type=registry|local` wrote.
+    pub cache_exports: Vec<crate::remote_cache::export::ExportReport>,
 }
 
 impl BuildOutcome {
@@ -99,8 +102,31 @@ pub(super) fn target_platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
 }
 
 /// Runs a build: every target platform is lowered into one graph (work that
-/// does not depend on the platform is one vertex) and solved at once.
-pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
+/// does not depend on the platform is one vertex) and solved at once. A `--cache-from`
+/// source with `ignore-error=true` whose blob proves unusable is dropped and the build run
+/// again (at most once per source).
+pub fn run(mut req: BuildRequest) -> Result<BuildOutcome> {
+    loop {
+        match run_once(req.clone()) {
+            Err(e) => match e.downcast::<DropCacheSource>() {
+                Ok(drop) if drop.index < req.cache_from.len() => {
+                    let source = req.cache_from.remove(drop.index);
+                    eprintln!(
+                        "WARNING: --cache-from {}: {} (ignored: ignore-error=true; building again without this cache)",
+                        source.location.describe(),
+                        drop.message
+                    );
+                }
+                Ok(drop) => return Err(miette!("{drop}")),
+                Err(e) => return Err(e),
+            },
+            ok => return ok,
+        }
+    }
+}
+
+/// One attempt of [`run`].
+fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // Bad flags fail here, before the state directory is even opened.
     super::validate::check(&req)?;
     let state = open_state(req.root.as_deref())?;
@@ -121,9 +147,10 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     let interrupts = Interrupts::listen(&runtime)
         .into_diagnostic()
         .wrap_err("listening for signals")?;
+    let client = req.registry.client();
     let images = Arc::new(BuildImages::new(
         Arc::clone(&store),
-        req.registry.client(),
+        client.clone(),
         runtime.handle().clone(),
         req.pull,
         req.registry.concurrency(),
@@ -132,7 +159,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     if req.print_graph {
         return Ok(print_graph(&graph));
     }
-    let m = Machinery::start(&req, &state, &df, &graph, &images)?;
+    let imported = crate::remote_cache::import(
+        &req.cache_from,
+        &store,
+        &client,
+        runtime.handle(),
+        &platforms,
+    )?;
+    let m = Machinery::start(&req, &state, &df, &graph, &images, imported)?;
     let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
     tracing::debug!(vertices = graph.definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?graph.no_cache, "solving");
     let armed = interrupts.arm();
@@ -147,7 +181,14 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
     ));
     let result = match solved {
         Ok(r) => r,
-        Err(e) => return Err(m.fail(e, runtime, armed, &interrupts, &graph, &df)),
+        Err(e) => {
+            let drop = match &e {
+                SolveError::Vertex { source, .. } => ignorable_cache_blob(&req, source),
+                _ => None,
+            };
+            let report = m.fail(e, runtime, armed, &interrupts, &graph, &df);
+            return Err(drop.map_or(report, miette::Report::new));
+        }
     };
     drop(armed);
     tracing::debug!(executed = result.executed, cached = result.cached, "solved");
@@ -156,9 +197,17 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         return Err(Interrupted { signal }.into());
     }
     let steps = ExportSteps::start(&m.tx, &req.outputs);
-    let (outcome, results) = export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
+    let solved = result.records.clone();
+    let (mut outcome, results) =
+        export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
+    // An image push mounts what the imported caches of its registry hold.
+    let mount_from: Vec<kiln_oci::Reference> = m
+        .imported
+        .iter()
+        .flat_map(|i| i.repositories.iter().map(|(_, r)| r.clone()))
+        .collect();
     let result = crate::export::BuildResult {
         req: &req,
         runtime: &runtime,
@@ -166,12 +215,29 @@ pub fn run(req: BuildRequest) -> Result<BuildOutcome> {
         layers: &layers,
         results: &results,
         outcome: &outcome,
+        mount_from: &mount_from,
+        remote_blobs: m.remote_blobs.as_ref(),
     };
     let written = crate::export::write_outputs(&result, &steps);
-    // The display ends when every progress sender is gone, the worker's too.
     drop(steps);
+    // The cache goes after the outputs, and only when they were written.
+    let cache_exports = match written {
+        Ok(()) => export_cache(
+            &req,
+            &state,
+            &m,
+            &store,
+            &client,
+            &runtime,
+            &graph.definition,
+            &solved,
+            &results,
+        ),
+        Err(e) => Err(e),
+    };
+    // The display ends when every progress sender is gone, the worker's too.
     m.finish();
-    written?;
+    outcome.cache_exports = cache_exports?;
     Ok(outcome)
 }
 
@@ -313,6 +379,7 @@ fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
         platform_images: Vec::new(),
         executed: 0,
         cached: 0,
+        cache_exports: Vec::new(),
     }
 }
 
@@ -325,6 +392,10 @@ struct Machinery {
     tx: ProgressSender,
     /// The `--ssh` agents, serving until the build ends.
     _ssh_agents: Vec<KeyAgent>,
+    /// What `--cache-from` imported.
+    imported: Option<crate::remote_cache::import::Imported>,
+    /// Imported blobs the image may list without having them (see [`remote_blobs`]).
+    remote_blobs: Option<std::collections::BTreeSet<kiln_oci::Digest>>,
 }
 
 impl Machinery {
@@ -336,6 +407,7 @@ impl Machinery {
         df: &Dockerfile,
         graph: &PlatformGraph,
         images: &Arc<BuildImages>,
+        imported: Option<crate::remote_cache::import::Imported>,
     ) -> Result<Machinery> {
         let (session, ssh_agents) = session_from_flags(req, &df.ctx)?;
         let executor = executor(req, state, &graph.definition)?;
@@ -361,6 +433,23 @@ impl Machinery {
         .into_diagnostic()
         .wrap_err("opening the build's worker")?;
         worker.limit_layer_size(req.max_layer_size);
+        if let Some(imported) = &imported {
+            crate::remote_cache::report_import(&tx, imported);
+            if let Err(e) = crate::remote_cache::attach(&mut worker, imported, &graph.definition) {
+                drop(tx);
+                drop(worker);
+                let _ = display.finish();
+                return Err(match ignorable_cache_blob(req, &e) {
+                    Some(drop) => miette::Report::new(drop),
+                    None => {
+                        let hint = crate::hints::for_worker(&e);
+                        crate::hints::with_help(miette::Report::from_err(e), hint)
+                            .wrap_err("restoring cache mounts from --cache-from")
+                    }
+                });
+            }
+        }
+        let remote_blobs = remote_blobs(req, imported.as_ref(), &worker);
         Ok(Machinery {
             images: Arc::clone(images),
             cache,
@@ -368,6 +457,8 @@ impl Machinery {
             display,
             tx,
             _ssh_agents: ssh_agents,
+            imported,
+            remote_blobs,
         })
     }
 
@@ -468,6 +559,7 @@ fn export_images(
         layers: m.worker.layers(),
         content: state.content(),
         cache: &m.cache,
+        remote_blobs: m.remote_blobs.as_ref(),
     };
     let needs_image = needs_image(req);
     let image_step = steps.image_step(&req.outputs);
@@ -476,6 +568,19 @@ fn export_images(
         .map(|s| s.item("exporting layers"));
     let mut platform_images = Vec::new();
     let mut results = Vec::new();
+    // `--cache-to type=inline`: the records go into each image's config.
+    let inline = req
+        .cache_to
+        .iter()
+        .any(|t| t.location == crate::remote_cache::spec::CacheLocation::Inline)
+        .then(|| m.worker.export_records(&result.records));
+    if inline.is_some() && !needs_image {
+        crate::remote_cache::warn(
+            &m.tx,
+            "exporting cache inline",
+            "--cache-to type=inline: no output makes an image to carry it; nothing exported".into(),
+        );
+    }
     for (t, snapshot) in targets.into_iter().zip(result.snapshots) {
         let mut config = t.config;
         // A result's history entries carry the time that result was made, so a
@@ -485,13 +590,16 @@ fn export_images(
         }
         if needs_image {
             let opts = export_options(req)?;
-            let exported = export_image(&stores, &snapshot, config, &opts)
+            let keys = |layers: &[(Descriptor, kiln_oci::Digest)]| match &inline {
+                Some(records) => crate::remote_cache::inline_key(records, &snapshot, layers),
+                None => BTreeMap::new(),
+            };
+            let exported = platform_image(req, m, &stores, &snapshot, config, &opts, &keys)
                 .inspect_err(|e| {
                     if let Some(step) = image_step {
                         step.error(&e.to_string());
                     }
-                })
-                .into_diagnostic()?;
+                })?;
             platform_images.push(exported);
         }
         results.push(PlatformResult {
@@ -527,8 +635,53 @@ fn export_images(
         platform_images,
         executed: result.executed,
         cached: result.cached,
+        cache_exports: Vec::new(),
     };
     Ok((outcome, results))
+}
+
+/// One platform's image. Lazily imported layers are fetched first, unless the image may
+/// list them without their bytes (pushed only, see [`remote_blobs`]); when it cannot after
+/// all (a layer wanted in another compression), they are fetched and the image made again.
+fn platform_image(
+    req: &BuildRequest,
+    m: &Machinery,
+    stores: &ExportStores<'_>,
+    snapshot: &Snapshot,
+    config: kiln_oci::config::ImageConfig,
+    opts: &ExportOptions,
+    keys: super::commit::ConfigKeys<'_>,
+) -> Result<ExportedImage> {
+    let fetch = || {
+        m.worker
+            .fetch_lazy_blobs(snapshot)
+            .map_err(|e| match ignorable_cache_blob(req, &e) {
+                Some(drop) => miette::Report::new(drop),
+                None => {
+                    let hint = crate::hints::for_worker(&e);
+                    crate::hints::with_help(miette::Report::from_err(e), hint)
+                }
+            })
+    };
+    if m.imported.is_none() {
+        return export_image(stores, snapshot, config, opts, keys).into_diagnostic();
+    }
+    if stores.remote_blobs.is_none() {
+        fetch()?;
+        return export_image(stores, snapshot, config, opts, keys).into_diagnostic();
+    }
+    match export_image(stores, snapshot, config.clone(), opts, keys) {
+        Ok(image) => Ok(image),
+        Err(e) => {
+            tracing::debug!(error = %e, "image without the lazy blobs failed; fetching them");
+            fetch()?;
+            let local = ExportStores {
+                remote_blobs: None,
+                ..*stores
+            };
+            export_image(&local, snapshot, config, opts, keys).into_diagnostic()
+        }
+    }
 }
 
 /// Dates each history entry by when the result it describes was made, and the image by
@@ -696,6 +849,8 @@ struct Solved {
     snapshots: Vec<Snapshot>,
     /// When each solved vertex's result was made (seconds since the epoch).
     made_at: std::collections::HashMap<VertexRef, u64>,
+    /// Every solved filesystem result: key, snapshot, description (for the cache export).
+    records: Vec<(kiln_solver::cache::CacheKey, Snapshot, String)>,
     executed: usize,
     cached: usize,
 }
@@ -722,6 +877,7 @@ async fn solve(
         return Ok(Solved {
             snapshots: targets.iter().map(|_| Snapshot::scratch()).collect(),
             made_at: Default::default(),
+            records: Vec::new(),
             executed: 0,
             cached: 0,
         });
@@ -754,9 +910,25 @@ async fn solve(
         .iter()
         .filter_map(|(r, s)| Some((*r, cache.get(&s.key).ok()??.created_at)))
         .collect();
+    let mut records: Vec<_> = outcome
+        .results
+        .iter()
+        .filter_map(|(r, s)| match &s.output {
+            Output::Snapshot(snapshot) => Some((
+                s.key,
+                snapshot.clone(),
+                def.vertex(*r)
+                    .map(|v| v.metadata().description.clone())
+                    .unwrap_or_default(),
+            )),
+            Output::Dir(_) => None,
+        })
+        .collect();
+    records.sort_by_key(|r| r.0);
     Ok(Solved {
         snapshots,
         made_at,
+        records,
         executed: outcome.executed,
         cached: outcome.cached,
     })
@@ -799,4 +971,46 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
             crate::hints::with_help(miette::Report::from_err(e), hint)
         }
     }
+}
+
+/// Phase 7: the build's cache to every `--cache-to type=registry|local`.
+#[allow(clippy::too_many_arguments)]
+fn export_cache(
+    req: &BuildRequest,
+    state: &StateDir,
+    m: &Machinery,
+    store: &Arc<LocalStore>,
+    client: &kiln_registry::RegistryClient,
+    runtime: &tokio::runtime::Runtime,
+    def: &Definition,
+    solved: &[(kiln_solver::cache::CacheKey, Snapshot, String)],
+    results: &[PlatformResult],
+) -> Result<Vec<crate::remote_cache::export::ExportReport>> {
+    if req.cache_to.is_empty() {
+        return Ok(Vec::new());
+    }
+    let finals: Vec<Snapshot> = results.iter().map(|r| r.snapshot.clone()).collect();
+    let mount_ids = kiln_solver::remote_cache::mounts::cache_mount_ids(def);
+    let pushed: Vec<kiln_oci::Reference> = req
+        .outputs
+        .iter()
+        .filter(|o| o.kind == crate::export::spec::OutputKind::Image && o.push())
+        .flat_map(|o| &o.names)
+        .filter_map(|n| kiln_oci::Reference::parse(n).ok())
+        .collect();
+    let ctx = crate::remote_cache::export::ExportContext {
+        state,
+        worker: &m.worker,
+        cache: &m.cache,
+        store,
+        client,
+        runtime: runtime.handle(),
+        concurrency: req.registry.concurrency(),
+        solved,
+        finals: &finals,
+        mount_ids: &mount_ids,
+        imported: m.imported.as_ref(),
+        pushed: &pushed,
+    };
+    crate::remote_cache::export_all(&ctx, &req.cache_to, &m.tx)
 }

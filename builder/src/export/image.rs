@@ -76,14 +76,25 @@ fn push_one(
     tracing::debug!(target = %target, root = %root.digest, "pushing");
     let client = result.req.registry.client();
     let progress = step.map(|s| PushProgress::new(s.item("pushing layers")));
+    // Layers that came from an imported cache on this registry are mounted from it.
+    let mount_from = result
+        .mount_from
+        .iter()
+        .find(|r| r.registry() == name.registry() && r.repository() != name.repository())
+        .map(|r| r.repository().to_string());
+    let none = std::collections::BTreeSet::new();
+    let store = crate::remote_cache::export::KnownBlobs {
+        inner: result.store,
+        known: result.remote_blobs.unwrap_or(&none),
+    };
     let pushed = result.runtime.block_on(push(
         &client,
         &target,
         root,
-        result.store,
+        &store,
         &PushOptions {
             concurrency: result.req.registry.concurrency(),
-            mount_from: None,
+            mount_from,
         },
         match &progress {
             Some(p) => p as &dyn Progress,

@@ -31,6 +31,11 @@ pub struct BuildResult<'a> {
     pub results: &'a [PlatformResult],
     /// The images made from them (one, or an index).
     pub outcome: &'a BuildOutcome,
+    /// Repositories holding blobs of the image (imported caches): a push to their registry
+    /// mounts from them.
+    pub mount_from: &'a [kiln_oci::Reference],
+    /// Blobs the image lists that are not in the store (lazily imported; only pushed).
+    pub remote_blobs: Option<&'a std::collections::BTreeSet<kiln_oci::Digest>>,
 }
 
 impl BuildResult<'_> {

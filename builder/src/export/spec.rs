@@ -206,6 +206,21 @@ fn split_csv(spec: &str) -> Result<Vec<String>, OutputError> {
     Ok(fields)
 }
 
+/// The `key=value` pairs of one CSV flag value (`-o`, `--cache-to`, ...), keys lowercased;
+/// a field without `=` is a key with an empty value.
+pub(crate) fn parse_attrs(spec: &str) -> Result<BTreeMap<String, String>, OutputError> {
+    let mut attrs = BTreeMap::new();
+    for field in split_csv(spec)? {
+        let field = field.trim();
+        if field.is_empty() {
+            continue;
+        }
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        attrs.insert(k.trim().to_lowercase(), v.to_string());
+    }
+    Ok(attrs)
+}
+
 /// Parses one `-o` value: `type=...,k=v`, a bare path (`local`), or `-`
 /// (a tarball of the filesystem on stdout).
 pub fn parse_output(spec: &str) -> Result<OutputSpec, OutputError> {
@@ -225,15 +240,7 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec, OutputError> {
             attrs: BTreeMap::new(),
         });
     }
-    let mut attrs = BTreeMap::new();
-    for field in split_csv(spec)? {
-        let field = field.trim();
-        if field.is_empty() {
-            continue;
-        }
-        let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        attrs.insert(k.trim().to_lowercase(), v.to_string());
-    }
+    let mut attrs = parse_attrs(spec)?;
     let kind_name = attrs.remove("type").ok_or_else(|| OutputError::Syntax {
         spec: spec.to_string(),
         reason: "type= is required".to_string(),

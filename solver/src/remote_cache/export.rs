@@ -157,7 +157,13 @@ pub fn export_cache(
                 opts.compression,
                 opts.level,
             )?;
-            if let Some(blob) = blob {
+            if let Some(mut blob) = blob {
+                // The mount's blob is labelled as the layers are (Docker types on request).
+                if !opts.oci_media_types {
+                    if let Some(c) = Compression::from_media_type(&blob.media_type) {
+                        blob.media_type = c.docker_media_type().to_string();
+                    }
+                }
                 mounts.push(CacheMountRecord {
                     id,
                     blob: blobs.push(blob),

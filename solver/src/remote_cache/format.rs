@@ -127,10 +127,11 @@ impl CacheConfig {
             .map_err(|e| bad(format!("not a kiln cache config: {e}")))?;
         let k = &config.kiln;
         if k.version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {} (this kiln reads version {FORMAT_VERSION})",
-                k.version
-            )));
+            return Err(super::RemoteCacheError::OtherVersion {
+                digest: what.to_string(),
+                found: k.version,
+                supported: FORMAT_VERSION,
+            });
         }
         let n = k.blobs.len();
         for r in &k.records {
@@ -197,6 +198,10 @@ mod tests {
         c.kiln.version = 2;
         let err = CacheConfig::parse("x", &c.to_bytes()).unwrap_err();
         assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(matches!(
+            err,
+            super::super::RemoteCacheError::OtherVersion { found: 2, .. }
+        ));
         let bk = br#"{"layers":[{"blob":"sha256:00","parent":-1}],"records":[]}"#;
         let err = CacheConfig::parse("x", bk).unwrap_err();
         assert!(err.to_string().contains("not a kiln cache config"), "{err}");

@@ -34,6 +34,17 @@ pub enum RemoteCacheError {
         /// What is wrong.
         reason: String,
     },
+    /// The config was written by a kiln with another format version: a miss, not damage
+    /// (CI runners upgrade at different times), so importers skip it with a warning.
+    #[error("cache config {digest}: format version {found} (this kiln reads version {supported})")]
+    OtherVersion {
+        /// The config blob's digest (or the image's, for an inline cache).
+        digest: String,
+        /// The version it has.
+        found: u32,
+        /// The version this kiln reads.
+        supported: u32,
+    },
     /// Making or reading a layer blob failed.
     #[error(transparent)]
     Blob(#[from] crate::snapshot::blobs::BlobError),

@@ -271,11 +271,8 @@ impl LocalWorker {
         };
         // BuildKit keys a cache by its seed; with mode/uid/gid that is a
         // `mkdir` made with them, so each setting is a cache of its own.
-        let id = if c.settings_given {
-            format!("{id}:mkdir:{:o}:{}:{}", c.mode, c.uid, c.gid)
-        } else {
-            id
-        };
+        let id =
+            crate::mounts::cache::store_id(&id, c.settings_given.then_some((c.mode, c.uid, c.gid)));
         Ok(MountSpec::Cache(CacheSpec {
             id,
             target: m.dest.clone(),

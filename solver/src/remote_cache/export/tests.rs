@@ -379,3 +379,33 @@ fn forcing_another_compression_on_a_lazy_layer_unpacks_its_fetched_blob() {
     assert_eq!(image.config.kiln.blobs[0].media_type, mt::OCI_LAYER_GZIP);
     assert!(other.layers.exists(&id));
 }
+
+#[test]
+fn a_cache_mount_blob_gets_docker_media_types_with_the_layers() {
+    let s = Stores::new();
+    let (records, final_image) = graph(&s);
+    let mounts_dir = tempfile::tempdir().unwrap();
+    let mounts = crate::mounts::cache::CacheMounts::new(mounts_dir.path()).unwrap();
+    let lease = mounts
+        .acquire("/root/.cache", Default::default(), 0o755, 0, 0)
+        .unwrap();
+    std::fs::write(lease.dir().join("pkg"), b"downloaded").unwrap();
+    drop(lease);
+    let stores = ExportStores {
+        mounts: Some(&mounts),
+        ..s.export()
+    };
+    let opts = ExportOptions {
+        image_manifest: false,
+        oci_media_types: false,
+        cache_mounts: vec!["/root/.cache".into()],
+        ..Default::default()
+    };
+    let image = export_cache(&stores, &records, &[final_image], &opts).unwrap();
+    let mount = &image.config.kiln.mounts[0];
+    assert_eq!(mount.id, "/root/.cache");
+    assert_eq!(
+        image.config.kiln.blobs[mount.blob].media_type,
+        mt::DOCKER_LAYER_GZIP
+    );
+}
