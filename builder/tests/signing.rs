@@ -573,3 +573,26 @@ fn bearer_registry_reader_verifies_but_cannot_sign() {
     );
     assert!(err.contains("nothing to sign"), "{err}");
 }
+
+#[test]
+fn copy_carries_the_signatures_along() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let src = format!("{}/{}:1", env.registry(), unique("h5-sign/copy-src"));
+    let dst = format!("{}/{}:1", env.registry(), unique("h5-sign/copy-dst"));
+    seed(&env, &src);
+    keygen(&b, &b.path("k"), &[]);
+    let key = b.path("k.key");
+    ok(&b, &["sign", "--key", key.to_str().unwrap(), &src], &[]);
+    ok(&b, &["copy", &src, &dst], &[]);
+    assert_eq!(
+        manifest_digest(&dst, &["--tls-verify=false"]),
+        manifest_digest(&src, &["--tls-verify=false"])
+    );
+    let out = ok(
+        &b,
+        &["verify", "--key", b.path("k.pub").to_str().unwrap(), &dst],
+        &[],
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+}

@@ -14,8 +14,6 @@ const MAX_BLOB: u64 = 4 << 20;
 
 /// Copies the signatures of `root` (and of its manifests when it is an index) from `src`'s
 /// repository to `dst`'s; the number of signature manifests copied.
-// For `kiln copy` (registry to registry), wired in once that command's rework has landed.
-#[allow(dead_code)]
 pub async fn copy_signatures(
     client: &RegistryClient,
     src: &Reference,
