@@ -16,6 +16,7 @@ mod progress;
 mod registry_opts;
 mod remote_cache;
 mod rootless;
+mod signature;
 mod table;
 mod template;
 mod transfer_progress;

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
-const MAX_MANIFEST: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST: usize = 4 << 20;
 /// Blobs up to this size are uploaded in one PUT.
 const MONOLITHIC_MAX: u64 = 8 << 20;
 /// Read size when streaming a file into an upload.
@@ -219,7 +219,7 @@ impl RegistryClient {
 
     /// Sends an authenticated request with retries; on 401 re-authenticates once.
     /// `what` names the reference for errors.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         registry: &str,
         what: &str,
@@ -339,7 +339,7 @@ impl RegistryClient {
         })
     }
 
-    async fn expect(
+    pub(crate) async fn expect(
         resp: Response,
         registry: &str,
         what: &str,
@@ -360,7 +360,7 @@ impl RegistryClient {
 
     /// Reads a small body (manifest, tag list) whole; a body that stops for the idle
     /// timeout fails as stalled rather than waiting for the connection's read timeout.
-    async fn read_limited(
+    pub(crate) async fn read_limited(
         &self,
         resp: Response,
         limit: usize,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod remote;
 pub mod store;
 pub mod transport;

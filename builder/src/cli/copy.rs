@@ -89,6 +89,11 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 &progress,
             ))
             .map_err(registry_failure)?;
+        // Digests are kept, so the image's cosign signatures still hold at the destination.
+        rt.block_on(crate::signature::transfer::copy_signatures(
+            &client, s, d, &digest,
+        ))
+        .map_err(registry_failure)?;
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }

@@ -9,6 +9,7 @@ mod history;
 mod images;
 mod imagetools;
 mod inspect;
+mod keygen;
 mod legacy;
 mod load;
 mod login;
@@ -19,7 +20,9 @@ mod push;
 mod rmi;
 mod save;
 mod setup_binfmt;
+mod sign;
 mod tag;
+mod verify;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -99,6 +102,12 @@ pub enum Command {
     SetupBinfmt(setup_binfmt::Args),
     /// Inspect Dockerfiles (`kiln dockerfile parse FILE|-`).
     Dockerfile(dockerfile::Args),
+    /// Generate an ECDSA P-256 key pair for signing images (PREFIX.key, PREFIX.pub).
+    Keygen(keygen::Args),
+    /// Sign an image in a registry (cosign-compatible signature).
+    Sign(sign::Args),
+    /// Verify an image's signatures with a public key.
+    Verify(verify::Args),
 }
 
 /// Sends kiln's own `tracing` events (not those of the HTTP and TLS
@@ -286,6 +295,9 @@ pub fn run() -> ExitCode {
         Command::Prune(args) => prune::run(args, cli.root.as_deref()),
         Command::SetupBinfmt(args) => setup_binfmt::run(args),
         Command::Dockerfile(args) => dockerfile::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

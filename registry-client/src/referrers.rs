@@ -1,0 +1,192 @@
+//! OCI 1.1 referrers: artifacts (signatures, attestations) pointing at a manifest through
+//! their `subject`. Registries with the referrers API list them; on the others (distribution
+//! 2.8 among them) the distribution spec's fallback is an index under the tag
+//! `<alg>-<hex>` of the subject, which the pusher maintains.
+
+use crate::client::{RegistryClient, Scope, MAX_MANIFEST};
+use crate::error::{Error, Result};
+use kiln_oci::media_type::OCI_INDEX;
+use kiln_oci::{Descriptor, Digest, ImageIndex, Reference};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+/// Header a registry with the referrers API sets on a manifest PUT that has a `subject`.
+const OCI_SUBJECT: &str = "oci-subject";
+/// Header saying the registry applied the `artifactType` filter itself.
+const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+
+/// The fallback tag of `subject`'s referrers index: `sha256-<hex>`.
+pub fn fallback_tag(subject: &Digest) -> String {
+    format!("{}-{}", subject.algorithm(), subject.hex())
+}
+
+impl RegistryClient {
+    /// The referrers of `subject` in `r`'s repository, of `artifact_type` when given: from the
+    /// referrers API, else from the fallback tag. None found is an empty list.
+    pub async fn referrers(
+        &self,
+        r: &Reference,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        let (index, filtered) = match self.referrers_api(r, subject, artifact_type).await? {
+            Some(found) => found,
+            None => (self.fallback_index(r, subject).await?, false),
+        };
+        let mut out = index.map(|i| i.manifests).unwrap_or_default();
+        if let (Some(t), false) = (artifact_type, filtered) {
+            out.retain(|d| d.artifact_type.as_deref() == Some(t));
+        }
+        Ok(out)
+    }
+
+    /// GET `/v2/<repo>/referrers/<digest>`: `None` when the registry has no such API (404),
+    /// else the index and whether the registry filtered it.
+    async fn referrers_api(
+        &self,
+        r: &Reference,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<(Option<ImageIndex>, bool)>> {
+        let what = format!("referrers of {}@{subject}", r.name());
+        let mut path = format!("/v2/{}/referrers/{subject}", r.repository());
+        if let Some(t) = artifact_type {
+            path.push_str("?artifactType=");
+            path.push_str(&t.replace('+', "%2B"));
+        }
+        let resp = self
+            .request(r.api_host(), &what, &Scope::pull(r.repository()), |h| {
+                Ok(h.client.get(h.url(&path)?).header(ACCEPT, OCI_INDEX))
+            })
+            .await?;
+        // The spec's answer without the API is 404; some registries route the unknown path
+        // to a 400, 405 or 501 instead.
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND
+                | StatusCode::BAD_REQUEST
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::NOT_IMPLEMENTED
+        ) {
+            return Ok(None);
+        }
+        let resp = Self::expect(resp, r.registry(), &what, &[StatusCode::OK]).await?;
+        // A registry without the API may answer 200 with something else (an HTML page, a
+        // proxy's error): only an index counts as an answer.
+        let is_index = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(OCI_INDEX));
+        let filtered = resp.headers().contains_key(OCI_FILTERS_APPLIED);
+        let body = self
+            .read_limited(resp, MAX_MANIFEST, r.registry(), &what)
+            .await?;
+        if !is_index {
+            return Ok(None);
+        }
+        let index = parse_index(&body, r.registry(), &what)?;
+        Ok(Some((Some(index), filtered)))
+    }
+
+    /// The fallback tag's index, `None` when the tag does not exist.
+    async fn fallback_index(&self, r: &Reference, subject: &Digest) -> Result<Option<ImageIndex>> {
+        let tag = fallback_tag(subject);
+        match self.get_manifest_as(r, &tag).await {
+            Ok(m) => {
+                let what = format!("{}:{tag}", r.name());
+                parse_index(&m.bytes, r.registry(), &what).map(Some)
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUTs a manifest that has a `subject` (by its digest) and makes it findable as a
+    /// referrer: registries with the referrers API index it themselves (they answer with
+    /// `OCI-Subject`); for the others `descriptor` is added to the fallback tag's index.
+    /// `descriptor` should carry the manifest's `artifactType` and annotations.
+    pub async fn push_referrer(
+        &self,
+        r: &Reference,
+        manifest: &[u8],
+        descriptor: &Descriptor,
+        subject: &Digest,
+    ) -> Result<()> {
+        let target = r.with_digest(descriptor.digest.clone());
+        let what = target.to_string();
+        let path = format!("/v2/{}/manifests/{}", r.repository(), descriptor.digest);
+        let body = bytes::Bytes::copy_from_slice(manifest);
+        let media_type = descriptor.media_type.clone();
+        let resp = self
+            .request(
+                r.api_host(),
+                &what,
+                &Scope::push(r.repository(), &[]),
+                |h| {
+                    Ok(h.client
+                        .put(h.url(&path)?)
+                        .header(CONTENT_TYPE, media_type.as_str())
+                        .body(body.clone()))
+                },
+            )
+            .await?;
+        let resp = Self::expect(
+            resp,
+            r.registry(),
+            &what,
+            &[StatusCode::CREATED, StatusCode::OK],
+        )
+        .await?;
+        if resp.headers().contains_key(OCI_SUBJECT) {
+            return Ok(());
+        }
+        self.add_to_fallback(r, descriptor, subject).await
+    }
+
+    /// Adds `descriptor` to the fallback index of `subject` (read, append, write back).
+    async fn add_to_fallback(
+        &self,
+        r: &Reference,
+        descriptor: &Descriptor,
+        subject: &Digest,
+    ) -> Result<()> {
+        let mut index = self
+            .fallback_index(r, subject)
+            .await?
+            .unwrap_or_else(|| ImageIndex::new(OCI_INDEX, Vec::new()));
+        if index
+            .manifests
+            .iter()
+            .any(|d| d.digest == descriptor.digest)
+        {
+            return Ok(());
+        }
+        index.manifests.push(descriptor.clone());
+        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Protocol {
+            registry: r.registry().to_string(),
+            reason: format!("encoding the referrers index: {e}"),
+        })?;
+        self.put_manifest(&r.with_tag(&fallback_tag(subject)), &bytes, OCI_INDEX)
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_index(body: &[u8], registry: &str, what: &str) -> Result<ImageIndex> {
+    serde_json::from_slice(body).map_err(|e| Error::Protocol {
+        registry: registry.to_string(),
+        reason: format!("{what}: not an image index: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_tag_is_algorithm_dash_hex() {
+        let d = Digest::of(b"x");
+        assert_eq!(fallback_tag(&d), format!("sha256-{}", d.hex()));
+    }
+}
