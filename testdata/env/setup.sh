@@ -265,6 +265,56 @@ push_images() { # registry skopeo-dest-args...
   log "pushed busybox:latest (index $want), :latest-amd64, :latest-arm64 to $reg"
 }
 
+# A base image of real Debian packages for the SBOM tests, made as the busybox
+# one is: the .debs fetched with apt-get download, unpacked with dpkg-deb over a
+# busybox rootfs, and a dpkg status written from their own control files.
+SBOM_DEBS=(base-files netbase media-types)
+SBOM_DIR=$KILN_TESTENV/debian-pkgs
+make_debian_image() {
+  local layout=$KILN_TESTENV/oci/debian-pkgs rf=$KILN_TESTENV/rootfs/debian-pkgs p deb created bundle
+  mkdir -p "$SBOM_DIR/debs"
+  for p in "${SBOM_DEBS[@]}"; do
+    ls "$SBOM_DIR/debs/${p}_"*.deb >/dev/null 2>&1 && continue
+    (cd "$SBOM_DIR/debs" && apt-get download -q "$p" >/dev/null 2>&1) \
+      || { apt-get update -q >/dev/null 2>&1; (cd "$SBOM_DIR/debs" && apt-get download -q "$p" >/dev/null 2>&1); } \
+      || die "could not download $p"
+  done
+  if [ ! -f "$layout/index.json" ] || ! jq -e '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="latest")' "$layout/index.json" >/dev/null; then
+    make_rootfs "$rf" /bin/busybox
+    mkdir -p "$rf/var/lib/dpkg"
+    : > "$rf/var/lib/dpkg/status"
+    for deb in "$SBOM_DIR"/debs/*.deb; do
+      dpkg-deb -x "$deb" "$rf"
+      # dpkg writes Status right after Package; a blank line ends each stanza.
+      dpkg-deb -f "$deb" | sed '1a Status: install ok installed' >> "$rf/var/lib/dpkg/status"
+      echo >> "$rf/var/lib/dpkg/status"
+    done
+    find "$rf" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+    rm -rf "$layout"; mkdir -p "$KILN_TESTENV/oci"
+    umoci init --layout "$layout"
+    umoci new --image "$layout:latest"
+    bundle=$KILN_TESTENV/bundle-debian-pkgs
+    rm -rf "$bundle"
+    umoci unpack --image "$layout:latest" "$bundle" >/dev/null
+    cp -a "$rf/." "$bundle/rootfs/"
+    umoci repack --image "$layout:latest" --history.created "$created" \
+      --history.created_by "testdata/env/setup.sh: ${SBOM_DEBS[*]} over busybox" "$bundle"
+    umoci config --no-history --image "$layout:latest" --os linux --architecture amd64 \
+      --created "$created" --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --config.cmd sh
+    rm -rf "$bundle"
+    umoci gc --layout "$layout"
+    log "Debian-packages OCI layout made with umoci: $layout"
+  fi
+  local want reg=$HOST:$PORT_PLAIN
+  want=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="latest") | .digest' "$layout/index.json")
+  if [ -f "$KILN_TESTENV/pushed-debian-$reg" ] && [ "$(cat "$KILN_TESTENV/pushed-debian-$reg")" = "$want" ]; then return 0; fi
+  skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$reg/library/debian-pkgs:latest"
+  echo "$want" > "$KILN_TESTENV/pushed-debian-$reg"
+  log "pushed debian-pkgs:latest ($want) to $reg"
+}
+
 write_env() {
   cat > "$ENVFILE.new" <<ENV
 KILN_TESTENV=$KILN_TESTENV
@@ -283,6 +333,8 @@ KILN_TEST_TOKEN_RO_PASS=$TOKEN_RO_PASS
 KILN_TEST_OCI_LAYOUT=$KILN_TESTENV/oci/busybox
 KILN_TEST_ROOTFS_AMD64=$KILN_TESTENV/rootfs/busybox-amd64
 KILN_TEST_ROOTFS_ARM64=$KILN_TESTENV/rootfs/busybox-arm64
+KILN_TEST_DEBIAN_IMAGE=$HOST:$PORT_PLAIN/library/debian-pkgs:latest
+KILN_TEST_DEBIAN_DEBS=$SBOM_DIR/debs
 ENV
   mv "$ENVFILE.new" "$ENVFILE"
 }
@@ -299,6 +351,7 @@ start() {
   start_token_server
   start_registry token "$PORT_TOKEN" token
   make_base_images
+  make_debian_image
   write_env
   log "ready: $ENVFILE"
 }

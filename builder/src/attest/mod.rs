@@ -1,0 +1,3 @@
+//! Attestations of built images: what is inside them (SBOM).
+
+pub mod sbom;
