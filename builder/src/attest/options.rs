@@ -147,7 +147,9 @@ fn attest_type(a: &str) -> Result<(&'static str, Vec<(String, String)>), AttestF
         Some(other) => Err(bad(format!(
             "unknown type {other:?} (expected provenance or sbom)"
         ))),
-        None => Err(bad("type= is required (type=provenance or type=sbom)".into())),
+        None => Err(bad(
+            "type= is required (type=provenance or type=sbom)".into()
+        )),
     }
 }
 
@@ -214,7 +216,8 @@ fn parse_sbom(
     for (k, v) in fields {
         match k.as_str() {
             "disabled" => {
-                on = !parse_bool(v).ok_or_else(|| bad(format!("disabled={v:?} is not a boolean")))?
+                on =
+                    !parse_bool(v).ok_or_else(|| bad(format!("disabled={v:?} is not a boolean")))?
             }
             "generator" if v == "builtin" => {}
             "generator" => {
@@ -261,7 +264,12 @@ mod tests {
         assert_eq!(p.mode, ProvenanceMode::Max);
         assert_eq!(p.version, SlsaVersion::V02);
         assert_eq!(p.builder_id.as_deref(), Some("https://ci.example/run/1"));
-        let a = parse(None, None, &["type=provenance,mode=max", "type=sbom"], false);
+        let a = parse(
+            None,
+            None,
+            &["type=provenance,mode=max", "type=sbom"],
+            false,
+        );
         assert_eq!(a.provenance.unwrap().mode, ProvenanceMode::Max);
         assert!(a.sbom);
         let off = parse(None, None, &["type=provenance,disabled=true"], false);
@@ -280,7 +288,9 @@ mod tests {
         assert!(err(None, Some("generator=docker/scout"), &[])
             .reason
             .contains("builtin"));
-        assert!(err(None, None, &["type=vex"]).reason.contains("unknown type"));
+        assert!(err(None, None, &["type=vex"])
+            .reason
+            .contains("unknown type"));
         assert!(err(None, None, &["mode=max"]).reason.contains("type="));
         assert!(err(Some("colour=red"), None, &[])
             .reason

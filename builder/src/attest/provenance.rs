@@ -349,7 +349,10 @@ mod tests {
         let text = serde_json::to_string(&min).unwrap();
         assert!(!text.contains("llbDefinition") && !text.contains("buildkit_metadata"));
         let p = &min.predicate["buildDefinition"];
-        assert_eq!(p["externalParameters"]["request"]["args"]["build-arg:A"], "1");
+        assert_eq!(
+            p["externalParameters"]["request"]["args"]["build-arg:A"],
+            "1"
+        );
         assert_eq!(p["resolvedDependencies"][0]["digest"]["sha256"], "aa");
         let max = statement(
             &ProvenanceOptions {

@@ -78,7 +78,10 @@ mod tests {
         let ann = desc.annotations.as_ref().unwrap();
         assert_eq!(ann[REFERENCE_TYPE], ATTESTATION_MANIFEST);
         assert_eq!(ann[REFERENCE_DIGEST], image.digest.to_string());
-        assert_eq!(desc.platform.as_ref().unwrap().to_string(), "unknown/unknown");
+        assert_eq!(
+            desc.platform.as_ref().unwrap().to_string(),
+            "unknown/unknown"
+        );
         let m: ImageManifest = store.read_json(&desc.digest).unwrap();
         assert_eq!(m.layers[0].media_type, IN_TOTO_MEDIA_TYPE);
         let back: Statement =

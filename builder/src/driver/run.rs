@@ -129,6 +129,7 @@ pub fn run(mut req: BuildRequest) -> Result<BuildOutcome> {
 fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // Bad flags fail here, before the state directory is even opened.
     super::validate::check(&req)?;
+    let started_on = jiff::Timestamp::now().as_second();
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
     // removes what a running build uses.
@@ -200,6 +201,19 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     let solved = result.records.clone();
     let (mut outcome, results) =
         export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
+    if super::attest::wanted(&req) {
+        let inputs = super::attest::AttestInputs {
+            req: &req,
+            dockerfile_name: &dockerfile_path(&req),
+            dockerfile: &df.ctx.dockerfile.content,
+            definition: &graph.definition,
+            started_on,
+            layers: m.worker.layers(),
+            content: state.content(),
+            docker_media_types: export_options(&req)?.docker_media_types,
+        };
+        super::attest::attach(&inputs, &mut outcome, &results)?;
+    }
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
     // An image push mounts what the imported caches of its registry hold.
@@ -239,6 +253,19 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     m.finish();
     outcome.cache_exports = cache_exports?;
     Ok(outcome)
+}
+
+/// The Dockerfile's path as provenance records it: its file name (`-f`'s last component, as
+/// BuildKit names the file in its `dockerfile` local), never a host path.
+fn dockerfile_path(req: &BuildRequest) -> String {
+    req.file
+        .as_deref()
+        .filter(|f| *f != "-")
+        .and_then(|f| std::path::Path::new(f).file_name())
+        .map_or_else(
+            || "Dockerfile".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
 }
 
 /// A build's Dockerfile, loaded from its context and parsed.
