@@ -1,7 +1,6 @@
 //! A build's attestations (`--provenance`, `--sbom`, `--attest`): made once the images are,
 //! and stored as buildx stores them, in the image index beside each platform's manifest.
 
-use super::commit::ExportedImage;
 use super::run::{BuildOutcome, PlatformResult};
 use super::BuildRequest;
 use crate::attest::provenance::{self, BuildFacts};
@@ -23,16 +22,97 @@ use sha2::{Digest as _, Sha256};
 /// layout); asked-for attestations go to every image output. A docker-archive holds one
 /// manifest, never an index: a build writing one carries none (as `--load` in buildx).
 pub fn wanted(req: &BuildRequest) -> bool {
-    let a = &req.attest;
-    if !a.any() || req.outputs.iter().any(|o| o.kind == OutputKind::Docker) {
+    if !req.attest.any() || req.outputs.iter().any(|o| o.kind == OutputKind::Docker) {
         return false;
     }
-    let explicit = a.sbom || (a.provenance.is_some() && !a.provenance_by_default);
     req.outputs.iter().any(|o| match o.kind {
         OutputKind::Oci => true,
-        OutputKind::Image => explicit || o.push(),
+        OutputKind::Image => explicit(req) || o.push(),
         _ => false,
     })
+}
+
+/// Whether attestations were asked for, not only buildx's default provenance.
+fn explicit(req: &BuildRequest) -> bool {
+    let a = &req.attest;
+    a.sbom || (a.provenance.is_some() && !a.provenance_by_default)
+}
+
+/// Whether `type=local|tar` outputs get attestation files: when asked for (the default
+/// provenance is for images).
+pub fn files_wanted(req: &BuildRequest) -> bool {
+    explicit(req)
+        && req
+            .outputs
+            .iter()
+            .any(|o| matches!(o.kind, OutputKind::Local | OutputKind::Tar))
+}
+
+/// At most this many files are named as subjects of a filesystem's attestations.
+const MAX_FILE_SUBJECTS: usize = 100_000;
+
+/// Each platform's attestation files for `type=local|tar`, as BuildKit writes them beside the
+/// files: `provenance.json` and `sbom.spdx.json`, in-toto statements whose subjects are the
+/// filesystem's regular files.
+pub fn files(
+    inputs: &AttestInputs<'_>,
+    results: &[PlatformResult],
+) -> Result<Vec<Vec<(String, Vec<u8>)>>> {
+    let req = inputs.req;
+    let facts = facts(inputs);
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        let view = SnapshotView::mount(inputs.layers, &result.snapshot)
+            .into_diagnostic()
+            .wrap_err("mounting the result for its attestations")?;
+        let subjects = file_subjects(view.path())?;
+        let mut files = Vec::new();
+        if let Some(opts) = &req.attest.provenance {
+            let st = provenance::statement(opts, &facts, subjects.clone());
+            files.push(("provenance.json".to_string(), to_json(&st)?));
+        }
+        if req.attest.sbom {
+            let st = sbom_statement(inputs, view.path(), "the result", None, subjects)?;
+            files.push(("sbom.spdx.json".to_string(), to_json(&st)?));
+        }
+        out.push(files);
+    }
+    Ok(out)
+}
+
+fn to_json(st: &Statement) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(st).into_diagnostic()
+}
+
+/// The regular files under `root` (links not followed) with their sha256, sorted.
+fn file_subjects(root: &std::path::Path) -> Result<Vec<Subject>> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.into_diagnostic()?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        if out.len() >= MAX_FILE_SUBJECTS {
+            return Err(miette::miette!(
+                "the result has more than {MAX_FILE_SUBJECTS} files: too many to attest one by one"
+            ));
+        }
+        let mut file = std::fs::File::open(entry.path()).into_diagnostic()?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut file, &mut h).into_diagnostic()?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        out.push(Subject {
+            name: rel.to_string_lossy().into_owned(),
+            digest: std::collections::BTreeMap::from([(
+                "sha256".to_string(),
+                hex::encode(h.finalize()),
+            )]),
+        });
+    }
+    Ok(out)
 }
 
 /// What the attestations are made from.
@@ -62,6 +142,7 @@ pub fn attach(
     inputs: &AttestInputs<'_>,
     outcome: &mut BuildOutcome,
     results: &[PlatformResult],
+    step: Option<&super::export_steps::ExportStep>,
 ) -> Result<()> {
     let req = inputs.req;
     let image_name = req
@@ -70,6 +151,18 @@ pub fn attach(
         .flat_map(|o| o.names.iter())
         .next()
         .map(String::as_str);
+    // As `write_index` refuses it: a consumer could only ever pick the first image.
+    if let Some(p) = kiln_oci::manifest::duplicate_platform(
+        outcome
+            .platform_images
+            .iter()
+            .filter_map(|i| i.manifest.platform.as_ref()),
+    ) {
+        return Err(super::assemble::ImageError::DuplicatePlatform(
+            p.to_string(),
+        ))
+        .into_diagnostic();
+    }
     let facts = facts(inputs);
     let mut entries: Vec<Descriptor> = outcome
         .platform_images
@@ -87,11 +180,24 @@ pub fn attach(
             statements.push(provenance::statement(opts, &facts, vec![subject.clone()]));
         }
         if req.attest.sbom {
-            statements.push(sbom_statement(inputs, image, result, image_name, subject)?);
+            let view = SnapshotView::mount(inputs.layers, &result.snapshot)
+                .into_diagnostic()
+                .wrap_err("mounting the image for its SBOM")?;
+            let what = format!("the image {}", image.manifest.digest);
+            statements.push(sbom_statement(
+                inputs,
+                view.path(),
+                &what,
+                image_name,
+                vec![subject],
+            )?);
         }
         let entry = write_attestation_manifest(inputs.content, &image.manifest, &statements)
             .into_diagnostic()
             .wrap_err("writing the attestation manifest")?;
+        if let Some(step) = step {
+            step.done_item(format!("exporting attestation manifest {}", entry.digest));
+        }
         entries.push(entry);
     }
     let index_type = if inputs.docker_media_types {
@@ -104,6 +210,9 @@ pub fn attach(
         .put_json(index_type, &ImageIndex::new(index_type, entries))
         .into_diagnostic()
         .wrap_err("writing the image index")?;
+    if let Some(step) = step {
+        step.done_item(format!("exporting manifest list {}", index.digest));
+    }
     outcome.index = Some(index);
     Ok(())
 }
@@ -150,32 +259,25 @@ fn platforms(req: &BuildRequest) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The SPDX SBOM of one platform's final filesystem, scanned through a view of it.
+/// The SPDX SBOM of a final filesystem (mounted at `root`, `what` names it in errors).
 fn sbom_statement(
     inputs: &AttestInputs<'_>,
-    image: &ExportedImage,
-    result: &PlatformResult,
+    root: &std::path::Path,
+    what: &str,
     image_name: Option<&str>,
-    subject: Subject,
+    subjects: Vec<Subject>,
 ) -> Result<Statement> {
-    let view = SnapshotView::mount(inputs.layers, &result.snapshot)
-        .into_diagnostic()
-        .wrap_err("mounting the image for its SBOM")?;
     let mut opts = ScanOptions::new(image_name.unwrap_or("image"));
     if let Some(epoch) = inputs.req.source_date_epoch {
         if let Ok(t) = jiff::Timestamp::from_second(epoch as i64) {
             opts.created = t;
         }
     }
-    let doc = sbom::scan(view.path(), &opts)
+    let doc = sbom::scan(root, &opts)
         .into_diagnostic()
-        .wrap_err_with(|| format!("scanning the image {} for its SBOM", image.manifest.digest))?;
+        .wrap_err_with(|| format!("scanning {what} for its SBOM"))?;
     for w in &doc.warnings {
         tracing::debug!(warning = %w, "SBOM scan");
     }
-    Ok(Statement::new(
-        vec![subject],
-        SPDX_DOCUMENT,
-        doc.to_spdx_json(),
-    ))
+    Ok(Statement::new(subjects, SPDX_DOCUMENT, doc.to_spdx_json()))
 }

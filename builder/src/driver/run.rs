@@ -53,6 +53,9 @@ pub struct BuildOutcome {
     pub cached: usize,
     /// What each `--cache-to type=registry|local` wrote.
     pub cache_exports: Vec<crate::remote_cache::export::ExportReport>,
+    /// Each platform's attestation files for `type=local|tar` (`provenance.json`,
+    /// `sbom.spdx.json`), in `--platform` order; empty when none were asked for.
+    pub attestation_files: Vec<Vec<(String, Vec<u8>)>>,
 }
 
 impl BuildOutcome {
@@ -199,9 +202,21 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     }
     let steps = ExportSteps::start(&m.tx, &req.outputs);
     let solved = result.records.clone();
-    let (mut outcome, results) =
-        export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
-    if super::attest::wanted(&req) {
+    let (in_index, as_files) = (
+        super::attest::wanted(&req),
+        super::attest::files_wanted(&req),
+    );
+    // With attestations the index is written once they are made, over images and them.
+    let (mut outcome, results) = export_images(
+        &req,
+        &state,
+        &m,
+        graph.targets,
+        result,
+        &steps,
+        (multi, in_index),
+    )?;
+    if in_index || as_files {
         let inputs = super::attest::AttestInputs {
             req: &req,
             dockerfile_name: &dockerfile_path(&req),
@@ -212,7 +227,13 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
             content: state.content(),
             docker_media_types: export_options(&req)?.docker_media_types,
         };
-        super::attest::attach(&inputs, &mut outcome, &results)?;
+        if in_index {
+            let step = steps.image_step(&req.outputs);
+            super::attest::attach(&inputs, &mut outcome, &results, step)?;
+        }
+        if as_files {
+            outcome.attestation_files = super::attest::files(&inputs, &results)?;
+        }
     }
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
@@ -407,6 +428,7 @@ fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
         executed: 0,
         cached: 0,
         cache_exports: Vec::new(),
+        attestation_files: Vec::new(),
     }
 }
 
@@ -580,7 +602,7 @@ fn export_images(
     targets: Vec<PlatformTarget>,
     result: Solved,
     steps: &ExportSteps,
-    multi: bool,
+    (multi, attested): (bool, bool),
 ) -> Result<(BuildOutcome, Vec<PlatformResult>)> {
     let stores = ExportStores {
         layers: m.worker.layers(),
@@ -643,7 +665,7 @@ fn export_images(
             step.done_item(format!("exporting config {}", image.config_digest));
         }
     }
-    let index = if needs_image && multi {
+    let index = if needs_image && multi && !attested {
         Some(write_platform_index(req, state, &platform_images)?)
     } else {
         None
@@ -663,6 +685,7 @@ fn export_images(
         executed: result.executed,
         cached: result.cached,
         cache_exports: Vec::new(),
+        attestation_files: Vec::new(),
     };
     Ok((outcome, results))
 }
