@@ -376,3 +376,67 @@ fn bad_attestation_flags_fail_before_building() {
     let err = b.build_fails(&["--sbom=generator=docker/scout-sbom-indexer"]);
     assert!(err.contains("builtin"), "{err}");
 }
+
+#[test]
+fn local_and_tar_outputs_write_the_asked_attestations_beside_the_files() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    // The default provenance is for images only.
+    let plain = b.path("plain");
+    b.build(&["-o", &format!("type=local,dest={}", plain.display())]);
+    assert!(plain.join("f").is_file() && !plain.join("provenance.json").exists());
+    let out = b.path("out");
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        "--provenance=true",
+        "--sbom=true",
+    ]);
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    let prov = read(out.join("provenance.json"));
+    assert_valid("in-toto-statement-v1.schema.json", &prov);
+    assert_valid("slsa-provenance-v1.schema.json", &prov["predicate"]);
+    let f = prov["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "f")
+        .expect("the file f is a subject");
+    assert_eq!(
+        format!("sha256:{}", f["digest"]["sha256"].as_str().unwrap()),
+        sha256_digest(b"x")
+    );
+    let sbom = read(out.join("sbom.spdx.json"));
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    assert_valid("spdx-2.3.schema.json", &sbom["predicate"]);
+    let tarball = b.path("out.tar");
+    b.build(&[
+        "-o",
+        &format!("type=tar,dest={}", tarball.display()),
+        "--attest",
+        "type=provenance,mode=max",
+    ]);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "provenance.json")
+            && names.lines().any(|l| l.trim_start_matches("./") == "f"),
+        "{names}"
+    );
+}
