@@ -440,3 +440,38 @@ fn local_and_tar_outputs_write_the_asked_attestations_beside_the_files() {
         "{names}"
     );
 }
+
+#[test]
+fn attestations_turn_docker_media_types_to_oci_with_a_warning() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let name = format!("{}/{}:1", env.registry(), unique("h5attest-mt"));
+    let ctx = b.ctx();
+    let out = b.kiln(&[
+        "build",
+        "-o",
+        &format!("type=registry,name={name},oci-mediatypes=false"),
+        ctx.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: oci-mediatypes=false ignored"),
+        "{stderr}"
+    );
+    let index = raw(&name);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        index["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(attestation_entries(&index).len(), 1);
+}

@@ -32,6 +32,30 @@ pub fn wanted(req: &BuildRequest) -> bool {
     })
 }
 
+/// What the attestations change that the user did not ask for: asked-for attestations
+/// reach no image beside a docker-archive output (it holds one manifest, never the index
+/// they go in); `oci-mediatypes=false` is overridden (attestation manifests are OCI ones,
+/// and BuildKit turns the image's media types to OCI for them too).
+pub fn warnings(req: &BuildRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if explicit(req) && req.outputs.iter().any(|o| o.kind == OutputKind::Docker) {
+        out.push(
+            "attestations are not written with a type=docker output (a docker-archive holds \
+             no index): use -o type=oci or --push to keep them",
+        );
+    }
+    let docker_types = req.outputs.iter().any(|o| {
+        matches!(o.kind, OutputKind::Image | OutputKind::Oci) && !o.flag("oci-mediatypes", true)
+    });
+    if docker_types && wanted(req) {
+        out.push(
+            "oci-mediatypes=false ignored: attestations need OCI media types \
+             (--provenance=false keeps Docker media types)",
+        );
+    }
+    out
+}
+
 /// Whether attestations were asked for, not only buildx's default provenance.
 fn explicit(req: &BuildRequest) -> bool {
     let a = &req.attest;

@@ -147,6 +147,9 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     let multi = platforms.len() > 1 || req.multi_platform;
     tracing::debug!(instructions = df.ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
+    for why in super::attest::warnings(&req) {
+        eprintln!("WARNING: {why}");
+    }
     let runtime = crate::registry_opts::runtime()?;
     let interrupts = Interrupts::listen(&runtime)
         .into_diagnostic()
@@ -878,6 +881,10 @@ fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
     opts.force_compression = out.flag("force-compression", false);
     // docker-archive output is read by old Docker: Docker media types by default there.
     opts.docker_media_types = !out.flag("oci-mediatypes", out.kind != OutputKind::Docker);
+    // As BuildKit: attestation manifests need OCI media types, so the image gets them too.
+    if opts.docker_media_types && super::attest::wanted(req) {
+        opts.docker_media_types = false;
+    }
     opts.annotations = out
         .annotations()
         .map(|(k, v)| (k.to_string(), v.to_string()))
