@@ -107,7 +107,10 @@ impl Attestations {
 }
 
 /// `--provenance VALUE`'s fields: a bare boolean is `disabled=`, else `key=value` CSV.
-fn short_fields(v: &str) -> Vec<(String, String)> {
+/// `key=value` fields of a flag, keys lowercased.
+type Fields = Vec<(String, String)>;
+
+fn short_fields(v: &str) -> Fields {
     match v.trim() {
         "true" | "1" => vec![],
         "false" | "0" => vec![("disabled".into(), "true".into())],
@@ -115,7 +118,7 @@ fn short_fields(v: &str) -> Vec<(String, String)> {
     }
 }
 
-fn fields(v: &str) -> Vec<(String, String)> {
+fn fields(v: &str) -> Fields {
     v.split(',')
         .filter(|f| !f.trim().is_empty())
         .map(|f| match f.split_once('=') {
@@ -126,7 +129,7 @@ fn fields(v: &str) -> Vec<(String, String)> {
 }
 
 /// `type=` of an `--attest` value, and its other fields.
-fn attest_type(a: &str) -> Result<(&'static str, Vec<(String, String)>), AttestFlagError> {
+fn attest_type(a: &str) -> Result<(&'static str, Fields), AttestFlagError> {
     let mut kind = None;
     let mut rest = Vec::new();
     for (k, v) in fields(a) {

@@ -74,7 +74,7 @@ mod tests {
             "https://slsa.dev/provenance/v1",
             serde_json::json!({}),
         );
-        let desc = write_attestation_manifest(&store, &subject, &[st.clone()]).unwrap();
+        let desc = write_attestation_manifest(&store, &subject, std::slice::from_ref(&st)).unwrap();
         let ann = desc.annotations.as_ref().unwrap();
         assert_eq!(ann[REFERENCE_TYPE], ATTESTATION_MANIFEST);
         assert_eq!(ann[REFERENCE_DIGEST], image.digest.to_string());

@@ -81,7 +81,7 @@ const MAX_FILE_SUBJECTS: usize = 100_000;
 pub fn files(
     inputs: &AttestInputs<'_>,
     results: &[PlatformResult],
-) -> Result<Vec<Vec<(String, Vec<u8>)>>> {
+) -> Result<Vec<AttestationFiles>> {
     let req = inputs.req;
     let facts = facts(inputs);
     let mut out = Vec::with_capacity(results.len());
@@ -138,6 +138,9 @@ fn file_subjects(root: &std::path::Path) -> Result<Vec<Subject>> {
     }
     Ok(out)
 }
+
+/// One platform's attestation files: names (`provenance.json`) and contents.
+pub type AttestationFiles = Vec<(String, Vec<u8>)>;
 
 /// What the attestations are made from.
 pub struct AttestInputs<'a> {

@@ -55,7 +55,7 @@ pub struct BuildOutcome {
     pub cache_exports: Vec<crate::remote_cache::export::ExportReport>,
     /// Each platform's attestation files for `type=local|tar` (`provenance.json`,
     /// `sbom.spdx.json`), in `--platform` order; empty when none were asked for.
-    pub attestation_files: Vec<Vec<(String, Vec<u8>)>>,
+    pub attestation_files: Vec<super::attest::AttestationFiles>,
 }
 
 impl BuildOutcome {
