@@ -8,6 +8,7 @@ use kiln_registry::error::NetCause;
 use kiln_solver::executor::emulation::EmulationError;
 use kiln_solver::executor::ExecError;
 use kiln_solver::scheduler::WorkerError;
+use kiln_solver::state::{StateError, ROOT_ENV};
 
 /// The hint for a failed build step, if one fits.
 pub fn for_worker(e: &WorkerError) -> Option<String> {
@@ -93,6 +94,20 @@ pub fn for_registry(error: &kiln_registry::Error) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The hint for a state directory that cannot be chosen or opened, if one fits.
+pub fn for_state(e: &StateError) -> Option<String> {
+    match e {
+        StateError::NoDefault => Some(format!("choose one with --root DIR or {ROOT_ENV}=DIR")),
+        _ => None,
+    }
+}
+
+/// A state directory error as the terminal shows it, with its hint, for `map_err`.
+pub fn state_failure(e: StateError) -> miette::Report {
+    let help = for_state(&e);
+    with_help(miette::Report::from_err(e), help)
 }
 
 /// The hint for an error the command left without one: the first error in its chain

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Opens the state directory chosen by `--root` / `KILN_ROOT` / the defaults.
 pub fn open_state(root: Option<&Path>) -> Result<StateDir> {
-    let root = StateDir::choose_root(root).into_diagnostic()?;
+    let root = StateDir::choose_root(root).map_err(crate::hints::state_failure)?;
     StateDir::open(&root)
         .into_diagnostic()
         .wrap_err_with(|| format!("opening state directory {}", root.display()))

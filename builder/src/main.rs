@@ -4,6 +4,7 @@ mod archive;
 #[allow(dead_code)]
 // the scanner is called by the attestation exporters (issue 15), wired separately
 mod attest;
+mod bake;
 mod cli;
 mod context;
 mod driver;

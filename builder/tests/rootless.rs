@@ -254,6 +254,29 @@ fn rootless_without_ranges_says_what_is_missing() {
 }
 
 #[test]
+fn no_home_to_derive_the_state_directory_from_names_root_and_kiln_root() {
+    let b = Build::new();
+    // Empty values count as unset (the harness sets no KILN_ROOT).
+    let unset = ["HOME=", "XDG_DATA_HOME="];
+    for verb in [
+        &["images"][..],
+        &["build", b.ctx().to_str().expect("utf-8")],
+    ] {
+        let out = b.kiln_as_env("nobody", verb, &unset);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{verb:?}: {err}");
+        assert!(
+            err.contains("cannot choose a state directory: neither XDG_DATA_HOME nor HOME is set"),
+            "{verb:?}: {err}"
+        );
+        assert!(
+            err.contains("--root DIR or KILN_ROOT=DIR"),
+            "{verb:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn rootless_without_uidmap_tools_says_so() {
     let b = Build::new();
     b.write("Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");

@@ -330,6 +330,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_absent_foreign_layer_is_left_out_of_the_walk() {
+        use crate::media_type::DOCKER_FOREIGN_LAYER_GZIP;
+        let d = tempfile::tempdir().unwrap();
+        let l = LayoutDir::create(d.path()).unwrap();
+        let put = |mt: &str, data: &[u8]| {
+            let d = Descriptor::of(mt, data);
+            l.write_blob(&d, &mut &data[..]).unwrap();
+            d
+        };
+        let here = put(OCI_LAYER_TAR, b"layer bytes");
+        let config = put(OCI_CONFIG, br#"{"architecture":"amd64","os":"windows"}"#);
+        let mut foreign = Descriptor::of(DOCKER_FOREIGN_LAYER_GZIP, b"base layer");
+        foreign.urls = Some(vec!["https://example.com/base".into()]);
+        let m = ImageManifest::new(OCI_MANIFEST, config.clone(), vec![foreign, here.clone()]);
+        let root = put(OCI_MANIFEST, &serde_json::to_vec(&m).unwrap());
+        let blobs = walk(&l, &root, Partial::Refuse).unwrap();
+        assert_eq!(blobs, [config, here, root]);
+    }
+
     fn root_without_names(d: &Descriptor) -> Descriptor {
         Descriptor {
             annotations: None,

@@ -24,6 +24,12 @@ pub trait ImageSource {
     /// images only).
     fn has_blob(&self, digest: &Digest) -> Result<bool>;
 
+    /// Which of `digests` the source holds, in their order: [`ImageSource::has_blob`] of
+    /// each, unless the source can answer for many at once (a registry asks in parallel).
+    fn has_blobs(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        digests.iter().map(|d| self.has_blob(d)).collect()
+    }
+
     /// A stream of the blob's bytes, unverified ([`read_verified`] and the copy verify).
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>>;
 }

@@ -8,7 +8,7 @@ use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::manifest::Manifest;
-use crate::media_type::{is_index, is_manifest};
+use crate::media_type::{is_foreign_layer, is_index, is_manifest};
 use crate::store::{read_verified, ImageSource, MAX_DOCUMENT_SIZE};
 
 /// The descriptors a manifest or index document refers to: an image's config and layers, an
@@ -88,25 +88,51 @@ fn visit(
             reason: format!("indexes nested more than {MAX_DEPTH} deep"),
         });
     }
-    if may_refer(desc) {
-        let bytes = read_verified(source, desc, "manifest")?;
-        let index = is_index(&desc.media_type);
-        for child in children(desc, &bytes)? {
+    if !may_refer(desc) {
+        return leaf(desc, source.has_blob(&desc.digest)?, out);
+    }
+    let bytes = read_verified(source, desc, "manifest")?;
+    let children = children(desc, &bytes)?;
+    // A document's config and layers are asked about at once: a registry answers in parallel.
+    let leaves: Vec<Digest> = children
+        .iter()
+        .filter(|c| !may_refer(c) && !seen.contains(&c.digest))
+        .map(|c| c.digest.clone())
+        .collect();
+    let held = source.has_blobs(&leaves)?;
+    let present: HashSet<&Digest> = leaves
+        .iter()
+        .zip(held)
+        .filter_map(|(d, has)| has.then_some(d))
+        .collect();
+    let index = is_index(&desc.media_type);
+    for child in &children {
+        if may_refer(child) {
             let skip = index
                 && partial == Partial::SkipMissingImages
-                && may_refer(&child)
                 && !source.has_blob(&child.digest)?;
             if !skip {
-                visit(source, &child, partial, seen, out, depth + 1)?;
+                visit(source, child, partial, seen, out, depth + 1)?;
             }
+        } else if seen.insert(child.digest.clone()) {
+            leaf(child, present.contains(&child.digest), out)?;
         }
-    } else if !source.has_blob(&desc.digest)? {
+    }
+    out.push(desc.clone());
+    Ok(())
+}
+
+/// A blob that refers to nothing: walked when present; an absent foreign (non-distributable)
+/// layer is left out, as whoever runs the image fetches it from its URLs; any other is missing.
+fn leaf(desc: &Descriptor, present: bool, out: &mut Vec<Descriptor>) -> Result<()> {
+    if present {
+        out.push(desc.clone());
+    } else if !is_foreign_layer(&desc.media_type) {
         return Err(crate::Error::Missing {
             digest: desc.digest.clone(),
             what: desc.media_type.clone(),
         });
     }
-    out.push(desc.clone());
     Ok(())
 }
 

@@ -1,152 +1,101 @@
-//! Registry-to-registry copy of a whole image or index (all platforms), staged on disk so memory
-//! stays bounded, mounting blobs when source and destination share a registry.
+//! Registry-to-registry copy of a whole image or index (all platforms): the one walk of the
+//! source repository, then every blob in parallel — mounted when source and destination share
+//! a registry, else staged on disk one blob at a time so memory stays bounded — then each
+//! manifest after its blobs, the root last.
 
-use crate::client::RegistryClient;
-use crate::error::Result;
-use crate::progress::Progress;
-use crate::pull::{self, PlatformSelection, PullOptions};
-use crate::push::{self, PushOptions};
-use crate::store::BlobDir;
-use kiln_oci::Digest;
-use kiln_oci::Reference;
+use crate::client::{RegistryClient, Scope, UploadOutcome};
+use crate::error::{Error, Result};
+use crate::progress::{BlobStatus, Progress};
+use crate::push::put_manifests;
+use crate::remote::Remote;
+use futures_util::TryStreamExt;
+use kiln_oci::walk::{may_refer, Partial};
+use kiln_oci::{Descriptor, Digest, Reference};
+use std::path::Path;
 
 /// Copies `src` to `dst` with every platform; returns the pushed root digest.
 pub async fn copy(
     client: &RegistryClient,
     src: &Reference,
     dst: &Reference,
-    staging: &std::path::Path,
+    staging: &Path,
     concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<Digest> {
-    let store = BlobDir::new(staging)?;
-    let same_registry = src.registry() == dst.registry();
-    let pulled = if same_registry {
-        // Only manifests and configs are needed locally; layers get mounted.
-        pull_manifests_only(client, src, &store).await?
-    } else {
-        pull::pull(
-            client,
-            src,
-            &store,
-            &PullOptions {
-                platforms: PlatformSelection::All,
-                concurrency,
-            },
-            progress,
-        )
-        .await?
-        .root
-    };
-    let opts = PushOptions {
-        concurrency,
-        mount_from: same_registry.then(|| src.repository().to_string()),
-    };
-    if same_registry {
-        push_mounting(client, src, dst, &pulled, &store, &opts, progress).await
-    } else {
-        push::push(client, dst, &pulled, &store, &opts, progress).await
-    }
+    let source = Remote::new(client.clone(), src, tokio::runtime::Handle::current());
+    let root = source.fetch_root(src).await?;
+    copy_root(&source, &root, dst, staging, concurrency, progress).await
 }
 
-async fn pull_manifests_only(
-    client: &RegistryClient,
-    src: &Reference,
-    store: &BlobDir,
-) -> Result<kiln_oci::Descriptor> {
-    use crate::store::BlobStore;
-    use kiln_oci::{Descriptor, Manifest};
-    let what = src.to_string();
-    let f = client.get_manifest(src).await?;
-    let (m, mt) = Manifest::parse(&what, &f.bytes, f.content_type.as_deref())?;
-    store.write_blob(&f.digest, &f.bytes)?;
-    if let Manifest::Index(idx) = m {
-        for d in &idx.manifests {
-            let c = client.get_manifest_as(src, d.digest.as_ref()).await?;
-            store.write_blob(&c.digest, &c.bytes)?;
-        }
-    }
-    Ok(Descriptor {
-        media_type: mt,
-        digest: f.digest,
-        size: f.bytes.len() as u64,
-        platform: None,
-        annotations: None,
-        urls: None,
-        artifact_type: None,
-    })
-}
-
-/// Pushes manifests from `store` while every blob is mounted from `opts.mount_from`.
-async fn push_mounting(
-    client: &RegistryClient,
-    src: &Reference,
+/// Copies the image or index `root` of `source`, with everything it refers to, to `dst` (its
+/// tag, or by digest); returns the pushed root digest. Blobs are staged in `staging`.
+pub async fn copy_root(
+    source: &Remote,
+    root: &Descriptor,
     dst: &Reference,
-    root: &kiln_oci::Descriptor,
-    store: &BlobDir,
-    opts: &PushOptions,
+    staging: &Path,
+    concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<Digest> {
-    use crate::store::BlobStore;
-    use kiln_oci::Manifest;
-    let what = dst.to_string();
-    let bytes = store.read_blob(&root.digest)?;
-    let (m, mt) = Manifest::parse(&what, &bytes, Some(&root.media_type))?;
-    let mut images = Vec::new();
-    match m {
-        Manifest::Image(im) => images.push((None, im)),
-        Manifest::Index(idx) => {
-            for d in idx.manifests {
-                let b = store.read_blob(&d.digest)?;
-                if let (Manifest::Image(im), cmt) = Manifest::parse(&what, &b, Some(&d.media_type))?
-                {
-                    images.push((Some((d.digest.clone(), b, cmt)), im));
-                }
-            }
-        }
-    }
-    for (child, im) in images {
-        for d in im.layers.iter().chain(std::iter::once(&im.config)) {
+    let walked = source.walk(root, Partial::Refuse).await?;
+    let (manifests, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) =
+        walked.iter().partition(|d| may_refer(d));
+    let src = source.reference();
+    let mount_from = (src.registry() == dst.registry()).then(|| src.repository());
+    std::fs::create_dir_all(staging)
+        .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+    let client = source.client();
+    futures_util::stream::iter(blobs.into_iter().map(Ok::<_, Error>))
+        .try_for_each_concurrent(concurrency.max(1), |d| async move {
             progress.start(&d.digest, d.size);
-            let staged = |digest: &Digest| {
-                let path = store.blob_path(digest);
-                move || std::fs::File::open(&path)
-            };
-            let mounted = client
-                .push_blob(
-                    dst,
-                    d,
-                    &staged(&d.digest),
-                    opts.mount_from.as_deref(),
-                    &|_| {},
-                )
-                .await;
-            let outcome = match mounted {
-                Ok(o) => o,
-                // The registry refused the mount and the blob was not staged: fetch it, upload it.
-                Err(crate::error::Error::Io { .. }) => {
-                    crate::pull::pull_blob(client, src, store, d, &crate::progress::NoProgress)
-                        .await?;
-                    client
-                        .push_blob(dst, d, &staged(&d.digest), None, &|_| {})
-                        .await?
-                }
-                Err(e) => return Err(e),
-            };
+            let staged = staging.join(d.digest.hex());
+            let outcome = copy_blob(client, src, d, dst, mount_from, &staged, progress).await;
+            let _ = std::fs::remove_file(&staged);
             progress.done(
                 &d.digest,
-                match outcome {
-                    crate::client::UploadOutcome::Exists => crate::progress::BlobStatus::Exists,
-                    crate::client::UploadOutcome::Mounted => crate::progress::BlobStatus::Mounted,
-                    crate::client::UploadOutcome::Pushed => crate::progress::BlobStatus::Pushed,
+                match outcome? {
+                    UploadOutcome::Exists => BlobStatus::Exists,
+                    UploadOutcome::Mounted => BlobStatus::Mounted,
+                    UploadOutcome::Pushed => BlobStatus::Pushed,
                 },
             );
-        }
-        if let Some((digest, b, cmt)) = child {
-            client
-                .put_manifest(&dst.with_digest(digest), &b, &cmt)
-                .await?;
-        }
+            Ok(())
+        })
+        .await?;
+    let mut docs = Vec::with_capacity(manifests.len());
+    for m in manifests {
+        docs.push((m, source.manifest(m).await?));
     }
-    client.put_manifest(dst, &bytes, &mt).await
+    put_manifests(client, dst, root, docs).await
+}
+
+/// Moves one blob from `src` to `dst`: a cross-repository mount on one registry, else (or
+/// when the registry refuses the mount) downloaded to `staged` and uploaded.
+async fn copy_blob(
+    client: &RegistryClient,
+    src: &Reference,
+    d: &Descriptor,
+    dst: &Reference,
+    mount_from: Option<&str>,
+    staged: &Path,
+    progress: &dyn Progress,
+) -> Result<UploadOutcome> {
+    let open = || std::fs::File::open(staged);
+    if mount_from.is_some() {
+        match client.push_blob(dst, d, &open, mount_from, &|_| {}).await {
+            // A registry that refuses the mount opens an upload instead, which finds nothing
+            // staged: fetch the blob and upload it.
+            Err(Error::Io { .. }) => {}
+            other => return other,
+        }
+    } else if client
+        .blob_exists(dst, &d.digest, &Scope::push(dst.repository(), &[]))
+        .await?
+    {
+        return Ok(UploadOutcome::Exists);
+    }
+    client
+        .fetch_blob(src, d, staged, &|n| progress.advance(&d.digest, n))
+        .await?;
+    client.push_blob(dst, d, &open, None, &|_| {}).await
 }

@@ -1,4 +1,5 @@
-//! OCI distribution client for kiln: references, auth, pull, push.
+//! OCI distribution client for kiln: references, auth, pull, push, and a repository as an
+//! image source and sink (`remote`).
 //!
 //! The wire protocol is spoken directly with `reqwest` (see `client`): kiln needs streaming
 //! verification, resumable chunked uploads, cross-repo mounts and its own retry policy, which
@@ -11,6 +12,7 @@ pub mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod remote;
 pub mod store;
 pub mod transport;
 

@@ -1,11 +1,14 @@
-//! Pull: tag -> manifest or index -> platform -> blobs, downloaded in parallel and verified
-//! while streaming; blobs already in the store are skipped.
+//! Pull: tag -> manifest or index -> platform -> the blobs the one walk reaches, downloaded in
+//! parallel and verified while streaming; blobs already in the store are skipped.
 
 use crate::client::RegistryClient;
 use crate::error::{Error, Result};
 use crate::progress::{BlobStatus, Progress};
+use crate::remote::Remote;
 use crate::store::BlobStore;
 use futures_util::TryStreamExt;
+use kiln_oci::media_type::is_index;
+use kiln_oci::walk::{may_refer, Partial};
 use kiln_oci::Digest;
 use kiln_oci::Reference;
 use kiln_oci::{Descriptor, ImageManifest, Manifest, Platform};
@@ -51,7 +54,9 @@ pub struct PulledImage {
     pub images: Vec<(Descriptor, ImageManifest)>,
 }
 
-/// Pulls `r` into `store`.
+/// Pulls `r` into `store`: the manifest or index `r` names, the image the platform selection
+/// picks from an index (or all of them), then every blob the one walk (`kiln_oci::walk`)
+/// reaches from there, downloaded in parallel; each manifest is stored after its blobs.
 pub async fn pull(
     client: &RegistryClient,
     r: &Reference,
@@ -59,88 +64,66 @@ pub async fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PulledImage> {
-    let what = r.to_string();
-    let fetched = client.get_manifest(r).await?;
-    tracing::debug!(reference = %r, digest = %fetched.digest, "manifest fetched");
-    let (manifest, media_type) =
-        Manifest::parse(&what, &fetched.bytes, fetched.content_type.as_deref())?;
-    let root_desc = Descriptor {
-        media_type: media_type.clone(),
-        digest: fetched.digest.clone(),
-        size: fetched.bytes.len() as u64,
-        platform: None,
-        annotations: None,
-        urls: None,
-        artifact_type: None,
-    };
-    match manifest {
-        Manifest::Image(m) => {
-            pull_image(client, r, store, &m, opts.concurrency, progress).await?;
-            store.write_blob(&fetched.digest, &fetched.bytes)?;
-            Ok(PulledImage {
-                root: root_desc.clone(),
-                repo_digest: fetched.digest,
-                images: vec![(root_desc, *m)],
-            })
+    let source = Remote::new(client.clone(), r, tokio::runtime::Handle::current());
+    let top = source.fetch_root(r).await?;
+    tracing::debug!(reference = %r, digest = %top.digest, "manifest fetched");
+    let root = select(&source, r, &top, &opts.platforms).await?;
+    let walked = source.walk(&root, Partial::Refuse).await?;
+    let (manifests, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) =
+        walked.iter().partition(|d| may_refer(d));
+    pull_blobs(client, r, store, &blobs, opts.concurrency, progress).await?;
+    let mut images = Vec::new();
+    for m in manifests {
+        let bytes = source.manifest(m).await?;
+        let what = format!("{}@{}", r.name(), m.digest);
+        if let (Manifest::Image(image), _) = Manifest::parse(&what, &bytes, Some(&m.media_type))? {
+            images.push((m.clone(), *image));
         }
-        Manifest::Index(idx) => {
-            let chosen: Vec<Descriptor> = match &opts.platforms {
-                PlatformSelection::All => idx.manifests.clone(),
-                sel => {
-                    let want = match sel {
-                        PlatformSelection::One(p) => p.clone(),
-                        _ => Platform::host(),
-                    };
-                    let d = idx.select(&want).ok_or_else(|| Error::NoMatchingPlatform {
-                        reference: what.clone(),
-                        platform: want.to_string(),
-                        available: idx.platforms(),
-                    })?;
-                    vec![d.clone()]
-                }
-            };
-            let mut images = Vec::new();
-            for d in &chosen {
-                let child = client.get_manifest_as(r, d.digest.as_ref()).await?;
-                let (m, _) = Manifest::parse(
-                    &format!("{}@{}", r.name(), d.digest),
-                    &child.bytes,
-                    Some(&d.media_type),
-                )?;
-                match m {
-                    Manifest::Image(m) => {
-                        pull_image(client, r, store, &m, opts.concurrency, progress).await?;
-                        store.write_blob(&child.digest, &child.bytes)?;
-                        images.push((d.clone(), *m));
-                    }
-                    Manifest::Index(_) => {
-                        return Err(Error::Oci(kiln_oci::Error::BadManifest {
-                            reference: what.clone(),
-                            reason: "nested indexes are not supported".into(),
-                        }))
-                    }
-                }
-            }
-            let root = if opts.platforms == PlatformSelection::All {
-                store.write_blob(&fetched.digest, &fetched.bytes)?;
-                root_desc
-            } else {
-                let mut d = chosen.into_iter().next().ok_or_else(|| {
-                    Error::Oci(kiln_oci::Error::BadManifest {
-                        reference: what.clone(),
-                        reason: "empty index".into(),
-                    })
-                })?;
-                d.annotations = None;
-                d
-            };
-            Ok(PulledImage {
-                root,
-                repo_digest: fetched.digest,
-                images,
-            })
-        }
+        store.write_blob(&m.digest, &bytes)?;
     }
+    Ok(PulledImage {
+        root,
+        repo_digest: top.digest,
+        images,
+    })
+}
+
+/// What a pull stores and tags: `top` itself (an image, or an index with `All`), or the
+/// image of the index `top` that matches the platform asked for.
+async fn select(
+    source: &Remote,
+    r: &Reference,
+    top: &Descriptor,
+    platforms: &PlatformSelection,
+) -> Result<Descriptor> {
+    if !is_index(&top.media_type) || *platforms == PlatformSelection::All {
+        return Ok(top.clone());
+    }
+    let what = r.to_string();
+    let bytes = source.manifest(top).await?;
+    let Manifest::Index(idx) = Manifest::parse(&what, &bytes, Some(&top.media_type))?.0 else {
+        return Ok(top.clone());
+    };
+    let want = match platforms {
+        PlatformSelection::One(p) => p.clone(),
+        _ => Platform::host(),
+    };
+    let mut chosen = idx
+        .select(&want)
+        .ok_or_else(|| Error::NoMatchingPlatform {
+            reference: what.clone(),
+            platform: want.to_string(),
+            available: idx.platforms(),
+        })?
+        .clone();
+    if is_index(&chosen.media_type) {
+        return Err(Error::Oci(kiln_oci::Error::BadManifest {
+            reference: what,
+            reason: "nested indexes are not supported".into(),
+        }));
+    }
+    chosen.annotations = None;
+    Ok(chosen)
 }
 
 /// Downloads the config and layers of one image manifest.
@@ -152,12 +135,25 @@ pub async fn pull_image(
     concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let blobs: Vec<&Descriptor> = std::iter::once(&m.config).chain(m.layers.iter()).collect();
+    pull_blobs(client, r, store, &blobs, concurrency, progress).await
+}
+
+/// Downloads blobs (each once) in parallel.
+async fn pull_blobs(
+    client: &RegistryClient,
+    r: &Reference,
+    store: &dyn BlobStore,
+    blobs: &[&Descriptor],
+    concurrency: usize,
+    progress: &dyn Progress,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
-    let blobs: Vec<&Descriptor> = std::iter::once(&m.config)
-        .chain(m.layers.iter())
-        .filter(|d| seen.insert(d.digest.clone()))
-        .collect();
-    futures_util::stream::iter(blobs.into_iter().map(Ok::<_, Error>))
+    let blobs = blobs
+        .iter()
+        .copied()
+        .filter(|d| seen.insert(d.digest.clone()));
+    futures_util::stream::iter(blobs.map(Ok::<_, Error>))
         .try_for_each_concurrent(concurrency.max(1), |d| async move {
             pull_blob(client, r, store, d, progress).await
         })

@@ -10,7 +10,7 @@ use kiln_oci::store::read_verified;
 use kiln_oci::walk::{may_refer, walk, Partial};
 use kiln_oci::Digest;
 use kiln_oci::Reference;
-use kiln_oci::{Descriptor, ImageManifest, Manifest};
+use kiln_oci::{Descriptor, Manifest};
 use std::collections::BTreeSet;
 
 /// Push settings.
@@ -76,15 +76,30 @@ pub async fn push_skipping(
         .filter(|d| !known.contains(&d.digest))
         .collect();
     push_blobs(client, target, store, &blobs, opts, progress).await?;
-    for m in &manifests {
-        let bytes = read_verified(&source, m, "manifest")?;
-        let (_, media_type) = Manifest::parse(m.digest.as_ref(), &bytes, Some(&m.media_type))?;
+    let docs = manifests
+        .into_iter()
+        .map(|m| Ok((m, read_verified(&source, m, "manifest")?)))
+        .collect::<Result<Vec<_>>>()?;
+    put_manifests(client, target, root, docs).await
+}
+
+/// PUTs the manifests of a walk in its order (each after its blobs): the root under `target`
+/// (its tag or digest), the others by digest. Returns the root's digest.
+pub(crate) async fn put_manifests<B: AsRef<[u8]>>(
+    client: &RegistryClient,
+    target: &Reference,
+    root: &Descriptor,
+    docs: Vec<(&Descriptor, B)>,
+) -> Result<Digest> {
+    for (m, bytes) in docs {
+        let bytes = bytes.as_ref();
+        let (_, media_type) = Manifest::parse(m.digest.as_ref(), bytes, Some(&m.media_type))?;
         let to = if m.digest == root.digest {
             target.clone()
         } else {
             target.with_digest(m.digest.clone())
         };
-        let digest = client.put_manifest(&to, &bytes, &media_type).await?;
+        let digest = client.put_manifest(&to, bytes, &media_type).await?;
         tracing::debug!(target = %to, digest = %digest, media_type = %media_type, "manifest pushed");
         if m.digest == root.digest {
             return Ok(digest);
@@ -95,19 +110,6 @@ pub async fn push_skipping(
         digest: root.digest.clone(),
         what: "root manifest".into(),
     }))
-}
-
-/// Uploads the config and layers of one image.
-pub async fn push_image_blobs(
-    client: &RegistryClient,
-    target: &Reference,
-    store: &dyn BlobStore,
-    m: &ImageManifest,
-    opts: &PushOptions,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let blobs: Vec<&Descriptor> = m.layers.iter().chain(std::iter::once(&m.config)).collect();
-    push_blobs(client, target, store, &blobs, opts, progress).await
 }
 
 /// Uploads blobs (each once) in parallel.

@@ -1,5 +1,6 @@
 //! Where pulled blobs go and pushed blobs come from. The CLI adapts kiln's content store to
-//! [`BlobStore`]; [`BlobDir`] is a plain `blobs/sha256/` directory used to stage copies.
+//! [`BlobStore`]; an OCI layout directory (`kiln_oci::layout::LayoutDir`) is one too, which
+//! also stages copies.
 
 use crate::error::{Error, Result};
 use kiln_oci::Digest;
@@ -145,61 +146,6 @@ pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// A directory of `blobs/sha256/<hex>` files with atomic, verified commits.
-#[derive(Debug)]
-pub struct BlobDir {
-    root: PathBuf,
-    counter: AtomicU64,
-}
-
-impl BlobDir {
-    /// Uses (and creates) `root`.
-    pub fn new(root: &Path) -> Result<Self> {
-        for d in [root.join("blobs/sha256"), root.join("ingest")] {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
-        }
-        Ok(BlobDir {
-            root: root.to_path_buf(),
-            counter: AtomicU64::new(0),
-        })
-    }
-
-    /// Path of a blob.
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-}
-
-impl BlobStore for BlobDir {
-    fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
-    }
-
-    fn temp_path(&self) -> Result<PathBuf> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .root
-            .join("ingest")
-            .join(format!("{}-{n}", std::process::id())))
-    }
-
-    fn commit_blob(&self, digest: &Digest, tmp: &Path) -> Result<()> {
-        let dest = self.blob_path(digest);
-        std::fs::rename(tmp, &dest).map_err(|e| Error::io(format!("storing {}", dest.display()), e))
-    }
-
-    fn open_blob(&self, digest: &Digest) -> Result<std::fs::File> {
-        let p = self.blob_path(digest);
-        std::fs::File::open(&p).map_err(|e| Error::io(format!("opening blob {digest}"), e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +153,7 @@ mod tests {
     #[test]
     fn write_blob_verifies() {
         let d = tempfile::tempdir().unwrap();
-        let s = BlobDir::new(d.path()).unwrap();
+        let s = kiln_oci::layout::LayoutDir::create(d.path()).unwrap();
         let good = Digest::of(b"x");
         s.write_blob(&good, b"x").unwrap();
         assert!(s.has_blob(&good));

@@ -1,5 +1,6 @@
 //! Pull/push/auth against the real registries of testdata/env/setup.sh.
 
+use kiln_oci::layout::LayoutDir;
 use kiln_oci::{Descriptor, Digest, Reference};
 use kiln_oci::{Manifest, Platform};
 use kiln_registry::auth::Credentials;
@@ -7,34 +8,14 @@ use kiln_registry::client::RegistryClient;
 use kiln_registry::progress::NoProgress;
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
-use kiln_registry::store::{BlobDir, BlobStore};
+use kiln_registry::store::BlobStore;
 use kiln_registry::{Error, TransportOptions};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use support::{env, unique};
 
-fn env() -> HashMap<String, String> {
-    let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
-    let path = Path::new(&dir).join("env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "test environment missing ({}: {e}); run `bash testdata/env/setup.sh start` first",
-            path.display()
-        )
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("kiln-rc-test/{name}-{}-{nanos}", std::process::id())
-}
+mod support;
 
 fn opts_with_ca(env: &HashMap<String, String>, tmp: &Path) -> TransportOptions {
     let host = &env["KILN_TEST_REGISTRY_TLS"];
@@ -96,7 +77,7 @@ fn pull_each_platform_of_busybox_index() {
     let client = RegistryClient::new(TransportOptions::default());
     for plat in ["linux/amd64", "linux/arm64"] {
         let tmp = tempfile::tempdir().unwrap();
-        let store = BlobDir::new(tmp.path()).unwrap();
+        let store = LayoutDir::create(tmp.path()).unwrap();
         let p = Platform::parse(plat).unwrap();
         let pulled = rt()
             .block_on(pull(
@@ -129,7 +110,7 @@ fn pull_each_platform_of_busybox_index() {
     }
     // A platform the index lacks is a clear error listing what exists.
     let tmp = tempfile::tempdir().unwrap();
-    let store = BlobDir::new(tmp.path()).unwrap();
+    let store = LayoutDir::create(tmp.path()).unwrap();
     let err = rt()
         .block_on(pull(
             &client,
@@ -149,7 +130,7 @@ fn pull_each_platform_of_busybox_index() {
     );
 }
 
-fn pull_all(client: &RegistryClient, r: &Reference, store: &BlobDir) -> Descriptor {
+fn pull_all(client: &RegistryClient, r: &Reference, store: &LayoutDir) -> Descriptor {
     rt().block_on(pull(
         client,
         r,
@@ -171,7 +152,7 @@ fn push_round_trip_is_byte_identical() {
     let src = Reference::parse(&format!("{reg}/library/busybox:latest")).unwrap();
     let client = RegistryClient::new(TransportOptions::default());
     let tmp = tempfile::tempdir().unwrap();
-    let store = BlobDir::new(tmp.path()).unwrap();
+    let store = LayoutDir::create(tmp.path()).unwrap();
     let root = pull_all(&client, &src, &store);
     let dst = Reference::parse(&format!("{reg}/{}:v1", unique("roundtrip"))).unwrap();
     let digest = rt()
@@ -222,7 +203,7 @@ fn tls_basic_auth_pull_and_wrong_password() {
         &[(reg, &env["KILN_TEST_TLS_USER"], &env["KILN_TEST_TLS_PASS"])],
         opts_with_ca(&env, tmp.path()),
     );
-    let store = BlobDir::new(&tmp.path().join("store")).unwrap();
+    let store = LayoutDir::create(tmp.path().join("store")).unwrap();
     let root = pull_all(&good, &r, &store);
     assert!(store.has_blob(&root.digest));
     // Push back under a new name over TLS with basic auth.
@@ -282,7 +263,7 @@ fn bearer_token_pull_push_and_read_only_denied() {
         TransportOptions::default(),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let store = BlobDir::new(tmp.path()).unwrap();
+    let store = LayoutDir::create(tmp.path()).unwrap();
     let root = pull_all(&rw, &r, &store);
     let repo = unique("token");
     let dst = Reference::parse(&format!("{reg}/{repo}:rw")).unwrap();
@@ -547,7 +528,7 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
     .unwrap();
     let proxy = cutting_proxy(reg.clone(), 3 << 20, false, 1);
     let via = Reference::parse(&format!("{}/{repo}:x", proxy.addr)).unwrap();
-    let store = BlobDir::new(&tmp.path().join("store")).unwrap();
+    let store = LayoutDir::create(tmp.path().join("store")).unwrap();
     let dl = store.temp_path().unwrap();
     rt().block_on(client.fetch_blob(&via, &desc, &dl, &|_| {}))
         .unwrap();
@@ -569,7 +550,7 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
     // A byte flipped on the wire: the digest check refuses it and nothing is stored.
     let tamper = tampering_proxy(reg.clone(), 3 << 20);
     let via = Reference::parse(&format!("{}/{repo}:x", tamper.addr)).unwrap();
-    let fresh = BlobDir::new(&tmp.path().join("fresh")).unwrap();
+    let fresh = LayoutDir::create(tmp.path().join("fresh")).unwrap();
     let pulled = rt().block_on(kiln_registry::pull::pull_blob(
         &client,
         &via,
@@ -587,13 +568,12 @@ fn pull_resumes_after_cut_and_rejects_wrong_digest() {
         !fresh.has_blob(&desc.digest),
         "tampered blob never stored under its digest"
     );
-    assert_eq!(
-        std::fs::read_dir(fresh.root().join("ingest"))
-            .unwrap()
-            .count(),
-        0,
-        "no leftovers"
-    );
+    let leftovers: Vec<_> = std::fs::read_dir(fresh.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".kiln-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no leftovers: {leftovers:?}");
 }
 
 /// A proxy that answers the first `n` connections with 429 + Retry-After, then forwards.

@@ -24,8 +24,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    /// No home directory to derive a default location from.
-    #[error("cannot choose a state directory: neither XDG_DATA_HOME nor HOME is set (use --root or KILN_ROOT)")]
+    /// No home directory to derive a default location from (the caller names how to choose
+    /// one explicitly).
+    #[error("cannot choose a state directory: neither XDG_DATA_HOME nor HOME is set")]
     NoDefault,
     /// The content store inside it failed to open.
     #[error(transparent)]

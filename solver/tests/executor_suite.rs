@@ -9,12 +9,12 @@ mod support;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use support::mounts_under;
+use support::net::{host_global_ipv4, pong_server};
 
 use kiln_solver::executor::native::NativeExecutor;
 use kiln_solver::executor::oci::{OciExecutor, OciRuntime};
@@ -494,35 +494,6 @@ fn minimal_dev_and_proc(e: &Subject) {
     assert_eq!(stdout(e, &req), "8\nproc\ndevpts\n");
 }
 
-/// Answers `pong` to every connection on `addr` (port 0: any), in the background.
-fn pong_server(addr: &str) -> u16 {
-    let listener = TcpListener::bind(addr).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(16) {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.write_all(b"pong\n");
-        }
-    });
-    port
-}
-
-/// An IPv4 address of this host other than loopback (the outbound target of
-/// the default network: traffic stays on the machine).
-fn host_global_ipv4() -> String {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("ip (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .map(str::to_string)
-        .expect("the host has a non-loopback IPv4 address")
-}
-
 fn reach(host: &str, port: u16) -> String {
     format!("if nc -w 3 {host} {port} </dev/null; then echo reached; else echo unreachable; fi")
 }
@@ -533,9 +504,9 @@ fn reach(host: &str, port: u16) -> String {
 /// slirp's gateway, which would forward there).
 fn network_modes(e: &Subject) {
     let f = Fixture::new();
-    let lo_port = pong_server("127.0.0.1:0");
+    let lo_port = pong_server("127.0.0.1:0", 16);
     let ip = host_global_ipv4();
-    let out_port = pong_server(&format!("{ip}:0"));
+    let out_port = pong_server(&format!("{ip}:0"), 16);
 
     let mut req = f.sh(
         "n",
@@ -580,7 +551,7 @@ fn network_modes(e: &Subject) {
 fn default_network_is_reused_only_after_sandboxed_steps(e: &Subject) {
     let f = Fixture::new();
     let ip = host_global_ipv4();
-    let port = pong_server(&format!("{ip}:0"));
+    let port = pong_server(&format!("{ip}:0"), 16);
     let ns = "readlink /proc/self/ns/net";
     let tamper = "ip addr add 10.9.9.9/32 dev lo 2>/dev/null && echo changed || echo denied";
     let first = stdout(e, &f.sh("a", &format!("{ns}; {tamper}")));

@@ -11,7 +11,7 @@ use kiln_oci::media_type::ANNOTATION_REF_NAME;
 use kiln_oci::{Platform, Reference};
 use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
-use kiln_registry::store::{BlobDir, BlobStore, Blobs};
+use kiln_registry::store::{BlobStore, Blobs};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,7 +95,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
     // Stage the source as blobs + named roots.
     let (store, image): (Box<dyn BlobStore>, oci::NamedImage) = match &src {
         Location::Registry(r) => {
-            let store = BlobDir::new(staging.path()).into_diagnostic()?;
+            let store = LayoutDir::create(staging.path()).into_diagnostic()?;
             let opts = PullOptions {
                 platforms: PlatformSelection::All,
                 concurrency: args.registry.concurrency(),
@@ -123,7 +123,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             (Box::new(LayoutDir::open(&unpacked).into_diagnostic()?), img)
         }
         Location::DockerArchive(file, want) => {
-            let store = BlobDir::new(&staging.path().join("store")).into_diagnostic()?;
+            let store = LayoutDir::create(staging.path().join("store")).into_diagnostic()?;
             let unpacked = unpack_archive(file, staging.path())?;
             let images = docker::import(&unpacked, &Blobs(&store))?;
             let img = archive_image(images, want.as_ref(), &args.source)?;

@@ -7,7 +7,7 @@ use kiln_oci::media_type::{is_index, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_
 use kiln_oci::{Descriptor, ImageIndex, Manifest, Platform};
 use kiln_oci::{Digest, Reference};
 use kiln_registry::progress::NoProgress;
-use kiln_registry::store::BlobDir;
+use kiln_registry::remote::Remote;
 use kiln_registry::RegistryClient;
 use miette::{miette, IntoDiagnostic, Result};
 use serde_json::json;
@@ -226,7 +226,8 @@ async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -
     Ok(())
 }
 
-/// Makes sure `target`'s repository has the manifest of `e` and its blobs.
+/// Makes sure `target`'s repository has the manifest of `e` and its blobs: a copy of that
+/// image (the one walk of its source repository), mounting blobs within one registry.
 async fn copy_into(
     client: &RegistryClient,
     e: &Entry,
@@ -237,60 +238,23 @@ async fn copy_into(
     if e.source.registry() == target.registry() && e.source.repository() == target.repository() {
         return Ok(());
     }
-    let (m, mt) = Manifest::parse(
-        &e.source.to_string(),
-        &e.bytes,
-        Some(&e.descriptor.media_type),
-    )
-    .into_diagnostic()?;
-    let Manifest::Image(m) = m else {
+    if is_index(&e.descriptor.media_type) {
         return Err(miette!("{}: nested indexes are not supported", e.source));
-    };
-    let store = BlobDir::new(staging).into_diagnostic()?;
-    let same_registry = e.source.registry() == target.registry();
-    if !same_registry {
-        kiln_registry::pull::pull_image(client, &e.source, &store, &m, concurrency, &NoProgress)
-            .await
-            .map_err(registry_failure)?;
     }
-    let opts = kiln_registry::push::PushOptions {
-        concurrency,
-        mount_from: same_registry.then(|| e.source.repository().to_string()),
-    };
-    if same_registry {
-        for d in m.layers.iter().chain(std::iter::once(&m.config)) {
-            let src = e.source.clone();
-            let dir = staging.to_path_buf();
-            let desc = d.clone();
-            let c2 = client.clone();
-            // Mount; if the registry refuses, fetch into staging and upload.
-            let open =
-                move || std::fs::File::open(dir.join("blobs/sha256").join(desc.digest.hex()));
-            let outcome = client
-                .push_blob(target, d, &open, opts.mount_from.as_deref(), &|_| {})
-                .await;
-            if outcome.is_err() {
-                kiln_registry::pull::pull_blob(&c2, &src, &store, d, &NoProgress)
-                    .await
-                    .map_err(registry_failure)?;
-                kiln_registry::push::push_blob(client, target, &store, d, None, &NoProgress)
-                    .await
-                    .map_err(registry_failure)?;
-            }
-        }
-    } else {
-        kiln_registry::push::push_image_blobs(client, target, &store, &m, &opts, &NoProgress)
-            .await
-            .map_err(registry_failure)?;
-    }
-    client
-        .put_manifest(
-            &target.with_digest(e.descriptor.digest.clone()),
-            &e.bytes,
-            &mt,
-        )
-        .await
+    let source = Remote::new(client.clone(), &e.source, tokio::runtime::Handle::current());
+    source
+        .remember(&e.descriptor.digest, &e.bytes)
         .map_err(registry_failure)?;
+    kiln_registry::copy::copy_root(
+        &source,
+        &e.descriptor,
+        &target.with_digest(e.descriptor.digest.clone()),
+        staging,
+        concurrency,
+        &NoProgress,
+    )
+    .await
+    .map_err(registry_failure)?;
     Ok(())
 }
 

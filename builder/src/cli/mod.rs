@@ -1,5 +1,6 @@
 //! Command-line interface: one module per verb.
 
+mod bake;
 pub mod build;
 mod copy;
 pub mod dockerfile;
@@ -61,6 +62,8 @@ pub enum Command {
     Version(version::Args),
     /// Build an image from a Dockerfile.
     Build(Box<build::Args>),
+    /// Build several targets from a bake file (HCL, JSON or compose).
+    Bake(Box<bake::Args>),
     /// Save images to a tar archive (docker-archive or OCI).
     Save(save::Args),
     /// Load images from a tar archive.
@@ -151,7 +154,8 @@ fn enter_rootless(root: Option<&std::path::Path>) -> miette::Result<Option<ExitC
     if unsafe { libc::geteuid() } == 0 {
         return Ok(None);
     }
-    let state = kiln_solver::state::StateDir::choose_root(root).map_err(miette::Report::msg)?;
+    let state =
+        kiln_solver::state::StateDir::choose_root(root).map_err(crate::hints::state_failure)?;
     crate::rootless::reexec_if_unprivileged(&state).map_err(|err| {
         let help = match &err {
             RootlessError::Missing { missing, .. } => missing_help(missing),
@@ -264,6 +268,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Version(args) => version::run(args),
         Command::Build(args) => build::run(*args, cli.root),
+        Command::Bake(args) => bake::run(*args, cli.root),
         Command::Save(args) => save::run(args, cli.root.as_deref()),
         Command::Load(args) => load::run(args, cli.root.as_deref()),
         Command::Copy(args) => copy::run(args, cli.root.as_deref()),

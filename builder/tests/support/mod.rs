@@ -5,6 +5,8 @@
 mod build;
 mod executors;
 mod fixture;
+// The network peers are the solver's (its executor suite uses them too).
+#[path = "../../../solver/tests/support/net.rs"]
 mod net;
 mod oracle;
 mod proxy;

@@ -1,9 +1,37 @@
-//! What the registry-client integration tests share: a tiny HTTP/1.1 request reader and
+//! What the registry-client integration tests share: the test environment of
+//! testdata/env/setup.sh, unique repository names, a tiny HTTP/1.1 request reader and
 //! response writer for the throwaway in-test servers, and deterministic blob data.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
+
+/// The variables of the test environment (`/tmp/kiln-testenv/env`, or `$KILN_TESTENV/env`).
+pub fn env() -> HashMap<String, String> {
+    let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
+    let path = Path::new(&dir).join("env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "test environment missing ({}: {e}); run `bash testdata/env/setup.sh start` first",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A repository name no other test (or concurrent run) uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("kiln-rc-test/{name}-{}-{nanos}", std::process::id())
+}
 
 /// A request line and headers as the tiny servers see them.
 pub struct Request {

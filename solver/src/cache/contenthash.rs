@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::statcache::{FileStat, StatCache};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
-use crate::rootfs_path::{host_path, resolve_in_root};
+use crate::rootfs_path::resolve_in_root;
 
 /// A content checksum (sha256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -329,13 +329,7 @@ fn in_root(root: &Path, rel: &str, follow: bool) -> std::io::Result<PathBuf> {
     if rel.is_empty() {
         return Ok(root.to_path_buf());
     }
-    if follow {
-        return Ok(host_path(root, &resolve_in_root(root, rel)?));
-    }
-    match rel.rsplit_once('/') {
-        Some((parent, name)) => Ok(host_path(root, &resolve_in_root(root, parent)?).join(name)),
-        None => Ok(root.join(rel)),
-    }
+    Ok(resolve_in_root(root, rel, follow)?.host)
 }
 
 /// Paths under `root` that a wildcard selector matches (relative, sorted): the same

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::rootfs_path::{host_path, resolve_in_root};
+use crate::rootfs_path::resolve_in_root;
 
 /// The credentials a step runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +59,9 @@ impl UserDb {
     /// Reads `/etc/passwd` and `/etc/group` from a rootfs, following symlinks inside it.
     pub fn read(rootfs: &Path) -> Self {
         let read = |p: &str| {
-            resolve_in_root(rootfs, p)
+            resolve_in_root(rootfs, p, true)
                 .ok()
-                .and_then(|r| std::fs::read(host_path(rootfs, &r)).ok())
+                .and_then(|r| std::fs::read(r.host).ok())
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default()
         };

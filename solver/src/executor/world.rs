@@ -559,7 +559,9 @@ fn absolute(cwd: &str, target: &str) -> String {
 }
 
 fn resolve(rootfs: &Path, target: &str) -> Result<String, ExecError> {
-    resolve_in_root(rootfs, target).map_err(ExecError::setup(format!("resolving {target}")))
+    resolve_in_root(rootfs, target, true)
+        .map(|r| r.container_path())
+        .map_err(ExecError::setup(format!("resolving {target}")))
 }
 
 /// Creates a missing mount point (and its parents) in the rootfs.

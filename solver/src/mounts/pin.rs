@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
-use crate::rootfs_path::{host_path, resolve_in_root};
+use crate::rootfs_path::resolve_in_root;
 use crate::sysmount::{sys_mount, unmount};
 
 /// How often a resolution is retried when the tree changes under it.
@@ -54,7 +54,7 @@ pub fn open_in_root(root: &Path, path: &str) -> io::Result<OwnedFd> {
 fn open_resolved(root: &Path, path: &str) -> io::Result<OwnedFd> {
     let root = fs::canonicalize(root)?;
     for _ in 0..MAX_ATTEMPTS {
-        let resolved = host_path(&root, &resolve_in_root(&root, path)?);
+        let resolved = resolve_in_root(&root, path, true)?.host;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)

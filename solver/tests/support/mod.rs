@@ -1,4 +1,7 @@
 //! What the solver's integration tests share.
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+pub mod net;
 
 use std::path::Path;
 

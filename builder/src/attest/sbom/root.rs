@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use kiln_solver::rootfs_path::{host_path, resolve_in_root};
+use kiln_solver::rootfs_path::resolve_in_root;
 
 /// An unpacked image root directory, read as the container would see it.
 #[derive(Debug, Clone)]
@@ -59,11 +59,11 @@ impl ImageRoot {
     /// clamped at the root) to its host path.
     pub fn resolve(&self, container_path: &str) -> Result<PathBuf, ReadError> {
         let resolved =
-            resolve_in_root(&self.root, container_path).map_err(|source| ReadError::Io {
+            resolve_in_root(&self.root, container_path, true).map_err(|source| ReadError::Io {
                 path: container_path.to_string(),
                 source,
             })?;
-        Ok(host_path(&self.root, &resolved))
+        Ok(resolved.host)
     }
 
     /// Reads a container path of at most `cap` bytes, following symlinks inside the root.

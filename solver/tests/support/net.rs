@@ -1,4 +1,5 @@
-//! Tiny network peers for the RUN network tests.
+//! Tiny network peers for the RUN network tests: the solver's executor suite and the
+//! builder's end-to-end tests (which include this file by path) share them.
 
 use std::io::Write;
 
@@ -16,7 +17,8 @@ pub fn pong_server(addr: &str, count: usize) -> u16 {
     port
 }
 
-/// An IPv4 address of this host other than loopback.
+/// An IPv4 address of this host other than loopback (the outbound target of the default
+/// network: traffic stays on the machine).
 pub fn host_global_ipv4() -> String {
     let out = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
