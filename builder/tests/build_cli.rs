@@ -448,8 +448,14 @@ fn plain_progress_shows_the_export_and_the_push_as_steps() {
         has(&archive, "exporting manifest sha256:", "done"),
         "{stderr}"
     );
+    // The default provenance makes the pushed image an index over the image and its
+    // attestation manifest, as buildx makes it: the build's digest is the index's.
     assert!(
-        archive.contains(&format!("exporting manifest {digest} done").as_str()),
+        archive.contains(&format!("exporting manifest list {digest} done").as_str()),
+        "{stderr}"
+    );
+    assert!(
+        has(&archive, "exporting attestation manifest sha256:", "done"),
         "{stderr}"
     );
     assert!(

@@ -765,7 +765,10 @@ fn layer_media_types_and_diff_ids_hold_for_every_base_and_output() {
         "-o",
         &format!("type=image,name={pushed},push=true,compression=zstd,force-compression=true"),
     ]);
-    assert_eq!(support::validate_remote(&pushed).layers, 2);
+    // With the default provenance: the image's 2 layers and the attestation manifest's
+    // statement.
+    let report = support::validate_remote(&pushed);
+    assert_eq!((report.images, report.layers), (2, 3));
     // A Docker manifest cannot list zstd layers: refused, as BuildKit refuses it.
     let err = b.build_fails(&[
         "-o",

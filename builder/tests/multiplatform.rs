@@ -93,21 +93,25 @@ fn emulated_arm64_run_and_pushed_index() {
     );
     let platforms = index_platforms(&index);
     let archs: Vec<&str> = platforms.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(archs, ["amd64", "arm64"]);
+    // Each image, then its attestation manifest (the default provenance, as buildx pushes).
+    assert_eq!(archs, ["amd64", "arm64", "unknown", "unknown"]);
     let repo = name.rsplit_once(':').unwrap().0;
-    for (arch, digest) in &platforms {
+    for (arch, digest) in platforms.iter().filter(|(a, _)| a != "unknown") {
         let config = remote_config(&format!("{repo}@{digest}"));
         assert_eq!(config["architecture"].as_str(), Some(arch.as_str()));
         assert_eq!(config["os"].as_str(), Some("linux"));
     }
-    // The pushed index holds together: both images whole, platforms as their configs say.
-    assert_eq!(validate_remote(&name).images, 2);
+    // The pushed index holds together: both images (and their attestation manifests) whole,
+    // platforms as their configs say.
+    assert_eq!(validate_remote(&name).images, 4);
 
     // Docker media types: a manifest list over Docker manifests.
     let docker_name = format!("{reg}/mp/{}:v1", unique("docker-types"));
+    // (Without attestations: they would turn the media types to OCI, as BuildKit does.)
     b.build(&[
         "--platform",
         "linux/amd64,linux/arm64",
+        "--provenance=false",
         "-o",
         &format!("type=registry,name={docker_name},oci-mediatypes=false"),
     ]);
@@ -247,7 +251,8 @@ fn index_outputs_to_store_and_oci_and_docker_refused() {
         let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(config["architecture"], arch);
     }
-    assert_eq!(validate_archive(&tar)[0].images, 2);
+    // Each platform's image and its attestation manifest (the default provenance).
+    assert_eq!(validate_archive(&tar)[0].images, 4);
 
     // BUILDKIT_MULTI_PLATFORM=1: an index even for one platform.
     let one = b.build_env(
@@ -298,6 +303,7 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
     b.write("hello", "hi\n");
     let repo = format!("{reg}/mp/{}", unique("bydigest"));
     let mut digests = Vec::new();
+    let mut pushed = Vec::new();
     for platform in ["linux/amd64", "linux/arm64"] {
         let meta = b.build(&[
             "--platform",
@@ -306,10 +312,16 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
             &format!("type=image,name={repo},push-by-digest=true,push=true"),
         ]);
         let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
-        // Pushed untagged, but there by digest.
+        // Pushed untagged, but there by digest: with the default provenance, an index of
+        // the image and its attestation manifest.
         let m = raw(&format!("{repo}@{digest}"));
-        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-        digests.push(digest);
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.index.v1+json");
+        digests.push(m["manifests"][0]["digest"].as_str().unwrap().to_string());
+        pushed.push(digest);
+        assert_eq!(
+            m["manifests"][1]["annotations"]["vnd.docker.reference.digest"],
+            m["manifests"][0]["digest"]
+        );
     }
     let tags = Command::new("skopeo")
         .args(["list-tags", "--tls-verify=false"])
@@ -323,7 +335,7 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
     );
 
     let target = format!("{repo}:multi");
-    let sources: Vec<String> = digests.iter().map(|d| format!("{repo}@{d}")).collect();
+    let sources: Vec<String> = pushed.iter().map(|d| format!("{repo}@{d}")).collect();
     let mut args = vec!["imagetools", "create", "-t", target.as_str()];
     args.extend(sources.iter().map(String::as_str));
     let out = b.kiln(&args);
@@ -338,10 +350,13 @@ fn push_by_digest_builds_merge_with_imagetools_create() {
         platforms,
         vec![
             ("amd64".to_string(), digests[0].clone()),
-            ("arm64".to_string(), digests[1].clone())
-        ]
+            ("unknown".to_string(), platforms[1].1.clone()),
+            ("arm64".to_string(), digests[1].clone()),
+            ("unknown".to_string(), platforms[3].1.clone()),
+        ],
+        "the images and their attestation manifests merged"
     );
-    assert_eq!(validate_remote(&target).images, 2);
+    assert_eq!(validate_remote(&target).images, 4);
 }
 
 #[test]

@@ -604,7 +604,16 @@ fn the_cache_mounts_the_pushed_images_layers_instead_of_uploading_them() {
     let report = exported(&meta);
     // The final image's layers were just pushed to the image's repository: mounted from
     // there; only the cache config is uploaded.
-    let layers = a.manifest(&image)["layers"].as_array().unwrap().len() as u64;
+    // The pushed root is an index (image and default provenance): the image's layers.
+    let index = a.manifest(&image);
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["os"] != "unknown")
+        .expect("the image in the index");
+    let manifest = support::read_json(&a.blob(entry["digest"].as_str().unwrap()));
+    let layers = manifest["layers"].as_array().unwrap().len() as u64;
     assert_eq!(report["mounted"].as_u64().unwrap(), layers, "{report}");
     assert_eq!(report["uploaded"], 1, "{report}");
     support::validate_remote(&cache);
@@ -629,7 +638,16 @@ fn a_push_only_build_from_the_cache_downloads_no_layer() {
         &format!("type=image,name={image},push=true,store=false"),
     ]);
     assert_eq!(executed(&warm), 0, "{warm}");
-    assert_eq!(warm["containerimage.digest"], cold["containerimage.digest"]);
+    // The pushed index (with the default provenance) lists the same image.
+    let pushed_index = support::read_json(&b.blob(warm["containerimage.digest"].as_str().unwrap()));
+    assert!(
+        pushed_index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == cold["containerimage.digest"]),
+        "{pushed_index}"
+    );
     let layers = a.manifest("docker.io/library/lazy:a")["layers"].clone();
     for l in layers.as_array().unwrap() {
         let digest = l["digest"].as_str().unwrap();
@@ -637,7 +655,8 @@ fn a_push_only_build_from_the_cache_downloads_no_layer() {
     }
     // The pushed image is whole.
     let report = support::validate_remote(&image);
-    assert_eq!(report.images, 1);
+    // The image and its attestation manifest.
+    assert_eq!(report.images, 2);
 }
 
 #[test]

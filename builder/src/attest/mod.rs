@@ -1,3 +1,8 @@
-//! Attestations of built images: what is inside them (SBOM).
+//! Attestations of built images: what is inside them (SBOM), how they were built
+//! (provenance), and how both are stored with the image.
 
+pub mod options;
+pub mod provenance;
 pub mod sbom;
+pub mod statement;
+pub mod store;

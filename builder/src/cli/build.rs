@@ -127,6 +127,18 @@ pub struct Args {
         env = "KILN_EXECUTOR"
     )]
     pub executor: String,
+    /// Provenance attestation: `true`, `false`, or `mode=min|max[,version=v1|v0.2][,builder-id=ID]`
+    /// (shorthand for `--attest type=provenance`). Min provenance is on by default for pushed
+    /// and OCI images (`BUILDX_NO_DEFAULT_ATTESTATIONS=1` turns the default off).
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+    /// SBOM attestation: `true`, `false` or `generator=builtin` (shorthand for
+    /// `--attest type=sbom`).
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attestation (`type=provenance|sbom[,key=value…]`). Repeatable.
+    #[arg(long = "attest", value_name = "SPEC")]
+    pub attest: Vec<String>,
     /// Print the build graph instead of building (`graph`: Graphviz DOT).
     #[arg(long, value_name = "WHAT")]
     pub print: Option<String>,
@@ -307,6 +319,16 @@ fn build_request(
         .map(|v| matches!(v.trim(), "1" | "true"))
         .unwrap_or(false);
     let max_layer_size = max_layer_size(args.max_layer_size.as_deref())?;
+    let no_default_attestations = std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .map(|v| !matches!(v.trim(), "" | "0" | "false"))
+        .unwrap_or(false);
+    let attest = crate::attest::options::Attestations::from_flags(
+        args.provenance.as_deref(),
+        args.sbom.as_deref(),
+        &args.attest,
+        no_default_attestations,
+    )
+    .into_diagnostic()?;
     Ok(crate::driver::BuildRequest {
         root,
         context: ContextSpec::parse(&args.context),
@@ -340,6 +362,7 @@ fn build_request(
         source_date_epoch,
         print_graph,
         registry: args.registry.clone(),
+        attest,
     })
 }
 

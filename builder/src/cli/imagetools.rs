@@ -260,9 +260,18 @@ async fn copy_into(
 
 /// Refuses two entries for one platform: a client pulling the index would only ever get the first.
 fn check_unique_platforms(entries: &[Entry]) -> Result<()> {
+    // Attestation manifests (`unknown/unknown`, one per image) name their image instead.
+    let is_attestation = |e: &&Entry| {
+        e.descriptor
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::attest::store::REFERENCE_TYPE))
+            .is_some_and(|t| t == crate::attest::store::ATTESTATION_MANIFEST)
+    };
     let Some(dup) = kiln_oci::manifest::duplicate_platform(
         entries
             .iter()
+            .filter(|e| !is_attestation(e))
             .filter_map(|e| e.descriptor.platform.as_ref()),
     ) else {
         return Ok(());

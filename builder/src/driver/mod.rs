@@ -2,6 +2,7 @@
 //! frontend and the solver, to images in the store and the outputs the exporters write.
 
 pub mod assemble;
+pub mod attest;
 pub mod cache;
 pub mod checks;
 pub mod commit;
@@ -81,4 +82,6 @@ pub struct BuildRequest {
     pub print_graph: bool,
     /// Registry settings.
     pub registry: RegistryArgs,
+    /// `--provenance`, `--sbom`, `--attest` (and buildx's default provenance).
+    pub attest: crate::attest::options::Attestations,
 }

@@ -53,6 +53,9 @@ pub struct BuildOutcome {
     pub cached: usize,
     /// What each `--cache-to type=registry|local` wrote.
     pub cache_exports: Vec<crate::remote_cache::export::ExportReport>,
+    /// Each platform's attestation files for `type=local|tar` (`provenance.json`,
+    /// `sbom.spdx.json`), in `--platform` order; empty when none were asked for.
+    pub attestation_files: Vec<super::attest::AttestationFiles>,
 }
 
 impl BuildOutcome {
@@ -129,6 +132,7 @@ pub fn run(mut req: BuildRequest) -> Result<BuildOutcome> {
 fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // Bad flags fail here, before the state directory is even opened.
     super::validate::check(&req)?;
+    let started_on = jiff::Timestamp::now().as_second();
     let state = open_state(req.root.as_deref())?;
     // Held for the whole build: prune takes it exclusively, so it never
     // removes what a running build uses.
@@ -143,6 +147,9 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     let multi = platforms.len() > 1 || req.multi_platform;
     tracing::debug!(instructions = df.ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
     check_outputs(&req, multi)?;
+    for why in super::attest::warnings(&req) {
+        eprintln!("WARNING: {why}");
+    }
     let runtime = crate::registry_opts::runtime()?;
     let interrupts = Interrupts::listen(&runtime)
         .into_diagnostic()
@@ -198,8 +205,39 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     }
     let steps = ExportSteps::start(&m.tx, &req.outputs);
     let solved = result.records.clone();
-    let (mut outcome, results) =
-        export_images(&req, &state, &m, graph.targets, result, &steps, multi)?;
+    let (in_index, as_files) = (
+        super::attest::wanted(&req),
+        super::attest::files_wanted(&req),
+    );
+    // With attestations the index is written once they are made, over images and them.
+    let (mut outcome, results) = export_images(
+        &req,
+        &state,
+        &m,
+        graph.targets,
+        result,
+        &steps,
+        (multi, in_index),
+    )?;
+    if in_index || as_files {
+        let inputs = super::attest::AttestInputs {
+            req: &req,
+            dockerfile_name: &dockerfile_path(&req),
+            dockerfile: &df.ctx.dockerfile.content,
+            definition: &graph.definition,
+            started_on,
+            layers: m.worker.layers(),
+            content: state.content(),
+            docker_media_types: export_options(&req)?.docker_media_types,
+        };
+        if in_index {
+            let step = steps.image_step(&req.outputs);
+            super::attest::attach(&inputs, &mut outcome, &results, step)?;
+        }
+        if as_files {
+            outcome.attestation_files = super::attest::files(&inputs, &results)?;
+        }
+    }
     // The outputs are written while the display still runs: they are its last steps.
     let layers = m.worker.layers().clone();
     // An image push mounts what the imported caches of its registry hold.
@@ -239,6 +277,19 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     m.finish();
     outcome.cache_exports = cache_exports?;
     Ok(outcome)
+}
+
+/// The Dockerfile's path as provenance records it: its file name (`-f`'s last component, as
+/// BuildKit names the file in its `dockerfile` local), never a host path.
+fn dockerfile_path(req: &BuildRequest) -> String {
+    req.file
+        .as_deref()
+        .filter(|f| *f != "-")
+        .and_then(|f| std::path::Path::new(f).file_name())
+        .map_or_else(
+            || "Dockerfile".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
 }
 
 /// A build's Dockerfile, loaded from its context and parsed.
@@ -380,6 +431,7 @@ fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
         executed: 0,
         cached: 0,
         cache_exports: Vec::new(),
+        attestation_files: Vec::new(),
     }
 }
 
@@ -553,7 +605,7 @@ fn export_images(
     targets: Vec<PlatformTarget>,
     result: Solved,
     steps: &ExportSteps,
-    multi: bool,
+    (multi, attested): (bool, bool),
 ) -> Result<(BuildOutcome, Vec<PlatformResult>)> {
     let stores = ExportStores {
         layers: m.worker.layers(),
@@ -616,7 +668,7 @@ fn export_images(
             step.done_item(format!("exporting config {}", image.config_digest));
         }
     }
-    let index = if needs_image && multi {
+    let index = if needs_image && multi && !attested {
         Some(write_platform_index(req, state, &platform_images)?)
     } else {
         None
@@ -636,6 +688,7 @@ fn export_images(
         executed: result.executed,
         cached: result.cached,
         cache_exports: Vec::new(),
+        attestation_files: Vec::new(),
     };
     Ok((outcome, results))
 }
@@ -828,6 +881,10 @@ fn export_options(req: &BuildRequest) -> Result<ExportOptions> {
     opts.force_compression = out.flag("force-compression", false);
     // docker-archive output is read by old Docker: Docker media types by default there.
     opts.docker_media_types = !out.flag("oci-mediatypes", out.kind != OutputKind::Docker);
+    // As BuildKit: attestation manifests need OCI media types, so the image gets them too.
+    if opts.docker_media_types && super::attest::wanted(req) {
+        opts.docker_media_types = false;
+    }
     opts.annotations = out
         .annotations()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -26,16 +26,40 @@ impl Exporter for LocalExporter {
             return Err(miette!("type=local needs dest=<directory>"));
         };
         let split = split(result, out);
-        for r in result.results {
+        for (i, r) in result.results.iter().enumerate() {
             let dir = if split {
                 dest.join(platform_dir(&r.platform))
             } else {
                 dest.to_path_buf()
             };
             write_dir(result.layers, &r.snapshot, &dir, step)?;
+            write_attestation_files(result, i, &dir)?;
         }
         Ok(())
     }
+}
+
+/// The attestations of the `index`th platform (`provenance.json`, `sbom.spdx.json`) written
+/// beside its files, as BuildKit's local exporter writes them.
+pub fn write_attestation_files(result: &BuildResult<'_>, index: usize, dir: &Path) -> Result<()> {
+    let Some(files) = result.outcome.attestation_files.get(index) else {
+        return Ok(());
+    };
+    for (name, data) in files {
+        let path = dir.join(name);
+        // A file of that name from the build is replaced, never written through.
+        if path.symlink_metadata().is_ok_and(|m| !m.is_file()) {
+            return Err(miette!(
+                "cannot write {}: the build's result has a directory or link there",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, data)
+            .into_diagnostic()
+            .map_err(|e| e.wrap_err(format!("writing {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Whether each platform gets its own top directory (several platforms, `platform-split`

@@ -2,7 +2,7 @@
 //! one top directory per platform with the `platform-split`, then tarred).
 
 use super::dest::open_dest;
-use super::local::{platform_dir, split, write_dir};
+use super::local::{platform_dir, split, write_attestation_files, write_dir};
 use super::{BuildResult, Exporter};
 use crate::driver::export_steps::{Counted, ExportStep};
 use crate::export::spec::OutputSpec;
@@ -22,19 +22,25 @@ impl Exporter for TarExporter {
         out: &OutputSpec,
         step: Option<&ExportStep>,
     ) -> Result<()> {
-        if let [only] = result.results {
+        let attested = result
+            .outcome
+            .attestation_files
+            .iter()
+            .any(|f| !f.is_empty());
+        if let ([only], false) = (result.results, attested) {
             let view = SnapshotView::mount(result.layers, &only.snapshot).into_diagnostic()?;
             return tar_tree(view.path(), out, step);
         }
         let staging = tempfile::tempdir().into_diagnostic()?;
         let split = split(result, out);
-        for r in result.results {
+        for (i, r) in result.results.iter().enumerate() {
             let dir = if split {
                 staging.path().join(platform_dir(&r.platform))
             } else {
                 staging.path().to_path_buf()
             };
             write_dir(result.layers, &r.snapshot, &dir, None)?;
+            write_attestation_files(result, i, &dir)?;
         }
         tar_tree(staging.path(), out, step)
     }

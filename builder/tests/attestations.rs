@@ -1,0 +1,477 @@
+//! Build attestations end to end: provenance (and SBOM) pushed to the test registry as buildx
+//! stores them, read back with skopeo, checked against the in-toto and SLSA schemas and
+//! against independent facts (sha256sum, skopeo's view of the base image, dpkg-deb).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::{busybox, files_holding, sha256_digest, skopeo, unique, Build, TestEnv};
+
+const SECRET: &str = "h5attest-secret-value-3b9f";
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("vendored schema");
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema JSON");
+    jsonschema::validator_for(&schema).expect("a valid schema")
+}
+
+fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
+    let v = schema(schema_name);
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{schema_name}: {errors:#?}\n{doc:#}");
+}
+
+fn raw(reference: &str) -> serde_json::Value {
+    let bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{reference}"),
+    ]);
+    serde_json::from_slice(&bytes).expect("manifest JSON")
+}
+
+/// A blob the build pushed, from the build's store, checked against its digest by sha256sum.
+fn blob(b: &Build, digest: &str) -> Vec<u8> {
+    let bytes = std::fs::read(b.blob(digest)).expect("blob in the store");
+    assert_eq!(
+        sha256_digest(&bytes),
+        digest,
+        "blob content matches its digest"
+    );
+    bytes
+}
+
+/// The attestation-manifest entries of an index.
+fn attestation_entries(index: &serde_json::Value) -> Vec<serde_json::Value> {
+    index["manifests"]
+        .as_array()
+        .expect("index manifests")
+        .iter()
+        .filter(|d| d["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+        .cloned()
+        .collect()
+}
+
+/// Each statement of an attestation manifest read from the registry (`repo@digest`).
+fn statements(b: &Build, repo: &str, entry: &serde_json::Value) -> Vec<serde_json::Value> {
+    let m = raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+            let st: serde_json::Value =
+                serde_json::from_slice(&blob(b, l["digest"].as_str().unwrap())).unwrap();
+            assert_eq!(
+                l["annotations"]["in-toto.io/predicate-type"], st["predicateType"],
+                "the layer names its predicate"
+            );
+            st
+        })
+        .collect()
+}
+
+fn image_entries(index: &serde_json::Value) -> Vec<serde_json::Value> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["platform"]["os"] != "unknown")
+        .cloned()
+        .collect()
+}
+
+fn context_with_secret(b: &Build, env: &TestEnv) -> PathBuf {
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nARG GREETING\nCOPY hello /hello\nRUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo \"$GREETING\" > /greeting\n",
+            busybox(env)
+        ),
+    );
+    b.write("hello", "hi\n");
+    let secret = b.path("tok");
+    std::fs::write(&secret, SECRET).unwrap();
+    secret
+}
+
+#[test]
+fn pushed_image_carries_min_provenance_by_default_as_buildx_stores_it() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let secret = context_with_secret(&b, &env);
+    let repo = format!("{}/{}", env.registry(), unique("h5attest-default"));
+    let tag = format!("{repo}:1");
+    let secret_flag = format!("id=tok,src={}", secret.display());
+    b.build(&[
+        "--push",
+        "-t",
+        &tag,
+        "--secret",
+        &secret_flag,
+        "--build-arg",
+        "GREETING=hello-arg",
+    ]);
+    let index = raw(&tag);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let images = image_entries(&index);
+    assert_eq!(images.len(), 1, "{index:#}");
+    let attests = attestation_entries(&index);
+    assert_eq!(attests.len(), 1, "{index:#}");
+    let a = &attests[0];
+    assert_eq!(a["platform"]["os"], "unknown");
+    assert_eq!(a["platform"]["architecture"], "unknown");
+    assert_eq!(
+        a["annotations"]["vnd.docker.reference.digest"],
+        images[0]["digest"]
+    );
+    let sts = statements(&b, &repo, a);
+    assert_eq!(sts.len(), 1, "min provenance only");
+    let st = &sts[0];
+    assert_valid("in-toto-statement-v1.schema.json", st);
+    assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_valid("slsa-provenance-v1.schema.json", &st["predicate"]);
+    let image_digest = images[0]["digest"].as_str().unwrap();
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+        ),
+        image_digest
+    );
+    let def = &st["predicate"]["buildDefinition"];
+    let dockerfile = std::fs::read(b.ctx().join("Dockerfile")).unwrap();
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            def["externalParameters"]["configSource"]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        sha256_digest(&dockerfile)
+    );
+    assert_eq!(
+        def["externalParameters"]["configSource"]["path"],
+        "Dockerfile"
+    );
+    let args = &def["externalParameters"]["request"]["args"];
+    assert_eq!(args["build-arg:GREETING"], "hello-arg");
+    assert_eq!(
+        args["platform"],
+        images[0]["platform"]["os"].as_str().unwrap().to_string()
+            + "/"
+            + images[0]["platform"]["architecture"].as_str().unwrap()
+    );
+    // The base image is pinned by the digest skopeo finds for this platform.
+    let base = raw(&busybox(&env));
+    let arch = images[0]["platform"]["architecture"].as_str().unwrap();
+    let base_digest = base["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["platform"]["architecture"] == arch)
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .expect("busybox for this platform");
+    let deps = def["resolvedDependencies"].as_array().unwrap();
+    assert!(
+        deps.iter()
+            .any(|d| d["uri"].as_str().unwrap().starts_with("pkg:docker/")
+                && d["uri"].as_str().unwrap().contains("library/busybox")
+                && format!("sha256:{}", d["digest"]["sha256"].as_str().unwrap()) == base_digest),
+        "busybox {base_digest} in {deps:#?}"
+    );
+    // min: no steps, no Dockerfile source.
+    let text = st.to_string();
+    assert!(!text.contains("llbDefinition") && !text.contains("buildkit_metadata"));
+    let meta = &st["predicate"]["runDetails"]["metadata"];
+    assert!(meta["startedOn"].as_str().unwrap() <= meta["finishedOn"].as_str().unwrap());
+    // The secret is in no attestation, nor anywhere in the state dir.
+    assert!(!text.contains(SECRET));
+    let holding = files_holding(b.root.path(), SECRET.as_bytes(), Path::new("/nonexistent"));
+    assert!(holding.is_empty(), "the secret is stored in {holding:?}");
+}
+
+#[test]
+fn provenance_off_or_no_default_attestations_push_a_plain_manifest() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("h5attest-off"));
+    let off = format!("{repo}:off");
+    b.build(&["--push", "-t", &off, "--provenance=false"]);
+    let m = raw(&off);
+    assert_eq!(
+        m["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{m:#}"
+    );
+    let env_off = format!("{repo}:env");
+    b.build_env(
+        &["--push", "-t", &env_off],
+        &[("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")],
+    );
+    let m = raw(&env_off);
+    assert_eq!(
+        m["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{m:#}"
+    );
+    // Asked for explicitly, provenance is on despite the variable.
+    let asked = format!("{repo}:asked");
+    b.build_env(
+        &["--push", "-t", &asked, "--provenance=true"],
+        &[("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")],
+    );
+    assert_eq!(attestation_entries(&raw(&asked)).len(), 1);
+}
+
+#[test]
+fn max_provenance_of_each_platform_has_the_steps_and_the_dockerfile() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("h5attest-max"));
+    let tag = format!("{repo}:1");
+    b.build(&[
+        "--push",
+        "-t",
+        &tag,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--attest",
+        "type=provenance,mode=max,builder-id=https://ci.example/run/7",
+    ]);
+    let index = raw(&tag);
+    let images = image_entries(&index);
+    let attests = attestation_entries(&index);
+    assert_eq!((images.len(), attests.len()), (2, 2), "{index:#}");
+    let dockerfile = std::fs::read(b.ctx().join("Dockerfile")).unwrap();
+    for image in &images {
+        let a = attests
+            .iter()
+            .find(|a| a["annotations"]["vnd.docker.reference.digest"] == image["digest"])
+            .expect("an attestation manifest for each platform");
+        let st = &statements(&b, &repo, a)[0];
+        assert_valid("in-toto-statement-v1.schema.json", st);
+        assert_valid("slsa-provenance-v1.schema.json", &st["predicate"]);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            image["digest"].as_str().unwrap()
+        );
+        let p = &st["predicate"];
+        assert_eq!(p["runDetails"]["builder"]["id"], "https://ci.example/run/7");
+        let steps = p["buildDefinition"]["internalParameters"]["buildConfig"]["llbDefinition"]
+            .as_array()
+            .expect("max mode lists the steps");
+        assert!(steps
+            .iter()
+            .any(|s| s["op"].to_string().contains("docker-image://")));
+        let data = p["runDetails"]["metadata"]["buildkit_metadata"]["source"]["infos"][0]["data"]
+            .as_str()
+            .expect("max mode has the Dockerfile source");
+        let out = Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(data.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("run base64");
+        assert_eq!(out.stdout, dockerfile);
+    }
+}
+
+#[test]
+fn sbom_of_the_debian_packages_image_lists_its_packages() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let base = env.get("KILN_TEST_DEBIAN_IMAGE");
+    b.write("Dockerfile", &format!("FROM {base}\nCOPY f /f\n"));
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("h5attest-sbom"));
+    let tag = format!("{repo}:1");
+    b.build(&["--push", "-t", &tag, "--sbom=true"]);
+    let index = raw(&tag);
+    let attests = attestation_entries(&index);
+    assert_eq!(attests.len(), 1, "{index:#}");
+    let sts = statements(&b, &repo, &attests[0]);
+    let types: Vec<&str> = sts
+        .iter()
+        .map(|s| s["predicateType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ],
+        "the default provenance stays beside the SBOM"
+    );
+    let spdx = &sts[1];
+    assert_valid("in-toto-statement-v1.schema.json", spdx);
+    assert_valid("spdx-2.3.schema.json", &spdx["predicate"]);
+    let packages = spdx["predicate"]["packages"].as_array().unwrap();
+    let debs: Vec<PathBuf> = std::fs::read_dir(env.get("KILN_TEST_DEBIAN_DEBS"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert!(!debs.is_empty());
+    for deb in debs {
+        let field = |f: &str| {
+            let out = Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(&deb)
+                .arg(f)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let (name, version) = (field("Package"), field("Version"));
+        assert!(
+            packages
+                .iter()
+                .any(|p| p["name"] == name.as_str() && p["versionInfo"] == version.as_str()),
+            "{name} {version} missing from the SBOM"
+        );
+    }
+}
+
+#[test]
+fn bad_attestation_flags_fail_before_building() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\n");
+    let err = b.build_fails(&["--provenance=mode=full"]);
+    assert!(
+        err.contains("--provenance") && err.contains("mode"),
+        "{err}"
+    );
+    let err = b.build_fails(&["--attest", "type=vex"]);
+    assert!(err.contains("unknown type"), "{err}");
+    let err = b.build_fails(&["--sbom=generator=docker/scout-sbom-indexer"]);
+    assert!(err.contains("builtin"), "{err}");
+}
+
+#[test]
+fn local_and_tar_outputs_write_the_asked_attestations_beside_the_files() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    // The default provenance is for images only.
+    let plain = b.path("plain");
+    b.build(&["-o", &format!("type=local,dest={}", plain.display())]);
+    assert!(plain.join("f").is_file() && !plain.join("provenance.json").exists());
+    let out = b.path("out");
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        "--provenance=true",
+        "--sbom=true",
+    ]);
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    let prov = read(out.join("provenance.json"));
+    assert_valid("in-toto-statement-v1.schema.json", &prov);
+    assert_valid("slsa-provenance-v1.schema.json", &prov["predicate"]);
+    let f = prov["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "f")
+        .expect("the file f is a subject");
+    assert_eq!(
+        format!("sha256:{}", f["digest"]["sha256"].as_str().unwrap()),
+        sha256_digest(b"x")
+    );
+    let sbom = read(out.join("sbom.spdx.json"));
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    assert_valid("spdx-2.3.schema.json", &sbom["predicate"]);
+    let tarball = b.path("out.tar");
+    b.build(&[
+        "-o",
+        &format!("type=tar,dest={}", tarball.display()),
+        "--attest",
+        "type=provenance,mode=max",
+    ]);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "provenance.json")
+            && names.lines().any(|l| l.trim_start_matches("./") == "f"),
+        "{names}"
+    );
+}
+
+#[test]
+fn attestations_turn_docker_media_types_to_oci_with_a_warning() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let name = format!("{}/{}:1", env.registry(), unique("h5attest-mt"));
+    let ctx = b.ctx();
+    let out = b.kiln(&[
+        "build",
+        "-o",
+        &format!("type=registry,name={name},oci-mediatypes=false"),
+        ctx.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: oci-mediatypes=false ignored"),
+        "{stderr}"
+    );
+    let index = raw(&name);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        index["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(attestation_entries(&index).len(), 1);
+}
