@@ -163,7 +163,7 @@ fn list(what: &str, loaded: &files::Loaded) -> miette::Result<ExitCode> {
                 for (n, d, _) in rows {
                     table.push(vec![n, d.unwrap_or_default()]);
                 }
-                print_table(&table);
+                print!("{}", crate::table::columns(&table, 1));
             }
         }
         "variables" | "type=variables" => {
@@ -183,7 +183,7 @@ fn list(what: &str, loaded: &files::Loaded) -> miette::Result<ExitCode> {
                         v.description.unwrap_or_default(),
                     ]);
                 }
-                print_table(&table);
+                print!("{}", crate::table::columns(&table, 1));
             }
         }
         other => {
@@ -194,31 +194,6 @@ fn list(what: &str, loaded: &files::Loaded) -> miette::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Columns padded to their widest cell, one space apart (as Go's tabwriter).
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 < r.len() {
-                line.push_str(&format!("{cell:<w$} ", w = widths[c]));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        println!("{}", line.trim_end());
-    }
 }
 
 /// Builds every target: one `kiln build` each, in dependency order.

@@ -156,10 +156,11 @@ impl CacheConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn blob(n: u8) -> CacheBlob {
+    /// A cache blob for tests, told apart by `n`.
+    pub(crate) fn blob(n: u8) -> CacheBlob {
         CacheBlob {
             digest: Digest::of(&[n]),
             size: 1,

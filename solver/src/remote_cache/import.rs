@@ -182,16 +182,8 @@ pub fn blob_descriptor(b: &CacheBlob) -> Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote_cache::format::tests::blob;
     use crate::remote_cache::format::{CacheMountRecord, CacheRecord, KilnCache, FORMAT_VERSION};
-
-    fn blob(n: u8) -> CacheBlob {
-        CacheBlob {
-            digest: Digest::of(&[n]),
-            size: 1,
-            media_type: kiln_oci::media_type::OCI_LAYER_GZIP.into(),
-            diff_id: Digest::of(&[n, n]),
-        }
-    }
 
     fn config(records: Vec<(u8, Vec<usize>, &str)>, checksum: Option<u8>) -> CacheConfig {
         CacheConfig::new(KilnCache {
