@@ -1,8 +1,6 @@
 //! kiln: container image builder and registry toolkit.
 
 mod archive;
-#[allow(dead_code)]
-// the scanner is called by the attestation exporters (issue 15), wired separately
 mod attest;
 mod bake;
 mod cli;

@@ -133,7 +133,9 @@ pub struct SbomDocument {
     pub name: String,
     /// When the document was made.
     pub created: jiff::Timestamp,
-    /// The image's distribution (`/etc/os-release`), when it says.
+    /// The image's distribution (`/etc/os-release`), when it says (its purls carry it;
+    /// kept whole for callers and tests).
+    #[allow(dead_code)]
     pub distro: Option<Distro>,
     /// The packages, sorted by kind, name, version.
     pub packages: Vec<Package>,
