@@ -643,3 +643,27 @@ fn print_escapes_templates_so_the_output_reads_back_the_same() {
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(text(&again.stdout), text(&out.stdout));
 }
+
+#[test]
+fn attest_reaches_the_build() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let b = Build::new();
+    let dir = bake_file(
+        "docker-bake.hcl",
+        &format!(
+            "target \"default\" {{\n  dockerfile-inline = \"FROM {reg}/library/busybox:latest\\nRUN echo hi > /hi.txt\\n\"\n  attest = [\"type=provenance,mode=max\"]\n  output = [\"type=local,dest=out\"]\n}}\n"
+        ),
+    );
+    let out = bake_in(dir.path(), Some(b.root.path()), &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("attest"),
+        "no warning about attest: {}",
+        text(&out.stderr)
+    );
+    let provenance = dir.path().join("out/provenance.json");
+    let statement: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&provenance).unwrap()).unwrap();
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+}

@@ -181,6 +181,9 @@ fn job(
     for c in t.cache_from.iter().flatten() {
         flag("--cache-from", c);
     }
+    for c in t.attest.iter().flatten() {
+        flag("--attest", c);
+    }
     for c in t.cache_to.iter().flatten() {
         flag("--cache-to", c);
     }
@@ -242,7 +245,6 @@ fn job(
     a.push(context.to_string());
     let mut ignored = Vec::new();
     for (set, what) in [
-        (t.attest.as_ref().is_some_and(|v| !v.is_empty()), "attest"),
         (t.shm_size.is_some(), "shm-size"),
         (t.ulimits.as_ref().is_some_and(|v| !v.is_empty()), "ulimits"),
     ] {
