@@ -142,6 +142,7 @@ fn link_copies_resolve_names_from_the_image_below() {
     assert_eq!((md.uid(), md.gid()), (0, 0));
     let opts = FileOpOptions {
         users_root: Some(&base),
+        ..Default::default()
     };
     apply_file_actions_with(dest.path(), &inputs, &[action], &opts).unwrap();
     let md = fs::metadata(dest.path().join("data/f")).unwrap();

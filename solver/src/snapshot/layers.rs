@@ -177,6 +177,11 @@ impl LayerStore {
         self
     }
 
+    /// The `layers/` directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The directory of a layer.
     pub fn path(&self, id: &LayerId) -> PathBuf {
         self.dir.join(id.as_str())

@@ -7,6 +7,7 @@ pub mod layer;
 pub mod layers;
 pub mod overlay;
 pub mod records;
+pub mod steps;
 pub mod topdir;
 pub mod view;
 

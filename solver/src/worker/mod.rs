@@ -135,6 +135,9 @@ pub struct LocalWorker {
     /// Local directories as RUN mounts see them (`.dockerignore`d paths left out),
     /// made once per build, by the directory's path.
     pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
+    /// Copy steps' identities (their key without their sources' content), by vertex: what
+    /// finds the previous result an incremental copy takes files over from.
+    pub(crate) copy_steps: Mutex<HashMap<VertexDigest, [u8; 32]>>,
     /// The imported build caches, lazy layers, and what this build learnt for an export.
     pub(crate) remote: remote::RemoteState,
 }
@@ -166,6 +169,7 @@ impl LocalWorker {
             http_resolved: Mutex::new(HashMap::new()),
             canceled: AtomicBool::new(false),
             mount_views: Mutex::new(HashMap::new()),
+            copy_steps: Mutex::new(HashMap::new()),
             remote: remote::RemoteState::new(state.cache_mounts_dir()),
         })
     }
@@ -391,8 +395,9 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         local || self.can_load_imported(key)
     }
 
-    fn key_computed(&self, _vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {
+    fn key_computed(&self, vertex: &Vertex, key: &CacheKey, parts: &crate::cache::KeyParts) {
         self.remember_parts(key, parts);
+        self.remember_copy_step(vertex, parts);
     }
 
     fn explain_miss(
@@ -468,7 +473,7 @@ impl LocalWorker {
                 blocking(move || {
                     worker.check_canceled()?;
                     worker.materialize_inputs(&vertex, &inputs)?;
-                    worker.file(&op, &inputs)
+                    worker.file(&vertex, &op, &inputs)
                 })
                 .await
             }

@@ -16,6 +16,7 @@ use super::error::FileOpError;
 use super::include::{IncludeMatcher, Inclusion};
 use super::meta::{mkdir_all, MetaPolicy};
 use super::resolve::{clean_abs, resolve_in_root, split_last, Resolved};
+use super::reuse::Reuse;
 use super::unpack::{is_archive, unpack};
 use super::wildcard::{expand, has_wildcard};
 use super::SourceRoot;
@@ -47,6 +48,7 @@ pub(crate) fn apply_copy(
     users_root: &Path,
     source: &SourceRoot<'_>,
     action: &CopyAction,
+    reuse: Option<&Reuse>,
 ) -> Result<(), FileOpError> {
     let policy = MetaPolicy {
         owner: action
@@ -76,6 +78,7 @@ pub(crate) fn apply_copy(
         });
     }
     let mut walker = Walker::new(dest_root, policy, source, action, &includes)?;
+    walker.reuse = reuse;
     for m in &matches {
         walker.copy_match(source, action, m, copy_contents)?;
     }
@@ -147,6 +150,8 @@ struct Walker<'a> {
     jobs: Vec<FileJob>,
     /// Directory metadata to apply once everything inside is in place, innermost first.
     dir_meta: Vec<DirMeta>,
+    /// Files of the previous run of this step to take over (incremental copy).
+    reuse: Option<&'a Reuse>,
 }
 
 /// Files queued before a batch is copied: bounds the memory of a huge walk.
@@ -159,6 +164,9 @@ struct FileJob {
     md: Metadata,
     target: PathBuf,
     shown: String,
+    /// With a reuse record: the path below the layer root, and the previous result's
+    /// file to link instead of copying when the record allows (see [`Reuse`]).
+    reuse: Option<(String, Option<PathBuf>)>,
 }
 
 /// A directory's metadata, applied after its contents: creating entries changes a
@@ -227,6 +235,7 @@ impl<'a> Walker<'a> {
             pending: Vec::new(),
             jobs: Vec::new(),
             dir_meta: Vec::new(),
+            reuse: None,
         })
     }
 
@@ -281,6 +290,19 @@ impl<'a> Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// `target`'s path below the destination root, when it is valid UTF-8 (else it is
+    /// neither taken over nor recorded).
+    fn rel<'t>(&self, target: &'t Path) -> Option<&'t str> {
+        target.strip_prefix(self.dest_root).ok()?.to_str()
+    }
+
+    /// Tells the reuse record that `target` is no longer a copied regular file.
+    fn replaced(&self, target: &Path) {
+        if let (Some(r), Some(rel)) = (self.reuse, self.rel(target)) {
+            r.replaced(rel);
+        }
+    }
+
     fn shown(&self, target: &Path) -> String {
         match target.strip_prefix(self.dest_root) {
             Ok(rel) => format!("/{}", rel.to_string_lossy()),
@@ -378,10 +400,10 @@ impl Walker<'_> {
     /// walk order wins.
     fn run_jobs(&mut self) -> Result<(), FileOpError> {
         let jobs = std::mem::take(&mut self.jobs);
-        let (policy, always_replace) = (&self.policy, self.always_replace);
+        let (policy, always_replace, reuse) = (&self.policy, self.always_replace, self.reuse);
         let results: Vec<Result<(), FileOpError>> = jobs
             .par_iter()
-            .map(|j| copy_file(policy, always_replace, j))
+            .map(|j| place_file(policy, always_replace, reuse, j))
             .collect();
         results.into_iter().collect()
     }
@@ -544,12 +566,17 @@ impl Walker<'_> {
         let ft = md.file_type();
         let key = (md.dev(), md.ino());
         if ft.is_file() && md.nlink() == 1 {
+            let reuse = match (self.reuse, self.rel(target)) {
+                (Some(r), Some(rel)) => Some((rel.to_string(), r.copied(rel, &md))),
+                _ => None,
+            };
             self.jobs.push(FileJob {
                 src: src.to_path_buf(),
                 src_rel: src_rel.to_string(),
                 md,
                 target: target.to_path_buf(),
                 shown,
+                reuse,
             });
             if self.jobs.len() >= JOB_BATCH {
                 self.run_jobs()?;
@@ -558,17 +585,20 @@ impl Walker<'_> {
         }
         if ft.is_file() && !self.inodes.contains_key(&key) {
             // The first of several links: copied now, so the others can link to it.
+            self.replaced(target);
             let job = FileJob {
                 src: src.to_path_buf(),
                 src_rel: src_rel.to_string(),
                 md,
                 target: target.to_path_buf(),
                 shown,
+                reuse: None,
             };
-            copy_file(&self.policy, self.always_replace, &job)?;
+            copy_file(&self.policy, self.always_replace, None, &job)?;
             self.inodes.insert(key, job.target);
             return Ok(());
         }
+        self.replaced(target);
         clear_file_target(self.always_replace, target, &shown)?;
         if ft.is_file() {
             if let Some(first) = self.inodes.get(&key) {
@@ -609,6 +639,7 @@ impl Walker<'_> {
         match fs::symlink_metadata(target) {
             Ok(m) if m.is_dir() => Ok(false),
             Ok(_) if self.always_replace => {
+                self.replaced(target);
                 fs::remove_file(target).map_err(FileOpError::io("remove", &shown))?;
                 fs::create_dir(target).map_err(FileOpError::io("mkdir", &shown))?;
                 Ok(true)
@@ -623,16 +654,43 @@ impl Walker<'_> {
     }
 }
 
+/// Places a regular file: taken over from the previous result when the reuse record
+/// allows, else copied.
+fn place_file(
+    policy: &MetaPolicy,
+    always_replace: bool,
+    reuse: Option<&Reuse>,
+    job: &FileJob,
+) -> Result<(), FileOpError> {
+    let mut record = None;
+    if let (Some(r), Some((rel, prev))) = (reuse, &job.reuse) {
+        if let Some(prev) = prev {
+            if r.take_over(prev, rel, &job.md) {
+                return Ok(());
+            }
+        }
+        record = Some((r, rel.as_str()));
+    }
+    copy_file(policy, always_replace, record, job)
+}
+
 /// Copies a regular file with its metadata through open descriptors: the target is
 /// created exclusively (whatever was in the way is cleared first, as for other types),
 /// so the common case costs no extra stat of the target.
-fn copy_file(policy: &MetaPolicy, always_replace: bool, job: &FileJob) -> Result<(), FileOpError> {
+/// With `record`, a directory cleared out of the way is forgotten by the reuse record.
+fn copy_file(
+    policy: &MetaPolicy,
+    always_replace: bool,
+    record: Option<(&Reuse, &str)>,
+    job: &FileJob,
+) -> Result<(), FileOpError> {
     let FileJob {
         src,
         src_rel,
         md,
         target,
         shown,
+        ..
     } = job;
     let mut from = fs::OpenOptions::new()
         .read(true)
@@ -650,6 +708,9 @@ fn copy_file(policy: &MetaPolicy, always_replace: bool, job: &FileJob) -> Result
     let mut to = match create() {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if let Some((r, rel)) = record {
+                r.cleared_below(rel);
+            }
             clear_file_target(always_replace, target, shown)?;
             create().map_err(FileOpError::io("create", shown))?
         }

@@ -16,6 +16,7 @@ mod meta;
 mod mkdir;
 mod mkfile;
 mod resolve;
+mod reuse;
 mod rm;
 mod symlink;
 mod unpack;
@@ -28,6 +29,7 @@ pub use chown::{parse_chown, resolve_owner, Owner};
 pub use error::FileOpError;
 pub use include::{IncludeMatcher, Inclusion};
 pub use resolve::{resolve_in_root, Resolved};
+pub use reuse::Reuse;
 pub use wildcard::{expand as expand_wildcards, has_wildcard};
 
 pub(crate) use meta::{lutimes, Time};
@@ -59,6 +61,9 @@ pub struct FileOpOptions<'a> {
     /// the destination. `COPY --link` writes into an empty directory, so its
     /// names must come from the image below instead.
     pub users_root: Option<&'a Path>,
+    /// Take unchanged files over from the previous result of the same step (copies only;
+    /// see [`Reuse::applies_to`]).
+    pub reuse: Option<&'a Reuse>,
 }
 
 /// Applies `actions` in order onto `dest_root`. A copy's `src_input` indexes
@@ -89,7 +94,7 @@ pub fn apply_file_actions_with(
                     index: c.src_input,
                     count: inputs.len(),
                 })?;
-                copy::apply_copy(dest_root, users_root, source, c)?;
+                copy::apply_copy(dest_root, users_root, source, c, opts.reuse)?;
             }
             FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, users_root, a)?,
             FileAction::Mkdir(a) => mkdir::apply_mkdir(dest_root, users_root, a)?,

@@ -1,0 +1,196 @@
+//! Incremental COPY: a copy step re-run because some of its sources changed takes the
+//! unchanged files over from its previous result. The image must be byte for byte the
+//! image a cold build of the same input makes (layer blobs, diffIDs, config), whatever
+//! the edit: content, a new file, a deleted one, a mode, a file turned into a directory
+//! and back, an edit keeping size and mtime.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use support::{busybox, read_json, Build, TestEnv};
+
+const TAG: &str = "kiln-test/copyinc:latest";
+
+/// The context: a few directories of files of varied sizes, a symlink, an executable.
+fn fill(b: &Build) {
+    for d in 0..4 {
+        for f in 0..12 {
+            let body = format!("dir {d} file {f}\n").repeat(1 + (d * 12 + f) % 7);
+            b.write(&format!("a/d{d}/f{f:02}.txt"), &body);
+        }
+    }
+    b.write("a/tool.sh", "#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(b.ctx().join("a/tool.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("d0/f00.txt", b.ctx().join("a/link")).unwrap();
+    b.write("big.bin", &"0123456789abcdef".repeat(64 * 1024));
+}
+
+/// Builds the context; returns the metadata file's JSON and how many files the copy steps
+/// took over from their previous results (from the debug log).
+fn build(b: &Build, epoch: Option<&str>) -> (serde_json::Value, usize) {
+    let meta = b.path("meta.json");
+    let _ = std::fs::remove_file(&meta);
+    let mut cmd = Command::new(support::kiln_bin());
+    cmd.arg("--debug")
+        .arg("--root")
+        .arg(b.root.path())
+        .args(["build", "--progress", "plain", "-t", TAG, "--metadata-file"])
+        .arg(&meta)
+        .arg(b.ctx());
+    if let Some(e) = epoch {
+        cmd.env("SOURCE_DATE_EPOCH", e);
+    }
+    let out = cmd.output().expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kiln build failed:\n{stderr}");
+    let taken = stderr
+        .lines()
+        .filter_map(|l| l.split("taken_over=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    (read_json(&meta), taken)
+}
+
+/// The image as comparable bytes: the manifest's layers, the config without its creation
+/// times (two builds run at different times), and the config's diffIDs.
+fn image(b: &Build) -> (serde_json::Value, serde_json::Value) {
+    let manifest = b.manifest(&format!("docker.io/{TAG}"));
+    let mut config = b.raw_config(&format!("docker.io/{TAG}"));
+    if let Some(c) = config.as_object_mut() {
+        c.remove("created");
+    }
+    if let Some(h) = config["history"].as_array_mut() {
+        for e in h {
+            if let Some(e) = e.as_object_mut() {
+                e.remove("created");
+            }
+        }
+    }
+    (manifest["layers"].clone(), config)
+}
+
+/// Builds a copy of `b`'s context (times kept) in a fresh state directory.
+fn cold(b: &Build, epoch: Option<&str>) -> Build {
+    let c = Build::new();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(b.ctx())
+        .arg(c.ctx())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (_, taken) = build(&c, epoch);
+    assert_eq!(taken, 0, "a cold build has nothing to take over");
+    c
+}
+
+#[test]
+fn incremental_copies_give_the_image_a_cold_build_gives() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nCOPY . /app/\nCOPY --chmod=640 a/ /b/\n",
+            busybox(&env)
+        ),
+    );
+    fill(&b);
+    let (first, taken) = build(&b, None);
+    assert_eq!(taken, 0);
+    let ctx = b.ctx();
+    let keep = ctx.join("a/d3/f11.txt");
+    let keep_mode = std::fs::metadata(&keep).unwrap().mode();
+
+    type Edit = (&'static str, fn(&Path));
+    let edits: [Edit; 7] = [
+        ("edit one file", |c| {
+            std::fs::write(c.join("a/d0/f01.txt"), "changed\n").unwrap()
+        }),
+        ("add one file", |c| {
+            std::fs::write(c.join("a/d1/new.txt"), "new\n").unwrap()
+        }),
+        ("delete one file", |c| {
+            std::fs::remove_file(c.join("a/d2/f05.txt")).unwrap()
+        }),
+        ("chmod one file", |c| {
+            std::fs::set_permissions(c.join("a/d2/f06.txt"), PermissionsExt::from_mode(0o600))
+                .unwrap()
+        }),
+        ("a file becomes a directory", |c| {
+            std::fs::remove_file(c.join("a/d1/f03.txt")).unwrap();
+            std::fs::create_dir(c.join("a/d1/f03.txt")).unwrap();
+            std::fs::write(c.join("a/d1/f03.txt/inner"), "inner\n").unwrap();
+        }),
+        ("a directory becomes a file", |c| {
+            std::fs::remove_dir_all(c.join("a/d2")).unwrap();
+            std::fs::write(c.join("a/d2"), "now a file\n").unwrap();
+        }),
+        ("same size and mtime, new bytes", |c| {
+            let p = c.join("a/d0/f02.txt");
+            let before = std::fs::metadata(&p).unwrap();
+            let mut body = std::fs::read(&p).unwrap();
+            body[0] = b'X';
+            std::fs::write(&p, body).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(before.modified().unwrap())
+                .unwrap();
+        }),
+    ];
+    let mut last = first["containerimage.digest"].clone();
+    for (what, edit) in edits {
+        edit(&ctx);
+        let (meta, taken) = build(&b, None);
+        assert_ne!(meta["containerimage.digest"], last, "{what}: a new image");
+        last = meta["containerimage.digest"].clone();
+        // Both copies take most of their files over (/app: ~50, /b: ~49, fewer once a
+        // directory of 12 is gone).
+        assert!(taken >= 70, "{what}: only {taken} files taken over");
+        let c = cold(&b, None);
+        assert_eq!(image(&b), image(&c), "{what}: incremental vs cold image");
+    }
+    // With SOURCE_DATE_EPOCH the whole image is reproducible: the manifests are equal.
+    std::fs::write(ctx.join("a/d0/f00.txt"), "last edit\n").unwrap();
+    let (meta, taken) = build(&b, Some("1700000000"));
+    assert!(taken >= 70, "only {taken} files taken over");
+    let c = cold(&b, Some("1700000000"));
+    let (cold_meta, _) = build(&c, Some("1700000000"));
+    assert_eq!(
+        meta["containerimage.digest"],
+        cold_meta["containerimage.digest"]
+    );
+    assert_eq!(
+        std::fs::read(b.blob(meta["containerimage.digest"].as_str().unwrap())).unwrap(),
+        std::fs::read(c.blob(cold_meta["containerimage.digest"].as_str().unwrap())).unwrap()
+    );
+
+    // The layers sharing a taken-over file still hold it as first copied: a later RUN
+    // changing it (through overlayfs) changes none of them.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nCOPY . /app/\nCOPY --chmod=640 a/ /b/\nRUN chmod 000 /app/a/d3/f11.txt && echo more >> /app/a/d3/f11.txt\n",
+            busybox(&env)
+        ),
+    );
+    build(&b, None);
+    let body = std::fs::read(&keep).unwrap();
+    let mut shared = 0;
+    for layer in std::fs::read_dir(b.root.path().join("layers")).unwrap() {
+        let p = layer.unwrap().path().join("app/a/d3/f11.txt");
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            if md.nlink() > 1 {
+                shared += 1;
+                assert_eq!(md.mode(), keep_mode, "{}", p.display());
+                assert_eq!(std::fs::read(&p).unwrap(), body, "{}", p.display());
+            }
+        }
+    }
+    assert!(shared >= 2, "the file is shared by the copies' layers");
+}
