@@ -170,6 +170,21 @@ fn incremental_copies_give_the_image_a_cold_build_gives() {
         std::fs::read(c.blob(cold_meta["containerimage.digest"].as_str().unwrap())).unwrap()
     );
 
+    // `--no-cache`: nothing comes from earlier results, not even files.
+    let st = b.kiln(&[
+        "build",
+        "--no-cache",
+        "--debug",
+        "-t",
+        TAG,
+        b.ctx().to_str().unwrap(),
+    ]);
+    assert!(st.status.success());
+    assert!(
+        !String::from_utf8_lossy(&st.stderr).contains("taken_over="),
+        "--no-cache copies afresh"
+    );
+
     // The layers sharing a taken-over file still hold it as first copied: a later RUN
     // changing it (through overlayfs) changes none of them.
     b.write(
@@ -193,4 +208,26 @@ fn incremental_copies_give_the_image_a_cold_build_gives() {
         }
     }
     assert!(shared >= 2, "the file is shared by the copies' layers");
+}
+
+/// A one-layer stage is read straight from its layer directory, whose files other layers
+/// may share: a writable bind of it must not reach them.
+#[test]
+fn a_writable_bind_mount_of_a_one_layer_stage_leaves_the_layer_alone() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write("f", "original\n");
+    b.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch AS one\nCOPY f /f\n\
+             FROM {}\n\
+             RUN --mount=type=bind,from=one,target=/m,rw echo changed > /m/f\n\
+             COPY --from=one /f /copied\n",
+            busybox(&env)
+        ),
+    );
+    let (_, _) = build(&b, None);
+    let root = b.unpack(&format!("docker.io/{TAG}"));
+    assert_eq!(support::read(&root.join("copied")), "original\n");
 }

@@ -37,14 +37,11 @@ pub struct SnapshotView {
 }
 
 impl SnapshotView {
-    /// Mounts `snapshot` for reading only: a single layer is used as is (it has no
-    /// whiteouts that matter without layers below). Nothing may write into such a view: it
-    /// would change the layer (and the layers sharing its files, see
-    /// [`crate::ops::file::Reuse`]).
-    pub fn mount_readonly(
-        layers: &LayerStore,
-        snapshot: &Snapshot,
-    ) -> Result<SnapshotView, ViewError> {
+    /// Mounts `snapshot`. A single layer is used as is (it has no whiteouts
+    /// that matter without layers below); an empty snapshot is an empty dir.
+    /// Nothing may write into such a view (layers share files, see
+    /// [`crate::ops::file::Reuse`]): RUN's writable binds are scratch views of it.
+    pub fn mount(layers: &LayerStore, snapshot: &Snapshot) -> Result<SnapshotView, ViewError> {
         if let [only] = snapshot.layers.as_slice() {
             return Ok(SnapshotView {
                 root: layers.path(only),
@@ -52,11 +49,6 @@ impl SnapshotView {
                 _pending: None,
             });
         }
-        Self::mount(layers, snapshot)
-    }
-
-    /// Mounts `snapshot`; an empty snapshot is an empty dir.
-    pub fn mount(layers: &LayerStore, snapshot: &Snapshot) -> Result<SnapshotView, ViewError> {
         let pending = layers.begin()?;
         let target = pending.scratch("view");
         std::fs::create_dir_all(&target).map_err(|source| ViewError::Create {

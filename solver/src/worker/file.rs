@@ -96,7 +96,7 @@ impl LocalWorker {
         for (i, input) in inputs.iter().enumerate() {
             views.push(match input {
                 Output::Snapshot(s) if Some(i) != op.base => {
-                    Some(SnapshotView::mount_readonly(&self.layers, s)?)
+                    Some(SnapshotView::mount(&self.layers, s)?)
                 }
                 _ => None,
             });
