@@ -30,10 +30,12 @@ impl HclFile {
         })?;
         let mut positions = HashMap::new();
         collect_positions(&edit, "", &mut positions);
+        let mut body: hcl::Body = edit.into();
+        super::tryfunc::rewrite_body(&mut body);
         Ok(HclFile {
             name: name.to_string(),
             text,
-            body: edit.into(),
+            body,
             positions,
         })
     }
@@ -70,10 +72,12 @@ impl HclFile {
                 body = body.add_block(block.build());
             }
         }
+        let mut body = body.build();
+        super::tryfunc::rewrite_body(&mut body);
         Ok(HclFile {
             name: name.to_string(),
             text,
-            body: body.build(),
+            body,
             positions: HashMap::new(),
         })
     }
@@ -209,7 +213,7 @@ fn call_user(i: usize, args: FuncArgs) -> Result<Value, String> {
     let f = USER_FUNCS
         .with(|f| f.borrow().get(i).cloned())
         .ok_or("no such function")?;
-    let mut ctx = BASE.with(|b| b.borrow().clone()).unwrap_or_default();
+    let mut ctx = base_context();
     let mut values = args.into_values().into_iter();
     for p in &f.params {
         ctx.declare_var(p.as_str(), values.next().unwrap_or(Value::Null));
@@ -232,6 +236,17 @@ fn call_user(i: usize, args: FuncArgs) -> Result<Value, String> {
 /// The variables and functions user functions see (the base context has no parent).
 fn set_base(ctx: &Context<'static>) {
     BASE.with(|b| *b.borrow_mut() = Some(ctx.clone()));
+}
+
+/// The file's variables and functions, for expressions evaluated inside a function
+/// (`try`, `can`).
+pub(super) fn base_context() -> Context<'static> {
+    BASE.with(|b| b.borrow().clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(super) fn set_base_for_tests(ctx: &Context<'static>) {
+    set_base(ctx);
 }
 
 /// Built-in variables (`BAKE_CMD_CONTEXT`, `BAKE_LOCAL_PLATFORM`) and the environment.
@@ -295,6 +310,7 @@ pub fn evaluate(files: &[HclFile], inputs: &Inputs<'_>) -> Result<Evaluated, Bak
     }
     let mut ctx: Context<'static> = Context::new();
     funcs::declare(&mut ctx);
+    super::tryfunc::declare(&mut ctx);
     for (i, (name, f)) in user_funcs.iter().enumerate() {
         let mut def = FuncDef::builder().params(f.params.iter().map(|_| ParamType::Any));
         if f.variadic.is_some() {
