@@ -16,3 +16,4 @@ pub mod run;
 pub mod target;
 pub mod time;
 pub mod tryfunc;
+pub mod vartype;
