@@ -17,6 +17,10 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Variables the fixtures read, removed so the caller's environment cannot leak in.
 const FIXTURE_VARS: &[&str] = &[
+    "API_TAG",
+    "DISTRO",
+    "GOFLAGS",
+    "UNSET_ARG",
     "PLATFORMS",
     "PLATFORMS_JSON",
     "SETTINGS",
@@ -258,4 +262,25 @@ fn evaluation_errors_name_file_line_and_column() {
         "variable \"A\" {\n  type = lst(string)\n}\ntarget \"a\" {}\n",
     );
     fails_with(d.path(), &["docker-bake.hcl:2:3", "is not a type"]);
+}
+
+#[test]
+fn print_compose_build_keys_as_buildx_reads_them() {
+    let dir = fixture("compose-build");
+    // The environment wins over .env (API_TAG); .env fills the rest (VERSION, DISTRO).
+    let got = print(&dir, &[], &[("API_TAG", "from-env")]);
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(
+        got,
+        want,
+        "--print differs:\n{}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
+    // Without the environment, .env's value is used.
+    let got = print(&dir, &["base_image"], &[]);
+    assert_eq!(
+        got["target"]["base_image"]["tags"],
+        serde_json::json!(["example/base:from-dotenv"])
+    );
 }
