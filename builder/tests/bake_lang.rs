@@ -196,6 +196,8 @@ fn fails_with(dir: &Path, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "expected {n:?} in: {err}");
     }
+    // The internal rewriting of try/can/convert never shows.
+    assert!(!err.contains("kiln_internal"), "{err}");
 }
 
 #[test]
@@ -245,6 +247,14 @@ fn evaluation_errors_name_file_line_and_column() {
         "target \"a\" {\n  tags = [try(MISSING, \"x\")]\n}\n",
     );
     fails_with(d.path(), &["docker-bake.hcl:2:3", "MISSING"]);
+    let d = bake_file(
+        "docker-bake.hcl",
+        "target \"a\" {\n  tags = [try(1 + \"x\")]\n}\n",
+    );
+    fails_with(
+        d.path(),
+        &["docker-bake.hcl:2:3", "try: no expression succeeded"],
+    );
     // A cycle in inherits, and in variables.
     let d = bake_file(
         "docker-bake.hcl",

@@ -4,6 +4,7 @@
 use super::error::{definition, line_col, BakeError};
 use super::funcs::{self, kind, text};
 use super::target::{Config, Group, Target};
+use super::tryfunc::readable;
 use super::vartype::Type;
 use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
 use hcl::{Expression, Structure, Value};
@@ -229,7 +230,7 @@ fn call_user(i: usize, args: FuncArgs) -> Result<Value, String> {
         ));
     }
     DEPTH.with(|d| d.set(depth + 1));
-    let out = f.result.evaluate(&ctx).map_err(|e| e.to_string());
+    let out = f.result.evaluate(&ctx).map_err(|e| readable(&e));
     DEPTH.with(|d| d.set(depth));
     out
 }
@@ -781,7 +782,7 @@ fn resolve_variable(
 fn waits_or(e: hcl::eval::Error, fail: &dyn Fn(String) -> VarFailure) -> VarFailure {
     match e.kind() {
         hcl::eval::ErrorKind::UndefinedVar(v) => VarFailure::Waits(v.to_string()),
-        _ => fail(e.to_string()),
+        _ => fail(readable(&e)),
     }
 }
 
@@ -798,12 +799,12 @@ fn validate_variables(
                 what: format!("variable {name:?} validation"),
                 message,
             };
-            match cond.evaluate(ctx).map_err(|e| err(e.to_string()))? {
+            match cond.evaluate(ctx).map_err(|e| err(readable(&e)))? {
                 Value::Bool(true) => {}
                 Value::Bool(false) => {
                     let message = match msg {
                         Some(m) => {
-                            let v = m.evaluate(ctx).map_err(|e| err(e.to_string()))?;
+                            let v = m.evaluate(ctx).map_err(|e| err(readable(&e)))?;
                             text(&v).unwrap_or_else(|_| v.to_string())
                         }
                         None => "This check failed, but has an invalid error message.".into(),
@@ -835,7 +836,7 @@ fn read_group(
         let v = a.expr.evaluate(ctx).map_err(|e| BakeError::Eval {
             at: at(),
             what: what(),
-            message: e.to_string(),
+            message: readable(&e),
         })?;
         let conv = |message: String| BakeError::Eval {
             at: at(),
@@ -922,7 +923,7 @@ fn read_targets(
     let m = matrix
         .expr
         .evaluate(ctx)
-        .map_err(|e| fail("matrix", e.to_string()))?;
+        .map_err(|e| fail("matrix", readable(&e)))?;
     let m = m.as_object().ok_or_else(|| {
         fail(
             "matrix",
@@ -940,7 +941,7 @@ fn read_targets(
             Some(a) => a
                 .expr
                 .evaluate(&c)
-                .map_err(|e| e.to_string())
+                .map_err(|e| readable(&e))
                 .and_then(|v| text(&v))
                 .map_err(|e| fail("name", e))?,
             None => label.clone(),
@@ -1003,7 +1004,7 @@ fn read_target(
             what: format!("target {label:?} attribute {k:?}"),
             message,
         };
-        let v = a.expr.evaluate(ctx).map_err(|e| fail(e.to_string()))?;
+        let v = a.expr.evaluate(ctx).map_err(|e| fail(readable(&e)))?;
         set_attribute(&mut t, k, &v).map_err(fail)?;
         values.insert(k.to_string(), v);
     }

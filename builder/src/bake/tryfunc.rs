@@ -1,7 +1,8 @@
 //! `try` and `can` (HCL's `tryfunc`): their arguments must be evaluated lazily, which
 //! hcl-rs functions cannot do (they receive values). So each call is rewritten, once after
 //! parsing, into a call of an internal function that receives its argument expressions as
-//! text and the values of the variables they use, and evaluates them itself.
+//! text and the values of the variables they use, and evaluates them itself. `convert`'s
+//! second argument is a type, not a value: it is passed as text the same way.
 
 use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
 use hcl::expr::{FuncCall, ObjectKey, TemplateExpr, TraversalOperator};
@@ -13,6 +14,7 @@ use std::str::FromStr;
 /// The internal functions `try` and `can` become.
 const TRY: &str = "kiln_internal_try";
 const CAN: &str = "kiln_internal_can";
+const CONVERT: &str = "kiln_internal_convert";
 
 /// Rewrites every `try(…)` and `can(…)` call in a body's attributes.
 pub fn rewrite_body(body: &mut hcl::Body) {
@@ -30,6 +32,23 @@ pub fn declare(ctx: &mut Context<'_>) {
     let def = |f: hcl::eval::Func| FuncDef::new(f, vec![ParamType::Any, ParamType::Any]);
     ctx.declare_func(TRY, def(call_try));
     ctx.declare_func(CAN, def(call_can));
+    ctx.declare_func(CONVERT, def(call_convert));
+}
+
+/// An evaluation error as the user wrote the expression: the internal functions under
+/// their own names, without the rewritten expression.
+pub fn readable(e: &hcl::eval::Error) -> String {
+    let msg = e.to_string();
+    if !msg.contains("kiln_internal_") {
+        return msg;
+    }
+    let msg = match msg.find(" in expression `") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    msg.replace(TRY, "try")
+        .replace(CAN, "can")
+        .replace(CONVERT, "convert")
 }
 
 /// Rewrites `try`/`can` calls inside `e`, innermost first.
@@ -59,6 +78,11 @@ fn rewrite(e: &mut Expression) {
             if f.name.namespace.is_empty() && (name == "try" || name == "can") {
                 let internal = if name == "try" { TRY } else { CAN };
                 *e = lazy_call(internal, f);
+            } else if f.name.namespace.is_empty() && name == "convert" && f.args.len() == 2 {
+                let ty = hcl::format::to_string(&f.args[1]).unwrap_or_default();
+                let mut call = FuncCall::new(hcl::Identifier::unchecked(CONVERT));
+                call.args = vec![f.args[0].clone(), Expression::String(ty)];
+                *e = Expression::FuncCall(Box::new(call));
             }
         }
         Expression::Parenthesis(p) => rewrite(p),
@@ -256,7 +280,7 @@ fn attempts(args: FuncArgs) -> Result<Vec<Result<Value, String>>, String> {
         .map(|t| {
             let text = t.as_str().unwrap_or_default();
             let e = Expression::from_str(text).map_err(|e| e.to_string())?;
-            e.evaluate(&ctx).map_err(|e| e.to_string())
+            e.evaluate(&ctx).map_err(|e| readable(&e))
         })
         .collect())
 }
@@ -285,6 +309,16 @@ fn call_can(args: FuncArgs) -> Result<Value, String> {
         [r] => Ok(Value::Bool(r.is_ok())),
         _ => Err("can takes one argument".into()),
     }
+}
+
+/// `convert(value, type)`.
+fn call_convert(args: FuncArgs) -> Result<Value, String> {
+    let mut values = args.into_values().into_iter();
+    let (Some(v), Some(Value::String(ty))) = (values.next(), values.next()) else {
+        return Err("convert takes a value and a type".into());
+    };
+    let e = Expression::from_str(&ty).map_err(|e| e.to_string())?;
+    super::vartype::Type::parse(&e)?.convert(&v)
 }
 
 #[cfg(test)]
@@ -347,6 +381,11 @@ mod tests {
             eval("try([for y in l: y.v], [])", &[("l", list)]),
             Ok(Value::Array(vec![]))
         );
+        assert_eq!(
+            eval("convert([1, true], list(string))", &[]),
+            Ok(Value::Array(vec!["1".into(), "true".into()]))
+        );
+        assert!(eval("convert(\"x\", number)", &[]).is_err());
         // A variable that is not defined at all stays an error, as in HCL.
         assert!(eval("try(nope, 1)", &[]).unwrap_err().contains("nope"));
     }
