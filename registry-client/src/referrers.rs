@@ -5,8 +5,12 @@
 
 use crate::client::{RegistryClient, Scope, MAX_MANIFEST};
 use crate::error::{Error, Result};
+use crate::progress::NoProgress;
+use crate::push::push_blob;
+use crate::store::{BlobStore, Blobs};
 use kiln_oci::media_type::OCI_INDEX;
-use kiln_oci::{Descriptor, Digest, ImageIndex, Reference};
+use kiln_oci::store::read_verified;
+use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Reference};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
 
@@ -144,34 +148,79 @@ impl RegistryClient {
         self.add_to_fallback(r, descriptor, subject).await
     }
 
-    /// Adds `descriptor` to the fallback index of `subject` (read, append, write back).
+    /// Adds `descriptor` to the fallback index of `subject` (read, append, write back). The tag
+    /// schema has no compare-and-swap: another writer may replace the index between the read
+    /// and the write, so the index is read again and the update redone while it lacks
+    /// `descriptor` (a few times at most).
     async fn add_to_fallback(
         &self,
         r: &Reference,
         descriptor: &Descriptor,
         subject: &Digest,
     ) -> Result<()> {
-        let mut index = self
-            .fallback_index(r, subject)
-            .await?
-            .unwrap_or_else(|| ImageIndex::new(OCI_INDEX, Vec::new()));
-        if index
-            .manifests
-            .iter()
-            .any(|d| d.digest == descriptor.digest)
-        {
-            return Ok(());
+        for attempt in 0..=FALLBACK_ATTEMPTS {
+            let mut index = self
+                .fallback_index(r, subject)
+                .await?
+                .unwrap_or_else(|| ImageIndex::new(OCI_INDEX, Vec::new()));
+            if index
+                .manifests
+                .iter()
+                .any(|d| d.digest == descriptor.digest)
+            {
+                return Ok(());
+            }
+            if attempt == FALLBACK_ATTEMPTS {
+                break;
+            }
+            index.manifests.push(descriptor.clone());
+            let bytes = serde_json::to_vec(&index).map_err(|e| Error::Protocol {
+                registry: r.registry().to_string(),
+                reason: format!("encoding the referrers index: {e}"),
+            })?;
+            self.put_manifest(&r.with_tag(&fallback_tag(subject)), &bytes, OCI_INDEX)
+                .await?;
         }
-        index.manifests.push(descriptor.clone());
-        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Protocol {
+        Err(Error::Protocol {
             registry: r.registry().to_string(),
-            reason: format!("encoding the referrers index: {e}"),
-        })?;
-        self.put_manifest(&r.with_tag(&fallback_tag(subject)), &bytes, OCI_INDEX)
-            .await?;
+            reason: format!(
+                "{}:{}: the referrers index kept changing under {FALLBACK_ATTEMPTS} updates \
+                 (another push is writing it); {} is not listed",
+                r.name(),
+                fallback_tag(subject),
+                descriptor.digest
+            ),
+        })
+    }
+
+    /// Pushes artifacts from `store`, each (manifest, subject): its config and layers, then
+    /// the manifest as a referrer of its subject ([`Self::push_referrer`]). One after another,
+    /// so that the fallback index of a subject with several artifacts is updated in turn.
+    pub async fn push_referrers(
+        &self,
+        r: &Reference,
+        store: &dyn BlobStore,
+        artifacts: &[(Descriptor, Digest)],
+    ) -> Result<()> {
+        for (desc, subject) in artifacts {
+            let bytes = read_verified(&Blobs(store), desc, "referrer manifest")?;
+            let what = format!("{}@{}", r.name(), desc.digest);
+            let manifest: ImageManifest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+                    registry: r.registry().to_string(),
+                    reason: format!("{what}: not an image manifest: {e}"),
+                })?;
+            for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                push_blob(self, r, store, blob, None, &NoProgress).await?;
+            }
+            self.push_referrer(r, &bytes, desc, subject).await?;
+        }
         Ok(())
     }
 }
+
+/// Fallback index updates tried before giving up on a racing writer.
+const FALLBACK_ATTEMPTS: usize = 4;
 
 fn parse_index(body: &[u8], registry: &str, what: &str) -> Result<ImageIndex> {
     serde_json::from_slice(body).map_err(|e| Error::Protocol {

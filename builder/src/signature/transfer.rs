@@ -127,7 +127,7 @@ fn not_json(at: &Reference, e: serde_json::Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::signature::payload::SimpleSigning;
     use crate::signature::store::{attach, find, resolve};
@@ -137,7 +137,7 @@ mod tests {
     use rand_core::OsRng;
 
     /// The plain test registry of testdata/env/setup.sh.
-    fn registry() -> String {
+    pub(crate) fn registry() -> String {
         let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
         let text = std::fs::read_to_string(std::path::Path::new(&dir).join("env"))
             .expect("the test environment (testdata/env/setup.sh start)");
