@@ -475,3 +475,220 @@ fn attestations_turn_docker_media_types_to_oci_with_a_warning() {
     );
     assert_eq!(attestation_entries(&index).len(), 1);
 }
+
+/// The referrers of `digest` in `repo` as the fallback tag lists them (the test registry has
+/// no referrers API), each artifact manifest read back.
+fn fallback_referrers(repo: &str, digest: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let tag = format!("{repo}:{}", digest.replace(':', "-"));
+    let index = raw(&tag);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    index["manifests"]
+        .as_array()
+        .expect("referrers index manifests")
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                raw(&format!("{repo}@{}", d["digest"].as_str().unwrap())),
+            )
+        })
+        .collect()
+}
+
+/// Checks one attestation artifact about `subject` (its descriptor as a referrers index
+/// lists it, and the manifest); returns its statements.
+fn check_artifact(
+    b: &Build,
+    repo: &str,
+    (desc, m): &(serde_json::Value, serde_json::Value),
+    subject: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    const ARTIFACT: &str = "application/vnd.docker.attestation.manifest.v1+json";
+    assert_eq!(desc["artifactType"], ARTIFACT, "{desc:#}");
+    assert_eq!(m["artifactType"], ARTIFACT, "{m:#}");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(m["config"]["size"], 2);
+    assert_eq!(m["subject"]["digest"], subject["digest"]);
+    assert_eq!(m["subject"]["size"], subject["size"]);
+    let sts = statements(b, repo, desc);
+    for st in &sts {
+        assert_valid("in-toto-statement-v1.schema.json", st);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            subject["digest"].as_str().unwrap()
+        );
+    }
+    sts
+}
+
+#[test]
+fn referrers_mode_pushes_a_clean_index_and_each_platform_s_attestations_as_a_referrer() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("referrers-multi"));
+    let tag = format!("{repo}:1");
+    let meta = b.build(&[
+        "-o",
+        &format!("type=registry,name={tag},referrers=true"),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom=true",
+    ]);
+    let index_bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index:#}");
+    assert!(
+        entries
+            .iter()
+            .all(|d| d["platform"]["os"] == "linux" && d.get("annotations").is_none()),
+        "no unknown/unknown entry: {index:#}"
+    );
+    assert_eq!(meta["containerimage.digest"], sha256_digest(&index_bytes));
+    let recorded = meta["kiln.attestations"].as_array().expect("{meta:#}");
+    assert_eq!(recorded.len(), 2, "{meta:#}");
+    for image in entries {
+        let referrers = fallback_referrers(&repo, image["digest"].as_str().unwrap());
+        assert_eq!(referrers.len(), 1, "one artifact per platform");
+        let sts = check_artifact(&b, &repo, &referrers[0], image);
+        let mut predicates: Vec<&str> = sts
+            .iter()
+            .map(|s| s["predicateType"].as_str().unwrap())
+            .collect();
+        predicates.sort();
+        assert_eq!(
+            predicates,
+            [
+                "https://slsa.dev/provenance/v1",
+                "https://spdx.dev/Document"
+            ]
+        );
+        let prov = sts
+            .iter()
+            .find(|s| s["predicateType"] == "https://slsa.dev/provenance/v1")
+            .unwrap();
+        assert_valid("slsa-provenance-v1.schema.json", &prov["predicate"]);
+        assert!(recorded
+            .iter()
+            .any(|r| r["subject"] == image["digest"] && r["digest"] == referrers[0].0["digest"]));
+    }
+    // The same build buildx-style: the attestation entries are in the index.
+    let buildx = format!("{repo}:buildx");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={buildx}"),
+        "--platform",
+        "linux/amd64,linux/arm64",
+    ]);
+    assert_eq!(attestation_entries(&raw(&buildx)).len(), 2);
+}
+
+#[test]
+fn referrers_mode_of_one_platform_pushes_the_plain_manifest_and_keeps_secrets_out() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let secret = context_with_secret(&b, &env);
+    let repo = format!("{}/{}", env.registry(), unique("referrers-one"));
+    let tag = format!("{repo}:1");
+    let layout = b.path("out.tar");
+    let meta = b.build(&[
+        "-o",
+        &format!("type=registry,name={tag},referrers=true"),
+        "-o",
+        &format!("type=oci,dest={},referrers=true", layout.display()),
+        "--secret",
+        &format!("id=tok,src={}", secret.display()),
+        "--build-arg",
+        "GREETING=hello-arg",
+    ]);
+    let m_bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&m_bytes).unwrap();
+    assert_eq!(
+        m["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "one platform: the image itself, as without attestations: {m:#}"
+    );
+    let digest = sha256_digest(&m_bytes);
+    assert_eq!(meta["containerimage.digest"], digest);
+    let subject = serde_json::json!({"digest": digest, "size": m_bytes.len()});
+    let referrers = fallback_referrers(&repo, &digest);
+    assert_eq!(referrers.len(), 1);
+    let sts = check_artifact(&b, &repo, &referrers[0], &subject);
+    assert_eq!(sts.len(), 1, "min provenance");
+    assert_eq!(
+        sts[0]["predicate"]["buildDefinition"]["externalParameters"]["request"]["args"]
+            ["build-arg:GREETING"],
+        "hello-arg"
+    );
+    for (desc, artifact) in &referrers {
+        assert!(!desc.to_string().contains(SECRET) && !artifact.to_string().contains(SECRET));
+    }
+    assert!(!sts[0].to_string().contains(SECRET));
+    // The OCI layout: the image tagged, the artifact an untagged entry beside it (as oras
+    // keeps referrers in a layout).
+    let dir = b.path("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&layout)
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index:#}");
+    let image = entries
+        .iter()
+        .find(|d| d["digest"] == digest)
+        .expect("{index:#}");
+    assert!(image.get("artifactType").is_none());
+    let artifact = entries.iter().find(|d| d["digest"] != digest).unwrap();
+    assert_eq!(artifact["digest"], referrers[0].0["digest"]);
+    assert!(artifact["annotations"]
+        .get("org.opencontainers.image.ref.name")
+        .is_none());
+    let bytes = std::fs::read(
+        dir.join("blobs/sha256").join(
+            artifact["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(sha256_digest(&bytes), artifact["digest"].as_str().unwrap());
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed["subject"]["digest"], digest);
+    let holding = files_holding(&dir, SECRET.as_bytes(), Path::new("/nonexistent"));
+    assert!(holding.is_empty(), "the secret is in {holding:?}");
+}
