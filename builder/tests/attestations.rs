@@ -692,3 +692,156 @@ fn referrers_mode_of_one_platform_pushes_the_plain_manifest_and_keeps_secrets_ou
     let holding = files_holding(&dir, SECRET.as_bytes(), Path::new("/nonexistent"));
     assert!(holding.is_empty(), "the secret is in {holding:?}");
 }
+
+/// `kiln ARGS` that must succeed: its stdout.
+fn kiln_ok(b: &Build, args: &[&str]) -> String {
+    support::stdout_ok(&b.kiln(args), &format!("kiln {args:?}"))
+}
+
+/// A blob of the plain registry, fetched with curl and checked against its digest.
+fn registry_blob(repo: &str, digest: &str) -> Vec<u8> {
+    let (host, name) = repo.split_once('/').unwrap();
+    let out = Command::new("curl")
+        .args(["-sSf", &format!("http://{host}/v2/{name}/blobs/{digest}")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{repo}@{digest}");
+    assert_eq!(sha256_digest(&out.stdout), digest);
+    out.stdout
+}
+
+/// The attestation artifacts of the single-platform image `tag` as referrers: (artifact
+/// descriptor, predicate types of its statements, fetched from the registry).
+fn referrer_predicates(repo: &str, image_digest: &str) -> Vec<(String, Vec<String>)> {
+    fallback_referrers(repo, image_digest)
+        .into_iter()
+        .filter(|(d, _)| d["artifactType"] == "application/vnd.docker.attestation.manifest.v1+json")
+        .map(|(d, m)| {
+            let preds = m["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let st: serde_json::Value =
+                        serde_json::from_slice(&registry_blob(repo, l["digest"].as_str().unwrap()))
+                            .unwrap();
+                    st["predicateType"].as_str().unwrap().to_string()
+                })
+                .collect();
+            (d["digest"].as_str().unwrap().to_string(), preds)
+        })
+        .collect()
+}
+
+#[test]
+fn copy_carries_attestations_and_signatures_in_both_modes() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "copied");
+    let repo = |what: &str| {
+        format!(
+            "{}/{}",
+            env.registry(),
+            unique(&format!("referrers-copy-{what}"))
+        )
+    };
+    let (buildx_src, ref_src) = (repo("buildx-src"), repo("ref-src"));
+    let buildx_tag = format!("{buildx_src}:1");
+    let ref_tag = format!("{ref_src}:1");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={buildx_tag}"),
+        "--sbom=true",
+    ]);
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={ref_tag},referrers=true"),
+        "--sbom=true",
+    ]);
+    kiln_ok(&b, &["keygen", b.path("k").to_str().unwrap()]);
+    let (key, public) = (b.path("k.key"), b.path("k.pub"));
+    for tag in [&buildx_tag, &ref_tag] {
+        kiln_ok(&b, &["sign", "--key", key.to_str().unwrap(), tag]);
+    }
+
+    // buildx-style: the attestation entries come with the index, digests kept.
+    let buildx_dst = format!("{}:1", repo("buildx-dst"));
+    kiln_ok(&b, &["copy", "--all", &buildx_tag, &buildx_dst]);
+    let (src_index, dst_index) = (raw(&buildx_tag), raw(&buildx_dst));
+    assert_eq!(src_index, dst_index);
+    let attests = attestation_entries(&dst_index);
+    assert_eq!(attests.len(), 1, "{dst_index:#}");
+    let dst_repo = buildx_dst.trim_end_matches(":1");
+    let att = raw(&format!(
+        "{dst_repo}@{}",
+        attests[0]["digest"].as_str().unwrap()
+    ));
+    for l in att["layers"].as_array().unwrap() {
+        registry_blob(dst_repo, l["digest"].as_str().unwrap());
+    }
+    kiln_ok(
+        &b,
+        &["verify", "--key", public.to_str().unwrap(), &buildx_dst],
+    );
+
+    // Referrers: each artifact found again through the destination's fallback tag, the
+    // signature too, whether copied directly or through an OCI layout.
+    let image = sha256_digest(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{ref_tag}"),
+    ]));
+    let expected = referrer_predicates(&ref_src, &image);
+    assert_eq!(expected.len(), 1);
+    let mut preds = expected[0].1.clone();
+    preds.sort();
+    assert_eq!(
+        preds,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+    let direct = repo("ref-dst");
+    let layout = b.path("layout");
+    let via_layout = repo("ref-layout");
+    kiln_ok(&b, &["copy", "--all", &ref_tag, &format!("{direct}:1")]);
+    kiln_ok(
+        &b,
+        &["copy", &ref_tag, &format!("oci:{}:1", layout.display())],
+    );
+    kiln_ok(
+        &b,
+        &[
+            "copy",
+            &format!("oci:{}", layout.display()),
+            &format!("{via_layout}:1"),
+        ],
+    );
+    for dst in [&direct, &via_layout] {
+        let tag = format!("{dst}:1");
+        assert_eq!(
+            sha256_digest(&skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{tag}"),
+            ])),
+            image
+        );
+        assert_eq!(referrer_predicates(dst, &image), expected, "{dst}");
+        let listed = fallback_referrers(dst, &image);
+        assert!(
+            listed.iter().any(
+                |(d, _)| d["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"
+            ),
+            "the signature referrer is carried: {listed:#?}"
+        );
+        kiln_ok(&b, &["verify", "--key", public.to_str().unwrap(), &tag]);
+    }
+}

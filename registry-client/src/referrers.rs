@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::progress::NoProgress;
 use crate::push::push_blob;
 use crate::store::{BlobStore, Blobs};
-use kiln_oci::media_type::OCI_INDEX;
+use kiln_oci::media_type::{is_index, OCI_INDEX};
 use kiln_oci::store::read_verified;
 use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Reference};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -216,6 +216,54 @@ impl RegistryClient {
             self.push_referrer(r, &bytes, desc, subject).await?;
         }
         Ok(())
+    }
+}
+
+/// Referrers are followed this deep from the image (2: a signature of an attestation).
+const MAX_DEPTH: usize = 2;
+/// Referrers gathered for one image at most (a hostile repository could list thousands).
+const MAX_REFERRERS: usize = 1024;
+
+impl RegistryClient {
+    /// Every referrer of `root` and of the manifests it lists when it is an index, and their
+    /// referrers in turn (to a depth of 2), each with the subject it refers to: subjects
+    /// before their referrers, each once. What a copy carries along.
+    pub async fn referrer_tree(
+        &self,
+        r: &Reference,
+        root: &Digest,
+    ) -> Result<Vec<(Descriptor, Digest)>> {
+        let mut subjects = vec![root.clone()];
+        let m = self.get_manifest(&r.with_digest(root.clone())).await?;
+        if m.content_type.as_deref().is_some_and(is_index) {
+            let what = format!("{}@{root}", r.name());
+            let index = parse_index(&m.bytes, r.registry(), &what)?;
+            subjects.extend(index.manifests.into_iter().map(|d| d.digest));
+        }
+        let mut seen: std::collections::HashSet<Digest> = subjects.iter().cloned().collect();
+        let mut out = Vec::new();
+        for _ in 0..MAX_DEPTH {
+            let mut next = Vec::new();
+            for subject in &subjects {
+                for d in self.referrers(r, subject, None).await? {
+                    if out.len() >= MAX_REFERRERS {
+                        return Err(Error::Protocol {
+                            registry: r.registry().to_string(),
+                            reason: format!(
+                                "{}@{root} has more than {MAX_REFERRERS} referrers",
+                                r.name()
+                            ),
+                        });
+                    }
+                    if seen.insert(d.digest.clone()) {
+                        next.push(d.digest.clone());
+                        out.push((d, subject.clone()));
+                    }
+                }
+            }
+            subjects = next;
+        }
+        Ok(out)
     }
 }
 
