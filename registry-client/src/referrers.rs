@@ -149,15 +149,18 @@ impl RegistryClient {
     }
 
     /// Adds `descriptor` to the fallback index of `subject` (read, append, write back). The tag
-    /// schema has no compare-and-swap: another writer may replace the index between the read
-    /// and the write, so the index is read again and the update redone while it lacks
-    /// `descriptor` (a few times at most).
+    /// schema has no compare-and-swap: updates from this process take turns (a lock per
+    /// subject); against another process writing the same index at the same moment, the
+    /// index is read again and the update redone while it lacks `descriptor` (a few times),
+    /// which narrows the race without closing it.
     async fn add_to_fallback(
         &self,
         r: &Reference,
         descriptor: &Descriptor,
         subject: &Digest,
     ) -> Result<()> {
+        let lock = fallback_lock(&format!("{}@{subject}", r.name()));
+        let _turn = lock.lock().await;
         for attempt in 0..=FALLBACK_ATTEMPTS {
             let mut index = self
                 .fallback_index(r, subject)
@@ -265,6 +268,17 @@ impl RegistryClient {
         }
         Ok(out)
     }
+}
+
+/// The lock of one fallback index (`repository@subject`) in this process.
+fn fallback_lock(key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static LOCKS: std::sync::OnceLock<std::sync::Mutex<Locks>> = std::sync::OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(key.to_string()).or_default().clone()
 }
 
 /// Fallback index updates tried before giving up on a racing writer.

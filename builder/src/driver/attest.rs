@@ -482,4 +482,74 @@ mod tests {
             assert_eq!(listed.len(), 2);
         });
     }
+
+    #[test]
+    fn concurrent_pushes_of_referrers_of_one_subject_all_land_in_the_fallback_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStore::open(Some(dir.path())).unwrap();
+        let store = &local.content;
+        let subject = image(store, "amd64");
+        // Four attestation artifacts of the one image pushed at once from this process (the
+        // fallback index has no compare-and-swap: the updates must take turns).
+        let artifacts: Vec<Descriptor> = (0..4)
+            .map(|i| {
+                let index = attested_index(
+                    store,
+                    std::slice::from_ref(&subject),
+                    &format!("https://example.com/predicate/{i}"),
+                );
+                to_referrers(store, &index, true).unwrap().artifacts[0]
+                    .manifest
+                    .clone()
+            })
+            .collect();
+        let r = Reference::parse(&format!(
+            "{}/referrers-unit/race-{}:1",
+            crate::signature::transfer::tests::registry(),
+            std::process::id()
+        ))
+        .unwrap();
+        let client = RegistryClient::new(TransportOptions::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let local = std::sync::Arc::new(local);
+        rt.block_on(async {
+            let none = &kiln_registry::progress::NoProgress;
+            push(
+                &client,
+                &r,
+                &subject,
+                &*local,
+                &PushOptions::default(),
+                none,
+            )
+            .await
+            .unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for a in artifacts.clone() {
+                let (client, r, local, s) = (
+                    client.clone(),
+                    r.clone(),
+                    local.clone(),
+                    subject.digest.clone(),
+                );
+                tasks.spawn(
+                    async move { client.push_referrers(&r, &*local, &[(a, s)]).await.unwrap() },
+                );
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+            let mut listed: Vec<Digest> = client
+                .referrers(&r, &subject.digest, Some(ATTESTATION_ARTIFACT_TYPE))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.digest)
+                .collect();
+            let mut expected: Vec<Digest> = artifacts.iter().map(|a| a.digest.clone()).collect();
+            listed.sort();
+            expected.sort();
+            assert_eq!(listed, expected);
+        });
+    }
 }
