@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use support::{busybox, executed, Build, TestEnv};
@@ -88,5 +89,78 @@ fn a_noop_rebuild_leaves_the_state_database_alone() {
     assert!(
         !b.root.path().join(journal).exists(),
         "the writing build folded the journal into the database"
+    );
+}
+
+/// Runs `kiln --root <state> ARGS` with stdin from `input`; returns whether it succeeded,
+/// its stderr and its peak RSS in bytes (from wait4, the child's own).
+fn kiln_rss(b: &Build, args: &[&str], input: &Path) -> (bool, String, u64) {
+    let child = std::process::Command::new(support::kiln_bin())
+        .arg("--root")
+        .arg(b.root.path())
+        .args(args)
+        .stdin(std::fs::File::open(input).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(b.path("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let stderr = std::fs::read_to_string(b.path("stderr")).unwrap();
+    (ok, stderr, u64::try_from(usage.ru_maxrss).unwrap() * 1024)
+}
+
+#[test]
+fn a_big_tarball_context_on_stdin_streams() {
+    let b = Build::new();
+    // 256 MiB of context in one file, beside what the build uses.
+    let tarball = b.path("ctx.tar");
+    {
+        let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+        let mut add = |name: &str, data: &mut dyn std::io::Read, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            t.append_data(&mut h, name, data).unwrap();
+        };
+        add(
+            "Dockerfile",
+            &mut &b"FROM scratch\nCOPY small.txt /\n"[..],
+            30,
+        );
+        add("small.txt", &mut &b"small\n"[..], 6);
+        let big = 256u64 << 20;
+        add("big.bin", &mut std::io::repeat(7).take(big), big);
+        t.finish().unwrap();
+    }
+    let out = b.path("out");
+    let (ok, stderr, rss) = kiln_rss(
+        &b,
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            "-",
+        ],
+        &tarball,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("small.txt")).unwrap(),
+        "small\n"
+    );
+    assert!(
+        rss < 128 << 20,
+        "peak RSS {} MiB for a 256 MiB context on stdin",
+        rss >> 20
     );
 }
