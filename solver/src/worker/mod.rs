@@ -118,6 +118,8 @@ impl std::fmt::Debug for Session {
 /// Executes ops on this machine.
 pub struct LocalWorker {
     pub(crate) layers: LayerStore,
+    /// The flattened bottoms of long layer chains that RUN steps mount.
+    pub(crate) flats: crate::snapshot::flatten::FlatStore,
     pub(crate) content: ContentStore,
     pub(crate) cache: Arc<CacheStore>,
     pub(crate) executor: Arc<dyn Executor>,
@@ -155,6 +157,7 @@ impl LocalWorker {
         let http = HttpCache::open(state.http_dir())?;
         Ok(LocalWorker {
             layers,
+            flats: crate::snapshot::flatten::FlatStore::new(state.flat_dir()),
             content: state.content().clone(),
             cache,
             executor,
