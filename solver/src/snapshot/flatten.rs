@@ -440,13 +440,27 @@ mod tests {
             snapshot = snapshot.with_layer(layers.commit(p).unwrap());
         }
         let pending = layers.begin().unwrap();
+        // 5 layers: the bottom 4 flattened.
+        let five = Snapshot {
+            layers: snapshot.layers[..5].to_vec(),
+        };
+        let o = store.overlay_for(&layers, &five, &pending).unwrap();
+        assert_eq!(o.lowers.len(), 2);
+        let flat4 = o.lowers[1].clone();
+        // 11 layers: the bottom 8 flattened (from the bottom 4's), the top 3 as they are.
         let o = store.overlay_for(&layers, &snapshot, &pending).unwrap();
-        // 11 layers: the bottom 8 flattened, the top 3 as they are.
         assert_eq!(o.lowers.len(), 4);
         assert_eq!(o.lowers[0], layers.path(&snapshot.layers[10]));
         let flat8 = o.lowers[3].clone();
-        assert!(flat8.starts_with(d.path().join("flat")));
-        // Made from the flattened bottom 4 (made on the way? no: from the layers), once.
+        assert!(flat8.starts_with(d.path().join("flat")) && flat8 != flat4);
+        let ino = |p: PathBuf| fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(flat8.join("f0")),
+            ino(layers.path(&snapshot.layers[0]).join("f0")),
+            "linked, not copied"
+        );
+        assert!(flat4.join("f2").exists() && !flat8.join("f2").exists());
+        // Made once: the same directory next time.
         let again = store.overlay_for(&layers, &snapshot, &pending).unwrap();
         assert_eq!(again.lowers, o.lowers);
         let target = d.path().join("m");
