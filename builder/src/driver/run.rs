@@ -1388,3 +1388,20 @@ fn export_cache(
     };
     crate::remote_cache::export_all(&ctx, &req.cache_to, &m.tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LocalNames;
+
+    #[test]
+    fn a_directory_keeps_its_local_name_and_another_gets_its_own() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut names = LocalNames::default();
+        assert_eq!(names.name("context", a.path()), "context");
+        // The same directory, however spelled, is the same source.
+        assert_eq!(names.name("context", &a.path().join(".")), "context");
+        assert_eq!(names.name("context", b.path()), "context#1");
+        assert_eq!(names.name("context:x", b.path()), "context:x");
+        assert_eq!(names.name("context", b.path()), "context#1");
+    }
+}

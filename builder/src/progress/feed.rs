@@ -85,3 +85,43 @@ pub fn prefixed_name(prefix: &str, name: &str) -> String {
         None => format!("[{prefix}] {name}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_solver::progress::channel;
+
+    #[test]
+    fn names_are_prefixed_as_buildx_prefixes_a_target() {
+        assert_eq!(
+            prefixed_name("app", "[build 2/4] RUN make"),
+            "[app build 2/4] RUN make"
+        );
+        assert_eq!(
+            prefixed_name("app,tool", "[internal] load build context"),
+            "[app,tool internal] load build context"
+        );
+        assert_eq!(
+            prefixed_name("app", "exporting to image"),
+            "[app] exporting to image"
+        );
+    }
+
+    #[test]
+    fn only_the_registration_of_a_prefixed_vertex_is_renamed() {
+        let (tx, rx) = channel();
+        let (named, other) = (VertexDigest([1; 32]), VertexDigest([2; 32]));
+        tx.vertex_with_inputs(named, "[1/2] FROM a", Vec::new());
+        tx.vertex_with_inputs(other, "[2/2] RUN b", Vec::new());
+        drop(tx);
+        let feed = Feed::new(rx, Arc::new(AtomicBool::new(false)))
+            .prefixed(Prefixes::from([(named, "app".to_string())]));
+        let mut names = Vec::new();
+        while let Next::Event(e) = feed.next(Duration::from_secs(1)) {
+            if let EventKind::Registered { name, .. } = e.kind {
+                names.push(name);
+            }
+        }
+        assert_eq!(names, ["[app 1/2] FROM a", "[2/2] RUN b"]);
+    }
+}
