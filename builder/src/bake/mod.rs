@@ -12,7 +12,6 @@ pub mod overrides;
 pub mod plan;
 pub mod print;
 pub mod resolve;
-pub mod run;
 pub mod target;
 pub mod time;
 pub mod tryfunc;
