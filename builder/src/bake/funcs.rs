@@ -822,7 +822,7 @@ fn substr(a: FuncArgs) -> R {
     Ok(s[start..end].iter().collect::<String>().into())
 }
 
-/// `format(spec, values...)`: `%s`, `%d`, `%v`, `%q` and `%%` of Go's verbs.
+/// `format(spec, values...)`: Go's verbs, as cty implements them.
 fn format(a: FuncArgs) -> R {
     format_values(&a)
 }
@@ -830,29 +830,7 @@ fn format(a: FuncArgs) -> R {
 /// `format` over plain values: the spec first.
 pub(super) fn format_values(a: &[Value]) -> R {
     let spec = text(a.first().ok_or("format: needs a format string")?)?;
-    let mut args = a[1..].iter();
-    let mut out = String::new();
-    let mut chars = spec.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let verb = chars.next().ok_or("format: a lone % at the end")?;
-        if verb == '%' {
-            out.push('%');
-            continue;
-        }
-        let v = args
-            .next()
-            .ok_or_else(|| format!("format: not enough arguments for %{verb}"))?;
-        match verb {
-            's' | 'v' | 'd' => out.push_str(&text(v)?),
-            'q' => out.push_str(&format!("{:?}", text(v)?)),
-            other => return Err(format!("format: unsupported verb %{other}")),
-        }
-    }
-    Ok(out.into())
+    super::gofmt::format(&spec, &a[1..]).map(Value::from)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod files;
 pub mod funcs;
 pub mod funcs_ext;
+pub mod gofmt;
 pub mod order;
 pub mod overrides;
 pub mod plan;
