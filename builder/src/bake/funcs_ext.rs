@@ -348,7 +348,7 @@ fn timeadd(a: FuncArgs) -> R {
 }
 
 /// The `±HH:MM` offset at the end of an RFC 3339 timestamp (UTC for `Z`).
-fn rfc3339_offset(ts: &str) -> jiff::tz::Offset {
+pub(super) fn rfc3339_offset(ts: &str) -> jiff::tz::Offset {
     let tail = ts.get(ts.len().saturating_sub(6)..).unwrap_or("");
     let sign = match tail.chars().next() {
         Some('+') => 1,
