@@ -63,7 +63,25 @@ pub fn parse(
             };
             let mut ext = Target::default();
             for (k, v) in obj {
-                let v = hcl::to_value(v).map_err(|e| fail(&what, e.to_string()))?;
+                // A list attribute given as one string is its words (buildx's `stringArray`).
+                let list_key = [
+                    "tags",
+                    "cache-from",
+                    "cache-to",
+                    "secret",
+                    "ssh",
+                    "platforms",
+                    "output",
+                    "no-cache-filter",
+                ]
+                .contains(&k.as_str());
+                let v = match v.as_str() {
+                    Some(words) if list_key => {
+                        serde_json::Value::from(words.split_whitespace().collect::<Vec<_>>())
+                    }
+                    _ => v.clone(),
+                };
+                let v = hcl::to_value(&v).map_err(|e| fail(&what, e.to_string()))?;
                 set_attribute(&mut ext, k, &v).map_err(|m| fail(&format!("{what} x-bake"), m))?;
             }
             merge_extension(&mut t, ext);
@@ -635,6 +653,13 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(tags, ["example/web:2", "example/web:3"]);
+        let c = super::parse(
+            "compose.yaml",
+            "services:\n  web:\n    build:\n      x-bake:\n        platforms: linux/amd64 linux/arm64\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.targets["web"].platforms.as_ref().map(Vec::len), Some(2));
     }
 
     #[test]
