@@ -294,3 +294,27 @@ fn print_compose_build_keys_as_buildx_reads_them() {
         serde_json::json!(["example/base:from-dotenv"])
     );
 }
+
+#[test]
+fn print_shows_the_context_as_buildx_prepares_it_and_the_built_ins() {
+    let d = bake_file(
+        "docker-bake.hcl",
+        "target \"a\" {\n  context = BAKE_CMD_CONTEXT\n  platforms = [BAKE_LOCAL_PLATFORM]\n}\ntarget \"b\" {\n  context = \"./sub/../app/\"\n  contexts = { x = \"cwd://y\" }\n}\n",
+    );
+    let got = print(d.path(), &["a", "b"], &[]);
+    // `cwd://` is the working directory: printed as `.`; paths are cleaned; named
+    // contexts are printed as written.
+    assert_eq!(got["target"]["a"]["context"], ".");
+    assert_eq!(got["target"]["b"]["context"], "app");
+    assert_eq!(got["target"]["b"]["contexts"]["x"], "cwd://y");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let platform = got["target"]["a"]["platforms"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(platform.starts_with(&format!("linux/{arch}")), "{platform}");
+}

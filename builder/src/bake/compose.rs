@@ -348,7 +348,7 @@ fn dict_keep_empty(v: &Y) -> Result<Vec<(String, String)>, String> {
 
 /// A local path cleaned as compose's loader leaves it (`./web/` is `web`); URLs and
 /// `scheme://` or `docker-image:` references as they are.
-fn clean_path(p: &str) -> String {
+pub(super) fn clean_path(p: &str) -> String {
     if p.contains("://") || p.starts_with("docker-image:") || p.starts_with("git@") || p.is_empty()
     {
         return p.to_string();

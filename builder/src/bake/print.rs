@@ -25,7 +25,7 @@ struct PrintTarget<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     attest: Option<Vec<Entry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<&'a str>,
+    context: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     contexts: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +95,16 @@ fn go_html_escape(json: &str) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
+/// The context as buildx prints it after preparing the build: `cwd://` dropped and a
+/// local path cleaned (`./app/` is `app`).
+fn printed_context(c: &str) -> String {
+    let local = c.strip_prefix("cwd://").unwrap_or(c);
+    if local.is_empty() {
+        return ".".into();
+    }
+    super::compose::clean_path(local)
+}
+
 /// buildx escapes `${` and `%{` in text that would otherwise be read as a template again.
 fn escape(s: &str) -> String {
     s.replace("${", "$${").replace("%{", "%%{")
@@ -119,7 +129,7 @@ fn print_target(t: &Target) -> PrintTarget<'_> {
         description: t.description.as_deref(),
         annotations: non_empty(&t.annotations).map(|a| a.iter().map(|s| escape(s)).collect()),
         attest: entries(&t.attest, Kind::Attest),
-        context: t.context.as_deref(),
+        context: t.context.as_deref().map(printed_context),
         contexts: t.contexts.as_ref().filter(|m| !m.is_empty()),
         dockerfile: t.dockerfile.as_deref(),
         dockerfile_inline: t.dockerfile_inline.as_deref().map(escape),
