@@ -55,14 +55,8 @@ pub fn readable(e: &hcl::eval::Error) -> String {
 fn rewrite(e: &mut Expression) {
     match e {
         Expression::Array(items) => items.iter_mut().for_each(rewrite),
-        Expression::Object(o) => {
-            for (k, v) in o.iter_mut() {
-                // Keys of an `Object` cannot be borrowed mutably; only values hold calls
-                // that matter in bake files.
-                let _ = k;
-                rewrite(v);
-            }
-        }
+        // Keys cannot be borrowed mutably; calls that matter are in the values.
+        Expression::Object(o) => o.values_mut().for_each(rewrite),
         Expression::TemplateExpr(t) => rewrite_template_expr(t),
         Expression::Traversal(t) => {
             rewrite(&mut t.expr);
