@@ -62,6 +62,7 @@ pub fn declare(ctx: &mut Context<'_>) {
             "urlencode",
             fixed(&[S], |a| Ok(urlencode(&text(&a[0])?).into())),
         ),
+        ("csvdecode", fixed(&[S], |a| csvdecode(&text(&a[0])?))),
         (
             "absolute",
             fixed(&[ParamType::Number], |a| num(num_of(&a[0])?.abs())),
@@ -252,6 +253,34 @@ fn uuidv5(namespace: &str, name: &str) -> Result<String, String> {
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     Ok(uuid_text(b, 5))
+}
+
+/// `csvdecode(text)`: one object per record, keyed by the header line's fields.
+fn csvdecode(s: &str) -> R {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(s.as_bytes());
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| format!("csvdecode: {e}"))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if header.is_empty() || s.trim().is_empty() {
+        return Err("csvdecode: missing header line".into());
+    }
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| format!("csvdecode: {e}"))?;
+        let obj: Map<String, Value> = header
+            .iter()
+            .cloned()
+            .zip(rec.iter().map(Value::from))
+            .collect();
+        out.push(Value::Object(obj));
+    }
+    Ok(Value::Array(out))
 }
 
 /// Go's `url.QueryEscape`: unreserved characters kept, space as `+`, the rest `%XX`.
@@ -588,6 +617,12 @@ mod tests {
         let v4 = v4.as_str().unwrap();
         assert_eq!((v4.len(), &v4[14..15]), (36, "4"));
         assert_ne!(eval("uuidv4()").unwrap(), eval("uuidv4()").unwrap());
+        assert_eq!(
+            json(r#"csvdecode("a,b\n1,\"x,y\"\n2,z\n")"#),
+            r#"[{"a":"1","b":"x,y"},{"a":"2","b":"z"}]"#
+        );
+        assert!(eval(r#"csvdecode("a,b\n1\n")"#).is_err());
+        assert!(eval(r#"csvdecode("")"#).is_err());
         assert_eq!(
             json(r#"urlencode("a b/c?d=é~")"#),
             r#""a+b%2Fc%3Fd%3D%C3%A9~""#
