@@ -7,7 +7,8 @@
 #
 # "Cold" means an empty build cache with the base image already pulled into
 # the state directory. Needs the test registry: bash testdata/env/setup.sh start.
-# KILN_FLAGS adds global flags (e.g. "--executor native").
+# KILN_FLAGS adds build flags (e.g. "--executor native"); KILN_FLATTEN_STRIDE=100000
+# turns chain flattening off (see solver/src/snapshot/flatten.rs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPS=${1:-3}
@@ -34,12 +35,11 @@ cold_build() { # N -> seconds
   local ctx root=$WORK/state t0 t1
   ctx=$(context "$1")
   rm -rf "$root"
-  # shellcheck disable=SC2086
-  "$KILN" $KILN_FLAGS --root "$root" pull -q "$BASE" >/dev/null
+  "$KILN" --root "$root" pull -q "$BASE" >/dev/null
   sync
   t0=$(now)
   # shellcheck disable=SC2086
-  "$KILN" $KILN_FLAGS --root "$root" build --progress quiet -t "bench/steps-$1:kiln" "$ctx" >/dev/null \
+  "$KILN" --root "$root" build $KILN_FLAGS --progress quiet -t "bench/steps-$1:kiln" "$ctx" >/dev/null \
     || { echo "kiln build of $1 steps failed" >&2; exit 1; }
   t1=$(now)
   echo "$t1 - $t0" | bc -l
