@@ -11,6 +11,7 @@ use super::interrupt::{Armed, Interrupted, Interrupts};
 use super::session::{parse_build_context, session_from_flags};
 use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
+use crate::attest::sbom::extras::ExtraScans;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
 use crate::driver::assemble::{write_index, ManifestOptions};
@@ -73,6 +74,8 @@ struct PlatformTarget {
     target: Option<VertexRef>,
     config: kiln_oci::config::ImageConfig,
     history_vertices: Vec<(usize, Option<VertexRef>)>,
+    /// Stages (and the context) the SBOM scans too (`BUILDKIT_SBOM_SCAN_*`).
+    sbom_scans: ExtraScans,
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
@@ -174,7 +177,9 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         &platforms,
     )?;
     let m = Machinery::start(&req, &state, &df, &graph, &images, imported)?;
-    let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
+    let mut wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
+    // The stages an SBOM scans are solved too, after the targets.
+    wanted.extend(graph.targets.iter().flat_map(|t| t.sbom_scans.vertices()));
     tracing::debug!(vertices = graph.definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?graph.no_cache, "solving");
     let armed = interrupts.arm();
     let solved = runtime.block_on(solve(
@@ -186,7 +191,7 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         &m.tx,
         interrupts.received(),
     ));
-    let result = match solved {
+    let mut result = match solved {
         Ok(r) => r,
         Err(e) => {
             let drop = match &e {
@@ -203,6 +208,10 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     if let Some(signal) = interrupts.signal() {
         return Err(Interrupted { signal }.into());
     }
+    let sbom_extras = ExtraScans::solved(
+        graph.targets.iter().map(|t| &t.sbom_scans),
+        result.snapshots.split_off(graph.targets.len()),
+    );
     let steps = ExportSteps::start(&m.tx, &req.outputs);
     let solved = result.records.clone();
     let (in_index, as_files) = (
@@ -229,6 +238,13 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
             layers: m.worker.layers(),
             content: state.content(),
             docker_media_types: export_options(&req)?.docker_media_types,
+            sbom_extras: (
+                &sbom_extras,
+                crate::attest::sbom::extras::ContextDir {
+                    root: &df.ctx.root,
+                    ignore: &df.ctx.ignore,
+                },
+            ),
         };
         if in_index {
             let step = steps.image_step(&req.outputs);
@@ -410,6 +426,7 @@ fn lower_platforms(
             target: lowered.target,
             config,
             history_vertices: lowered.history_vertices,
+            sbom_scans: ExtraScans::plan(req.attest.sbom, &build, &lowered.stage_vertices),
         });
     }
     Ok(PlatformGraph {

@@ -15,6 +15,7 @@ mod apk;
 mod cargo;
 mod distro;
 mod dpkg;
+pub mod extras;
 mod golang;
 mod license;
 mod npm;
@@ -113,6 +114,8 @@ pub struct ScanOptions {
     pub created: jiff::Timestamp,
     /// Bounds of the scan.
     pub limits: Limits,
+    /// Paths (relative, `/`-separated) the walk skips: a context's `.dockerignore`.
+    pub exclude: Option<kiln_solver::pattern::PatternMatcher>,
 }
 
 impl ScanOptions {
@@ -122,6 +125,7 @@ impl ScanOptions {
             name: name.into(),
             created: jiff::Timestamp::now(),
             limits: Limits::default(),
+            exclude: None,
         }
     }
 }
@@ -184,7 +188,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<SbomDocument, ScanError> 
         ),
         apk::scan(&image, distro.as_ref()),
     ];
-    let candidates = walk::walk(&image, &opts.limits, &mut warnings);
+    let candidates = walk::walk(&image, &opts.limits, opts.exclude.as_ref(), &mut warnings);
     found.extend(
         candidates
             .into_par_iter()
