@@ -621,3 +621,64 @@ fn sbom_scan_context_and_stage_args_add_statements_as_buildkit_does() {
         assert!(dest.join(name).is_file(), "{name} missing");
     }
 }
+
+#[test]
+fn sbom_lists_the_rpm_packages_rpm_itself_lists() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    // The rpm database the setup made with rpmbuild and `rpm --justdb`, copied into the image.
+    let fixture = Path::new(env.get("KILN_TEST_RPM_ROOT"));
+    std::fs::create_dir_all(b.ctx()).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(b.ctx().join("rpm-root"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY rpm-root/ /\n", busybox(&env)),
+    );
+    let out = b.path("out");
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        "--sbom=true",
+    ]);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sbom.spdx.json")).unwrap()).unwrap();
+    assert_valid("spdx-2.3.schema.json", &st["predicate"]);
+    let packages = st["predicate"]["packages"].as_array().unwrap();
+    // rpm's own view of the database is the oracle.
+    let listed = Command::new("rpm")
+        .arg("--dbpath")
+        .arg(fixture.join("var/lib/rpm"))
+        .args([
+            "-qa",
+            "--qf",
+            "%{NAME}|%{EPOCH}|%{VERSION}-%{RELEASE}|%{ARCH}|%{LICENSE}\\n",
+        ])
+        .output()
+        .expect("run rpm");
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    for line in listed.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let (name, epoch, evr, arch, license) = (f[0], f[1], f[2], f[3], f[4]);
+        let p = packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {packages:#?}"));
+        assert_eq!(p["versionInfo"], format!("{epoch}:{evr}"));
+        assert_eq!(p["licenseDeclared"], license);
+        let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        assert!(
+            purl.starts_with(&format!(
+                "pkg:rpm/kiln%20test%20vendor/{name}@{evr}?arch={arch}&epoch={epoch}"
+            )),
+            "{purl}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod license;
 mod npm;
 mod python;
 mod root;
+mod rpm;
 pub mod spdx;
 mod walk;
 
@@ -39,6 +40,8 @@ pub enum PackageKind {
     Deb,
     /// An Alpine package (apk database).
     Apk,
+    /// An RPM package (rpm's SQLite database).
+    Rpm,
     /// A Rust crate (Cargo.lock or `cargo auditable` data).
     Cargo,
     /// An npm package (package-lock.json, node_modules).
@@ -55,6 +58,7 @@ impl PackageKind {
         match self {
             PackageKind::Deb => "deb",
             PackageKind::Apk => "apk",
+            PackageKind::Rpm => "rpm",
             PackageKind::Cargo => "cargo",
             PackageKind::Npm => "npm",
             PackageKind::Python => "pypi",
@@ -187,6 +191,12 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<SbomDocument, ScanError> 
             &mut warnings,
         ),
         apk::scan(&image, distro.as_ref()),
+        rpm::scan(
+            &image,
+            distro.as_ref(),
+            opts.limits.max_packages,
+            &mut warnings,
+        ),
     ];
     let candidates = walk::walk(&image, &opts.limits, opts.exclude.as_ref(), &mut warnings);
     found.extend(
