@@ -32,26 +32,30 @@ fn statements_by_image(repo: &str, work: &Path) -> BTreeMap<String, Vec<serde_js
         };
         let dir = work.join(format!("attestation-{i}"));
         let digest = entry["digest"].as_str().unwrap();
-        skopeo(&[
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{repo}@{digest}"),
-            &format!("dir:{}", dir.display()),
-        ]);
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-        let sts = m["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
-                serde_json::from_slice(&std::fs::read(dir.join(hex)).unwrap()).unwrap()
-            })
-            .collect();
-        out.insert(subject.to_string(), sts);
+        out.insert(subject.to_string(), copy_statements(repo, digest, &dir));
     }
     out
+}
+
+/// The statements (layers) of the manifest `repo@digest`, copied out by skopeo into `dir`.
+fn copy_statements(repo: &str, digest: &str, dir: &Path) -> Vec<serde_json::Value> {
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{repo}@{digest}"),
+        &format!("dir:{}", dir.display()),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            serde_json::from_slice(&std::fs::read(dir.join(hex)).unwrap()).unwrap()
+        })
+        .collect()
 }
 
 /// The platform (`linux/arm64`) of each image entry of the index at `repo:1`, by digest.
@@ -322,4 +326,66 @@ fn local_inspect_history_and_images_skip_attestation_entries() {
         "images",
     );
     assert!(!images.contains("unknown"), "{images}");
+}
+
+#[test]
+fn referrers_attestations_print_as_the_index_form_does() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("sbomx-referrers"));
+    let tag = format!("{repo}:1");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={tag},referrers=true"),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance=mode=max",
+        "--sbom=true",
+    ]);
+    let platforms = platforms(&repo);
+    assert_eq!(platforms.len(), 2);
+    let index = raw(&tag);
+    assert!(
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["platform"]["os"] != "unknown"),
+        "no unknown/unknown entry in referrers mode: {index:#}"
+    );
+    // The oracle: each image's referrers, listed by the fallback tag `sha256-<hex>`
+    // (distribution 2.8 has no referrers API), copied out by skopeo.
+    let mut provenance = serde_json::Map::new();
+    let mut sbom = serde_json::Map::new();
+    for (digest, platform) in &platforms {
+        let listed = raw(&format!("{repo}:{}", digest.replace(':', "-")));
+        let artifacts = listed["manifests"].as_array().unwrap();
+        let attestation = artifacts
+            .iter()
+            .find(|d| d["artifactType"] == "application/vnd.docker.attestation.manifest.v1+json")
+            .unwrap_or_else(|| panic!("no attestation referrer of {digest}: {listed:#}"));
+        let dir = b.work.path().join(digest.replace(':', "-"));
+        let sts = copy_statements(&repo, attestation["digest"].as_str().unwrap(), &dir);
+        provenance.insert(
+            platform.clone(),
+            serde_json::json!({"SLSA": predicate(&sts, "https://slsa.dev/provenance/")}),
+        );
+        sbom.insert(
+            platform.clone(),
+            serde_json::json!({"SPDX": predicate(&sts, "https://spdx.dev/Document")}),
+        );
+    }
+    assert_eq!(
+        inspect_format(&b, &tag, "{{json .Provenance}}").trim_end(),
+        go_indented(&provenance.into())
+    );
+    assert_eq!(
+        inspect_format(&b, &tag, "{{json .SBOM}}").trim_end(),
+        go_indented(&sbom.into())
+    );
 }

@@ -1,11 +1,11 @@
 //! What `imagetools inspect --format` shows beyond the manifest, found as buildx's loader
-//! finds it: each platform image, its config, and the in-toto statements of the attestation
-//! manifests naming it (`vnd.docker.reference.digest` in the index).
+//! finds it: each platform image, its config, and the in-toto statements of its
+//! attestation manifests, in the index (buildx's form) or as OCI referrers.
 
+use crate::attest::referrers::{attestations_of, FoundAttestation};
 use crate::attest::statement::SPDX_DOCUMENT;
-use crate::attest::store::{IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION, REFERENCE_DIGEST};
+use crate::attest::store::{PREDICATE_TYPE_ANNOTATION, REFERENCE_DIGEST};
 use crate::registry_opts::registry_failure;
-use base64::Engine as _;
 use kiln_oci::media_type::{is_index, is_manifest};
 use kiln_oci::{Descriptor, Digest, ImageManifest, Manifest, Platform, Reference};
 use kiln_registry::RegistryClient;
@@ -20,7 +20,7 @@ const REFERENCE_DIGEST_NEW: &str = "com.docker.reference.digest";
 const MAX_MANIFESTS: usize = 1024;
 /// Nested indexes followed at most this deep.
 const MAX_DEPTH: usize = 4;
-/// A config or a statement is read into memory: at most this big.
+/// A config is read into memory: at most this big.
 const MAX_BLOB: u64 = 64 << 20;
 /// The predicate type prefix of SLSA provenance (v0.2 and v1).
 const SLSA_PREFIX: &str = "https://slsa.dev/provenance/";
@@ -125,12 +125,6 @@ impl Loaded {
     }
 }
 
-/// A manifest met in the walk.
-struct Seen {
-    desc: Descriptor,
-    manifest: ImageManifest,
-}
-
 /// Walks the manifest `root` (already fetched as `bytes`) of `r`, then reads what `want`
 /// asks of each image.
 pub async fn load(
@@ -140,9 +134,7 @@ pub async fn load(
     bytes: Vec<u8>,
     want: Wanted,
 ) -> Result<Loaded> {
-    let mut manifests: BTreeMap<Digest, Seen> = BTreeMap::new();
-    // Image digest → the attestation manifests naming it.
-    let mut refs: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
+    let mut manifests: BTreeMap<Digest, ImageManifest> = BTreeMap::new();
     let mut images: BTreeMap<String, Digest> = BTreeMap::new();
     let mut queue = VecDeque::from([(root, Some(bytes), 0usize)]);
     let mut walked = 0usize;
@@ -185,36 +177,29 @@ pub async fn load(
         else {
             return Err(miette!("{what}: declared a manifest, is an index"));
         };
-        let subject = [REFERENCE_DIGEST_NEW, REFERENCE_DIGEST]
+        // An attestation manifest names its image: it is read with that image below.
+        if [REFERENCE_DIGEST_NEW, REFERENCE_DIGEST]
             .iter()
-            .find_map(|k| desc.annotation(k));
-        match subject {
-            Some(s) => {
-                let s: Digest = s
-                    .parse()
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("{what}: bad {REFERENCE_DIGEST} annotation"))?;
-                refs.entry(s).or_default().push(desc.digest.clone());
-            }
-            None => {
-                let platform = match &desc.platform {
-                    Some(p) => p.key(),
-                    None => {
-                        let cfg = read_blob(client, r, &m.config).await?;
-                        Platform::from_config(&cfg).unwrap_or_default()
-                    }
-                };
-                images.insert(platform.to_string(), desc.digest.clone());
-            }
+            .any(|k| desc.annotation(k).is_some())
+        {
+            continue;
         }
-        manifests.insert(desc.digest.clone(), Seen { desc, manifest: *m });
+        let platform = match &desc.platform {
+            Some(p) => p.key(),
+            None => {
+                let cfg = read_blob(client, r, &m.config).await?;
+                Platform::from_config(&cfg).unwrap_or_default()
+            }
+        };
+        images.insert(platform.to_string(), desc.digest.clone());
+        manifests.insert(desc.digest.clone(), *m);
     }
     let mut out = Loaded::default();
     for (platform, digest) in images {
         let mut asset = Asset::default();
         if want.config {
-            if let Some(seen) = manifests.get(&digest) {
-                let cfg = read_blob(client, r, &seen.manifest.config).await?;
+            if let Some(m) = manifests.get(&digest) {
+                let cfg = read_blob(client, r, &m.config).await?;
                 asset.config = Some(
                     serde_json::from_slice(&cfg)
                         .into_diagnostic()
@@ -223,10 +208,11 @@ pub async fn load(
             }
         }
         if want.attestations {
-            for a in refs.get(&digest).into_iter().flatten() {
-                if let Some(seen) = manifests.get(a) {
-                    read_statements(client, r, seen, &mut asset).await?;
-                }
+            let found = attestations_of(client, r, &digest)
+                .await
+                .map_err(registry_failure)?;
+            for f in &found {
+                absorb(f, &mut asset);
             }
         }
         out.images.insert(platform, asset);
@@ -234,87 +220,27 @@ pub async fn load(
     Ok(out)
 }
 
-/// Reads the statements of one attestation manifest into `asset`: every SPDX document, and
-/// the first SLSA provenance (a later manifest's replaces it, as in buildx).
-async fn read_statements(
-    client: &RegistryClient,
-    r: &Reference,
-    seen: &Seen,
-    asset: &mut Asset,
-) -> Result<()> {
+/// Takes one attestation manifest's predicates into `asset`, by each layer's predicate-type
+/// annotation as buildx does: every SPDX document, and the manifest's first SLSA
+/// provenance (a later manifest's replaces it).
+fn absorb(found: &FoundAttestation, asset: &mut Asset) {
     let mut provenance_seen = false;
-    for layer in &seen.manifest.layers {
-        if !is_in_toto(&layer.media_type) {
-            continue;
-        }
+    for (layer, statement) in &found.statements {
         let predicate_type = layer.annotation(PREDICATE_TYPE_ANNOTATION).unwrap_or("");
-        let is_sbom = predicate_type == SPDX_DOCUMENT;
-        // buildx takes one provenance per attestation manifest: its first.
-        let is_provenance = predicate_type.starts_with(SLSA_PREFIX) && !provenance_seen;
-        if !is_sbom && !is_provenance {
-            continue;
-        }
-        let predicate = read_predicate(client, r, layer)
-            .await
-            .wrap_err_with(|| format!("reading attestation {} of {}", seen.desc.digest, r))?;
-        if is_sbom {
-            asset.sboms.push(predicate);
-        } else {
-            asset.provenance = Some(predicate);
+        if predicate_type == SPDX_DOCUMENT {
+            asset.sboms.push(statement.predicate.clone());
+        } else if predicate_type.starts_with(SLSA_PREFIX) && !provenance_seen {
+            asset.provenance = Some(statement.predicate.clone());
             provenance_seen = true;
         }
     }
-    Ok(())
 }
 
-/// A statement's `predicate`, unwrapping a DSSE envelope first.
-async fn read_predicate(
-    client: &RegistryClient,
-    r: &Reference,
-    layer: &Descriptor,
-) -> Result<Value> {
-    let mut bytes = read_blob(client, r, layer).await?;
-    if is_dsse(&layer.media_type) {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            payload: String,
-        }
-        let env: Envelope = serde_json::from_slice(&bytes)
-            .into_diagnostic()
-            .wrap_err("not a DSSE envelope")?;
-        bytes = base64::engine::general_purpose::STANDARD
-            .decode(env.payload)
-            .into_diagnostic()
-            .wrap_err("DSSE payload is not base64")?;
-    }
-    #[derive(serde::Deserialize)]
-    struct Statement {
-        #[serde(default)]
-        predicate: Value,
-    }
-    let st: Statement = serde_json::from_slice(&bytes)
-        .into_diagnostic()
-        .wrap_err("not an in-toto statement")?;
-    Ok(st.predicate)
-}
-
-/// `application/vnd.in-toto+json`, or a DSSE-wrapped in-toto type.
-fn is_in_toto(media_type: &str) -> bool {
-    media_type == IN_TOTO_MEDIA_TYPE || is_dsse(media_type)
-}
-
-/// `application/vnd.in-toto.<kind>+dsse` (buildx's pattern).
-fn is_dsse(media_type: &str) -> bool {
-    media_type
-        .strip_prefix("application/vnd.in-toto.")
-        .is_some_and(|rest| rest.len() > "+dsse".len() && rest.ends_with("+dsse"))
-}
-
-/// A small blob (config, statement) into memory, refusing one bigger than [`MAX_BLOB`].
+/// A small blob (a config) into memory, refusing one bigger than [`MAX_BLOB`].
 async fn read_blob(client: &RegistryClient, r: &Reference, desc: &Descriptor) -> Result<Vec<u8>> {
     if desc.size > MAX_BLOB {
         return Err(miette!(
-            "{}@{}: {} bytes, more than the {MAX_BLOB} a config or statement may have",
+            "{}@{}: {} bytes, more than the {MAX_BLOB} a config may have",
             r.name(),
             desc.digest,
             desc.size
@@ -368,14 +294,5 @@ mod tests {
         assert_eq!(two.provenance(), json!({"linux/amd64": {"SLSA": 1}}));
         assert_eq!(two.sbom(), json!({"linux/amd64": {"SPDX": 2}}));
         assert_eq!(Loaded::default().sbom(), Value::Null);
-    }
-
-    #[test]
-    fn dsse_media_types_as_buildx_matches_them() {
-        assert!(is_in_toto("application/vnd.in-toto+json"));
-        assert!(is_in_toto("application/vnd.in-toto.spdx+dsse"));
-        assert!(is_in_toto("application/vnd.in-toto.provenance+dsse"));
-        assert!(!is_in_toto("application/vnd.in-toto.+dsse"));
-        assert!(!is_in_toto("application/vnd.oci.image.layer.v1.tar"));
     }
 }
