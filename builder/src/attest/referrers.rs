@@ -121,6 +121,10 @@ fn write_artifact(
 
 /// One attestation manifest of an image, read back.
 #[derive(Debug, Clone)]
+#[allow(
+    dead_code,
+    reason = "read by `imagetools inspect` (helper sbomx's branch)"
+)]
 pub struct FoundAttestation {
     /// The attestation manifest (an index entry, or a referrer).
     pub manifest: Descriptor,
