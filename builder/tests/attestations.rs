@@ -604,6 +604,27 @@ fn referrers_mode_pushes_a_clean_index_and_each_platform_s_attestations_as_a_ref
         "linux/amd64,linux/arm64",
     ]);
     assert_eq!(attestation_entries(&raw(&buildx)).len(), 2);
+    // One platform asked to be an index stays one, without the attestation entry.
+    let forced = format!("{repo}:forced");
+    let meta = b.build_env(
+        &["-o", &format!("type=registry,name={forced},referrers=true")],
+        &[("BUILDKIT_MULTI_PLATFORM", "1")],
+    );
+    let index = raw(&forced);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index:#}");
+    assert_eq!(entries[0]["platform"]["os"], "linux");
+    // The image may be the first build's own (same content): its new attestation is added
+    // to the referrers it already has.
+    let artifact = &meta["kiln.attestations"][0];
+    assert_eq!(artifact["subject"], entries[0]["digest"]);
+    let referrers = fallback_referrers(&repo, entries[0]["digest"].as_str().unwrap());
+    assert!(
+        referrers
+            .iter()
+            .any(|(d, _)| d["digest"] == artifact["digest"]),
+        "{referrers:#?}"
+    );
 }
 
 #[test]

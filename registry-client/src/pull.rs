@@ -135,6 +135,7 @@ pub async fn pull_referrers(
     r: &Reference,
     store: &dyn BlobStore,
     root: &Digest,
+    concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<(Descriptor, Digest)>> {
     let mut out = Vec::new();
@@ -146,7 +147,7 @@ pub async fn pull_referrers(
             tracing::debug!(referrer = %desc.digest, "not an image manifest: not pulled");
             continue;
         };
-        pull_image(client, r, store, &manifest, 4, progress).await?;
+        pull_image(client, r, store, &manifest, concurrency, progress).await?;
         store.write_blob(&desc.digest, &m.bytes)?;
         out.push((desc, subject));
     }

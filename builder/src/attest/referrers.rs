@@ -10,7 +10,7 @@
 use super::statement::Statement;
 use super::store::{is_attestation_manifest, ATTESTATION_MANIFEST, IN_TOTO_MEDIA_TYPE};
 use super::store::{REFERENCE_DIGEST, REFERENCE_TYPE};
-use kiln_oci::media_type::{is_index, OCI_MANIFEST};
+use kiln_oci::media_type::{is_index, OCI_EMPTY, OCI_MANIFEST};
 use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Reference};
 use kiln_registry::{Error, RegistryClient};
 use kiln_solver::content::{ContentError, ContentStore};
@@ -18,8 +18,6 @@ use std::collections::BTreeMap;
 
 /// The `artifactType` of an attestation artifact (BuildKit's, with `oci-artifact=true`).
 pub const ATTESTATION_ARTIFACT_TYPE: &str = "application/vnd.docker.attestation.manifest.v1+json";
-/// OCI 1.1's empty descriptor media type, the config of artifacts.
-pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// The empty descriptor's content.
 const EMPTY_JSON: &[u8] = b"{}";
 /// A statement larger than this is refused (an SBOM of a large image is a few MB).
@@ -67,7 +65,7 @@ pub fn to_referrers(
         });
     }
     let empty = store.put_bytes(EMPTY_JSON)?;
-    let config = Descriptor::new(EMPTY_MEDIA_TYPE, empty.digest, empty.size);
+    let config = Descriptor::new(OCI_EMPTY, empty.digest, empty.size);
     let mut artifacts = Vec::with_capacity(attestations.len());
     for att in &attestations {
         let Some(subject) = images

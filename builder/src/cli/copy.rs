@@ -130,6 +130,7 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     r,
                     &store,
                     &pulled.root.digest,
+                    args.registry.concurrency(),
                     &pull_progress,
                 ))
                 .map_err(registry_failure)?;
