@@ -866,3 +866,210 @@ fn copy_carries_attestations_and_signatures_in_both_modes() {
         kiln_ok(&b, &["verify", "--key", public.to_str().unwrap(), &tag]);
     }
 }
+
+/// A `Cargo.lock` naming one crate.
+fn cargo_lock(name: &str) -> String {
+    format!(
+        "version = 3\n\n[[package]]\nname = \"{name}\"\nversion = \"1.2.3\"\n\
+         source = \"registry+https://github.com/rust-lang/crates.io-index\"\n"
+    )
+}
+
+/// The package names of an SPDX document.
+fn package_names(spdx: &serde_json::Value) -> Vec<String> {
+    spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn sbom_scan_context_and_stage_args_add_statements_as_buildkit_does() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let debian = env.get("KILN_TEST_DEBIAN_IMAGE");
+    // BuildKit's rules: the context for the target (a global ARG reaches it), stages the
+    // target needs that declare the stage ARG; `unused` is not built, so not scanned.
+    b.write(
+        "Dockerfile",
+        &format!(
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+             FROM {debian} AS deps\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY f /f\n\
+             FROM {bb} AS unused\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+             FROM {bb}\nARG BUILDKIT_SBOM_SCAN_CONTEXT\n\
+             RUN test -z \"$BUILDKIT_SBOM_SCAN_STAGE\" && test -z \"$BUILDKIT_SBOM_SCAN_CONTEXT\"\n\
+             COPY --from=deps /f /f\n",
+            bb = busybox(&env)
+        ),
+    );
+    b.write("f", "x");
+    b.write("Cargo.lock", &cargo_lock("sbomx-context-crate"));
+    b.write("ignored/Cargo.lock", &cargo_lock("sbomx-ignored-crate"));
+    b.write(".dockerignore", "ignored\n");
+    let repo = format!("{}/{}", env.registry(), unique("sbomx-extras"));
+    let tag = format!("{repo}:1");
+    b.build(&["--push", "-t", &tag, "--sbom=true"]);
+    let index = raw(&tag);
+    let attests = attestation_entries(&index);
+    assert_eq!(attests.len(), 1, "{index:#}");
+    let sts = statements(&b, &repo, &attests[0]);
+    let types: Vec<&str> = sts
+        .iter()
+        .map(|s| s["predicateType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document",
+            "https://spdx.dev/Document",
+            "https://spdx.dev/Document"
+        ]
+    );
+    let image_digest = image_entries(&index)[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for st in &sts[1..] {
+        assert_valid("in-toto-statement-v1.schema.json", st);
+        assert_valid("spdx-2.3.schema.json", &st["predicate"]);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            image_digest,
+            "each SBOM is about the image"
+        );
+    }
+    // The image's SBOM first, then the scans by name: sbom-context, sbom-deps.
+    let (image, context, deps) = (
+        &sts[1]["predicate"],
+        &sts[2]["predicate"],
+        &sts[3]["predicate"],
+    );
+    assert_eq!(context["name"], "sbom-context");
+    assert_eq!(deps["name"], "sbom-deps");
+    let context_packages = package_names(context);
+    assert!(
+        context_packages.iter().any(|n| n == "sbomx-context-crate"),
+        "{context_packages:?}"
+    );
+    assert!(
+        !context_packages.iter().any(|n| n == "sbomx-ignored-crate"),
+        ".dockerignore'd files are not scanned: {context_packages:?}"
+    );
+    // The Debian packages are in the deps stage, not in the busybox image.
+    let deps_packages = package_names(deps);
+    assert!(
+        deps_packages.iter().any(|n| n == "base-files"),
+        "{deps_packages:?}"
+    );
+    assert!(!package_names(image).iter().any(|n| n == "base-files"));
+    // imagetools shows them as buildx does: the image's as SPDX, the others after it.
+    let out = b.kiln(&["imagetools", "inspect", "--format", "{{json .SBOM}}", &tag]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&shown["SPDX"], image);
+    assert_eq!(shown["AdditionalSPDXs"], serde_json::json!([context, deps]));
+
+    // Turned off by build args, as in BuildKit.
+    let off = format!("{repo}:off");
+    b.build(&[
+        "--push",
+        "-t",
+        &off,
+        "--sbom=true",
+        "--build-arg",
+        "BUILDKIT_SBOM_SCAN_STAGE=false",
+        "--build-arg",
+        "BUILDKIT_SBOM_SCAN_CONTEXT=false",
+    ]);
+    let index = raw(&off);
+    assert_eq!(
+        statements(&b, &repo, &attestation_entries(&index)[0]).len(),
+        2
+    );
+
+    // A local output writes each scan beside sbom.spdx.json.
+    let dest = b.path("local");
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        "--sbom=true",
+    ]);
+    for name in [
+        "sbom.spdx.json",
+        "sbom-context.spdx.json",
+        "sbom-deps.spdx.json",
+    ] {
+        assert!(dest.join(name).is_file(), "{name} missing");
+    }
+}
+
+#[test]
+fn sbom_lists_the_rpm_packages_rpm_itself_lists() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    // The rpm database the setup made with rpmbuild and `rpm --justdb`, copied into the image.
+    let fixture = Path::new(env.get("KILN_TEST_RPM_ROOT"));
+    std::fs::create_dir_all(b.ctx()).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(b.ctx().join("rpm-root"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY rpm-root/ /\n", busybox(&env)),
+    );
+    let out = b.path("out");
+    b.build(&[
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        "--sbom=true",
+    ]);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sbom.spdx.json")).unwrap()).unwrap();
+    assert_valid("spdx-2.3.schema.json", &st["predicate"]);
+    let packages = st["predicate"]["packages"].as_array().unwrap();
+    // rpm's own view of the database is the oracle.
+    let listed = Command::new("rpm")
+        .arg("--dbpath")
+        .arg(fixture.join("var/lib/rpm"))
+        .args([
+            "-qa",
+            "--qf",
+            "%{NAME}|%{EPOCH}|%{VERSION}-%{RELEASE}|%{ARCH}|%{LICENSE}\\n",
+        ])
+        .output()
+        .expect("run rpm");
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    for line in listed.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let (name, epoch, evr, arch, license) = (f[0], f[1], f[2], f[3], f[4]);
+        let p = packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {packages:#?}"));
+        assert_eq!(p["versionInfo"], format!("{epoch}:{evr}"));
+        assert_eq!(p["licenseDeclared"], license);
+        let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        assert!(
+            purl.starts_with(&format!(
+                "pkg:rpm/kiln%20test%20vendor/{name}@{evr}?arch={arch}&epoch={epoch}"
+            )),
+            "{purl}"
+        );
+    }
+}

@@ -135,10 +135,6 @@ pub struct FoundAttestation {
 /// of the index `r` names (buildx's `attestation-manifest`s about `subject`), and referrers
 /// of `subject` of [`ATTESTATION_ARTIFACT_TYPE`] (referrers API, else the fallback tag).
 /// Each manifest once, index entries first.
-#[allow(
-    dead_code,
-    reason = "read by `imagetools inspect` (helper sbomx's branch)"
-)]
 pub async fn attestations_of(
     client: &RegistryClient,
     r: &Reference,

@@ -87,7 +87,7 @@ pub fn files(
     let req = inputs.req;
     let facts = facts(inputs);
     let mut out = Vec::with_capacity(results.len());
-    for result in results {
+    for (i, result) in results.iter().enumerate() {
         let view = SnapshotView::mount(inputs.layers, &result.snapshot)
             .into_diagnostic()
             .wrap_err("mounting the result for its attestations")?;
@@ -98,8 +98,11 @@ pub fn files(
             files.push(("provenance.json".to_string(), to_json(&st)?));
         }
         if req.attest.sbom {
-            let st = sbom_statement(inputs, view.path(), "the result", None, subjects)?;
+            let st = sbom_statement(inputs, view.path(), "the result", None, subjects.clone())?;
             files.push(("sbom.spdx.json".to_string(), to_json(&st)?));
+            for (name, st) in extra_sboms(inputs, i, None, &subjects)? {
+                files.push((format!("{name}.spdx.json"), to_json(&st)?));
+            }
         }
         out.push(files);
     }
@@ -162,6 +165,12 @@ pub struct AttestInputs<'a> {
     pub content: &'a ContentStore,
     /// Docker media types for the index (`oci-mediatypes=false`).
     pub docker_media_types: bool,
+    /// Each platform's extra SBOM scans (`BUILDKIT_SBOM_SCAN_*`), and the context they
+    /// may scan.
+    pub sbom_extras: (
+        &'a [sbom::extras::SolvedScans],
+        sbom::extras::ContextDir<'a>,
+    ),
 }
 
 /// Makes each platform image's attestations, writes their manifests, and makes the
@@ -198,7 +207,7 @@ pub fn attach(
         .iter()
         .map(|i| i.manifest.clone())
         .collect();
-    for (image, result) in outcome.platform_images.iter().zip(results) {
+    for (i, (image, result)) in outcome.platform_images.iter().zip(results).enumerate() {
         let subject = Subject::for_manifest(
             image_name,
             image.manifest.platform.as_ref(),
@@ -218,8 +227,10 @@ pub fn attach(
                 view.path(),
                 &what,
                 image_name,
-                vec![subject],
+                vec![subject.clone()],
             )?);
+            let extras = extra_sboms(inputs, i, image_name, std::slice::from_ref(&subject))?;
+            statements.extend(extras.into_iter().map(|(_, st)| st));
         }
         let entry = write_attestation_manifest(inputs.content, &image.manifest, &statements)
             .into_diagnostic()
@@ -305,6 +316,25 @@ fn platforms(req: &BuildRequest) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Platform `i`'s extra SBOMs (context, stages) as statements about `subjects`, by name.
+fn extra_sboms(
+    inputs: &AttestInputs<'_>,
+    i: usize,
+    image_name: Option<&str>,
+    subjects: &[Subject],
+) -> Result<Vec<(String, Statement)>> {
+    let (all, context) = inputs.sbom_extras;
+    let Some(scans) = all.get(i) else {
+        return Ok(Vec::new());
+    };
+    let base = scan_options(inputs, image_name);
+    let docs = sbom::extras::documents(scans, Some(context), inputs.layers, &base)?;
+    Ok(docs
+        .into_iter()
+        .map(|(name, doc)| (name, Statement::new(subjects.to_vec(), SPDX_DOCUMENT, doc)))
+        .collect())
+}
+
 /// The SPDX SBOM of a final filesystem (mounted at `root`, `what` names it in errors).
 fn sbom_statement(
     inputs: &AttestInputs<'_>,
@@ -313,12 +343,7 @@ fn sbom_statement(
     image_name: Option<&str>,
     subjects: Vec<Subject>,
 ) -> Result<Statement> {
-    let mut opts = ScanOptions::new(image_name.unwrap_or("image"));
-    if let Some(epoch) = inputs.req.source_date_epoch {
-        if let Ok(t) = jiff::Timestamp::from_second(epoch as i64) {
-            opts.created = t;
-        }
-    }
+    let opts = scan_options(inputs, image_name);
     let doc = sbom::scan(root, &opts)
         .into_diagnostic()
         .wrap_err_with(|| format!("scanning {what} for its SBOM"))?;
@@ -326,6 +351,17 @@ fn sbom_statement(
         tracing::debug!(warning = %w, "SBOM scan");
     }
     Ok(Statement::new(subjects, SPDX_DOCUMENT, doc.to_spdx_json()))
+}
+
+/// Scan options naming the image, dated by `SOURCE_DATE_EPOCH` when set.
+fn scan_options(inputs: &AttestInputs<'_>, image_name: Option<&str>) -> ScanOptions {
+    let mut opts = ScanOptions::new(image_name.unwrap_or("image"));
+    if let Some(epoch) = inputs.req.source_date_epoch {
+        if let Ok(t) = jiff::Timestamp::from_second(epoch as i64) {
+            opts.created = t;
+        }
+    }
+    opts
 }
 
 /// The referrers form of a build's attestations, pushed and read back from the test registry.

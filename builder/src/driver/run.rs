@@ -11,6 +11,7 @@ use super::interrupt::{Armed, Interrupted, Interrupts};
 use super::session::{parse_build_context, session_from_flags};
 use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
+use crate::attest::sbom::extras::ExtraScans;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
 use crate::driver::assemble::{write_index, ManifestOptions};
@@ -75,6 +76,8 @@ struct PlatformTarget {
     target: Option<VertexRef>,
     config: kiln_oci::config::ImageConfig,
     history_vertices: Vec<(usize, Option<VertexRef>)>,
+    /// Stages (and the context) the SBOM scans too (`BUILDKIT_SBOM_SCAN_*`).
+    sbom_scans: ExtraScans,
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
@@ -279,9 +282,15 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    /// Each platform's root vertex, in `--platform` order.
+    /// Each platform's root vertex, in `--platform` order, then the stages its SBOM scans.
     pub(super) fn roots(&self) -> Vec<Option<VertexRef>> {
-        self.targets.iter().map(|t| t.target).collect()
+        // The stages an SBOM scans are solved too, after the targets.
+        let scanned = self.targets.iter().flat_map(|t| t.sbom_scans.vertices());
+        self.targets
+            .iter()
+            .map(|t| t.target)
+            .chain(scanned)
+            .collect()
     }
 
     /// Each platform's result as a named context of another request.
@@ -404,7 +413,7 @@ pub(super) fn export_request(
     m: &Machinery,
     def: &Definition,
     p: Prepared,
-    result: Solved,
+    mut result: Solved,
 ) -> Result<BuildOutcome> {
     let Prepared {
         req,
@@ -416,6 +425,10 @@ pub(super) fn export_request(
     } = p;
     let state = &shared.state;
     let remote_blobs = remote_blobs(&req, m.imported.as_ref(), &m.worker);
+    let sbom_extras = ExtraScans::solved(
+        targets.iter().map(|t| &t.sbom_scans),
+        result.snapshots.split_off(targets.len()),
+    );
     let steps = ExportSteps::start(&m.tx, &req.outputs);
     let solved = result.records.clone();
     let (in_index, as_files) = (
@@ -443,6 +456,13 @@ pub(super) fn export_request(
             layers: m.worker.layers(),
             content: state.content(),
             docker_media_types: export_options(&req)?.docker_media_types,
+            sbom_extras: (
+                &sbom_extras,
+                crate::attest::sbom::extras::ContextDir {
+                    root: &df.ctx.root,
+                    ignore: &df.ctx.ignore,
+                },
+            ),
         };
         if in_index {
             let step = steps.image_step(&req.outputs);
@@ -629,6 +649,7 @@ fn lower_platforms(
             target: lowered.target,
             config,
             history_vertices: lowered.history_vertices,
+            sbom_scans: ExtraScans::plan(req.attest.sbom, &build, &lowered.stage_vertices),
         });
     }
     Ok(PlatformParts {
