@@ -7,13 +7,22 @@
 #
 # Needs `testdata/env/setup.sh start` (for the two test roots). The generated
 # root lives in $SBOM_BENCH_DIR (default: a temporary directory, removed after).
+#
+# bench/attest.sh sources this file for make_big_root and scan_median (its table
+# puts them beside the provenance overhead); run directly, it prints its own table.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KILN_TESTENV=${KILN_TESTENV:-/tmp/kiln-testenv}
-RUNS=5
-cargo build --quiet --release -p kiln --example sbom_scan
-SCAN=target/release/examples/sbom_scan
+RUNS=${RUNS:-5}
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --quiet --release -p kiln --example sbom_scan
+  SCAN=target/release/examples/sbom_scan
+else
+  cargo build --quiet -p kiln --example sbom_scan
+  SCAN=target/debug/examples/sbom_scan
+fi
 
 work=${SBOM_BENCH_DIR:-$(mktemp -d /tmp/kiln-sbom-bench.XXXXXX)}
 [ -n "${SBOM_BENCH_DIR:-}" ] || trap 'rm -rf "$work"' EXIT
@@ -59,20 +68,26 @@ PY
   touch "$root/.done"
 }
 
-row() { # label dir target-ms
-  local label=$1 dir=$2 target=$3 size files out times=() pkgs median verdict
-  size=$(du -sm "$dir" | cut -f1)
-  files=$(find "$dir" -xdev | wc -l)
-  for _ in $(seq 1 $RUNS); do
+scan_median() { # dir -> "packages median-ms" over $RUNS scans
+  local dir=$1 out times=() pkgs
+  for _ in $(seq 1 "$RUNS"); do
     out=$("$SCAN" --time "$dir")
     pkgs=${out%% *}
     times+=("${out##* }")
   done
-  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+  echo "$pkgs $(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")"
+}
+
+row() { # label dir target-ms
+  local label=$1 dir=$2 target=$3 size files pkgs median verdict
+  size=$(du -sm "$dir" | cut -f1)
+  files=$(find "$dir" -xdev | wc -l)
+  read -r pkgs median < <(scan_median "$dir")
   verdict=$(awk -v m="$median" -v t="$target" 'BEGIN { print (m <= t) ? "ok" : "SLOW" }')
   printf '| %-16s | %7s | %7s | %8s | %9s | %9s | %-4s |\n' "$label" "$size" "$files" "$pkgs" "$median" "$target" "$verdict"
 }
 
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 make_big_root "$work/big"
 echo "| root             | size MB |   files | packages | median ms | target ms | ok   |"
 echo "|------------------|---------|---------|----------|-----------|-----------|------|"

@@ -223,7 +223,10 @@ impl LocalStore {
             Manifest::Index(idx) => {
                 let mut out = Vec::new();
                 for c in idx.manifests {
-                    if !self.has_blob(&c.digest) {
+                    // Attestation manifests (`unknown/unknown`) describe an image, are none.
+                    let attestation = c.annotation(crate::attest::store::REFERENCE_TYPE)
+                        == Some(crate::attest::store::ATTESTATION_MANIFEST);
+                    if attestation || !self.has_blob(&c.digest) {
                         continue;
                     }
                     if let Manifest::Image(m) = self.manifest(&c)? {

@@ -225,9 +225,31 @@ fn json_compact(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn json_indented(args: &[Value]) -> Result<Value, FuncError> {
-    serde_json::to_string_pretty(&to_json(one("json", args)?))
-        .map(Value::String)
-        .map_err(|e| FuncError::Generic(e.to_string()))
+    Ok(Value::String(go_json_indented(&to_json(one(
+        "json", args,
+    )?))))
+}
+
+/// `v` as Go's `json.MarshalIndent(v, "", "  ")` prints it (buildx's `json`): keys sorted,
+/// two-space indent, and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`… — those
+/// characters only occur inside strings, so replacing them in the text is exact.
+pub fn go_json_indented(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".to_string());
+    if !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `join LIST SEP`.
@@ -362,6 +384,11 @@ mod tests {
             .render(&v)
             .unwrap();
         assert_eq!(doc, "{\n  \"Labels\": {\n    \"a\": \"1\"\n  }\n}");
+        // As Go's encoder: HTML characters escaped, in keys and values alike.
+        assert_eq!(
+            go_json_indented(&json!({"a<b": "x & y > z\u{2028}"})),
+            "{\n  \"a\\u003cb\": \"x \\u0026 y \\u003e z\\u2028\"\n}"
+        );
     }
 
     #[test]

@@ -667,3 +667,116 @@ fn attest_reaches_the_build() {
         serde_json::from_str(&std::fs::read_to_string(&provenance).unwrap()).unwrap();
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
 }
+
+/// Two targets whose Dockerfile shares a stage, built with `--no-cache` so that nothing
+/// comes from the cache: each target's RUN counts, in a cache mount, how often the shared
+/// stage's RUN ran. In one build graph it ran once (two separate builds would run it twice).
+#[test]
+fn a_stage_two_targets_share_runs_once() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let id = unique("h6-bakegraph-count");
+    let dockerfile = format!(
+        "FROM {reg}/library/busybox:latest AS common\\nRUN --mount=type=cache,target=/c,id={id} echo ran >> /c/count\\nFROM common AS one\\nRUN --mount=type=cache,target=/c,id={id} wc -l < /c/count > /runs-one\\nFROM common AS two\\nRUN --mount=type=cache,target=/c,id={id} wc -l < /c/count > /runs-two\\n"
+    );
+    let bake = format!(
+        r#"
+group "default" {{
+  targets = ["one", "two"]
+}}
+target "_common" {{
+  dockerfile-inline = "{dockerfile}"
+}}
+target "one" {{
+  inherits = ["_common"]
+  target = "one"
+  output = ["type=local,dest=out-one"]
+}}
+target "two" {{
+  inherits = ["_common"]
+  target = "two"
+  output = ["type=local,dest=out-two"]
+}}
+"#
+    );
+    let b = Build::new();
+    let dir = bake_file("docker-bake.hcl", &bake);
+    let meta = dir.path().join("meta.json");
+    let out = bake_in(
+        dir.path(),
+        Some(b.root.path()),
+        &["--no-cache", "--metadata-file", meta.to_str().unwrap()],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for t in ["one", "two"] {
+        let runs = std::fs::read_to_string(dir.path().join(format!("out-{t}/runs-{t}"))).unwrap();
+        assert_eq!(
+            runs.trim(),
+            "1",
+            "{t}: the shared RUN ran {runs} times\n{err}"
+        );
+    }
+    // The display names the targets of each step as buildx prefixes them; the shared step
+    // is one step of both.
+    assert!(err.contains("[one one 1/1] RUN"), "{err}");
+    assert!(err.contains("[two two 1/1] RUN"), "{err}");
+    assert!(err.contains("[one,two common 2/2] RUN"), "{err}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    for t in ["one", "two"] {
+        // FROM, the shared RUN and the target's own RUN (the context is not needed).
+        assert_eq!(support::executed(&meta[t]), 3, "{t}: {meta}");
+    }
+}
+
+/// A `target:` context feeds the dependent from the one graph: no OCI layout is written,
+/// the linked target (not asked for) exports nothing and is not in the metadata.
+#[test]
+fn target_context_feeds_the_dependent_without_a_layout() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let bake = format!(
+        r#"
+target "base" {{
+  dockerfile-inline = "FROM {reg}/library/busybox:latest\nENV FROM_BASE=yes\nRUN echo from-base > /base.txt\n"
+}}
+target "default" {{
+  contexts = {{ base = "target:base", files = "target:base" }}
+  dockerfile-inline = "FROM base\nCOPY --from=files /base.txt /copied.txt\nRUN echo $FROM_BASE > /env.txt\n"
+  output = ["type=local,dest=out"]
+}}
+"#
+    );
+    let b = Build::new();
+    let dir = bake_file("docker-bake.hcl", &bake);
+    let meta = dir.path().join("meta.json");
+    let out = bake_in(
+        dir.path(),
+        Some(b.root.path()),
+        &["--metadata-file", meta.to_str().unwrap()],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join("out").join(f)).unwrap();
+    assert_eq!(read("base.txt"), "from-base\n");
+    assert_eq!(read("copied.txt"), "from-base\n");
+    // FROM base starts from base's config: its ENV reached the RUN.
+    assert_eq!(read("env.txt"), "yes\n");
+    assert!(
+        !err.contains("oci-layout") && !err.contains("exporting to oci"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("[base"),
+        "base alone is one target: no prefix\n{err}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert!(
+        meta.get("base").is_none() && meta.get("default").is_some(),
+        "{meta}"
+    );
+}

@@ -13,6 +13,8 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 /// Signed Docker schema 1 manifest (refused).
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// OCI 1.1's empty descriptor (`{}`), the config of artifacts.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// OCI image config.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image config.

@@ -35,7 +35,7 @@ TOKEN_ISSUER=kiln-test-token-issuer
 SOURCE_DATE_EPOCH=0
 PACKAGES=(docker-registry crun runc busybox-static skopeo umoci qemu-user-static git jq curl
           openssl apache2-utils file iproute2 ca-certificates python3 openssh-client
-          libseccomp-dev pkg-config slirp4netns uidmap gcc libc6-dev)
+          libseccomp-dev pkg-config slirp4netns uidmap gcc libc6-dev rpm)
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -315,6 +315,39 @@ make_debian_image() {
   log "pushed debian-pkgs:latest ($want) to $reg"
 }
 
+# An rpm database (rpm >= 4.16, SQLite) for the SBOM tests: two tiny packages built
+# with rpmbuild and registered with `rpm --justdb` under $RPM_ROOT/var/lib/rpm.
+RPM_ROOT=$KILN_TESTENV/rpm-root
+make_rpm_root() {
+  [ -f "$RPM_ROOT/var/lib/rpm/rpmdb.sqlite" ] && return 0
+  local top=$KILN_TESTENV/rpmbuild spec
+  rm -rf "$top" "$RPM_ROOT"; mkdir -p "$top/SPECS" "$RPM_ROOT/var/lib/rpm"
+  for spec in "kiln-rpm-one|1.2.3|4.fc40|2|MIT AND Apache-2.0|Kiln Test Vendor|noarch" \
+              "kiln-rpm-two|0.9|1|0|GPL-2.0-or-later|Kiln Test Vendor|x86_64"; do
+    IFS='|' read -r name version release epoch license vendor arch <<<"$spec"
+    cat > "$top/SPECS/$name.spec" <<SPEC
+Name: $name
+Version: $version
+Release: $release
+Epoch: $epoch
+Summary: kiln SBOM test package
+License: $license
+Vendor: $vendor
+BuildArch: $arch
+%description
+kiln SBOM test package
+%files
+SPEC
+    rpmbuild --define "_topdir $top" --define '_build_id_links none' --target "$arch" \
+      -bb "$top/SPECS/$name.spec" >/dev/null 2>&1 || die "rpmbuild $name failed"
+  done
+  rpm --define '_db_backend sqlite' --dbpath "$RPM_ROOT/var/lib/rpm" --initdb
+  rpm --define '_db_backend sqlite' --dbpath "$RPM_ROOT/var/lib/rpm" -i --justdb --nodeps \
+    --ignorearch "$top"/RPMS/*/*.rpm >/dev/null 2>&1 || die "rpm --justdb failed"
+  rm -rf "$top"
+  log "rpm database made: $RPM_ROOT/var/lib/rpm"
+}
+
 write_env() {
   cat > "$ENVFILE.new" <<ENV
 KILN_TESTENV=$KILN_TESTENV
@@ -335,6 +368,7 @@ KILN_TEST_ROOTFS_AMD64=$KILN_TESTENV/rootfs/busybox-amd64
 KILN_TEST_ROOTFS_ARM64=$KILN_TESTENV/rootfs/busybox-arm64
 KILN_TEST_DEBIAN_IMAGE=$HOST:$PORT_PLAIN/library/debian-pkgs:latest
 KILN_TEST_DEBIAN_DEBS=$SBOM_DIR/debs
+KILN_TEST_RPM_ROOT=$RPM_ROOT
 ENV
   mv "$ENVFILE.new" "$ENVFILE"
 }
@@ -352,6 +386,7 @@ start() {
   start_registry token "$PORT_TOKEN" token
   make_base_images
   make_debian_image
+  make_rpm_root
   write_env
   log "ready: $ENVFILE"
 }

@@ -234,6 +234,69 @@ fn parse_sbom(
     Ok(on)
 }
 
+/// The build arg that adds the build context to the SBOM scans.
+pub const SCAN_CONTEXT_ARG: &str = "BUILDKIT_SBOM_SCAN_CONTEXT";
+/// The build arg that adds build stages to the SBOM scans.
+pub const SCAN_STAGE_ARG: &str = "BUILDKIT_SBOM_SCAN_STAGE";
+
+/// What the SBOM scans beside the image, each an extra SPDX statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanExtras {
+    /// The build context (named `context`).
+    pub context: bool,
+    /// Stages the target needs (itself excepted): BuildKit's name (`AS` name lowercased,
+    /// `stage-N` without one) and index, sorted by name.
+    pub stages: Vec<(String, usize)>,
+}
+
+/// The extra scans of a build, as BuildKit's Dockerfile frontend decides them: only where
+/// `ARG BUILDKIT_SBOM_SCAN_CONTEXT`/`BUILDKIT_SBOM_SCAN_STAGE` is declared, globally (before
+/// the first FROM, then for every stage) or in a stage (which wins), `--build-arg` giving
+/// the value; `true`/`false` as Go's `ParseBool`, anything else a comma-separated list of
+/// stage names. The context counts for the target stage, stages for those it needs.
+pub fn scan_extras(build: &kiln_frontend::stages::Build) -> ScanExtras {
+    let mut out = ScanExtras::default();
+    for stage in build.needed_stages() {
+        let name = stage
+            .name
+            .as_ref()
+            .map(|n| n.to_ascii_lowercase())
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let enabled = |arg: &str| {
+            let global = build
+                .global_args
+                .iter()
+                .rev()
+                .filter(|a| a.name == arg)
+                .find_map(|a| a.value.as_deref());
+            let own = stage
+                .args
+                .iter()
+                .rev()
+                .filter(|a| a.name == arg)
+                .find_map(|a| a.value.as_deref());
+            own.or(global).is_some_and(|v| enabled_for_stage(&name, v))
+        };
+        if stage.index == build.target {
+            out.context = enabled(SCAN_CONTEXT_ARG);
+        } else if enabled(SCAN_STAGE_ARG) {
+            out.stages.push((name, stage.index));
+        }
+    }
+    out.stages.sort();
+    out.stages.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+/// BuildKit's `isEnabledForStage`: a boolean, or a list naming the stage.
+fn enabled_for_stage(stage: &str, value: &str) -> bool {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        list => list.split(',').any(|s| s == stage),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +361,49 @@ mod tests {
         assert!(err(Some("colour=red"), None, &[])
             .reason
             .contains("unknown key"));
+    }
+
+    fn scan_build(dockerfile: &str, args: &[(&str, &str)]) -> ScanExtras {
+        let ast = kiln_frontend::parser::parse(dockerfile).unwrap();
+        let opts = kiln_frontend::stages::ResolveOptions {
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        scan_extras(&kiln_frontend::stages::resolve(&ast, &opts).unwrap())
+    }
+
+    #[test]
+    fn scan_args_count_where_declared_as_buildkit_reads_them() {
+        // BuildKit's own test Dockerfile: the context (global ARG) and the needed stages
+        // that declare the stage ARG; base2 is not built, the target is the image.
+        let df = "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+                  FROM scratch AS file\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY a /a\n\
+                  FROM scratch AS Base\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY --from=file /a /b\n\
+                  FROM scratch AS base2\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY --from=file /a /c\n\
+                  FROM base\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n";
+        let all = scan_build(df, &[]);
+        assert!(all.context);
+        let names: Vec<&str> = all.stages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["base", "file"]);
+        let off = scan_build(
+            df,
+            &[(SCAN_STAGE_ARG, "false"), (SCAN_CONTEXT_ARG, "false")],
+        );
+        assert_eq!(off, ScanExtras::default());
+        let listed = scan_build(df, &[(SCAN_STAGE_ARG, "file,nope")]);
+        assert_eq!(listed.stages, [("file".to_string(), 0)]);
+        // Build args alone enable nothing: the Dockerfile must declare the ARG.
+        let plain = "FROM scratch AS b\nCOPY a /a\nFROM scratch\nCOPY --from=b /a /a\n";
+        assert_eq!(
+            scan_build(plain, &[(SCAN_STAGE_ARG, "true"), (SCAN_CONTEXT_ARG, "1")]),
+            ScanExtras::default()
+        );
+        // A global ARG reaches unnamed stages by their BuildKit name.
+        let global = "ARG BUILDKIT_SBOM_SCAN_STAGE=stage-0\nFROM scratch\nCOPY a /a\n\
+                      FROM scratch\nCOPY --from=0 /a /a\n";
+        assert_eq!(scan_build(global, &[]).stages, [("stage-0".to_string(), 0)]);
     }
 }

@@ -29,6 +29,22 @@ pub struct Loaded {
     pub variables: Vec<eval::VariableInfo>,
 }
 
+/// `dir/.env` as compose reads it (none when there is no such file).
+fn read_dotenv(dir: &Path) -> Result<std::collections::HashMap<String, String>, BakeError> {
+    let path = dir.join(".env");
+    if !path.is_file() {
+        return Ok(Default::default());
+    }
+    let bad = |e: dotenvy::Error| BakeError::Read {
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    };
+    dotenvy::from_path_iter(&path)
+        .map_err(bad)?
+        .map(|item| item.map_err(bad))
+        .collect()
+}
+
 /// Reads the named files (`-` is stdin), or the default ones found in `dir`.
 pub fn load(names: &[String], dir: &Path, inputs: &Inputs<'_>) -> Result<Loaded, BakeError> {
     let mut files: Vec<(String, String)> = Vec::new();
@@ -65,10 +81,13 @@ pub fn load(names: &[String], dir: &Path, inputs: &Inputs<'_>) -> Result<Loaded,
     let mut hcl = Vec::new();
     for (name, text) in files {
         match format_of(&name, &text) {
-            Format::Compose => merge(
-                &mut config,
-                super::compose::parse(&name, &text, inputs.env)?,
-            ),
+            Format::Compose => {
+                // Compose files also see `.env` of the working directory; the environment
+                // wins (buildx's `composeEnv`).
+                let dotenv = read_dotenv(dir)?;
+                let env = |k: &str| (inputs.env)(k).or_else(|| dotenv.get(k).cloned());
+                merge(&mut config, super::compose::parse(&name, &text, &env)?)
+            }
             Format::Json => hcl.push(HclFile::from_json(&name, text)?),
             Format::Hcl => hcl.push(HclFile::parse(&name, text)?),
         }

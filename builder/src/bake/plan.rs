@@ -1,15 +1,10 @@
-//! The resolved targets as builds: each target becomes the `kiln build` request it stands
-//! for (its flags), with `target:` contexts fed from the dependency's OCI layout.
-//!
-//! This first version runs one build per target (see [`super::run`]); a single build graph
-//! for all targets can replace the runner while keeping this plan as its input.
+//! The resolved targets as builds: each target becomes the `kiln build` flags it stands
+//! for, and its `target:` contexts links to the targets they name (the dependency's result
+//! feeds the dependent in the one build graph, see [`crate::driver::multi`]).
 
 use super::resolve::Definition;
 use super::target::Target;
-use std::path::{Path, PathBuf};
-
-/// The tag a linked target's image has in its OCI layout.
-const LINK_TAG: &str = "bake-link";
+use std::path::Path;
 
 /// Options of `kiln bake` that reach every build.
 #[derive(Debug, Clone, Default)]
@@ -29,10 +24,10 @@ pub struct Job {
     pub name: String,
     /// `kiln build`'s arguments (after `build`).
     pub args: Vec<String>,
-    /// Where the build writes its metadata.
-    pub metadata: PathBuf,
-    /// The targets that must finish first.
-    pub needs: Vec<String>,
+    /// Its `target:` contexts: the context name and the target it names.
+    pub links: Vec<(String, String)>,
+    /// Built only for the targets that link to it (not asked for): nothing exported.
+    pub linked_only: bool,
     /// What kiln cannot do yet that the target asks for (warned about, not failed on).
     pub ignored: Vec<&'static str>,
 }
@@ -44,18 +39,13 @@ pub struct Plan {
     pub waves: Vec<Vec<Job>>,
 }
 
-/// Builds the plan; `scratch` holds inline Dockerfiles, layouts and metadata.
+/// Builds the plan; `scratch` holds inline Dockerfiles.
 pub fn plan(
     def: &Definition,
     common: &Common,
     scratch: &Path,
 ) -> Result<Plan, super::error::BakeError> {
     let order = super::order::build_order(def)?;
-    let needed: Vec<&str> = def
-        .targets
-        .values()
-        .flat_map(|t| t.linked_targets().map(|(_, d)| d))
-        .collect();
     let mut waves = Vec::new();
     for (wi, wave) in order.iter().enumerate() {
         let mut jobs = Vec::new();
@@ -66,41 +56,12 @@ pub fn plan(
                 path: dir.display().to_string(),
                 source,
             })?;
-            let layout = needed.contains(&name.as_str()).then(|| dir.join("layout"));
             let linked_only = def.linked.contains(name);
-            let mut job = job(
-                name,
-                t,
-                common,
-                &dir,
-                layout,
-                linked_only,
-                scratch_layouts(def, scratch, &order),
-            )?;
-            job.needs = t.linked_targets().map(|(_, d)| d.to_string()).collect();
-            jobs.push(job);
+            jobs.push(job(name, t, common, &dir, linked_only)?);
         }
         waves.push(jobs);
     }
     Ok(Plan { waves })
-}
-
-/// Where each target's layout goes, by name.
-fn scratch_layouts(
-    def: &Definition,
-    scratch: &Path,
-    order: &[Vec<String>],
-) -> Vec<(String, PathBuf)> {
-    let _ = def;
-    order
-        .iter()
-        .enumerate()
-        .flat_map(|(wi, w)| {
-            w.iter()
-                .enumerate()
-                .map(move |(ji, n)| (n.clone(), scratch.join(format!("{wi}-{ji}")).join("layout")))
-        })
-        .collect()
 }
 
 /// A `cwd://PATH` (relative to where kiln bake runs; `BAKE_CMD_CONTEXT` is `cwd://`) as a
@@ -118,9 +79,7 @@ fn job(
     t: &Target,
     common: &Common,
     dir: &Path,
-    layout: Option<PathBuf>,
     linked_only: bool,
-    layouts: Vec<(String, PathBuf)>,
 ) -> Result<Job, super::error::BakeError> {
     let mut a: Vec<String> = Vec::new();
     let mut flag = |k: &str, v: &str| a.push(format!("{k}={v}"));
@@ -164,16 +123,6 @@ fn job(
         for o in t.output.iter().flatten() {
             flag("--output", o);
         }
-    }
-    if let Some(p) = &layout {
-        // Named, so that the dependent picks the image by tag (`oci-layout://DIR:TAG`).
-        flag(
-            "--output",
-            &format!(
-                "type=oci,dest={},tar=false,name=kiln-bake/{name}:{LINK_TAG}",
-                p.display()
-            ),
-        );
     }
     if let Some(p) = t.platforms.as_ref().filter(|p| !p.is_empty()) {
         flag("--platform", &p.join(","));
@@ -225,12 +174,13 @@ fn job(
     for (h, ip) in t.extra_hosts.iter().flatten() {
         flag("--add-host", &format!("{h}:{ip}"));
     }
+    let mut links = Vec::new();
     for (k, v) in t.contexts.iter().flatten() {
         let v = match v.strip_prefix("target:") {
-            Some(dep) => match layouts.iter().find(|(n, _)| n == dep) {
-                Some((_, p)) => format!("oci-layout://{}:{LINK_TAG}", p.display()),
-                None => continue,
-            },
+            Some(dep) => {
+                links.push((k.clone(), dep.to_string()));
+                continue;
+            }
             None if v.starts_with("cwd://") => local_path(v).to_string(),
             None => v.clone(),
         };
@@ -239,8 +189,6 @@ fn job(
     if !common.progress.is_empty() {
         flag("--progress", &common.progress);
     }
-    let metadata = dir.join("metadata.json");
-    flag("--metadata-file", &metadata.display().to_string());
     a.extend(common.passthrough.iter().cloned());
     a.push(context.to_string());
     let mut ignored = Vec::new();
@@ -255,8 +203,8 @@ fn job(
     Ok(Job {
         name: name.to_string(),
         args: a,
-        metadata,
-        needs: Vec::new(),
+        links,
+        linked_only,
         ignored,
     })
 }

@@ -1,4 +1,5 @@
-//! `timestamp()` and `formatdate()` (Terraform's format language), in UTC.
+//! `timestamp()` (UTC) and `formatdate()` (Terraform's format language, in the
+//! timestamp's offset).
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -17,7 +18,15 @@ pub fn formatdate(spec: &str, ts: &str) -> Result<String, String> {
     let t: Timestamp = ts
         .parse()
         .map_err(|e| format!("formatdate: {ts:?} is not an RFC 3339 timestamp: {e}"))?;
-    let z = t.to_zoned(TimeZone::UTC);
+    // The date is shown in the timestamp's own offset, as Terraform's formatdate.
+    let offset = super::funcs_ext::rfc3339_offset(ts);
+    let z = t.to_zoned(TimeZone::fixed(offset));
+    let secs = offset.seconds();
+    let (sign, hh, mm) = (
+        if secs < 0 { '-' } else { '+' },
+        secs.abs() / 3600,
+        secs.abs() % 3600 / 60,
+    );
     let chars: Vec<char> = spec.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -61,10 +70,12 @@ pub fn formatdate(spec: &str, ts: &str) -> Result<String, String> {
             ('s', 1) => z.second().to_string(),
             ('A', 2) => if z.hour() < 12 { "AM" } else { "PM" }.into(),
             ('a', 2) => if z.hour() < 12 { "am" } else { "pm" }.into(),
-            ('Z', 5) => "+00:00".into(),
-            ('Z', 4) => "+0000".into(),
-            ('Z', 3) => "UTC".into(),
-            ('Z', 1) => "Z".into(),
+            ('Z', 5) => format!("{sign}{hh:02}:{mm:02}"),
+            ('Z', 4) => format!("{sign}{hh:02}{mm:02}"),
+            ('Z', 3) if secs == 0 => "UTC".into(),
+            ('Z', 3) => format!("{sign}{hh:02}{mm:02}"),
+            ('Z', 1) if secs == 0 => "Z".into(),
+            ('Z', 1) => format!("{sign}{hh:02}:{mm:02}"),
             (c, _) if c.is_ascii_alphabetic() => {
                 return Err(format!(
                     "formatdate: unsupported sequence {:?}",
@@ -79,7 +90,7 @@ pub fn formatdate(spec: &str, ts: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn month_name(m: i8) -> &'static str {
+pub(super) fn month_name(m: i8) -> &'static str {
     const NAMES: [&str; 12] = [
         "January",
         "February",
@@ -114,5 +125,16 @@ mod tests {
         assert!(formatdate("YYYY", "yesterday").is_err());
         assert!(formatdate("'open", ts).is_err());
         assert!(now_rfc3339().ends_with('Z'));
+        // Terraform's examples: the timestamp's own offset.
+        let ts = "2018-01-02T23:12:01-08:00";
+        assert_eq!(formatdate("h:mm aa ZZZZZ", ts).unwrap(), "23:12 pm -08:00");
+        assert_eq!(
+            formatdate("DD MMM YYYY Z", ts).unwrap(),
+            "02 Jan 2018 -08:00"
+        );
+        assert_eq!(
+            formatdate("ZZZZ", "2018-01-02T23:12:01+05:30").unwrap(),
+            "+0530"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `kiln bake`: build several targets from bake files (`docker-bake.hcl`, JSON, compose),
 //! with buildx's flags.
 
-use crate::bake::{self, files, overrides::Override, plan, print, resolve, run};
+use crate::bake::{self, files, overrides::Override, plan, print, resolve};
 use miette::{IntoDiagnostic, WrapErr};
 use std::process::ExitCode;
 
@@ -52,12 +52,10 @@ pub struct Args {
     /// Shorthand for `--call=check`.
     #[arg(long, conflicts_with = "call", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub check: bool,
-    /// kiln: when a target fails, go on building those that do not depend on it.
+    /// kiln: when a target fails, go on building those that do not depend on it (the
+    /// others are stopped and built again, from the cache, without it).
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_parser = super::parse_bool, value_name = "BOOL")]
     pub keep_going: bool,
-    /// kiln: at most this many targets build at once (default 2).
-    #[arg(long, value_name = "N", default_value = "2")]
-    pub max_parallel: usize,
     /// Registry settings.
     #[command(flatten)]
     pub registry: crate::registry_opts::RegistryArgs,
@@ -196,7 +194,8 @@ fn list(what: &str, loaded: &files::Loaded) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds every target: one `kiln build` each, in dependency order.
+/// Builds every target: all of them in one build graph (see [`crate::driver::multi`]);
+/// `--call check|outline|targets` run per target, in dependency order.
 fn build(
     args: &Args,
     def: &resolve::Definition,
@@ -206,31 +205,18 @@ fn build(
     let scratch = tempfile::tempdir()
         .into_diagnostic()
         .wrap_err("creating a temporary directory")?;
-    // `--call check|outline|targets` print their results on stdout: one target at a time,
-    // so that each target's result stays in one piece.
-    let calls = def
-        .targets
-        .values()
-        .any(|t| t.call.as_deref().is_some_and(|c| c != "build"));
-    let parallel = if calls { 1 } else { args.max_parallel.max(1) };
-    let several = def.targets.len() > 1 && parallel > 1;
-    let progress = match args.progress {
-        // Several live views would overwrite each other: plain lines, prefixed.
-        crate::progress::ProgressMode::Auto | crate::progress::ProgressMode::Tty if several => {
-            "plain".to_string()
-        }
-        p => p
+    let common = plan::Common {
+        progress: args
+            .progress
             .to_possible_value()
             .map(|v| v.get_name().to_string())
             .unwrap_or_default(),
-    };
-    let common = plan::Common {
-        progress,
         allow: args.allow.clone(),
         passthrough: registry_args(&args.registry),
     };
     let plan = plan::plan(def, &common, scratch.path()).into_diagnostic()?;
-    for job in plan.waves.iter().flatten() {
+    let jobs: Vec<&plan::Job> = plan.waves.iter().flatten().collect();
+    for job in &jobs {
         if !job.ignored.is_empty() {
             eprintln!(
                 "WARNING: target {:?}: kiln does not support {} yet; ignored",
@@ -239,41 +225,108 @@ fn build(
             );
         }
     }
-    let opts = run::RunOptions {
-        kiln: std::env::current_exe().into_diagnostic()?,
-        root,
-        keep_going: args.keep_going,
-        parallel,
-        prefix: several,
-    };
-    let outcome = run::run(&plan, &opts);
+    // `--call check|outline|targets` print their results on stdout: one target at a time,
+    // so that each target's result stays in one piece.
+    let calls = def
+        .targets
+        .values()
+        .any(|t| t.call.as_deref().is_some_and(|c| c != "build"));
+    if calls {
+        return call_each(&jobs, root);
+    }
+    let mut requests = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let req = super::build::request_from_args(&build_args(job)?, root.clone())
+            .wrap_err_with(|| format!("target {:?}", job.name))?;
+        requests.push(crate::driver::multi::Request {
+            name: job.name.clone(),
+            req,
+            links: job.links.clone(),
+            export: !job.linked_only,
+        });
+    }
+    let outcome = crate::driver::multi::run(requests, args.keep_going);
+    report(args, outcome)
+}
+
+/// A job's flags as `kiln build` reads them.
+fn build_args(job: &plan::Job) -> miette::Result<super::build::Args> {
+    #[derive(clap::Parser)]
+    struct Argv {
+        #[command(flatten)]
+        args: super::build::Args,
+    }
+    use clap::Parser;
+    let argv = std::iter::once("kiln build".to_string()).chain(job.args.iter().cloned());
+    Argv::try_parse_from(argv)
+        .map(|a| a.args)
+        .map_err(|e| miette::miette!("target {:?}: {}", job.name, e.render()))
+}
+
+/// `--call check|outline|targets`: each target's method, one after the other; a failing
+/// one stops the others unless `--keep-going`.
+fn call_each(jobs: &[&plan::Job], root: Option<std::path::PathBuf>) -> miette::Result<ExitCode> {
+    let mut failed = Vec::new();
+    for job in jobs {
+        let ok = match super::build::run(build_args(job)?, root.clone()) {
+            Ok(code) => code == ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("[{}] {e:?}", job.name);
+                false
+            }
+        };
+        if !ok {
+            failed.push(job.name.as_str());
+        }
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("ERROR: target {} failed", failed.join(", "));
+    Ok(ExitCode::FAILURE)
+}
+
+/// Each target's metadata to `--metadata-file`, each failure's error, and the exit status:
+/// 128 + the signal that stopped the bake, 1 when a target failed.
+fn report(args: &Args, outcome: crate::driver::multi::Outcome) -> miette::Result<ExitCode> {
+    use crate::driver::multi::TargetResult;
+    let mut metadata = serde_json::Map::new();
+    let (mut failed, mut skipped) = (Vec::new(), Vec::new());
+    for (name, result) in &outcome.results {
+        match result {
+            TargetResult::Built { outcome, names } => {
+                metadata.insert(name.clone(), super::build::metadata(outcome, names));
+            }
+            TargetResult::Failed(e) => {
+                eprintln!("[{name}] {e:?}");
+                failed.push(name.as_str());
+            }
+            TargetResult::NotBuilt => skipped.push(name.as_str()),
+            TargetResult::Linked => {}
+        }
+    }
     if let Some(path) = &args.metadata_file {
-        let text = serde_json::to_string_pretty(&outcome.metadata).into_diagnostic()?;
+        let text = serde_json::to_string_pretty(&metadata).into_diagnostic()?;
         std::fs::write(path, text)
             .into_diagnostic()
             .wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     if let Some(sig) = outcome.signal {
         eprintln!(
-            "kiln bake: stopped by signal {sig}; not built: {}",
-            outcome.skipped.join(", ")
+            "kiln bake: stopped by {sig:?}; not built: {}",
+            skipped.join(", ")
         );
-        return Ok(ExitCode::from(128 + sig as u8));
+        return Ok(ExitCode::from(sig.exit_code()));
     }
-    if outcome.failed.is_empty() {
+    if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let failed: Vec<&str> = outcome.failed.iter().map(|(n, _)| n.as_str()).collect();
     let mut msg = format!("ERROR: target {} failed", failed.join(", "));
-    if !outcome.skipped.is_empty() {
-        msg.push_str(&format!("; not built: {}", outcome.skipped.join(", ")));
+    if !skipped.is_empty() {
+        msg.push_str(&format!("; not built: {}", skipped.join(", ")));
     }
     eprintln!("{msg}");
-    // One failed target: its own exit status (130/143 on a signal); several: 1.
-    Ok(match outcome.failed.as_slice() {
-        [(_, code)] if (1..=255).contains(code) => ExitCode::from(*code as u8),
-        _ => ExitCode::FAILURE,
-    })
+    Ok(ExitCode::FAILURE)
 }
 
 /// The registry flags, passed on to each build.

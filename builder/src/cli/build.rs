@@ -280,6 +280,14 @@ fn build_image(args: Args, root: Option<std::path::PathBuf>) -> miette::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The flags as a build request (bake's targets are built from theirs).
+pub(crate) fn request_from_args(
+    args: &Args,
+    root: Option<std::path::PathBuf>,
+) -> miette::Result<crate::driver::BuildRequest> {
+    build_request(args, root)
+}
+
 /// The flags as a build request; the flags `build_image` reads itself are checked here,
 /// before anything is built.
 fn build_request(
@@ -439,6 +447,28 @@ fn report_outcome(
     outcome: &crate::driver::run::BuildOutcome,
     names: &[String],
 ) -> miette::Result<()> {
+    if let Some(image) = &outcome.image {
+        write_image_id(args, image.config_digest.as_ref())?;
+    }
+    if let Some(index) = &outcome.index {
+        // For an index the image ID is the index digest, as buildx reports it.
+        write_image_id(args, index.digest.as_ref())?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let text = serde_json::to_string_pretty(&metadata(outcome, names)).into_diagnostic()?;
+        std::fs::write(path, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A build's `--metadata-file` JSON, as buildx writes it (and kiln's counts); `names` are
+/// the image names of its outputs.
+pub(crate) fn metadata(
+    outcome: &crate::driver::run::BuildOutcome,
+    names: &[String],
+) -> serde_json::Value {
     let mut meta = serde_json::json!({
         "kiln.vertices.executed": outcome.executed,
         "kiln.vertices.cached": outcome.cached,
@@ -448,16 +478,31 @@ fn report_outcome(
     }
     if let Some(image) = &outcome.image {
         let id = image.config_digest.to_string();
-        write_image_id(args, &id)?;
         meta["containerimage.digest"] = serde_json::json!(image.manifest.digest.to_string());
         meta["containerimage.config.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
         meta["image.name"] = serde_json::json!(names.join(","));
     }
-    if let Some(index) = &outcome.index {
+    // With referrers=true the outputs name the images without attestation entries: an index
+    // only when the build would make one without attestations.
+    let index = match &outcome.referrers {
+        Some(form) => {
+            meta["kiln.attestations"] = serde_json::json!(form
+                .artifacts
+                .iter()
+                .map(|a| serde_json::json!({
+                    "subject": a.subject.digest.to_string(),
+                    "digest": a.manifest.digest.to_string(),
+                    "artifactType": a.manifest.artifact_type,
+                }))
+                .collect::<Vec<_>>());
+            Some(&form.root).filter(|r| kiln_oci::media_type::is_index(&r.media_type))
+        }
+        None => outcome.index.as_ref(),
+    };
+    if let Some(index) = index {
         // For an index the image ID is the index digest, as buildx reports it.
         let id = index.digest.to_string();
-        write_image_id(args, &id)?;
         meta["containerimage.digest"] = serde_json::json!(id);
         meta["containerimage.descriptor"] = serde_json::json!(index);
         meta["image.name"] = serde_json::json!(names.join(","));
@@ -471,13 +516,7 @@ fn report_outcome(
             }))
             .collect::<Vec<_>>());
     }
-    if let Some(path) = &args.metadata_file {
-        let text = serde_json::to_string_pretty(&meta).into_diagnostic()?;
-        std::fs::write(path, text)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    meta
 }
 
 /// The image ID on stdout with `--quiet`, and in the `--iidfile`.

@@ -10,10 +10,12 @@ use kiln_registry::progress::NoProgress;
 use kiln_registry::remote::Remote;
 use kiln_registry::RegistryClient;
 use miette::{miette, IntoDiagnostic, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+
+mod load;
 
 /// Arguments of `kiln imagetools`.
 #[derive(Debug, clap::Args)]
@@ -37,10 +39,12 @@ pub struct InspectArgs {
     /// Remote reference.
     pub reference: String,
     /// Print the manifest bytes as served.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub raw: bool,
-    /// `json` (or `{{json .}}`) for the whole document, or a Go template over `Name`,
-    /// `MediaType`, `Digest`, `Size` and `Manifest` (`{{json .Manifest}}`).
+    /// A Go template as buildx's: `{{json .Manifest}}`, `{{json .Image}}`,
+    /// `{{json .Provenance}}`, `{{json .SBOM}}` (per platform for an index of several
+    /// images), `{{.Name}}`; `json` (or `{{json .}}`) for the whole document; `{{.Manifest}}`
+    /// for the summary.
     #[arg(long)]
     pub format: Option<String>,
     #[command(flatten)]
@@ -100,35 +104,110 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         fetched.content_type.as_deref(),
     )
     .into_diagnostic()?;
-    if let Some(f) = &args.format {
-        let raw: serde_json::Value = serde_json::from_slice(&fetched.bytes).into_diagnostic()?;
-        let doc = json!({
-            "name": r.to_string(),
-            "mediaType": mt,
-            "digest": fetched.digest.to_string(),
-            "size": fetched.bytes.len(),
-            "manifest": raw,
-        });
-        if matches!(f.as_str(), "json" | "{{json .}}") {
-            println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
+    match args.format.as_deref().map(str::trim) {
+        // buildx's default format prints the summary.
+        None | Some("") => {}
+        Some(f) if is_whole_manifest(f) => {}
+        Some(f) => {
+            let root = Descriptor::new(&mt, fetched.digest.clone(), fetched.bytes.len() as u64);
+            let fields = template_fields(&args.reference, &root, &m);
+            let whole = matches!(f, "json" | "{{json .}}");
+            let want = load::Wanted {
+                config: whole || f.contains("Image"),
+                attestations: f.contains("Provenance") || f.contains("SBOM"),
+            };
+            let loaded = if want.config || want.attestations {
+                rt.block_on(load::load(&client, &r, root, fetched.bytes, want))?
+            } else {
+                load::Loaded::default()
+            };
+            let text = render_format(f, fields, &loaded, want)?;
+            println!("{text}");
             return Ok(ExitCode::SUCCESS);
         }
-        // Other formats are Go templates over buildx's fields (`{{json .Manifest}}`,
-        // `{{.Name}}`), with buildx's indented `json`.
-        let fields = json!({
-            "Name": doc["name"],
-            "MediaType": doc["mediaType"],
-            "Digest": doc["digest"],
-            "Size": doc["size"],
-            "Manifest": doc["manifest"],
-        });
-        let template = GoTemplate::parse(f, JsonStyle::Indented)?;
-        println!("{}", template.render(&fields)?);
-        return Ok(ExitCode::SUCCESS);
     }
+    print_summary(&r, &fetched.digest, &mt, m);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a format is buildx's default, `{{.Manifest}}`: the summary.
+fn is_whole_manifest(format: &str) -> bool {
+    format
+        .strip_prefix("{{")
+        .and_then(|f| f.strip_suffix("}}"))
+        .is_some_and(|f| f.trim() == ".Manifest")
+}
+
+/// The fields every template gets, as buildx names them: `Name` (the reference as given),
+/// `Manifest` (the descriptor of an image; an index with its own digest and size); kiln adds
+/// `MediaType`, `Digest` and `Size`.
+fn template_fields(name: &str, root: &Descriptor, m: &Manifest) -> serde_json::Map<String, Value> {
+    let manifest = match m {
+        Manifest::Image(_) => json!({
+            "mediaType": root.media_type,
+            "digest": root.digest.to_string(),
+            "size": root.size,
+        }),
+        Manifest::Index(idx) => {
+            let mut v = json!({
+                "schemaVersion": idx.schema_version,
+                "digest": root.digest.to_string(),
+                "size": root.size,
+                "manifests": idx.manifests,
+            });
+            if let Some(t) = &idx.media_type {
+                v["mediaType"] = json!(t);
+            }
+            if let Some(a) = &idx.annotations {
+                v["annotations"] = json!(a);
+            }
+            v
+        }
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("Name".into(), json!(name));
+    fields.insert("Manifest".into(), manifest);
+    fields.insert("MediaType".into(), json!(root.media_type));
+    fields.insert("Digest".into(), json!(root.digest.to_string()));
+    fields.insert("Size".into(), json!(root.size));
+    fields
+}
+
+/// Renders a `--format`: `json` and `{{json .}}` print buildx's document (`name`, `manifest`,
+/// `image`); anything else is a Go template over the fields, `.Image`, `.Provenance` and
+/// `.SBOM` (per platform for an index of several images), with buildx's indented `json`.
+fn render_format(
+    format: &str,
+    mut fields: serde_json::Map<String, Value>,
+    loaded: &load::Loaded,
+    want: load::Wanted,
+) -> Result<String> {
+    if want.config {
+        fields.insert("Image".into(), loaded.image());
+    }
+    if matches!(format, "json" | "{{json .}}") {
+        let mut doc = serde_json::Map::new();
+        doc.insert("name".into(), fields["Name"].clone());
+        doc.insert("manifest".into(), fields["Manifest"].clone());
+        if !loaded.images.is_empty() {
+            doc.insert("image".into(), fields["Image"].clone());
+        }
+        return Ok(crate::template::go_json_indented(&Value::Object(doc)));
+    }
+    if want.attestations {
+        fields.insert("Provenance".into(), loaded.provenance());
+        fields.insert("SBOM".into(), loaded.sbom());
+    }
+    let template = GoTemplate::parse(format, JsonStyle::Indented)?;
+    Ok(template.render(&Value::Object(fields))?)
+}
+
+/// The summary (no `--format`): the reference, and an index's entries with their platform
+/// and annotations (attestation manifests show as `unknown/unknown` naming their image).
+fn print_summary(r: &Reference, digest: &Digest, mt: &str, m: Manifest) {
     println!("{:<10} {}", "Name:", r);
     println!("{:<10} {}", "MediaType:", mt);
-    println!("{:<10} {}", "Digest:", fetched.digest);
+    println!("{:<10} {}", "Digest:", digest);
     match m {
         Manifest::Index(idx) => {
             println!();
@@ -160,7 +239,6 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The platform of a single-image manifest, from its config.

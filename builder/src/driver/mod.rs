@@ -9,6 +9,7 @@ pub mod commit;
 pub mod export_steps;
 pub mod images;
 pub mod interrupt;
+pub mod multi;
 pub mod oci_layout;
 pub mod run;
 pub mod session;

@@ -11,6 +11,7 @@ use super::interrupt::{Armed, Interrupted, Interrupts};
 use super::session::{parse_build_context, session_from_flags};
 use super::ssh_agent::KeyAgent;
 use super::BuildRequest;
+use crate::attest::sbom::extras::ExtraScans;
 use crate::cli::dockerfile::report;
 use crate::context::BuildContext;
 use crate::driver::assemble::{write_index, ManifestOptions};
@@ -56,6 +57,8 @@ pub struct BuildOutcome {
     /// Each platform's attestation files for `type=local|tar` (`provenance.json`,
     /// `sbom.spdx.json`), in `--platform` order; empty when none were asked for.
     pub attestation_files: Vec<super::attest::AttestationFiles>,
+    /// The images with their attestations as OCI 1.1 referrers, for `referrers=true` outputs.
+    pub referrers: Option<crate::attest::referrers::ReferrersForm>,
 }
 
 impl BuildOutcome {
@@ -73,6 +76,8 @@ struct PlatformTarget {
     target: Option<VertexRef>,
     config: kiln_oci::config::ImageConfig,
     history_vertices: Vec<(usize, Option<VertexRef>)>,
+    /// Stages (and the context) the SBOM scans too (`BUILDKIT_SBOM_SCAN_*`).
+    sbom_scans: ExtraScans,
 }
 
 /// The `--platform` values as platforms (`local` is the host), duplicates dropped.
@@ -128,21 +133,199 @@ pub fn run(mut req: BuildRequest) -> Result<BuildOutcome> {
     }
 }
 
-/// One attempt of [`run`].
+/// One attempt of [`run`]: the one-request case of the phases (prepare, solve, export).
 fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // Bad flags fail here, before the state directory is even opened.
     super::validate::check(&req)?;
+    let shared = Shared::open(&req)?;
+    let mut graph = Graph::default();
+    let prepared = prepare(req, &shared, &mut graph, &BTreeMap::new())?;
+    if prepared.req.print_graph {
+        return Ok(print_graph(&graph.definition, &prepared));
+    }
+    let imported = import_cache(&shared, &prepared.req, &prepared.platforms)?;
+    let m = Machinery::start(&shared, &[&prepared], &graph.definition, imported)?;
+    let (armed, solved) = solve_requests(&shared, &m, &graph.definition, &[&prepared]);
+    let result = match solved {
+        Ok(r) => r,
+        Err(e) => {
+            let drop = match &e {
+                SolveError::Vertex { source, .. } => ignorable_cache_blob(&prepared.req, source),
+                _ => None,
+            };
+            if let Some(stop) = m.fail(shared, armed) {
+                return Err(stop.into());
+            }
+            let report = solve_error(e, &graph.definition, &prepared.df);
+            return Err(drop.map_or(report, miette::Report::new));
+        }
+    };
+    drop(armed);
+    // A signal that came as the solve ended: stop before exporting anything.
+    if let Some(signal) = shared.interrupts.signal() {
+        return Err(Interrupted { signal }.into());
+    }
+    let exported = export_request(&shared, &m, &graph.definition, prepared, result);
+    // The display ends when every progress sender is gone, the worker's too.
+    m.finish();
+    exported
+}
+
+/// What every request of one solve shares: the state directory (locked for the whole
+/// build), the runtime and its signal listener, the registry client and the base images.
+pub(super) struct Shared {
+    pub(super) state: StateDir,
+    /// Held for the whole build: prune takes it exclusively, so it never removes what a
+    /// running build uses.
+    _lock: kiln_solver::content::StoreLock,
+    pub(super) store: Arc<LocalStore>,
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) interrupts: Interrupts,
+    pub(super) client: kiln_registry::RegistryClient,
+    pub(super) images: Arc<BuildImages>,
+}
+
+impl Shared {
+    /// Opens the state directory and starts the runtime; `req` gives the root, the
+    /// registry settings and `--pull`.
+    pub(super) fn open(req: &BuildRequest) -> Result<Shared> {
+        let state = open_state(req.root.as_deref())?;
+        let lock = state
+            .lock(kiln_solver::content::LockMode::Shared)
+            .into_diagnostic()?;
+        let store = Arc::new(LocalStore {
+            content: state.content().clone(),
+        });
+        let runtime = crate::registry_opts::runtime()?;
+        let interrupts = Interrupts::listen(&runtime)
+            .into_diagnostic()
+            .wrap_err("listening for signals")?;
+        let client = req.registry.client();
+        let images = Arc::new(BuildImages::new(
+            Arc::clone(&store),
+            client.clone(),
+            runtime.handle().clone(),
+            req.pull,
+            req.registry.concurrency(),
+        ));
+        Ok(Shared {
+            state,
+            _lock: lock,
+            store,
+            runtime,
+            interrupts,
+            client,
+            images,
+        })
+    }
+}
+
+/// The combined build graph of every request, and the local source name each context
+/// directory has in it.
+#[derive(Default)]
+pub(super) struct Graph {
+    pub(super) definition: Definition,
+    locals: LocalNames,
+}
+
+/// Local source names by directory: requests whose context is the same directory share its
+/// source (one transfer, one hash); different directories wanting one name get distinct ones.
+#[derive(Default)]
+struct LocalNames {
+    /// The name given out and the directory it stands for.
+    taken: Vec<(String, std::path::PathBuf)>,
+}
+
+impl LocalNames {
+    /// The name of `dir`'s source, `wanted` unless another directory has it.
+    fn name(&mut self, wanted: &str, dir: &std::path::Path) -> String {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut n = 0usize;
+        loop {
+            let candidate = match n {
+                0 => wanted.to_string(),
+                n => format!("{wanted}#{n}"),
+            };
+            match self.taken.iter().find(|(name, _)| *name == candidate) {
+                Some((_, d)) if *d == dir => return candidate,
+                Some(_) => n += 1,
+                None => {
+                    self.taken.push((candidate.clone(), dir));
+                    return candidate;
+                }
+            }
+        }
+    }
+}
+
+/// A target's result fed to another request as a named context (bake's `target:NAME`),
+/// per platform.
+#[derive(Debug, Clone)]
+pub(super) struct Linked {
+    pub(super) platform: Platform,
+    pub(super) vertex: Option<VertexRef>,
+    pub(super) config: kiln_oci::config::ImageConfig,
+}
+
+/// One request, loaded and lowered into the combined graph.
+pub(super) struct Prepared {
+    pub(super) req: BuildRequest,
+    df: Dockerfile,
+    platforms: Vec<Platform>,
+    multi: bool,
+    targets: Vec<PlatformTarget>,
+    checks: Option<BuildChecks>,
+    no_cache: NoCache,
+    started_on: i64,
+    /// The request's local source names (`context`, `context:NAME`) as the graph has them.
+    locals: BTreeMap<String, String>,
+}
+
+impl Prepared {
+    /// Each platform's root vertex, in `--platform` order, then the stages its SBOM scans.
+    pub(super) fn roots(&self) -> Vec<Option<VertexRef>> {
+        // The stages an SBOM scans are solved too, after the targets.
+        let scanned = self.targets.iter().flat_map(|t| t.sbom_scans.vertices());
+        self.targets
+            .iter()
+            .map(|t| t.target)
+            .chain(scanned)
+            .collect()
+    }
+
+    /// Each platform's result as a named context of another request.
+    pub(super) fn linked(&self) -> Vec<Linked> {
+        self.targets
+            .iter()
+            .map(|t| Linked {
+                platform: t.platform.clone(),
+                vertex: t.target,
+                config: t.config.clone(),
+            })
+            .collect()
+    }
+
+    /// The platforms of [`Prepared::roots`].
+    pub(super) fn roots_platforms(&self) -> Vec<Platform> {
+        self.platforms.clone()
+    }
+
+    /// The request's Dockerfile.
+    pub(super) fn dockerfile(&self) -> &Dockerfile {
+        &self.df
+    }
+}
+
+/// Phase 1–2 for one request: its Dockerfile loaded and every platform lowered into
+/// `graph`; `links` are named contexts that are results of other requests in it.
+pub(super) fn prepare(
+    req: BuildRequest,
+    shared: &Shared,
+    graph: &mut Graph,
+    links: &BTreeMap<String, Vec<Linked>>,
+) -> Result<Prepared> {
     let started_on = jiff::Timestamp::now().as_second();
-    let state = open_state(req.root.as_deref())?;
-    // Held for the whole build: prune takes it exclusively, so it never
-    // removes what a running build uses.
-    let _lock = state
-        .lock(kiln_solver::content::LockMode::Shared)
-        .into_diagnostic()?;
-    let store = Arc::new(LocalStore {
-        content: state.content().clone(),
-    });
-    let df = Dockerfile::load(&req, &state)?;
+    let df = Dockerfile::load(&req, &shared.state)?;
     let platforms = target_platforms(&req)?;
     let multi = platforms.len() > 1 || req.multi_platform;
     tracing::debug!(instructions = df.ast.children.len(), platforms = ?platforms.iter().map(ToString::to_string).collect::<Vec<_>>(), "Dockerfile parsed");
@@ -150,59 +333,102 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     for why in super::attest::warnings(&req) {
         eprintln!("WARNING: {why}");
     }
-    let runtime = crate::registry_opts::runtime()?;
-    let interrupts = Interrupts::listen(&runtime)
-        .into_diagnostic()
-        .wrap_err("listening for signals")?;
-    let client = req.registry.client();
-    let images = Arc::new(BuildImages::new(
-        Arc::clone(&store),
-        client.clone(),
-        runtime.handle().clone(),
-        req.pull,
-        req.registry.concurrency(),
-    ));
-    let graph = lower_platforms(&req, &df, &platforms, multi, &images)?;
-    if req.print_graph {
-        return Ok(print_graph(&graph));
+    let mut locals = BTreeMap::new();
+    locals.insert(
+        "context".to_string(),
+        graph.locals.name("context", &df.ctx.root),
+    );
+    for spec in &req.build_contexts {
+        if let (name, NamedContext::Local(local)) = parse_build_context(spec)? {
+            let dir = super::session::local_context_dir(spec, &name)?;
+            locals.insert(local.clone(), graph.locals.name(&local, &dir));
+        }
     }
-    let imported = crate::remote_cache::import(
-        &req.cache_from,
-        &store,
-        &client,
-        runtime.handle(),
+    let lowered = lower_platforms(
+        &req,
+        &df,
         &platforms,
+        multi,
+        &shared.images,
+        (&mut graph.definition, &locals, links),
     )?;
-    let m = Machinery::start(&req, &state, &df, &graph, &images, imported)?;
-    let wanted: Vec<Option<VertexRef>> = graph.targets.iter().map(|t| t.target).collect();
-    tracing::debug!(vertices = graph.definition.len(), jobs = req.jobs, executor = ?req.executor, no_cache = ?graph.no_cache, "solving");
-    let armed = interrupts.arm();
-    let solved = runtime.block_on(solve(
-        &graph.definition,
+    Ok(Prepared {
+        req,
+        df,
+        platforms,
+        multi,
+        targets: lowered.targets,
+        checks: lowered.checks,
+        no_cache: lowered.no_cache,
+        started_on,
+        locals,
+    })
+}
+
+/// `--cache-from`, imported before the machinery starts.
+pub(super) fn import_cache(
+    shared: &Shared,
+    req: &BuildRequest,
+    platforms: &[Platform],
+) -> Result<Option<crate::remote_cache::import::Imported>> {
+    crate::remote_cache::import(
+        &req.cache_from,
+        &shared.store,
+        &shared.client,
+        shared.runtime.handle(),
+        platforms,
+    )
+}
+
+/// Phase 4: every request's platforms solved at once by one scheduler. The returned guard
+/// keeps signals turned into a cancel until it is dropped.
+pub(super) fn solve_requests(
+    shared: &Shared,
+    m: &Machinery,
+    def: &Definition,
+    requests: &[&Prepared],
+) -> (Armed, std::result::Result<Solved, SolveError>) {
+    let wanted: Vec<Option<VertexRef>> = requests.iter().flat_map(|p| p.roots()).collect();
+    let first = &requests[0].req;
+    tracing::debug!(vertices = def.len(), jobs = first.jobs, executor = ?first.executor, no_cache = ?requests.iter().map(|p| &p.no_cache).collect::<Vec<_>>(), "solving");
+    let armed = shared.interrupts.arm();
+    let solved = shared.runtime.block_on(solve(
+        def,
         &wanted,
         &m.cache,
         m.worker.clone(),
-        req.jobs,
+        first.jobs,
         &m.tx,
-        interrupts.received(),
+        shared.interrupts.received(),
     ));
-    let result = match solved {
-        Ok(r) => r,
-        Err(e) => {
-            let drop = match &e {
-                SolveError::Vertex { source, .. } => ignorable_cache_blob(&req, source),
-                _ => None,
-            };
-            let report = m.fail(e, runtime, armed, &interrupts, &graph, &df);
-            return Err(drop.map_or(report, miette::Report::new));
-        }
-    };
-    drop(armed);
-    tracing::debug!(executed = result.executed, cached = result.cached, "solved");
-    // A signal that came as the solve ended: stop before exporting anything.
-    if let Some(signal) = interrupts.signal() {
-        return Err(Interrupted { signal }.into());
+    if let Ok(r) = &solved {
+        tracing::debug!(executed = r.executed, cached = r.cached, "solved");
     }
+    (armed, solved)
+}
+
+/// Phases 5–7 for one request: its images, attestations, outputs, then its cache.
+pub(super) fn export_request(
+    shared: &Shared,
+    m: &Machinery,
+    def: &Definition,
+    p: Prepared,
+    mut result: Solved,
+) -> Result<BuildOutcome> {
+    let Prepared {
+        req,
+        df,
+        multi,
+        targets,
+        started_on,
+        ..
+    } = p;
+    let state = &shared.state;
+    let remote_blobs = remote_blobs(&req, m.imported.as_ref(), &m.worker);
+    let sbom_extras = ExtraScans::solved(
+        targets.iter().map(|t| &t.sbom_scans),
+        result.snapshots.split_off(targets.len()),
+    );
     let steps = ExportSteps::start(&m.tx, &req.outputs);
     let solved = result.records.clone();
     let (in_index, as_files) = (
@@ -212,9 +438,10 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     // With attestations the index is written once they are made, over images and them.
     let (mut outcome, results) = export_images(
         &req,
-        &state,
-        &m,
-        graph.targets,
+        state,
+        m,
+        remote_blobs.as_ref(),
+        targets,
         result,
         &steps,
         (multi, in_index),
@@ -224,11 +451,18 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
             req: &req,
             dockerfile_name: &dockerfile_path(&req),
             dockerfile: &df.ctx.dockerfile.content,
-            definition: &graph.definition,
+            definition: def,
             started_on,
             layers: m.worker.layers(),
             content: state.content(),
             docker_media_types: export_options(&req)?.docker_media_types,
+            sbom_extras: (
+                &sbom_extras,
+                crate::attest::sbom::extras::ContextDir {
+                    root: &df.ctx.root,
+                    ignore: &df.ctx.ignore,
+                },
+            ),
         };
         if in_index {
             let step = steps.image_step(&req.outputs);
@@ -248,34 +482,19 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
         .collect();
     let result = crate::export::BuildResult {
         req: &req,
-        runtime: &runtime,
-        store: &store,
+        runtime: &shared.runtime,
+        store: &shared.store,
         layers: &layers,
         results: &results,
         outcome: &outcome,
         mount_from: &mount_from,
-        remote_blobs: m.remote_blobs.as_ref(),
+        remote_blobs: remote_blobs.as_ref(),
     };
     let written = crate::export::write_outputs(&result, &steps);
     drop(steps);
     // The cache goes after the outputs, and only when they were written.
-    let cache_exports = match written {
-        Ok(()) => export_cache(
-            &req,
-            &state,
-            &m,
-            &store,
-            &client,
-            &runtime,
-            &graph.definition,
-            &solved,
-            &results,
-        ),
-        Err(e) => Err(e),
-    };
-    // The display ends when every progress sender is gone, the worker's too.
-    m.finish();
-    outcome.cache_exports = cache_exports?;
+    written?;
+    outcome.cache_exports = export_cache(&req, shared, m, def, &solved, &results)?;
     Ok(outcome)
 }
 
@@ -293,7 +512,7 @@ fn dockerfile_path(req: &BuildRequest) -> String {
 }
 
 /// A build's Dockerfile, loaded from its context and parsed.
-struct Dockerfile {
+pub(super) struct Dockerfile {
     ctx: BuildContext,
     /// Its name, for errors.
     name: String,
@@ -328,9 +547,8 @@ impl Dockerfile {
     }
 }
 
-/// Every target platform lowered into one graph.
-struct PlatformGraph {
-    definition: Definition,
+/// Every target platform of one request, lowered into the graph.
+struct PlatformParts {
     /// Each platform's part, in `--platform` order.
     targets: Vec<PlatformTarget>,
     /// The build checks (run on the first platform's stages).
@@ -355,27 +573,42 @@ fn no_cache_policy(req: &BuildRequest) -> NoCache {
 }
 
 /// Phase 2: resolves each target platform's stages against their base images and lowers
-/// them into one graph; runs the build checks once.
+/// them into the graph (local sources named as `locals` says, `links` as named contexts);
+/// runs the build checks once.
 fn lower_platforms(
     req: &BuildRequest,
     df: &Dockerfile,
     platforms: &[Platform],
     multi: bool,
     images: &Arc<BuildImages>,
-) -> Result<PlatformGraph> {
+    (definition, locals, links): (
+        &mut Definition,
+        &BTreeMap<String, String>,
+        &BTreeMap<String, Vec<Linked>>,
+    ),
+) -> Result<PlatformParts> {
     let no_cache = no_cache_policy(req);
+    let local_name = |n: &str| locals.get(n).cloned().unwrap_or_else(|| n.to_string());
     let named_contexts: BTreeMap<String, NamedContext> = req
         .build_contexts
         .iter()
-        .map(|spec| parse_build_context(spec))
+        .map(|spec| {
+            parse_build_context(spec).map(|(name, ctx)| match ctx {
+                NamedContext::Local(l) => (name, NamedContext::Local(local_name(&l))),
+                other => (name, other),
+            })
+        })
         .collect::<Result<_>>()?;
     let fail = |e: SourceError| df.fail(e);
     let mut resolver = Resolver(Arc::clone(images));
-    let mut definition = Definition::new();
     let mut targets = Vec::with_capacity(platforms.len());
     let mut checks = None;
     for target_platform in platforms {
         let platform = target_platform.clone();
+        let mut named_contexts = named_contexts.clone();
+        for (name, linked) in links {
+            named_contexts.insert(name.clone(), linked_context(name, linked, &platform)?);
+        }
         let (build, resolve_opts) = resolve_stages(
             &df.ast,
             req,
@@ -389,18 +622,24 @@ fn lower_platforms(
         }
         let opts = LowerOptions {
             platform: platform.clone(),
-            context: "context".to_string(),
+            context: local_name("context"),
             no_cache: no_cache.clone(),
             source_date_epoch: req.source_date_epoch.map(|s| s as i64),
-            named_contexts: named_contexts.clone(),
+            named_contexts,
             platform_in_descriptions: multi,
             sandbox_hostname: req.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned(),
             cache_mount_ns: req.build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned(),
             default_network: req.network,
         };
-        let lowered =
-            lower_into(definition, &df.ast, &build, &mut resolver, &opts).map_err(fail)?;
-        definition = lowered.definition;
+        let lowered = lower_into(
+            std::mem::take(definition),
+            &df.ast,
+            &build,
+            &mut resolver,
+            &opts,
+        )
+        .map_err(fail)?;
+        *definition = lowered.definition;
         let mut config = lowered.config;
         for (k, v) in &req.labels {
             config.config.labels.insert(k.clone(), v.clone());
@@ -410,20 +649,42 @@ fn lower_platforms(
             target: lowered.target,
             config,
             history_vertices: lowered.history_vertices,
+            sbom_scans: ExtraScans::plan(req.attest.sbom, &build, &lowered.stage_vertices),
         });
     }
-    Ok(PlatformGraph {
-        definition,
+    Ok(PlatformParts {
         targets,
         checks,
         no_cache,
     })
 }
 
+/// The linked target's result for `platform`: the one of the same platform, else its only
+/// one (buildx: a single-platform dependency serves every platform of its dependent).
+fn linked_context(name: &str, linked: &[Linked], platform: &Platform) -> Result<NamedContext> {
+    let found = linked
+        .iter()
+        .find(|l| l.platform == *platform)
+        .or(match linked {
+            [one] => Some(one),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            miette!(
+                help = "give the linked target the platforms of the targets that use it",
+                "named context {name:?}: the linked target is not built for {platform}"
+            )
+        })?;
+    Ok(NamedContext::Target {
+        vertex: found.vertex,
+        config: Box::new(found.config.clone()),
+    })
+}
+
 /// `--print-graph`: prints the graph (DOT) instead of building it.
-fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
-    let refs: Vec<VertexRef> = graph.targets.iter().filter_map(|t| t.target).collect();
-    print!("{}", graph.definition.to_dot(&refs));
+fn print_graph(def: &Definition, p: &Prepared) -> BuildOutcome {
+    let refs: Vec<VertexRef> = p.roots().into_iter().flatten().collect();
+    print!("{}", def.to_dot(&refs));
     BuildOutcome {
         image: None,
         index: None,
@@ -432,11 +693,12 @@ fn print_graph(graph: &PlatformGraph) -> BuildOutcome {
         cached: 0,
         cache_exports: Vec::new(),
         attestation_files: Vec::new(),
+        referrers: None,
     }
 }
 
 /// What runs the steps and shows their progress, kept until the outputs are written.
-struct Machinery {
+pub(super) struct Machinery {
     images: Arc<BuildImages>,
     cache: Arc<CacheStore>,
     worker: Arc<LocalWorker>,
@@ -446,52 +708,64 @@ struct Machinery {
     _ssh_agents: Vec<KeyAgent>,
     /// What `--cache-from` imported.
     imported: Option<crate::remote_cache::import::Imported>,
-    /// Imported blobs the image may list without having them (see [`remote_blobs`]).
-    remote_blobs: Option<std::collections::BTreeSet<kiln_oci::Digest>>,
 }
 
 impl Machinery {
-    /// Phase 3: the session, executor, cache, progress display and worker. The checks are
-    /// reported first, and fail the build there when configured to.
-    fn start(
-        req: &BuildRequest,
-        state: &StateDir,
-        df: &Dockerfile,
-        graph: &PlatformGraph,
-        images: &Arc<BuildImages>,
+    /// Phase 3: the session (every request's, merged), executor, cache, progress display
+    /// and worker. The checks are reported first, and fail the build there when configured
+    /// to. `prefixes` name vertices in the display (bake: the targets using each).
+    pub(super) fn start(
+        shared: &Shared,
+        requests: &[&Prepared],
+        def: &Definition,
         imported: Option<crate::remote_cache::import::Imported>,
     ) -> Result<Machinery> {
-        let (session, ssh_agents) = session_from_flags(req, &df.ctx)?;
-        let executor = executor(req, state, &graph.definition)?;
+        Self::start_prefixed(shared, requests, def, imported, Default::default())
+    }
+
+    /// [`Machinery::start`] with vertex name prefixes for the display.
+    pub(super) fn start_prefixed(
+        shared: &Shared,
+        requests: &[&Prepared],
+        def: &Definition,
+        imported: Option<crate::remote_cache::import::Imported>,
+        prefixes: std::collections::HashMap<llb::VertexDigest, String>,
+    ) -> Result<Machinery> {
+        let first = &requests[0].req;
+        let state = &shared.state;
+        let (session, ssh_agents) = merged_session(requests)?;
+        let executor = executor(first, state, def)?;
         let cache = Arc::new(CacheStore::open(&state.meta_db_path()).into_diagnostic()?);
         let (tx, rx) = channel();
-        let display = ProgressDisplay::start(req.progress, rx);
-        if let Some(checks) = &graph.checks {
-            checks.report(&tx, &df.name);
-            if let Some(failure) = checks.failure() {
-                drop(tx);
-                let _ = display.finish();
-                return Err(failure);
+        let display = ProgressDisplay::start_prefixed(first.progress, rx, prefixes);
+        for p in requests {
+            if let Some(checks) = &p.checks {
+                checks.report(&tx, &p.df.name);
+                if let Some(failure) = checks.failure() {
+                    drop(tx);
+                    let _ = display.finish();
+                    return Err(failure);
+                }
             }
         }
         let mut worker = LocalWorker::new(
             state,
             Arc::clone(&cache),
             Arc::new(executor),
-            images.clone(),
+            shared.images.clone(),
             session,
             tx.clone(),
         )
         .into_diagnostic()
         .wrap_err("opening the build's worker")?;
-        worker.limit_layer_size(req.max_layer_size);
+        worker.limit_layer_size(first.max_layer_size);
         if let Some(imported) = &imported {
             crate::remote_cache::report_import(&tx, imported);
-            if let Err(e) = crate::remote_cache::attach(&mut worker, imported, &graph.definition) {
+            if let Err(e) = crate::remote_cache::attach(&mut worker, imported, def) {
                 drop(tx);
                 drop(worker);
                 let _ = display.finish();
-                return Err(match ignorable_cache_blob(req, &e) {
+                return Err(match ignorable_cache_blob(first, &e) {
                     Some(drop) => miette::Report::new(drop),
                     None => {
                         let hint = crate::hints::for_worker(&e);
@@ -501,30 +775,21 @@ impl Machinery {
                 });
             }
         }
-        let remote_blobs = remote_blobs(req, imported.as_ref(), &worker);
         Ok(Machinery {
-            images: Arc::clone(images),
+            images: Arc::clone(&shared.images),
             cache,
             worker: Arc::new(worker),
             display,
             tx,
             _ssh_agents: ssh_agents,
             imported,
-            remote_blobs,
         })
     }
 
-    /// Phase 4's failure: tears the build down in order and gives its error (the signal
-    /// when one stopped it).
-    fn fail(
-        self,
-        e: SolveError,
-        runtime: tokio::runtime::Runtime,
-        armed: Armed,
-        interrupts: &Interrupts,
-        graph: &PlatformGraph,
-        df: &Dockerfile,
-    ) -> miette::Report {
+    /// Phase 4's failure: tears the build down in order. Gives the signal when one stopped
+    /// it; else prints the failed steps' output and gives `None` (the caller renders the
+    /// error).
+    pub(super) fn fail(self, shared: Shared, armed: Armed) -> Option<Interrupted> {
         let Machinery {
             tx,
             worker,
@@ -540,21 +805,26 @@ impl Machinery {
         // Then whatever else the cancel stopped (image pulls) winds down: a pull
         // still running on a step's thread must end before the runtime's timers do.
         images.wait_for_fetches(CLEANUP_TIMEOUT);
+        let Shared {
+            runtime,
+            interrupts,
+            ..
+        } = shared;
         runtime.shutdown_timeout(CLEANUP_TIMEOUT);
         drop(armed);
         if let Some(signal) = interrupts.signal() {
-            return Interrupted { signal }.into();
+            return Some(Interrupted { signal });
         }
         // buildx's block with the failed step's last output lines, in
         // every progress mode (quiet and tty showed none of it).
         for failed in failed {
             eprintln!("{failed}");
         }
-        solve_error(e, &graph.definition, &df.name, &df.source)
+        None
     }
 
     /// Phase 6's end: the display ends once every progress sender is gone, the worker's too.
-    fn finish(self) {
+    pub(super) fn finish(self) {
         let Machinery {
             tx,
             worker,
@@ -565,6 +835,35 @@ impl Machinery {
         drop(worker);
         let _ = display.finish();
     }
+}
+
+/// Every request's session in one: the locals under their names in the graph, the secrets,
+/// SSH agents, entitlements and hosts of all.
+fn merged_session(requests: &[&Prepared]) -> Result<(kiln_solver::worker::Session, Vec<KeyAgent>)> {
+    let mut merged = kiln_solver::worker::Session::default();
+    let mut agents = Vec::new();
+    for p in requests {
+        let (session, mut more) = session_from_flags(&p.req, &p.df.ctx)?;
+        agents.append(&mut more);
+        for (name, dir) in session.locals {
+            let name = p.locals.get(&name).cloned().unwrap_or(name);
+            merged.locals.entry(name).or_insert(dir);
+        }
+        for (id, secret) in session.secrets {
+            merged.secrets.entry(id).or_insert(secret);
+        }
+        for (id, socket) in session.ssh {
+            merged.ssh.entry(id).or_insert(socket);
+        }
+        merged.allow_network_host |= session.allow_network_host;
+        merged.allow_insecure |= session.allow_insecure;
+        for h in session.extra_hosts {
+            if !merged.extra_hosts.contains(&h) {
+                merged.extra_hosts.push(h);
+            }
+        }
+    }
+    Ok((merged, agents))
 }
 
 /// The executor, chosen when a step first runs: a fully cached build never probes the
@@ -598,10 +897,12 @@ fn needs_image(req: &BuildRequest) -> bool {
 
 /// Phase 5: each platform's image when an output needs one (its history dated by when
 /// each result was made) and the index over them for a multi-platform build.
+#[allow(clippy::too_many_arguments)]
 fn export_images(
     req: &BuildRequest,
     state: &StateDir,
     m: &Machinery,
+    remote_blobs: Option<&std::collections::BTreeSet<kiln_oci::Digest>>,
     targets: Vec<PlatformTarget>,
     result: Solved,
     steps: &ExportSteps,
@@ -611,7 +912,7 @@ fn export_images(
         layers: m.worker.layers(),
         content: state.content(),
         cache: &m.cache,
-        remote_blobs: m.remote_blobs.as_ref(),
+        remote_blobs,
     };
     let needs_image = needs_image(req);
     let image_step = steps.image_step(&req.outputs);
@@ -689,6 +990,7 @@ fn export_images(
         cached: result.cached,
         cache_exports: Vec::new(),
         attestation_files: Vec::new(),
+        referrers: None,
     };
     Ok((outcome, results))
 }
@@ -802,6 +1104,13 @@ fn resolve_stages(
             // A named context of that name replaces the image (a directory has no env).
             let reference = match named_contexts.get(&written.to_ascii_lowercase()) {
                 Some(NamedContext::Local(_)) => continue,
+                Some(NamedContext::Target { config, .. }) => {
+                    // Another target's result: its env is that of its config.
+                    resolve_opts
+                        .base_env
+                        .insert(written.clone(), config.config.env_pairs());
+                    continue;
+                }
                 Some(NamedContext::Image(r)) => r,
                 None => written,
             };
@@ -901,15 +1210,45 @@ pub struct PlatformResult {
     pub snapshot: Snapshot,
 }
 
-struct Solved {
+pub(super) struct Solved {
     /// Each target's filesystem, in the order asked.
     snapshots: Vec<Snapshot>,
     /// When each solved vertex's result was made (seconds since the epoch).
     made_at: std::collections::HashMap<VertexRef, u64>,
     /// Every solved filesystem result: key, snapshot, description (for the cache export).
     records: Vec<(kiln_solver::cache::CacheKey, Snapshot, String)>,
+    /// Every solved vertex, and whether it was executed (else from the cache).
+    solved: std::collections::HashMap<VertexRef, bool>,
     executed: usize,
     cached: usize,
+}
+
+impl Solved {
+    /// Each request's part, `roots` giving each request's targets in the order solved: its
+    /// filesystems, and its counts over the vertices its targets need.
+    pub(super) fn split(self, def: &Definition, roots: &[Vec<Option<VertexRef>>]) -> Vec<Solved> {
+        let mut snapshots = self.snapshots.into_iter();
+        roots
+            .iter()
+            .map(|targets| {
+                let wanted: Vec<VertexRef> = targets.iter().flatten().copied().collect();
+                let needed: Vec<bool> = def
+                    .closure(&wanted)
+                    .iter()
+                    .filter_map(|r| self.solved.get(r).copied())
+                    .collect();
+                let executed = needed.iter().filter(|e| **e).count();
+                Solved {
+                    snapshots: snapshots.by_ref().take(targets.len()).collect(),
+                    made_at: self.made_at.clone(),
+                    records: self.records.clone(),
+                    solved: Default::default(),
+                    executed,
+                    cached: needed.len() - executed,
+                }
+            })
+            .collect()
+    }
 }
 
 /// How long a failed or canceled build waits for the work it stopped to end
@@ -935,6 +1274,7 @@ async fn solve(
             snapshots: targets.iter().map(|_| Snapshot::scratch()).collect(),
             made_at: Default::default(),
             records: Vec::new(),
+            solved: Default::default(),
             executed: 0,
             cached: 0,
         });
@@ -986,13 +1326,19 @@ async fn solve(
         snapshots,
         made_at,
         records,
+        solved: outcome
+            .results
+            .iter()
+            .map(|(r, s)| (*r, s.executed))
+            .collect(),
         executed: outcome.executed,
         cached: outcome.cached,
     })
 }
 
 /// A failed vertex's error, pointing at its Dockerfile lines.
-fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> miette::Report {
+pub(super) fn solve_error(e: SolveError, def: &Definition, df: &Dockerfile) -> miette::Report {
+    let (name, source) = (df.name.as_str(), df.source.as_str());
     let SolveError::Vertex {
         digest,
         description,
@@ -1031,14 +1377,10 @@ fn solve_error(e: SolveError, def: &Definition, name: &str, source: &str) -> mie
 }
 
 /// Phase 7: the build's cache to every `--cache-to type=registry|local`.
-#[allow(clippy::too_many_arguments)]
 fn export_cache(
     req: &BuildRequest,
-    state: &StateDir,
+    shared: &Shared,
     m: &Machinery,
-    store: &Arc<LocalStore>,
-    client: &kiln_registry::RegistryClient,
-    runtime: &tokio::runtime::Runtime,
     def: &Definition,
     solved: &[(kiln_solver::cache::CacheKey, Snapshot, String)],
     results: &[PlatformResult],
@@ -1056,12 +1398,12 @@ fn export_cache(
         .filter_map(|n| kiln_oci::Reference::parse(n).ok())
         .collect();
     let ctx = crate::remote_cache::export::ExportContext {
-        state,
+        state: &shared.state,
         worker: &m.worker,
         cache: &m.cache,
-        store,
-        client,
-        runtime: runtime.handle(),
+        store: &shared.store,
+        client: &shared.client,
+        runtime: shared.runtime.handle(),
         concurrency: req.registry.concurrency(),
         solved,
         finals: &finals,
@@ -1070,4 +1412,21 @@ fn export_cache(
         pushed: &pushed,
     };
     crate::remote_cache::export_all(&ctx, &req.cache_to, &m.tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LocalNames;
+
+    #[test]
+    fn a_directory_keeps_its_local_name_and_another_gets_its_own() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut names = LocalNames::default();
+        assert_eq!(names.name("context", a.path()), "context");
+        // The same directory, however spelled, is the same source.
+        assert_eq!(names.name("context", &a.path().join(".")), "context");
+        assert_eq!(names.name("context", b.path()), "context#1");
+        assert_eq!(names.name("context:x", b.path()), "context:x");
+        assert_eq!(names.name("context", b.path()), "context#1");
+    }
 }

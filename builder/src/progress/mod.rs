@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use kiln_solver::progress::{ProgressEvent, ProgressReceiver};
 
+pub use feed::Prefixes;
 use feed::{Feed, Next};
 
 use state::BuildState;
@@ -77,10 +78,16 @@ impl ProgressDisplay {
     /// Starts the display for `mode` on stderr (`auto` is resolved against stderr; a
     /// `TERM=dumb` terminal cannot move its cursor, so it gets `plain`).
     pub fn start(mode: ProgressMode, rx: ProgressReceiver) -> Self {
+        Self::start_prefixed(mode, rx, Prefixes::new())
+    }
+
+    /// [`ProgressDisplay::start`], the names of the vertices in `prefixes` prefixed as buildx
+    /// prefixes a bake target's (`[app 2/4] RUN …`, `[app internal] …`).
+    pub fn start_prefixed(mode: ProgressMode, rx: ProgressReceiver, prefixes: Prefixes) -> Self {
         let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         match mode.resolve(io::stderr().is_terminal() && !dumb) {
-            ProgressMode::Tty => Self::spawn(rx, tty::run),
-            other => Self::start_with_writer(other, rx, Box::new(io::stderr())),
+            ProgressMode::Tty => Self::spawn(rx, prefixes, tty::run),
+            other => Self::spawn_writer(other, rx, prefixes, Box::new(io::stderr())),
         }
     }
 
@@ -91,7 +98,16 @@ impl ProgressDisplay {
         rx: ProgressReceiver,
         out: Box<dyn Write + Send>,
     ) -> Self {
-        Self::spawn(rx, move |feed| match mode.resolve(false) {
+        Self::spawn_writer(mode, rx, Prefixes::new(), out)
+    }
+
+    fn spawn_writer(
+        mode: ProgressMode,
+        rx: ProgressReceiver,
+        prefixes: Prefixes,
+        out: Box<dyn Write + Send>,
+    ) -> Self {
+        Self::spawn(rx, prefixes, move |feed| match mode.resolve(false) {
             ProgressMode::Rawjson => drain(feed, rawjson::RawJsonPrinter::new(BufWriter::new(out))),
             ProgressMode::Quiet => drain(feed, Quiet),
             _ => drain(feed, plain::PlainPrinter::new(BufWriter::new(out))),
@@ -100,10 +116,11 @@ impl ProgressDisplay {
 
     fn spawn(
         rx: ProgressReceiver,
+        prefixes: Prefixes,
         run: impl FnOnce(Feed) -> BuildSummary + Send + 'static,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let feed = Feed::new(rx, Arc::clone(&stop));
+        let feed = Feed::new(rx, Arc::clone(&stop)).prefixed(prefixes);
         ProgressDisplay {
             thread: Some(thread::spawn(move || run(feed))),
             stop,

@@ -3,7 +3,7 @@
 //! OCI 1.1 referrer of the signed manifest (one artifact per signing).
 
 use super::payload;
-use kiln_oci::media_type::OCI_MANIFEST;
+use kiln_oci::media_type::{OCI_EMPTY, OCI_MANIFEST};
 use kiln_oci::{Descriptor, Digest, ImageManifest, Reference};
 use kiln_registry::{Error, RegistryClient, Result};
 
@@ -11,8 +11,6 @@ use kiln_registry::{Error, RegistryClient, Result};
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// `artifactType` of signature referrers (what cosign's OCI 1.1 mode uses).
 pub const ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
-/// OCI 1.1's empty config for artifacts.
-const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";
 /// A payload is a few hundred bytes; refuse to download anything much larger.
 const MAX_PAYLOAD: u64 = 1 << 20;
@@ -120,7 +118,7 @@ async fn push_referrer(
     subject: &Descriptor,
     layer: Descriptor,
 ) -> Result<Digest> {
-    let empty = Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_JSON);
+    let empty = Descriptor::of(OCI_EMPTY, EMPTY_JSON);
     push_small_blob(client, r, &empty, EMPTY_JSON).await?;
     let mut manifest = ImageManifest::new(OCI_MANIFEST, empty, vec![layer]);
     manifest.artifact_type = Some(ARTIFACT_TYPE.to_string());

@@ -93,6 +93,14 @@ pub enum NamedContext {
     /// An image reference (`docker-image://REF`), or a local OCI layout's image as
     /// `oci-layout://PATH[:TAG|@DIGEST]` (the resolver pins it to `oci-layout://PATH@DIGEST`).
     Image(String),
+    /// Another build's result in the same graph (bake's `target:NAME`): its root vertex
+    /// (none: an empty filesystem) and its image config.
+    Target {
+        /// The root vertex.
+        vertex: Option<VertexRef>,
+        /// The image config its FROM starts from.
+        config: Box<ImageConfig>,
+    },
 }
 
 /// The result of lowering.
@@ -365,6 +373,7 @@ impl Lowerer<'_> {
                     .image(&reference, platform, node, meta)
                     .map(|(v, _)| Some(v));
             }
+            Some(NamedContext::Target { vertex, .. }) => return Ok(vertex),
             None => {}
         }
         if let Some(si) = self.build.find_stage(name) {
@@ -509,11 +518,17 @@ impl Lowerer<'_> {
             let v = self.add(op, platform, &[src], meta, stage.node)?;
             return Ok(StageState::empty(Some(v), platform));
         }
-        let (v, mut config) = self.image(&reference, platform, stage.node, meta)?;
+        let (v, mut config) = match named {
+            Some(NamedContext::Target { vertex, config }) => (vertex, *config),
+            _ => {
+                let (v, config) = self.image(&reference, platform, stage.node, meta)?;
+                (Some(v), config)
+            }
+        };
         config.created = None;
         let triggers = std::mem::take(&mut config.config.on_build);
         let mut state = StageState {
-            vertex: Some(v),
+            vertex: v,
             config,
             platform: platform.clone(),
             stamps: Vec::new(),

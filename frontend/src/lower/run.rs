@@ -64,11 +64,18 @@ impl ExecParts {
     }
 }
 
+/// Build args that steer the SBOM scans, never in a RUN's environment (BuildKit's
+/// `nonEnvArgs`).
+const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
 /// The environment of a RUN: the image's Env first, then what the stage set (ARG, ENV),
 /// later wins.
 fn run_env(state: &StageState, ri: &ResolvedInstruction) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = state.config.config.env_pairs();
     for (k, v) in &ri.env {
+        if NON_ENV_ARGS.contains(&k.as_str()) {
+            continue;
+        }
         match env.iter_mut().find(|(n, _)| n == k) {
             Some(e) => e.1 = v.clone(),
             None => env.push((k.clone(), v.clone())),

@@ -10,7 +10,7 @@ use crate::llb::{FileAction, FileOp, Op, Vertex};
 use crate::ops::file::{apply_file_actions_with, FileOpOptions, Reuse, SourceRoot};
 use crate::scheduler::WorkerError;
 use crate::snapshot::steps::{StepRecord, StepStore};
-use crate::snapshot::view::{overlay_for, SnapshotView};
+use crate::snapshot::view::SnapshotView;
 use crate::snapshot::{LayerId, Snapshot};
 
 impl LocalWorker {
@@ -110,7 +110,11 @@ impl LocalWorker {
         } else {
             let target = pending.scratch("root");
             std::fs::create_dir_all(&target)?;
-            Some(overlay_for(&self.layers, &base, &pending).mount(&target)?)
+            Some(
+                self.flats
+                    .overlay_for(&self.layers, &base, &pending)?
+                    .mount(&target)?,
+            )
         };
         let dest = match &mount {
             Some(m) => m.target().to_path_buf(),

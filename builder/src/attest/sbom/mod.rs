@@ -15,11 +15,13 @@ mod apk;
 mod cargo;
 mod distro;
 mod dpkg;
+pub mod extras;
 mod golang;
 mod license;
 mod npm;
 mod python;
 mod root;
+mod rpm;
 pub mod spdx;
 mod walk;
 
@@ -38,6 +40,8 @@ pub enum PackageKind {
     Deb,
     /// An Alpine package (apk database).
     Apk,
+    /// An RPM package (rpm's SQLite database).
+    Rpm,
     /// A Rust crate (Cargo.lock or `cargo auditable` data).
     Cargo,
     /// An npm package (package-lock.json, node_modules).
@@ -54,6 +58,7 @@ impl PackageKind {
         match self {
             PackageKind::Deb => "deb",
             PackageKind::Apk => "apk",
+            PackageKind::Rpm => "rpm",
             PackageKind::Cargo => "cargo",
             PackageKind::Npm => "npm",
             PackageKind::Python => "pypi",
@@ -113,6 +118,8 @@ pub struct ScanOptions {
     pub created: jiff::Timestamp,
     /// Bounds of the scan.
     pub limits: Limits,
+    /// Paths (relative, `/`-separated) the walk skips: a context's `.dockerignore`.
+    pub exclude: Option<kiln_solver::pattern::PatternMatcher>,
 }
 
 impl ScanOptions {
@@ -122,6 +129,7 @@ impl ScanOptions {
             name: name.into(),
             created: jiff::Timestamp::now(),
             limits: Limits::default(),
+            exclude: None,
         }
     }
 }
@@ -183,8 +191,14 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<SbomDocument, ScanError> 
             &mut warnings,
         ),
         apk::scan(&image, distro.as_ref()),
+        rpm::scan(
+            &image,
+            distro.as_ref(),
+            opts.limits.max_packages,
+            &mut warnings,
+        ),
     ];
-    let candidates = walk::walk(&image, &opts.limits, &mut warnings);
+    let candidates = walk::walk(&image, &opts.limits, opts.exclude.as_ref(), &mut warnings);
     found.extend(
         candidates
             .into_par_iter()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::root::ImageRoot;
 use super::Limits;
+use kiln_solver::pattern::PatternMatcher;
 
 /// Top-level directories of a root that hold no packages (kernel mounts).
 const SKIPPED_TOP: [&str; 3] = ["proc", "sys", "dev"];
@@ -39,16 +40,32 @@ pub struct Candidate {
 }
 
 /// Walks the root without following symlinks, at most `limits.max_depth`
-/// deep and `limits.max_entries` entries, and returns the metadata files found.
-pub fn walk(image: &ImageRoot, limits: &Limits, warnings: &mut Vec<String>) -> Vec<Candidate> {
+/// deep and `limits.max_entries` entries, and returns the metadata files found;
+/// paths `exclude` names are skipped (a directory whole, unless a `!` pattern may
+/// bring files back).
+pub fn walk(
+    image: &ImageRoot,
+    limits: &Limits,
+    exclude: Option<&PatternMatcher>,
+    warnings: &mut Vec<String>,
+) -> Vec<Candidate> {
     let root = image.host_root();
     let mut out = Vec::new();
     let mut seen = 0usize;
+    let excluded = |e: &walkdir::DirEntry| {
+        let Some(m) = exclude else { return false };
+        let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+        let rel = rel.to_string_lossy();
+        e.depth() > 0 && m.excludes(&rel) && !(e.file_type().is_dir() && m.has_exclusions())
+    };
     let entries = walkdir::WalkDir::new(root)
         .follow_links(false)
         .max_depth(limits.max_depth)
         .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && SKIPPED_TOP.iter().any(|s| e.file_name() == *s)));
+        .filter_entry(|e| {
+            let kernel = e.depth() == 1 && SKIPPED_TOP.iter().any(|s| e.file_name() == *s);
+            !kernel && !excluded(e)
+        });
     for entry in entries {
         seen += 1;
         if seen > limits.max_entries {
