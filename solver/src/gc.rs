@@ -277,6 +277,11 @@ pub fn prune(
         report.reclaimed += bytes;
     }
 
+    // Incremental COPY records of layers that are gone: they could only mean a full copy.
+    let layers_dir = state.layers_dir();
+    crate::snapshot::steps::StepStore::new(&layers_dir)
+        .prune(|id| layers_dir.join(id.as_str()).is_dir());
+
     // Cache mounts: every one with `all` (no build can hold one under the exclusive lock).
     if opts.all {
         let (count, bytes) = empty_dir(&state.cache_mounts_dir());

@@ -96,6 +96,27 @@ impl StepStore {
     pub fn remove(&self, step: &[u8; 32]) {
         let _ = std::fs::remove_file(self.path(step));
     }
+
+    /// Forgets every record whose layer is gone (prune removed it) or that does not read
+    /// back; returns how many. Such a record would only ever mean a full copy.
+    pub fn prune(&self, layer_exists: impl Fn(&LayerId) -> bool) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kept = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+                .and_then(|r| r.layer)
+                .is_some_and(|l| layer_exists(&l));
+            if !kept && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +145,23 @@ mod tests {
         assert_eq!(store.load(&step), None);
         store.remove(&step);
         assert!(!store.path(&step).exists());
+    }
+
+    #[test]
+    fn prune_forgets_records_of_removed_layers_and_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StepStore::new(d.path());
+        let record = |id: &str| StepRecord {
+            layer: LayerId::parse(id),
+            files: BTreeMap::new(),
+        };
+        store.save(&[1; 32], &record("b-0001")).unwrap();
+        store.save(&[2; 32], &record("b-0002")).unwrap();
+        std::fs::write(store.path(&[3; 32]), "{torn").unwrap();
+        let kept = LayerId::parse("b-0001");
+        assert_eq!(store.prune(|l| Some(l) == kept.as_ref()), 2);
+        assert_eq!(store.load(&[1; 32]), Some(record("b-0001")));
+        assert_eq!(store.load(&[2; 32]), None);
+        assert!(!store.path(&[3; 32]).exists());
     }
 }
