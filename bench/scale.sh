@@ -11,7 +11,7 @@
 # /tmp/kiln-scale.XXXX, removed at the end unless KEEP=1):
 #   files10k files80k files200k  N small files (50-550 bytes, 100 a directory,
 #                                two levels), `COPY . /ctx/`
-#   big2g                        $BIG_GB (default 2) GB in 8 incompressible files
+#   big2g                        $BIG_MB (default 2048) MB in 8 incompressible files
 #                                + one small file, `COPY . /ctx/`; the context and
 #                                every state dir are deleted as soon as done
 #   run0 run20 run100 run500     `COPY app.txt` then N `RUN echo` steps; run0 is
@@ -41,7 +41,7 @@ BASE=${BASE:-127.0.0.1:5000/library/busybox:latest}
 DOCKER=${DOCKER:-/usr/bin/docker}
 export DOCKER_HOST=${DOCKER_HOST:-unix:///tmp/peers/run/docker.sock}
 PEERS_LIVE=${PEERS_LIVE:-0}
-BIG_GB=${BIG_GB:-2}
+BIG_MB=${BIG_MB:-2048}
 WORKLOADS=${WORKLOADS:-files10k files80k files200k big2g run0 run20 run100 run500 bigcontext}
 RESULTS=${RESULTS:-/tmp/kiln-scale-results.tsv}
 if [ -n "${SCALE_DIR:-}" ]; then mkdir -p "$SCALE_DIR"; else SCALE_DIR=$(mktemp -d /tmp/kiln-scale.XXXX); fi
@@ -82,7 +82,7 @@ EOF
 
 gen_big() { # dir
   rm -rf "$1"; mkdir -p "$1"
-  local per=$((BIG_GB * 1024 / 8)) i
+  local per=$((BIG_MB / 8)) i
   for i in 1 2 3 4 5 6 7 8; do
     # An AES-CTR keystream: incompressible, fast, the same bytes every run.
     head -c $((per * 1024 * 1024)) /dev/zero \
