@@ -267,7 +267,11 @@ impl Walk<'_> {
                 let child = if rel.is_empty() {
                     name.into_owned()
                 } else {
-                    format!("{rel}/{name}")
+                    let mut child = String::with_capacity(rel.len() + 1 + name.len());
+                    child.push_str(rel);
+                    child.push('/');
+                    child.push_str(&name);
+                    child
                 };
                 let path = e.path();
                 let meta = e.metadata().map_err(io_err(&path))?;
