@@ -267,7 +267,11 @@ impl Walk<'_> {
                 let child = if rel.is_empty() {
                     name.into_owned()
                 } else {
-                    format!("{rel}/{name}")
+                    let mut child = String::with_capacity(rel.len() + 1 + name.len());
+                    child.push_str(rel);
+                    child.push('/');
+                    child.push_str(&name);
+                    child
                 };
                 let path = e.path();
                 let meta = e.metadata().map_err(io_err(&path))?;
@@ -469,7 +473,10 @@ pub fn checksum_paths_cached(
                 .collect::<Result<_, ContentHashError>>()?
         };
         let mut sorted: Vec<(&Record, &Option<[u8; 32]>)> = records.iter().zip(&digests).collect();
-        sorted.sort_by(|a, b| a.0.rel().cmp(b.0.rel()));
+        // By header: the relative path and a NUL first, so this is path order (a path
+        // sorts before the paths it prefixes, as NUL is below every byte of a name),
+        // without finding each path's end at every comparison.
+        sorted.sort_by(|a, b| a.0.header.cmp(&b.0.header));
         for (r, d) in sorted {
             outer.update((r.header.len() as u64).to_le_bytes());
             outer.update(&r.header);

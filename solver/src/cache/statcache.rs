@@ -8,7 +8,6 @@
 //! the same timestamp tick as the recorded read would otherwise keep an identical stat with
 //! different bytes. Such files are simply re-read until they are old enough.
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -168,7 +167,9 @@ pub struct StatCache<'a> {
     prefix: Vec<u8>,
     started_ns: i64,
     slack_ns: i64,
-    fresh: Mutex<HashMap<String, StatEntry>>,
+    /// Digests read in this pass (a list: a cold pass over a big context records one per
+    /// file, and nothing looks them up).
+    fresh: Mutex<Vec<(String, StatEntry)>>,
 }
 
 impl std::fmt::Debug for StatCache<'_> {
@@ -201,7 +202,7 @@ impl<'a> StatCache<'a> {
             prefix,
             started_ns,
             slack_ns: RACY_SLACK_NS,
-            fresh: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(Vec::new()),
         })
     }
 
@@ -235,7 +236,7 @@ impl<'a> StatCache<'a> {
         // An entry that would not be trusted next time either (the file is younger than
         // the slack) is still worth keeping: by the next pass it may be old enough.
         if let Ok(mut fresh) = self.fresh.lock() {
-            fresh.insert(rel.to_string(), entry);
+            fresh.push((rel.to_string(), entry));
         }
     }
 
@@ -253,7 +254,7 @@ impl<'a> StatCache<'a> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // A re-read of a file still too young to be trusted that found what is stored
         // would only move the read time without making the entry usable: no write.
-        fresh.retain(|rel, new| {
+        fresh.retain(|(rel, new)| {
             let same =
                 StatEntry::decode_from(self.table.as_ref(), &self.prefix, rel).is_some_and(|old| {
                     old.stat == new.stat && old.digest == new.digest && old.cap == new.cap
