@@ -173,13 +173,8 @@ pub struct ExportSteps {
 }
 
 impl ExportSteps {
-    /// Starts one step per output of `outputs`.
-    pub fn start(tx: &ProgressSender, outputs: &[OutputSpec]) -> ExportSteps {
-        Self::start_for(tx, outputs, None)
-    }
-
-    /// [`ExportSteps::start`] for one of several targets built together (bake): its steps
-    /// are its own and named with it (`[app] exporting to image`).
+    /// Starts one step per output of `outputs`; with a `target` (one of several built
+    /// together: bake) the steps are its own and named with it (`[app] exporting to image`).
     pub fn start_for(
         tx: &ProgressSender,
         outputs: &[OutputSpec],
