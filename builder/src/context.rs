@@ -206,15 +206,22 @@ impl BuildContext {
                     return Err(ContextError::StdinTwice);
                 }
                 let temp = temp_dir(scratch)?;
-                let mut bytes = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut bytes)
+                // Only the head is held to tell a tarball from a Dockerfile: a tarball
+                // streams from stdin into the directory, whatever its size.
+                let mut stdin = std::io::stdin();
+                let mut head = Vec::new();
+                (&mut stdin)
+                    .take(STDIN_PEEK)
+                    .read_to_end(&mut head)
                     .map_err(io("context", Path::new("stdin")))?;
-                if looks_like_tar(bytes.as_slice()) {
-                    extract_tar(bytes.as_slice(), temp.path(), "stdin")?;
+                if looks_like_tar(head.as_slice()) {
+                    extract_tar(head.as_slice().chain(stdin), temp.path(), "stdin")?;
                 } else {
                     // `kiln build - < Dockerfile`: the Dockerfile alone, no context.
-                    stdin_dockerfile = Some(bytes);
+                    stdin
+                        .read_to_end(&mut head)
+                        .map_err(io("context", Path::new("stdin")))?;
+                    stdin_dockerfile = Some(head);
                 }
                 (temp.path().to_path_buf(), Some(temp), false)
             }
@@ -363,6 +370,10 @@ fn inside(base: &Path, rel: &str) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+/// How much of stdin is read to tell a tarball from a Dockerfile: enough compressed input
+/// for the first tar header of any compression.
+const STDIN_PEEK: u64 = 1 << 20;
 
 /// Whether `input` starts with a tar header, compressed or not.
 fn looks_like_tar(input: impl Read + Send) -> bool {

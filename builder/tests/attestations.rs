@@ -475,3 +475,373 @@ fn attestations_turn_docker_media_types_to_oci_with_a_warning() {
     );
     assert_eq!(attestation_entries(&index).len(), 1);
 }
+
+/// The referrers of `digest` in `repo` as the fallback tag lists them (the test registry has
+/// no referrers API), each artifact manifest read back.
+fn fallback_referrers(repo: &str, digest: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let tag = format!("{repo}:{}", digest.replace(':', "-"));
+    let index = raw(&tag);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    index["manifests"]
+        .as_array()
+        .expect("referrers index manifests")
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                raw(&format!("{repo}@{}", d["digest"].as_str().unwrap())),
+            )
+        })
+        .collect()
+}
+
+/// Checks one attestation artifact about `subject` (its descriptor as a referrers index
+/// lists it, and the manifest); returns its statements.
+fn check_artifact(
+    b: &Build,
+    repo: &str,
+    (desc, m): &(serde_json::Value, serde_json::Value),
+    subject: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    const ARTIFACT: &str = "application/vnd.docker.attestation.manifest.v1+json";
+    assert_eq!(desc["artifactType"], ARTIFACT, "{desc:#}");
+    assert_eq!(m["artifactType"], ARTIFACT, "{m:#}");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(m["config"]["size"], 2);
+    assert_eq!(m["subject"]["digest"], subject["digest"]);
+    assert_eq!(m["subject"]["size"], subject["size"]);
+    let sts = statements(b, repo, desc);
+    for st in &sts {
+        assert_valid("in-toto-statement-v1.schema.json", st);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            subject["digest"].as_str().unwrap()
+        );
+    }
+    sts
+}
+
+#[test]
+fn referrers_mode_pushes_a_clean_index_and_each_platform_s_attestations_as_a_referrer() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "x");
+    let repo = format!("{}/{}", env.registry(), unique("referrers-multi"));
+    let tag = format!("{repo}:1");
+    let meta = b.build(&[
+        "-o",
+        &format!("type=registry,name={tag},referrers=true"),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom=true",
+    ]);
+    let index_bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index:#}");
+    assert!(
+        entries
+            .iter()
+            .all(|d| d["platform"]["os"] == "linux" && d.get("annotations").is_none()),
+        "no unknown/unknown entry: {index:#}"
+    );
+    assert_eq!(meta["containerimage.digest"], sha256_digest(&index_bytes));
+    let recorded = meta["kiln.attestations"].as_array().expect("{meta:#}");
+    assert_eq!(recorded.len(), 2, "{meta:#}");
+    for image in entries {
+        let referrers = fallback_referrers(&repo, image["digest"].as_str().unwrap());
+        assert_eq!(referrers.len(), 1, "one artifact per platform");
+        let sts = check_artifact(&b, &repo, &referrers[0], image);
+        let mut predicates: Vec<&str> = sts
+            .iter()
+            .map(|s| s["predicateType"].as_str().unwrap())
+            .collect();
+        predicates.sort();
+        assert_eq!(
+            predicates,
+            [
+                "https://slsa.dev/provenance/v1",
+                "https://spdx.dev/Document"
+            ]
+        );
+        let prov = sts
+            .iter()
+            .find(|s| s["predicateType"] == "https://slsa.dev/provenance/v1")
+            .unwrap();
+        assert_valid("slsa-provenance-v1.schema.json", &prov["predicate"]);
+        assert!(recorded
+            .iter()
+            .any(|r| r["subject"] == image["digest"] && r["digest"] == referrers[0].0["digest"]));
+    }
+    // The same build buildx-style: the attestation entries are in the index.
+    let buildx = format!("{repo}:buildx");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={buildx}"),
+        "--platform",
+        "linux/amd64,linux/arm64",
+    ]);
+    assert_eq!(attestation_entries(&raw(&buildx)).len(), 2);
+}
+
+#[test]
+fn referrers_mode_of_one_platform_pushes_the_plain_manifest_and_keeps_secrets_out() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let secret = context_with_secret(&b, &env);
+    let repo = format!("{}/{}", env.registry(), unique("referrers-one"));
+    let tag = format!("{repo}:1");
+    let layout = b.path("out.tar");
+    let meta = b.build(&[
+        "-o",
+        &format!("type=registry,name={tag},referrers=true"),
+        "-o",
+        &format!("type=oci,dest={},referrers=true", layout.display()),
+        "--secret",
+        &format!("id=tok,src={}", secret.display()),
+        "--build-arg",
+        "GREETING=hello-arg",
+    ]);
+    let m_bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&m_bytes).unwrap();
+    assert_eq!(
+        m["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "one platform: the image itself, as without attestations: {m:#}"
+    );
+    let digest = sha256_digest(&m_bytes);
+    assert_eq!(meta["containerimage.digest"], digest);
+    let subject = serde_json::json!({"digest": digest, "size": m_bytes.len()});
+    let referrers = fallback_referrers(&repo, &digest);
+    assert_eq!(referrers.len(), 1);
+    let sts = check_artifact(&b, &repo, &referrers[0], &subject);
+    assert_eq!(sts.len(), 1, "min provenance");
+    assert_eq!(
+        sts[0]["predicate"]["buildDefinition"]["externalParameters"]["request"]["args"]
+            ["build-arg:GREETING"],
+        "hello-arg"
+    );
+    for (desc, artifact) in &referrers {
+        assert!(!desc.to_string().contains(SECRET) && !artifact.to_string().contains(SECRET));
+    }
+    assert!(!sts[0].to_string().contains(SECRET));
+    // The OCI layout: the image tagged, the artifact an untagged entry beside it (as oras
+    // keeps referrers in a layout).
+    let dir = b.path("layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&layout)
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index:#}");
+    let image = entries
+        .iter()
+        .find(|d| d["digest"] == digest)
+        .expect("{index:#}");
+    assert!(image.get("artifactType").is_none());
+    let artifact = entries.iter().find(|d| d["digest"] != digest).unwrap();
+    assert_eq!(artifact["digest"], referrers[0].0["digest"]);
+    assert!(artifact["annotations"]
+        .get("org.opencontainers.image.ref.name")
+        .is_none());
+    let bytes = std::fs::read(
+        dir.join("blobs/sha256").join(
+            artifact["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(sha256_digest(&bytes), artifact["digest"].as_str().unwrap());
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed["subject"]["digest"], digest);
+    let holding = files_holding(&dir, SECRET.as_bytes(), Path::new("/nonexistent"));
+    assert!(holding.is_empty(), "the secret is in {holding:?}");
+}
+
+/// `kiln ARGS` that must succeed: its stdout.
+fn kiln_ok(b: &Build, args: &[&str]) -> String {
+    support::stdout_ok(&b.kiln(args), &format!("kiln {args:?}"))
+}
+
+/// A blob of the plain registry, fetched with curl and checked against its digest.
+fn registry_blob(repo: &str, digest: &str) -> Vec<u8> {
+    let (host, name) = repo.split_once('/').unwrap();
+    let out = Command::new("curl")
+        .args(["-sSf", &format!("http://{host}/v2/{name}/blobs/{digest}")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{repo}@{digest}");
+    assert_eq!(sha256_digest(&out.stdout), digest);
+    out.stdout
+}
+
+/// The attestation artifacts of the single-platform image `tag` as referrers: (artifact
+/// descriptor, predicate types of its statements, fetched from the registry).
+fn referrer_predicates(repo: &str, image_digest: &str) -> Vec<(String, Vec<String>)> {
+    fallback_referrers(repo, image_digest)
+        .into_iter()
+        .filter(|(d, _)| d["artifactType"] == "application/vnd.docker.attestation.manifest.v1+json")
+        .map(|(d, m)| {
+            let preds = m["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let st: serde_json::Value =
+                        serde_json::from_slice(&registry_blob(repo, l["digest"].as_str().unwrap()))
+                            .unwrap();
+                    st["predicateType"].as_str().unwrap().to_string()
+                })
+                .collect();
+            (d["digest"].as_str().unwrap().to_string(), preds)
+        })
+        .collect()
+}
+
+#[test]
+fn copy_carries_attestations_and_signatures_in_both_modes() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "copied");
+    let repo = |what: &str| {
+        format!(
+            "{}/{}",
+            env.registry(),
+            unique(&format!("referrers-copy-{what}"))
+        )
+    };
+    let (buildx_src, ref_src) = (repo("buildx-src"), repo("ref-src"));
+    let buildx_tag = format!("{buildx_src}:1");
+    let ref_tag = format!("{ref_src}:1");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={buildx_tag}"),
+        "--sbom=true",
+    ]);
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={ref_tag},referrers=true"),
+        "--sbom=true",
+    ]);
+    kiln_ok(&b, &["keygen", b.path("k").to_str().unwrap()]);
+    let (key, public) = (b.path("k.key"), b.path("k.pub"));
+    for tag in [&buildx_tag, &ref_tag] {
+        kiln_ok(&b, &["sign", "--key", key.to_str().unwrap(), tag]);
+    }
+
+    // buildx-style: the attestation entries come with the index, digests kept.
+    let buildx_dst = format!("{}:1", repo("buildx-dst"));
+    kiln_ok(&b, &["copy", "--all", &buildx_tag, &buildx_dst]);
+    let (src_index, dst_index) = (raw(&buildx_tag), raw(&buildx_dst));
+    assert_eq!(src_index, dst_index);
+    let attests = attestation_entries(&dst_index);
+    assert_eq!(attests.len(), 1, "{dst_index:#}");
+    let dst_repo = buildx_dst.trim_end_matches(":1");
+    let att = raw(&format!(
+        "{dst_repo}@{}",
+        attests[0]["digest"].as_str().unwrap()
+    ));
+    for l in att["layers"].as_array().unwrap() {
+        registry_blob(dst_repo, l["digest"].as_str().unwrap());
+    }
+    kiln_ok(
+        &b,
+        &["verify", "--key", public.to_str().unwrap(), &buildx_dst],
+    );
+
+    // Referrers: each artifact found again through the destination's fallback tag, the
+    // signature too, whether copied directly or through an OCI layout.
+    let image = sha256_digest(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{ref_tag}"),
+    ]));
+    let expected = referrer_predicates(&ref_src, &image);
+    assert_eq!(expected.len(), 1);
+    let mut preds = expected[0].1.clone();
+    preds.sort();
+    assert_eq!(
+        preds,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+    let direct = repo("ref-dst");
+    let layout = b.path("layout");
+    let via_layout = repo("ref-layout");
+    kiln_ok(&b, &["copy", "--all", &ref_tag, &format!("{direct}:1")]);
+    kiln_ok(
+        &b,
+        &["copy", &ref_tag, &format!("oci:{}:1", layout.display())],
+    );
+    kiln_ok(
+        &b,
+        &[
+            "copy",
+            &format!("oci:{}", layout.display()),
+            &format!("{via_layout}:1"),
+        ],
+    );
+    for dst in [&direct, &via_layout] {
+        let tag = format!("{dst}:1");
+        assert_eq!(
+            sha256_digest(&skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{tag}"),
+            ])),
+            image
+        );
+        assert_eq!(referrer_predicates(dst, &image), expected, "{dst}");
+        let listed = fallback_referrers(dst, &image);
+        assert!(
+            listed.iter().any(
+                |(d, _)| d["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"
+            ),
+            "the signature referrer is carried: {listed:#?}"
+        );
+        kiln_ok(&b, &["verify", "--key", public.to_str().unwrap(), &tag]);
+    }
+}

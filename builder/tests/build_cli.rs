@@ -552,3 +552,27 @@ fn manifest_annotations_keep_their_key() {
     assert_eq!(m["annotations"]["org.example.typed"], "1", "{m}");
     assert_eq!(m["annotations"]["org.example.plain"], "2", "{m}");
 }
+
+#[test]
+fn empty_flag_environment_variables_count_as_unset() {
+    let b = project();
+    let empty = [
+        ("KILN_ROOT", ""),
+        ("KILN_DEBUG", ""),
+        ("KILN_EXECUTOR", ""),
+        ("KILN_MAX_LAYER_SIZE", ""),
+        ("BUILDKIT_PROGRESS", ""),
+    ];
+    let version = std::process::Command::new(support::kiln_bin())
+        .arg("version")
+        .envs(empty)
+        .output()
+        .expect("run kiln");
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    // `kiln_env` passes --root; the empty variables must not turn into flags without values.
+    build_stderr(&b, &[], &[], &empty);
+}

@@ -155,7 +155,7 @@ impl LayoutDir {
         if !index
             .manifests
             .iter()
-            .any(|d| d.digest == root.digest && d.annotations.is_none())
+            .any(|d| d.digest == root.digest && d.annotation(ANNOTATION_REF_NAME).is_none())
         {
             index.manifests.push(root.clone());
             self.write_index(&index)?;

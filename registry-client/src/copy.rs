@@ -5,12 +5,12 @@
 
 use crate::client::{RegistryClient, Scope, UploadOutcome};
 use crate::error::{Error, Result};
-use crate::progress::{BlobStatus, Progress};
+use crate::progress::{BlobStatus, NoProgress, Progress};
 use crate::push::put_manifests;
 use crate::remote::Remote;
 use futures_util::TryStreamExt;
 use kiln_oci::walk::{may_refer, Partial};
-use kiln_oci::{Descriptor, Digest, Reference};
+use kiln_oci::{Descriptor, Digest, ImageManifest, Reference};
 use std::path::Path;
 
 /// Copies `src` to `dst` with every platform; returns the pushed root digest.
@@ -67,6 +67,42 @@ pub async fn copy_root(
         docs.push((m, source.manifest(m).await?));
     }
     put_manifests(client, dst, root, docs).await
+}
+
+/// Copies what refers to the image or index `root` of `src` (its referrers and those of its
+/// manifests, and theirs: attestations, signatures, SBOMs; [`RegistryClient::referrer_tree`])
+/// to `dst`'s repository: each artifact's blobs, then the artifact as a referrer (the
+/// referrers API, else the fallback tag). Digests are kept, so the artifacts' subjects are
+/// those `copy` pushed. Returns the number of artifacts copied.
+pub async fn copy_referrers(
+    client: &RegistryClient,
+    src: &Reference,
+    dst: &Reference,
+    root: &Digest,
+    staging: &Path,
+) -> Result<usize> {
+    let tree = client.referrer_tree(src, root).await?;
+    let mount_from = (src.registry() == dst.registry()).then(|| src.repository());
+    std::fs::create_dir_all(staging)
+        .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+    let mut copied = 0;
+    for (desc, subject) in &tree {
+        let at = src.with_digest(desc.digest.clone());
+        let m = client.get_manifest(&at).await?;
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&m.bytes) else {
+            tracing::debug!(referrer = %at, "not an image manifest: not copied");
+            continue;
+        };
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let staged = staging.join(blob.digest.hex());
+            let outcome = copy_blob(client, src, blob, dst, mount_from, &staged, &NoProgress).await;
+            let _ = std::fs::remove_file(&staged);
+            outcome?;
+        }
+        client.push_referrer(dst, &m.bytes, desc, subject).await?;
+        copied += 1;
+    }
+    Ok(copied)
 }
 
 /// Moves one blob from `src` to `dst`: a cross-repository mount on one registry, else (or

@@ -126,6 +126,33 @@ async fn select(
     Ok(chosen)
 }
 
+/// Downloads what refers to `root` in `r`'s repository ([`RegistryClient::referrer_tree`]:
+/// attestations, signatures) into `store`, each artifact's blobs before its manifest. Returns
+/// each artifact's descriptor (as its referrers index lists it) with its subject, subjects
+/// first; artifacts that are not image manifests are left out.
+pub async fn pull_referrers(
+    client: &RegistryClient,
+    r: &Reference,
+    store: &dyn BlobStore,
+    root: &Digest,
+    progress: &dyn Progress,
+) -> Result<Vec<(Descriptor, Digest)>> {
+    let mut out = Vec::new();
+    for (desc, subject) in client.referrer_tree(r, root).await? {
+        let m = client
+            .get_manifest(&r.with_digest(desc.digest.clone()))
+            .await?;
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&m.bytes) else {
+            tracing::debug!(referrer = %desc.digest, "not an image manifest: not pulled");
+            continue;
+        };
+        pull_image(client, r, store, &manifest, 4, progress).await?;
+        store.write_blob(&desc.digest, &m.bytes)?;
+        out.push((desc, subject));
+    }
+    Ok(out)
+}
+
 /// Downloads the config and layers of one image manifest.
 pub async fn pull_image(
     client: &RegistryClient,

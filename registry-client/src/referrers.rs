@@ -5,8 +5,12 @@
 
 use crate::client::{RegistryClient, Scope, MAX_MANIFEST};
 use crate::error::{Error, Result};
-use kiln_oci::media_type::OCI_INDEX;
-use kiln_oci::{Descriptor, Digest, ImageIndex, Reference};
+use crate::progress::NoProgress;
+use crate::push::push_blob;
+use crate::store::{BlobStore, Blobs};
+use kiln_oci::media_type::{is_index, OCI_INDEX};
+use kiln_oci::store::read_verified;
+use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Reference};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
 
@@ -144,34 +148,141 @@ impl RegistryClient {
         self.add_to_fallback(r, descriptor, subject).await
     }
 
-    /// Adds `descriptor` to the fallback index of `subject` (read, append, write back).
+    /// Adds `descriptor` to the fallback index of `subject` (read, append, write back). The tag
+    /// schema has no compare-and-swap: updates from this process take turns (a lock per
+    /// subject); against another process writing the same index at the same moment, the
+    /// index is read again and the update redone while it lacks `descriptor` (a few times),
+    /// which narrows the race without closing it.
     async fn add_to_fallback(
         &self,
         r: &Reference,
         descriptor: &Descriptor,
         subject: &Digest,
     ) -> Result<()> {
-        let mut index = self
-            .fallback_index(r, subject)
-            .await?
-            .unwrap_or_else(|| ImageIndex::new(OCI_INDEX, Vec::new()));
-        if index
-            .manifests
-            .iter()
-            .any(|d| d.digest == descriptor.digest)
-        {
-            return Ok(());
+        let lock = fallback_lock(&format!("{}@{subject}", r.name()));
+        let _turn = lock.lock().await;
+        for attempt in 0..=FALLBACK_ATTEMPTS {
+            let mut index = self
+                .fallback_index(r, subject)
+                .await?
+                .unwrap_or_else(|| ImageIndex::new(OCI_INDEX, Vec::new()));
+            if index
+                .manifests
+                .iter()
+                .any(|d| d.digest == descriptor.digest)
+            {
+                return Ok(());
+            }
+            if attempt == FALLBACK_ATTEMPTS {
+                break;
+            }
+            index.manifests.push(descriptor.clone());
+            let bytes = serde_json::to_vec(&index).map_err(|e| Error::Protocol {
+                registry: r.registry().to_string(),
+                reason: format!("encoding the referrers index: {e}"),
+            })?;
+            self.put_manifest(&r.with_tag(&fallback_tag(subject)), &bytes, OCI_INDEX)
+                .await?;
         }
-        index.manifests.push(descriptor.clone());
-        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Protocol {
+        Err(Error::Protocol {
             registry: r.registry().to_string(),
-            reason: format!("encoding the referrers index: {e}"),
-        })?;
-        self.put_manifest(&r.with_tag(&fallback_tag(subject)), &bytes, OCI_INDEX)
-            .await?;
+            reason: format!(
+                "{}:{}: the referrers index kept changing under {FALLBACK_ATTEMPTS} updates \
+                 (another push is writing it); {} is not listed",
+                r.name(),
+                fallback_tag(subject),
+                descriptor.digest
+            ),
+        })
+    }
+
+    /// Pushes artifacts from `store`, each (manifest, subject): its config and layers, then
+    /// the manifest as a referrer of its subject ([`Self::push_referrer`]). One after another,
+    /// so that the fallback index of a subject with several artifacts is updated in turn.
+    pub async fn push_referrers(
+        &self,
+        r: &Reference,
+        store: &dyn BlobStore,
+        artifacts: &[(Descriptor, Digest)],
+    ) -> Result<()> {
+        for (desc, subject) in artifacts {
+            let bytes = read_verified(&Blobs(store), desc, "referrer manifest")?;
+            let what = format!("{}@{}", r.name(), desc.digest);
+            let manifest: ImageManifest =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+                    registry: r.registry().to_string(),
+                    reason: format!("{what}: not an image manifest: {e}"),
+                })?;
+            for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                push_blob(self, r, store, blob, None, &NoProgress).await?;
+            }
+            self.push_referrer(r, &bytes, desc, subject).await?;
+        }
         Ok(())
     }
 }
+
+/// Referrers are followed this deep from the image (2: a signature of an attestation).
+const MAX_DEPTH: usize = 2;
+/// Referrers gathered for one image at most (a hostile repository could list thousands).
+const MAX_REFERRERS: usize = 1024;
+
+impl RegistryClient {
+    /// Every referrer of `root` and of the manifests it lists when it is an index, and their
+    /// referrers in turn (to a depth of 2), each with the subject it refers to: subjects
+    /// before their referrers, each once. What a copy carries along.
+    pub async fn referrer_tree(
+        &self,
+        r: &Reference,
+        root: &Digest,
+    ) -> Result<Vec<(Descriptor, Digest)>> {
+        let mut subjects = vec![root.clone()];
+        let m = self.get_manifest(&r.with_digest(root.clone())).await?;
+        if m.content_type.as_deref().is_some_and(is_index) {
+            let what = format!("{}@{root}", r.name());
+            let index = parse_index(&m.bytes, r.registry(), &what)?;
+            subjects.extend(index.manifests.into_iter().map(|d| d.digest));
+        }
+        let mut seen: std::collections::HashSet<Digest> = subjects.iter().cloned().collect();
+        let mut out = Vec::new();
+        for _ in 0..MAX_DEPTH {
+            let mut next = Vec::new();
+            for subject in &subjects {
+                for d in self.referrers(r, subject, None).await? {
+                    if out.len() >= MAX_REFERRERS {
+                        return Err(Error::Protocol {
+                            registry: r.registry().to_string(),
+                            reason: format!(
+                                "{}@{root} has more than {MAX_REFERRERS} referrers",
+                                r.name()
+                            ),
+                        });
+                    }
+                    if seen.insert(d.digest.clone()) {
+                        next.push(d.digest.clone());
+                        out.push((d, subject.clone()));
+                    }
+                }
+            }
+            subjects = next;
+        }
+        Ok(out)
+    }
+}
+
+/// The lock of one fallback index (`repository@subject`) in this process.
+fn fallback_lock(key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static LOCKS: std::sync::OnceLock<std::sync::Mutex<Locks>> = std::sync::OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(key.to_string()).or_default().clone()
+}
+
+/// Fallback index updates tried before giving up on a racing writer.
+const FALLBACK_ATTEMPTS: usize = 4;
 
 fn parse_index(body: &[u8], registry: &str, what: &str) -> Result<ImageIndex> {
     serde_json::from_slice(body).map_err(|e| Error::Protocol {

@@ -259,7 +259,9 @@ pub fn prune(
 
     // Leftovers of interrupted builds: pending layers (`layers/.tmp/`), the worker's
     // scratch space (`tmp/`) and step sandboxes (`executor/runs/`, with any secrets
-    // tmpfs). Nothing is building while the exclusive lock is held.
+    // tmpfs). Nothing is building while the exclusive lock is held. Flattened layer
+    // chains (`flat/`) go too: their hard links would keep removed layers' files alive,
+    // and a build makes again the ones it needs.
     let runs = crate::executor::ExecutorConfig {
         state_dir: state.root().to_path_buf(),
     }
@@ -267,6 +269,7 @@ pub fn prune(
     for dir in [
         state.layers_dir().join(".tmp"),
         state.root().join("tmp"),
+        state.flat_dir(),
         runs,
     ] {
         let (count, bytes) = empty_dir(&dir);

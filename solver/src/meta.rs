@@ -92,9 +92,20 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The open metadata database.
+/// The open metadata database. It is opened read-only, and the writable handle only when a
+/// first write needs it: in redb's multi-writer mode a writable handle costs a durable
+/// header write when it opens and a commit when it closes, so a build that changes nothing
+/// (a no-op rebuild) then leaves the file untouched, with no fsync.
 pub struct MetaDb {
-    db: redb::Database,
+    path: std::path::PathBuf,
+    /// The read-only handle of an existing database (None when it had to be made writable
+    /// at once: a new file, missing tables, a repair).
+    reader: Option<redb::ReadOnlyDatabase>,
+    /// The writable handle, once a write needed it; reads go through it from then on.
+    writable: std::sync::OnceLock<redb::Database>,
+    /// Serialises the opening of `writable`: a handle opened twice would be closed again,
+    /// at the cost of a commit.
+    opening: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for MetaDb {
@@ -103,18 +114,35 @@ impl std::fmt::Debug for MetaDb {
     }
 }
 
+fn builder() -> redb::Builder {
+    let mut b = redb::Database::builder();
+    b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+    b
+}
+
 impl MetaDb {
     /// Opens or creates the database; several kiln processes may have it open at once.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
         create_whole(path)?;
-        let db = redb::Database::builder()
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(dberr)?;
+        let mut db = MetaDb {
+            path: path.to_path_buf(),
+            reader: None,
+            writable: std::sync::OnceLock::new(),
+            opening: std::sync::Mutex::new(()),
+        };
+        // A file that needs a repair, or that another redb cannot share read-only, is opened
+        // writable, which repairs it.
+        if let Ok(reader) = builder().open_read_only(path) {
+            if Self::has_tables(&reader)? {
+                db.reader = Some(reader);
+                return Ok(db);
+            }
+        }
         // Create the tables so readers never see "table does not exist" (a write and its
-        // fsync only when one is missing: every build opens the store).
-        if !Self::has_tables(&db)? {
-            let txn = db.begin_write().map_err(dberr)?;
+        // fsync only when one is missing).
+        let w = db.writable()?;
+        if !Self::has_tables(w)? {
+            let txn = w.begin_write().map_err(dberr)?;
             {
                 txn.open_table(RESULTS).map_err(dberr)?;
                 txn.open_table(RESULT_USED).map_err(dberr)?;
@@ -125,11 +153,26 @@ impl MetaDb {
             }
             txn.commit().map_err(dberr)?;
         }
-        Ok(MetaDb { db })
+        Ok(db)
     }
 
-    fn has_tables(db: &redb::Database) -> Result<bool, MetaError> {
-        use redb::ReadableDatabase;
+    /// The writable handle, opened on first use.
+    fn writable(&self) -> Result<&redb::Database, MetaError> {
+        if let Some(db) = self.writable.get() {
+            return Ok(db);
+        }
+        let _opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(db) = self.writable.get() {
+            return Ok(db);
+        }
+        let db = builder().create(&self.path).map_err(dberr)?;
+        Ok(self.writable.get_or_init(|| db))
+    }
+
+    fn has_tables(db: &impl redb::ReadableDatabase) -> Result<bool, MetaError> {
         let txn = db.begin_read().map_err(dberr)?;
         let names: std::collections::HashSet<String> = txn
             .list_tables()
@@ -151,13 +194,22 @@ impl MetaDb {
     /// A read transaction: a consistent view of every table.
     pub(crate) fn read(&self) -> Result<redb::ReadTransaction, MetaError> {
         use redb::ReadableDatabase;
-        self.db.begin_read().map_err(dberr)
+        match (self.writable.get(), &self.reader) {
+            (Some(db), _) => db.begin_read().map_err(dberr),
+            (None, Some(reader)) => reader.begin_read().map_err(dberr),
+            (None, None) => self.writable()?.begin_read().map_err(dberr),
+        }
+    }
+
+    /// Whether this handle has written, or opened the file for writing (tests).
+    pub fn opened_writable(&self) -> bool {
+        self.writable.get().is_some()
     }
 
     /// Starts an atomic batch of changes; nothing is visible until [`MetaWriter::commit`].
     pub fn writer(&self) -> Result<MetaWriter, MetaError> {
         Ok(MetaWriter {
-            txn: self.db.begin_write().map_err(dberr)?,
+            txn: self.writable()?.begin_write().map_err(dberr)?,
         })
     }
 }
@@ -206,5 +258,56 @@ fn create_whole(path: &Path) -> Result<(), MetaError> {
     match linked {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(e)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTable;
+
+    fn stat_rows(db: &MetaDb) -> Vec<Vec<u8>> {
+        let txn = db.read().unwrap();
+        let t = txn.open_table(STAT_DIGESTS).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_vec())
+            .collect()
+    }
+
+    fn put(db: &MetaDb, key: &[u8]) {
+        let w = db.writer().unwrap();
+        w.txn
+            .open_table(STAT_DIGESTS)
+            .unwrap()
+            .insert(key, &b"v"[..])
+            .unwrap();
+        w.commit().unwrap();
+    }
+
+    #[test]
+    fn an_existing_database_opens_read_only_beside_a_writer_and_follows_it() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("meta.redb");
+        let first = MetaDb::open(&path).unwrap();
+        assert!(first.opened_writable(), "a new file is made writable");
+        put(&first, b"a");
+        // Another handle (as another process would) while the first is open.
+        let second = MetaDb::open(&path).unwrap();
+        assert!(!second.opened_writable());
+        assert_eq!(stat_rows(&second), [b"a".to_vec()]);
+        put(&first, b"b");
+        assert_eq!(stat_rows(&second).len(), 2, "the reader follows commits");
+        put(&second, b"c");
+        assert!(second.opened_writable());
+        assert_eq!(stat_rows(&first).len(), 3);
+        drop(first);
+        drop(second);
+        // A read-only session leaves the file as it was.
+        let bytes = std::fs::read(&path).unwrap();
+        let third = MetaDb::open(&path).unwrap();
+        assert_eq!(stat_rows(&third).len(), 3);
+        drop(third);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 }

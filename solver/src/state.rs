@@ -155,6 +155,11 @@ impl StateDir {
         self.root.join("layers")
     }
 
+    /// Where flattened layer chains live (`flat/`, see [`crate::snapshot::flatten`]).
+    pub fn flat_dir(&self) -> PathBuf {
+        self.root.join("flat")
+    }
+
     /// Where persistent cache mounts live (`cache-mounts/`).
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.root.join("cache-mounts")

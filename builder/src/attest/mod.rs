@@ -3,6 +3,7 @@
 
 pub mod options;
 pub mod provenance;
+pub mod referrers;
 pub mod sbom;
 pub mod statement;
 pub mod store;

@@ -19,6 +19,11 @@ pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 /// [`REFERENCE_TYPE`]'s value for attestation manifests.
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 
+/// Whether an index entry is an attestation manifest (buildx's `attestation-manifest`).
+pub fn is_attestation_manifest(d: &Descriptor) -> bool {
+    d.annotation(REFERENCE_TYPE) == Some(ATTESTATION_MANIFEST)
+}
+
 /// Writes the attestation manifest of the image `subject` holding `statements` (one layer
 /// each), and returns its index entry.
 pub fn write_attestation_manifest(

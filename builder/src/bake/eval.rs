@@ -4,6 +4,7 @@
 use super::error::{definition, line_col, BakeError};
 use super::funcs::{self, kind, text};
 use super::target::{Config, Group, Target};
+use super::vartype::Type;
 use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
 use hcl::{Expression, Structure, Value};
 use std::cell::{Cell, RefCell};
@@ -30,10 +31,12 @@ impl HclFile {
         })?;
         let mut positions = HashMap::new();
         collect_positions(&edit, "", &mut positions);
+        let mut body: hcl::Body = edit.into();
+        super::tryfunc::rewrite_body(&mut body);
         Ok(HclFile {
             name: name.to_string(),
             text,
-            body: edit.into(),
+            body,
             positions,
         })
     }
@@ -70,10 +73,12 @@ impl HclFile {
                 body = body.add_block(block.build());
             }
         }
+        let mut body = body.build();
+        super::tryfunc::rewrite_body(&mut body);
         Ok(HclFile {
             name: name.to_string(),
             text,
-            body: body.build(),
+            body,
             positions: HashMap::new(),
         })
     }
@@ -209,7 +214,7 @@ fn call_user(i: usize, args: FuncArgs) -> Result<Value, String> {
     let f = USER_FUNCS
         .with(|f| f.borrow().get(i).cloned())
         .ok_or("no such function")?;
-    let mut ctx = BASE.with(|b| b.borrow().clone()).unwrap_or_default();
+    let mut ctx = base_context();
     let mut values = args.into_values().into_iter();
     for p in &f.params {
         ctx.declare_var(p.as_str(), values.next().unwrap_or(Value::Null));
@@ -232,6 +237,17 @@ fn call_user(i: usize, args: FuncArgs) -> Result<Value, String> {
 /// The variables and functions user functions see (the base context has no parent).
 fn set_base(ctx: &Context<'static>) {
     BASE.with(|b| *b.borrow_mut() = Some(ctx.clone()));
+}
+
+/// The file's variables and functions, for expressions evaluated inside a function
+/// (`try`, `can`).
+pub(super) fn base_context() -> Context<'static> {
+    BASE.with(|b| b.borrow().clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(super) fn set_base_for_tests(ctx: &Context<'static>) {
+    set_base(ctx);
 }
 
 /// Built-in variables (`BAKE_CMD_CONTEXT`, `BAKE_LOCAL_PLATFORM`) and the environment.
@@ -295,6 +311,7 @@ pub fn evaluate(files: &[HclFile], inputs: &Inputs<'_>) -> Result<Evaluated, Bak
     }
     let mut ctx: Context<'static> = Context::new();
     funcs::declare(&mut ctx);
+    super::tryfunc::declare(&mut ctx);
     for (i, (name, f)) in user_funcs.iter().enumerate() {
         let mut def = FuncDef::builder().params(f.params.iter().map(|_| ParamType::Any));
         if f.variadic.is_some() {
@@ -355,9 +372,24 @@ fn read_all_targets(
     while !pending.is_empty() {
         let mut c = ctx.clone();
         c.declare_var("target", Value::Object(values.clone()));
-        let mut deferred = Vec::new();
+        // A block whose references name targets still to come waits for them, so that
+        // `try(target.other.x, …)` sees `other` rather than falling back; unless every
+        // block waits (a cycle), when they are all tried.
+        let labels: Vec<&str> = pending.iter().map(|(_, b)| first_label(b)).collect();
+        let waits = |b: &hcl::Block| {
+            referenced_targets(b).iter().any(|n| {
+                n != first_label(b) && !values.contains_key(n) && labels.contains(&n.as_str())
+            })
+        };
+        let (mut round, mut later): (Vec<_>, Vec<_>) =
+            pending.iter().copied().partition(|(_, b)| !waits(b));
+        if round.is_empty() {
+            round = std::mem::take(&mut later);
+        }
+        let mut deferred = later;
         let mut first_error = None;
-        for (fi, b) in pending.iter().copied() {
+        let mut progress = false;
+        for (fi, b) in round {
             let mut scratch = Config::default();
             let mut vals = hcl::Map::new();
             match read_targets(&files[fi], b, &c, &mut scratch, &mut vals) {
@@ -369,6 +401,7 @@ fn read_all_targets(
                         config.add_target(name, t);
                     }
                     values.extend(vals);
+                    progress = true;
                 }
                 Err(e) if refers_to_targets(b) => {
                     first_error.get_or_insert(e);
@@ -377,13 +410,29 @@ fn read_all_targets(
                 Err(e) => return Err(e),
             }
         }
-        if deferred.len() == pending.len() {
+        if !progress {
             // No progress: the references cannot be resolved (unknown target or a cycle).
             return Err(first_error.unwrap_or_else(|| definition("target references")));
         }
         pending = deferred;
     }
     Ok(())
+}
+
+/// The names `target.NAME` mentions in a block's attributes.
+fn referenced_targets(b: &hcl::Block) -> Vec<String> {
+    let Ok(re) = regex::Regex::new(r"\btarget\.([A-Za-z0-9_-]+)") else {
+        return Vec::new();
+    };
+    b.body
+        .attributes()
+        .filter_map(|a| hcl::format::to_string(&a.expr).ok())
+        .flat_map(|t| {
+            re.captures_iter(&t)
+                .map(|c| c[1].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether a target block's attributes mention `target.` (another target's attributes).
@@ -582,7 +631,9 @@ fn resolve_variables(
         let mut waiting = Vec::new();
         let mut still = Vec::new();
         for name in pending.iter().copied() {
-            match resolve_variable(files, name, &vars[name], ctx, inputs) {
+            match resolve_variable(files, name, &vars[name], ctx, inputs, &|n| {
+                vars.contains_key(n)
+            }) {
                 Ok(v) => {
                     ctx.declare_var(name.as_str(), v.clone());
                     set_base(ctx);
@@ -597,7 +648,7 @@ fn resolve_variables(
                 Err(VarFailure::Waits(dep)) => {
                     let def = &vars[name];
                     return Err(BakeError::Eval {
-                        at: files[def.file].at(&var_key(name, def)),
+                        at: files[def.file].at(&default_key(name, def)),
                         what: format!("variable {name:?}"),
                         message: format!("refers to {dep:?}, which is not defined"),
                     });
@@ -609,7 +660,7 @@ fn resolve_variables(
             let (name, dep) = waiting[0].clone();
             let def = &vars[name];
             return Err(BakeError::Eval {
-                at: files[def.file].at(&var_key(name, def)),
+                at: files[def.file].at(&default_key(name, def)),
                 what: format!("variable {name:?}"),
                 message: format!(
                     "variable cycle: {name} needs {dep}, which needs {name} (directly or not)"
@@ -619,6 +670,15 @@ fn resolve_variables(
         pending = still;
     }
     Ok(values)
+}
+
+/// Where a variable's default is written (its `default`, or the top-level attribute).
+fn default_key(name: &str, def: &VarDef) -> String {
+    if def.attribute {
+        name.to_string()
+    } else {
+        format!("variable/{name}/default")
+    }
 }
 
 fn var_key(name: &str, def: &VarDef) -> String {
@@ -635,6 +695,7 @@ fn resolve_variable(
     def: &VarDef,
     ctx: &Context<'static>,
     inputs: &Inputs<'_>,
+    declared: &dyn Fn(&str) -> bool,
 ) -> Result<Value, VarFailure> {
     let file = &files[def.file];
     let fail = |message: String| {
@@ -644,15 +705,50 @@ fn resolve_variable(
             message,
         })
     };
-    let default = match &def.default {
-        Some(e) => Some(e.evaluate(ctx).map_err(|e| waits_or(e, &fail))?),
+    let fail_at = |key: String, message: String| {
+        VarFailure::Error(BakeError::Eval {
+            at: file.at(&key),
+            what: format!("variable {name:?}"),
+            message,
+        })
+    };
+    let fail_default = |message: String| fail_at(default_key(name, def), message);
+    let ty = match &def.type_ {
+        Some(e) => Some(Type::parse(e).map_err(|m| {
+            fail_at(
+                format!("variable/{name}/type"),
+                format!("invalid type: {m}"),
+            )
+        })?),
         None => None,
     };
-    let ty = def.type_.as_ref().map(type_name);
-    let env = if def.attribute {
-        None
+    let default = match &def.default {
+        Some(e) => {
+            let v = e.evaluate(ctx).map_err(|e| waits_or(e, &fail_default))?;
+            match &ty {
+                Some(t) => Some(t.convert(&v).map_err(|m| {
+                    fail_default(format!(
+                        "invalid type {} for the default value: {m}",
+                        t.name()
+                    ))
+                })?),
+                None => Some(v),
+            }
+        }
+        None => None,
+    };
+    // A typed variable prefers `NAME_JSON` (unless a variable has that name); an untyped
+    // one reads it only without a plain `NAME` (buildx's `valueHasOverride`).
+    let (env, json) = if def.attribute {
+        (None, false)
     } else {
-        (inputs.env)(name)
+        let plain = (inputs.env)(name);
+        let json_name = format!("{name}_JSON");
+        let json = (plain.is_none() || ty.is_some()) && !declared(&json_name);
+        match json.then(|| (inputs.env)(&json_name)).flatten() {
+            Some(j) => (Some(j), ty.is_some()),
+            None => (plain, false),
+        }
     };
     let Some(env) = env else {
         return Ok(default.unwrap_or(if ty.is_some() {
@@ -661,19 +757,24 @@ fn resolve_variable(
             Value::from("")
         }));
     };
-    let target = match (&ty, &default) {
-        (Some(t), _) if t != "any" => t.clone(),
-        (_, Some(Value::Bool(_))) => "bool".into(),
-        (_, Some(Value::Number(_))) => "number".into(),
-        (_, Some(Value::Array(_))) | (_, Some(Value::Object(_))) => {
+    let ty = match (ty, &default) {
+        (Some(t), _) => t,
+        (None, Some(Value::Bool(_))) => Type::Bool,
+        (None, Some(Value::Number(_))) => Type::Number,
+        (None, Some(v @ (Value::Array(_) | Value::Object(_)))) => {
             return Err(fail(format!(
                 "cannot take {name} from the environment: the default is {} and no type is given",
-                kind(default.as_ref().unwrap_or(&Value::Null))
+                kind(v)
             )))
         }
-        _ => "string".into(),
+        _ => Type::String,
     };
-    convert_env(&env, &target)
+    if json {
+        return ty
+            .read_json(&env)
+            .map_err(|m| fail(format!("from the environment ({name}_JSON={env:?}): {m}")));
+    }
+    ty.read_env(&env)
         .map_err(|m| fail(format!("from the environment ({name}={env:?}): {m}")))
 }
 
@@ -682,40 +783,6 @@ fn waits_or(e: hcl::eval::Error, fail: &dyn Fn(String) -> VarFailure) -> VarFail
         hcl::eval::ErrorKind::UndefinedVar(v) => VarFailure::Waits(v.to_string()),
         _ => fail(e.to_string()),
     }
-}
-
-/// An environment value converted to a variable's type (buildx: primitives, and lists of
-/// them as comma-separated values).
-fn convert_env(v: &str, ty: &str) -> Result<Value, String> {
-    let prim = |v: &str, ty: &str| -> Result<Value, String> {
-        match ty {
-            "string" => Ok(Value::from(v)),
-            "bool" => crate::cli::parse_bool(v.trim()).map(Value::from),
-            "number" => v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(hcl::Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| format!("{v:?} is not a number")),
-            other => Err(format!("type {other} cannot be read from the environment")),
-        }
-    };
-    for prefix in ["list(", "set(", "tuple("] {
-        if let Some(inner) = ty.strip_prefix(prefix).and_then(|t| t.strip_suffix(')')) {
-            if v.is_empty() {
-                return Ok(Value::Array(vec![]));
-            }
-            let fields =
-                kiln_frontend::instructions::mount::split_csv(v).map_err(|e| format!("{e:?}"))?;
-            return fields
-                .iter()
-                .map(|f| prim(f, inner))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array);
-        }
-    }
-    prim(v, ty)
 }
 
 fn validate_variables(
@@ -963,7 +1030,7 @@ pub fn set_attribute(t: &mut Target, k: &str, v: &Value) -> Result<(), String> {
         "description" => t.description = Some(s()?),
         "inherits" => t.inherits = strings(v)?,
         "annotations" => t.annotations = Some(strings(v)?),
-        "attest" => t.attest = Some(entries(v)?),
+        "attest" => t.attest = Some(entries(v, false)?),
         "context" => t.context = Some(s()?),
         "contexts" => t.contexts = Some(string_map(v)?),
         "dockerfile" => t.dockerfile = Some(s()?),
@@ -971,13 +1038,13 @@ pub fn set_attribute(t: &mut Target, k: &str, v: &Value) -> Result<(), String> {
         "args" => t.args = Some(string_map(v)?),
         "labels" => t.labels = Some(string_map(v)?),
         "tags" => t.tags = Some(strings(v)?),
-        "cache-from" => t.cache_from = Some(entries(v)?),
-        "cache-to" => t.cache_to = Some(entries(v)?),
+        "cache-from" => t.cache_from = Some(entries(v, false)?),
+        "cache-to" => t.cache_to = Some(entries(v, false)?),
         "target" => t.target = Some(s()?),
-        "secret" => t.secret = Some(entries(v)?),
-        "ssh" => t.ssh = Some(entries(v)?),
+        "secret" => t.secret = Some(entries(v, false)?),
+        "ssh" => t.ssh = Some(entries(v, true)?),
         "platforms" => t.platforms = Some(strings(v)?),
-        "output" => t.output = Some(entries(v)?),
+        "output" => t.output = Some(entries(v, false)?),
         "pull" => t.pull = Some(b()?),
         "no-cache" => t.no_cache = Some(b()?),
         "network" => t.network = Some(s()?),
@@ -1004,29 +1071,45 @@ pub fn strings(v: &Value) -> Result<Vec<String>, String> {
     }
 }
 
-/// `output`, `cache-*`, `secret`, `ssh`, `attest`: CSV strings, or objects written as CSV.
-fn entries(v: &Value) -> Result<Vec<String>, String> {
+/// `output`, `cache-*`, `secret`, `attest`: CSV strings, or objects written as CSV
+/// (newer buildx accepts both); `ssh` objects are `{id, paths}`.
+fn entries(v: &Value, ssh: bool) -> Result<Vec<String>, String> {
     let items = match v {
         Value::Array(items) => items.clone(),
         other => vec![other.clone()],
+    };
+    let joined = |v: &Value| match v {
+        Value::Array(a) => a
+            .iter()
+            .map(text)
+            .collect::<Result<Vec<_>, _>>()
+            .map(|l| l.join(",")),
+        other => text(other),
     };
     items
         .iter()
         .filter(|i| !i.is_null())
         .map(|i| match i {
+            Value::Object(m) if ssh => {
+                let id = m.get("id").map(text).transpose()?.unwrap_or_default();
+                match m.get("paths").filter(|p| !p.is_null()) {
+                    Some(p) => Ok(format!("{id}={}", joined(p)?)),
+                    None => Ok(id),
+                }
+            }
             Value::Object(m) => {
                 let mut fields: Vec<String> = Vec::new();
                 if let Some(t) = m.get("type") {
                     fields.push(format!("type={}", text(t)?));
                 }
-                for (k, v) in m.iter().filter(|(k, _)| *k != "type") {
-                    let val = match v {
-                        Value::Array(a) => {
-                            a.iter().map(text).collect::<Result<Vec<_>, _>>()?.join(",")
-                        }
-                        other => text(other)?,
-                    };
-                    fields.push(format!("{k}={val}"));
+                for (k, v) in m.iter().filter(|(k, v)| *k != "type" && !v.is_null()) {
+                    let val = joined(v)?;
+                    // A value with a comma or quote is quoted, as CSV needs.
+                    if val.contains([',', '"']) {
+                        fields.push(format!("\"{k}={}\"", val.replace('"', "\"\"")));
+                    } else {
+                        fields.push(format!("{k}={val}"));
+                    }
                 }
                 Ok(fields.join(","))
             }

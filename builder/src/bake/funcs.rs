@@ -109,8 +109,15 @@ pub fn declare(ctx: &mut Context<'_>) {
             "sanitize",
             fixed(&[S], |a| {
                 map_str(a, |s| {
+                    // Letters, digits, '_' and '-' are kept: what a target name may hold.
                     s.chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
                         .collect()
                 })
             }),
@@ -638,12 +645,13 @@ pub fn declare(ctx: &mut Context<'_>) {
             }),
         ),
     ];
+    super::funcs_ext::declare(ctx);
     for (name, def) in defs {
         ctx.declare_func(name, def);
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -697,7 +705,7 @@ fn truth(v: &Value) -> Result<bool, String> {
     }
 }
 
-fn num_of(v: &Value) -> Result<f64, String> {
+pub(super) fn num_of(v: &Value) -> Result<f64, String> {
     match v {
         Value::Number(n) => n.as_f64().ok_or_else(|| "a number out of range".into()),
         Value::String(s) => s
@@ -708,7 +716,7 @@ fn num_of(v: &Value) -> Result<f64, String> {
     }
 }
 
-fn int(v: &Value) -> Result<i64, String> {
+pub(super) fn int(v: &Value) -> Result<i64, String> {
     let f = num_of(v)?;
     if f.fract() != 0.0 {
         return Err(format!("{f} is not a whole number"));
@@ -717,7 +725,7 @@ fn int(v: &Value) -> Result<i64, String> {
 }
 
 /// A number as HCL prints it: whole numbers without a fraction.
-fn num(f: f64) -> R {
+pub(super) fn num(f: f64) -> R {
     if f.fract() == 0.0 && f.abs() < 9e15 {
         return Ok(Value::from(f as i64));
     }
@@ -740,7 +748,7 @@ fn fold(a: FuncArgs, f: fn(f64, f64) -> f64) -> R {
     num(acc)
 }
 
-fn list(v: &Value) -> Result<&Vec<Value>, String> {
+pub(super) fn list(v: &Value) -> Result<&Vec<Value>, String> {
     v.as_array()
         .ok_or_else(|| format!("a list is required, not {}", kind(v)))
 }
@@ -816,7 +824,12 @@ fn substr(a: FuncArgs) -> R {
 
 /// `format(spec, values...)`: `%s`, `%d`, `%v`, `%q` and `%%` of Go's verbs.
 fn format(a: FuncArgs) -> R {
-    let spec = text(&a[0])?;
+    format_values(&a)
+}
+
+/// `format` over plain values: the spec first.
+pub(super) fn format_values(a: &[Value]) -> R {
+    let spec = text(a.first().ok_or("format: needs a format string")?)?;
     let mut args = a[1..].iter();
     let mut out = String::new();
     let mut chars = spec.chars();

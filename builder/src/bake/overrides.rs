@@ -33,7 +33,7 @@ const LIST_KEYS: [&str; 12] = [
     "ulimits",
 ];
 /// Keys that need a name part (`args.NAME`).
-const NAMED_KEYS: [&str; 3] = ["args", "contexts", "labels"];
+const NAMED_KEYS: [&str; 5] = ["args", "contexts", "labels", "extra-hosts", "secret"];
 /// Keys with a single value.
 const SCALAR_KEYS: [&str; 9] = [
     "context",
@@ -142,6 +142,12 @@ pub fn apply(t: &mut Target, name: &str, overrides: &[Override]) -> Result<(), B
                     .get_or_insert_with(Default::default)
                     .insert(sub.unwrap_or_default().into(), value);
             }
+            "extra-hosts" => {
+                t.extra_hosts
+                    .get_or_insert_with(Default::default)
+                    .insert(sub.unwrap_or_default().into(), value);
+            }
+            "secret" => update_secret(t, name, sub.unwrap_or_default(), &value)?,
             "context" => t.context = Some(value),
             "dockerfile" => t.dockerfile = Some(value),
             "target" => t.target = Some(value),
@@ -169,6 +175,44 @@ pub fn apply(t: &mut Target, name: &str, overrides: &[Override]) -> Result<(), B
             other => return Err(definition(format!("--set: unknown key {other:?}"))),
         }
     }
+    Ok(())
+}
+
+/// `secret.ID=VALUE`: a declared secret takes the source or variable of `VALUE`
+/// (buildx's `updateSecret`).
+fn update_secret(t: &mut Target, name: &str, id: &str, value: &str) -> Result<(), BakeError> {
+    use super::print::{entry, Kind};
+    let field = |m: &super::print::Entry, k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let next = entry(value, Kind::Secret);
+    let next_id = field(&next, "id");
+    if !next_id.is_empty() && next_id != id {
+        return Err(definition(format!(
+            "--set {name}.secret.{id}: secret override id {next_id:?} does not match declared secret {id:?}"
+        )));
+    }
+    let declared = t
+        .secret
+        .iter_mut()
+        .flatten()
+        .find(|s| field(&entry(s, Kind::Secret), "id") == id)
+        .ok_or_else(|| {
+            definition(format!(
+                "--set {name}.secret.{id}: secret {id:?} must be declared before it can be overridden"
+            ))
+        })?;
+    let mut csv = format!("id={id}");
+    for k in ["src", "env"] {
+        let v = field(&next, k);
+        if !v.is_empty() {
+            csv.push_str(&format!(",{k}={v}"));
+        }
+    }
+    *declared = csv;
     Ok(())
 }
 
@@ -279,6 +323,37 @@ mod tests {
         let mut other = Target::default();
         apply(&mut other, "web", &sets).unwrap();
         assert_eq!(other.args, None);
+    }
+
+    #[test]
+    fn extra_hosts_and_declared_secrets() {
+        let sets = parse(&[
+            "app.extra-hosts.db=10.0.0.9".into(),
+            "app.secret.tok=type=env,src=OTHER".into(),
+        ])
+        .unwrap();
+        let mut t = Target {
+            secret: Some(vec!["id=tok,src=tok.txt".into(), "id=b,src=b".into()]),
+            ..Target::default()
+        };
+        apply(&mut t, "app", &sets).unwrap();
+        assert_eq!(t.extra_hosts.unwrap()["db"], "10.0.0.9");
+        assert_eq!(
+            t.secret,
+            Some(vec![
+                "id=tok,env=OTHER".to_string(),
+                "id=b,src=b".to_string()
+            ])
+        );
+        let undeclared = parse(&["app.secret.nope=src=x".into()]).unwrap();
+        let err = apply(&mut Target::default(), "app", &undeclared).unwrap_err();
+        assert!(err.to_string().contains("must be declared"), "{err}");
+        let other_id = parse(&["app.secret.b=id=c,src=x".into()]).unwrap();
+        let mut t = Target {
+            secret: Some(vec!["id=b,src=b".into()]),
+            ..Target::default()
+        };
+        assert!(apply(&mut t, "app", &other_id).is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ struct Printed<'a> {
     target: BTreeMap<&'a str, PrintTarget<'a>>,
 }
 
-type Entry = BTreeMap<String, serde_json::Value>;
+/// One structured entry (`{"type": "registry", "ref": …}`).
+pub type Entry = BTreeMap<String, serde_json::Value>;
 
 #[derive(Serialize)]
 struct PrintTarget<'a> {
@@ -82,7 +83,16 @@ pub fn to_json(def: &Definition) -> String {
         group: &def.groups,
         target,
     };
-    serde_json::to_string_pretty(&printed).unwrap_or_default()
+    go_html_escape(&serde_json::to_string_pretty(&printed).unwrap_or_default())
+}
+
+/// Go's `json.Marshal` escapes `<`, `>`, `&`, U+2028 and U+2029 (only ever inside strings).
+fn go_html_escape(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// buildx escapes `${` and `%{` in text that would otherwise be read as a template again.
@@ -135,21 +145,25 @@ fn print_target(t: &Target) -> PrintTarget<'_> {
     }
 }
 
+/// The kinds of CSV attribute `--print` shows as objects.
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
+    /// `output`.
     Output,
+    /// `cache-from`, `cache-to`.
     Cache,
+    /// `secret`.
     Secret,
+    /// `ssh`.
     Ssh,
+    /// `attest`.
     Attest,
 }
 
-/// A CSV entry as buildx's structured form: an object of its fields (shorthands expanded).
-fn entry(s: &str, kind: Kind) -> Entry {
+/// A CSV entry as buildx's structured form: an object of its fields (shorthands expanded,
+/// keys lower-cased as buildx reads them).
+pub fn entry(s: &str, kind: Kind) -> Entry {
     let mut m = Entry::new();
-    let fields = kiln_frontend::instructions::mount::split_csv(s)
-        .map(|f| f.into_iter().map(|c| c.into_owned()).collect())
-        .unwrap_or_else(|_| vec![s.to_string()]);
     if let Kind::Ssh = kind {
         // `ID[=PATH[,PATH]]`.
         let (id, paths) = s.split_once('=').unwrap_or((s, ""));
@@ -159,35 +173,62 @@ fn entry(s: &str, kind: Kind) -> Entry {
         }
         return m;
     }
-    if !s.contains('=') {
-        match kind {
-            Kind::Output if s == "-" => {
-                m.insert("type".into(), "tar".into());
-                m.insert("dest".into(), "-".into());
+    let fields: Vec<String> = kiln_frontend::instructions::mount::split_csv(s)
+        .map(|f| f.into_iter().map(|c| c.into_owned()).collect())
+        .unwrap_or_else(|_| vec![s.to_string()]);
+    if let [only] = fields.as_slice() {
+        if !only.contains('=') {
+            match kind {
+                Kind::Output if only == "-" => {
+                    m.insert("type".into(), "tar".into());
+                    m.insert("dest".into(), "-".into());
+                }
+                Kind::Output => {
+                    m.insert("type".into(), "local".into());
+                    m.insert("dest".into(), only.as_str().into());
+                }
+                Kind::Cache => {
+                    m.insert("type".into(), "registry".into());
+                    m.insert("ref".into(), only.as_str().into());
+                }
+                _ => {
+                    m.insert("id".into(), only.as_str().into());
+                }
             }
-            Kind::Output => {
-                m.insert("type".into(), "local".into());
-                m.insert("dest".into(), s.into());
-            }
-            Kind::Cache => {
-                m.insert("type".into(), "registry".into());
-                m.insert("ref".into(), s.into());
-            }
-            _ => {
-                m.insert("id".into(), s.into());
-            }
+            return m;
         }
-        return m;
     }
+    let mut secret_type = None;
     for f in fields {
         let (k, v) = f.split_once('=').unwrap_or((f.as_str(), ""));
-        let k = match (kind, k) {
-            (Kind::Secret, "source") => "src",
-            (Kind::Secret, "target") => continue,
-            (Kind::Secret, "type") => continue,
-            (_, k) => k,
-        };
-        m.insert(k.to_string(), v.into());
+        let lower = k.trim().to_ascii_lowercase();
+        match (kind, lower.as_str()) {
+            (Kind::Secret, "type") => secret_type = Some(v.to_string()),
+            (Kind::Secret, "source" | "src") => {
+                m.insert("src".into(), v.into());
+            }
+            (Kind::Attest, "disabled") => {
+                if crate::cli::parse_bool(v).unwrap_or(false) {
+                    m.insert("disabled".into(), true.into());
+                }
+            }
+            // Attributes of an attestation keep their case; the rest are lower-cased.
+            (Kind::Attest, "type") => {
+                m.insert("type".into(), v.into());
+            }
+            (Kind::Attest, _) => {
+                m.insert(k.to_string(), v.into());
+            }
+            (_, k) => {
+                m.insert(k.to_string(), v.into());
+            }
+        }
+    }
+    // `type=env,id=X,src=VAR`: the source names the variable.
+    if secret_type.as_deref() == Some("env") && !m.contains_key("env") {
+        if let Some(src) = m.remove("src") {
+            m.insert("env".into(), src);
+        }
     }
     m
 }

@@ -169,12 +169,21 @@ impl Target {
     /// Drops duplicates from the list attributes and empty named contexts, and adds the
     /// `network.host` entitlement `network = "host"` needs (buildx's `normalize`).
     pub fn normalize(&mut self) {
+        use super::print::{entry, Kind};
+        // Secrets and ssh keys are one per id, attestations one per type: a later one
+        // takes the place of an earlier one (buildx's `removeSecretDupes` and the like).
+        for (list, kind, key) in [
+            (&mut self.secret, Kind::Secret, "id"),
+            (&mut self.ssh, Kind::Ssh, "id"),
+            (&mut self.attest, Kind::Attest, "type"),
+        ] {
+            if let Some(list) = list {
+                dedup_by_key(list, |s| entry(s, kind).get(key).cloned());
+            }
+        }
         for list in [
             &mut self.annotations,
-            &mut self.attest,
             &mut self.tags,
-            &mut self.secret,
-            &mut self.ssh,
             &mut self.platforms,
             &mut self.cache_from,
             &mut self.cache_to,
@@ -210,6 +219,19 @@ impl Target {
                 .map(|target| (name.as_str(), target))
         })
     }
+}
+
+/// One entry per key: a later entry replaces an earlier one in its place.
+fn dedup_by_key<K: PartialEq>(list: &mut Vec<String>, key: impl Fn(&str) -> K) {
+    let mut out: Vec<(K, String)> = Vec::new();
+    for v in list.drain(..) {
+        let k = key(&v);
+        match out.iter_mut().find(|(ok, _)| *ok == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    list.extend(out.into_iter().map(|(_, v)| v));
 }
 
 /// Keeps the first of each value, in order.
@@ -259,5 +281,34 @@ mod tests {
         assert_eq!(t.tags, Some(vec!["x".to_string(), "y".to_string()]));
         assert_eq!(t.entitlements, Some(vec!["network.host".to_string()]));
         assert_eq!(t.contexts, None);
+    }
+
+    #[test]
+    fn normalize_keeps_one_secret_per_id_and_one_attestation_per_type() {
+        let mut t = Target {
+            secret: Some(vec![
+                "id=a,src=1".into(),
+                "id=b,src=2".into(),
+                "id=a,env=X".into(),
+            ]),
+            attest: Some(vec![
+                "type=sbom".into(),
+                "type=provenance,mode=max".into(),
+                "type=sbom,disabled=true".into(),
+            ]),
+            ..Target::default()
+        };
+        t.normalize();
+        assert_eq!(
+            t.secret,
+            Some(vec!["id=a,env=X".to_string(), "id=b,src=2".to_string()])
+        );
+        assert_eq!(
+            t.attest,
+            Some(vec![
+                "type=sbom,disabled=true".to_string(),
+                "type=provenance,mode=max".to_string()
+            ])
+        );
     }
 }

@@ -79,7 +79,7 @@ pub fn formatdate(spec: &str, ts: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn month_name(m: i8) -> &'static str {
+pub(super) fn month_name(m: i8) -> &'static str {
     const NAMES: [&str; 12] = [
         "January",
         "February",

@@ -483,7 +483,24 @@ pub(crate) fn metadata(
         meta["containerimage.descriptor"] = serde_json::json!(image.manifest);
         meta["image.name"] = serde_json::json!(names.join(","));
     }
-    if let Some(index) = &outcome.index {
+    // With referrers=true the outputs name the images without attestation entries: an index
+    // only when the build would make one without attestations.
+    let index = match &outcome.referrers {
+        Some(form) => {
+            meta["kiln.attestations"] = serde_json::json!(form
+                .artifacts
+                .iter()
+                .map(|a| serde_json::json!({
+                    "subject": a.subject.digest.to_string(),
+                    "digest": a.manifest.digest.to_string(),
+                    "artifactType": a.manifest.artifact_type,
+                }))
+                .collect::<Vec<_>>());
+            Some(&form.root).filter(|r| kiln_oci::media_type::is_index(&r.media_type))
+        }
+        None => outcome.index.as_ref(),
+    };
+    if let Some(index) = index {
         // For an index the image ID is the index digest, as buildx reports it.
         let id = index.digest.to_string();
         meta["containerimage.digest"] = serde_json::json!(id);

@@ -9,7 +9,7 @@ use crate::transfer_progress::{Direction, TransferProgress};
 use kiln_oci::layout::LayoutDir;
 use kiln_oci::media_type::ANNOTATION_REF_NAME;
 use kiln_oci::{Platform, Reference};
-use kiln_registry::pull::{pull, PlatformSelection, PullOptions};
+use kiln_registry::pull::{pull, pull_referrers, PlatformSelection, PullOptions};
 use kiln_registry::push::{push, PushOptions};
 use kiln_registry::store::{BlobStore, Blobs};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
@@ -28,6 +28,10 @@ pub struct Args {
     /// Print less.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Every platform (skopeo's flag; kiln copy always copies the whole index, with the
+    /// attestations, signatures and other referrers of its images).
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -89,16 +93,27 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                 &progress,
             ))
             .map_err(registry_failure)?;
-        // Digests are kept, so the image's cosign signatures still hold at the destination.
+        // Digests are kept, so the referrers' subjects and the image's cosign signatures
+        // still hold at the destination.
+        let referrers = rt
+            .block_on(kiln_registry::copy::copy_referrers(
+                &client,
+                s,
+                d,
+                &digest,
+                &staging.path().join("referrers"),
+            ))
+            .map_err(registry_failure)?;
         rt.block_on(crate::signature::transfer::copy_signatures(
             &client, s, d, &digest,
         ))
         .map_err(registry_failure)?;
+        report_referrers(referrers, args.quiet);
         println!("{d}@{digest}");
         return Ok(ExitCode::SUCCESS);
     }
-    // Stage the source as blobs + named roots.
-    let (store, image): (Box<dyn BlobStore>, oci::NamedImage) = match &src {
+    // Stage the source as blobs + named roots, with the artifacts referring to them.
+    let (store, image, referrers): (Box<dyn BlobStore>, oci::NamedImage, Referrers) = match &src {
         Location::Registry(r) => {
             let store = LayoutDir::create(staging.path()).into_diagnostic()?;
             let opts = PullOptions {
@@ -109,32 +124,51 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             let pulled = rt
                 .block_on(pull(&client, r, &store, &opts, &pull_progress))
                 .map_err(registry_failure)?;
+            let referrers = rt
+                .block_on(pull_referrers(
+                    &client,
+                    r,
+                    &store,
+                    &pulled.root.digest,
+                    &pull_progress,
+                ))
+                .map_err(registry_failure)?;
             (
                 Box::new(store),
                 oci::NamedImage {
                     names: vec![r.clone()],
                     root: pulled.root,
                 },
+                referrers,
             )
         }
         Location::Oci(dir, tag) => {
             let img = layout_image(dir, tag.as_deref(), &args.source)?;
-            (Box::new(LayoutDir::open(dir).into_diagnostic()?), img)
+            let layout = LayoutDir::open(dir).into_diagnostic()?;
+            let referrers = layout_referrers(&layout, &img.root, &args.source)?;
+            (Box::new(layout), img, referrers)
         }
         Location::OciArchive(file, tag) => {
             let unpacked = unpack_archive(file, staging.path())?;
             oci::verify_layout_blobs(&unpacked)?;
             let img = layout_image(&unpacked, tag.as_deref(), &args.source)?;
-            (Box::new(LayoutDir::open(&unpacked).into_diagnostic()?), img)
+            let layout = LayoutDir::open(&unpacked).into_diagnostic()?;
+            let referrers = layout_referrers(&layout, &img.root, &args.source)?;
+            (Box::new(layout), img, referrers)
         }
         Location::DockerArchive(file, want) => {
             let store = LayoutDir::create(staging.path().join("store")).into_diagnostic()?;
             let unpacked = unpack_archive(file, staging.path())?;
             let images = docker::import(&unpacked, &Blobs(&store))?;
             let img = archive_image(images, want.as_ref(), &args.source)?;
-            (Box::new(store), img)
+            (Box::new(store), img, Vec::new())
         }
     };
+    // In a layout the artifacts are untagged index.json entries (as oras keeps them).
+    let artifacts = referrers.iter().map(|(d, _)| oci::NamedImage {
+        names: Vec::new(),
+        root: d.clone(),
+    });
     match dst {
         Location::Registry(r) => {
             let opts = PushOptions {
@@ -151,24 +185,28 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
                     &progress,
                 ))
                 .map_err(registry_failure)?;
+            rt.block_on(client.push_referrers(&r, store.as_ref(), &referrers))
+                .map_err(registry_failure)?;
+            report_referrers(referrers.len(), args.quiet);
             println!("{r}@{d}");
         }
         Location::Oci(dir, tag) => {
-            oci::write_dir(
-                &dir,
-                &Blobs(store.as_ref()),
-                &[oci::NamedImage {
-                    names: tagged_names(&image, tag.as_deref())?,
-                    root: image.root.clone(),
-                }],
-            )?;
+            let images: Vec<oci::NamedImage> = std::iter::once(oci::NamedImage {
+                names: tagged_names(&image, tag.as_deref())?,
+                root: image.root.clone(),
+            })
+            .chain(artifacts)
+            .collect();
+            oci::write_dir(&dir, &Blobs(store.as_ref()), &images)?;
             println!("{}@{}", dir.display(), image.root.digest);
         }
         Location::OciArchive(file, tag) => {
-            let images = [oci::NamedImage {
+            let images: Vec<oci::NamedImage> = std::iter::once(oci::NamedImage {
                 names: tagged_names(&image, tag.as_deref())?,
                 root: image.root.clone(),
-            }];
+            })
+            .chain(artifacts)
+            .collect();
             let f = std::fs::File::create(&file)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("{}", file.display()))?;
@@ -183,6 +221,12 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
             println!("{}@{}", file.display(), image.root.digest);
         }
         Location::DockerArchive(file, r) => {
+            if !referrers.is_empty() && !args.quiet {
+                eprintln!(
+                    "{} referrers (attestations, signatures) not copied: a docker-archive holds none",
+                    referrers.len()
+                );
+            }
             let names = match r {
                 Some(r) => vec![r],
                 None => image.names.clone(),
@@ -207,6 +251,57 @@ pub fn run(args: Args, _root: Option<&Path>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Artifacts referring to a copied image, each with its subject, subjects first.
+type Referrers = Vec<(kiln_oci::Descriptor, kiln_oci::Digest)>;
+
+/// Says how many referrers a copy carried along (stderr: stdout is the copy's digest).
+fn report_referrers(n: usize, quiet: bool) {
+    if n > 0 && !quiet {
+        eprintln!("copied {n} referrers (attestations, signatures)");
+    }
+}
+
+/// The artifacts of a layout that refer to `root` or to a manifest of it (its index.json
+/// entries whose `subject` is one of them, and theirs), subjects first.
+fn layout_referrers(
+    layout: &LayoutDir,
+    root: &kiln_oci::Descriptor,
+    what: &str,
+) -> Result<Referrers> {
+    use kiln_oci::store::read_verified;
+    let mut subjects = vec![root.digest.clone()];
+    if kiln_oci::media_type::is_index(&root.media_type) {
+        let bytes = read_verified(layout, root, "index").into_diagnostic()?;
+        let index: kiln_oci::ImageIndex = serde_json::from_slice(&bytes)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("{what}: {}", root.digest))?;
+        subjects.extend(index.manifests.into_iter().map(|d| d.digest));
+    }
+    let mut candidates = Vec::new();
+    for entry in layout.index().into_diagnostic()?.manifests {
+        if entry.digest == root.digest || kiln_oci::media_type::is_index(&entry.media_type) {
+            continue;
+        }
+        let bytes = read_verified(layout, &entry, "manifest").into_diagnostic()?;
+        if let Ok(m) = serde_json::from_slice::<kiln_oci::ImageManifest>(&bytes) {
+            if let Some(subject) = m.subject {
+                candidates.push((entry, subject.digest));
+            }
+        }
+    }
+    // Referrers of referrers (a signature of an attestation) follow their subjects.
+    let mut out: Referrers = Vec::new();
+    for _ in 0..2 {
+        let (found, rest): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .partition(|(_, s)| subjects.contains(s));
+        subjects = found.iter().map(|(d, _)| d.digest.clone()).collect();
+        out.extend(found);
+        candidates = rest;
+    }
+    Ok(out)
 }
 
 /// Unpacks the (maybe gzipped) tar `file` into `staging/unpacked`, returning that directory.
@@ -264,12 +359,18 @@ fn layout_image(dir: &Path, tag: Option<&str>, what: &str) -> Result<oci::NamedI
             })?
             .digest
             .clone(),
-        None if images.len() == 1 => images[0].root.digest.clone(),
+        // Artifacts (attestations, signatures kept as referrers) are not images to pick.
         None => {
-            return Err(miette!(
-                "{what}: {} images; say which with :TAG",
-                images.len()
-            ))
+            let mut candidates = images.iter().filter(|i| i.root.artifact_type.is_none());
+            match (candidates.next(), candidates.next()) {
+                (Some(one), None) => one.root.digest.clone(),
+                _ => {
+                    return Err(miette!(
+                        "{what}: {} images; say which with :TAG",
+                        images.len()
+                    ))
+                }
+            }
         }
     };
     images

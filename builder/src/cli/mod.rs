@@ -254,8 +254,28 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// The environment variables the flags read: an empty one counts as unset, as docker treats
+/// `DOCKER_HOST=` (clap would take it as a flag given without a value).
+const FLAG_ENV: [&str; 5] = [
+    "KILN_ROOT",
+    "KILN_DEBUG",
+    "KILN_EXECUTOR",
+    "KILN_MAX_LAYER_SIZE",
+    "BUILDKIT_PROGRESS",
+];
+
+/// Removes the empty [`FLAG_ENV`] variables; called before any thread starts.
+fn forget_empty_env() {
+    for name in FLAG_ENV {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
 /// Parses the command line, runs the verb and renders any error.
 pub fn run() -> ExitCode {
+    forget_empty_env();
     let cli = Cli::parse();
     if cli.debug {
         install_debug_log();

@@ -1,9 +1,11 @@
 //! A build's attestations (`--provenance`, `--sbom`, `--attest`): made once the images are,
-//! and stored as buildx stores them, in the image index beside each platform's manifest.
+//! and stored as buildx stores them, in the image index beside each platform's manifest
+//! (and, for `referrers=true` outputs, also as OCI 1.1 referrers of each manifest).
 
 use super::run::{BuildOutcome, PlatformResult};
 use super::BuildRequest;
 use crate::attest::provenance::{self, BuildFacts};
+use crate::attest::referrers::to_referrers;
 use crate::attest::sbom::{self, ScanOptions};
 use crate::attest::statement::{Statement, Subject, SPDX_DOCUMENT};
 use crate::attest::store::write_attestation_manifest;
@@ -240,6 +242,23 @@ pub fn attach(
     if let Some(step) = step {
         step.done_item(format!("exporting manifest list {}", index.digest));
     }
+    if req.outputs.iter().any(|o| o.referrers()) {
+        // Without the attestation entries the build is an index only when it would be one
+        // without attestations.
+        let keep_index = outcome.platform_images.len() > 1 || req.multi_platform;
+        let form = to_referrers(inputs.content, &index, keep_index)
+            .into_diagnostic()
+            .wrap_err("writing the attestations as referrers")?;
+        if let Some(step) = step {
+            for a in &form.artifacts {
+                step.done_item(format!(
+                    "exporting attestation artifact {} for {}",
+                    a.manifest.digest, a.subject.digest
+                ));
+            }
+        }
+        outcome.referrers = Some(form);
+    }
     outcome.index = Some(index);
     Ok(())
 }
@@ -307,4 +326,230 @@ fn sbom_statement(
         tracing::debug!(warning = %w, "SBOM scan");
     }
     Ok(Statement::new(subjects, SPDX_DOCUMENT, doc.to_spdx_json()))
+}
+
+/// The referrers form of a build's attestations, pushed and read back from the test registry.
+#[cfg(test)]
+mod tests {
+    use crate::attest::referrers::*;
+    use crate::attest::statement::{Statement, Subject};
+    use crate::attest::store::write_attestation_manifest;
+    use crate::local_store::LocalStore;
+    use kiln_oci::media_type::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+    use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform, Reference};
+    use kiln_registry::push::{push, PushOptions};
+    use kiln_registry::RegistryClient;
+    use kiln_registry::TransportOptions;
+    use kiln_solver::content::ContentStore;
+
+    /// A config-only image of `arch` in `store`.
+    fn image(store: &ContentStore, arch: &str) -> Descriptor {
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        let config = store.put_json(OCI_CONFIG, &config).unwrap();
+        let mut d = store
+            .put_json(
+                OCI_MANIFEST,
+                &ImageManifest::new(OCI_MANIFEST, config, vec![]),
+            )
+            .unwrap();
+        d.platform = Some(Platform::new("linux", arch, None));
+        d
+    }
+
+    /// A buildx-style index over `images`, each attested by a statement of `predicate`.
+    fn attested_index(store: &ContentStore, images: &[Descriptor], predicate: &str) -> Descriptor {
+        let mut entries = images.to_vec();
+        for i in images {
+            let st = Statement::new(
+                vec![Subject::for_manifest(None, None, &i.digest)],
+                predicate,
+                serde_json::json!({"for": i.digest.to_string()}),
+            );
+            entries.push(write_attestation_manifest(store, i, &[st]).unwrap());
+        }
+        store
+            .put_json(OCI_INDEX, &ImageIndex::new(OCI_INDEX, entries))
+            .unwrap()
+    }
+
+    fn predicates(found: &[FoundAttestation]) -> Vec<String> {
+        let mut out: Vec<String> = found
+            .iter()
+            .flat_map(|f| f.statements.iter().map(|(_, s)| s.predicate_type.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn attestations_are_found_in_the_index_and_as_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStore::open(Some(dir.path())).unwrap();
+        let store = &local.content;
+        let images = [image(store, "amd64"), image(store, "arm64")];
+        let buildx = attested_index(store, &images, "https://slsa.dev/provenance/v1");
+        let second = attested_index(store, &images, "https://spdx.dev/Document");
+        let form = to_referrers(store, &buildx, true).unwrap();
+        let form2 = to_referrers(store, &second, true).unwrap();
+        assert_eq!(form.root.digest, form2.root.digest, "the same clean index");
+        let clean: ImageIndex = store.read_json(&form.root.digest).unwrap();
+        assert_eq!(
+            clean
+                .manifests
+                .iter()
+                .map(|d| &d.digest)
+                .collect::<Vec<_>>(),
+            images.iter().map(|d| &d.digest).collect::<Vec<_>>()
+        );
+        let one = to_referrers(store, &buildx, false).unwrap();
+        assert_eq!(
+            one.root.digest, form.root.digest,
+            "two images keep the index"
+        );
+
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let base = format!(
+            "{}/referrers-unit/{}-{nanos}",
+            crate::signature::transfer::tests::registry(),
+            std::process::id()
+        );
+        let in_index = Reference::parse(&format!("{base}-index:1")).unwrap();
+        let as_referrers = Reference::parse(&format!("{base}-referrers:1")).unwrap();
+        let client = RegistryClient::new(TransportOptions::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let opts = PushOptions::default();
+            let none = &kiln_registry::progress::NoProgress;
+            push(&client, &in_index, &buildx, &local, &opts, none)
+                .await
+                .unwrap();
+            push(&client, &as_referrers, &form.root, &local, &opts, none)
+                .await
+                .unwrap();
+            // Both forms' artifacts, for the same subjects: two referrers per image.
+            let artifacts: Vec<(Descriptor, Digest)> = form
+                .artifacts
+                .iter()
+                .chain(&form2.artifacts)
+                .map(|a| (a.manifest.clone(), a.subject.digest.clone()))
+                .collect();
+            client
+                .push_referrers(&as_referrers, &local, &artifacts)
+                .await
+                .unwrap();
+            for i in &images {
+                let found = attestations_of(&client, &in_index, &i.digest)
+                    .await
+                    .unwrap();
+                assert_eq!(predicates(&found), ["https://slsa.dev/provenance/v1"]);
+                let found = attestations_of(&client, &as_referrers, &i.digest)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    predicates(&found),
+                    [
+                        "https://slsa.dev/provenance/v1",
+                        "https://spdx.dev/Document"
+                    ]
+                );
+                for f in &found {
+                    let (_, st) = &f.statements[0];
+                    assert_eq!(st.predicate["for"], i.digest.to_string());
+                    assert_eq!(
+                        f.manifest.artifact_type.as_deref(),
+                        Some(ATTESTATION_ARTIFACT_TYPE)
+                    );
+                }
+            }
+            let all = all_attestations(&client, &as_referrers).await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert!(all.iter().all(|(_, found)| found.len() == 2));
+            // Pushing again lists nothing twice.
+            client
+                .push_referrers(&as_referrers, &local, &artifacts)
+                .await
+                .unwrap();
+            let listed = client
+                .referrers(&as_referrers, &images[0].digest, None)
+                .await
+                .unwrap();
+            assert_eq!(listed.len(), 2);
+        });
+    }
+
+    #[test]
+    fn concurrent_pushes_of_referrers_of_one_subject_all_land_in_the_fallback_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStore::open(Some(dir.path())).unwrap();
+        let store = &local.content;
+        let subject = image(store, "amd64");
+        // Four attestation artifacts of the one image pushed at once from this process (the
+        // fallback index has no compare-and-swap: the updates must take turns).
+        let artifacts: Vec<Descriptor> = (0..4)
+            .map(|i| {
+                let index = attested_index(
+                    store,
+                    std::slice::from_ref(&subject),
+                    &format!("https://example.com/predicate/{i}"),
+                );
+                to_referrers(store, &index, true).unwrap().artifacts[0]
+                    .manifest
+                    .clone()
+            })
+            .collect();
+        let r = Reference::parse(&format!(
+            "{}/referrers-unit/race-{}:1",
+            crate::signature::transfer::tests::registry(),
+            std::process::id()
+        ))
+        .unwrap();
+        let client = RegistryClient::new(TransportOptions::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let local = std::sync::Arc::new(local);
+        rt.block_on(async {
+            let none = &kiln_registry::progress::NoProgress;
+            push(
+                &client,
+                &r,
+                &subject,
+                &*local,
+                &PushOptions::default(),
+                none,
+            )
+            .await
+            .unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for a in artifacts.clone() {
+                let (client, r, local, s) = (
+                    client.clone(),
+                    r.clone(),
+                    local.clone(),
+                    subject.digest.clone(),
+                );
+                tasks.spawn(
+                    async move { client.push_referrers(&r, &*local, &[(a, s)]).await.unwrap() },
+                );
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+            let mut listed: Vec<Digest> = client
+                .referrers(&r, &subject.digest, Some(ATTESTATION_ARTIFACT_TYPE))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.digest)
+                .collect();
+            let mut expected: Vec<Digest> = artifacts.iter().map(|a| a.digest.clone()).collect();
+            listed.sort();
+            expected.sort();
+            assert_eq!(listed, expected);
+        });
+    }
 }

@@ -56,6 +56,8 @@ pub struct BuildOutcome {
     /// Each platform's attestation files for `type=local|tar` (`provenance.json`,
     /// `sbom.spdx.json`), in `--platform` order; empty when none were asked for.
     pub attestation_files: Vec<super::attest::AttestationFiles>,
+    /// The images with their attestations as OCI 1.1 referrers, for `referrers=true` outputs.
+    pub referrers: Option<crate::attest::referrers::ReferrersForm>,
 }
 
 impl BuildOutcome {
@@ -672,6 +674,7 @@ fn print_graph(def: &Definition, p: &Prepared) -> BuildOutcome {
         cached: 0,
         cache_exports: Vec::new(),
         attestation_files: Vec::new(),
+        referrers: None,
     }
 }
 
@@ -968,6 +971,7 @@ fn export_images(
         cached: result.cached,
         cache_exports: Vec::new(),
         attestation_files: Vec::new(),
+        referrers: None,
     };
     Ok((outcome, results))
 }

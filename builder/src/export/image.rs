@@ -2,6 +2,7 @@
 //! `push=true`, pushed to each name's registry.
 
 use super::{names, BuildResult, Exporter};
+use crate::attest::referrers::Artifact;
 use crate::driver::export_steps::{ExportStep, PushProgress};
 use crate::export::spec::OutputSpec;
 use kiln_registry::progress::{NoProgress, Progress};
@@ -18,7 +19,7 @@ impl Exporter for ImageExporter {
         out: &OutputSpec,
         step: Option<&ExportStep>,
     ) -> Result<()> {
-        let root = result.root()?;
+        let (root, artifacts) = result.root_for(out)?;
         let names = names(out)?;
         let by_digest = out.flag("push-by-digest", false);
         if out.flag("store", true) && !by_digest {
@@ -32,6 +33,7 @@ impl Exporter for ImageExporter {
             }
             for n in &names {
                 push_one(result, &root, n, by_digest, step)?;
+                push_referrers(result, artifacts, n, step)?;
             }
         }
         Ok(())
@@ -54,6 +56,38 @@ fn name_in_store(
     }
     if names.is_empty() {
         result.store.keep_untagged(root)?;
+    }
+    Ok(())
+}
+
+/// Pushes the attestation artifacts of a `referrers=true` output to `name`'s repository, after
+/// the images they are about: through the referrers API, or the fallback tag.
+fn push_referrers(
+    result: &BuildResult<'_>,
+    artifacts: &[Artifact],
+    name: &kiln_oci::Reference,
+    step: Option<&ExportStep>,
+) -> Result<()> {
+    if artifacts.is_empty() {
+        return Ok(());
+    }
+    let client = result.req.registry.client();
+    let pairs: Vec<_> = artifacts
+        .iter()
+        .map(|a| (a.manifest.clone(), a.subject.digest.clone()))
+        .collect();
+    result
+        .runtime
+        .block_on(client.push_referrers(name, result.store, &pairs))
+        .into_diagnostic()
+        .wrap_err_with(|| format!("pushing the attestations of {name} as referrers"))?;
+    if let Some(step) = step {
+        for a in artifacts {
+            step.done_item(format!(
+                "pushing attestation artifact {} for {}",
+                a.manifest.digest, a.subject.digest
+            ));
+        }
     }
     Ok(())
 }

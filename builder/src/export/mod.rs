@@ -49,6 +49,22 @@ impl BuildResult<'_> {
         root.platform = None;
         Ok(root)
     }
+
+    /// What `out` writes: the root ([`Self::root`], or with `referrers=true` the images
+    /// without attestation entries) and the attestation artifacts to store as referrers.
+    fn root_for(
+        &self,
+        out: &OutputSpec,
+    ) -> Result<(kiln_oci::Descriptor, &[crate::attest::referrers::Artifact])> {
+        match (&self.outcome.referrers, out.referrers()) {
+            (Some(form), true) => {
+                let mut root = form.root.clone();
+                root.platform = None;
+                Ok((root, &form.artifacts))
+            }
+            _ => Ok((self.root()?, &[])),
+        }
+    }
 }
 
 /// Writes a build's result to one kind of output.

@@ -19,10 +19,18 @@ impl Exporter for OciExporter {
         out: &OutputSpec,
         step: Option<&ExportStep>,
     ) -> Result<()> {
-        let images = [NamedImage {
+        let (root, artifacts) = result.root_for(out)?;
+        // As oras keeps referrers in a layout: each artifact an untagged entry of
+        // index.json, found by its `subject`; the image itself stays clean.
+        let images: Vec<NamedImage> = std::iter::once(NamedImage {
             names: names(out)?,
-            root: result.root()?,
-        }];
+            root,
+        })
+        .chain(artifacts.iter().map(|a| NamedImage {
+            names: Vec::new(),
+            root: a.manifest.clone(),
+        }))
+        .collect();
         write_archive(result, out, &images, &[], step)
     }
 }

@@ -110,6 +110,7 @@ impl OutputKind {
             "store",
             "buildinfo",
             "compatibility-version",
+            "referrers",
         ];
         const ARCHIVE: &[&str] = &[
             "name",
@@ -124,9 +125,25 @@ impl OutputKind {
             "buildinfo",
             "compatibility-version",
         ];
+        // A docker-archive holds no attestations, so only the OCI layout takes `referrers`.
+        const OCI: &[&str] = &[
+            "name",
+            "dest",
+            "tar",
+            "context",
+            "compression",
+            "compression-level",
+            "force-compression",
+            "rewrite-timestamp",
+            "oci-mediatypes",
+            "buildinfo",
+            "compatibility-version",
+            "referrers",
+        ];
         match self {
             OutputKind::Image => IMAGE,
-            OutputKind::Docker | OutputKind::Oci => ARCHIVE,
+            OutputKind::Docker => ARCHIVE,
+            OutputKind::Oci => OCI,
             OutputKind::Local => &["dest", "mode", "platform-split"],
             OutputKind::Tar => &["dest", "platform-split"],
             OutputKind::CacheOnly => &[],
@@ -169,6 +186,11 @@ impl OutputSpec {
     /// `push=true`.
     pub fn push(&self) -> bool {
         self.flag("push", false)
+    }
+
+    /// `referrers=true`: attestations as OCI 1.1 referrers of each image, not index entries.
+    pub fn referrers(&self) -> bool {
+        self.flag("referrers", false)
     }
 
     /// `annotation.<key>=<value>` attributes.
@@ -285,6 +307,7 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec, OutputError> {
         "unpack",
         "store",
         "tar",
+        "referrers",
     ] {
         if let Some(v) = attrs.get(key) {
             if !matches!(v.as_str(), "" | "true" | "false" | "1" | "0") {
@@ -461,6 +484,25 @@ mod tests {
         assert!(o.push());
         assert_eq!(o.names, ["a:1", "b:2"]);
         assert_eq!(o.attrs["compression"], "zstd");
+    }
+
+    #[test]
+    fn referrers_is_a_flag_of_image_and_oci_outputs() {
+        assert!(parse_output("type=registry,name=a,referrers=true")
+            .unwrap()
+            .referrers());
+        assert!(parse_output("type=oci,dest=o.tar,referrers=1")
+            .unwrap()
+            .referrers());
+        assert!(!parse_output("type=image,name=a").unwrap().referrers());
+        assert!(matches!(
+            parse_output("type=docker,dest=o.tar,referrers=true"),
+            Err(OutputError::UnknownKey { .. })
+        ));
+        assert!(matches!(
+            parse_output("type=registry,name=a,referrers=yes"),
+            Err(OutputError::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Carrying signatures along when an image is copied between repositories: the `.sig`
-//! manifests and signature referrers of the copied root and, for an index, of each of its
-//! manifests (copies keep digests, so the signatures stay valid).
+//! manifests of the copied root and, for an index, of each of its manifests (copies keep
+//! digests, so the signatures stay valid). Signature referrers travel with every other
+//! referrer (`kiln_registry::copy::copy_referrers`).
 
-use super::store::{append_to_sig_manifest, signature_tag, ARTIFACT_TYPE};
+use super::store::{append_to_sig_manifest, signature_tag};
 use kiln_oci::media_type::{is_index, OCI_MANIFEST};
 use kiln_oci::{Descriptor, Digest, ImageIndex, ImageManifest, Reference};
 use kiln_registry::{Error, RegistryClient, Result};
@@ -12,8 +13,8 @@ const MAX_SUBJECTS: usize = 256;
 /// Signature manifests hold payloads and small configs; anything larger is refused.
 const MAX_BLOB: u64 = 4 << 20;
 
-/// Copies the signatures of `root` (and of its manifests when it is an index) from `src`'s
-/// repository to `dst`'s; the number of signature manifests copied.
+/// Copies the `.sig` signature manifests of `root` (and of its manifests when it is an
+/// index) from `src`'s repository to `dst`'s; the number copied.
 pub async fn copy_signatures(
     client: &RegistryClient,
     src: &Reference,
@@ -23,18 +24,6 @@ pub async fn copy_signatures(
     let mut copied = 0;
     for subject in subjects(client, src, root).await? {
         if copy_sig_tag(client, src, dst, &subject).await? {
-            copied += 1;
-        }
-        for referrer in client
-            .referrers(src, &subject, Some(ARTIFACT_TYPE))
-            .await?
-            .into_iter()
-            .take(MAX_SUBJECTS)
-        {
-            let (bytes, _) = copy_manifest_blobs(client, src, dst, &referrer.digest).await?;
-            client
-                .push_referrer(dst, &bytes, &referrer, &subject)
-                .await?;
             copied += 1;
         }
     }
@@ -127,7 +116,7 @@ fn not_json(at: &Reference, e: serde_json::Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::signature::payload::SimpleSigning;
     use crate::signature::store::{attach, find, resolve};
@@ -137,7 +126,7 @@ mod tests {
     use rand_core::OsRng;
 
     /// The plain test registry of testdata/env/setup.sh.
-    fn registry() -> String {
+    pub(crate) fn registry() -> String {
         let dir = std::env::var("KILN_TESTENV").unwrap_or_else(|_| "/tmp/kiln-testenv".into());
         let text = std::fs::read_to_string(std::path::Path::new(&dir).join("env"))
             .expect("the test environment (testdata/env/setup.sh start)");
@@ -224,7 +213,13 @@ mod tests {
             let copied = copy_signatures(&client, &src, &dst, &index.digest)
                 .await
                 .unwrap();
-            assert_eq!(copied, 4, ".sig of index and child, and their referrers");
+            assert_eq!(copied, 2, ".sig of index and child");
+            let dir = tempfile::tempdir().unwrap();
+            let referrers =
+                kiln_registry::copy::copy_referrers(&client, &src, &dst, &index.digest, dir.path())
+                    .await
+                    .unwrap();
+            assert_eq!(referrers, 2, "the referrers of index and child");
 
             let found = find(&client, &dst, &index.digest).await.unwrap();
             assert_eq!(found.len(), 2);

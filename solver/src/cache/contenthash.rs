@@ -114,11 +114,23 @@ pub fn clean_selector(selector: &str) -> String {
     parts.join("/")
 }
 
-/// One entry of the hashed set, relative to the root.
+/// One entry of the hashed set, relative to the root. Kept small: a walk holds one per
+/// file of the context (its header starts with the relative path, not stored twice).
 struct Record {
-    rel: String,
     header: Vec<u8>,
     content: Content,
+}
+
+impl Record {
+    /// The relative path: the header up to its first NUL (paths have none).
+    fn rel(&self) -> &[u8] {
+        let end = self
+            .header
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.header.len());
+        self.header.get(..end).unwrap_or_default()
+    }
 }
 
 /// What a record contributes besides its header.
@@ -127,8 +139,15 @@ enum Content {
     None,
     /// A regular file whose digest the stat cache vouched for.
     Known([u8; 32]),
-    /// A regular file to read: its path, stat and `security.capability` (for the cache).
-    Read(PathBuf, FileStat, Option<Vec<u8>>),
+    /// A regular file to read (boxed: the rarer case on a rebuild, and the largest).
+    Read(Box<ToRead>),
+}
+
+/// A regular file to read: its path, stat and `security.capability` (for the cache).
+struct ToRead {
+    path: PathBuf,
+    stat: FileStat,
+    cap: Option<Vec<u8>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
@@ -205,32 +224,33 @@ impl Walk<'_> {
     /// nor asked for its capability (setting one changes the ctime, so the stat).
     fn record(
         &self,
-        rel: String,
+        rel: &str,
         path: &Path,
         meta: &fs::Metadata,
         followed: bool,
     ) -> Result<Record, ContentHashError> {
         let (cap, content) = if meta.is_file() {
             let stat = FileStat::of(meta);
-            match self.stats.and_then(|s| s.lookup(&rel, &stat)) {
+            match self.stats.and_then(|s| s.lookup(rel, &stat)) {
                 Some((digest, cap)) => (cap, Content::Known(digest)),
                 None => {
                     let cap = capability(path);
-                    (cap.clone(), Content::Read(path.to_path_buf(), stat, cap))
+                    let read = ToRead {
+                        path: path.to_path_buf(),
+                        stat,
+                        cap: cap.clone(),
+                    };
+                    (cap, Content::Read(Box::new(read)))
                 }
             }
         } else {
             (capability(path), Content::None)
         };
-        let mut header = header_bytes(&rel, meta, path, cap.as_deref())?;
+        let mut header = header_bytes(rel, meta, path, cap.as_deref())?;
         if followed {
             header.extend_from_slice(b"followed\0");
         }
-        Ok(Record {
-            rel,
-            header,
-            content,
-        })
+        Ok(Record { header, content })
     }
 
     /// Records of everything under the directory `dir` (relative path `rel`).
@@ -257,7 +277,7 @@ impl Walk<'_> {
                     return Ok(out);
                 }
                 if !hidden {
-                    out.push(self.record(child.clone(), &path, &meta, false)?);
+                    out.push(self.record(&child, &path, &meta, false)?);
                 }
                 if meta.is_dir() {
                     out.extend(self.children(&path, &child)?);
@@ -279,7 +299,6 @@ impl Walk<'_> {
         let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
         let missing = |out: &mut Vec<Record>| {
             out.push(Record {
-                rel: rel.to_string(),
                 header: format!("{rel}\0missing\0").into_bytes(),
                 content: Content::None,
             });
@@ -313,7 +332,7 @@ impl Walk<'_> {
                 return Ok(());
             }
         } else {
-            out.push(self.record(rel.to_string(), &start, &meta, followed)?);
+            out.push(self.record(rel, &start, &meta, followed)?);
         }
         if meta.is_dir() {
             out.extend(self.children(&start, rel)?);
@@ -424,10 +443,10 @@ pub fn checksum_paths_cached(
         let digest_of = |r: &Record| match &r.content {
             Content::None => Ok(None),
             Content::Known(d) => Ok(Some(*d)),
-            Content::Read(path, stat, cap) => {
-                let digest = file_digest(path)?;
-                if let Some(s) = stats {
-                    s.record(&r.rel, *stat, digest, cap.clone());
+            Content::Read(f) => {
+                let digest = file_digest(&f.path)?;
+                if let (Some(s), Ok(rel)) = (stats, std::str::from_utf8(r.rel())) {
+                    s.record(rel, f.stat, digest, f.cap.clone());
                 }
                 Ok(Some(digest))
             }
@@ -450,7 +469,7 @@ pub fn checksum_paths_cached(
                 .collect::<Result<_, ContentHashError>>()?
         };
         let mut sorted: Vec<(&Record, &Option<[u8; 32]>)> = records.iter().zip(&digests).collect();
-        sorted.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+        sorted.sort_by(|a, b| a.0.rel().cmp(b.0.rel()));
         for (r, d) in sorted {
             outer.update((r.header.len() as u64).to_le_bytes());
             outer.update(&r.header);

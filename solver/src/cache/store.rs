@@ -39,9 +39,10 @@ pub struct CacheEntry {
 /// The cache store.
 pub struct CacheStore {
     meta: MetaDb,
-    /// Uses seen by [`CacheStore::lookup`] and not yet written: a fully cached build records
-    /// them in one transaction (one fsync) instead of one per step.
+    /// Uses seen by [`CacheStore::lookup`] and not yet written: a build that writes records
+    /// them in one of its transactions, one that does not in the use journal.
     uses: std::sync::Mutex<Vec<(CacheKey, CacheResult, u64)>>,
+    journal: uses::UseJournal,
 }
 
 impl Drop for CacheStore {
@@ -63,6 +64,7 @@ impl CacheStore {
         Ok(CacheStore {
             meta: MetaDb::open(path)?,
             uses: std::sync::Mutex::new(Vec::new()),
+            journal: uses::UseJournal::beside(path),
         })
     }
 
@@ -89,17 +91,39 @@ impl CacheStore {
         Ok(w)
     }
 
-    /// Writes the uses recorded by [`CacheStore::lookup`] (nothing when there are none).
+    /// Writes the uses recorded by [`CacheStore::lookup`]: into the database when this
+    /// process writes it anyway (with the journal's), else into the use journal, which is
+    /// folded into the database once it grew past [`uses::FOLD_BYTES`]. A build that
+    /// changed nothing thus never opens the database for writing.
     pub fn flush_uses(&self) -> Result<(), MetaError> {
         let uses = self.take_uses();
-        if uses.is_empty() {
+        if !self.meta.opened_writable() {
+            if uses.is_empty() {
+                return Ok(());
+            }
+            let lines: Vec<(CacheKey, u64)> = uses.iter().map(|(k, _, now)| (*k, *now)).collect();
+            if self.journal.append(&lines).map_err(io_err)? < uses::FOLD_BYTES {
+                return Ok(());
+            }
+        }
+        let taken = self.journal.take().map_err(io_err)?;
+        if uses.is_empty() && taken.is_none() {
             return Ok(());
         }
         let mut w = self.meta.writer()?;
         for (key, result, now) in &uses {
             w.touch_result(key, result, *now)?;
         }
-        w.commit()
+        if let Some(taken) = &taken {
+            for (key, now) in &taken.uses {
+                w.touch_if_later(key, *now)?;
+            }
+        }
+        w.commit()?;
+        if let Some(taken) = taken {
+            taken.done();
+        }
+        Ok(())
     }
 
     /// The result stored under `key`, without touching its last-use time.
@@ -124,6 +148,7 @@ impl CacheStore {
     /// Every cache entry with its last use, oldest use first (for `du` and `prune`).
     pub fn entries(&self) -> Result<Vec<CacheEntry>, MetaError> {
         self.flush_uses()?;
+        let journal = self.journal.read().map_err(io_err)?;
         let txn = self.meta.read()?;
         let results = txn.open_table(RESULTS).map_err(dberr)?;
         let used = txn.open_table(RESULT_USED).map_err(dberr)?;
@@ -140,7 +165,8 @@ impl CacheStore {
                 .get(k.value())
                 .map_err(dberr)?
                 .map(|g| g.value())
-                .unwrap_or(result.created_at);
+                .unwrap_or(result.created_at)
+                .max(journal.get(&key).copied().unwrap_or(0));
             out.push(CacheEntry {
                 key,
                 result,
@@ -214,6 +240,28 @@ impl MetaWriter {
         self.touch_layers(&result.snapshot.layers, now)
     }
 
+    /// Records a use of `key` at `now` unless a later one is recorded; a key that has no
+    /// result (pruned since) is left alone.
+    fn touch_if_later(&mut self, key: &CacheKey, now: u64) -> Result<(), MetaError> {
+        let result = {
+            let results = self.txn.open_table(RESULTS).map_err(dberr)?;
+            let found = results.get(&key.0[..]).map_err(dberr)?;
+            match found {
+                Some(v) => decode::<CacheResult>("cache_results", &key.to_string(), v.value())?,
+                None => return Ok(()),
+            }
+        };
+        let recorded = {
+            let used = self.txn.open_table(RESULT_USED).map_err(dberr)?;
+            let got = used.get(&key.0[..]).map_err(dberr)?.map(|g| g.value());
+            got
+        };
+        if recorded.is_some_and(|r| r >= now) {
+            return Ok(());
+        }
+        self.touch_result(key, &result, now)
+    }
+
     /// Removes a cache result; returns whether it existed.
     pub fn remove_result(&mut self, key: &CacheKey) -> Result<bool, MetaError> {
         let mut results = self.txn.open_table(RESULTS).map_err(dberr)?;
@@ -241,5 +289,10 @@ impl MetaWriter {
     }
 }
 
+fn io_err(e: std::io::Error) -> MetaError {
+    dberr(redb::StorageError::Io(e))
+}
+
 #[cfg(test)]
 mod tests;
+mod uses;

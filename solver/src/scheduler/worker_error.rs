@@ -161,6 +161,12 @@ impl From<BlobError> for WorkerError {
     }
 }
 
+impl From<crate::snapshot::flatten::FlattenError> for WorkerError {
+    fn from(e: crate::snapshot::flatten::FlattenError) -> Self {
+        WorkerError::Other(e.into())
+    }
+}
+
 impl From<BoxError> for WorkerError {
     fn from(e: BoxError) -> Self {
         WorkerError::Other(e)

@@ -3,6 +3,7 @@
 //! layer a build made gets its diffID and blobs only when it is exported (see [`blobs`]).
 
 pub mod blobs;
+pub mod flatten;
 pub mod layer;
 pub mod layers;
 pub mod overlay;

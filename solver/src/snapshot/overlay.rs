@@ -22,6 +22,9 @@ pub enum OverlayError {
         #[source]
         source: io::Error,
     },
+    /// The bottom of a chain too long for overlayfs could not be flattened.
+    #[error(transparent)]
+    Flatten(#[from] super::flatten::FlattenError),
     /// Unmounting failed.
     #[error("unmounting {target}: {source}")]
     Unmount {
@@ -82,6 +85,10 @@ fn fixed() -> (
 /// Kernels before 5.10 refuse it; the mount is retried without.
 pub const VOLATILE: &str = "volatile";
 
+/// Most lower dirs overlayfs stacks (`OVL_MAX_STACK`); a longer chain has its bottom
+/// flattened for the mount (see [`super::flatten`]).
+pub const MAX_LOWERS: usize = 500;
+
 /// Longest option string `mount(2)` accepts (one page, with room for the NUL).
 const MAX_LEGACY_DATA: usize = 4000;
 
@@ -131,6 +138,9 @@ impl Overlay {
     }
 
     fn mount_with(&self, target: &Path, volatile: bool) -> Result<OverlayMount, OverlayError> {
+        if self.lowers.len() > MAX_LOWERS {
+            return self.mount_flattened(target, volatile);
+        }
         let err = |source| OverlayError::Mount {
             target: target.to_path_buf(),
             source,
@@ -169,7 +179,33 @@ impl Overlay {
         Ok(OverlayMount {
             target: target.to_path_buf(),
             mounted: true,
+            flat: None,
         })
+    }
+
+    /// Mounts a chain longer than overlayfs stacks: its bottom merged into a throwaway
+    /// directory beside the work dir, removed with the mount. (RUN steps never get here:
+    /// the worker keeps flattened chains, see [`super::flatten::FlatStore`].)
+    fn mount_flattened(&self, target: &Path, volatile: bool) -> Result<OverlayMount, OverlayError> {
+        let flat = self.work.with_file_name("flat-lowers");
+        let _ = std::fs::remove_dir_all(&flat);
+        let keep = MAX_LOWERS - 1;
+        let bottom: Vec<PathBuf> = self.lowers[keep..].iter().rev().cloned().collect();
+        let mut mount = (|| {
+            super::flatten::flatten_into(&flat, &bottom)?;
+            let mut lowers = self.lowers[..keep].to_vec();
+            lowers.push(flat.clone());
+            Overlay {
+                lowers,
+                ..self.clone()
+            }
+            .mount_with(target, volatile)
+        })()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&flat);
+        })?;
+        mount.flat = Some(flat);
+        Ok(mount)
     }
 
     /// The new mount API takes one `lowerdir+` per layer, so chains of any
@@ -280,6 +316,8 @@ impl Drop for Fd {
 pub struct OverlayMount {
     target: PathBuf,
     mounted: bool,
+    /// A flattened bottom made for this mount alone, removed after it.
+    flat: Option<PathBuf>,
 }
 
 impl OverlayMount {
@@ -302,6 +340,9 @@ impl Drop for OverlayMount {
     fn drop(&mut self) {
         if self.mounted {
             let _ = unmount(&self.target);
+        }
+        if let Some(flat) = self.flat.take() {
+            let _ = std::fs::remove_dir_all(flat);
         }
     }
 }
@@ -375,5 +416,43 @@ mod tests {
         let wh = std::fs::symlink_metadata(upper.join("f7")).unwrap();
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    }
+
+    /// Needs root: a chain deeper than overlayfs stacks mounts with its bottom
+    /// flattened for the mount alone, whiteouts applied.
+    #[test]
+    fn chains_over_the_stack_limit_mount_with_a_flattened_bottom() {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (mounts)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut lowers = Vec::new();
+        for i in 0..MAX_LOWERS + 10 {
+            let l = dir.path().join(format!("l{i}"));
+            std::fs::create_dir(&l).unwrap();
+            std::fs::write(l.join(format!("f{i}")), "x").unwrap();
+            lowers.insert(0, l);
+        }
+        // A whiteout in the kept top for a file of the flattened bottom.
+        let c = std::ffi::CString::new(lowers[0].join("f3").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        let tmp = dir.path().join("tmp");
+        let (upper, work, target) = (tmp.join("u"), tmp.join("w"), dir.path().join("m"));
+        for d in [&upper, &work, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let o = Overlay {
+            lowers,
+            upper,
+            work,
+        };
+        let m = o.mount(&target).unwrap();
+        assert!(target.join("f0").exists() && target.join(format!("f{}", MAX_LOWERS + 9)).exists());
+        assert!(!target.join("f3").exists());
+        assert!(tmp.join("flat-lowers").is_dir());
+        m.unmount().unwrap();
+        assert!(!tmp.join("flat-lowers").exists(), "removed with the mount");
     }
 }

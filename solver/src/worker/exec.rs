@@ -10,7 +10,7 @@ use crate::mounts::{CacheSharing, CacheSpec, MountSpec, SecretSpec, SshSpec};
 use crate::ops::file::{apply_file_actions, SourceRoot};
 use crate::progress::LogStream;
 use crate::scheduler::WorkerError;
-use crate::snapshot::view::{overlay_for, SnapshotView};
+use crate::snapshot::view::SnapshotView;
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ impl LocalWorker {
         let mut env = op.meta.env.clone();
         env.extend(op.meta.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
         let req = ExecRequest {
-            rootfs: overlay_for(&self.layers, &base, &pending),
+            rootfs: self.flats.overlay_for(&self.layers, &base, &pending)?,
             args: op.meta.args.clone(),
             env,
             cwd: op.meta.cwd.clone(),

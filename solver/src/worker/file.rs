@@ -6,7 +6,7 @@ use super::{LocalWorker, Output};
 use crate::llb::FileOp;
 use crate::ops::file::{apply_file_actions_with, FileOpOptions, SourceRoot};
 use crate::scheduler::WorkerError;
-use crate::snapshot::view::{overlay_for, SnapshotView};
+use crate::snapshot::view::SnapshotView;
 use crate::snapshot::Snapshot;
 
 impl LocalWorker {
@@ -31,7 +31,11 @@ impl LocalWorker {
         } else {
             let target = pending.scratch("root");
             std::fs::create_dir_all(&target)?;
-            Some(overlay_for(&self.layers, &base, &pending).mount(&target)?)
+            Some(
+                self.flats
+                    .overlay_for(&self.layers, &base, &pending)?
+                    .mount(&target)?,
+            )
         };
         let dest = match &mount {
             Some(m) => m.target().to_path_buf(),

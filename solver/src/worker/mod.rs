@@ -118,6 +118,8 @@ impl std::fmt::Debug for Session {
 /// Executes ops on this machine.
 pub struct LocalWorker {
     pub(crate) layers: LayerStore,
+    /// The flattened bottoms of long layer chains that RUN steps mount.
+    pub(crate) flats: crate::snapshot::flatten::FlatStore,
     pub(crate) content: ContentStore,
     pub(crate) cache: Arc<CacheStore>,
     pub(crate) executor: Arc<dyn Executor>,
@@ -137,6 +139,9 @@ pub struct LocalWorker {
     pub(crate) mount_views: Mutex<HashMap<PathBuf, Arc<tempfile::TempDir>>>,
     /// The imported build caches, lazy layers, and what this build learnt for an export.
     pub(crate) remote: remote::RemoteState,
+    /// Layers known to have a record (stored or found by this worker): a step's result
+    /// then needs a lookup for its new layer only, not for its whole chain.
+    recorded_layers: Mutex<std::collections::HashSet<LayerId>>,
 }
 
 impl LocalWorker {
@@ -155,6 +160,7 @@ impl LocalWorker {
         let http = HttpCache::open(state.http_dir())?;
         Ok(LocalWorker {
             layers,
+            flats: crate::snapshot::flatten::FlatStore::new(state.flat_dir()),
             content: state.content().clone(),
             cache,
             executor,
@@ -167,6 +173,7 @@ impl LocalWorker {
             canceled: AtomicBool::new(false),
             mount_views: Mutex::new(HashMap::new()),
             remote: remote::RemoteState::new(state.cache_mounts_dir()),
+            recorded_layers: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -346,7 +353,18 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         self.check_canceled()?;
         let now = crate::meta::now_secs();
         let mut w = self.cache.writer()?;
-        for id in &snapshot.layers {
+        let unknown: Vec<&LayerId> = {
+            let known = self
+                .recorded_layers
+                .lock()
+                .map_err(|_| "recorded layers lock poisoned")?;
+            snapshot
+                .layers
+                .iter()
+                .filter(|id| !known.contains(*id))
+                .collect()
+        };
+        for id in unknown.iter().copied() {
             if self.cache.meta().layer(id)?.is_none() {
                 w.put_layer(
                     &crate::snapshot::LayerRecord {
@@ -367,6 +385,11 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         };
         w.put_result(key, &result, now)?;
         w.commit()?;
+        // Only once committed: a failed save leaves its layers to be looked up again.
+        self.recorded_layers
+            .lock()
+            .map_err(|_| "recorded layers lock poisoned")?
+            .extend(unknown.into_iter().cloned());
         Ok(())
     }
 

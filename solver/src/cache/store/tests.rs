@@ -257,3 +257,82 @@ fn a_kill_while_creating_the_db_never_leaves_it_unopenable() {
         .collect();
     assert!(left.len() <= 1, "{left:?}");
 }
+
+#[test]
+fn a_store_that_only_looks_up_leaves_the_database_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.redb");
+    let journal = d.path().join("meta.redb.uses");
+    let k = CacheKey([1; 32]);
+    {
+        let s = CacheStore::open(&path).unwrap();
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 10).unwrap();
+        w.put_result(&k, &result(&[1], 10), 10).unwrap();
+        w.commit().unwrap();
+    }
+    let before = (
+        std::fs::read(&path).unwrap(),
+        std::fs::metadata(&path).unwrap(),
+    );
+    {
+        // A no-op build: lookups only.
+        let s = CacheStore::open(&path).unwrap();
+        assert!(s.lookup(&k, 50).unwrap().is_some());
+        assert!(s.lookup(&CacheKey([7; 32]), 50).unwrap().is_none());
+        assert!(!s.meta().opened_writable());
+    }
+    let after = std::fs::metadata(&path).unwrap();
+    assert!(
+        std::fs::read(&path).unwrap() == before.0
+            && after.modified().unwrap() == before.1.modified().unwrap(),
+        "meta.redb was written"
+    );
+    // The use is in the journal, and readers of last uses see it.
+    assert!(journal.exists());
+    let s = CacheStore::open(&path).unwrap();
+    assert_eq!(s.entries().unwrap()[0].last_used, 50);
+    assert!(!s.meta().opened_writable(), "du reads only");
+    // The next store that writes folds the journal into the database.
+    let mut w = s.writer().unwrap();
+    w.put_layer(&layer(2), 60).unwrap();
+    w.commit().unwrap();
+    drop(s);
+    assert!(!journal.exists(), "folded");
+    let s = CacheStore::open(&path).unwrap();
+    let txn = s.meta.read().unwrap();
+    let used = txn.open_table(RESULT_USED).unwrap();
+    assert_eq!(used.get(&k.0[..]).unwrap().unwrap().value(), 50);
+}
+
+#[test]
+fn a_long_journal_is_folded_and_an_older_use_never_wins() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.redb");
+    let k = CacheKey([1; 32]);
+    {
+        let s = CacheStore::open(&path).unwrap();
+        let mut w = s.writer().unwrap();
+        w.put_layer(&layer(1), 10).unwrap();
+        w.put_result(&k, &result(&[1], 10), 100).unwrap();
+        w.commit().unwrap();
+    }
+    // Uses of a pruned key and an older use than the recorded one change nothing.
+    let lines = (super::uses::FOLD_BYTES / 68 + 1) as usize;
+    let mut uses: Vec<(CacheKey, u64)> = vec![(CacheKey([9; 32]), 500); lines];
+    uses.push((k, 40));
+    super::uses::UseJournal::beside(&path)
+        .append(&uses)
+        .unwrap();
+    {
+        let s = CacheStore::open(&path).unwrap();
+        assert!(s.lookup(&k, 200).unwrap().is_some());
+    }
+    assert!(
+        !d.path().join("meta.redb.uses").exists(),
+        "folded when long"
+    );
+    let s = CacheStore::open(&path).unwrap();
+    let e = s.entries().unwrap();
+    assert_eq!((e.len(), e[0].last_used), (1, 200));
+}

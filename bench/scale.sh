@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# scale.sh - kiln at scale beside BuildKit (issue 17): big contexts, many small
+# files, hundreds of RUN steps; cold, no-op and one-file-edit builds.
+#
+#   bench/scale.sh                       all workloads, REPS=3 (median)
+#   WORKLOADS="files80k run20 run500" bench/scale.sh
+#   PEERS_LIVE=1 bench/scale.sh          BuildKit too (dockerd 20.10, started with
+#                                        /work/shared/peers/docker.sh start)
+#
+# Workloads (contexts are generated under $SCALE_DIR, default a new
+# /tmp/kiln-scale.XXXX, removed at the end unless KEEP=1):
+#   files10k files80k files200k  N small files (50-550 bytes, 100 a directory,
+#                                two levels), `COPY . /ctx/`
+#   big2g                        $BIG_GB (default 2) GB in 8 incompressible files
+#                                + one small file, `COPY . /ctx/`; the context and
+#                                every state dir are deleted as soon as done
+#   run0 run20 run100 run500     `COPY app.txt` then N `RUN echo` steps; run0 is
+#                                the baseline of the ms/step column:
+#                                (time(N steps) - time(run0)) / N
+#   bigcontext                   bench/contexts/bigcontext (20k files + 200 MB)
+# Phases per rep: cold (empty state dir / build cache, base image already
+# local), noop (same build again), edit (one small file's content changed; in
+# run* that is app.txt, so every RUN step runs again).
+#
+# Columns: kiln seconds, BuildKit seconds (client wall time; "-" without
+# PEERS_LIVE=1), kiln/BuildKit, kiln's peak RSS (MB, /usr/bin/time %M: the
+# largest of kiln and the processes it waited for), ms per RUN step, and the
+# issue's target with ok/MISS where it can be judged.
+#
+# How long: a full run with PEERS_LIVE=1 and REPS=3 takes about 45 minutes on
+# 2 cores (BuildKit's cold 200k-file and 500-step builds dominate); kiln alone
+# about 10 minutes. Disk: at most the biggest context plus one builder's state
+# (~3x the context for big2g: ~7 GB). Needs the test registry with busybox:
+# bash testdata/env/setup.sh start.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+REPS=${REPS:-3}
+KILN=${KILN:-$REPO/target/release/kiln}
+BASE=${BASE:-127.0.0.1:5000/library/busybox:latest}
+DOCKER=${DOCKER:-/usr/bin/docker}
+export DOCKER_HOST=${DOCKER_HOST:-unix:///tmp/peers/run/docker.sock}
+PEERS_LIVE=${PEERS_LIVE:-0}
+BIG_GB=${BIG_GB:-2}
+WORKLOADS=${WORKLOADS:-files10k files80k files200k big2g run0 run20 run100 run500 bigcontext}
+RESULTS=${RESULTS:-/tmp/kiln-scale-results.tsv}
+if [ -n "${SCALE_DIR:-}" ]; then mkdir -p "$SCALE_DIR"; else SCALE_DIR=$(mktemp -d /tmp/kiln-scale.XXXX); fi
+SCALE_DIR=$(cd "$SCALE_DIR" && pwd)
+LOGS=$SCALE_DIR/logs
+mkdir -p "$LOGS"
+[ -x "$KILN" ] || cargo build --release --locked -p kiln >&2
+command -v python3 >/dev/null || { echo "python3 missing (testdata/env/setup.sh installs it)" >&2; exit 1; }
+if [ "$PEERS_LIVE" = 1 ]; then
+  "$DOCKER" version >/dev/null 2>&1 \
+    || { echo "dockerd not reachable at $DOCKER_HOST: /work/shared/peers/docker.sh start" >&2; exit 1; }
+fi
+cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$SCALE_DIR"; }
+trap cleanup EXIT
+
+log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+us_now() { local t=${EPOCHREALTIME}; echo "${t/./}"; }
+
+# ---- contexts ----------------------------------------------------------------
+dockerfile_copy() { printf 'ARG BASE=%s\nFROM ${BASE}\nCOPY . /ctx/\n' "$BASE" > "$1/Dockerfile"; }
+
+gen_files() { # dir count
+  rm -rf "$1"; mkdir -p "$1"
+  python3 - "$1" "$2" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+line = "The quick brown fox jumps over the lazy dog 0123456789.\n"
+for i in range(n):
+    d = os.path.join(root, "src", "a%03d" % (i // 10000), "b%02d" % (i // 100 % 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%06d.txt" % i), "w") as f:
+        f.write("file %d\n" % i + line * (1 + (i * 7919) % 10))
+EOF
+  dockerfile_copy "$1"
+  EDIT_FILE=src/a000/b00/f000000.txt
+}
+
+gen_big() { # dir
+  rm -rf "$1"; mkdir -p "$1"
+  local per=$((BIG_GB * 1024 / 8)) i
+  for i in 1 2 3 4 5 6 7 8; do
+    # An AES-CTR keystream: incompressible, fast, the same bytes every run.
+    head -c $((per * 1024 * 1024)) /dev/zero \
+      | openssl enc -aes-256-ctr -nosalt -pass "pass:kiln-scale-$i" -pbkdf2 2>/dev/null > "$1/big$i.bin"
+  done
+  echo small > "$1/edit.txt"
+  dockerfile_copy "$1"
+  EDIT_FILE=edit.txt
+}
+
+gen_run() { # dir steps
+  rm -rf "$1"; mkdir -p "$1"
+  echo "app v1" > "$1/app.txt"
+  {
+    printf 'ARG BASE=%s\nFROM ${BASE}\nCOPY app.txt /app/app.txt\n' "$BASE"
+    for ((i = 1; i <= $2; i++)); do printf 'RUN echo step %d > /app/step%03d.txt\n' "$i" "$i"; done
+  } > "$1/Dockerfile"
+  EDIT_FILE=app.txt
+}
+
+gen() { # workload dir
+  case $1 in
+    files10k) gen_files "$2" 10000 ;;
+    files80k) gen_files "$2" 80000 ;;
+    files200k) gen_files "$2" 200000 ;;
+    big2g) gen_big "$2" ;;
+    run[0-9]*) gen_run "$2" "${1#run}" ;;
+    bigcontext) bench/contexts/bigcontext/gen.sh "$2" >&2; EDIT_FILE=files/000/f00000.txt ;;
+    *) echo "unknown workload $1" >&2; exit 2 ;;
+  esac
+}
+
+# ---- builders ------------------------------------------------------------------
+# Every timed build: an untimed sync first (earlier phases' dirty pages do not
+# bill this one), then wall time; kiln's peak RSS from /usr/bin/time.
+kiln_build() { # workload phase rep root ctx
+  local lf=$LOGS/$1-kiln-$2-$3.log t0 t1
+  sync
+  t0=$(us_now)
+  /usr/bin/time -f '%M' -o "$lf.rss" "$KILN" --root "$4" build --progress quiet --network none \
+    --build-arg "BASE=$BASE" -t "scale/$1:kiln" "$5" > "$lf" 2>&1 \
+    || { log "kiln $1 $2 failed:"; tail -5 "$lf" >&2; exit 1; }
+  t1=$(us_now)
+  printf '%s\tkiln\t%s\t%s\t%d\t%s\n' "$1" "$2" "$3" $((t1 - t0)) "$(tail -1 "$lf.rss")" >> "$RESULTS"
+}
+
+docker_build() { # workload phase rep ctx
+  local lf=$LOGS/$1-buildkit-$2-$3.log t0 t1
+  sync
+  t0=$(us_now)
+  DOCKER_BUILDKIT=1 "$DOCKER" build --network none --progress plain --build-arg "BASE=$BASE" \
+    -t "scale/$1:buildkit" "$4" > "$lf" 2>&1 \
+    || { log "BuildKit $1 $2 failed:"; tail -5 "$lf" >&2; exit 1; }
+  t1=$(us_now)
+  printf '%s\tbuildkit\t%s\t%s\t%d\t-\n' "$1" "$2" "$3" $((t1 - t0)) >> "$RESULTS"
+}
+
+docker_reset() { # workload
+  "$DOCKER" rmi -f "scale/$1:buildkit" >/dev/null 2>&1 || true
+  "$DOCKER" builder prune -af >/dev/null
+  "$DOCKER" image prune -f >/dev/null
+  "$DOCKER" pull -q "$BASE" >/dev/null
+}
+
+edit() { echo "edit $(date +%s%N)" >> "$1"; }
+
+run_workload() { # workload
+  local w=$1 ctx=$SCALE_DIR/ctx-$1 root=$SCALE_DIR/state-$1 rep
+  log "$w: generating context"
+  EDIT_FILE=
+  gen "$w" "$ctx"
+  log "$w: $(find "$ctx" -type f | wc -l) files, $(du -sh "$ctx" | cut -f1)"
+  for rep in $(seq 1 "$REPS"); do
+    rm -rf "$root"
+    "$KILN" --root "$root" pull -q "$BASE" >/dev/null 2>&1 || "$KILN" --root "$root" pull "$BASE" >/dev/null
+    kiln_build "$w" cold "$rep" "$root" "$ctx"
+    kiln_build "$w" noop "$rep" "$root" "$ctx"
+    edit "$ctx/$EDIT_FILE"
+    kiln_build "$w" edit "$rep" "$root" "$ctx"
+    rm -rf "$root"
+    if [ "$PEERS_LIVE" = 1 ]; then
+      docker_reset "$w"
+      docker_build "$w" cold "$rep" "$ctx"
+      docker_build "$w" noop "$rep" "$ctx"
+      edit "$ctx/$EDIT_FILE"
+      docker_build "$w" edit "$rep" "$ctx"
+    fi
+    log "$w: rep $rep done"
+  done
+  if [ "$PEERS_LIVE" = 1 ]; then docker_reset "$w"; fi
+  rm -rf "$ctx"
+}
+
+# ---- run and summarise -----------------------------------------------------------
+first_row=1
+[ -f "$RESULTS" ] && first_row=$(($(wc -l < "$RESULTS") + 1))
+log "kiln $KILN, REPS=$REPS, PEERS_LIVE=$PEERS_LIVE, results appended to $RESULTS"
+for w in $WORKLOADS; do run_workload "$w"; done
+
+echo
+printf '%-11s %-5s %9s %10s %7s %7s %8s %8s  %s\n' workload phase kiln_s buildkit_s ratio rss_MB ms/step bk_ms/st target
+tail -n "+$first_row" "$RESULTS" | awk -F'\t' -v order="$WORKLOADS" '
+  function median(k,   c, a, b, t, s) {
+    c = n[k]; if (!c) return ""
+    for (a = 1; a <= c; a++) s[a] = v[k, a]
+    for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (s[b] < s[a]) { t = s[a]; s[a] = s[b]; s[b] = t }
+    return (c % 2) ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
+  }
+  { k = $1 SUBSEP $2 SUBSEP $3; n[k]++; v[k, n[k]] = $5 / 1e6
+    if ($6 != "-" && $6 + 0 > rss[$1, $3]) rss[$1, $3] = $6 + 0 }
+  END {
+    nw = split(order, W, " "); split("cold noop edit", P, " ")
+    # ms per RUN step first: run20 is judged against run500, printed after it.
+    # (a no-op runs no step: cold and edit only)
+    for (i = 1; i <= nw; i++) for (p = 1; p <= 3; p++) for (e = 0; e < 2; e++) {
+      w = W[i]; ph = P[p]; eng = e ? "buildkit" : "kiln"; t = median(w SUBSEP eng SUBSEP ph)
+      base = median("run0" SUBSEP eng SUBSEP ph)
+      if (ph != "noop" && w ~ /^run[0-9]+$/ && substr(w, 4) + 0 > 0 && t != "" && base != "")
+        perstep[w, ph, eng] = sprintf("%.1f", (t - base) * 1000 / (substr(w, 4) + 0))
+    }
+    for (i = 1; i <= nw; i++) {
+      w = W[i]
+      for (p = 1; p <= 3; p++) {
+        ph = P[p]; kt = median(w SUBSEP "kiln" SUBSEP ph); bt = median(w SUBSEP "buildkit" SUBSEP ph)
+        if (kt == "") continue
+        ratio = (bt != "" && bt > 0) ? sprintf("%.3f", kt / bt) : "-"
+        step = ((w, ph, "kiln") in perstep) ? perstep[w, ph, "kiln"] : "-"
+        bstep = ((w, ph, "buildkit") in perstep) ? perstep[w, ph, "buildkit"] : "-"
+        mb = rss[w, ph] / 1024
+        target = ""; verdict = ""
+        if (w == "files80k" && ph == "noop") { target = "<= 0.1 s"; verdict = kt <= 0.1 }
+        if (w == "files80k" && ph == "cold" && ratio != "-") { target = "<= 0.15x BuildKit"; verdict = ratio + 0 <= 0.15 }
+        if (w == "bigcontext" && ph == "edit" && ratio != "-") { target = "<= 0.1x BuildKit"; verdict = ratio + 0 <= 0.1 }
+        if (w == "run500" && step != "-") { target = "<= 15 ms/step"; verdict = step + 0 <= 15 }
+        if (w == "run20" && step != "-" && (("run500", ph, "kiln") in perstep)) {
+          s5 = perstep["run500", ph, "kiln"]; target = "within 20% of run500"; verdict = (step + 0 <= 1.2 * s5 && step + 0 >= 0.8 * s5) }
+        if ((w == "files80k" || w == "big2g") && target == "") { target = "RSS <= 200 MB"; verdict = mb <= 200 }
+        else if (w == "files80k" || w == "big2g") { target = target ", RSS <= 200 MB"; verdict = verdict && mb <= 200 }
+        if (target != "") target = target (verdict ? "  ok" : "  MISS")
+        printf "%-11s %-5s %9.3f %10s %7s %7.0f %8s %8s  %s\n", w, ph, kt, (bt == "" ? "-" : sprintf("%.3f", bt)), ratio, mb, step, bstep, target
+      }
+    }
+  }'
+echo "(seconds, median of $REPS; ratio = kiln / BuildKit; rss_MB = kiln's peak, max over reps;"
+echo " ms/step = (time(runN) - time(run0)) / N, kiln's and BuildKit's)"
