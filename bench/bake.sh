@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bake.sh - `kiln bake` of 4 targets that share the bigcontext context and a common stage,
-# against 4 separate `kiln build` runs of the same targets and against one build alone
-# (issue 16's target: the bake's total <= 1.3x one build, the context hashed and sent once).
+# bake.sh - `kiln bake` of 4 targets that share the bigcontext context and a common stage
+# (one build graph: the context and the common stage are one vertex each), against 4
+# separate `kiln build` runs of the same targets and against one build alone (issue 16's
+# target: the bake's total <= 1.3x one build, the context hashed and sent once).
 # With PEERS_LIVE=1 (dockerd 20.10 of ../shared/peers started), docker's BuildKit building
 # the 4 targets one after another is measured too.
 #
@@ -106,6 +107,8 @@ docker_builds() {
 }
 
 declare -A RES
+# Warm-up (discarded): the first read of the context comes from disk, not the page cache.
+one_build >/dev/null
 for what in one_build four_builds bake; do
   RES[$what]=$(for ((r = 0; r < REPS; r++)); do $what; done | median)
 done
@@ -119,4 +122,7 @@ row "kiln build, 1 target" "${RES[one_build]}"
 row "kiln build x 4, one after another" "${RES[four_builds]}"
 row "kiln bake, 4 targets" "${RES[bake]}"
 [ -n "${RES[docker_builds]:-}" ] && row "docker 20.10 BuildKit build x 4" "${RES[docker_builds]}"
+ratio=$(echo "${RES[bake]} / ${RES[one_build]}" | bc -l)
+if (( $(echo "$ratio <= 1.3" | bc -l) )); then verdict=met; else verdict=missed; fi
+printf 'target: bake <= 1.3 x one build: %s (%.2f)\n' "$verdict" "$ratio"
 rm -rf "$WORK/root"

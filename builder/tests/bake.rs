@@ -723,6 +723,9 @@ target "two" {{
     assert!(err.contains("[one one 1/1] RUN"), "{err}");
     assert!(err.contains("[two two 1/1] RUN"), "{err}");
     assert!(err.contains("[one,two common 2/2] RUN"), "{err}");
+    // Each target's export is a step of its own.
+    assert!(err.contains("[one] exporting to client directory"), "{err}");
+    assert!(err.contains("[two] exporting to client directory"), "{err}");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
     for t in ["one", "two"] {
@@ -777,6 +780,58 @@ target "default" {{
         serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
     assert!(
         meta.get("base").is_none() && meta.get("default").is_some(),
+        "{meta}"
+    );
+}
+
+/// With `--keep-going`, a failed step fails every target whose graph holds it (the linked
+/// target and the one using it through `target:`), and the others are built and exported.
+#[test]
+fn keep_going_fails_the_targets_needing_the_failed_step_and_builds_the_rest() {
+    let env = TestEnv::load();
+    let reg = env.registry();
+    let bake = format!(
+        r#"
+group "default" {{
+  targets = ["uses-bad", "good"]
+}}
+target "bad" {{
+  dockerfile-inline = "FROM {reg}/library/busybox:latest\nRUN exit 3\n"
+}}
+target "uses-bad" {{
+  contexts = {{ base = "target:bad" }}
+  dockerfile-inline = "FROM base\nRUN echo never > /never.txt\n"
+  output = ["type=local,dest=out-uses-bad"]
+}}
+target "good" {{
+  dockerfile-inline = "FROM {reg}/library/busybox:latest\nRUN sleep 2 && echo good > /good.txt\n"
+  output = ["type=local,dest=out-good"]
+}}
+"#
+    );
+    let b = Build::new();
+    let dir = bake_file("docker-bake.hcl", &bake);
+    let meta = dir.path().join("meta.json");
+    let out = bake_in(
+        dir.path(),
+        Some(b.root.path()),
+        &["--keep-going", "--metadata-file", meta.to_str().unwrap()],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ERROR: target bad, uses-bad failed"), "{err}");
+    // The failed step is pointed at in the Dockerfile of the target it belongs to.
+    assert!(err.contains("RUN exit 3"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out-good/good.txt")).unwrap(),
+        "good\n"
+    );
+    assert!(!dir.path().join("out-uses-bad").exists());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert!(
+        meta.get("good").is_some() && meta.get("uses-bad").is_none(),
         "{meta}"
     );
 }

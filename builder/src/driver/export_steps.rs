@@ -35,16 +35,21 @@ fn step_name(kind: OutputKind) -> Option<&'static str> {
 pub struct ExportStep {
     tx: ProgressSender,
     digest: kiln_solver::llb::VertexDigest,
-    name: &'static str,
+    name: String,
     vertex: OnceLock<VertexProgress>,
 }
 
 impl ExportStep {
     /// The step `name`, numbered `index` (distinct steps of one name need distinct numbers).
     pub fn new(tx: &ProgressSender, index: usize, name: &'static str) -> ExportStep {
+        Self::named(tx, &format!("export {index} {name}"), name.to_string())
+    }
+
+    /// The step `name`, its vertex identified by `id`.
+    fn named(tx: &ProgressSender, id: &str, name: String) -> ExportStep {
         ExportStep {
             tx: tx.clone(),
-            digest: synthetic_digest(&format!("export {index} {name}")),
+            digest: synthetic_digest(id),
             name,
             vertex: OnceLock::new(),
         }
@@ -53,7 +58,7 @@ impl ExportStep {
     /// The step's vertex, started on first use.
     fn vertex(&self) -> &VertexProgress {
         self.vertex.get_or_init(|| {
-            let v = self.tx.vertex(self.digest, self.name);
+            let v = self.tx.vertex(self.digest, self.name.as_str());
             v.start();
             v
         })
@@ -168,13 +173,26 @@ pub struct ExportSteps {
 }
 
 impl ExportSteps {
-    /// Starts one step per output of `outputs`.
-    pub fn start(tx: &ProgressSender, outputs: &[OutputSpec]) -> ExportSteps {
+    /// Starts one step per output of `outputs`; with a `target` (one of several built
+    /// together: bake) the steps are its own and named with it (`[app] exporting to image`).
+    pub fn start_for(
+        tx: &ProgressSender,
+        outputs: &[OutputSpec],
+        target: Option<&str>,
+    ) -> ExportSteps {
+        let step = |i: usize, name: &'static str| match target {
+            None => ExportStep::new(tx, i, name),
+            Some(t) => ExportStep::named(
+                tx,
+                &format!("export {t} {i} {name}"),
+                crate::progress::feed::prefixed_name(t, name),
+            ),
+        };
         ExportSteps {
             steps: outputs
                 .iter()
                 .enumerate()
-                .map(|(i, o)| step_name(o.kind).map(|name| ExportStep::new(tx, i, name)))
+                .map(|(i, o)| step_name(o.kind).map(|name| step(i, name)))
                 .collect(),
         }
     }

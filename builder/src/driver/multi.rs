@@ -177,12 +177,14 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
     };
     let mut graph = Graph::default();
     let mut prepared: Vec<(String, Prepared)> = Vec::with_capacity(requests.len());
-    for r in requests {
+    'requests: for r in requests {
         let mut links: BTreeMap<String, Vec<Linked>> = BTreeMap::new();
         for (ctx, dep) in &r.links {
-            if let Some((_, p)) = prepared.iter().find(|(n, _)| n == dep) {
-                links.insert(ctx.to_ascii_lowercase(), p.linked());
-            }
+            match prepared.iter().find(|(n, _)| n == dep) {
+                Some((_, p)) => links.insert(ctx.to_ascii_lowercase(), p.linked()),
+                // Its dependency failed: not built (nor failed itself).
+                None => continue 'requests,
+            };
         }
         match prepare(r.req.clone(), &shared, &mut graph, &links) {
             Ok(p) => prepared.push((r.name.clone(), p)),
@@ -214,7 +216,8 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
         .filter(|(_, r)| r.export)
         .map(|(p, _)| p)
         .collect();
-    let prefixes = if asked.len() > 1 {
+    let several = asked.len() > 1;
+    let prefixes = if several {
         prefixes(&graph.definition, &asked)
     } else {
         Default::default()
@@ -269,7 +272,8 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
             .iter()
             .flat_map(|o| o.names.iter().cloned())
             .collect();
-        match export_request(&shared, &m, &graph.definition, p, solved) {
+        let target = several.then_some(name.as_str());
+        match export_request(&shared, &m, &graph.definition, p, solved, target) {
             Ok(outcome) => results.push((
                 name,
                 TargetResult::Built {

@@ -165,7 +165,7 @@ fn run_once(req: BuildRequest) -> Result<BuildOutcome> {
     if let Some(signal) = shared.interrupts.signal() {
         return Err(Interrupted { signal }.into());
     }
-    let exported = export_request(&shared, &m, &graph.definition, prepared, result);
+    let exported = export_request(&shared, &m, &graph.definition, prepared, result, None);
     // The display ends when every progress sender is gone, the worker's too.
     m.finish();
     exported
@@ -407,13 +407,15 @@ pub(super) fn solve_requests(
     (armed, solved)
 }
 
-/// Phases 5–7 for one request: its images, attestations, outputs, then its cache.
+/// Phases 5–7 for one request: its images, attestations, outputs, then its cache; `target`
+/// names its export steps when several requests are built together.
 pub(super) fn export_request(
     shared: &Shared,
     m: &Machinery,
     def: &Definition,
     p: Prepared,
     mut result: Solved,
+    target: Option<&str>,
 ) -> Result<BuildOutcome> {
     let Prepared {
         req,
@@ -429,7 +431,7 @@ pub(super) fn export_request(
         targets.iter().map(|t| &t.sbom_scans),
         result.snapshots.split_off(targets.len()),
     );
-    let steps = ExportSteps::start(&m.tx, &req.outputs);
+    let steps = ExportSteps::start_for(&m.tx, &req.outputs, target);
     let solved = result.records.clone();
     let (in_index, as_files) = (
         super::attest::wanted(&req),
