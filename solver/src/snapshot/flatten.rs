@@ -20,7 +20,6 @@ use super::layers::{LayerStore, PendingLayer};
 use super::overlay::Overlay;
 use super::view::overlay_for;
 use super::Snapshot;
-use crate::ops::file::{lutimes, Time};
 
 /// Chains up to this many layers are mounted as they are; longer ones have their bottom
 /// flattened in multiples of it, so a step's overlay never has more lower dirs than this.
@@ -304,12 +303,15 @@ fn copy_metadata(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), Flat
             }
         }
     }
-    let at = |secs, nsecs| Time { secs, nsecs };
-    lutimes(
+    let at = |secs, nsecs| nix::sys::time::TimeSpec::new(secs, nsecs);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
         dst,
-        at(meta.atime(), meta.atime_nsec()),
-        at(meta.mtime(), meta.mtime_nsec()),
+        &at(meta.atime(), meta.atime_nsec()),
+        &at(meta.mtime(), meta.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     )
+    .map_err(std::io::Error::from)
     .map_err(err("set times of", dst))
 }
 
