@@ -12,7 +12,7 @@ use super::cache::{ignorable_cache_blob, DropCacheSource};
 use super::interrupt::Signal;
 use super::run::{
     export_request, import_cache, prepare, solve_error, solve_requests, BuildOutcome, Graph,
-    Linked, Machinery, Prepared, Shared,
+    Linked, Machinery, Prepared, Shared, Solved,
 };
 use super::BuildRequest;
 use kiln_solver::llb::{Definition, VertexRef};
@@ -176,24 +176,10 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
         Err(e) => return fail_all(requests, e),
     };
     let mut graph = Graph::default();
-    let mut prepared: Vec<(String, Prepared)> = Vec::with_capacity(requests.len());
-    'requests: for r in requests {
-        let mut links: BTreeMap<String, Vec<Linked>> = BTreeMap::new();
-        for (ctx, dep) in &r.links {
-            match prepared.iter().find(|(n, _)| n == dep) {
-                Some((_, p)) => links.insert(ctx.to_ascii_lowercase(), p.linked()),
-                // Its dependency failed: not built (nor failed itself).
-                None => continue 'requests,
-            };
-        }
-        match prepare(r.req.clone(), &shared, &mut graph, &links) {
-            Ok(p) => prepared.push((r.name.clone(), p)),
-            Err(e) => failed.push((r.name.clone(), e)),
-        }
-    }
-    if !failed.is_empty() {
-        return Attempt::Failed(failed);
-    }
+    let prepared = match prepare_all(requests, &shared, &mut graph) {
+        Ok(p) => p,
+        Err(failed) => return Attempt::Failed(failed),
+    };
     let platforms: Vec<kiln_oci::Platform> = prepared
         .iter()
         .flat_map(|(_, p)| p.roots_platforms())
@@ -255,6 +241,57 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
     }
     let roots: Vec<Vec<Option<VertexRef>>> = prepared.iter().map(|(_, p)| p.roots()).collect();
     let parts = solved.split(&graph.definition, &roots);
+    let results = export_all(
+        requests,
+        prepared,
+        parts,
+        (&shared, &m, &graph.definition),
+        (several, keep_going),
+    );
+    m.finish();
+    Attempt::Done(results)
+}
+
+/// Phases 1–2 for every request, in build order: each lowered into `graph`, its `target:`
+/// contexts linked to the results of the requests before it. Fails with every request
+/// that could not be prepared.
+fn prepare_all(
+    requests: &[Request],
+    shared: &Shared,
+    graph: &mut Graph,
+) -> Result<Vec<(String, Prepared)>, Vec<(String, miette::Report)>> {
+    let mut failed = Vec::new();
+    let mut prepared: Vec<(String, Prepared)> = Vec::with_capacity(requests.len());
+    'requests: for r in requests {
+        let mut links: BTreeMap<String, Vec<Linked>> = BTreeMap::new();
+        for (ctx, dep) in &r.links {
+            match prepared.iter().find(|(n, _)| n == dep) {
+                Some((_, p)) => links.insert(ctx.to_ascii_lowercase(), p.linked()),
+                // Its dependency failed: not built (nor failed itself).
+                None => continue 'requests,
+            };
+        }
+        match prepare(r.req.clone(), shared, graph, &links) {
+            Ok(p) => prepared.push((r.name.clone(), p)),
+            Err(e) => failed.push((r.name.clone(), e)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(failed)
+    }
+}
+
+/// Phases 5–7 for every request asked for, in order; a failed export stops the ones after
+/// it unless `keep_going`.
+fn export_all(
+    requests: &[Request],
+    prepared: Vec<(String, Prepared)>,
+    parts: Vec<Solved>,
+    (shared, m, def): (&Shared, &Machinery, &Definition),
+    (several, keep_going): (bool, bool),
+) -> Vec<(String, TargetResult)> {
     let mut results = Vec::with_capacity(prepared.len());
     let mut stopped = false;
     for (((name, p), solved), r) in prepared.into_iter().zip(parts).zip(requests) {
@@ -273,7 +310,7 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
             .flat_map(|o| o.names.iter().cloned())
             .collect();
         let target = several.then_some(name.as_str());
-        match export_request(&shared, &m, &graph.definition, p, solved, target) {
+        match export_request(shared, m, def, p, solved, target) {
             Ok(outcome) => results.push((
                 name,
                 TargetResult::Built {
@@ -287,8 +324,7 @@ fn attempt(requests: &[Request], keep_going: bool) -> Attempt {
             }
         }
     }
-    m.finish();
-    Attempt::Done(results)
+    results
 }
 
 /// Every request failed by one error that is no single request's (the state directory, the
