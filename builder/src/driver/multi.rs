@@ -130,12 +130,15 @@ pub fn run(requests: Vec<Request>, keep_going: bool) -> Outcome {
     Outcome { results, signal }
 }
 
+/// Requests that failed, by name, with their errors.
+type Failures = Vec<(String, miette::Report)>;
+
 /// How one attempt at building the pending requests ended.
 enum Attempt {
     /// Every request built or failed in export; nothing to try again.
     Done(Vec<(String, TargetResult)>),
     /// These requests failed (the others were stopped).
-    Failed(Vec<(String, miette::Report)>),
+    Failed(Failures),
     /// A `--cache-from` source with `ignore-error=true` proved unusable (by its spec).
     DropCache(DropCacheSource, String),
     /// A signal stopped the build.
@@ -259,7 +262,7 @@ fn prepare_all(
     requests: &[Request],
     shared: &Shared,
     graph: &mut Graph,
-) -> Result<Vec<(String, Prepared)>, Vec<(String, miette::Report)>> {
+) -> Result<Vec<(String, Prepared)>, Failures> {
     let mut failed = Vec::new();
     let mut prepared: Vec<(String, Prepared)> = Vec::with_capacity(requests.len());
     'requests: for r in requests {
