@@ -577,8 +577,10 @@ async fn steps_killed_by_the_cancel_are_reported_canceled_not_failed() {
     let killable = d
         .add(run("killable"), None, &[base], meta("killable"))
         .unwrap();
+    // The failure comes only once the killable step runs (under load it could come first,
+    // and the cancel would then stop the killable step before it started).
     let fail_after_start = d
-        .add(run("barrier-fail"), None, &[base], meta("waits"))
+        .add(run("wait-start"), None, &[base], meta("waits"))
         .unwrap();
     let failing = d
         .add(run("fail"), None, &[fail_after_start], meta("failing"))
