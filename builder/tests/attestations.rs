@@ -6,7 +6,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{busybox, files_holding, sha256_digest, skopeo, unique, Build, TestEnv};
+use support::{
+    busybox, files_holding, sha256_digest, skopeo, skopeo_raw_json as raw, unique, Build, TestEnv,
+};
 
 const SECRET: &str = "h5attest-secret-value-3b9f";
 
@@ -26,16 +28,6 @@ fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{schema_name}: {errors:#?}\n{doc:#}");
-}
-
-fn raw(reference: &str) -> serde_json::Value {
-    let bytes = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        "--raw",
-        &format!("docker://{reference}"),
-    ]);
-    serde_json::from_slice(&bytes).expect("manifest JSON")
 }
 
 /// A blob the build pushed, from the build's store, checked against its digest by sha256sum.

@@ -8,18 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use support::{busybox, skopeo, stdout_ok, unique, Build, TestEnv};
-
-/// The manifest at `reference`, as the registry serves it (skopeo).
-fn raw(reference: &str) -> serde_json::Value {
-    let bytes = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        "--raw",
-        &format!("docker://{reference}"),
-    ]);
-    serde_json::from_slice(&bytes).expect("manifest JSON")
-}
+use support::{busybox, skopeo, skopeo_raw_json as raw, stdout_ok, unique, Build, TestEnv};
 
 /// Per image digest, the statements of its attestation manifest, copied out of the registry
 /// by skopeo (`repo@digest` to a `dir:`), in layer order.

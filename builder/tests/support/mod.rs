@@ -23,7 +23,7 @@ pub use fixture::{build_with, busybox, read, setup_binfmt};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use net::{host_global_ipv4, pong_server};
 #[allow(unused_imports)] // Each test file uses a different part.
-pub use oracle::{sha256_digest, sha256_hex, skopeo, stdout_ok, unique};
+pub use oracle::{sha256_digest, sha256_hex, skopeo, skopeo_raw_json, stdout_ok, unique};
 #[allow(unused_imports)] // Each test file uses a different part.
 pub use proxy::{run_bounded, FaultProxy};
 #[allow(unused_imports)] // Each test file uses a different part.

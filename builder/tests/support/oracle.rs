@@ -34,6 +34,17 @@ pub fn skopeo(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// The raw manifest (or index) of `reference` in a registry, as skopeo reads it.
+pub fn skopeo_raw_json(reference: &str) -> serde_json::Value {
+    let bytes = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{reference}"),
+    ]);
+    serde_json::from_slice(&bytes).expect("manifest JSON")
+}
+
 /// The hex SHA-256 of `data` as `sha256sum` (an independent oracle) computes it.
 pub fn sha256_hex(data: &[u8]) -> String {
     let mut child = Command::new("sha256sum")
