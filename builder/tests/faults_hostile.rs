@@ -692,3 +692,41 @@ fn kiln_load_of_hostile_archives_stays_inside_the_archive() {
     }
     t.finish();
 }
+
+/// An incremental COPY (the step ran before, its sources changed): a directory or a file
+/// of the context that became a symlink out between builds is copied as the link, never
+/// followed, and nothing of the host is taken over or written.
+#[test]
+fn an_incremental_copy_of_a_context_turned_into_symlinks_out_never_reads_the_host() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    let canary = Canary::new("incr");
+    let base = format!("{}/library/busybox:latest", env.registry());
+    let dockerfile = format!("FROM {base}\nCOPY . /all/\n");
+    b.write("d/canary", "mine\n");
+    b.write("e/canary", "mine too\n");
+    let mut t = Tally::new("escapes", 3);
+    t.case("incr-first", || {
+        build(&b, "incr-first", &dockerfile, &[]);
+        canary.intact("incr-first");
+    });
+    std::fs::remove_dir_all(b.ctx().join("d")).unwrap();
+    std::os::unix::fs::symlink(&canary.dir, b.ctx().join("d")).unwrap();
+    t.case("incr-dir-link", || {
+        build(&b, "incr-dir-link", &dockerfile, &[]);
+        canary.intact("incr-dir-link");
+    });
+    std::fs::remove_file(b.ctx().join("e/canary")).unwrap();
+    std::os::unix::fs::symlink(canary.dir.join("canary"), b.ctx().join("e/canary")).unwrap();
+    t.case("incr-file-link", || {
+        build(&b, "incr-file-link", &dockerfile, &[]);
+        canary.intact("incr-file-link");
+        let leaks = files_holding(
+            b.work.path(),
+            canary.content.as_bytes(),
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(leaks, Vec::<PathBuf>::new(), "the canary was read");
+    });
+    t.finish();
+}
