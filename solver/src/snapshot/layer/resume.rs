@@ -598,5 +598,20 @@ mod tests {
             .join("content/.kiln/blobindex")
             .join(made.blob.digest.hex())
             .exists());
+        // Its inode pointer goes at the next collection; the first blob's stays.
+        let keys = root.path().join("content/.kiln/blobindex/by-key");
+        let pointing = |hex: &str| {
+            fs::read_dir(&keys)
+                .unwrap()
+                .filter(|e| fs::read_to_string(e.as_ref().unwrap().path()).unwrap() == hex)
+                .count()
+        };
+        store
+            .set_blob_key("1-2", Some(first.blob.digest.hex()))
+            .unwrap();
+        assert_eq!(pointing(made.blob.digest.hex()), 1);
+        store.prune_blob_keys();
+        assert_eq!(pointing(made.blob.digest.hex()), 0);
+        assert_eq!(pointing(first.blob.digest.hex()), 1);
     }
 }
