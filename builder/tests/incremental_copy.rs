@@ -247,3 +247,37 @@ fn a_writable_bind_mount_of_a_one_layer_stage_leaves_the_layer_alone() {
     let root = b.unpack(&format!("docker.io/{TAG}"));
     assert_eq!(support::read(&root.join("copied")), "original\n");
 }
+
+/// A layer blob's resume index lives and dies with the blob: `kiln prune` removes both, and
+/// the pointer to it.
+#[test]
+fn prune_removes_a_blob_with_its_resume_index() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY big.txt /big.txt\n");
+    // Over one 1 MiB chunk: the blob gets an index.
+    b.write("big.txt", &"index me\n".repeat(200_000));
+    let (_, _) = build(&b, None);
+    let manifest = b.manifest(&format!("docker.io/{TAG}"));
+    let blob = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = blob.trim_start_matches("sha256:");
+    let indexes = b.root.path().join("content/.kiln/blobindex");
+    assert!(b.blob(&blob).is_file());
+    assert!(indexes.join(hex).is_file(), "the blob has its index");
+    let pointers = || -> Vec<String> {
+        std::fs::read_dir(indexes.join("by-key"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(pointers(), vec![hex.to_string()]);
+    support::stdout_ok(&b.kiln(&["rmi", TAG]), "kiln rmi");
+    support::stdout_ok(&b.kiln(&["prune", "--all", "--force"]), "kiln prune");
+    assert!(!b.blob(&blob).exists(), "the blob is pruned");
+    assert!(!indexes.join(hex).exists(), "its index with it");
+    assert!(pointers().is_empty(), "and the pointer to it");
+}
