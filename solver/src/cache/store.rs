@@ -82,19 +82,22 @@ impl CacheStore {
     /// Saves `result` under `key`, with a record for each of `new_layers` (every other
     /// layer of its snapshot has one already, or gets one from an earlier save). It is
     /// committed with the batch it joins (see [`pending`]); until then this store finds it.
-    /// The layers must be durable already.
+    /// Its layers must be durable when `durable` returns (it is called before the commit),
+    /// or already when there is none.
     pub fn save(
         &self,
         key: &CacheKey,
         result: CacheResult,
         new_layers: Vec<LayerId>,
         now: u64,
+        durable: Option<DurableWait>,
     ) -> Result<(), MetaError> {
         let due = self.pending().push(pending::Entry {
             key: *key,
             result,
             new_layers,
             now,
+            durable,
         });
         if due {
             self.commit_pending()?;
@@ -109,6 +112,12 @@ impl CacheStore {
         let n = pending.len();
         if n == 0 {
             return Ok(());
+        }
+        // Records only of layers on disk: a crash after the commit finds them whole.
+        for e in pending.first(n) {
+            if let Some(wait) = &e.durable {
+                wait().map_err(io_err)?;
+            }
         }
         let mut w = self.writer()?;
         for e in pending.first(n) {
@@ -362,6 +371,7 @@ fn io_err(e: std::io::Error) -> MetaError {
 }
 
 mod pending;
+pub use pending::DurableWait;
 #[cfg(test)]
 mod tests;
 mod uses;

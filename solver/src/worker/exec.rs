@@ -124,6 +124,8 @@ impl LocalWorker {
         // status: the cancel may have cut it short.
         self.check_canceled()?;
         let id = self.layers.commit(pending)?;
+        // Durable before a record refers to it (see `syncer`), not before the next step.
+        self.syncer.submit(self.layers.path(&id))?;
         Ok(Output::Snapshot(base.with_layer(id)))
     }
 

@@ -7,6 +7,7 @@ mod file;
 mod http;
 mod remote;
 mod source;
+mod syncer;
 
 use crate::cache::{
     checksum_paths_cached, checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum,
@@ -149,6 +150,8 @@ pub struct LocalWorker {
     /// checked for its new layers only, not N stats per step (quadratic in a no-op
     /// rebuild of a long chain). Only a prune removes layers, and never during a build.
     present_layers: Mutex<std::collections::HashSet<LayerId>>,
+    /// Syncs RUN steps' layers while the next steps run.
+    pub(crate) syncer: syncer::LayerSyncer,
 }
 
 impl LocalWorker {
@@ -183,6 +186,7 @@ impl LocalWorker {
             remote: remote::RemoteState::new(state.cache_mounts_dir()),
             recorded_layers: Mutex::new(std::collections::HashSet::new()),
             present_layers: Mutex::new(std::collections::HashSet::new()),
+            syncer: syncer::LayerSyncer::default(),
         })
     }
 
@@ -417,7 +421,9 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
             created_at: now,
             description: vertex.summary(),
         };
-        self.cache.save(key, result, new_layers, now)?;
+        let durable: crate::cache::store::DurableWait = Arc::new(self.syncer.barrier());
+        self.cache
+            .save(key, result, new_layers, now, Some(durable))?;
         // Saved: committed with its batch, found in it until then. A batch whose commit
         // fails stays to be committed again.
         self.recorded_layers

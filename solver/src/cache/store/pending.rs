@@ -17,18 +17,24 @@ pub(super) const MAX_ENTRIES: usize = 128;
 /// A batch this old is committed at the next save.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(2);
 
+/// Blocks until the layers a result needs are durable (see [`CacheStore::save`]).
+///
+/// [`CacheStore::save`]: super::CacheStore::save
+pub type DurableWait = std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
 /// One saved result.
-#[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) key: CacheKey,
     pub(super) result: CacheResult,
     /// Layers that get a record with it (new layers).
     pub(super) new_layers: Vec<LayerId>,
     pub(super) now: u64,
+    /// Waits until its layers are durable; called before the commit.
+    pub(super) durable: Option<DurableWait>,
 }
 
 /// The batch not committed yet.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Pending {
     entries: Vec<Entry>,
     since: Option<Instant>,
@@ -92,6 +98,7 @@ mod tests {
             },
             new_layers: vec![id],
             now: 1,
+            durable: None,
         }
     }
 

@@ -347,7 +347,8 @@ fn saved_results_are_found_at_once_and_committed_in_one_batch() {
     for (i, k) in keys.iter().enumerate() {
         let n = i as u8 + 1;
         let layers: Vec<u8> = (1..=n).collect();
-        s.save(k, result(&layers, 10), vec![lid(n)], 10).unwrap();
+        s.save(k, result(&layers, 10), vec![lid(n)], 10, None)
+            .unwrap();
         assert!(s.has_layer_record(&lid(n)).unwrap());
     }
     assert_eq!(s.get(&keys[2]).unwrap(), Some(result(&[1, 2, 3], 10)));
@@ -362,7 +363,7 @@ fn saved_results_are_found_at_once_and_committed_in_one_batch() {
         Some(LayerRecord::new(lid(3)))
     );
     // Dropping the store commits what was saved since.
-    s.save(&CacheKey([9; 32]), result(&[1, 2], 11), vec![], 11)
+    s.save(&CacheKey([9; 32]), result(&[1, 2], 11), vec![], 11, None)
         .unwrap();
     drop(s);
     assert_eq!(
@@ -395,7 +396,7 @@ fn a_batch_commits_by_itself_once_long() {
             created_at: 1,
             description: String::new(),
         };
-        s.save(&key, r, vec![id], 1).unwrap();
+        s.save(&key, r, vec![id], 1, None).unwrap();
     }
     assert_eq!(s.pending().len(), 0, "committed at MAX_ENTRIES");
     assert_eq!(s.meta().layers().unwrap().len(), n);
