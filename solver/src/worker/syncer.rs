@@ -2,7 +2,8 @@
 //! run: a step's overlay is mounted `volatile`, so its files reach the disk only when
 //! synced. Nothing needs them on disk until a cache record refers to them, so the batch
 //! that commits records waits for the syncs of their layers ([`LayerSyncer::barrier`])
-//! instead of each step waiting for its own fsyncs.
+//! instead of each step waiting for its own fsyncs. The same thread removes what steps
+//! leave behind (overlayfs' work dirs), which no step waits for either.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -27,10 +28,19 @@ struct Shared {
     changed: Condvar,
 }
 
-/// The syncing thread, started on the first layer.
+/// Work for the thread.
+#[derive(Debug)]
+enum Job {
+    /// Make a committed layer durable.
+    Sync(PathBuf),
+    /// Remove a tree nothing refers to (a leftover kill leaves it to `prune`).
+    Remove(PathBuf),
+}
+
+/// The syncing thread, started on the first job.
 #[derive(Debug, Default)]
 pub(crate) struct LayerSyncer {
-    sender: Mutex<Option<mpsc::Sender<PathBuf>>>,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
     shared: Arc<Shared>,
 }
 
@@ -42,23 +52,37 @@ impl LayerSyncer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `layer` (a committed layer directory) to be synced.
-    pub(crate) fn submit(&self, layer: PathBuf) -> std::io::Result<()> {
+    /// Sends a job, starting the thread first if needed.
+    fn send(&self, job: Job) -> std::io::Result<bool> {
         let mut sender = self
             .sender
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if sender.is_none() {
-            let (tx, rx) = mpsc::channel::<PathBuf>();
+            let (tx, rx) = mpsc::channel::<Job>();
             let shared = Arc::clone(&self.shared);
             std::thread::Builder::new()
                 .name("kiln-layer-sync".into())
                 .spawn(move || sync_loop(&rx, &shared))?;
             *sender = Some(tx);
         }
-        self.progress().queued += 1;
-        let sent = sender.as_ref().map(|tx| tx.send(layer));
-        if !matches!(sent, Some(Ok(()))) {
+        if matches!(job, Job::Sync(_)) {
+            self.progress().queued += 1;
+        }
+        Ok(matches!(
+            sender.as_ref().map(|tx| tx.send(job)),
+            Some(Ok(()))
+        ))
+    }
+
+    /// Removes `tree` on the thread (it must not be needed any more).
+    pub(crate) fn discard(&self, tree: PathBuf) -> std::io::Result<()> {
+        self.send(Job::Remove(tree)).map(drop)
+    }
+
+    /// Queues `layer` (a committed layer directory) to be synced.
+    pub(crate) fn submit(&self, layer: PathBuf) -> std::io::Result<()> {
+        if !self.send(Job::Sync(layer))? {
             // The thread is gone (it never exits while the sender lives): say so at the
             // next barrier rather than hang there.
             let mut p = self.progress();
@@ -93,8 +117,15 @@ impl LayerSyncer {
     }
 }
 
-fn sync_loop(rx: &mpsc::Receiver<PathBuf>, shared: &Shared) {
-    while let Ok(layer) = rx.recv() {
+fn sync_loop(rx: &mpsc::Receiver<Job>, shared: &Shared) {
+    while let Ok(job) = rx.recv() {
+        let layer = match job {
+            Job::Sync(layer) => layer,
+            Job::Remove(tree) => {
+                let _ = std::fs::remove_dir_all(&tree);
+                continue;
+            }
+        };
         // The rename into `layers/` too: its directory is synced after the layer.
         let synced = sync_layer(&layer)
             .map_err(|e| e.to_string())
@@ -133,6 +164,15 @@ mod tests {
         let wait = s.barrier();
         wait().unwrap();
         assert!(s.progress().done >= 20);
+        let doomed = d.path().join("doomed");
+        std::fs::create_dir_all(doomed.join("a/b")).unwrap();
+        s.discard(doomed.clone()).unwrap();
+        s.submit(d.path().join("l0")).unwrap();
+        s.barrier()().unwrap();
+        assert!(
+            !doomed.exists(),
+            "removed in order, before the sync after it"
+        );
         // A layer that cannot be synced fails the barriers after it.
         s.submit(d.path().join("missing")).unwrap();
         assert!(s.barrier()().is_err());
