@@ -117,7 +117,27 @@ impl LayerSyncer {
     }
 }
 
+/// Fails the barriers still waiting when the thread ends without having done all it was
+/// given (a panic): they would wait forever otherwise.
+struct Ended<'a>(&'a Shared);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let mut p = self
+            .0
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if p.done < p.queued {
+            p.failed
+                .get_or_insert_with(|| "the layer sync thread stopped".into());
+        }
+        self.0.changed.notify_all();
+    }
+}
+
 fn sync_loop(rx: &mpsc::Receiver<Job>, shared: &Shared) {
+    let _ended = Ended(shared);
     while let Ok(job) = rx.recv() {
         let layer = match job {
             Job::Sync(layer) => layer,
