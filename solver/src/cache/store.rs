@@ -41,7 +41,9 @@ pub struct CacheStore {
     meta: MetaDb,
     /// Uses seen by [`CacheStore::lookup`] and not yet written: a build that writes records
     /// them in one of its transactions, one that does not in the use journal.
-    uses: std::sync::Mutex<Vec<(CacheKey, CacheResult, u64)>>,
+    /// (The result is read again when the use is written: a copy per hit made no-op
+    /// rebuilds of long chains quadratic in allocations.)
+    uses: std::sync::Mutex<Vec<(CacheKey, u64)>>,
     journal: uses::UseJournal,
     /// Results saved by [`CacheStore::save`] and not committed yet.
     pending: std::sync::Mutex<pending::Pending>,
@@ -147,7 +149,7 @@ impl CacheStore {
         &self.meta
     }
 
-    fn take_uses(&self) -> Vec<(CacheKey, CacheResult, u64)> {
+    fn take_uses(&self) -> Vec<(CacheKey, u64)> {
         match self.uses.lock() {
             Ok(mut u) => std::mem::take(&mut *u),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -158,8 +160,8 @@ impl CacheStore {
     /// Uses recorded by [`CacheStore::lookup`] so far ride along.
     pub fn writer(&self) -> Result<MetaWriter, MetaError> {
         let mut w = self.meta.writer()?;
-        for (key, result, now) in self.take_uses() {
-            w.touch_result(&key, &result, now)?;
+        for (key, now) in self.take_uses() {
+            w.touch_if_later(&key, now)?;
         }
         Ok(w)
     }
@@ -174,8 +176,7 @@ impl CacheStore {
             if uses.is_empty() {
                 return Ok(());
             }
-            let lines: Vec<(CacheKey, u64)> = uses.iter().map(|(k, _, now)| (*k, *now)).collect();
-            if self.journal.append(&lines).map_err(io_err)? < uses::FOLD_BYTES {
+            if self.journal.append(&uses).map_err(io_err)? < uses::FOLD_BYTES {
                 return Ok(());
             }
         }
@@ -184,8 +185,8 @@ impl CacheStore {
             return Ok(());
         }
         let mut w = self.meta.writer()?;
-        for (key, result, now) in &uses {
-            w.touch_result(key, result, *now)?;
+        for (key, now) in &uses {
+            w.touch_if_later(key, *now)?;
         }
         if let Some(taken) = &taken {
             for (key, now) in &taken.uses {
@@ -215,8 +216,8 @@ impl CacheStore {
             return Ok(None);
         };
         match self.uses.lock() {
-            Ok(mut u) => u.push((*key, result.clone(), now)),
-            Err(poisoned) => poisoned.into_inner().push((*key, result.clone(), now)),
+            Ok(mut u) => u.push((*key, now)),
+            Err(poisoned) => poisoned.into_inner().push((*key, now)),
         }
         Ok(Some(result))
     }
