@@ -12,7 +12,7 @@ use kiln_solver::content::ContentStore;
 use kiln_solver::snapshot::blobs::{export_layer, BlobError};
 use kiln_solver::snapshot::layer::{Compression, DiffOptions};
 use kiln_solver::snapshot::layers::LayerStore;
-use kiln_solver::snapshot::Snapshot;
+use kiln_solver::snapshot::{LayerId, Snapshot};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -86,50 +86,12 @@ pub fn export_image(
     opts: &ExportOptions,
     keys: ConfigKeys<'_>,
 ) -> Result<ExportedImage, ExportError> {
-    let mut layers: Vec<Option<ImageLayer>> = Vec::with_capacity(snapshot.layers.len());
-    for id in &snapshot.layers {
-        let built = id.as_str().starts_with("b-");
-        // A base layer keeps the blob it came with unless recompression is forced.
-        let compression = match (
-            built || opts.force_compression,
-            stores.cache.meta().layer(id).map_err(BlobError::from)?,
-        ) {
-            (false, Some(rec)) => rec
-                .blobs
-                .first()
-                .map_or(opts.compression, |b| b.compression),
-            _ => opts.compression,
-        };
-        let diff = DiffOptions {
-            compression,
-            level: opts.level,
-            // Base layers keep their bytes (and so their diffIDs).
-            source_date_epoch: if built { opts.source_date_epoch } else { None },
-        };
-        if let Some(layer) = remote_layer(stores, id, compression)? {
-            layers.push(Some(layer));
-            continue;
-        }
-        // A step that changed nothing still gets its (empty) layer, as in
-        // BuildKit's images.
-        let exported = export_layer(
-            stores.layers,
-            stores.content,
-            stores.cache.meta(),
-            id,
-            &diff,
-        )?;
-        tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
-        let blob = layer_descriptor(
-            exported.blob.digest.clone(),
-            exported.blob.size,
-            exported.blob.compression,
-        );
-        layers.push(Some(ImageLayer {
-            diff_id: exported.diff_id,
-            blob,
-        }));
-    }
+    let plans = snapshot
+        .layers
+        .iter()
+        .map(|id| plan_layer(stores, id, opts))
+        .collect::<Result<Vec<_>, BlobError>>()?;
+    let layers = export_layers(stores, plans)?;
     reconcile_history(&mut config.history, &layers);
     let kept: Vec<ImageLayer> = layers.into_iter().flatten().collect();
     config.rootfs.diff_ids = kept.iter().map(|l| l.diff_id.to_string()).collect();
@@ -157,9 +119,115 @@ pub fn export_image(
 
 /// A lazily imported layer (no directory here) listed with its imported blob of
 /// `compression`, when that blob is one of `stores.remote_blobs` and not in the store.
+/// How one layer of the image is listed: a lazily imported layer as its remote blob, else
+/// exported with these options.
+enum LayerPlan<'a> {
+    Remote(Box<ImageLayer>),
+    Export(&'a LayerId, DiffOptions),
+}
+
+fn plan_layer<'a>(
+    stores: &ExportStores<'_>,
+    id: &'a LayerId,
+    opts: &ExportOptions,
+) -> Result<LayerPlan<'a>, BlobError> {
+    let built = id.as_str().starts_with("b-");
+    // A base layer keeps the blob it came with unless recompression is forced.
+    let compression = match (
+        built || opts.force_compression,
+        stores.cache.meta().layer(id)?,
+    ) {
+        (false, Some(rec)) => rec
+            .blobs
+            .first()
+            .map_or(opts.compression, |b| b.compression),
+        _ => opts.compression,
+    };
+    if let Some(layer) = remote_layer(stores, id, compression)? {
+        return Ok(LayerPlan::Remote(Box::new(layer)));
+    }
+    Ok(LayerPlan::Export(
+        id,
+        DiffOptions {
+            compression,
+            level: opts.level,
+            // Base layers keep their bytes (and so their diffIDs).
+            source_date_epoch: if built { opts.source_date_epoch } else { None },
+        },
+    ))
+}
+
+/// Layers exported at once, at most this many: most of a small layer's export is waiting on
+/// its fsyncs, which overlap (an image of hundreds of RUN steps has hundreds of layers).
+const PARALLEL_EXPORTS: usize = 4;
+
+/// The image's layers, bottom first. Several layers are exported at once on plain threads
+/// (not rayon's pool: each export's parallel gzip waits on chunks it queues there).
+fn export_layers(
+    stores: &ExportStores<'_>,
+    plans: Vec<LayerPlan<'_>>,
+) -> Result<Vec<Option<ImageLayer>>, BlobError> {
+    let slots: Vec<std::sync::Mutex<Option<Result<ImageLayer, BlobError>>>> =
+        plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || {
+        use std::sync::atomic::Ordering;
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (Some(plan), Some(slot)) = (plans.get(i), slots.get(i)) else {
+                break;
+            };
+            let done = match plan {
+                LayerPlan::Remote(layer) => Ok(ImageLayer::clone(layer)),
+                LayerPlan::Export(id, diff) => export_one(stores, id, diff),
+            };
+            if done.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+        }
+    };
+    let workers = PARALLEL_EXPORTS.min(plans.len());
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    let mut layers = Vec::with_capacity(slots.len());
+    for slot in slots {
+        // A slot left undone means a layer failed: that failure is in a later slot.
+        if let Some(done) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            layers.push(Some(done?));
+        }
+    }
+    Ok(layers)
+}
+
+/// One built or pulled layer's blob and diffID. A step that changed nothing still gets its
+/// (empty) layer, as in BuildKit's images.
+fn export_one(
+    stores: &ExportStores<'_>,
+    id: &LayerId,
+    diff: &DiffOptions,
+) -> Result<ImageLayer, BlobError> {
+    let exported = export_layer(stores.layers, stores.content, stores.cache.meta(), id, diff)?;
+    tracing::debug!(layer = %id.as_str(), blob = %exported.blob.digest, size = exported.blob.size, compression = ?exported.blob.compression, diff_id = %exported.diff_id, "layer exported");
+    let blob = layer_descriptor(
+        exported.blob.digest.clone(),
+        exported.blob.size,
+        exported.blob.compression,
+    );
+    Ok(ImageLayer {
+        diff_id: exported.diff_id,
+        blob,
+    })
+}
+
 fn remote_layer(
     stores: &ExportStores<'_>,
-    id: &kiln_solver::snapshot::LayerId,
+    id: &LayerId,
     compression: Compression,
 ) -> Result<Option<ImageLayer>, BlobError> {
     let Some(remote) = stores.remote_blobs else {
