@@ -1281,6 +1281,7 @@ async fn solve(
             cached: 0,
         });
     }
+    worker.plan_streamed_copies(def, &wanted);
     let scheduler = Scheduler::new(Arc::new(worker), jobs.max(1)).with_progress(progress.clone());
     let outcome = scheduler.solve_until(def, &wanted, stop).await;
     drop(scheduler);

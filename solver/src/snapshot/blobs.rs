@@ -128,6 +128,7 @@ pub fn export_layer(
     if !layers.exists(id) {
         return Err(BlobError::UnknownLayer(id.clone()));
     }
+    layers.materialize(id)?;
     let made = write_layer(&layers.path(id), content, opts)?;
     let blob = BlobRecord {
         digest: made.blob.digest,

@@ -154,7 +154,8 @@ fn is_opaque(path: &Path) -> Result<bool, LayerError> {
     Ok(false)
 }
 
-fn append_entry<W: Write>(
+/// Appends the tar entry of `path` (named `rel`) as [`write_tar`] writes it.
+pub(crate) fn append_entry<W: Write>(
     builder: &mut tar::Builder<HashingWriter<W>>,
     path: &Path,
     rel: &Path,
