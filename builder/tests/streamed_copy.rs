@@ -228,3 +228,42 @@ fn a_streamed_layer_is_unpacked_when_a_later_build_needs_its_files() {
         Path::new("/etc/passwd")
     );
 }
+
+#[test]
+fn an_edited_context_streams_again_to_the_image_a_cold_directory_copy_gives() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    fill(&b);
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY . /ctx/\n", busybox(&env)),
+    );
+    let (_, streamed) = build(&b, &b.ctx(), false, &[]);
+    assert_eq!(streamed, 1);
+    let ctx = b.ctx();
+    type Edit = (&'static str, fn(&Path));
+    let edits: [Edit; 3] = [
+        ("edit one file", |c| {
+            std::fs::write(c.join("src/d0/f1.txt"), "changed\n").unwrap()
+        }),
+        ("add one file", |c| {
+            std::fs::write(c.join("src/d1/new.txt"), "new\n").unwrap()
+        }),
+        ("a directory becomes a file", |c| {
+            std::fs::remove_dir_all(c.join("src/d2")).unwrap();
+            std::fs::write(c.join("src/d2"), "now a file\n").unwrap();
+        }),
+    ];
+    for (what, edit) in edits {
+        edit(&ctx);
+        let (_, streamed) = build(&b, &ctx, false, &[]);
+        assert_eq!(streamed, 1, "{what}: streamed again");
+        let cold = Build::new();
+        build(&cold, &ctx, true, &[]);
+        assert_eq!(
+            image(&b),
+            image(&cold),
+            "{what}: streamed edit vs cold directory copy"
+        );
+    }
+}
