@@ -378,6 +378,9 @@ impl Walker<'_> {
         }
         let skip_include = self.include.is_none();
         let src_rel = src.rel_str();
+        if let Some(s) = self.stream {
+            s.new_walk();
+        }
         // The walk recurses once per directory level, and paths may nest
         // ~2000 levels deep: run it on a thread whose stack cannot run out
         // (only the pages actually touched are committed).
@@ -663,6 +666,9 @@ impl Walker<'_> {
             Ok(_) => Err(FileOpError::NotADirectory { path: shown }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(target).map_err(FileOpError::io("mkdir", &shown))?;
+                if let Some(s) = self.stream {
+                    s.created_dir(target);
+                }
                 Ok(true)
             }
             Err(e) => Err(FileOpError::io("stat", shown)(e)),

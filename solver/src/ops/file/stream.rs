@@ -10,10 +10,11 @@
 //! A streamed file never lands where something else is or later goes: such a copy stops
 //! with [`FileOpError::StreamConflict`] and the worker runs it again unstreamed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -49,9 +50,12 @@ pub struct Stream {
     dest_root: PathBuf,
     /// The pending layer's upper dir.
     upper: PathBuf,
-    files: Mutex<BTreeMap<PathBuf, StreamedFile>>,
+    /// By path below the root (bytes: hashing a `Path` walks its components).
+    files: Mutex<HashMap<Vec<u8>, StreamedFile>>,
     /// Parent directories (below the root) known to be in the upper dir.
-    parents: Mutex<HashSet<PathBuf>>,
+    parents: Mutex<HashSet<Vec<u8>>>,
+    /// Directories the current walk created (below the root): what is in them, it made.
+    fresh: Mutex<HashSet<Vec<u8>>>,
 }
 
 impl Stream {
@@ -63,6 +67,7 @@ impl Stream {
             upper: upper.to_path_buf(),
             files: Mutex::default(),
             parents: Mutex::default(),
+            fresh: Mutex::default(),
         }
     }
 
@@ -76,8 +81,29 @@ impl Stream {
         self.len() == 0
     }
 
-    fn rel<'t>(&self, target: &'t Path) -> Option<&'t Path> {
-        target.strip_prefix(&self.dest_root).ok()
+    /// `target`'s path below the root, as bytes without a leading `/`.
+    fn rel<'t>(&self, target: &'t Path) -> Option<&'t [u8]> {
+        let root = self.dest_root.as_os_str().as_bytes();
+        let rel = target.as_os_str().as_bytes().strip_prefix(root)?;
+        match rel {
+            [] => Some(rel),
+            [b'/', rest @ ..] => Some(rest),
+            _ => None,
+        }
+    }
+
+    /// Notes that the walk created the directory `target` (it was not there).
+    pub(crate) fn created_dir(&self, target: &Path) {
+        if let (Some(rel), Ok(mut fresh)) = (self.rel(target), self.fresh.lock()) {
+            fresh.insert(rel.to_vec());
+        }
+    }
+
+    /// A new walk begins: names in directories an earlier one created may repeat.
+    pub(crate) fn new_walk(&self) {
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.clear();
+        }
     }
 
     /// Fails with [`FileOpError::StreamConflict`] when `target` or one of its parents is a
@@ -91,10 +117,17 @@ impl Stream {
         if files.is_empty() {
             return Ok(());
         }
-        if rel.ancestors().any(|a| files.contains_key(a)) {
-            return Err(FileOpError::StreamConflict);
+        let mut end = rel.len();
+        loop {
+            let head = rel.get(..end).unwrap_or_default();
+            if files.contains_key(head) {
+                return Err(FileOpError::StreamConflict);
+            }
+            match head.iter().rposition(|&b| b == b'/') {
+                Some(i) => end = i,
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Streams the regular file copied from `src` (stat'ed as `md`) to `target` when it
@@ -111,17 +144,27 @@ impl Stream {
         let Some(rel) = self.rel(target) else {
             return Ok(false);
         };
-        self.check(target)?;
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        if !self.parent_in_upper(parent) {
+        // Its parents are directories the walk made or found (checked then); a streamed
+        // file already at `target` is found by the insert below.
+        let parent = rel
+            .iter()
+            .rposition(|&b| b == b'/')
+            .and_then(|i| rel.get(..i))
+            .unwrap_or_default();
+        // In a directory this walk created, nothing is at `target` but what the walk put
+        // there, and the walk visits each name once: no need to look.
+        let fresh = self.fresh.lock().is_ok_and(|f| f.contains(parent));
+        if !fresh && !self.parent_in_upper(parent) {
             return Ok(false);
         }
         if xattr::list(src).map_or(true, |mut names| names.next().is_some()) {
             return Ok(false);
         }
-        match fs::symlink_metadata(target) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            _ => return Ok(false),
+        if !fresh {
+            match fs::symlink_metadata(target) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                _ => return Ok(false),
+            }
         }
         let owner = policy
             .owner
@@ -139,22 +182,23 @@ impl Stream {
             mtime: policy.timestamp.unwrap_or(md.mtime()),
         };
         let mut files = self.files.lock().map_err(|_| FileOpError::StreamConflict)?;
-        if files.insert(rel.to_path_buf(), file).is_some() {
+        if files.insert(rel.to_vec(), file).is_some() {
             return Err(FileOpError::StreamConflict);
         }
         Ok(true)
     }
 
-    fn parent_in_upper(&self, parent: &Path) -> bool {
+    fn parent_in_upper(&self, parent: &[u8]) -> bool {
         if let Ok(known) = self.parents.lock() {
             if known.contains(parent) {
                 return true;
             }
         }
-        let here = fs::symlink_metadata(self.upper.join(parent)).is_ok_and(|m| m.is_dir());
+        let path = self.upper.join(std::ffi::OsStr::from_bytes(parent));
+        let here = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
         if here {
             if let Ok(mut known) = self.parents.lock() {
-                known.insert(parent.to_path_buf());
+                known.insert(parent.to_vec());
             }
         }
         here
@@ -167,13 +211,17 @@ impl Stream {
         let files = self.files.into_inner().unwrap_or_default();
         let mut children: HashMap<PathBuf, Vec<(OsString, StreamedFile)>> = HashMap::new();
         for (rel, f) in files {
-            let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+                Some(i) => (rel.get(..i), rel.get(i + 1..)),
+                None => (Some(&[][..]), Some(rel.as_slice())),
+            };
+            let (Some(parent), Some(name)) = (parent, name) else {
                 continue;
             };
             children
-                .entry(parent.to_path_buf())
+                .entry(PathBuf::from(std::ffi::OsStr::from_bytes(parent)))
                 .or_default()
-                .push((name.to_os_string(), f));
+                .push((std::ffi::OsStr::from_bytes(name).to_os_string(), f));
         }
         let upper = self.upper;
         let ingest = content.ingest(Expected::default())?;
