@@ -52,7 +52,10 @@ fn build(b: &Build, epoch: Option<&str>) -> (serde_json::Value, usize) {
         .arg(b.root.path())
         .args(["build", "--progress", "plain", "-t", TAG, "--metadata-file"])
         .arg(&meta)
-        .arg(b.ctx());
+        .arg(b.ctx())
+        // The last copy would stream its layer from its sources (no directory to take
+        // files over from; streamed_copy.rs covers that): here both copies keep theirs.
+        .env("KILN_STREAMED_COPY", "0");
     if let Some(e) = epoch {
         cmd.env("SOURCE_DATE_EPOCH", e);
     }

@@ -391,6 +391,19 @@ pub(super) fn solve_requests(
     let wanted: Vec<Option<VertexRef>> = requests.iter().flat_map(|p| p.roots()).collect();
     let first = &requests[0].req;
     tracing::debug!(vertices = def.len(), jobs = first.jobs, executor = ?first.executor, no_cache = ?requests.iter().map(|p| &p.no_cache).collect::<Vec<_>>(), "solving");
+    // A copy only the image needs writes its layer blob as it copies; worth it when the
+    // export takes that blob as is (gzip at the default level, times not clamped).
+    let blob_as_is = |p: &&Prepared| {
+        p.req.source_date_epoch.is_none()
+            && export_options(&p.req).is_ok_and(|o| {
+                o.compression == kiln_solver::snapshot::layer::Compression::Gzip
+                    && o.level.is_none()
+            })
+    };
+    if requests.iter().all(blob_as_is) {
+        let roots: Vec<VertexRef> = wanted.iter().flatten().copied().collect();
+        m.worker.plan_streamed_copies(def, &roots);
+    }
     let armed = shared.interrupts.arm();
     let solved = shared.runtime.block_on(solve(
         def,

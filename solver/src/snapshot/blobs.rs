@@ -130,6 +130,8 @@ pub fn export_layer(
     if !layers.exists(id) {
         return Err(BlobError::UnknownLayer(id.clone()));
     }
+    // A streamed COPY's layer is its blob only; another compression needs its files.
+    layers.materialize(id)?;
     // gzip layers keep a resume index, so the next layer made like this one (an incremental
     // copy's) writes only what changed.
     let made = match opts.compression {

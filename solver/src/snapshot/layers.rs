@@ -72,6 +72,19 @@ fn io_err<'a>(
     }
 }
 
+/// The directory of the notes of streamed layers not unpacked yet (see
+/// [`LayerStore::commit_streamed`]).
+const STREAMED_DIR: &str = ".streamed";
+
+/// What a streamed layer is made from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StreamedMarker {
+    /// The blob file in the content store.
+    blob: PathBuf,
+    /// The diffID its uncompressed tar must hash to.
+    diff_id: String,
+}
+
 /// The name of an unpacked layer directory.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -153,6 +166,16 @@ impl PendingLayer {
 pub struct LayerStore {
     dir: PathBuf,
     max_size: Option<u64>,
+    /// The streamed layers as last read, by the mtime of their directory then: checking
+    /// a snapshot's layers costs one stat, not one per layer.
+    streamed: std::sync::Arc<std::sync::Mutex<StreamedIds>>,
+}
+
+/// The streamed layers' ids, as read when `STREAMED_DIR` had mtime `seen`.
+#[derive(Debug, Default)]
+struct StreamedIds {
+    seen: Option<std::time::SystemTime>,
+    ids: std::collections::HashSet<LayerId>,
 }
 
 impl LayerStore {
@@ -167,6 +190,7 @@ impl LayerStore {
         Ok(LayerStore {
             dir,
             max_size: None,
+            streamed: Default::default(),
         })
     }
 
@@ -175,6 +199,11 @@ impl LayerStore {
     pub fn with_max_size(mut self, max: Option<u64>) -> LayerStore {
         self.max_size = max;
         self
+    }
+
+    /// The layer size limit, if any.
+    pub fn max_size(&self) -> Option<u64> {
+        self.max_size
     }
 
     /// The `layers/` directory itself.
@@ -187,9 +216,118 @@ impl LayerStore {
         self.dir.join(id.as_str())
     }
 
-    /// Whether the layer is present.
+    /// Whether the layer is present: unpacked, or streamed (see [`Self::commit_streamed`]).
     pub fn exists(&self, id: &LayerId) -> bool {
-        self.path(id).is_dir()
+        self.path(id).is_dir() || self.streamed_marker(id).is_file()
+    }
+
+    /// Where a streamed layer's blob is noted until it is unpacked.
+    fn streamed_marker(&self, id: &LayerId) -> PathBuf {
+        self.dir.join(STREAMED_DIR).join(id.as_str())
+    }
+
+    /// Keeps a layer made as a blob only (a streamed copy): `blob` (a file of the content
+    /// store whose uncompressed tar hashes to `diff_id`) stands for its directory until a
+    /// step needs the files ([`Self::materialize`]). The pending layer is dropped.
+    pub fn commit_streamed(
+        &self,
+        pending: PendingLayer,
+        blob: &Path,
+        diff_id: &Digest,
+    ) -> Result<LayerId, LayerStoreError> {
+        let id = LayerId::fresh();
+        let dir = self.dir.join(STREAMED_DIR);
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let marker = StreamedMarker {
+            blob: blob.to_path_buf(),
+            diff_id: diff_id.to_string(),
+        };
+        let bytes = serde_json::to_vec(&marker).map_err(std::io::Error::other);
+        let path = self.streamed_marker(&id);
+        let write = |bytes: Vec<u8>| -> std::io::Result<()> {
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+            std::io::Write::write_all(&mut tmp, &bytes)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        bytes.and_then(write).map_err(io_err("write", &path))?;
+        drop(pending);
+        Ok(id)
+    }
+
+    /// Unpacks the streamed layers among `ids` (see [`Self::materialize`]).
+    pub fn materialize_all(&self, ids: &[LayerId]) -> Result<(), LayerStoreError> {
+        let dir = self.dir.join(STREAMED_DIR);
+        let Ok(mtime) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
+            return Ok(()); // nothing was ever streamed here
+        };
+        let wanted: Vec<LayerId> = {
+            let mut known = self
+                .streamed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if known.seen != Some(mtime) {
+                known.ids = std::fs::read_dir(&dir)
+                    .map_err(io_err("list", &dir))?
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(LayerId::parse))
+                    .collect();
+                known.seen = Some(mtime);
+            }
+            ids.iter()
+                .filter(|id| known.ids.contains(id))
+                .cloned()
+                .collect()
+        };
+        for id in &wanted {
+            self.materialize(id)?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks a streamed layer from its blob, once; nothing for a layer that has its
+    /// directory (or is unknown).
+    pub fn materialize(&self, id: &LayerId) -> Result<(), LayerStoreError> {
+        let marker_path = self.streamed_marker(id);
+        let dest = self.path(id);
+        if dest.is_dir() {
+            return Ok(());
+        }
+        let bytes = match std::fs::read(&marker_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read", &marker_path)(e)),
+        };
+        let marker: StreamedMarker = serde_json::from_slice(&bytes)
+            .map_err(|e| io_err("read", &marker_path)(std::io::Error::other(e)))?;
+        let pending = self.begin()?;
+        let file = std::fs::File::open(&marker.blob).map_err(io_err("open", &marker.blob))?;
+        let opts = ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..ApplyOptions::default()
+        };
+        let applied = apply_layer(
+            std::io::BufReader::with_capacity(256 * 1024, file),
+            &pending.upper(),
+            &opts,
+        )?;
+        if applied.diff_id.to_string() != marker.diff_id {
+            return Err(LayerStoreError::DiffIdMismatch {
+                blob: marker.blob.display().to_string(),
+                expected: marker.diff_id,
+                actual: applied.diff_id.to_string(),
+            });
+        }
+        match std::fs::rename(pending.upper(), &dest) {
+            Ok(()) => {}
+            // Another step unpacked it meanwhile: theirs is as good.
+            Err(_) if dest.is_dir() => {}
+            Err(e) => return Err(io_err("rename a layer into", &dest)(e)),
+        }
+        drop(pending);
+        // From now on an ordinary layer (its record keeps the blob for exports).
+        let _ = std::fs::remove_file(&marker_path);
+        Ok(())
     }
 
     /// Unpacks an image layer blob from the content store, verifying that it
@@ -276,7 +414,16 @@ impl LayerStore {
     /// Removes a layer (garbage collection): its name goes at once (see [`crate::trash`]),
     /// so a kill midway never leaves a half-deleted layer that `unpack` would reuse.
     pub fn remove(&self, id: &LayerId) -> Result<(), LayerStoreError> {
+        let marker = self.streamed_marker(id);
+        let streamed = match std::fs::remove_file(&marker) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err("remove", &marker)(e)),
+        };
         let path = self.path(id);
+        if streamed && !path.exists() {
+            return Ok(());
+        }
         crate::trash::discard(&path).map_err(io_err("remove", &path))
     }
 
@@ -289,7 +436,16 @@ impl LayerStore {
                 out.push(id);
             }
         }
+        let streamed = self.dir.join(STREAMED_DIR);
+        if let Ok(entries) = std::fs::read_dir(&streamed) {
+            for entry in entries.flatten() {
+                if let Some(id) = entry.file_name().to_str().and_then(LayerId::parse) {
+                    out.push(id);
+                }
+            }
+        }
         out.sort();
+        out.dedup();
         Ok(out)
     }
 }

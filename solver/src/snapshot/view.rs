@@ -42,6 +42,7 @@ impl SnapshotView {
     /// Nothing may write into such a view (layers share files, see
     /// [`crate::ops::file::Reuse`]): RUN's writable binds are scratch views of it.
     pub fn mount(layers: &LayerStore, snapshot: &Snapshot) -> Result<SnapshotView, ViewError> {
+        layers.materialize_all(&snapshot.layers)?;
         if let [only] = snapshot.layers.as_slice() {
             return Ok(SnapshotView {
                 root: layers.path(only),

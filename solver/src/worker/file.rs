@@ -6,12 +6,16 @@ use sha2::{Digest as _, Sha256};
 
 use super::{LocalWorker, Output};
 use crate::cache::{InputKey, KeyParts};
-use crate::llb::{FileAction, FileOp, Op, Vertex};
-use crate::ops::file::{apply_file_actions_with, FileOpOptions, Reuse, SourceRoot};
+use crate::llb::{Definition, FileAction, FileOp, Op, Vertex, VertexRef};
+use crate::ops::file::{
+    apply_file_actions_with, FileOpError, FileOpOptions, Reuse, SourceRoot, Stream,
+};
 use crate::scheduler::WorkerError;
+use crate::snapshot::blobs::BlobError;
+use crate::snapshot::layers::{LayerStoreError, PendingLayer};
 use crate::snapshot::steps::{StepRecord, StepStore};
 use crate::snapshot::view::SnapshotView;
-use crate::snapshot::{LayerId, Snapshot};
+use crate::snapshot::{BlobRecord, LayerId, LayerRecord, Snapshot};
 
 impl LocalWorker {
     /// Remembers the identity of a copy step (see [`Reuse`]): its key's parts without the
@@ -77,8 +81,48 @@ impl LocalWorker {
     ) -> Option<(std::path::PathBuf, StepRecord)> {
         let record = steps.load(step)?;
         let id = record.layer.as_ref().map(LayerId::as_str)?;
-        let id = LayerId::parse(id).filter(|id| self.layers.exists(id))?;
+        // A streamed layer not unpacked has no files to link.
+        let id = LayerId::parse(id).filter(|id| self.layers.path(id).is_dir())?;
         Some((self.layers.path(&id), record))
+    }
+
+    /// Notes which copies of this solve may stream their layer (see [`Stream`]): those
+    /// whose result only exporters use — a target, or merged (`COPY --link`) into one —
+    /// so no step needs their files (anything else unpacks it). `KILN_STREAMED_COPY=0`
+    /// turns streaming off.
+    pub fn plan_streamed_copies(&self, def: &Definition, targets: &[VertexRef]) {
+        if std::env::var_os("KILN_STREAMED_COPY").is_some_and(|v| v == "0")
+            || !nix::unistd::geteuid().is_root()
+        {
+            return;
+        }
+        let Ok(mut streamable) = self.streamable.lock() else {
+            return;
+        };
+        for r in def.closure(targets) {
+            let Some(v) = def.vertex(r) else { continue };
+            let Op::File(op) = v.op() else { continue };
+            let copies_only = op
+                .actions
+                .iter()
+                .all(|a| matches!(a, FileAction::Copy(c) if !c.attempt_unpack));
+            if copies_only && !op.actions.is_empty() && only_exported(def, r) {
+                streamable.insert(v.digest());
+            }
+        }
+    }
+
+    /// Whether the copy `vertex` streams: planned so, and every source a directory.
+    fn streams(&self, vertex: &Vertex, op: &FileOp, inputs: &[Output]) -> bool {
+        let planned = self
+            .streamable
+            .lock()
+            .is_ok_and(|s| s.contains(&vertex.digest()));
+        planned
+            && op.actions.iter().all(|a| match a {
+                FileAction::Copy(c) => matches!(inputs.get(c.src_input), Some(Output::Dir(_))),
+                _ => false,
+            })
     }
 
     pub(super) fn file(
@@ -87,6 +131,25 @@ impl LocalWorker {
         op: &FileOp,
         inputs: &[Output],
     ) -> Result<Output, WorkerError> {
+        if self.streams(vertex, op, inputs) {
+            if let Some(done) = self.file_with(vertex, op, inputs, true)? {
+                return Ok(done);
+            }
+            tracing::debug!("streamed copy clashed with its own files; copying again");
+        }
+        self.file_with(vertex, op, inputs, false)?
+            .ok_or_else(|| FileOpError::StreamConflict.into())
+    }
+
+    /// Runs the file op, streaming its copied files into the layer tar when `stream`;
+    /// `None` when the streamed copy must be made again unstreamed.
+    fn file_with(
+        &self,
+        vertex: &Vertex,
+        op: &FileOp,
+        inputs: &[Output],
+        stream: bool,
+    ) -> Result<Option<Output>, WorkerError> {
         let base = match op.base {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or("file op base input missing")?)?,
             None => Snapshot::scratch(),
@@ -103,7 +166,8 @@ impl LocalWorker {
         }
         let pending = self.layers.begin()?;
         let steps = StepStore::new(self.layers.dir());
-        let step = self.copy_step(vertex, inputs);
+        // A streamed copy's layer has no directory to take files over from.
+        let step = self.copy_step(vertex, inputs).filter(|_| !stream);
         let reuse = step.map(|s| Reuse::new(self.previous_copy(&steps, &s), pending.upper()));
         let mount = if base.layers.is_empty() {
             None
@@ -140,16 +204,28 @@ impl LocalWorker {
             }
             _ => None,
         };
+        let streamed = stream.then(|| Stream::new(&dest, &pending.upper()));
         let opts = FileOpOptions {
             users_root,
             reuse: reuse.as_ref(),
+            stream: streamed.as_ref(),
         };
-        apply_file_actions_with(&dest, &roots, &op.actions, &opts)?;
+        let applied = apply_file_actions_with(&dest, &roots, &op.actions, &opts);
         drop(roots);
         if let Some(m) = mount {
             m.unmount()?;
         }
         drop(views);
+        match applied {
+            Err(FileOpError::StreamConflict) => return Ok(None),
+            other => other?,
+        }
+        if let Some(streamed) = streamed.filter(|s| !s.is_empty()) {
+            let Some(id) = self.commit_streamed(pending, streamed)? else {
+                return Ok(None);
+            };
+            return Ok(Some(Output::Snapshot(base.with_layer(id))));
+        }
         let id = self.layers.commit(pending)?;
         if let (Some(step), Some(reuse)) = (step, reuse) {
             tracing::debug!(layer = %id, taken_over = reuse.taken(), "copy step done");
@@ -159,6 +235,62 @@ impl LocalWorker {
                 tracing::debug!(error = %e, "the copy step's record was not kept");
             }
         }
-        Ok(Output::Snapshot(base.with_layer(id)))
+        Ok(Some(Output::Snapshot(base.with_layer(id))))
     }
+
+    /// Keeps a streamed copy's layer as its blob, recorded with its diffID as an export
+    /// would record it (an export of the image then finds the blob made).
+    fn commit_streamed(
+        &self,
+        pending: PendingLayer,
+        streamed: Stream,
+    ) -> Result<Option<LayerId>, WorkerError> {
+        let files = streamed.len();
+        let Some(made) = streamed.write_layer(&self.content)? else {
+            return Ok(None);
+        };
+        if let Some(limit) = self.layers.max_size() {
+            if made.uncompressed_size > limit {
+                return Err(LayerStoreError::BuiltTooLarge {
+                    size: made.uncompressed_size,
+                    limit,
+                }
+                .into());
+            }
+        }
+        let blob_path = self
+            .content
+            .blob_path(&made.blob.digest)
+            .map_err(BlobError::from)?;
+        let id = self
+            .layers
+            .commit_streamed(pending, &blob_path, &made.diff_id)?;
+        let record_diff = made.diff_id.clone();
+        let record = LayerRecord {
+            id: id.clone(),
+            diff_id: Some(made.diff_id),
+            size: Some(made.uncompressed_size),
+            blobs: vec![BlobRecord {
+                digest: made.blob.digest,
+                size: made.blob.size,
+                compression: made.compression,
+            }],
+        };
+        let mut w = self.cache.meta().writer().map_err(BlobError::from)?;
+        w.put_layer(&record, crate::meta::now_secs())
+            .map_err(BlobError::from)?;
+        w.commit().map_err(BlobError::from)?;
+        tracing::debug!(layer = %id, files, diff_id = %record_diff, "copy streamed");
+        Ok(Some(id))
+    }
+}
+
+/// Whether only exporters use `r`'s result: nothing depends on it but merges whose
+/// results only exporters use (a merge stacks layers, it needs no files).
+fn only_exported(def: &Definition, r: VertexRef) -> bool {
+    def.dependents(r).into_iter().all(|d| {
+        def.vertex(d)
+            .is_some_and(|v| matches!(v.op(), Op::Merge(_)))
+            && only_exported(def, d)
+    })
 }

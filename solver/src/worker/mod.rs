@@ -141,6 +141,8 @@ pub struct LocalWorker {
     /// Copy steps' identities (their key without their sources' content), by vertex: what
     /// finds the previous result an incremental copy takes files over from.
     pub(crate) copy_steps: Mutex<HashMap<VertexDigest, [u8; 32]>>,
+    /// Copies whose layer may be streamed (see [`LocalWorker::plan_streamed_copies`]).
+    pub(crate) streamable: Mutex<std::collections::HashSet<VertexDigest>>,
     /// The imported build caches, lazy layers, and what this build learnt for an export.
     pub(crate) remote: remote::RemoteState,
     /// Layers known to have a record (stored or found by this worker): a step's result
@@ -183,6 +185,7 @@ impl LocalWorker {
             canceled: AtomicBool::new(false),
             mount_views: Mutex::new(HashMap::new()),
             copy_steps: Mutex::new(HashMap::new()),
+            streamable: Mutex::default(),
             remote: remote::RemoteState::new(state.cache_mounts_dir()),
             recorded_layers: Mutex::new(std::collections::HashSet::new()),
             present_layers: Mutex::new(std::collections::HashSet::new()),

@@ -17,9 +17,10 @@ use super::include::{IncludeMatcher, Inclusion};
 use super::meta::{mkdir_all, MetaPolicy};
 use super::resolve::{clean_abs, resolve_in_root, split_last, Resolved};
 use super::reuse::Reuse;
+use super::stream::Stream;
 use super::unpack::{is_archive, unpack};
 use super::wildcard::{expand, has_wildcard};
-use super::SourceRoot;
+use super::{FileOpOptions, SourceRoot};
 use rayon::prelude::*;
 
 use crate::llb::CopyAction;
@@ -48,7 +49,7 @@ pub(crate) fn apply_copy(
     users_root: &Path,
     source: &SourceRoot<'_>,
     action: &CopyAction,
-    reuse: Option<&Reuse>,
+    opts: &FileOpOptions<'_>,
 ) -> Result<(), FileOpError> {
     let policy = MetaPolicy {
         owner: action
@@ -78,7 +79,8 @@ pub(crate) fn apply_copy(
         });
     }
     let mut walker = Walker::new(dest_root, policy, source, action, &includes)?;
-    walker.reuse = reuse;
+    walker.reuse = opts.reuse;
+    walker.stream = opts.stream;
     for m in &matches {
         walker.copy_match(source, action, m, copy_contents)?;
     }
@@ -152,6 +154,8 @@ struct Walker<'a> {
     dir_meta: Vec<DirMeta>,
     /// Files of the previous run of this step to take over (incremental copy).
     reuse: Option<&'a Reuse>,
+    /// Regular files streamed into the layer tar instead of written.
+    stream: Option<&'a Stream>,
 }
 
 /// Files queued before a batch is copied: bounds the memory of a huge walk.
@@ -236,6 +240,7 @@ impl<'a> Walker<'a> {
             jobs: Vec::new(),
             dir_meta: Vec::new(),
             reuse: None,
+            stream: None,
         })
     }
 
@@ -296,6 +301,11 @@ impl Walker<'_> {
         target.strip_prefix(self.dest_root).ok()?.to_str()
     }
 
+    /// Stops a streamed copy that is about to make something at or below a streamed file.
+    fn check_stream(&self, target: &Path) -> Result<(), FileOpError> {
+        self.stream.map_or(Ok(()), |s| s.check(target))
+    }
+
     /// Tells the reuse record that `target` is no longer a copied regular file.
     fn replaced(&self, target: &Path) {
         if let (Some(r), Some(rel)) = (self.reuse, self.rel(target)) {
@@ -328,6 +338,7 @@ impl Walker<'_> {
         if let Some(ensure) = ensure {
             let e = resolve_in_root(self.dest_root, &ensure, true)
                 .map_err(FileOpError::io("stat", dest))?;
+            self.check_stream(&e.host)?;
             mkdir_all(
                 self.dest_root,
                 &e.rel,
@@ -338,6 +349,7 @@ impl Walker<'_> {
         }
         let dst =
             resolve_in_root(self.dest_root, dest, true).map_err(FileOpError::io("stat", dest))?;
+        self.check_stream(&dst.host)?;
         let dest_md = fs::symlink_metadata(&dst.host).ok();
         let src_is_dir = md.is_dir();
         let base = split_last(matched).map(|(_, b)| b);
@@ -355,6 +367,7 @@ impl Walker<'_> {
             target_rel.parent()
         };
         if let Some(make) = make {
+            self.check_stream(&self.dest_root.join(make))?;
             mkdir_all(
                 self.dest_root,
                 make,
@@ -365,6 +378,9 @@ impl Walker<'_> {
         }
         let skip_include = self.include.is_none();
         let src_rel = src.rel_str();
+        if let Some(s) = self.stream {
+            s.new_walk();
+        }
         // The walk recurses once per directory level, and paths may nest
         // ~2000 levels deep: run it on a thread whose stack cannot run out
         // (only the pages actually touched are committed).
@@ -400,10 +416,11 @@ impl Walker<'_> {
     /// walk order wins.
     fn run_jobs(&mut self) -> Result<(), FileOpError> {
         let jobs = std::mem::take(&mut self.jobs);
-        let (policy, always_replace, reuse) = (&self.policy, self.always_replace, self.reuse);
+        let (policy, always_replace) = (&self.policy, self.always_replace);
+        let (reuse, stream) = (self.reuse, self.stream);
         let results: Vec<Result<(), FileOpError>> = jobs
             .par_iter()
-            .map(|j| place_file(policy, always_replace, reuse, j))
+            .map(|j| place_file(policy, always_replace, reuse, stream, j))
             .collect();
         results.into_iter().collect()
     }
@@ -583,6 +600,7 @@ impl Walker<'_> {
             }
             return Ok(());
         }
+        self.check_stream(target)?;
         if ft.is_file() && !self.inodes.contains_key(&key) {
             // The first of several links: copied now, so the others can link to it.
             self.replaced(target);
@@ -635,6 +653,7 @@ impl Walker<'_> {
 
     /// Makes `target` a directory; true when it was created.
     fn make_dir(&self, target: &Path) -> Result<bool, FileOpError> {
+        self.check_stream(target)?;
         let shown = self.shown(target);
         match fs::symlink_metadata(target) {
             Ok(m) if m.is_dir() => Ok(false),
@@ -647,6 +666,9 @@ impl Walker<'_> {
             Ok(_) => Err(FileOpError::NotADirectory { path: shown }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir(target).map_err(FileOpError::io("mkdir", &shown))?;
+                if let Some(s) = self.stream {
+                    s.created_dir(target);
+                }
                 Ok(true)
             }
             Err(e) => Err(FileOpError::io("stat", shown)(e)),
@@ -654,14 +676,21 @@ impl Walker<'_> {
     }
 }
 
-/// Places a regular file: taken over from the previous result when the reuse record
-/// allows, else copied.
+/// Places a regular file: streamed into the layer tar when the copy streams and nothing is
+/// in the way, taken over from the previous result when the reuse record allows, else
+/// copied.
 fn place_file(
     policy: &MetaPolicy,
     always_replace: bool,
     reuse: Option<&Reuse>,
+    stream: Option<&Stream>,
     job: &FileJob,
 ) -> Result<(), FileOpError> {
+    if let Some(s) = stream {
+        if s.take(policy, &job.src, &job.md, &job.target)? {
+            return Ok(());
+        }
+    }
     let mut record = None;
     if let (Some(r), Some((rel, prev))) = (reuse, &job.reuse) {
         if let Some(prev) = prev {

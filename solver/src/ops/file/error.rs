@@ -93,6 +93,10 @@ pub enum FileOpError {
     /// Unpacking an archive failed.
     #[error(transparent)]
     Unpack(#[from] ExtractError),
+    /// A streamed copy (see [`super::Stream`]) would have to write where it streamed a
+    /// file; the worker copies again without streaming. Never shown.
+    #[error("the streamed copy must be made unstreamed")]
+    StreamConflict,
     /// A filesystem call failed.
     #[error("{op} {path}: {source}")]
     Io {

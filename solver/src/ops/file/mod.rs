@@ -18,6 +18,7 @@ mod mkfile;
 mod resolve;
 mod reuse;
 mod rm;
+mod stream;
 mod symlink;
 mod unpack;
 pub(crate) mod wildcard;
@@ -30,6 +31,7 @@ pub use error::FileOpError;
 pub use include::{IncludeMatcher, Inclusion};
 pub use resolve::{resolve_in_root, Resolved};
 pub use reuse::Reuse;
+pub use stream::Stream;
 pub use wildcard::{expand as expand_wildcards, has_wildcard};
 
 pub(crate) use meta::{lutimes, Time};
@@ -64,6 +66,8 @@ pub struct FileOpOptions<'a> {
     /// Take unchanged files over from the previous result of the same step (copies only;
     /// see [`Reuse::applies_to`]).
     pub reuse: Option<&'a Reuse>,
+    /// Stream regular files into the layer tar instead of writing them (copies only).
+    pub stream: Option<&'a Stream>,
 }
 
 /// Applies `actions` in order onto `dest_root`. A copy's `src_input` indexes
@@ -94,7 +98,7 @@ pub fn apply_file_actions_with(
                     index: c.src_input,
                     count: inputs.len(),
                 })?;
-                copy::apply_copy(dest_root, users_root, source, c, opts.reuse)?;
+                copy::apply_copy(dest_root, users_root, source, c, opts)?;
             }
             FileAction::Mkfile(a) => mkfile::apply_mkfile(dest_root, users_root, a)?,
             FileAction::Mkdir(a) => mkdir::apply_mkdir(dest_root, users_root, a)?,

@@ -337,6 +337,24 @@ fn is_opaque(path: &Path) -> Result<bool, LayerError> {
     Ok(false)
 }
 
+/// Appends the tar entry of `path` (named `rel`) to `builder` as [`write_tar`] writes it
+/// (streamed copies merge these with entries of their own).
+pub(crate) fn append_entry<W: Write>(
+    builder: &mut tar::Builder<HashingWriter<W>>,
+    path: &Path,
+    rel: &Path,
+    opts: &DiffOptions,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), LayerError> {
+    let mut scratch = tar::Builder::new(Vec::new());
+    let body = entry_piece(&mut scratch, path, rel, opts, links)?;
+    let header = std::mem::take(scratch.get_mut());
+    if header.is_empty() {
+        return Ok(());
+    }
+    TarOut::new(builder.get_mut(), 0, 0).put(&Piece { header, body })
+}
+
 /// Writes the header blocks of the entry for `path` (named `rel`) into `builder` and returns
 /// the file whose content follows them, if any.
 fn entry_piece(

@@ -106,6 +106,8 @@ impl LocalWorker {
         snapshot: &Snapshot,
         progress: Option<&crate::progress::VertexProgress>,
     ) -> Result<(), WorkerError> {
+        // A streamed copy's layers: unpacked from their blob on first use.
+        self.layers.materialize_all(&snapshot.layers)?;
         for id in &snapshot.layers {
             let Some(layer) = lock(&self.remote.lazy).get(id).cloned() else {
                 continue;
