@@ -7,14 +7,12 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::statcache::{FileStat, StatCache};
+use super::statcache::StatCache;
+use super::walk::{missing, Record, Walk, WalkError};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 use crate::rootfs_path::resolve_in_root;
 
@@ -78,6 +76,15 @@ pub enum ContentHashError {
     },
 }
 
+impl From<WalkError> for ContentHashError {
+    fn from(e: WalkError) -> Self {
+        ContentHashError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// A selected path and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selector {
@@ -114,42 +121,6 @@ pub fn clean_selector(selector: &str) -> String {
     parts.join("/")
 }
 
-/// One entry of the hashed set, relative to the root. Kept small: a walk holds one per
-/// file of the context (its header starts with the relative path, not stored twice).
-struct Record {
-    header: Vec<u8>,
-    content: Content,
-}
-
-impl Record {
-    /// The relative path: the header up to its first NUL (paths have none).
-    fn rel(&self) -> &[u8] {
-        let end = self
-            .header
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.header.len());
-        self.header.get(..end).unwrap_or_default()
-    }
-}
-
-/// What a record contributes besides its header.
-enum Content {
-    /// Not a regular file.
-    None,
-    /// A regular file whose digest the stat cache vouched for.
-    Known([u8; 32]),
-    /// A regular file to read (boxed: the rarer case on a rebuild, and the largest).
-    Read(Box<ToRead>),
-}
-
-/// A regular file to read: its path, stat and `security.capability` (for the cache).
-struct ToRead {
-    path: PathBuf,
-    stat: FileStat,
-    cap: Option<Vec<u8>>,
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     move |source| ContentHashError::Io {
         path: path.to_path_buf(),
@@ -157,192 +128,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     }
 }
 
-/// File capabilities change what a binary can do, so they are content; other xattrs are not.
-fn capability(path: &Path) -> Option<Vec<u8>> {
-    xattr::get(path, "security.capability").ok().flatten()
-}
-
-fn header_bytes(
+/// Records of the selected path `rel` and everything under it: symlinks on the way resolve
+/// inside `root`, the final one only when `follow`; a missing path has a record of its own.
+fn collect(
+    walk: &Walk<'_>,
+    root: &Path,
     rel: &str,
-    meta: &fs::Metadata,
-    path: &Path,
-    cap: Option<&[u8]>,
-) -> Result<Vec<u8>, ContentHashError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_file() {
-        'f'
-    } else if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else if ft.is_fifo() {
-        'p'
-    } else {
-        's'
+    follow: bool,
+    out: &mut Vec<Record>,
+) -> Result<(), ContentHashError> {
+    let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
+    let meta = match fs::symlink_metadata(&start) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(missing(rel));
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(&start)(e)),
     };
-    let mut h = format!(
-        "{rel}\0{kind}\0{:o}\0{}\0{}\0",
-        meta.mode() & 0o7777,
-        meta.uid(),
-        meta.gid()
-    );
-    if ft.is_file() {
-        h.push_str(&format!("{}\0", meta.len()));
-    }
-    if ft.is_char_device() || ft.is_block_device() {
-        h.push_str(&format!("{}\0", meta.rdev()));
-    }
-    let mut bytes = h.into_bytes();
-    if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(io_err(path))?;
-        bytes.extend_from_slice(target.as_os_str().as_encoded_bytes());
-        bytes.push(0);
-    }
-    if let Some(cap) = cap {
-        bytes.extend_from_slice(b"cap\0");
-        bytes.extend_from_slice(cap);
-    }
-    Ok(bytes)
-}
-
-/// A walk of the selected paths: directories are listed in parallel and entries stat'ed
-/// relative to their directory (`fstatat` on the listing's fd, not a path walk from `/`).
-struct Walk<'a> {
-    ignore: Option<&'a PatternMatcher>,
-    /// A hidden directory's contents may be re-included by a `!` pattern, so whole
-    /// subtrees are pruned only when there is none.
-    prune: bool,
-    stats: Option<&'a StatCache<'a>>,
-}
-
-impl Walk<'_> {
-    /// The record of one entry. A regular file the stat cache vouches for is neither read
-    /// nor asked for its capability (setting one changes the ctime, so the stat).
-    fn record(
-        &self,
-        rel: &str,
-        path: &Path,
-        meta: &fs::Metadata,
-        followed: bool,
-    ) -> Result<Record, ContentHashError> {
-        let (cap, content) = if meta.is_file() {
-            let stat = FileStat::of(meta);
-            match self.stats.and_then(|s| s.lookup(rel, &stat)) {
-                Some((digest, cap)) => (cap, Content::Known(digest)),
-                None => {
-                    let cap = capability(path);
-                    let read = ToRead {
-                        path: path.to_path_buf(),
-                        stat,
-                        cap: cap.clone(),
-                    };
-                    (cap, Content::Read(Box::new(read)))
-                }
-            }
-        } else {
-            (capability(path), Content::None)
-        };
-        let mut header = header_bytes(rel, meta, path, cap.as_deref())?;
-        if followed {
-            header.extend_from_slice(b"followed\0");
-        }
-        Ok(Record { header, content })
-    }
-
-    /// Records of everything under the directory `dir` (relative path `rel`).
-    fn children(&self, dir: &Path, rel: &str) -> Result<Vec<Record>, ContentHashError> {
-        let entries: Vec<fs::DirEntry> = fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err(dir))?;
-        let nested: Vec<Vec<Record>> = entries
-            .par_iter()
-            .map(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                let child = if rel.is_empty() {
-                    name.into_owned()
-                } else {
-                    let mut child = String::with_capacity(rel.len() + 1 + name.len());
-                    child.push_str(rel);
-                    child.push('/');
-                    child.push_str(&name);
-                    child
-                };
-                let path = e.path();
-                let meta = e.metadata().map_err(io_err(&path))?;
-                let mut out = Vec::new();
-                let hidden = self.ignore.is_some_and(|m| m.excludes(&child));
-                if hidden && (self.prune || !meta.is_dir()) {
-                    return Ok(out);
-                }
-                if !hidden {
-                    out.push(self.record(&child, &path, &meta, false)?);
-                }
-                if meta.is_dir() {
-                    out.extend(self.children(&path, &child)?);
-                }
-                Ok(out)
-            })
-            .collect::<Result<_, ContentHashError>>()?;
-        Ok(nested.into_iter().flatten().collect())
-    }
-
-    /// Records of the selected path `rel` and everything under it.
-    fn collect(
-        &self,
-        root: &Path,
-        rel: &str,
-        follow: bool,
-        out: &mut Vec<Record>,
-    ) -> Result<(), ContentHashError> {
-        let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
-        let missing = |out: &mut Vec<Record>| {
-            out.push(Record {
-                header: format!("{rel}\0missing\0").into_bytes(),
-                content: Content::None,
-            });
-        };
-        let meta = match fs::symlink_metadata(&start) {
-            Ok(m) => m,
+    let followed = follow && meta.file_type().is_symlink();
+    let (start, meta) = if followed {
+        let target = in_root(root, rel, true).map_err(io_err(&start))?;
+        match fs::symlink_metadata(&target) {
+            Ok(m) => (target, m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                missing(out);
+                out.push(missing(rel));
                 return Ok(());
             }
-            Err(e) => return Err(io_err(&start)(e)),
-        };
-        let followed = follow && meta.file_type().is_symlink();
-        let (start, meta) = if followed {
-            let target = in_root(root, rel, true).map_err(io_err(&start))?;
-            match fs::symlink_metadata(&target) {
-                Ok(m) => (target, m),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    missing(out);
-                    return Ok(());
-                }
-                Err(e) => return Err(io_err(&target)(e)),
-            }
-        } else {
-            (start, meta)
-        };
-        let hidden = !rel.is_empty() && self.ignore.is_some_and(|m| m.excludes(rel));
-        if hidden {
-            missing(out);
-            if self.prune || !meta.is_dir() {
-                return Ok(());
-            }
-        } else {
-            out.push(self.record(rel, &start, &meta, followed)?);
+            Err(e) => return Err(io_err(&target)(e)),
         }
-        if meta.is_dir() {
-            out.extend(self.children(&start, rel)?);
-        }
-        Ok(())
-    }
+    } else {
+        (start, meta)
+    };
+    Ok(walk.collect(&start, &meta, rel, followed, out)?)
 }
 
 /// The host path of `rel` with the symlinks on the way resolved inside `root`, as the
@@ -372,20 +190,6 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, ContentHashError> {
         .into_iter()
         .map(|m| m.trim_start_matches('/').to_string())
         .collect())
-}
-
-fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
-    let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or(&[]));
-    }
-    Ok(h.finalize().into())
 }
 
 /// The checksum of the `selectors`' paths under `root`, in selector order.
@@ -442,45 +246,16 @@ pub fn checksum_paths_cached(
         };
         let mut records = Vec::new();
         for t in &targets {
-            walk.collect(root, t, selector.follow_final_symlink, &mut records)?;
+            collect(&walk, root, t, selector.follow_final_symlink, &mut records)?;
         }
-        let digest_of = |r: &Record| match &r.content {
-            Content::None => Ok(None),
-            Content::Known(d) => Ok(Some(*d)),
-            Content::Read(f) => {
-                let digest = file_digest(&f.path)?;
-                if let (Some(s), Ok(rel)) = (stats, std::str::from_utf8(r.rel())) {
-                    s.record(rel, f.stat, digest, f.cap.clone());
-                }
-                Ok(Some(digest))
-            }
-        };
-        let to_read = records
-            .iter()
-            .filter(|r| matches!(r.content, Content::Read(..)))
-            .count();
-        // Handing work to the rayon pool and waiting for it costs two thread wake-ups:
-        // worth it only when there are files to read in parallel.
-        let digests: Vec<Option<[u8; 32]>> = if to_read > 1 {
-            records
-                .par_iter()
-                .map(digest_of)
-                .collect::<Result<_, ContentHashError>>()?
-        } else {
-            records
-                .iter()
-                .map(digest_of)
-                .collect::<Result<_, ContentHashError>>()?
-        };
-        let mut sorted: Vec<(&Record, &Option<[u8; 32]>)> = records.iter().zip(&digests).collect();
         // By header: the relative path and a NUL first, so this is path order (a path
-        // sorts before the paths it prefixes, as NUL is below every byte of a name),
-        // without finding each path's end at every comparison.
-        sorted.sort_by(|a, b| a.0.header.cmp(&b.0.header));
-        for (r, d) in sorted {
+        // sorts before the paths it prefixes, as NUL is below every byte of a name). The
+        // walk yields each target's records in that order already: this only checks it.
+        records.sort_by(|a, b| a.header.cmp(&b.header));
+        for r in &records {
             outer.update((r.header.len() as u64).to_le_bytes());
             outer.update(&r.header);
-            if let Some(d) = d {
+            if let Some(d) = &r.digest {
                 outer.update(d);
             }
         }
@@ -725,6 +500,7 @@ mod ignore_tests {
 #[cfg(test)]
 mod stat_cache_tests {
     use super::*;
+    use crate::cache::statcache::FileStat;
     use crate::cache::statcache::RACY_SLACK_NS;
     use crate::meta::MetaDb;
 
