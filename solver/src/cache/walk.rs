@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags, RawDir, StatxFlags};
 use sha2::{Digest as _, Sha256};
-use xattr::FileExt as _;
 
 use super::statcache::{DirStats, FileStat, StatCache};
 use crate::pattern::PatternMatcher;
@@ -115,6 +114,14 @@ impl Stat {
 
     /// The header up to what only reading tells (a link's target, a capability).
     fn header(&self, rel: &str) -> Vec<u8> {
+        let mut h = Vec::with_capacity(rel.len() + 40);
+        h.extend_from_slice(rel.as_bytes());
+        self.push_fields(&mut h);
+        h
+    }
+
+    /// Appends what follows the relative path in the header: type, mode, owner, size, device.
+    fn push_fields(&self, h: &mut Vec<u8>) {
         let kind = self.kind();
         let letter = match kind {
             S_IFDIR => 'd',
@@ -125,8 +132,6 @@ impl Stat {
             S_IFIFO => 'p',
             _ => 's',
         };
-        let mut h = Vec::with_capacity(rel.len() + 40);
-        h.extend_from_slice(rel.as_bytes());
         // Writing into a Vec cannot fail.
         let _ = write!(
             h,
@@ -141,7 +146,6 @@ impl Stat {
         if kind == S_IFCHR || kind == S_IFBLK {
             let _ = write!(h, "{}\0", self.rdev);
         }
-        h
     }
 }
 
@@ -195,6 +199,22 @@ fn push_cap(header: &mut Vec<u8>, cap: Option<&[u8]>) {
 }
 
 const CAPABILITY: &str = "security.capability";
+
+/// The capability of an open file or directory (none where the filesystem has no xattrs).
+fn fd_capability(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    // A capability is 20 or 24 bytes: a stack buffer, and a big one only if that is short.
+    let mut small = [0u8; 64];
+    match rustix::fs::fgetxattr(fd, CAPABILITY, &mut small[..]) {
+        Ok(n) => small.get(..n).map(<[u8]>::to_vec),
+        Err(rustix::io::Errno::RANGE) => {
+            let mut big = vec![0u8; 64 * 1024];
+            let n = rustix::fs::fgetxattr(fd, CAPABILITY, &mut big[..]).ok()?;
+            big.truncate(n);
+            Some(big)
+        }
+        Err(_) => None,
+    }
+}
 
 /// A walk's failure: the path and what the system said.
 #[derive(Debug)]
@@ -337,13 +357,23 @@ fn span(bytes: &[u8], (s, e): (u32, u32)) -> &[u8] {
 struct Child {
     /// Its index in the directory's [`Names`].
     index: usize,
-    rel: String,
     stat: Stat,
     hidden: bool,
-    /// Its record (None when hidden); a regular file still to read has no digest yet.
-    record: Option<Record>,
     /// A regular file the stat cache did not vouch for.
     to_read: bool,
+    /// Its header, which starts with its relative path (`rel_len` bytes); unused when hidden.
+    header: Vec<u8>,
+    rel_len: usize,
+    /// A regular file's digest, once known.
+    digest: Option<[u8; 32]>,
+}
+
+impl Child {
+    /// The relative path.
+    fn rel(&self) -> &str {
+        // Built from a str: always UTF-8 up to rel_len.
+        std::str::from_utf8(self.header.get(..self.rel_len).unwrap_or_default()).unwrap_or_default()
+    }
 }
 
 /// Compares path-order keys: a name, or a name and `/` (where a directory's subtree goes).
@@ -396,10 +426,7 @@ impl Walk<'_> {
             let fd = open_dir_path(start).map_err(|e| io_err(start, e))?;
             if !hidden {
                 let mut header = stat.header(rel);
-                let cap = fs::File::from(fd.try_clone().map_err(|e| io_err(start, e))?)
-                    .get_xattr(CAPABILITY)
-                    .ok()
-                    .flatten();
+                let cap = fd_capability(fd.as_fd());
                 push_cap(&mut header, cap.as_deref());
                 if followed {
                     header.extend_from_slice(b"followed\0");
@@ -430,7 +457,11 @@ impl Walk<'_> {
                     push_cap(&mut record.header, cap.as_deref());
                     record.digest = Some(digest);
                 }
-                None => self.read(dir.as_fd(), parent, &name, rel, &stat, &mut record)?,
+                None => {
+                    let digest =
+                        self.read(dir.as_fd(), parent, &name, rel, &stat, &mut record.header)?;
+                    record.digest = Some(digest);
+                }
             }
         } else {
             self.finish_other(dir.as_fd(), parent, &name, &stat, &mut record.header)?;
@@ -465,21 +496,17 @@ impl Walk<'_> {
         name: &CStr,
         rel: &str,
         stat: &Stat,
-        record: &mut Record,
-    ) -> Result<(), WalkError> {
+        header: &mut Vec<u8>,
+    ) -> Result<[u8; 32], WalkError> {
         let path = || dir_path.join(OsStr::from_bytes(name.to_bytes()));
         let fd = open_file(dir, name).map_err(|e| io_err(&path(), e))?;
-        let cap = fs::File::from(fd.try_clone().map_err(|e| io_err(&path(), e))?)
-            .get_xattr(CAPABILITY)
-            .ok()
-            .flatten();
+        let cap = fd_capability(fd.as_fd());
         let digest = digest_fd(&fd).map_err(|e| io_err(&path(), e))?;
-        push_cap(&mut record.header, cap.as_deref());
-        record.digest = Some(digest);
+        push_cap(header, cap.as_deref());
         if let Some(s) = self.stats {
             s.record(rel, stat.file, digest, cap);
         }
-        Ok(())
+        Ok(digest)
     }
 
     /// Completes the header of an entry that is neither a directory nor a regular file: a
@@ -519,52 +546,41 @@ impl Walk<'_> {
         let name = names.name(index);
         let cname = names.cstr(index);
         let lossy = String::from_utf8_lossy(name);
-        let name_len = lossy.len();
-        let child_rel = if rel.is_empty() {
-            lossy.into_owned()
-        } else {
-            let mut r = String::with_capacity(rel.len() + 1 + lossy.len());
-            r.push_str(rel);
-            r.push('/');
-            r.push_str(&lossy);
-            r
-        };
+        let mut header = Vec::with_capacity(rel.len() + 1 + lossy.len() + 40);
+        if !rel.is_empty() {
+            header.extend_from_slice(rel.as_bytes());
+            header.push(b'/');
+        }
+        header.extend_from_slice(lossy.as_bytes());
         let stat =
             stat_at(dir, cname).map_err(|e| io_err(&dir_path.join(OsStr::from_bytes(name)), e))?;
-        let hidden = self.hides(&child_rel);
         let mut child = Child {
             index,
-            rel: child_rel,
             stat,
-            hidden,
-            record: None,
+            hidden: false,
             to_read: false,
-        };
-        if hidden {
-            return Ok(child);
-        }
-        let mut record = Record {
-            header: stat.header(&child.rel),
+            rel_len: header.len(),
+            header,
             digest: None,
         };
+        child.hidden = self.hides(child.rel());
+        if child.hidden {
+            return Ok(child);
+        }
+        stat.push_fields(&mut child.header);
         if stat.is_file() {
             // The stat cache knows files by their (lossy) name in the directory.
-            let cache_name = child
-                .rel
-                .as_bytes()
-                .get(child.rel.len() - name_len..)
-                .unwrap_or_default();
+            let cache_name = lossy.as_bytes();
             match self.known(cached, cache_name, &stat) {
                 Some((digest, cap)) => {
-                    push_cap(&mut record.header, cap.as_deref());
-                    record.digest = Some(digest);
+                    push_cap(&mut child.header, cap.as_deref());
+                    child.digest = Some(digest);
                 }
                 None => child.to_read = true,
             }
         } else if !stat.is_dir() {
-            self.finish_other(dir, dir_path, cname, &stat, &mut record.header)?;
+            self.finish_other(dir, dir_path, cname, &stat, &mut child.header)?;
         }
-        child.record = Some(record);
         Ok(child)
     }
 
@@ -602,10 +618,17 @@ impl Walk<'_> {
 
         // Files to read, and directories to walk: in parallel, each.
         let read = |c: &mut Child| -> Result<(), WalkError> {
-            let Some(record) = c.record.as_mut() else {
-                return Ok(());
-            };
-            self.read(fd, dir_path, names.cstr(c.index), &c.rel, &c.stat, record)
+            let rel = c.rel().to_string();
+            let digest = self.read(
+                fd,
+                dir_path,
+                names.cstr(c.index),
+                &rel,
+                &c.stat,
+                &mut c.header,
+            )?;
+            c.digest = Some(digest);
+            Ok(())
         };
         let walk = |c: &Child| -> Result<(Option<Vec<u8>>, Vec<Record>), WalkError> {
             let sub = open_dir(fd, names.cstr(c.index))
@@ -613,13 +636,10 @@ impl Walk<'_> {
             let cap = if c.hidden {
                 None
             } else {
-                fs::File::from(sub.try_clone().map_err(|e| io_err(dir_path, e))?)
-                    .get_xattr(CAPABILITY)
-                    .ok()
-                    .flatten()
+                fd_capability(sub.as_fd())
             };
             let path = dir_path.join(OsStr::from_bytes(names.name(c.index)));
-            Ok((cap, self.children(&sub, &path, &c.rel, depth + 1)?))
+            Ok((cap, self.children(&sub, &path, c.rel(), depth + 1)?))
         };
         let mut to_read: Vec<&mut Child> = Vec::new();
         let mut subdirs: Vec<&Child> = Vec::new();
@@ -675,14 +695,16 @@ fn assemble(
         let is_walked = !c.to_read && c.stat.is_dir() && !(c.hidden && prune);
         if is_walked {
             if let Some((cap, sub)) = walked.next() {
-                if let Some(r) = c.record.as_mut() {
-                    push_cap(&mut r.header, cap.as_deref());
-                }
+                push_cap(&mut c.header, cap.as_deref());
                 blocks.push((c.index, sub));
             }
         }
-        if let Some(r) = c.record {
-            records.push((c.index, r));
+        if !c.hidden {
+            let record = Record {
+                header: c.header,
+                digest: c.digest,
+            };
+            records.push((c.index, record));
         }
     }
     blocks.sort_by(|a, b| key_cmp(names.name(a.0), true, names.name(b.0), true));
