@@ -151,7 +151,7 @@ edit() { echo "edit $(date +%s%N)" >> "$1"; }
 
 # An untimed extra no-op under strace: how many fsync/fdatasync calls it makes (the issue
 # wants none). FSYNCS=0 skips it.
-declare -A FSYNC_COUNT
+declare -A FSYNC_COUNT=()
 count_fsyncs() { # workload root ctx
   [ "${FSYNCS:-1}" = 1 ] && command -v strace >/dev/null || return 0
   local out=$LOGS/$1-kiln-fsyncs.strace

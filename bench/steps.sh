@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # steps.sh - per-step cost of RUN steps as a build grows (issue 17): times cold
 # builds of `FROM busybox` + N × `RUN echo $i > /f$i` and prints, per N, the
-# median build time and the per-step overhead (T(N) − T(0)) / N.
+# median build time and the per-step overhead (T(N) − T(0)) / N, in wall time and
+# in CPU time (user + system of kiln and the processes it waited for: crun, the
+# step's shell), which a machine shared with other work disturbs less.
 #
 #   bench/steps.sh [REPS] [N...]     (default 3 reps; N = 20 100 500)
 #
@@ -31,30 +33,37 @@ context() { # N -> context dir
   echo "$dir"
 }
 
-cold_build() { # N -> seconds
-  local ctx root=$WORK/state t0 t1
+cold_build() { # N -> "wall_seconds cpu_seconds"
+  local ctx root=$WORK/state t0 t1 cpu
   ctx=$(context "$1")
   rm -rf "$root"
   "$KILN" --root "$root" pull -q "$BASE" >/dev/null
   sync
   t0=$(now)
   # shellcheck disable=SC2086
-  "$KILN" --root "$root" build $KILN_FLAGS --progress quiet -t "bench/steps-$1:kiln" "$ctx" >/dev/null \
+  /usr/bin/time -f '%U %S' -o "$WORK/cpu" \
+    "$KILN" --root "$root" build $KILN_FLAGS --progress quiet -t "bench/steps-$1:kiln" "$ctx" >/dev/null \
     || { echo "kiln build of $1 steps failed" >&2; exit 1; }
   t1=$(now)
-  echo "$t1 - $t0" | bc -l
+  cpu=$(awk '{print $1 + $2}' "$WORK/cpu")
+  echo "$(echo "$t1 - $t0" | bc -l) $cpu"
 }
 
 KILN_FLAGS=${KILN_FLAGS:-}
-declare -A T
+declare -A T C
 for n in 0 $SIZES; do
-  runs=""
-  for _ in $(seq 1 "$REPS"); do runs+="$(cold_build "$n") "; done
-  T[$n]=$(tr ' ' '\n' <<<"$runs" | grep -v '^$' | median)
-  echo "N=$n runs: $runs" >&2
+  walls="" cpus=""
+  for _ in $(seq 1 "$REPS"); do
+    read -r wall cpu <<<"$(cold_build "$n")"
+    walls+="$wall " cpus+="$cpu "
+  done
+  T[$n]=$(tr ' ' '\n' <<<"$walls" | grep -v '^$' | median)
+  C[$n]=$(tr ' ' '\n' <<<"$cpus" | grep -v '^$' | median)
+  echo "N=$n wall: $walls cpu: $cpus" >&2
 done
-printf '%6s %10s %14s\n' steps 'build (s)' 'per step (ms)'
-printf '%6s %10.3f %14s\n' 0 "${T[0]}" -
+printf '%6s %10s %14s %10s %18s\n' steps 'build (s)' 'per step (ms)' 'CPU (s)' 'CPU per step (ms)'
+printf '%6s %10.3f %14s %10.3f %18s\n' 0 "${T[0]}" - "${C[0]}" -
 for n in $SIZES; do
-  printf '%6s %10.3f %14.1f\n' "$n" "${T[$n]}" "$(echo "(${T[$n]} - ${T[0]}) * 1000 / $n" | bc -l)"
+  printf '%6s %10.3f %14.1f %10.3f %18.1f\n' "$n" "${T[$n]}" "$(echo "(${T[$n]} - ${T[0]}) * 1000 / $n" | bc -l)" \
+    "${C[$n]}" "$(echo "(${C[$n]} - ${C[0]}) * 1000 / $n" | bc -l)"
 done

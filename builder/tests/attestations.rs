@@ -1065,3 +1065,65 @@ fn sbom_lists_the_rpm_packages_rpm_itself_lists() {
         );
     }
 }
+
+#[test]
+fn imagetools_create_carries_referrers_and_signatures_of_each_image() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", busybox(&env)),
+    );
+    b.write("f", "merged");
+    let repo = |what: &str| {
+        format!(
+            "{}/{}",
+            env.registry(),
+            unique(&format!("referrers-create-{what}"))
+        )
+    };
+    let src = repo("src");
+    let src_tag = format!("{src}:1");
+    b.build(&[
+        "-o",
+        &format!("type=registry,name={src_tag},referrers=true"),
+        "--sbom=true",
+    ]);
+    kiln_ok(&b, &["keygen", b.path("k").to_str().unwrap()]);
+    let (key, public) = (b.path("k.key"), b.path("k.pub"));
+    kiln_ok(&b, &["sign", "--key", key.to_str().unwrap(), &src_tag]);
+    let image = sha256_digest(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{src_tag}"),
+    ]));
+    let expected = referrer_predicates(&src, &image);
+    assert_eq!(expected.len(), 1, "the source has its attestations");
+
+    let dst = repo("dst");
+    kiln_ok(
+        &b,
+        &["imagetools", "create", "-t", &format!("{dst}:1"), &src_tag],
+    );
+    let index = raw(&format!("{dst}:1"));
+    assert_eq!(index["manifests"][0]["digest"], image.as_str(), "{index:#}");
+    assert_eq!(referrer_predicates(&dst, &image), expected);
+    let listed = fallback_referrers(&dst, &image);
+    assert!(
+        listed
+            .iter()
+            .any(|(d, _)| d["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"),
+        "the signature referrer is carried: {listed:#?}"
+    );
+    // The image's signature verifies in the new repository.
+    kiln_ok(
+        &b,
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("{dst}@{image}"),
+        ],
+    );
+}

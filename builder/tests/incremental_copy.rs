@@ -2,7 +2,9 @@
 //! unchanged files over from its previous result. The image must be byte for byte the
 //! image a cold build of the same input makes (layer blobs, diffIDs, config), whatever
 //! the edit: content, a new file, a deleted one, a mode, a file turned into a directory
-//! and back, an edit keeping size and mtime.
+//! and back, an edit keeping size and mtime. Its layer blob is resumed from the previous
+//! blob's shared prefix (only what follows the first change is tarred and compressed) and
+//! still equals the cold build's.
 
 mod support;
 
@@ -26,6 +28,17 @@ fn fill(b: &Build) {
     std::fs::set_permissions(b.ctx().join("a/tool.sh"), PermissionsExt::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("d0/f00.txt", b.ctx().join("a/link")).unwrap();
     b.write("big.bin", &"0123456789abcdef".repeat(64 * 1024));
+    // Sorted first, over three 1 MiB chunks: the edits below come after it in the tar.
+    let first: String = (0..360_000u32)
+        .map(|i| format!("{:08x}\n", i.wrapping_mul(2_654_435_761)))
+        .collect();
+    b.write("0big.txt", &first);
+}
+
+thread_local! {
+    /// How many layer blobs this thread's last build resumed from an earlier blob (from
+    /// the debug log).
+    static RESUMED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Builds the context; returns the metadata file's JSON and how many files the copy steps
@@ -46,6 +59,7 @@ fn build(b: &Build, epoch: Option<&str>) -> (serde_json::Value, usize) {
     let out = cmd.output().expect("run kiln");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kiln build failed:\n{stderr}");
+    RESUMED.set(stderr.matches("layer blob resumed").count());
     let taken = stderr
         .lines()
         .filter_map(|l| l.split("taken_over=").nth(1))
@@ -152,6 +166,8 @@ fn incremental_copies_give_the_image_a_cold_build_gives() {
         // Both copies take most of their files over (/app: ~50, /b: ~49, fewer once a
         // directory of 12 is gone).
         assert!(taken >= 70, "{what}: only {taken} files taken over");
+        // /app's blob starts with the unchanged 0big.txt: resumed after it.
+        assert_eq!(RESUMED.get(), 1, "{what}: /app's layer blob resumed");
         let c = cold(&b, None);
         assert_eq!(image(&b), image(&c), "{what}: incremental vs cold image");
     }
@@ -230,4 +246,38 @@ fn a_writable_bind_mount_of_a_one_layer_stage_leaves_the_layer_alone() {
     let (_, _) = build(&b, None);
     let root = b.unpack(&format!("docker.io/{TAG}"));
     assert_eq!(support::read(&root.join("copied")), "original\n");
+}
+
+/// A layer blob's resume index lives and dies with the blob: `kiln prune` removes both, and
+/// the pointer to it.
+#[test]
+fn prune_removes_a_blob_with_its_resume_index() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM scratch\nCOPY big.txt /big.txt\n");
+    // Over one 1 MiB chunk: the blob gets an index.
+    b.write("big.txt", &"index me\n".repeat(200_000));
+    let (_, _) = build(&b, None);
+    let manifest = b.manifest(&format!("docker.io/{TAG}"));
+    let blob = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = blob.trim_start_matches("sha256:");
+    let indexes = b.root.path().join("content/.kiln/blobindex");
+    assert!(b.blob(&blob).is_file());
+    assert!(indexes.join(hex).is_file(), "the blob has its index");
+    let pointers = || -> Vec<String> {
+        std::fs::read_dir(indexes.join("by-key"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(pointers(), vec![hex.to_string()]);
+    support::stdout_ok(&b.kiln(&["rmi", TAG]), "kiln rmi");
+    support::stdout_ok(&b.kiln(&["prune", "--all", "--force"]), "kiln prune");
+    assert!(!b.blob(&blob).exists(), "the blob is pruned");
+    assert!(!indexes.join(hex).exists(), "its index with it");
+    assert!(pointers().is_empty(), "and the pointer to it");
 }

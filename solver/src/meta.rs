@@ -210,6 +210,7 @@ impl MetaDb {
     pub fn writer(&self) -> Result<MetaWriter, MetaError> {
         Ok(MetaWriter {
             txn: self.writable()?.begin_write().map_err(dberr)?,
+            seen: LayersSeen::default(),
         })
     }
 }
@@ -219,6 +220,19 @@ impl MetaDb {
 /// change.
 pub struct MetaWriter {
     pub(crate) txn: redb::WriteTransaction,
+    /// What this transaction knows of layer records already (see [`LayersSeen`]).
+    pub(crate) seen: LayersSeen,
+}
+
+/// The layers a write transaction found or wrote a record of, and the last use it wrote
+/// of each: saving a batch of results of one chain asks about and touches the same layers
+/// for every result, which the table lookups made quadratic in the chain's length.
+#[derive(Debug, Default)]
+pub(crate) struct LayersSeen {
+    /// Layers known to have a record in this transaction.
+    pub(crate) recorded: std::collections::HashSet<String>,
+    /// The last use written of each layer in this transaction.
+    pub(crate) touched: std::collections::HashMap<String, u64>,
 }
 
 impl MetaWriter {

@@ -124,6 +124,12 @@ pub trait Worker: Send + Sync + 'static {
     /// running. Results finishing after it must not be stored in the cache.
     fn cancel(&self) {}
 
+    /// Called when a solve ends, whether it succeeded, failed or was stopped: results the
+    /// worker saved in batches are committed now (what comes next, an export, reads them).
+    fn solve_ended(&self) -> Result<(), WorkerError> {
+        Ok(())
+    }
+
     /// Executes the op with its inputs' results (in input order). The scheduler reports the
     /// vertex's registration, start, cache hit, end, error and cancellation on the progress
     /// sender it was given; the worker reports logs and transfers on the same vertex digest.
@@ -159,6 +165,9 @@ pub enum SolveError {
     /// The solve was stopped from outside (see [`Scheduler::solve_until`]).
     #[error("the build was canceled")]
     Canceled,
+    /// The results were made but their cache records could not be saved.
+    #[error("saving the build's cache records: {0}")]
+    Records(#[source] WorkerError),
 }
 
 /// A vertex's result and key.
@@ -232,6 +241,21 @@ impl<W: Worker> Scheduler<W> {
     /// Solves what `targets` need unless `stop` completes first: then the solve is
     /// canceled as on a failure and returns [`SolveError::Canceled`].
     pub async fn solve_until(
+        &self,
+        def: &Definition,
+        targets: &[VertexRef],
+        stop: impl Future<Output = ()>,
+    ) -> Result<SolveOutcome<W::Output>, SolveError> {
+        let solved = self.solve_inner(def, targets, stop).await;
+        let ended = self.worker.solve_ended();
+        let outcome = solved?;
+        // The solve's results are only as good as their records: a batch that cannot be
+        // committed fails the solve that made it.
+        ended.map_err(SolveError::Records)?;
+        Ok(outcome)
+    }
+
+    async fn solve_inner(
         &self,
         def: &Definition,
         targets: &[VertexRef],

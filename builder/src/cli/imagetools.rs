@@ -305,7 +305,8 @@ async fn collect(client: &RegistryClient, r: &Reference, out: &mut Vec<Entry>) -
 }
 
 /// Makes sure `target`'s repository has the manifest of `e` and its blobs: a copy of that
-/// image (the one walk of its source repository), mounting blobs within one registry.
+/// image (the one walk of its source repository), mounting blobs within one registry, with
+/// the referrers and cosign signatures of that manifest.
 async fn copy_into(
     client: &RegistryClient,
     e: &Entry,
@@ -333,6 +334,20 @@ async fn copy_into(
     )
     .await
     .map_err(registry_failure)?;
+    // Attestations pushed as referrers (`referrers=true`) and signatures refer to the image
+    // by digest, which the copy keeps: they still hold in the new repository.
+    kiln_registry::copy::copy_referrers(
+        client,
+        &e.source,
+        target,
+        &e.descriptor.digest,
+        &staging.join("referrers"),
+    )
+    .await
+    .map_err(registry_failure)?;
+    crate::signature::transfer::copy_signatures(client, &e.source, target, &e.descriptor.digest)
+        .await
+        .map_err(registry_failure)?;
     Ok(())
 }
 

@@ -43,11 +43,15 @@ pub struct CacheStore {
     /// them in one of its transactions, one that does not in the use journal.
     uses: std::sync::Mutex<Vec<(CacheKey, CacheResult, u64)>>,
     journal: uses::UseJournal,
+    /// Results saved by [`CacheStore::save`] and not committed yet.
+    pending: std::sync::Mutex<pending::Pending>,
 }
 
 impl Drop for CacheStore {
     fn drop(&mut self) {
-        // Last-use times only order prune's choices; losing them on an error is harmless.
+        // A batch lost here costs cache misses only; last-use times only order prune's
+        // choices: neither error is worth more than trying.
+        let _ = self.commit_pending();
         let _ = self.flush_uses();
     }
 }
@@ -65,7 +69,76 @@ impl CacheStore {
             meta: MetaDb::open(path)?,
             uses: std::sync::Mutex::new(Vec::new()),
             journal: uses::UseJournal::beside(path),
+            pending: std::sync::Mutex::default(),
         })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, pending::Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Saves `result` under `key`, with a record for each of `new_layers` (every other
+    /// layer of its snapshot has one already, or gets one from an earlier save). It is
+    /// committed with the batch it joins (see [`pending`]); until then this store finds it.
+    /// Its layers must be durable when `durable` returns (it is called before the commit),
+    /// or already when there is none.
+    pub fn save(
+        &self,
+        key: &CacheKey,
+        result: CacheResult,
+        new_layers: Vec<LayerId>,
+        now: u64,
+        durable: Option<DurableWait>,
+    ) -> Result<(), MetaError> {
+        let due = self.pending().push(pending::Entry {
+            key: *key,
+            result,
+            new_layers,
+            now,
+            durable,
+        });
+        if due {
+            self.commit_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the results saved so far in one write transaction (with the uses seen).
+    pub fn commit_pending(&self) -> Result<(), MetaError> {
+        // Held throughout: two commits of the same batch would only repeat each other.
+        let mut pending = self.pending();
+        let n = pending.len();
+        if n == 0 {
+            return Ok(());
+        }
+        // Records only of layers on disk: a crash after the commit finds them whole.
+        for e in pending.first(n) {
+            if let Some(wait) = &e.durable {
+                wait().map_err(io_err)?;
+            }
+        }
+        let mut w = self.writer()?;
+        for e in pending.first(n) {
+            for id in &e.new_layers {
+                if !w.has_layer(id)? {
+                    w.put_layer(&LayerRecord::new(id.clone()), e.now)?;
+                }
+            }
+            w.put_result(&e.key, &e.result, e.now)?;
+        }
+        w.commit()?;
+        pending.drop_first(n);
+        Ok(())
+    }
+
+    /// Whether `id` has a layer record, committed or waiting in the batch.
+    pub fn has_layer_record(&self, id: &LayerId) -> Result<bool, MetaError> {
+        if self.pending().records_layer(id) {
+            return Ok(true);
+        }
+        Ok(self.meta.layer(id)?.is_some())
     }
 
     /// The whole metadata database, for the other tables of `meta.redb` (layer records,
@@ -128,6 +201,9 @@ impl CacheStore {
 
     /// The result stored under `key`, without touching its last-use time.
     pub fn get(&self, key: &CacheKey) -> Result<Option<CacheResult>, MetaError> {
+        if let Some(r) = self.pending().get(key) {
+            return Ok(Some(r.clone()));
+        }
         self.meta.cache_result(key)
     }
 
@@ -147,6 +223,7 @@ impl CacheStore {
 
     /// Every cache entry with its last use, oldest use first (for `du` and `prune`).
     pub fn entries(&self) -> Result<Vec<CacheEntry>, MetaError> {
+        self.commit_pending()?;
         self.flush_uses()?;
         let journal = self.journal.read().map_err(io_err)?;
         let txn = self.meta.read()?;
@@ -293,6 +370,8 @@ fn io_err(e: std::io::Error) -> MetaError {
     dberr(redb::StorageError::Io(e))
 }
 
+mod pending;
+pub use pending::DurableWait;
 #[cfg(test)]
 mod tests;
 mod uses;

@@ -53,6 +53,7 @@ impl ContentStore {
                 report.removed.push(blob);
             }
         }
+        self.prune_blob_keys();
         // Temporary files untouched for a while are leftovers of killed processes; younger ones
         // may belong to a pull that does not take the store lock, so they stay.
         let tmp = self.tmp_dir();

@@ -1,16 +1,20 @@
 //! Streaming ingest: bytes are hashed while they are written to a temporary file under the
 //! store, then verified, fsynced and renamed to `blobs/sha256/<hex>`. Dropping an unfinished
 //! ingest deletes the temporary file, so a blob path only ever holds complete, verified content.
+//! The hasher's state can be saved ([`Ingest::hash_state`]) and an ingest resumed from a saved
+//! state over a copy of another blob's first bytes ([`super::ContentStore::ingest_resumed`]):
+//! a blob sharing a long prefix with an earlier one is then written without hashing it again.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use kiln_oci::Digest;
+use sha2_11::digest::common::hazmat::SerializableState;
+use sha2_11::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
 
 use super::error::{ContentError, Result};
 use crate::atomic_file::sync_parent;
-use kiln_oci::HashingWriter;
 
 /// Digest and size of a stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,30 +46,77 @@ impl Expected {
 
 /// An in-progress write of one blob. Implements [`Write`]; finish with [`Ingest::commit`].
 pub struct Ingest {
-    writer: HashingWriter<BufWriter<NamedTempFile>>,
+    file: BufWriter<NamedTempFile>,
+    hasher: Sha256,
+    written: u64,
     blobs_dir: PathBuf,
     expected: Expected,
+}
+
+/// A saved sha256 state: what [`Ingest::hash_state`] returns and a resumed ingest starts from.
+pub type HashState = Vec<u8>;
+
+/// The serialized state of `hasher` (the sha2 crate's own format).
+pub fn save_hash(hasher: &Sha256) -> HashState {
+    hasher.serialize().to_vec()
+}
+
+/// A hasher restored from [`save_hash`]'s bytes; `None` when they are not such a state.
+pub fn restore_hash(state: &[u8]) -> Option<Sha256> {
+    let state = state.try_into().ok()?;
+    Sha256::deserialize(state).ok()
+}
+
+/// The sha256 [`Digest`] a hasher ends with.
+pub fn finish_hash(hasher: Sha256) -> Digest {
+    let hex = hex::encode(hasher.finalize());
+    // 64 hex digits are always a valid sha256 digest.
+    Digest::from_hex(&hex).unwrap_or_else(|| Digest::of(b""))
 }
 
 impl Ingest {
     pub(crate) fn new(tmp: NamedTempFile, blobs_dir: PathBuf, expected: Expected) -> Result<Self> {
         Ok(Ingest {
-            writer: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
+            file: BufWriter::with_capacity(256 * 1024, tmp),
+            hasher: Sha256::new(),
+            written: 0,
             blobs_dir,
             expected,
         })
     }
 
+    /// An ingest whose file already holds `written` bytes that hashed to `hasher`.
+    pub(crate) fn resumed(
+        tmp: NamedTempFile,
+        blobs_dir: PathBuf,
+        hasher: Sha256,
+        written: u64,
+    ) -> Self {
+        Ingest {
+            file: BufWriter::with_capacity(256 * 1024, tmp),
+            hasher,
+            written,
+            blobs_dir,
+            expected: Expected::default(),
+        }
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.writer.written()
+        self.written
+    }
+
+    /// The hasher's state after the bytes written so far (see [`super::ContentStore::ingest_resumed`]).
+    pub fn hash_state(&self) -> HashState {
+        save_hash(&self.hasher)
     }
 
     /// Verifies digest and size, makes the content durable and moves it under its digest.
     /// If the blob already exists the new copy is discarded.
     pub fn commit(self) -> Result<BlobInfo> {
-        let (buf, digest, size) = self.writer.finish();
-        let tmp = buf
+        let (digest, size) = (finish_hash(self.hasher), self.written);
+        let tmp = self
+            .file
             .into_inner()
             .map_err(|e| ContentError::io("write", &self.blobs_dir, e.into_error()))?;
         if let Some(expected) = self.expected.size {
@@ -103,17 +154,21 @@ impl Write for Ingest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Refuse to grow past the announced size: a lying server cannot fill the disk.
         if let Some(limit) = self.expected.size {
-            if self.writer.written() + buf.len() as u64 > limit {
+            if self.written + buf.len() as u64 > limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("blob is larger than the expected {limit} bytes"),
                 ));
             }
         }
-        self.writer.write(buf)
+        let n = self.file.write(buf)?;
+        let done = buf.get(..n).unwrap_or(buf);
+        self.hasher.update(done);
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.file.flush()
     }
 }

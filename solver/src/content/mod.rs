@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use error::{ContentError, Result};
 pub use gc::GcReport;
-pub use ingest::{BlobInfo, Expected, Ingest};
+pub use ingest::{finish_hash, restore_hash, save_hash, BlobInfo, Expected, HashState, Ingest};
 pub use lock::{LockMode, StoreLock};
 pub use threaded::ThreadedWriter;
 
@@ -157,6 +157,130 @@ impl ContentStore {
         Ingest::new(tmp, self.blobs_dir(), expected)
     }
 
+    /// Starts a write whose first `len` bytes are those of the stored blob `prefix`, copied in
+    /// the kernel (`copy_file_range`), its hasher restored from `state` (the
+    /// [`Ingest::hash_state`] saved when that blob was written and had `len` bytes).
+    /// `None` when the blob is gone, shorter than `len`, or `state` is no hasher state.
+    pub fn ingest_resumed(
+        &self,
+        prefix: &Digest,
+        len: u64,
+        state: &[u8],
+    ) -> Result<Option<Ingest>> {
+        let Some(hasher) = restore_hash(state) else {
+            return Ok(None);
+        };
+        let src = match self.open_blob(prefix) {
+            Ok(f) => f,
+            Err(ContentError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let tmp_dir = self.tmp_dir();
+        let mut tmp = tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| ContentError::io("create temporary file in", &tmp_dir, e))?;
+        // std's File-to-File copy is copy_file_range (a reflink where the filesystem has them).
+        let copied = std::io::copy(&mut (&src).take(len), tmp.as_file_mut())
+            .map_err(|e| ContentError::io("copy into", tmp.path(), e))?;
+        if copied != len {
+            return Ok(None);
+        }
+        // Start writing the copied prefix back now: the fsync at commit then waits for the
+        // rest only. (A hint: its failure changes nothing.)
+        // SAFETY: a valid open descriptor and plain integers.
+        let _ = unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(tmp.as_file()),
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        Ok(Some(Ingest::resumed(tmp, self.blobs_dir(), hasher, len)))
+    }
+
+    /// Where the resume index of `digest` is kept (see [`Self::put_blob_index`]).
+    fn blob_index_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(".kiln").join("blobindex").join(digest.hex())
+    }
+
+    /// Keeps `bytes` beside the blob `digest`: a hint about how it was made (the layer
+    /// writer's resume points), removed with the blob. Not durable: a lost or torn index only
+    /// means the next blob is made from scratch.
+    pub fn put_blob_index(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_index_path(digest);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| ContentError::io("create directory", dir, e))?;
+        }
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).map_err(|e| ContentError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| ContentError::io("rename into", &path, e))
+    }
+
+    /// The index kept beside the blob `digest`, if there is one and the blob is still here.
+    pub fn blob_index(&self, digest: &Digest) -> Option<Vec<u8>> {
+        if !self.exists(digest).ok()? {
+            return None;
+        }
+        fs::read(self.blob_index_path(digest)).ok()
+    }
+
+    /// A small named pointer under `.kiln/blobindex/by-key/` (to a blob, say); `None` removes it.
+    pub fn set_blob_key(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let path = self
+            .root
+            .join(".kiln")
+            .join("blobindex")
+            .join("by-key")
+            .join(key);
+        match value {
+            Some(v) => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)
+                        .map_err(|e| ContentError::io("create directory", dir, e))?;
+                }
+                let tmp = path.with_extension("tmp");
+                fs::write(&tmp, v).map_err(|e| ContentError::io("write", &tmp, e))?;
+                fs::rename(&tmp, &path).map_err(|e| ContentError::io("rename into", &path, e))
+            }
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(ContentError::io("remove", path, e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Removes the pointers of [`Self::set_blob_key`] whose blob index is gone (its blob was).
+    pub(crate) fn prune_blob_keys(&self) {
+        let dir = self.root.join(".kiln").join("blobindex");
+        let Ok(entries) = fs::read_dir(dir.join("by-key")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let gone = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|hex| Digest::from_hex(hex.trim()))
+                .is_none_or(|d| !self.blob_index_path(&d).is_file());
+            if gone {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The value of a pointer set with [`Self::set_blob_key`].
+    pub fn blob_key(&self, key: &str) -> Option<String> {
+        let path = self
+            .root
+            .join(".kiln")
+            .join("blobindex")
+            .join("by-key")
+            .join(key);
+        fs::read_to_string(path).ok()
+    }
+
     /// Stores `bytes` and returns their digest and size.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
         let digest = Digest::of(bytes);
@@ -205,6 +329,14 @@ impl ContentStore {
     /// Removes a blob; returns whether it was there. Tags are not touched.
     pub fn delete(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest)?;
+        // The index first: it must never outlive its blob.
+        match fs::remove_file(self.blob_index_path(digest)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                let index = self.blob_index_path(digest);
+                return Err(ContentError::io("remove", index, e));
+            }
+            _ => {}
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -11,9 +11,15 @@ const HANDOFF: usize = 1 << 20;
 /// Handoffs queued at most (bounded memory: a few MiB).
 const QUEUE: usize = 4;
 
+/// Work for the thread: bytes to write, or a call to make on the writer between them.
+enum Job<W> {
+    Bytes(Vec<u8>),
+    Mark(Box<dyn FnOnce(&mut W) + Send>),
+}
+
 /// Writes to `W` on a background thread; [`ThreadedWriter::finish`] returns it.
 pub struct ThreadedWriter<W: Write + Send + 'static> {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Job<W>>>,
     buf: Vec<u8>,
     thread: Option<JoinHandle<(W, io::Result<()>)>>,
 }
@@ -21,14 +27,19 @@ pub struct ThreadedWriter<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> ThreadedWriter<W> {
     /// Starts the thread that writes to `inner`.
     pub fn new(inner: W) -> io::Result<Self> {
-        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+        let (tx, rx) = sync_channel::<Job<W>>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("kiln-writer".into())
             .spawn(move || {
                 let mut inner = inner;
-                for bytes in rx {
-                    if let Err(e) = inner.write_all(&bytes) {
-                        return (inner, Err(e));
+                for job in rx {
+                    match job {
+                        Job::Bytes(bytes) => {
+                            if let Err(e) = inner.write_all(&bytes) {
+                                return (inner, Err(e));
+                            }
+                        }
+                        Job::Mark(f) => f(&mut inner),
                     }
                 }
                 let flushed = inner.flush();
@@ -41,12 +52,23 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
         })
     }
 
+    /// Calls `f` on the writer on its thread once every byte written so far reached it
+    /// (to read a hasher's state at this point of the stream, say).
+    pub fn mark(&mut self, f: impl FnOnce(&mut W) + Send + 'static) -> io::Result<()> {
+        self.hand_off()?;
+        self.send(Job::Mark(Box::new(f)))
+    }
+
     fn hand_off(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(HANDOFF));
-        let sent = self.tx.as_ref().map(|tx| tx.send(bytes).is_ok());
+        self.send(Job::Bytes(bytes))
+    }
+
+    fn send(&mut self, job: Job<W>) -> io::Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok());
         if sent == Some(true) {
             return Ok(());
         }

@@ -355,9 +355,7 @@ impl Executor for OciExecutor {
         let prepared = prepare(&self.config, req, &self.networks)?;
         let result = self.run_world(&prepared.world, output);
         prepared.finish();
-        let outcome = result?;
-        super::world::sync_layer(&req.rootfs.upper)?;
-        Ok(outcome)
+        result
     }
 
     fn cancel(&self) {

@@ -607,7 +607,7 @@ fn walk(root: &Path) -> BTreeSet<PathBuf> {
 /// one with a single `syncfs` of its filesystem.
 pub const SYNC_EACH_MAX: usize = 64;
 
-/// Makes a finished step's upper dir durable before it is committed as a layer.
+/// Makes a finished step's layer durable before a cache record refers to it.
 ///
 /// The overlay is mounted `volatile`, so neither the step's own fsyncs (dpkg
 /// issues thousands) nor the unmount reach the disk; this replaces them all.
@@ -615,7 +615,8 @@ pub const SYNC_EACH_MAX: usize = 64;
 /// then fsynced with their directories, which leaves alone whatever else is
 /// dirty on the filesystem (`syncfs` would wait for all of it, e.g. other
 /// builds' writes). Bigger layers take one `syncfs`. Failed steps skip this:
-/// their upper dir is thrown away.
+/// their upper dir is thrown away. The worker calls it off the step's path
+/// (`worker::syncer`), while the next steps run.
 pub fn sync_layer(upper: &Path) -> Result<(), ExecError> {
     let err = |what: &str, path: &Path| {
         let step = format!("{what} {}", path.display());

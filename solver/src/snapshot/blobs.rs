@@ -6,7 +6,9 @@ use std::io::Read;
 
 use kiln_oci::Digest;
 
-use super::layer::{compression_name, write_layer, Compression, DiffOptions, LayerError};
+use super::layer::{
+    compression_name, write_layer, write_layer_indexed, Compression, DiffOptions, LayerError,
+};
 use super::layers::{LayerStore, LayerStoreError};
 use super::{BlobRecord, LayerId, LayerRecord};
 use crate::content::{ContentError, ContentStore};
@@ -128,7 +130,12 @@ pub fn export_layer(
     if !layers.exists(id) {
         return Err(BlobError::UnknownLayer(id.clone()));
     }
-    let made = write_layer(&layers.path(id), content, opts)?;
+    // gzip layers keep a resume index, so the next layer made like this one (an incremental
+    // copy's) writes only what changed.
+    let made = match opts.compression {
+        Compression::Gzip => write_layer_indexed(&layers.path(id), content, opts)?,
+        _ => write_layer(&layers.path(id), content, opts)?,
+    };
     let blob = BlobRecord {
         digest: made.blob.digest,
         size: made.blob.size,

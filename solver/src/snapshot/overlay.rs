@@ -81,7 +81,8 @@ fn fixed() -> (
 /// `volatile` skips the syncfs of the whole upper filesystem at unmount and
 /// makes fsync in the step a no-op (as Buildah does for build containers): a
 /// step's upper dir is thrown away when the step fails, and a successful one
-/// is synced once before it becomes a layer (`executor::world::sync_layer`).
+/// is synced once before a cache record refers to it (`executor::world::sync_layer`, from the
+/// worker's layer syncer).
 /// Kernels before 5.10 refuse it; the mount is retried without.
 pub const VOLATILE: &str = "volatile";
 

@@ -112,9 +112,15 @@ impl MetaDb {
 
 impl MetaWriter {
     /// Whether the layer has a record (written before, or earlier in this transaction).
-    pub fn has_layer(&self, id: &LayerId) -> Result<bool, MetaError> {
+    pub fn has_layer(&mut self, id: &LayerId) -> Result<bool, MetaError> {
+        if self.seen.recorded.contains(id.as_str()) {
+            return Ok(true);
+        }
         let layers = self.txn.open_table(LAYERS).map_err(dberr)?;
         let found = layers.get(id.as_str()).map_err(dberr)?.is_some();
+        if found {
+            self.seen.recorded.insert(id.as_str().to_string());
+        }
         Ok(found)
     }
 
@@ -135,6 +141,7 @@ impl MetaWriter {
             .insert(key, encode(&merged).as_slice())
             .map_err(dberr)?;
         drop(layers);
+        self.seen.recorded.insert(key.to_string());
         let mut blobs = self.txn.open_table(BLOBS).map_err(dberr)?;
         for b in &merged.blobs {
             blobs.insert(b.digest.as_ref(), key).map_err(dberr)?;
@@ -151,7 +158,17 @@ impl MetaWriter {
     ) -> Result<(), MetaError> {
         let mut used = self.txn.open_table(LAYER_USED).map_err(dberr)?;
         for id in ids {
+            // Already written at this time or later in this transaction.
+            if self
+                .seen
+                .touched
+                .get(id.as_str())
+                .is_some_and(|t| *t >= now)
+            {
+                continue;
+            }
             used.insert(id.as_str(), now).map_err(dberr)?;
+            self.seen.touched.insert(id.as_str().to_string(), now);
         }
         Ok(())
     }
@@ -179,6 +196,8 @@ impl MetaWriter {
         &mut self,
         id: &LayerId,
     ) -> Result<Option<LayerRecord>, MetaError> {
+        self.seen.recorded.remove(id.as_str());
+        self.seen.touched.remove(id.as_str());
         let mut layers = self.txn.open_table(LAYERS).map_err(dberr)?;
         let removed = match layers.remove(id.as_str()).map_err(dberr)? {
             Some(v) => Some(decode::<LayerRecord>("layers", id.as_str(), v.value())?),

@@ -123,8 +123,25 @@ impl LocalWorker {
         // A step that ended after a cancel is thrown away, whatever its exit
         // status: the cancel may have cut it short.
         self.check_canceled()?;
+        self.discard_work_dir(&pending);
         let id = self.layers.commit(pending)?;
+        // Durable before a record refers to it (see `syncer`), not before the next step.
+        self.syncer.submit(self.layers.path(&id))?;
         Ok(Output::Snapshot(base.with_layer(id)))
+    }
+
+    /// Moves the step's overlayfs work dir out of its pending layer and has the syncer's
+    /// thread remove it: a dozen removals the next step need not wait for. Left where it
+    /// is when it cannot move (the pending layer's drop removes it then).
+    fn discard_work_dir(&self, pending: &crate::snapshot::layers::PendingLayer) {
+        let work = pending.work();
+        let Some(dir) = work.parent() else { return };
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".work");
+        let aside = dir.with_file_name(name);
+        if std::fs::rename(&work, &aside).is_ok() && self.syncer.discard(aside.clone()).is_err() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
     }
 
     /// `RUN --network`; host needs its entitlement.

@@ -7,6 +7,7 @@ mod file;
 mod http;
 mod remote;
 mod source;
+mod syncer;
 
 use crate::cache::{
     checksum_paths_cached, checksum_paths_filtered, CacheKey, CacheStore, ContentChecksum,
@@ -145,6 +146,12 @@ pub struct LocalWorker {
     /// Layers known to have a record (stored or found by this worker): a step's result
     /// then needs a lookup for its new layer only, not for its whole chain.
     recorded_layers: Mutex<std::collections::HashSet<LayerId>>,
+    /// Layers this worker found on disk (or made): a record of a chain of N steps is
+    /// checked for its new layers only, not N stats per step (quadratic in a no-op
+    /// rebuild of a long chain). Only a prune removes layers, and never during a build.
+    present_layers: Mutex<std::collections::HashSet<LayerId>>,
+    /// Syncs RUN steps' layers while the next steps run.
+    pub(crate) syncer: syncer::LayerSyncer,
 }
 
 impl LocalWorker {
@@ -178,7 +185,42 @@ impl LocalWorker {
             copy_steps: Mutex::new(HashMap::new()),
             remote: remote::RemoteState::new(state.cache_mounts_dir()),
             recorded_layers: Mutex::new(std::collections::HashSet::new()),
+            present_layers: Mutex::new(std::collections::HashSet::new()),
+            syncer: syncer::LayerSyncer::default(),
         })
+    }
+
+    /// Whether every layer is unpacked here or lazily available from an import.
+    fn all_present(&self, layers: &[LayerId]) -> bool {
+        let mut known = self
+            .present_layers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for l in layers {
+            if known.contains(l) {
+                continue;
+            }
+            if self.layers.exists(l) {
+                known.insert(l.clone());
+            } else if !self.is_lazy(l) {
+                // Lazy layers are not remembered: they may be unpacked, or fail, later.
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Remembers layers as present (a step just made them, or its record was saved).
+    fn mark_present(&self, layers: &[LayerId]) {
+        let mut known = self
+            .present_layers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for l in layers {
+            if !known.contains(l) && self.layers.exists(l) {
+                known.insert(l.clone());
+            }
+        }
     }
 
     /// Stops the build's work: kills running RUN steps, makes image fetches
@@ -328,8 +370,7 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         }
         if let Some(found) = self.cache.lookup(key, crate::meta::now_secs())? {
             // A record whose layers were pruned is a miss (unless an import has them).
-            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
-            if found.snapshot.layers.iter().all(present) {
+            if self.all_present(&found.snapshot.layers) {
                 return Ok(Some(Output::Snapshot(found.snapshot)));
             }
         }
@@ -356,8 +397,7 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         // cancel cut short can ever look complete.
         self.check_canceled()?;
         let now = crate::meta::now_secs();
-        let mut w = self.cache.writer()?;
-        let unknown: Vec<&LayerId> = {
+        let unknown: Vec<LayerId> = {
             let known = self
                 .recorded_layers
                 .lock()
@@ -366,19 +406,13 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
                 .layers
                 .iter()
                 .filter(|id| !known.contains(*id))
+                .cloned()
                 .collect()
         };
-        for id in unknown.iter().copied() {
-            if self.cache.meta().layer(id)?.is_none() {
-                w.put_layer(
-                    &crate::snapshot::LayerRecord {
-                        id: id.clone(),
-                        diff_id: None,
-                        size: None,
-                        blobs: Vec::new(),
-                    },
-                    now,
-                )?;
+        let mut new_layers = Vec::new();
+        for id in &unknown {
+            if !self.cache.has_layer_record(id)? {
+                new_layers.push(id.clone());
             }
         }
         let result = crate::cache::CacheResult {
@@ -387,13 +421,21 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
             created_at: now,
             description: vertex.summary(),
         };
-        w.put_result(key, &result, now)?;
-        w.commit()?;
-        // Only once committed: a failed save leaves its layers to be looked up again.
+        let durable: crate::cache::store::DurableWait = Arc::new(self.syncer.barrier());
+        self.cache
+            .save(key, result, new_layers, now, Some(durable))?;
+        // Saved: committed with its batch, found in it until then. A batch whose commit
+        // fails stays to be committed again.
         self.recorded_layers
             .lock()
             .map_err(|_| "recorded layers lock poisoned")?
-            .extend(unknown.into_iter().cloned());
+            .extend(unknown);
+        self.mark_present(&snapshot.layers);
+        Ok(())
+    }
+
+    fn solve_ended(&self) -> Result<(), WorkerError> {
+        self.cache.commit_pending()?;
         Ok(())
     }
 
@@ -411,10 +453,12 @@ impl crate::scheduler::Worker for Arc<LocalWorker> {
         if !cached_kind || vertex.metadata().ignore_cache {
             return false;
         }
-        let local = self.cache.get(key).ok().flatten().is_some_and(|found| {
-            let present = |l: &LayerId| self.layers.exists(l) || self.is_lazy(l);
-            found.snapshot.layers.iter().all(present)
-        });
+        let local = self
+            .cache
+            .get(key)
+            .ok()
+            .flatten()
+            .is_some_and(|found| self.all_present(&found.snapshot.layers));
         local || self.can_load_imported(key)
     }
 

@@ -336,3 +336,68 @@ fn a_long_journal_is_folded_and_an_older_use_never_wins() {
     let e = s.entries().unwrap();
     assert_eq!((e.len(), e[0].last_used), (1, 200));
 }
+
+#[test]
+fn saved_results_are_found_at_once_and_committed_in_one_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.redb");
+    let s = CacheStore::open(&path).unwrap();
+    // A chain: each result adds one layer on the ones before.
+    let keys: Vec<CacheKey> = (1..=3).map(|n| CacheKey([n; 32])).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let n = i as u8 + 1;
+        let layers: Vec<u8> = (1..=n).collect();
+        s.save(k, result(&layers, 10), vec![lid(n)], 10, None)
+            .unwrap();
+        assert!(s.has_layer_record(&lid(n)).unwrap());
+    }
+    assert_eq!(s.get(&keys[2]).unwrap(), Some(result(&[1, 2, 3], 10)));
+    // Another process sees nothing before the commit.
+    let other = CacheStore::open(&path).unwrap();
+    assert_eq!(other.get(&keys[0]).unwrap(), None);
+    assert!(!other.has_layer_record(&lid(1)).unwrap());
+    s.commit_pending().unwrap();
+    assert_eq!(other.get(&keys[2]).unwrap(), Some(result(&[1, 2, 3], 10)));
+    assert_eq!(
+        other.meta().layer(&lid(3)).unwrap(),
+        Some(LayerRecord::new(lid(3)))
+    );
+    // Dropping the store commits what was saved since.
+    s.save(&CacheKey([9; 32]), result(&[1, 2], 11), vec![], 11, None)
+        .unwrap();
+    drop(s);
+    assert_eq!(
+        other.get(&CacheKey([9; 32])).unwrap(),
+        Some(result(&[1, 2], 11))
+    );
+    let order: Vec<_> = other
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(order, [keys[0], keys[1], keys[2], CacheKey([9; 32])]);
+}
+
+#[test]
+fn a_batch_commits_by_itself_once_long() {
+    let (_d, s) = open();
+    let n = pending::MAX_ENTRIES;
+    for i in 0..n {
+        let id = LayerId::parse(&format!("b-{i:04x}")).unwrap();
+        let mut key = [7u8; 32];
+        key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let key = CacheKey(key);
+        let r = CacheResult {
+            snapshot: Snapshot {
+                layers: vec![id.clone()],
+            },
+            config: None,
+            created_at: 1,
+            description: String::new(),
+        };
+        s.save(&key, r, vec![id], 1, None).unwrap();
+    }
+    assert_eq!(s.pending().len(), 0, "committed at MAX_ENTRIES");
+    assert_eq!(s.meta().layers().unwrap().len(), n);
+}

@@ -101,9 +101,7 @@ impl Executor for NativeExecutor {
         // runs: the host's tmpfs goes then, so a killed kiln leaves no secret behind.
         let result = self.run_world_then(&prepared.world, output, &|| prepared.release_secrets());
         prepared.finish();
-        let outcome = result?;
-        super::world::sync_layer(&req.rootfs.upper)?;
-        Ok(outcome)
+        result
     }
 
     fn cancel(&self) {

@@ -11,6 +11,15 @@ use crate::archive;
 /// gzip level when `compression-level` is not given.
 pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 
+/// The gzip level a layer is written with for the `compression-level` given.
+pub(crate) fn gzip_level(level: Option<i32>) -> u32 {
+    // Default: fastest (go-containerregistry's choice too); layers are mostly
+    // already-compressed binaries where level 6 buys little.
+    level
+        .map(|l| l.clamp(0, 9) as u32)
+        .unwrap_or(DEFAULT_GZIP_LEVEL)
+}
+
 /// How a layer blob is compressed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
@@ -115,14 +124,10 @@ impl<W: Write> Encoder<W> {
     /// Wraps `inner`; `level` is the codec's level (gzip 0-9, zstd 1-22), default when `None`.
     pub fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip => {
-                // Default: fastest (go-containerregistry's choice too); layers are
-                // mostly already-compressed binaries where level 6 buys little.
-                let level = level
-                    .map(|l| l.clamp(0, 9) as u32)
-                    .unwrap_or(DEFAULT_GZIP_LEVEL);
-                Encoder::Gzip(super::pargzip::ParallelGzEncoder::new(inner, level))
-            }
+            Compression::Gzip => Encoder::Gzip(super::pargzip::ParallelGzEncoder::new(
+                inner,
+                gzip_level(level),
+            )),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
                 inner,
                 level.unwrap_or(3),

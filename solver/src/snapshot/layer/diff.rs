@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -76,27 +76,210 @@ pub fn write_tar<W: Write>(
     out: W,
     opts: &DiffOptions,
 ) -> Result<(W, Digest, u64), LayerError> {
-    let mut builder = tar::Builder::new(HashingWriter::new(out));
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let walker = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name();
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(dir).to_path_buf();
-            LayerError::io("walk", path, e.into())
-        })?;
-        let path = entry.path();
-        let rel = path
-            .strip_prefix(dir)
-            .map_err(|_| LayerError::io("walk", path, std::io::ErrorKind::InvalidData.into()))?;
-        append_entry(&mut builder, path, rel, opts, &mut links)?;
+    let mut out = TarOut::new(HashingWriter::new(out), 0, 0);
+    let mut pieces = Pieces::new(dir, opts);
+    while let Some(piece) = pieces.next_piece()? {
+        out.put(&piece)?;
     }
-    let hashing = builder
-        .into_inner()
-        .map_err(|e| LayerError::io("write tar of", dir, e))?;
-    Ok(hashing.finish())
+    out.put(&Piece::end())?;
+    Ok(out.into_inner().finish())
+}
+
+/// One tar entry as bytes to write: its header blocks (PAX, GNU long names, the header)
+/// and, for a regular file, the file whose bytes (then zero padding) follow.
+pub(super) struct Piece {
+    /// Every byte of the entry before the file's content.
+    pub header: Vec<u8>,
+    /// The content of a regular file with bytes.
+    pub body: Option<Body>,
+}
+
+/// A regular file's content in a tar stream.
+pub(super) struct Body {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size (the header's).
+    pub len: u64,
+    /// Its device and inode: which file this is, not only what it is called.
+    pub dev: u64,
+    /// (See `dev`.)
+    pub ino: u64,
+}
+
+/// Tar blocks are 512 bytes.
+const BLOCK: u64 = 512;
+
+impl Piece {
+    /// The two zero blocks ending an archive.
+    pub fn end() -> Piece {
+        Piece {
+            header: vec![0; 2 * BLOCK as usize],
+            body: None,
+        }
+    }
+
+    /// Bytes of the whole entry in the stream.
+    pub fn len(&self) -> u64 {
+        self.header.len() as u64
+            + self
+                .body
+                .as_ref()
+                .map_or(0, |b| b.len.next_multiple_of(BLOCK))
+    }
+}
+
+/// The entries of a layer directory as [`Piece`]s, in tar order (sorted by name).
+pub(super) struct Pieces<'a> {
+    dir: &'a Path,
+    opts: &'a DiffOptions,
+    walker: walkdir::IntoIter,
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Writes headers into its vector, from which each piece takes them.
+    scratch: tar::Builder<Vec<u8>>,
+}
+
+impl<'a> Pieces<'a> {
+    pub fn new(dir: &'a Path, opts: &'a DiffOptions) -> Self {
+        let walker = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        Pieces {
+            dir,
+            opts,
+            walker,
+            links: HashMap::new(),
+            scratch: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    /// The next entry and its path below the directory, or `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError> {
+        for entry in self.walker.by_ref() {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(self.dir).to_path_buf();
+                LayerError::io("walk", path, e.into())
+            })?;
+            let path = entry.path();
+            let rel = path.strip_prefix(self.dir).map_err(|_| {
+                LayerError::io("walk", path, std::io::ErrorKind::InvalidData.into())
+            })?;
+            let body = entry_piece(&mut self.scratch, path, rel, self.opts, &mut self.links)?;
+            let header = std::mem::take(self.scratch.get_mut());
+            if header.is_empty() {
+                // Sockets: nothing in a tar.
+                continue;
+            }
+            return Ok(Some((rel.to_path_buf(), Piece { header, body })));
+        }
+        Ok(None)
+    }
+
+    /// [`Self::next_entry`] without the path.
+    pub fn next_piece(&mut self) -> Result<Option<Piece>, LayerError> {
+        Ok(self.next_entry()?.map(|(_, p)| p))
+    }
+}
+
+/// Where pieces are written: counts the stream's offset and drops what lies before `skip`
+/// without reading it (a resumed layer writes from there on).
+pub(super) struct TarOut<W> {
+    w: W,
+    pos: u64,
+    skip: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> TarOut<W> {
+    /// Writes to `w`; the next piece starts at offset `pos`; bytes before `skip` are dropped.
+    pub fn new(w: W, pos: u64, skip: u64) -> Self {
+        TarOut {
+            w,
+            pos,
+            skip,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The writer.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let start = self.pos;
+        self.pos += bytes.len() as u64;
+        let from = usize::try_from(self.skip.saturating_sub(start)).unwrap_or(usize::MAX);
+        match bytes.get(from..) {
+            Some(rest) if !rest.is_empty() => self.w.write_all(rest),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes one piece: its header, then its file's bytes (exactly the size the header
+    /// gives: a file changing meanwhile cannot break the framing) and padding.
+    pub fn put(&mut self, piece: &Piece) -> Result<(), LayerError> {
+        let werr = |e| LayerError::io("write tar entry", PathBuf::new(), e);
+        self.bytes(&piece.header).map_err(werr)?;
+        let Some(body) = &piece.body else {
+            return Ok(());
+        };
+        let padded = body.len.next_multiple_of(BLOCK);
+        let start = self.pos;
+        if start + padded <= self.skip {
+            self.pos += padded;
+            return Ok(());
+        }
+        let from = self.skip.saturating_sub(start);
+        if from < body.len {
+            self.copy_file(body, from)?;
+        }
+        self.pos = start + body.len;
+        let pad = vec![0u8; usize::try_from(padded - body.len).unwrap_or(0)];
+        self.bytes(&pad).map_err(werr)
+    }
+
+    /// The file's bytes from `from` on (the part before was skipped).
+    fn copy_file(&mut self, body: &Body, from: u64) -> Result<(), LayerError> {
+        let path = &body.path;
+        let mut file = File::open(path).map_err(|e| LayerError::io("open", path, e))?;
+        if from > 0 {
+            file.seek(SeekFrom::Start(from))
+                .map_err(|e| LayerError::io("seek", path, e))?;
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; 256 << 10];
+        }
+        let mut left = body.len - from;
+        while left > 0 {
+            let want = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(0);
+            let Some(buf) = self.buf.get_mut(..want) else {
+                break;
+            };
+            let n = match file.read(buf) {
+                Ok(0) => {
+                    return Err(LayerError::io(
+                        "read",
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file shrank while being archived",
+                        ),
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(LayerError::io("read", path, e)),
+            };
+            let chunk = buf.get(..n).unwrap_or_default();
+            self.w
+                .write_all(chunk)
+                .map_err(|e| LayerError::io("write tar entry for", path, e))?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
 }
 
 fn clamp_mtime(meta: &fs::Metadata, opts: &DiffOptions) -> u64 {
@@ -154,13 +337,15 @@ fn is_opaque(path: &Path) -> Result<bool, LayerError> {
     Ok(false)
 }
 
-fn append_entry<W: Write>(
-    builder: &mut tar::Builder<HashingWriter<W>>,
+/// Writes the header blocks of the entry for `path` (named `rel`) into `builder` and returns
+/// the file whose content follows them, if any.
+fn entry_piece(
+    builder: &mut tar::Builder<Vec<u8>>,
     path: &Path,
     rel: &Path,
     opts: &DiffOptions,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), LayerError> {
+) -> Result<Option<Body>, LayerError> {
     let meta = fs::symlink_metadata(path).map_err(|e| LayerError::io("stat", path, e))?;
     let ft = meta.file_type();
     let werr = |e| LayerError::io("write tar entry for", path, e);
@@ -178,9 +363,10 @@ fn append_entry<W: Write>(
         h.set_mode(0o644);
         h.set_uid(0);
         h.set_gid(0);
-        return builder
+        builder
             .append_data(&mut h, &wh, std::io::empty())
-            .map_err(werr);
+            .map_err(werr)?;
+        return Ok(None);
     }
 
     let records = xattr_records(path)?;
@@ -213,31 +399,24 @@ fn append_entry<W: Write>(
             let key = (meta.dev(), meta.ino());
             if let Some(first) = links.get(&key) {
                 h.set_entry_type(tar::EntryType::Link);
-                return builder.append_link(&mut h, rel, first).map_err(werr);
+                builder.append_link(&mut h, rel, first).map_err(werr)?;
+                return Ok(None);
             }
             links.insert(key, rel.to_path_buf());
         }
-        let file = File::open(path).map_err(|e| LayerError::io("open", path, e))?;
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(meta.len());
-        // Exactly the stat'ed size: a file changing under us cannot corrupt the archive framing.
-        let mut body = file.take(meta.len());
-        let mut counted = CountingReader {
-            inner: &mut body,
-            n: 0,
-        };
+        // The header only: the content is copied when the piece is written.
         builder
-            .append_data(&mut h, rel, &mut counted)
+            .append_data(&mut h, rel, std::io::empty())
             .map_err(werr)?;
-        if counted.n != meta.len() {
-            return Err(LayerError::io(
-                "read",
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "file shrank while being archived",
-                ),
-            ));
+        if meta.len() > 0 {
+            return Ok(Some(Body {
+                path: path.to_path_buf(),
+                len: meta.len(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }));
         }
     } else if ft.is_char_device() || ft.is_block_device() {
         h.set_entry_type(if ft.is_char_device() {
@@ -260,18 +439,5 @@ fn append_entry<W: Write>(
             .map_err(werr)?;
     }
     // Sockets cannot be represented in a tar; like Docker, they are left out.
-    Ok(())
-}
-
-struct CountingReader<'a, R> {
-    inner: &'a mut R,
-    n: u64,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
+    Ok(None)
 }

@@ -5,6 +5,7 @@ mod compression;
 mod diff;
 mod pargzip;
 mod pax;
+mod resume;
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ pub use apply::{apply_layer, AppliedLayer, ApplyOptions, WhiteoutMode};
 pub(crate) use compression::compression_name;
 pub use compression::{decompress, Compression, Encoder};
 pub use diff::{write_layer, write_tar, DiffOptions, LayerBlob};
+pub use resume::write_layer_indexed;
 
 use crate::content::ContentError;
 

@@ -6,27 +6,65 @@
 //! while the caller keeps writing (tarring, hashing): a pipeline with a bounded number of
 //! chunks in flight. Chunks that would not shrink (random or already-compressed data, tested
 //! on a few probes) are written as stored blocks instead of being deflated for nothing.
+//!
+//! Since every chunk is compressed on its own, the blob of an input that shares its first
+//! chunks with an earlier one starts with the same bytes: a *tracked* encoder reports its
+//! state at every chunk boundary ([`InputMark`]: input offset, CRC, sha256 of the input) and
+//! a [`ParallelGzEncoder::resume`]d one carries on from such a mark.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use crc32fast::Hasher as Crc;
+use flate2::{Compress, Compression, FlushCompress, Status};
+use kiln_oci::Digest;
+use sha2_11::{Digest as _, Sha256};
+
+use crate::content::{finish_hash, restore_hash, save_hash, HashState};
 
 /// Input bytes per independently compressed chunk.
 pub const CHUNK: usize = 1 << 20;
+
+/// The encoder's state at a chunk boundary of its input, all a resumed encoder needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMark {
+    /// Input bytes before the boundary (a multiple of [`CHUNK`]).
+    pub offset: u64,
+    /// CRC-32 of those bytes.
+    pub crc: u32,
+    /// sha256 state after those bytes.
+    pub hash: HashState,
+}
+
+/// Called after a chunk's output was written to the inner writer, with the mark of the input
+/// boundary that chunk ends at.
+pub type ChunkHook<W> = Box<dyn FnMut(&mut W, InputMark) -> io::Result<()> + Send>;
+
+/// A chunk being compressed: its output, once done.
+type Compressing = Receiver<io::Result<Vec<u8>>>;
+
+/// A tracked encoder's sha256 of its input and what to call at each chunk boundary.
+struct Track<W> {
+    hash: Sha256,
+    hook: ChunkHook<W>,
+}
 
 /// A gzip writer compressing chunks in parallel.
 pub struct ParallelGzEncoder<W: Write> {
     inner: W,
     level: Compression,
     crc: Crc,
+    /// Input bytes taken (resumed encoders count the skipped prefix).
+    total_in: u64,
     current: Vec<u8>,
-    /// Chunks being compressed on the rayon pool, oldest first; their output is written in
-    /// this order while the caller goes on producing input (a pipeline, not batches).
-    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    /// Chunks being compressed on the rayon pool, oldest first, with the mark of the input
+    /// boundary each ends at (tracked encoders); their output is written in this order while
+    /// the caller goes on producing input (a pipeline, not batches).
+    in_flight: VecDeque<(Compressing, Option<InputMark>)>,
     header_written: bool,
+    track: Option<Track<W>>,
 }
 
 /// Bytes of each probe [`incompressible`] deflates.
@@ -128,10 +166,42 @@ impl<W: Write> ParallelGzEncoder<W> {
             inner,
             level: Compression::new(level.min(9)),
             crc: Crc::new(),
+            total_in: 0,
             current: Vec::with_capacity(CHUNK),
             in_flight: VecDeque::new(),
             header_written: false,
+            track: None,
         }
+    }
+
+    /// Like [`Self::new`], also hashing the input (sha256) and calling `hook` after each
+    /// chunk's output is written, with that boundary's [`InputMark`].
+    pub fn tracked(inner: W, level: u32, hook: ChunkHook<W>) -> Self {
+        let mut e = Self::new(inner, level);
+        e.track = Some(Track {
+            hash: Sha256::new(),
+            hook,
+        });
+        e
+    }
+
+    /// A tracked encoder carrying on after `at`: `inner` already holds the gzip header and
+    /// the compressed chunks of the input before `at.offset`, written by an encoder of the
+    /// same `level`. The caller writes the input from `at.offset` on. `None` when the mark
+    /// is not a chunk boundary or its hash state does not restore.
+    pub fn resume(inner: W, level: u32, at: &InputMark, hook: ChunkHook<W>) -> Option<Self> {
+        if !at.offset.is_multiple_of(CHUNK as u64) {
+            return None;
+        }
+        let mut e = Self::new(inner, level);
+        e.crc = Crc::new_with_initial_len(at.crc, at.offset);
+        e.total_in = at.offset;
+        e.header_written = true;
+        e.track = Some(Track {
+            hash: restore_hash(&at.hash)?,
+            hook,
+        });
+        Some(e)
     }
 
     /// Chunks compressing at once: enough to keep every thread busy, bounded memory.
@@ -162,14 +232,22 @@ impl<W: Write> ParallelGzEncoder<W> {
             // The receiver is gone only when the encoder was dropped: nothing to report to.
             let _ = tx.send(deflate_chunk(&chunk, level, last));
         });
-        self.in_flight.push_back(rx);
+        let mark = match &self.track {
+            Some(t) if !last => Some(InputMark {
+                offset: self.total_in,
+                crc: self.crc.clone().finalize(),
+                hash: save_hash(&t.hash),
+            }),
+            _ => None,
+        };
+        self.in_flight.push_back((rx, mark));
     }
 
     /// Writes the compressed chunks that are done, in order; with `wait_for` set, first
     /// waits until no more than that many are in flight.
     fn drain(&mut self, wait_for: Option<usize>) -> io::Result<()> {
         self.write_header()?;
-        while let Some(rx) = self.in_flight.front() {
+        while let Some((rx, _)) = self.in_flight.front() {
             let must_wait = wait_for.is_some_and(|n| self.in_flight.len() > n);
             let done = if must_wait {
                 recv_helping(rx)?
@@ -180,23 +258,34 @@ impl<W: Write> ParallelGzEncoder<W> {
                     Err(TryRecvError::Disconnected) => return Err(lost_chunk()),
                 }
             };
-            self.in_flight.pop_front();
+            let mark = self.in_flight.pop_front().and_then(|(_, m)| m);
             self.inner.write_all(&done?)?;
+            if let (Some(mark), Some(t)) = (mark, &mut self.track) {
+                (t.hook)(&mut self.inner, mark)?;
+            }
         }
         Ok(())
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_tracked().map(|(w, _, _)| w)
+    }
+
+    /// [`Self::finish`], also returning the sha256 of the whole input (tracked encoders;
+    /// `None` otherwise) and its size.
+    pub fn finish_tracked(mut self) -> io::Result<(W, Option<Digest>, u64)> {
         let last = std::mem::take(&mut self.current);
         self.submit(last, true);
         self.drain(Some(0))?;
-        let crc = self.crc.sum();
-        let size = self.crc.amount();
+        let crc = self.crc.clone().finalize();
+        // ISIZE: the input size modulo 2^32.
+        let size = (self.total_in & 0xffff_ffff) as u32;
         self.inner.write_all(&crc.to_le_bytes())?;
         self.inner.write_all(&size.to_le_bytes())?;
         self.inner.flush()?;
-        Ok(self.inner)
+        let digest = self.track.map(|t| finish_hash(t.hash));
+        Ok((self.inner, digest, self.total_in))
     }
 }
 
@@ -232,6 +321,10 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
         let taken = buf.get(..buf.len().min(room)).unwrap_or_default();
         self.current.extend_from_slice(taken);
         self.crc.update(taken);
+        self.total_in += taken.len() as u64;
+        if let Some(t) = &mut self.track {
+            t.hash.update(taken);
+        }
         if self.current.len() == CHUNK {
             let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK));
             self.submit(full, false);
