@@ -735,3 +735,185 @@ mod stat_cache_tests {
         assert_eq!(cached(&e, SETTLED).1, 3);
     }
 }
+
+#[cfg(test)]
+mod walk_tests {
+    //! The fd-based walk of `walk.rs` against an independent path-based oracle.
+    use super::*;
+    use crate::cache::walk::{Walk, MAX_DEPTH, PARALLEL_STAT};
+    use crate::pattern::parse_dockerignore;
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    /// The checksum as the path-based walk before this module computed it: every entry
+    /// under `dir`, `fs::symlink_metadata` by full path, one global sort. An independent
+    /// oracle: the fd-based walk must give the same bytes.
+    fn oracle(root: &Path, ignore: Option<&PatternMatcher>) -> [u8; 32] {
+        fn walk(
+            root: &Path,
+            rel: &str,
+            ignore: Option<&PatternMatcher>,
+            out: &mut Vec<(Vec<u8>, Option<[u8; 32]>)>,
+        ) {
+            let path = if rel.is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(rel)
+            };
+            let hidden = !rel.is_empty() && ignore.is_some_and(|m| m.excludes(rel));
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if !hidden {
+                let ft = meta.file_type();
+                let kind = if ft.is_dir() {
+                    'd'
+                } else if ft.is_symlink() {
+                    'l'
+                } else if ft.is_file() {
+                    'f'
+                } else if ft.is_fifo() {
+                    'p'
+                } else {
+                    's'
+                };
+                let mut h = format!(
+                    "{rel}\0{kind}\0{:o}\0{}\0{}\0",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                )
+                .into_bytes();
+                if ft.is_file() {
+                    h.extend_from_slice(format!("{}\0", meta.len()).as_bytes());
+                }
+                if ft.is_symlink() {
+                    h.extend_from_slice(fs::read_link(&path).unwrap().as_os_str().as_bytes());
+                    h.push(0);
+                }
+                let digest = ft
+                    .is_file()
+                    .then(|| Sha256::digest(fs::read(&path).unwrap()).into());
+                out.push((h, digest));
+            }
+            if meta.is_dir() {
+                for e in fs::read_dir(&path).unwrap() {
+                    let name = e.unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    let child = if rel.is_empty() {
+                        name.into_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    walk(root, &child, ignore, out);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        walk(root, "", ignore, &mut records);
+        records.sort();
+        let mut outer = Sha256::new();
+        outer.update(b"kiln-contenthash-v1\0");
+        outer.update([0, 0, 0, 0]);
+        for (h, d) in &records {
+            outer.update((h.len() as u64).to_le_bytes());
+            outer.update(h);
+            if let Some(d) = d {
+                outer.update(d);
+            }
+        }
+        outer.update(b"\0end-selector\0");
+        outer.finalize().into()
+    }
+
+    /// Names whose path order is not the walk's directory order: `a.b` and `a-c` sort
+    /// between the directory `a` and `a/x` (`.` and `-` are below `/`).
+    fn tricky_tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in ["a/x", "a/x.y/z", "a-c", "b", "b/b b", "zz/a/b/c/d"] {
+            fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for (f, body) in [
+            ("a.b", "1"),
+            ("a/x.txt", "2"),
+            ("a/x/in", "3"),
+            ("a/x.y/z/deep", "4"),
+            ("a-c/f", "5"),
+            ("a0", "6"),
+            ("b/b b/sp ace", "7"),
+            ("b/b.c", "8"),
+            ("zz/a/b/c/d/e", "9"),
+            ("empty", ""),
+        ] {
+            fs::write(r.join(f), body).unwrap();
+        }
+        fs::set_permissions(r.join("a0"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink("../a.b", r.join("b/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("abs-link")).unwrap();
+        nix::unistd::mkfifo(
+            &r.join("b/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        // Many files in one directory: its stats are spread over the pool.
+        fs::create_dir(r.join("many")).unwrap();
+        for i in 0..(PARALLEL_STAT + 300) {
+            fs::write(r.join(format!("many/{i}")), format!("{i}")).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn the_walk_hashes_what_a_path_walk_and_a_global_sort_do() {
+        let d = tricky_tree();
+        let all = [Selector::path("")];
+        assert_eq!(
+            checksum_paths(d.path(), &all).unwrap().0,
+            oracle(d.path(), None)
+        );
+        let ignore = parse_dockerignore("b\n!b/b b\nmany/1*\n").unwrap();
+        assert_eq!(
+            checksum_paths_filtered(d.path(), &all, Some(&ignore))
+                .unwrap()
+                .0,
+            oracle(d.path(), Some(&ignore))
+        );
+    }
+
+    #[test]
+    fn records_come_out_in_path_order() {
+        let d = tricky_tree();
+        let walk = Walk {
+            ignore: None,
+            prune: false,
+            stats: None,
+        };
+        let meta = fs::symlink_metadata(d.path()).unwrap();
+        let mut out = Vec::new();
+        walk.collect(d.path(), &meta, "", false, &mut out).unwrap();
+        assert!(out.len() > PARALLEL_STAT);
+        assert!(out.windows(2).all(|w| w[0].header < w[1].header));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_an_error_not_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let mut path = d.path().to_path_buf();
+        for _ in 0..MAX_DEPTH {
+            path.push("d");
+        }
+        // Made level by level: the whole path is longer than PATH_MAX.
+        let mut dir = fs::File::open(d.path()).unwrap();
+        for _ in 0..=MAX_DEPTH {
+            rustix::fs::mkdirat(&dir, "d", Mode::from_bits_truncate(0o755)).unwrap();
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            dir = fs::File::from(
+                rustix::fs::openat(dir.as_fd(), c"d", flags, Mode::empty()).unwrap(),
+            );
+        }
+        let err = checksum_paths(d.path(), &[Selector::path("")]).unwrap_err();
+        assert!(err.to_string().contains("nest more than"), "{err}");
+    }
+}
