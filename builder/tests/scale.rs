@@ -166,3 +166,86 @@ fn a_big_tarball_context_on_stdin_streams() {
         rss >> 20
     );
 }
+
+/// `strace -f -c` of `kiln --root <state> ARGS`: calls per syscall name.
+fn syscall_counts(b: &Build, args: &[&str]) -> BTreeMap<String, u64> {
+    let summary = b.path("strace.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&summary)
+        .arg(support::kiln_bin())
+        .arg("--root")
+        .arg(b.root.path())
+        .args(args)
+        .output()
+        .expect("run strace (testdata/env/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "% time  seconds  usecs/call  calls  [errors]  syscall" rows.
+    std::fs::read_to_string(&summary)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let name = cols.last()?;
+            let calls = cols.get(3)?.parse().ok()?;
+            (cols.len() >= 5 && *name != "total").then(|| (name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn a_noop_rebuild_costs_one_statx_per_context_file() {
+    let env = TestEnv::load();
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY . /ctx/\n", busybox(&env)),
+    );
+    let (files, dirs) = (3000u64, 30u64);
+    for i in 0..files {
+        b.write(
+            &format!("src/d{:02}/f{i:04}.txt", i / (files / dirs)),
+            &format!("file {i}\n"),
+        );
+    }
+    // Older than the stat cache's racy slack, so the first build's entries are trusted.
+    std::thread::sleep(Duration::from_millis(2200));
+    let tag = "kiln-test/scale-noop-syscalls:1";
+    b.build(&["-t", tag]);
+    let ctx = b.ctx();
+    let counts = syscall_counts(
+        &b,
+        &[
+            "build",
+            "--progress",
+            "quiet",
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let calls = |name: &str| counts.get(name).copied().unwrap_or(0);
+    // One statx per file and directory (plus the few of the state directory), relative to
+    // its directory: no path-based stat, no open, no xattr read, no database read per file.
+    let statx = calls("statx") + calls("newfstatat");
+    assert!(
+        (files..files + 300).contains(&statx),
+        "{statx} stats for {files} files: {counts:?}"
+    );
+    for (name, n) in &counts {
+        if name != "statx" && name != "newfstatat" {
+            assert!(
+                *n < files / 4,
+                "{n} {name} calls in a no-op rebuild of {files} files: {counts:?}"
+            );
+        }
+    }
+    assert!(
+        calls("openat") < dirs + 200,
+        "directories are opened once each: {counts:?}"
+    );
+}

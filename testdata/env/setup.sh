@@ -35,7 +35,7 @@ TOKEN_ISSUER=kiln-test-token-issuer
 SOURCE_DATE_EPOCH=0
 PACKAGES=(docker-registry crun runc busybox-static skopeo umoci qemu-user-static git jq curl
           openssl apache2-utils file iproute2 ca-certificates python3 openssh-client
-          libseccomp-dev pkg-config slirp4netns uidmap gcc libc6-dev rpm)
+          libseccomp-dev pkg-config slirp4netns uidmap gcc libc6-dev rpm strace)
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

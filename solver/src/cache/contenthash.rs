@@ -7,14 +7,12 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::statcache::{FileStat, StatCache};
+use super::statcache::StatCache;
+use super::walk::{missing, Record, Walk, WalkError};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 use crate::rootfs_path::resolve_in_root;
 
@@ -78,6 +76,15 @@ pub enum ContentHashError {
     },
 }
 
+impl From<WalkError> for ContentHashError {
+    fn from(e: WalkError) -> Self {
+        ContentHashError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// A selected path and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selector {
@@ -114,42 +121,6 @@ pub fn clean_selector(selector: &str) -> String {
     parts.join("/")
 }
 
-/// One entry of the hashed set, relative to the root. Kept small: a walk holds one per
-/// file of the context (its header starts with the relative path, not stored twice).
-struct Record {
-    header: Vec<u8>,
-    content: Content,
-}
-
-impl Record {
-    /// The relative path: the header up to its first NUL (paths have none).
-    fn rel(&self) -> &[u8] {
-        let end = self
-            .header
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.header.len());
-        self.header.get(..end).unwrap_or_default()
-    }
-}
-
-/// What a record contributes besides its header.
-enum Content {
-    /// Not a regular file.
-    None,
-    /// A regular file whose digest the stat cache vouched for.
-    Known([u8; 32]),
-    /// A regular file to read (boxed: the rarer case on a rebuild, and the largest).
-    Read(Box<ToRead>),
-}
-
-/// A regular file to read: its path, stat and `security.capability` (for the cache).
-struct ToRead {
-    path: PathBuf,
-    stat: FileStat,
-    cap: Option<Vec<u8>>,
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     move |source| ContentHashError::Io {
         path: path.to_path_buf(),
@@ -157,192 +128,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     }
 }
 
-/// File capabilities change what a binary can do, so they are content; other xattrs are not.
-fn capability(path: &Path) -> Option<Vec<u8>> {
-    xattr::get(path, "security.capability").ok().flatten()
-}
-
-fn header_bytes(
+/// Records of the selected path `rel` and everything under it: symlinks on the way resolve
+/// inside `root`, the final one only when `follow`; a missing path has a record of its own.
+fn collect(
+    walk: &Walk<'_>,
+    root: &Path,
     rel: &str,
-    meta: &fs::Metadata,
-    path: &Path,
-    cap: Option<&[u8]>,
-) -> Result<Vec<u8>, ContentHashError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_file() {
-        'f'
-    } else if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else if ft.is_fifo() {
-        'p'
-    } else {
-        's'
+    follow: bool,
+    out: &mut Vec<Record>,
+) -> Result<(), ContentHashError> {
+    let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
+    let meta = match fs::symlink_metadata(&start) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(missing(rel));
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(&start)(e)),
     };
-    let mut h = format!(
-        "{rel}\0{kind}\0{:o}\0{}\0{}\0",
-        meta.mode() & 0o7777,
-        meta.uid(),
-        meta.gid()
-    );
-    if ft.is_file() {
-        h.push_str(&format!("{}\0", meta.len()));
-    }
-    if ft.is_char_device() || ft.is_block_device() {
-        h.push_str(&format!("{}\0", meta.rdev()));
-    }
-    let mut bytes = h.into_bytes();
-    if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(io_err(path))?;
-        bytes.extend_from_slice(target.as_os_str().as_encoded_bytes());
-        bytes.push(0);
-    }
-    if let Some(cap) = cap {
-        bytes.extend_from_slice(b"cap\0");
-        bytes.extend_from_slice(cap);
-    }
-    Ok(bytes)
-}
-
-/// A walk of the selected paths: directories are listed in parallel and entries stat'ed
-/// relative to their directory (`fstatat` on the listing's fd, not a path walk from `/`).
-struct Walk<'a> {
-    ignore: Option<&'a PatternMatcher>,
-    /// A hidden directory's contents may be re-included by a `!` pattern, so whole
-    /// subtrees are pruned only when there is none.
-    prune: bool,
-    stats: Option<&'a StatCache<'a>>,
-}
-
-impl Walk<'_> {
-    /// The record of one entry. A regular file the stat cache vouches for is neither read
-    /// nor asked for its capability (setting one changes the ctime, so the stat).
-    fn record(
-        &self,
-        rel: &str,
-        path: &Path,
-        meta: &fs::Metadata,
-        followed: bool,
-    ) -> Result<Record, ContentHashError> {
-        let (cap, content) = if meta.is_file() {
-            let stat = FileStat::of(meta);
-            match self.stats.and_then(|s| s.lookup(rel, &stat)) {
-                Some((digest, cap)) => (cap, Content::Known(digest)),
-                None => {
-                    let cap = capability(path);
-                    let read = ToRead {
-                        path: path.to_path_buf(),
-                        stat,
-                        cap: cap.clone(),
-                    };
-                    (cap, Content::Read(Box::new(read)))
-                }
-            }
-        } else {
-            (capability(path), Content::None)
-        };
-        let mut header = header_bytes(rel, meta, path, cap.as_deref())?;
-        if followed {
-            header.extend_from_slice(b"followed\0");
-        }
-        Ok(Record { header, content })
-    }
-
-    /// Records of everything under the directory `dir` (relative path `rel`).
-    fn children(&self, dir: &Path, rel: &str) -> Result<Vec<Record>, ContentHashError> {
-        let entries: Vec<fs::DirEntry> = fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err(dir))?;
-        let nested: Vec<Vec<Record>> = entries
-            .par_iter()
-            .map(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                let child = if rel.is_empty() {
-                    name.into_owned()
-                } else {
-                    let mut child = String::with_capacity(rel.len() + 1 + name.len());
-                    child.push_str(rel);
-                    child.push('/');
-                    child.push_str(&name);
-                    child
-                };
-                let path = e.path();
-                let meta = e.metadata().map_err(io_err(&path))?;
-                let mut out = Vec::new();
-                let hidden = self.ignore.is_some_and(|m| m.excludes(&child));
-                if hidden && (self.prune || !meta.is_dir()) {
-                    return Ok(out);
-                }
-                if !hidden {
-                    out.push(self.record(&child, &path, &meta, false)?);
-                }
-                if meta.is_dir() {
-                    out.extend(self.children(&path, &child)?);
-                }
-                Ok(out)
-            })
-            .collect::<Result<_, ContentHashError>>()?;
-        Ok(nested.into_iter().flatten().collect())
-    }
-
-    /// Records of the selected path `rel` and everything under it.
-    fn collect(
-        &self,
-        root: &Path,
-        rel: &str,
-        follow: bool,
-        out: &mut Vec<Record>,
-    ) -> Result<(), ContentHashError> {
-        let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
-        let missing = |out: &mut Vec<Record>| {
-            out.push(Record {
-                header: format!("{rel}\0missing\0").into_bytes(),
-                content: Content::None,
-            });
-        };
-        let meta = match fs::symlink_metadata(&start) {
-            Ok(m) => m,
+    let followed = follow && meta.file_type().is_symlink();
+    let (start, meta) = if followed {
+        let target = in_root(root, rel, true).map_err(io_err(&start))?;
+        match fs::symlink_metadata(&target) {
+            Ok(m) => (target, m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                missing(out);
+                out.push(missing(rel));
                 return Ok(());
             }
-            Err(e) => return Err(io_err(&start)(e)),
-        };
-        let followed = follow && meta.file_type().is_symlink();
-        let (start, meta) = if followed {
-            let target = in_root(root, rel, true).map_err(io_err(&start))?;
-            match fs::symlink_metadata(&target) {
-                Ok(m) => (target, m),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    missing(out);
-                    return Ok(());
-                }
-                Err(e) => return Err(io_err(&target)(e)),
-            }
-        } else {
-            (start, meta)
-        };
-        let hidden = !rel.is_empty() && self.ignore.is_some_and(|m| m.excludes(rel));
-        if hidden {
-            missing(out);
-            if self.prune || !meta.is_dir() {
-                return Ok(());
-            }
-        } else {
-            out.push(self.record(rel, &start, &meta, followed)?);
+            Err(e) => return Err(io_err(&target)(e)),
         }
-        if meta.is_dir() {
-            out.extend(self.children(&start, rel)?);
-        }
-        Ok(())
-    }
+    } else {
+        (start, meta)
+    };
+    Ok(walk.collect(&start, &meta, rel, followed, out)?)
 }
 
 /// The host path of `rel` with the symlinks on the way resolved inside `root`, as the
@@ -372,20 +190,6 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, ContentHashError> {
         .into_iter()
         .map(|m| m.trim_start_matches('/').to_string())
         .collect())
-}
-
-fn file_digest(path: &Path) -> Result<[u8; 32], ContentHashError> {
-    let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or(&[]));
-    }
-    Ok(h.finalize().into())
 }
 
 /// The checksum of the `selectors`' paths under `root`, in selector order.
@@ -442,45 +246,16 @@ pub fn checksum_paths_cached(
         };
         let mut records = Vec::new();
         for t in &targets {
-            walk.collect(root, t, selector.follow_final_symlink, &mut records)?;
+            collect(&walk, root, t, selector.follow_final_symlink, &mut records)?;
         }
-        let digest_of = |r: &Record| match &r.content {
-            Content::None => Ok(None),
-            Content::Known(d) => Ok(Some(*d)),
-            Content::Read(f) => {
-                let digest = file_digest(&f.path)?;
-                if let (Some(s), Ok(rel)) = (stats, std::str::from_utf8(r.rel())) {
-                    s.record(rel, f.stat, digest, f.cap.clone());
-                }
-                Ok(Some(digest))
-            }
-        };
-        let to_read = records
-            .iter()
-            .filter(|r| matches!(r.content, Content::Read(..)))
-            .count();
-        // Handing work to the rayon pool and waiting for it costs two thread wake-ups:
-        // worth it only when there are files to read in parallel.
-        let digests: Vec<Option<[u8; 32]>> = if to_read > 1 {
-            records
-                .par_iter()
-                .map(digest_of)
-                .collect::<Result<_, ContentHashError>>()?
-        } else {
-            records
-                .iter()
-                .map(digest_of)
-                .collect::<Result<_, ContentHashError>>()?
-        };
-        let mut sorted: Vec<(&Record, &Option<[u8; 32]>)> = records.iter().zip(&digests).collect();
         // By header: the relative path and a NUL first, so this is path order (a path
-        // sorts before the paths it prefixes, as NUL is below every byte of a name),
-        // without finding each path's end at every comparison.
-        sorted.sort_by(|a, b| a.0.header.cmp(&b.0.header));
-        for (r, d) in sorted {
+        // sorts before the paths it prefixes, as NUL is below every byte of a name). The
+        // walk yields each target's records in that order already: this only checks it.
+        records.sort_by(|a, b| a.header.cmp(&b.header));
+        for r in &records {
             outer.update((r.header.len() as u64).to_le_bytes());
             outer.update(&r.header);
-            if let Some(d) = d {
+            if let Some(d) = &r.digest {
                 outer.update(d);
             }
         }
@@ -725,6 +500,7 @@ mod ignore_tests {
 #[cfg(test)]
 mod stat_cache_tests {
     use super::*;
+    use crate::cache::statcache::FileStat;
     use crate::cache::statcache::RACY_SLACK_NS;
     use crate::meta::MetaDb;
 
@@ -957,5 +733,187 @@ mod stat_cache_tests {
         cached(&e, SETTLED);
         assert_eq!(crate::cache::statcache::clear(&e.store).unwrap(), 3);
         assert_eq!(cached(&e, SETTLED).1, 3);
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    //! The fd-based walk of `walk.rs` against an independent path-based oracle.
+    use super::*;
+    use crate::cache::walk::{Walk, MAX_DEPTH, PARALLEL_STAT};
+    use crate::pattern::parse_dockerignore;
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    /// The checksum as the path-based walk before this module computed it: every entry
+    /// under `dir`, `fs::symlink_metadata` by full path, one global sort. An independent
+    /// oracle: the fd-based walk must give the same bytes.
+    fn oracle(root: &Path, ignore: Option<&PatternMatcher>) -> [u8; 32] {
+        fn walk(
+            root: &Path,
+            rel: &str,
+            ignore: Option<&PatternMatcher>,
+            out: &mut Vec<(Vec<u8>, Option<[u8; 32]>)>,
+        ) {
+            let path = if rel.is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(rel)
+            };
+            let hidden = !rel.is_empty() && ignore.is_some_and(|m| m.excludes(rel));
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if !hidden {
+                let ft = meta.file_type();
+                let kind = if ft.is_dir() {
+                    'd'
+                } else if ft.is_symlink() {
+                    'l'
+                } else if ft.is_file() {
+                    'f'
+                } else if ft.is_fifo() {
+                    'p'
+                } else {
+                    's'
+                };
+                let mut h = format!(
+                    "{rel}\0{kind}\0{:o}\0{}\0{}\0",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                )
+                .into_bytes();
+                if ft.is_file() {
+                    h.extend_from_slice(format!("{}\0", meta.len()).as_bytes());
+                }
+                if ft.is_symlink() {
+                    h.extend_from_slice(fs::read_link(&path).unwrap().as_os_str().as_bytes());
+                    h.push(0);
+                }
+                let digest = ft
+                    .is_file()
+                    .then(|| Sha256::digest(fs::read(&path).unwrap()).into());
+                out.push((h, digest));
+            }
+            if meta.is_dir() {
+                for e in fs::read_dir(&path).unwrap() {
+                    let name = e.unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    let child = if rel.is_empty() {
+                        name.into_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    walk(root, &child, ignore, out);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        walk(root, "", ignore, &mut records);
+        records.sort();
+        let mut outer = Sha256::new();
+        outer.update(b"kiln-contenthash-v1\0");
+        outer.update([0, 0, 0, 0]);
+        for (h, d) in &records {
+            outer.update((h.len() as u64).to_le_bytes());
+            outer.update(h);
+            if let Some(d) = d {
+                outer.update(d);
+            }
+        }
+        outer.update(b"\0end-selector\0");
+        outer.finalize().into()
+    }
+
+    /// Names whose path order is not the walk's directory order: `a.b` and `a-c` sort
+    /// between the directory `a` and `a/x` (`.` and `-` are below `/`).
+    fn tricky_tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in ["a/x", "a/x.y/z", "a-c", "b", "b/b b", "zz/a/b/c/d"] {
+            fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for (f, body) in [
+            ("a.b", "1"),
+            ("a/x.txt", "2"),
+            ("a/x/in", "3"),
+            ("a/x.y/z/deep", "4"),
+            ("a-c/f", "5"),
+            ("a0", "6"),
+            ("b/b b/sp ace", "7"),
+            ("b/b.c", "8"),
+            ("zz/a/b/c/d/e", "9"),
+            ("empty", ""),
+        ] {
+            fs::write(r.join(f), body).unwrap();
+        }
+        fs::set_permissions(r.join("a0"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink("../a.b", r.join("b/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("abs-link")).unwrap();
+        nix::unistd::mkfifo(
+            &r.join("b/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        // Many files in one directory: its stats are spread over the pool.
+        fs::create_dir(r.join("many")).unwrap();
+        for i in 0..(PARALLEL_STAT + 300) {
+            fs::write(r.join(format!("many/{i}")), format!("{i}")).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn the_walk_hashes_what_a_path_walk_and_a_global_sort_do() {
+        let d = tricky_tree();
+        let all = [Selector::path("")];
+        assert_eq!(
+            checksum_paths(d.path(), &all).unwrap().0,
+            oracle(d.path(), None)
+        );
+        let ignore = parse_dockerignore("b\n!b/b b\nmany/1*\n").unwrap();
+        assert_eq!(
+            checksum_paths_filtered(d.path(), &all, Some(&ignore))
+                .unwrap()
+                .0,
+            oracle(d.path(), Some(&ignore))
+        );
+    }
+
+    #[test]
+    fn records_come_out_in_path_order() {
+        let d = tricky_tree();
+        let walk = Walk {
+            ignore: None,
+            prune: false,
+            stats: None,
+        };
+        let meta = fs::symlink_metadata(d.path()).unwrap();
+        let mut out = Vec::new();
+        walk.collect(d.path(), &meta, "", false, &mut out).unwrap();
+        assert!(out.len() > PARALLEL_STAT);
+        assert!(out.windows(2).all(|w| w[0].header < w[1].header));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_an_error_not_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let mut path = d.path().to_path_buf();
+        for _ in 0..MAX_DEPTH {
+            path.push("d");
+        }
+        // Made level by level: the whole path is longer than PATH_MAX.
+        let mut dir = fs::File::open(d.path()).unwrap();
+        for _ in 0..=MAX_DEPTH {
+            rustix::fs::mkdirat(&dir, "d", Mode::from_bits_truncate(0o755)).unwrap();
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            dir = fs::File::from(
+                rustix::fs::openat(dir.as_fd(), c"d", flags, Mode::empty()).unwrap(),
+            );
+        }
+        let err = checksum_paths(d.path(), &[Selector::path("")]).unwrap_err();
+        assert!(err.to_string().contains("nest more than"), "{err}");
     }
 }

@@ -4,6 +4,7 @@ pub mod contenthash;
 pub mod key;
 pub mod statcache;
 pub mod store;
+mod walk;
 
 pub use contenthash::{
     checksum_paths, checksum_paths_cached, checksum_paths_filtered, ContentChecksum,

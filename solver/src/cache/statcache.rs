@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 use crate::meta::{dberr, MetaDb, MetaError, STAT_DIGESTS};
 
@@ -76,9 +76,10 @@ pub struct StatEntry {
     pub cap: Option<Vec<u8>>,
 }
 
-const ENTRY_VERSION: u8 = 2;
-/// Version, six 64-bit fields, mode, digest, capability flag.
-const ENTRY_FIXED: usize = 1 + 8 * 6 + 4 + 32 + 1;
+/// The version byte of a stored directory: its files' entries, sorted by name.
+const DIR_VERSION: u8 = 3;
+/// Per entry after its name: six 64-bit fields, mode, digest, capability flag and length.
+const ENTRY_FIXED: usize = 8 * 6 + 4 + 32 + 1 + 4;
 
 impl StatEntry {
     /// Whether this entry vouches for a file whose stat is now `stat`: same stat, and the
@@ -88,11 +89,12 @@ impl StatEntry {
             && stat.mtime_ns.max(stat.ctime_ns) < self.recorded_ns.saturating_sub(slack_ns)
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// Appends the entry of the file `name` to a stored directory.
+    fn encode_into(&self, name: &[u8], out: &mut Vec<u8>) {
         let s = &self.stat;
         let cap = self.cap.as_deref().unwrap_or_default();
-        let mut out: Vec<u8> = Vec::with_capacity(ENTRY_FIXED + cap.len());
-        out.push(ENTRY_VERSION);
+        out.extend_from_slice(&len32(name.len()).to_le_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(&s.size.to_le_bytes());
         out.extend_from_slice(&s.mtime_ns.to_le_bytes());
         out.extend_from_slice(&s.ctime_ns.to_le_bytes());
@@ -102,52 +104,139 @@ impl StatEntry {
         out.extend_from_slice(&s.mode.to_le_bytes());
         out.extend_from_slice(&self.digest);
         out.push(u8::from(self.cap.is_some()));
+        out.extend_from_slice(&len32(cap.len()).to_le_bytes());
         out.extend_from_slice(cap);
-        out
     }
 
-    /// The entry stored for `prefix` + `rel` in `table`.
-    fn decode_from(
-        table: Option<&redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
-        prefix: &[u8],
-        rel: &str,
-    ) -> Option<StatEntry> {
-        let mut key = Vec::with_capacity(prefix.len() + rel.len());
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(rel.as_bytes());
-        let found = table?.get(key.as_slice()).ok()??;
-        StatEntry::decode(found.value())
-    }
-
+    /// The entry whose fixed fields start `bytes` (its capability follows them).
     fn decode(bytes: &[u8]) -> Option<StatEntry> {
-        if bytes.len() < ENTRY_FIXED || bytes.first() != Some(&ENTRY_VERSION) {
-            return None;
-        }
         let u64_at = |i: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
         };
         let i64_at = |i: usize| -> Option<i64> {
             Some(i64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
         };
-        let cap = match bytes.get(ENTRY_FIXED - 1)? {
-            0 if bytes.len() == ENTRY_FIXED => None,
-            1 => Some(bytes.get(ENTRY_FIXED..)?.to_vec()),
+        let cap_len = u32::from_le_bytes(bytes.get(85..89)?.try_into().ok()?) as usize;
+        let cap = match bytes.get(84)? {
+            0 if cap_len == 0 => None,
+            1 => Some(bytes.get(ENTRY_FIXED..ENTRY_FIXED + cap_len)?.to_vec()),
             _ => return None,
         };
         Some(StatEntry {
             stat: FileStat {
-                size: u64_at(1)?,
-                mtime_ns: i64_at(9)?,
-                ctime_ns: i64_at(17)?,
-                ino: u64_at(25)?,
-                dev: u64_at(33)?,
-                mode: u32::from_le_bytes(bytes.get(49..53)?.try_into().ok()?),
+                size: u64_at(0)?,
+                mtime_ns: i64_at(8)?,
+                ctime_ns: i64_at(16)?,
+                ino: u64_at(24)?,
+                dev: u64_at(32)?,
+                mode: u32::from_le_bytes(bytes.get(48..52)?.try_into().ok()?),
             },
-            recorded_ns: i64_at(41)?,
-            digest: bytes.get(53..85)?.try_into().ok()?,
+            recorded_ns: i64_at(40)?,
+            digest: bytes.get(52..84)?.try_into().ok()?,
             cap,
         })
     }
+}
+
+/// A length as stored (names and capabilities are far below 4 GiB).
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The stored entries of one directory's files: the value read from the store once, and
+/// where each name and entry starts in it (sorted by name, as stored), so a file's entry
+/// is a binary search away and a directory costs one read however many files it holds.
+#[derive(Debug, Default)]
+pub struct DirStats {
+    bytes: Vec<u8>,
+    /// (name start, entry start) into `bytes`: the name ends where its entry starts.
+    index: Vec<(u32, u32)>,
+}
+
+impl DirStats {
+    /// Indexes a stored directory; a value that does not decode (another version, a
+    /// truncated write) is an empty directory: every file is a miss.
+    fn parse(bytes: Vec<u8>) -> DirStats {
+        match Self::index_of(&bytes) {
+            Some(index) => DirStats { bytes, index },
+            None => DirStats::default(),
+        }
+    }
+
+    fn index_of(bytes: &[u8]) -> Option<Vec<(u32, u32)>> {
+        if bytes.first() != Some(&DIR_VERSION) {
+            return None;
+        }
+        let mut index = Vec::new();
+        let mut at = 1usize;
+        let mut previous: Option<&[u8]> = None;
+        while at < bytes.len() {
+            let name_len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            let name_start = at + 4;
+            let entry = name_start.checked_add(name_len)?;
+            let name = bytes.get(name_start..entry)?;
+            let fixed = bytes.get(entry..entry.checked_add(ENTRY_FIXED)?)?;
+            let cap_len = u32::from_le_bytes(fixed.get(85..89)?.try_into().ok()?) as usize;
+            let next = entry.checked_add(ENTRY_FIXED)?.checked_add(cap_len)?;
+            bytes.get(entry..next)?;
+            // Sorted and unique, or the binary search would miss entries.
+            if previous.is_some_and(|p| p >= name) {
+                return None;
+            }
+            previous = Some(name);
+            index.push((u32::try_from(name_start).ok()?, u32::try_from(entry).ok()?));
+            at = next;
+        }
+        Some(index)
+    }
+
+    fn name(&self, i: &(u32, u32)) -> &[u8] {
+        self.bytes
+            .get(i.0 as usize..i.1 as usize)
+            .unwrap_or_default()
+    }
+
+    /// The stored entry of the file `name`, trusted or not.
+    pub fn entry(&self, name: &[u8]) -> Option<StatEntry> {
+        let i = self
+            .index
+            .binary_search_by(|i| self.name(i).cmp(name))
+            .ok()?;
+        let at = self.index.get(i)?.1 as usize;
+        StatEntry::decode(self.bytes.get(at..)?)
+    }
+
+    /// Every stored (name, entry), in name order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], StatEntry)> + '_ {
+        self.index.iter().filter_map(|i| {
+            let entry = StatEntry::decode(self.bytes.get(i.1 as usize..)?)?;
+            Some((self.name(i), entry))
+        })
+    }
+
+    /// How many files the directory has entries for.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+/// Encodes a directory's entries; `entries` sorted by name, names unique.
+fn encode_dir<'e>(entries: impl Iterator<Item = (&'e [u8], &'e StatEntry)>) -> Vec<u8> {
+    let mut out = vec![DIR_VERSION];
+    for (name, entry) in entries {
+        entry.encode_into(name, &mut out);
+    }
+    out
+}
+
+/// `rel` as (its directory, its name): `src/a.txt` is (`src`, `a.txt`), `a.txt` is (``, `a.txt`).
+fn split_rel(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
 }
 
 /// The precise wall clock, ns since the epoch.
@@ -159,8 +248,9 @@ pub fn now_ns() -> i64 {
 }
 
 /// The remembered digests of one directory tree for one checksum pass: lookups read a
-/// snapshot of the store taken when the pass began, new digests are collected and written
-/// by [`StatCache::persist`] in one transaction (none when nothing changed).
+/// snapshot of the store taken when the pass began (one stored value per directory), new
+/// digests are collected and written by [`StatCache::persist`] in one transaction (none when
+/// nothing changed).
 pub struct StatCache<'a> {
     store: &'a MetaDb,
     table: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
@@ -212,9 +302,34 @@ impl<'a> StatCache<'a> {
         self
     }
 
+    /// How much older than the recorded read a file must be for its entry to be trusted.
+    pub fn slack_ns(&self) -> i64 {
+        self.slack_ns
+    }
+
+    fn key(&self, dir: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + dir.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(dir.as_bytes());
+        key
+    }
+
+    /// The stored entries of the files of the directory `dir` (relative to the root, ``
+    /// for the root itself): one read for all of them.
+    pub fn dir(&self, dir: &str) -> DirStats {
+        let Some(table) = self.table.as_ref() else {
+            return DirStats::default();
+        };
+        match table.get(self.key(dir).as_slice()) {
+            Ok(Some(value)) => DirStats::parse(value.value().to_vec()),
+            _ => DirStats::default(),
+        }
+    }
+
     /// The stored entry for `rel`, trusted or not.
     pub fn entry(&self, rel: &str) -> Option<StatEntry> {
-        StatEntry::decode_from(self.table.as_ref(), &self.prefix, rel)
+        let (dir, name) = split_rel(rel);
+        self.dir(dir).entry(name.as_bytes())
     }
 
     /// The digest and capability of `rel` if its entry vouches for `stat`.
@@ -245,34 +360,61 @@ impl<'a> StatCache<'a> {
         self.fresh.lock().map(|f| f.len()).unwrap_or(0)
     }
 
-    /// Writes the digests read in this pass. Nothing is written (no transaction, no fsync)
-    /// when every file was a hit.
+    /// Writes the digests read in this pass: each directory that gained or changed an entry
+    /// is stored again whole. Nothing is written (no transaction, no fsync) when every file
+    /// was a hit.
     pub fn persist(self) -> Result<(), MetaError> {
-        let mut fresh = self
-            .fresh
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // A re-read of a file still too young to be trusted that found what is stored
-        // would only move the read time without making the entry usable: no write.
-        fresh.retain(|(rel, new)| {
-            let same =
-                StatEntry::decode_from(self.table.as_ref(), &self.prefix, rel).is_some_and(|old| {
+        let mut fresh = std::mem::take(
+            &mut *self
+                .fresh
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        // By directory, then name: one stored value per directory.
+        fresh.sort_by(|a, b| split_rel(&a.0).cmp(&split_rel(&b.0)));
+        let mut changed: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut rest = fresh.as_slice();
+        while let Some((first, _)) = rest.first() {
+            let dir = split_rel(first).0;
+            let n = rest
+                .iter()
+                .position(|(rel, _)| split_rel(rel).0 != dir)
+                .unwrap_or(rest.len());
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let old = self.dir(dir);
+            // A re-read of a file still too young to be trusted that found what is stored
+            // would only move the read time without making the entry usable: no write.
+            let worth = group.iter().any(|(rel, new)| {
+                let same = old.entry(split_rel(rel).1.as_bytes()).is_some_and(|old| {
                     old.stat == new.stat && old.digest == new.digest && old.cap == new.cap
                 });
-            !same || new.vouches_for(&new.stat, self.slack_ns)
-        });
-        if fresh.is_empty() {
+                !same || new.vouches_for(&new.stat, self.slack_ns)
+            });
+            if !worth {
+                continue;
+            }
+            let mut merged: std::collections::BTreeMap<&[u8], StatEntry> = old.entries().collect();
+            for (rel, new) in group {
+                merged.insert(split_rel(rel).1.as_bytes(), new.clone());
+            }
+            changed.push((
+                dir.to_string(),
+                encode_dir(merged.iter().map(|(n, e)| (*n, e))),
+            ));
+        }
+        if changed.is_empty() {
             return Ok(());
         }
         drop(self.table);
         let txn = self.store.writer()?.txn;
         {
             let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
-            for (rel, entry) in &fresh {
+            for (dir, value) in &changed {
                 let mut k = self.prefix.clone();
-                k.extend_from_slice(rel.as_bytes());
+                k.extend_from_slice(dir.as_bytes());
                 table
-                    .insert(k.as_slice(), entry.encode().as_slice())
+                    .insert(k.as_slice(), value.as_slice())
                     .map_err(dberr)?;
             }
         }
@@ -281,59 +423,86 @@ impl<'a> StatCache<'a> {
 }
 
 /// Drops the entries of files that no longer exist (prune calls it: entries are only
-/// written, never removed, by builds). Returns how many went.
+/// written, never removed, by builds), and values of an older format. Returns how many
+/// file entries went.
 pub fn forget_missing(store: &MetaDb) -> Result<usize, MetaError> {
-    let gone: Vec<Vec<u8>> = {
+    let mut gone = 0usize;
+    // Per stored directory: None to remove it, Some(value) to store it smaller.
+    let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
         let txn = store.read()?;
         let table = match txn.open_table(STAT_DIGESTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
             Err(e) => return Err(dberr(e)),
         };
-        let mut gone = Vec::new();
+        let mut changes = Vec::new();
         for row in table.iter().map_err(dberr)? {
-            let (k, _) = row.map_err(dberr)?;
+            let (k, v) = row.map_err(dberr)?;
             let key = k.value();
-            let Some(split) = key.iter().position(|b| *b == 0) else {
-                gone.push(key.to_vec());
+            let stored = DirStats::parse(v.value().to_vec());
+            let dir = key
+                .iter()
+                .position(|b| *b == 0)
+                .map(|split| {
+                    let root = key.get(..split).unwrap_or_default();
+                    let rel = key.get(split + 1..).unwrap_or_default();
+                    Path::new(std::ffi::OsStr::from_bytes(root))
+                        .join(std::ffi::OsStr::from_bytes(rel))
+                })
+                .filter(|_| !stored.is_empty());
+            let Some(dir) = dir else {
+                changes.push((key.to_vec(), None));
                 continue;
             };
-            let root = key.get(..split).unwrap_or_default();
-            let rel = key.get(split + 1..).unwrap_or_default();
-            let path =
-                Path::new(std::ffi::OsStr::from_bytes(root)).join(std::ffi::OsStr::from_bytes(rel));
-            if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            {
-                gone.push(key.to_vec());
+            let kept: Vec<(&[u8], StatEntry)> = stored
+                .entries()
+                .filter(|(name, _)| {
+                    let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                    !matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                })
+                .collect();
+            if kept.len() == stored.len() {
+                continue;
             }
+            gone += stored.len() - kept.len();
+            let value = (!kept.is_empty()).then(|| encode_dir(kept.iter().map(|(n, e)| (*n, e))));
+            changes.push((key.to_vec(), value));
         }
-        gone
+        changes
     };
-    if gone.is_empty() {
+    if changes.is_empty() {
         return Ok(0);
     }
     let txn = store.writer()?.txn;
     {
         let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
-        for k in &gone {
-            table.remove(k.as_slice()).map_err(dberr)?;
+        for (k, value) in &changes {
+            match value {
+                Some(v) => table.insert(k.as_slice(), v.as_slice()).map_err(dberr)?,
+                None => table.remove(k.as_slice()).map_err(dberr)?,
+            };
         }
     }
     txn.commit().map_err(dberr)?;
-    Ok(gone.len())
+    Ok(gone)
 }
 
 /// Drops every remembered digest (they are only a shortcut; `prune --all` clears them).
+/// Returns how many file entries went.
 pub fn clear(store: &MetaDb) -> Result<usize, MetaError> {
     let txn = store.writer()?.txn;
-    let removed = {
+    let mut removed = 0usize;
+    {
         let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
-        let n = table.len().map_err(dberr)?;
-        table.retain(|_, _| false).map_err(dberr)?;
-        n
-    };
+        table
+            .retain(|_, v| {
+                removed += DirStats::parse(v.to_vec()).len();
+                false
+            })
+            .map_err(dberr)?;
+    }
     txn.commit().map_err(dberr)?;
-    Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -352,30 +521,42 @@ mod tests {
     }
 
     #[test]
-    fn entries_round_trip() {
+    fn directories_round_trip() {
         let e = StatEntry {
             stat: stat(),
             recorded_ns: 1_000_000_000_000 + 5_000_000_000,
             digest: [9; 32],
             cap: None,
         };
-        assert_eq!(StatEntry::decode(&e.encode()), Some(e.clone()));
-        assert_eq!(StatEntry::decode(&e.encode()[1..]), None);
-        let mut longer = e.encode();
-        longer.push(0);
-        assert_eq!(
-            StatEntry::decode(&longer),
-            None,
-            "trailing bytes without a cap"
-        );
-        let mut other = e.encode();
-        other[0] = 99;
-        assert_eq!(StatEntry::decode(&other), None, "unknown version");
         let with_cap = StatEntry {
             cap: Some(vec![1, 0, 0, 2, 0x20]),
-            ..e
+            ..e.clone()
         };
-        assert_eq!(StatEntry::decode(&with_cap.encode()), Some(with_cap));
+        let value = encode_dir([(&b"a.txt"[..], &e), (b"b", &with_cap), (b"c", &e)].into_iter());
+        let dir = DirStats::parse(value.clone());
+        assert_eq!(dir.len(), 3);
+        assert_eq!(dir.entry(b"a.txt"), Some(e.clone()));
+        assert_eq!(dir.entry(b"b"), Some(with_cap.clone()));
+        assert_eq!(dir.entry(b"c"), Some(e.clone()));
+        assert_eq!(dir.entry(b"a"), None);
+        assert_eq!(dir.entry(b"d"), None);
+        // Whatever does not decode whole is an empty directory: every file a miss.
+        assert!(
+            DirStats::parse(value[..value.len() - 1].to_vec()).is_empty(),
+            "truncated"
+        );
+        let mut other = value.clone();
+        other[0] = 2;
+        assert!(DirStats::parse(other).is_empty(), "another version");
+        let unsorted = encode_dir([(&b"b"[..], &e), (b"a", &e)].into_iter());
+        assert!(DirStats::parse(unsorted).is_empty(), "unsorted");
+        assert!(DirStats::parse(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn paths_split_into_directory_and_name() {
+        assert_eq!(split_rel("src/pkg/a.go"), ("src/pkg", "a.go"));
+        assert_eq!(split_rel("a.go"), ("", "a.go"));
     }
 
     #[test]

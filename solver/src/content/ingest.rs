@@ -47,6 +47,8 @@ impl Expected {
 /// An in-progress write of one blob. Implements [`Write`]; finish with [`Ingest::commit`].
 pub struct Ingest {
     file: BufWriter<NamedTempFile>,
+    /// The thread copying a resumed ingest's prefix into the file.
+    prefix: Option<std::thread::JoinHandle<io::Result<()>>>,
     hasher: Sha256,
     written: u64,
     blobs_dir: PathBuf,
@@ -78,6 +80,7 @@ impl Ingest {
     pub(crate) fn new(tmp: NamedTempFile, blobs_dir: PathBuf, expected: Expected) -> Result<Self> {
         Ok(Ingest {
             file: BufWriter::with_capacity(256 * 1024, tmp),
+            prefix: None,
             hasher: Sha256::new(),
             written: 0,
             blobs_dir,
@@ -85,15 +88,18 @@ impl Ingest {
         })
     }
 
-    /// An ingest whose file already holds `written` bytes that hashed to `hasher`.
+    /// An ingest whose first `written` bytes, which hashed to `hasher`, `prefix` copies
+    /// into the file (positioned after them) while the caller writes the rest.
     pub(crate) fn resumed(
         tmp: NamedTempFile,
         blobs_dir: PathBuf,
         hasher: Sha256,
         written: u64,
+        prefix: std::thread::JoinHandle<io::Result<()>>,
     ) -> Self {
         Ingest {
             file: BufWriter::with_capacity(256 * 1024, tmp),
+            prefix: Some(prefix),
             hasher,
             written,
             blobs_dir,
@@ -114,6 +120,12 @@ impl Ingest {
     /// Verifies digest and size, makes the content durable and moves it under its digest.
     /// If the blob already exists the new copy is discarded.
     pub fn commit(self) -> Result<BlobInfo> {
+        if let Some(copy) = self.prefix {
+            let copied = copy
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the prefix copy panicked")));
+            copied.map_err(|e| ContentError::io("copy a blob prefix into", &self.blobs_dir, e))?;
+        }
         let (digest, size) = (finish_hash(self.hasher), self.written);
         let tmp = self
             .file

@@ -175,29 +175,33 @@ impl ContentStore {
             Err(ContentError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
+        let have = src
+            .metadata()
+            .map_err(|e| ContentError::io("stat", self.blob_path(prefix).unwrap_or_default(), e))?
+            .len();
+        if have < len {
+            return Ok(None);
+        }
         let tmp_dir = self.tmp_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix("ingest-")
             .tempfile_in(&tmp_dir)
             .map_err(|e| ContentError::io("create temporary file in", &tmp_dir, e))?;
-        // std's File-to-File copy is copy_file_range (a reflink where the filesystem has them).
-        let copied = std::io::copy(&mut (&src).take(len), tmp.as_file_mut())
-            .map_err(|e| ContentError::io("copy into", tmp.path(), e))?;
-        if copied != len {
-            return Ok(None);
-        }
-        // Start writing the copied prefix back now: the fsync at commit then waits for the
-        // rest only. (A hint: its failure changes nothing.)
-        // SAFETY: a valid open descriptor and plain integers.
-        let _ = unsafe {
-            libc::sync_file_range(
-                std::os::fd::AsRawFd::as_raw_fd(tmp.as_file()),
-                0,
-                0,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        Ok(Some(Ingest::resumed(tmp, self.blobs_dir(), hasher, len)))
+        let io = |e| ContentError::io("copy into", &tmp_dir, e);
+        let dest = tmp.as_file().try_clone().map_err(io)?;
+        // What the caller writes goes after the prefix, which a thread copies meanwhile.
+        std::io::Seek::seek(tmp.as_file_mut(), std::io::SeekFrom::Start(len)).map_err(io)?;
+        let copy = std::thread::Builder::new()
+            .name("kiln-prefix".into())
+            .spawn(move || copy_prefix(&src, &dest, len))
+            .map_err(io)?;
+        Ok(Some(Ingest::resumed(
+            tmp,
+            self.blobs_dir(),
+            hasher,
+            len,
+            copy,
+        )))
     }
 
     /// Where the resume index of `digest` is kept (see [`Self::put_blob_index`]).
@@ -554,3 +558,47 @@ fn read_layout_version(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Copies the first `len` bytes of `src` to the same offsets of `dest` in the kernel
+/// (`copy_file_range`: a reflink where the filesystem has them), then starts writing them
+/// back so the ingest's fsync waits for less.
+fn copy_prefix(src: &File, dest: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (mut off_in, mut off_out): (libc::loff_t, libc::loff_t) = (0, 0);
+    let end = libc::loff_t::try_from(len).map_err(std::io::Error::other)?;
+    while off_in < end {
+        let want = usize::try_from(end - off_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        // SAFETY: open descriptors, offsets owned by this frame; the kernel copies between files.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dest.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        match n {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the earlier blob is shorter than its index says",
+                ))
+            }
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    // A hint: its failure changes nothing (the commit fsyncs anyway).
+    // SAFETY: an open descriptor and plain integers.
+    let _ = unsafe { libc::sync_file_range(dest.as_raw_fd(), 0, end, libc::SYNC_FILE_RANGE_WRITE) };
+    Ok(())
+}

@@ -104,6 +104,43 @@ pub(super) struct Body {
     pub dev: u64,
     /// (See `dev`.)
     pub ino: u64,
+    /// The content, when it was read ahead (small files, on the walking thread).
+    pub data: Option<Vec<u8>>,
+}
+
+/// Files up to this size are read ahead by [`Body::read_ahead`].
+const READ_AHEAD: u64 = 64 << 10;
+
+impl Body {
+    /// Reads a small file's content now (exactly `len` bytes, or an error if it shrank), so
+    /// that writing the piece later makes no system call.
+    pub fn read_ahead(&mut self) -> Result<(), LayerError> {
+        if self.len > READ_AHEAD || self.data.is_some() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let file = File::open(path).map_err(|e| LayerError::io("open", path, e))?;
+        let mut data = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        file.take(self.len)
+            .read_to_end(&mut data)
+            .map_err(|e| LayerError::io("read", path, e))?;
+        if data.len() as u64 != self.len {
+            return Err(shrank(path));
+        }
+        self.data = Some(data);
+        Ok(())
+    }
+}
+
+fn shrank(path: &Path) -> LayerError {
+    LayerError::io(
+        "read",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while being archived",
+        ),
+    )
 }
 
 /// Tar blocks are 512 bytes.
@@ -232,8 +269,14 @@ impl<W: Write> TarOut<W> {
             return Ok(());
         }
         let from = self.skip.saturating_sub(start);
-        if from < body.len {
-            self.copy_file(body, from)?;
+        match (&body.data, usize::try_from(from)) {
+            (Some(data), Ok(from)) => {
+                if let Some(rest) = data.get(from..) {
+                    self.w.write_all(rest).map_err(werr)?;
+                }
+            }
+            _ if from < body.len => self.copy_file(body, from)?,
+            _ => {}
         }
         self.pos = start + body.len;
         let pad = vec![0u8; usize::try_from(padded - body.len).unwrap_or(0)];
@@ -258,16 +301,7 @@ impl<W: Write> TarOut<W> {
                 break;
             };
             let n = match file.read(buf) {
-                Ok(0) => {
-                    return Err(LayerError::io(
-                        "read",
-                        path,
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file shrank while being archived",
-                        ),
-                    ))
-                }
+                Ok(0) => return Err(shrank(path)),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(LayerError::io("read", path, e)),
@@ -434,6 +468,7 @@ fn entry_piece(
                 len: meta.len(),
                 dev: meta.dev(),
                 ino: meta.ino(),
+                data: None,
             }));
         }
     } else if ft.is_char_device() || ft.is_block_device() {

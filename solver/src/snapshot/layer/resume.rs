@@ -11,6 +11,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use kiln_oci::Digest;
@@ -22,6 +24,9 @@ use super::diff::{DiffOptions, LayerBlob, Piece, Pieces, TarOut};
 use super::pargzip::{ChunkHook, InputMark, ParallelGzEncoder, CHUNK};
 use super::LayerError;
 use crate::content::{ContentStore, Expected, HashState, Ingest, ThreadedWriter};
+
+/// Entries the walking thread may be ahead of the writer.
+const WALK_AHEAD: usize = 1024;
 
 /// Version of the index format (and of the chunking it describes).
 const FORMAT: u32 = 1;
@@ -263,66 +268,114 @@ fn write_pass(
     let mut pending: Vec<(u64, Piece)> = Vec::new();
     let mut out: Option<(TarOut<ParallelGzEncoder<Sink>>, Vec<Point>)> = None;
     let mut pos = 0u64;
-    let mut pieces = Pieces::new(dir, opts);
-    loop {
-        let (piece, rel) = match pieces.next_entry()? {
-            Some((rel, piece)) => (piece, Some(rel)),
-            None => (Piece::end(), None),
-        };
-        if let (None, Some(b)) = (&first_body, &piece.body) {
-            first_body = Some((b.dev, b.ino));
+    // The walk (stat, xattrs, reading small files once writing started) runs on a thread
+    // of its own, a bounded queue ahead: the system calls of the two halves overlap.
+    let writing = AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<Option<(LayerBlob, u64)>, LayerError> {
+        let (tx, rx) = sync_channel::<Result<Option<(PathBuf, Piece)>, LayerError>>(WALK_AHEAD);
+        let writing = &writing;
+        scope.spawn(move || {
+            let mut pieces = Pieces::new(dir, opts);
+            loop {
+                let mut next = pieces.next_entry();
+                if let (Ok(Some((_, piece))), true) = (&mut next, writing.load(Ordering::Relaxed)) {
+                    if let Some(body) = piece.body.as_mut() {
+                        if let Err(e) = body.read_ahead() {
+                            next = Err(e);
+                        }
+                    }
+                }
+                let done = !matches!(next, Ok(Some(_)));
+                // The receiver gone: the writer stopped (an error); nothing to tell.
+                if tx.send(next).is_err() || done {
+                    break;
+                }
+            }
+        });
+        loop {
+            let next = rx.recv().map_err(|_| {
+                LayerError::io("walk", dir, std::io::Error::other("the walk stopped"))
+            })?;
+            let (piece, rel) = match next? {
+                Some((rel, piece)) => (piece, Some(rel)),
+                None => (Piece::end(), None),
+            };
+            if let (None, Some(b)) = (&first_body, &piece.body) {
+                first_body = Some((b.dev, b.ino));
+            }
+            marks.upto(pos);
+            if out.is_none() {
+                let go_on = probe.check_points(pos, &marks)
+                    && rel
+                        .as_deref()
+                        .is_some_and(|rel| probe.agrees(store, level, rel, &piece));
+                if go_on {
+                    let agreed = probe
+                        .agreed
+                        .and_then(|a| probe.base.as_ref()?.index.points.get(a))
+                        .map_or(0, |p| p.offset);
+                    pending.retain(|(start, p)| start + p.len() > agreed);
+                    marks.entry(pos, &piece.header);
+                    let start = pos;
+                    pos += piece.len();
+                    pending.push((start, piece));
+                    continue;
+                }
+                let (enc, skip, kept) = match (&probe.base, probe.agreed) {
+                    (Some(base), Some(at)) => {
+                        match resume_at(store, level, base, at, &points, dir)? {
+                            Some(r) => r,
+                            None => return Ok(None),
+                        }
+                    }
+                    _ => {
+                        let ingest = store.ingest(Expected::default())?;
+                        let e = ParallelGzEncoder::tracked(
+                            sink(ingest, dir)?,
+                            level,
+                            recorder(&points),
+                        );
+                        (e, 0, Vec::new())
+                    }
+                };
+                writing.store(true, Ordering::Relaxed);
+                let from = pending.first().map_or(pos, |(start, _)| *start);
+                let mut w = TarOut::new(enc, from, skip);
+                for (_, p) in pending.drain(..) {
+                    w.put(&p)?;
+                }
+                out = Some((w, kept));
+            }
+            let Some((w, _)) = out.as_mut() else {
+                continue;
+            };
+            marks.entry(pos, &piece.header);
+            pos += piece.len();
+            w.put(&piece)?;
+            if rel.is_none() {
+                break;
+            }
         }
         marks.upto(pos);
-        if out.is_none() {
-            let go_on = probe.check_points(pos, &marks)
-                && rel
-                    .as_deref()
-                    .is_some_and(|rel| probe.agrees(store, level, rel, &piece));
-            if go_on {
-                let agreed = probe
-                    .agreed
-                    .and_then(|a| probe.base.as_ref()?.index.points.get(a))
-                    .map_or(0, |p| p.offset);
-                pending.retain(|(start, p)| start + p.len() > agreed);
-                marks.entry(pos, &piece.header);
-                let start = pos;
-                pos += piece.len();
-                pending.push((start, piece));
-                continue;
-            }
-            let (enc, skip, kept) = match (&probe.base, probe.agreed) {
-                (Some(base), Some(at)) => match resume_at(store, level, base, at, &points, dir)? {
-                    Some(r) => r,
-                    None => return Ok(None),
-                },
-                _ => {
-                    let ingest = store.ingest(Expected::default())?;
-                    let e =
-                        ParallelGzEncoder::tracked(sink(ingest, dir)?, level, recorder(&points));
-                    (e, 0, Vec::new())
-                }
-            };
-            let from = pending.first().map_or(pos, |(start, _)| *start);
-            let mut w = TarOut::new(enc, from, skip);
-            for (_, p) in pending.drain(..) {
-                w.put(&p)?;
-            }
-            out = Some((w, kept));
-        }
-        let Some((w, _)) = out.as_mut() else {
-            continue;
+        let Some((w, kept)) = out else {
+            return Ok(None);
         };
-        marks.entry(pos, &piece.header);
-        pos += piece.len();
-        w.put(&piece)?;
-        if rel.is_none() {
-            break;
-        }
-    }
-    marks.upto(pos);
-    let Some((w, kept)) = out else {
-        return Ok(None);
-    };
+        finish(dir, store, level, w, kept, &marks, &points, first_body)
+    })
+}
+
+/// Ends the blob: compression, commit, the index of its resume points.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    dir: &Path,
+    store: &ContentStore,
+    level: u32,
+    w: TarOut<ParallelGzEncoder<Sink>>,
+    kept: Vec<Point>,
+    marks: &HeaderMarks,
+    points: &Points,
+    first_body: Option<(u64, u64)>,
+) -> Result<Option<(LayerBlob, u64)>, LayerError> {
     let resumed_at = kept.last().map_or(0, |p| p.offset);
     let (sink, diff_id, size) = w
         .into_inner()
