@@ -79,7 +79,9 @@ const STREAMED_DIR: &str = ".streamed";
 /// What a streamed layer is made from.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StreamedMarker {
-    /// The blob file in the content store.
+    /// The blob file in the content store: relative to the state directory (the layer
+    /// store's parent), so a moved state directory still finds it; absolute when the blob
+    /// lies elsewhere.
     blob: PathBuf,
     /// The diffID its uncompressed tar must hash to.
     diff_id: String,
@@ -238,6 +240,11 @@ impl LayerStore {
         let id = LayerId::fresh();
         let dir = self.dir.join(STREAMED_DIR);
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let blob = self
+            .dir
+            .parent()
+            .and_then(|root| blob.strip_prefix(root).ok())
+            .unwrap_or(blob);
         let marker = StreamedMarker {
             blob: blob.to_path_buf(),
             diff_id: diff_id.to_string(),
@@ -300,6 +307,13 @@ impl LayerStore {
         };
         let marker: StreamedMarker = serde_json::from_slice(&bytes)
             .map_err(|e| io_err("read", &marker_path)(std::io::Error::other(e)))?;
+        let marker = StreamedMarker {
+            blob: match self.dir.parent() {
+                Some(root) if marker.blob.is_relative() => root.join(&marker.blob),
+                _ => marker.blob,
+            },
+            ..marker
+        };
         let pending = self.begin()?;
         let file = std::fs::File::open(&marker.blob).map_err(io_err("open", &marker.blob))?;
         let opts = ApplyOptions {
@@ -509,6 +523,37 @@ mod tests {
                 .unwrap()
                 .count(),
             0
+        );
+    }
+
+    #[test]
+    fn a_streamed_layer_unpacks_after_its_state_directory_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let content = ContentStore::open(state.join("content")).unwrap();
+        let layers = LayerStore::open(state.join("layers")).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/motd"), "streamed").unwrap();
+        let blob = write_layer(&tree, &content, &DiffOptions::default()).unwrap();
+        let pending = layers.begin().unwrap();
+        let id = layers
+            .commit_streamed(
+                pending,
+                &content.blob_path(&blob.blob.digest).unwrap(),
+                &blob.diff_id,
+            )
+            .unwrap();
+        drop(layers);
+
+        let moved = dir.path().join("moved");
+        std::fs::rename(&state, &moved).unwrap();
+        let layers = LayerStore::open(moved.join("layers")).unwrap();
+        assert!(layers.exists(&id));
+        layers.materialize(&id).unwrap();
+        assert_eq!(
+            std::fs::read(layers.path(&id).join("etc/motd")).unwrap(),
+            b"streamed"
         );
     }
 
