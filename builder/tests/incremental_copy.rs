@@ -71,22 +71,9 @@ fn build(b: &Build, epoch: Option<&str>) -> (serde_json::Value, usize) {
     (read_json(&meta), taken)
 }
 
-/// The image as comparable bytes: the manifest's layers, the config without its creation
-/// times (two builds run at different times), and the config's diffIDs.
+/// The image as comparable bytes (see `Build::image_without_times`).
 fn image(b: &Build) -> (serde_json::Value, serde_json::Value) {
-    let manifest = b.manifest(&format!("docker.io/{TAG}"));
-    let mut config = b.raw_config(&format!("docker.io/{TAG}"));
-    if let Some(c) = config.as_object_mut() {
-        c.remove("created");
-    }
-    if let Some(h) = config["history"].as_array_mut() {
-        for e in h {
-            if let Some(e) = e.as_object_mut() {
-                e.remove("created");
-            }
-        }
-    }
-    (manifest["layers"].clone(), config)
+    b.image_without_times(&format!("docker.io/{TAG}"))
 }
 
 /// Builds a copy of `b`'s context (times kept) in a fresh state directory.

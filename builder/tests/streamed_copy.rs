@@ -68,20 +68,9 @@ fn build(state: &Build, ctx: &Path, off: bool, extra: &[&str]) -> (serde_json::V
     (read_json(&meta), streamed)
 }
 
-/// The image as comparable bytes: the manifest's layers and the config without its
-/// creation times.
+/// The image as comparable bytes (see `Build::image_without_times`).
 fn image(b: &Build) -> (serde_json::Value, serde_json::Value) {
-    let manifest = b.manifest(&format!("docker.io/{TAG}"));
-    let mut config = b.raw_config(&format!("docker.io/{TAG}"));
-    if let Some(c) = config.as_object_mut() {
-        c.remove("created");
-    }
-    if let Some(h) = config["history"].as_array_mut() {
-        for e in h.iter_mut().filter_map(|e| e.as_object_mut()) {
-            e.remove("created");
-        }
-    }
-    (manifest["layers"].clone(), config)
+    b.image_without_times(&format!("docker.io/{TAG}"))
 }
 
 /// Builds `dockerfile` streamed and unstreamed in fresh states; asserts the images are

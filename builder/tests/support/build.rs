@@ -145,6 +145,22 @@ impl Build {
         )
     }
 
+    /// A stored image as comparable bytes: its manifest's layers, and its config without
+    /// creation times (two builds of one input run at different times).
+    pub fn image_without_times(&self, tag: &str) -> (serde_json::Value, serde_json::Value) {
+        let manifest = self.manifest(tag);
+        let mut config = self.raw_config(tag);
+        if let Some(c) = config.as_object_mut() {
+            c.remove("created");
+        }
+        if let Some(h) = config["history"].as_array_mut() {
+            for e in h.iter_mut().filter_map(|e| e.as_object_mut()) {
+                e.remove("created");
+            }
+        }
+        (manifest["layers"].clone(), config)
+    }
+
     /// The image config of a stored tag, as skopeo reads it.
     pub fn config(&self, tag: &str) -> serde_json::Value {
         let out = Command::new("skopeo")

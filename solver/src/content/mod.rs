@@ -232,12 +232,7 @@ impl ContentStore {
 
     /// A small named pointer under `.kiln/blobindex/by-key/` (to a blob, say); `None` removes it.
     pub fn set_blob_key(&self, key: &str, value: Option<&str>) -> Result<()> {
-        let path = self
-            .root
-            .join(".kiln")
-            .join("blobindex")
-            .join("by-key")
-            .join(key);
+        let path = self.blob_key_path(key);
         match value {
             Some(v) => {
                 if let Some(dir) = path.parent() {
@@ -276,13 +271,15 @@ impl ContentStore {
 
     /// The value of a pointer set with [`Self::set_blob_key`].
     pub fn blob_key(&self, key: &str) -> Option<String> {
-        let path = self
-            .root
+        fs::read_to_string(self.blob_key_path(key)).ok()
+    }
+
+    fn blob_key_path(&self, key: &str) -> PathBuf {
+        self.root
             .join(".kiln")
             .join("blobindex")
             .join("by-key")
-            .join(key);
-        fs::read_to_string(path).ok()
+            .join(key)
     }
 
     /// Stores `bytes` and returns their digest and size.

@@ -341,7 +341,7 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Read;
 
     use super::*;
@@ -401,7 +401,7 @@ mod tests {
     }
 
     /// xorshift bytes: as incompressible as random, but reproducible.
-    fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    pub(in crate::snapshot::layer) fn noise(n: usize, mut seed: u64) -> Vec<u8> {
         (0..n)
             .map(|_| {
                 seed ^= seed << 13;

@@ -463,17 +463,7 @@ mod tests {
     use super::*;
     use crate::snapshot::layer::write_layer;
 
-    /// xorshift bytes: incompressible (stored chunks) but reproducible.
-    fn noise(n: usize, mut seed: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::snapshot::layer::pargzip::tests::noise;
 
     /// A layer like bigcontext's: a small file, a big one (3.5 chunks of noise and text),
     /// then many small files in directories.
