@@ -93,7 +93,7 @@ fn layer_sizes(layers: &LayerStore) -> Result<Vec<(LayerId, u64)>, PruneError> {
         .list()?
         .into_iter()
         .map(|id| {
-            let size = dir_size(&layers.path(&id));
+            let size = layers.size(&id);
             (id, size)
         })
         .collect())

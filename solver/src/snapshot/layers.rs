@@ -85,6 +85,9 @@ struct StreamedMarker {
     blob: PathBuf,
     /// The diffID its uncompressed tar must hash to.
     diff_id: String,
+    /// Bytes of its uncompressed tar: what its directory would take, for `du` and prune.
+    #[serde(default)]
+    size: u64,
 }
 
 /// The name of an unpacked layer directory.
@@ -236,6 +239,7 @@ impl LayerStore {
         pending: PendingLayer,
         blob: &Path,
         diff_id: &Digest,
+        size: u64,
     ) -> Result<LayerId, LayerStoreError> {
         let id = LayerId::fresh();
         let dir = self.dir.join(STREAMED_DIR);
@@ -248,6 +252,7 @@ impl LayerStore {
         let marker = StreamedMarker {
             blob: blob.to_path_buf(),
             diff_id: diff_id.to_string(),
+            size,
         };
         let bytes = serde_json::to_vec(&marker).map_err(std::io::Error::other);
         let path = self.streamed_marker(&id);
@@ -260,6 +265,22 @@ impl LayerStore {
         bytes.and_then(write).map_err(io_err("write", &path))?;
         drop(pending);
         Ok(id)
+    }
+
+    /// Bytes a layer takes: its directory's, or for a streamed layer not unpacked yet, its
+    /// uncompressed tar's (what `du` and `prune --keep-storage` weigh).
+    pub fn size(&self, id: &LayerId) -> u64 {
+        let dir = self.path(id);
+        if dir.is_dir() {
+            return dir_size(&dir);
+        }
+        let Ok(bytes) = std::fs::read(self.streamed_marker(id)) else {
+            return 0;
+        };
+        let Ok(marker) = serde_json::from_slice::<StreamedMarker>(&bytes) else {
+            return 0;
+        };
+        marker.size
     }
 
     /// Unpacks the streamed layers among `ids` (see [`Self::materialize`]).
@@ -542,6 +563,7 @@ mod tests {
                 pending,
                 &content.blob_path(&blob.blob.digest).unwrap(),
                 &blob.diff_id,
+                blob.uncompressed_size,
             )
             .unwrap();
         drop(layers);
@@ -550,6 +572,11 @@ mod tests {
         std::fs::rename(&state, &moved).unwrap();
         let layers = LayerStore::open(moved.join("layers")).unwrap();
         assert!(layers.exists(&id));
+        assert_eq!(
+            layers.size(&id),
+            blob.uncompressed_size,
+            "weighed by its tar"
+        );
         layers.materialize(&id).unwrap();
         assert_eq!(
             std::fs::read(layers.path(&id).join("etc/motd")).unwrap(),

@@ -262,9 +262,12 @@ impl LocalWorker {
             .content
             .blob_path(&made.blob.digest)
             .map_err(BlobError::from)?;
-        let id = self
-            .layers
-            .commit_streamed(pending, &blob_path, &made.diff_id)?;
+        let id = self.layers.commit_streamed(
+            pending,
+            &blob_path,
+            &made.diff_id,
+            made.uncompressed_size,
+        )?;
         let record_diff = made.diff_id.clone();
         let record = LayerRecord {
             id: id.clone(),
