@@ -252,6 +252,17 @@ impl Drop for Canary {
 
 /// Builds with a bound; asserts success or a clear failure and returns the output.
 fn build(b: &Build, label: &str, dockerfile: &str, extra: &[&str]) -> Output {
+    build_env(b, label, dockerfile, extra, &[])
+}
+
+/// [`build`] with environment variables set for kiln.
+fn build_env(
+    b: &Build,
+    label: &str,
+    dockerfile: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     b.write("Dockerfile", dockerfile);
     let dest = b.path(&format!("out-{label}"));
     let out = run_bounded(
@@ -262,7 +273,8 @@ fn build(b: &Build, label: &str, dockerfile: &str, extra: &[&str]) -> Output {
             .arg("--output")
             .arg(format!("type=local,dest={}", dest.display()))
             .args(extra)
-            .arg(b.ctx()),
+            .arg(b.ctx())
+            .envs(env.iter().copied()),
         Duration::from_secs(120),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -698,29 +710,41 @@ fn kiln_load_of_hostile_archives_stays_inside_the_archive() {
 /// followed, and nothing of the host is taken over or written.
 #[test]
 fn an_incremental_copy_of_a_context_turned_into_symlinks_out_never_reads_the_host() {
+    context_turned_into_symlinks_out("incr", &[("KILN_STREAMED_COPY", "0")]);
+}
+
+#[test]
+fn a_streamed_copy_of_a_context_turned_into_symlinks_out_never_reads_the_host() {
+    context_turned_into_symlinks_out("stream", &[]);
+}
+
+/// A context is copied once, then a directory and then a file of it become symlinks to a
+/// host canary, and it is copied again (`kiln_env`: how kiln copies): the canary stays intact
+/// and its content is in no output.
+fn context_turned_into_symlinks_out(mode: &str, kiln_env: &[(&str, &str)]) {
     let env = TestEnv::load();
     let b = Build::new();
-    let canary = Canary::new("incr");
+    let canary = Canary::new(mode);
     let base = format!("{}/library/busybox:latest", env.registry());
     let dockerfile = format!("FROM {base}\nCOPY . /all/\n");
     b.write("d/canary", "mine\n");
     b.write("e/canary", "mine too\n");
     let mut t = Tally::new("escapes", 3);
-    t.case("incr-first", || {
-        build(&b, "incr-first", &dockerfile, &[]);
-        canary.intact("incr-first");
+    t.case(&format!("{mode}-first"), || {
+        build_env(&b, &format!("{mode}-first"), &dockerfile, &[], kiln_env);
+        canary.intact(&format!("{mode}-first"));
     });
     std::fs::remove_dir_all(b.ctx().join("d")).unwrap();
     std::os::unix::fs::symlink(&canary.dir, b.ctx().join("d")).unwrap();
-    t.case("incr-dir-link", || {
-        build(&b, "incr-dir-link", &dockerfile, &[]);
-        canary.intact("incr-dir-link");
+    t.case(&format!("{mode}-dir-link"), || {
+        build_env(&b, &format!("{mode}-dir-link"), &dockerfile, &[], kiln_env);
+        canary.intact(&format!("{mode}-dir-link"));
     });
     std::fs::remove_file(b.ctx().join("e/canary")).unwrap();
     std::os::unix::fs::symlink(canary.dir.join("canary"), b.ctx().join("e/canary")).unwrap();
-    t.case("incr-file-link", || {
-        build(&b, "incr-file-link", &dockerfile, &[]);
-        canary.intact("incr-file-link");
+    t.case(&format!("{mode}-file-link"), || {
+        build_env(&b, &format!("{mode}-file-link"), &dockerfile, &[], kiln_env);
+        canary.intact(&format!("{mode}-file-link"));
         let leaks = files_holding(
             b.work.path(),
             canary.content.as_bytes(),

@@ -4,6 +4,17 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Replaces `path` with `bytes` whole (a reader sees the old or the new file, never part of
+/// one), without making it durable: for hints whose loss in a crash costs nothing. The
+/// temporary file has a unique name in `path`'s directory, so writers do not mix.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Atomically replaces `path` with `bytes`; the temporary file is created in `tmp_dir`
 /// (which must be on the same filesystem as `path`).
 pub fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> io::Result<()> {

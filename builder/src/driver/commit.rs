@@ -117,8 +117,6 @@ pub fn export_image(
     })
 }
 
-/// A lazily imported layer (no directory here) listed with its imported blob of
-/// `compression`, when that blob is one of `stores.remote_blobs` and not in the store.
 /// How one layer of the image is listed: a lazily imported layer as its remote blob, else
 /// exported with these options.
 enum LayerPlan<'a> {
@@ -167,40 +165,49 @@ fn export_layers(
     stores: &ExportStores<'_>,
     plans: Vec<LayerPlan<'_>>,
 ) -> Result<Vec<Option<ImageLayer>>, BlobError> {
-    let slots: Vec<std::sync::Mutex<Option<Result<ImageLayer, BlobError>>>> =
-        plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // Each worker takes the next plan until none is left or one failed.
     let work = || {
-        use std::sync::atomic::Ordering;
+        let mut done = Vec::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let (Some(plan), Some(slot)) = (plans.get(i), slots.get(i)) else {
-                break;
-            };
-            let done = match plan {
+            let Some(plan) = plans.get(i) else { break };
+            let layer = match plan {
                 LayerPlan::Remote(layer) => Ok(ImageLayer::clone(layer)),
                 LayerPlan::Export(id, diff) => export_one(stores, id, diff),
             };
-            if done.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+            failed.fetch_or(layer.is_err(), Ordering::Relaxed);
+            done.push((i, layer));
         }
+        done
     };
-    let workers = PARALLEL_EXPORTS.min(plans.len());
-    std::thread::scope(|s| {
-        for _ in 1..workers {
-            s.spawn(work);
+    let mut done = std::thread::scope(|s| {
+        let others: Vec<_> = (1..PARALLEL_EXPORTS.min(plans.len()))
+            .map(|_| s.spawn(work))
+            .collect();
+        let mut all = work();
+        for h in others {
+            // A worker cannot panic short of a bug; its layers are then missing and the
+            // export fails below rather than listing a partial image.
+            all.extend(h.join().unwrap_or_default());
         }
-        work();
+        all
     });
-    let mut layers = Vec::with_capacity(slots.len());
-    for slot in slots {
-        // A slot left undone means a layer failed: that failure is in a later slot.
-        if let Some(done) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            layers.push(Some(done?));
-        }
+    done.sort_by_key(|(i, _)| *i);
+    let layers = done
+        .into_iter()
+        .map(|(_, layer)| layer.map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
+    if layers.len() != plans.len() {
+        return Err(BlobError::Layer(
+            kiln_solver::snapshot::layer::LayerError::Io {
+                op: "export",
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::other("a layer export thread stopped"),
+            },
+        ));
     }
     Ok(layers)
 }
@@ -225,6 +232,8 @@ fn export_one(
     })
 }
 
+/// A lazily imported layer (no directory here) listed with its imported blob of
+/// `compression`, when that blob is one of `stores.remote_blobs` and not in the store.
 fn remote_layer(
     stores: &ExportStores<'_>,
     id: &LayerId,

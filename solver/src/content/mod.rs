@@ -217,9 +217,8 @@ impl ContentStore {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| ContentError::io("create directory", dir, e))?;
         }
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(|e| ContentError::io("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| ContentError::io("rename into", &path, e))
+        crate::atomic_file::write_unsynced(&path, bytes)
+            .map_err(|e| ContentError::io("write", &path, e))
     }
 
     /// The index kept beside the blob `digest`, if there is one and the blob is still here.
@@ -239,9 +238,8 @@ impl ContentStore {
                     fs::create_dir_all(dir)
                         .map_err(|e| ContentError::io("create directory", dir, e))?;
                 }
-                let tmp = path.with_extension("tmp");
-                fs::write(&tmp, v).map_err(|e| ContentError::io("write", &tmp, e))?;
-                fs::rename(&tmp, &path).map_err(|e| ContentError::io("rename into", &path, e))
+                crate::atomic_file::write_unsynced(&path, v.as_bytes())
+                    .map_err(|e| ContentError::io("write", &path, e))
             }
             None => match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

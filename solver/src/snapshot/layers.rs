@@ -206,11 +206,6 @@ impl LayerStore {
         self
     }
 
-    /// The layer size limit, if any.
-    pub fn max_size(&self) -> Option<u64> {
-        self.max_size
-    }
-
     /// The `layers/` directory itself.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -232,8 +227,9 @@ impl LayerStore {
     }
 
     /// Keeps a layer made as a blob only (a streamed copy): `blob` (a file of the content
-    /// store whose uncompressed tar hashes to `diff_id`) stands for its directory until a
-    /// step needs the files ([`Self::materialize`]). The pending layer is dropped.
+    /// store whose uncompressed tar of `size` bytes hashes to `diff_id`) stands for its
+    /// directory until a step needs the files ([`Self::materialize`]). The pending layer is
+    /// dropped. The size limit applies to the tar as it does to a directory.
     pub fn commit_streamed(
         &self,
         pending: PendingLayer,
@@ -241,6 +237,9 @@ impl LayerStore {
         diff_id: &Digest,
         size: u64,
     ) -> Result<LayerId, LayerStoreError> {
+        if let Some(limit) = self.max_size.filter(|limit| size > *limit) {
+            return Err(LayerStoreError::BuiltTooLarge { size, limit });
+        }
         let id = LayerId::fresh();
         let dir = self.dir.join(STREAMED_DIR);
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -254,15 +253,11 @@ impl LayerStore {
             diff_id: diff_id.to_string(),
             size,
         };
-        let bytes = serde_json::to_vec(&marker).map_err(std::io::Error::other);
         let path = self.streamed_marker(&id);
-        let write = |bytes: Vec<u8>| -> std::io::Result<()> {
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-            std::io::Write::write_all(&mut tmp, &bytes)?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        };
-        bytes.and_then(write).map_err(io_err("write", &path))?;
+        serde_json::to_vec(&marker)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::atomic_file::write_unsynced(&path, &bytes))
+            .map_err(io_err("write", &path))?;
         drop(pending);
         Ok(id)
     }
@@ -274,13 +269,26 @@ impl LayerStore {
         if dir.is_dir() {
             return dir_size(&dir);
         }
-        let Ok(bytes) = std::fs::read(self.streamed_marker(id)) else {
-            return 0;
+        self.read_marker(id).ok().flatten().map_or(0, |m| m.size)
+    }
+
+    /// The marker of a streamed layer not unpacked yet, its blob path made absolute.
+    fn read_marker(&self, id: &LayerId) -> Result<Option<StreamedMarker>, LayerStoreError> {
+        let path = self.streamed_marker(id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
         };
-        let Ok(marker) = serde_json::from_slice::<StreamedMarker>(&bytes) else {
-            return 0;
-        };
-        marker.size
+        let marker: StreamedMarker = serde_json::from_slice(&bytes)
+            .map_err(|e| io_err("read", &path)(std::io::Error::other(e)))?;
+        Ok(Some(StreamedMarker {
+            blob: match self.dir.parent() {
+                Some(root) if marker.blob.is_relative() => root.join(&marker.blob),
+                _ => marker.blob,
+            },
+            ..marker
+        }))
     }
 
     /// Unpacks the streamed layers among `ids` (see [`Self::materialize`]).
@@ -321,19 +329,8 @@ impl LayerStore {
         if dest.is_dir() {
             return Ok(());
         }
-        let bytes = match std::fs::read(&marker_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err("read", &marker_path)(e)),
-        };
-        let marker: StreamedMarker = serde_json::from_slice(&bytes)
-            .map_err(|e| io_err("read", &marker_path)(std::io::Error::other(e)))?;
-        let marker = StreamedMarker {
-            blob: match self.dir.parent() {
-                Some(root) if marker.blob.is_relative() => root.join(&marker.blob),
-                _ => marker.blob,
-            },
-            ..marker
+        let Some(marker) = self.read_marker(id)? else {
+            return Ok(());
         };
         let pending = self.begin()?;
         let file = std::fs::File::open(&marker.blob).map_err(io_err("open", &marker.blob))?;

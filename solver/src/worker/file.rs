@@ -12,7 +12,7 @@ use crate::ops::file::{
 };
 use crate::scheduler::WorkerError;
 use crate::snapshot::blobs::BlobError;
-use crate::snapshot::layers::{LayerStoreError, PendingLayer};
+use crate::snapshot::layers::PendingLayer;
 use crate::snapshot::steps::{StepRecord, StepStore};
 use crate::snapshot::view::SnapshotView;
 use crate::snapshot::{BlobRecord, LayerId, LayerRecord, Snapshot};
@@ -249,15 +249,6 @@ impl LocalWorker {
         let Some(made) = streamed.write_layer(&self.content)? else {
             return Ok(None);
         };
-        if let Some(limit) = self.layers.max_size() {
-            if made.uncompressed_size > limit {
-                return Err(LayerStoreError::BuiltTooLarge {
-                    size: made.uncompressed_size,
-                    limit,
-                }
-                .into());
-            }
-        }
         let blob_path = self
             .content
             .blob_path(&made.blob.digest)

@@ -12,8 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::fs::{self, Metadata};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use super::meta::MetaPolicy;
 use crate::content::{ContentStore, Expected, ThreadedWriter};
 use crate::snapshot::blobs::BlobError;
 use crate::snapshot::layer::{
-    append_entry, Compression, DiffOptions, Encoder, LayerBlob, LayerError,
+    append_entry, append_file, Compression, DiffOptions, Encoder, LayerBlob, LayerError,
 };
 
 /// Stack of the thread that walks the upper dir (paths may nest ~2000 levels deep).
@@ -325,46 +325,13 @@ impl<W: Write> MergedWalk<'_, W> {
     /// A streamed file's entry: the header `write_tar` makes for its copy, its bytes read
     /// from the source (exactly the size stat'ed, as a copy would have been).
     fn file(&mut self, f: &StreamedFile, rel: &Path) -> Result<(), LayerError> {
-        let werr = |e| LayerError::io("write tar entry for", &f.src, e);
         let mut h = tar::Header::new_gnu();
         h.set_mode(f.mode & 0o7777);
         h.set_uid(u64::from(f.uid));
         h.set_gid(u64::from(f.gid));
         h.set_mtime(u64::try_from(f.mtime).unwrap_or(0));
-        h.set_size(0);
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(f.size);
-        let file = File::open(&f.src).map_err(|e| LayerError::io("open", &f.src, e))?;
-        let mut counted = Counted {
-            inner: file.take(f.size),
-            n: 0,
-        };
-        self.builder
-            .append_data(&mut h, rel, &mut counted)
-            .map_err(werr)?;
-        if counted.n != f.size {
-            return Err(LayerError::io(
-                "read",
-                &f.src,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being archived",
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
+        append_file(self.builder, &mut h, rel, &f.src)
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_oci::Digest;
@@ -119,7 +119,7 @@ impl Body {
             return Ok(());
         }
         let path = &self.path;
-        let file = File::open(path).map_err(|e| LayerError::io("open", path, e))?;
+        let file = open_body(path)?;
         let mut data = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
         file.take(self.len)
             .read_to_end(&mut data)
@@ -130,6 +130,16 @@ impl Body {
         self.data = Some(data);
         Ok(())
     }
+}
+
+/// Opens a file whose bytes go into the tar, never through a symlink: a file swapped for
+/// one since its stat is an error, never a read of what the link points at.
+fn open_body(path: &Path) -> Result<File, LayerError> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| LayerError::io("open", path, e))
 }
 
 fn shrank(path: &Path) -> LayerError {
@@ -286,7 +296,7 @@ impl<W: Write> TarOut<W> {
     /// The file's bytes from `from` on (the part before was skipped).
     fn copy_file(&mut self, body: &Body, from: u64) -> Result<(), LayerError> {
         let path = &body.path;
-        let mut file = File::open(path).map_err(|e| LayerError::io("open", path, e))?;
+        let mut file = open_body(path)?;
         if from > 0 {
             file.seek(SeekFrom::Start(from))
                 .map_err(|e| LayerError::io("seek", path, e))?;
@@ -386,6 +396,34 @@ pub(crate) fn append_entry<W: Write>(
     if header.is_empty() {
         return Ok(());
     }
+    TarOut::new(builder.get_mut(), 0, 0).put(&Piece { header, body })
+}
+
+/// Appends a regular file's entry named `rel` with header `h` (its size set) to `builder`,
+/// its bytes read from `src` as [`write_tar`] reads a layer's files (exactly the size in
+/// the header, never through a symlink).
+pub(crate) fn append_file<W: Write>(
+    builder: &mut tar::Builder<HashingWriter<W>>,
+    h: &mut tar::Header,
+    rel: &Path,
+    src: &Path,
+) -> Result<(), LayerError> {
+    let len = h
+        .size()
+        .map_err(|e| LayerError::io("write tar entry for", src, e))?;
+    let mut scratch = tar::Builder::new(Vec::new());
+    // The header only: the content is copied when the piece is written.
+    scratch
+        .append_data(h, rel, std::io::empty())
+        .map_err(|e| LayerError::io("write tar entry for", src, e))?;
+    let header = std::mem::take(scratch.get_mut());
+    let body = (len > 0).then(|| Body {
+        path: src.to_path_buf(),
+        len,
+        dev: 0,
+        ino: 0,
+        data: None,
+    });
     TarOut::new(builder.get_mut(), 0, 0).put(&Piece { header, body })
 }
 

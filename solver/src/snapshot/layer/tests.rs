@@ -564,3 +564,26 @@ fn a_sparse_file_bomb_meets_the_size_limit_before_it_is_written() {
     );
     assert!(!dest.join("bomb").exists(), "the bomb was written");
 }
+
+#[test]
+fn a_file_swapped_for_a_symlink_after_its_stat_is_an_error_not_a_read_of_the_target() {
+    let d = tempfile::tempdir().unwrap();
+    let (layer, outside) = (d.path().join("layer"), d.path().join("host-secret"));
+    fs::create_dir(&layer).unwrap();
+    fs::write(layer.join("f"), b"layer bytes").unwrap();
+    fs::write(&outside, b"HOST-SECRET").unwrap();
+    let opts = DiffOptions::default();
+    let mut pieces = diff::Pieces::new(&layer, &opts);
+    let (_, piece) = pieces.next_entry().unwrap().unwrap();
+    // Swapped between the walk's stat and the read of its bytes.
+    fs::remove_file(layer.join("f")).unwrap();
+    std::os::unix::fs::symlink(&outside, layer.join("f")).unwrap();
+    let mut out = diff::TarOut::new(Vec::new(), 0, 0);
+    let err = out.put(&piece).unwrap_err();
+    assert!(err.to_string().contains("open"), "{err}");
+    let written = out.into_inner();
+    assert!(
+        !written.windows(11).any(|w| w == b"HOST-SECRET"),
+        "the link's target was read"
+    );
+}
