@@ -42,6 +42,12 @@ fn fill(b: &Build) {
     b.write(&format!("src/{}/long.txt", "n".repeat(120)), "long\n");
 }
 
+thread_local! {
+    /// How many layer blobs this thread's last build resumed from an earlier blob (from
+    /// the debug log).
+    static RESUMED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Builds `ctx` in `state` (streaming unless `off`); returns the metadata JSON and how
 /// many copies streamed their layer (from the debug log).
 fn build(state: &Build, ctx: &Path, off: bool, extra: &[&str]) -> (serde_json::Value, usize) {
@@ -61,6 +67,7 @@ fn build(state: &Build, ctx: &Path, off: bool, extra: &[&str]) -> (serde_json::V
     let out = cmd.output().expect("run kiln");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kiln build failed:\n{stderr}");
+    RESUMED.set(stderr.matches("layer blob resumed").count());
     let streamed = stderr
         .lines()
         .filter(|l| l.contains("copy streamed"))
@@ -223,12 +230,19 @@ fn an_edited_context_streams_again_to_the_image_a_cold_directory_copy_gives() {
     let env = TestEnv::load();
     let b = Build::new();
     fill(&b);
+    // Over three 1 MiB chunks, sorted before the edits below: each streamed blob resumes
+    // from the one before after it.
+    let big: String = (0..360_000u32)
+        .map(|i| format!("{:08x}\n", i.wrapping_mul(2_654_435_761)))
+        .collect();
+    b.write("0big.txt", &big);
     b.write(
         "Dockerfile",
         &format!("FROM {}\nCOPY . /ctx/\n", busybox(&env)),
     );
     let (_, streamed) = build(&b, &b.ctx(), false, &[]);
     assert_eq!(streamed, 1);
+    assert_eq!(RESUMED.get(), 0, "nothing to resume from yet");
     let ctx = b.ctx();
     type Edit = (&'static str, fn(&Path));
     let edits: [Edit; 3] = [
@@ -247,6 +261,11 @@ fn an_edited_context_streams_again_to_the_image_a_cold_directory_copy_gives() {
         edit(&ctx);
         let (_, streamed) = build(&b, &ctx, false, &[]);
         assert_eq!(streamed, 1, "{what}: streamed again");
+        assert_eq!(
+            RESUMED.get(),
+            1,
+            "{what}: resumed from the last streamed blob"
+        );
         let cold = Build::new();
         build(&cold, &ctx, true, &[]);
         assert_eq!(

@@ -13,24 +13,21 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-
-use kiln_oci::{Digest, HashingWriter};
 
 use super::error::FileOpError;
 use super::meta::MetaPolicy;
-use crate::content::{ContentStore, Expected, ThreadedWriter};
+use crate::content::ContentStore;
 use crate::snapshot::blobs::BlobError;
 use crate::snapshot::layer::{
-    append_entry, append_file, Compression, DiffOptions, Encoder, LayerBlob, LayerError,
+    entry_of, file_piece, write_streamed, Changed, DiffOptions, Entries, LayerBlob, LayerError,
+    Piece,
 };
-
-/// Stack of the thread that walks the upper dir (paths may nest ~2000 levels deep).
-const WALK_STACK: usize = 256 << 20;
 
 /// A regular file whose tar entry is written from its source.
 #[derive(Debug, Clone)]
@@ -41,6 +38,10 @@ struct StreamedFile {
     uid: u32,
     gid: u32,
     mtime: i64,
+    /// The source's device and inode, and when it last changed: what tells a later build
+    /// that the entry holds the same bytes (`snapshot::layer::resume`).
+    id: (u64, u64),
+    changed: Changed,
 }
 
 /// The files a copy streams instead of writing, by path below the destination root.
@@ -180,6 +181,8 @@ impl Stream {
             uid: owner.0,
             gid: owner.1,
             mtime: policy.timestamp.unwrap_or(md.mtime()),
+            id: (md.dev(), md.ino()),
+            changed: Changed::of(md),
         };
         let mut files = self.files.lock().map_err(|_| FileOpError::StreamConflict)?;
         if files.insert(rel.to_vec(), file).is_some() {
@@ -205,7 +208,8 @@ impl Stream {
     }
 
     /// Writes the layer: the upper dir's tar with the streamed files merged in, gzip
-    /// compressed into `content`, hashed in the same pass. `None` when a streamed file's
+    /// compressed into `content`, hashed in the same pass, resumed from an earlier
+    /// streamed layer's blob up to where their sources part. `None` when a streamed file's
     /// name turned out to be taken in the upper dir (then copy again unstreamed).
     pub fn write_layer(self, content: &ContentStore) -> Result<Option<LayerBlob>, BlobError> {
         let files = self.files.into_inner().unwrap_or_default();
@@ -224,107 +228,87 @@ impl Stream {
                 .push((std::ffi::OsStr::from_bytes(name).to_os_string(), f));
         }
         let upper = self.upper;
-        let ingest = content.ingest(Expected::default())?;
-        let writer = ThreadedWriter::new(ingest)
-            .map_err(|e| LayerError::io("start the blob writer for", &upper, e))?;
-        let encoder = Encoder::new(writer, Compression::Gzip, None)
-            .map_err(|e| LayerError::io("start compressor for", &upper, e))?;
-        let mut builder = tar::Builder::new(HashingWriter::new(encoder));
-        let walked = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("kiln-stream".into())
-                .stack_size(WALK_STACK)
-                .spawn_scoped(scope, || {
-                    let mut w = MergedWalk {
-                        children: &children,
-                        links: HashMap::new(),
-                        builder: &mut builder,
-                    };
-                    w.dir(&upper, Path::new(""))
-                })
-                .map_err(|e| LayerError::io("spawn the tar writer for", &upper, e))?
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(LayerError::io(
-                        "write tar of",
-                        &upper,
-                        io::Error::other("the tar writer panicked"),
-                    ))
-                })
-        })?;
-        if !walked {
-            return Ok(None);
+        let clash = AtomicBool::new(false);
+        let entries =
+            || -> Box<dyn Entries + '_> { Box::new(MergedEntries::new(&upper, &children, &clash)) };
+        match write_streamed(&upper, &entries, content) {
+            Err(_) if clash.load(Ordering::Relaxed) => Ok(None),
+            made => Ok(Some(made?)),
         }
-        let hashing = builder
-            .into_inner()
-            .map_err(|e| LayerError::io("write tar of", &upper, e))?;
-        let (encoder, diff_id, uncompressed_size): (_, Digest, u64) = hashing.finish();
-        let ingest = encoder
-            .finish()
-            .and_then(ThreadedWriter::finish)
-            .map_err(|e| LayerError::io("compress", &upper, e))?;
-        let blob = ingest.commit()?;
-        Ok(Some(LayerBlob {
-            diff_id,
-            uncompressed_size,
-            blob,
-            compression: Compression::Gzip,
-        }))
     }
 }
 
-/// The walk of the upper dir in `write_tar`'s order (depth first, names sorted bytewise)
-/// with the streamed files among the real entries.
-struct MergedWalk<'a, W: Write> {
-    children: &'a HashMap<PathBuf, Vec<(OsString, StreamedFile)>>,
-    links: HashMap<(u64, u64), PathBuf>,
-    builder: &'a mut tar::Builder<HashingWriter<W>>,
+/// A directory being walked: its entries in name order, the next one to give.
+struct Frame<'a> {
+    host: PathBuf,
+    rel: PathBuf,
+    names: Vec<(OsString, Option<&'a StreamedFile>, bool)>,
+    next: usize,
 }
 
-impl<W: Write> MergedWalk<'_, W> {
-    /// Writes what is below `host` (`rel` below the root); false on a name clash.
-    fn dir(&mut self, host: &Path, rel: &Path) -> Result<bool, LayerError> {
+/// The entries of the upper dir in `write_tar`'s order (depth first, names sorted bytewise)
+/// with the streamed files among the real ones. A walk with a stack of its own: paths may
+/// nest thousands of levels deep.
+struct MergedEntries<'a> {
+    children: &'a HashMap<PathBuf, Vec<(OsString, StreamedFile)>>,
+    links: HashMap<(u64, u64), PathBuf>,
+    stack: Vec<Frame<'a>>,
+    /// Set when a streamed file's name is taken in the upper dir (the walk then fails).
+    clash: &'a AtomicBool,
+    started: bool,
+    upper: &'a Path,
+}
+
+impl<'a> MergedEntries<'a> {
+    fn new(
+        upper: &'a Path,
+        children: &'a HashMap<PathBuf, Vec<(OsString, StreamedFile)>>,
+        clash: &'a AtomicBool,
+    ) -> Self {
+        MergedEntries {
+            children,
+            links: HashMap::new(),
+            stack: Vec::new(),
+            clash,
+            started: false,
+            upper,
+        }
+    }
+
+    /// Reads directory `host` (`rel` below the root) into a frame.
+    fn frame(&self, host: PathBuf, rel: PathBuf) -> Result<Frame<'a>, LayerError> {
         let mut names: Vec<(OsString, Option<&StreamedFile>, bool)> = Vec::new();
-        for entry in fs::read_dir(host).map_err(|e| LayerError::io("walk", host, e))? {
-            let entry = entry.map_err(|e| LayerError::io("walk", host, e))?;
+        for entry in fs::read_dir(&host).map_err(|e| LayerError::io("walk", &host, e))? {
+            let entry = entry.map_err(|e| LayerError::io("walk", &host, e))?;
             let is_dir = entry
                 .file_type()
                 .map_err(|e| LayerError::io("walk", entry.path(), e))?
                 .is_dir();
             names.push((entry.file_name(), None, is_dir));
         }
-        if let Some(streamed) = self.children.get(rel) {
+        if let Some(streamed) = self.children.get(&rel) {
             names.extend(streamed.iter().map(|(n, f)| (n.clone(), Some(f), false)));
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
         if names.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Ok(false);
+            self.clash.store(true, Ordering::Relaxed);
+            return Err(LayerError::io(
+                "merge streamed files into",
+                &host,
+                io::ErrorKind::AlreadyExists.into(),
+            ));
         }
-        for (name, streamed, is_dir) in names {
-            let child_rel = rel.join(&name);
-            match streamed {
-                Some(f) => self.file(f, &child_rel)?,
-                None => {
-                    let child = host.join(&name);
-                    append_entry(
-                        self.builder,
-                        &child,
-                        &child_rel,
-                        &DiffOptions::default(),
-                        &mut self.links,
-                    )?;
-                    if is_dir && !self.dir(&child, &child_rel)? {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-        Ok(true)
+        Ok(Frame {
+            host,
+            rel,
+            names,
+            next: 0,
+        })
     }
 
     /// A streamed file's entry: the header `write_tar` makes for its copy, its bytes read
     /// from the source (exactly the size stat'ed, as a copy would have been).
-    fn file(&mut self, f: &StreamedFile, rel: &Path) -> Result<(), LayerError> {
+    fn file(f: &StreamedFile, rel: &Path) -> Result<Piece, LayerError> {
         let mut h = tar::Header::new_gnu();
         h.set_mode(f.mode & 0o7777);
         h.set_uid(u64::from(f.uid));
@@ -332,6 +316,39 @@ impl<W: Write> MergedWalk<'_, W> {
         h.set_mtime(u64::try_from(f.mtime).unwrap_or(0));
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(f.size);
-        append_file(self.builder, &mut h, rel, &f.src)
+        file_piece(&mut h, rel, &f.src, f.id, f.changed)
+    }
+}
+
+impl Entries for MergedEntries<'_> {
+    fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError> {
+        if !self.started {
+            self.started = true;
+            let root = self.frame(self.upper.to_path_buf(), PathBuf::new())?;
+            self.stack.push(root);
+        }
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some((name, streamed, is_dir)) = top.names.get(top.next).cloned() else {
+                self.stack.pop();
+                continue;
+            };
+            top.next += 1;
+            let rel = top.rel.join(&name);
+            if let Some(f) = streamed {
+                return Ok(Some((rel.clone(), Self::file(f, &rel)?)));
+            }
+            let host = top.host.join(&name);
+            let piece = entry_of(&host, &rel, &DiffOptions::default(), &mut self.links)?;
+            if is_dir {
+                let frame = self.frame(host, rel.clone())?;
+                self.stack.push(frame);
+            }
+            if let Some(piece) = piece {
+                return Ok(Some((rel, piece)));
+            }
+        }
     }
 }

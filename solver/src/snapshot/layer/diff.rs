@@ -87,15 +87,39 @@ pub fn write_tar<W: Write>(
 
 /// One tar entry as bytes to write: its header blocks (PAX, GNU long names, the header)
 /// and, for a regular file, the file whose bytes (then zero padding) follow.
-pub(super) struct Piece {
+pub(crate) struct Piece {
     /// Every byte of the entry before the file's content.
     pub header: Vec<u8>,
     /// The content of a regular file with bytes.
     pub body: Option<Body>,
 }
 
+/// When a streamed copy's source was last changed: with its device and inode, what tells
+/// its bytes from those of another file with the same tar header (the context check
+/// trusts the same to call a file unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Changed {
+    /// ctime, seconds.
+    pub ctime: i64,
+    /// ctime, nanoseconds.
+    pub ctime_nsec: i64,
+    /// mtime, nanoseconds (the header holds the seconds).
+    pub mtime_nsec: i64,
+}
+
+impl Changed {
+    /// When the file stat'ed as `md` last changed.
+    pub(crate) fn of(md: &fs::Metadata) -> Changed {
+        Changed {
+            ctime: md.ctime(),
+            ctime_nsec: md.ctime_nsec(),
+            mtime_nsec: md.mtime_nsec(),
+        }
+    }
+}
+
 /// A regular file's content in a tar stream.
-pub(super) struct Body {
+pub(crate) struct Body {
     /// The file.
     pub path: PathBuf,
     /// Its size (the header's).
@@ -106,6 +130,8 @@ pub(super) struct Body {
     pub ino: u64,
     /// The content, when it was read ahead (small files, on the walking thread).
     pub data: Option<Vec<u8>>,
+    /// For a streamed copy's source file: when it last changed.
+    pub changed: Option<Changed>,
 }
 
 /// Files up to this size are read ahead by [`Body::read_ahead`].
@@ -381,33 +407,30 @@ fn is_opaque(path: &Path) -> Result<bool, LayerError> {
     Ok(false)
 }
 
-/// Appends the tar entry of `path` (named `rel`) to `builder` as [`write_tar`] writes it
-/// (streamed copies merge these with entries of their own).
-pub(crate) fn append_entry<W: Write>(
-    builder: &mut tar::Builder<HashingWriter<W>>,
+/// The tar entry of `path` (named `rel`) as [`write_tar`] writes it, `None` for what a tar
+/// cannot hold (streamed copies merge these with entries of their own).
+pub(crate) fn entry_of(
     path: &Path,
     rel: &Path,
     opts: &DiffOptions,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), LayerError> {
+) -> Result<Option<Piece>, LayerError> {
     let mut scratch = tar::Builder::new(Vec::new());
     let body = entry_piece(&mut scratch, path, rel, opts, links)?;
     let header = std::mem::take(scratch.get_mut());
-    if header.is_empty() {
-        return Ok(());
-    }
-    TarOut::new(builder.get_mut(), 0, 0).put(&Piece { header, body })
+    Ok((!header.is_empty()).then_some(Piece { header, body }))
 }
 
-/// Appends a regular file's entry named `rel` with header `h` (its size set) to `builder`,
-/// its bytes read from `src` as [`write_tar`] reads a layer's files (exactly the size in
-/// the header, never through a symlink).
-pub(crate) fn append_file<W: Write>(
-    builder: &mut tar::Builder<HashingWriter<W>>,
+/// The entry of a regular file named `rel` with header `h` (its size set) whose bytes are
+/// read from `src` (device and inode, last `changed`) when written, as [`write_tar`] reads
+/// a layer's files: exactly the size in the header, never through a symlink.
+pub(crate) fn file_piece(
     h: &mut tar::Header,
     rel: &Path,
     src: &Path,
-) -> Result<(), LayerError> {
+    (dev, ino): (u64, u64),
+    changed: Changed,
+) -> Result<Piece, LayerError> {
     let len = h
         .size()
         .map_err(|e| LayerError::io("write tar entry for", src, e))?;
@@ -420,11 +443,12 @@ pub(crate) fn append_file<W: Write>(
     let body = (len > 0).then(|| Body {
         path: src.to_path_buf(),
         len,
-        dev: 0,
-        ino: 0,
+        dev,
+        ino,
         data: None,
+        changed: Some(changed),
     });
-    TarOut::new(builder.get_mut(), 0, 0).put(&Piece { header, body })
+    Ok(Piece { header, body })
 }
 
 /// Writes the header blocks of the entry for `path` (named `rel`) into `builder` and returns
@@ -507,6 +531,7 @@ fn entry_piece(
                 dev: meta.dev(),
                 ino: meta.ino(),
                 data: None,
+                changed: None,
             }));
         }
     } else if ft.is_char_device() || ft.is_block_device() {

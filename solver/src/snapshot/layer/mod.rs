@@ -12,9 +12,10 @@ use std::path::PathBuf;
 pub use apply::{apply_layer, AppliedLayer, ApplyOptions, WhiteoutMode};
 pub(crate) use compression::compression_name;
 pub use compression::{decompress, Compression, Encoder};
-pub(crate) use diff::{append_entry, append_file};
+pub(crate) use diff::{entry_of, file_piece, Changed, Piece};
 pub use diff::{write_layer, write_tar, DiffOptions, LayerBlob};
 pub use resume::write_layer_indexed;
+pub(crate) use resume::{write_streamed, Entries};
 
 use crate::content::ContentError;
 

@@ -8,6 +8,12 @@
 //! directory, which never changes once committed), then copies the old blob's prefix in the
 //! kernel and only tars, compresses and hashes what comes after the last agreeing boundary.
 //! The blob and diffID are the bytes a cold write gives: the same chunks, compressed alone.
+//!
+//! A streamed copy's layer has no directory: its files are read from their sources (the
+//! context). Its index is found by the source of its first file with content, and an
+//! entry agrees when its source has the same device, inode and change times as the one
+//! the base read (what the context check trusts to call a file unchanged); those are
+//! hashed with the headers, so the boundaries' digests check them.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::compression::{gzip_level, Compression};
-use super::diff::{DiffOptions, LayerBlob, Piece, Pieces, TarOut};
+use super::diff::{Body, DiffOptions, LayerBlob, Piece, Pieces, TarOut};
 use super::pargzip::{ChunkHook, InputMark, ParallelGzEncoder, CHUNK};
 use super::LayerError;
 use crate::content::{ContentStore, Expected, HashState, Ingest, ThreadedWriter};
@@ -54,14 +60,42 @@ struct BlobIndex {
     format: u32,
     chunk: u64,
     level: u32,
-    /// The committed layer directory the tar was made from.
-    layer_dir: PathBuf,
+    /// The committed layer directory the tar was made from (`None`: a streamed copy's sources).
+    layer_dir: Option<PathBuf>,
     points: Vec<Point>,
 }
 
+/// The entries of a layer's tar in order, each with its path below the layer's root.
+pub(crate) trait Entries {
+    /// The next entry, or `None` at the end.
+    fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError>;
+}
+
+impl Entries for Pieces<'_> {
+    fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError> {
+        Pieces::next_entry(self)
+    }
+}
+
+/// Makes the entries of a layer, from the start (on the thread that walks them).
+pub(crate) type MakeEntries<'a> = dyn Fn() -> Box<dyn Entries + 'a> + Sync + 'a;
+
+/// What a tar is written from, which decides how a base is known to hold the same bytes.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A committed layer directory: a file agrees when it is the same inode in the base's.
+    Layer(&'a Path),
+    /// A streamed copy's sources: a file agrees when its source's identity, hashed with
+    /// the headers ([`HeaderMarks::entry`]), is the same.
+    Sources,
+}
+
 /// The key under which a layer's index is found: its first file with content.
-fn inode_key(dev: u64, ino: u64) -> String {
-    format!("{dev}-{ino}")
+fn index_key(origin: Origin<'_>, body: &Body) -> String {
+    match origin {
+        Origin::Layer(_) => format!("{}-{}", body.dev, body.ino),
+        Origin::Sources => format!("src-{}-{}", body.dev, body.ino),
+    }
 }
 
 /// An earlier blob this layer may start like.
@@ -70,14 +104,19 @@ struct Base {
     index: BlobIndex,
 }
 
-fn find_base(store: &ContentStore, dev: u64, ino: u64, level: u32) -> Option<Base> {
-    let hex = store.blob_key(&inode_key(dev, ino))?;
+fn find_base(store: &ContentStore, key: &str, origin: Origin<'_>, level: u32) -> Option<Base> {
+    let hex = store.blob_key(key)?;
     let blob = Digest::from_hex(hex.trim())?;
     let index: BlobIndex = serde_json::from_slice(&store.blob_index(&blob)?).ok()?;
+    let same_origin = match (origin, &index.layer_dir) {
+        (Origin::Layer(_), Some(dir)) => dir.is_dir(),
+        (Origin::Sources, None) => true,
+        _ => false,
+    };
     let fits = index.format == FORMAT
         && index.chunk == CHUNK as u64
         && index.level == level
-        && index.layer_dir.is_dir();
+        && same_origin;
     fits.then_some(Base { blob, index })
 }
 
@@ -89,10 +128,19 @@ struct HeaderMarks {
 }
 
 impl HeaderMarks {
-    /// Records the boundaries up to `pos` (where the next entry starts), then adds its header.
-    fn entry(&mut self, pos: u64, header: &[u8]) {
+    /// Records the boundaries up to `pos` (where the next entry starts), then adds its
+    /// header (and its source's identity, for a streamed file).
+    fn entry(&mut self, pos: u64, piece: &Piece) {
         self.upto(pos);
-        self.hash.update(header);
+        self.hash.update(&piece.header);
+        if let Some((body, changed)) = piece.body.as_ref().and_then(|b| Some((b, b.changed?))) {
+            for n in [body.dev, body.ino] {
+                self.hash.update(n.to_le_bytes());
+            }
+            for n in [changed.ctime, changed.ctime_nsec, changed.mtime_nsec] {
+                self.hash.update(n.to_le_bytes());
+            }
+        }
     }
 
     fn upto(&mut self, pos: u64) {
@@ -140,13 +188,20 @@ impl Probe {
     }
 
     /// Whether the walk may go on comparing after the entry `rel` starting at `pos`.
-    fn agrees(&mut self, store: &ContentStore, level: u32, rel: &Path, piece: &Piece) -> bool {
+    fn agrees(
+        &mut self,
+        store: &ContentStore,
+        origin: Origin<'_>,
+        level: u32,
+        rel: &Path,
+        piece: &Piece,
+    ) -> bool {
         let Some(body) = &piece.body else {
             return true;
         };
         if !self.looked_up {
             self.looked_up = true;
-            self.base = find_base(store, body.dev, body.ino, level);
+            self.base = find_base(store, &index_key(origin, body), origin, level);
         }
         let Some(base) = &self.base else {
             return false;
@@ -154,9 +209,14 @@ impl Probe {
         if self.checked >= base.index.points.len() {
             return false;
         }
-        // The same inode in the old directory: the same bytes (a committed layer never changes).
-        std::fs::symlink_metadata(base.index.layer_dir.join(rel))
-            .is_ok_and(|m| m.dev() == body.dev && m.ino() == body.ino)
+        match &base.index.layer_dir {
+            // The same inode in the old directory: the same bytes (a committed layer never
+            // changes).
+            Some(old) => std::fs::symlink_metadata(old.join(rel))
+                .is_ok_and(|m| m.dev() == body.dev && m.ino() == body.ino),
+            // The source's identity is in the headers' digest, which the next boundary checks.
+            None => true,
+        }
     }
 }
 
@@ -235,23 +295,55 @@ fn write_indexed(
     opts: &DiffOptions,
 ) -> Result<(LayerBlob, u64), LayerError> {
     let dir = std::fs::canonicalize(dir).map_err(|e| LayerError::io("resolve", dir, e))?;
-    match write_pass(&dir, store, opts, true)? {
+    let entries = || -> Box<dyn Entries + '_> { Box::new(Pieces::new(&dir, opts)) };
+    write_resumed(
+        &dir,
+        Origin::Layer(&dir),
+        &entries,
+        store,
+        gzip_level(opts.level),
+    )
+}
+
+/// Writes a streamed copy's layer (its `entries`; `name` in errors) as a gzip blob at the
+/// default level, as a copy into a directory and [`super::write_layer`] would, resuming
+/// from an earlier streamed blob whose sources agree, and keeps the new blob's index.
+pub(crate) fn write_streamed(
+    name: &Path,
+    entries: &MakeEntries<'_>,
+    store: &ContentStore,
+) -> Result<LayerBlob, LayerError> {
+    write_resumed(name, Origin::Sources, entries, store, gzip_level(None)).map(|(made, _)| made)
+}
+
+/// Writes `entries` as a gzip blob at `level`, resumed from a base when one agrees; with
+/// the tar offset it resumed at (0: from scratch).
+fn write_resumed(
+    name: &Path,
+    origin: Origin<'_>,
+    entries: &MakeEntries<'_>,
+    store: &ContentStore,
+    level: u32,
+) -> Result<(LayerBlob, u64), LayerError> {
+    let pass = |resume| write_pass(name, origin, entries, store, level, resume);
+    match pass(true)? {
         Some(made) => Ok(made),
         // The base went away under us: from scratch.
-        None => write_pass(&dir, store, opts, false)?
-            .ok_or_else(|| LayerError::io("write tar of", &dir, std::io::ErrorKind::Other.into())),
+        None => pass(false)?
+            .ok_or_else(|| LayerError::io("write tar of", name, std::io::ErrorKind::Other.into())),
     }
 }
 
-/// One pass over `dir`: compares with a base (when `resume`) until they part, then writes.
-/// `None` when a base agreed but could not be resumed from.
+/// One pass over the entries: compares with a base (when `resume`) until they part, then
+/// writes. `None` when a base agreed but could not be resumed from.
 fn write_pass(
     dir: &Path,
+    origin: Origin<'_>,
+    entries: &MakeEntries<'_>,
     store: &ContentStore,
-    opts: &DiffOptions,
+    level: u32,
     resume: bool,
 ) -> Result<Option<(LayerBlob, u64)>, LayerError> {
-    let level = gzip_level(opts.level);
     let points: Points = Arc::default();
     let mut marks = HeaderMarks {
         hash: Sha256::new(),
@@ -275,7 +367,7 @@ fn write_pass(
         let (tx, rx) = sync_channel::<Result<Option<(PathBuf, Piece)>, LayerError>>(WALK_AHEAD);
         let writing = &writing;
         scope.spawn(move || {
-            let mut pieces = Pieces::new(dir, opts);
+            let mut pieces = entries();
             loop {
                 let mut next = pieces.next_entry();
                 if let (Ok(Some((_, piece))), true) = (&mut next, writing.load(Ordering::Relaxed)) {
@@ -301,21 +393,21 @@ fn write_pass(
                 None => (Piece::end(), None),
             };
             if let (None, Some(b)) = (&first_body, &piece.body) {
-                first_body = Some((b.dev, b.ino));
+                first_body = Some(index_key(origin, b));
             }
             marks.upto(pos);
             if out.is_none() {
                 let go_on = probe.check_points(pos, &marks)
                     && rel
                         .as_deref()
-                        .is_some_and(|rel| probe.agrees(store, level, rel, &piece));
+                        .is_some_and(|rel| probe.agrees(store, origin, level, rel, &piece));
                 if go_on {
                     let agreed = probe
                         .agreed
                         .and_then(|a| probe.base.as_ref()?.index.points.get(a))
                         .map_or(0, |p| p.offset);
                     pending.retain(|(start, p)| start + p.len() > agreed);
-                    marks.entry(pos, &piece.header);
+                    marks.entry(pos, &piece);
                     let start = pos;
                     pos += piece.len();
                     pending.push((start, piece));
@@ -349,7 +441,7 @@ fn write_pass(
             let Some((w, _)) = out.as_mut() else {
                 continue;
             };
-            marks.entry(pos, &piece.header);
+            marks.entry(pos, &piece);
             pos += piece.len();
             w.put(&piece)?;
             if rel.is_none() {
@@ -360,21 +452,32 @@ fn write_pass(
         let Some((w, kept)) = out else {
             return Ok(None);
         };
-        finish(dir, store, level, w, kept, &marks, &points, first_body)
+        let index = IndexOf {
+            origin,
+            level,
+            key: first_body,
+        };
+        finish(dir, store, &index, w, kept, &marks, &points)
     })
 }
 
+/// What the index of a new blob is made of besides its points.
+struct IndexOf<'a> {
+    origin: Origin<'a>,
+    level: u32,
+    /// The key of its first file with content (none: nothing to find it by).
+    key: Option<String>,
+}
+
 /// Ends the blob: compression, commit, the index of its resume points.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     dir: &Path,
     store: &ContentStore,
-    level: u32,
+    index: &IndexOf<'_>,
     w: TarOut<ParallelGzEncoder<Sink>>,
     kept: Vec<Point>,
     marks: &HeaderMarks,
     points: &Points,
-    first_body: Option<(u64, u64)>,
 ) -> Result<Option<(LayerBlob, u64)>, LayerError> {
     let resumed_at = kept.last().map_or(0, |p| p.offset);
     let (sink, diff_id, size) = w
@@ -408,7 +511,7 @@ fn finish(
             headers,
         });
     }
-    keep_index(store, &blob.digest, dir, level, all, first_body);
+    keep_index(store, &blob.digest, index, all);
     let made = LayerBlob {
         diff_id,
         uncompressed_size: size,
@@ -418,24 +521,20 @@ fn finish(
     Ok(Some((made, resumed_at)))
 }
 
-/// Stores the index of `blob` and points its first file's inode at it; a failure only
+/// Stores the index of `blob` and points its first file's key at it; a failure only
 /// costs the next layer its resume.
-fn keep_index(
-    store: &ContentStore,
-    blob: &Digest,
-    dir: &Path,
-    level: u32,
-    points: Vec<Point>,
-    first_body: Option<(u64, u64)>,
-) {
-    let (Some((dev, ino)), false) = (first_body, points.is_empty()) else {
+fn keep_index(store: &ContentStore, blob: &Digest, of: &IndexOf<'_>, points: Vec<Point>) {
+    let (Some(key), false) = (&of.key, points.is_empty()) else {
         return;
     };
     let index = BlobIndex {
         format: FORMAT,
         chunk: CHUNK as u64,
-        level,
-        layer_dir: dir.to_path_buf(),
+        level: of.level,
+        layer_dir: match of.origin {
+            Origin::Layer(dir) => Some(dir.to_path_buf()),
+            Origin::Sources => None,
+        },
         points,
     };
     let kept = serde_json::to_vec(&index)
@@ -447,7 +546,7 @@ fn keep_index(
         })
         .and_then(|()| {
             store
-                .set_blob_key(&inode_key(dev, ino), Some(blob.hex()))
+                .set_blob_key(key, Some(blob.hex()))
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = kept {
@@ -613,6 +712,70 @@ mod tests {
         let want = cold(&d).0;
         assert!(at + (CHUNK as u64) < want.uncompressed_size, "{at}");
         assert_eq!(made, want);
+    }
+
+    /// The files of `dir` read as a streamed copy reads its sources (each body knowing when
+    /// its file last changed).
+    struct AsSources<'a>(Pieces<'a>);
+
+    impl Entries for AsSources<'_> {
+        fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError> {
+            let mut next = self.0.next_entry()?;
+            if let Some(body) = next.as_mut().and_then(|(_, p)| p.body.as_mut()) {
+                let md = fs::symlink_metadata(&body.path).unwrap();
+                body.changed = Some(super::super::diff::Changed::of(&md));
+            }
+            Ok(next)
+        }
+    }
+
+    fn streamed(dir: &Path, store: &ContentStore) -> (LayerBlob, u64) {
+        let opts = DiffOptions::default();
+        let entries = || -> Box<dyn Entries + '_> { Box::new(AsSources(Pieces::new(dir, &opts))) };
+        write_resumed(dir, Origin::Sources, &entries, store, gzip_level(None)).unwrap()
+    }
+
+    #[test]
+    fn a_streamed_layer_resumes_where_its_sources_part_and_matches_a_cold_write() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(root.path().join("content")).unwrap();
+        let ctx = root.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        first_layer(&ctx);
+        let (first, at) = streamed(&ctx, &store);
+        assert_eq!(at, 0, "nothing to resume from yet");
+        assert_eq!(first, cold(&ctx).0);
+
+        // A small file after the big one edited in place (same inode, new ctime).
+        fs::write(
+            ctx.join("files/001/f0003.txt"),
+            "edited, longer than before\n",
+        )
+        .unwrap();
+        let (second, at) = streamed(&ctx, &store);
+        assert!(at >= 3 * CHUNK as u64, "resumed after the big file: {at}");
+        let (want, want_bytes) = cold(&ctx);
+        assert_eq!(second, want, "same diffID and blob as a cold write");
+        assert_eq!(store.read_blob(&second.blob.digest).unwrap(), want_bytes);
+
+        // The big file rewritten in place with its size and mtime kept: only its ctime
+        // tells, and the blob is not resumed inside it.
+        let md = fs::metadata(ctx.join("big.bin")).unwrap();
+        let mut bytes = fs::read(ctx.join("big.bin")).unwrap();
+        bytes[CHUNK + 5] ^= 0xff;
+        fs::write(ctx.join("big.bin"), bytes).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(ctx.join("big.bin"))
+            .unwrap()
+            .set_modified(md.modified().unwrap())
+            .unwrap();
+        let (third, at) = streamed(&ctx, &store);
+        assert!(
+            at < CHUNK as u64,
+            "not resumed inside the changed file: {at}"
+        );
+        assert_eq!(third, cold(&ctx).0);
     }
 
     #[test]
