@@ -67,8 +67,17 @@ fn assert_nothing_left(b: &Build, marker: &str) {
         Vec::<String>::new(),
         "mounts left"
     );
+    // Steps' scratch may live on a tmpfs (see `executor::scratch`).
+    let scratch = kiln_solver::executor::ExecutorConfig {
+        state_dir: b.root.path().to_path_buf(),
+    };
     assert_eq!(
-        entries(&b.root.path().join("executor/runs")),
+        mounts_under(&scratch.executor_dir()),
+        Vec::<String>::new(),
+        "mounts left in the steps' scratch"
+    );
+    assert_eq!(
+        entries(&scratch.runs_dir()),
         Vec::<String>::new(),
         "run dirs left"
     );

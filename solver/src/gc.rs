@@ -271,6 +271,8 @@ pub fn prune(
         state.root().join("tmp"),
         state.flat_dir(),
         runs,
+        // Where they were before steps' scratch moved to a tmpfs.
+        state.root().join("executor/runs"),
     ] {
         let (count, bytes) = empty_dir(&dir);
         report.temporaries += count;

@@ -967,7 +967,11 @@ fn cancel_kills_a_running_step(e: &Subject) {
         "the step's process outlived the cancel"
     );
     assert_eq!(mounts_under(&e.state), Vec::<String>::new());
-    let runs = e.state.join("executor/runs");
+    let scratch = ExecutorConfig {
+        state_dir: e.state.clone(),
+    };
+    assert_eq!(mounts_under(&scratch.executor_dir()), Vec::<String>::new());
+    let runs = scratch.runs_dir();
     let left: Vec<_> = fs::read_dir(&runs)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -975,7 +979,7 @@ fn cancel_kills_a_running_step(e: &Subject) {
     if let Some(rt) = e.name().strip_prefix("oci:") {
         let list = std::process::Command::new(rt)
             .arg("--root")
-            .arg(e.state.join(format!("executor/{rt}-state")))
+            .arg(scratch.executor_dir().join(format!("{rt}-state")))
             .args(["list", "-q"])
             .output()
             .unwrap();
@@ -1024,6 +1028,10 @@ fn cancel_at_any_moment_stops_the_step(e: &Subject) {
             "after {delay_ms} ms"
         );
         assert_eq!(mounts_under(&e.state), Vec::<String>::new());
+        let scratch = ExecutorConfig {
+            state_dir: e.state.clone(),
+        };
+        assert_eq!(mounts_under(&scratch.executor_dir()), Vec::<String>::new());
     }
 }
 

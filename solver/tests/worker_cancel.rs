@@ -125,7 +125,8 @@ impl Fixture {
             let left = (
                 processes_with(marker),
                 mounts_under(self.dir.path()),
-                entries(&self.dir.path().join("executor/runs")),
+                mounts_under(&self.scratch().executor_dir()),
+                entries(&self.scratch().runs_dir()),
                 entries(&self.layers().join(".tmp")),
             );
             if left == Default::default() {
@@ -133,6 +134,13 @@ impl Fixture {
             }
             assert!(Instant::now() < deadline, "left behind: {left:?}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Where steps' scratch lives for this state dir (see `executor::scratch`).
+    fn scratch(&self) -> ExecutorConfig {
+        ExecutorConfig {
+            state_dir: self.dir.path().to_path_buf(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod oci_spec;
 pub mod output;
 pub mod pump;
 pub mod running;
+pub mod scratch;
 pub mod seccomp;
 pub mod sweep;
 pub mod user;
@@ -117,14 +118,20 @@ pub fn shell_args(shell: &[String], command: &str) -> Vec<String> {
 /// Where executors keep per-step scratch space and cache mounts.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// The state directory (`--root`); uses `executor/` and `cache-mounts/` in it.
+    /// The state directory (`--root`); uses `cache-mounts/` in it, and `executor/` unless
+    /// a tmpfs holds steps' scratch (see [`scratch`]).
     pub state_dir: PathBuf,
 }
 
 impl ExecutorConfig {
+    /// Steps' scratch: run directories, the OCI runtime's state, generated /etc files.
+    pub fn executor_dir(&self) -> PathBuf {
+        scratch::executor_dir(&self.state_dir)
+    }
+
     /// Per-step scratch directories.
     pub fn runs_dir(&self) -> PathBuf {
-        self.state_dir.join("executor").join("runs")
+        self.executor_dir().join("runs")
     }
 
     /// Persistent cache mounts.

@@ -130,8 +130,7 @@ impl OciExecutor {
 
     fn state_root(&self) -> PathBuf {
         self.config
-            .state_dir
-            .join("executor")
+            .executor_dir()
             .join(format!("{}-state", self.runtime.name))
     }
 

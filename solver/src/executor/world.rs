@@ -511,7 +511,7 @@ fn etc_files(config: &ExecutorConfig, files: &[(&str, String)]) -> Result<PathBu
         hasher.update([0]);
     }
     let key = hex::encode(hasher.finalize().get(..16).unwrap_or_default());
-    let base = config.state_dir.join("executor").join("etc");
+    let base = config.executor_dir().join("etc");
     let dir = base.join(&key);
     if dir.is_dir() {
         return Ok(dir);

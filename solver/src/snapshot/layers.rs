@@ -90,16 +90,27 @@ struct StreamedMarker {
     size: u64,
 }
 
-/// The name of an unpacked layer directory.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct LayerId(String);
+/// The name of an unpacked layer directory. Shared, not copied, when cloned: every step's
+/// snapshot lists all the layers below it, so a chain of N steps holds N²/2 of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerId(std::sync::Arc<str>);
+
+impl serde::Serialize for LayerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LayerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| LayerId(s.into()))
+    }
+}
 
 impl LayerId {
     /// The id of an image layer with this diffID.
     pub fn for_diff_id(diff_id: &Digest) -> LayerId {
-        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.hex()))
+        LayerId(format!("{}-{}", diff_id.algorithm(), diff_id.hex()).into())
     }
 
     /// A fresh id for a layer a build makes.
@@ -119,7 +130,7 @@ impl LayerId {
             bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
         }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        LayerId(format!("b-{}{:04x}", hex::encode(bytes), n & 0xffff))
+        LayerId(format!("b-{}{:04x}", hex::encode(bytes), n & 0xffff).into())
     }
 
     /// The directory name.
@@ -132,7 +143,7 @@ impl LayerId {
         let ok = (s.starts_with("sha256-") || s.starts_with("b-"))
             && s.len() > 2
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        ok.then(|| LayerId(s.to_string()))
+        ok.then(|| LayerId(s.into()))
     }
 }
 
