@@ -215,7 +215,8 @@ impl Probe {
             Some(old) => std::fs::symlink_metadata(old.join(rel))
                 .is_ok_and(|m| m.dev() == body.dev && m.ino() == body.ino),
             // The source's identity is in the headers' digest, which the next boundary checks.
-            None => true,
+            // A file of the upper dir has none (a new inode each time): never taken over.
+            None => body.changed.is_some(),
         }
     }
 }
@@ -715,23 +716,35 @@ mod tests {
     }
 
     /// The files of `dir` read as a streamed copy reads its sources (each body knowing when
-    /// its file last changed).
-    struct AsSources<'a>(Pieces<'a>);
+    /// its file last changed), but for `.1`, written as the upper dir's files are.
+    struct AsSources<'a>(Pieces<'a>, &'a str);
 
     impl Entries for AsSources<'_> {
         fn next_entry(&mut self) -> Result<Option<(PathBuf, Piece)>, LayerError> {
             let mut next = self.0.next_entry()?;
-            if let Some(body) = next.as_mut().and_then(|(_, p)| p.body.as_mut()) {
-                let md = fs::symlink_metadata(&body.path).unwrap();
-                body.changed = Some(super::super::diff::Changed::of(&md));
+            if let Some((
+                rel,
+                Piece {
+                    body: Some(body), ..
+                },
+            )) = next.as_mut()
+            {
+                if rel != Path::new(self.1) {
+                    let md = fs::symlink_metadata(&body.path).unwrap();
+                    body.changed = Some(super::super::diff::Changed::of(&md));
+                }
             }
             Ok(next)
         }
     }
 
+    /// In `first_layer`, after the big file.
+    const IN_UPPER: &str = "files/002/f0005.txt";
+
     fn streamed(dir: &Path, store: &ContentStore) -> (LayerBlob, u64) {
         let opts = DiffOptions::default();
-        let entries = || -> Box<dyn Entries + '_> { Box::new(AsSources(Pieces::new(dir, &opts))) };
+        let entries =
+            || -> Box<dyn Entries + '_> { Box::new(AsSources(Pieces::new(dir, &opts), IN_UPPER)) };
         write_resumed(dir, Origin::Sources, &entries, store, gzip_level(None)).unwrap()
     }
 
@@ -776,6 +789,22 @@ mod tests {
             "not resumed inside the changed file: {at}"
         );
         assert_eq!(third, cold(&ctx).0);
+
+        // A file of the upper dir changed, its header the same: never taken from the base.
+        let file = ctx.join(IN_UPPER);
+        let md = fs::metadata(&file).unwrap();
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[0] ^= 0x20;
+        fs::write(&file, bytes).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(md.modified().unwrap())
+            .unwrap();
+        let (fourth, at) = streamed(&ctx, &store);
+        assert!(at >= 3 * CHUNK as u64, "resumed before it: {at}");
+        assert_eq!(fourth, cold(&ctx).0, "its new bytes");
     }
 
     #[test]
