@@ -616,6 +616,20 @@ mod tests {
         }
     }
 
+    /// Rewrites `file` in place with byte `at` changed, its size kept and its mtime set to
+    /// `mtime`: only its ctime (and inode, for a copy) tells.
+    fn flip_byte(file: &Path, at: usize, mtime: std::time::SystemTime) {
+        let mut bytes = fs::read(file).unwrap();
+        bytes[at] ^= 0x20;
+        fs::write(file, bytes).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
     fn cold(dir: &Path) -> (LayerBlob, Vec<u8>) {
         let d = tempfile::tempdir().unwrap();
         let s = ContentStore::open(d.path()).unwrap();
@@ -672,16 +686,8 @@ mod tests {
         // big.bin rewritten in place of its copy: same size, mode and mtime, other bytes.
         fs::create_dir(&b).unwrap();
         linked_copy(&a, &b, &["big.bin"]);
-        let md = fs::metadata(a.join("big.bin")).unwrap();
-        let mut bytes = fs::read(b.join("big.bin")).unwrap();
-        bytes[CHUNK + 5] ^= 0xff;
-        fs::write(b.join("big.bin"), bytes).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(b.join("big.bin"))
-            .unwrap()
-            .set_modified(md.modified().unwrap())
-            .unwrap();
+        let mtime = fs::metadata(a.join("big.bin")).unwrap().modified().unwrap();
+        flip_byte(&b.join("big.bin"), CHUNK + 5, mtime);
         let (made, at) = write_indexed(&b, &store, &opts).unwrap();
         assert!(
             at < CHUNK as u64,
@@ -773,16 +779,12 @@ mod tests {
 
         // The big file rewritten in place with its size and mtime kept: only its ctime
         // tells, and the blob is not resumed inside it.
-        let md = fs::metadata(ctx.join("big.bin")).unwrap();
-        let mut bytes = fs::read(ctx.join("big.bin")).unwrap();
-        bytes[CHUNK + 5] ^= 0xff;
-        fs::write(ctx.join("big.bin"), bytes).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(ctx.join("big.bin"))
-            .unwrap()
-            .set_modified(md.modified().unwrap())
-            .unwrap();
+        let big = ctx.join("big.bin");
+        flip_byte(
+            &big,
+            CHUNK + 5,
+            fs::metadata(&big).unwrap().modified().unwrap(),
+        );
         let (third, at) = streamed(&ctx, &store);
         assert!(
             at < CHUNK as u64,
@@ -792,16 +794,7 @@ mod tests {
 
         // A file of the upper dir changed, its header the same: never taken from the base.
         let file = ctx.join(IN_UPPER);
-        let md = fs::metadata(&file).unwrap();
-        let mut bytes = fs::read(&file).unwrap();
-        bytes[0] ^= 0x20;
-        fs::write(&file, bytes).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(md.modified().unwrap())
-            .unwrap();
+        flip_byte(&file, 0, fs::metadata(&file).unwrap().modified().unwrap());
         let (fourth, at) = streamed(&ctx, &store);
         assert!(at >= 3 * CHUNK as u64, "resumed before it: {at}");
         assert_eq!(fourth, cold(&ctx).0, "its new bytes");
