@@ -20,6 +20,7 @@ pub mod output;
 pub mod pump;
 pub mod running;
 pub mod scratch;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod sweep;
 pub mod user;

@@ -14,6 +14,7 @@ use super::oci_spec::{build_spec, write_bundle};
 use super::output::OutputCallback;
 use super::pump::pump;
 use super::running::RunningSteps;
+use super::sealed_exe;
 use super::seccomp::bpf::sandbox_program;
 use super::user::ResolvedUser;
 use super::world::{prepare, World};
@@ -55,7 +56,8 @@ impl OciRuntime {
     /// needs; every invocation (run, list, kill, delete) must start here so
     /// they all see the same cgroups.
     pub fn base_command(&self, state_root: &Path) -> Command {
-        let mut cmd = Command::new(&self.path);
+        let mut cmd = Command::new(sealed_exe::program_for(&self.path));
+        cmd.arg0(&self.path);
         if self.v1_view {
             cgroup_view::show_v1_only(&mut cmd);
         }
