@@ -46,36 +46,17 @@ pub fn run(
     let devnull = File::open("/dev/null").map_err(setup("opening /dev/null"))?;
     super::plan::init_constants();
 
-    // SAFETY: a raw clone without CLONE_VM behaves like fork. The child only runs
-    // `child` below, which makes raw syscalls on memory prepared in advance and
-    // never returns.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    let args = ChildArgs {
+        steps,
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        status: status_w.as_raw_fd(),
     };
-    if pid < 0 {
-        return Err(ExecError::Setup {
-            step: "clone".into(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    if pid == 0 {
-        unsafe {
-            child(
-                steps,
-                devnull.as_raw_fd(),
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-                status_w.as_raw_fd(),
-            )
-        }
-    }
+    let pid = clone_vfork(flags, &args).map_err(|source| ExecError::Setup {
+        step: "clone".into(),
+        source,
+    })?;
     let pid = pid as libc::pid_t;
     drop((out_w, err_w, status_w, devnull));
     // SIGKILL to a pid namespace's init kills everything in the namespace.
@@ -193,6 +174,105 @@ fn wait(pid: libc::pid_t) -> io::Result<Exit> {
     } else {
         Ok(Exit::Code(libc::WEXITSTATUS(status)))
     }
+}
+
+/// What the child needs, prepared before the clone.
+struct ChildArgs<'a> {
+    steps: &'a [Step],
+    stdin: i32,
+    stdout: i32,
+    stderr: i32,
+    status: i32,
+}
+
+/// The stack the child runs on: mapped for one clone, a guard page below it.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// The plan's steps are shallow; a megabyte leaves a wide margin.
+    const SIZE: usize = 1 << 20;
+    const GUARD: usize = 64 << 10;
+
+    fn map() -> io::Result<ChildStack> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: a fresh anonymous mapping, owned by the returned value.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest pages of the mapping just made.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(self.len)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`; the child has exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Starts the child sharing this process's memory until it execs, as
+/// posix_spawn does (`CLONE_VM | CLONE_VFORK`): this thread waits meanwhile,
+/// and no page table is copied. A fork's copy grew with kiln's memory over a
+/// long build (~1 ms of each step at 500 steps). Every signal is blocked
+/// around the clone, so no handler of this process runs on the child's stack;
+/// the plan's first step resets them before unblocking (see `reset_signals`).
+fn clone_vfork(flags: libc::c_int, args: &ChildArgs<'_>) -> io::Result<libc::pid_t> {
+    let stack = ChildStack::map()?;
+    // SAFETY: sigset_t is plain data; the masks are this thread's own.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: the child runs `child_main` on its own stack and only makes raw
+    // syscalls on memory prepared before the clone (`args`, the plan), which
+    // outlive it: CLONE_VFORK returns here once it has exec'd or exited.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            args as *const ChildArgs<'_> as *mut libc::c_void,
+        )
+    };
+    let error = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(error);
+    }
+    Ok(pid)
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `clone_vfork` keeps alive.
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    unsafe { child(a.steps, a.stdin, a.stdout, a.stderr, a.status) }
 }
 
 /// The child side: wire stdio, apply the plan (ending in execve) or report the

@@ -279,15 +279,19 @@ impl Sys for LibcSys {
     }
 
     fn reset_signals(&mut self) {
+        // Handlers first, then the mask: the child starts with every signal
+        // blocked and shares kiln's memory until it execs, where a handler of
+        // kiln's must never run.
         unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in 1..32 {
+            for sig in 1..=libc::SIGRTMAX() {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    // glibc's own (SIGCANCEL, SIGSETXID) refuse: EINVAL, no harm.
                     libc::signal(sig, libc::SIG_DFL);
                 }
             }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         }
     }
 
