@@ -119,7 +119,7 @@ pub struct Args {
         env = "KILN_MAX_LAYER_SIZE"
     )]
     pub max_layer_size: Option<String>,
-    /// RUN sandbox: `auto` (an OCI runtime when one works, else native), `oci` or `native`.
+    /// RUN sandbox: `auto` (native where it can run, else an OCI runtime), `oci` or `native`.
     #[arg(
         long,
         value_name = "KIND",

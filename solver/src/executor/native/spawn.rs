@@ -102,6 +102,21 @@ pub fn run(
     Ok((exit, captured))
 }
 
+/// Starts a child in new namespaces of `flags` that exits at once; its exit
+/// status says whether it got them.
+pub fn probe_namespaces(flags: libc::c_int) -> io::Result<()> {
+    extern "C" fn exit_at_once(_: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: ends the child without touching the memory it shares.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: the child only calls _exit.
+    let pid = unsafe { clone_with(flags, exit_at_once, std::ptr::null_mut())? };
+    match wait(pid)? {
+        Exit::Code(0) => Ok(()),
+        other => Err(io::Error::other(format!("the probe child ended {other:?}"))),
+    }
+}
+
 /// Waits for the child to end, stops tracking it, then reaps it: until it is
 /// reaped its pid cannot be reused, so a cancel's kill never hits another
 /// process. Also says whether a cancel killed it.
@@ -240,6 +255,21 @@ impl Drop for ChildStack {
 /// around the clone, so no handler of this process runs on the child's stack;
 /// the plan's first step resets them before unblocking (see `reset_signals`).
 fn clone_vfork(flags: libc::c_int, args: &ChildArgs<'_>) -> io::Result<libc::pid_t> {
+    let arg = args as *const ChildArgs<'_> as *mut libc::c_void;
+    // SAFETY: `child_main` keeps to raw syscalls on `args`, which outlives it.
+    unsafe { clone_with(flags, child_main, arg) }
+}
+
+/// [`clone_vfork`] of any child function.
+///
+/// # Safety
+/// `main` runs sharing this process's memory: it may only make raw syscalls on
+/// memory that `arg` points to and that outlives the call, and must exec or exit.
+unsafe fn clone_with(
+    flags: libc::c_int,
+    main: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
     let stack = ChildStack::map()?;
     // SAFETY: sigset_t is plain data; the masks are this thread's own.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -248,15 +278,14 @@ fn clone_vfork(flags: libc::c_int, args: &ChildArgs<'_>) -> io::Result<libc::pid
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: the child runs `child_main` on its own stack and only makes raw
-    // syscalls on memory prepared before the clone (`args`, the plan), which
-    // outlive it: CLONE_VFORK returns here once it has exec'd or exited.
+    // SAFETY: the child runs `main` on its own stack (see the contract above):
+    // CLONE_VFORK returns here once it has exec'd or exited.
     let pid = unsafe {
         libc::clone(
-            child_main,
+            main,
             stack.top(),
             flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            args as *const ChildArgs<'_> as *mut libc::c_void,
+            arg,
         )
     };
     let error = io::Error::last_os_error();
