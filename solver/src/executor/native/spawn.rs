@@ -57,7 +57,6 @@ pub fn run(
         step: "clone".into(),
         source,
     })?;
-    let pid = pid as libc::pid_t;
     drop((out_w, err_w, status_w, devnull));
     // SIGKILL to a pid namespace's init kills everything in the namespace.
     let tracked = running.track(move || unsafe {
@@ -200,7 +199,7 @@ struct ChildArgs<'a> {
     status: i32,
 }
 
-/// The stack the child runs on: mapped for one clone, a guard page below it.
+/// The stack the child runs on: mapped for one clone, a guard region below it.
 struct ChildStack {
     base: *mut libc::c_void,
     len: usize,
@@ -253,7 +252,7 @@ impl Drop for ChildStack {
 /// and no page table is copied. A fork's copy grew with kiln's memory over a
 /// long build (~1 ms of each step at 500 steps). Every signal is blocked
 /// around the clone, so no handler of this process runs on the child's stack;
-/// the plan's first step resets them before unblocking (see `reset_signals`).
+/// the plan resets them before it unblocks any (see `reset_signals`).
 fn clone_vfork(flags: libc::c_int, args: &ChildArgs<'_>) -> io::Result<libc::pid_t> {
     let arg = args as *const ChildArgs<'_> as *mut libc::c_void;
     // SAFETY: `child_main` keeps to raw syscalls on `args`, which outlives it.
@@ -330,5 +329,19 @@ unsafe fn child(steps: &[Step], stdin: i32, stdout: i32, stderr: i32, status: i3
         }
         libc::write(status, report.as_ptr() as *const libc::c_void, report.len());
         libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_says_whether_the_namespaces_can_be_made() {
+        let step = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        probe_namespaces(step).expect("the suite runs as root");
+        // The kernel refuses a new mount namespace that shares its filesystem info.
+        let e = probe_namespaces(libc::CLONE_NEWNS | libc::CLONE_FS).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
     }
 }
