@@ -129,13 +129,20 @@ kiln_build() { # workload phase rep root ctx
   printf '%s\tkiln\t%s\t%s\t%d\t%s\n' "$1" "$2" "$3" $((t1 - t0)) "$(tail -1 "$lf.rss")" >> "$RESULTS"
 }
 
+# A BuildKit failure is a result, not the end of the run (docker 20.10 stops at
+# overlay2's depth limit, "max depth exceeded", short of 500 layers): the row
+# says FAIL, the table "failed", and the rest of that rep's BuildKit phases are
+# skipped (returns 1).
 docker_build() { # workload phase rep ctx
   local lf=$LOGS/$1-buildkit-$2-$3.log t0 t1
   sync
   t0=$(us_now)
-  DOCKER_BUILDKIT=1 "$DOCKER" build --network none --progress plain --build-arg "BASE=$BASE" \
-    -t "scale/$1:buildkit" "$4" > "$lf" 2>&1 \
-    || { log "BuildKit $1 $2 failed:"; tail -5 "$lf" >&2; exit 1; }
+  if ! DOCKER_BUILDKIT=1 "$DOCKER" build --network none --progress plain --build-arg "BASE=$BASE" \
+    -t "scale/$1:buildkit" "$4" > "$lf" 2>&1; then
+    log "BuildKit $1 $2 failed: $(grep -m1 -o 'ERROR.*\|max depth exceeded' "$lf" || tail -1 "$lf")"
+    printf '%s\tbuildkit\t%s\t%s\tFAIL\t-\n' "$1" "$2" "$3" >> "$RESULTS"
+    return 1
+  fi
   t1=$(us_now)
   printf '%s\tbuildkit\t%s\t%s\t%d\t-\n' "$1" "$2" "$3" $((t1 - t0)) >> "$RESULTS"
 }
@@ -181,10 +188,10 @@ run_workload() { # workload
     rm -rf "$root"
     if [ "$PEERS_LIVE" = 1 ]; then
       docker_reset "$w"
-      docker_build "$w" cold "$rep" "$ctx"
-      docker_build "$w" noop "$rep" "$ctx"
-      edit "$ctx/$EDIT_FILE"
-      docker_build "$w" edit "$rep" "$ctx"
+      docker_build "$w" cold "$rep" "$ctx" \
+        && docker_build "$w" noop "$rep" "$ctx" \
+        && edit "$ctx/$EDIT_FILE" \
+        && docker_build "$w" edit "$rep" "$ctx" || true
     fi
     log "$w: rep $rep done"
   done
@@ -207,6 +214,7 @@ tail -n "+$first_row" "$RESULTS" | awk -F'\t' -v order="$WORKLOADS" '
     for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (s[b] < s[a]) { t = s[a]; s[a] = s[b]; s[b] = t }
     return (c % 2) ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
   }
+  $5 == "FAIL" { failed[$1, $2, $3] = 1; next }
   { k = $1 SUBSEP $2 SUBSEP $3; n[k]++; v[k, n[k]] = $5 / 1e6
     if ($6 != "-" && $6 + 0 > rss[$1, $3]) rss[$1, $3] = $6 + 0 }
   END {
@@ -238,7 +246,8 @@ tail -n "+$first_row" "$RESULTS" | awk -F'\t' -v order="$WORKLOADS" '
         if ((w == "files80k" || w == "big2g") && target == "") { target = "RSS <= 200 MB"; verdict = mb <= 200 }
         else if (w == "files80k" || w == "big2g") { target = target ", RSS <= 200 MB"; verdict = verdict && mb <= 200 }
         if (target != "") target = target (verdict ? "  ok" : "  MISS")
-        printf "%-11s %-5s %9.3f %10s %7s %7.0f %8s %8s  %s\n", w, ph, kt, (bt == "" ? "-" : sprintf("%.3f", bt)), ratio, mb, step, bstep, target
+        bshow = (bt != "") ? sprintf("%.3f", bt) : (((w, "buildkit", ph) in failed) ? "failed" : "-")
+        printf "%-11s %-5s %9.3f %10s %7s %7.0f %8s %8s  %s\n", w, ph, kt, bshow, ratio, mb, step, bstep, target
       }
     }
   }'
