@@ -74,6 +74,7 @@ pub fn program_for(binary: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
     use std::process::Command;
 
     #[test]
@@ -101,6 +102,4 @@ mod tests {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}"),
         }
     }
-
-    use std::os::unix::process::CommandExt;
 }

@@ -40,15 +40,9 @@ impl NativeExecutor {
     /// namespace or kiln's own) that may create the namespaces a step runs
     /// in. Checked by starting a child in new ones that exits at once.
     pub fn probe() -> Result<(), ExecError> {
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(ExecError::Unavailable(
-                "the native executor needs root (rootless builds need an OCI runtime)".into(),
-            ));
-        }
-        spawn::probe_namespaces(
-            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
-        )
-        .map_err(|e| ExecError::Unavailable(format!("cannot create namespaces: {e}")))
+        require_root()?;
+        spawn::probe_namespaces(plan::STEP_NAMESPACES)
+            .map_err(|e| ExecError::Unavailable(format!("cannot create namespaces: {e}")))
     }
 
     /// Runs a prepared world.
@@ -97,17 +91,23 @@ impl NativeExecutor {
     }
 }
 
+/// Native sandboxes need root: the host's, or kiln's own user namespace's.
+fn require_root() -> Result<(), ExecError> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(ExecError::Unavailable(
+            "the native executor needs root (rootless builds need an OCI runtime)".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Executor for NativeExecutor {
     fn name(&self) -> String {
         "native".into()
     }
 
     fn run(&self, req: &ExecRequest, output: OutputCallback<'_>) -> Result<ExecOutcome, ExecError> {
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(ExecError::Unavailable(
-                "the native executor needs root (rootless builds need an OCI runtime)".into(),
-            ));
-        }
+        require_root()?;
         if self.running.is_canceled() {
             return Err(ExecError::Canceled);
         }

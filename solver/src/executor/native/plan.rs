@@ -201,10 +201,13 @@ fn cp(p: &Path) -> Result<CString, ExecError> {
         .map_err(|_| ExecError::Invalid(format!("{} contains a NUL byte", p.display())))
 }
 
+/// The namespaces every step gets (a network one too unless it joins one).
+pub const STEP_NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+
 /// The clone flags the plan expects.
 pub fn clone_flags(world: &World) -> libc::c_int {
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags = STEP_NAMESPACES;
     if world.network.isolated() && world.netns.is_none() {
         flags |= libc::CLONE_NEWNET;
     }

@@ -53,7 +53,9 @@ pub fn run(
         stderr: err_w.as_raw_fd(),
         status: status_w.as_raw_fd(),
     };
-    let pid = clone_vfork(flags, &args).map_err(|source| ExecError::Setup {
+    let arg = &args as *const ChildArgs<'_> as *mut libc::c_void;
+    // SAFETY: `child_main` keeps to raw syscalls on `args`, which outlives it.
+    let pid = unsafe { clone_with(flags, child_main, arg) }.map_err(|source| ExecError::Setup {
         step: "clone".into(),
         source,
     })?;
@@ -247,23 +249,16 @@ impl Drop for ChildStack {
     }
 }
 
-/// Starts the child sharing this process's memory until it execs, as
+/// Starts `main` in a child sharing this process's memory until it execs, as
 /// posix_spawn does (`CLONE_VM | CLONE_VFORK`): this thread waits meanwhile,
 /// and no page table is copied. A fork's copy grew with kiln's memory over a
 /// long build (~1 ms of each step at 500 steps). Every signal is blocked
 /// around the clone, so no handler of this process runs on the child's stack;
 /// the plan resets them before it unblocks any (see `reset_signals`).
-fn clone_vfork(flags: libc::c_int, args: &ChildArgs<'_>) -> io::Result<libc::pid_t> {
-    let arg = args as *const ChildArgs<'_> as *mut libc::c_void;
-    // SAFETY: `child_main` keeps to raw syscalls on `args`, which outlives it.
-    unsafe { clone_with(flags, child_main, arg) }
-}
-
-/// [`clone_vfork`] of any child function.
 ///
 /// # Safety
-/// `main` runs sharing this process's memory: it may only make raw syscalls on
-/// memory that `arg` points to and that outlives the call, and must exec or exit.
+/// `main` may only make raw syscalls on memory that `arg` points to and that
+/// outlives the call, and must exec or exit.
 unsafe fn clone_with(
     flags: libc::c_int,
     main: extern "C" fn(*mut libc::c_void) -> libc::c_int,
@@ -298,7 +293,7 @@ unsafe fn clone_with(
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildArgs` that `clone_vfork` keeps alive.
+    // SAFETY: `arg` is the `ChildArgs` that `run` keeps alive.
     let a = unsafe { &*(arg as *const ChildArgs<'_>) };
     unsafe { child(a.steps, a.stdin, a.stdout, a.stderr, a.status) }
 }
@@ -338,8 +333,7 @@ mod tests {
 
     #[test]
     fn the_probe_says_whether_the_namespaces_can_be_made() {
-        let step = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-        probe_namespaces(step).expect("the suite runs as root");
+        probe_namespaces(super::super::plan::STEP_NAMESPACES).expect("the suite runs as root");
         // The kernel refuses a new mount namespace that shares its filesystem info.
         let e = probe_namespaces(libc::CLONE_NEWNS | libc::CLONE_FS).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
