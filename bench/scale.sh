@@ -116,11 +116,26 @@ gen() { # workload dir
 }
 
 # ---- builders ------------------------------------------------------------------
+# Waits (at most 10 s) until the machine is idle: 0.3 s with at least 90% of the CPUs
+# idle. dockerd and containerd keep working after a build returns (snapshot removal,
+# garbage collection): that work must not bill the next build, kiln's or BuildKit's.
+settle_cpu() {
+  local i a b idle total
+  for i in $(seq 1 30); do
+    read -r -a a < /proc/stat; sleep 0.3; read -r -a b < /proc/stat
+    idle=$(( (b[4] + b[5]) - (a[4] + a[5]) ))
+    total=$(( (b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7] + a[8]) ))
+    [ "$total" -gt 0 ] && [ $((idle * 10)) -ge $((total * 9)) ] && return 0
+  done
+}
+
 # Every timed build: an untimed sync first (earlier phases' dirty pages do not
-# bill this one), then wall time; kiln's peak RSS from /usr/bin/time.
+# bill this one) and a wait for an idle machine, then wall time; kiln's peak RSS
+# from /usr/bin/time.
 kiln_build() { # workload phase rep root ctx
   local lf=$LOGS/$1-kiln-$2-$3.log t0 t1
   sync
+  settle_cpu
   t0=$(us_now)
   /usr/bin/time -f '%M' -o "$lf.rss" "$KILN" --root "$4" build --progress quiet --network none \
     --build-arg "BASE=$BASE" -t "scale/$1:kiln" "$5" > "$lf" 2>&1 \
@@ -136,6 +151,7 @@ kiln_build() { # workload phase rep root ctx
 docker_build() { # workload phase rep ctx
   local lf=$LOGS/$1-buildkit-$2-$3.log t0 t1
   sync
+  settle_cpu
   t0=$(us_now)
   if ! DOCKER_BUILDKIT=1 "$DOCKER" build --network none --progress plain --build-arg "BASE=$BASE" \
     -t "scale/$1:buildkit" "$4" > "$lf" 2>&1; then
@@ -154,7 +170,17 @@ docker_reset() { # workload
   "$DOCKER" pull -q "$BASE" >/dev/null
 }
 
-edit() { echo "edit $(date +%s%N)" >> "$1"; }
+LAST_CHANGE_US=0
+edit() { echo "edit $(date +%s%N)" >> "$1"; LAST_CHANGE_US=$(us_now); }
+
+# kiln's stat cache and checksum memos trust an entry only once it is 2 s older than the
+# walk that recorded it (racily-clean rule): each rep starts with a context at least that
+# old, as a rebuild some seconds after an edit would see it (the previous rep's edit may
+# have been a moment ago when BuildKit is not in between).
+settle_context() {
+  local wait_us=$((LAST_CHANGE_US + 2100000 - $(us_now)))
+  if [ "$wait_us" -gt 0 ]; then sleep "$(printf '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000)))"; fi
+}
 
 # An untimed extra no-op under strace: how many fsync/fdatasync calls it makes (the issue
 # wants none). FSYNCS=0 skips it.
@@ -174,12 +200,11 @@ run_workload() { # workload
   EDIT_FILE=
   gen "$w" "$ctx"
   log "$w: $(find "$ctx" -type f | wc -l) files, $(du -sh "$ctx" | cut -f1)"
-  # kiln's stat cache trusts a file only once it is 2 s older than the read that recorded
-  # it (racily-clean rule): a context written just now would be read again by the no-op.
-  sleep 2.1
+  LAST_CHANGE_US=$(us_now)
   for rep in $(seq 1 "$REPS"); do
     rm -rf "$root"
     "$KILN" --root "$root" pull -q "$BASE" >/dev/null 2>&1 || "$KILN" --root "$root" pull "$BASE" >/dev/null
+    settle_context
     kiln_build "$w" cold "$rep" "$root" "$ctx"
     kiln_build "$w" noop "$rep" "$root" "$ctx"
     [ "$rep" = 1 ] && count_fsyncs "$w" "$root" "$ctx"

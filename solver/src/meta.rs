@@ -27,6 +27,10 @@ pub(crate) const BLOBS: TableDefinition<&str, &str> = TableDefinition::new("blob
 /// [`crate::cache::statcache`]).
 pub(crate) const STAT_DIGESTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("contenthash_stat");
+/// Context checksum memos: `root \0 selection digest` → fingerprint and checksum (owned by
+/// [`crate::cache::statcache`]).
+pub(crate) const CONTEXT_MEMOS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("contenthash_memo");
 
 /// Errors of the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +154,7 @@ impl MetaDb {
                 txn.open_table(LAYER_USED).map_err(dberr)?;
                 txn.open_table(BLOBS).map_err(dberr)?;
                 txn.open_table(STAT_DIGESTS).map_err(dberr)?;
+                txn.open_table(CONTEXT_MEMOS).map_err(dberr)?;
             }
             txn.commit().map_err(dberr)?;
         }
@@ -186,6 +191,7 @@ impl MetaDb {
             LAYER_USED.name(),
             BLOBS.name(),
             STAT_DIGESTS.name(),
+            CONTEXT_MEMOS.name(),
         ]
         .iter()
         .all(|n| names.contains(*n)))

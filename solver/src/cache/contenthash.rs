@@ -11,8 +11,9 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::fingerprint::{Fingerprint, Print};
 use super::statcache::StatCache;
-use super::walk::{missing, Record, Walk, WalkError};
+use super::walk::{missing, Walk, WalkError};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 use crate::rootfs_path::resolve_in_root;
 
@@ -128,39 +129,40 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentHashError + '_ {
     }
 }
 
-/// Records of the selected path `rel` and everything under it: symlinks on the way resolve
-/// inside `root`, the final one only when `follow`; a missing path has a record of its own.
-fn collect(
-    walk: &Walk<'_>,
-    root: &Path,
-    rel: &str,
-    follow: bool,
-    out: &mut Vec<Record>,
-) -> Result<(), ContentHashError> {
+/// Where a selected path starts: the host path, its metadata, and whether a final link was
+/// followed to it.
+struct Start {
+    path: PathBuf,
+    meta: fs::Metadata,
+    followed: bool,
+}
+
+/// Resolves the selected path `rel` (None: nothing there, a missing path has a record of
+/// its own): symlinks on the way resolve inside `root`, the final one only when `follow`.
+fn resolve_start(root: &Path, rel: &str, follow: bool) -> Result<Option<Start>, ContentHashError> {
     let start = in_root(root, rel, false).map_err(io_err(&root.join(rel)))?;
     let meta = match fs::symlink_metadata(&start) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.push(missing(rel));
-            return Ok(());
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&start)(e)),
     };
-    let followed = follow && meta.file_type().is_symlink();
-    let (start, meta) = if followed {
-        let target = in_root(root, rel, true).map_err(io_err(&start))?;
-        match fs::symlink_metadata(&target) {
-            Ok(m) => (target, m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.push(missing(rel));
-                return Ok(());
-            }
-            Err(e) => return Err(io_err(&target)(e)),
-        }
-    } else {
-        (start, meta)
-    };
-    Ok(walk.collect(&start, &meta, rel, followed, out)?)
+    if !(follow && meta.file_type().is_symlink()) {
+        return Ok(Some(Start {
+            path: start,
+            meta,
+            followed: false,
+        }));
+    }
+    let target = in_root(root, rel, true).map_err(io_err(&start))?;
+    match fs::symlink_metadata(&target) {
+        Ok(meta) => Ok(Some(Start {
+            path: target,
+            meta,
+            followed: true,
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&target)(e)),
+    }
 }
 
 /// The host path of `rel` with the symlinks on the way resolved inside `root`, as the
@@ -212,7 +214,8 @@ pub fn checksum_paths_filtered(
 
 /// [`checksum_paths_filtered`] taking file digests from `stats` where it vouches for a
 /// file's stat, and recording the digests it had to read there. The result is the same with
-/// or without the cache.
+/// or without the cache. With the cache, a selection whose tree has the fingerprint of an
+/// earlier pass gets that pass's checksum without a file read (see `fingerprint.rs`).
 pub fn checksum_paths_cached(
     root: &Path,
     selectors: &[Selector],
@@ -220,33 +223,143 @@ pub fn checksum_paths_cached(
     stats: Option<&StatCache<'_>>,
 ) -> Result<ContentChecksum, ContentHashError> {
     let ignore = ignore.filter(|m| !m.is_empty());
+    let walk = Walk {
+        ignore,
+        prune: ignore.is_some_and(|m| !m.has_exclusions()),
+        stats,
+    };
+    let selection = select(root, selectors, ignore)?;
+    let memo = stats.map(|s| (s, selection_digest(&selection, ignore)));
+    if let Some((stats, key)) = &memo {
+        if let Some(memo) = stats.memo(key) {
+            if fingerprint(&walk, root, &selection)?.digest == memo.fingerprint {
+                return Ok(ContentChecksum(memo.checksum));
+            }
+        }
+    }
+    let (sum, print) = checksum(&walk, root, &selection)?;
+    if let Some((stats, key)) = memo {
+        stats.remember(key, &print, sum.0);
+    }
+    Ok(sum)
+}
+
+/// A selector with the paths it names (a wildcard's matches, visible ones only).
+struct Selected {
+    clean: String,
+    wildcards: bool,
+    follow: bool,
+    targets: Vec<String>,
+}
+
+fn select(
+    root: &Path,
+    selectors: &[Selector],
+    ignore: Option<&PatternMatcher>,
+) -> Result<Vec<Selected>, ContentHashError> {
+    selectors
+        .iter()
+        .map(|selector| {
+            let clean = clean_selector(&selector.path);
+            let targets = if selector.wildcards && has_wildcards(&clean) {
+                expand(root, &clean)?
+                    .into_iter()
+                    .filter(|p| !ignore.is_some_and(|m| m.excludes(p)))
+                    .collect()
+            } else {
+                vec![clean.clone()]
+            };
+            Ok(Selected {
+                clean,
+                wildcards: selector.wildcards,
+                follow: selector.follow_final_symlink,
+                targets,
+            })
+        })
+        .collect()
+}
+
+impl Selected {
+    fn flags(&self) -> [u8; 4] {
+        [0, u8::from(self.wildcards), u8::from(self.follow), 0]
+    }
+}
+
+/// What a memo is stored under: the selectors and the ignore rules (the tree's own state is
+/// the fingerprint's part).
+fn selection_digest(selection: &[Selected], ignore: Option<&PatternMatcher>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"kiln-context-selection-v1\0");
+    for s in selection {
+        h.update((s.clean.len() as u64).to_le_bytes());
+        h.update(s.clean.as_bytes());
+        h.update(s.flags());
+    }
+    for p in ignore.map(PatternMatcher::patterns).unwrap_or_default() {
+        h.update([u8::from(p.exclusion)]);
+        h.update((p.pattern().len() as u64).to_le_bytes());
+        h.update(p.pattern().as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Adds a target to a selection's print: its fingerprint, or that it is missing.
+fn print_target(print: &mut Print, rel: &str, target: Option<&Fingerprint>) {
+    print.label(rel.as_bytes());
+    match target {
+        Some(t) => print.subtree(t),
+        None => print.label(b"missing"),
+    }
+}
+
+fn print_selector(print: &mut Print, s: &Selected) {
+    print.label(s.clean.as_bytes());
+    print.label(&s.flags());
+}
+
+/// The fingerprint of the selection's tree, without reading a file.
+fn fingerprint(
+    walk: &Walk<'_>,
+    root: &Path,
+    selection: &[Selected],
+) -> Result<Fingerprint, ContentHashError> {
+    let mut print = Print::new(b"selection");
+    for s in selection {
+        print_selector(&mut print, s);
+        for t in &s.targets {
+            let target = match resolve_start(root, t, s.follow)? {
+                None => None,
+                Some(at) => Some(walk.fingerprint(&at.path, &at.meta, t, at.followed)?),
+            };
+            print_target(&mut print, t, target.as_ref());
+        }
+    }
+    Ok(print.finish())
+}
+
+/// The checksum of the selection, and the fingerprint of the tree it walked.
+fn checksum(
+    walk: &Walk<'_>,
+    root: &Path,
+    selection: &[Selected],
+) -> Result<(ContentChecksum, Fingerprint), ContentHashError> {
     let mut outer = Sha256::new();
     outer.update(b"kiln-contenthash-v1\0");
-    for selector in selectors {
-        let clean = clean_selector(&selector.path);
-        outer.update(clean.as_bytes());
-        outer.update([
-            0,
-            u8::from(selector.wildcards),
-            u8::from(selector.follow_final_symlink),
-            0,
-        ]);
-        let targets = if selector.wildcards && has_wildcards(&clean) {
-            expand(root, &clean)?
-                .into_iter()
-                .filter(|p| !ignore.is_some_and(|m| m.excludes(p)))
-                .collect()
-        } else {
-            vec![clean]
-        };
-        let walk = Walk {
-            ignore,
-            prune: ignore.is_some_and(|m| !m.has_exclusions()),
-            stats,
-        };
+    let mut print = Print::new(b"selection");
+    for s in selection {
+        outer.update(s.clean.as_bytes());
+        outer.update(s.flags());
+        print_selector(&mut print, s);
         let mut records = Vec::new();
-        for t in &targets {
-            collect(&walk, root, t, selector.follow_final_symlink, &mut records)?;
+        for t in &s.targets {
+            let target = match resolve_start(root, t, s.follow)? {
+                None => {
+                    records.push(missing(t));
+                    None
+                }
+                Some(at) => Some(walk.collect(&at.path, &at.meta, t, at.followed, &mut records)?),
+            };
+            print_target(&mut print, t, target.as_ref());
         }
         // By header: the relative path and a NUL first, so this is path order (a path
         // sorts before the paths it prefixes, as NUL is below every byte of a name). The
@@ -261,7 +374,7 @@ pub fn checksum_paths_cached(
         }
         outer.update(b"\0end-selector\0");
     }
-    Ok(ContentChecksum(outer.finalize().into()))
+    Ok((ContentChecksum(outer.finalize().into()), print.finish()))
 }
 
 #[cfg(test)]
@@ -543,13 +656,146 @@ mod stat_cache_tests {
         checksum_paths(&e.root, &all()).unwrap()
     }
 
-    /// Stores a wrong digest for `rel` under its current stat: whether a pass uses it
+    /// Stores a wrong digest for `rel` under its current stat, and forgets the tree's
+    /// memos (which would spare the pass any look at the entries): whether a pass uses it
     /// shows whether the file was read.
     fn poison(e: &Env, rel: &str) {
+        poison_entry(e, rel);
+        let w = e.store.writer().unwrap();
+        w.txn
+            .open_table(crate::meta::CONTEXT_MEMOS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        w.txn.commit().unwrap();
+    }
+
+    /// Stores a wrong digest for `rel` under its current stat, memos left alone.
+    fn poison_entry(e: &Env, rel: &str) {
         let meta = fs::symlink_metadata(e.root.join(rel)).unwrap();
         let stats = StatCache::begin(&e.store, &e.root).unwrap();
         stats.record(rel, FileStat::of(&meta), [0xee; 32], None);
         stats.persist().unwrap();
+    }
+
+    fn memo_count(e: &Env) -> usize {
+        use redb::ReadableTableMetadata;
+        let txn = e.store.read().unwrap();
+        let t = txn.open_table(crate::meta::CONTEXT_MEMOS).unwrap();
+        t.len().unwrap() as usize
+    }
+
+    /// The store file's modification time and size: a write transaction changes them.
+    fn store_state(e: &Env) -> (std::time::SystemTime, u64) {
+        let m = fs::metadata(e._d.path().join("meta.redb")).unwrap();
+        (m.modified().unwrap(), m.len())
+    }
+
+    #[test]
+    fn an_unchanged_tree_takes_its_memo_and_writes_nothing() {
+        let e = env();
+        let (first, _) = cached(&e, SETTLED);
+        assert_eq!(memo_count(&e), 1, "a settled pass leaves a memo");
+        // Another selection of the same tree has a memo of its own.
+        let stats = StatCache::begin(&e.store, &e.root)
+            .unwrap()
+            .with_slack(SETTLED);
+        let src = [Selector::path("src")];
+        let sum = checksum_paths_cached(&e.root, &src, None, Some(&stats)).unwrap();
+        stats.persist().unwrap();
+        assert_eq!(sum, checksum_paths(&e.root, &src).unwrap());
+        assert_eq!(memo_count(&e), 2);
+        // The memo answers: the poisoned file entry is never looked at.
+        poison_entry(&e, "src/a.txt");
+        let before = store_state(&e);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(cached(&e, SETTLED), (first, 0));
+        assert_eq!(store_state(&e), before, "a memo hit writes nothing");
+    }
+
+    #[test]
+    fn every_change_of_the_tree_misses_the_memo() {
+        use std::os::unix::fs::PermissionsExt;
+        let e = env();
+        let a = e.root.join("src/a.txt");
+        std::os::unix::fs::symlink("a.txt", e.root.join("src/link")).unwrap();
+        let keep_mtime = |path: &Path, change: &dyn Fn()| {
+            let mtime = fs::symlink_metadata(path).unwrap().modified().unwrap();
+            change();
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        };
+        type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+        let changes: Vec<Change> = vec![
+            (
+                "same size and mtime, new content",
+                Box::new(|| keep_mtime(&a, &|| fs::write(&a, b"ALPHA").unwrap())),
+            ),
+            (
+                "mode",
+                Box::new(|| fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap()),
+            ),
+            (
+                "new file",
+                Box::new(|| fs::write(e.root.join("src/c.txt"), b"charlie").unwrap()),
+            ),
+            (
+                "renamed file",
+                Box::new(|| {
+                    fs::rename(e.root.join("src/c.txt"), e.root.join("src/d.txt")).unwrap()
+                }),
+            ),
+            (
+                "link target",
+                Box::new(|| {
+                    fs::remove_file(e.root.join("src/link")).unwrap();
+                    std::os::unix::fs::symlink("b.txt", e.root.join("src/link")).unwrap();
+                }),
+            ),
+            (
+                "empty directory",
+                Box::new(|| fs::create_dir(e.root.join("src/empty")).unwrap()),
+            ),
+            (
+                "removed file",
+                Box::new(|| fs::remove_file(e.root.join("src/d.txt")).unwrap()),
+            ),
+        ];
+        let mut seen = vec![cached(&e, SETTLED).0];
+        for (what, change) in changes {
+            // Past the coarse clock's tick: a change gets a ctime of its own.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            change();
+            let (sum, _) = cached(&e, SETTLED);
+            assert_eq!(sum, truth(&e), "{what}: the checksum of what is there");
+            assert!(!seen.contains(&sum), "{what}: a new checksum");
+            seen.push(sum);
+            assert_eq!(cached(&e, SETTLED).0, sum, "{what}: then a memo hit");
+        }
+        // The ignore rules are part of the selection: their own memo, their own checksum.
+        let ignore = crate::pattern::parse_dockerignore("src/b.txt\n").unwrap();
+        let stats = StatCache::begin(&e.store, &e.root)
+            .unwrap()
+            .with_slack(SETTLED);
+        let sum = checksum_paths_cached(&e.root, &all(), Some(&ignore), Some(&stats)).unwrap();
+        assert_eq!(
+            sum,
+            checksum_paths_filtered(&e.root, &all(), Some(&ignore)).unwrap()
+        );
+        assert_ne!(sum, truth(&e));
+    }
+
+    #[test]
+    fn a_racy_tree_gets_no_memo() {
+        let e = env();
+        // Just written: a change in the same tick as the walk's stat would go unseen.
+        assert_eq!(cached(&e, RACY_SLACK_NS), (truth(&e), 3));
+        assert_eq!(memo_count(&e), 0);
+        assert_eq!(cached(&e, RACY_SLACK_NS), (truth(&e), 3));
     }
 
     #[test]
@@ -731,8 +977,21 @@ mod stat_cache_tests {
     fn clear_forgets_everything() {
         let e = env();
         cached(&e, SETTLED);
+        assert_eq!(memo_count(&e), 1);
         assert_eq!(crate::cache::statcache::clear(&e.store).unwrap(), 3);
+        assert_eq!(memo_count(&e), 0);
         assert_eq!(cached(&e, SETTLED).1, 3);
+    }
+
+    #[test]
+    fn memos_of_deleted_trees_are_forgotten() {
+        let e = env();
+        cached(&e, SETTLED);
+        crate::cache::statcache::forget_missing(&e.store).unwrap();
+        assert_eq!(memo_count(&e), 1, "the tree is still there");
+        fs::remove_dir_all(&e.root).unwrap();
+        crate::cache::statcache::forget_missing(&e.store).unwrap();
+        assert_eq!(memo_count(&e), 0);
     }
 }
 
@@ -863,6 +1122,103 @@ mod walk_tests {
             fs::write(r.join(format!("many/{i}")), format!("{i}")).unwrap();
         }
         d
+    }
+
+    /// The fingerprint walk prints exactly what the checksum walk walked, or no memo would
+    /// ever be taken (and a looser print could take a wrong one).
+    #[test]
+    fn the_fingerprint_walk_prints_what_the_checksum_walk_walks() {
+        let d = tricky_tree();
+        let root = d.path();
+        let selectors = [
+            Selector::path(""),
+            Selector::path("a"),
+            Selector::path("b/link"),
+            Selector {
+                path: "b/link".into(),
+                follow_final_symlink: true,
+                ..Default::default()
+            },
+            Selector {
+                path: "a*".into(),
+                wildcards: true,
+                ..Default::default()
+            },
+            Selector::path("missing/path"),
+            Selector::path("a0"),
+        ];
+        let ignores = [
+            None,
+            Some(parse_dockerignore("b\nmany/1*\n").unwrap()),
+            Some(parse_dockerignore("b\n!b/b b\nmany/1*\n").unwrap()),
+        ];
+        let mut prints = std::collections::HashMap::new();
+        for (n, ignore) in ignores.iter().enumerate() {
+            let ignore = ignore.as_ref();
+            let walk = Walk {
+                ignore,
+                prune: ignore.is_some_and(|m| !m.has_exclusions()),
+                stats: None,
+            };
+            for s in &selectors {
+                let selection = select(root, std::slice::from_ref(s), ignore).unwrap();
+                let fast = fingerprint(&walk, root, &selection).unwrap();
+                let (sum, full) = checksum(&walk, root, &selection).unwrap();
+                assert_eq!(fast, full, "{s:?} {ignore:?}");
+                assert_eq!(
+                    sum,
+                    checksum_paths_filtered(root, std::slice::from_ref(s), ignore).unwrap()
+                );
+                prints.insert((n, s.path.clone(), s.follow_final_symlink), fast.digest);
+            }
+        }
+        // Each selection prints differently; so do the whole tree's three sets of rules.
+        let distinct = |digests: Vec<&[u8; 32]>| {
+            digests
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == digests.len()
+        };
+        assert!(distinct(
+            selectors
+                .iter()
+                .map(|s| &prints[&(0, s.path.clone(), s.follow_final_symlink)])
+                .collect()
+        ));
+        assert!(distinct(
+            (0..ignores.len())
+                .map(|n| &prints[&(n, String::new(), false)])
+                .collect()
+        ));
+        // A touched file changes the print (its mtime), not the checksum.
+        let before = fingerprint(
+            &Walk {
+                ignore: None,
+                prune: false,
+                stats: None,
+            },
+            root,
+            &select(root, &[Selector::path("")], None).unwrap(),
+        )
+        .unwrap();
+        fs::File::options()
+            .write(true)
+            .open(root.join("many/7"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let after = fingerprint(
+            &Walk {
+                ignore: None,
+                prune: false,
+                stats: None,
+            },
+            root,
+            &select(root, &[Selector::path("")], None).unwrap(),
+        )
+        .unwrap();
+        assert_ne!(before.digest, after.digest);
     }
 
     #[test]

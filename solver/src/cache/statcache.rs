@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::ReadableTable;
 
-use crate::meta::{dberr, MetaDb, MetaError, STAT_DIGESTS};
+use super::fingerprint::Fingerprint;
+use crate::meta::{dberr, MetaDb, MetaError, CONTEXT_MEMOS, STAT_DIGESTS};
 
 /// How much older than the recorded read a file's timestamps must be for its entry to be
 /// trusted. Linux stamps files from a coarse clock (a few ms behind the precise one), and
@@ -247,19 +248,58 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// A selection's checksum remembered beside the fingerprint of the tree it was computed
+/// from: while a walk finds the same fingerprint, the checksum holds (see
+/// [`super::fingerprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Memo {
+    /// The fingerprint's digest.
+    pub(crate) fingerprint: [u8; 32],
+    /// The checksum.
+    pub(crate) checksum: [u8; 32],
+}
+
+/// The version byte of a stored memo.
+const MEMO_VERSION: u8 = 1;
+
+impl Memo {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(65);
+        out.push(MEMO_VERSION);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.checksum);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Memo> {
+        match bytes.split_first() {
+            Some((&MEMO_VERSION, rest)) if rest.len() == 64 => Some(Memo {
+                fingerprint: rest.get(..32)?.try_into().ok()?,
+                checksum: rest.get(32..)?.try_into().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+type Table = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// The remembered digests of one directory tree for one checksum pass: lookups read a
 /// snapshot of the store taken when the pass began (one stored value per directory), new
 /// digests are collected and written by [`StatCache::persist`] in one transaction (none when
 /// nothing changed).
 pub struct StatCache<'a> {
     store: &'a MetaDb,
-    table: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    table: Option<Table>,
+    memos: Option<Table>,
     prefix: Vec<u8>,
     started_ns: i64,
     slack_ns: i64,
     /// Digests read in this pass (a list: a cold pass over a big context records one per
     /// file, and nothing looks them up).
     fresh: Mutex<Vec<(String, StatEntry)>>,
+    /// Memos made in this pass, by selection digest.
+    fresh_memos: Mutex<Vec<([u8; 32], Memo)>>,
 }
 
 impl std::fmt::Debug for StatCache<'_> {
@@ -280,19 +320,21 @@ impl<'a> StatCache<'a> {
         let mut prefix = root.as_os_str().as_bytes().to_vec();
         prefix.push(0);
         let txn = store.read()?;
-        let table = match txn.open_table(STAT_DIGESTS) {
-            Ok(t) => Some(t),
-            // A store made before this table existed: everything is a miss.
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(dberr(e)),
+        // A store made before a table existed: everything is a miss.
+        let open = |def| match txn.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(dberr(e)),
         };
         Ok(StatCache {
             store,
-            table,
+            table: open(STAT_DIGESTS)?,
+            memos: open(CONTEXT_MEMOS)?,
             prefix,
             started_ns,
             slack_ns: RACY_SLACK_NS,
             fresh: Mutex::new(Vec::new()),
+            fresh_memos: Mutex::new(Vec::new()),
         })
     }
 
@@ -307,10 +349,11 @@ impl<'a> StatCache<'a> {
         self.slack_ns
     }
 
-    fn key(&self, dir: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.prefix.len() + dir.len());
+    /// The store key of `tail` (a relative directory, a selection digest) in this tree.
+    fn key(&self, tail: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + tail.len());
         key.extend_from_slice(&self.prefix);
-        key.extend_from_slice(dir.as_bytes());
+        key.extend_from_slice(tail);
         key
     }
 
@@ -320,7 +363,7 @@ impl<'a> StatCache<'a> {
         let Some(table) = self.table.as_ref() else {
             return DirStats::default();
         };
-        match table.get(self.key(dir).as_slice()) {
+        match table.get(self.key(dir.as_bytes()).as_slice()) {
             Ok(Some(value)) => DirStats::parse(value.value().to_vec()),
             _ => DirStats::default(),
         }
@@ -352,6 +395,34 @@ impl<'a> StatCache<'a> {
         // the slack) is still worth keeping: by the next pass it may be old enough.
         if let Ok(mut fresh) = self.fresh.lock() {
             fresh.push((rel.to_string(), entry));
+        }
+    }
+
+    /// The memo stored for the selection `selection` (a digest of selectors and ignore
+    /// rules) of this tree.
+    pub(crate) fn memo(&self, selection: &[u8; 32]) -> Option<Memo> {
+        let table = self.memos.as_ref()?;
+        let value = table.get(self.key(selection).as_slice()).ok()??;
+        Memo::decode(value.value())
+    }
+
+    /// Remembers `checksum` for `selection` beside the fingerprint `print` of the walk
+    /// that computed it, unless an entry changed too recently to rule out a same-tick
+    /// change after its stat (the racily-clean rule of file entries): such a memo could
+    /// vouch for content the walk never saw.
+    pub(crate) fn remember(&self, selection: [u8; 32], print: &Fingerprint, checksum: [u8; 32]) {
+        if print.youngest_ns >= self.started_ns.saturating_sub(self.slack_ns) {
+            return;
+        }
+        let memo = Memo {
+            fingerprint: print.digest,
+            checksum,
+        };
+        if self.memo(&selection) == Some(memo) {
+            return;
+        }
+        if let Ok(mut fresh) = self.fresh_memos.lock() {
+            fresh.push((selection, memo));
         }
     }
 
@@ -403,16 +474,29 @@ impl<'a> StatCache<'a> {
                 encode_dir(merged.iter().map(|(n, e)| (*n, e))),
             ));
         }
-        if changed.is_empty() {
+        let memos = std::mem::take(
+            &mut *self
+                .fresh_memos
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if changed.is_empty() && memos.is_empty() {
             return Ok(());
         }
+        let memos: Vec<(Vec<u8>, Vec<u8>)> = memos
+            .iter()
+            .map(|(selection, memo)| (self.key(selection), memo.encode()))
+            .collect();
+        let changed: Vec<(Vec<u8>, Vec<u8>)> = changed
+            .into_iter()
+            .map(|(dir, value)| (self.key(dir.as_bytes()), value))
+            .collect();
         drop(self.table);
+        drop(self.memos);
         let txn = self.store.writer()?.txn;
-        {
-            let mut table = txn.open_table(STAT_DIGESTS).map_err(dberr)?;
-            for (dir, value) in &changed {
-                let mut k = self.prefix.clone();
-                k.extend_from_slice(dir.as_bytes());
+        for (def, rows) in [(STAT_DIGESTS, &changed), (CONTEXT_MEMOS, &memos)] {
+            let mut table = txn.open_table(def).map_err(dberr)?;
+            for (k, value) in rows {
                 table
                     .insert(k.as_slice(), value.as_slice())
                     .map_err(dberr)?;
@@ -426,6 +510,7 @@ impl<'a> StatCache<'a> {
 /// written, never removed, by builds), and values of an older format. Returns how many
 /// file entries went.
 pub fn forget_missing(store: &MetaDb) -> Result<usize, MetaError> {
+    forget_stale_memos(store)?;
     let mut gone = 0usize;
     // Per stored directory: None to remove it, Some(value) to store it smaller.
     let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
@@ -487,7 +572,48 @@ pub fn forget_missing(store: &MetaDb) -> Result<usize, MetaError> {
     Ok(gone)
 }
 
-/// Drops every remembered digest (they are only a shortcut; `prune --all` clears them).
+/// Drops the memos of trees that no longer exist, and values of an older format.
+fn forget_stale_memos(store: &MetaDb) -> Result<(), MetaError> {
+    let stale: Vec<Vec<u8>> = {
+        let txn = store.read()?;
+        let table = match txn.open_table(CONTEXT_MEMOS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(dberr(e)),
+        };
+        let mut stale = Vec::new();
+        for row in table.iter().map_err(dberr)? {
+            let (k, v) = row.map_err(dberr)?;
+            let key = k.value();
+            let root = key.iter().position(|b| *b == 0).map(|end| {
+                Path::new(std::ffi::OsStr::from_bytes(
+                    key.get(..end).unwrap_or_default(),
+                ))
+            });
+            let gone = root.is_none_or(|r| {
+                matches!(fs::symlink_metadata(r), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            });
+            if gone || Memo::decode(v.value()).is_none() {
+                stale.push(key.to_vec());
+            }
+        }
+        stale
+    };
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let txn = store.writer()?.txn;
+    {
+        let mut table = txn.open_table(CONTEXT_MEMOS).map_err(dberr)?;
+        for k in &stale {
+            table.remove(k.as_slice()).map_err(dberr)?;
+        }
+    }
+    txn.commit().map_err(dberr)
+}
+
+/// Drops every remembered digest and memo (they are only a shortcut; `prune --all` clears
+/// them).
 /// Returns how many file entries went.
 pub fn clear(store: &MetaDb) -> Result<usize, MetaError> {
     let txn = store.writer()?.txn;
@@ -499,6 +625,10 @@ pub fn clear(store: &MetaDb) -> Result<usize, MetaError> {
                 removed += DirStats::parse(v.to_vec()).len();
                 false
             })
+            .map_err(dberr)?;
+        txn.open_table(CONTEXT_MEMOS)
+            .map_err(dberr)?
+            .retain(|_, _| false)
             .map_err(dberr)?;
     }
     txn.commit().map_err(dberr)?;

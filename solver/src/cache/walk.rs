@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags, RawDir, StatxFlags};
 use sha2::{Digest as _, Sha256};
 
+use super::fingerprint::{self, Fingerprint};
 use super::statcache::{DirStats, FileStat, StatCache};
 use crate::pattern::PatternMatcher;
 
@@ -50,13 +51,13 @@ pub(super) fn missing(rel: &str) -> Record {
 
 /// What the checksum uses of an entry's stat.
 #[derive(Debug, Clone, Copy)]
-struct Stat {
+pub(super) struct Stat {
     /// `st_mode`, type included.
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    rdev: u64,
-    file: FileStat,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) rdev: u64,
+    pub(super) file: FileStat,
 }
 
 const S_IFMT: u32 = 0o170000;
@@ -90,7 +91,7 @@ impl Stat {
         }
     }
 
-    fn of_metadata(m: &fs::Metadata) -> Stat {
+    pub(super) fn of_metadata(m: &fs::Metadata) -> Stat {
         Stat {
             mode: m.mode(),
             uid: m.uid(),
@@ -104,7 +105,7 @@ impl Stat {
         self.mode & S_IFMT
     }
 
-    fn is_dir(&self) -> bool {
+    pub(super) fn is_dir(&self) -> bool {
         self.kind() == S_IFDIR
     }
 
@@ -154,7 +155,7 @@ impl Stat {
 static STATX_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// The stat of the entry `name` of `dir`, a symlink not followed.
-fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<Stat> {
+pub(super) fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<Stat> {
     if !STATX_REFUSED.load(AtomicOrdering::Relaxed) {
         match rustix::fs::statx(
             dir,
@@ -223,11 +224,21 @@ pub(super) struct WalkError {
     pub(super) source: std::io::Error,
 }
 
-fn io_err(path: &Path, source: impl Into<std::io::Error>) -> WalkError {
+pub(super) fn io_err(path: &Path, source: impl Into<std::io::Error>) -> WalkError {
     WalkError {
         path: path.to_path_buf(),
         source: source.into(),
     }
+}
+
+/// The error of a directory nesting deeper than [`MAX_DEPTH`] below a selected path.
+pub(super) fn too_deep(dir_path: &Path) -> WalkError {
+    io_err(
+        dir_path,
+        std::io::Error::other(format!(
+            "directories nest more than {MAX_DEPTH} levels deep"
+        )),
+    )
 }
 
 /// `O_NOATIME` is refused (EPERM) for files the process does not own without CAP_FOWNER:
@@ -250,7 +261,7 @@ fn open_file(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
 }
 
 /// Opens the directory `name` of `dir` for listing, never through a symlink.
-fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
+pub(super) fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
@@ -260,7 +271,7 @@ fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
 }
 
 /// Opens a directory by its host path (a selected path, already resolved inside the root).
-fn open_dir_path(path: &Path) -> rustix::io::Result<OwnedFd> {
+pub(super) fn open_dir_path(path: &Path) -> rustix::io::Result<OwnedFd> {
     open_dir(rustix::fs::CWD, &path_cstr(path.as_os_str().as_bytes())?)
 }
 
@@ -295,7 +306,7 @@ fn digest_fd(fd: &OwnedFd) -> rustix::io::Result<[u8; 32]> {
 }
 
 /// A directory's entry names: one buffer of NUL-terminated names, sorted.
-struct Names {
+pub(super) struct Names {
     bytes: Vec<u8>,
     /// (start, end) of each name in `bytes`, the NUL excluded.
     spans: Vec<(u32, u32)>,
@@ -303,7 +314,7 @@ struct Names {
 
 impl Names {
     /// Lists the open directory `dir` (`.` and `..` left out), names sorted bytewise.
-    fn list(dir: &OwnedFd) -> rustix::io::Result<Names> {
+    pub(super) fn list(dir: &OwnedFd) -> rustix::io::Result<Names> {
         let mut buf: Vec<MaybeUninit<u8>> = Vec::with_capacity(32 * 1024);
         buf.resize(32 * 1024, MaybeUninit::uninit());
         let mut names = Names {
@@ -332,15 +343,26 @@ impl Names {
         Ok(names)
     }
 
-    fn name(&self, i: usize) -> &[u8] {
+    /// How many entries the directory has.
+    pub(super) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The name of entry `i`.
+    pub(super) fn name(&self, i: usize) -> &[u8] {
         self.spans
             .get(i)
             .map(|s| span(&self.bytes, *s))
             .unwrap_or_default()
     }
 
+    /// The name of entry `i`, to join to a path.
+    pub(super) fn os_name(&self, i: usize) -> &OsStr {
+        OsStr::from_bytes(self.name(i))
+    }
+
     /// The name with its NUL, for the `*at` calls.
-    fn cstr(&self, i: usize) -> &CStr {
+    pub(super) fn cstr(&self, i: usize) -> &CStr {
         self.spans
             .get(i)
             .and_then(|(s, e)| self.bytes.get(*s as usize..=*e as usize))
@@ -400,12 +422,13 @@ pub(super) struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn hides(&self, rel: &str) -> bool {
+    pub(super) fn hides(&self, rel: &str) -> bool {
         self.ignore.is_some_and(|m| m.excludes(rel))
     }
 
     /// Records of the selected path `start` (the host path of `rel`, inside the root; the
-    /// target of a followed final symlink when `followed`) and everything under it.
+    /// target of a followed final symlink when `followed`) and everything under it; returns
+    /// the fingerprint of what it walked (the one [`Walk::fingerprint`] makes).
     pub(super) fn collect(
         &self,
         start: &Path,
@@ -413,13 +436,16 @@ impl Walk<'_> {
         rel: &str,
         followed: bool,
         out: &mut Vec<Record>,
-    ) -> Result<(), WalkError> {
+    ) -> Result<Fingerprint, WalkError> {
         let stat = Stat::of_metadata(meta);
         let hidden = !rel.is_empty() && self.hides(rel);
+        let print = |subtree: Option<&Fingerprint>| {
+            fingerprint::of_target(rel, start, &stat, followed, subtree)
+        };
         if hidden {
             out.push(missing(rel));
             if self.prune || !stat.is_dir() {
-                return Ok(());
+                return Ok(print(None));
             }
         }
         if stat.is_dir() {
@@ -436,8 +462,9 @@ impl Walk<'_> {
                     digest: None,
                 });
             }
-            out.extend(self.children(&fd, start, rel, 0)?);
-            return Ok(());
+            let (records, subtree) = self.children(&fd, start, rel, 0)?;
+            out.extend(records);
+            return Ok(print(Some(&subtree)));
         }
         // A file, link or special file: read through its directory, as in a walk.
         let (Some(parent), Some(name)) = (start.parent(), start.file_name()) else {
@@ -470,7 +497,7 @@ impl Walk<'_> {
             record.header.extend_from_slice(b"followed\0");
         }
         out.push(record);
-        Ok(())
+        Ok(print(None))
     }
 
     /// The digest and capability the stat cache vouches for.
@@ -585,21 +612,17 @@ impl Walk<'_> {
     }
 
     /// Records of everything under the open directory `dir` (host path `dir_path`, relative
-    /// path `rel`, `depth` levels below the selected path), in path order.
+    /// path `rel`, `depth` levels below the selected path), in path order, and the
+    /// directory's fingerprint.
     fn children(
         &self,
         dir: &OwnedFd,
         dir_path: &Path,
         rel: &str,
         depth: usize,
-    ) -> Result<Vec<Record>, WalkError> {
+    ) -> Result<(Vec<Record>, Fingerprint), WalkError> {
         if depth >= MAX_DEPTH {
-            return Err(io_err(
-                dir_path,
-                std::io::Error::other(format!(
-                    "directories nest more than {MAX_DEPTH} levels deep"
-                )),
-            ));
+            return Err(too_deep(dir_path));
         }
         let names = Names::list(dir).map_err(|e| io_err(dir_path, e))?;
         let cached = self.stats.map(|s| s.dir(rel)).unwrap_or_default();
@@ -630,7 +653,7 @@ impl Walk<'_> {
             c.digest = Some(digest);
             Ok(())
         };
-        let walk = |c: &Child| -> Result<(Option<Vec<u8>>, Vec<Record>), WalkError> {
+        let walk = |c: &Child| -> Result<Walked, WalkError> {
             let sub = open_dir(fd, names.cstr(c.index))
                 .map_err(|e| io_err(&dir_path.join(OsStr::from_bytes(names.name(c.index))), e))?;
             let cap = if c.hidden {
@@ -639,7 +662,8 @@ impl Walk<'_> {
                 fd_capability(sub.as_fd())
             };
             let path = dir_path.join(OsStr::from_bytes(names.name(c.index)));
-            Ok((cap, self.children(&sub, &path, c.rel(), depth + 1)?))
+            let (records, print) = self.children(&sub, &path, c.rel(), depth + 1)?;
+            Ok((cap, records, print))
         };
         let mut to_read: Vec<&mut Child> = Vec::new();
         let mut subdirs: Vec<&Child> = Vec::new();
@@ -673,19 +697,25 @@ impl Walk<'_> {
         };
         read_done?;
         let walked = walked?;
-        Ok(assemble(&names, kids, walked, self.prune))
+        let print = fingerprint::of_dir(
+            &names,
+            kids.iter().filter_map(|c| {
+                let (counted, walked) = fingerprint::counts(&c.stat, c.hidden, self.prune);
+                counted.then_some((c.index, &c.stat, walked))
+            }),
+            walked.iter().map(|w| &w.2),
+        );
+        Ok((assemble(&names, kids, walked, self.prune), print))
     }
 }
+
+/// A walked subdirectory: its capability, its records, its fingerprint.
+type Walked = (Option<Vec<u8>>, Vec<Record>, Fingerprint);
 
 /// A directory's records in path order: each entry's record at its name, each walked
 /// subdirectory's records at its name and `/` (a sibling `a.b` sorts between the directory
 /// `a` and `a/x`, as `.` is below `/`).
-fn assemble(
-    names: &Names,
-    kids: Vec<Child>,
-    walked: Vec<(Option<Vec<u8>>, Vec<Record>)>,
-    prune: bool,
-) -> Vec<Record> {
+fn assemble(names: &Names, kids: Vec<Child>, walked: Vec<Walked>, prune: bool) -> Vec<Record> {
     // The walked directories, in the order `children` walked them, with their subtrees.
     let mut walked = walked.into_iter();
     let mut blocks: Vec<(usize, Vec<Record>)> = Vec::new();
@@ -694,7 +724,7 @@ fn assemble(
     for mut c in kids {
         let is_walked = !c.to_read && c.stat.is_dir() && !(c.hidden && prune);
         if is_walked {
-            if let Some((cap, sub)) = walked.next() {
+            if let Some((cap, sub, _)) = walked.next() {
                 push_cap(&mut c.header, cap.as_deref());
                 blocks.push((c.index, sub));
             }
