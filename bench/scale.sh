@@ -267,7 +267,8 @@ tail -n "+$first_row" "$RESULTS" | awk -F'\t' -v order="$WORKLOADS" '
         if (w == "bigcontext" && ph == "edit" && ratio != "-") { target = "<= 0.1x BuildKit"; verdict = ratio + 0 <= 0.1 }
         if (w == "run500" && step != "-") { target = "<= 15 ms/step"; verdict = step + 0 <= 15 }
         if (w == "run20" && step != "-" && (("run500", ph, "kiln") in perstep)) {
-          s5 = perstep["run500", ph, "kiln"]; target = "within 20% of run500"; verdict = (step + 0 <= 1.2 * s5 && step + 0 >= 0.8 * s5) }
+          # The issue: the overhead at 500 steps within 20 % of that at 20 steps.
+          s5 = perstep["run500", ph, "kiln"]; target = "run500 within 20% of this"; verdict = (s5 + 0 <= 1.2 * step && s5 + 0 >= 0.8 * step) }
         if ((w == "files80k" || w == "big2g") && target == "") { target = "RSS <= 200 MB"; verdict = mb <= 200 }
         else if (w == "files80k" || w == "big2g") { target = target ", RSS <= 200 MB"; verdict = verdict && mb <= 200 }
         if (target != "") target = target (verdict ? "  ok" : "  MISS")

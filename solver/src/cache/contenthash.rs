@@ -11,9 +11,10 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::dirfd::WalkError;
 use super::fingerprint::{Fingerprint, Print};
-use super::statcache::StatCache;
-use super::walk::{missing, Walk, WalkError};
+use super::statcache::{Memo, StatCache};
+use super::walk::{missing, Walk};
 use crate::pattern::{has_wildcards, Glob, GlobFlavor, PatternMatcher};
 use crate::rootfs_path::resolve_in_root;
 
@@ -239,7 +240,11 @@ pub fn checksum_paths_cached(
     }
     let (sum, print) = checksum(&walk, root, &selection)?;
     if let Some((stats, key)) = memo {
-        stats.remember(key, &print, sum.0);
+        let memo = Memo {
+            fingerprint: print.digest,
+            checksum: sum.0,
+        };
+        stats.remember(key, memo, print.youngest_ns);
     }
     Ok(sum)
 }
@@ -999,7 +1004,8 @@ mod stat_cache_tests {
 mod walk_tests {
     //! The fd-based walk of `walk.rs` against an independent path-based oracle.
     use super::*;
-    use crate::cache::walk::{Walk, MAX_DEPTH, PARALLEL_STAT};
+    use crate::cache::dirfd::{MAX_DEPTH, PARALLEL_STAT};
+    use crate::cache::walk::Walk;
     use crate::pattern::parse_dockerignore;
     use rustix::fs::{Mode, OFlags};
     use std::os::fd::AsFd;

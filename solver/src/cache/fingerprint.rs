@@ -7,18 +7,15 @@
 //! timestamp tick of the recording walk. [`Fingerprint::youngest_ns`] tells that case apart,
 //! by the stat cache's racily-clean rule.
 //!
-//! The fingerprint walk is the no-op rebuild's whole check: one `getdents` per directory and
-//! one `statx` per entry, in parallel, and no file read, header, sort or store lookup.
+//! The fingerprint walk (`Walk::fingerprint`) is the no-op rebuild's whole check: one
+//! `getdents` per directory and one `statx` per entry, in parallel, and no file read,
+//! header, sort or store lookup.
 
-use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::walk::{io_err, open_dir, open_dir_path, stat_at, Names, Stat, Walk, WalkError};
-use super::walk::{MAX_DEPTH, PARALLEL_STAT};
+use super::dirfd::{Names, Stat};
 
 /// What a walk saw of a tree (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,89 +141,4 @@ pub(super) fn of_dir<'s>(
         }
     }
     print.finish()
-}
-
-impl Walk<'_> {
-    /// The fingerprint of the selected path `start` (host path of `rel`, inside the root;
-    /// `followed` when a final link was followed to it): what [`Walk::collect`] would
-    /// fingerprint, without reading a file or making a record.
-    pub(super) fn fingerprint(
-        &self,
-        start: &Path,
-        meta: &fs::Metadata,
-        rel: &str,
-        followed: bool,
-    ) -> Result<Fingerprint, WalkError> {
-        let stat = Stat::of_metadata(meta);
-        let hidden = !rel.is_empty() && self.hides(rel);
-        let subtree = if stat.is_dir() && !(hidden && self.prune) {
-            let fd = open_dir_path(start).map_err(|e| io_err(start, e))?;
-            Some(self.print_children(&fd, start, rel, 0)?)
-        } else {
-            None
-        };
-        Ok(of_target(rel, start, &stat, followed, subtree.as_ref()))
-    }
-
-    /// The print of everything under the open directory `dir` (see [`Walk::children`],
-    /// which walks the same entries).
-    fn print_children(
-        &self,
-        dir: &OwnedFd,
-        dir_path: &Path,
-        rel: &str,
-        depth: usize,
-    ) -> Result<Fingerprint, WalkError> {
-        if depth >= MAX_DEPTH {
-            return Err(super::walk::too_deep(dir_path));
-        }
-        let names = Names::list(dir).map_err(|e| io_err(dir_path, e))?;
-        let fd = dir.as_fd();
-        // (index, stat, walked) of each counted entry.
-        let one = |i: usize| -> Result<Option<(usize, Stat, bool)>, WalkError> {
-            let stat = stat_at(fd, names.cstr(i))
-                .map_err(|e| io_err(&dir_path.join(names.os_name(i)), e))?;
-            let hidden = self.ignore.is_some() && self.hides(&child_rel(rel, names.name(i)));
-            let (counted, walked) = counts(&stat, hidden, self.prune);
-            Ok(counted.then_some((i, stat, walked)))
-        };
-        let n = names.len();
-        let entries: Vec<Option<(usize, Stat, bool)>> = if n > PARALLEL_STAT {
-            (0..n)
-                .into_par_iter()
-                .with_min_len(PARALLEL_STAT / 4)
-                .map(one)
-                .collect::<Result<_, _>>()?
-        } else {
-            (0..n).map(one).collect::<Result<_, _>>()?
-        };
-        let entries: Vec<(usize, Stat, bool)> = entries.into_iter().flatten().collect();
-        let sub = |&(i, _, _): &(usize, Stat, bool)| -> Result<Fingerprint, WalkError> {
-            let path = dir_path.join(names.os_name(i));
-            let sub = open_dir(fd, names.cstr(i)).map_err(|e| io_err(&path, e))?;
-            self.print_children(&sub, &path, &child_rel(rel, names.name(i)), depth + 1)
-        };
-        let dirs: Vec<&(usize, Stat, bool)> = entries.iter().filter(|e| e.2).collect();
-        let subs: Vec<Fingerprint> = if dirs.len() > 1 {
-            dirs.par_iter().map(|e| sub(e)).collect::<Result<_, _>>()?
-        } else {
-            dirs.iter().map(|e| sub(e)).collect::<Result<_, _>>()?
-        };
-        Ok(of_dir(
-            &names,
-            entries.iter().map(|(i, s, w)| (*i, s, *w)),
-            &subs,
-        ))
-    }
-}
-
-/// The relative path of the entry `name` of the directory `rel`, as the checksum walk
-/// names it (a name that is not UTF-8 lossily).
-pub(super) fn child_rel(rel: &str, name: &[u8]) -> String {
-    let lossy = String::from_utf8_lossy(name);
-    if rel.is_empty() {
-        lossy.into_owned()
-    } else {
-        format!("{rel}/{lossy}")
-    }
 }

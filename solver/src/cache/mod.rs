@@ -1,6 +1,7 @@
 //! The build cache: cache keys, content checksums and the persistent cache store.
 
 pub mod contenthash;
+mod dirfd;
 mod fingerprint;
 pub mod key;
 pub mod statcache;

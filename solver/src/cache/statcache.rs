@@ -17,7 +17,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::ReadableTable;
 
-use super::fingerprint::Fingerprint;
 use crate::meta::{dberr, MetaDb, MetaError, CONTEXT_MEMOS, STAT_DIGESTS};
 
 /// How much older than the recorded read a file's timestamps must be for its entry to be
@@ -406,18 +405,14 @@ impl<'a> StatCache<'a> {
         Memo::decode(value.value())
     }
 
-    /// Remembers `checksum` for `selection` beside the fingerprint `print` of the walk
-    /// that computed it, unless an entry changed too recently to rule out a same-tick
-    /// change after its stat (the racily-clean rule of file entries): such a memo could
-    /// vouch for content the walk never saw.
-    pub(crate) fn remember(&self, selection: [u8; 32], print: &Fingerprint, checksum: [u8; 32]) {
-        if print.youngest_ns >= self.started_ns.saturating_sub(self.slack_ns) {
+    /// Remembers `memo` for `selection` (its fingerprint the one of the walk that computed
+    /// the checksum), unless an entry changed too recently (`youngest_ns`, its latest mtime
+    /// or ctime) to rule out a same-tick change after its stat (the racily-clean rule of
+    /// file entries): such a memo could vouch for content the walk never saw.
+    pub(crate) fn remember(&self, selection: [u8; 32], memo: Memo, youngest_ns: i64) {
+        if youngest_ns >= self.started_ns.saturating_sub(self.slack_ns) {
             return;
         }
-        let memo = Memo {
-            fingerprint: print.digest,
-            checksum,
-        };
         if self.memo(&selection) == Some(memo) {
             return;
         }
