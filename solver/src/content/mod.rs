@@ -11,6 +11,7 @@ mod gc;
 mod image_store;
 mod ingest;
 mod lock;
+mod prefix;
 mod threaded;
 
 use std::fs::{self, File};
@@ -193,7 +194,7 @@ impl ContentStore {
         std::io::Seek::seek(tmp.as_file_mut(), std::io::SeekFrom::Start(len)).map_err(io)?;
         let copy = std::thread::Builder::new()
             .name("kiln-prefix".into())
-            .spawn(move || copy_prefix(&src, &dest, len))
+            .spawn(move || prefix::copy_prefix(&src, &dest, len))
             .map_err(io)?;
         Ok(Some(Ingest::resumed(
             tmp,
@@ -553,47 +554,3 @@ fn read_layout_version(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
-
-/// Copies the first `len` bytes of `src` to the same offsets of `dest` in the kernel
-/// (`copy_file_range`: a reflink where the filesystem has them), then starts writing them
-/// back so the ingest's fsync waits for less.
-fn copy_prefix(src: &File, dest: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (mut off_in, mut off_out): (libc::loff_t, libc::loff_t) = (0, 0);
-    let end = libc::loff_t::try_from(len).map_err(std::io::Error::other)?;
-    while off_in < end {
-        let want = usize::try_from(end - off_in)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        // SAFETY: open descriptors, offsets owned by this frame; the kernel copies between files.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dest.as_raw_fd(),
-                &mut off_out,
-                want,
-                0,
-            )
-        };
-        match n {
-            0 => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the earlier blob is shorter than its index says",
-                ))
-            }
-            n if n < 0 => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            _ => {}
-        }
-    }
-    // A hint: its failure changes nothing (the commit fsyncs anyway).
-    // SAFETY: an open descriptor and plain integers.
-    let _ = unsafe { libc::sync_file_range(dest.as_raw_fd(), 0, end, libc::SYNC_FILE_RANGE_WRITE) };
-    Ok(())
-}
