@@ -1136,6 +1136,7 @@ mod walk_tests {
     fn the_fingerprint_walk_prints_what_the_checksum_walk_walks() {
         let d = tricky_tree();
         let root = d.path();
+        let all = [Selector::path("")];
         let selectors = [
             Selector::path(""),
             Selector::path("a"),
@@ -1198,33 +1199,23 @@ mod walk_tests {
                 .collect()
         ));
         // A touched file changes the print (its mtime), not the checksum.
-        let before = fingerprint(
-            &Walk {
+        let whole = || {
+            let walk = Walk {
                 ignore: None,
                 prune: false,
                 stats: None,
-            },
-            root,
-            &select(root, &[Selector::path("")], None).unwrap(),
-        )
-        .unwrap();
+            };
+            fingerprint(&walk, root, &select(root, &all, None).unwrap()).unwrap()
+        };
+        let (before, sum) = (whole(), checksum_paths(root, &all).unwrap());
         fs::File::options()
             .write(true)
             .open(root.join("many/7"))
             .unwrap()
             .set_modified(std::time::SystemTime::UNIX_EPOCH)
             .unwrap();
-        let after = fingerprint(
-            &Walk {
-                ignore: None,
-                prune: false,
-                stats: None,
-            },
-            root,
-            &select(root, &[Selector::path("")], None).unwrap(),
-        )
-        .unwrap();
-        assert_ne!(before.digest, after.digest);
+        assert_ne!(before.digest, whole().digest);
+        assert_eq!(sum, checksum_paths(root, &all).unwrap());
     }
 
     #[test]

@@ -405,16 +405,7 @@ impl Walk<'_> {
         let cached = self.stats.map(|s| s.dir(rel)).unwrap_or_default();
         let fd = dir.as_fd();
         let one = |i: usize| self.child(fd, dir_path, rel, &names, &cached, i);
-        let n = names.len();
-        let mut kids: Vec<Child> = if n > PARALLEL_STAT {
-            (0..n)
-                .into_par_iter()
-                .with_min_len(PARALLEL_STAT / 4)
-                .map(one)
-                .collect::<Result<_, _>>()?
-        } else {
-            (0..n).map(one).collect::<Result<_, _>>()?
-        };
+        let mut kids: Vec<Child> = each_entry(names.len(), one)?;
 
         // Files to read, and directories to walk: in parallel, each.
         let read = |c: &mut Child| -> Result<(), WalkError> {
@@ -483,6 +474,23 @@ impl Walk<'_> {
             walked.iter().map(|w| &w.2),
         );
         Ok((assemble(&names, kids, walked, self.prune), print))
+    }
+}
+
+/// `one` of each of a directory's `n` entries, in order: spread over the pool above
+/// [`PARALLEL_STAT`] entries (a stat each is too little work to hand out below that).
+fn each_entry<T: Send>(
+    n: usize,
+    one: impl Fn(usize) -> Result<T, WalkError> + Sync + Send,
+) -> Result<Vec<T>, WalkError> {
+    if n > PARALLEL_STAT {
+        (0..n)
+            .into_par_iter()
+            .with_min_len(PARALLEL_STAT / 4)
+            .map(one)
+            .collect()
+    } else {
+        (0..n).map(one).collect()
     }
 }
 
@@ -581,17 +589,10 @@ impl Walk<'_> {
             let (counted, walked) = fingerprint::counts(&stat, hidden, self.prune);
             Ok(counted.then_some((i, stat, walked)))
         };
-        let n = names.len();
-        let entries: Vec<Option<(usize, Stat, bool)>> = if n > PARALLEL_STAT {
-            (0..n)
-                .into_par_iter()
-                .with_min_len(PARALLEL_STAT / 4)
-                .map(one)
-                .collect::<Result<_, _>>()?
-        } else {
-            (0..n).map(one).collect::<Result<_, _>>()?
-        };
-        let entries: Vec<(usize, Stat, bool)> = entries.into_iter().flatten().collect();
+        let entries: Vec<(usize, Stat, bool)> = each_entry(names.len(), one)?
+            .into_iter()
+            .flatten()
+            .collect();
         let sub = |&(i, _, _): &(usize, Stat, bool)| -> Result<Fingerprint, WalkError> {
             let path = dir_path.join(names.os_name(i));
             let sub = open_dir(fd, names.cstr(i)).map_err(|e| io_err(&path, e))?;
