@@ -230,20 +230,19 @@ pub fn checksum_paths_cached(
         stats,
     };
     let selection = select(root, selectors, ignore)?;
-    let memo = stats.map(|s| (s, selection_digest(&selection, ignore)));
-    if let Some((stats, key)) = &memo {
-        if let Some(memo) = stats.memo(key) {
-            if fingerprint(&walk, root, &selection)?.digest == memo.fingerprint {
-                return Ok(ContentChecksum(memo.checksum));
-            }
+    let key = selection_digest(&selection, ignore);
+    let stored = stats.and_then(|s| s.memo(&key));
+    if let Some(stored) = stored {
+        if fingerprint(&walk, root, &selection)?.digest == stored.fingerprint {
+            return Ok(ContentChecksum(stored.checksum));
         }
     }
     let (sum, print) = checksum(&walk, root, &selection)?;
-    if let Some((stats, key)) = memo {
-        let memo = Memo {
-            fingerprint: print.digest,
-            checksum: sum.0,
-        };
+    let memo = Memo {
+        fingerprint: print.digest,
+        checksum: sum.0,
+    };
+    if let Some(stats) = stats.filter(|_| stored != Some(memo)) {
         stats.remember(key, memo, print.youngest_ns);
     }
     Ok(sum)

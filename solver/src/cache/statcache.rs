@@ -406,14 +406,11 @@ impl<'a> StatCache<'a> {
     }
 
     /// Remembers `memo` for `selection` (its fingerprint the one of the walk that computed
-    /// the checksum), unless an entry changed too recently (`youngest_ns`, its latest mtime
+    /// the checksum; the caller skips one already stored), unless an entry changed too recently (`youngest_ns`, its latest mtime
     /// or ctime) to rule out a same-tick change after its stat (the racily-clean rule of
     /// file entries): such a memo could vouch for content the walk never saw.
     pub(crate) fn remember(&self, selection: [u8; 32], memo: Memo, youngest_ns: i64) {
         if youngest_ns >= self.started_ns.saturating_sub(self.slack_ns) {
-            return;
-        }
-        if self.memo(&selection) == Some(memo) {
             return;
         }
         if let Ok(mut fresh) = self.fresh_memos.lock() {

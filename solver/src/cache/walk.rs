@@ -614,7 +614,7 @@ impl Walk<'_> {
 
 /// The relative path of the entry `name` of the directory `rel`, as the checksum walk
 /// names it (a name that is not UTF-8 lossily).
-pub(super) fn child_rel(rel: &str, name: &[u8]) -> String {
+fn child_rel(rel: &str, name: &[u8]) -> String {
     let lossy = String::from_utf8_lossy(name);
     if rel.is_empty() {
         lossy.into_owned()
